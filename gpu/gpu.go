@@ -1,0 +1,116 @@
+// Package gpu is the vendor-neutral model of the GPUs on a node and the
+// Backend interface that vendor libraries (NVML, AMD SMI) and sysfs readers
+// implement.
+package gpu
+
+import (
+	"context"
+	"strings"
+)
+
+// Vendor of a GPU.
+type Vendor string
+
+const (
+	NVIDIA Vendor = "nvidia"
+	AMD    Vendor = "amd"
+)
+
+// Backend discovers the GPUs of one vendor. Inventory returns an error for
+// which errors.Is(err, source.ErrAbsent) holds when the vendor's library or
+// driver is not on this host: a CPU-only node is a normal node.
+//
+// Inventory may return devices together with an error when some devices
+// answered and others did not; the answering ones are kept.
+type Backend interface {
+	// Name identifies the backend in source status ("nvml", "amdsmi", "amdgpu").
+	Name() string
+	Inventory(ctx context.Context) (Inventory, error)
+	// Close releases the library. The backend is not used afterwards.
+	Close() error
+}
+
+// Inventory is what a backend knows about the node's GPUs: identity and
+// capabilities that change rarely (not live samples).
+type Inventory struct {
+	Backend       string `json:"backend"`
+	DriverVersion string `json:"driver_version,omitempty"`
+	// CUDAVersion is the highest CUDA version the driver supports ("12.4").
+	CUDAVersion string `json:"cuda_version,omitempty"`
+	// LibraryVersion is the management library's own version (NVML, AMD SMI).
+	LibraryVersion string   `json:"library_version,omitempty"`
+	Devices        []Device `json:"devices"`
+}
+
+// Device is one physical GPU.
+type Device struct {
+	Index  int    `json:"index"`
+	Vendor Vendor `json:"vendor"`
+	UUID   string `json:"uuid"`
+	// Product is the name the driver reports ("NVIDIA H100 80GB HBM3").
+	Product string `json:"product"`
+	// Architecture in lower case: "ampere", "hopper", "blackwell", "cdna3".
+	Architecture string `json:"architecture,omitempty"`
+	ComputeMajor int    `json:"compute_major,omitempty"`
+	ComputeMinor int    `json:"compute_minor,omitempty"`
+	MemoryBytes  uint64 `json:"memory_bytes"`
+	// PCIBusID in sysfs form: 4-digit domain, lower case ("0000:1b:00.0").
+	PCIBusID string `json:"pci_bus_id"`
+	// PCIDeviceID is the 16-bit PCI device id ("0x2330").
+	PCIDeviceID string `json:"pci_device_id,omitempty"`
+	// NUMANode is -1 when unknown.
+	NUMANode        int           `json:"numa_node"`
+	MIG             MIG           `json:"mig"`
+	Interconnect    *Interconnect `json:"interconnect,omitempty"`
+	PowerLimitWatts float64       `json:"power_limit_watts,omitempty"`
+	PCIeLink        *PCIeLink     `json:"pcie_link,omitempty"`
+	Serial          string        `json:"serial,omitempty"`
+	VBIOSVersion    string        `json:"vbios_version,omitempty"`
+	Errors          []string      `json:"errors,omitempty"`
+}
+
+// MIG is the Multi-Instance GPU state. Current and Pending differ until the
+// GPU is reset after a mode change.
+type MIG struct {
+	Capable bool `json:"capable"`
+	Enabled bool `json:"enabled"`
+	Pending bool `json:"pending"`
+}
+
+// Interconnect describes the GPU-to-GPU links (NVLink, XGMI).
+type Interconnect struct {
+	// Kind is "nvlink" or "xgmi".
+	Kind string `json:"kind"`
+	// Links is the number of links the GPU has.
+	Links int `json:"links"`
+	// Active is the number of links that are up.
+	Active int `json:"active"`
+	// Generation is the link generation (NVLink 4 on H100, 5 on B200); 0 if unknown.
+	Generation int `json:"generation,omitempty"`
+}
+
+// PCIeLink is the GPU's PCIe link as the device reports it.
+type PCIeLink struct {
+	CurrentGen   int `json:"current_gen"`
+	MaxGen       int `json:"max_gen"`
+	CurrentWidth int `json:"current_width"`
+	MaxWidth     int `json:"max_width"`
+}
+
+// NormalizePCIBusID turns NVML's "00000000:1B:00.0" (or any case and domain
+// width) into sysfs form "0000:1b:00.0". Input that does not look like a
+// bus id is returned lower-cased and trimmed.
+func NormalizePCIBusID(id string) string {
+	id = strings.ToLower(strings.TrimSpace(strings.TrimRight(id, "\x00")))
+	dom, rest, ok := strings.Cut(id, ":")
+	if !ok || strings.Count(rest, ":") != 1 {
+		return id
+	}
+	if len(dom) > 4 {
+		dom = dom[len(dom)-4:]
+	}
+	for len(dom) < 4 {
+		dom = "0" + dom
+	}
+	return dom + ":" + rest
+}

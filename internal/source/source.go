@@ -1,0 +1,122 @@
+// Package source defines how a discovery source reports on itself: ok,
+// absent (the hardware or library is not there, which is normal) or error.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is the outcome of one run of a source.
+type State string
+
+const (
+	OK     State = "ok"
+	Absent State = "absent"
+	Error  State = "error"
+)
+
+// ErrAbsent marks "not here" as opposed to "broken". Test with errors.Is.
+var ErrAbsent = errors.New("absent")
+
+// AbsentError says why a source found nothing to report.
+type AbsentError struct{ Reason string }
+
+func (e *AbsentError) Error() string        { return e.Reason }
+func (e *AbsentError) Is(target error) bool { return target == ErrAbsent }
+
+// NewAbsent returns an error that errors.Is(err, ErrAbsent) and says why.
+func NewAbsent(format string, args ...any) error {
+	return &AbsentError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Status is what a source reports about its last run.
+type Status struct {
+	Name  string `json:"name"`
+	State State  `json:"state"`
+	// Message is the error text, or why the source is absent.
+	Message  string        `json:"message,omitempty"`
+	Duration time.Duration `json:"-"`
+	// DurationSeconds mirrors Duration for JSON consumers.
+	DurationSeconds float64 `json:"duration_seconds"`
+}
+
+// StatusOf classifies err (nil, absent or other) into a Status.
+func StatusOf(name string, err error, d time.Duration) Status {
+	s := Status{Name: name, State: OK, Duration: d, DurationSeconds: d.Seconds()}
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrAbsent):
+		s.State, s.Message = Absent, err.Error()
+	default:
+		s.State, s.Message = Error, err.Error()
+	}
+	return s
+}
+
+// ErrStillRunning is reported when a source's previous run has not returned:
+// reads of a hung device cannot be interrupted, so a source is never run
+// twice at once.
+var ErrStillRunning = errors.New("previous run has not returned yet")
+
+// Runner runs one source with a timeout. A run that outlives its timeout is
+// reported as an error and left to finish in the background; until it does,
+// later runs report ErrStillRunning instead of piling up goroutines.
+type Runner[T any] struct {
+	Name    string
+	Timeout time.Duration
+	Fn      func(ctx context.Context) (T, error)
+
+	busy chan struct{} // holds one token while a run is in flight
+}
+
+type result[T any] struct {
+	v   T
+	err error
+}
+
+// Run executes the source once. The value is returned even with an error,
+// so partial results (one broken device among good ones) are kept.
+func (r *Runner[T]) Run(ctx context.Context) (T, Status) {
+	if r.busy == nil {
+		r.busy = make(chan struct{}, 1)
+	}
+	var zero T
+	start := time.Now()
+	select {
+	case r.busy <- struct{}{}:
+	default:
+		return zero, StatusOf(r.Name, ErrStillRunning, 0)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	done := make(chan result[T], 1)
+	go func() {
+		defer func() { <-r.busy }()
+		var res result[T]
+		defer func() {
+			if p := recover(); p != nil {
+				res = result[T]{err: fmt.Errorf("source %s panicked: %v", r.Name, p)}
+			}
+			done <- res
+		}()
+		res.v, res.err = r.Fn(ctx)
+	}()
+	select {
+	case res := <-done:
+		return res.v, StatusOf(r.Name, res.err, time.Since(start))
+	case <-ctx.Done():
+		select {
+		case res := <-done: // finished just in time: keep the result
+			return res.v, StatusOf(r.Name, res.err, time.Since(start))
+		default:
+		}
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("timed out after %s", r.Timeout)
+		}
+		return zero, StatusOf(r.Name, err, time.Since(start))
+	}
+}

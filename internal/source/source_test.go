@@ -1,0 +1,63 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStatusOf(t *testing.T) {
+	if s := StatusOf("x", nil, time.Second); s.State != OK || s.DurationSeconds != 1 {
+		t.Errorf("nil error: %+v", s)
+	}
+	if s := StatusOf("x", NewAbsent("no %s", "library"), 0); s.State != Absent || s.Message != "no library" {
+		t.Errorf("absent: %+v", s)
+	}
+	if s := StatusOf("x", errors.New("boom"), 0); s.State != Error || s.Message != "boom" {
+		t.Errorf("error: %+v", s)
+	}
+}
+
+func TestRunnerTimeoutAndStuck(t *testing.T) {
+	release := make(chan struct{})
+	r := &Runner[int]{Name: "slow", Timeout: 20 * time.Millisecond, Fn: func(ctx context.Context) (int, error) {
+		<-release // a read that ignores its context, like a hung sysfs file
+		return 1, nil
+	}}
+	if _, st := r.Run(context.Background()); st.State != Error || !strings.Contains(st.Message, "timed out") {
+		t.Fatalf("first run: %+v", st)
+	}
+	if _, st := r.Run(context.Background()); st.State != Error || !strings.Contains(st.Message, ErrStillRunning.Error()) {
+		t.Fatalf("second run while stuck: %+v", st)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, st := r.Run(context.Background())
+		if st.State == OK && v == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never recovered: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRunnerKeepsPartialResultsAndPanics(t *testing.T) {
+	r := &Runner[[]string]{Name: "p", Timeout: time.Second, Fn: func(ctx context.Context) ([]string, error) {
+		return []string{"good"}, errors.New("one device broken")
+	}}
+	v, st := r.Run(context.Background())
+	if len(v) != 1 || st.State != Error {
+		t.Fatalf("partial: %v %+v", v, st)
+	}
+	r = &Runner[[]string]{Name: "p", Timeout: time.Second, Fn: func(ctx context.Context) ([]string, error) {
+		panic("bug")
+	}}
+	if _, st := r.Run(context.Background()); st.State != Error || !strings.Contains(st.Message, "panicked") {
+		t.Fatalf("panic: %+v", st)
+	}
+}

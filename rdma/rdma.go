@@ -1,0 +1,81 @@
+// Package rdma discovers RDMA devices (InfiniBand HCAs, RoCE NICs, soft-RoCE)
+// from sysfs: /sys/class/infiniband, /sys/class/infiniband_verbs,
+// /sys/class/net and /dev/infiniband.
+package rdma
+
+// Transport of a port, from its link layer.
+type Transport string
+
+const (
+	InfiniBand Transport = "infiniband"
+	RoCE       Transport = "roce"
+)
+
+// Device is one RDMA device (/sys/class/infiniband/<name>).
+type Device struct {
+	Name string `json:"name"`
+	// Driver is the kernel driver of the parent device ("mlx5_core"), or of
+	// the RDMA device itself for virtual ones ("rdma_rxe").
+	Driver   string `json:"driver,omitempty"`
+	NodeType string `json:"node_type,omitempty"` // "CA", "RNIC", "switch"
+	NodeGUID string `json:"node_guid,omitempty"`
+	// SysImageGUID is shared by the ports/functions of one physical adapter.
+	SysImageGUID    string `json:"sys_image_guid,omitempty"`
+	FirmwareVersion string `json:"firmware_version,omitempty"`
+	HCAType         string `json:"hca_type,omitempty"`
+	BoardID         string `json:"board_id,omitempty"`
+	// PCIAddress is empty for virtual devices (soft-RoCE has no PCI parent).
+	PCIAddress string `json:"pci_address,omitempty"`
+	// NUMANode is -1 when unknown. Devices without a PCI parent take it
+	// from their netdev's parent device.
+	NUMANode int `json:"numa_node"`
+	// Verbs is the uverbs character device name ("uverbs0"), empty if none.
+	Verbs string `json:"verbs,omitempty"`
+	// VerbsDevicePresent reports whether /dev/infiniband/<Verbs> exists, so
+	// user space (and our probes) can open the device.
+	VerbsDevicePresent bool   `json:"verbs_device_present"`
+	Ports              []Port `json:"ports"`
+	// Errors lists what could not be read for this device; the rest of the
+	// device is still reported.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Port is one port of an RDMA device.
+type Port struct {
+	Number int `json:"number"`
+	// State is the logical state without its number: "ACTIVE", "DOWN", "INIT", "ARMED".
+	State string `json:"state"`
+	// PhysState is the physical state: "LinkUp", "Polling", "Disabled".
+	PhysState string `json:"phys_state"`
+	// LinkLayer as sysfs reports it: "InfiniBand" or "Ethernet".
+	LinkLayer string    `json:"link_layer"`
+	Transport Transport `json:"transport"`
+	// RateGbps is the signalling rate in Gb/s (400 for "400 Gb/sec (4X NDR)").
+	RateGbps float64 `json:"rate_gbps"`
+	// Rate is the kernel's text ("400 Gb/sec (4X NDR)").
+	Rate string `json:"rate"`
+	// LID and SMLID are InfiniBand addresses; 0 on RoCE and on IB ports
+	// without a subnet manager.
+	LID   uint32 `json:"lid"`
+	SMLID uint32 `json:"sm_lid"`
+	// ActiveMTU in bytes, 0 when sysfs cannot tell (see DiscoverActiveMTU).
+	ActiveMTU int `json:"active_mtu,omitempty"`
+	// Netdev is the network interface of the port (RoCE, IPoIB), if any.
+	Netdev    string   `json:"netdev,omitempty"`
+	NetdevMTU int      `json:"netdev_mtu,omitempty"`
+	GIDs      []GID    `json:"gids,omitempty"`
+	Errors    []string `json:"errors,omitempty"`
+}
+
+// GID is one populated entry of a port's GID table.
+type GID struct {
+	Index int `json:"index"`
+	// GID in the kernel's format ("fe80:0000:0000:0000:...").
+	GID string `json:"gid"`
+	// Type is "IB/RoCE v1" or "RoCE v2".
+	Type   string `json:"type,omitempty"`
+	Netdev string `json:"netdev,omitempty"`
+}
+
+// Active reports whether the port is usable for traffic.
+func (p Port) Active() bool { return p.State == "ACTIVE" }
