@@ -78,6 +78,13 @@ func (f FS) ReadFile(hostPath string) ([]byte, error) {
 	return b, nil
 }
 
+// Open opens a file for streaming, for the few procfs files that can
+// legitimately exceed MaxFileSize (/proc/interrupts on a large machine).
+// The caller bounds what it reads.
+func (f FS) Open(hostPath string) (*os.File, error) {
+	return os.Open(f.Path(hostPath))
+}
+
 // ReadString reads a small text attribute (a sysfs file, a procfs value) and
 // trims surrounding white space. Content that is not UTF-8 text, or that
 // holds NUL bytes, is an error: no attribute we read legitimately holds either.
