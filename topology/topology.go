@@ -15,10 +15,13 @@ type Topology struct {
 	OnlineCPUs cpuset.Set `json:"online_cpus"`
 	// IsolatedCPUs (isolcpus=) and NohzFullCPUs (nohz_full=) from the
 	// kernel command line; tuning never places interrupts on them.
-	IsolatedCPUs cpuset.Set  `json:"isolated_cpus"`
-	NohzFullCPUs cpuset.Set  `json:"nohz_full_cpus"`
-	NUMANodes    []NUMANode  `json:"numa_nodes"`
-	PCIDevices   []PCIDevice `json:"pci_devices"`
+	IsolatedCPUs cpuset.Set `json:"isolated_cpus"`
+	// IsolatedCPUFlags are the isolcpus= flags in effect, sorted ("domain",
+	// "managed_irq", "nohz"); "domain" alone when isolcpus= names none.
+	IsolatedCPUFlags []string    `json:"isolated_cpu_flags,omitempty"`
+	NohzFullCPUs     cpuset.Set  `json:"nohz_full_cpus"`
+	NUMANodes        []NUMANode  `json:"numa_nodes"`
+	PCIDevices       []PCIDevice `json:"pci_devices"`
 	// Modules are the loaded kernel modules, sorted by name.
 	Modules []string `json:"modules"`
 	// NVIDIAKernelModule describes /proc/driver/nvidia/version, if present.
@@ -66,6 +69,9 @@ type PCIDevice struct {
 	Path []string `json:"path"`
 	// VirtualFunction is true for SR-IOV VFs (they have a "physfn" link).
 	VirtualFunction bool `json:"virtual_function,omitempty"`
+	// Errors lists what could not be read for this device; the rest of the
+	// device is still reported.
+	Errors []string `json:"errors,omitempty"`
 }
 
 // PCIeLink is the trained and the maximum link of a PCIe device.
