@@ -9,6 +9,9 @@ type Transport string
 const (
 	InfiniBand Transport = "infiniband"
 	RoCE       Transport = "roce"
+	// IWARP is RDMA over TCP (node type RNIC); its link layer is Ethernet
+	// too, but it is not RoCE.
+	IWARP Transport = "iwarp"
 )
 
 // Device is one RDMA device (/sys/class/infiniband/<name>).
@@ -58,7 +61,9 @@ type Port struct {
 	// without a subnet manager.
 	LID   uint32 `json:"lid"`
 	SMLID uint32 `json:"sm_lid"`
-	// ActiveMTU in bytes, 0 when sysfs cannot tell (see DiscoverActiveMTU).
+	// ActiveMTU in bytes, 0 when sysfs cannot tell. For RoCE it is derived
+	// from the netdev MTU; InfiniBand and iWARP ports report 0 until verbs
+	// (ibv_query_port) fills it in.
 	ActiveMTU int `json:"active_mtu,omitempty"`
 	// Netdev is the network interface of the port (RoCE, IPoIB), if any.
 	Netdev    string   `json:"netdev,omitempty"`
