@@ -1,0 +1,143 @@
+// Package nvml is the NVIDIA GPU backend. It reads the GPU inventory through
+// NVML (libnvidia-ml.so.1), which go-nvml loads at run time, so the agent
+// binary runs unchanged on nodes without an NVIDIA driver.
+package nvml
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// Backend implements gpu.Backend over an NVML library. It is safe for
+// concurrent use: calls are serialised, and Close waits for a running
+// Inventory so the library is never shut down under a caller.
+type Backend struct {
+	lib gonvml.Interface
+
+	mu          sync.Mutex
+	initialised bool
+	// symbols caches LookupSymbol answers for the current Init: calling a
+	// function the installed driver lacks kills the process, so functions
+	// newer than old drivers are looked up before the first call.
+	symbols map[string]bool
+}
+
+var _ gpu.Backend = (*Backend)(nil)
+
+// New returns a backend over lib (gonvml.New() on a host, an nvmlfake
+// machine in tests). A nil lib is a backend whose library is always absent.
+// NVML is initialised lazily by the first Inventory.
+func New(lib gonvml.Interface) *Backend {
+	return &Backend{lib: lib}
+}
+
+// Name identifies the backend in source status.
+func (b *Backend) Name() string { return "nvml" }
+
+// Inventory initialises NVML if needed and describes every GPU in NVML index
+// order. A GPU that answers only partly is still reported, with its failed
+// calls on Device.Errors; the returned error joins all such problems. When the
+// library or the kernel driver is missing the error is source.ErrAbsent.
+func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
+	inv := gpu.Inventory{Backend: b.Name(), Devices: []gpu.Device{}}
+	if err := ctx.Err(); err != nil {
+		return inv, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.initLocked(); err != nil {
+		return inv, err
+	}
+
+	var errs []error
+	system := func(fn string, ret gonvml.Return) bool {
+		if ret != gonvml.SUCCESS && ret != gonvml.ERROR_NOT_SUPPORTED {
+			errs = append(errs, fmt.Errorf("%s: %w", fn, ret))
+		}
+		return ret == gonvml.SUCCESS
+	}
+	if v, ret := b.lib.SystemGetDriverVersion(); system("nvmlSystemGetDriverVersion", ret) {
+		inv.DriverVersion = v
+	}
+	if v, ret := b.lib.SystemGetCudaDriverVersion(); system("nvmlSystemGetCudaDriverVersion", ret) {
+		inv.CUDAVersion = cudaVersion(v)
+	}
+	if v, ret := b.lib.SystemGetNVMLVersion(); system("nvmlSystemGetNVMLVersion", ret) {
+		inv.LibraryVersion = v
+	}
+	n, ret := b.lib.DeviceGetCount()
+	if ret != gonvml.SUCCESS {
+		errs = append(errs, fmt.Errorf("nvmlDeviceGetCount: %w", ret))
+		return inv, errors.Join(errs...)
+	}
+	for i := range n {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("stopped after %d of %d GPUs: %w", i, n, err))
+			break
+		}
+		r := b.readDevice(i)
+		for _, err := range r.errs {
+			errs = append(errs, fmt.Errorf("gpu %d: %w", i, err))
+		}
+		inv.Devices = append(inv.Devices, r.dev)
+	}
+	return inv, errors.Join(errs...)
+}
+
+// Close shuts NVML down if Inventory initialised it. It may be called any
+// number of times; a later Inventory initialises the library again.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.initialised {
+		return nil
+	}
+	b.initialised, b.symbols = false, nil
+	if ret := b.lib.Shutdown(); ret != gonvml.SUCCESS {
+		return fmt.Errorf("nvmlShutdown: %w", ret)
+	}
+	return nil
+}
+
+// initLocked runs nvmlInit until it succeeds once; failures are retried on
+// the next call because the driver may be installed or loaded later.
+func (b *Backend) initLocked() error {
+	if b.lib == nil {
+		return source.NewAbsent("NVIDIA management library not available")
+	}
+	if b.initialised {
+		return nil
+	}
+	// After a failed Init nothing else is called: with the library missing
+	// every other NVML entry point is an unresolved symbol. (go-nvml keeps a
+	// library that loaded but whose nvmlInit failed open; that costs one
+	// mapping, not correctness.)
+	switch ret := b.lib.Init(); ret {
+	case gonvml.SUCCESS:
+		b.initialised, b.symbols = true, map[string]bool{}
+		return nil
+	case gonvml.ERROR_LIBRARY_NOT_FOUND:
+		return source.NewAbsent("NVIDIA driver library libnvidia-ml.so.1 not found")
+	case gonvml.ERROR_DRIVER_NOT_LOADED:
+		return source.NewAbsent("NVIDIA kernel driver is not loaded")
+	default:
+		return fmt.Errorf("nvmlInit: %w", ret)
+	}
+}
+
+// has reports whether the loaded library exports symbol, asking once per Init.
+func (b *Backend) has(symbol string) bool {
+	ok, seen := b.symbols[symbol]
+	if !seen {
+		ok = b.lib.Extensions().LookupSymbol(symbol) == nil
+		b.symbols[symbol] = ok
+	}
+	return ok
+}

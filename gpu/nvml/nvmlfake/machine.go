@@ -1,0 +1,45 @@
+// Package nvmlfake builds whole-machine NVML fakes for tests and simulated
+// nodes: go-nvml's server mocks (mock/dgxh100, dgxh200, dgxb200, dgxa100)
+// with every function the agent calls filled in, deterministic identities,
+// PCI bus ids that match the simulated host tree, and optional faults.
+package nvmlfake
+
+// Model is a GPU model the fake can build.
+type Model string
+
+const (
+	A100 Model = "a100" // A100-SXM4-40GB, NVLink 3 (12 links), PCIe Gen4
+	H100 Model = "h100" // H100 SXM5 80GB, NVLink 4 (18 links), PCIe Gen5
+	H200 Model = "h200" // H200 SXM 141GB, NVLink 4 (18 links), PCIe Gen5
+	B200 Model = "b200" // B200 SXM 180GB, NVLink 5 (18 links), PCIe Gen5
+)
+
+// Machine describes the NVIDIA side of a node.
+type Machine struct {
+	Model Model
+	// Seed makes UUIDs and serial numbers deterministic and distinct per machine.
+	Seed string
+	// DriverVersion ("550.54.15") and CUDAVersion (NVML's form: 12040 = 12.4).
+	// Zero values take the model's defaults.
+	DriverVersion string
+	CUDAVersion   int
+	// GPUs in NVML index order.
+	GPUs []GPU
+}
+
+// GPU is one device of the machine. Faults are off in the zero value.
+type GPU struct {
+	// PCIBusID in sysfs form ("0000:1b:00.0"); NVML reports it as "00000000:1B:00.0".
+	PCIBusID string
+	// NUMANode is what nvmlDeviceGetNumaNodeId reports; negative means the
+	// platform has no NUMA information (the call answers NOT_SUPPORTED).
+	NUMANode int
+	// NVLinkDown lists link numbers reported inactive.
+	NVLinkDown []int
+	// PCIeGen and PCIeWidth, when non-zero, are the trained (current) link,
+	// below the model's maximum on a degraded GPU.
+	PCIeGen   int
+	PCIeWidth int
+	// MIGEnabled turns MIG mode on (current and pending).
+	MIGEnabled bool
+}
