@@ -98,7 +98,7 @@ type PCIeLink struct {
 }
 
 // NormalizePCIBusID turns NVML's "00000000:1B:00.0" (or any case and domain
-// width) into sysfs form "0000:1b:00.0". Input that does not look like a
+// width) into sysfs form "0000:1b:00.0"; a VMD domain stays "10000:e1:00.0". Input that does not look like a
 // bus id is returned lower-cased and trimmed.
 func NormalizePCIBusID(id string) string {
 	id = strings.ToLower(strings.TrimSpace(strings.TrimRight(id, "\x00")))
@@ -106,9 +106,9 @@ func NormalizePCIBusID(id string) string {
 	if !ok || strings.Count(rest, ":") != 1 {
 		return id
 	}
-	if len(dom) > 4 {
-		dom = dom[len(dom)-4:]
-	}
+	// NVML pads the domain to 8 digits, sysfs to 4; VMD domains (10000 and
+	// up) keep all their digits in both.
+	dom = strings.TrimLeft(dom, "0")
 	for len(dom) < 4 {
 		dom = "0" + dom
 	}
