@@ -1,0 +1,227 @@
+// Package config is the agent's configuration file: YAML, decoded strictly
+// (an unknown key is an error that names it), with defaults and validation.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultListenAddress is clear of dcgm-exporter (9400), node_exporter (9100)
+// and AMD's device metrics exporter (5000), which often run beside us.
+const DefaultListenAddress = ":9835"
+
+// Config is the whole agent configuration. Field names are the YAML keys.
+type Config struct {
+	// HostRoot is where the host's "/" is mounted: "/" on a host, "/host" in a pod.
+	HostRoot string `yaml:"hostRoot"`
+	// NodeName is the Kubernetes Node the agent runs on; empty means
+	// standalone (nothing is published). Defaults to $NODE_NAME.
+	NodeName  string    `yaml:"nodeName"`
+	Discovery Discovery `yaml:"discovery"`
+	GPU       GPU       `yaml:"gpu"`
+	Labels    Labels    `yaml:"labels"`
+	Metrics   Metrics   `yaml:"metrics"`
+	Log       Log       `yaml:"log"`
+}
+
+// Discovery controls the discovery loop.
+type Discovery struct {
+	// Interval between discoveries; hardware rarely changes, so minutes are fine.
+	Interval time.Duration `yaml:"interval"`
+	// SourceTimeout bounds each source (topology, rdma, nvml) per run.
+	SourceTimeout time.Duration `yaml:"sourceTimeout"`
+}
+
+// GPU selects GPU backends.
+type GPU struct {
+	NVML NVML `yaml:"nvml"`
+}
+
+// NVML configures the NVIDIA backend.
+type NVML struct {
+	Enabled bool `yaml:"enabled"`
+	// LibraryPath overrides where libnvidia-ml.so.1 is loaded from.
+	LibraryPath string `yaml:"libraryPath"`
+}
+
+// Labels configures the node labels the agent computes.
+type Labels struct {
+	// Domain is the prefix of the agent's own labels ("gpunode.dev").
+	Domain string `yaml:"domain"`
+}
+
+// Metrics configures the HTTP endpoint.
+type Metrics struct {
+	ListenAddress string `yaml:"listenAddress"`
+	// WebConfigFile is an exporter-toolkit web config (TLS, basic auth).
+	WebConfigFile string `yaml:"webConfigFile"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		HostRoot: "/",
+		NodeName: os.Getenv("NODE_NAME"),
+		Discovery: Discovery{
+			Interval:      time.Minute,
+			SourceTimeout: 10 * time.Second,
+		},
+		GPU:     GPU{NVML: NVML{Enabled: true}},
+		Labels:  Labels{Domain: "gpunode.dev"},
+		Metrics: Metrics{ListenAddress: DefaultListenAddress},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads and validates a config file over the defaults. An empty path
+// returns the validated defaults.
+func Load(path string) (Config, error) {
+	if path == "" {
+		c := Default()
+		return c, c.Validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML over the defaults, strictly, and validates the result.
+func Parse(b []byte) (Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, cleanYAMLError(err)
+	}
+	// A second document is almost certainly a mistake (a stray "---").
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("more than one YAML document")
+	}
+	return c, c.Validate()
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+
+// cleanYAMLError rewrites yaml's Go-type-centric messages into ones that
+// name the key: "line 3: unknown key \"intervall\" in discovery".
+func cleanYAMLError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := unknownField.FindStringSubmatch(m)
+		section := sectionNames[sub[2]]
+		if section == "" {
+			return fmt.Sprintf("unknown key %q", sub[1])
+		}
+		return fmt.Sprintf("unknown key %q in %s", sub[1], section)
+	})
+	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+}
+
+// sectionNames maps Go type names to the YAML path users write.
+var sectionNames = map[string]string{
+	"Config":    "",
+	"Discovery": "discovery",
+	"GPU":       "gpu",
+	"NVML":      "gpu.nvml",
+	"Labels":    "labels",
+	"Metrics":   "metrics",
+	"Log":       "log",
+}
+
+// labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.
+var labelDomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// Validate reports every invalid setting at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.HostRoot == "" || !strings.HasPrefix(c.HostRoot, "/") {
+		bad("hostRoot", "must be an absolute path, got %q", c.HostRoot)
+	}
+	if c.Discovery.Interval < time.Second {
+		bad("discovery.interval", "must be at least 1s, got %s", c.Discovery.Interval)
+	}
+	if c.Discovery.SourceTimeout < 100*time.Millisecond {
+		bad("discovery.sourceTimeout", "must be at least 100ms, got %s", c.Discovery.SourceTimeout)
+	}
+	if c.Discovery.SourceTimeout > c.Discovery.Interval {
+		bad("discovery.sourceTimeout", "(%s) must not exceed discovery.interval (%s)", c.Discovery.SourceTimeout, c.Discovery.Interval)
+	}
+	if len(c.Labels.Domain) > 253 || !labelDomain.MatchString(c.Labels.Domain) {
+		bad("labels.domain", "must be a lower-case DNS subdomain such as gpunode.dev, got %q", c.Labels.Domain)
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
+		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLevel maps a level name to slog's.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
+}
+
+// RestartNeeded lists the settings that differ between old and new and only
+// take effect on restart (the rest are applied on reload).
+func RestartNeeded(old, new Config) []string {
+	var keys []string
+	if old.HostRoot != new.HostRoot {
+		keys = append(keys, "hostRoot")
+	}
+	if old.NodeName != new.NodeName {
+		keys = append(keys, "nodeName")
+	}
+	if old.GPU != new.GPU {
+		keys = append(keys, "gpu")
+	}
+	if old.Metrics != new.Metrics {
+		keys = append(keys, "metrics")
+	}
+	if old.Log.Format != new.Log.Format {
+		keys = append(keys, "log.format")
+	}
+	return keys
+}

@@ -1,0 +1,104 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsValid(t *testing.T) {
+	t.Setenv("NODE_NAME", "gpu-7")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "gpu-7" || c.HostRoot != "/" || c.Metrics.ListenAddress != DefaultListenAddress || !c.GPU.NVML.Enabled {
+		t.Fatalf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestParseOverDefaults(t *testing.T) {
+	c, err := Parse([]byte("hostRoot: /host\ndiscovery:\n  interval: 5m\nlog:\n  level: debug\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HostRoot != "/host" || c.Discovery.Interval != 5*time.Minute || c.Discovery.SourceTimeout != 10*time.Second || c.Log.Level != "debug" {
+		t.Fatalf("got %+v", c)
+	}
+	if c, err := Parse(nil); err != nil || c.HostRoot != "/" {
+		t.Fatalf("empty file: %+v %v", c, err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"hostroot: /host", `line 1: unknown key "hostroot"`},
+		{"discovery:\n  intervall: 5m", `line 2: unknown key "intervall" in discovery`},
+		{"gpu:\n  nvml:\n    enable: true", `unknown key "enable" in gpu.nvml`},
+		{"discovery:\n  interval: soon", "line 2: cannot unmarshal"},
+		{"discovery:\n  interval: 10ms", "discovery.interval: must be at least 1s"},
+		{"discovery:\n  interval: 5s\n  sourceTimeout: 6s", "must not exceed discovery.interval"},
+		{"hostRoot: relative/path", "hostRoot: must be an absolute path"},
+		{"labels:\n  domain: Bad_Domain", "labels.domain"},
+		{"metrics:\n  listenAddress: 9835", "metrics.listenAddress"},
+		{"log:\n  level: loud", `unknown level "loud"`},
+		{"log:\n  format: xml", "log.format"},
+		{"a: [", "line 1"},
+		{"log: {level: info}\n---\nlog: {level: debug}", "more than one YAML document"},
+		{"log: \xc3\x28", "invalid"},
+	} {
+		_, err := Parse([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) error = %v, want it to contain %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestValidateReportsAll(t *testing.T) {
+	_, err := Parse([]byte("hostRoot: x\nlog:\n  level: loud\n  format: xml"))
+	if err == nil || strings.Count(err.Error(), "\n") != 2 {
+		t.Fatalf("want three errors, got %v", err)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("nodeName: n1\n"), 0o600)
+	if c, err := Load(p); err != nil || c.NodeName != "n1" {
+		t.Fatalf("Load = %+v, %v", c, err)
+	}
+	if _, err := Load(p + ".missing"); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestRestartNeeded(t *testing.T) {
+	a := Default()
+	b := a
+	b.Log.Level = "debug"
+	b.Discovery.Interval = time.Hour
+	if keys := RestartNeeded(a, b); len(keys) != 0 {
+		t.Errorf("reloadable changes flagged: %v", keys)
+	}
+	b.HostRoot = "/host"
+	b.Metrics.ListenAddress = ":1"
+	if keys := RestartNeeded(a, b); strings.Join(keys, ",") != "hostRoot,metrics" {
+		t.Errorf("got %v", keys)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"", "hostRoot: /host", "discovery: {interval: 1m}", "a: [", "log:\n  level: x", "gpu: {nvml: {enabled: false}}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil {
+			if verr := c.Validate(); verr != nil {
+				t.Fatalf("Parse accepted an invalid config: %v", verr)
+			}
+		}
+	})
+}
