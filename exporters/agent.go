@@ -1,0 +1,80 @@
+// Package exporters turns snapshots and samples into Prometheus metrics and
+// serves them, with the health endpoints, over HTTP.
+package exporters
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpunode/gpunode/agent/snapshot"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// BuildInfo identifies the running binary.
+type BuildInfo struct {
+	Version   string
+	Revision  string
+	GoVersion string
+}
+
+// agentCollector exports the agent's own state from the latest snapshot.
+// It reads a pointer and never touches a device, so a scrape cannot block
+// on hardware.
+type agentCollector struct {
+	snap  func() *snapshot.Snapshot
+	build BuildInfo
+
+	buildInfo, sourceUp, sourceState, sourceDuration, snapshotTime, simulated *prometheus.Desc
+}
+
+// NewAgentCollector exports build info, per-source status and timing, and
+// the age of the snapshot. snap returns nil until the first discovery.
+func NewAgentCollector(snap func() *snapshot.Snapshot, build BuildInfo) prometheus.Collector {
+	return &agentCollector{
+		snap:  snap,
+		build: build,
+		buildInfo: prometheus.NewDesc("gpunode_build_info",
+			"Build of the running gpunode-agent; always 1.", []string{"version", "revision", "goversion"}, nil),
+		sourceUp: prometheus.NewDesc("gpunode_source_up",
+			"1 if the discovery source's last run succeeded or found its hardware absent, 0 if it failed.", []string{"source"}, nil),
+		sourceState: prometheus.NewDesc("gpunode_source_state",
+			"1 for the state (ok, absent, error) of the discovery source's last run, 0 for the others.", []string{"source", "state"}, nil),
+		sourceDuration: prometheus.NewDesc("gpunode_source_duration_seconds",
+			"Duration of the discovery source's last run.", []string{"source"}, nil),
+		snapshotTime: prometheus.NewDesc("gpunode_snapshot_timestamp_seconds",
+			"Unix time of the last completed discovery.", nil, nil),
+		simulated: prometheus.NewDesc("gpunode_simulated",
+			"1 when the agent runs on a simulated node (--simulate), labelled with its name.", []string{"node"}, nil),
+	}
+}
+
+func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.buildInfo, c.sourceUp, c.sourceState, c.sourceDuration, c.snapshotTime, c.simulated} {
+		ch <- d
+	}
+}
+
+func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1, c.build.Version, c.build.Revision, c.build.GoVersion)
+	s := c.snap()
+	if s == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.snapshotTime, prometheus.GaugeValue, float64(s.TakenAt.UnixNano())/1e9)
+	if s.Simulated != "" {
+		ch <- prometheus.MustNewConstMetric(c.simulated, prometheus.GaugeValue, 1, s.Simulated)
+	}
+	for _, st := range s.Sources {
+		ch <- prometheus.MustNewConstMetric(c.sourceUp, prometheus.GaugeValue, boolValue(st.State != source.Error), st.Name)
+		for _, state := range []source.State{source.OK, source.Absent, source.Error} {
+			ch <- prometheus.MustNewConstMetric(c.sourceState, prometheus.GaugeValue, boolValue(st.State == state), st.Name, string(state))
+		}
+		ch <- prometheus.MustNewConstMetric(c.sourceDuration, prometheus.GaugeValue, st.Duration.Seconds(), st.Name)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
