@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/agent/report"
+	"github.com/gpunode/gpunode/agent/snapshot"
+	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// Options configure the daemon. Everything the daemon touches comes in
+// through here; cmd/ builds it from flags.
+type Options struct {
+	Config config.Config
+	// Reload re-reads the configuration (file plus flag overrides); nil
+	// disables reloading.
+	Reload func() (config.Config, error)
+	// ReloadRequests delivers SIGHUP.
+	ReloadRequests <-chan struct{}
+	Logger         *slog.Logger
+	// Level is the logger's level, changed on reload.
+	Level     *slog.LevelVar
+	FS        hostfs.FS
+	Backends  []gpu.Backend
+	Simulated string
+	Build     exporters.BuildInfo
+	// Notify sends a systemd notification ("READY=1"); nil when not under systemd.
+	Notify func(state string) error
+	// Watchdog is systemd's WatchdogSec; 0 disables the keep-alive.
+	Watchdog time.Duration
+	// Listening, if set, is called with the bound metrics address.
+	Listening func(addr string)
+}
+
+type daemon struct {
+	o         Options
+	cfg       config.Config
+	log       *slog.Logger
+	disc      *Discoverer
+	snap      atomic.Pointer[snapshot.Snapshot]
+	heartbeat atomic.Int64 // unix nanos of the last loop iteration
+	liveLimit atomic.Int64 // how stale the heartbeat may get, in nanoseconds
+	labels    labels.Set
+	states    map[string]source.State
+}
+
+// Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
+// only for start-up failures (such as the metrics port being taken).
+func Run(ctx context.Context, o Options) error {
+	d := &daemon{o: o, cfg: o.Config, log: o.Logger, states: map[string]source.State{}}
+	d.disc = NewDiscoverer(o.FS, o.Backends, d.cfg.Discovery.SourceTimeout, o.Simulated)
+	d.setLiveLimit()
+	defer d.closeBackends()
+
+	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build))
+	if err != nil {
+		return err
+	}
+	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, o.Build.Version, d.log)
+	if err != nil {
+		return err
+	}
+	srv, err := exporters.Listen(d.cfg.Metrics.ListenAddress, d.cfg.Metrics.WebConfigFile, handler, d.log)
+	if err != nil {
+		return err
+	}
+	if o.Listening != nil {
+		o.Listening(srv.Addr().String())
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve() }()
+
+	d.logMode()
+	d.beat()
+	d.discover(ctx)
+	d.summarize()
+	d.notify("READY=1", "STATUS="+d.status())
+
+	ticker := time.NewTicker(d.cfg.Discovery.Interval)
+	defer ticker.Stop()
+	var watchdog <-chan time.Time
+	if o.Watchdog > 0 {
+		t := time.NewTicker(o.Watchdog / 2) // systemd's advice: ping at half the interval
+		defer t.Stop()
+		watchdog = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			d.notify("STOPPING=1")
+			d.log.Info("shutting down")
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(shutdownCtx); err != nil {
+				return fmt.Errorf("shut down metrics server: %w", err)
+			}
+			return nil
+		case err := <-serveErr:
+			return fmt.Errorf("metrics server: %w", err)
+		case <-ticker.C:
+			d.beat()
+			d.discover(ctx)
+		case <-watchdog:
+			// Pinged from the main loop, so a wedged loop stops the pings
+			// and systemd restarts us.
+			d.notify("WATCHDOG=1")
+		case <-o.ReloadRequests:
+			d.beat()
+			if d.reload() {
+				ticker.Reset(d.cfg.Discovery.Interval)
+				d.discover(ctx)
+			}
+			d.notify("READY=1", "STATUS="+d.status())
+		}
+	}
+}
+
+func (d *daemon) beat() { d.heartbeat.Store(time.Now().UnixNano()) }
+
+// setLiveLimit allows the loop two intervals plus two source timeouts
+// between iterations; every run is bounded by the source timeout.
+func (d *daemon) setLiveLimit() {
+	d.liveLimit.Store(int64(2*d.cfg.Discovery.Interval + 2*d.cfg.Discovery.SourceTimeout))
+}
+
+// live fails when the main loop has not come round in time, which means a bug.
+func (d *daemon) live() error {
+	if age := time.Since(time.Unix(0, d.heartbeat.Load())); age > time.Duration(d.liveLimit.Load()) {
+		return fmt.Errorf("main loop stalled for %s", age.Round(time.Second))
+	}
+	return nil
+}
+
+func (d *daemon) ready() error {
+	if d.snap.Load() == nil {
+		return errors.New("first discovery not finished")
+	}
+	return nil
+}
+
+func (d *daemon) notify(states ...string) {
+	if d.o.Notify == nil {
+		return
+	}
+	for _, s := range states {
+		if err := d.o.Notify(s); err != nil {
+			d.log.Warn("systemd notify failed", "state", s, "err", err)
+		}
+	}
+}
+
+func (d *daemon) closeBackends() {
+	for _, b := range d.o.Backends {
+		if err := b.Close(); err != nil {
+			d.log.Warn("close GPU backend", "backend", b.Name(), "err", err)
+		}
+	}
+}
+
+func (d *daemon) logMode() {
+	if d.o.Simulated != "" {
+		d.log.Warn("SIMULATED node: every fact below comes from a built-in fixture, not this machine", "simulate", d.o.Simulated, "host_root", d.o.FS.Root())
+	}
+	if d.cfg.NodeName == "" {
+		d.log.Info("standalone mode: no NODE_NAME, so nothing is published; labels are logged when they change")
+	} else {
+		d.log.Info("node name set, but this build does not publish to Kubernetes yet; labels are logged when they change", "node", d.cfg.NodeName)
+	}
+}
+
+// discover takes a snapshot and reports what changed since the last one.
+func (d *daemon) discover(ctx context.Context) {
+	s := d.disc.Discover(ctx)
+	d.snap.Store(s)
+	for _, st := range s.Sources {
+		prev, seen := d.states[st.Name]
+		if seen && prev == st.State {
+			continue
+		}
+		d.states[st.Name] = st.State
+		attrs := []any{"source", st.Name, "state", st.State}
+		if st.Message != "" {
+			attrs = append(attrs, "message", st.Message)
+		}
+		if st.State == source.Error {
+			d.log.Warn("source failed", attrs...)
+		} else {
+			d.log.Info("source status", attrs...)
+		}
+	}
+	d.logLabelChanges(labels.For(s, labels.Options{Domain: d.cfg.Labels.Domain}))
+}
+
+func (d *daemon) logLabelChanges(next labels.Set) {
+	for _, k := range slices.Sorted(maps.Keys(next)) {
+		old, had := d.labels[k]
+		switch {
+		case !had:
+			d.log.Info("label", "key", k, "value", next[k])
+		case old != next[k]:
+			d.log.Info("label changed", "key", k, "value", next[k], "previous", old)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(d.labels)) {
+		if _, ok := next[k]; !ok {
+			d.log.Info("label removed", "key", k, "previous", d.labels[k])
+		}
+	}
+	d.labels = next
+}
+
+func (d *daemon) summarize() {
+	for _, line := range report.Summary(d.snap.Load()) {
+		d.log.Info(line)
+	}
+}
+
+func (d *daemon) status() string {
+	s := d.snap.Load()
+	return fmt.Sprintf("%d GPUs, %d RDMA devices", len(s.GPUs), len(s.RDMADevices))
+}
+
+// reload applies a new configuration; settings that need a restart are
+// reported and keep their running values. It returns false when the new
+// configuration was rejected.
+func (d *daemon) reload() bool {
+	if d.o.Reload == nil {
+		d.log.Warn("reload requested, but there is no configuration file to reload")
+		return false
+	}
+	d.notify("RELOADING=1")
+	next, err := d.o.Reload()
+	if err != nil {
+		d.log.Error("config reload failed; keeping the running configuration", "err", err)
+		return false
+	}
+	if keys := config.RestartNeeded(d.cfg, next); len(keys) > 0 {
+		d.log.Warn("config changes that take effect only after a restart were ignored", "keys", keys)
+		next.HostRoot, next.NodeName, next.GPU, next.Metrics = d.cfg.HostRoot, d.cfg.NodeName, d.cfg.GPU, d.cfg.Metrics
+		next.Log.Format = d.cfg.Log.Format
+	}
+	if lvl, err := config.ParseLevel(next.Log.Level); err == nil && d.o.Level != nil {
+		d.o.Level.Set(lvl)
+	}
+	d.disc.SetTimeout(next.Discovery.SourceTimeout)
+	d.cfg = next
+	d.setLiveLimit()
+	d.log.Info("configuration reloaded", "interval", next.Discovery.Interval, "source_timeout", next.Discovery.SourceTimeout, "log_level", next.Log.Level)
+	return true
+}

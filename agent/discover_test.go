@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/agent/report"
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// A simulated DGX with broken files in several sources: every problem is
+// reported with its path, nothing panics, and everything else is still
+// discovered.
+func TestDiscoverGarbageHost(t *testing.T) {
+	env := simEnv(t, "dgx-h100-ib")
+	write := func(p string, b []byte) {
+		if err := os.WriteFile(env.FS.Path(p), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("/sys/class/infiniband/mlx5_3/ports/1/rate", []byte("\xff\xfe garbage"))
+	write("/sys/bus/pci/devices/0000:43:00.0/numa_node", []byte(""))
+	write("/proc/modules", bytes.Repeat([]byte("x"), 9<<20))
+	write("/proc/sys/vm/swappiness", []byte("6\x000"))
+	if err := os.Remove(env.FS.Path("/sys/class/infiniband/mlx5_5/ports/1/state")); err != nil {
+		t.Fatal(err)
+	}
+
+	s := NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated).Discover(context.Background())
+	want := map[string][]string{
+		"rdma":     {"mlx5_3 port 1", "/sys/class/infiniband/mlx5_3/ports/1/rate", "mlx5_5 port 1", "ports/1/state"},
+		"topology": {"/sys/bus/pci/devices/0000:43:00.0/numa_node", "/proc/modules", "too large"},
+		"settings": {"vm.swappiness", "NUL"},
+	}
+	for name, parts := range want {
+		st, _ := s.Source(name)
+		if st.State != source.Error {
+			t.Errorf("source %s = %s, want error", name, st.State)
+		}
+		for _, p := range parts {
+			if !strings.Contains(st.Message, p) {
+				t.Errorf("source %s message lacks %q: %s", name, p, st.Message)
+			}
+		}
+	}
+	if st, _ := s.Source("nvml"); st.State != source.OK {
+		t.Errorf("nvml = %+v", st)
+	}
+	if len(s.GPUs) != 8 || len(s.RDMADevices) != 8 || len(s.NUMANodes) != 2 {
+		t.Fatalf("lost data: %d GPUs, %d RDMA devices, %d NUMA nodes", len(s.GPUs), len(s.RDMADevices), len(s.NUMANodes))
+	}
+	if p := s.RDMADevices[4].Ports[0]; p.State != "ACTIVE" || p.RateGbps != 400 {
+		t.Errorf("a healthy device lost data: %+v", p)
+	}
+	if p := s.RDMADevices[3].Ports[0]; p.State != "ACTIVE" || p.RateGbps != 0 || len(p.Errors) == 0 {
+		t.Errorf("broken rate: %+v", p)
+	}
+	var out bytes.Buffer
+	if err := report.Text(&out, s, labels.For(s, labels.Options{Domain: "gpunode.dev"})); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"source rdma FAILED", "Problems", "mlx5_3 port 1: read /sys/class/infiniband/mlx5_3/ports/1/rate"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("report lacks %q", w)
+		}
+	}
+	l := labels.For(s, labels.Options{Domain: "d"})
+	if _, ok := l["d/rdma.present"]; ok {
+		t.Error("RDMA labels published from a failed source")
+	}
+	if l["d/gpu.count"] != "8" {
+		t.Errorf("GPU labels lost because other sources failed: %v", l.Lines())
+	}
+}
+
+// hungBackend stands in for a GPU driver whose calls never return.
+type hungBackend struct{ release chan struct{} }
+
+func (h hungBackend) Name() string { return "hung" }
+func (h hungBackend) Inventory(ctx context.Context) (gpu.Inventory, error) {
+	<-h.release
+	return gpu.Inventory{}, nil
+}
+func (h hungBackend) Close() error { return nil }
+
+func TestDiscoverHungBackend(t *testing.T) {
+	env := simEnv(t, "cpu-only")
+	h := hungBackend{release: make(chan struct{})}
+	defer close(h.release)
+	d := NewDiscoverer(env.FS, []gpu.Backend{h}, 200*time.Millisecond, "")
+	start := time.Now()
+	for i, want := range []string{"timed out after 200ms", source.ErrStillRunning.Error()} {
+		s := d.Discover(context.Background())
+		st, _ := s.Source("hung")
+		if st.State != source.Error || !strings.Contains(st.Message, want) {
+			t.Errorf("run %d: hung source = %+v, want %q", i, st, want)
+		}
+		if st, _ := s.Source("topology"); st.State != source.OK {
+			t.Errorf("run %d: topology = %+v", i, st)
+		}
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("two discoveries with a hung source took %s", el)
+	}
+}

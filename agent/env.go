@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/gpu/nvml"
+	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/sim"
+)
+
+// Env is what discovery runs against: a host root and GPU backends, real
+// or simulated.
+type Env struct {
+	FS        hostfs.FS
+	Backends  []gpu.Backend
+	Simulated string
+	cleanup   func() error
+}
+
+// Close removes a simulated tree. The backends are closed by their user.
+func (e *Env) Close() error {
+	if e.cleanup == nil {
+		return nil
+	}
+	return e.cleanup()
+}
+
+// NewEnv prepares the real host (simulate empty) or a simulated node, whose
+// tree is generated in a temporary directory removed by Close.
+func NewEnv(cfg config.Config, simulate string) (*Env, error) {
+	if simulate == "" {
+		fsys, err := hostfs.New(cfg.HostRoot)
+		if err != nil {
+			return nil, err
+		}
+		env := &Env{FS: fsys}
+		if cfg.GPU.NVML.Enabled {
+			var opts []gonvml.LibraryOption
+			if cfg.GPU.NVML.LibraryPath != "" {
+				opts = append(opts, gonvml.WithLibraryPath(cfg.GPU.NVML.LibraryPath))
+			}
+			env.Backends = append(env.Backends, nvml.New(gonvml.New(opts...)))
+		}
+		return env, nil
+	}
+	dir, err := os.MkdirTemp(simDir(), "gpunode-sim-"+simulate+"-")
+	if err != nil {
+		return nil, fmt.Errorf("simulate %s: %w", simulate, err)
+	}
+	cleanup := func() error { return os.RemoveAll(dir) }
+	node, err := sim.Build(simulate, dir)
+	if err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	fsys, err := hostfs.New(node.Root)
+	if err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	env := &Env{FS: fsys, Simulated: simulate, cleanup: cleanup}
+	if cfg.GPU.NVML.Enabled {
+		var lib gonvml.Interface // nil: the node has no NVIDIA library
+		if node.NVIDIA != nil {
+			if lib, err = nvmlfake.New(*node.NVIDIA); err != nil {
+				return nil, errors.Join(fmt.Errorf("simulate %s: %w", simulate, err), cleanup())
+			}
+		}
+		env.Backends = append(env.Backends, nvml.New(lib))
+	}
+	return env, nil
+}
+
+// simDir is where simulated trees are generated: $TMPDIR when set, else
+// /dev/shm when writable. A DGX tree is ~4,700 files; on tmpfs it builds in
+// tens of milliseconds, on a disk-backed /tmp in seconds (writeback).
+func simDir() string {
+	if os.Getenv("TMPDIR") != "" {
+		return ""
+	}
+	const shm = "/dev/shm"
+	if unix.Access(shm, unix.W_OK) == nil {
+		return shm
+	}
+	return ""
+}

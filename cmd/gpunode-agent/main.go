@@ -1,0 +1,275 @@
+// Command gpunode-agent is the gpunode node agent: it discovers, verifies
+// and labels GPU and RDMA capabilities, tunes the host and exports metrics.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/agent/report"
+	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/sim"
+)
+
+// Set by the linker: -X main.version=... -X main.revision=...
+var (
+	version  = "dev"
+	revision = "unknown"
+)
+
+// Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// cli holds the parsed flags.
+type cli struct {
+	configFile  string
+	configCheck bool
+	hostRoot    string
+	simulate    string
+	logLevel    string
+	logFormat   string
+	listen      string
+	webConfig   string
+	interval    time.Duration
+	output      string
+
+	set map[string]*bool // flags the user gave explicitly
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var c cli
+	c.set = map[string]*bool{}
+	app := kingpin.New("gpunode-agent", "Node agent for GPU inference nodes: discovers, verifies and labels GPU and RDMA capabilities, tunes the host and exports metrics.")
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	// kingpin exits the process after --help; record the request instead,
+	// so run stays testable and returns the code.
+	exitCode := -1
+	app.Terminate(func(code int) {
+		if exitCode < 0 {
+			exitCode = code
+		}
+	})
+	app.HelpFlag.Short('h')
+	flag := func(name, help string) *kingpin.FlagClause {
+		b := new(bool)
+		c.set[name] = b
+		return app.Flag(name, help).IsSetByUser(b)
+	}
+	flag("config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
+	flag("config.check", "Validate the configuration (file and flags), print the result and exit.").BoolVar(&c.configCheck)
+	flag("host-root", "Where the host's / is mounted (/host in the DaemonSet).").Default("/").PlaceHolder("DIR").StringVar(&c.hostRoot)
+	flag("simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
+	flag("log.level", "Log level: debug, info, warn, error.").Default("info").StringVar(&c.logLevel)
+	flag("log.format", "Log format: text or json.").Default("text").StringVar(&c.logFormat)
+
+	runCmd := app.Command("run", "Run the agent daemon (the default): discover on an interval, log or publish labels, serve /metrics, /healthz and /readyz. SIGHUP reloads the configuration; SIGTERM stops.").Default()
+	flagOn := func(cmd *kingpin.CmdClause, name, help string) *kingpin.FlagClause {
+		b := new(bool)
+		c.set[name] = b
+		return cmd.Flag(name, help).IsSetByUser(b)
+	}
+	flagOn(runCmd, "web.listen-address", "Address to serve metrics and health on.").Default(config.DefaultListenAddress).StringVar(&c.listen)
+	flagOn(runCmd, "web.config.file", "exporter-toolkit web configuration file (TLS, basic auth).").PlaceHolder("FILE").StringVar(&c.webConfig)
+	flagOn(runCmd, "discovery.interval", "Time between discoveries.").Default("1m").DurationVar(&c.interval)
+
+	inspectCmd := app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
+	inspectCmd.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
+
+	versionCmd := app.Command("version", "Print the version and exit.")
+
+	cmd, err := app.Parse(args)
+	if exitCode >= 0 { // --help (or help) printed and asked to stop
+		return exitCode
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: %v (see --help)\n", err)
+		return exitUsage
+	}
+	if cmd == versionCmd.FullCommand() {
+		fmt.Fprintf(stdout, "gpunode-agent %s (revision %s, %s, %s/%s)\n", version, revision, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	}
+
+	cfg, err := c.load()
+	if c.configCheck {
+		if err != nil {
+			fmt.Fprintf(stderr, "configuration is invalid:\n%v\n", err)
+			return exitUsage
+		}
+		fmt.Fprintln(stdout, "configuration is valid")
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+		return exitUsage
+	}
+	if *c.set["host-root"] && c.simulate != "" {
+		fmt.Fprintln(stderr, "gpunode-agent: --host-root and --simulate exclude each other (a simulated node brings its own host tree)")
+		return exitUsage
+	}
+
+	level := new(slog.LevelVar)
+	lvl, _ := config.ParseLevel(cfg.Log.Level) // validated by load
+	level.Set(lvl)
+	logger := newLogger(stderr, cfg.Log.Format, level)
+
+	env, err := agent.NewEnv(cfg, c.simulate)
+	if err != nil {
+		logger.Error("cannot prepare discovery", "err", err)
+		return exitFailure
+	}
+	defer func() {
+		if err := env.Close(); err != nil {
+			logger.Warn("remove simulated tree", "err", err)
+		}
+	}()
+
+	switch cmd {
+	case inspectCmd.FullCommand():
+		return inspect(env, cfg, c.output, stdout, logger)
+	case runCmd.FullCommand():
+		return daemonize(env, cfg, c, level, logger)
+	}
+	fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
+	return exitUsage
+}
+
+// load reads the configuration file and applies the flags the user set,
+// which win over the file. It is called again on SIGHUP.
+func (c *cli) load() (config.Config, error) {
+	cfg, err := config.Load(c.configFile)
+	if err != nil {
+		return config.Config{}, err
+	}
+	if *c.set["host-root"] {
+		cfg.HostRoot = c.hostRoot
+	}
+	if *c.set["log.level"] {
+		cfg.Log.Level = c.logLevel
+	}
+	if *c.set["log.format"] {
+		cfg.Log.Format = c.logFormat
+	}
+	if *c.set["web.listen-address"] {
+		cfg.Metrics.ListenAddress = c.listen
+	}
+	if *c.set["web.config.file"] {
+		cfg.Metrics.WebConfigFile = c.webConfig
+	}
+	if *c.set["discovery.interval"] {
+		cfg.Discovery.Interval = c.interval
+	}
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func inspect(env *agent.Env, cfg config.Config, output string, stdout io.Writer, logger *slog.Logger) int {
+	defer func() {
+		for _, b := range env.Backends {
+			if err := b.Close(); err != nil {
+				logger.Warn("close GPU backend", "backend", b.Name(), "err", err)
+			}
+		}
+	}()
+	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
+	s := d.Discover(context.Background())
+	l := labels.For(s, labels.Options{Domain: cfg.Labels.Domain})
+	var err error
+	switch output {
+	case "json":
+		err = report.JSON(stdout, s)
+	case "labels":
+		err = report.Labels(stdout, l)
+	default:
+		err = report.Text(stdout, s, l)
+	}
+	if err != nil {
+		logger.Error("write report", "err", err)
+		return exitFailure
+	}
+	return 0
+}
+
+func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, logger *slog.Logger) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloads := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reloads <- struct{}{}:
+			default: // a reload is already pending
+			}
+		}
+	}()
+
+	o := agent.Options{
+		Config:         cfg,
+		Reload:         c.load,
+		ReloadRequests: reloads,
+		Logger:         logger,
+		Level:          level,
+		FS:             env.FS,
+		Backends:       env.Backends,
+		Simulated:      env.Simulated,
+		Build:          exporters.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()},
+		Listening: func(addr string) {
+			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")
+		},
+	}
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		o.Notify = func(state string) error {
+			_, err := daemon.SdNotify(false, state)
+			return err
+		}
+		if wd, err := daemon.SdWatchdogEnabled(false); err != nil {
+			logger.Warn("systemd watchdog settings unreadable", "err", err)
+		} else {
+			o.Watchdog = wd
+		}
+	}
+	if err := agent.Run(ctx, o); err != nil {
+		logger.Error("agent stopped", "err", err)
+		if errors.Is(err, context.Canceled) {
+			return 0
+		}
+		return exitFailure
+	}
+	return 0
+}

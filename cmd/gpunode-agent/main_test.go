@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestCLI(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(cfg, []byte("discovery:\n  interval: 2m\n"), 0o600)
+	os.WriteFile(bad, []byte("discovery:\n  intervall: 2m\n"), 0o600)
+	for _, tc := range []struct {
+		args        []string
+		code        int
+		out, errOut string
+	}{
+		{[]string{"--help"}, 0, "Commands:", ""},
+		{[]string{"help", "inspect"}, 0, "-o, --output=text", ""},
+		{[]string{"version"}, 0, "gpunode-agent dev", ""},
+		{[]string{"--bogus"}, 2, "", "unknown long flag '--bogus'"},
+		{[]string{"--config", cfg, "--config.check"}, 0, "configuration is valid", ""},
+		{[]string{"--config", bad, "--config.check"}, 2, "", `line 2: unknown key "intervall" in discovery`},
+		{[]string{"--config.check", "--log.level=loud"}, 2, "", `log.level: unknown level "loud"`},
+		{[]string{"--config", cfg + ".missing", "inspect"}, 2, "", "no such file"},
+		{[]string{"inspect", "--simulate=nope"}, 2, "", "enum value must be one of"},
+		{[]string{"--host-root=/", "--simulate=cpu-only", "inspect"}, 2, "", "exclude each other"},
+		{[]string{"--host-root=/nonexistent", "inspect"}, 1, "", "host root"},
+		{[]string{"inspect", "-o", "yaml"}, 2, "", "enum value"},
+		{[]string{"--simulate=cpu-only", "inspect", "-o", "labels"}, 0, "gpunode.dev/gpu.present=false", ""},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.errOut) {
+			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", tc.args, code, tc.code, out.String(), errOut.String())
+		}
+	}
+}
+
+func TestInspectOutputs(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--simulate=dgx-h100-ib", "inspect", "-o", "labels"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	want, err := os.ReadFile("../../agent/report/testdata/dgx-h100-ib.labels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != string(want) {
+		t.Errorf("inspect -o labels differs from the golden labels:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--simulate=h100-roce", "inspect", "-o", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var s struct {
+		GPUs    []json.RawMessage `json:"gpus"`
+		Sources []struct{ Name, State string }
+	}
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || len(s.GPUs) != 8 || len(s.Sources) != 4 {
+		t.Fatalf("inspect -o json: %v, %d GPUs, %d sources", err, len(s.GPUs), len(s.Sources))
+	}
+	out.Reset()
+	// This machine has no GPU and no RDMA: inspect says so plainly and exits 0.
+	if code := run([]string{"inspect"}, &out, &errOut); code != 0 {
+		t.Fatalf("inspect on this host: exit %d: %s", code, errOut.String())
+	}
+	for _, w := range []string{"GPUs: none found (nvml absent:", "RDMA: none found (rdma absent:"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("inspect on a machine without GPUs lacks %q:\n%s", w, out.String())
+		}
+	}
+}
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "gpunode-agent-test-"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+// buildAgent compiles the binary once for the tests that run it as a process.
+var buildAgent = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(binDir, "gpunode-agent")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", &exec.ExitError{Stderr: out}
+	}
+	return bin, nil
+})
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// The agent speaks systemd's notify protocol on a real datagram socket:
+// READY after the first discovery, WATCHDOG from the main loop, RELOADING
+// and READY around a SIGHUP reload, STOPPING on SIGTERM, then exit 0.
+func TestSystemdProtocol(t *testing.T) {
+	bin, err := buildAgent()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				msgs <- line
+			}
+		}
+	}()
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if m == want {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %q from the agent", want)
+			}
+		}
+	}
+
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\n"), 0o600)
+	cmd := exec.Command(bin, "run", "--simulate=cpu-only", "--config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000", "NODE_NAME=")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logMu sync.Mutex
+	var logs strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logMu.Lock()
+			logs.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
+		}
+	}()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logged := func(s string) bool {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Contains(logs.String(), s)
+	}
+
+	expect("READY=1")
+	expect("WATCHDOG=1")
+
+	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\nlog:\n  level: debug\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	expect("RELOADING=1")
+	expect("READY=1")
+
+	os.WriteFile(cfg, []byte("log:\n  levle: debug\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	expect("READY=1")
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	expect("STOPPING=1")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent exited with %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+	for _, w := range []string{
+		"config changes that take effect only after a restart were ignored",
+		"configuration reloaded",
+		`config reload failed; keeping the running configuration`,
+		`unknown key \"levle\" in log`,
+		"shutting down",
+	} {
+		if !logged(w) {
+			t.Errorf("log lacks %q:\n%s", w, logs.String())
+		}
+	}
+}
