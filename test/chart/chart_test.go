@@ -1,0 +1,187 @@
+// Package chart tests the Helm chart with a real helm: lint, and the
+// rendered objects for several values files.
+package chart
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/test/tools"
+)
+
+const chartDir = "../../charts/gpunode-agent"
+
+// kubeVersion is passed to helm: a go-installed helm otherwise assumes 1.20.
+const kubeVersion = "1.33.0"
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin, err := tools.Helm()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	if err := cmd.Run(); err != nil {
+		return out.String(), errors.New(errOut.String())
+	}
+	return out.String(), nil
+}
+
+type object struct {
+	Kind     string
+	Metadata struct{ Name string }
+	Data     map[string]string
+	Spec     struct {
+		Template struct {
+			Spec struct {
+				RuntimeClassName string            `yaml:"runtimeClassName"`
+				NodeSelector     map[string]string `yaml:"nodeSelector"`
+				Tolerations      []map[string]any
+				Containers       []struct {
+					Args []string
+					Env  []struct {
+						Name      string
+						Value     string
+						ValueFrom map[string]map[string]string `yaml:"valueFrom"`
+					}
+					LivenessProbe  map[string]any `yaml:"livenessProbe"`
+					ReadinessProbe map[string]any `yaml:"readinessProbe"`
+					VolumeMounts   []struct {
+						Name      string
+						MountPath string `yaml:"mountPath"`
+						ReadOnly  bool   `yaml:"readOnly"`
+					} `yaml:"volumeMounts"`
+				}
+			}
+		}
+	}
+}
+
+func render(t *testing.T, values string) map[string]object {
+	t.Helper()
+	args := []string{"template", "gpunode", chartDir, "--namespace", "gpunode", "--kube-version", kubeVersion}
+	if values != "" {
+		f := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(f, []byte(values), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-f", f)
+	}
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	objs := map[string]object{}
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	for {
+		var o object
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("rendered YAML: %v\n%s", err, out)
+		}
+		if o.Kind != "" {
+			objs[o.Kind] = o
+		}
+	}
+	return objs
+}
+
+func TestLint(t *testing.T) {
+	if out, err := helm(t, "lint", "--strict", chartDir, "--kube-version", kubeVersion); err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	objs := render(t, "")
+	for _, k := range []string{"DaemonSet", "ConfigMap", "ServiceAccount"} {
+		if _, ok := objs[k]; !ok {
+			t.Fatalf("no %s rendered", k)
+		}
+	}
+	// The rendered configuration passes the agent's own strict decoder.
+	cfg, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
+	if err != nil {
+		t.Fatalf("the chart's default config is rejected by the agent: %v", err)
+	}
+	if cfg.HostRoot != "/host" || cfg.Metrics.ListenAddress != ":9835" {
+		t.Errorf("config: %+v", cfg)
+	}
+	ds := objs["DaemonSet"].Spec.Template.Spec
+	c := ds.Containers[0]
+	if !slices.Equal(c.Args, []string{"run", "--config=/etc/gpunode/config.yaml"}) {
+		t.Errorf("args = %v", c.Args)
+	}
+	nodeName := false
+	for _, e := range c.Env {
+		nodeName = nodeName || e.Name == "NODE_NAME" && e.ValueFrom["fieldRef"]["fieldPath"] == "spec.nodeName"
+	}
+	if !nodeName {
+		t.Error("NODE_NAME is not taken from the downward API")
+	}
+	mounts := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly {
+			t.Errorf("mount %s is writable", m.MountPath)
+		}
+		mounts[m.MountPath] = true
+	}
+	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev", "/etc/gpunode"} {
+		if !mounts[p] {
+			t.Errorf("no mount at %s", p)
+		}
+	}
+	probePath := func(p map[string]any) any { h, _ := p["httpGet"].(map[string]any); return h["path"] }
+	if probePath(c.LivenessProbe) != "/healthz" || probePath(c.ReadinessProbe) != "/readyz" {
+		t.Errorf("probes: %v %v", c.LivenessProbe, c.ReadinessProbe)
+	}
+	if ds.NodeSelector["kubernetes.io/os"] != "linux" || len(ds.Tolerations) == 0 {
+		t.Errorf("scheduling: %v %v", ds.NodeSelector, ds.Tolerations)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	objs := render(t, `
+runtimeClassName: nvidia
+nodeSelector: {feature.node.kubernetes.io/pci-10de.present: "true"}
+extraArgs: [--log.level=debug]
+metrics: {port: 9999}
+config:
+  discovery: {interval: 5m}
+`)
+	ds := objs["DaemonSet"].Spec.Template.Spec
+	if ds.RuntimeClassName != "nvidia" || ds.NodeSelector["feature.node.kubernetes.io/pci-10de.present"] != "true" {
+		t.Errorf("runtime class / node selector: %q %v", ds.RuntimeClassName, ds.NodeSelector)
+	}
+	if args := ds.Containers[0].Args; args[len(args)-1] != "--log.level=debug" {
+		t.Errorf("extra args: %v", args)
+	}
+	cfg, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
+	if err != nil || cfg.Metrics.ListenAddress != ":9999" || cfg.Discovery.Interval.Minutes() != 5 {
+		t.Errorf("config %+v, %v", cfg, err)
+	}
+}
+
+// A typo in the values' config reaches the agent, which refuses it with
+// the key named, instead of silently running on defaults.
+func TestConfigTypoIsCaught(t *testing.T) {
+	objs := render(t, "config:\n  discovery:\n    intervall: 5m\n")
+	_, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
+	if err == nil || !strings.Contains(err.Error(), `unknown key "intervall" in discovery`) {
+		t.Fatalf("typo not caught: %v", err)
+	}
+}
