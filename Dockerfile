@@ -1,0 +1,22 @@
+# gpunode-agent image. cgo is required (NVML and verbs are loaded with dlopen
+# at run time), so the runtime image carries glibc; it needs no GPU or RDMA
+# libraries of its own: on a node they come from the host or the NVIDIA
+# container toolkit.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ARG REVISION=unknown
+ENV CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations"
+RUN go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" \
+      -o /out/gpunode-agent ./cmd/gpunode-agent
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/gpunode-agent /usr/local/bin/gpunode-agent
+USER 0:0
+ENTRYPOINT ["/usr/local/bin/gpunode-agent"]
+CMD ["run", "--host-root=/host"]

@@ -1,0 +1,65 @@
+# gpunode — see README.md. `make run` runs the agent here, `make test` runs every test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO       ?= go
+BIN      := bin/gpunode-agent
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
+# go-nvml's cgo declarations trip gcc's deprecation warnings on every build.
+export CGO_ENABLED := 1
+export CGO_CFLAGS  := -O2 -g -Wno-deprecated-declarations
+
+# make run SIMULATE=dgx-h100-ib   run on a simulated node instead of this machine
+# make run ARGS='--log.level=debug'
+SIMULATE ?=
+ARGS     ?=
+# make fuzz FUZZTIME=1m
+FUZZTIME ?= 20s
+
+.PHONY: all build run inspect test tools bench fuzz lint deps clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpunode-agent
+
+run: build
+	$(BIN) run $(if $(SIMULATE),--simulate=$(SIMULATE)) $(ARGS)
+
+inspect: build
+	$(BIN) inspect $(if $(SIMULATE),--simulate=$(SIMULATE)) $(ARGS)
+
+# Every test: unit, fuzz seed corpora, golden files, end-to-end on simulated
+# nodes and real components as they are added.
+test: deps lint tools
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Real components the tests run, built once per version into the cache
+# ($$GPUNODE_CACHE, default ~/.cache/gpunode); the first build of helm takes
+# a few minutes.
+tools: deps
+	@$(GO) run ./test/tools/install helm >/dev/null
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Run every fuzz target for FUZZTIME each (plain `make test` runs their seeds).
+fuzz: deps
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin
