@@ -63,6 +63,7 @@ func Run(ctx context.Context, o Options) error {
 	d.disc = NewDiscoverer(o.FS, o.Backends, d.cfg.Discovery.SourceTimeout, o.Simulated)
 	d.setLiveLimit()
 	defer d.closeBackends()
+	d.logMode()
 
 	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build))
 	if err != nil {
@@ -82,7 +83,6 @@ func Run(ctx context.Context, o Options) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
 
-	d.logMode()
 	d.beat()
 	d.discover(ctx)
 	d.summarize()

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -200,5 +203,41 @@ func TestRunPortTaken(t *testing.T) {
 	err = Run(context.Background(), Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FS: env.FS, Backends: env.Backends})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("Run with a taken port: %v", err)
+	}
+}
+
+func TestStaleSimTreesSwept(t *testing.T) {
+	base := t.TempDir()
+	t.Setenv("TMPDIR", base)
+	// A PID far above pid_max cannot be alive.
+	stale := filepath.Join(base, simPrefix+"2147483647-dgx-h100-ib-123")
+	live := filepath.Join(base, fmt.Sprintf("%s%d-cpu-only-456", simPrefix, os.Getpid()))
+	other := filepath.Join(base, "unrelated")
+	for _, d := range []string{stale, live, other} {
+		if err := os.MkdirAll(filepath.Join(d, "sys"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env, err := NewEnv(config.Default(), "cpu-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := env.FS.Root()
+	if !strings.HasPrefix(filepath.Base(root), fmt.Sprintf("%s%d-cpu-only-", simPrefix, os.Getpid())) {
+		t.Errorf("tree name %s", root)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Error("a dead agent's tree was not removed")
+	}
+	for _, d := range []string{live, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
+	}
+	if err := env.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Error("Close left the tree behind")
 	}
 }

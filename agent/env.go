@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -52,7 +55,9 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 		}
 		return env, nil
 	}
-	dir, err := os.MkdirTemp(simDir(), "gpunode-sim-"+simulate+"-")
+	base := simDir()
+	removeStaleSimTrees(base)
+	dir, err := os.MkdirTemp(base, fmt.Sprintf("%s%d-%s-", simPrefix, os.Getpid(), simulate))
 	if err != nil {
 		return nil, fmt.Errorf("simulate %s: %w", simulate, err)
 	}
@@ -90,4 +95,33 @@ func simDir() string {
 		return shm
 	}
 	return ""
+}
+
+// simPrefix starts the name of every simulated tree: gpunode-sim-<pid>-<node>-<random>.
+const simPrefix = "gpunode-sim-"
+
+// removeStaleSimTrees deletes trees left by agents that were killed before
+// they could clean up (SIGKILL, OOM); on tmpfs they would hold RAM.
+func removeStaleSimTrees(base string) {
+	if base == "" {
+		base = os.TempDir()
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return // best effort: nothing to sweep
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), simPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if unix.Kill(pid, 0) == unix.ESRCH {
+			os.RemoveAll(filepath.Join(base, e.Name()))
+		}
+	}
 }
