@@ -18,12 +18,16 @@ ARGS     ?=
 # make fuzz FUZZTIME=1m
 FUZZTIME ?= 20s
 
-.PHONY: all build run inspect test tools bench fuzz lint deps clean
+.PHONY: all build run inspect test tools bench fuzz lint deps test-deps clean
 
 all: build
 
 deps:
 	@scripts/deps.sh
+
+# QEMU and the Debian package lists for the real-kernel tests (test/vm).
+test-deps:
+	@scripts/deps.sh test
 
 build: deps
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpunode-agent
@@ -36,14 +40,15 @@ inspect: build
 
 # Every test: unit, fuzz seed corpora, golden files, end-to-end on simulated
 # nodes and real components as they are added.
-test: deps lint tools
+test: test-deps lint tools
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# Real components the tests run, built once per version into the cache
-# ($$GPUNODE_CACHE, default ~/.cache/gpunode); the first build of helm takes
-# a few minutes.
-tools: deps
-	@$(GO) run ./test/tools/install helm >/dev/null
+# Real components the tests run, built or fetched once per version into the
+# cache ($$GPUNODE_CACHE, default ~/.cache/gpunode); the first build of helm
+# takes a few minutes. "vm" fetches the Debian kernel and busybox the VM
+# tests boot (about 70 MB).
+tools: test-deps
+	@$(GO) run ./test/tools/install helm vm >/dev/null
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \

@@ -12,12 +12,14 @@ import (
 
 	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/tuning"
 )
 
 // Options configure the daemon. Everything the daemon touches comes in
@@ -42,6 +44,9 @@ type Options struct {
 	Watchdog time.Duration
 	// Listening, if set, is called with the bound metrics address.
 	Listening func(addr string)
+	// Events receives the agent's Kubernetes events (tuning applied,
+	// drift, revert); nil logs them (standalone mode).
+	Events func(nodestatus.Event)
 }
 
 type daemon struct {
@@ -54,6 +59,7 @@ type daemon struct {
 	liveLimit atomic.Int64 // how stale the heartbeat may get, in nanoseconds
 	labels    labels.Set
 	states    map[string]source.State
+	tuning    *tuningLoop
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -65,7 +71,9 @@ func Run(ctx context.Context, o Options) error {
 	defer d.closeBackends()
 	d.logMode()
 
-	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build))
+	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, o.Events, d.snap.Load)
+	tuningConfigs := make(chan config.Config, 1)
+	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build), exporters.NewTuningCollector(d.tuning.Status))
 	if err != nil {
 		return err
 	}
@@ -86,6 +94,16 @@ func Run(ctx context.Context, o Options) error {
 	d.beat()
 	d.discover(ctx)
 	d.summarize()
+	tuningConfigs <- d.cfg
+	tuningCtx, stopTuning := context.WithCancel(ctx)
+	tuningDone := make(chan struct{})
+	go func() {
+		defer close(tuningDone)
+		d.tuning.run(tuningCtx, tuningConfigs)
+	}()
+	// On any return, let a tuning run in flight finish its step (the
+	// journal stays consistent) before the process goes.
+	defer func() { stopTuning(); <-tuningDone }()
 	d.notify("READY=1", "STATUS="+d.status())
 
 	ticker := time.NewTicker(d.cfg.Discovery.Interval)
@@ -121,6 +139,7 @@ func Run(ctx context.Context, o Options) error {
 			if d.reload() {
 				ticker.Reset(d.cfg.Discovery.Interval)
 				d.discover(ctx)
+				sendLatest(tuningConfigs, d.cfg)
 			}
 			d.notify("READY=1", "STATUS="+d.status())
 		}

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Checks (and where possible installs) what building and testing gpunode
-# needs on a Debian machine: Go 1.26+, a C compiler for cgo, git.
+# needs on a Debian machine: Go 1.26+, a C compiler for cgo, git; with the
+# argument "test" also QEMU for the tests that need a real kernel (test/vm)
+# and the package lists they download from. QEMU is a host tool and is
+# installed with apt-get; the guest's kernel, busybox and other packages
+# are only downloaded (apt-get download) and unpacked into the cache by the
+# tests, never installed.
+#
+#   scripts/deps.sh        what `make build` and `make run` need
+#   scripts/deps.sh test   what `make test` needs
 # As root it installs missing Debian packages with apt-get; otherwise it
 # stops with the exact command to run.
 set -euo pipefail
@@ -20,16 +28,28 @@ fi
 
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v git >/dev/null 2>&1 || missing+=(git)
+need_lists=0
+if [ "${1:-}" = test ]; then
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+  # The VM tests fetch Debian packages; that needs the package lists.
+  apt-cache show --no-all-versions busybox-static >/dev/null 2>&1 || need_lists=1
+fi
 
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ $need_lists -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "deps: missing Debian packages: ${missing[*]}" >&2
-  echo "deps: run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "deps: the Debian package lists are missing; run: sudo apt-get update" >&2
+  else
+    echo "deps: missing Debian packages: ${missing[*]}" >&2
+    echo "deps: run: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  fi
   exit 1
 fi
-echo "deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

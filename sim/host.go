@@ -55,6 +55,9 @@ type system struct {
 	modules []module
 	// nvidia is the loaded NVIDIA kernel driver; nil when none.
 	nvidia *nvidiaDriver
+	// daemons are the long-running processes beyond systemd and the
+	// container runtime (tuning looks for irqbalance among them).
+	daemons []string
 }
 
 // system writes CPUs, NUMA nodes, memory and the kernel's files.
@@ -118,6 +121,7 @@ func (b *builder) system(s system) {
 	t.attr("/proc/cmdline", fmt.Sprintf("BOOT_IMAGE=/boot/vmlinuz-%s root=UUID=%s ro %s", kernelRelease, b.uuid("rootfs"), s.cmdline))
 	t.file("/proc/modules", b.modulesFile(s.modules))
 	b.sysctls()
+	b.processes(s.daemons)
 	if d := s.nvidia; d != nil {
 		t.file("/proc/driver/nvidia/version", d.versionFile())
 		t.attr("/sys/module/nvidia/version", d.version)
@@ -150,6 +154,35 @@ func (b *builder) sysctls() {
 	}
 	b.t.attr("/sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never")
 	b.t.attr("/sys/kernel/mm/transparent_hugepage/defrag", "always defer defer+madvise [madvise] never")
+}
+
+// processes writes /proc/<pid>/comm and cmdline for PID 1, a kernel
+// thread and the node's daemons, and the boot id, which tuning's journal
+// is tied to.
+func (b *builder) processes(daemons []string) {
+	b.t.attr("/proc/sys/kernel/random/boot_id", b.uuid("boot"))
+	procs := [][2]string{
+		{"systemd", "/sbin/init\x00splash\x00"},
+		{"kthreadd", ""},
+		{"systemd-journal", "/usr/lib/systemd/systemd-journald\x00"},
+		{"containerd", "/usr/bin/containerd\x00"},
+		{"kubelet", "/usr/bin/kubelet\x00--config=/var/lib/kubelet/config.yaml\x00"},
+	}
+	for _, d := range daemons {
+		procs = append(procs, [2]string{d, "/usr/sbin/" + d + "\x00--foreground\x00"})
+	}
+	// PIDs as a booted server shows them: init, kthreadd, early services,
+	// then the daemons.
+	pids := []int{1, 2, 412, 1187, 1530}
+	for i, p := range procs {
+		pid := 1800 + 53*i
+		if i < len(pids) {
+			pid = pids[i]
+		}
+		dir := fmt.Sprintf("/proc/%d", pid)
+		b.t.attr(dir+"/comm", p[0])
+		b.t.file(dir+"/cmdline", p[1])
+	}
 }
 
 // nodeMeminfo is /sys/devices/system/node/nodeN/meminfo for a mostly idle

@@ -67,6 +67,8 @@ func h100RoCE(b *builder) *nvmlfake.Machine {
 		cmdline: "console=tty0 console=ttyS0,115200n8 intel_iommu=on iommu=pt",
 		modules: slices.Concat(nvidiaModules(true, true), rdmaModules(false), baseModules()),
 		nvidia:  &drv,
+		// irqbalance runs, as on a stock Ubuntu server.
+		daemons: []string{"nvidia-persistenced", "irqbalance"},
 	})
 	m := &nvmlfake.Machine{Model: nvmlfake.H100, Seed: b.name, DriverVersion: drv.version, CUDAVersion: 12040}
 	b.platform(4)

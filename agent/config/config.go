@@ -33,6 +33,7 @@ type Config struct {
 	Labels    Labels    `yaml:"labels"`
 	Metrics   Metrics   `yaml:"metrics"`
 	Log       Log       `yaml:"log"`
+	Tuning    Tuning    `yaml:"tuning"`
 }
 
 // Discovery controls the discovery loop.
@@ -87,6 +88,7 @@ func Default() Config {
 		Labels:  Labels{Domain: "gpunode.dev"},
 		Metrics: Metrics{ListenAddress: DefaultListenAddress},
 		Log:     Log{Level: "info", Format: "text"},
+		Tuning:  DefaultTuning(),
 	}
 }
 
@@ -124,7 +126,7 @@ func Parse(b []byte) (Config, error) {
 	return c, c.Validate()
 }
 
-var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+var unknownField = regexp.MustCompile(`field (\S+) not found in type (?:config|tuning)\.(\w+)`)
 
 // cleanYAMLError rewrites yaml's Go-type-centric messages into ones that
 // name the key: "line 3: unknown key \"intervall\" in discovery".
@@ -148,6 +150,11 @@ var sectionNames = map[string]string{
 	"Discovery": "discovery",
 	"GPU":       "gpu",
 	"NVML":      "gpu.nvml",
+	"Tuning":    "tuning",
+	"Profile":   "tuning.customProfile",
+	"NUMA":      "tuning.customProfile.numa",
+	"IRQ":       "tuning.customProfile.irq",
+	"IRQPolicy": "tuning.customProfile.irq.policies",
 	"Labels":    "labels",
 	"Metrics":   "metrics",
 	"Log":       "log",
@@ -186,6 +193,7 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
+	errs = append(errs, c.Tuning.validate()...)
 	return errors.Join(errs...)
 }
 

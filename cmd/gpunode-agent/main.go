@@ -98,6 +98,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	inspectCmd := app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
 	inspectCmd.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
 
+	tune := addTune(app, &c)
+
 	versionCmd := app.Command("version", "Print the version and exit.")
 
 	cmd, err := app.Parse(args)
@@ -107,6 +109,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: %v (see --help)\n", err)
 		return exitUsage
+	}
+	if cmd == tune.profiles.FullCommand() {
+		return runTune(tune, cmd, nil, config.Config{}, &c, stdout, stderr)
 	}
 	if cmd == versionCmd.FullCommand() {
 		fmt.Fprintf(stdout, "gpunode-agent %s (revision %s, %s, %s/%s)\n", version, revision, runtime.Version(), runtime.GOOS, runtime.GOARCH)
@@ -152,6 +157,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return inspect(env, cfg, c.output, stdout, logger)
 	case runCmd.FullCommand():
 		return daemonize(env, cfg, c, level, logger)
+	}
+	if tune.is(cmd) {
+		return runTune(tune, cmd, env, cfg, &c, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
 	return exitUsage

@@ -48,6 +48,7 @@ type object struct {
 		Template struct {
 			Spec struct {
 				RuntimeClassName string            `yaml:"runtimeClassName"`
+				HostNetwork      bool              `yaml:"hostNetwork"`
 				NodeSelector     map[string]string `yaml:"nodeSelector"`
 				Tolerations      []map[string]any
 				Containers       []struct {
@@ -64,6 +65,7 @@ type object struct {
 						MountPath string `yaml:"mountPath"`
 						ReadOnly  bool   `yaml:"readOnly"`
 					} `yaml:"volumeMounts"`
+					SecurityContext map[string]any `yaml:"securityContext"`
 				}
 			}
 		}
@@ -133,17 +135,23 @@ func TestDefaults(t *testing.T) {
 	if !nodeName {
 		t.Error("NODE_NAME is not taken from the downward API")
 	}
+	// Tuning (enforce by default) writes the host's /proc and /sys and
+	// keeps its journal on the host; everything else is read-only.
 	mounts := map[string]bool{}
 	for _, m := range c.VolumeMounts {
-		if !m.ReadOnly {
-			t.Errorf("mount %s is writable", m.MountPath)
+		writable := map[string]bool{"/host/sys": true, "/host/proc": true, "/var/lib/gpunode": true}[m.MountPath]
+		if m.ReadOnly == writable {
+			t.Errorf("mount %s: read-only %v", m.MountPath, m.ReadOnly)
 		}
 		mounts[m.MountPath] = true
 	}
-	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev", "/etc/gpunode"} {
+	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev", "/etc/gpunode", "/var/lib/gpunode", "/host/run/systemd", "/host/lib/modules"} {
 		if !mounts[p] {
 			t.Errorf("no mount at %s", p)
 		}
+	}
+	if cfg.Tuning.Mode != "enforce" || !ds.HostNetwork || c.SecurityContext["privileged"] != true {
+		t.Errorf("tuning: mode %q, hostNetwork %v, securityContext %v", cfg.Tuning.Mode, ds.HostNetwork, c.SecurityContext)
 	}
 	probePath := func(p map[string]any) any { h, _ := p["httpGet"].(map[string]any); return h["path"] }
 	if probePath(c.LivenessProbe) != "/healthz" || probePath(c.ReadinessProbe) != "/readyz" {
@@ -173,6 +181,25 @@ config:
 	cfg, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
 	if err != nil || cfg.Metrics.ListenAddress != ":9999" || cfg.Discovery.Interval.Minutes() != 5 {
 		t.Errorf("config %+v, %v", cfg, err)
+	}
+}
+
+// With tuning off the pod needs no host network, privileges or writable
+// host files.
+func TestTuningOff(t *testing.T) {
+	objs := render(t, "config:\n  tuning:\n    mode: \"off\"\n")
+	ds := objs["DaemonSet"].Spec.Template.Spec
+	c := ds.Containers[0]
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly {
+			t.Errorf("mount %s is writable with tuning off", m.MountPath)
+		}
+	}
+	if ds.HostNetwork || c.SecurityContext["privileged"] == true || c.SecurityContext["allowPrivilegeEscalation"] != false {
+		t.Errorf("tuning off: hostNetwork %v, securityContext %v", ds.HostNetwork, c.SecurityContext)
+	}
+	if _, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"])); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -1,0 +1,54 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTuningConfig(t *testing.T) {
+	c, err := Parse([]byte(`
+tuning:
+  mode: enforce
+  interval: 30s
+  stateDir: /var/lib/gpunode-test
+  customProfile:
+    name: site
+    sysctl:
+      vm.swappiness: 10
+      net.ipv4.tcp_rmem: [4096, 87380, 67108864]
+    irq:
+      policies:
+        - policy: nic-local
+          drivers: [mlx5_core]
+      irqbalance: stop
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Tuning.ResolveProfile()
+	if err != nil || p.Name != "site" || p.Sysctl["net.ipv4.tcp_rmem"] != "4096 87380 67108864" || p.IRQ.IRQBalance != "stop" {
+		t.Fatalf("inline profile: %+v %v", p, err)
+	}
+	if d := Default().Tuning; d.Mode != "audit" || d.Profile != "llm-inference" || d.StateDir != "/var/lib/gpunode" {
+		t.Errorf("defaults %+v", d)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"tuning:\n  mode: on\n", `tuning.mode: must be enforce, audit or off, got "on"`},
+		{"tuning:\n  interval: 10ms\n", "tuning.interval: must be at least 1s"},
+		{"tuning:\n  stateDir: state\n", "tuning.stateDir: must be an absolute path"},
+		{"tuning:\n  profile: turbo\n", `tuning.profile: unknown profile "turbo"`},
+		{"tuning:\n  profile: /nonexistent/p.yaml\n", "tuning.profile: profile: open /nonexistent/p.yaml"},
+		{"tuning:\n  customProfile:\n    name: x\n    sysctl:\n      vm.swappiness: 900\n", "tuning.customProfile: sysctl.vm.swappiness: value 900 out of range"},
+		{"tuning:\n  customProfile:\n    name: x\n    numa:\n      balanse: 1\n", `unknown key "balanse" in tuning.customProfile.numa`},
+		{"tuning:\n  profile: none\n  customProfile:\n    name: x\n", "both given"},
+		{"tuning:\n  mdoe: off\n", `unknown key "mdoe" in tuning`},
+	} {
+		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	// Mode off does not need a loadable profile.
+	if _, err := Parse([]byte("tuning:\n  mode: " + "off" + "\n  profile: turbo\n")); err != nil {
+		t.Errorf("mode off: %v", err)
+	}
+}

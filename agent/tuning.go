@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/agent/snapshot"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/tuning"
+)
+
+// NewTuner returns the tuner for a host root. On a real host it reaches
+// systemd through the sockets under the root and compares network
+// namespaces. A simulated node has neither: it counts as the host's
+// namespace, has no systemd, and keeps its journal inside the simulated
+// tree unless stateDir is another directory than the default.
+func NewTuner(fsys hostfs.FS, simulated, stateDir string) *tuning.Tuner {
+	t := &tuning.Tuner{FS: fsys, Store: tuning.Store{Dir: stateDir}}
+	if simulated == "" {
+		t.Systemd = tuning.DialSystemd(fsys)
+		return t
+	}
+	if stateDir == tuning.DefaultStateDir {
+		t.Store.Dir = filepath.Join(fsys.Root(), "var/lib/gpunode")
+	}
+	t.NetNS = func() tuning.NetNS {
+		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + simulated}
+	}
+	return t
+}
+
+// MachineOf takes what tuning needs from a snapshot.
+func MachineOf(s *snapshot.Snapshot) tuning.Machine {
+	m := tuning.Machine{
+		Kernel: s.Host.Kernel, OnlineCPUs: s.Host.OnlineCPUs, IsolatedCPUs: s.Host.IsolatedCPUs,
+		NohzFullCPUs: s.Host.NohzFullCPUs, NUMANodes: s.NUMANodes, PCIDevices: s.PCIDevices, IRQs: s.IRQs,
+	}
+	if st, ok := s.Source("topology"); !ok || st.State == source.Error && (s.Host.OnlineCPUs.IsEmpty() || len(s.NUMANodes) == 0) {
+		m.TopologyError = "topology source: " + st.Message
+	}
+	return m
+}
+
+// tuningRunTimeout bounds one verification or apply, lock wait included.
+const tuningRunTimeout = 30 * time.Second
+
+// tuningLoop applies or audits the configured profile on its own
+// schedule, off the discovery loop: a slow systemd or a held journal lock
+// must not stall discovery or the watchdog.
+type tuningLoop struct {
+	// newTuner returns the tuner for a state directory (it can change on reload).
+	newTuner func(stateDir string) *tuning.Tuner
+	tuner    *tuning.Tuner
+	log      *slog.Logger
+	emit     func(nodestatus.Event)
+	// snap returns the latest snapshot (its topology places interrupts).
+	snap   func() *snapshot.Snapshot
+	domain string
+
+	mu     sync.Mutex
+	status tuning.Status
+	labels map[string]string
+	// drifted, failed and warnings remember what was already reported, so
+	// an unchanged drift (audit mode), failure or plan warning is not
+	// reported again every interval.
+	drifted, failed, warnings string
+}
+
+func newTuningLoop(newTuner func(stateDir string) *tuning.Tuner, log *slog.Logger, emit func(nodestatus.Event), snap func() *snapshot.Snapshot) *tuningLoop {
+	return &tuningLoop{newTuner: newTuner, log: log.With("component", "tuning"), emit: emit, snap: snap}
+}
+
+// Status returns a copy of the current status (nil-safe for metrics).
+func (l *tuningLoop) Status() *tuning.Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.status
+	return &s
+}
+
+// run loops until ctx is done; configs delivers the tuning configuration
+// at start and on every reload.
+func (l *tuningLoop) run(ctx context.Context, configs <-chan config.Config) {
+	var cfg config.Config
+	select {
+	case cfg = <-configs:
+	case <-ctx.Done():
+		return
+	}
+	ticker := time.NewTicker(cfg.Tuning.Interval)
+	defer ticker.Stop()
+	l.log.Info("tuning", "mode", cfg.Tuning.Mode, "profile", cfg.Tuning.Profile, "interval", cfg.Tuning.Interval)
+	l.once(ctx, cfg)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case next := <-configs:
+			if next.Tuning.Mode != cfg.Tuning.Mode || next.Tuning.Profile != cfg.Tuning.Profile {
+				l.log.Info("tuning configuration changed", "mode", next.Tuning.Mode, "profile", next.Tuning.Profile)
+			}
+			cfg = next
+			ticker.Reset(cfg.Tuning.Interval)
+			l.once(ctx, cfg)
+		case <-ticker.C:
+			l.once(ctx, cfg)
+		}
+	}
+}
+
+// sendLatest puts v in a one-slot channel, replacing a value the
+// receiver has not taken yet.
+func sendLatest[T any](ch chan T, v T) {
+	for {
+		select {
+		case ch <- v:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+// once verifies the host and, in enforce mode, applies the profile first.
+func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
+	tc := cfg.Tuning
+	l.domain = cfg.Labels.Domain
+	l.tuner = l.newTuner(tc.StateDir)
+	if tc.Mode == tuning.ModeOff {
+		l.setStatus(func(s *tuning.Status) {
+			*s = tuning.Status{Mode: tuning.ModeOff, DriftTotal: s.DriftTotal, LastApply: s.LastApply}
+		})
+		return
+	}
+	p, err := tc.ResolveProfile()
+	if err != nil { // validated at load; a profile file can still vanish
+		l.fail(tc.Mode, tc.Profile, fmt.Errorf("profile: %w", err))
+		return
+	}
+	s := l.snap()
+	if s == nil {
+		return
+	}
+	m := MachineOf(s)
+	ctx, cancel := context.WithTimeout(ctx, tuningRunTimeout)
+	defer cancel()
+
+	failed := 0
+	var drifted []tuning.Step
+	if tc.Mode == tuning.ModeEnforce {
+		res, err := l.tuner.Apply(ctx, p, m)
+		if err != nil {
+			l.fail(tc.Mode, p.Name, fmt.Errorf("apply: %w", err))
+			return
+		}
+		drifted = res.Plan.Drifted()
+		failed = len(res.Failed())
+		l.report(p.Name, res)
+	}
+	pl, _, err := l.tuner.Plan(ctx, p, m)
+	if err != nil {
+		l.fail(tc.Mode, p.Name, fmt.Errorf("verify: %w", err))
+		return
+	}
+	if tc.Mode == tuning.ModeAudit {
+		drifted = pl.Drifted()
+		l.reportAuditDrift(p.Name, drifted)
+	}
+	state := tuning.Summarize(pl, failed)
+	if prev := l.Status(); prev.State != state || prev.Profile != p.Name {
+		attrs := []any{"state", state, "profile", p.Name, "mode", tc.Mode, "settings", pl.Summary()}
+		if why := pl.FirstProblem(); why != "" {
+			attrs = append(attrs, "first_problem", why)
+		}
+		l.log.Info("tuning state", attrs...)
+	}
+	l.setStatus(func(st *tuning.Status) {
+		st.Mode, st.Profile, st.State, st.Plan, st.Error = tc.Mode, p.Name, state, &pl, ""
+		st.DriftTotal += uint64(len(drifted))
+	})
+	if w := strings.Join(pl.Warnings, "\n"); w != l.warnings {
+		l.warnings = w
+		for _, w := range pl.Warnings {
+			l.log.Warn("tuning plan warning", "warning", w)
+		}
+	}
+}
+
+func (l *tuningLoop) fail(mode, profile string, err error) {
+	l.log.Error("tuning failed", "err", err)
+	l.event(nodestatus.Warning, "TuningFailed", err.Error())
+	l.setStatus(func(s *tuning.Status) {
+		s.Mode, s.Profile, s.State, s.Error = mode, profile, tuning.StateError, err.Error()
+	})
+}
+
+// report turns an apply into log lines and events: drift repaired,
+// settings applied, settings restored, failures.
+func (l *tuningLoop) report(profile string, r tuning.Result) {
+	var applied, restored, failed []string
+	changed := false
+	for _, c := range r.Changes {
+		if c.Outcome == tuning.OutcomeChanged || c.Outcome == tuning.OutcomeRestored {
+			changed = true
+		}
+		desc := fmt.Sprintf("%s %s: %s -> %s", c.Kind, c.Key, orDash(c.Current), c.Want)
+		switch {
+		case c.Outcome == tuning.OutcomeFailed || c.Outcome == tuning.OutcomeUnsupported:
+			failed = append(failed, desc+" ("+c.Error+")")
+			l.log.Warn("tuning change failed", "kind", c.Kind, "key", c.Key, "want", c.Want, "outcome", c.Outcome, "err", c.Error)
+		case c.Drift:
+			l.log.Warn("tuning drift repaired", "kind", c.Kind, "key", c.Key, "was", c.Current, "set", c.Want)
+		case c.Outcome == tuning.OutcomeRestored:
+			restored = append(restored, desc)
+			l.log.Info("tuning setting restored", "kind", c.Kind, "key", c.Key, "from", c.Current, "to", c.Want)
+		default:
+			applied = append(applied, desc)
+			l.log.Info("tuning setting applied", "kind", c.Kind, "key", c.Key, "from", c.Current, "to", c.Want)
+		}
+	}
+	if d := r.Plan.Drifted(); len(d) > 0 {
+		l.event(nodestatus.Warning, "TuningDriftRepaired", fmt.Sprintf("profile %s: %d settings changed by someone else were set back: %s", profile, len(d), describeSteps(d)))
+	}
+	if len(applied) > 0 {
+		l.event(nodestatus.Normal, "TuningApplied", fmt.Sprintf("profile %s: %d settings applied: %s", profile, len(applied), shortList(applied)))
+	}
+	if changed {
+		l.setStatus(func(s *tuning.Status) { s.LastApply = time.Now() })
+	}
+	if len(restored) > 0 {
+		l.event(nodestatus.Normal, "TuningReverted", fmt.Sprintf("profile %s: %d settings no longer managed were restored: %s", profile, len(restored), shortList(restored)))
+	}
+	// The same failure every interval (a setting the kernel refuses) is
+	// reported when it first happens, not each time.
+	key := strings.Join(failed, "\n")
+	if len(failed) > 0 && key != l.failed {
+		l.event(nodestatus.Warning, "TuningFailed", fmt.Sprintf("profile %s: %d settings could not be applied: %s", profile, len(failed), shortList(failed)))
+	}
+	l.failed = key
+}
+
+// reportAuditDrift reports drift found in audit mode once per change of
+// the drifted set.
+func (l *tuningLoop) reportAuditDrift(profile string, drifted []tuning.Step) {
+	key := describeSteps(drifted)
+	if key == l.drifted {
+		return
+	}
+	l.drifted = key
+	if len(drifted) == 0 {
+		return
+	}
+	l.log.Warn("tuning drift (audit mode: not repaired)", "settings", key)
+	l.event(nodestatus.Warning, "TuningDrift", fmt.Sprintf("profile %s: %d settings changed by someone else (audit mode, not repaired): %s", profile, len(drifted), key))
+}
+
+func describeSteps(steps []tuning.Step) string {
+	parts := make([]string, len(steps))
+	for i, s := range steps {
+		parts[i] = fmt.Sprintf("%s %s is %s, want %s", s.Kind, s.Key, orDash(s.Current), s.Want)
+	}
+	return shortList(parts)
+}
+
+// shortList keeps event messages readable when hundreds of IRQs change.
+func shortList(items []string) string {
+	const max = 8
+	if len(items) <= max {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:max], "; ") + fmt.Sprintf("; and %d more", len(items)-max)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (l *tuningLoop) event(typ nodestatus.EventType, reason, msg string) {
+	e := nodestatus.Event{Type: typ, Reason: reason, Message: msg}
+	if l.emit != nil {
+		l.emit(e)
+		return
+	}
+	l.log.Info("event (standalone: not published)", "type", e.Type, "reason", e.Reason, "message", e.Message)
+}
+
+// setStatus updates the status and logs the tuning labels when they change.
+func (l *tuningLoop) setStatus(f func(*tuning.Status)) {
+	l.mu.Lock()
+	f(&l.status)
+	next := tuning.Labels(l.status.Mode, l.status.Profile, l.status.State)
+	prev := l.labels
+	l.labels = next
+	l.mu.Unlock()
+	for _, k := range slices.Sorted(maps.Keys(next)) {
+		if prev[k] != next[k] {
+			l.log.Info("label", "key", l.domain+"/"+k, "value", next[k])
+		}
+	}
+}
+
+// Labels returns the tuning labels, keys without the domain.
+func (l *tuningLoop) Labels() map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.labels)
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/topology"
+	"github.com/gpunode/gpunode/tuning"
+)
+
+// tuneFlags are the flags of `tune`.
+type tuneFlags struct {
+	profile  string
+	stateDir string
+	output   string
+	show     string
+
+	plan, apply, verify, revert, profiles *kingpin.CmdClause
+}
+
+func addTune(app *kingpin.Application, c *cli) *tuneFlags {
+	f := &tuneFlags{}
+	cmd := app.Command("tune", "Host tuning: plan, apply, verify or revert a profile (sysctls, NUMA balancing, transparent hugepages, NIC/GPU interrupt affinity). Original values go to a journal in the state directory before the first change; revert restores them. Only the profile's settings are touched; /etc/sysctl.conf and /etc/sysctl.d are never edited.")
+	b := new(bool)
+	c.set["profile"] = b
+	cmd.Flag("profile", "Built-in profile ("+strings.Join(tuning.BuiltinNames(), ", ")+") or a profile file (a path, or a name ending in .yaml). Default: the configuration's tuning.profile ("+tuning.DefaultProfile+").").IsSetByUser(b).PlaceHolder("NAME|FILE").StringVar(&f.profile)
+	b = new(bool)
+	c.set["state-dir"] = b
+	cmd.Flag("state-dir", "Directory of the journal of original values (default: the configuration's tuning.stateDir, "+tuning.DefaultStateDir+"; inside the simulated tree with --simulate).").IsSetByUser(b).PlaceHolder("DIR").StringVar(&f.stateDir)
+	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
+	f.plan = cmd.Command("plan", "Print every setting of the profile with its current value, wanted value and action. Changes nothing.")
+	f.apply = cmd.Command("apply", "Change what differs from the profile (recording originals first) and restore what an earlier profile changed but this one does not manage. Exits 1 if a setting failed, conflicts or was refused.")
+	f.verify = cmd.Command("verify", "Exit 0 when every managed setting has the profile's value, 1 when something differs or drifted (printed).")
+	f.revert = cmd.Command("revert", "Restore every original value in the journal and clear it. Exits 1 if a value could not be restored (it stays in the journal).")
+	f.profiles = cmd.Command("profiles", "List the built-in profiles, or print one as YAML to start a profile of your own.")
+	f.profiles.Arg("name", "Built-in profile to print.").StringVar(&f.show)
+	return f
+}
+
+// is reports whether cmd is one of the tune subcommands.
+func (f *tuneFlags) is(cmd string) bool { return strings.HasPrefix(cmd, "tune ") }
+
+// runTune runs a tune subcommand. Exit codes: 0 success, 1 something
+// failed or differs (apply, verify, revert), 2 bad usage or profile.
+func runTune(f *tuneFlags, cmd string, env *agent.Env, cfg config.Config, c *cli, stdout, stderr io.Writer) int {
+	if cmd == f.profiles.FullCommand() {
+		return listProfiles(f.show, stdout, stderr)
+	}
+	var p tuning.Profile
+	var err error
+	if *c.set["profile"] {
+		p, err = tuning.LoadProfile(f.profile)
+	} else {
+		p, err = cfg.Tuning.ResolveProfile()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+		return exitUsage
+	}
+	stateDir := cfg.Tuning.StateDir
+	if *c.set["state-dir"] {
+		stateDir = f.stateDir
+	}
+	t := agent.NewTuner(env.FS, env.Simulated, stateDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Discovery.SourceTimeout+tuneTimeout)
+	defer cancel()
+
+	var m tuning.Machine
+	if cmd != f.revert.FullCommand() {
+		tctx, tcancel := context.WithTimeout(ctx, cfg.Discovery.SourceTimeout)
+		topo, err := topology.Discover(tctx, env.FS)
+		tcancel()
+		m = tuning.MachineFrom(topo, err)
+	}
+	switch cmd {
+	case f.plan.FullCommand(), f.verify.FullCommand():
+		pl, _, err := t.Plan(ctx, p, m)
+		if err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: tune: %v\n", err)
+			return exitFailure
+		}
+		if err := writeOut(stdout, f.output, pl, func(w io.Writer) error { return tuning.WritePlan(w, pl) }); err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+			return exitFailure
+		}
+		if cmd == f.verify.FullCommand() {
+			if !pl.Compliant() {
+				fmt.Fprintf(stderr, "gpunode-agent: tune verify: the host does not match profile %s (%s)\n", p.Name, tuning.Summarize(pl, 0))
+				return exitFailure
+			}
+			fmt.Fprintf(stderr, "gpunode-agent: tune verify: the host matches profile %s\n", p.Name)
+		}
+		return 0
+	case f.apply.FullCommand(), f.revert.FullCommand():
+		var res tuning.Result
+		if cmd == f.apply.FullCommand() {
+			res, err = t.Apply(ctx, p, m)
+		} else {
+			res, err = t.Revert(ctx)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: tune: %v\n", err)
+			return exitFailure
+		}
+		if err := writeOut(stdout, f.output, res, func(w io.Writer) error { return tuning.WriteResult(w, res) }); err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+			return exitFailure
+		}
+		if !res.OK() {
+			fmt.Fprintf(stderr, "gpunode-agent: %s: %s\n", cmd, problems(res))
+			return exitFailure
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
+	return exitUsage
+}
+
+// problems sums up why an apply or revert did not succeed entirely.
+func problems(r tuning.Result) string {
+	counts := map[string]int{}
+	counts["failed"] = len(r.Failed())
+	for _, s := range r.Plan.Steps {
+		switch s.Action {
+		case tuning.ActionConflict:
+			counts["conflict with irqbalance"]++
+		case tuning.ActionRefused:
+			counts["refused outside the host's network namespace"]++
+		case tuning.ActionError:
+			counts["could not be read"]++
+		}
+	}
+	var parts []string
+	for _, k := range []string{"failed", "conflict with irqbalance", "refused outside the host's network namespace", "could not be read"} {
+		if counts[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+		}
+	}
+	return "settings not as the profile wants: " + strings.Join(parts, ", ")
+}
+
+// tuneTimeout bounds a tune command beyond discovery: the journal lock
+// wait and the writes.
+const tuneTimeout = 60 * time.Second
+
+func writeOut(w io.Writer, format string, v any, text func(io.Writer) error) error {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	return text(w)
+}
+
+func listProfiles(name string, stdout, stderr io.Writer) int {
+	if name != "" {
+		src, err := tuning.BuiltinSource(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: %v (built-in: %s)\n", err, strings.Join(tuning.BuiltinNames(), ", "))
+			return exitUsage
+		}
+		stdout.Write(src)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDESCRIPTION")
+	for _, n := range tuning.BuiltinNames() {
+		p, err := tuning.Builtin(n)
+		if err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", n, p.Description)
+	}
+	tw.Flush()
+	return 0
+}

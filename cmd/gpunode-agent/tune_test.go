@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestTuneCLI(t *testing.T) {
+	profile := filepath.Join(t.TempDir(), "mine.yaml")
+	os.WriteFile(profile, []byte("name: mine\nsysctl:\n  vm.swappiness: 7\n"), 0o644)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("name: bad\nsysctl:\n  vm.swappiness: lots\n"), 0o644)
+	for _, tc := range []struct {
+		args        []string
+		code        int
+		out, errOut string
+	}{
+		{[]string{"help", "tune"}, 0, "plan", ""},
+		{[]string{"tune", "profiles"}, 0, "llm-d-reference", ""},
+		{[]string{"tune", "profiles", "llm-inference"}, 0, "net.core.rmem_max: 134217728", ""},
+		{[]string{"tune", "profiles", "nope"}, 2, "", "unknown profile"},
+		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "274 set", ""},
+		{[]string{"--simulate=dgx-h100-ib", "tune", "--profile", "llm-d-reference", "plan"}, 0, "moved to debugfs", ""},
+		{[]string{"--simulate=h100-roce", "tune", "plan"}, 0, "irqbalance runs; set irq.irqbalance to leave or stop", ""},
+		{[]string{"--simulate=cpu-only", "tune", "--profile", profile, "plan"}, 0, "vm.swappiness", ""},
+		{[]string{"--simulate=cpu-only", "tune", "--profile", bad, "plan"}, 2, "", "sysctl.vm.swappiness"},
+		{[]string{"--simulate=cpu-only", "tune", "--profile", "fast", "plan"}, 2, "", "unknown profile \"fast\""},
+		{[]string{"--simulate=cpu-only", "tune", "verify"}, 1, "set", "does not match profile llm-inference (pending)"},
+		{[]string{"--simulate=cpu-only", "tune", "-o", "xml", "plan"}, 2, "", "enum value"},
+		{[]string{"--simulate=cpu-only", "tune"}, 2, "", "must select a subcommand"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.errOut) {
+			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", tc.args, code, tc.code, out.String(), errOut.String())
+		}
+	}
+}
+
+// apply, verify, revert on one host root with its own state directory.
+func TestTuneApplyVerifyRevert(t *testing.T) {
+	root := t.TempDir()
+	must := func(p, v string) {
+		os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), []byte(v), 0o644)
+	}
+	must("proc/sys/kernel/osrelease", "6.1.0-test\n")
+	must("sys/devices/system/cpu/online", "0-3\n")
+	must("proc/sys/vm/swappiness", "60\n")
+	must("proc/sys/kernel/random/boot_id", "b1\n")
+	profile := filepath.Join(t.TempDir(), "swap.yaml")
+	os.WriteFile(profile, []byte("name: swap\nsysctl:\n  vm.swappiness: 7\n"), 0o644)
+	state := t.TempDir()
+	tune := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"--host-root", root, "tune", "--profile", profile, "--state-dir", state}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	swappiness := func() string {
+		b, _ := os.ReadFile(filepath.Join(root, "proc/sys/vm/swappiness"))
+		return strings.TrimSpace(string(b))
+	}
+	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "does not match") {
+		t.Errorf("verify before apply: %d %s", code, errOut)
+	}
+	if code, out, errOut := tune("apply"); code != 0 || swappiness() != "7" || !strings.Contains(out, "1 changed") {
+		t.Fatalf("apply: %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := tune("verify"); code != 0 {
+		t.Errorf("verify after apply: %d %s", code, errOut)
+	}
+	os.WriteFile(filepath.Join(root, "proc/sys/vm/swappiness"), []byte("30\n"), 0o644)
+	code, out, _ := tune("-o", "json", "verify")
+	var pl struct{ Steps []struct{ Drift bool } }
+	if err := json.Unmarshal([]byte(out), &pl); code != 1 || err != nil || len(pl.Steps) != 1 || !pl.Steps[0].Drift {
+		t.Errorf("verify after a change: %d %v %s", code, err, out)
+	}
+	if code, out, errOut := tune("revert"); code != 0 || swappiness() != "60" || !strings.Contains(out, "1 restored") {
+		t.Errorf("revert: %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(state, "tuning-journal.json")); err == nil {
+		t.Error("journal left after revert")
+	}
+}

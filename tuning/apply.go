@@ -1,0 +1,353 @@
+package tuning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/gpunode/gpunode/internal/hostfs"
+)
+
+// Tuner plans, applies, verifies and reverts profiles on one host root,
+// with its journal in one state directory.
+type Tuner struct {
+	FS    hostfs.FS
+	Store Store
+	// NetNS tells whether the agent is in the host's network namespace;
+	// nil compares /proc/self/ns/net with the host's /proc/1/ns/net.
+	NetNS func() NetNS
+	// Systemd connects to the host's systemd; nil means no access (the
+	// irqbalance unit is then "unknown" and cannot be stopped).
+	Systemd func(ctx context.Context) (UnitManager, error)
+	// Now defaults to time.Now.
+	Now func() time.Time
+
+	// crashPoint, in tests, is called after the journal is saved
+	// ("journal") and after each write ("write"); a test kills the
+	// process there to check that a crash loses nothing.
+	crashPoint func(stage string)
+}
+
+func (t *Tuner) crash(stage string) {
+	if t.crashPoint != nil {
+		t.crashPoint(stage)
+	}
+}
+
+// Outcome of one step when applied.
+type Outcome string
+
+const (
+	// OutcomeChanged: written and read back as wanted.
+	OutcomeChanged Outcome = "changed"
+	// OutcomeRestored: the original was written back and its entry removed.
+	OutcomeRestored Outcome = "restored"
+	// OutcomeUnsupported: the kernel refused the setting as unknown.
+	OutcomeUnsupported Outcome = "unsupported"
+	// OutcomeFailed: the write or its read-back failed.
+	OutcomeFailed Outcome = "failed"
+)
+
+// Change is the result of one attempted step.
+type Change struct {
+	Step
+	Outcome Outcome `json:"outcome"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// Result is what Apply or Revert did.
+type Result struct {
+	// Plan is the plan the changes were made from.
+	Plan    Plan     `json:"plan"`
+	Changes []Change `json:"changes,omitempty"`
+	// PreviousBoot is a journal of an earlier boot that was set aside.
+	PreviousBoot *Journal `json:"previous_boot,omitempty"`
+	// Journal is the journal after the run (empty when nothing is changed).
+	Journal *Journal `json:"journal"`
+}
+
+// Failed lists the changes that did not succeed.
+func (r Result) Failed() []Change {
+	var out []Change
+	for _, c := range r.Changes {
+		if c.Outcome == OutcomeFailed {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// OK reports whether the run left every managed setting as wanted:
+// nothing failed and the plan had no conflicts, refusals or errors.
+func (r Result) OK() bool {
+	if len(r.Failed()) > 0 {
+		return false
+	}
+	for _, s := range r.Plan.Steps {
+		switch s.Action {
+		case ActionConflict, ActionRefused, ActionError:
+			return false
+		}
+	}
+	return true
+}
+
+func (t *Tuner) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+// Plan reads the host and the journal and returns what Apply would do.
+// It writes nothing, not even the state directory.
+func (t *Tuner) Plan(ctx context.Context, p Profile, m Machine) (Plan, *Journal, error) {
+	unlock, err := t.Store.lockForReading(ctx)
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	defer unlock()
+	j, prev, err := t.Store.load(t.FS.Root(), readBootID(t.FS), true)
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	h, err := t.Read(ctx, p, m, j)
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	pl := MakePlan(p, h, j)
+	if prev != nil {
+		pl.Warnings = append(pl.Warnings, previousBootWarning(prev))
+	}
+	return pl, j, nil
+}
+
+func previousBootWarning(prev *Journal) string {
+	return fmt.Sprintf("the journal is of an earlier boot (%s, %d settings): the reboot restored those settings; the next apply sets it aside as %s", prev.BootID, len(prev.Entries), previousBootFile)
+}
+
+// Apply changes what differs from the profile. Before the first change to
+// a setting its original value goes to the journal (written and synced
+// before the setting is touched); settings the journal holds but the
+// profile no longer manages are restored. A failing step does not stop the
+// others.
+func (t *Tuner) Apply(ctx context.Context, p Profile, m Machine) (Result, error) {
+	return t.run(ctx, p, m)
+}
+
+// Revert restores every original in the journal and clears it.
+func (t *Tuner) Revert(ctx context.Context) (Result, error) {
+	return t.run(ctx, Profile{Name: "none"}, Machine{})
+}
+
+func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
+	unlock, err := t.Store.Lock(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+	j, prev, err := t.Store.Load(t.FS.Root(), readBootID(t.FS))
+	if err != nil {
+		return Result{}, err
+	}
+	h, err := t.Read(ctx, p, m, j)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Plan: MakePlan(p, h, j), PreviousBoot: prev, Journal: j}
+	if prev != nil {
+		res.Plan.Warnings = append(res.Plan.Warnings, previousBootWarning(prev))
+	}
+
+	// Journal first: every original is on disk before anything changes.
+	var todo []Step
+	now := t.now()
+	newEntry := map[ID]bool{}
+	for _, s := range res.Plan.Steps {
+		switch s.Action {
+		case ActionSet:
+			newEntry[s.ID] = !j.has(s.ID)
+			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
+			todo = append(todo, s)
+		case ActionRestore:
+			todo = append(todo, s)
+		}
+	}
+	if len(todo) == 0 {
+		return res, nil
+	}
+	if p.Name != "none" || len(j.Entries) > 0 {
+		j.Profile = p.Name
+	}
+	if err := t.Store.Save(j); err != nil {
+		return res, fmt.Errorf("nothing changed: %w", err)
+	}
+	t.crash("journal")
+	// Interrupts go back before irqbalance is started again.
+	slices.SortStableFunc(todo, func(a, b Step) int {
+		return boolInt(a.Kind == KindService && a.Action == ActionRestore) - boolInt(b.Kind == KindService && b.Action == ActionRestore)
+	})
+	for _, s := range todo {
+		if err := ctx.Err(); err != nil {
+			res.Changes = append(res.Changes, Change{Step: s, Outcome: OutcomeFailed, Error: err.Error()})
+			continue
+		}
+		c := t.do(ctx, s)
+		t.crash("write")
+		switch {
+		case s.Action == ActionRestore && (c.Outcome == OutcomeRestored || c.Outcome == OutcomeUnsupported):
+			j.remove(s.ID)
+		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
+			// Not changed: drop the entry again if the value is provably
+			// still the original.
+			if e, ok := j.entry(s.ID); ok && t.current(ctx, s.ID).Value == e.Original {
+				j.remove(s.ID)
+			}
+		}
+		res.Changes = append(res.Changes, c)
+	}
+	if len(j.Entries) == 0 {
+		j.Profile = ""
+	}
+	if err := t.Store.Save(j); err != nil {
+		return res, fmt.Errorf("settings changed, but the journal could not be updated (its earlier version still holds every original): %w", err)
+	}
+	return res, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// entryNote keeps what identifies an IRQ for people reading the journal.
+func entryNote(s Step) string {
+	if s.Kind == KindIRQ {
+		return s.Note
+	}
+	return ""
+}
+
+// current re-reads one setting.
+func (t *Tuner) current(ctx context.Context, id ID) Current {
+	if id.Kind == KindService {
+		return Current{Value: t.irqbalance(ctx).Unit}
+	}
+	return readValue(t.FS, id)
+}
+
+// do performs one set or restore step and checks the result.
+func (t *Tuner) do(ctx context.Context, s Step) Change {
+	c := Change{Step: s}
+	done := OutcomeChanged
+	if s.Action == ActionRestore {
+		done = OutcomeRestored
+	}
+	if s.Kind == KindService {
+		err := t.unitJob(ctx, s)
+		if err != nil {
+			c.Outcome, c.Error = OutcomeFailed, err.Error()
+			return c
+		}
+		c.Outcome = done
+		return c
+	}
+	if s.Action == ActionRestore && t.current(ctx, s.ID).Unsupported {
+		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
+		return c
+	}
+	if err := writeValue(t.FS, s.ID, s.Want); err != nil {
+		c.Outcome, c.Error = classifyWrite(s.ID, err)
+		return c
+	}
+	after := readValue(t.FS, s.ID)
+	switch {
+	case after.Err != "":
+		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
+	case after.Value != s.Want:
+		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the kernel kept %q after writing %q", after.Value, s.Want)
+	default:
+		c.Outcome = done
+	}
+	return c
+}
+
+// unitJob stops irqbalance (set) or starts it again (restore).
+func (t *Tuner) unitJob(ctx context.Context, s Step) error {
+	if t.Systemd == nil {
+		return errors.New("no systemd connection configured")
+	}
+	m, err := t.Systemd(ctx)
+	if err != nil {
+		return fmt.Errorf("systemd not reachable: %w", err)
+	}
+	defer m.Close()
+	if s.Action == ActionRestore {
+		if s.Want != "active" && !unitActive(s.Want) {
+			return nil // it was not running before we stopped it
+		}
+		return m.StartUnit(ctx, s.Key)
+	}
+	if err := m.StopUnit(ctx, s.Key); err != nil {
+		return err
+	}
+	st, err := m.UnitState(ctx, s.Key)
+	if err != nil {
+		return err
+	}
+	if unitActive(st) {
+		return fmt.Errorf("%s is %s after stopping it", s.Key, st)
+	}
+	return nil
+}
+
+// writeValue writes one setting in a single write(2) at offset 0, as
+// procfs and sysfs handlers expect. The file must exist: a missing one is
+// an unsupported setting, never created.
+func writeValue(fsys hostfs.FS, id ID, v string) error {
+	path, err := id.hostPath()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(fsys.Path(path), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte(v))
+	cerr := f.Close()
+	if werr != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: unwrapPath(werr)}
+	}
+	if cerr != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: unwrapPath(cerr)}
+	}
+	return nil
+}
+
+// classifyWrite turns the kernel's answer into an outcome with a reason
+// an operator can act on.
+func classifyWrite(id ID, err error) (Outcome, string) {
+	path, _ := id.hostPath()
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && id.Key == "net.ipv4.tcp_congestion_control":
+		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel has no such congestion control (ENOENT)", path)
+	case errors.Is(err, fs.ErrNotExist):
+		return OutcomeUnsupported, fmt.Sprintf("%s does not exist in this kernel", path)
+	case id.Kind == KindIRQ && errors.Is(err, syscall.EIO):
+		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel manages this interrupt's affinity (EIO)", path)
+	case errors.Is(err, syscall.EROFS):
+		return OutcomeFailed, fmt.Sprintf("write %s: read-only file system: mount the host's /proc and /sys read-write", path)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return OutcomeFailed, fmt.Sprintf("write %s: %v: the agent must run as root, privileged", path, unwrapPath(err))
+	case errors.Is(err, syscall.EINVAL):
+		return OutcomeFailed, fmt.Sprintf("write %s: the kernel rejected the value (EINVAL)", path)
+	}
+	return OutcomeFailed, err.Error()
+}

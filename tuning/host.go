@@ -1,0 +1,329 @@
+package tuning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gpunode/gpunode/internal/cpuset"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/topology"
+)
+
+// Machine is what the IRQ policies need from topology discovery: CPUs,
+// NUMA nodes, the GPUs and NICs and their interrupts.
+type Machine struct {
+	Kernel       string
+	OnlineCPUs   cpuset.Set
+	IsolatedCPUs cpuset.Set
+	NohzFullCPUs cpuset.Set
+	NUMANodes    []topology.NUMANode
+	PCIDevices   []topology.PCIDevice
+	IRQs         []topology.IRQ
+	// TopologyError is set when topology discovery failed; IRQ policies
+	// then report errors instead of guessing.
+	TopologyError string
+}
+
+// MachineFrom takes a Machine from a topology discovery result.
+func MachineFrom(t topology.Topology, err error) Machine {
+	m := Machine{
+		Kernel: t.Kernel, OnlineCPUs: t.OnlineCPUs, IsolatedCPUs: t.IsolatedCPUs, NohzFullCPUs: t.NohzFullCPUs,
+		NUMANodes: t.NUMANodes, PCIDevices: t.PCIDevices, IRQs: t.IRQs,
+	}
+	if err != nil && (t.OnlineCPUs.IsEmpty() || len(t.NUMANodes) == 0) {
+		m.TopologyError = err.Error()
+	}
+	return m
+}
+
+// Current is the observed state of one setting.
+type Current struct {
+	// Value is normalized: sysctl values with single spaces, the selected
+	// THP mode, IRQ affinity as a canonical cpulist, a unit's ActiveState.
+	Value string `json:"value"`
+	// Unsupported means the kernel has no such setting.
+	Unsupported bool `json:"unsupported,omitempty"`
+	// Err says why the value could not be read.
+	Err string `json:"error,omitempty"`
+}
+
+// Device is a GPU or NIC an IRQ policy may select.
+type Device struct {
+	PCIAddress      string           `json:"pci_address"`
+	Kind            topology.PCIKind `json:"kind"`
+	Driver          string           `json:"driver,omitempty"`
+	NUMANode        int              `json:"numa_node"`
+	LocalCPUs       cpuset.Set       `json:"local_cpus"`
+	VirtualFunction bool             `json:"virtual_function,omitempty"`
+	Netdevs         []Netdev         `json:"netdevs,omitempty"`
+	// RDMA names the device's RDMA devices (mlx5_0).
+	RDMA []string    `json:"rdma,omitempty"`
+	IRQs []DeviceIRQ `json:"irqs,omitempty"`
+}
+
+// Netdev is a network interface of a device.
+type Netdev struct {
+	Name string `json:"name"`
+	// SpeedMbps is -1 when the link is down or the driver does not say.
+	SpeedMbps int `json:"speed_mbps"`
+}
+
+// DeviceIRQ is one interrupt of a device.
+type DeviceIRQ struct {
+	Number int    `json:"number"`
+	Name   string `json:"name,omitempty"`
+}
+
+// Host is everything a plan is computed from. Read fills it; Plan is a
+// pure function of it, the profile and the journal.
+type Host struct {
+	Kernel string `json:"kernel"`
+	BootID string `json:"boot_id,omitempty"`
+	// Current holds the settings the profile or the journal names.
+	Current map[ID]Current `json:"-"`
+	Devices []Device       `json:"devices,omitempty"`
+	// NodeCPUs are the CPUs of each NUMA node.
+	NodeCPUs      map[int]cpuset.Set `json:"-"`
+	OnlineCPUs    cpuset.Set         `json:"online_cpus"`
+	IsolatedCPUs  cpuset.Set         `json:"isolated_cpus"`
+	NohzFullCPUs  cpuset.Set         `json:"nohz_full_cpus"`
+	TopologyError string             `json:"topology_error,omitempty"`
+	IRQBalance    IRQBalance         `json:"irqbalance"`
+	NetNS         NetNS              `json:"network_namespace"`
+	// CongestionControl says which TCP congestion control algorithms the
+	// kernel offers or can load.
+	CongestionControl CongestionControl `json:"congestion_control"`
+}
+
+// CongestionControl is what the kernel offers for
+// net.ipv4.tcp_congestion_control.
+type CongestionControl struct {
+	// Available is net.ipv4.tcp_available_congestion_control (built in or loaded).
+	Available []string `json:"available,omitempty"`
+	// Modules are the tcp_* congestion control modules of the running
+	// kernel (from modules.dep), which the kernel loads on demand; nil when
+	// /lib/modules is not readable (then a write is simply attempted).
+	Modules []string `json:"modules,omitempty"`
+}
+
+// readValue reads and normalizes one setting.
+func readValue(fsys hostfs.FS, id ID) Current {
+	path, err := id.hostPath()
+	if err != nil {
+		return Current{Err: err.Error()}
+	}
+	s, err := fsys.ReadString(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Current{Unsupported: true}
+	}
+	if err != nil {
+		return Current{Err: fmt.Sprintf("read %s: %v", path, unwrapPath(err))}
+	}
+	v, err := normalize(id, s)
+	if err != nil {
+		return Current{Err: fmt.Sprintf("%s: %v", path, err)}
+	}
+	return Current{Value: v}
+}
+
+// normalize turns file content into the form plans compare.
+func normalize(id ID, s string) (string, error) {
+	switch id.Kind {
+	case KindTHP:
+		return ParseBracketed(s)
+	case KindIRQ:
+		set, err := cpuset.Parse(s)
+		if err != nil {
+			return "", err
+		}
+		return set.String(), nil
+	}
+	return NormalizeValue(s), nil
+}
+
+func unwrapPath(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// Read observes what the plan needs: the current value of every setting
+// the profile or the journal names, the devices the IRQ policies choose
+// from, irqbalance and the network namespace. Problems with single
+// settings are recorded in them; the error is for a cancelled context.
+func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Host, error) {
+	h := Host{
+		Kernel:        m.Kernel,
+		Current:       map[ID]Current{},
+		NodeCPUs:      map[int]cpuset.Set{},
+		OnlineCPUs:    m.OnlineCPUs,
+		IsolatedCPUs:  m.IsolatedCPUs,
+		NohzFullCPUs:  m.NohzFullCPUs,
+		TopologyError: m.TopologyError,
+	}
+	if h.Kernel == "" {
+		h.Kernel, _ = t.FS.ReadString("/proc/sys/kernel/osrelease")
+	}
+	h.BootID = readBootID(t.FS)
+	for _, n := range m.NUMANodes {
+		h.NodeCPUs[n.ID] = n.CPUs
+	}
+	var ids []ID
+	for key := range p.Sysctl {
+		ids = append(ids, ID{KindSysctl, key})
+	}
+	if p.NUMA.Balancing != nil {
+		ids = append(ids, ID{KindNUMA, NUMABalancingKey})
+	}
+	if p.NUMA.TransparentHugepages != "" {
+		ids = append(ids, ID{KindTHP, THPKey})
+	}
+	if j != nil {
+		for _, e := range j.Entries {
+			if e.Kind != KindService {
+				ids = append(ids, e.ID())
+			}
+		}
+	}
+	if len(p.IRQ.Policies) > 0 {
+		h.Devices = readDevices(t.FS, m)
+		for _, d := range h.Devices {
+			for _, irq := range d.IRQs {
+				ids = append(ids, ID{KindIRQ, strconv.Itoa(irq.Number)})
+			}
+		}
+	}
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return h, err
+		}
+		if _, done := h.Current[id]; !done {
+			h.Current[id] = readValue(t.FS, id)
+		}
+	}
+	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
+		h.CongestionControl = readCongestionControl(t.FS, h.Kernel)
+	}
+	needUnit := len(p.IRQ.Policies) > 0 || (j != nil && j.has(ID{KindService, IRQBalanceUnit}))
+	if needUnit {
+		h.IRQBalance = t.irqbalance(ctx)
+		h.Current[ID{KindService, IRQBalanceUnit}] = Current{Value: h.IRQBalance.Unit}
+	}
+	if t.NetNS != nil {
+		h.NetNS = t.NetNS()
+	} else {
+		h.NetNS = CheckNetNS(t.FS)
+	}
+	return h, ctx.Err()
+}
+
+// readBootID returns the kernel's boot id, "" when unreadable (fixture
+// trees may lack it).
+func readBootID(fsys hostfs.FS) string {
+	s, err := fsys.ReadString("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// readDevices lists the GPUs and NICs with their interrupts, netdevs and
+// RDMA devices.
+func readDevices(fsys hostfs.FS, m Machine) []Device {
+	irqs := map[string][]DeviceIRQ{}
+	for _, irq := range m.IRQs {
+		if irq.PCIAddress != "" {
+			irqs[irq.PCIAddress] = append(irqs[irq.PCIAddress], DeviceIRQ{Number: irq.Number, Name: irq.Name})
+		}
+	}
+	var out []Device
+	for _, p := range m.PCIDevices {
+		if p.Kind != topology.KindNIC && p.Kind != topology.KindGPU {
+			continue
+		}
+		d := Device{
+			PCIAddress: p.Address, Kind: p.Kind, Driver: p.Driver, NUMANode: p.NUMANode,
+			LocalCPUs: p.LocalCPUs, VirtualFunction: p.VirtualFunction, IRQs: irqs[p.Address],
+		}
+		slices.SortFunc(d.IRQs, func(a, b DeviceIRQ) int { return a.Number - b.Number })
+		base := "/sys/bus/pci/devices/" + p.Address
+		if p.Kind == topology.KindNIC {
+			d.Netdevs = readNetdevs(fsys, base)
+			d.RDMA, _ = fsys.Names(base + "/infiniband")
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// readNetdevs lists a NIC's network interfaces: under <dev>/net, or for
+// virtio NICs one level down, under <dev>/virtioN/net. A device without a
+// bound driver has none.
+func readNetdevs(fsys hostfs.FS, base string) []Netdev {
+	dirs := []string{base + "/net"}
+	children, _ := fsys.Names(base)
+	for _, c := range children {
+		if strings.HasPrefix(c, "virtio") {
+			dirs = append(dirs, base+"/"+c+"/net")
+		}
+	}
+	var out []Netdev
+	for _, dir := range dirs {
+		names, _ := fsys.Names(dir)
+		for _, n := range names {
+			out = append(out, Netdev{Name: n, SpeedMbps: readSpeed(fsys, dir+"/"+n+"/speed")})
+		}
+	}
+	return out
+}
+
+// readSpeed reads a netdev's link speed in Mb/s; the kernel fails the read
+// with EINVAL when the link is down, and prints -1 when the driver does not
+// know.
+func readSpeed(fsys hostfs.FS, path string) int {
+	n, err := fsys.ReadInt(path)
+	if err != nil || n < 0 || n > 1<<31 {
+		return -1
+	}
+	return int(n)
+}
+
+// readCongestionControl reads the available algorithms and the loadable
+// tcp_* modules of the running kernel.
+func readCongestionControl(fsys hostfs.FS, kernel string) CongestionControl {
+	var cc CongestionControl
+	if v, err := ReadSysctl(fsys, "net.ipv4.tcp_available_congestion_control"); err == nil {
+		cc.Available = strings.Fields(v)
+	}
+	if kernel == "" || strings.ContainsAny(kernel, "/\x00") {
+		return cc
+	}
+	dir := "/lib/modules/" + kernel
+	dep, err := fsys.ReadString(dir + "/modules.dep")
+	if err != nil {
+		return cc
+	}
+	builtin, _ := fsys.ReadString(dir + "/modules.builtin")
+	cc.Modules = []string{}
+	for _, text := range []string{dep, builtin} {
+		for line := range strings.Lines(text) {
+			path, _, _ := strings.Cut(line, ":")
+			path = strings.TrimSpace(path)
+			if !strings.Contains(path, "/net/ipv4/tcp_") {
+				continue
+			}
+			base := path[strings.LastIndexByte(path, '/')+1:]
+			name, _, _ := strings.Cut(base, ".ko")
+			cc.Modules = append(cc.Modules, name)
+		}
+	}
+	slices.Sort(cc.Modules)
+	cc.Modules = slices.Compact(cc.Modules)
+	return cc
+}

@@ -1,0 +1,160 @@
+package tuning
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gpunode/gpunode/internal/cpuset"
+	"github.com/gpunode/gpunode/topology"
+)
+
+// irqTarget is where one interrupt should go.
+type irqTarget struct {
+	irq  int
+	want cpuset.Set
+	note string
+	// err is set when no CPU is left for the device.
+	err string
+}
+
+// irqTargets applies the profile's IRQ policies to the devices: each
+// selected device's interrupts are spread over the CPUs of its NUMA node
+// (minus excluded and isolated CPUs), one interrupt per CPU in turn.
+// Devices on one node continue the turn where the previous one stopped, so
+// two NICs on a node do not both start at its first CPU.
+func irqTargets(p Profile, h Host) (targets []irqTarget, warnings []string) {
+	exclude, _ := cpuset.Parse(p.IRQ.ExcludeCPUs) // validated with the profile
+	exclude = exclude.Union(h.IsolatedCPUs).Union(h.NohzFullCPUs)
+	next := map[string]int{} // allowed cpulist -> next index
+	seen := map[int]bool{}
+	for i, pol := range p.IRQ.Policies {
+		devs, unmatched := selectDevices(pol, h.Devices)
+		for _, name := range unmatched {
+			warnings = append(warnings, fmt.Sprintf("irq.policies[%d] (%s): device %q matches no %s", i, pol.Policy, name, policyKind(pol.Policy)))
+		}
+		if len(devs) == 0 {
+			warnings = append(warnings, fmt.Sprintf("irq.policies[%d] (%s): no device selected", i, pol.Policy))
+		}
+		for _, d := range devs {
+			base, where := deviceCPUs(d, h)
+			allowed := base
+			if !h.OnlineCPUs.IsEmpty() {
+				allowed = allowed.Intersect(h.OnlineCPUs)
+			}
+			allowed = allowed.Difference(exclude)
+			cpus := allowed.CPUs()
+			for _, irq := range d.IRQs {
+				if seen[irq.Number] { // shared between devices: first policy wins
+					continue
+				}
+				seen[irq.Number] = true
+				t := irqTarget{irq: irq.Number, note: irqNote(d, irq, where)}
+				if len(cpus) == 0 {
+					t.err = fmt.Sprintf("no CPU left on %s (CPUs %s) after excluding %s", where, base, exclude)
+				} else {
+					k := allowed.String()
+					t.want = cpuset.Of(cpus[next[k]%len(cpus)])
+					next[k]++
+				}
+				targets = append(targets, t)
+			}
+		}
+	}
+	return targets, warnings
+}
+
+func policyKind(policy string) string {
+	if policy == PolicyGPULocal {
+		return "GPU"
+	}
+	return "NIC"
+}
+
+// selectDevices returns the devices a policy selects, sorted by PCI
+// address, and the names in pol.Devices that matched none.
+func selectDevices(pol IRQPolicy, all []Device) (selected []Device, unmatched []string) {
+	kind := topology.KindNIC
+	if pol.Policy == PolicyGPULocal {
+		kind = topology.KindGPU
+	}
+	explicit := len(pol.Drivers) > 0 || len(pol.Devices) > 0
+	minSpeed := pol.MinSpeedMbps
+	if minSpeed == 0 {
+		minSpeed = DefaultMinSpeedMbps
+	}
+	matched := map[string]bool{}
+	for _, d := range all {
+		if d.Kind != kind {
+			continue
+		}
+		names := append([]string{d.PCIAddress}, d.RDMA...)
+		for _, n := range d.Netdevs {
+			names = append(names, n.Name)
+		}
+		var take bool
+		switch {
+		case explicit:
+			take = slices.Contains(pol.Drivers, d.Driver)
+			for _, n := range names {
+				if slices.Contains(pol.Devices, n) {
+					take, matched[n] = true, true
+				}
+			}
+		case d.VirtualFunction:
+			// VFs serve pods and VMs, whose owners place their interrupts.
+		case kind == topology.KindGPU:
+			take = true
+		default:
+			take = len(d.RDMA) > 0 || slices.ContainsFunc(d.Netdevs, func(n Netdev) bool { return n.SpeedMbps >= minSpeed })
+		}
+		if take {
+			selected = append(selected, d)
+		}
+	}
+	for _, n := range pol.Devices {
+		if !matched[n] {
+			unmatched = append(unmatched, n)
+		}
+	}
+	slices.SortFunc(selected, func(a, b Device) int { return strings.Compare(a.PCIAddress, b.PCIAddress) })
+	return selected, unmatched
+}
+
+// deviceCPUs are the CPUs of the device's NUMA node; the device's
+// local_cpulist when the platform gives no node; all online CPUs failing both.
+func deviceCPUs(d Device, h Host) (cpuset.Set, string) {
+	if cpus, ok := h.NodeCPUs[d.NUMANode]; ok && d.NUMANode >= 0 && !cpus.IsEmpty() {
+		return cpus, "node " + strconv.Itoa(d.NUMANode)
+	}
+	if !d.LocalCPUs.IsEmpty() {
+		return d.LocalCPUs, "the device's local CPUs"
+	}
+	return h.OnlineCPUs, "all online CPUs (no NUMA node known)"
+}
+
+func irqNote(d Device, irq DeviceIRQ, where string) string {
+	name := irq.Name
+	if name == "" {
+		name = "vector"
+	}
+	dev := deviceLabel(d)
+	if !strings.Contains(name, d.PCIAddress) {
+		dev = d.PCIAddress + " " + dev
+	}
+	return fmt.Sprintf("%s, %s, %s", name, dev, where)
+}
+
+// deviceLabel names a device the way people know it: netdev or RDMA name.
+func deviceLabel(d Device) string {
+	var names []string
+	names = append(names, d.RDMA...)
+	for _, n := range d.Netdevs {
+		names = append(names, n.Name)
+	}
+	if len(names) == 0 {
+		return string(d.Kind)
+	}
+	return strings.Join(names, "/")
+}

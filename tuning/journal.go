@@ -1,0 +1,289 @@
+package tuning
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultStateDir holds the journal on a host (a hostPath in the chart).
+const DefaultStateDir = "/var/lib/gpunode"
+
+// Files in the state directory.
+const (
+	JournalFile      = "tuning-journal.json"
+	previousBootFile = "tuning-journal.previous-boot.json"
+	lockFile         = "tuning.lock"
+	journalVersion   = 1
+	maxJournalSize   = 16 << 20
+)
+
+// Journal records the original value of every setting tuning changed,
+// taken before the first change. Revert writes them back. It belongs to
+// one host root and one boot: nothing tuning writes survives a reboot (it
+// never edits /etc/sysctl.conf or /etc/sysctl.d), so a journal from an
+// earlier boot describes nothing that is still changed.
+type Journal struct {
+	Version  int    `json:"version"`
+	HostRoot string `json:"host_root"`
+	BootID   string `json:"boot_id,omitempty"`
+	// Profile is the profile last applied.
+	Profile string  `json:"profile,omitempty"`
+	Entries []Entry `json:"entries"`
+}
+
+// Entry is one changed setting.
+type Entry struct {
+	Kind string `json:"kind"`
+	Key  string `json:"key"`
+	// Original is the value before tuning first changed it.
+	Original string `json:"original"`
+	// Wrote is the value tuning last wrote (recorded before writing it),
+	// which tells drift (someone changed our value) from a profile change.
+	Wrote string `json:"wrote"`
+	// Note describes the setting (an IRQ's device and name).
+	Note       string    `json:"note,omitempty"`
+	RecordedAt time.Time `json:"recorded_at"`
+}
+
+// ID names the entry's setting.
+func (e Entry) ID() ID { return ID{Kind: e.Kind, Key: e.Key} }
+
+func (j *Journal) find(id ID) int {
+	return slices.IndexFunc(j.Entries, func(e Entry) bool { return e.ID() == id })
+}
+
+func (j *Journal) has(id ID) bool { return j != nil && j.find(id) >= 0 }
+
+func (j *Journal) entry(id ID) (Entry, bool) {
+	if j == nil {
+		return Entry{}, false
+	}
+	if i := j.find(id); i >= 0 {
+		return j.Entries[i], true
+	}
+	return Entry{}, false
+}
+
+// record notes that id is about to be set to wrote. The original is
+// recorded only the first time: applying twice never replaces an original
+// with a tuned value.
+func (j *Journal) record(id ID, original, wrote, note string, now time.Time) {
+	if i := j.find(id); i >= 0 {
+		j.Entries[i].Wrote = wrote
+		return
+	}
+	j.Entries = append(j.Entries, Entry{Kind: id.Kind, Key: id.Key, Original: original, Wrote: wrote, Note: note, RecordedAt: now.UTC()})
+	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+}
+
+func (j *Journal) remove(id ID) {
+	if i := j.find(id); i >= 0 {
+		j.Entries = slices.Delete(j.Entries, i, i+1)
+	}
+}
+
+// Store is the state directory holding the journal.
+type Store struct {
+	Dir string
+}
+
+func (s Store) path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Lock takes the state directory's lock, so the daemon and a `tune`
+// command never interleave their changes. It waits until ctx is done.
+func (s Store) Lock(ctx context.Context) (unlock func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	f, err := os.OpenFile(s.path(lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state directory lock: %w", err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() {
+				unix.Flock(int(f.Fd()), unix.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", s.path(lockFile), err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: another gpunode-agent is tuning this host: %w", s.path(lockFile), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// lockForReading takes the lock for a read-only use (plan, verify): a
+// state directory that does not exist holds no journal, and one that
+// cannot be written (a read-only root file system in audit mode) is read
+// without the lock.
+func (s Store) lockForReading(ctx context.Context) (unlock func(), err error) {
+	if _, err := os.Stat(s.Dir); errors.Is(err, fs.ErrNotExist) {
+		return func() {}, nil
+	}
+	unlock, err = s.Lock(ctx)
+	if errors.Is(err, unix.EROFS) || errors.Is(err, fs.ErrPermission) {
+		return func() {}, nil
+	}
+	return unlock, err
+}
+
+// Load reads the journal for hostRoot in the boot bootID. Without a
+// journal it returns an empty one. A journal from another boot is moved
+// aside (the reboot restored every value) and reported in previous. A
+// journal of another host root, or one that cannot be parsed, is an error
+// and is left untouched: it may hold the only record of original values.
+func (s Store) Load(hostRoot, bootID string) (j *Journal, previous *Journal, err error) {
+	return s.load(hostRoot, bootID, false)
+}
+
+// load is Load; readOnly leaves a journal of an earlier boot in place.
+func (s Store) load(hostRoot, bootID string, readOnly bool) (j *Journal, previous *Journal, err error) {
+	fresh := &Journal{Version: journalVersion, HostRoot: hostRoot, BootID: bootID}
+	path := s.path(JournalFile)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fresh, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJournalSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	old, err := ParseJournal(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal %s is damaged (%w); it may hold the original values of changed settings, so it is left as it is: repair or move it by hand", path, err)
+	}
+	if old.HostRoot != hostRoot {
+		return nil, nil, fmt.Errorf("journal %s belongs to host root %s, not %s: use that host root, or another --state-dir", path, old.HostRoot, hostRoot)
+	}
+	if old.BootID != "" && bootID != "" && old.BootID != bootID {
+		if readOnly {
+			return fresh, old, nil
+		}
+		if err := os.Rename(path, s.path(previousBootFile)); err != nil {
+			return nil, nil, fmt.Errorf("journal from an earlier boot: %w", err)
+		}
+		if err := syncDir(s.Dir); err != nil {
+			return nil, nil, err
+		}
+		return fresh, old, nil
+	}
+	if old.BootID == "" {
+		old.BootID = bootID
+	}
+	return old, nil, nil
+}
+
+// ParseJournal decodes and checks a journal file.
+func ParseJournal(b []byte) (*Journal, error) {
+	if len(b) > maxJournalSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxJournalSize)
+	}
+	var j Journal
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the journal")
+	}
+	if j.Version != journalVersion {
+		return nil, fmt.Errorf("version %d, want %d", j.Version, journalVersion)
+	}
+	if j.HostRoot == "" {
+		return nil, errors.New("no host_root")
+	}
+	seen := map[ID]bool{}
+	for _, e := range j.Entries {
+		if _, err := e.ID().hostPath(); err != nil {
+			return nil, fmt.Errorf("entry %s: %w", e.ID(), err)
+		}
+		if e.Kind == KindService && e.Key != IRQBalanceUnit {
+			return nil, fmt.Errorf("entry %s: only %s is managed", e.ID(), IRQBalanceUnit)
+		}
+		if seen[e.ID()] {
+			return nil, fmt.Errorf("entry %s twice", e.ID())
+		}
+		seen[e.ID()] = true
+	}
+	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+	return &j, nil
+}
+
+// Save writes the journal atomically and durably: a temporary file,
+// fsync, rename over the old one, fsync of the directory. An empty journal
+// removes the file.
+func (s Store) Save(j *Journal) error {
+	path := s.path(JournalFile)
+	if len(j.Entries) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("journal: %w", err)
+		}
+		return syncDir(s.Dir)
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.Dir, ".tuning-journal-*")
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename this fails harmlessly
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("journal: fsync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return syncDir(s.Dir)
+}
+
+// syncDir makes a rename or removal in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("state directory: fsync: %w", err)
+	}
+	return nil
+}

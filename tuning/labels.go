@@ -1,0 +1,85 @@
+package tuning
+
+import "time"
+
+// Modes of the daemon.
+const (
+	// ModeEnforce applies the profile at start and repairs drift.
+	ModeEnforce = "enforce"
+	// ModeAudit only reports: nothing is written.
+	ModeAudit = "audit"
+	// ModeOff leaves tuning alone entirely.
+	ModeOff = "off"
+)
+
+// States summarize a host against its profile (the tuning.state label).
+const (
+	StateCompliant = "compliant" // every managed setting as wanted
+	StatePending   = "pending"   // differs, never applied (audit mode)
+	StateDrifted   = "drifted"   // applied, then changed by someone else
+	StateConflict  = "conflict"  // irqbalance owns the interrupts
+	StateError     = "error"     // a setting could not be read or written
+	StateOff       = "off"
+)
+
+// Summarize returns the state of a verified plan; failed lists changes
+// that did not succeed in the last run.
+func Summarize(pl Plan, failed int) string {
+	var conflict, drift, pending bool
+	for _, s := range pl.Steps {
+		switch s.Action {
+		case ActionError, ActionRefused:
+			return StateError
+		case ActionConflict:
+			conflict = true
+		case ActionSet, ActionRestore:
+			if s.Drift {
+				drift = true
+			} else {
+				pending = true
+			}
+		}
+	}
+	switch {
+	case failed > 0:
+		return StateError
+	case conflict:
+		return StateConflict
+	case drift:
+		return StateDrifted
+	case pending:
+		return StatePending
+	}
+	return StateCompliant
+}
+
+// Labels are the tuning node labels, keys without the domain prefix
+// ("tuning.profile", "tuning.state"). With mode off only the state is
+// given; with an error before any plan (state "" from the caller) only the
+// profile.
+func Labels(mode, profile, state string) map[string]string {
+	if mode == ModeOff {
+		return map[string]string{"tuning.state": StateOff}
+	}
+	out := map[string]string{"tuning.profile": profile}
+	if state != "" {
+		out["tuning.state"] = state
+	}
+	return out
+}
+
+// Status is the daemon's tuning state, for metrics and labels.
+type Status struct {
+	Mode    string `json:"mode"`
+	Profile string `json:"profile,omitempty"`
+	// State is one of the State* constants; empty before the first run.
+	State string `json:"state,omitempty"`
+	// Plan is the last verification.
+	Plan *Plan `json:"plan,omitempty"`
+	// DriftTotal counts settings found drifted since the agent started.
+	DriftTotal uint64 `json:"drift_total"`
+	// LastApply is when an apply last changed a setting (zero: never).
+	LastApply time.Time `json:"last_apply,omitzero"`
+	// Error is why the last run failed as a whole (profile, journal).
+	Error string `json:"error,omitempty"`
+}

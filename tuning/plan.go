@@ -1,0 +1,298 @@
+package tuning
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+)
+
+// Action is what a plan step does, or why it does nothing.
+type Action string
+
+const (
+	// ActionOK: the setting already has the wanted value.
+	ActionOK Action = "ok"
+	// ActionSet: the setting will be changed.
+	ActionSet Action = "set"
+	// ActionRestore: tuning changed the setting earlier, the profile no
+	// longer manages it, so its original value is written back.
+	ActionRestore Action = "restore"
+	// ActionUnsupported: the kernel has no such setting (reported, not an error).
+	ActionUnsupported Action = "unsupported"
+	// ActionConflict: irqbalance manages the interrupts and the profile
+	// does not say how to handle it.
+	ActionConflict Action = "conflict"
+	// ActionSkip: deliberately left alone (irqbalance: leave).
+	ActionSkip Action = "skip"
+	// ActionRefused: net.* outside the host's network namespace.
+	ActionRefused Action = "refused"
+	// ActionError: the value cannot be read, or no CPU is left for a device.
+	ActionError Action = "error"
+)
+
+// Step is one setting in a plan.
+type Step struct {
+	ID
+	Current string `json:"current"`
+	Want    string `json:"want"`
+	Action  Action `json:"action"`
+	// Drift is true for a set step whose setting tuning had set to Want
+	// and someone else changed since.
+	Drift bool   `json:"drift,omitempty"`
+	Note  string `json:"note,omitempty"`
+}
+
+// Plan is what applying a profile would do to a host.
+type Plan struct {
+	Profile string `json:"profile"`
+	Kernel  string `json:"kernel"`
+	// IRQBalance is set when the profile has IRQ policies.
+	IRQBalance *IRQBalance `json:"irqbalance,omitempty"`
+	NetNS      NetNS       `json:"network_namespace"`
+	Steps      []Step      `json:"steps"`
+	Warnings   []string    `json:"warnings,omitempty"`
+}
+
+// kernelHints explain well-known unsupported keys.
+var kernelHints = map[string]string{
+	"kernel.sched_migration_cost_ns":     "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
+	"kernel.sched_min_granularity_ns":    "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
+	"kernel.sched_wakeup_granularity_ns": "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
+	NUMABalancingKey:                     "kernel built without CONFIG_NUMA_BALANCING",
+}
+
+// MakePlan compares the profile with the host. It is a pure function of
+// its inputs: the same profile, host and journal give the same plan.
+func MakePlan(p Profile, h Host, j *Journal) Plan {
+	pl := Plan{Profile: p.Name, Kernel: h.Kernel, NetNS: h.NetNS}
+	managed := map[ID]bool{}
+	add := func(s Step) {
+		managed[s.ID] = true
+		pl.Steps = append(pl.Steps, s)
+	}
+	for key, want := range p.Sysctl {
+		add(valueStep(ID{KindSysctl, key}, string(want), h, j))
+	}
+	if b := p.NUMA.Balancing; b != nil {
+		add(valueStep(ID{KindNUMA, NUMABalancingKey}, strconv.Itoa(*b), h, j))
+	}
+	if m := p.NUMA.TransparentHugepages; m != "" {
+		add(valueStep(ID{KindTHP, THPKey}, m, h, j))
+	}
+	if len(p.IRQ.Policies) > 0 {
+		b := h.IRQBalance
+		pl.IRQBalance = &b
+		irqSteps, svc, warnings := planIRQs(p, h, j)
+		pl.Warnings = append(pl.Warnings, warnings...)
+		if svc != nil {
+			add(*svc)
+		}
+		for _, s := range irqSteps {
+			add(s)
+		}
+	}
+	if j != nil {
+		for _, e := range j.Entries {
+			if managed[e.ID()] {
+				continue
+			}
+			add(restoreStep(e, h))
+		}
+	}
+	slices.SortFunc(pl.Steps, func(a, b Step) int { return compareIDs(a.ID, b.ID) })
+	return pl
+}
+
+// valueStep plans one file-backed setting.
+func valueStep(id ID, want string, h Host, j *Journal) Step {
+	s := Step{ID: id, Want: want}
+	cur, read := h.Current[id]
+	s.Current = cur.Value
+	switch {
+	case id.isNet() && h.NetNS.State != NetNSHost:
+		s.Action, s.Note = ActionRefused, h.NetNS.netRefusal()
+	case !read:
+		s.Action, s.Note = ActionError, "not read"
+	case cur.Unsupported:
+		s.Action, s.Note = ActionUnsupported, unsupportedNote(id, h.Kernel)
+	case cur.Err != "":
+		s.Action, s.Note = ActionError, cur.Err
+	case cur.Value == want:
+		s.Action = ActionOK
+	default:
+		s.Action = ActionSet
+		if e, ok := j.entry(id); ok && e.Wrote == want {
+			s.Drift, s.Note = true, "drifted: changed by someone else since it was applied"
+		}
+		if id.Key == "net.ipv4.tcp_congestion_control" {
+			if ok, note := congestionAvailable(want, h); !ok {
+				s.Action, s.Note, s.Drift = ActionUnsupported, note, false
+			} else if note != "" {
+				s.Note = joinNotes(s.Note, note)
+			}
+		}
+	}
+	return s
+}
+
+func unsupportedNote(id ID, kernel string) string {
+	path, _ := id.hostPath()
+	n := fmt.Sprintf("kernel %s has no %s", kernel, path)
+	if hint := kernelHints[id.Key]; hint != "" {
+		n += ": " + hint
+	}
+	return n
+}
+
+// congestionAvailable says whether the kernel can use algorithm want:
+// built in or loaded, or as a tcp_<want> module it loads on the write.
+func congestionAvailable(want string, h Host) (bool, string) {
+	cc := h.CongestionControl
+	if slices.Contains(cc.Available, want) {
+		return true, ""
+	}
+	mod := "tcp_" + want
+	switch {
+	case slices.Contains(cc.Modules, mod):
+		return true, "the kernel loads the " + mod + " module on the write"
+	case cc.Modules != nil:
+		return false, fmt.Sprintf("congestion control %s is not available in kernel %s: not built in, not loaded, no %s module", want, h.Kernel, mod)
+	}
+	return true, "not loaded; the kernel tries to load " + mod + " on the write"
+}
+
+func joinNotes(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// restoreStep plans writing back the original of a setting the profile
+// no longer manages.
+func restoreStep(e Entry, h Host) Step {
+	id := e.ID()
+	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note)}
+	cur := h.Current[id]
+	s.Current = cur.Value
+	switch {
+	case id.isNet() && h.NetNS.State != NetNSHost:
+		s.Action, s.Note = ActionRefused, h.NetNS.netRefusal()
+	case id.Kind == KindService:
+		// The unit is started again whatever its state.
+	case cur.Unsupported:
+		// Gone (an IRQ freed by its driver): nothing to write back.
+		s.Note = joinNotes("the setting is gone; the entry is dropped", e.Note)
+	case cur.Err != "":
+		s.Action, s.Note = ActionError, cur.Err
+	}
+	return s
+}
+
+// planIRQs plans the IRQ affinities and, with irqbalance: stop, the
+// irqbalance unit.
+func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings []string) {
+	if h.TopologyError != "" {
+		return nil, nil, []string{"IRQ policies not planned: topology discovery failed: " + h.TopologyError}
+	}
+	targets, warnings := irqTargets(p, h)
+	mode := p.IRQ.IRQBalance
+	if mode == "" {
+		mode = IRQBalanceConflict
+	}
+	ib := h.IRQBalance
+	state := ib.State()
+	// blocked says why IRQ steps cannot be applied, if they cannot.
+	var blocked Action
+	var why string
+	if state != StateNotRunning {
+		switch mode {
+		case IRQBalanceLeave:
+			blocked, why = ActionSkip, "left to irqbalance (irq.irqbalance: leave)"
+		case IRQBalanceConflict:
+			blocked, why = ActionConflict, "irqbalance runs; set irq.irqbalance to leave or stop"
+			if state == StateUnknown {
+				why = "cannot tell whether irqbalance runs; set irq.irqbalance to leave or stop"
+			}
+		}
+	}
+	if mode == IRQBalanceStop {
+		s := Step{ID: ID{KindService, IRQBalanceUnit}, Current: ib.Unit, Want: "inactive"}
+		switch {
+		case unitActive(ib.Unit):
+			s.Action = ActionSet
+			if e, ok := j.entry(s.ID); ok && e.Wrote == s.Want {
+				s.Drift, s.Note = true, "drifted: started again since it was stopped"
+			}
+			if ib.Process == StateRunning && len(ib.PIDs) > 0 {
+				s.Note = joinNotes(s.Note, "stops pid "+joinInts(ib.PIDs))
+			}
+		case state == StateNotRunning:
+			s.Action = ActionOK
+		default:
+			// Running outside systemd, or systemd unreachable: nothing we
+			// can stop, so the interrupts stay irqbalance's.
+			s.Action, s.Note = ActionConflict, "cannot stop irqbalance through systemd: "+ib.String()
+			blocked, why = ActionConflict, "irqbalance cannot be stopped through systemd"
+		}
+		svc = &s
+	}
+	for _, t := range targets {
+		id := ID{KindIRQ, strconv.Itoa(t.irq)}
+		cur := h.Current[id]
+		s := Step{ID: id, Current: cur.Value, Want: t.want.String(), Note: t.note}
+		switch {
+		case t.err != "":
+			s.Action, s.Note = ActionError, joinNotes(t.note, t.err)
+		case cur.Unsupported:
+			s.Action, s.Note = ActionSkip, joinNotes(t.note, "no /proc/irq entry (not requested by its driver)")
+		case cur.Err != "":
+			s.Action, s.Note = ActionError, joinNotes(t.note, cur.Err)
+		case blocked != "":
+			s.Action, s.Note = blocked, joinNotes(t.note, why)
+		case cur.Value == s.Want:
+			s.Action = ActionOK
+		default:
+			s.Action = ActionSet
+			if e, ok := j.entry(id); ok && e.Wrote == s.Want {
+				s.Drift, s.Note = true, joinNotes("drifted: changed by someone else since it was applied", t.note)
+			}
+		}
+		steps = append(steps, s)
+	}
+	return steps, svc, warnings
+}
+
+// Counts sums the steps by action.
+func (pl Plan) Counts() map[Action]int {
+	c := map[Action]int{}
+	for _, s := range pl.Steps {
+		c[s.Action]++
+	}
+	return c
+}
+
+// Compliant reports whether every managed setting has its wanted value:
+// nothing to set or restore, no conflict, refusal or error.
+// Unsupported and skipped settings do not count against it.
+func (pl Plan) Compliant() bool {
+	for _, s := range pl.Steps {
+		switch s.Action {
+		case ActionOK, ActionUnsupported, ActionSkip:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Drifted lists the steps whose value someone else changed after tuning set it.
+func (pl Plan) Drifted() []Step {
+	var out []Step
+	for _, s := range pl.Steps {
+		if s.Drift {
+			out = append(out, s)
+		}
+	}
+	return out
+}
