@@ -41,9 +41,9 @@ test: deps lint tools
 
 # Real components the tests run, built once per version into the cache
 # ($$GPUNODE_CACHE, default ~/.cache/gpunode); the first build of helm takes
-# a few minutes.
+# a few minutes, of kube-apiserver about 6 (once per version, outside go test timeouts).
 tools: deps
-	@$(GO) run ./test/tools/install helm >/dev/null
+	@$(GO) run ./test/tools/install helm etcd kube-apiserver >/dev/null
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \

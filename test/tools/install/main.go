@@ -1,26 +1,39 @@
 // Command install puts the test tools in the cache ahead of `go test`, so
 // their one-time build does not count against test timeouts:
 //
-//	go run ./test/tools/install helm
+//	go run ./test/tools/install helm kube-apiserver etcd
 package main
 
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/gpunode/gpunode/test/tools"
 )
 
 func main() {
-	installers := map[string]func() (string, error){"helm": tools.Helm}
+	installers := map[string]func() (string, error){
+		"helm":           tools.Helm,
+		"kube-apiserver": tools.KubeAPIServer,
+		"etcd":           tools.Etcd,
+	}
+	known := strings.Join(slices.Sorted(func(yield func(string) bool) {
+		for k := range installers {
+			if !yield(k) {
+				return
+			}
+		}
+	}), ", ")
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: install helm")
+		fmt.Fprintf(os.Stderr, "usage: install TOOL... (known: %s)\n", known)
 		os.Exit(2)
 	}
 	for _, name := range os.Args[1:] {
 		install, ok := installers[name]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "install: unknown tool %q (known: helm)\n", name)
+			fmt.Fprintf(os.Stderr, "install: unknown tool %q (known: %s)\n", name, known)
 			os.Exit(2)
 		}
 		path, err := install()
