@@ -200,7 +200,14 @@ func (d *daemon) discover(ctx context.Context) {
 			d.log.Info("source status", attrs...)
 		}
 	}
-	d.logLabelChanges(labels.For(s, labels.Options{Domain: d.cfg.Labels.Domain}))
+	d.logLabelChanges(labels.For(s, LabelOptions(d.cfg.Labels)))
+}
+
+// LabelOptions turns the labels configuration into label options.
+func LabelOptions(c config.Labels) labels.Options {
+	return labels.Options{Domain: c.Domain, Sets: map[labels.SetName]bool{
+		labels.GPUNode: c.Sets.GPUNode, labels.LLMD: c.Sets.LLMD, labels.NVIDIA: c.Sets.NVIDIA, labels.AMD: c.Sets.AMD,
+	}}
 }
 
 func (d *daemon) logLabelChanges(next labels.Set) {

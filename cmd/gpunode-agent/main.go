@@ -206,7 +206,7 @@ func inspect(env *agent.Env, cfg config.Config, output string, stdout io.Writer,
 	}()
 	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
 	s := d.Discover(context.Background())
-	l := labels.For(s, labels.Options{Domain: cfg.Labels.Domain})
+	l := labels.For(s, agent.LabelOptions(cfg.Labels))
 	var err error
 	switch output {
 	case "json":
