@@ -118,8 +118,8 @@ func Default() Config {
 			Interval:      time.Minute,
 			SourceTimeout: 10 * time.Second,
 		},
-		GPU:     GPU{NVML: NVML{Enabled: true}},
-		Labels:  Labels{Domain: "gpunode.dev", Sets: LabelSets{GPUNode: true, LLMD: true}},
+		GPU:    GPU{NVML: NVML{Enabled: true}},
+		Labels: Labels{Domain: "gpunode.dev", Sets: LabelSets{GPUNode: true, LLMD: true}},
 		Publish: Publish{
 			Resync:         5 * time.Minute,
 			RequestTimeout: 10 * time.Second,
