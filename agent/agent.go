@@ -274,7 +274,7 @@ func (d *daemon) writeNFDFile(l labels.Set) {
 	if path == "" {
 		return
 	}
-	wrote, err := publish.WriteNFDFile(path, l)
+	wrote, err := publish.WriteNFDFile(path, l, d.cfg.Publish.NFDFeatureTTL, time.Now())
 	switch {
 	case err != nil:
 		d.log.Warn("NFD feature file not written; retrying on the next discovery", "err", err)

@@ -94,6 +94,10 @@ type Publish struct {
 	// NFDFeatureFile, if set, also writes the labels to this file for Node
 	// Feature Discovery's local source (features.d), atomically.
 	NFDFeatureFile string `yaml:"nfdFeatureFile"`
+	// NFDFeatureTTL makes NFD drop the file's labels this long after the
+	// agent last refreshed it (it does so at half-life), so they do not
+	// outlive an uninstalled agent; 0 means no expiry.
+	NFDFeatureTTL time.Duration `yaml:"nfdFeatureTTL"`
 }
 
 // Metrics configures the HTTP endpoint.
@@ -126,6 +130,7 @@ func Default() Config {
 			BackoffInitial: time.Second,
 			BackoffMax:     2 * time.Minute,
 			EventNamespace: "default",
+			NFDFeatureTTL:  time.Hour,
 		},
 		Metrics: Metrics{ListenAddress: DefaultListenAddress},
 		Log:     Log{Level: "info", Format: "text"},
@@ -238,6 +243,9 @@ func (c Config) Validate() error {
 	}
 	if f := c.Publish.NFDFeatureFile; f != "" && (!strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/")) {
 		bad("publish.nfdFeatureFile", "must be an absolute file path, got %q", f)
+	}
+	if c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
+		bad("publish.nfdFeatureTTL", "(%s) must be 0 or at least twice discovery.interval (%s), or the file expires between refreshes", c.Publish.NFDFeatureTTL, c.Discovery.Interval)
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
 		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)

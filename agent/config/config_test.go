@@ -56,6 +56,7 @@ func TestParseErrors(t *testing.T) {
 		{"publish:\n  eventNamespace: Not_A_Namespace", "publish.eventNamespace"},
 		{"publish:\n  nfdFeatureFile: features.d/gpunode", "publish.nfdFeatureFile"},
 		{"publish:\n  kubeconfg: /x", `unknown key "kubeconfg" in publish`},
+		{"discovery:\n  interval: 1h\npublish:\n  nfdFeatureTTL: 90m", "publish.nfdFeatureTTL"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

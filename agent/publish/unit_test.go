@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"os"
@@ -73,21 +74,21 @@ func TestConflictKeys(t *testing.T) {
 func TestNFDFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gpunode")
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	l := labels.Set{"gpunode.dev/gpu.count": "8", "llm-d.ai/gpu-node": "true"}
-	if wrote, err := WriteNFDFile(path, l); err != nil || !wrote {
+	if wrote, err := WriteNFDFile(path, l, 0, now); err != nil || !wrote {
 		t.Fatalf("first write: %v %v", wrote, err)
 	}
 	b, _ := os.ReadFile(path)
-	want := nfdHeader + "gpunode.dev/gpu.count=8\nllm-d.ai/gpu-node=true\n"
-	if string(b) != want {
+	if want := nfdHeader + "gpunode.dev/gpu.count=8\nllm-d.ai/gpu-node=true\n"; string(b) != want {
 		t.Errorf("file:\n%s", b)
 	}
 	st1, _ := os.Stat(path)
-	if wrote, err := WriteNFDFile(path, l); err != nil || wrote {
+	if wrote, err := WriteNFDFile(path, l, 0, now.Add(time.Hour)); err != nil || wrote {
 		t.Errorf("unchanged labels rewrote the file: %v %v", wrote, err)
 	}
 	l["gpunode.dev/gpu.count"] = "4"
-	if wrote, err := WriteNFDFile(path, l); err != nil || !wrote {
+	if wrote, err := WriteNFDFile(path, l, 0, now); err != nil || !wrote {
 		t.Fatalf("change: %v %v", wrote, err)
 	}
 	st2, _ := os.Stat(path)
@@ -97,11 +98,29 @@ func TestNFDFile(t *testing.T) {
 	if st2.Mode().Perm() != 0o644 {
 		t.Errorf("mode %v", st2.Mode())
 	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("temporary files left: %v", entries)
 	}
-	if _, err := WriteNFDFile(filepath.Join(dir, "missing", "gpunode"), l); err == nil {
+
+	// With a TTL: the expiry directive NFD honours, refreshed at half-life.
+	if wrote, err := WriteNFDFile(path, l, time.Hour, now); err != nil || !wrote {
+		t.Fatalf("ttl: %v %v", wrote, err)
+	}
+	b, _ = os.ReadFile(path)
+	if want := nfdHeader + "# +expiry-time=2026-01-02T04:04:05Z\ngpunode.dev/gpu.count=4\nllm-d.ai/gpu-node=true\n"; string(b) != want {
+		t.Errorf("file with expiry:\n%s", b)
+	}
+	if wrote, _ := WriteNFDFile(path, l, time.Hour, now.Add(29*time.Minute)); wrote {
+		t.Error("rewritten with more than half the TTL left")
+	}
+	if wrote, _ := WriteNFDFile(path, l, time.Hour, now.Add(31*time.Minute)); !wrote {
+		t.Error("not refreshed with less than half the TTL left")
+	}
+	if wrote, _ := WriteNFDFile(path, l, 0, now); !wrote {
+		t.Error("expiry not dropped when the TTL is switched off")
+	}
+
+	if _, err := WriteNFDFile(filepath.Join(dir, "missing", "gpunode"), l, 0, now); err == nil {
 		t.Error("no error for a missing directory")
 	}
 	// Remove deletes only our file.
@@ -116,6 +135,21 @@ func TestNFDFile(t *testing.T) {
 	if err := RemoveNFDFile(path); err != nil {
 		t.Errorf("missing file: %v", err)
 	}
+}
+
+func FuzzSplitNFDFile(f *testing.F) {
+	f.Add([]byte(nfdHeader + "# +expiry-time=2026-01-02T04:04:05Z\na.io/b=c\n"))
+	f.Add([]byte("# +expiry-time=garbage\n\x00\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Splitting removes every directive: a second split finds none and
+		// changes nothing.
+		body, _ := splitNFDFile(b)
+		again, expiry := splitNFDFile(body)
+		if !bytes.Equal(again, body) || !expiry.IsZero() {
+			t.Fatalf("split(%q) = %q, split again = %q, %v", b, body, again, expiry)
+		}
+	})
 }
 
 func nopLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
