@@ -50,7 +50,7 @@ lint: deps
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: deps
+bench: deps tools
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Run every fuzz target for FUZZTIME each (plain `make test` runs their seeds).
