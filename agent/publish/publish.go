@@ -99,12 +99,13 @@ func (p *Publisher) Collectors() []prometheus.Collector { return p.m.collectors(
 // Set replaces what the agent wants on its Node. An unchanged value costs
 // nothing: no request is made.
 func (p *Publisher) Set(d Desired) {
-	for _, c := range d.Conditions {
-		if !slices.Contains(nodestatus.OwnedConditionTypes, c.Type) {
-			p.log.Error("condition type not owned by the agent; the admission policy would reject it, so it is not published", "type", c.Type)
-			d.Conditions = slices.DeleteFunc(slices.Clone(d.Conditions), func(x nodestatus.Condition) bool { return x.Type == c.Type })
+	d.Conditions = slices.DeleteFunc(slices.Clone(d.Conditions), func(c nodestatus.Condition) bool {
+		if slices.Contains(nodestatus.OwnedConditionTypes, c.Type) {
+			return false
 		}
-	}
+		p.log.Error("condition type not owned by the agent; the admission policy would reject it, so it is not published", "type", c.Type)
+		return true
+	})
 	slices.SortFunc(d.Conditions, func(a, b nodestatus.Condition) int { return compareStrings(a.Type, b.Type) })
 	p.mu.Lock()
 	changed := p.desired == nil || !p.desired.equal(d)
