@@ -30,7 +30,10 @@ import (
 // through RBAC and API priority and fairness like a DaemonSet's would.
 const fleetToken = "gpunode-test-fleet"
 
-var fleetTokens = map[string]string{fleetToken: "gpunode-fleet,fleet-uid,gpunode-agents"}
+var fleetTokens = map[string]string{
+	fleetToken:    "gpunode-fleet,fleet-uid,gpunode-agents",
+	noEventsToken: "gpunode-noevents,noevents-uid,gpunode-noevents",
+}
 
 // simulatedLabelSets reads the label sets of the simulated nodes, every
 // set on (agent/labels' golden files), to give the fleet real label sets.

@@ -36,7 +36,7 @@ func newMetrics() *metrics {
 		}, []string{"key"}),
 		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gpunode_publish_events_dropped_total",
-			Help: "Events dropped because the queue was full while the API server was unreachable.",
+			Help: "Events dropped: the queue was full while the API server was unreachable, or the API server rejected them.",
 		}),
 	}
 }

@@ -169,7 +169,6 @@ func (p *Publisher) Run(ctx context.Context) {
 			}
 			d := p.backoff.next()
 			p.m.retryDelay.Set(d.Seconds())
-			p.m.inSync.Set(0)
 			p.log.Warn("publishing to the Node failed; retrying", "in", d.Round(time.Millisecond), "err", err)
 			retry = time.After(d)
 			continue
@@ -194,6 +193,7 @@ func (p *Publisher) sync(ctx context.Context) error {
 	node, err := p.o.Client.CoreV1().Nodes().Get(ctx, p.o.Node, metav1.GetOptions{})
 	p.m.count("get", err)
 	if err != nil {
+		p.m.inSync.Set(0) // unknown, so not known to be in sync
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("node %q does not exist (is NODE_NAME right?)", p.o.Node)
 		}
@@ -233,7 +233,13 @@ func (p *Publisher) flushEvents(ctx context.Context, node *corev1.Node) error {
 		ev.InvolvedObject.UID = node.UID
 		_, err := p.o.Client.CoreV1().Events(p.o.EventNamespace).Create(ctx, ev, metav1.CreateOptions{})
 		p.m.count("event", err)
-		if err != nil && !apierrors.IsAlreadyExists(err) {
+		switch {
+		case err == nil, apierrors.IsAlreadyExists(err):
+		case apierrors.IsForbidden(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+			// Retrying cannot help (RBAC, admission policy, a bad event): drop it.
+			p.m.eventsDropped.Inc()
+			p.log.Error("event rejected by the API server; dropped", "reason", ev.Reason, "err", err)
+		default:
 			return fmt.Errorf("create event %s: %w", ev.Reason, err)
 		}
 		p.mu.Lock()

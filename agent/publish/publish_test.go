@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -518,5 +519,49 @@ func TestMetricsRegister(t *testing.T) {
 		if err := reg.Register(c); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// noEventsToken is a user that may publish labels and conditions but not
+// create events (an RBAC mistake): rejected events are dropped and
+// counted, not retried forever, and the labels are unaffected.
+const noEventsToken = "gpunode-test-noevents"
+
+func TestRejectedEventsDropped(t *testing.T) {
+	ctx := context.Background()
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "gpunode-noevents"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
+	}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "gpunode-noevents"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "gpunode-noevents"},
+		Subjects: []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "gpunode-noevents"}}}
+	if _, err := cluster.Admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(cluster.Config(noEventsToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const node = "no-events"
+	createNode(t, node, map[string]string{"kubernetes.io/hostname": node})
+	p := start(t, client, node)
+	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
+	eventually(t, "labels despite the forbidden event", hasLabels(node, gpuLabels()))
+	eventually(t, "event dropped", func() error {
+		if v := testutil.ToFloat64(p.m.eventsDropped); v != 1 {
+			return fmt.Errorf("dropped %v", v)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	if v := testutil.ToFloat64(p.m.requests.WithLabelValues("event", "error")); v != 1 {
+		t.Errorf("event attempted %v times, want once", v)
+	}
+	if testutil.ToFloat64(p.m.inSync) != 1 || testutil.ToFloat64(p.m.retryDelay) != 0 {
+		t.Error("a rejected event put the publisher into backoff")
 	}
 }
