@@ -64,7 +64,6 @@ type daemon struct {
 	states    map[string]source.State
 	condition nodestatus.Condition
 	pub       *publish.Publisher // nil when not publishing
-	nfdFile   string             // the NFD feature file being written, if any
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
