@@ -14,8 +14,9 @@ import (
 // BenchmarkFleet1000 runs 1,000 agents' publishers for 1,000 Nodes against
 // one apiserver (make bench). It reports the requests the fleet needed to
 // converge against the floor of 4 per node (a GET, two APPLYs and an
-// event; resyncs while converging add GETs), the writes per node (3 is
-// the floor), the
+// event; resyncs while converging add GETs, and requests API priority and
+// fairness throttles with 429 are retried by client-go), the writes the
+// apiserver took per node (3 is the floor), the
 // apiserver's own p99 latency, the time to converge, and the writes in a
 // steady period after convergence (goal 0).
 func BenchmarkFleet1000(b *testing.B) {
@@ -26,6 +27,7 @@ func BenchmarkFleet1000(b *testing.B) {
 		b.ReportMetric(r.converge.Seconds(), "s-converge")
 		b.ReportMetric(r.requests, "requests")
 		b.ReportMetric(r.writes/float64(r.nodes), "writes/node")
+		b.ReportMetric(r.throttled, "throttled-429")
 		b.ReportMetric(r.requests/float64(r.nodes)/4, "requests/floor")
 		b.ReportMetric(r.applyP99*1000, "ms-p99-apply")
 		b.ReportMetric(r.getP99*1000, "ms-p99-get")

@@ -68,7 +68,8 @@ type fleetResult struct {
 	nodes        int
 	converge     time.Duration
 	requests     float64 // by the fleet until converged: node GETs and APPLYs, event POSTs
-	writes       float64 // of those, the APPLYs and POSTs
+	writes       float64 // of those, the APPLYs and POSTs the apiserver took (not throttled)
+	throttled    float64 // requests answered 429 by API priority and fairness (client-go retries them)
 	applyP99     float64 // seconds, apiserver_request_duration_seconds for APPLY on nodes
 	getP99       float64
 	steady       time.Duration
@@ -77,8 +78,8 @@ type fleetResult struct {
 }
 
 func (r fleetResult) String() string {
-	return fmt.Sprintf("%d nodes: converged in %s with %.0f requests (%.2f per node); apiserver p99 APPLY %s, GET %s; after convergence %s: %.0f writes, %.0f GETs",
-		r.nodes, r.converge.Round(time.Millisecond), r.requests, r.requests/float64(r.nodes),
+	return fmt.Sprintf("%d nodes: converged in %s with %.0f requests (%.2f per node, %.2f writes taken per node, %.0f throttled with 429); apiserver p99 APPLY %s, GET %s; after convergence %s: %.0f writes, %.0f GETs",
+		r.nodes, r.converge.Round(time.Millisecond), r.requests, r.requests/float64(r.nodes), r.writes/float64(r.nodes), r.throttled,
 		kube.FormatSeconds(r.applyP99), kube.FormatSeconds(r.getP99), r.steady, r.steadyWrites, r.steadyGets)
 }
 
@@ -179,6 +180,12 @@ func runFleet(tb testing.TB, c *kube.Cluster, prefix string, n int, resync, stea
 	}
 	r.requests += d1.Requests(kube.Match{"verb": "POST", "resource": "events"})
 	r.writes = d1.Writes("nodes", "") + d1.Writes("nodes", "status") + d1.Writes("events", "")
+	for _, res := range []string{"nodes", "events"} {
+		r.throttled += d1.Requests(kube.Match{"resource": res, "code": "429"})
+		for _, verb := range []string{"APPLY", "POST"} {
+			r.writes -= d1.Requests(kube.Match{"resource": res, "verb": verb, "code": "429"})
+		}
+	}
 	r.applyP99, _ = d1.Latency(0.99, kube.Match{"verb": "APPLY", "resource": "nodes"})
 	r.getP99, _ = d1.Latency(0.99, kube.Match{"verb": "GET", "resource": "nodes"})
 	r.steadyWrites = d2.Writes("nodes", "") + d2.Writes("nodes", "status") + d2.Writes("events", "")
