@@ -44,18 +44,18 @@ test: test-deps lint tools
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 # Real components the tests run, built or fetched once per version into the
-# cache ($$GPUNODE_CACHE, default ~/.cache/gpunode); the first build of helm
-# takes a few minutes. "vm" fetches the Debian kernel and busybox the VM
-# tests boot (about 70 MB).
+# cache ($$GPUNODE_CACHE, default ~/.cache/gpunode), outside go test timeouts:
+# helm (a few minutes to build), etcd and kube-apiserver (about 6 minutes),
+# and the Debian kernel and busybox the VM tests boot (about 70 MB).
 tools: test-deps
-	@$(GO) run ./test/tools/install helm vm >/dev/null
+	@$(GO) run ./test/tools/install helm etcd kube-apiserver vm >/dev/null
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: deps
+bench: deps tools
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Run every fuzz target for FUZZTIME each (plain `make test` runs their seeds).

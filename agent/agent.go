@@ -10,9 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/agent/publish"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/exporters"
@@ -47,6 +51,9 @@ type Options struct {
 	// Events receives the agent's Kubernetes events (tuning applied,
 	// drift, revert); nil logs them (standalone mode).
 	Events func(nodestatus.Event)
+	// Kube is the client for publishing to the Node named by
+	// Config.NodeName; nil means standalone.
+	Kube kubernetes.Interface
 }
 
 type daemon struct {
@@ -60,6 +67,8 @@ type daemon struct {
 	labels    labels.Set
 	states    map[string]source.State
 	tuning    *tuningLoop
+	condition nodestatus.Condition
+	pub       *publish.Publisher // nil when not publishing
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -71,9 +80,22 @@ func Run(ctx context.Context, o Options) error {
 	defer d.closeBackends()
 	d.logMode()
 
-	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, o.Events, d.snap.Load)
+	d.pub = d.newPublisher()
+	// Events go to the Node through the publisher; standalone, they are logged.
+	emit := o.Events
+	if emit == nil && d.pub != nil {
+		emit = d.pub.Event
+	}
+	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, emit, d.snap.Load)
 	tuningConfigs := make(chan config.Config, 1)
-	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build), exporters.NewTuningCollector(d.tuning.Status))
+	collectors := []prometheus.Collector{
+		exporters.NewAgentCollector(d.snap.Load, o.Build),
+		exporters.NewTuningCollector(d.tuning.Status),
+	}
+	if d.pub != nil {
+		collectors = append(collectors, d.pub.Collectors()...)
+	}
+	reg, err := exporters.NewRegistry(collectors...)
 	if err != nil {
 		return err
 	}
@@ -90,6 +112,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
+	if d.pub != nil {
+		pubCtx, stopPub := context.WithCancel(ctx)
+		pubDone := make(chan struct{})
+		go func() { d.pub.Run(pubCtx); close(pubDone) }()
+		defer func() { stopPub(); <-pubDone }()
+	}
 
 	d.beat()
 	d.discover(ctx)
@@ -192,11 +220,42 @@ func (d *daemon) logMode() {
 	if d.o.Simulated != "" {
 		d.log.Warn("SIMULATED node: every fact below comes from a built-in fixture, not this machine", "simulate", d.o.Simulated, "host_root", d.o.FS.Root())
 	}
-	if d.cfg.NodeName == "" {
+}
+
+// newPublisher decides the mode, says it, and returns the publisher when
+// labels go to a Node.
+func (d *daemon) newPublisher() *publish.Publisher {
+	switch {
+	case d.cfg.NodeName == "":
 		d.log.Info("standalone mode: no NODE_NAME, so nothing is published; labels are logged when they change")
-	} else {
-		d.log.Info("node name set, but this build does not publish to Kubernetes yet; labels are logged when they change", "node", d.cfg.NodeName)
+		return nil
+	case d.o.Simulated != "" && !d.cfg.Publish.AllowSimulated:
+		d.log.Warn("SIMULATED node: its labels are NOT published to the real Node (set publish.allowSimulated to do so); they are logged when they change", "node", d.cfg.NodeName)
+		return nil
+	case d.o.Kube == nil:
+		d.log.Error("NODE_NAME is set but there is no Kubernetes client; labels are only logged", "node", d.cfg.NodeName)
+		return nil
 	}
+	if d.o.Simulated != "" {
+		d.log.Warn("SIMULATED node: publishing its labels to a real Node because publish.allowSimulated is set", "node", d.cfg.NodeName)
+	}
+	d.log.Info("publishing labels and conditions to the Node with server-side apply", "node", d.cfg.NodeName, "field_manager", publish.FieldManager)
+	return publish.New(publish.Options{
+		Client:         d.o.Kube,
+		Node:           d.cfg.NodeName,
+		Resync:         d.cfg.Publish.Resync,
+		BackoffInitial: d.cfg.Publish.BackoffInitial,
+		BackoffMax:     d.cfg.Publish.BackoffMax,
+		EventNamespace: d.cfg.Publish.EventNamespace,
+		Logger:         d.log,
+	})
+}
+
+// LabelOptions turns the labels configuration into label options.
+func LabelOptions(c config.Labels) labels.Options {
+	return labels.Options{Domain: c.Domain, Sets: map[labels.SetName]bool{
+		labels.GPUNode: c.Sets.GPUNode, labels.LLMD: c.Sets.LLMD, labels.NVIDIA: c.Sets.NVIDIA, labels.AMD: c.Sets.AMD,
+	}}
 }
 
 // discover takes a snapshot and reports what changed since the last one.
@@ -219,7 +278,35 @@ func (d *daemon) discover(ctx context.Context) {
 			d.log.Info("source status", attrs...)
 		}
 	}
-	d.logLabelChanges(labels.For(s, labels.Options{Domain: d.cfg.Labels.Domain}))
+	opts := LabelOptions(d.cfg.Labels)
+	failed := labels.Failed(s)
+	// A failing source keeps its last good labels, so they do not flap.
+	next := labels.Hold(labels.For(s, opts), d.labels, failed, opts)
+	d.logLabelChanges(next)
+	cond := nodestatus.Discovery(s.Sources)
+	if d.pub != nil {
+		d.pub.Set(publish.Desired{Labels: next, Failed: failed, LabelOptions: opts, Conditions: []nodestatus.Condition{cond}})
+	} else if cond != d.condition {
+		d.log.Info("condition", "type", cond.Type, "status", cond.Status, "reason", cond.Reason, "message", cond.Message)
+	}
+	d.condition = cond
+	d.writeNFDFile(next)
+}
+
+// writeNFDFile keeps the NFD feature file, if configured, equal to the
+// labels; a failure is logged and retried on the next discovery.
+func (d *daemon) writeNFDFile(l labels.Set) {
+	path := d.cfg.Publish.NFDFeatureFile
+	if path == "" {
+		return
+	}
+	wrote, err := publish.WriteNFDFile(path, l, d.cfg.Publish.NFDFeatureTTL, time.Now())
+	switch {
+	case err != nil:
+		d.log.Warn("NFD feature file not written; retrying on the next discovery", "err", err)
+	case wrote:
+		d.log.Info("NFD feature file written", "path", path, "labels", len(l))
+	}
 }
 
 func (d *daemon) logLabelChanges(next labels.Set) {

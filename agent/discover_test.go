@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/gpu"
@@ -62,7 +63,7 @@ func TestDiscoverGarbageHost(t *testing.T) {
 		t.Errorf("broken rate: %+v", p)
 	}
 	var out bytes.Buffer
-	if err := report.Text(&out, s, labels.For(s, labels.Options{Domain: "gpunode.dev"})); err != nil {
+	if err := report.Text(&out, s, labels.For(s, LabelOptions(config.Default().Labels))); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []string{"source rdma FAILED", "Problems", "mlx5_3 port 1: read /sys/class/infiniband/mlx5_3/ports/1/rate"} {
@@ -70,7 +71,7 @@ func TestDiscoverGarbageHost(t *testing.T) {
 			t.Errorf("report lacks %q", w)
 		}
 	}
-	l := labels.For(s, labels.Options{Domain: "d"})
+	l := labels.For(s, labels.Options{Domain: "d", Sets: labels.DefaultSets()})
 	if _, ok := l["d/rdma.present"]; ok {
 		t.Error("RDMA labels published from a failed source")
 	}

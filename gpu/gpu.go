@@ -38,8 +38,10 @@ type Inventory struct {
 	// CUDAVersion is the highest CUDA version the driver supports ("12.4").
 	CUDAVersion string `json:"cuda_version,omitempty"`
 	// LibraryVersion is the management library's own version (NVML, AMD SMI).
-	LibraryVersion string   `json:"library_version,omitempty"`
-	Devices        []Device `json:"devices"`
+	LibraryVersion string `json:"library_version,omitempty"`
+	// ROCmVersion is the ROCm release on AMD nodes ("6.4.1").
+	ROCmVersion string   `json:"rocm_version,omitempty"`
+	Devices     []Device `json:"devices"`
 }
 
 // Device is one physical GPU.

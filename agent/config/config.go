@@ -31,6 +31,7 @@ type Config struct {
 	Discovery Discovery `yaml:"discovery"`
 	GPU       GPU       `yaml:"gpu"`
 	Labels    Labels    `yaml:"labels"`
+	Publish   Publish   `yaml:"publish"`
 	Metrics   Metrics   `yaml:"metrics"`
 	Log       Log       `yaml:"log"`
 	Tuning    Tuning    `yaml:"tuning"`
@@ -59,7 +60,45 @@ type NVML struct {
 // Labels configures the node labels the agent computes.
 type Labels struct {
 	// Domain is the prefix of the agent's own labels ("gpunode.dev").
-	Domain string `yaml:"domain"`
+	Domain string    `yaml:"domain"`
+	Sets   LabelSets `yaml:"sets"`
+}
+
+// LabelSets switches the label sets on and off.
+type LabelSets struct {
+	GPUNode bool `yaml:"gpunode"` // the agent's own labels under the domain
+	LLMD    bool `yaml:"llm-d"`   // keys llm-d manifests select on
+	NVIDIA  bool `yaml:"nvidia"`  // GPU Feature Discovery compatible
+	AMD     bool `yaml:"amd"`     // AMD GPU node labeller compatible
+}
+
+// Publish configures how labels and conditions reach the Node (when
+// nodeName is set) and the optional NFD feature file.
+type Publish struct {
+	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, else the
+	// in-cluster service account.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Resync is how often the agent re-reads its Node (one GET) to repair
+	// labels someone removed; writes happen only on a difference.
+	Resync time.Duration `yaml:"resync"`
+	// RequestTimeout bounds each API request.
+	RequestTimeout time.Duration `yaml:"requestTimeout"`
+	// BackoffInitial and BackoffMax bound the retry delay (exponential,
+	// with jitter) while the API server is unreachable or erroring.
+	BackoffInitial time.Duration `yaml:"backoffInitial"`
+	BackoffMax     time.Duration `yaml:"backoffMax"`
+	// EventNamespace is where Node events are recorded (kubelet uses "default").
+	EventNamespace string `yaml:"eventNamespace"`
+	// AllowSimulated publishes a simulated node's labels to the real Node;
+	// off, a simulated node only logs them.
+	AllowSimulated bool `yaml:"allowSimulated"`
+	// NFDFeatureFile, if set, also writes the labels to this file for Node
+	// Feature Discovery's local source (features.d), atomically.
+	NFDFeatureFile string `yaml:"nfdFeatureFile"`
+	// NFDFeatureTTL makes NFD drop the file's labels this long after the
+	// agent last refreshed it (it does so at half-life), so they do not
+	// outlive an uninstalled agent; 0 means no expiry.
+	NFDFeatureTTL time.Duration `yaml:"nfdFeatureTTL"`
 }
 
 // Metrics configures the HTTP endpoint.
@@ -84,8 +123,16 @@ func Default() Config {
 			Interval:      time.Minute,
 			SourceTimeout: 10 * time.Second,
 		},
-		GPU:     GPU{NVML: NVML{Enabled: true}},
-		Labels:  Labels{Domain: "gpunode.dev"},
+		GPU:    GPU{NVML: NVML{Enabled: true}},
+		Labels: Labels{Domain: "gpunode.dev", Sets: LabelSets{GPUNode: true, LLMD: true}},
+		Publish: Publish{
+			Resync:         5 * time.Minute,
+			RequestTimeout: 10 * time.Second,
+			BackoffInitial: time.Second,
+			BackoffMax:     2 * time.Minute,
+			EventNamespace: "default",
+			NFDFeatureTTL:  time.Hour,
+		},
 		Metrics: Metrics{ListenAddress: DefaultListenAddress},
 		Log:     Log{Level: "info", Format: "text"},
 		Tuning:  DefaultTuning(),
@@ -156,12 +203,17 @@ var sectionNames = map[string]string{
 	"IRQ":       "tuning.customProfile.irq",
 	"IRQPolicy": "tuning.customProfile.irq.policies",
 	"Labels":    "labels",
+	"LabelSets": "labels.sets",
+	"Publish":   "publish",
 	"Metrics":   "metrics",
 	"Log":       "log",
 }
 
 // labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.
 var labelDomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// labelName is a DNS label, the rule for namespace names.
+var labelName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // Validate reports every invalid setting at once.
 func (c Config) Validate() error {
@@ -183,6 +235,24 @@ func (c Config) Validate() error {
 	}
 	if len(c.Labels.Domain) > 253 || !labelDomain.MatchString(c.Labels.Domain) {
 		bad("labels.domain", "must be a lower-case DNS subdomain such as gpunode.dev, got %q", c.Labels.Domain)
+	}
+	if c.Publish.Resync < time.Second {
+		bad("publish.resync", "must be at least 1s, got %s", c.Publish.Resync)
+	}
+	if c.Publish.RequestTimeout < 100*time.Millisecond {
+		bad("publish.requestTimeout", "must be at least 100ms, got %s", c.Publish.RequestTimeout)
+	}
+	if c.Publish.BackoffInitial < 10*time.Millisecond || c.Publish.BackoffMax < c.Publish.BackoffInitial {
+		bad("publish.backoffInitial", "must be at least 10ms and at most publish.backoffMax, got %s and %s", c.Publish.BackoffInitial, c.Publish.BackoffMax)
+	}
+	if len(c.Publish.EventNamespace) > 63 || !labelName.MatchString(c.Publish.EventNamespace) {
+		bad("publish.eventNamespace", "must be a namespace name, got %q", c.Publish.EventNamespace)
+	}
+	if f := c.Publish.NFDFeatureFile; f != "" && (!strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/")) {
+		bad("publish.nfdFeatureFile", "must be an absolute file path, got %q", f)
+	}
+	if c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
+		bad("publish.nfdFeatureTTL", "(%s) must be 0 or at least twice discovery.interval (%s), or the file expires between refreshes", c.Publish.NFDFeatureTTL, c.Discovery.Interval)
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
 		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)
@@ -224,6 +294,9 @@ func RestartNeeded(old, new Config) []string {
 	}
 	if old.GPU != new.GPU {
 		keys = append(keys, "gpu")
+	}
+	if old.Publish != new.Publish {
+		keys = append(keys, "publish")
 	}
 	if old.Metrics != new.Metrics {
 		keys = append(keys, "metrics")

@@ -48,11 +48,37 @@ func TestParseErrors(t *testing.T) {
 		{"a: [", "line 1"},
 		{"log: {level: info}\n---\nlog: {level: debug}", "more than one YAML document"},
 		{"log: \xc3\x28", "invalid"},
+		{"labels:\n  sets:\n    gfd: true", `unknown key "gfd" in labels.sets`},
+		{"labels:\n  sets:\n    nvidia: yes please", "cannot unmarshal"},
+		{"publish:\n  resync: 0s", "publish.resync"},
+		{"publish:\n  requestTimeout: 1ms", "publish.requestTimeout"},
+		{"publish:\n  backoffInitial: 5m\n  backoffMax: 1m", "publish.backoffInitial"},
+		{"publish:\n  eventNamespace: Not_A_Namespace", "publish.eventNamespace"},
+		{"publish:\n  nfdFeatureFile: features.d/gpunode", "publish.nfdFeatureFile"},
+		{"publish:\n  kubeconfg: /x", `unknown key "kubeconfg" in publish`},
+		{"discovery:\n  interval: 1h\npublish:\n  nfdFeatureTTL: 90m", "publish.nfdFeatureTTL"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) error = %v, want it to contain %q", tc.in, err, tc.want)
 		}
+	}
+}
+
+func TestLabelSetsAndPublish(t *testing.T) {
+	c := Default()
+	if !c.Labels.Sets.GPUNode || !c.Labels.Sets.LLMD || c.Labels.Sets.NVIDIA || c.Labels.Sets.AMD {
+		t.Errorf("default label sets: %+v", c.Labels.Sets)
+	}
+	if c.Publish.AllowSimulated || c.Publish.NFDFeatureFile != "" || c.Publish.EventNamespace != "default" {
+		t.Errorf("default publish: %+v", c.Publish)
+	}
+	c, err := Parse([]byte("labels:\n  sets:\n    llm-d: false\n    nvidia: true\npublish:\n  allowSimulated: true\n  resync: 30s\n  nfdFeatureFile: /etc/kubernetes/node-feature-discovery/features.d/gpunode\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Labels.Sets.GPUNode || c.Labels.Sets.LLMD || !c.Labels.Sets.NVIDIA || !c.Publish.AllowSimulated || c.Publish.Resync != 30*time.Second {
+		t.Errorf("parsed: %+v %+v", c.Labels.Sets, c.Publish)
 	}
 }
 
@@ -79,12 +105,14 @@ func TestRestartNeeded(t *testing.T) {
 	b := a
 	b.Log.Level = "debug"
 	b.Discovery.Interval = time.Hour
+	b.Labels.Sets.NVIDIA = true
 	if keys := RestartNeeded(a, b); len(keys) != 0 {
 		t.Errorf("reloadable changes flagged: %v", keys)
 	}
 	b.HostRoot = "/host"
 	b.Metrics.ListenAddress = ":1"
-	if keys := RestartNeeded(a, b); strings.Join(keys, ",") != "hostRoot,metrics" {
+	b.Publish.Resync = time.Hour
+	if keys := RestartNeeded(a, b); strings.Join(keys, ",") != "hostRoot,publish,metrics" {
 		t.Errorf("got %v", keys)
 	}
 }

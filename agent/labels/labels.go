@@ -1,23 +1,31 @@
 // Package labels turns a snapshot into Kubernetes node labels: pure
-// functions, deterministic, every value valid as a label value.
+// functions, deterministic, every value valid as a label value. The label
+// sets (gpunode, llm-d, nvidia, amd) are switched on and off by Options;
+// every key is documented by a Def, from which the README table is generated.
 package labels
 
 import (
-	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/internal/source"
-	"github.com/gpunode/gpunode/rdma"
 )
 
 // Options select and shape the label sets.
 type Options struct {
 	// Domain prefixes the agent's own labels ("gpunode.dev").
 	Domain string
+	// Sets switched on; see DefaultSets.
+	Sets map[SetName]bool
+}
+
+// DefaultSets are the sets switched on when the configuration does not
+// say otherwise: the agent's own and llm-d's. The GFD and AMD labeller
+// compatible sets are for clusters that do not run those tools.
+func DefaultSets() map[SetName]bool {
+	return map[SetName]bool{GPUNode: true, LLMD: true, NVIDIA: false, AMD: false}
 }
 
 // Set is a set of node labels.
@@ -32,136 +40,161 @@ func (s Set) Lines() []string {
 	return out
 }
 
-// For computes the labels of a snapshot. Facts from a source that did not
-// run cleanly are left out rather than guessed; a source that is absent
-// (no GPU library, no RDMA) yields explicit "false"/"0" labels, because a
-// CPU-only node is a fact schedulers select on too.
-func For(s *snapshot.Snapshot, o Options) Set {
-	out := Set{}
-	key := func(k string) string { return o.Domain + "/" + k }
-	put := func(k, v string) {
-		if v = Value(v); v != "" {
-			out[key(k)] = v
-		}
-	}
-	ok := func(name string) (bool, bool) { // (usable, absent)
-		st, ran := s.Source(name)
-		return ran && st.State == source.OK, ran && st.State == source.Absent
-	}
+// Equal reports whether two sets hold the same labels.
+func (s Set) Equal(o Set) bool { return maps.Equal(s, o) }
 
-	if gpuOK, gpuAbsent := ok(gpuSource(s)); gpuOK || gpuAbsent {
-		gpuLabels(s, put)
+// Inputs are the facts labels are computed from. The snapshot is the
+// discovered node; results of features that run beside discovery (RDMA
+// probes for rdma.verified and llm-d's rdma gate, the tuning state) are
+// added here as fields by those features.
+type Inputs struct {
+	Snapshot *snapshot.Snapshot
+}
+
+// For computes the labels of a snapshot; see Compute.
+func For(s *snapshot.Snapshot, o Options) Set { return Compute(Inputs{Snapshot: s}, o) }
+
+// Compute computes the labels of the enabled sets. A label whose sources
+// did not run cleanly is left out rather than guessed (Hold keeps its last
+// good value); a source that is absent (no GPU library, no RDMA) yields
+// explicit "false"/"0" labels where the set has them, because a CPU-only
+// node is a fact schedulers select on too.
+func Compute(in Inputs, o Options) Set {
+	e := &emitter{out: Set{}, o: o, states: sourceStates(in.Snapshot)}
+	if o.Sets[GPUNode] {
+		gpunodeSet(in.Snapshot, e)
 	}
-	if rdmaOK, rdmaAbsent := ok("rdma"); rdmaOK || rdmaAbsent {
-		rdmaLabels(s, put)
+	if o.Sets[LLMD] {
+		llmdSet(in.Snapshot, e)
 	}
-	if topoOK, _ := ok("topology"); topoOK {
-		put("numa.nodes", strconv.Itoa(len(s.NUMANodes)))
-		if len(s.GPUs) > 0 && rdmaUsable(s) {
-			put("topology.gpu-nic-aligned", strconv.FormatBool(gpuNICAligned(s)))
+	if o.Sets[NVIDIA] {
+		nvidiaSet(in.Snapshot, e)
+	}
+	if o.Sets[AMD] {
+		amdSet(in.Snapshot, e)
+	}
+	return e.out
+}
+
+// emitter writes labels, enforcing in one place that a label is written
+// only when its set is on and every source it depends on ran cleanly.
+type emitter struct {
+	out    Set
+	o      Options
+	states map[Source]source.State
+}
+
+// usable reports whether every source of d ran (ok or absent).
+func (e *emitter) usable(d *Def) bool {
+	for _, src := range d.Sources {
+		if st := e.states[src]; st != source.OK && st != source.Absent {
+			return false
 		}
-		if len(s.GPUs) > 0 {
-			put("gpudirect-rdma", strconv.FormatBool(s.GPUDirect.Possible))
+	}
+	return true
+}
+
+// put writes d's label with value v, sanitised; an empty value writes nothing.
+func (e *emitter) put(d *Def, v string) { e.putKey(d, d.FullKey(e.o.Domain), v) }
+
+// putSuffix writes a pattern Def's label for one value-dependent suffix.
+func (e *emitter) putSuffix(d *Def, suffix, v string) {
+	if suffix = Value(suffix); suffix != "" {
+		e.putKey(d, d.prefix(e.o.Domain)+suffix, v)
+	}
+}
+
+func (e *emitter) putKey(d *Def, key, v string) {
+	if !slices.ContainsFunc(d.Sets, func(s SetName) bool { return e.o.Sets[s] }) || !e.usable(d) {
+		return
+	}
+	if v = Value(v); v != "" && len(key) <= maxKey {
+		e.out[key] = v
+	}
+}
+
+// maxKey is Kubernetes' limit: a 253-character prefix, '/', a 63-character name.
+const maxKey = 253 + 1 + 63
+
+// gpuBackends are the sources that inventory GPUs.
+var gpuBackends = []string{"nvml", "amdsmi", "amdgpu"}
+
+// sourceStates maps each Source to the state of the discovery sources
+// behind it. The GPU state is that of the backend that supplied the
+// inventory; without one, an error from any backend wins (it may have
+// hidden GPUs), then ok, then absent.
+func sourceStates(s *snapshot.Snapshot) map[Source]source.State {
+	states := map[Source]source.State{}
+	for _, name := range []Source{SourceRDMA, SourceTopology} {
+		if st, ok := s.Source(string(name)); ok {
+			states[name] = st.State
+		}
+	}
+	if s.GPUDriver != nil {
+		if st, ok := s.Source(s.GPUDriver.Backend); ok {
+			states[SourceGPU] = st.State
+		}
+		return states
+	}
+	for _, name := range gpuBackends {
+		st, ok := s.Source(name)
+		switch {
+		case !ok:
+		case st.State == source.Error:
+			states[SourceGPU] = source.Error
+		case st.State == source.OK && states[SourceGPU] != source.Error:
+			states[SourceGPU] = source.OK
+		case st.State == source.Absent && states[SourceGPU] == "":
+			states[SourceGPU] = source.Absent
+		}
+	}
+	return states
+}
+
+// Failed lists the Sources that ran and failed in s, sorted. A source that
+// did not run at all (a GPU backend switched off) writes no labels and
+// holds none.
+func Failed(s *snapshot.Snapshot) []Source {
+	var out []Source
+	for src, st := range sourceStates(s) {
+		if st != source.OK && st != source.Absent {
+			out = append(out, src)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Hold returns next plus every label of prev that next lacks and that
+// depends on a source listed in failed, so a failing source does not make
+// its labels flap. Labels of sources that are absent, of sets switched
+// off, or under another domain are not held: they go.
+func Hold(next, prev Set, failed []Source, o Options) Set {
+	out := maps.Clone(next)
+	for k, v := range prev {
+		if _, ok := out[k]; ok {
+			continue
+		}
+		d := Lookup(k, o.Domain)
+		if d == nil || !slices.ContainsFunc(d.Sets, func(s SetName) bool { return o.Sets[s] }) {
+			continue
+		}
+		if slices.ContainsFunc(d.Sources, func(s Source) bool { return slices.Contains(failed, s) }) {
+			out[k] = v
 		}
 	}
 	return out
 }
 
-// gpuSource is the name of the GPU backend's source in this snapshot.
-func gpuSource(s *snapshot.Snapshot) string {
-	if s.GPUDriver != nil {
-		return s.GPUDriver.Backend
-	}
-	return "nvml"
-}
+// Owned reports whether key is one the agent may write under o: it matches
+// a Def (of any set, so a switched-off set's labels are still recognised
+// as ours and removed).
+func Owned(key, domain string) bool { return Lookup(key, domain) != nil }
 
-func rdmaUsable(s *snapshot.Snapshot) bool {
-	st, ran := s.Source("rdma")
-	return ran && st.State == source.OK
-}
-
-func gpuLabels(s *snapshot.Snapshot, put func(k, v string)) {
-	put("gpu.present", strconv.FormatBool(len(s.GPUs) > 0))
-	put("gpu.count", strconv.Itoa(len(s.GPUs)))
-	if len(s.GPUs) == 0 {
-		return
-	}
-	// Label by the first GPU: nodes with mixed models are rare, and the
-	// product label is what schedulers match on for the common case.
-	g := s.GPUs[0]
-	put("gpu.vendor", string(g.Vendor))
-	put("gpu.product", g.Product)
-	put("gpu.family", g.Architecture)
-	put("gpu.memory", strconv.FormatUint(g.MemoryBytes>>20, 10))
-	if g.ComputeMajor > 0 {
-		put("gpu.compute", fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor))
-	}
-	put("gpu.mig-capable", strconv.FormatBool(g.MIG.Capable))
-	if d := s.GPUDriver; d != nil {
-		put("gpu.driver", d.DriverVersion)
-		put("gpu.cuda", d.CUDAVersion)
-	}
-	// The weakest GPU decides what a workload spanning all of them gets.
-	minActive, gen := -1, 0
-	for _, g := range s.GPUs {
-		ic := g.Interconnect
-		if ic == nil || ic.Kind != "nvlink" {
-			minActive = 0
-			continue
-		}
-		if minActive < 0 || ic.Active < minActive {
-			minActive = ic.Active
-		}
-		if ic.Active > 0 && (gen == 0 || ic.Generation < gen) {
-			gen = ic.Generation
-		}
-	}
-	if minActive > 0 {
-		put("gpu.nvlink.active-links", strconv.Itoa(minActive))
-		if gen > 0 {
-			put("gpu.nvlink.generation", strconv.Itoa(gen))
-		}
-	}
-}
-
-func rdmaLabels(s *snapshot.Snapshot, put func(k, v string)) {
-	put("rdma.present", strconv.FormatBool(len(s.RDMADevices) > 0))
-	put("rdma.devices", strconv.Itoa(len(s.RDMADevices)))
-	var layers []rdma.Transport
-	minRate := 0.0
-	for _, d := range s.RDMADevices {
-		for _, p := range d.Ports {
-			if !p.Active() {
-				continue
-			}
-			layers = append(layers, p.Transport)
-			if minRate == 0 || p.RateGbps < minRate {
-				minRate = p.RateGbps
-			}
-		}
-	}
-	slices.Sort(layers)
-	switch layers = slices.Compact(layers); len(layers) {
-	case 0:
-	case 1:
-		put("rdma.link-layer", string(layers[0]))
-	default:
-		put("rdma.link-layer", "mixed")
-	}
-	if minRate > 0 {
-		put("rdma.rate-gbps", strconv.FormatFloat(minRate, 'f', -1, 64))
-	}
-}
-
-// gpuNICAligned is true when every GPU has an RDMA device with an active
-// port on its own NUMA node.
-func gpuNICAligned(s *snapshot.Snapshot) bool {
-	for _, g := range s.GPUs {
-		if !slices.ContainsFunc(g.Affinity, func(a snapshot.Affinity) bool { return a.SameNUMA && a.Active }) {
-			return false
-		}
-	}
-	return true
+// SharedKey reports whether key is applied without force (see Def.Shared).
+func SharedKey(key, domain string) bool {
+	d := Lookup(key, domain)
+	return d != nil && d.Shared()
 }
 
 // Value sanitises a label value to Kubernetes' rules: at most 63

@@ -39,3 +39,33 @@ type Event struct {
 	Reason  string    `json:"reason"`
 	Message string    `json:"message"`
 }
+
+// Condition types the agent owns on its Node. The chart's admission policy
+// lets the agent's service account change exactly these (a test keeps the
+// two lists equal), and the publisher refuses any other type.
+const (
+	// DiscoveryHealthy is False while a discovery source fails.
+	DiscoveryHealthy = "GPUNodeDiscoveryHealthy"
+	// GPUHealthy is filled in by the GPU telemetry feature.
+	GPUHealthy = "GPUHealthy"
+	// RDMAReady is filled in by the RDMA probe feature.
+	RDMAReady = "RDMAReady"
+)
+
+// OwnedConditionTypes lists the condition types above.
+var OwnedConditionTypes = []string{DiscoveryHealthy, GPUHealthy, RDMAReady}
+
+// ChangeEvent is the event recorded when a condition changes: Normal when
+// it is True (every condition the agent owns is good when True), Warning
+// otherwise.
+func ChangeEvent(c Condition) Event {
+	t := Normal
+	if c.Status != True {
+		t = Warning
+	}
+	msg := c.Type + " is " + string(c.Status)
+	if c.Message != "" {
+		msg += ": " + c.Message
+	}
+	return Event{Type: t, Reason: c.Reason, Message: msg}
+}

@@ -75,7 +75,7 @@ func TestGoldenInspect(t *testing.T) {
 					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)
 				}
 			}
-			l := labels.For(s, labels.Options{Domain: "gpunode.dev"})
+			l := labels.For(s, agent.LabelOptions(config.Default().Labels))
 			var text, js, lines bytes.Buffer
 			if err := report.Text(&text, s, l); err != nil {
 				t.Fatal(err)

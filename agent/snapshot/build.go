@@ -62,6 +62,7 @@ func Build(in Inputs) *Snapshot {
 			DriverVersion:  in.GPU.DriverVersion,
 			CUDAVersion:    in.GPU.CUDAVersion,
 			LibraryVersion: in.GPU.LibraryVersion,
+			ROCmVersion:    in.GPU.ROCmVersion,
 		}
 		for _, d := range in.GPU.Devices {
 			s.GPUs = append(s.GPUs, placeGPU(d, pci, s.RDMADevices))

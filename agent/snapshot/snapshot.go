@@ -52,6 +52,7 @@ type GPUDriver struct {
 	DriverVersion  string `json:"driver_version,omitempty"`
 	CUDAVersion    string `json:"cuda_version,omitempty"`
 	LibraryVersion string `json:"library_version,omitempty"`
+	ROCmVersion    string `json:"rocm_version,omitempty"`
 }
 
 // GPU is a discovered GPU with the facts derived from its place in the node.

@@ -17,10 +17,13 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/coreos/go-systemd/v22/daemon"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/agent/publish"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/sim"
@@ -54,6 +57,8 @@ type cli struct {
 	webConfig   string
 	interval    time.Duration
 	output      string
+	kubeconfig  string
+	allNodes    bool
 
 	set map[string]*bool // flags the user gave explicitly
 }
@@ -84,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flag("simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
 	flag("log.level", "Log level: debug, info, warn, error.").Default("info").StringVar(&c.logLevel)
 	flag("log.format", "Log format: text or json.").Default("text").StringVar(&c.logFormat)
+	flag("kubeconfig", "kubeconfig file for publishing to the Node (default: $KUBECONFIG, else the in-cluster service account).").PlaceHolder("FILE").StringVar(&c.kubeconfig)
 
 	runCmd := app.Command("run", "Run the agent daemon (the default): discover on an interval, log or publish labels, serve /metrics, /healthz and /readyz. SIGHUP reloads the configuration; SIGTERM stops.").Default()
 	flagOn := func(cmd *kingpin.CmdClause, name, help string) *kingpin.FlagClause {
@@ -99,6 +105,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	inspectCmd.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
 
 	tune := addTune(app, &c)
+
+	cleanupCmd := app.Command("cleanup", "Remove every label and condition the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay.")
+	cleanupCmd.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
 
 	versionCmd := app.Command("version", "Print the version and exit.")
 
@@ -140,6 +149,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	lvl, _ := config.ParseLevel(cfg.Log.Level) // validated by load
 	level.Set(lvl)
 	logger := newLogger(stderr, cfg.Log.Format, level)
+	// client-go logs through klog; send it to our logger.
+	klog.SetSlogLogger(logger)
+
+	if cmd == cleanupCmd.FullCommand() {
+		return cleanup(cfg, c.allNodes, logger)
+	}
 
 	env, err := agent.NewEnv(cfg, c.simulate)
 	if err != nil {
@@ -190,6 +205,9 @@ func (c *cli) load() (config.Config, error) {
 	if *c.set["discovery.interval"] {
 		cfg.Discovery.Interval = c.interval
 	}
+	if *c.set["kubeconfig"] {
+		cfg.Publish.Kubeconfig = c.kubeconfig
+	}
 	if err := cfg.Validate(); err != nil {
 		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -214,7 +232,7 @@ func inspect(env *agent.Env, cfg config.Config, output string, stdout io.Writer,
 	}()
 	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
 	s := d.Discover(context.Background())
-	l := labels.For(s, labels.Options{Domain: cfg.Labels.Domain})
+	l := labels.For(s, agent.LabelOptions(cfg.Labels))
 	var err error
 	switch output {
 	case "json":
@@ -261,6 +279,15 @@ func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, l
 			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")
 		},
 	}
+	// A client only when labels go to a Node; the agent says which mode it runs in.
+	if cfg.NodeName != "" && (env.Simulated == "" || cfg.Publish.AllowSimulated) {
+		kube, err := kubeClient(cfg)
+		if err != nil {
+			logger.Error("cannot publish to the Node", "node", cfg.NodeName, "err", err)
+			return exitUsage
+		}
+		o.Kube = kube
+	}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		o.Notify = func(state string) error {
 			_, err := daemon.SdNotify(false, state)
@@ -280,4 +307,55 @@ func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, l
 		return exitFailure
 	}
 	return 0
+}
+
+func kubeClient(cfg config.Config) (kubernetes.Interface, error) {
+	rc, err := publish.RESTConfig(cfg.Publish.Kubeconfig, cfg.Publish.RequestTimeout, "gpunode-agent/"+version)
+	if err != nil {
+		return nil, err
+	}
+	return publish.NewClient(rc)
+}
+
+// cleanup removes what the agent owns on its Node (or on every Node) and
+// its NFD feature file.
+func cleanup(cfg config.Config, allNodes bool, logger *slog.Logger) int {
+	if !allNodes && cfg.NodeName == "" {
+		logger.Error("cleanup needs the Node: set NODE_NAME (or nodeName), or pass --all-nodes")
+		return exitUsage
+	}
+	kube, err := kubeClient(cfg)
+	if err != nil {
+		logger.Error("cannot reach Kubernetes", "err", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	report := func(node string, l, c int) {
+		logger.Info("removed the agent's labels and conditions", "node", node, "labels", l, "conditions", c)
+	}
+	code := 0
+	if allNodes {
+		if err := publish.CleanupAll(ctx, kube, report); err != nil {
+			logger.Error("cleanup failed", "err", err)
+			code = exitFailure
+		}
+	} else {
+		l, c, err := publish.Cleanup(ctx, kube, cfg.NodeName)
+		if err != nil {
+			logger.Error("cleanup failed", "node", cfg.NodeName, "err", err)
+			code = exitFailure
+		} else {
+			report(cfg.NodeName, l, c)
+		}
+	}
+	if f := cfg.Publish.NFDFeatureFile; f != "" && !allNodes {
+		if err := publish.RemoveNFDFile(f); err != nil {
+			logger.Error("NFD feature file", "err", err)
+			code = exitFailure
+		}
+	}
+	return code
 }

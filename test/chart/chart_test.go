@@ -212,3 +212,26 @@ func TestConfigTypoIsCaught(t *testing.T) {
 		t.Fatalf("typo not caught: %v", err)
 	}
 }
+
+// Label sets and the NFD feature file reach the agent's configuration,
+// with the features.d directory mounted writable.
+func TestLabelSetsAndNFD(t *testing.T) {
+	objs := render(t, "config:\n  labels:\n    sets: {nvidia: true, llm-d: false}\nnfd:\n  enabled: true\n  featuresDir: /etc/nfd/features.d/\n")
+	cfg, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Labels.Sets; !s.GPUNode || s.LLMD || !s.NVIDIA || s.AMD {
+		t.Errorf("label sets %+v", s)
+	}
+	if cfg.Publish.NFDFeatureFile != "/etc/nfd/features.d/gpunode" {
+		t.Errorf("NFD feature file %q", cfg.Publish.NFDFeatureFile)
+	}
+	writable := false
+	for _, m := range objs["DaemonSet"].Spec.Template.Spec.Containers[0].VolumeMounts {
+		writable = writable || m.MountPath == "/etc/nfd/features.d/" && !m.ReadOnly
+	}
+	if !writable {
+		t.Error("features.d is not mounted writable")
+	}
+}

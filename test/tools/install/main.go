@@ -1,12 +1,14 @@
 // Command install puts the test tools in the cache ahead of `go test`, so
 // their one-time build or download does not count against test timeouts:
 //
-//	go run ./test/tools/install helm vm
+//	go run ./test/tools/install helm kube-apiserver etcd vm
 package main
 
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/gpunode/gpunode/test/tools"
 	"github.com/gpunode/gpunode/test/vm"
@@ -14,7 +16,9 @@ import (
 
 func main() {
 	installers := map[string]func() (string, error){
-		"helm": tools.Helm,
+		"helm":           tools.Helm,
+		"kube-apiserver": tools.KubeAPIServer,
+		"etcd":           tools.Etcd,
 		// The Debian kernel and busybox of the VM tests (test/vm).
 		"vm": func() (string, error) {
 			k, err := vm.DebianKernel()
@@ -27,14 +31,21 @@ func main() {
 			return k.Image, nil
 		},
 	}
+	known := strings.Join(slices.Sorted(func(yield func(string) bool) {
+		for k := range installers {
+			if !yield(k) {
+				return
+			}
+		}
+	}), ", ")
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: install helm|vm ...")
+		fmt.Fprintf(os.Stderr, "usage: install TOOL... (known: %s)\n", known)
 		os.Exit(2)
 	}
 	for _, name := range os.Args[1:] {
 		install, ok := installers[name]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "install: unknown tool %q (known: helm, vm)\n", name)
+			fmt.Fprintf(os.Stderr, "install: unknown tool %q (known: %s)\n", name, known)
 			os.Exit(2)
 		}
 		path, err := install()

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/gpunode/gpunode/agent/publish"
+	"github.com/gpunode/gpunode/test/kube"
+)
+
+// The binary, end to end against a real apiserver: `run` on a simulated
+// node with NODE_NAME and --kubeconfig publishes its labels (client-go's
+// klog output arrives in our JSON log), and `cleanup` removes them.
+func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
+	bin, err := buildAgent()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	c := kube.StartT(t, kube.Options{})
+	ctx := context.Background()
+	const node = "cli-node"
+	if _, err := c.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node,
+		Labels: map[string]string{"kubernetes.io/hostname": node}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := c.Kubeconfig("gpunode-test-admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	nfd := filepath.Join(dir, "gpunode")
+	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\npublish:\n  allowSimulated: true\n  nfdFeatureFile: "+nfd+"\nlog:\n  format: json\n"), 0o600)
+
+	cmd := exec.Command(bin, "run", "--simulate=dgx-b200-ib", "--config", cfg, "--kubeconfig", kc)
+	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "KUBECONFIG=")
+	stderr, _ := cmd.StderrPipe()
+	var mu sync.Mutex
+	var logs strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			mu.Lock()
+			logs.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+		}
+	}()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err == nil && n.Labels["hardware.llm-d.ai/gpu-type"] == "b200" && len(n.Status.Conditions) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			t.Fatalf("labels never appeared: %v\n%s", n.GetLabels(), logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("agent exit: %v", err)
+	}
+	mu.Lock()
+	for _, w := range []string{`"msg":"labels applied"`, `"field_manager":"gpunode-agent"`} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("log lacks %s", w)
+		}
+	}
+	mu.Unlock()
+	if _, err := os.Stat(nfd); err != nil {
+		t.Errorf("NFD file: %v", err)
+	}
+
+	// cleanup without a node is a usage error; with NODE_NAME it removes
+	// the labels, the condition and the NFD file.
+	var out, errOut bytes.Buffer
+	t.Setenv("NODE_NAME", "")
+	if code := run([]string{"--config", cfg, "--kubeconfig", kc, "cleanup"}, &out, &errOut); code != exitUsage {
+		t.Errorf("cleanup without a node: exit %d: %s", code, errOut.String())
+	}
+	t.Setenv("NODE_NAME", node)
+	errOut.Reset()
+	if code := run([]string{"--config", cfg, "--kubeconfig", kc, "cleanup"}, &out, &errOut); code != 0 {
+		t.Fatalf("cleanup: exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), `"node":"cli-node"`) || !strings.Contains(errOut.String(), `"conditions":1`) {
+		t.Errorf("cleanup log: %s", errOut.String())
+	}
+	// client-go logs through klog, which run routed to our JSON logger.
+	klog.InfoS("from klog", "component", "client-go")
+	klog.Flush()
+	if !strings.Contains(errOut.String(), `"msg":"from klog","component":"client-go"`) {
+		t.Errorf("klog output not in the agent's log: %s", errOut.String())
+	}
+	n, _ := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if owned, _ := publish.OwnedLabels(n); len(owned) != 0 || len(n.Status.Conditions) != 0 || n.Labels["kubernetes.io/hostname"] != node {
+		t.Errorf("after cleanup: owned %v, conditions %v, labels %v", owned, n.Status.Conditions, n.Labels)
+	}
+	if _, err := os.Stat(nfd); !os.IsNotExist(err) {
+		t.Errorf("NFD file left: %v", err)
+	}
+	// --all-nodes, and a bad kubeconfig fails cleanly.
+	if code := run([]string{"--kubeconfig", kc, "cleanup", "--all-nodes"}, &out, &errOut); code != 0 {
+		t.Errorf("cleanup --all-nodes: exit %d", code)
+	}
+	errOut.Reset()
+	if code := run([]string{"--kubeconfig", filepath.Join(dir, "missing"), "cleanup"}, &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "kubernetes client configuration") {
+		t.Errorf("missing kubeconfig: exit %d: %s", code, errOut.String())
+	}
+}
