@@ -158,6 +158,8 @@ func Run(ctx context.Context, o Options) error {
 		case <-ticker.C:
 			d.beat()
 			d.discover(ctx)
+		case <-d.tuning.changed:
+			d.refreshLabels()
 		case <-watchdog:
 			// Pinged from the main loop, so a wedged loop stops the pings
 			// and systemd restarts us.
@@ -278,10 +280,20 @@ func (d *daemon) discover(ctx context.Context) {
 			d.log.Info("source status", attrs...)
 		}
 	}
+	d.refreshLabels()
+}
+
+// refreshLabels computes the labels and conditions from the latest
+// snapshot and tuning state, and logs or publishes what changed.
+func (d *daemon) refreshLabels() {
+	s := d.snap.Load()
+	if s == nil {
+		return // the tuning loop finished before the first discovery
+	}
 	opts := LabelOptions(d.cfg.Labels)
 	failed := labels.Failed(s)
 	// A failing source keeps its last good labels, so they do not flap.
-	next := labels.Hold(labels.For(s, opts), d.labels, failed, opts)
+	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels()}, opts), d.labels, failed, opts)
 	d.logLabelChanges(next)
 	cond := nodestatus.Discovery(s.Sources)
 	if d.pub != nil {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +64,10 @@ type tuningLoop struct {
 	emit     func(nodestatus.Event)
 	// snap returns the latest snapshot (its topology places interrupts).
 	snap   func() *snapshot.Snapshot
-	domain string
+
+	// changed is poked (never blocking) when the labels change, so the
+	// daemon republishes them without waiting for the next discovery.
+	changed chan struct{}
 
 	mu     sync.Mutex
 	status tuning.Status
@@ -77,7 +79,7 @@ type tuningLoop struct {
 }
 
 func newTuningLoop(newTuner func(stateDir string) *tuning.Tuner, log *slog.Logger, emit func(nodestatus.Event), snap func() *snapshot.Snapshot) *tuningLoop {
-	return &tuningLoop{newTuner: newTuner, log: log.With("component", "tuning"), emit: emit, snap: snap}
+	return &tuningLoop{newTuner: newTuner, log: log.With("component", "tuning"), emit: emit, snap: snap, changed: make(chan struct{}, 1)}
 }
 
 // Status returns a copy of the current status (nil-safe for metrics).
@@ -137,7 +139,6 @@ func sendLatest[T any](ch chan T, v T) {
 // once verifies the host and, in enforce mode, applies the profile first.
 func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	tc := cfg.Tuning
-	l.domain = cfg.Labels.Domain
 	l.tuner = l.newTuner(tc.StateDir)
 	if tc.Mode == tuning.ModeOff {
 		l.setStatus(func(s *tuning.Status) {
@@ -300,17 +301,19 @@ func (l *tuningLoop) event(typ nodestatus.EventType, reason, msg string) {
 	l.log.Info("event (standalone: not published)", "type", e.Type, "reason", e.Reason, "message", e.Message)
 }
 
-// setStatus updates the status and logs the tuning labels when they change.
+// setStatus updates the status and tells the daemon when the tuning
+// labels change (the daemon logs or publishes them with the others).
 func (l *tuningLoop) setStatus(f func(*tuning.Status)) {
 	l.mu.Lock()
 	f(&l.status)
 	next := tuning.Labels(l.status.Mode, l.status.Profile, l.status.State)
-	prev := l.labels
+	same := maps.Equal(next, l.labels)
 	l.labels = next
 	l.mu.Unlock()
-	for _, k := range slices.Sorted(maps.Keys(next)) {
-		if prev[k] != next[k] {
-			l.log.Info("label", "key", l.domain+"/"+k, "value", next[k])
+	if !same {
+		select {
+		case l.changed <- struct{}{}:
+		default: // a refresh is already pending
 		}
 	}
 }

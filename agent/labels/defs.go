@@ -31,6 +31,9 @@ const (
 	SourceGPU      Source = "gpu" // the GPU backend (nvml, amdsmi, amdgpu)
 	SourceRDMA     Source = "rdma"
 	SourceTopology Source = "topology"
+	// SourceTuning is the daemon's tuning loop, not a discovery source:
+	// its labels come in through Inputs.Tuning.
+	SourceTuning Source = "tuning"
 )
 
 // Def documents one label key. Every label the agent writes has a Def;
@@ -111,6 +114,8 @@ var (
 	rdmaRate        = own("rdma.rate-gbps", rdmaOnly, "lowest rate of an ACTIVE port in Gb/s", "400")
 	numaNodes       = own("numa.nodes", []Source{SourceTopology}, "number of NUMA nodes", "2")
 	gpuNICAligned   = own("topology.gpu-nic-aligned", []Source{SourceGPU, SourceRDMA, SourceTopology}, "`true` when every GPU has an RDMA device with an ACTIVE port on its NUMA node", "true")
+	tuningProfile   = own("tuning.profile", []Source{SourceTuning}, "the tuning profile the daemon manages (absent when tuning is off)", "llm-inference")
+	tuningState     = own("tuning.state", []Source{SourceTuning}, "`compliant`, `pending` (audit: differs, not applied), `drifted`, `conflict` (irqbalance owns the IRQs), `error` or `off`", "compliant")
 	gpuDirectRDMA   = own("gpudirect-rdma", []Source{SourceGPU, SourceTopology}, "`true` when a NIC can DMA into GPU memory (nvidia_peermem, or dma-buf with the open NVIDIA module on Linux 5.12+)", "true")
 )
 
@@ -165,6 +170,7 @@ var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
 	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen,
 	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, gpuDirectRDMA, numaNodes, gpuNICAligned,
+	tuningProfile, tuningState,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,
 	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable,

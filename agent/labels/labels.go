@@ -49,6 +49,10 @@ func (s Set) Equal(o Set) bool { return maps.Equal(s, o) }
 // added here as fields by those features.
 type Inputs struct {
 	Snapshot *snapshot.Snapshot
+	// Tuning are the tuning loop's labels, keys without the domain
+	// ("tuning.profile", "tuning.state"); nil before its first run, and
+	// outside the daemon.
+	Tuning map[string]string
 }
 
 // For computes the labels of a snapshot; see Compute.
@@ -61,8 +65,13 @@ func For(s *snapshot.Snapshot, o Options) Set { return Compute(Inputs{Snapshot: 
 // node is a fact schedulers select on too.
 func Compute(in Inputs, o Options) Set {
 	e := &emitter{out: Set{}, o: o, states: sourceStates(in.Snapshot)}
+	if in.Tuning != nil {
+		e.states[SourceTuning] = source.OK
+	}
 	if o.Sets[GPUNode] {
 		gpunodeSet(in.Snapshot, e)
+		e.put(tuningProfile, in.Tuning[tuningProfile.Key])
+		e.put(tuningState, in.Tuning[tuningState.Key])
 	}
 	if o.Sets[LLMD] {
 		llmdSet(in.Snapshot, e)

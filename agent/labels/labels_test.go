@@ -329,7 +329,8 @@ func TestEveryKeyDocumented(t *testing.T) {
 	mixed.GPUs = append(mixed.GPUs, mixed.GPUs[0])
 	mixed.GPUs[2].Architecture = "cdna4"
 	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed} {
-		for k, v := range For(s, all()) {
+		tuning := map[string]string{"tuning.profile": "llm-inference", "tuning.state": "compliant"}
+		for k, v := range Compute(Inputs{Snapshot: s, Tuning: tuning}, all()) {
 			d := Lookup(k, "d.io")
 			if d == nil {
 				t.Errorf("label %s has no Def", k)
