@@ -63,7 +63,7 @@ type tuningLoop struct {
 	log      *slog.Logger
 	emit     func(nodestatus.Event)
 	// snap returns the latest snapshot (its topology places interrupts).
-	snap   func() *snapshot.Snapshot
+	snap func() *snapshot.Snapshot
 
 	// changed is poked (never blocking) when the labels change, so the
 	// daemon republishes them without waiting for the next discovery.
