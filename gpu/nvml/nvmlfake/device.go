@@ -29,6 +29,10 @@ type device struct {
 	eccCorrected, eccUncorrected uint64
 	remapUncorrectable           uint64
 	remapPending, remapFailed    bool
+	// reset is set by ResetGPU: the driver's counters count from resetAt
+	// (seconds since the machine was built).
+	reset   bool
+	resetAt float64
 }
 
 var _ gonvml.Device = (*device)(nil)

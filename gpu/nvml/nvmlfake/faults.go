@@ -108,6 +108,15 @@ func SetRowRemap(lib gonvml.Interface, index int, uncorrectable uint64, pending,
 	d.remapUncorrectable, d.remapPending, d.remapFailed = uncorrectable, pending, failed
 }
 
+// ResetGPU resets GPU index (nvidia-smi -r, or a driver reload): its
+// energy, PCIe, NVLink and volatile ECC counters start again from zero.
+func ResetGPU(lib gonvml.Interface, index int) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.reset, d.resetAt = true, f.clock().Sub(f.start).Seconds()
+}
+
 // RaiseXID raises an XID on GPU index now, on every event set it is
 // registered on for XIDs.
 func RaiseXID(lib gonvml.Interface, index int, xid uint64) {

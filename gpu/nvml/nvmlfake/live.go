@@ -90,7 +90,21 @@ func (d *device) energyMillijoules(t float64) uint64 {
 }
 
 func (d *device) GetTotalEnergyConsumption() (uint64, gonvml.Return) {
-	return answer(d.f, "nvmlDeviceGetTotalEnergyConsumption", d, func() uint64 { return d.energyMillijoules(d.f.now()) })
+	return answer(d.f, "nvmlDeviceGetTotalEnergyConsumption", d, func() uint64 {
+		return d.sinceReset(d.energyMillijoules, d.f.now())
+	})
+}
+
+// sinceReset is a counter's reading at t when the driver counts it from
+// the GPU's last reset (ResetGPU): the driver's counters restart at zero.
+func (d *device) sinceReset(counter func(t float64) uint64, t float64) uint64 {
+	d.f.mu.Lock()
+	at, reset := d.resetAt, d.reset
+	d.f.mu.Unlock()
+	if !reset {
+		return counter(t)
+	}
+	return counter(t) - counter(at)
 }
 
 func (d *device) tempC(t float64) uint32 {
@@ -155,12 +169,14 @@ func (d *device) GetCurrentClocksThrottleReasons() (uint64, gonvml.Return) {
 
 // slow is a counter that grows by one every period seconds from a
 // per-GPU start: replays, corrected ECC errors.
-func (d *device) slow(kind string, start uint64, period float64) uint64 {
-	return d.offset(kind, start) + uint64(math.Max(d.f.now(), 0)/period)
+func (d *device) slow(kind string, start uint64, period float64) func(t float64) uint64 {
+	return func(t float64) uint64 { return d.offset(kind, start) + uint64(math.Max(t, 0)/period) }
 }
 
 func (d *device) GetPcieReplayCounter() (int, gonvml.Return) {
-	return answer(d.f, "nvmlDeviceGetPcieReplayCounter", d, func() int { return int(d.slow("replay", 40, 900)) })
+	return answer(d.f, "nvmlDeviceGetPcieReplayCounter", d, func() int {
+		return int(d.sinceReset(d.slow("replay", 40, 900), d.f.now()))
+	})
 }
 
 // pcieBytes is the PCIe counter at t for a full-load rate.
@@ -208,9 +224,9 @@ func (d *device) GetFieldValues(values []gonvml.FieldValue) gonvml.Return {
 			binary.NativeEndian.PutUint32(v.Value[:], d.tempC(t)+memTempOffsetC)
 			continue
 		case gonvml.FI_DEV_PCIE_COUNT_TX_BYTES:
-			x = d.pcieBytes("pcie-tx", pcieTxBps, t)
+			x = d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-tx", pcieTxBps, t) }, t)
 		case gonvml.FI_DEV_PCIE_COUNT_RX_BYTES:
-			x = d.pcieBytes("pcie-rx", pcieRxBps, t)
+			x = d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-rx", pcieRxBps, t) }, t)
 		case gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX, gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX:
 			if link >= d.f.spec.links {
 				v.NvmlReturn = uint32(gonvml.ERROR_INVALID_ARGUMENT)
@@ -220,13 +236,13 @@ func (d *device) GetFieldValues(values []gonvml.FieldValue) gonvml.Return {
 			if v.FieldId == gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX {
 				kind = "nvlink-rx"
 			}
-			x = d.nvlinkKiB(kind, link, t)
+			x = d.sinceReset(func(t float64) uint64 { return d.nvlinkKiB(kind, link, t) }, t)
 		case gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL:
-			x = d.slow("nvlink-replay", 20, 600)
+			x = d.sinceReset(d.slow("nvlink-replay", 20, 600), t)
 		case gonvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL:
 			x = d.offset("nvlink-recovery", 3)
 		case gonvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL:
-			x = d.slow("nvlink-crc-flit", 10, 1200)
+			x = d.sinceReset(d.slow("nvlink-crc-flit", 10, 1200), t)
 		case gonvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_ECC_DATA_ERROR_COUNT_TOTAL:
 			x = 0
 		default:
@@ -251,9 +267,12 @@ func (d *device) GetTotalEccErrors(et gonvml.MemoryErrorType, ct gonvml.EccCount
 	var v uint64
 	switch et {
 	case gonvml.MEMORY_ERROR_TYPE_CORRECTED:
-		v = d.slow("ecc-corrected", 5, 1800) + corrected
+		// Volatile counts restart with the driver; aggregate ones do not.
+		v = d.slow("ecc-corrected", 5, 1800)(d.f.now()) + corrected
 		if ct == gonvml.AGGREGATE_ECC {
 			v += d.offset("ecc-corrected-life", 200)
+		} else {
+			v = d.sinceReset(d.slow("ecc-corrected", 5, 1800), d.f.now()) + corrected
 		}
 	case gonvml.MEMORY_ERROR_TYPE_UNCORRECTED:
 		v = uncorrected

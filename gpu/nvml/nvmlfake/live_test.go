@@ -380,3 +380,31 @@ func TestCallsDoNotAccumulate(t *testing.T) {
 		t.Errorf("heap grew by %d KiB over a million calls", grown>>10)
 	}
 }
+
+func TestResetRestartsCounters(t *testing.T) {
+	m, clock := clocked(H100)
+	lib := mustNew(t, m)
+	h := handle(t, lib, 0)
+	clock.Advance(time.Hour)
+	before := val(h.GetTotalEnergyConsumption()).must(t, "energy")
+	ResetGPU(lib, 0)
+	if e := val(h.GetTotalEnergyConsumption()).must(t, "energy"); e != 0 {
+		t.Errorf("energy right after a reset = %d", e)
+	}
+	clock.Advance(10 * time.Second)
+	e := val(h.GetTotalEnergyConsumption()).must(t, "energy")
+	if e == 0 || e > before || e > 10*700_000 {
+		t.Errorf("energy 10 s after a reset = %d mJ", e)
+	}
+	if tx := field(t, h, gonvml.FI_DEV_PCIE_COUNT_TX_BYTES, 0); tx > 10*8e9 {
+		t.Errorf("PCIe bytes after a reset = %d", tx)
+	}
+	agg := val(h.GetTotalEccErrors(gonvml.MEMORY_ERROR_TYPE_CORRECTED, gonvml.AGGREGATE_ECC)).must(t, "ecc")
+	vol := val(h.GetTotalEccErrors(gonvml.MEMORY_ERROR_TYPE_CORRECTED, gonvml.VOLATILE_ECC)).must(t, "ecc")
+	if vol != 0 || agg == 0 {
+		t.Errorf("after a reset: volatile %d, aggregate %d", vol, agg)
+	}
+	if other := val(handle(t, lib, 1).GetTotalEnergyConsumption()).must(t, "energy"); other < before/2 {
+		t.Errorf("GPU 1 was reset too: %d", other)
+	}
+}
