@@ -18,6 +18,7 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/telemetry"
 )
 
 // Options configure the daemon. Everything the daemon touches comes in
@@ -42,6 +43,8 @@ type Options struct {
 	Watchdog time.Duration
 	// Listening, if set, is called with the bound metrics address.
 	Listening func(addr string)
+	// Traffic moves a simulated node's RDMA counters (nil on real hardware).
+	Traffic telemetry.Traffic
 }
 
 type daemon struct {
@@ -54,6 +57,7 @@ type daemon struct {
 	liveLimit atomic.Int64 // how stale the heartbeat may get, in nanoseconds
 	labels    labels.Set
 	states    map[string]source.State
+	sampler   *telemetry.Sampler
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -65,7 +69,14 @@ func Run(ctx context.Context, o Options) error {
 	defer d.closeBackends()
 	d.logMode()
 
-	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build))
+	stopSampler := d.startSampler(ctx)
+	defer stopSampler()
+
+	reg, err := exporters.NewRegistry(
+		exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources),
+		exporters.NewTelemetryCollector(d.sampler.Latest, d.snap.Load, exporters.TelemetryOptions{
+			DCGMCompat: d.cfg.Metrics.DCGMCompat, Hostname: d.cfg.NodeName}),
+	)
 	if err != nil {
 		return err
 	}

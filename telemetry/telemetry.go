@@ -73,6 +73,10 @@ type Frame struct {
 	GPUs []gpu.Sample
 	// Health has one verdict per GPU, in the same order.
 	Health []health.GPU
+	// InterconnectRates has, per GPU in the same order, the interconnect
+	// traffic (transmit plus receive, all links) in bytes per second over
+	// the last round; nil for the first round or a GPU without counters.
+	InterconnectRates []*float64
 	// Condition is the GPUHealthy condition; HasCondition is false on a
 	// node without GPUs.
 	Condition    nodestatus.Condition
@@ -107,9 +111,10 @@ type Sampler struct {
 	rdmaRunner *source.Runner[[]rdma.PortCounters]
 	podRunner  *source.Runner[[]podresources.Allocation]
 
-	roundMu sync.Mutex // one round at a time
-	bank    bank
-	lastGPU map[string][]gpu.Sample // per backend: what to report down when it fails
+	roundMu  sync.Mutex // one round at a time
+	bank     bank
+	lastGPU  map[string][]gpu.Sample // per backend: what to report down when it fails
+	lastLink map[string]linkTotal    // per GPU scope: interconnect bytes at the last round
 
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
@@ -118,6 +123,11 @@ type Sampler struct {
 
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
+}
+
+type linkTotal struct {
+	bytes uint64
+	at    time.Time
 }
 
 type xidKey struct {
@@ -137,15 +147,23 @@ func New(o Options) *Sampler {
 	if crit == nil {
 		crit = health.DefaultCriticalXIDs
 	}
-	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{},
+	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
 		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}}
 	for _, x := range crit {
 		s.critical[x] = true
 	}
 	for _, b := range o.Backends {
 		if smp, ok := b.(gpu.Sampler); ok {
+			// The backend gets four fifths of the round, so it can report
+			// its hung GPUs down (and the others up) before the runner's
+			// own timeout, the backstop for a backend that hangs whole.
+			sample := func(ctx context.Context) ([]gpu.Sample, error) {
+				ctx, cancel := context.WithTimeout(ctx, o.Timeout*4/5)
+				defer cancel()
+				return smp.Sample(ctx)
+			}
 			s.gpuRunners = append(s.gpuRunners, &source.Runner[[]gpu.Sample]{
-				Name: b.Name() + "-sample", Timeout: o.Timeout, Fn: smp.Sample})
+				Name: b.Name() + "-sample", Timeout: o.Timeout, Fn: sample})
 		}
 	}
 	s.rdmaRunner = &source.Runner[[]rdma.PortCounters]{Name: SourceRDMA, Timeout: o.Timeout,
@@ -284,6 +302,7 @@ func (s *Sampler) Round(ctx context.Context) {
 		f.Sources = append(f.Sources, st)
 	}
 	slices.SortStableFunc(f.GPUs, func(a, b gpu.Sample) int { return a.Index - b.Index })
+	f.InterconnectRates = s.linkRates(f.GPUs)
 	if len(ports) > 0 {
 		rdmaStatus = partial(rdmaStatus)
 	}
@@ -319,6 +338,35 @@ func (s *Sampler) Round(ctx context.Context) {
 	s.publishLocked()
 	s.mu.Unlock()
 	s.notify()
+}
+
+// linkRates is each GPU's interconnect traffic since the last round.
+func (s *Sampler) linkRates(gpus []gpu.Sample) []*float64 {
+	rates := make([]*float64, len(gpus))
+	for i, g := range gpus {
+		if g.Interconnect == nil || !g.Up {
+			continue
+		}
+		var total uint64
+		have := false
+		for _, l := range g.Interconnect.Links {
+			for _, c := range []*uint64{l.TransmitBytes, l.ReceiveBytes} {
+				if c != nil {
+					total, have = total+*c, true
+				}
+			}
+		}
+		if !have {
+			continue
+		}
+		key := scope(g)
+		if prev, ok := s.lastLink[key]; ok && g.Time.After(prev.at) && total >= prev.bytes {
+			r := float64(total-prev.bytes) / g.Time.Sub(prev.at).Seconds()
+			rates[i] = &r
+		}
+		s.lastLink[key] = linkTotal{bytes: total, at: g.Time}
+	}
+	return rates
 }
 
 // partial turns a source that returned values with some errors into OK:

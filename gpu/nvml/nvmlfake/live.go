@@ -3,6 +3,7 @@ package nvmlfake
 import (
 	"encoding/binary"
 	"math"
+	"strconv"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -192,8 +193,10 @@ func (d *device) nvlinkKiB(kind string, link int, t float64) uint64 {
 	if down {
 		t = min(t, since.Sub(d.f.start).Seconds())
 	}
-	bytes := d.f.spec.linkBps * (d.loadIntegral(t) + loadMean*uptimeSeconds)
-	return d.offset(kind, 1<<30) + uint64(bytes/1024)
+	// Links share the load unevenly: 90 to 110 % of the model's rate.
+	share := 0.9 + float64(d.offset(kind+"-share-"+strconv.Itoa(link), 1000))/5000
+	bytes := share * d.f.spec.linkBps * (d.loadIntegral(t) + loadMean*uptimeSeconds)
+	return d.offset(kind+"-"+strconv.Itoa(link), 1<<30) + uint64(bytes/1024)
 }
 
 // GetFieldValues answers the fields the agent asks for; any other field is
