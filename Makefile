@@ -41,9 +41,10 @@ test: deps lint tools
 
 # Real components the tests run, built once per version into the cache
 # ($$GPUNODE_CACHE, default ~/.cache/gpunode); the first build of helm takes
-# a few minutes.
+# a few minutes. Prometheus, promtool and node_exporter come from Debian's
+# packages (apt-get download, unpacked, never installed).
 tools: deps
-	@$(GO) run ./test/tools/install helm >/dev/null
+	@$(GO) run ./test/tools/install helm prometheus promtool node_exporter >/dev/null
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \

@@ -107,7 +107,7 @@ func (b *Backend) waitEvent() (gpu.Event, bool, error) {
 	if data.EventType&gonvml.EventTypeXidCriticalError == 0 {
 		return gpu.Event{}, false, nil
 	}
-	ev := gpu.Event{Time: time.Now(), GPU: -1, Kind: gpu.XID, Code: data.EventData}
+	ev := gpu.Event{Time: b.now(), GPU: -1, Kind: gpu.XID, Code: data.EventData}
 	for _, d := range b.events.devices {
 		if d.h == data.Device {
 			ev.GPU, ev.UUID = d.index, d.uuid

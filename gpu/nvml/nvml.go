@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -21,6 +22,7 @@ import (
 // waits for all of them so the library is never shut down under a caller.
 type Backend struct {
 	lib gonvml.Interface
+	now func() time.Time
 
 	// mu is held for reading by every call into the library and for
 	// writing by nvmlInit and nvmlShutdown.
@@ -51,11 +53,22 @@ var (
 	_ gpu.EventWatcher = (*Backend)(nil)
 )
 
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithClock stamps samples and events with now instead of time.Now (tests
+// and simulated nodes share it with the NVML fake).
+func WithClock(now func() time.Time) Option { return func(b *Backend) { b.now = now } }
+
 // New returns a backend over lib (gonvml.New() on a host, an nvmlfake
 // machine in tests). A nil lib is a backend whose library is always absent.
-// NVML is initialised lazily by the first Inventory.
-func New(lib gonvml.Interface) *Backend {
-	return &Backend{lib: lib}
+// NVML is initialised lazily by the first call that needs it.
+func New(lib gonvml.Interface, opts ...Option) *Backend {
+	b := &Backend{lib: lib, now: time.Now}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 // Name identifies the backend in source status.

@@ -94,7 +94,7 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 		select {
 		case st.busy <- struct{}{}:
 		default:
-			results[k] <- st.down(time.Now(), "previous read has not returned (the GPU hangs)")
+			results[k] <- st.down(b.now(), "previous read has not returned (the GPU hangs)")
 			continue
 		}
 		go func() {
@@ -116,7 +116,7 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 		select {
 		case out[k] = <-results[k]:
 		default:
-			out[k] = st.down(time.Now(), "timed out: "+context.Cause(ctx).Error())
+			out[k] = st.down(b.now(), "timed out: "+context.Cause(ctx).Error())
 		}
 	}
 	return out, joinSampleErrors(out)
@@ -185,7 +185,7 @@ func read[T any](r *sampleReader, fn string, f func() (T, gonvml.Return)) (T, bo
 func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	release, err := b.acquire()
 	if err != nil {
-		return st.down(time.Now(), err.Error())
+		return st.down(b.now(), err.Error())
 	}
 	defer release()
 	r := &sampleReader{b: b, st: st}
@@ -196,7 +196,7 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	}
 	h, ret := b.lib.DeviceGetHandleByIndex(st.identity.Index)
 	if ret != gonvml.SUCCESS {
-		s := st.down(time.Now(), fmt.Sprintf("nvmlDeviceGetHandleByIndex: %v", ret))
+		s := st.down(b.now(), fmt.Sprintf("nvmlDeviceGetHandleByIndex: %v", ret))
 		s.Lost = ret == gonvml.ERROR_GPU_IS_LOST
 		return s
 	}
@@ -204,7 +204,7 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	if !st.known {
 		r.identify()
 		if r.lost {
-			s := st.down(time.Now(), r.s.Errors[0])
+			s := st.down(b.now(), r.s.Errors[0])
 			s.Lost = true
 			return s
 		}
@@ -212,7 +212,7 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	st.idMu.Lock()
 	r.s = st.identity
 	st.idMu.Unlock()
-	r.s.Time = time.Now()
+	r.s.Time = b.now()
 	// nvlinkStates learns which links exist, which fields needs.
 	for _, f := range []func(){r.utilization, r.memory, r.power, r.thermal, r.clocks, r.clockEvents,
 		r.nvlinkStates, r.fields, r.pcie, r.ecc, r.remapped, r.profiling} {
