@@ -72,15 +72,16 @@ func Run(ctx context.Context, o Options) error {
 	stopSampler := d.startSampler(ctx)
 	defer stopSampler()
 
-	reg, err := exporters.NewRegistry(
-		exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources),
-		exporters.NewTelemetryCollector(d.sampler.Latest, d.snap.Load, exporters.TelemetryOptions{
-			DCGMCompat: d.cfg.Metrics.DCGMCompat, Hostname: d.cfg.NodeName}),
-	)
+	reg, err := exporters.NewRegistry(exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources))
 	if err != nil {
 		return err
 	}
-	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, o.Build.Version, d.log)
+	telemetryPart, err := exporters.NewTelemetryPart(d.sampler.Latest, d.snap.Load, exporters.TelemetryOptions{
+		DCGMCompat: d.cfg.Metrics.DCGMCompat, Hostname: d.cfg.NodeName})
+	if err != nil {
+		return err
+	}
+	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, o.Build.Version, d.log, telemetryPart)
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,19 @@ func NewTelemetryCollector(frame func() *telemetry.Frame, snap func() *snapshot.
 		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies()}
 }
 
+// NewTelemetryPart is the telemetry collector as a cached part of
+// /metrics: encoded once per sampler frame and snapshot.
+func NewTelemetryPart(frame func() *telemetry.Frame, snap func() *snapshot.Snapshot, o TelemetryOptions) (*Part, error) {
+	c := NewTelemetryCollector(frame, snap, o)
+	return Cached(c, func() any { return telemetryVersion{frame(), snap()} })
+}
+
+// telemetryVersion is what the telemetry output is a function of.
+type telemetryVersion struct {
+	f *telemetry.Frame
+	s *snapshot.Snapshot
+}
+
 func (c *telemetryCollector) Describe(chan<- *prometheus.Desc) {}
 
 func (c *telemetryCollector) Collect(ch chan<- prometheus.Metric) {

@@ -79,18 +79,19 @@ func samples(t testing.TB, scrape []byte) map[string]float64 {
 	return out
 }
 
-// startNodeExporter runs node_exporter's infiniband collector alone on a tree.
-func startNodeExporter(t testing.TB, root string) string {
+// startNodeExporter runs node_exporter's infiniband collector alone on a
+// tree and returns its address.
+func startNodeExporter(t testing.TB, root string) (*process, string) {
 	t.Helper()
 	bin, err := tools.NodeExporter()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	start(t, "node_exporter", bin, "--path.sysfs="+filepath.Join(root, "sys"), "--path.procfs="+filepath.Join(root, "proc"),
+	p := start(t, "node_exporter", bin, "--path.sysfs="+filepath.Join(root, "sys"), "--path.procfs="+filepath.Join(root, "proc"),
 		"--collector.disable-defaults", "--collector.infiniband", "--web.listen-address="+addr)
 	waitHTTP(t, "http://"+addr+"/metrics", 30*time.Second)
-	return addr
+	return p, addr
 }
 
 // compare checks every paired series of every port, and that both see the
@@ -148,7 +149,7 @@ func TestNodeExporterParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ne := startNodeExporter(t, n.Root)
+			_, ne := startNodeExporter(t, n.Root)
 			// --host-root (not --simulate): the agent reads the very tree
 			// node_exporter reads and moves nothing in it.
 			a := startAgent(t, "--host-root="+n.Root, "--metrics.sample-interval=100ms",
