@@ -2,8 +2,10 @@ package exporters
 
 import (
 	"bytes"
-	"compress/gzip"
+	"compress/flate"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,26 +18,32 @@ import (
 )
 
 // Part is a section of /metrics that changes only when its version does
-// (the telemetry between two sampling rounds): it is gathered, checked and
-// encoded once per version and format, then served as bytes. With gzip it
-// is kept as its own gzip member; a response is the live section's member
-// followed by the cached ones, which RFC 1952 allows (a gzip stream is a
-// series of members) and every Go, Python (urllib3) and zlib-based client
-// reads as one body. A scrape of a DGX then costs the encoding of the
+// (the telemetry between two sampling rounds): it is gathered, checked,
+// encoded and compressed once per version and format, then served as
+// bytes. A scrape of a DGX then costs the encoding and compression of the
 // few Go, process and agent series, not of the thousand-odd GPU and RDMA
 // series.
+//
+// Compressed, a part is a run of deflate blocks ended by a sync flush (an
+// empty stored block, so it ends on a byte boundary) and compressed from a
+// fresh state (so it refers to nothing before it). Such runs can follow
+// one another inside one deflate stream (RFC 1951), which is how pigz
+// joins its chunks: a response is one ordinary gzip member made of the
+// live section's run, the parts' cached runs and a final block, with the
+// CRC-32 and size of the whole.
 type Part struct {
 	reg     *prometheus.Registry
 	version func() any
 
 	mu       sync.Mutex
 	at       any
-	rendered map[renderKey][]byte
+	rendered map[expfmt.Format]*rendered
 }
 
-type renderKey struct {
-	format expfmt.Format
-	gzip   bool
+// rendered is a part in one format.
+type rendered struct {
+	plain    []byte
+	deflated []byte // sync-flushed deflate blocks of plain
 }
 
 // Cached makes a Part of collector c, whose output changes only when
@@ -45,11 +53,11 @@ func Cached(c prometheus.Collector, version func() any) (*Part, error) {
 	if err := reg.Register(c); err != nil {
 		return nil, fmt.Errorf("register collector: %w", err)
 	}
-	return &Part{reg: reg, version: version, rendered: map[renderKey][]byte{}}, nil
+	return &Part{reg: reg, version: version, rendered: map[expfmt.Format]*rendered{}}, nil
 }
 
-// bytes returns the part encoded in format, gzipped or not.
-func (p *Part) bytes(format expfmt.Format, gz bool) ([]byte, error) {
+// render returns the part encoded in format, plain and deflated.
+func (p *Part) render(format expfmt.Format) (*rendered, error) {
 	v := p.version()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -57,20 +65,30 @@ func (p *Part) bytes(format expfmt.Format, gz bool) ([]byte, error) {
 		clear(p.rendered)
 		p.at = v
 	}
-	k := renderKey{format, gz}
-	if b, ok := p.rendered[k]; ok {
-		return b, nil
+	if r, ok := p.rendered[format]; ok {
+		return r, nil
 	}
 	mfs, err := p.reg.Gather()
 	if err != nil {
 		return nil, err // not cached: the next scrape tries again
 	}
-	var buf bytes.Buffer
-	if err := encodeFamilies(&buf, format, gz, mfs, gzip.DefaultCompression); err != nil {
+	var plain, deflated bytes.Buffer
+	if err := encodeFamilies(&plain, format, mfs); err != nil {
 		return nil, err
 	}
-	p.rendered[k] = buf.Bytes()
-	return p.rendered[k], nil
+	fw, err := flate.NewWriter(&deflated, flate.DefaultCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fw.Write(plain.Bytes()); err != nil {
+		return nil, err
+	}
+	if err := fw.Flush(); err != nil {
+		return nil, err
+	}
+	r := &rendered{plain: plain.Bytes(), deflated: deflated.Bytes()}
+	p.rendered[format] = r
+	return r, nil
 }
 
 // offered are the formats /metrics serves, most preferred first.
@@ -78,10 +96,11 @@ var offered = []expfmt.Format{expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics
 
 // metricsHandler serves the live registry followed by the cached parts.
 type metricsHandler struct {
-	reg    *prometheus.Registry
-	parts  []*Part
-	logger *slog.Logger
-	bufs   sync.Pool // *bytes.Buffer: responses are about the same size each time
+	reg     *prometheus.Registry
+	parts   []*Part
+	logger  *slog.Logger
+	bufs    sync.Pool // *bytes.Buffer: responses are about the same size each time
+	flaters sync.Pool // *flate.Writer
 }
 
 func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,31 +111,49 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Like promhttp's ContinueOnError: serve what was gathered.
 		h.logger.Error("gathering metrics", "err", err)
 	}
+	live, _ := h.bufs.Get().(*bytes.Buffer)
 	body, _ := h.bufs.Get().(*bytes.Buffer)
+	if live == nil {
+		live = new(bytes.Buffer)
+	}
 	if body == nil {
 		body = new(bytes.Buffer)
 	}
+	live.Reset()
 	body.Reset()
+	defer h.bufs.Put(live)
 	defer h.bufs.Put(body)
-	if err := encodeFamilies(body, format, gz, mfs, gzip.BestSpeed); err != nil {
+	if err := encodeFamilies(live, format, mfs); err != nil {
 		h.logger.Error("encoding metrics", "err", err)
 		http.Error(w, "encoding metrics failed", http.StatusInternalServerError)
 		return
 	}
+	var parts []*rendered
 	for _, p := range h.parts {
-		b, err := p.bytes(format, gz)
+		rp, err := p.render(format)
 		if err != nil {
 			h.logger.Error("gathering metrics", "err", err)
 			continue
 		}
-		body.Write(b)
+		parts = append(parts, rp)
 	}
+	var tail []byte
 	if format.FormatType() == expfmt.TypeOpenMetrics {
-		var eof bytes.Buffer
-		expfmt.FinalizeOpenMetrics(&eof)
-		if err := writeMaybeGzip(body, eof.Bytes(), gz, gzip.BestSpeed); err != nil {
-			h.logger.Error("encoding metrics", "err", err)
+		tail = []byte("# EOF\n")
+	}
+	if gz {
+		err = h.gzipped(body, live.Bytes(), parts, tail)
+	} else {
+		body.Write(live.Bytes())
+		for _, rp := range parts {
+			body.Write(rp.plain)
 		}
+		body.Write(tail)
+	}
+	if err != nil {
+		h.logger.Error("compressing metrics", "err", err)
+		http.Error(w, "compressing metrics failed", http.StatusInternalServerError)
+		return
 	}
 	w.Header().Set("Content-Type", string(format))
 	if gz {
@@ -128,40 +165,62 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// encodeFamilies writes families in format (without OpenMetrics' final
-// "# EOF", which the handler adds once), as one gzip member when gz.
-func encodeFamilies(w *bytes.Buffer, format expfmt.Format, gz bool, mfs []*dto.MetricFamily, level int) error {
-	var plain bytes.Buffer
-	enc := expfmt.NewEncoder(&plain, format)
+// gzipHeader is a gzip member header: deflate, no flags, no time, no OS hint
+// (RFC 1952 section 2.3).
+var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
+
+// gzipped writes one gzip member holding live, the parts and tail: live
+// and tail are compressed now, the parts' deflate runs are copied.
+func (h *metricsHandler) gzipped(out *bytes.Buffer, live []byte, parts []*rendered, tail []byte) error {
+	fw, _ := h.flaters.Get().(*flate.Writer)
+	if fw == nil {
+		var err error
+		if fw, err = flate.NewWriter(io.Discard, flate.BestSpeed); err != nil {
+			return err
+		}
+	}
+	defer h.flaters.Put(fw)
+	out.Write(gzipHeader)
+	crc := crc32.ChecksumIEEE(live)
+	size := len(live)
+	fw.Reset(out)
+	if _, err := fw.Write(live); err != nil {
+		return err
+	}
+	if err := fw.Flush(); err != nil { // byte-aligned, not final
+		return err
+	}
+	for _, rp := range parts {
+		out.Write(rp.deflated)
+		crc = crc32.Update(crc, crc32.IEEETable, rp.plain)
+		size += len(rp.plain)
+	}
+	fw.Reset(out) // a fresh run: nothing refers back into the parts
+	if _, err := fw.Write(tail); err != nil {
+		return err
+	}
+	if err := fw.Close(); err != nil { // the final block
+		return err
+	}
+	crc = crc32.Update(crc, crc32.IEEETable, tail)
+	size += len(tail)
+	var trailer [8]byte
+	binary.LittleEndian.PutUint32(trailer[:4], crc)
+	binary.LittleEndian.PutUint32(trailer[4:], uint32(size))
+	out.Write(trailer[:])
+	return nil
+}
+
+// encodeFamilies writes families in format, without OpenMetrics' final
+// "# EOF", which the handler adds once at the very end.
+func encodeFamilies(w *bytes.Buffer, format expfmt.Format, mfs []*dto.MetricFamily) error {
+	enc := expfmt.NewEncoder(w, format)
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
 			return err
 		}
 	}
-	return writeMaybeGzip(w, plain.Bytes(), gz, level)
-}
-
-var gzipPools sync.Map // compression level -> *sync.Pool of *gzip.Writer
-
-func writeMaybeGzip(w *bytes.Buffer, b []byte, gz bool, level int) error {
-	if !gz {
-		w.Write(b)
-		return nil
-	}
-	pool, _ := gzipPools.LoadOrStore(level, &sync.Pool{})
-	zw, _ := pool.(*sync.Pool).Get().(*gzip.Writer)
-	if zw == nil {
-		var err error
-		if zw, err = gzip.NewWriterLevel(io.Discard, level); err != nil {
-			return err
-		}
-	}
-	defer pool.(*sync.Pool).Put(zw)
-	zw.Reset(w)
-	if _, err := zw.Write(b); err != nil {
-		return err
-	}
-	return zw.Close()
+	return nil
 }
 
 // acceptsGzip reports whether an Accept-Encoding header allows gzip.
