@@ -51,8 +51,10 @@ lint: deps
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Includes the agent's scrape against node_exporter's (test/metrics), which
+# needs the tools and takes about two minutes.
+bench: deps tools
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
 # Run every fuzz target for FUZZTIME each (plain `make test` runs their seeds).
 fuzz: deps
