@@ -11,10 +11,11 @@ import (
 	"github.com/gpunode/gpunode/telemetry"
 )
 
-// dcgmLabels are dcgm-exporter's labels for a GPU. Its MIG series add
-// GPU_I_PROFILE and GPU_I_ID; gpunode reports whole GPUs, for which
-// dcgm-exporter leaves those out too.
+// dcgmLabels are dcgm-exporter's labels for a GPU; its series of a MIG
+// instance add GPU_I_PROFILE and GPU_I_ID.
 var dcgmLabels = []string{"gpu", "UUID", "device", "modelName", "Hostname", "pci_bus_id"}
+
+var dcgmMIGLabels = []string{"GPU_I_PROFILE", "GPU_I_ID"}
 
 // dcgmFamilies are dcgm-exporter's names and units for what gpunode
 // measures (--metrics.dcgm-compat), so dashboards and alerts written for
@@ -26,18 +27,36 @@ type dcgmFamilies struct {
 	util, memCopyUtil, fbUsed, fbFree, power, energy, gpuTemp, memTemp family
 	smClock, memClock, replay, nvlinkBW, xid, throttle                 family
 	grActive, smActive, smOccupancy, tensorActive, dramActive          family
+	// The same names for MIG instances, with GPU_I_PROFILE and GPU_I_ID.
+	migFBUsed, migFBFree, migGR, migSM, migOccupancy, migTensor, migDRAM family
 }
 
 func newDCGMFamilies() dcgmFamilies {
 	d := func(name, help string, typ prometheus.ValueType) family {
 		return newFamily("DCGM_FI_"+name, help, typ, dcgmLabels)
 	}
+	mig := func(name, help string) family {
+		return newFamily("DCGM_FI_"+name, help, prometheus.GaugeValue, dcgmLabels, dcgmMIGLabels...)
+	}
 	gauge, untyped := prometheus.GaugeValue, prometheus.UntypedValue
+	help := map[string]string{
+		"DEV_FB_USED": "Framebuffer memory used (in MiB).", "DEV_FB_FREE": "Framebuffer memory free (in MiB).",
+		"PROF_GR_ENGINE_ACTIVE": "Ratio of time the graphics engine is active.", "PROF_SM_ACTIVE": "The ratio of cycles an SM has at least 1 warp assigned.",
+		"PROF_SM_OCCUPANCY": "The ratio of number of warps resident on an SM.", "PROF_PIPE_TENSOR_ACTIVE": "Ratio of cycles the tensor (HMMA) pipe is active.",
+		"PROF_DRAM_ACTIVE": "Ratio of cycles the device memory interface is active sending or receiving data.",
+	}
 	return dcgmFamilies{
+		migFBUsed:    mig("DEV_FB_USED", help["DEV_FB_USED"]),
+		migFBFree:    mig("DEV_FB_FREE", help["DEV_FB_FREE"]),
+		migGR:        mig("PROF_GR_ENGINE_ACTIVE", help["PROF_GR_ENGINE_ACTIVE"]),
+		migSM:        mig("PROF_SM_ACTIVE", help["PROF_SM_ACTIVE"]),
+		migOccupancy: mig("PROF_SM_OCCUPANCY", help["PROF_SM_OCCUPANCY"]),
+		migTensor:    mig("PROF_PIPE_TENSOR_ACTIVE", help["PROF_PIPE_TENSOR_ACTIVE"]),
+		migDRAM:      mig("PROF_DRAM_ACTIVE", help["PROF_DRAM_ACTIVE"]),
 		util:         d("DEV_GPU_UTIL", "GPU utilization (in %).", gauge),
 		memCopyUtil:  d("DEV_MEM_COPY_UTIL", "Memory utilization (in %).", gauge),
-		fbUsed:       d("DEV_FB_USED", "Framebuffer memory used (in MiB).", gauge),
-		fbFree:       d("DEV_FB_FREE", "Framebuffer memory free (in MiB).", gauge),
+		fbUsed:       d("DEV_FB_USED", help["DEV_FB_USED"], gauge),
+		fbFree:       d("DEV_FB_FREE", help["DEV_FB_FREE"], gauge),
 		power:        d("DEV_POWER_USAGE", "Power draw (in W).", gauge),
 		energy:       d("DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ); a counter.", untyped),
 		gpuTemp:      d("DEV_GPU_TEMP", "GPU temperature (in C).", gauge),
@@ -48,11 +67,11 @@ func newDCGMFamilies() dcgmFamilies {
 		nvlinkBW:     d("DEV_NVLINK_BANDWIDTH_TOTAL", "Total NVLink bandwidth for all links, transmit and receive (in MB/s, over the last sample period).", gauge),
 		xid:          d("DEV_XID_ERRORS", "Value of the last XID error encountered (0 if none).", gauge),
 		throttle:     d("DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (bitmask of DCGM_CLOCKS_THROTTLE_REASON_*).", gauge),
-		grActive:     d("PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active.", gauge),
-		smActive:     d("PROF_SM_ACTIVE", "The ratio of cycles an SM has at least 1 warp assigned.", gauge),
-		smOccupancy:  d("PROF_SM_OCCUPANCY", "The ratio of number of warps resident on an SM.", gauge),
-		tensorActive: d("PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles the tensor (HMMA) pipe is active.", gauge),
-		dramActive:   d("PROF_DRAM_ACTIVE", "Ratio of cycles the device memory interface is active sending or receiving data.", gauge),
+		grActive:     d("PROF_GR_ENGINE_ACTIVE", help["PROF_GR_ENGINE_ACTIVE"], gauge),
+		smActive:     d("PROF_SM_ACTIVE", help["PROF_SM_ACTIVE"], gauge),
+		smOccupancy:  d("PROF_SM_OCCUPANCY", help["PROF_SM_OCCUPANCY"], gauge),
+		tensorActive: d("PROF_PIPE_TENSOR_ACTIVE", help["PROF_PIPE_TENSOR_ACTIVE"], gauge),
+		dramActive:   d("PROF_DRAM_ACTIVE", help["PROF_DRAM_ACTIVE"], gauge),
 	}
 }
 
@@ -147,6 +166,35 @@ func (d *dcgmFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame,
 			opt(d.smOccupancy, p.SMOccupancy, 1)
 			opt(d.tensorActive, p.TensorActive, 1)
 			opt(d.dramActive, p.DRAMActive, 1)
+		}
+		d.migInstances(emit, f, s, t.id)
+	}
+}
+
+// migInstances emits the series dcgm-exporter has per MIG instance.
+func (d *dcgmFamilies) migInstances(emit func(prometheus.Metric), f *telemetry.Frame, s gpu.Sample, id []string) {
+	for _, inst := range s.MIG {
+		t := target{id: id}
+		if o := f.Pods[inst.UUID]; len(o) > 0 {
+			t.owner = []string{o[0].Namespace, o[0].Pod, o[0].Container}
+		}
+		gi := strconv.Itoa(inst.GPUInstanceID)
+		if inst.MemoryUsedBytes != nil {
+			emit(d.migFBUsed.metric(t, float64(*inst.MemoryUsedBytes>>20), inst.Profile, gi))
+		}
+		if inst.MemoryFreeBytes != nil {
+			emit(d.migFBFree.metric(t, float64(*inst.MemoryFreeBytes>>20), inst.Profile, gi))
+		}
+		if p := inst.Profiling; p != nil {
+			for _, v := range []struct {
+				fam family
+				p   *float64
+			}{{d.migGR, p.GraphicsActive}, {d.migSM, p.SMActive}, {d.migOccupancy, p.SMOccupancy},
+				{d.migTensor, p.TensorActive}, {d.migDRAM, p.DRAMActive}} {
+				if v.p != nil {
+					emit(v.fam.metric(t, *v.p, inst.Profile, gi))
+				}
+			}
 		}
 	}
 }

@@ -70,6 +70,13 @@ type simNode struct {
 
 func newSimNode(t testing.TB, name string) *simNode {
 	t.Helper()
+	return newSimNodeWith(t, name, nil, nil)
+}
+
+// newSimNodeWith builds the node with its NVML machine changed by change
+// (nil: as built) and the sampler's options by opts.
+func newSimNodeWith(t testing.TB, name string, change func(*nvmlfake.Machine), opts func(*telemetry.Options)) *simNode {
+	t.Helper()
 	n, err := sim.Build(name, shmDir(t))
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +90,10 @@ func newSimNode(t testing.TB, name string) *simNode {
 	if n.NVIDIA != nil {
 		m := *n.NVIDIA
 		m.Clock = c.Now
+		if change != nil {
+			m.GPUs = append([]nvmlfake.GPU(nil), m.GPUs...)
+			change(&m)
+		}
 		if lib, err = nvmlfake.New(m); err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +101,11 @@ func newSimNode(t testing.TB, name string) *simNode {
 	b := nvml.New(lib, nvml.WithClock(c.Now))
 	t.Cleanup(func() { b.Close() })
 	backends := []gpu.Backend{b}
-	s := telemetry.New(telemetry.Options{Interval: time.Second, Timeout: 10 * time.Second, FS: fsys, Backends: backends})
+	o := telemetry.Options{Interval: time.Second, Timeout: 10 * time.Second, FS: fsys, Backends: backends}
+	if opts != nil {
+		opts(&o)
+	}
+	s := telemetry.New(o)
 	snap := agent.NewDiscoverer(fsys, backends, 10*time.Second, name).Discover(context.Background())
 	snap.TakenAt = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for i := range snap.Sources {

@@ -56,6 +56,33 @@ type gpuFamilies struct {
 	linkTx, linkRx, linkUp, linksActive, linkErrors            family
 	ecc, xid, remapped, remapPending, remapFailed              family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
+	mig                                                        migFamilies
+}
+
+// migFamilies are the per-instance series of a GPU in MIG mode; they carry
+// the GPU's labels plus gpu_instance.
+type migFamilies struct {
+	info, allocation, memUsed, memFree, memTotal                    family
+	graphicsActive, smActive, smOccupancy, tensorActive, dramActive family
+}
+
+func newMIGFamilies() migFamilies {
+	m := func(name, help string, extra ...string) family {
+		return newFamily("gpunode_gpu_mig_"+name, help, prometheus.GaugeValue, gpuLabels, append([]string{"gpu_instance"}, extra...)...)
+	}
+	return migFamilies{
+		info: m("info", "MIG device identity; always 1.", "compute_instance", "profile", "mig_uuid"),
+		allocation: newFamily("gpunode_gpu_mig_allocation_info", "1 for each container the kubelet has allocated the MIG device to.",
+			prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance"}, "resource", "namespace", "pod", "container"),
+		memUsed:        m("memory_used_bytes", "MIG instance memory in use."),
+		memFree:        m("memory_free_bytes", "MIG instance memory free."),
+		memTotal:       m("memory_total_bytes", "MIG instance memory size."),
+		graphicsActive: m("graphics_active_ratio", "Fraction of time the instance's graphics or compute engine was active over the last sample period (GPM)."),
+		smActive:       m("sm_active_ratio", "Fraction of the instance's SMs busy over the last sample period (GPM)."),
+		smOccupancy:    m("sm_occupancy_ratio", "Resident warps as a fraction of the maximum on the instance's SMs over the last sample period (GPM)."),
+		tensorActive:   m("tensor_active_ratio", "Fraction of time any tensor pipe of the instance was active over the last sample period (GPM)."),
+		dramActive:     m("dram_active_ratio", "Fraction of the instance's peak DRAM bandwidth used over the last sample period (GPM)."),
+	}
 }
 
 func newGPUFamilies() gpuFamilies {
@@ -102,6 +129,7 @@ func newGPUFamilies() gpuFamilies {
 		smOccupancy:    g("sm_occupancy_ratio", "Resident warps as a fraction of the maximum over the last sample period (GPM).", gauge),
 		tensorActive:   g("tensor_active_ratio", "Fraction of time any tensor pipe was active over the last sample period (GPM).", gauge),
 		dramA:          g("dram_active_ratio", "Fraction of peak DRAM bandwidth used over the last sample period (GPM).", gauge),
+		mig:            newMIGFamilies(),
 	}
 }
 
@@ -156,6 +184,7 @@ func (g *gpuFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame, 
 		}
 		if s.Up {
 			g.values(emit, t, s)
+			g.migValues(emit, f, s)
 		}
 	}
 	for _, x := range f.XIDs {
@@ -164,6 +193,49 @@ func (g *gpuFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame, 
 			t = target{id: []string{strconv.Itoa(x.GPU), x.UUID, "", ""}}
 		}
 		emit(g.xid.metric(t, float64(x.Count), strconv.FormatUint(x.XID, 10)))
+	}
+}
+
+// migTarget labels a MIG instance: the GPU's identity, then its own
+// holder if a pod has it.
+func migTarget(f *telemetry.Frame, s gpu.Sample, inst gpu.MIGInstance) target {
+	t := target{id: []string{strconv.Itoa(s.Index), s.UUID, s.PCIBusID, s.Product}}
+	if o := f.Pods[inst.UUID]; len(o) > 0 {
+		t.owner = []string{o[0].Namespace, o[0].Pod, o[0].Container}
+	}
+	return t
+}
+
+// migValues emits the per-instance series of a GPU in MIG mode.
+func (g *gpuFamilies) migValues(emit func(prometheus.Metric), f *telemetry.Frame, s gpu.Sample) {
+	m := g.mig
+	for _, inst := range s.MIG {
+		t := migTarget(f, s, inst)
+		gi := strconv.Itoa(inst.GPUInstanceID)
+		emit(m.info.metric(t, 1, gi, strconv.Itoa(inst.ComputeInstanceID), inst.Profile, inst.UUID))
+		for _, o := range f.Pods[inst.UUID] {
+			emit(prometheus.MustNewConstMetric(m.allocation.plain, prometheus.GaugeValue, 1,
+				strconv.Itoa(s.Index), s.UUID, gi, o.Resource, o.Namespace, o.Pod, o.Container))
+		}
+		for _, v := range []struct {
+			fam family
+			p   *uint64
+		}{{m.memUsed, inst.MemoryUsedBytes}, {m.memFree, inst.MemoryFreeBytes}, {m.memTotal, inst.MemoryTotalBytes}} {
+			if v.p != nil {
+				emit(v.fam.metric(t, float64(*v.p), gi))
+			}
+		}
+		if p := inst.Profiling; p != nil {
+			for _, v := range []struct {
+				fam family
+				p   *float64
+			}{{m.graphicsActive, p.GraphicsActive}, {m.smActive, p.SMActive}, {m.smOccupancy, p.SMOccupancy},
+				{m.tensorActive, p.TensorActive}, {m.dramActive, p.DRAMActive}} {
+				if v.p != nil {
+					emit(v.fam.metric(t, *v.p, gi))
+				}
+			}
+		}
 	}
 }
 

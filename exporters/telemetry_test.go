@@ -245,3 +245,98 @@ func values(m map[string]*dto.MetricFamily) []*dto.MetricFamily {
 	}
 	return out
 }
+
+// A GPU in MIG mode: each instance has its gpunode_gpu_mig_* series and
+// dcgm-exporter's per-instance series with GPU_I_PROFILE and GPU_I_ID, the
+// pod holding an instance labels that instance's series, and promtool
+// finds nothing to object to in gpunode's names.
+func TestMIG(t *testing.T) {
+	uuids := make(chan []string, 1)
+	var socket string
+	n := newSimNodeWith(t, "dgx-h100-ib", func(m *nvmlfake.Machine) {
+		m.GPUs[3].MIGEnabled = true
+		m.GPUs[3].MIG = []string{"3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"}
+		lib, err := nvmlfake.New(*m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lib.Init()
+		h, _ := lib.DeviceGetHandleByIndex(3)
+		var u []string
+		for i := range 4 {
+			md, _ := h.GetMigDeviceHandleByIndex(i)
+			id, _ := md.GetUUID()
+			u = append(u, id)
+		}
+		lib.Shutdown()
+		uuids <- u
+		socket = startKubelet(t, &v1.PodResources{Namespace: "llm", Name: "small-model", Containers: []*v1.ContainerResources{{
+			Name: "vllm", Devices: []*v1.ContainerDevices{{ResourceName: "nvidia.com/mig-1g.10gb", DeviceIds: []string{u[2]}}}}}})
+	}, func(o *telemetry.Options) { o.Pods = podresources.New(socket) })
+	migUUIDs := <-uuids
+	scrape := n.gather(t, exporters.TelemetryOptions{DCGMCompat: true, Hostname: "node-1"})
+	s := parse(t, scrape)
+	if got := find(s, "gpunode_gpu_mig_info", map[string]string{"gpu": "3"}); len(got) != 4 {
+		t.Fatalf("MIG info: %v", got)
+	}
+	if got := find(s, "gpunode_gpu_mig_info", map[string]string{"gpu_instance": "3", "profile": "1g.10gb", "mig_uuid": migUUIDs[2]}); len(got) != 1 {
+		t.Errorf("instance 3: %v", got)
+	}
+	for _, name := range []string{"gpunode_gpu_mig_memory_used_bytes", "gpunode_gpu_mig_graphics_active_ratio", "gpunode_gpu_mig_tensor_active_ratio"} {
+		if got := find(s, name, map[string]string{"gpu": "3"}); len(got) != 4 {
+			t.Errorf("%s: %d series", name, len(got))
+		}
+	}
+	if got := find(s, "gpunode_gpu_mig_memory_total_bytes", map[string]string{"gpu_instance": "1"}); len(got) != 1 || got[0].Value != 40<<30 {
+		t.Errorf("3g.40gb memory: %v", got)
+	}
+	// The pod labels follow the instance it holds, not the GPU.
+	if got := find(s, "gpunode_gpu_mig_memory_used_bytes", map[string]string{"gpu_instance": "3", "pod": "small-model", "container": "vllm"}); len(got) != 1 {
+		t.Errorf("owned instance: %v", got)
+	}
+	if got := find(s, "gpunode_gpu_power_watts", map[string]string{"gpu": "3"}); len(got) != 1 || got[0].Metric["pod"] != "" {
+		t.Errorf("GPU-level series of a MIG GPU: %v", got)
+	}
+	if got := find(s, "gpunode_gpu_mig_allocation_info", map[string]string{"gpu_instance": "3", "resource": "nvidia.com/mig-1g.10gb"}); len(got) != 1 {
+		t.Errorf("allocation info: %v", got)
+	}
+	// dcgm-exporter's per-instance series, as its dashboard groups them.
+	for _, name := range []string{"DCGM_FI_DEV_FB_USED", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"} {
+		got := find(s, name, map[string]string{"gpu": "3"})
+		withGI := 0
+		for _, x := range got {
+			if x.Metric["GPU_I_ID"] != "" && x.Metric["GPU_I_PROFILE"] != "" {
+				withGI++
+			}
+		}
+		if withGI != 4 {
+			t.Errorf("%s: %d instance series of %v", name, withGI, got)
+		}
+	}
+	if got := find(s, "DCGM_FI_DEV_FB_USED", map[string]string{"GPU_I_ID": "3", "pod": "small-model"}); len(got) != 1 {
+		t.Errorf("DCGM instance pod labels: %v", got)
+	}
+	var gpunodeOnly []string
+	for _, l := range strings.Split(string(scrape), "\n") {
+		if !strings.Contains(l, "DCGM_FI_") {
+			gpunodeOnly = append(gpunodeOnly, l)
+		}
+	}
+	if problems := promtool(t, []byte(strings.Join(gpunodeOnly, "\n"))); len(problems) > 0 {
+		t.Errorf("promtool: %v", problems)
+	}
+}
+
+func startKubelet(t testing.TB, pods ...*v1.PodResources) string {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "kubelet.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	v1.RegisterPodResourcesListerServer(srv, &kubelet{pods: pods})
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return socket
+}

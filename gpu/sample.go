@@ -94,6 +94,23 @@ type Sample struct {
 	RemappedRows *RemappedRows `json:"remapped_rows,omitempty"`
 	// Profiling holds engine activity (NVML GPM on Hopper and newer).
 	Profiling *Profiling `json:"profiling,omitempty"`
+	// MIG lists the instances of a GPU partitioned with Multi-Instance
+	// GPU, in index order; a GPU in MIG mode reports its activity here.
+	MIG []MIGInstance `json:"mig,omitempty"`
+}
+
+// MIGInstance is one MIG device: a GPU instance and a compute instance.
+type MIGInstance struct {
+	GPUInstanceID     int `json:"gpu_instance_id"`
+	ComputeInstanceID int `json:"compute_instance_id"`
+	// UUID is the MIG device's ("MIG-..."), which device plugins allocate.
+	UUID string `json:"uuid"`
+	// Profile is the instance's profile ("1g.10gb", "3g.40gb").
+	Profile          string     `json:"profile"`
+	MemoryUsedBytes  *uint64    `json:"memory_used_bytes,omitempty"`
+	MemoryFreeBytes  *uint64    `json:"memory_free_bytes,omitempty"`
+	MemoryTotalBytes *uint64    `json:"memory_total_bytes,omitempty"`
+	Profiling        *Profiling `json:"profiling,omitempty"`
 }
 
 // Temperature sensors.

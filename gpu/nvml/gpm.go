@@ -48,10 +48,16 @@ func (r *sampleReader) profiling() {
 	if _, ok := read(r, "nvmlGpmSampleGet", func() (struct{}, gonvml.Return) { return struct{}{}, r.h.GpmSampleGet(g.cur) }); !ok {
 		return
 	}
+	r.s.Profiling = r.gpmMetrics(g)
+}
+
+// gpmMetrics turns the sample just taken into g.cur and the one before
+// into metrics; nil on the first round or when nothing could be read.
+func (r *sampleReader) gpmMetrics(g *gpmState) *gpu.Profiling {
 	g.prev, g.cur = g.cur, g.prev // prev is now the sample just taken
 	if !g.primed {
 		g.primed = true
-		return
+		return nil
 	}
 	m := g.metrics
 	*m = gonvml.GpmMetricsGetType{NumMetrics: uint32(len(gpmMetrics)), Sample1: g.cur, Sample2: g.prev}
@@ -59,7 +65,7 @@ func (r *sampleReader) profiling() {
 		m.Metrics[i].MetricId = uint32(gm.id)
 	}
 	if _, ok := read(r, "nvmlGpmMetricsGet", func() (struct{}, gonvml.Return) { return struct{}{}, r.b.lib.GpmMetricsGet(m) }); !ok {
-		return
+		return nil
 	}
 	var p gpu.Profiling
 	have := false
@@ -77,9 +83,10 @@ func (r *sampleReader) profiling() {
 		*gm.into(&p) = ptr(min(max(got.Value/100, 0), 1))
 		have = true
 	}
-	if have {
-		r.s.Profiling = &p
+	if !have {
+		return nil
 	}
+	return &p
 }
 
 // gpmStart decides whether the GPU has GPM and allocates its samples. It
@@ -139,4 +146,11 @@ func (g *gpmState) free() error {
 	return errors.Join(errs...)
 }
 
-func (st *gpuState) freeGPM() error { return st.gpm.free() }
+func (st *gpuState) freeGPM() error {
+	errs := []error{st.gpm.free()}
+	for gi, g := range st.migGPM {
+		errs = append(errs, g.free())
+		delete(st.migGPM, gi)
+	}
+	return errors.Join(errs...)
+}

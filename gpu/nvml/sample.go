@@ -43,9 +43,10 @@ type gpuState struct {
 	identity gpu.Sample // Index, UUID, PCIBusID, Product, DeviceNode
 
 	// Written only by the goroutine holding busy.
-	known bool  // identity has been read once
-	links []int // NVLink numbers the GPU has; nil until enumerated
-	gpm   gpmState
+	known  bool  // identity has been read once
+	links  []int // NVLink numbers the GPU has; nil until enumerated
+	gpm    gpmState
+	migGPM migGPM
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
 }
@@ -191,7 +192,7 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	r := &sampleReader{b: b, st: st}
 	if st.generation != b.generation {
 		// A new Init: GPM samples of the old one are gone with it.
-		st.gpm = gpmState{}
+		st.gpm, st.migGPM = gpmState{}, nil
 		st.generation = b.generation
 	}
 	h, ret := b.lib.DeviceGetHandleByIndex(st.identity.Index)
@@ -215,7 +216,7 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	r.s.Time = b.now()
 	// nvlinkStates learns which links exist, which fields needs.
 	for _, f := range []func(){r.utilization, r.memory, r.power, r.thermal, r.clocks, r.clockEvents,
-		r.nvlinkStates, r.fields, r.pcie, r.ecc, r.remapped, r.profiling} {
+		r.nvlinkStates, r.fields, r.pcie, r.ecc, r.remapped, r.profiling, r.mig} {
 		if r.lost {
 			break
 		}

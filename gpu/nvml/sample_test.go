@@ -443,3 +443,62 @@ func TestWatchEvents(t *testing.T) {
 		t.Errorf("event %+v", e)
 	}
 }
+
+// A GPU in MIG mode reports each MIG device (GPU instance, compute
+// instance, UUID, profile, memory) and each instance's GPM activity; the
+// whole-GPU utilization is not supported in MIG mode and is absent.
+func TestMIGInstances(t *testing.T) {
+	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	m := dgx(nvmlfake.H100)
+	m.Clock = c.Now
+	m.GPUs[3].MIGEnabled = true
+	m.GPUs[3].MIG = []string{"3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"}
+	lib := build(t, m)
+	b := nvml.New(lib, nvml.WithClock(c.Now))
+	defer b.Close()
+	sample(t, b)
+	c.Advance(5 * time.Second)
+	s := sample(t, b)[3]
+	if !s.Up || len(s.Errors) != 0 || s.Utilization != nil || s.PowerWatts == nil {
+		t.Fatalf("MIG GPU: up %v, errors %v, utilization %v", s.Up, s.Errors, s.Utilization)
+	}
+	if len(s.MIG) != 4 {
+		t.Fatalf("%d MIG instances, want 4: %+v", len(s.MIG), s.MIG)
+	}
+	wantMem := []uint64{40, 20, 10, 10}
+	uuids := map[string]bool{}
+	for i, inst := range s.MIG {
+		if inst.GPUInstanceID != i+1 || inst.Profile != m.GPUs[3].MIG[i] || !strings.HasPrefix(inst.UUID, "MIG-") ||
+			*inst.MemoryTotalBytes != wantMem[i]<<30 || *inst.MemoryUsedBytes+*inst.MemoryFreeBytes != wantMem[i]<<30 {
+			t.Errorf("instance %d: %+v", i, inst)
+		}
+		if p := inst.Profiling; p == nil || p.GraphicsActive == nil || *p.GraphicsActive <= 0 || *p.GraphicsActive > 1 {
+			t.Errorf("instance %d profiling %+v", i, inst.Profiling)
+		}
+		uuids[inst.UUID] = true
+	}
+	if len(uuids) != 4 {
+		t.Error("MIG UUIDs repeat")
+	}
+	for i, g := range sample(t, b) {
+		if i != 3 && (g.MIG != nil || g.Utilization == nil) {
+			t.Errorf("GPU %d: MIG %v, utilization %v", i, g.MIG, g.Utilization)
+		}
+	}
+	// MIG mode off: the instances and their GPM samples go.
+	h, _ := lib.DeviceGetHandleByIndex(3)
+	h.SetMigMode(gonvml.DEVICE_MIG_DISABLE)
+	if s := sample(t, b)[3]; s.MIG != nil || s.Utilization == nil {
+		t.Errorf("after MIG off: %+v", s)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a, f := nvmlfake.Calls(lib, "nvmlGpmSampleAlloc"), nvmlfake.Calls(lib, "nvmlGpmSampleFree"); a != f {
+		t.Errorf("%d GPM samples allocated, %d freed", a, f)
+	}
+	m.GPUs[3].MIG = []string{"7g.80gb", "1g.10gb"}
+	if _, err := nvmlfake.New(m); err == nil || !strings.Contains(err.Error(), "need 8 slices") {
+		t.Errorf("an impossible MIG layout: %v", err)
+	}
+}

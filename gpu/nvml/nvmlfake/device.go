@@ -29,6 +29,8 @@ type device struct {
 	eccCorrected, eccUncorrected uint64
 	remapUncorrectable           uint64
 	remapPending, remapFailed    bool
+	// mig are the MIG devices of a MIG-enabled GPU, in index order.
+	mig []*migDevice
 	// reset is set by ResetGPU: the driver's counters count from resetAt
 	// (seconds since the machine was built).
 	reset   bool

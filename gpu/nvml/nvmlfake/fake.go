@@ -162,7 +162,9 @@ var (
 		"nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetPcieReplayCounter",
 		"nvmlDeviceGetFieldValues", "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetRemappedRows",
 		"nvmlGpmQueryDeviceSupport", "nvmlGpmSampleGet", "nvmlDeviceGetSupportedEventTypes",
-		"nvmlDeviceRegisterEvents"}
+		"nvmlDeviceRegisterEvents", "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+		"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId", "nvmlDeviceIsMigDeviceHandle",
+		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet"}
 )
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {
@@ -187,6 +189,12 @@ func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*devi
 	sd.PciBusID = bus
 	if g.MIGEnabled {
 		sd.MigMode = gonvml.DEVICE_MIG_ENABLE
+	}
+	if len(g.MIG) > 0 && !g.MIGEnabled {
+		return nil, fmt.Errorf("MIG instances %v on a GPU without MIG mode", g.MIG)
+	}
+	if err := f.newMIGDevices(d, seed); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

@@ -11,7 +11,8 @@ type gpmSample struct {
 	*mock.GpmSample
 	f     *machine
 	dev   *device
-	t     float64 // seconds since the machine was built
+	mig   *migDevice // set for a sample of one GPU instance
+	t     float64    // seconds since the machine was built
 	freed bool
 }
 
@@ -73,7 +74,7 @@ func (d *device) GpmSampleGet(sample gonvml.GpmSample) gonvml.Return {
 	if !ok || s.f != d.f {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
-	if !d.f.spec.gpm {
+	if !d.f.spec.gpm || d.migEnabled() { // a MIG GPU is sampled per instance
 		return gonvml.ERROR_NOT_SUPPORTED
 	}
 	d.f.mu.Lock()
@@ -81,7 +82,7 @@ func (d *device) GpmSampleGet(sample gonvml.GpmSample) gonvml.Return {
 	if s.freed {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
-	s.dev, s.t = d, d.f.now()
+	s.dev, s.mig, s.t = d, nil, d.f.now()
 	return gonvml.SUCCESS
 }
 
@@ -93,13 +94,16 @@ func (f *machine) GpmMetricsGet(m *gonvml.GpmMetricsGetType) gonvml.Return {
 	}
 	s1, ok1 := m.Sample1.(*gpmSample)
 	s2, ok2 := m.Sample2.(*gpmSample)
-	if !ok1 || !ok2 || s1.dev == nil || s1.dev != s2.dev || s2.t < s1.t || int(m.NumMetrics) > len(m.Metrics) {
+	if !ok1 || !ok2 || s1.dev == nil || s1.dev != s2.dev || s1.mig != s2.mig || s2.t < s1.t || int(m.NumMetrics) > len(m.Metrics) {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
-	d := s1.dev
-	mean := d.load(s2.t)
+	load, integral := s1.dev.load, s1.dev.loadIntegral
+	if s1.mig != nil {
+		load, integral = s1.mig.load, s1.mig.loadIntegral
+	}
+	mean := load(s2.t)
 	if s2.t > s1.t {
-		mean = (d.loadIntegral(s2.t) - d.loadIntegral(s1.t)) / (s2.t - s1.t)
+		mean = (integral(s2.t) - integral(s1.t)) / (s2.t - s1.t)
 	}
 	for i := range int(m.NumMetrics) {
 		share, ok := gpmShares[gonvml.GpmMetricId(m.Metrics[i].MetricId)]

@@ -53,7 +53,15 @@ func (d *device) offset(kind string, span uint64) uint64 {
 	return binary.BigEndian.Uint64(h[:8]) % span
 }
 
+// GetUtilizationRates is NOT_SUPPORTED on a GPU in MIG mode, as on real
+// ones: its activity is per instance (GPM).
 func (d *device) GetUtilizationRates() (gonvml.Utilization, gonvml.Return) {
+	if d.migEnabled() {
+		if ret := d.f.enter("nvmlDeviceGetUtilizationRates", d); ret != gonvml.SUCCESS {
+			return gonvml.Utilization{}, ret
+		}
+		return gonvml.Utilization{}, gonvml.ERROR_NOT_SUPPORTED
+	}
 	return answer(d.f, "nvmlDeviceGetUtilizationRates", d, func() gonvml.Utilization {
 		a := d.load(d.f.now())
 		return gonvml.Utilization{Gpu: uint32(math.Round(100 * a)), Memory: uint32(math.Round(70 * a))}

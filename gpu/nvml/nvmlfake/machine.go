@@ -53,4 +53,7 @@ type GPU struct {
 	PCIeWidth int
 	// MIGEnabled turns MIG mode on (current and pending).
 	MIGEnabled bool
+	// MIG lists the GPU instances of a MIG-enabled GPU by profile
+	// ("3g.40gb", "1g.10gb", ...), each with one compute instance.
+	MIG []string
 }
