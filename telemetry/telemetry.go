@@ -115,6 +115,7 @@ type Sampler struct {
 	bank     bank
 	lastGPU  map[string][]gpu.Sample // per backend: what to report down when it fails
 	lastLink map[string]linkTotal    // per GPU scope: interconnect bytes at the last round
+	lastPods map[string][]podresources.Allocation
 
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
@@ -312,9 +313,15 @@ func (s *Sampler) Round(ctx context.Context) {
 	f.RDMA = ports
 	f.Sources = append(f.Sources, rdmaStatus)
 	if podsEnabled {
-		if podStatus.State == source.OK {
-			f.Pods = podresources.Index(allocs)
+		switch podStatus.State {
+		case source.OK:
+			s.lastPods = podresources.Index(allocs)
+		case source.Absent:
+			s.lastPods = nil
 		}
+		// A kubelet that fails to answer once keeps the last allocations:
+		// pod labels that came and went would split every GPU series.
+		f.Pods = s.lastPods
 		f.Sources = append(f.Sources, podStatus)
 	}
 	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })

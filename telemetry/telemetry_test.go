@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -387,5 +388,46 @@ func TestSimulatedTraffic(t *testing.T) {
 	s.Round(context.Background())
 	if b := counter(s.Latest().RDMA[0], "port_xmit_data"); b <= a {
 		t.Errorf("port_xmit_data did not move: %d -> %d", a, b)
+	}
+}
+
+// flakyPods answers from a list, or fails when told to.
+type flakyPods struct {
+	mu     sync.Mutex
+	allocs []podresources.Allocation
+	err    error
+}
+
+func (p *flakyPods) List(context.Context) ([]podresources.Allocation, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.allocs, p.err
+}
+
+// A kubelet that fails once keeps the last allocations; one that is gone
+// (its socket absent) clears them.
+func TestPodAllocationsSurviveAFailedList(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	pods := &flakyPods{allocs: []podresources.Allocation{{DeviceID: "GPU-x", Namespace: "ns", Pod: "p", Container: "c"}}}
+	o := n.options()
+	o.Pods = pods
+	s := New(o)
+	s.Round(context.Background())
+	if len(s.Latest().Pods["GPU-x"]) != 1 {
+		t.Fatalf("pods %v", s.Latest().Pods)
+	}
+	pods.mu.Lock()
+	pods.err = errors.New("rpc error: code = Unavailable")
+	pods.mu.Unlock()
+	s.Round(context.Background())
+	if f := s.Latest(); len(f.Pods["GPU-x"]) != 1 || status(f, SourcePods).State != source.Error {
+		t.Errorf("after a failed List: pods %v, status %+v", f.Pods, status(f, SourcePods))
+	}
+	pods.mu.Lock()
+	pods.err = source.NewAbsent("no kubelet")
+	pods.mu.Unlock()
+	s.Round(context.Background())
+	if f := s.Latest(); f.Pods != nil {
+		t.Errorf("pods kept without a kubelet: %v", f.Pods)
 	}
 }
