@@ -284,6 +284,9 @@ func (s *Sampler) Round(ctx context.Context) {
 	wg.Wait()
 
 	f := Frame{Time: now}
+	// Two backends may read the same GPU (AMD SMI and amdgpu sysfs): the
+	// first in backend order reports it, as in discovery.
+	seen := map[string]bool{}
 	for i, r := range s.gpuRunners {
 		samples, st := gpuSamples[i], gpuStatus[i]
 		if len(samples) == 0 && st.State == source.Error {
@@ -296,10 +299,18 @@ func (s *Sampler) Round(ctx context.Context) {
 			st = partial(st)
 			s.lastGPU[r.Name] = identities(samples)
 		}
-		for j := range samples {
-			s.accumulateGPU(&samples[j])
+		for _, g := range samples {
+			key := g.PCIBusID
+			if key == "" {
+				key = scope(g)
+			}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			s.accumulateGPU(&g)
+			f.GPUs = append(f.GPUs, g)
 		}
-		f.GPUs = append(f.GPUs, samples...)
 		f.Sources = append(f.Sources, st)
 	}
 	slices.SortStableFunc(f.GPUs, func(a, b gpu.Sample) int { return a.Index - b.Index })

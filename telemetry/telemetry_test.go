@@ -431,3 +431,27 @@ func TestPodAllocationsSurviveAFailedList(t *testing.T) {
 		t.Errorf("pods kept without a kubelet: %v", f.Pods)
 	}
 }
+
+// Two backends that read the same GPUs (AMD SMI and amdgpu sysfs on one
+// node) report each GPU once: the first backend's.
+func TestSameGPUFromTwoBackends(t *testing.T) {
+	n := newNode(t, "dgx-b200-ib")
+	second := nvml.New(n.lib)
+	defer second.Close()
+	o := n.options()
+	o.Backends = append(o.Backends, namedBackend{second, "second"})
+	s := New(o)
+	s.Round(context.Background())
+	f := s.Latest()
+	if len(f.GPUs) != 8 || status(f, "second-sample").State != source.OK {
+		t.Errorf("%d GPUs, second source %+v", len(f.GPUs), status(f, "second-sample"))
+	}
+}
+
+// namedBackend renames a backend, so two can run side by side.
+type namedBackend struct {
+	*nvml.Backend
+	name string
+}
+
+func (b namedBackend) Name() string { return b.name }
