@@ -46,17 +46,20 @@ test: test-deps lint tools
 # Real components the tests run, built or fetched once per version into the
 # cache ($$GPUNODE_CACHE, default ~/.cache/gpunode), outside go test timeouts:
 # helm (a few minutes to build), etcd and kube-apiserver (about 6 minutes),
-# and the Debian kernel and busybox the VM tests boot (about 70 MB).
+# Prometheus, promtool and node_exporter (Debian packages, unpacked, never
+# installed), and the Debian kernel and busybox the VM tests boot (about 70 MB).
 tools: test-deps
-	@$(GO) run ./test/tools/install helm etcd kube-apiserver vm >/dev/null
+	@$(GO) run ./test/tools/install helm etcd kube-apiserver prometheus promtool node_exporter vm >/dev/null
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Includes the agent's scrape against node_exporter's (test/metrics), which
+# needs the tools and takes about two minutes.
 bench: deps tools
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
 # Run every fuzz target for FUZZTIME each (plain `make test` runs their seeds).
 fuzz: deps

@@ -23,6 +23,7 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/telemetry"
 	"github.com/gpunode/gpunode/tuning"
 )
 
@@ -54,6 +55,8 @@ type Options struct {
 	// Kube is the client for publishing to the Node named by
 	// Config.NodeName; nil means standalone.
 	Kube kubernetes.Interface
+	// Traffic moves a simulated node's RDMA counters (nil on real hardware).
+	Traffic telemetry.Traffic
 }
 
 type daemon struct {
@@ -69,6 +72,7 @@ type daemon struct {
 	tuning    *tuningLoop
 	condition nodestatus.Condition
 	pub       *publish.Publisher // nil when not publishing
+	sampler   *telemetry.Sampler
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -88,8 +92,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, emit, d.snap.Load)
 	tuningConfigs := make(chan config.Config, 1)
+	stopSampler := d.startSampler(ctx)
+	defer stopSampler()
+
 	collectors := []prometheus.Collector{
-		exporters.NewAgentCollector(d.snap.Load, o.Build),
+		exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),
 	}
 	if d.pub != nil {
@@ -99,7 +106,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, o.Build.Version, d.log)
+	telemetryPart, err := exporters.NewTelemetryPart(d.sampler.Latest, d.snap.Load, exporters.TelemetryOptions{
+		DCGMCompat: d.cfg.Metrics.DCGMCompat, Hostname: d.cfg.NodeName})
+	if err != nil {
+		return err
+	}
+	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, o.Build.Version, d.log, telemetryPart)
 	if err != nil {
 		return err
 	}

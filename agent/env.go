@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/sim"
+	"github.com/gpunode/gpunode/telemetry"
 )
 
 // Env is what discovery runs against: a host root and GPU backends, real
@@ -26,7 +28,9 @@ type Env struct {
 	FS        hostfs.FS
 	Backends  []gpu.Backend
 	Simulated string
-	cleanup   func() error
+	// Traffic moves a simulated node's RDMA counters; nil on real hardware.
+	Traffic telemetry.Traffic
+	cleanup func() error
 }
 
 // Close removes a simulated tree. The backends are closed by their user.
@@ -71,6 +75,11 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 		return nil, errors.Join(err, cleanup())
 	}
 	env := &Env{FS: fsys, Simulated: simulate, cleanup: cleanup}
+	traffic, err := sim.NewTraffic(node, time.Now())
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("simulate %s: %w", simulate, err), cleanup())
+	}
+	env.Traffic = traffic
 	if cfg.GPU.NVML.Enabled {
 		var lib gonvml.Interface // nil: the node has no NVIDIA library
 		if node.NVIDIA != nil {

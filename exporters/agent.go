@@ -22,24 +22,29 @@ type BuildInfo struct {
 type agentCollector struct {
 	snap  func() *snapshot.Snapshot
 	build BuildInfo
+	// more report sources beside discovery's (the sampler's), same metrics.
+	more []func() []source.Status
 
 	buildInfo, sourceUp, sourceState, sourceDuration, snapshotTime, simulated *prometheus.Desc
 }
 
 // NewAgentCollector exports build info, per-source status and timing, and
 // the age of the snapshot. snap returns nil until the first discovery.
-func NewAgentCollector(snap func() *snapshot.Snapshot, build BuildInfo) prometheus.Collector {
+// more adds the statuses of other sources (the sampler's) to the same
+// metrics; their names must differ from discovery's.
+func NewAgentCollector(snap func() *snapshot.Snapshot, build BuildInfo, more ...func() []source.Status) prometheus.Collector {
 	return &agentCollector{
 		snap:  snap,
 		build: build,
+		more:  more,
 		buildInfo: prometheus.NewDesc("gpunode_build_info",
 			"Build of the running gpunode-agent; always 1.", []string{"version", "revision", "goversion"}, nil),
 		sourceUp: prometheus.NewDesc("gpunode_source_up",
-			"1 if the discovery source's last run succeeded or found its hardware absent, 0 if it failed.", []string{"source"}, nil),
+			"1 if the source's last run (discovery or sampling) succeeded or found its hardware absent, 0 if it failed.", []string{"source"}, nil),
 		sourceState: prometheus.NewDesc("gpunode_source_state",
-			"1 for the state (ok, absent, error) of the discovery source's last run, 0 for the others.", []string{"source", "state"}, nil),
+			"1 for the state (ok, absent, error) of the source's last run (discovery or sampling), 0 for the others.", []string{"source", "state"}, nil),
 		sourceDuration: prometheus.NewDesc("gpunode_source_duration_seconds",
-			"Duration of the discovery source's last run.", []string{"source"}, nil),
+			"Duration of the source's last run (discovery or sampling).", []string{"source"}, nil),
 		snapshotTime: prometheus.NewDesc("gpunode_snapshot_timestamp_seconds",
 			"Unix time of the last completed discovery.", nil, nil),
 		simulated: prometheus.NewDesc("gpunode_simulated",
@@ -55,15 +60,18 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1, c.build.Version, c.build.Revision, c.build.GoVersion)
-	s := c.snap()
-	if s == nil {
-		return
+	var sources []source.Status
+	for _, more := range c.more {
+		sources = append(sources, more()...)
 	}
-	ch <- prometheus.MustNewConstMetric(c.snapshotTime, prometheus.GaugeValue, float64(s.TakenAt.UnixNano())/1e9)
-	if s.Simulated != "" {
-		ch <- prometheus.MustNewConstMetric(c.simulated, prometheus.GaugeValue, 1, s.Simulated)
+	if s := c.snap(); s != nil {
+		ch <- prometheus.MustNewConstMetric(c.snapshotTime, prometheus.GaugeValue, float64(s.TakenAt.UnixNano())/1e9)
+		if s.Simulated != "" {
+			ch <- prometheus.MustNewConstMetric(c.simulated, prometheus.GaugeValue, 1, s.Simulated)
+		}
+		sources = append(append(make([]source.Status, 0, len(s.Sources)+len(sources)), s.Sources...), sources...)
 	}
-	for _, st := range s.Sources {
+	for _, st := range sources {
 		ch <- prometheus.MustNewConstMetric(c.sourceUp, prometheus.GaugeValue, boolValue(st.State != source.Error), st.Name)
 		for _, state := range []source.State{source.OK, source.Absent, source.Error} {
 			ch <- prometheus.MustNewConstMetric(c.sourceState, prometheus.GaugeValue, boolValue(st.State == state), st.Name, string(state))

@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 )
 
@@ -41,13 +40,11 @@ func NewRegistry(cs ...prometheus.Collector) (*prometheus.Registry, error) {
 }
 
 // NewHandler serves /metrics, /healthz, /readyz and a landing page at /.
-func NewHandler(reg *prometheus.Registry, h Health, version string, logger *slog.Logger) (http.Handler, error) {
+// /metrics is the registry, gathered on every scrape, followed by the
+// parts, each re-encoded only when it changes (see Part).
+func NewHandler(reg *prometheus.Registry, h Health, version string, logger *slog.Logger, parts ...*Part) (http.Handler, error) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
-		ErrorHandling:     promhttp.ContinueOnError,
-		EnableOpenMetrics: true,
-	}))
+	mux.Handle("/metrics", &metricsHandler{reg: reg, parts: parts, logger: logger})
 	mux.Handle("/healthz", healthHandler(h.Live))
 	mux.Handle("/readyz", healthHandler(h.Ready))
 	landing, err := web.NewLandingPage(web.LandingConfig{

@@ -38,11 +38,11 @@ func TestAgentCollector(t *testing.T) {
 	}
 	s = testSnapshot()
 	want := `
-# HELP gpunode_source_up 1 if the discovery source's last run succeeded or found its hardware absent, 0 if it failed.
+# HELP gpunode_source_up 1 if the source's last run (discovery or sampling) succeeded or found its hardware absent, 0 if it failed.
 # TYPE gpunode_source_up gauge
 gpunode_source_up{source="nvml"} 1
 gpunode_source_up{source="rdma"} 0
-# HELP gpunode_source_state 1 for the state (ok, absent, error) of the discovery source's last run, 0 for the others.
+# HELP gpunode_source_state 1 for the state (ok, absent, error) of the source's last run (discovery or sampling), 0 for the others.
 # TYPE gpunode_source_state gauge
 gpunode_source_state{source="nvml",state="absent"} 1
 gpunode_source_state{source="nvml",state="error"} 0

@@ -10,11 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gpunode/gpunode/telemetry/health"
 )
 
 // DefaultListenAddress is clear of dcgm-exporter (9400), node_exporter (9100)
@@ -101,11 +105,35 @@ type Publish struct {
 	NFDFeatureTTL time.Duration `yaml:"nfdFeatureTTL"`
 }
 
-// Metrics configures the HTTP endpoint.
+// Metrics configures the HTTP endpoint and the telemetry behind it.
 type Metrics struct {
 	ListenAddress string `yaml:"listenAddress"`
 	// WebConfigFile is an exporter-toolkit web config (TLS, basic auth).
 	WebConfigFile string `yaml:"webConfigFile"`
+	// SampleInterval is how often GPUs and RDMA counters are read; scrapes
+	// serve the latest reading.
+	SampleInterval time.Duration `yaml:"sampleInterval"`
+	// DCGMCompat also exports dcgm-exporter's metric names and labels.
+	DCGMCompat bool `yaml:"dcgmCompat"`
+	// PodResourcesSocket is the kubelet's pod-resources socket, as the
+	// agent sees it, for pod labels on GPU metrics; empty disables them.
+	PodResourcesSocket string `yaml:"podResourcesSocket"`
+	Health             Health `yaml:"health"`
+}
+
+// Health configures how GPU health is judged and acted on.
+type Health struct {
+	// CriticalXIDs make a GPU unhealthy when the driver reports them.
+	CriticalXIDs []uint64 `yaml:"criticalXIDs"`
+	Taint        Taint    `yaml:"taint"`
+}
+
+// Taint is the opt-in taint put on the Node while GPUHealthy is False.
+type Taint struct {
+	Enabled bool   `yaml:"enabled"`
+	Key     string `yaml:"key"`
+	// Effect is NoSchedule, PreferNoSchedule or NoExecute.
+	Effect string `yaml:"effect"`
 }
 
 // Log configures logging.
@@ -133,9 +161,17 @@ func Default() Config {
 			EventNamespace: "default",
 			NFDFeatureTTL:  time.Hour,
 		},
-		Metrics: Metrics{ListenAddress: DefaultListenAddress},
-		Log:     Log{Level: "info", Format: "text"},
-		Tuning:  DefaultTuning(),
+		Metrics: Metrics{
+			ListenAddress:      DefaultListenAddress,
+			SampleInterval:     10 * time.Second,
+			PodResourcesSocket: "/var/lib/kubelet/pod-resources/kubelet.sock",
+			Health: Health{
+				CriticalXIDs: slices.Clone(health.DefaultCriticalXIDs),
+				Taint:        Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
+			},
+		},
+		Log:    Log{Level: "info", Format: "text"},
+		Tuning: DefaultTuning(),
 	}
 }
 
@@ -206,6 +242,8 @@ var sectionNames = map[string]string{
 	"LabelSets": "labels.sets",
 	"Publish":   "publish",
 	"Metrics":   "metrics",
+	"Health":    "metrics.health",
+	"Taint":     "metrics.health.taint",
 	"Log":       "log",
 }
 
@@ -214,6 +252,9 @@ var labelDomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9](
 
 // labelName is a DNS label, the rule for namespace names.
 var labelName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// taintKey is a Kubernetes qualified name with an optional DNS prefix.
+var taintKey = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
 
 // Validate reports every invalid setting at once.
 func (c Config) Validate() error {
@@ -257,6 +298,23 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
 		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)
 	}
+	if si := c.Metrics.SampleInterval; si < 100*time.Millisecond || si > 10*time.Minute {
+		bad("metrics.sampleInterval", "must be between 100ms and 10m, got %s", si)
+	}
+	if p := c.Metrics.PodResourcesSocket; p != "" && !strings.HasPrefix(p, "/") {
+		bad("metrics.podResourcesSocket", "must be an absolute path or empty, got %q", p)
+	}
+	for _, x := range c.Metrics.Health.CriticalXIDs {
+		if x == 0 || x > 1<<16 {
+			bad("metrics.health.criticalXIDs", "XID %d is not an NVIDIA Xid number", x)
+		}
+	}
+	if tt := c.Metrics.Health.Taint; len(tt.Key) > 317 || !taintKey.MatchString(tt.Key) {
+		bad("metrics.health.taint.key", "must be a label key such as gpunode.dev/gpu-unhealthy, got %q", tt.Key)
+	}
+	if e := c.Metrics.Health.Taint.Effect; !slices.Contains([]string{"NoSchedule", "PreferNoSchedule", "NoExecute"}, e) {
+		bad("metrics.health.taint.effect", "must be NoSchedule, PreferNoSchedule or NoExecute, got %q", e)
+	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
@@ -298,7 +356,7 @@ func RestartNeeded(old, new Config) []string {
 	if old.Publish != new.Publish {
 		keys = append(keys, "publish")
 	}
-	if old.Metrics != new.Metrics {
+	if !reflect.DeepEqual(old.Metrics, new.Metrics) {
 		keys = append(keys, "metrics")
 	}
 	if old.Log.Format != new.Log.Format {

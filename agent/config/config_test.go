@@ -57,6 +57,17 @@ func TestParseErrors(t *testing.T) {
 		{"publish:\n  nfdFeatureFile: features.d/gpunode", "publish.nfdFeatureFile"},
 		{"publish:\n  kubeconfg: /x", `unknown key "kubeconfg" in publish`},
 		{"discovery:\n  interval: 1h\npublish:\n  nfdFeatureTTL: 90m", "publish.nfdFeatureTTL"},
+		{"metrics:\n  sampleInterval: 10ms", "metrics.sampleInterval: must be between 100ms and 10m"},
+		{"metrics:\n  sampleInterval: 1h", "metrics.sampleInterval"},
+		{"metrics:\n  dcgmCompat: maybe", "cannot unmarshal"},
+		{"metrics:\n  podResourcesSocket: kubelet.sock", "metrics.podResourcesSocket: must be an absolute path"},
+		{"metrics:\n  health:\n    criticalXIDs: [79, 0]", "XID 0 is not"},
+		{"metrics:\n  health:\n    criticalXIDs: [-1]", "cannot unmarshal"},
+		{"metrics:\n  health:\n    criticalXIDs: 79", "cannot unmarshal"},
+		{"metrics:\n  health:\n    taint:\n      effect: Evict", "metrics.health.taint.effect"},
+		{"metrics:\n  health:\n    taint:\n      key: 'bad key!'", "metrics.health.taint.key"},
+		{"metrics:\n  health:\n    taint:\n      enable: true", `unknown key "enable" in metrics.health.taint`},
+		{"metrics:\n  health:\n    xids: [1]", `unknown key "xids" in metrics.health`},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -79,6 +90,44 @@ func TestLabelSetsAndPublish(t *testing.T) {
 	}
 	if !c.Labels.Sets.GPUNode || c.Labels.Sets.LLMD || !c.Labels.Sets.NVIDIA || !c.Publish.AllowSimulated || c.Publish.Resync != 30*time.Second {
 		t.Errorf("parsed: %+v %+v", c.Labels.Sets, c.Publish)
+	}
+}
+
+func TestMetricsSection(t *testing.T) {
+	c, err := Parse([]byte(`metrics:
+  sampleInterval: 2s
+  dcgmCompat: true
+  podResourcesSocket: ""
+  health:
+    criticalXIDs: [79, 48]
+    taint:
+      enabled: true
+      effect: NoExecute
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Metrics
+	if m.SampleInterval != 2*time.Second || !m.DCGMCompat || m.PodResourcesSocket != "" || len(m.Health.CriticalXIDs) != 2 ||
+		m.Health.CriticalXIDs[0] != 79 || !m.Health.Taint.Enabled || m.Health.Taint.Effect != "NoExecute" ||
+		m.Health.Taint.Key != "gpunode.dev/gpu-unhealthy" || m.ListenAddress != DefaultListenAddress {
+		t.Errorf("metrics %+v", m)
+	}
+	d := Default().Metrics
+	if d.SampleInterval != 10*time.Second || d.DCGMCompat || d.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" ||
+		len(d.Health.CriticalXIDs) == 0 || d.Health.Taint.Enabled {
+		t.Errorf("defaults %+v", d)
+	}
+	// An empty list is "no XID is critical", not the default.
+	c, err = Parse([]byte("metrics:\n  health:\n    criticalXIDs: []\n"))
+	if err != nil || c.Metrics.Health.CriticalXIDs == nil || len(c.Metrics.Health.CriticalXIDs) != 0 {
+		t.Errorf("empty list: %#v %v", c.Metrics.Health.CriticalXIDs, err)
+	}
+	// Changing any of it needs a restart.
+	b := Default()
+	b.Metrics.Health.CriticalXIDs = []uint64{79}
+	if keys := RestartNeeded(Default(), b); len(keys) != 1 || keys[0] != "metrics" {
+		t.Errorf("RestartNeeded = %v", keys)
 	}
 }
 

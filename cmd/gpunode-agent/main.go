@@ -56,6 +56,8 @@ type cli struct {
 	listen      string
 	webConfig   string
 	interval    time.Duration
+	sample      time.Duration
+	dcgmCompat  bool
 	output      string
 	kubeconfig  string
 	allNodes    bool
@@ -100,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flagOn(runCmd, "web.listen-address", "Address to serve metrics and health on.").Default(config.DefaultListenAddress).StringVar(&c.listen)
 	flagOn(runCmd, "web.config.file", "exporter-toolkit web configuration file (TLS, basic auth).").PlaceHolder("FILE").StringVar(&c.webConfig)
 	flagOn(runCmd, "discovery.interval", "Time between discoveries.").Default("1m").DurationVar(&c.interval)
+	flagOn(runCmd, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).").Default("10s").DurationVar(&c.sample)
+	flagOn(runCmd, "metrics.dcgm-compat", "Also export dcgm-exporter's metric names and labels (DCGM_FI_*), for dashboards and alerts written for it.").BoolVar(&c.dcgmCompat)
 
 	inspectCmd := app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
 	inspectCmd.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
@@ -208,6 +212,12 @@ func (c *cli) load() (config.Config, error) {
 	if *c.set["kubeconfig"] {
 		cfg.Publish.Kubeconfig = c.kubeconfig
 	}
+	if *c.set["metrics.sample-interval"] {
+		cfg.Metrics.SampleInterval = c.sample
+	}
+	if *c.set["metrics.dcgm-compat"] {
+		cfg.Metrics.DCGMCompat = c.dcgmCompat
+	}
 	if err := cfg.Validate(); err != nil {
 		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -274,6 +284,7 @@ func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, l
 		FS:             env.FS,
 		Backends:       env.Backends,
 		Simulated:      env.Simulated,
+		Traffic:        env.Traffic,
 		Build:          exporters.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()},
 		Listening: func(addr string) {
 			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -15,27 +16,59 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 )
 
-// Backend implements gpu.Backend over an NVML library. It is safe for
-// concurrent use: calls are serialised, and Close waits for a running
-// Inventory so the library is never shut down under a caller.
+// Backend implements gpu.Backend, gpu.Sampler and gpu.EventWatcher over an
+// NVML library. It is safe for concurrent use: NVML itself is thread-safe,
+// so Inventory, Sample and the event watcher run side by side, and Close
+// waits for all of them so the library is never shut down under a caller.
 type Backend struct {
 	lib gonvml.Interface
+	now func() time.Time
 
-	mu          sync.Mutex
+	// mu is held for reading by every call into the library and for
+	// writing by nvmlInit and nvmlShutdown.
+	mu          sync.RWMutex
 	initialised bool
+	// generation counts successful Inits: handles and event sets from an
+	// older generation are dead.
+	generation uint64
+
+	symMu sync.Mutex
 	// symbols caches LookupSymbol answers for the current Init: calling a
 	// function the installed driver lacks kills the process, so functions
 	// newer than old drivers are looked up before the first call.
 	symbols map[string]bool
+
+	// sampling state (sample.go), guarded by sampleMu.
+	sampleMu sync.Mutex
+	gpus     map[int]*gpuState
+
+	// event watching state (events.go), guarded by evMu.
+	evMu   sync.Mutex
+	events *eventSet
 }
 
-var _ gpu.Backend = (*Backend)(nil)
+var (
+	_ gpu.Backend      = (*Backend)(nil)
+	_ gpu.Sampler      = (*Backend)(nil)
+	_ gpu.EventWatcher = (*Backend)(nil)
+)
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithClock stamps samples and events with now instead of time.Now (tests
+// and simulated nodes share it with the NVML fake).
+func WithClock(now func() time.Time) Option { return func(b *Backend) { b.now = now } }
 
 // New returns a backend over lib (gonvml.New() on a host, an nvmlfake
 // machine in tests). A nil lib is a backend whose library is always absent.
-// NVML is initialised lazily by the first Inventory.
-func New(lib gonvml.Interface) *Backend {
-	return &Backend{lib: lib}
+// NVML is initialised lazily by the first call that needs it.
+func New(lib gonvml.Interface, opts ...Option) *Backend {
+	b := &Backend{lib: lib, now: time.Now}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 // Name identifies the backend in source status.
@@ -50,11 +83,11 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 	if err := ctx.Err(); err != nil {
 		return inv, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.initLocked(); err != nil {
+	release, err := b.acquire()
+	if err != nil {
 		return inv, err
 	}
+	defer release()
 
 	var errs []error
 	system := func(fn string, ret gonvml.Return) bool {
@@ -91,19 +124,54 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 	return inv, errors.Join(errs...)
 }
 
-// Close shuts NVML down if Inventory initialised it. It may be called any
-// number of times; a later Inventory initialises the library again.
+// Close frees what sampling and event watching hold and shuts NVML down if
+// it was initialised. It may be called any number of times; a later call
+// initialises the library again.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.initialised {
 		return nil
 	}
-	b.initialised, b.symbols = false, nil
-	if ret := b.lib.Shutdown(); ret != gonvml.SUCCESS {
-		return fmt.Errorf("nvmlShutdown: %w", ret)
+	var errs []error
+	b.evMu.Lock()
+	if b.events != nil {
+		errs = append(errs, b.events.free())
+		b.events = nil
 	}
-	return nil
+	b.evMu.Unlock()
+	b.sampleMu.Lock()
+	for _, st := range b.gpus {
+		errs = append(errs, st.freeGPM())
+	}
+	b.sampleMu.Unlock()
+	b.initialised = false
+	b.symMu.Lock()
+	b.symbols = nil
+	b.symMu.Unlock()
+	if ret := b.lib.Shutdown(); ret != gonvml.SUCCESS {
+		errs = append(errs, fmt.Errorf("nvmlShutdown: %w", ret))
+	}
+	return errors.Join(errs...)
+}
+
+// acquire initialises NVML if needed and returns with mu held for reading;
+// the caller calls release when it no longer uses the library.
+func (b *Backend) acquire() (release func(), err error) {
+	for {
+		b.mu.RLock()
+		if b.initialised {
+			return b.mu.RUnlock, nil
+		}
+		b.mu.RUnlock()
+		b.mu.Lock()
+		err := b.initLocked()
+		b.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		// Loop: a Close may slip in between Unlock and RLock.
+	}
 }
 
 // initLocked runs nvmlInit until it succeeds once; failures are retried on
@@ -121,7 +189,11 @@ func (b *Backend) initLocked() error {
 	// mapping, not correctness.)
 	switch ret := b.lib.Init(); ret {
 	case gonvml.SUCCESS:
-		b.initialised, b.symbols = true, map[string]bool{}
+		b.initialised = true
+		b.generation++
+		b.symMu.Lock()
+		b.symbols = map[string]bool{}
+		b.symMu.Unlock()
 		return nil
 	case gonvml.ERROR_LIBRARY_NOT_FOUND:
 		return source.NewAbsent("NVIDIA driver library libnvidia-ml.so.1 not found")
@@ -132,8 +204,11 @@ func (b *Backend) initLocked() error {
 	}
 }
 
-// has reports whether the loaded library exports symbol, asking once per Init.
+// has reports whether the loaded library exports symbol, asking once per
+// Init. It is called with mu held for reading.
 func (b *Backend) has(symbol string) bool {
+	b.symMu.Lock()
+	defer b.symMu.Unlock()
 	ok, seen := b.symbols[symbol]
 	if !seen {
 		ok = b.lib.Extensions().LookupSymbol(symbol) == nil

@@ -12,7 +12,6 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/dl"
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
@@ -366,17 +365,16 @@ func TestMissingSymbolsAreNotCalled(t *testing.T) {
 			if d.NUMANode != -1 || d.Architecture != "" || d.MIG != (gpu.MIG{}) || d.UUID == "" {
 				t.Errorf("device %d: %+v", i, d)
 			}
-			h, _ := lib.DeviceGetHandleByIndex(i)
-			if n := len(h.(*server.Device).GetNumaNodeIdCalls()); n != 0 {
-				t.Errorf("device %d: GetNumaNodeId called %d times", i, n)
-			}
 		}
+	}
+	if n := nvmlfake.Calls(lib, "nvmlDeviceGetNumaNodeId"); n != 0 {
+		t.Errorf("GetNumaNodeId called %d times", n)
 	}
 }
 
 func TestSymbolLookupsAreCachedPerInit(t *testing.T) {
 	lib := build(t, dgx(nvmlfake.A100))
-	lookups := func() int { return len(lib.Extensions().(*server.Server).LookupSymbolCalls()) }
+	lookups := func() int { return nvmlfake.Calls(lib, "LookupSymbol") }
 	b := nvml.New(lib)
 	inventory(t, b)
 	inventory(t, b)

@@ -94,12 +94,14 @@ func (r *Runner[T]) Run(ctx context.Context) (T, Status) {
 	defer cancel()
 	done := make(chan result[T], 1)
 	go func() {
-		defer func() { <-r.busy }()
 		var res result[T]
 		defer func() {
 			if p := recover(); p != nil {
 				res = result[T]{err: fmt.Errorf("source %s panicked: %v", r.Name, p)}
 			}
+			// Free the runner before reporting, so a Run that follows
+			// this one at once does not find it still busy.
+			<-r.busy
 			done <- res
 		}()
 		res.v, res.err = r.Fn(ctx)

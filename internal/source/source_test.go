@@ -61,3 +61,13 @@ func TestRunnerKeepsPartialResultsAndPanics(t *testing.T) {
 		t.Fatalf("panic: %+v", st)
 	}
 }
+
+// A run that starts right after another returned finds the runner free.
+func TestBackToBackRuns(t *testing.T) {
+	r := &Runner[int]{Name: "fast", Timeout: time.Second, Fn: func(context.Context) (int, error) { return 1, nil }}
+	for i := range 2000 {
+		if _, st := r.Run(context.Background()); st.State != OK {
+			t.Fatalf("run %d: %+v", i, st)
+		}
+	}
+}

@@ -1,11 +1,12 @@
-// Package tools installs the real components tests run (helm,
-// kube-apiserver, etcd; Prometheus as later tests need them) into a cache
-// directory, once per version, so a fresh machine needs only Go and gcc.
+// Package tools installs the real components tests run (helm, kube-apiserver,
+// etcd, Prometheus, promtool, node_exporter) into a cache directory, once
+// per version, so a fresh machine needs only Go and gcc.
 package tools
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -214,4 +215,131 @@ func goCmd(gobin, dir string, args ...string) error {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out.String())
 	}
 	return nil
+}
+
+// Debian packages the tests run, by upstream version: what bookworm ships.
+const (
+	PrometheusVersion   = "2.42"
+	NodeExporterVersion = "1.5"
+)
+
+// Prometheus returns the path of the prometheus server from Debian's
+// prometheus package (PrometheusVersion), installing it if needed.
+func Prometheus() (string, error) {
+	dir, err := debTool("prometheus", PrometheusVersion, "prometheus", "promtool")
+	return filepath.Join(dir, "prometheus"), err
+}
+
+// Promtool returns the path of promtool from the same package.
+func Promtool() (string, error) {
+	dir, err := debTool("prometheus", PrometheusVersion, "prometheus", "promtool")
+	return filepath.Join(dir, "promtool"), err
+}
+
+// NodeExporter returns the path of node_exporter from Debian's
+// prometheus-node-exporter package (NodeExporterVersion).
+func NodeExporter() (string, error) {
+	dir, err := debTool("prometheus-node-exporter", NodeExporterVersion, "prometheus-node-exporter")
+	return filepath.Join(dir, "prometheus-node-exporter"), err
+}
+
+// debTool fetches a Debian package with apt-get download (no install, no
+// root needed once the package lists exist), checks its upstream version,
+// and unpacks the named /usr/bin binaries into <cache>/<pkg>-<version>/.
+// The package's binaries are statically linked Go programs.
+func debTool(pkg, version string, bins ...string) (string, error) {
+	cache, err := CacheDir()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(cache, pkg+"-"+version)
+	if haveAll(dir, bins) {
+		return dir, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(cache, pkg+"-install-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	fail := func(err error) (string, error) {
+		return "", fmt.Errorf("install %s %s: %w\nInstall it by hand with: cd %s && apt-get download %s && dpkg-deb -x %s_*.deb x && mkdir -p %s && cp %s %s/",
+			pkg, version, err, tmp, pkg, pkg, dir, binPaths("x/usr/bin", bins), dir)
+	}
+	if out, err := run(tmp, "apt-get", "download", pkg); err != nil {
+		// A fresh machine has no package lists yet; root can fetch them.
+		if os.Geteuid() != 0 {
+			return fail(fmt.Errorf("apt-get download: %v\n%s(as root, run apt-get update first)", err, out))
+		}
+		if out, err := run(tmp, "apt-get", "update", "-qq"); err != nil {
+			return fail(fmt.Errorf("apt-get update: %v\n%s", err, out))
+		}
+		if out, err := run(tmp, "apt-get", "download", pkg); err != nil {
+			return fail(fmt.Errorf("apt-get download: %v\n%s", err, out))
+		}
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, pkg+"_*.deb"))
+	if len(debs) != 1 {
+		return fail(fmt.Errorf("expected one %s .deb, found %v", pkg, debs))
+	}
+	v, err := run(tmp, "dpkg-deb", "-f", debs[0], "Version")
+	if err != nil {
+		return fail(fmt.Errorf("dpkg-deb -f: %v", err))
+	}
+	// "2.42.0+ds-5+deb12u1": the upstream version starts with ours.
+	if got := strings.TrimSpace(v); !strings.HasPrefix(got, version+".") {
+		return fail(fmt.Errorf("the archive has %s %s, the tests need %s.x", pkg, got, version))
+	}
+	if out, err := run(tmp, "dpkg-deb", "-x", debs[0], "root"); err != nil {
+		return fail(fmt.Errorf("dpkg-deb -x: %v\n%s", err, out))
+	}
+	stage := filepath.Join(tmp, "bin")
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return fail(err)
+	}
+	for _, b := range bins {
+		if err := os.Rename(filepath.Join(tmp, "root/usr/bin", b), filepath.Join(stage, b)); err != nil {
+			return fail(err)
+		}
+	}
+	if err := os.Rename(stage, dir); err != nil {
+		if haveAll(dir, bins) {
+			return dir, nil // another process won the race
+		}
+		return fail(err)
+	}
+	return dir, nil
+}
+
+func haveAll(dir string, bins []string) bool {
+	for _, b := range bins {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func binPaths(dir string, bins []string) string {
+	var p []string
+	for _, b := range bins {
+		p = append(p, filepath.Join(dir, b))
+	}
+	return strings.Join(p, " ")
+}
+
+// run runs a command in dir and returns its combined output.
+func run(dir, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		err = fmt.Errorf("%s is not installed (this needs a Debian machine): %w", name, err)
+	}
+	return out.String(), err
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
@@ -25,6 +27,12 @@ type modelSpec struct {
 	vbios       string
 	driver      string
 	cuda        int
+	// Live behaviour: maximum SM and memory clocks (MHz), per-link NVLink
+	// data rate per direction at full load (bytes/s), and whether the GPU
+	// has GPM (Hopper and newer).
+	smMHz, memMHz int
+	linkBps       float64
+	gpm           bool
 }
 
 // specFor returns the model's spec. Names and PCI device ids are what the
@@ -36,51 +44,60 @@ func specFor(m Model) (modelSpec, bool) {
 		c := gpus.A100_SXM4_40GB
 		c.Name = "NVIDIA A100-SXM4-40GB"
 		return modelSpec{config: c, links: 12, linkVersion: gonvml.NVLINK_VERSION_3_0, powerMW: 400_000,
-			pcieGen: 4, pcieWidth: 16, vbios: "92.00.45.00.03", driver: "535.183.01", cuda: 12020}, true
+			pcieGen: 4, pcieWidth: 16, vbios: "92.00.45.00.03", driver: "535.183.01", cuda: 12020,
+			smMHz: 1410, memMHz: 1215, linkBps: 25e9}, true
 	case H100:
 		return modelSpec{config: gpus.H100_SXM5_80GB, links: 18, linkVersion: gonvml.NVLINK_VERSION_4_0, powerMW: 700_000,
-			pcieGen: 5, pcieWidth: 16, vbios: "96.00.74.00.0D", driver: "550.54.15", cuda: 12040}, true
+			pcieGen: 5, pcieWidth: 16, vbios: "96.00.74.00.0D", driver: "550.54.15", cuda: 12040,
+			smMHz: 1980, memMHz: 2619, linkBps: 25e9, gpm: true}, true
 	case H200:
 		c := gpus.H200_SXM5_141GB
 		c.Name, c.PciDeviceId = "NVIDIA H200", 0x233510DE
 		return modelSpec{config: c, links: 18, linkVersion: gonvml.NVLINK_VERSION_4_0, powerMW: 700_000,
-			pcieGen: 5, pcieWidth: 16, vbios: "96.00.A5.00.01", driver: "550.90.07", cuda: 12040}, true
+			pcieGen: 5, pcieWidth: 16, vbios: "96.00.A5.00.01", driver: "550.90.07", cuda: 12040,
+			smMHz: 1980, memMHz: 3201, linkBps: 25e9, gpm: true}, true
 	case B200:
 		c := gpus.B200_SXM5_180GB
 		c.Name, c.PciDeviceId = "NVIDIA B200", 0x290110DE
 		return modelSpec{config: c, links: 18, linkVersion: gonvml.NVLINK_VERSION_5_0, powerMW: 1_000_000,
-			pcieGen: 5, pcieWidth: 16, vbios: "97.00.82.00.0A", driver: "570.124.06", cuda: 12080}, true
+			pcieGen: 5, pcieWidth: 16, vbios: "97.00.82.00.0A", driver: "570.124.06", cuda: 12080,
+			smMHz: 1965, memMHz: 3996, linkBps: 50e9, gpm: true}, true
 	}
 	return modelSpec{}, false
 }
 
 // machine is the fake library: go-nvml's mock server plus the state that
-// Init/Shutdown and the fault helpers change. Every filled-in function goes
-// through enter, so faults apply uniformly and nothing answers before Init.
+// Init/Shutdown, the clock and the fault helpers change.
+//
+// Every function the agent calls is a method of machine or device rather
+// than one of the mock's XxxFunc fields: go-nvml's generated mocks append
+// every call's arguments to a slice kept forever, which a simulated agent
+// calling thousands of times a minute would grow without bound. Calls are
+// counted per symbol instead (Calls). Everything else falls through to the
+// mock, whose MIG machinery the fake keeps.
 type machine struct {
 	*server.Server
-	spec modelSpec
-	devs []*device
+	spec  modelSpec
+	devs  []*device
+	clock func() time.Time
+	start time.Time
 
 	mu       sync.Mutex
 	inits    int // nvmlInit calls not yet matched by nvmlShutdown
 	initRet  gonvml.Return
 	hidden   map[string]bool
 	provided map[string]bool // symbols LookupSymbol finds
-}
-
-// device is one fake GPU's spec and injected faults (guarded by machine.mu).
-type device struct {
-	*server.Device
-	spec GPU
-	down map[int]bool
-	lost bool
-	rets map[string]gonvml.Return
+	calls    map[string]int  // calls per symbol: bounded by the symbols
+	sets     []*eventSet     // event sets not yet freed
+	schedule []XIDEvent      // not yet delivered, in time order
+	periodic PeriodicXID
+	nextTick int // next periodic XID number
 }
 
 // New builds the NVIDIA side of m. The result is an NVML library whose
 // devices answer, in m.GPUs order, every function the gpu/nvml backend
-// calls; UUIDs and serial numbers follow from m.Seed and the GPU's index.
+// calls; UUIDs and serial numbers follow from m.Seed and the GPU's index,
+// live readings from m.Clock.
 func New(m Machine) (gonvml.Interface, error) {
 	spec, ok := specFor(m.Model)
 	if !ok {
@@ -91,7 +108,12 @@ func New(m Machine) (gonvml.Interface, error) {
 	nvmlVersion := fmt.Sprintf("%d.%s", cuda/1000, driver) // NVML 12.550.54.15 ships with driver 550.54.15
 	srv := server.NewServerWithGPUs(driver, nvmlVersion, cuda, gpus.Multiple(len(m.GPUs), spec.config)...)
 
-	f := &machine{Server: srv, spec: spec, initRet: gonvml.SUCCESS, hidden: map[string]bool{}, provided: map[string]bool{}}
+	clock := m.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	f := &machine{Server: srv, spec: spec, clock: clock, start: clock(), initRet: gonvml.SUCCESS,
+		hidden: map[string]bool{}, provided: map[string]bool{}, calls: map[string]int{}, periodic: m.PeriodicXID}
 	busIDs := map[string]int{}
 	var errs []error
 	for i, g := range m.GPUs {
@@ -106,47 +128,99 @@ func New(m Machine) (gonvml.Interface, error) {
 		busIDs[d.PciBusID] = i
 		f.devs = append(f.devs, d)
 	}
+	for _, x := range m.XIDs {
+		if x.GPU < 0 || x.GPU >= len(m.GPUs) {
+			errs = append(errs, fmt.Errorf("nvmlfake: scheduled XID %d for GPU %d, machine has %d", x.XID, x.GPU, len(m.GPUs)))
+		}
+	}
+	if m.PeriodicXID.Every < 0 || (m.PeriodicXID.Every > 0 && m.PeriodicXID.XID == 0) {
+		errs = append(errs, fmt.Errorf("nvmlfake: periodic XID needs a positive interval and an XID"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	f.fillSystem()
+	f.schedule = sortedSchedule(m.XIDs)
+	f.provide(systemSymbols...)
+	f.provide(deviceSymbols...)
 	return f, nil
 }
+
+// Symbols the fake implements, for LookupSymbol and the fault helpers.
+var (
+	systemSymbols = []string{"nvmlInit", "nvmlShutdown", "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion",
+		"nvmlSystemGetNVMLVersion", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex", "nvmlEventSetCreate",
+		"nvmlEventSetWait", "nvmlEventSetFree", "nvmlGpmSampleAlloc", "nvmlGpmSampleFree", "nvmlGpmMetricsGet"}
+	deviceSymbols = []string{"nvmlDeviceGetUUID", "nvmlDeviceGetName", "nvmlDeviceGetArchitecture",
+		"nvmlDeviceGetCudaComputeCapability", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetPciInfo",
+		"nvmlDeviceGetNumaNodeId", "nvmlDeviceGetMigMode", "nvmlDeviceGetNvLinkState",
+		"nvmlDeviceGetNvLinkVersion", "nvmlDeviceGetEnforcedPowerLimit",
+		"nvmlDeviceGetCurrPcieLinkGeneration", "nvmlDeviceGetMaxPcieLinkGeneration",
+		"nvmlDeviceGetCurrPcieLinkWidth", "nvmlDeviceGetMaxPcieLinkWidth",
+		"nvmlDeviceGetSerial", "nvmlDeviceGetVbiosVersion", "nvmlDeviceGetMinorNumber",
+		"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption",
+		"nvmlDeviceGetTemperature", "nvmlDeviceGetClockInfo", "nvmlDeviceGetCurrentClocksEventReasons",
+		"nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetPcieReplayCounter",
+		"nvmlDeviceGetFieldValues", "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetRemappedRows",
+		"nvmlGpmQueryDeviceSupport", "nvmlGpmSampleGet", "nvmlDeviceGetSupportedEventTypes",
+		"nvmlDeviceRegisterEvents", "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+		"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId", "nvmlDeviceIsMigDeviceHandle",
+		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet"}
+)
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {
 	bus, err := nvmlBusID(g.PCIBusID)
 	if err != nil {
 		return nil, err
 	}
-	d := &device{Device: sd, spec: g, down: map[int]bool{}, rets: map[string]gonvml.Return{}}
+	d := &device{Device: sd, f: f, index: i, spec: g, down: map[int]time.Time{}, rets: map[string]gonvml.Return{},
+		delays: map[string]time.Duration{}, fieldRets: map[uint32]gonvml.Return{}, serial: serialFor(seed, i),
+		phase: phaseFor(seed, i)}
 	for _, l := range g.NVLinkDown {
 		if l < 0 || l >= f.spec.links {
 			return nil, fmt.Errorf("NVLink %d out of range: %s has links 0-%d", l, f.spec.config.Name, f.spec.links-1)
 		}
-		d.down[l] = true
+		d.down[l] = f.start
 	}
 	if g.PCIeGen < 0 || g.PCIeGen > f.spec.pcieGen || g.PCIeWidth < 0 || g.PCIeWidth > f.spec.pcieWidth {
 		return nil, fmt.Errorf("PCIe Gen%d x%d outside the model's Gen%d x%d", g.PCIeGen, g.PCIeWidth, f.spec.pcieGen, f.spec.pcieWidth)
 	}
+	d.curGen, d.curWidth = cmp.Or(g.PCIeGen, f.spec.pcieGen), cmp.Or(g.PCIeWidth, f.spec.pcieWidth)
 	sd.UUID = uuidFor(seed, i)
 	sd.PciBusID = bus
 	if g.MIGEnabled {
 		sd.MigMode = gonvml.DEVICE_MIG_ENABLE
 	}
-	f.fillDevice(d, i, seed)
+	if len(g.MIG) > 0 && !g.MIGEnabled {
+		return nil, fmt.Errorf("MIG instances %v on a GPU without MIG mode", g.MIG)
+	}
+	if err := f.newMIGDevices(d, seed); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
-// enter is the start of every filled-in function: it enforces what a real
-// driver would (a symbol reported missing is not callable, nothing answers
-// before Init) and applies injected faults. d is nil for system functions.
+// enter is the start of every implemented function: it counts the call,
+// enforces what a real driver would (a symbol reported missing is not
+// callable, nothing answers before Init) and applies injected faults,
+// sleeping first for an injected delay. d is nil for system functions.
 func (f *machine) enter(symbol string, d *device) gonvml.Return {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.calls[symbol]++
 	if f.hidden[symbol] {
+		f.mu.Unlock()
 		// A real process dies here with an undefined symbol.
 		panic(fmt.Sprintf("nvmlfake: %s called although LookupSymbol reported it missing", symbol))
 	}
+	var delay time.Duration
+	if d != nil {
+		delay = d.delays[symbol]
+	}
+	f.mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay) // a hung driver call; outside the lock
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	switch {
 	case f.inits == 0:
 		return gonvml.ERROR_UNINITIALIZED
@@ -161,79 +235,92 @@ func (f *machine) enter(symbol string, d *device) gonvml.Return {
 	return gonvml.SUCCESS
 }
 
-// provide registers symbol as implemented, for LookupSymbol and the fault helpers.
+// provide registers symbols as implemented.
 func (f *machine) provide(symbols ...string) {
 	for _, s := range symbols {
 		f.provided[s] = true
 	}
 }
 
-func (f *machine) fillSystem() {
-	s := f.Server
-	f.provide("nvmlInit", "nvmlShutdown", "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion",
-		"nvmlSystemGetNVMLVersion", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex")
-	s.InitFunc = func() gonvml.Return {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.initRet != gonvml.SUCCESS {
-			return f.initRet
-		}
-		f.inits++ // NVML counts Init calls; the last Shutdown unloads
-		return gonvml.SUCCESS
+// now is seconds since the machine was built, by its clock.
+func (f *machine) now() float64 { return f.clock().Sub(f.start).Seconds() }
+
+// The system functions.
+
+func (f *machine) Init() gonvml.Return {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["nvmlInit"]++
+	if f.initRet != gonvml.SUCCESS {
+		return f.initRet
 	}
-	s.ShutdownFunc = func() gonvml.Return {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.inits == 0 {
-			return gonvml.ERROR_UNINITIALIZED
-		}
-		f.inits--
-		return gonvml.SUCCESS
+	f.inits++ // NVML counts Init calls; the last Shutdown unloads
+	return gonvml.SUCCESS
+}
+
+func (f *machine) Shutdown() gonvml.Return {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["nvmlShutdown"]++
+	if f.inits == 0 {
+		return gonvml.ERROR_UNINITIALIZED
 	}
-	s.LookupSymbolFunc = func(symbol string) error {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		switch {
-		case f.inits == 0:
-			return fmt.Errorf("error looking up %s: library not loaded", symbol)
-		case f.hidden[symbol] || !f.provided[symbol]:
-			return fmt.Errorf("undefined symbol: %s", symbol)
-		}
-		return nil
+	f.inits--
+	if f.inits == 0 {
+		f.sets = nil // handles die with the library
 	}
-	s.SystemGetDriverVersionFunc = func() (string, gonvml.Return) {
-		if ret := f.enter("nvmlSystemGetDriverVersion", nil); ret != gonvml.SUCCESS {
-			return "", ret
-		}
-		return s.DriverVersion, gonvml.SUCCESS
+	return gonvml.SUCCESS
+}
+
+// extensions is what Extensions returns: LookupSymbol without the mock's
+// call recording.
+type extensions struct {
+	gonvml.ExtendedInterface
+	f *machine
+}
+
+func (f *machine) Extensions() gonvml.ExtendedInterface {
+	return extensions{ExtendedInterface: f.Server, f: f}
+}
+
+func (e extensions) LookupSymbol(symbol string) error {
+	f := e.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["LookupSymbol"]++
+	switch {
+	case f.inits == 0:
+		return fmt.Errorf("error looking up %s: library not loaded", symbol)
+	case f.hidden[symbol] || !f.provided[symbol]:
+		return fmt.Errorf("undefined symbol: %s", symbol)
 	}
-	s.SystemGetCudaDriverVersionFunc = func() (int, gonvml.Return) {
-		if ret := f.enter("nvmlSystemGetCudaDriverVersion", nil); ret != gonvml.SUCCESS {
-			return 0, ret
-		}
-		return s.CudaDriverVersion, gonvml.SUCCESS
+	return nil
+}
+
+func (f *machine) SystemGetDriverVersion() (string, gonvml.Return) {
+	return answer(f, "nvmlSystemGetDriverVersion", nil, func() string { return f.Server.DriverVersion })
+}
+
+func (f *machine) SystemGetCudaDriverVersion() (int, gonvml.Return) {
+	return answer(f, "nvmlSystemGetCudaDriverVersion", nil, func() int { return f.Server.CudaDriverVersion })
+}
+
+func (f *machine) SystemGetNVMLVersion() (string, gonvml.Return) {
+	return answer(f, "nvmlSystemGetNVMLVersion", nil, func() string { return f.Server.NvmlVersion })
+}
+
+func (f *machine) DeviceGetCount() (int, gonvml.Return) {
+	return answer(f, "nvmlDeviceGetCount", nil, func() int { return len(f.devs) })
+}
+
+func (f *machine) DeviceGetHandleByIndex(i int) (gonvml.Device, gonvml.Return) {
+	if i < 0 || i >= len(f.devs) {
+		return nil, gonvml.ERROR_INVALID_ARGUMENT
 	}
-	s.SystemGetNVMLVersionFunc = func() (string, gonvml.Return) {
-		if ret := f.enter("nvmlSystemGetNVMLVersion", nil); ret != gonvml.SUCCESS {
-			return "", ret
-		}
-		return s.NvmlVersion, gonvml.SUCCESS
+	if ret := f.enter("nvmlDeviceGetHandleByIndex", f.devs[i]); ret != gonvml.SUCCESS {
+		return nil, ret
 	}
-	s.DeviceGetCountFunc = func() (int, gonvml.Return) {
-		if ret := f.enter("nvmlDeviceGetCount", nil); ret != gonvml.SUCCESS {
-			return 0, ret
-		}
-		return len(f.devs), gonvml.SUCCESS
-	}
-	s.DeviceGetHandleByIndexFunc = func(i int) (gonvml.Device, gonvml.Return) {
-		if i < 0 || i >= len(f.devs) {
-			return nil, gonvml.ERROR_INVALID_ARGUMENT
-		}
-		if ret := f.enter("nvmlDeviceGetHandleByIndex", f.devs[i]); ret != gonvml.SUCCESS {
-			return nil, ret
-		}
-		return f.devs[i].Device, gonvml.SUCCESS
-	}
+	return f.devs[i], gonvml.SUCCESS
 }
 
 // answer returns v, or the zero value with the failure enter decided.
@@ -243,98 +330,6 @@ func answer[T any](f *machine, symbol string, d *device, v func() T) (T, gonvml.
 		return zero, ret
 	}
 	return v(), gonvml.SUCCESS
-}
-
-func (f *machine) fillDevice(d *device, index int, seed string) {
-	sd, spec, g := d.Device, f.spec, d.spec
-	f.provide("nvmlDeviceGetUUID", "nvmlDeviceGetName", "nvmlDeviceGetArchitecture",
-		"nvmlDeviceGetCudaComputeCapability", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetPciInfo",
-		"nvmlDeviceGetNumaNodeId", "nvmlDeviceGetMigMode", "nvmlDeviceGetNvLinkState",
-		"nvmlDeviceGetNvLinkVersion", "nvmlDeviceGetEnforcedPowerLimit",
-		"nvmlDeviceGetCurrPcieLinkGeneration", "nvmlDeviceGetMaxPcieLinkGeneration",
-		"nvmlDeviceGetCurrPcieLinkWidth", "nvmlDeviceGetMaxPcieLinkWidth",
-		"nvmlDeviceGetSerial", "nvmlDeviceGetVbiosVersion")
-	serial := serialFor(seed, index)
-	curGen, curWidth := cmp.Or(g.PCIeGen, spec.pcieGen), cmp.Or(g.PCIeWidth, spec.pcieWidth)
-
-	sd.GetUUIDFunc = func() (string, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetUUID", d, func() string { return sd.UUID })
-	}
-	sd.GetNameFunc = func() (string, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetName", d, func() string { return sd.Config.Name })
-	}
-	sd.GetArchitectureFunc = func() (gonvml.DeviceArchitecture, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetArchitecture", d, func() gonvml.DeviceArchitecture { return sd.Config.Architecture })
-	}
-	sd.GetCudaComputeCapabilityFunc = func() (int, int, gonvml.Return) {
-		v, ret := answer(f, "nvmlDeviceGetCudaComputeCapability", d, func() [2]int { return [2]int{sd.Config.CudaMajor, sd.Config.CudaMinor} })
-		return v[0], v[1], ret
-	}
-	sd.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetMemoryInfo", d, func() gonvml.Memory { return sd.MemoryInfo })
-	}
-	sd.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetPciInfo", d, func() gonvml.PciInfo { return pciInfo(sd.PciBusID, sd.Config.PciDeviceId) })
-	}
-	sd.GetNumaNodeIdFunc = func() (int, gonvml.Return) {
-		if ret := f.enter("nvmlDeviceGetNumaNodeId", d); ret != gonvml.SUCCESS {
-			return 0, ret
-		}
-		if g.NUMANode < 0 { // the platform has no NUMA information
-			return 0, gonvml.ERROR_NOT_SUPPORTED
-		}
-		return g.NUMANode, gonvml.SUCCESS
-	}
-	sd.GetMigModeFunc = func() (int, int, gonvml.Return) {
-		if ret := f.enter("nvmlDeviceGetMigMode", d); ret != gonvml.SUCCESS {
-			return 0, 0, ret
-		}
-		sd.RLock() // the mock's SetMigMode writes it
-		defer sd.RUnlock()
-		return sd.MigMode, sd.MigMode, gonvml.SUCCESS
-	}
-	sd.GetNvLinkStateFunc = func(link int) (gonvml.EnableState, gonvml.Return) {
-		if ret := f.enter("nvmlDeviceGetNvLinkState", d); ret != gonvml.SUCCESS {
-			return 0, ret
-		}
-		if link < 0 || link >= spec.links {
-			return 0, gonvml.ERROR_INVALID_ARGUMENT
-		}
-		if d.down[link] {
-			return gonvml.FEATURE_DISABLED, gonvml.SUCCESS
-		}
-		return gonvml.FEATURE_ENABLED, gonvml.SUCCESS
-	}
-	sd.GetNvLinkVersionFunc = func(link int) (uint32, gonvml.Return) {
-		if ret := f.enter("nvmlDeviceGetNvLinkVersion", d); ret != gonvml.SUCCESS {
-			return 0, ret
-		}
-		if link < 0 || link >= spec.links {
-			return 0, gonvml.ERROR_INVALID_ARGUMENT
-		}
-		return uint32(spec.linkVersion), gonvml.SUCCESS
-	}
-	sd.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetEnforcedPowerLimit", d, func() uint32 { return spec.powerMW })
-	}
-	sd.GetCurrPcieLinkGenerationFunc = func() (int, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetCurrPcieLinkGeneration", d, func() int { return curGen })
-	}
-	sd.GetMaxPcieLinkGenerationFunc = func() (int, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetMaxPcieLinkGeneration", d, func() int { return spec.pcieGen })
-	}
-	sd.GetCurrPcieLinkWidthFunc = func() (int, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetCurrPcieLinkWidth", d, func() int { return curWidth })
-	}
-	sd.GetMaxPcieLinkWidthFunc = func() (int, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetMaxPcieLinkWidth", d, func() int { return spec.pcieWidth })
-	}
-	sd.GetSerialFunc = func() (string, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetSerial", d, func() string { return serial })
-	}
-	sd.GetVbiosVersionFunc = func() (string, gonvml.Return) {
-		return answer(f, "nvmlDeviceGetVbiosVersion", d, func() string { return spec.vbios })
-	}
 }
 
 // nvmlBusID turns a sysfs bus id ("0000:1b:00.0": 4-digit domain, bus,
@@ -375,6 +370,12 @@ func putCString(dst []int8, s string) {
 // digest hashes the seed, the GPU index and what the value is for.
 func digest(kind, seed string, index int) [sha1.Size]byte {
 	return sha1.Sum([]byte("gpunode/nvmlfake\x00" + kind + "\x00" + seed + "\x00" + strconv.Itoa(index)))
+}
+
+// phaseFor places a GPU's load curve: GPUs of one node run out of step.
+func phaseFor(seed string, index int) float64 {
+	h := digest("phase", seed, index)
+	return float64(binary.BigEndian.Uint16(h[:2])) / 65536 * 2 * math.Pi
 }
 
 // uuidFor is a name-based (version 5 layout) UUID in NVML's "GPU-" form.

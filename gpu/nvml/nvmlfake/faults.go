@@ -2,6 +2,7 @@ package nvmlfake
 
 import (
 	"fmt"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 )
@@ -12,18 +13,25 @@ import (
 // when lib was not built by New, the index is out of range or the symbol is
 // not one the fake implements: those are mistakes in the calling test.
 
+// XIDFallenOffBus is what the driver reports when a GPU drops off the bus.
+const XIDFallenOffBus = 79
+
 // SetLost makes GPU index fall off the bus: its handle lookup and every call
-// on it return ERROR_GPU_IS_LOST from now on.
+// on it return ERROR_GPU_IS_LOST from now on, and XID 79 is raised on the
+// event sets it is registered on, as the driver does.
 func SetLost(lib gonvml.Interface, index int) {
 	f, d := mustDevice(lib, index)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !d.lost {
+		f.raise(d, XIDFallenOffBus)
+	}
 	d.lost = true
 }
 
 // SetReturn makes symbol on GPU index return ret (with a zero value) from
 // now on; gonvml.SUCCESS restores the normal answer. ERROR_NOT_SUPPORTED
-// mimics a GPU without the feature.
+// mimics a GPU without the feature, ERROR_TIMEOUT a driver call that gave up.
 func SetReturn(lib gonvml.Interface, index int, symbol string, ret gonvml.Return) {
 	f, d := mustDevice(lib, index)
 	f.mu.Lock()
@@ -34,6 +42,88 @@ func SetReturn(lib gonvml.Interface, index int, symbol string, ret gonvml.Return
 		return
 	}
 	d.rets[symbol] = ret
+}
+
+// SetDelay makes every call of symbol on GPU index take d before it
+// answers, as calls into a GPU in a bad state hang; 0 removes the delay.
+func SetDelay(lib gonvml.Interface, index int, symbol string, d time.Duration) {
+	f, dev := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mustProvide(symbol)
+	if d <= 0 {
+		delete(dev.delays, symbol)
+		return
+	}
+	dev.delays[symbol] = d
+}
+
+// SetFieldReturn makes one field value (nvml FI_DEV_*) of GPU index come back
+// with ret, as fields an older driver lacks come back NOT_SUPPORTED;
+// gonvml.SUCCESS restores it.
+func SetFieldReturn(lib gonvml.Interface, index int, field uint32, ret gonvml.Return) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ret == gonvml.SUCCESS {
+		delete(d.fieldRets, field)
+		return
+	}
+	d.fieldRets[field] = ret
+}
+
+// SetNVLinkDown takes a link of GPU index down (or up again) from now on;
+// its traffic counters stop while it is down.
+func SetNVLinkDown(lib gonvml.Interface, index, link int, down bool) {
+	f, d := mustDevice(lib, index)
+	if link < 0 || link >= f.spec.links {
+		panic(fmt.Sprintf("nvmlfake: GPU %d has no NVLink %d", index, link))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !down {
+		delete(d.down, link)
+		return
+	}
+	if _, already := d.down[link]; !already {
+		d.down[link] = f.clock()
+	}
+}
+
+// AddECCErrors adds memory errors to GPU index's volatile and aggregate counters.
+func AddECCErrors(lib gonvml.Interface, index int, corrected, uncorrected uint64) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.eccCorrected += corrected
+	d.eccUncorrected += uncorrected
+}
+
+// SetRowRemap sets GPU index's row remapping state: rows remapped for
+// uncorrectable errors, a remap waiting for a reset, a failed remap.
+func SetRowRemap(lib gonvml.Interface, index int, uncorrectable uint64, pending, failed bool) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.remapUncorrectable, d.remapPending, d.remapFailed = uncorrectable, pending, failed
+}
+
+// ResetGPU resets GPU index (nvidia-smi -r, or a driver reload): its
+// energy, PCIe, NVLink and volatile ECC counters start again from zero.
+func ResetGPU(lib gonvml.Interface, index int) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.reset, d.resetAt = true, f.clock().Sub(f.start).Seconds()
+}
+
+// RaiseXID raises an XID on GPU index now, on every event set it is
+// registered on for XIDs.
+func RaiseXID(lib gonvml.Interface, index int, xid uint64) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.raise(d, xid)
 }
 
 // SetInitReturn makes nvmlInit fail with ret from now on (ERROR_DRIVER_NOT_LOADED,
@@ -54,6 +144,27 @@ func HideSymbol(lib gonvml.Interface, symbol string) {
 	defer f.mu.Unlock()
 	f.mustProvide(symbol)
 	f.hidden[symbol] = true
+}
+
+// Calls reports how many times symbol was called ("LookupSymbol" for
+// symbol lookups), on all GPUs together.
+func Calls(lib gonvml.Interface, symbol string) int {
+	f := mustMachine(lib)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[symbol]
+}
+
+// TotalCalls reports how many calls the library has answered in all.
+func TotalCalls(lib gonvml.Interface) int {
+	f := mustMachine(lib)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		n += c
+	}
+	return n
 }
 
 func mustMachine(lib gonvml.Interface) *machine {

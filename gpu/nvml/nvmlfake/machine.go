@@ -1,8 +1,12 @@
 // Package nvmlfake builds whole-machine NVML fakes for tests and simulated
 // nodes: go-nvml's server mocks (mock/dgxh100, dgxh200, dgxb200, dgxa100)
 // with every function the agent calls filled in, deterministic identities,
-// PCI bus ids that match the simulated host tree, and optional faults.
+// PCI bus ids that match the simulated host tree, live readings that move
+// with a clock (utilization, power, counters that grow), XID events on a
+// schedule, and faults injected while in use.
 package nvmlfake
+
+import "time"
 
 // Model is a GPU model the fake can build.
 type Model string
@@ -25,6 +29,13 @@ type Machine struct {
 	CUDAVersion   int
 	// GPUs in NVML index order.
 	GPUs []GPU
+	// Clock drives the live readings; nil is time.Now. Readings are
+	// functions of the time since New, so a fixed clock gives fixed values.
+	Clock func() time.Time
+	// XIDs are raised when the clock passes their time.
+	XIDs []XIDEvent
+	// PeriodicXID raises one XID at a fixed interval, GPU after GPU.
+	PeriodicXID PeriodicXID
 }
 
 // GPU is one device of the machine. Faults are off in the zero value.
@@ -42,4 +53,7 @@ type GPU struct {
 	PCIeWidth int
 	// MIGEnabled turns MIG mode on (current and pending).
 	MIGEnabled bool
+	// MIG lists the GPU instances of a MIG-enabled GPU by profile
+	// ("3g.40gb", "1g.10gb", ...), each with one compute instance.
+	MIG []string
 }

@@ -1,7 +1,7 @@
 // Command install puts the test tools in the cache ahead of `go test`, so
 // their one-time build or download does not count against test timeouts:
 //
-//	go run ./test/tools/install helm kube-apiserver etcd vm
+//	go run ./test/tools/install helm kube-apiserver etcd prometheus promtool node_exporter vm
 package main
 
 import (
@@ -19,6 +19,9 @@ func main() {
 		"helm":           tools.Helm,
 		"kube-apiserver": tools.KubeAPIServer,
 		"etcd":           tools.Etcd,
+		"prometheus":     tools.Prometheus,
+		"promtool":       tools.Promtool,
+		"node_exporter":  tools.NodeExporter,
 		// The Debian kernel and busybox of the VM tests (test/vm).
 		"vm": func() (string, error) {
 			k, err := vm.DebianKernel()

@@ -1,0 +1,130 @@
+package nvml
+
+import (
+	"fmt"
+	"strings"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpunode/gpunode/gpu"
+)
+
+// Functions that read MIG devices (r470 and newer); all must be present.
+var migSymbols = []string{symMigMode, "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+	"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId"}
+
+const symGPMMig = "nvmlGpmMigSampleGet"
+
+// mig reads the MIG devices of a GPU in MIG mode: each one's memory and,
+// with GPM, its engine activity (sampled per GPU instance, as NVML does it
+// in MIG mode).
+func (r *sampleReader) mig() {
+	for _, sym := range migSymbols {
+		if !r.b.has(sym) {
+			return
+		}
+	}
+	mode := func() (int, gonvml.Return) {
+		current, _, ret := r.h.GetMigMode()
+		return current, ret
+	}
+	if m, ok := read(r, symMigMode, mode); !ok || m != gonvml.DEVICE_MIG_ENABLE {
+		r.st.migGPM.free(r)
+		return
+	}
+	n, ok := read(r, "nvmlDeviceGetMaxMigDeviceCount", r.h.GetMaxMigDeviceCount)
+	if !ok {
+		return
+	}
+	seen := map[int]bool{}
+	for i := range n {
+		if r.lost {
+			return
+		}
+		md, ret := r.h.GetMigDeviceHandleByIndex(i)
+		if ret == gonvml.ERROR_NOT_FOUND || ret == gonvml.ERROR_INVALID_ARGUMENT {
+			continue // an empty slot
+		}
+		if !r.ok(fmt.Sprintf("nvmlDeviceGetMigDeviceHandleByIndex(%d)", i), ret) {
+			continue
+		}
+		inst := r.migInstance(md)
+		if inst == nil {
+			continue
+		}
+		seen[inst.GPUInstanceID] = true
+		r.s.MIG = append(r.s.MIG, *inst)
+	}
+	r.st.migGPM.forget(seen, r)
+}
+
+// migInstance reads one MIG device; nil if it cannot be named.
+func (r *sampleReader) migInstance(md gonvml.Device) *gpu.MIGInstance {
+	gi, ok1 := read(r, "nvmlDeviceGetGpuInstanceId", md.GetGpuInstanceId)
+	ci, ok2 := read(r, "nvmlDeviceGetComputeInstanceId", md.GetComputeInstanceId)
+	uuid, ok3 := read(r, "nvmlDeviceGetUUID(MIG)", md.GetUUID)
+	if !ok1 || !ok2 || !ok3 {
+		return nil
+	}
+	inst := &gpu.MIGInstance{GPUInstanceID: gi, ComputeInstanceID: ci, UUID: uuid}
+	// The driver names a MIG device "<GPU name> MIG <profile>".
+	if name, ok := read(r, "nvmlDeviceGetName(MIG)", md.GetName); ok {
+		if i := strings.LastIndex(name, "MIG "); i >= 0 {
+			inst.Profile = strings.TrimSpace(name[i+len("MIG "):])
+		}
+	}
+	if m, ok := read(r, "nvmlDeviceGetMemoryInfo(MIG)", md.GetMemoryInfo); ok {
+		inst.MemoryTotalBytes, inst.MemoryUsedBytes, inst.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
+	}
+	if r.st.gpm.supported && r.b.has(symGPMMig) {
+		inst.Profiling = r.migProfiling(gi)
+	}
+	return inst
+}
+
+// migGPM holds the GPM samples of each GPU instance.
+type migGPM map[int]*gpmState
+
+// migProfiling is profiling for one GPU instance, like profiling for a GPU.
+func (r *sampleReader) migProfiling(gi int) *gpu.Profiling {
+	if r.st.migGPM == nil {
+		r.st.migGPM = migGPM{}
+	}
+	g := r.st.migGPM[gi]
+	if g == nil {
+		g = &gpmState{checked: true}
+		for _, s := range []*gonvml.GpmSample{&g.prev, &g.cur} {
+			sample, ret := r.b.lib.GpmSampleAlloc()
+			if ret != gonvml.SUCCESS {
+				r.s.Errors = append(r.s.Errors, fmt.Sprintf("nvmlGpmSampleAlloc: %v", ret))
+				if err := g.free(); err != nil {
+					r.s.Errors = append(r.s.Errors, err.Error())
+				}
+				return nil
+			}
+			*s = sample
+		}
+		g.supported, g.metrics = true, &gonvml.GpmMetricsGetType{}
+		r.st.migGPM[gi] = g
+	}
+	get := func() (struct{}, gonvml.Return) { return struct{}{}, r.h.GpmMigSampleGet(gi, g.cur) }
+	if _, ok := read(r, fmt.Sprintf("%s(gpu instance %d)", symGPMMig, gi), get); !ok {
+		return nil
+	}
+	return r.gpmMetrics(g)
+}
+
+// forget frees the samples of GPU instances that are gone.
+func (m migGPM) forget(keep map[int]bool, r *sampleReader) {
+	for gi, g := range m {
+		if !keep[gi] {
+			if err := g.free(); err != nil {
+				r.s.Errors = append(r.s.Errors, err.Error())
+			}
+			delete(m, gi)
+		}
+	}
+}
+
+// free frees every instance's samples (MIG mode was turned off).
+func (m migGPM) free(r *sampleReader) { m.forget(nil, r) }

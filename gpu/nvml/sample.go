@@ -1,0 +1,484 @@
+package nvml
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpunode/gpunode/gpu"
+)
+
+// Functions the sampler gates with LookupSymbol: each is newer than some
+// driver still in service (energy r390, field values r384, row remapping
+// r460, clock event reasons r535, GPM r520).
+const (
+	symFieldValues       = "nvmlDeviceGetFieldValues"
+	symEnergy            = "nvmlDeviceGetTotalEnergyConsumption"
+	symRemappedRows      = "nvmlDeviceGetRemappedRows"
+	symClockEventReasons = "nvmlDeviceGetCurrentClocksEventReasons"
+	symThrottleReasons   = "nvmlDeviceGetCurrentClocksThrottleReasons"
+	symReplayCounter     = "nvmlDeviceGetPcieReplayCounter"
+	symMinorNumber       = "nvmlDeviceGetMinorNumber"
+)
+
+// gpmSymbols must all be present before GPM is used.
+var gpmSymbols = []string{"nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSampleFree",
+	"nvmlGpmSampleGet", "nvmlGpmMetricsGet"}
+
+// gpuState is what the sampler keeps per GPU index between rounds.
+type gpuState struct {
+	// busy holds a token while a read of this GPU is in flight: a GPU
+	// whose calls hang is reported as timed out and not read again until
+	// its last read returns, so hung calls never pile up.
+	busy chan struct{}
+
+	// idMu guards identity: a timed-out read may still be writing it
+	// while the caller reports the GPU down under its name.
+	idMu     sync.Mutex
+	identity gpu.Sample // Index, UUID, PCIBusID, Product, DeviceNode
+
+	// Written only by the goroutine holding busy.
+	known  bool  // identity has been read once
+	links  []int // NVLink numbers the GPU has; nil until enumerated
+	gpm    gpmState
+	migGPM migGPM
+	// generation is the NVML Init the cached state belongs to.
+	generation uint64
+}
+
+// Sample reads every GPU NVML counts, plus any GPU that answered before and
+// no longer does. Each GPU is read on its own goroutine; one whose read has
+// not returned when ctx is done is reported down ("timed out") while the
+// others are reported normally.
+func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
+	release, err := b.acquire()
+	if err != nil {
+		return nil, err
+	}
+	n, ret := b.lib.DeviceGetCount()
+	release()
+	if ret != gonvml.SUCCESS {
+		return nil, fmt.Errorf("nvmlDeviceGetCount: %w", ret)
+	}
+
+	b.sampleMu.Lock()
+	if b.gpus == nil {
+		b.gpus = map[int]*gpuState{}
+	}
+	for i := range n {
+		if b.gpus[i] == nil {
+			b.gpus[i] = &gpuState{busy: make(chan struct{}, 1), identity: gpu.Sample{Index: i}}
+		}
+	}
+	indices := make([]int, 0, len(b.gpus))
+	for i := range b.gpus {
+		indices = append(indices, i)
+	}
+	states := make([]*gpuState, 0, len(b.gpus))
+	slices.Sort(indices)
+	for _, i := range indices {
+		states = append(states, b.gpus[i])
+	}
+	b.sampleMu.Unlock()
+
+	// Each read reports on its own buffered channel, so a read that
+	// returns after the caller gave up writes nowhere it could be seen.
+	out := make([]gpu.Sample, len(states))
+	results := make([]chan gpu.Sample, len(states))
+	for k, st := range states {
+		results[k] = make(chan gpu.Sample, 1)
+		select {
+		case st.busy <- struct{}{}:
+		default:
+			results[k] <- st.down(b.now(), "previous read has not returned (the GPU hangs)")
+			continue
+		}
+		go func() {
+			s := b.sampleGPU(st)
+			<-st.busy // before reporting, so the next round finds the GPU free
+			results[k] <- s
+		}()
+	}
+	expired := false
+	for k, st := range states {
+		if !expired {
+			select {
+			case out[k] = <-results[k]:
+				continue
+			case <-ctx.Done():
+				expired = true
+			}
+		}
+		select {
+		case out[k] = <-results[k]:
+		default:
+			out[k] = st.down(b.now(), "timed out: "+context.Cause(ctx).Error())
+		}
+	}
+	return out, joinSampleErrors(out)
+}
+
+func joinSampleErrors(samples []gpu.Sample) error {
+	var errs []error
+	for _, s := range samples {
+		for _, e := range s.Errors {
+			errs = append(errs, fmt.Errorf("gpu %d: %s", s.Index, e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// down is a sample of a GPU that did not answer, named as it was last seen.
+// It reads only the identity, which the reading goroutine writes before it
+// starts and never while another read is pending (see Sample).
+func (st *gpuState) down(now time.Time, why string) gpu.Sample {
+	st.idMu.Lock()
+	s := st.identity
+	st.idMu.Unlock()
+	s.Time, s.Up, s.Errors = now, false, []string{why}
+	return s
+}
+
+// sampleReader collects one GPU's readings and the calls that failed.
+type sampleReader struct {
+	b  *Backend
+	h  gonvml.Device
+	st *gpuState
+	s  gpu.Sample
+	// answered counts calls that got an answer (a value or NOT_SUPPORTED).
+	answered int
+	lost     bool
+}
+
+// ok reports whether ret carries a value; like deviceReader.ok it records
+// every failure except NOT_SUPPORTED and notes a lost GPU.
+func (r *sampleReader) ok(fn string, ret gonvml.Return) bool {
+	switch ret {
+	case gonvml.SUCCESS:
+		r.answered++
+		return true
+	case gonvml.ERROR_NOT_SUPPORTED:
+		r.answered++
+		return false
+	case gonvml.ERROR_GPU_IS_LOST:
+		r.lost = true
+	}
+	r.s.Errors = append(r.s.Errors, fmt.Sprintf("%s: %v", fn, ret))
+	return false
+}
+
+// read calls f unless the GPU is already lost and reports whether it answered.
+func read[T any](r *sampleReader, fn string, f func() (T, gonvml.Return)) (T, bool) {
+	var v T
+	if r.lost {
+		return v, false
+	}
+	v, ret := f()
+	return v, r.ok(fn, ret)
+}
+
+// sampleGPU reads one GPU. It runs holding st.busy.
+func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
+	release, err := b.acquire()
+	if err != nil {
+		return st.down(b.now(), err.Error())
+	}
+	defer release()
+	r := &sampleReader{b: b, st: st}
+	if st.generation != b.generation {
+		// A new Init: GPM samples of the old one are gone with it.
+		st.gpm, st.migGPM = gpmState{}, nil
+		st.generation = b.generation
+	}
+	h, ret := b.lib.DeviceGetHandleByIndex(st.identity.Index)
+	if ret != gonvml.SUCCESS {
+		s := st.down(b.now(), fmt.Sprintf("nvmlDeviceGetHandleByIndex: %v", ret))
+		s.Lost = ret == gonvml.ERROR_GPU_IS_LOST
+		return s
+	}
+	r.h = h
+	if !st.known {
+		r.identify()
+		if r.lost {
+			s := st.down(b.now(), r.s.Errors[0])
+			s.Lost = true
+			return s
+		}
+	}
+	st.idMu.Lock()
+	r.s = st.identity
+	st.idMu.Unlock()
+	r.s.Time = b.now()
+	// nvlinkStates learns which links exist, which fields needs.
+	for _, f := range []func(){r.utilization, r.memory, r.power, r.thermal, r.clocks, r.clockEvents,
+		r.nvlinkStates, r.fields, r.pcie, r.ecc, r.remapped, r.profiling, r.mig} {
+		if r.lost {
+			break
+		}
+		f()
+	}
+	r.s.Up = !r.lost && r.answered > 0
+	r.s.Lost = r.lost
+	if !r.s.Up {
+		// A GPU that answers nothing exports nothing but its identity.
+		s := st.down(r.s.Time, "")
+		s.Lost, s.Errors = r.lost, r.s.Errors
+		return s
+	}
+	return r.s
+}
+
+// identify reads the identity once per GPU; it does not change while the
+// agent runs (a GPU swap means a reboot).
+func (r *sampleReader) identify() {
+	r.st.idMu.Lock()
+	id := r.st.identity
+	defer func() {
+		r.st.identity = id
+		r.st.idMu.Unlock()
+	}()
+	var errs []string
+	note := func(fn string, ret gonvml.Return) bool {
+		if ret == gonvml.ERROR_GPU_IS_LOST {
+			r.lost = true
+		}
+		if ret != gonvml.SUCCESS && ret != gonvml.ERROR_NOT_SUPPORTED {
+			errs = append(errs, fmt.Sprintf("%s: %v", fn, ret))
+		}
+		return ret == gonvml.SUCCESS
+	}
+	uuid, ret := r.h.GetUUID()
+	if !note("nvmlDeviceGetUUID", ret) {
+		r.s.Errors = append(r.s.Errors, errs...)
+		return // without a UUID the GPU cannot be named: try again next round
+	}
+	id.UUID = uuid
+	if name, ret := r.h.GetName(); note("nvmlDeviceGetName", ret) {
+		id.Product = name
+	}
+	if info, ret := r.h.GetPciInfo(); note("nvmlDeviceGetPciInfo", ret) {
+		if bus := cString(info.BusId[:]); bus != "" {
+			id.PCIBusID = gpu.NormalizePCIBusID(bus)
+		}
+	}
+	if r.b.has(symMinorNumber) {
+		if minor, ret := r.h.GetMinorNumber(); note(symMinorNumber, ret) && minor >= 0 {
+			id.DeviceNode = fmt.Sprintf("nvidia%d", minor)
+		}
+	}
+	r.st.known = !r.lost
+	r.s.Errors = append(r.s.Errors, errs...)
+}
+
+func (r *sampleReader) utilization() {
+	if u, ok := read(r, "nvmlDeviceGetUtilizationRates", r.h.GetUtilizationRates); ok {
+		r.s.Utilization = ptr(percent(u.Gpu))
+		r.s.MemoryUtilization = ptr(percent(u.Memory))
+	}
+}
+
+// percent turns NVML's 0-100 into a ratio, clamping nonsense.
+func percent(v uint32) float64 { return float64(min(v, 100)) / 100 }
+
+func (r *sampleReader) memory() {
+	if m, ok := read(r, "nvmlDeviceGetMemoryInfo", r.h.GetMemoryInfo); ok {
+		r.s.MemoryTotalBytes, r.s.MemoryUsedBytes, r.s.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
+	}
+}
+
+func (r *sampleReader) power() {
+	if mw, ok := read(r, "nvmlDeviceGetPowerUsage", r.h.GetPowerUsage); ok {
+		r.s.PowerWatts = ptr(float64(mw) / 1000)
+	}
+	if mw, ok := read(r, "nvmlDeviceGetEnforcedPowerLimit", r.h.GetEnforcedPowerLimit); ok {
+		r.s.PowerLimitWatts = ptr(float64(mw) / 1000)
+	}
+	if r.b.has(symEnergy) {
+		if mj, ok := read(r, symEnergy, r.h.GetTotalEnergyConsumption); ok {
+			r.s.EnergyMillijoules = ptr(mj)
+		}
+	}
+}
+
+func (r *sampleReader) thermal() {
+	temp := func() (uint32, gonvml.Return) { return r.h.GetTemperature(gonvml.TEMPERATURE_GPU) }
+	if c, ok := read(r, "nvmlDeviceGetTemperature", temp); ok {
+		r.s.Temperatures = append(r.s.Temperatures, gpu.Temperature{Sensor: gpu.SensorGPU, Celsius: float64(c)})
+	}
+	// The memory sensor comes with the field values (fields).
+}
+
+// clockTypes are read in this order, which is also the output order.
+var clockTypes = []struct {
+	name string
+	t    gonvml.ClockType
+}{
+	{gpu.ClockGraphics, gonvml.CLOCK_GRAPHICS},
+	{gpu.ClockMemory, gonvml.CLOCK_MEM},
+	{gpu.ClockSM, gonvml.CLOCK_SM},
+	{gpu.ClockVideo, gonvml.CLOCK_VIDEO},
+}
+
+func (r *sampleReader) clocks() {
+	for _, c := range clockTypes {
+		f := func() (uint32, gonvml.Return) { return r.h.GetClockInfo(c.t) }
+		if mhz, ok := read(r, "nvmlDeviceGetClockInfo("+c.name+")", f); ok {
+			r.s.Clocks = append(r.s.Clocks, gpu.Clock{Clock: c.name, Hertz: float64(mhz) * 1e6})
+		}
+	}
+}
+
+// clockEventReasons are NVML's nvmlClocksEventReason bits, sorted by name.
+var clockEventReasons = []struct {
+	name string
+	bit  uint64
+}{
+	{"applications_clocks_setting", gonvml.ClocksEventReasonApplicationsClocksSetting},
+	{"display_clock_setting", gonvml.ClocksEventReasonDisplayClockSetting},
+	{"gpu_idle", gonvml.ClocksEventReasonGpuIdle},
+	{"hw_power_brake_slowdown", gonvml.ClocksThrottleReasonHwPowerBrakeSlowdown},
+	{"hw_slowdown", gonvml.ClocksThrottleReasonHwSlowdown},
+	{"hw_thermal_slowdown", gonvml.ClocksThrottleReasonHwThermalSlowdown},
+	{"sw_power_cap", gonvml.ClocksEventReasonSwPowerCap},
+	{"sw_thermal_slowdown", gonvml.ClocksEventReasonSwThermalSlowdown},
+	{"sync_boost", gonvml.ClocksEventReasonSyncBoost},
+}
+
+// clockEvents uses the r535 name of the call where the driver has it and
+// the older "throttle reasons" one (same bits) otherwise.
+func (r *sampleReader) clockEvents() {
+	var (
+		mask uint64
+		ok   bool
+	)
+	switch {
+	case r.b.has(symClockEventReasons):
+		mask, ok = read(r, symClockEventReasons, r.h.GetCurrentClocksEventReasons)
+	case r.b.has(symThrottleReasons):
+		mask, ok = read(r, symThrottleReasons, r.h.GetCurrentClocksThrottleReasons)
+	}
+	if !ok {
+		return
+	}
+	r.s.ClockEventReasons = make([]gpu.ClockEventReason, len(clockEventReasons))
+	for i, c := range clockEventReasons {
+		r.s.ClockEventReasons[i] = gpu.ClockEventReason{Reason: c.name, Active: mask&c.bit != 0}
+	}
+}
+
+func (r *sampleReader) pcie() {
+	p := r.s.PCIe
+	if p == nil {
+		p = &gpu.PCIeSample{}
+	}
+	answered := p.TransmitBytes != nil || p.ReceiveBytes != nil
+	if r.b.has(symReplayCounter) {
+		if v, ok := read(r, symReplayCounter, r.h.GetPcieReplayCounter); ok && v >= 0 {
+			// The C API's unsigned int arrives as a Go int.
+			p.ReplayErrors, p.ReplayCounterBits, answered = ptr(uint64(uint32(v))), 32, true
+		}
+	}
+	if v, ok := read(r, "nvmlDeviceGetCurrPcieLinkGeneration", r.h.GetCurrPcieLinkGeneration); ok {
+		p.LinkGeneration, answered = ptr(v), true
+	}
+	if v, ok := read(r, "nvmlDeviceGetCurrPcieLinkWidth", r.h.GetCurrPcieLinkWidth); ok {
+		p.LinkWidth, answered = ptr(v), true
+	}
+	if answered {
+		r.s.PCIe = p
+	}
+}
+
+// nvlinkStates reads the state of each link the GPU has; the first round
+// asks every possible link number to learn which exist (see
+// deviceReader.nvlink). Traffic and error counters come from fields.
+func (r *sampleReader) nvlinkStates() {
+	if r.st.links == nil {
+		links := []int{}
+		for link := 0; link < gonvml.NVLINK_MAX_LINKS && !r.lost; link++ {
+			_, ret := r.h.GetNvLinkState(link)
+			switch ret {
+			case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_INVALID_ARGUMENT:
+				continue
+			case gonvml.ERROR_GPU_IS_LOST:
+				r.ok("nvmlDeviceGetNvLinkState", ret)
+				return
+			}
+			links = append(links, link)
+		}
+		r.st.links = links
+	}
+	if len(r.st.links) == 0 {
+		return
+	}
+	ic := r.s.Interconnect
+	if ic == nil {
+		ic = &gpu.InterconnectSample{Kind: gpu.NVLink}
+		r.s.Interconnect = ic
+	}
+	byNumber := map[int]int{}
+	for i, l := range ic.Links {
+		byNumber[l.Number] = i
+	}
+	for _, link := range r.st.links {
+		state := func() (gonvml.EnableState, gonvml.Return) { return r.h.GetNvLinkState(link) }
+		st, ok := read(r, fmt.Sprintf("nvmlDeviceGetNvLinkState(link %d)", link), state)
+		i, seen := byNumber[link]
+		if !seen {
+			ic.Links = append(ic.Links, gpu.Link{Number: link})
+			i = len(ic.Links) - 1
+		}
+		ic.Links[i].Up = ok && st == gonvml.FEATURE_ENABLED
+	}
+	slices.SortFunc(ic.Links, func(a, b gpu.Link) int { return a.Number - b.Number })
+}
+
+// eccCounters are read in this order, the output order.
+var eccCounters = []struct {
+	typ, scope string
+	et         gonvml.MemoryErrorType
+	ct         gonvml.EccCounterType
+}{
+	{gpu.ECCCorrected, gpu.ECCAggregate, gonvml.MEMORY_ERROR_TYPE_CORRECTED, gonvml.AGGREGATE_ECC},
+	{gpu.ECCCorrected, gpu.ECCVolatile, gonvml.MEMORY_ERROR_TYPE_CORRECTED, gonvml.VOLATILE_ECC},
+	{gpu.ECCUncorrected, gpu.ECCAggregate, gonvml.MEMORY_ERROR_TYPE_UNCORRECTED, gonvml.AGGREGATE_ECC},
+	{gpu.ECCUncorrected, gpu.ECCVolatile, gonvml.MEMORY_ERROR_TYPE_UNCORRECTED, gonvml.VOLATILE_ECC},
+}
+
+// ecc reads the memory error counters; a GPU with ECC off answers
+// NOT_SUPPORTED and has none.
+func (r *sampleReader) ecc() {
+	for _, c := range eccCounters {
+		f := func() (uint64, gonvml.Return) { return r.h.GetTotalEccErrors(c.et, c.ct) }
+		if v, ok := read(r, fmt.Sprintf("nvmlDeviceGetTotalEccErrors(%s, %s)", c.typ, c.scope), f); ok {
+			r.s.ECC = append(r.s.ECC, gpu.ECCCount{Type: c.typ, Scope: c.scope, Count: v})
+		}
+	}
+}
+
+func (r *sampleReader) remapped() {
+	if !r.b.has(symRemappedRows) {
+		return
+	}
+	type rows struct {
+		corr, unc       int
+		pending, failed bool
+	}
+	f := func() (rows, gonvml.Return) {
+		c, u, p, fl, ret := r.h.GetRemappedRows()
+		return rows{c, u, p, fl}, ret
+	}
+	if v, ok := read(r, symRemappedRows, f); ok {
+		r.s.RemappedRows = &gpu.RemappedRows{
+			Correctable: uint64(max(v.corr, 0)), Uncorrectable: uint64(max(v.unc, 0)),
+			Pending: v.pending, Failed: v.failed,
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

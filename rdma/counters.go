@@ -1,0 +1,222 @@
+package rdma
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// CounterNames are the files under ports/<n>/counters that ReadCounters
+// reads: the InfiniBand PMA port counters the kernel exposes for every
+// device (extended 64-bit ones where the HCA has them, as mlx5 does).
+// port_xmit_data and port_rcv_data count 4-byte words.
+var CounterNames = []string{
+	"VL15_dropped",
+	"excessive_buffer_overrun_errors",
+	"link_downed",
+	"link_error_recovery",
+	"local_link_integrity_errors",
+	"multicast_rcv_packets",
+	"multicast_xmit_packets",
+	"port_rcv_constraint_errors",
+	"port_rcv_data",
+	"port_rcv_errors",
+	"port_rcv_packets",
+	"port_rcv_remote_physical_errors",
+	"port_rcv_switch_relay_errors",
+	"port_xmit_constraint_errors",
+	"port_xmit_data",
+	"port_xmit_discards",
+	"port_xmit_packets",
+	"port_xmit_wait",
+	"symbol_error",
+	"unicast_rcv_packets",
+	"unicast_xmit_packets",
+}
+
+// HWCounterNames are the driver-specific files under ports/<n>/hw_counters
+// that ReadCounters reads where the driver has them: mlx5's RoCE congestion
+// control and retransmission counters.
+var HWCounterNames = []string{
+	"duplicate_request",
+	"implied_nak_seq_err",
+	"local_ack_timeout_err",
+	"np_cnp_sent",
+	"np_ecn_marked_roce_packets",
+	"out_of_sequence",
+	"packet_seq_err",
+	"rnr_nak_retry_err",
+	"roce_adp_retrans",
+	"roce_adp_retrans_to",
+	"roce_slow_restart",
+	"roce_slow_restart_cnps",
+	"rp_cnp_handled",
+	"rp_cnp_ignored",
+}
+
+// PortCounters is one port's counters at one moment.
+type PortCounters struct {
+	Device string `json:"device"`
+	Port   int    `json:"port"`
+	// State is the port's logical state now ("ACTIVE"); empty if unreadable.
+	State string `json:"state"`
+	// Counters holds the CounterNames the port has, in that order;
+	// HWCounters the HWCounterNames it has.
+	Counters   []Counter `json:"counters"`
+	HWCounters []Counter `json:"hw_counters,omitempty"`
+	// Errors lists files that exist but could not be read or parsed.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Counter is one counter file's value, as the kernel prints it (words for
+// the two data counters).
+type Counter struct {
+	Name  string `json:"name"`
+	Value uint64 `json:"value"`
+}
+
+// Active reports whether the port is usable for traffic.
+func (p PortCounters) Active() bool { return p.State == "ACTIVE" }
+
+// ReadCounters reads the counters of every port of every RDMA device,
+// sorted by device (naturally: mlx5_10 after mlx5_9) and port. A counter
+// file that is missing is left out: drivers differ in what they have. A
+// file that cannot be read or parsed is named on the port's Errors and
+// in the returned error; the port's other counters are still returned.
+//
+// With no RDMA device it returns an error for which
+// errors.Is(err, source.ErrAbsent) holds.
+func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
+	root := fsys.Path(classDir)
+	devices, err := readNames(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, source.NewAbsent("no RDMA devices: %s does not exist", classDir)
+	case err != nil:
+		return nil, fmt.Errorf("list %s: %w", classDir, cause(err))
+	case len(devices) == 0:
+		return nil, source.NewAbsent("no RDMA devices: %s is empty", classDir)
+	}
+	slices.SortStableFunc(devices, compareNames)
+	var (
+		out  []PortCounters
+		errs []error
+		buf  [64]byte
+	)
+	for _, dev := range devices {
+		if err := ctx.Err(); err != nil {
+			return out, errors.Join(append(errs, err)...)
+		}
+		portsDir := path.Join(root, dev, "ports")
+		ports, err := readNames(portsDir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: list ports: %w", dev, cause(err)))
+			continue
+		}
+		nums := make([]int, 0, len(ports))
+		for _, p := range ports {
+			n, err := parseInt(p, 1, maxIndex)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: port %q: %w", dev, p, err))
+				continue
+			}
+			nums = append(nums, n)
+		}
+		slices.Sort(nums)
+		for _, n := range nums {
+			pc := PortCounters{Device: dev, Port: n}
+			dir := path.Join(portsDir, strconv.Itoa(n))
+			if s, err := readAttr(dir+"/state", buf[:]); err == nil {
+				if name, _, perr := parseState(s); perr == nil {
+					pc.State = name
+				} else {
+					pc.Errors = append(pc.Errors, fmt.Sprintf("parse state: %v", perr))
+				}
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				pc.Errors = append(pc.Errors, fmt.Sprintf("read state: %v", cause(err)))
+			}
+			pc.Counters = readCounterFiles(dir+"/counters", CounterNames, buf[:], &pc.Errors)
+			pc.HWCounters = readCounterFiles(dir+"/hw_counters", HWCounterNames, buf[:], &pc.Errors)
+			for _, e := range pc.Errors {
+				errs = append(errs, fmt.Errorf("%s port %d: %s", dev, n, e))
+			}
+			out = append(out, pc)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// readCounterFiles reads the named counters present in dir.
+func readCounterFiles(dir string, names []string, buf []byte, problems *[]string) []Counter {
+	var out []Counter
+	for _, name := range names {
+		s, err := readAttr(dir+"/"+name, buf)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			var v uint64
+			if v, err = parseCounter(s); err == nil {
+				out = append(out, Counter{Name: name, Value: v})
+				continue
+			}
+		}
+		*problems = append(*problems, fmt.Sprintf("%s/%s: %v", path.Base(dir), name, cause(err)))
+	}
+	return out
+}
+
+// readAttr reads a small sysfs attribute with one read into buf (sysfs
+// hands out a whole attribute per read) and trims the newline. It is the
+// hot path of every sampling round, so it allocates nothing but the string.
+func readAttr(p string, buf []byte) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	n, err := f.Read(buf)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	if n == len(buf) {
+		return "", fmt.Errorf("more than %d bytes: not a counter", len(buf)-1)
+	}
+	b := buf[:n]
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return string(b), nil
+}
+
+// readNames lists a directory's entry names (following a symlinked dir).
+func readNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// parseCounter parses a counter file: the kernel prints an unsigned
+// decimal ("%llu"); anything else (signs, spaces, hex, overflow) is an error.
+func parseCounter(s string) (uint64, error) {
+	if !allDigits(s) {
+		return 0, fmt.Errorf("counter %q is not an unsigned decimal", s)
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("counter %q does not fit in 64 bits", s)
+	}
+	return v, nil
+}

@@ -1,0 +1,149 @@
+package rdma
+
+import (
+	"context"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+func TestParseCounter(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"1234567890", 1234567890, true},
+		{"18446744073709551615", 1<<64 - 1, true},
+		{"18446744073709551616", 0, false}, // overflow
+		{"", 0, false},
+		{"-1", 0, false},
+		{"+1", 0, false},
+		{"0x10", 0, false},
+		{"1e6", 0, false},
+		{"12 34", 0, false},
+		{"N/A", 0, false},
+		{"१२", 0, false}, // non-ASCII digits
+	} {
+		got, err := parseCounter(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseCounter(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzParseCounter(f *testing.F) {
+	for _, s := range []string{"0", "42", "18446744073709551615", "18446744073709551616", "-3", " 7", "7\n", "０"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := parseCounter(s)
+		if err != nil {
+			return
+		}
+		if strings.Trim(s, "0123456789") != "" || s == "" {
+			t.Fatalf("parseCounter(%q) accepted non-digits: %d", s, v)
+		}
+		if back := strings.TrimLeft(s, "0"); back != "" && back != uintString(v) {
+			t.Fatalf("parseCounter(%q) = %d", s, v)
+		}
+	})
+}
+
+func uintString(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for v > 0 {
+		b = append([]byte{byte('0' + v%10)}, b...)
+		v /= 10
+	}
+	return string(b)
+}
+
+// counterPort writes a port with the given counters and hw_counters.
+func (f *fixture) counterPort(dev string, port, state string, counters, hw map[string]string) {
+	dir := "/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/infiniband/" + dev
+	if _, err := os.Lstat(f.real("/sys/class/infiniband/" + dev)); err != nil {
+		f.link("/sys/class/infiniband/"+dev, dir)
+	}
+	pdir := dir + "/ports/" + port
+	f.files(pdir, map[string]string{"state": state})
+	f.files(pdir+"/counters", counters)
+	if hw != nil {
+		f.files(pdir+"/hw_counters", hw)
+	}
+}
+
+func TestReadCounters(t *testing.T) {
+	f := newFixture(t)
+	f.counterPort("mlx5_10", "1", "4: ACTIVE", map[string]string{"port_xmit_data": "100", "port_rcv_data": "200",
+		"symbol_error": "0", "link_downed": "3", "not_a_counter_we_read": "9"},
+		map[string]string{"np_cnp_sent": "7", "rp_cnp_handled": "8", "lifespan": "10"})
+	f.counterPort("mlx5_2", "1", "1: DOWN", map[string]string{"port_xmit_data": "5", "port_rcv_errors": "N/A",
+		"port_xmit_packets": "18446744073709551616"}, nil)
+	f.counterPort("mlx5_2", "2", "4: ACTIVE", map[string]string{"port_rcv_packets": "1"}, nil)
+	f.file("/sys/class/infiniband/mlx5_2/ports/2/counters/port_xmit_wait", strings.Repeat("9", 80)+"\n")
+	fsys, err := hostfs.New(f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadCounters(context.Background(), fsys)
+	want := []PortCounters{
+		{Device: "mlx5_2", Port: 1, State: "DOWN", Counters: []Counter{{"port_xmit_data", 5}},
+			Errors: []string{`counters/port_rcv_errors: counter "N/A" is not an unsigned decimal`,
+				`counters/port_xmit_packets: counter "18446744073709551616" does not fit in 64 bits`}},
+		{Device: "mlx5_2", Port: 2, State: "ACTIVE", Counters: []Counter{{"port_rcv_packets", 1}},
+			Errors: []string{"counters/port_xmit_wait: more than 63 bytes: not a counter"}},
+		{Device: "mlx5_10", Port: 1, State: "ACTIVE",
+			Counters:   []Counter{{"link_downed", 3}, {"port_rcv_data", 200}, {"port_xmit_data", 100}, {"symbol_error", 0}},
+			HWCounters: []Counter{{"np_cnp_sent", 7}, {"rp_cnp_handled", 8}}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ReadCounters:\n got %+v\nwant %+v", got, want)
+	}
+	for _, s := range []string{"mlx5_2 port 1: counters/port_rcv_errors", "mlx5_2 port 2: counters/port_xmit_wait"} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("err %v lacks %q", err, s)
+		}
+	}
+	if !got[2].Active() || got[0].Active() {
+		t.Error("Active")
+	}
+}
+
+func TestReadCountersAbsentAndBroken(t *testing.T) {
+	f := newFixture(t)
+	fsys, _ := hostfs.New(f.root)
+	if _, err := ReadCounters(context.Background(), fsys); !errors.Is(err, source.ErrAbsent) {
+		t.Errorf("no class dir: %v", err)
+	}
+	f.file("/sys/class/infiniband/.keep", "")
+	os.Remove(f.real("/sys/class/infiniband/.keep"))
+	if _, err := ReadCounters(context.Background(), fsys); !errors.Is(err, source.ErrAbsent) {
+		t.Errorf("empty class dir: %v", err)
+	}
+	// A dangling device link and a port named "x" do not hide the good port.
+	f.link("/sys/class/infiniband/rxe0", "/sys/devices/virtual/infiniband/rxe0")
+	f.counterPort("mlx5_0", "1", "4: ACTIVE", map[string]string{"port_rcv_data": "1"}, nil)
+	f.file("/sys/class/infiniband/mlx5_0/ports/x/state", "4: ACTIVE\n")
+	got, err := ReadCounters(context.Background(), fsys)
+	if len(got) != 1 || got[0].Device != "mlx5_0" || len(got[0].Counters) != 1 {
+		t.Errorf("got %+v", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "rxe0: list ports") || !strings.Contains(err.Error(), `mlx5_0: port "x"`) {
+		t.Errorf("err = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := ReadCounters(ctx, fsys); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+}

@@ -1,0 +1,457 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"google.golang.org/grpc"
+	v1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/gpu/nvml"
+	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/podresources"
+	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/sim"
+	"github.com/gpunode/gpunode/telemetry/health"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// node is a simulated node with its NVML fake on a clock the test moves.
+type node struct {
+	sim.Node
+	fs    hostfs.FS
+	lib   gonvml.Interface
+	nvml  *nvml.Backend
+	clock *clock
+}
+
+func shmDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "gpunode-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func newNode(t *testing.T, name string) *node {
+	t.Helper()
+	n, err := sim.Build(name, shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := hostfs.New(n.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd := &node{Node: n, fs: fsys, clock: &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}}
+	var lib gonvml.Interface
+	if n.NVIDIA != nil {
+		m := *n.NVIDIA
+		m.Clock = nd.clock.Now
+		if lib, err = nvmlfake.New(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nd.lib = lib
+	nd.nvml = nvml.New(lib)
+	t.Cleanup(func() { nd.nvml.Close() })
+	return nd
+}
+
+func (n *node) options() Options {
+	return Options{Interval: time.Second, Timeout: 2 * time.Second, FS: n.fs, Backends: []gpu.Backend{n.nvml}}
+}
+
+func status(f *Frame, name string) source.Status {
+	for _, s := range f.Sources {
+		if s.Name == name {
+			return s
+		}
+	}
+	return source.Status{}
+}
+
+func counter(p rdma.PortCounters, name string) uint64 {
+	for _, c := range append(p.Counters, p.HWCounters...) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return 0
+}
+
+func TestRoundOnADGX(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	var conds []nodestatus.Condition
+	o := n.options()
+	o.OnCondition = func(c nodestatus.Condition) { conds = append(conds, c) }
+	s := New(o)
+	if s.Latest() != nil {
+		t.Fatal("a frame before the first round")
+	}
+	s.Round(context.Background())
+	f := s.Latest()
+	if len(f.GPUs) != 8 || len(f.Health) != 8 || len(f.RDMA) != 8 {
+		t.Fatalf("%d GPUs, %d verdicts, %d RDMA ports", len(f.GPUs), len(f.Health), len(f.RDMA))
+	}
+	for _, name := range []string{"nvml-sample", "rdma-counters"} {
+		if st := status(f, name); st.State != source.OK {
+			t.Errorf("source %s: %+v", name, st)
+		}
+	}
+	for i, g := range f.GPUs {
+		if g.Index != i || !g.Up || !f.Health[i].Healthy {
+			t.Errorf("GPU %d: up %v health %+v", i, g.Up, f.Health[i])
+		}
+	}
+	if !f.HasCondition || f.Condition.Status != nodestatus.True || len(conds) != 1 {
+		t.Errorf("condition %+v (%v), notified %v", f.Condition, f.HasCondition, conds)
+	}
+	if f.Pods != nil {
+		t.Error("pods without a pod lister")
+	}
+	// The counters start where the devices are.
+	raw, _ := rdma.ReadCounters(context.Background(), n.fs)
+	if counter(f.RDMA[3], "port_xmit_data") != counter(raw[3], "port_xmit_data") || counter(raw[3], "port_xmit_data") == 0 {
+		t.Errorf("mlx5_3 port_xmit_data %d, device says %d", counter(f.RDMA[3], "port_xmit_data"), counter(raw[3], "port_xmit_data"))
+	}
+	s.Round(context.Background())
+	if len(conds) != 1 {
+		t.Errorf("condition notified again without a change: %v", conds)
+	}
+}
+
+// A GPU reset and an RDMA counter reset (driver reload, perfquery -R)
+// make device counters start again from zero; the exported ones go on.
+func TestCountersSurviveResets(t *testing.T) {
+	n := newNode(t, "h100-roce")
+	s := New(n.options())
+	s.Round(context.Background())
+	first := s.Latest()
+	n.clock.Advance(30 * time.Second)
+	nvmlfake.ResetGPU(n.lib, 2)
+	p := filepath.Join(n.Root, "sys/class/infiniband/mlx5_5/ports/1/counters/port_rcv_data")
+	if err := os.WriteFile(p, []byte("1000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Round(context.Background())
+	n.clock.Advance(30 * time.Second)
+	s.Round(context.Background())
+	last := s.Latest()
+
+	e0, e1 := *first.GPUs[2].EnergyMillijoules, *last.GPUs[2].EnergyMillijoules
+	if e1 <= e0 {
+		t.Errorf("energy went from %d to %d across a GPU reset", e0, e1)
+	}
+	// 30 s after the reset at up to 630 W: at most ~19 kJ more than before it.
+	if e1-e0 > 60*700_000 {
+		t.Errorf("energy jumped by %d mJ in 60 s", e1-e0)
+	}
+	r0, r1 := counter(first.RDMA[5], "port_rcv_data"), counter(last.RDMA[5], "port_rcv_data")
+	if r1 != r0+1000 {
+		t.Errorf("port_rcv_data %d -> %d across a reset to 1000, want +1000", r0, r1)
+	}
+}
+
+func TestDelta(t *testing.T) {
+	for _, tc := range []struct {
+		prev, cur uint64
+		bits      uint8
+		want      uint64
+	}{
+		{10, 15, 0, 5},
+		{10, 10, 32, 0},
+		{10, 3, 0, 3},                         // reset
+		{1<<32 - 10, 5, 32, 15},               // wrap of a 32-bit counter
+		{1 << 31, 5, 32, 5},                   // mid-range drop: a reset, not a wrap
+		{1<<64 - 1, 4, 0, 4},                  // 64-bit counters never wrap in practice
+		{1<<32 + 5, 3, 32, 3},                 // a previous value above the width: a reset
+		{(1 << 16) - 100, 50, 16, 100 + 50},   // 16-bit
+		{(1 << 16) - 100, 20000, 16, 20000},   // too far into the range for a wrap
+		{(1 << 63) - 1, 1 << 62, 63, 1 << 62}, // 63-bit, mid-range
+	} {
+		if got := delta(tc.prev, tc.cur, tc.bits); got != tc.want {
+			t.Errorf("delta(%d, %d, %d) = %d, want %d", tc.prev, tc.cur, tc.bits, got, tc.want)
+		}
+	}
+	b := bank{}
+	k := counterKey{"GPU-x", "pcie_replay", ""}
+	for _, raw := range []uint64{1<<32 - 2, 1, 3} {
+		b.update(k, raw, 32)
+	}
+	if got := b[k].total; got != 1<<32-2+3+2 {
+		t.Errorf("after a wrap: total %d", got)
+	}
+}
+
+// XIDs arrive as events, between rounds, and show at once; a critical
+// one makes its GPU unhealthy and the condition False.
+func TestXIDEventsAndHealth(t *testing.T) {
+	n := newNode(t, "dgx-b200-ib")
+	conds := make(chan nodestatus.Condition, 16)
+	o := n.options()
+	o.OnCondition = func(c nodestatus.Condition) { conds <- c }
+	o.Interval = time.Hour // only the first round and events
+	s := New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if c := <-conds; c.Status != nodestatus.True {
+		t.Fatalf("first condition %+v", c)
+	}
+	for nvmlfake.Calls(n.lib, "nvmlDeviceRegisterEvents") < 8 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nvmlfake.RaiseXID(n.lib, 5, 13) // an application fault: counted, not critical
+	nvmlfake.RaiseXID(n.lib, 6, 79)
+	var c nodestatus.Condition
+	select {
+	case c = <-conds:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no condition change after XID 79")
+	}
+	if c.Status != nodestatus.False || c.Reason != health.ReasonXIDCritical || !strings.Contains(c.Message, "GPU 6 (GPU-") ||
+		!strings.Contains(c.Message, "XID 79") || strings.Contains(c.Message, "GPU 5") {
+		t.Errorf("condition %+v", c)
+	}
+	f := s.Latest()
+	if len(f.XIDs) != 2 || f.XIDs[0].GPU != 5 || f.XIDs[0].XID != 13 || f.XIDs[1].XID != 79 || f.XIDs[1].UUID != f.GPUs[6].UUID {
+		t.Errorf("XIDs %+v", f.XIDs)
+	}
+	if f.Health[6].Healthy || !f.Health[5].Healthy {
+		t.Errorf("health 5 %+v, 6 %+v", f.Health[5], f.Health[6])
+	}
+}
+
+// NVLink down after being up, a lost GPU and a pending remap each make
+// their own GPU unhealthy; the rest stay healthy and keep exporting.
+func TestHealthFromSamples(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	s := New(n.options())
+	s.Round(context.Background())
+	nvmlfake.SetNVLinkDown(n.lib, 1, 7, true)
+	nvmlfake.SetLost(n.lib, 2)
+	nvmlfake.SetRowRemap(n.lib, 3, 1, true, false)
+	nvmlfake.AddECCErrors(n.lib, 4, 0, 2)
+	n.clock.Advance(time.Second)
+	s.Round(context.Background())
+	f := s.Latest()
+	want := map[int]string{1: health.ReasonNVLinkDown, 2: health.ReasonGPULost, 3: health.ReasonRowRemapPending, 4: health.ReasonUncorrectableECC}
+	for i, h := range f.Health {
+		reason, bad := want[i]
+		if bad != !h.Healthy || (bad && h.Problems[0].Reason != reason) {
+			t.Errorf("GPU %d: %+v", i, h)
+		}
+	}
+	if f.GPUs[2].Up || !f.GPUs[5].Up || f.GPUs[5].PowerWatts == nil {
+		t.Error("only the lost GPU should be down")
+	}
+	if f.Condition.Status != nodestatus.False || f.Condition.Reason != health.ReasonGPULost ||
+		!strings.HasPrefix(f.Condition.Message, "4 of 8 GPUs unhealthy") {
+		t.Errorf("condition %+v", f.Condition)
+	}
+}
+
+// A GPU whose calls hang is reported down when the round's time is up;
+// the round ends on time and everything else is fresh.
+func TestHungGPU(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	o := n.options()
+	o.Timeout = 300 * time.Millisecond
+	s := New(o)
+	s.Round(context.Background())
+	nvmlfake.SetDelay(n.lib, 0, "nvmlDeviceGetPowerUsage", 2*time.Second)
+	defer nvmlfake.SetDelay(n.lib, 0, "nvmlDeviceGetPowerUsage", 0)
+	start := time.Now()
+	s.Round(context.Background())
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("round took %s", d)
+	}
+	f := s.Latest()
+	if f.GPUs[0].Up || f.GPUs[0].UUID == "" || !f.GPUs[1].Up || len(f.RDMA) != 8 {
+		t.Errorf("GPU 0 up %v (%q), GPU 1 up %v, %d ports", f.GPUs[0].Up, f.GPUs[0].UUID, f.GPUs[1].Up, len(f.RDMA))
+	}
+	if f.Condition.Status != nodestatus.Unknown || f.Condition.Reason != health.ReasonNotResponding {
+		t.Errorf("condition %+v", f.Condition)
+	}
+	if st := status(f, "nvml-sample"); st.State != source.OK {
+		t.Errorf("one hung GPU marked the whole source: %+v", st)
+	}
+}
+
+type kubelet struct {
+	v1.UnimplementedPodResourcesListerServer
+	pods []*v1.PodResources
+}
+
+func (k *kubelet) List(context.Context, *v1.ListPodResourcesRequest) (*v1.ListPodResourcesResponse, error) {
+	return &v1.ListPodResourcesResponse{PodResources: k.pods}, nil
+}
+
+func TestPodAttributionAndSources(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	inv, _ := n.nvml.Inventory(context.Background())
+	socket := filepath.Join(t.TempDir(), "kubelet.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	v1.RegisterPodResourcesListerServer(srv, &kubelet{pods: []*v1.PodResources{{Namespace: "llm", Name: "decode-0",
+		Containers: []*v1.ContainerResources{{Name: "vllm", Devices: []*v1.ContainerDevices{
+			{ResourceName: "nvidia.com/gpu", DeviceIds: []string{inv.Devices[2].UUID, inv.Devices[3].UUID}}}}}}}})
+	go srv.Serve(l)
+	defer srv.Stop()
+	o := n.options()
+	pods := podresources.New(socket)
+	defer pods.Close()
+	o.Pods = pods
+	s := New(o)
+	s.Round(context.Background())
+	f := s.Latest()
+	if st := status(f, SourcePods); st.State != source.OK {
+		t.Fatalf("pod source %+v", st)
+	}
+	if owners := f.Pods[inv.Devices[3].UUID]; len(owners) != 1 || owners[0].Pod != "decode-0" || owners[0].Container != "vllm" {
+		t.Errorf("owners of GPU 3: %+v", owners)
+	}
+	if len(f.Pods[inv.Devices[0].UUID]) != 0 {
+		t.Error("GPU 0 attributed")
+	}
+	o.Pods = podresources.New(filepath.Join(t.TempDir(), "none.sock"))
+	s = New(o)
+	s.Round(context.Background())
+	if st := status(s.Latest(), SourcePods); st.State != source.Absent || s.Latest().Pods != nil {
+		t.Errorf("pod source without a kubelet: %+v", st)
+	}
+}
+
+func TestCPUOnlyNode(t *testing.T) {
+	n := newNode(t, "cpu-only")
+	s := New(n.options())
+	s.Round(context.Background())
+	f := s.Latest()
+	if len(f.GPUs) != 0 || len(f.RDMA) != 0 || f.HasCondition {
+		t.Errorf("frame %+v", f)
+	}
+	for _, st := range f.Sources {
+		if st.State != source.Absent {
+			t.Errorf("source %+v", st)
+		}
+	}
+}
+
+// The simulated traffic moves the counters the sampler reads.
+func TestSimulatedTraffic(t *testing.T) {
+	n := newNode(t, "h100-roce")
+	tr, err := sim.NewTraffic(n.Node, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := n.options()
+	o.Traffic = tr
+	s := New(o)
+	s.Round(context.Background())
+	a := counter(s.Latest().RDMA[0], "port_xmit_data")
+	time.Sleep(50 * time.Millisecond)
+	s.Round(context.Background())
+	if b := counter(s.Latest().RDMA[0], "port_xmit_data"); b <= a {
+		t.Errorf("port_xmit_data did not move: %d -> %d", a, b)
+	}
+}
+
+// flakyPods answers from a list, or fails when told to.
+type flakyPods struct {
+	mu     sync.Mutex
+	allocs []podresources.Allocation
+	err    error
+}
+
+func (p *flakyPods) List(context.Context) ([]podresources.Allocation, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.allocs, p.err
+}
+
+// A kubelet that fails once keeps the last allocations; one that is gone
+// (its socket absent) clears them.
+func TestPodAllocationsSurviveAFailedList(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	pods := &flakyPods{allocs: []podresources.Allocation{{DeviceID: "GPU-x", Namespace: "ns", Pod: "p", Container: "c"}}}
+	o := n.options()
+	o.Pods = pods
+	s := New(o)
+	s.Round(context.Background())
+	if len(s.Latest().Pods["GPU-x"]) != 1 {
+		t.Fatalf("pods %v", s.Latest().Pods)
+	}
+	pods.mu.Lock()
+	pods.err = errors.New("rpc error: code = Unavailable")
+	pods.mu.Unlock()
+	s.Round(context.Background())
+	if f := s.Latest(); len(f.Pods["GPU-x"]) != 1 || status(f, SourcePods).State != source.Error {
+		t.Errorf("after a failed List: pods %v, status %+v", f.Pods, status(f, SourcePods))
+	}
+	pods.mu.Lock()
+	pods.err = source.NewAbsent("no kubelet")
+	pods.mu.Unlock()
+	s.Round(context.Background())
+	if f := s.Latest(); f.Pods != nil {
+		t.Errorf("pods kept without a kubelet: %v", f.Pods)
+	}
+}
+
+// Two backends that read the same GPUs (AMD SMI and amdgpu sysfs on one
+// node) report each GPU once: the first backend's.
+func TestSameGPUFromTwoBackends(t *testing.T) {
+	n := newNode(t, "dgx-b200-ib")
+	second := nvml.New(n.lib)
+	defer second.Close()
+	o := n.options()
+	o.Backends = append(o.Backends, namedBackend{second, "second"})
+	s := New(o)
+	s.Round(context.Background())
+	f := s.Latest()
+	if len(f.GPUs) != 8 || status(f, "second-sample").State != source.OK {
+		t.Errorf("%d GPUs, second source %+v", len(f.GPUs), status(f, "second-sample"))
+	}
+}
+
+// namedBackend renames a backend, so two can run side by side.
+type namedBackend struct {
+	*nvml.Backend
+	name string
+}
+
+func (b namedBackend) Name() string { return b.name }
