@@ -73,6 +73,7 @@ type daemon struct {
 	condition nodestatus.Condition
 	pub       *publish.Publisher // nil when not publishing
 	sampler   *telemetry.Sampler
+	desired   *desiredNode // what goes to the publisher, from discovery and the sampler
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -85,6 +86,7 @@ func Run(ctx context.Context, o Options) error {
 	d.logMode()
 
 	d.pub = d.newPublisher()
+	d.desired = newDesiredNode(d.pub, d.cfg.Metrics.Health.Taint)
 	// Events go to the Node through the publisher; standalone, they are logged.
 	emit := o.Events
 	if emit == nil && d.pub != nil {
@@ -309,7 +311,7 @@ func (d *daemon) refreshLabels() {
 	d.logLabelChanges(next)
 	cond := nodestatus.Discovery(s.Sources)
 	if d.pub != nil {
-		d.pub.Set(publish.Desired{Labels: next, Failed: failed, LabelOptions: opts, Conditions: []nodestatus.Condition{cond}})
+		d.desired.discovered(publish.Desired{Labels: next, Failed: failed, LabelOptions: opts, Conditions: []nodestatus.Condition{cond}})
 	} else if cond != d.condition {
 		d.log.Info("condition", "type", cond.Type, "status", cond.Status, "reason", cond.Reason, "message", cond.Message)
 	}
@@ -378,7 +380,9 @@ func (d *daemon) reload() bool {
 	}
 	if keys := config.RestartNeeded(d.cfg, next); len(keys) > 0 {
 		d.log.Warn("config changes that take effect only after a restart were ignored", "keys", keys)
+		taint := next.Metrics.Health.Taint // reloadable
 		next.HostRoot, next.NodeName, next.GPU, next.Metrics = d.cfg.HostRoot, d.cfg.NodeName, d.cfg.GPU, d.cfg.Metrics
+		next.Metrics.Health.Taint = taint
 		next.Log.Format = d.cfg.Log.Format
 	}
 	if lvl, err := config.ParseLevel(next.Log.Level); err == nil && d.o.Level != nil {
@@ -387,6 +391,9 @@ func (d *daemon) reload() bool {
 	d.disc.SetTimeout(next.Discovery.SourceTimeout)
 	d.cfg = next
 	d.setLiveLimit()
+	if t := next.Metrics.Health.Taint; d.desired.setTaint(t) {
+		d.log.Info("GPU health taint configuration changed", "enabled", t.Enabled, "key", t.Key, "effect", t.Effect)
+	}
 	d.log.Info("configuration reloaded", "interval", next.Discovery.Interval, "source_timeout", next.Discovery.SourceTimeout, "log_level", next.Log.Level)
 	return true
 }

@@ -169,14 +169,17 @@ func TestPublishSimulatedNode(t *testing.T) {
 	want["gpunode.dev/tuning.profile"], want["gpunode.dev/tuning.state"] = "llm-inference", "pending"
 	waitFor(t, "labels on the Node", func() bool {
 		n, err := c.Admin.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
-		return err == nil && len(n.Status.Conditions) == 1 && labels.Set(owned(t, n)).Equal(want)
+		return err == nil && len(n.Status.Conditions) == 2 && labels.Set(owned(t, n)).Equal(want)
 	})
 	n, _ := c.Admin.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if n.Labels["kubernetes.io/hostname"] != node {
 		t.Error("the kubelet's label was lost")
 	}
-	if cond := n.Status.Conditions[0]; string(cond.Type) != nodestatus.DiscoveryHealthy || cond.Status != corev1.ConditionTrue {
-		t.Errorf("condition %+v", cond)
+	// Discovery's condition and the sampler's, both published at the first pass.
+	for i, typ := range []string{nodestatus.GPUHealthy, nodestatus.DiscoveryHealthy} {
+		if cond := n.Status.Conditions[i]; string(cond.Type) != typ || cond.Status != corev1.ConditionTrue {
+			t.Errorf("condition %+v, want %s True", cond, typ)
+		}
 	}
 	nfd, err := os.ReadFile(cfg.Publish.NFDFeatureFile)
 	if err != nil || !strings.HasPrefix(string(nfd), "# Written by gpunode-agent") || !strings.HasSuffix(string(nfd), "\n"+strings.Join(want.Lines(), "\n")+"\n") ||

@@ -2,28 +2,26 @@ package agent
 
 import (
 	"context"
+	"sync"
 
-	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/telemetry"
-	"github.com/gpunode/gpunode/telemetry/health"
 )
 
 // startSampler starts the background sampler behind the GPU, RDMA and
 // health metrics; the returned function stops it and waits, so the GPU
 // backends are closed only after their last use.
 func (d *daemon) startSampler(ctx context.Context) (stop func()) {
-	m := d.cfg.Metrics // restart-only: reloads keep it, so it is read once
-	taint := m.Health.Taint
+	m := d.cfg.Metrics // restart-only (but the taint): reloads keep it, so it is read once
 	o := telemetry.Options{
 		Interval:     m.SampleInterval,
 		FS:           d.o.FS,
 		Backends:     d.o.Backends,
 		CriticalXIDs: m.Health.CriticalXIDs,
 		Traffic:      d.o.Traffic,
-		OnCondition:  func(c nodestatus.Condition) { d.gpuCondition(c, taint) },
+		OnCondition:  d.gpuCondition,
 		Logger:       d.log,
 	}
 	var pods *podresources.Client
@@ -33,14 +31,18 @@ func (d *daemon) startSampler(ctx context.Context) (stop func()) {
 	}
 	d.sampler = telemetry.New(o)
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d.sampler.Run(ctx)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { d.sampler.Run(ctx) })
+	wg.Go(func() {
+		select {
+		case <-d.sampler.FirstRound():
+			d.desired.firstRoundDone()
+		case <-ctx.Done():
+		}
+	})
 	return func() {
 		cancel()
-		<-done
+		wg.Wait()
 		if pods != nil {
 			if err := pods.Close(); err != nil {
 				d.log.Debug("close kubelet pod-resources connection", "err", err)
@@ -58,15 +60,15 @@ func (d *daemon) samplerSources() []source.Status {
 	return f.Sources
 }
 
-// gpuCondition receives every change of the GPUHealthy condition. It is
-// logged, with what the opt-in taint would be; publishing the condition
-// and the taint to the Node is the publisher's (it hooks in here).
-func (d *daemon) gpuCondition(c nodestatus.Condition, tc config.Taint) {
+// gpuCondition receives every change of the GPUHealthy condition, from
+// the sampler's goroutine. It goes to the publisher at once (with the
+// taint it implies) and is logged, with the taint, in every mode.
+func (d *daemon) gpuCondition(c nodestatus.Condition) {
+	tc := d.desired.gpuCondition(c)
 	attrs := []any{"type", c.Type, "status", c.Status, "reason", c.Reason, "message", c.Message}
 	if tc.Enabled {
-		taint := health.TaintFor(c, health.TaintOptions{Enabled: true, Key: tc.Key, Effect: tc.Effect})
-		if taint != nil {
-			attrs = append(attrs, "taint", taint.Key+"="+taint.Value+":"+taint.Effect)
+		if taint := taintFor(c, tc); taint != nil {
+			attrs = append(attrs, "taint", taint.String())
 		} else {
 			attrs = append(attrs, "taint", "none")
 		}

@@ -124,6 +124,9 @@ type Sampler struct {
 
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
+
+	firstRound     chan struct{} // closed after the first round's notify
+	firstRoundOnce sync.Once
 }
 
 type linkTotal struct {
@@ -149,7 +152,7 @@ func New(o Options) *Sampler {
 		crit = health.DefaultCriticalXIDs
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
-		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}}
+		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, firstRound: make(chan struct{})}
 	for _, x := range crit {
 		s.critical[x] = true
 	}
@@ -184,6 +187,11 @@ func New(o Options) *Sampler {
 
 // Latest returns the newest frame, nil before the first round completes.
 func (s *Sampler) Latest() *Frame { return s.latest.Load() }
+
+// FirstRound is closed once the first round is done and its condition,
+// if the node has one, was handed to OnCondition: from then on the
+// absence of a condition means a node without GPUs, not "not yet".
+func (s *Sampler) FirstRound() <-chan struct{} { return s.firstRound }
 
 // Run samples now and then every Interval, and watches device events,
 // until ctx is done.
@@ -356,6 +364,7 @@ func (s *Sampler) Round(ctx context.Context) {
 	s.publishLocked()
 	s.mu.Unlock()
 	s.notify()
+	s.firstRoundOnce.Do(func() { close(s.firstRound) })
 }
 
 // linkRates is each GPU's interconnect traffic since the last round.

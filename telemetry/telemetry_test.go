@@ -119,7 +119,20 @@ func TestRoundOnADGX(t *testing.T) {
 	if s.Latest() != nil {
 		t.Fatal("a frame before the first round")
 	}
+	select {
+	case <-s.FirstRound():
+		t.Fatal("first round reported done before it ran")
+	default:
+	}
 	s.Round(context.Background())
+	select {
+	case <-s.FirstRound():
+		if len(conds) != 1 {
+			t.Error("first round done before its condition was handed over")
+		}
+	default:
+		t.Fatal("first round not reported done")
+	}
 	f := s.Latest()
 	if len(f.GPUs) != 8 || len(f.Health) != 8 || len(f.RDMA) != 8 {
 		t.Fatalf("%d GPUs, %d verdicts, %d RDMA ports", len(f.GPUs), len(f.Health), len(f.RDMA))

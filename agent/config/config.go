@@ -356,7 +356,11 @@ func RestartNeeded(old, new Config) []string {
 	if old.Publish != new.Publish {
 		keys = append(keys, "publish")
 	}
-	if !reflect.DeepEqual(old.Metrics, new.Metrics) {
+	// The health taint is applied on reload (it is how an operator lifts
+	// the taint of a GPU whose critical XID stays until a restart).
+	oldM, newM := old.Metrics, new.Metrics
+	oldM.Health.Taint, newM.Health.Taint = Taint{}, Taint{}
+	if !reflect.DeepEqual(oldM, newM) {
 		keys = append(keys, "metrics")
 	}
 	if old.Log.Format != new.Log.Format {

@@ -155,6 +155,7 @@ func TestRestartNeeded(t *testing.T) {
 	b.Log.Level = "debug"
 	b.Discovery.Interval = time.Hour
 	b.Labels.Sets.NVIDIA = true
+	b.Metrics.Health.Taint = Taint{Enabled: true, Key: "example.com/gpu", Effect: "NoExecute"}
 	if keys := RestartNeeded(a, b); len(keys) != 0 {
 		t.Errorf("reloadable changes flagged: %v", keys)
 	}

@@ -40,6 +40,23 @@ type Event struct {
 	Message string    `json:"message"`
 }
 
+// Taint is a Node taint the agent owns (the opt-in GPU health taint), as
+// Kubernetes spells its fields. Key and Effect identify it on the Node:
+// taints are a list keyed by both, so the agent owns only its own entries.
+type Taint struct {
+	Key    string `json:"key"`
+	Value  string `json:"value,omitempty"`
+	Effect string `json:"effect"`
+}
+
+// String is the taint as kubectl writes it: key=value:effect.
+func (t Taint) String() string {
+	if t.Value == "" {
+		return t.Key + ":" + t.Effect
+	}
+	return t.Key + "=" + t.Value + ":" + t.Effect
+}
+
 // Condition types the agent owns on its Node. The chart's admission policy
 // lets the agent's service account change exactly these (a test keeps the
 // two lists equal), and the publisher refuses any other type.

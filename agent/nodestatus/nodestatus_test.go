@@ -30,3 +30,17 @@ func TestChangeEvent(t *testing.T) {
 		t.Errorf("%+v", e)
 	}
 }
+
+func TestTaintString(t *testing.T) {
+	for _, tc := range []struct {
+		t    Taint
+		want string
+	}{
+		{Taint{Key: "gpunode.dev/gpu-unhealthy", Value: "XIDCritical", Effect: "NoSchedule"}, "gpunode.dev/gpu-unhealthy=XIDCritical:NoSchedule"},
+		{Taint{Key: "k", Effect: "NoExecute"}, "k:NoExecute"},
+	} {
+		if got := tc.t.String(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.t, got, tc.want)
+		}
+	}
+}

@@ -15,8 +15,10 @@ import (
 // Cleanup removes every label and condition the agent's field manager owns
 // on a Node, by applying an empty configuration: server-side apply then
 // deletes the fields that only the agent owned and leaves fields other
-// managers co-own. A missing Node is not an error. It reports what it removed.
-func Cleanup(ctx context.Context, client kubernetes.Interface, name string) (removedLabels, removedConditions int, err error) {
+// managers co-own. It also removes the Node's taints with taintKeys (the
+// agent's own, see syncTaints). A missing Node is not an error. It
+// reports the labels and conditions it removed.
+func Cleanup(ctx context.Context, client kubernetes.Interface, name string, taintKeys ...string) (removedLabels, removedConditions int, err error) {
 	node, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return 0, 0, nil
@@ -24,10 +26,10 @@ func Cleanup(ctx context.Context, client kubernetes.Interface, name string) (rem
 	if err != nil {
 		return 0, 0, fmt.Errorf("get node %s: %w", name, err)
 	}
-	return cleanupNode(ctx, client, node)
+	return cleanupNode(ctx, client, node, taintKeys)
 }
 
-func cleanupNode(ctx context.Context, client kubernetes.Interface, node *corev1.Node) (int, int, error) {
+func cleanupNode(ctx context.Context, client kubernetes.Interface, node *corev1.Node, taintKeys []string) (int, int, error) {
 	owned, err := applycorev1.ExtractNode(node, FieldManager)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read managedFields of node %s: %w", node.Name, err)
@@ -39,6 +41,9 @@ func cleanupNode(ctx context.Context, client kubernetes.Interface, node *corev1.
 	conds := 0
 	if status.Status != nil {
 		conds = len(status.Status.Conditions)
+	}
+	if err := cleanupTaints(ctx, client, node, taintKeys); err != nil {
+		return 0, 0, err
 	}
 	nodes := client.CoreV1().Nodes()
 	if len(owned.Labels) > 0 {
@@ -59,7 +64,7 @@ func cleanupNode(ctx context.Context, client kubernetes.Interface, node *corev1.
 // the chart's uninstall hook, which runs once for the cluster (it needs
 // list on nodes, which the agent itself never gets). It goes on past a
 // failing Node and returns every error.
-func CleanupAll(ctx context.Context, client kubernetes.Interface, report func(node string, labels, conditions int)) error {
+func CleanupAll(ctx context.Context, client kubernetes.Interface, report func(node string, labels, conditions int), taintKeys ...string) error {
 	list, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
@@ -67,10 +72,10 @@ func CleanupAll(ctx context.Context, client kubernetes.Interface, report func(no
 	var errs []error
 	for i := range list.Items {
 		n := &list.Items[i]
-		if !managedBy(n) {
+		if !managedBy(n) && len(managedTaints(n, taintKeys)) == 0 {
 			continue
 		}
-		l, c, err := cleanupNode(ctx, client, n)
+		l, c, err := cleanupNode(ctx, client, n, taintKeys)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -87,4 +92,23 @@ func managedBy(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// cleanupTaints removes the Node's taints with keys, re-reading it when it
+// changed under the patch.
+func cleanupTaints(ctx context.Context, client kubernetes.Interface, node *corev1.Node, keys []string) error {
+	for attempt := 1; len(managedTaints(node, keys)) > 0; attempt++ {
+		_, err := patchTaints(ctx, client, node, keys, nil, metav1.Now())
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsConflict(err) || attempt == maxTaintAttempts {
+			return err
+		}
+		name := node.Name
+		if node, err = client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("get node %s: %w", name, err)
+		}
+	}
+	return nil
 }

@@ -3,8 +3,11 @@
 // agent's labels under field manager gpunode-agent, compatibility keys
 // never forced, no write when the Node already holds what the agent
 // wants, last good labels held while a source fails, and capped
-// exponential backoff with jitter while the API server is away. It also
-// writes the labels as a Node Feature Discovery features.d file.
+// exponential backoff with jitter while the API server is away. The
+// agent's own taint (the opt-in GPU health taint) goes in a merge patch
+// conditional on the Node read, since taints are an atomic list that
+// server-side apply cannot share (taints.go). It also writes the labels
+// as a Node Feature Discovery features.d file.
 package publish
 
 import (

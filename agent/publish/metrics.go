@@ -16,11 +16,11 @@ func newMetrics() *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gpunode_publish_requests_total",
-			Help: "Requests to the Kubernetes API server by the publisher, by request (get, apply, apply_status, event) and result (ok, conflict, error).",
+			Help: "Requests to the Kubernetes API server by the publisher, by request (get, apply, apply_status, taints, event) and result (ok, conflict, error).",
 		}, []string{"request", "result"}),
 		inSync: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gpunode_publish_in_sync",
-			Help: "1 when the last pass left the Node with exactly the labels and conditions the agent wants (conflicting keys aside).",
+			Help: "1 when the last pass left the Node with exactly the labels, taints and conditions the agent wants (conflicting keys aside).",
 		}),
 		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gpunode_publish_last_sync_timestamp_seconds",

@@ -31,11 +31,19 @@ type Desired struct {
 	// sets), which say which keys are the agent's and which are shared.
 	LabelOptions labels.Options
 	Conditions   []nodestatus.Condition
+	// Taints are the agent's own taints (the opt-in GPU health taint).
+	Taints []nodestatus.Taint
+	// TaintKeys are the taint keys the agent manages: a taint on the Node
+	// with one of them that is not in Taints is removed. Taints with other
+	// keys (the kubelet's, the node controller's, an operator's) are never
+	// touched. The keys of Taints are always managed.
+	TaintKeys []string
 }
 
 func (d Desired) equal(o Desired) bool {
 	return d.Labels.Equal(o.Labels) && slices.Equal(d.Failed, o.Failed) && slices.Equal(d.Conditions, o.Conditions) &&
-		d.LabelOptions.Domain == o.LabelOptions.Domain && maps.Equal(d.LabelOptions.Sets, o.LabelOptions.Sets)
+		d.LabelOptions.Domain == o.LabelOptions.Domain && maps.Equal(d.LabelOptions.Sets, o.LabelOptions.Sets) &&
+		slices.Equal(d.Taints, o.Taints) && slices.Equal(d.TaintKeys, o.TaintKeys)
 }
 
 // Options configure a Publisher.
@@ -107,6 +115,13 @@ func (p *Publisher) Set(d Desired) {
 		return true
 	})
 	slices.SortFunc(d.Conditions, func(a, b nodestatus.Condition) int { return compareStrings(a.Type, b.Type) })
+	d.Taints = sortTaints(slices.Clone(d.Taints))
+	d.TaintKeys = slices.Clone(d.TaintKeys)
+	for _, t := range d.Taints {
+		d.TaintKeys = append(d.TaintKeys, t.Key)
+	}
+	slices.Sort(d.TaintKeys)
+	d.TaintKeys = slices.Compact(d.TaintKeys)
 	p.mu.Lock()
 	changed := p.desired == nil || !p.desired.equal(d)
 	if changed {
@@ -203,6 +218,11 @@ func (p *Publisher) sync(ctx context.Context) error {
 	if node, err = p.syncLabels(ctx, node, *desired); err != nil {
 		inSync = false
 		err = fmt.Errorf("labels: %w", err)
+	}
+	var terr error
+	if node, terr = p.syncTaints(ctx, node, *desired); terr != nil {
+		inSync = false
+		err = errors.Join(err, fmt.Errorf("taints: %w", terr))
 	}
 	if cerr := p.syncConditions(ctx, node, desired.Conditions); cerr != nil {
 		inSync = false

@@ -65,7 +65,8 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err == nil && n.Labels["hardware.llm-d.ai/gpu-type"] == "b200" && len(n.Status.Conditions) == 1 {
+		// Labels and both conditions: discovery's and the GPUs' health.
+		if err == nil && n.Labels["hardware.llm-d.ai/gpu-type"] == "b200" && len(n.Status.Conditions) == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -89,8 +90,17 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 		t.Errorf("NFD file: %v", err)
 	}
 
+	// The agent's GPU health taint (as if a GPU had failed) beside an
+	// operator's taint.
+	n, _ := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	n.Spec.Taints = []corev1.Taint{{Key: "nvidia.com/gpu", Value: "present", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "gpunode.dev/gpu-unhealthy", Value: "XIDCritical", Effect: corev1.TaintEffectNoSchedule}}
+	if _, err := c.Admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	// cleanup without a node is a usage error; with NODE_NAME it removes
-	// the labels, the condition and the NFD file.
+	// the labels, the conditions, the taint and the NFD file.
 	var out, errOut bytes.Buffer
 	t.Setenv("NODE_NAME", "")
 	if code := run([]string{"--config", cfg, "--kubeconfig", kc, "cleanup"}, &out, &errOut); code != exitUsage {
@@ -101,7 +111,7 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	if code := run([]string{"--config", cfg, "--kubeconfig", kc, "cleanup"}, &out, &errOut); code != 0 {
 		t.Fatalf("cleanup: exit %d: %s", code, errOut.String())
 	}
-	if !strings.Contains(errOut.String(), `"node":"cli-node"`) || !strings.Contains(errOut.String(), `"conditions":1`) {
+	if !strings.Contains(errOut.String(), `"node":"cli-node"`) || !strings.Contains(errOut.String(), `"conditions":2`) {
 		t.Errorf("cleanup log: %s", errOut.String())
 	}
 	// client-go logs through klog, which run routed to our JSON logger.
@@ -110,16 +120,28 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	if !strings.Contains(errOut.String(), `"msg":"from klog","component":"client-go"`) {
 		t.Errorf("klog output not in the agent's log: %s", errOut.String())
 	}
-	n, _ := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if owned, _ := publish.OwnedLabels(n); len(owned) != 0 || len(n.Status.Conditions) != 0 || n.Labels["kubernetes.io/hostname"] != node {
 		t.Errorf("after cleanup: owned %v, conditions %v, labels %v", owned, n.Status.Conditions, n.Labels)
+	}
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "nvidia.com/gpu" {
+		t.Errorf("after cleanup: taints %v, want the operator's only", n.Spec.Taints)
 	}
 	if _, err := os.Stat(nfd); !os.IsNotExist(err) {
 		t.Errorf("NFD file left: %v", err)
 	}
-	// --all-nodes, and a bad kubeconfig fails cleanly.
-	if code := run([]string{"--kubeconfig", kc, "cleanup", "--all-nodes"}, &out, &errOut); code != 0 {
+	// --all-nodes (the chart's hook, which has no configuration, names the
+	// taint key), and a bad kubeconfig fails cleanly.
+	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "example.com/gpu-bad", Effect: corev1.TaintEffectNoExecute})
+	if _, err := c.Admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if code := run([]string{"--kubeconfig", kc, "cleanup", "--all-nodes", "--taint-key=example.com/gpu-bad"}, &out, &errOut); code != 0 {
 		t.Errorf("cleanup --all-nodes: exit %d", code)
+	}
+	n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "nvidia.com/gpu" {
+		t.Errorf("after cleanup --all-nodes --taint-key: taints %v, want the operator's only", n.Spec.Taints)
 	}
 	errOut.Reset()
 	if code := run([]string{"--kubeconfig", filepath.Join(dir, "missing"), "cleanup"}, &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "kubernetes client configuration") {

@@ -61,6 +61,7 @@ type cli struct {
 	output      string
 	kubeconfig  string
 	allNodes    bool
+	taintKey    string
 
 	set map[string]*bool // flags the user gave explicitly
 }
@@ -110,8 +111,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	tune := addTune(app, &c)
 
-	cleanupCmd := app.Command("cleanup", "Remove every label and condition the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay.")
+	cleanupCmd := app.Command("cleanup", "Remove every label, condition and taint the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay, and so do taints with other keys.")
 	cleanupCmd.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
+	cleanupCmd.Flag("taint-key", "Key of the agent's GPU health taint to remove (default: metrics.health.taint.key of the configuration).").PlaceHolder("KEY").StringVar(&c.taintKey)
 
 	versionCmd := app.Command("version", "Print the version and exit.")
 
@@ -157,6 +159,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	klog.SetSlogLogger(logger)
 
 	if cmd == cleanupCmd.FullCommand() {
+		if c.taintKey != "" {
+			cfg.Metrics.Health.Taint.Key = c.taintKey
+		}
 		return cleanup(cfg, c.allNodes, logger)
 	}
 
@@ -344,17 +349,18 @@ func cleanup(cfg config.Config, allNodes bool, logger *slog.Logger) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	taintKey := cfg.Metrics.Health.Taint.Key
 	report := func(node string, l, c int) {
-		logger.Info("removed the agent's labels and conditions", "node", node, "labels", l, "conditions", c)
+		logger.Info("removed the agent's labels, conditions and taint", "node", node, "labels", l, "conditions", c, "taint_key", taintKey)
 	}
 	code := 0
 	if allNodes {
-		if err := publish.CleanupAll(ctx, kube, report); err != nil {
+		if err := publish.CleanupAll(ctx, kube, report, taintKey); err != nil {
 			logger.Error("cleanup failed", "err", err)
 			code = exitFailure
 		}
 	} else {
-		l, c, err := publish.Cleanup(ctx, kube, cfg.NodeName)
+		l, c, err := publish.Cleanup(ctx, kube, cfg.NodeName, taintKey)
 		if err != nil {
 			logger.Error("cleanup failed", "node", cfg.NodeName, "err", err)
 			code = exitFailure

@@ -194,12 +194,9 @@ type TaintOptions struct {
 	Effect string
 }
 
-// Taint is a Node taint, as Kubernetes spells its fields.
-type Taint struct {
-	Key    string `json:"key"`
-	Value  string `json:"value,omitempty"`
-	Effect string `json:"effect"`
-}
+// Taint is a Node taint, as Kubernetes spells its fields; the publisher
+// takes it as it is.
+type Taint = nodestatus.Taint
 
 // TaintFor decides the taint for a condition: when enabled and the
 // condition is False, a taint whose value is the reason; otherwise none

@@ -7,6 +7,7 @@ package admission
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -139,7 +140,7 @@ func start(t *testing.T) *setup {
 	create(t, c, install)
 	for _, n := range []string{nodeA, nodeB} {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{
-			"kubernetes.io/hostname": n, "team.example.com/owner": "ml"}}}
+			"kubernetes.io/hostname": n, "team.example.com/owner": "ml"}}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{gpuTaint}}}
 		if _, err := c.Admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{FieldManager: "kubelet"}); err != nil {
 			t.Fatal(err)
 		}
@@ -196,6 +197,22 @@ func start(t *testing.T) *setup {
 	return s
 }
 
+// gpuTaint is an operator's taint on both nodes; the apiserver adds its
+// not-ready taint to new Nodes beside it.
+var gpuTaint = corev1.Taint{Key: "nvidia.com/gpu", Value: "present", Effect: corev1.TaintEffectNoSchedule}
+
+// healthTaintKey is the chart's default config.metrics.health.taint.key.
+const healthTaintKey = "gpunode.dev/gpu-unhealthy"
+
+// taintsJSON is a merge patch setting the Node's taints to ts.
+func taintsJSON(t *testing.T, ts ...corev1.Taint) string {
+	b, err := json.Marshal(map[string]any{"spec": map[string]any{"taints": ts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // authTokenRequest asks for a token bound to nothing: no node claim.
 var authTokenRequest = authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}
 
@@ -241,7 +258,7 @@ func TestAdmissionPolicy(t *testing.T) {
 	ctx := context.Background()
 
 	// The real publisher, with the agent's token, on its own node: labels,
-	// a condition and an event.
+	// conditions, the health taint and events.
 	p := publish.New(publish.Options{Client: s.agent, Node: nodeA, Resync: 100 * time.Millisecond,
 		BackoffInitial: 50 * time.Millisecond, BackoffMax: time.Second, EventNamespace: "default",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -250,15 +267,21 @@ func TestAdmissionPolicy(t *testing.T) {
 	go func() { p.Run(runCtx); close(done) }()
 	want := labels.Set{"gpunode.dev/gpu.count": "8", "llm-d.ai/gpu-node": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
 	p.Set(publish.Desired{Labels: want, LabelOptions: labels.Options{Domain: "gpunode.dev", Sets: labels.DefaultSets()},
-		Conditions: []nodestatus.Condition{{Type: nodestatus.DiscoveryHealthy, Status: nodestatus.True, Reason: "SourcesOK"}}})
+		Conditions: []nodestatus.Condition{{Type: nodestatus.DiscoveryHealthy, Status: nodestatus.True, Reason: "SourcesOK"},
+			{Type: nodestatus.GPUHealthy, Status: nodestatus.False, Reason: "XIDCritical", Message: "1 of 8 GPUs unhealthy"}},
+		Taints: []nodestatus.Taint{{Key: healthTaintKey, Value: "XIDCritical", Effect: "NoSchedule"}}})
 	waitFor(t, "agent publishes on its own node", func() error {
 		n, err := s.c.Admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		owned, _ := publish.OwnedLabels(n)
-		if !owned.Equal(want) || len(n.Status.Conditions) != 2 {
+		if !owned.Equal(want) || len(n.Status.Conditions) != 3 {
 			return fmt.Errorf("labels %v, conditions %v", owned, n.Status.Conditions)
+		}
+		if !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == healthTaintKey && t.Value == "XIDCritical" }) ||
+			!slices.Contains(n.Spec.Taints, gpuTaint) {
+			return fmt.Errorf("taints %v", n.Spec.Taints)
 		}
 		evs, err := s.c.Admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
 		if err != nil || len(evs.Items) == 0 {
@@ -294,9 +317,45 @@ func TestAdmissionPolicy(t *testing.T) {
 		allowed(t, "apply every label the agent can write", s.applyLabels(nodeA, all))
 	})
 	t.Run("spec and metadata", func(t *testing.T) {
-		denied(t, "taint", s.patch(nodeA, `{"spec":{"taints":[{"key":"x","effect":"NoSchedule"}]}}`), "may change only labels")
-		denied(t, "unschedulable", s.patch(nodeA, `{"spec":{"unschedulable":true}}`), "may change only labels")
-		denied(t, "annotation", s.patch(nodeA, `{"metadata":{"annotations":{"x":"y"}}}`), "may change only labels")
+		denied(t, "unschedulable", s.patch(nodeA, `{"spec":{"unschedulable":true}}`), "may change only labels and its own taint")
+		denied(t, "providerID", s.patch(nodeA, `{"spec":{"providerID":"aws:///x"}}`), "may change only labels and its own taint")
+		denied(t, "annotation", s.patch(nodeA, `{"metadata":{"annotations":{"x":"y"}}}`), "may change only labels and its own taint")
+		denied(t, "unschedulable with the own taint", s.patch(nodeA, `{"spec":{"unschedulable":true,"taints":[]}}`), "may change only labels and its own taint")
+	})
+	t.Run("taints", func(t *testing.T) {
+		n, err := s.c.Admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var others []corev1.Taint // the operator's and the apiserver's not-ready
+		for _, tn := range n.Spec.Taints {
+			if tn.Key != healthTaintKey {
+				others = append(others, tn)
+			}
+		}
+		if len(others) != 2 {
+			t.Fatalf("foreign taints %v", others)
+		}
+		own := func(value string, effect corev1.TaintEffect) corev1.Taint {
+			return corev1.Taint{Key: healthTaintKey, Value: value, Effect: effect}
+		}
+		allowed(t, "change the own taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(others), own("NVLinkDown", corev1.TaintEffectNoSchedule))...)))
+		allowed(t, "remove the own taint", s.patch(nodeA, taintsJSON(t, others...)))
+		allowed(t, "add the own taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(others), own("GPULost", corev1.TaintEffectNoExecute))...)))
+		withOwn := append(slices.Clone(others), own("GPULost", corev1.TaintEffectNoExecute))
+		denied(t, "another taint key", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "example.com/other", Effect: corev1.TaintEffectNoSchedule})...)),
+			"may change only its own taint "+healthTaintKey)
+		denied(t, "another key under the agent's domain", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "gpunode.dev/other", Effect: corev1.TaintEffectNoSchedule})...)),
+			"may change only its own taint")
+		denied(t, "remove someone else's taint", s.patch(nodeA, taintsJSON(t, withOwn[1:]...)), "not the taints of others")
+		changed := slices.Clone(withOwn)
+		changed[0].Value = "changed"
+		denied(t, "change someone else's taint", s.patch(nodeA, taintsJSON(t, changed...)), "not the taints of others")
+		denied(t, "remove every taint", s.patch(nodeA, `{"spec":{"taints":null}}`), "not the taints of others")
+		_, err = s.agent.CoreV1().Nodes().Apply(ctx, applycorev1.Node(nodeA).WithSpec(applycorev1.NodeSpec().WithTaints(
+			applycorev1.Taint().WithKey(healthTaintKey).WithEffect(corev1.TaintEffectNoSchedule))), metav1.ApplyOptions{FieldManager: publish.FieldManager, Force: true})
+		denied(t, "a forced apply of the atomic taint list", err, "not the taints of others")
+		denied(t, "the own taint on node B", s.patch(nodeB, taintsJSON(t, gpuTaint, own("GPULost", corev1.TaintEffectNoSchedule))), "may change only that Node")
 	})
 	t.Run("status", func(t *testing.T) {
 		allowed(t, "own condition", s.applyCondition(nodeA, nodestatus.GPUHealthy))
@@ -333,8 +392,8 @@ func TestAdmissionPolicy(t *testing.T) {
 		denied(t, "unbound token", err, "token bound to its Pod")
 	})
 	t.Run("cleanup", func(t *testing.T) {
-		// The agent cleans its own node...
-		if _, _, err := publish.Cleanup(ctx, s.agent, nodeA); err != nil {
+		// The agent cleans its own node, its taint included...
+		if _, _, err := publish.Cleanup(ctx, s.agent, nodeA, healthTaintKey); err != nil {
 			t.Fatalf("cleanup as the agent: %v", err)
 		}
 		n, _ := s.c.Admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
@@ -346,6 +405,9 @@ func TestAdmissionPolicy(t *testing.T) {
 		if n.Labels["team.example.com/owner"] != "ml" || n.Labels["kubernetes.io/hostname"] != nodeA {
 			t.Errorf("foreign labels lost: %v", n.Labels)
 		}
+		if len(n.Spec.Taints) != 2 || !slices.Contains(n.Spec.Taints, gpuTaint) || slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == healthTaintKey }) {
+			t.Errorf("taints after cleanup: %v", n.Spec.Taints)
+		}
 		// ...and the uninstall hook's service account every node.
 		s.applyLabels(nodeA, map[string]string{"gpunode.dev/gpu.count": "8"})
 		hookSA := release + "-cleanup"
@@ -355,7 +417,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		}
 		hook, _ := kubernetes.NewForConfig(s.c.Config(tr.Status.Token))
 		var cleaned []string
-		if err := publish.CleanupAll(ctx, hook, func(node string, _, _ int) { cleaned = append(cleaned, node) }); err != nil {
+		if err := publish.CleanupAll(ctx, hook, func(node string, _, _ int) { cleaned = append(cleaned, node) }, healthTaintKey); err != nil {
 			t.Fatalf("cleanup --all-nodes as the hook: %v", err)
 		}
 		if !slices.Contains(cleaned, nodeA) {

@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
 )
@@ -71,5 +73,37 @@ func TestPolicyListsMatchCode(t *testing.T) {
 	}
 	if find(render(t, "--set", "admissionPolicy.enabled=false"), "ValidatingAdmissionPolicy", "") != nil {
 		t.Error("admissionPolicy.enabled=false still renders the policy")
+	}
+}
+
+// The agent's taint key reaches the policy, the DaemonSet's tolerations
+// (the agent must stay on a node it tainted) and the uninstall hook, from
+// the one chart value the agent's configuration has it in; by default it
+// is the agent's own default.
+func TestTaintKeyFollowsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		key  string
+	}{
+		{nil, config.Default().Metrics.Health.Taint.Key},
+		{[]string{"--set", "config.metrics.health.taint.key=example.com/gpu-bad"}, "example.com/gpu-bad"},
+	} {
+		objs := render(t, tc.args...)
+		if got := policyList(t, find(objs, "ValidatingAdmissionPolicy", ""), "ownedTaintKey"); !slices.Equal(got, []string{tc.key}) {
+			t.Errorf("%v: policy taint key %q, want %q", tc.args, got, tc.key)
+		}
+		// NoCopy: helm's YAML has ints, which the copying helpers refuse.
+		tolerations, _, _ := unstructured.NestedFieldNoCopy(find(objs, "DaemonSet", "").Object, "spec", "template", "spec", "tolerations")
+		if tl, _ := tolerations.([]any); !slices.ContainsFunc(tl, func(v any) bool {
+			m := v.(map[string]any)
+			return m["key"] == tc.key && m["operator"] == "Exists" && m["effect"] == nil
+		}) {
+			t.Errorf("%v: the DaemonSet does not tolerate %s: %v", tc.args, tc.key, tolerations)
+		}
+		containers, _, _ := unstructured.NestedFieldNoCopy(find(objs, "Job", "-cleanup").Object, "spec", "template", "spec", "containers")
+		args := fmt.Sprint(containers.([]any)[0].(map[string]any)["args"])
+		if !strings.Contains(args, " --taint-key="+tc.key+"]") {
+			t.Errorf("%v: cleanup hook args %v", tc.args, args)
+		}
 	}
 }

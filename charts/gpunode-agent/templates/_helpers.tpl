@@ -29,3 +29,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+
+{{/* The opt-in GPU health taint's key, as the agent's config has it. */}}
+{{- define "gpunode-agent.taintKey" -}}
+{{- dig "metrics" "health" "taint" "key" "gpunode.dev/gpu-unhealthy" .Values.config -}}
+{{- end -}}

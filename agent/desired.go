@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/agent/publish"
+	"github.com/gpunode/gpunode/telemetry/health"
+)
+
+// desiredNode is what the publisher gets, merged from producers in two
+// goroutines: discovery in the main loop (labels and the discovery
+// condition) and the sampler in its own (the GPUHealthy condition and
+// the opt-in taint it implies). Every change hands the publisher the
+// latest of both under one lock, so whatever the interleaving, the last
+// Set carries the newest of each, and a GPU health change is published at
+// once rather than at the next discovery.
+//
+// Nothing is published before both have spoken once: discovery's first
+// result and the sampler's first round. Labels published earlier would
+// drop the GPUHealthy condition and the taint the agent owns on the Node
+// from its previous run, only to add them back a moment later.
+type desiredNode struct {
+	mu      sync.Mutex
+	pub     desiredSetter    // nil: standalone, nothing is published
+	base    *publish.Desired // discovery's latest; nil before the first
+	sampled bool             // the sampler's first round is done
+	gpu     *nodestatus.Condition
+	taint   config.Taint
+	// taintKeys are every taint key configured since the start: the
+	// agent's taint goes when disabled or healthy, and a key changed on
+	// reload does not leave the old one behind.
+	taintKeys []string
+}
+
+// desiredSetter is the publisher's Set.
+type desiredSetter interface{ Set(publish.Desired) }
+
+func newDesiredNode(pub *publish.Publisher, taint config.Taint) *desiredNode {
+	n := &desiredNode{taint: taint, taintKeys: []string{taint.Key}}
+	if pub != nil { // a nil *Publisher in the interface would not be nil
+		n.pub = pub
+	}
+	return n
+}
+
+// discovered takes discovery's labels and conditions.
+func (n *desiredNode) discovered(d publish.Desired) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.base = &d
+	n.publishLocked()
+}
+
+// gpuCondition takes the sampler's GPUHealthy condition and returns the
+// taint configuration in force.
+func (n *desiredNode) gpuCondition(c nodestatus.Condition) config.Taint {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.gpu = &c
+	n.publishLocked()
+	return n.taint
+}
+
+// firstRoundDone records that the sampler has handed over its first
+// verdict (or that the node has no GPUs, when none came).
+func (n *desiredNode) firstRoundDone() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sampled = true
+	n.publishLocked()
+}
+
+// setTaint changes the taint configuration (on reload) and reports
+// whether it changed.
+func (n *desiredNode) setTaint(t config.Taint) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.taint == t {
+		return false
+	}
+	n.taint = t
+	if !slices.Contains(n.taintKeys, t.Key) {
+		n.taintKeys = append(n.taintKeys, t.Key)
+	}
+	n.publishLocked()
+	return true
+}
+
+// taintFor is the taint a condition implies under the configuration.
+func taintFor(c nodestatus.Condition, t config.Taint) *nodestatus.Taint {
+	return health.TaintFor(c, health.TaintOptions{Enabled: t.Enabled, Key: t.Key, Effect: t.Effect})
+}
+
+func (n *desiredNode) publishLocked() {
+	if n.pub == nil || n.base == nil || !n.sampled {
+		return
+	}
+	d := *n.base
+	d.TaintKeys = append(slices.Clone(d.TaintKeys), n.taintKeys...)
+	if n.gpu != nil {
+		d.Conditions = append(slices.Clone(d.Conditions), *n.gpu)
+		if t := taintFor(*n.gpu, n.taint); t != nil {
+			d.Taints = append(slices.Clone(d.Taints), *t)
+		}
+	}
+	n.pub.Set(d)
+}
