@@ -188,14 +188,38 @@ func TestOnAPIServer(t *testing.T) {
 		}
 		const name = "gpunode-agent"
 		for _, get := range []func() error{
-			func() error { _, err := c.Admin.AppsV1().DaemonSets("gpunode").Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.CoreV1().ConfigMaps("gpunode").Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.CoreV1().ServiceAccounts("gpunode").Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.CoreV1().Services("gpunode").Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.RbacV1().Roles("gpunode").Get(ctx, name+"-peers", metav1.GetOptions{}); return err },
-			func() error { _, err := c.Admin.RbacV1().RoleBindings("gpunode").Get(ctx, name+"-peers", metav1.GetOptions{}); return err },
+			func() error {
+				_, err := c.Admin.AppsV1().DaemonSets("gpunode").Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.CoreV1().ConfigMaps("gpunode").Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.CoreV1().ServiceAccounts("gpunode").Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.CoreV1().Services("gpunode").Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.RbacV1().Roles("gpunode").Get(ctx, name+"-peers", metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := c.Admin.RbacV1().RoleBindings("gpunode").Get(ctx, name+"-peers", metav1.GetOptions{})
+				return err
+			},
 			func() error {
 				_, err := c.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{})
 				return err
