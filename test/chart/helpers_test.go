@@ -112,3 +112,5 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
