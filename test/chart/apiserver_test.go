@@ -183,8 +183,14 @@ func TestOnAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := []string{"--kubeconfig", kubeconfig, "--namespace", "gpunode", "-f", "testdata/values/all-on.yaml"}
-		if out, err := helm(t, append([]string{"install", "gpunode-agent", chartDir}, args...)...); err != nil {
+		out, err := helm(t, append([]string{"install", "gpunode-agent", chartDir}, args...)...)
+		if err != nil {
 			t.Fatalf("helm install: %v\n%s", err, out)
+		}
+		for _, want := range []string{"a ServiceMonitor scrapes every agent", "Alert rules: PrometheusRule gpunode-agent", "Grafana: 3 dashboards as ConfigMaps labelled grafana_dashboard=1 in gpunode"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("helm install's notes lack %q:\n%s", want, out)
+			}
 		}
 		const name = "gpunode-agent"
 		for _, get := range []func() error{

@@ -121,3 +121,12 @@ func TestPodResourcesAndWebConfig(t *testing.T) {
 		t.Errorf("liveness %s", mustYAML(t, c["livenessProbe"]))
 	}
 }
+
+// helm lint --strict passes with every values file too.
+func TestLintValuesFiles(t *testing.T) {
+	for _, f := range valuesFiles(t) {
+		if out, err := helm(t, "lint", "--strict", chartDir, "--kube-version", kubeVersion, "-f", f); err != nil {
+			t.Errorf("helm lint -f %s: %v\n%s", f, err, out)
+		}
+	}
+}
