@@ -78,6 +78,12 @@ func TestProbes(t *testing.T) {
 		t.Errorf("peers Role %v", rules)
 	}
 
+	// An IPv6 listen address: the container port is its port.
+	objs = renderObjects(t, "--set", "config.probe.enabled=true", "--set", "config.probe.listenAddress=[::]:19836")
+	if !strings.Contains(mustYAML(t, agentContainer(t, objs)["ports"]), "containerPort: 19836\n  name: probe") {
+		t.Errorf("ports %s", mustYAML(t, agentContainer(t, objs)["ports"]))
+	}
+
 	// A Secret of the user's: no generated one, its key mounted.
 	objs = renderObjects(t, "--set", "config.probe.enabled=true", "--set", "probeToken.existingSecret=mine", "--set", "probeToken.existingSecretKey=shared")
 	if findObject(objs, "Secret") != nil {

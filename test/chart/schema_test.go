@@ -34,6 +34,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"config: {probe: {thresholds: {minLineRateFraction: 1.5}}}\n", "/config/probe/thresholds/minLineRateFraction"},
 		{"config: {probe: {randomPeers: -1}}\n", "/config/probe/randomPeers"},
 		{"config: {probe: {intervall: 1m}}\n", "additional properties 'intervall' not allowed"},
+		{"config: {probe: {listenAddress: \"9836\"}}\n", "/config/probe/listenAddress"},
 		{"nodeSelector: {kubernetes.io/os: 1}\n", "/nodeSelector/kubernetes.io~1os"},
 		{"tolerations: {key: x}\n", "/tolerations"},
 		{"updateStrategy: {type: Recreate}\n", "/updateStrategy/type"},
