@@ -203,12 +203,14 @@ func TestTuningOff(t *testing.T) {
 	}
 }
 
-// A typo in the values' config reaches the agent, which refuses it with
-// the key named, instead of silently running on defaults.
+// A typo in the values' config is refused by values.schema.json; where
+// the schema leaves an object open (an inline tuning profile) it reaches
+// the agent, which refuses it with the key named, instead of silently
+// running on defaults.
 func TestConfigTypoIsCaught(t *testing.T) {
-	objs := render(t, "config:\n  discovery:\n    intervall: 5m\n")
+	objs := render(t, "config:\n  tuning:\n    customProfile:\n      name: x\n      numa:\n        balanse: 1\n")
 	_, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
-	if err == nil || !strings.Contains(err.Error(), `unknown key "intervall" in discovery`) {
+	if err == nil || !strings.Contains(err.Error(), `unknown key "balanse" in tuning.customProfile.numa`) {
 		t.Fatalf("typo not caught: %v", err)
 	}
 }

@@ -35,3 +35,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "gpunode-agent.taintKey" -}}
 {{- dig "metrics" "health" "taint" "key" "gpunode.dev/gpu-unhealthy" .Values.config -}}
 {{- end -}}
+
+{{/* "true" when RDMA probes are enabled in the agent's config, else empty. */}}
+{{- define "gpunode-agent.probeEnabled" -}}
+{{- if dig "probe" "enabled" false .Values.config -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the RDMA probe token. */}}
+{{- define "gpunode-agent.probeTokenSecret" -}}
+{{- .Values.probeToken.existingSecret | default (printf "%s-probe-token" (include "gpunode-agent.fullname" . | trunc 51 | trimSuffix "-")) -}}
+{{- end -}}

@@ -1,0 +1,138 @@
+package chart
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// agentContainer returns the DaemonSet's agent container.
+func agentContainer(t *testing.T, objs []map[string]any) map[string]any {
+	t.Helper()
+	ds := findObject(objs, "DaemonSet")
+	if ds == nil {
+		t.Fatal("no DaemonSet")
+	}
+	spec := ds["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	return spec["containers"].([]any)[0].(map[string]any)
+}
+
+func podSpec(objs []map[string]any) map[string]any {
+	return findObject(objs, "DaemonSet")["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+}
+
+func names(list any, key string) []string {
+	var out []string
+	l, _ := list.([]any)
+	for _, e := range l {
+		out = append(out, e.(map[string]any)[key].(string))
+	}
+	return out
+}
+
+func configOf(t *testing.T, objs []map[string]any) string {
+	t.Helper()
+	for _, o := range objs {
+		if o["kind"] == "ConfigMap" && o["metadata"].(map[string]any)["name"] == "gpunode-gpunode-agent" {
+			return o["data"].(map[string]any)["config.yaml"].(string)
+		}
+	}
+	t.Fatal("no config ConfigMap")
+	return ""
+}
+
+// Probes on, tuning off: host network, privileged, the probe port, the
+// token in the config volume at the path the config names, the peers
+// Role; off (the default): none of it, and no probe section in the config.
+func TestProbes(t *testing.T) {
+	objs := renderObjects(t, "--set", "config.probe.enabled=true", "--set", "config.tuning.mode=off")
+	spec, c := podSpec(objs), agentContainer(t, objs)
+	if spec["hostNetwork"] != true || c["securityContext"].(map[string]any)["privileged"] != true {
+		t.Errorf("probes: hostNetwork %v, securityContext %v", spec["hostNetwork"], c["securityContext"])
+	}
+	if !slices.Contains(names(c["ports"], "name"), "probe") || !slices.Contains(names(c["env"], "name"), "POD_NAMESPACE") {
+		t.Errorf("ports %v, env %v", c["ports"], c["env"])
+	}
+	cfg := configOf(t, objs)
+	for _, want := range []string{"tokenFile: /etc/gpunode/probe/token", "peerSelector: app.kubernetes.io/name=gpunode-agent,app.kubernetes.io/instance=gpunode", `listenAddress: :9836`} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	var projected []any
+	for _, v := range spec["volumes"].([]any) {
+		if v.(map[string]any)["name"] == "config" {
+			projected = v.(map[string]any)["projected"].(map[string]any)["sources"].([]any)
+		}
+	}
+	if len(projected) != 2 || projected[1].(map[string]any)["secret"].(map[string]any)["name"] != "gpunode-gpunode-agent-probe-token" {
+		t.Errorf("config volume sources %v", projected)
+	}
+	for _, kind := range []string{"Secret", "Role", "RoleBinding"} {
+		if findObject(objs, kind) == nil {
+			t.Errorf("no %s with probes on", kind)
+		}
+	}
+	if rules := findObject(objs, "Role")["rules"].([]any)[0].(map[string]any); mustYAML(t, rules["verbs"]) != "- get\n- list\n- watch\n" ||
+		mustYAML(t, rules["resources"]) != "- pods\n" {
+		t.Errorf("peers Role %v", rules)
+	}
+
+	// An IPv6 listen address: the container port is its port.
+	objs = renderObjects(t, "--set", "config.probe.enabled=true", "--set", "config.probe.listenAddress=[::]:19836")
+	if !strings.Contains(mustYAML(t, agentContainer(t, objs)["ports"]), "containerPort: 19836\n  name: probe") {
+		t.Errorf("ports %s", mustYAML(t, agentContainer(t, objs)["ports"]))
+	}
+
+	// A Secret of the user's: no generated one, its key mounted.
+	objs = renderObjects(t, "--set", "config.probe.enabled=true", "--set", "probeToken.existingSecret=mine", "--set", "probeToken.existingSecretKey=shared")
+	if findObject(objs, "Secret") != nil {
+		t.Error("a token Secret besides the user's")
+	}
+	if !strings.Contains(mustYAML(t, podSpec(objs)["volumes"]), "name: mine") || !strings.Contains(mustYAML(t, podSpec(objs)["volumes"]), "key: shared") {
+		t.Errorf("volumes %s", mustYAML(t, podSpec(objs)["volumes"]))
+	}
+
+	objs = renderObjects(t, "--set", "config.tuning.mode=off")
+	if podSpec(objs)["hostNetwork"] == true || findObject(objs, "Secret") != nil || findObject(objs, "Role") != nil {
+		t.Error("probes off: host network, a Secret or a Role")
+	}
+	if strings.Contains(configOf(t, objs), "probe") {
+		t.Errorf("probes off, yet a probe section:\n%s", configOf(t, objs))
+	}
+}
+
+// The pod-resources socket directory is mounted read-only where the
+// config looks for it, or disabled in the config; a web config Secret is
+// mounted and named in the config; https reaches the kubelet's probes.
+func TestPodResourcesAndWebConfig(t *testing.T) {
+	objs := renderObjects(t)
+	c := agentContainer(t, objs)
+	if !strings.Contains(mustYAML(t, c["volumeMounts"]), "mountPath: /var/lib/kubelet/pod-resources\n  name: pod-resources\n  readOnly: true") {
+		t.Errorf("mounts %s", mustYAML(t, c["volumeMounts"]))
+	}
+	if cfg := agentAccepts(t, configOf(t, objs)); cfg.Metrics.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" {
+		t.Errorf("socket %q", cfg.Metrics.PodResourcesSocket)
+	}
+	objs = renderObjects(t, "--set", "podResources.enabled=false", "--set", "metrics.webConfig.existingSecret=web", "--set", "metrics.scheme=https")
+	c = agentContainer(t, objs)
+	cfg := agentAccepts(t, configOf(t, objs))
+	if cfg.Metrics.PodResourcesSocket != "" || strings.Contains(mustYAML(t, c["volumeMounts"]), "pod-resources") {
+		t.Errorf("pod resources off: socket %q, mounts %s", cfg.Metrics.PodResourcesSocket, mustYAML(t, c["volumeMounts"]))
+	}
+	if cfg.Metrics.WebConfigFile != "/etc/gpunode/web/web-config.yml" || !strings.Contains(mustYAML(t, c["volumeMounts"]), "mountPath: /etc/gpunode/web") {
+		t.Errorf("web config %q", cfg.Metrics.WebConfigFile)
+	}
+	if !strings.Contains(mustYAML(t, c["livenessProbe"]), "scheme: HTTPS") {
+		t.Errorf("liveness %s", mustYAML(t, c["livenessProbe"]))
+	}
+}
+
+// helm lint --strict passes with every values file too.
+func TestLintValuesFiles(t *testing.T) {
+	for _, f := range valuesFiles(t) {
+		if out, err := helm(t, "lint", "--strict", chartDir, "--kube-version", kubeVersion, "-f", f); err != nil {
+			t.Errorf("helm lint -f %s: %v\n%s", f, err, out)
+		}
+	}
+}
