@@ -74,10 +74,10 @@ type Device struct {
 	RemappedRows *RemappedRows `json:"remapped_rows,omitempty"`
 	// Fabric is the NVLink fabric (NVSwitch) registration state; nil where
 	// the GPU reports none (no NVSwitch, or a driver without the call).
-	Fabric *Fabric `json:"fabric,omitempty"`
-	Serial          string        `json:"serial,omitempty"`
-	VBIOSVersion    string        `json:"vbios_version,omitempty"`
-	Errors          []string      `json:"errors,omitempty"`
+	Fabric       *Fabric  `json:"fabric,omitempty"`
+	Serial       string   `json:"serial,omitempty"`
+	VBIOSVersion string   `json:"vbios_version,omitempty"`
+	Errors       []string `json:"errors,omitempty"`
 }
 
 // MIG is the Multi-Instance GPU state. Current and Pending differ until the

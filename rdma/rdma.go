@@ -66,9 +66,9 @@ type Port struct {
 	// (ibv_query_port) fills it in.
 	ActiveMTU int `json:"active_mtu,omitempty"`
 	// Netdev is the network interface of the port (RoCE, IPoIB), if any.
-	Netdev    string   `json:"netdev,omitempty"`
-	NetdevMTU int      `json:"netdev_mtu,omitempty"`
-	GIDs      []GID    `json:"gids,omitempty"`
+	Netdev    string `json:"netdev,omitempty"`
+	NetdevMTU int    `json:"netdev_mtu,omitempty"`
+	GIDs      []GID  `json:"gids,omitempty"`
 	// RoCE is the RoCE configuration of a RoCE port; nil on others.
 	RoCE   *RoCEConfig `json:"roce,omitempty"`
 	Errors []string    `json:"errors,omitempty"`
