@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path"
 	"slices"
-	"strconv"
 	"syscall"
 )
 
@@ -135,19 +134,4 @@ func maskPriorities(mask uint8) []int {
 		}
 	}
 	return out
-}
-
-// Priorities formats priorities for reports: "3", "3,4", "none".
-func Priorities(p []int) string {
-	if len(p) == 0 {
-		return "none"
-	}
-	s := ""
-	for i, v := range p {
-		if i > 0 {
-			s += ","
-		}
-		s += strconv.Itoa(v)
-	}
-	return s
 }

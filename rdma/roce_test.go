@@ -89,7 +89,4 @@ func TestAddPFC(t *testing.T) {
 	if err := AddPFC(context.Background(), devs, nil); err != nil {
 		t.Error(err)
 	}
-	if got := Priorities([]int{3, 7}) + " " + Priorities(nil); got != "3,7 none" {
-		t.Errorf("Priorities: %q", got)
-	}
 }

@@ -1,0 +1,59 @@
+package verify
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Text writes the report for people: a verdict line, one row per result,
+// then the remedy of every warning and failure.
+func Text(w io.Writer, r Report) error {
+	var b strings.Builder
+	verdict := "VERIFIED"
+	if !r.Verified {
+		verdict = "NOT VERIFIED"
+	}
+	fmt.Fprintf(&b, "Node verification: %s (%d failed, %d warnings, %d passed, %d skipped)\n", verdict, r.Counts.Fail, r.Counts.Warn, r.Counts.Pass, r.Counts.Skip)
+	if r.Simulated != "" {
+		fmt.Fprintf(&b, "SIMULATED node %s: built-in fixture, not this machine\n", r.Simulated)
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tSUBJECT\tSTATUS\tOBSERVED\tEXPECTED")
+	for _, res := range r.Results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", res.Check, res.Subject, res.Status, res.Observed, dash(res.Expected))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	first := true
+	for _, res := range r.Results {
+		if res.Remedy == "" {
+			continue
+		}
+		if first {
+			b.WriteString("\nRemedies:\n")
+			first = false
+		}
+		fmt.Fprintf(&b, "  %s %s %s: %s\n", res.Status, res.Check, res.Subject, res.Remedy)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// JSON writes the report as indented JSON.
+func JSON(w io.Writer, r Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
