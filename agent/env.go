@@ -34,7 +34,7 @@ type Env struct {
 	Traffic telemetry.Traffic
 	// PFC reads RoCE netdevs' PFC state: DCB over netlink on a host, the
 	// node's table when simulated.
-	PFC rdma.PFCReader
+	PFC     rdma.PFCReader
 	cleanup func() error
 }
 
