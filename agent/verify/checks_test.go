@@ -7,6 +7,7 @@ import (
 
 	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/rdma"
 )
 
@@ -313,4 +314,18 @@ func TestChecksListed(t *testing.T) {
 	if r.Verified || r.Counts.Fail != 1 || r.Counts.Warn != 1 || len(r.Failed()) != 1 || r.Failed()[0].Subject != "gpu0" {
 		t.Errorf("a pending remap must fail and ECC off warn: %+v %s", r.Counts, fmt.Sprint(r.Failed()))
 	}
+}
+
+func TestDiscoverySources(t *testing.T) {
+	ok := func(s *snapshot.Snapshot) {
+		s.Sources = []source.Status{{Name: "nvml", State: source.OK}, {Name: "rdma", State: source.Absent}}
+	}
+	run(t, discoverySources(), []cas{
+		{"all ran", Options{}, ok, "node=pass"},
+		{"one failed", Options{}, func(s *snapshot.Snapshot) {
+			ok(s)
+			s.Sources[0] = source.Status{Name: "nvml", State: source.Error, Message: "nvmlInit: ERROR_UNKNOWN"}
+		}, "node=fail"},
+		{"none ran", Options{}, nil, "node=skip"},
+	})
 }
