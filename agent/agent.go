@@ -23,6 +23,7 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/telemetry"
 	"github.com/gpunode/gpunode/tuning"
 )
@@ -57,6 +58,8 @@ type Options struct {
 	Kube kubernetes.Interface
 	// Traffic moves a simulated node's RDMA counters (nil on real hardware).
 	Traffic telemetry.Traffic
+	// PFC reads RoCE ports' PFC state (Env.PFC); nil leaves it unknown.
+	PFC rdma.PFCReader
 }
 
 type daemon struct {
@@ -81,6 +84,7 @@ type daemon struct {
 func Run(ctx context.Context, o Options) error {
 	d := &daemon{o: o, cfg: o.Config, log: o.Logger, states: map[string]source.State{}}
 	d.disc = NewDiscoverer(o.FS, o.Backends, d.cfg.Discovery.SourceTimeout, o.Simulated)
+	d.disc.SetPFC(o.PFC)
 	d.setLiveLimit()
 	defer d.closeBackends()
 	d.logMode()
