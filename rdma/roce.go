@@ -97,8 +97,9 @@ type PFCReader interface {
 var ErrNoDCB = errors.New("interface has no DCB support")
 
 // AddPFC fills in the PFC state of every RoCE port's netdev. A port whose
-// interface has no DCB support keeps PFC nil; other failures go on the
-// port's errors and are returned, joined.
+// interface has no DCB support, or is not in the agent's network
+// namespace, keeps PFC nil; other failures go on the port's errors and are
+// returned, joined.
 func AddPFC(ctx context.Context, devs []Device, pfc PFCReader) error {
 	if pfc == nil {
 		return nil
@@ -112,7 +113,10 @@ func AddPFC(ctx context.Context, devs []Device, pfc PFCReader) error {
 			}
 			mask, err := pfc.PFCEnabled(ctx, p.Netdev)
 			switch {
-			case errors.Is(err, ErrNoDCB) || errors.Is(err, syscall.EOPNOTSUPP):
+			// No DCB in the driver, or no such interface in the agent's
+			// network namespace (a pod without hostNetwork, a fixture
+			// tree under --host-root): PFC stays unknown.
+			case errors.Is(err, ErrNoDCB) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENODEV):
 			case err != nil:
 				err = fmt.Errorf("%s port %d: PFC of %s: %w", devs[i].Name, p.Number, p.Netdev, err)
 				p.Errors = append(p.Errors, err.Error())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -69,8 +70,10 @@ func TestAddPFC(t *testing.T) {
 		{Name: "mlx5_1", Ports: []Port{port("b")}},
 		{Name: "mlx5_2", Ports: []Port{port("c")}},
 		{Name: "mlx5_3", Ports: []Port{{Number: 1, Transport: InfiniBand, Netdev: "ib0"}}},
+		{Name: "mlx5_4", Ports: []Port{port("d")}},
 	}
-	err := AddPFC(context.Background(), devs, pfcTable{"a": uint8(0b10001000), "b": errors.New("netlink receive: timeout"), "ib0": uint8(1)})
+	err := AddPFC(context.Background(), devs, pfcTable{"a": uint8(0b10001000), "b": errors.New("netlink receive: timeout"), "ib0": uint8(1),
+		"d": fmt.Errorf("DCB of d: %w", syscall.ENODEV)})
 	if err == nil || !strings.Contains(err.Error(), "mlx5_1 port 1: PFC of b: netlink receive: timeout") {
 		t.Fatalf("err = %v", err)
 	}
@@ -82,6 +85,9 @@ func TestAddPFC(t *testing.T) {
 	}
 	if devs[2].Ports[0].RoCE.PFC != nil || len(devs[2].Ports[0].Errors) != 0 {
 		t.Errorf("c (no DCB): %+v", devs[2].Ports[0])
+	}
+	if devs[4].Ports[0].RoCE.PFC != nil || len(devs[4].Ports[0].Errors) != 0 {
+		t.Errorf("d (another namespace): %+v", devs[4].Ports[0])
 	}
 	if devs[3].Ports[0].RoCE != nil {
 		t.Error("an InfiniBand port got RoCE settings")

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gpunode/gpunode/sim"
 )
 
 func TestVerifyCommand(t *testing.T) {
@@ -68,5 +70,25 @@ func TestVerifyGoldenAndConfig(t *testing.T) {
 	}
 	if code := run([]string{"--simulate=dgx-b200-ib", "--config=" + cfg, "verify"}, &out, &errOut); code != 2 {
 		t.Errorf("unknown key: exit %d", code)
+	}
+}
+
+// --host-root on a simulated tree: the real DCB reader asks this
+// machine's kernel, which has none of the tree's interfaces (PFC stays
+// unknown, no source fails); ECN comes from the tree and is off.
+func TestVerifyHostRoot(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := sim.Build("h100-roce-lossy", dir); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"--host-root=" + dir, "verify"}, &out, &errOut)
+	for _, w := range []string{"discovery         node      pass", "roce-congestion   mlx5_0/1  fail    PFC unknown, ECN none", "roce-congestion   mlx5_9/1  pass    PFC unknown, ECN 0-7"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d:\n%s%s", code, out.String(), errOut.String())
 	}
 }
