@@ -57,3 +57,27 @@ func JSON(w io.Writer, r Report) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
 }
+
+// Markers around the generated checks table in README.md.
+const (
+	TableBegin = "<!-- BEGIN checks table: generated from agent/verify (go test ./agent/verify -update); do not edit -->"
+	TableEnd   = "<!-- END checks table -->"
+)
+
+// Table renders every check as a Markdown table for the README.
+func Table() string {
+	var b strings.Builder
+	b.WriteString("| check | severity | subject | checks that | remedy |\n|---|---|---|---|---|\n")
+	for _, c := range Checks() {
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", c.Name, c.Severity, subjectOf[c.Name], c.Summary, c.Remedy)
+	}
+	return b.String()
+}
+
+// subjectOf says what each check's results are about, for the table.
+var subjectOf = map[string]string{
+	"discovery": "node", "gpu-count": "node", "gpu-pcie-link": "GPU", "nvlink": "GPU", "nvswitch-fabric": "GPU",
+	"gpu-ecc": "GPU", "gpu-row-remap": "GPU", "gpu-nic-affinity": "GPU", "rdma-modules": "node",
+	"ib-port-sm": "port", "roce-mode": "port", "roce-congestion": "port", "rdma-mtu": "port",
+	"rdma-port-rate": "port", "gpudirect-rdma": "node",
+}
