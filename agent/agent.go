@@ -19,10 +19,12 @@ import (
 	"github.com/gpunode/gpunode/agent/publish"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/agent/snapshot"
+	"github.com/gpunode/gpunode/agent/verify"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/telemetry"
 	"github.com/gpunode/gpunode/tuning"
 )
@@ -57,6 +59,8 @@ type Options struct {
 	Kube kubernetes.Interface
 	// Traffic moves a simulated node's RDMA counters (nil on real hardware).
 	Traffic telemetry.Traffic
+	// PFC reads RoCE ports' PFC state (Env.PFC); nil leaves it unknown.
+	PFC rdma.PFCReader
 }
 
 type daemon struct {
@@ -74,6 +78,12 @@ type daemon struct {
 	pub       *publish.Publisher // nil when not publishing
 	sampler   *telemetry.Sampler
 	desired   *desiredNode // what goes to the publisher, from discovery and the sampler
+	// verification is node verification's latest report; emit takes the
+	// events of checks that change state (nil: logged).
+	verification atomic.Pointer[verify.Report]
+	emit         func(nodestatus.Event)
+	// conditions are the discovery-side conditions last logged standalone.
+	conditions []nodestatus.Condition
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -81,6 +91,7 @@ type daemon struct {
 func Run(ctx context.Context, o Options) error {
 	d := &daemon{o: o, cfg: o.Config, log: o.Logger, states: map[string]source.State{}}
 	d.disc = NewDiscoverer(o.FS, o.Backends, d.cfg.Discovery.SourceTimeout, o.Simulated)
+	d.disc.SetPFC(o.PFC)
 	d.setLiveLimit()
 	defer d.closeBackends()
 	d.logMode()
@@ -92,6 +103,7 @@ func Run(ctx context.Context, o Options) error {
 	if emit == nil && d.pub != nil {
 		emit = d.pub.Event
 	}
+	d.emit = emit
 	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, emit, d.snap.Load)
 	tuningConfigs := make(chan config.Config, 1)
 	stopSampler := d.startSampler(ctx)
@@ -100,6 +112,7 @@ func Run(ctx context.Context, o Options) error {
 	collectors := []prometheus.Collector{
 		exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),
+		exporters.NewVerifyCollector(d.verification.Load),
 	}
 	if d.pub != nil {
 		collectors = append(collectors, d.pub.Collectors()...)
@@ -278,6 +291,7 @@ func LabelOptions(c config.Labels) labels.Options {
 func (d *daemon) discover(ctx context.Context) {
 	s := d.disc.Discover(ctx)
 	d.snap.Store(s)
+	d.verifyNode(s)
 	for _, st := range s.Sources {
 		prev, seen := d.states[st.Name]
 		if seen && prev == st.State {
@@ -307,13 +321,14 @@ func (d *daemon) refreshLabels() {
 	opts := LabelOptions(d.cfg.Labels)
 	failed := labels.Failed(s)
 	// A failing source keeps its last good labels, so they do not flap.
-	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels()}, opts), d.labels, failed, opts)
+	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels(), Verified: d.verifiedLabel()}, opts), d.labels, failed, opts)
 	d.logLabelChanges(next)
 	cond := nodestatus.Discovery(s.Sources)
+	conds := append([]nodestatus.Condition{cond}, d.verifiedCondition()...)
 	if d.pub != nil {
-		d.desired.discovered(publish.Desired{Labels: next, Failed: failed, LabelOptions: opts, Conditions: []nodestatus.Condition{cond}})
-	} else if cond != d.condition {
-		d.log.Info("condition", "type", cond.Type, "status", cond.Status, "reason", cond.Reason, "message", cond.Message)
+		d.desired.discovered(publish.Desired{Labels: next, Failed: failed, LabelOptions: opts, Conditions: conds})
+	} else {
+		d.logConditions(conds)
 	}
 	d.condition = cond
 	d.writeNFDFile(next)

@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -27,17 +28,24 @@ type Discoverer struct {
 	settings  *source.Runner[[]tuning.Setting]
 	gpus      []*source.Runner[gpu.Inventory]
 	now       func() time.Time
+	// pfc reads the PFC state of RoCE netdevs (DCB over netlink on a
+	// host, a table on a simulated node); nil leaves PFC unknown.
+	pfc rdma.PFCReader
 }
 
 // NewDiscoverer wires the sources for a host root and GPU backends.
 // simulated names the simulated node, or is empty on real hardware.
 func NewDiscoverer(fsys hostfs.FS, backends []gpu.Backend, timeout time.Duration, simulated string) *Discoverer {
-	d := &Discoverer{
+	d := &Discoverer{}
+	*d = Discoverer{
 		simulated: simulated,
 		topology: &source.Runner[topology.Topology]{Name: "topology", Timeout: timeout,
 			Fn: func(ctx context.Context) (topology.Topology, error) { return topology.Discover(ctx, fsys) }},
 		rdma: &source.Runner[[]rdma.Device]{Name: "rdma", Timeout: timeout,
-			Fn: func(ctx context.Context) ([]rdma.Device, error) { return rdma.Discover(ctx, fsys) }},
+			Fn: func(ctx context.Context) ([]rdma.Device, error) {
+				devs, err := rdma.Discover(ctx, fsys)
+				return devs, errors.Join(err, rdma.AddPFC(ctx, devs, d.pfc))
+			}},
 		settings: &source.Runner[[]tuning.Setting]{Name: "settings", Timeout: timeout,
 			Fn: func(ctx context.Context) ([]tuning.Setting, error) {
 				return tuning.Observe(ctx, fsys, tuning.ObservedSysctls)
@@ -49,6 +57,9 @@ func NewDiscoverer(fsys hostfs.FS, backends []gpu.Backend, timeout time.Duration
 	}
 	return d
 }
+
+// SetPFC sets where RoCE ports' PFC state is read from (Env.PFC).
+func (d *Discoverer) SetPFC(r rdma.PFCReader) { d.pfc = r }
 
 // SetTimeout changes the per-source timeout for later runs.
 func (d *Discoverer) SetTimeout(t time.Duration) {

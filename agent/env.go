@@ -18,6 +18,8 @@ import (
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdma/dcb"
 	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/telemetry"
 )
@@ -30,6 +32,9 @@ type Env struct {
 	Simulated string
 	// Traffic moves a simulated node's RDMA counters; nil on real hardware.
 	Traffic telemetry.Traffic
+	// PFC reads RoCE netdevs' PFC state: DCB over netlink on a host, the
+	// node's table when simulated.
+	PFC     rdma.PFCReader
 	cleanup func() error
 }
 
@@ -49,7 +54,7 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 		if err != nil {
 			return nil, err
 		}
-		env := &Env{FS: fsys}
+		env := &Env{FS: fsys, PFC: &dcb.Reader{}}
 		if cfg.GPU.NVML.Enabled {
 			var opts []gonvml.LibraryOption
 			if cfg.GPU.NVML.LibraryPath != "" {
@@ -74,7 +79,7 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 	if err != nil {
 		return nil, errors.Join(err, cleanup())
 	}
-	env := &Env{FS: fsys, Simulated: simulate, cleanup: cleanup}
+	env := &Env{FS: fsys, Simulated: simulate, cleanup: cleanup, PFC: node.PFC}
 	traffic, err := sim.NewTraffic(node, time.Now())
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("simulate %s: %w", simulate, err), cleanup())

@@ -113,7 +113,7 @@ func runAgent(tb testing.TB, env *Env, cfg config.Config, kube kubernetes.Interf
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), FS: env.FS, Backends: env.Backends,
-			Simulated: env.Simulated, Build: exporters.BuildInfo{Version: "test"}, Kube: kube, Listening: func(a string) { addr <- a }})
+			Simulated: env.Simulated, PFC: env.PFC, Build: exporters.BuildInfo{Version: "test"}, Kube: kube, Listening: func(a string) { addr <- a }})
 	}()
 	var once sync.Once
 	stop = func() {
@@ -164,21 +164,32 @@ func TestPublishSimulatedNode(t *testing.T) {
 	base, stop := runAgent(t, env, cfg, agentClient(t, c), logs)
 
 	// inspect's labels plus the daemon's tuning labels (audit mode: the
-	// simulated DGX has stock settings, so the profile is pending).
+	// simulated DGX has stock settings, so the profile is pending) and
+	// its verification verdict.
 	want := goldenLabels(t, "dgx-h100-ib")
 	want["gpunode.dev/tuning.profile"], want["gpunode.dev/tuning.state"] = "llm-inference", "pending"
+	want["gpunode.dev/verified"] = "true"
 	waitFor(t, "labels on the Node", func() bool {
 		n, err := c.Admin.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
-		return err == nil && len(n.Status.Conditions) == 2 && labels.Set(owned(t, n)).Equal(want)
+		return err == nil && len(n.Status.Conditions) == 3 && labels.Set(owned(t, n)).Equal(want)
 	})
 	n, _ := c.Admin.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if n.Labels["kubernetes.io/hostname"] != node {
 		t.Error("the kubelet's label was lost")
 	}
-	// Discovery's condition and the sampler's, both published at the first pass.
-	for i, typ := range []string{nodestatus.GPUHealthy, nodestatus.DiscoveryHealthy} {
-		if cond := n.Status.Conditions[i]; string(cond.Type) != typ || cond.Status != corev1.ConditionTrue {
-			t.Errorf("condition %+v, want %s True", cond, typ)
+	// Discovery's conditions and the sampler's, all published at the first pass.
+	for _, typ := range []string{nodestatus.GPUHealthy, nodestatus.DiscoveryHealthy, nodestatus.Verified} {
+		found := false
+		for _, cond := range n.Status.Conditions {
+			if string(cond.Type) == typ {
+				found = true
+				if cond.Status != corev1.ConditionTrue {
+					t.Errorf("condition %+v, want %s True", cond, typ)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %s condition among %v", typ, n.Status.Conditions)
 		}
 	}
 	nfd, err := os.ReadFile(cfg.Publish.NFDFeatureFile)

@@ -66,9 +66,18 @@ type Device struct {
 	Interconnect    *Interconnect `json:"interconnect,omitempty"`
 	PowerLimitWatts float64       `json:"power_limit_watts,omitempty"`
 	PCIeLink        *PCIeLink     `json:"pcie_link,omitempty"`
-	Serial          string        `json:"serial,omitempty"`
-	VBIOSVersion    string        `json:"vbios_version,omitempty"`
-	Errors          []string      `json:"errors,omitempty"`
+	// ECC is the memory ECC mode; nil when the GPU has no ECC memory or
+	// the library cannot tell.
+	ECC *ECCMode `json:"ecc,omitempty"`
+	// RemappedRows is the row remapping state (Ampere and newer); nil
+	// where the GPU does not remap rows.
+	RemappedRows *RemappedRows `json:"remapped_rows,omitempty"`
+	// Fabric is the NVLink fabric (NVSwitch) registration state; nil where
+	// the GPU reports none (no NVSwitch, or a driver without the call).
+	Fabric       *Fabric  `json:"fabric,omitempty"`
+	Serial       string   `json:"serial,omitempty"`
+	VBIOSVersion string   `json:"vbios_version,omitempty"`
+	Errors       []string `json:"errors,omitempty"`
 }
 
 // MIG is the Multi-Instance GPU state. Current and Pending differ until the
@@ -97,6 +106,28 @@ type PCIeLink struct {
 	MaxGen       int `json:"max_gen"`
 	CurrentWidth int `json:"current_width"`
 	MaxWidth     int `json:"max_width"`
+}
+
+// ECCMode is the GPU memory's ECC setting. Current and Pending differ
+// until the GPU is reset after a mode change.
+type ECCMode struct {
+	Enabled bool `json:"enabled"`
+	Pending bool `json:"pending"`
+}
+
+// Fabric states, as NVML's nvmlGpuFabricState_t names them.
+const (
+	FabricNotStarted = "not-started"
+	FabricInProgress = "in-progress"
+	FabricCompleted  = "completed"
+)
+
+// Fabric is a GPU's registration with the NVLink fabric: the fabric
+// manager programs the NVSwitches, then each GPU's state becomes
+// completed, with Status the outcome ("success" or the error).
+type Fabric struct {
+	State  string `json:"state"`
+	Status string `json:"status,omitempty"`
 }
 
 // NormalizePCIBusID turns NVML's "00000000:1B:00.0" (or any case and domain

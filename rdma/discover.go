@@ -347,6 +347,7 @@ func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) P
 	// and iWARP stay 0, unknown, until a verbs query fills them in.
 	if p.Transport == RoCE {
 		p.ActiveMTU = activeMTU(p.NetdevMTU)
+		p.RoCE = r.roce(path.Base(path.Dir(path.Dir(dir))), num, p)
 	}
 	return p
 }

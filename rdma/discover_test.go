@@ -209,6 +209,14 @@ func (f *fixture) roceNIC(name, bdf, netdev string, n int) Device {
 	})
 	f.netdev(netdev, pci, 9000, 0)
 	f.verbs(n, name, pci, true)
+	// mlx5's ECN switches: DCQCN on priority 3 only; rdma_cm's configfs
+	// directory created by cma_roce_mode.
+	for prio := range 8 {
+		on := map[bool]string{true: "1\n", false: "0\n"}[prio == 3]
+		f.file(fmt.Sprintf("/sys/class/net/%s/ecn/roce_np/enable/%d", netdev, prio), on)
+		f.file(fmt.Sprintf("/sys/class/net/%s/ecn/roce_rp/enable/%d", netdev, prio), on)
+	}
+	f.file(fmt.Sprintf("/sys/kernel/config/rdma_cm/%s/ports/1/default_roce_mode", name), "RoCE v2\n")
 	return Device{
 		Name: name, Driver: "mlx5_core", NodeType: "CA",
 		NodeGUID: "a088:c203:0012:3456", SysImageGUID: "a088:c203:0012:3456",
@@ -222,6 +230,8 @@ func (f *fixture) roceNIC(name, bdf, netdev string, n int) Device {
 				{2, v4, "IB/RoCE v1", netdev}, {3, v4, "RoCE v2", netdev},
 				{10, v6, "IB/RoCE v1", netdev}, {11, v6, "RoCE v2", netdev},
 			},
+			RoCE: &RoCEConfig{DefaultMode: RoCEv2, ModeSource: ModeConfigfs,
+				ECN: &ECN{NotificationPoint: []int{3}, ReactionPoint: []int{3}}},
 		}},
 	}
 }
@@ -243,6 +253,7 @@ func TestDiscover(t *testing.T) {
 	f.gidTable(port, 255, map[int]gidEntry{0: {ll2, "IB/RoCE v1", "ens1f1np1"}, 1: {ll2, "RoCE v2", "ens1f1np1"}})
 	f.netdev("ens1f1np1", pci, 1500, 0)
 	f.verbs(2, "mlx5_2", pci, false)
+	f.file("/sys/kernel/config/rdma_cm/mlx5_2/ports/1/default_roce_mode", "IB/RoCE v1\n")
 	want = append(want, Device{
 		Name: "mlx5_2", Driver: "mlx5_core", NodeType: "CA", NodeGUID: "a088:c203:0012:3457", SysImageGUID: "a088:c203:0012:3456",
 		FirmwareVersion: "28.39.1002", PCIAddress: "0000:ca:00.1", NUMANode: 1, Verbs: "uverbs2",
@@ -250,6 +261,7 @@ func TestDiscover(t *testing.T) {
 			Number: 1, State: "DOWN", PhysState: "Disabled", LinkLayer: "Ethernet", Transport: RoCE,
 			RateGbps: 40, Rate: "40 Gb/sec (4X QDR)", ActiveMTU: 1024, Netdev: "ens1f1np1", NetdevMTU: 1500,
 			GIDs: []GID{{0, ll2, "IB/RoCE v1", "ens1f1np1"}, {1, ll2, "RoCE v2", "ens1f1np1"}},
+			RoCE: &RoCEConfig{DefaultMode: RoCEv1, ModeSource: ModeConfigfs},
 		}},
 	})
 
@@ -300,6 +312,7 @@ func TestDiscover(t *testing.T) {
 		Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "Ethernet", Transport: RoCE,
 		RateGbps: 2.5, Rate: "2.5 Gb/sec (1X SDR)", ActiveMTU: 1024, Netdev: "eno1", NetdevMTU: 1500,
 		GIDs: []GID{{0, rxeLL, "IB/RoCE v1", "eno1"}, {1, rxeLL, "RoCE v2", "eno1"}},
+		RoCE: &RoCEConfig{DefaultMode: RoCEv2, ModeSource: ModeKernelDefault},
 	}
 	want = append(want, Device{
 		Name: "rxe0", Driver: "rdma_rxe", NodeType: "CA", NodeGUID: "5254:00ff:fe12:3456", SysImageGUID: "5254:00ff:fe12:3456",
@@ -322,6 +335,7 @@ func TestDiscover(t *testing.T) {
 		NUMANode: -1, Ports: []Port{{
 			Number: 1, State: "DOWN", PhysState: "Disabled", LinkLayer: "Ethernet", Transport: RoCE,
 			RateGbps: 2.5, Rate: "2.5 Gb/sec (1X SDR)", ActiveMTU: 4096, Netdev: "veth0", NetdevMTU: 9000,
+			RoCE: &RoCEConfig{},
 		}},
 	})
 

@@ -66,10 +66,56 @@ type Port struct {
 	// (ibv_query_port) fills it in.
 	ActiveMTU int `json:"active_mtu,omitempty"`
 	// Netdev is the network interface of the port (RoCE, IPoIB), if any.
-	Netdev    string   `json:"netdev,omitempty"`
-	NetdevMTU int      `json:"netdev_mtu,omitempty"`
-	GIDs      []GID    `json:"gids,omitempty"`
-	Errors    []string `json:"errors,omitempty"`
+	Netdev    string `json:"netdev,omitempty"`
+	NetdevMTU int    `json:"netdev_mtu,omitempty"`
+	GIDs      []GID  `json:"gids,omitempty"`
+	// RoCE is the RoCE configuration of a RoCE port; nil on others.
+	RoCE   *RoCEConfig `json:"roce,omitempty"`
+	Errors []string    `json:"errors,omitempty"`
+}
+
+// RoCE modes as the kernel names them (GID types, rdma_cm's default_roce_mode).
+const (
+	RoCEv1 = "IB/RoCE v1"
+	RoCEv2 = "RoCE v2"
+)
+
+// Where RoCEConfig.DefaultMode comes from.
+const (
+	// ModeConfigfs: /sys/kernel/config/rdma_cm/<dev>/ports/<n>/default_roce_mode.
+	ModeConfigfs = "configfs"
+	// ModeKernelDefault: no configfs entry (nobody created the device's
+	// directory); since Linux 4.9 rdma_cm then prefers RoCE v2 wherever
+	// the port supports it, which its RoCE v2 GIDs show.
+	ModeKernelDefault = "kernel-default"
+)
+
+// RoCEConfig is what decides whether a RoCE port runs lossless and routable:
+// the RoCE version rdma_cm connects with, ECN (DCQCN) and PFC per priority.
+type RoCEConfig struct {
+	// DefaultMode is RoCEv1 or RoCEv2; ModeSource says how it was found.
+	DefaultMode string `json:"default_mode,omitempty"`
+	ModeSource  string `json:"mode_source,omitempty"`
+	// ECN is the congestion notification state of the port's netdev; nil
+	// when the driver does not expose it (mlx5 does, under
+	// /sys/class/net/<if>/ecn).
+	ECN *ECN `json:"ecn,omitempty"`
+	// PFC is the priority flow control state of the port's netdev from
+	// DCB; nil when it could not be read (no DCB support, no reader).
+	PFC *PFC `json:"pfc,omitempty"`
+}
+
+// ECN lists the priorities (0-7) with ECN enabled, as notification point
+// (the receiver marks congestion back with CNPs) and reaction point (the
+// sender slows down on a CNP). DCQCN needs both.
+type ECN struct {
+	NotificationPoint []int `json:"notification_point"`
+	ReactionPoint     []int `json:"reaction_point"`
+}
+
+// PFC lists the priorities (0-7) with priority flow control enabled.
+type PFC struct {
+	Enabled []int `json:"enabled"`
 }
 
 // GID is one populated entry of a port's GID table.

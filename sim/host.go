@@ -32,6 +32,10 @@ type builder struct {
 	ifindex int
 	verbs   int // uverbs devices so far
 	gpus    int // NVIDIA GPUs so far
+	// faults are planted by the degraded node variants; zero on good nodes.
+	faults faults
+	// pfc is the DCB PFC mask of each Ethernet mlx5 netdev.
+	pfc map[string]uint8
 	// effective is the next CPU (index into each node's CPUs) the vector
 	// allocator hands an interrupt of that node.
 	effective []int

@@ -136,11 +136,17 @@ type mlx5 struct {
 	ipv4   [4]byte // RoCE: the address behind GIDs 2 and 3
 	lid    int     // InfiniBand: assigned by the subnet manager
 	vector int     // completion vectors (mlx5_comp0..N-1)
+	// pfc is the mask of priorities with PFC on (Ethernet); mlx5 ships
+	// with none, and with ECN on for every priority.
+	pfc uint8
 }
 
 // mlx5 adds a single-function Mellanox device under parent with its netdev
 // (IPoIB "ibp24s0" or Ethernet "enp24s0np0"), RDMA device and verbs device.
 func (b *builder) mlx5(parent *pciDev, n mlx5) *pciDev {
+	if r, ok := b.faults.rate[n.rdma]; ok {
+		n.rate = r
+	}
 	d := b.endpoint(parent, 0, n.id)
 	mac := b.mac(nvidiaOUI(), d.bdf)
 	guid := guidFromMAC(mac)
@@ -158,6 +164,9 @@ func (b *builder) mlx5(parent *pciDev, n mlx5) *pciDev {
 		nd.name, nd.address = "en"+slotName(d, false)+"np0", macString(mac)
 	}
 	b.netdev(d, nd)
+	if !n.ib {
+		b.roceQoS(d.dir+"/net/"+nd.name, nd.name, n.rdma, n.pfc)
+	}
 
 	names := []string{"mlx5_async0@pci:" + d.bdf}
 	for i := range n.vector {

@@ -79,7 +79,7 @@ func h100RoCE(b *builder) *nvmlfake.Machine {
 		b.mlx5(sw.port(r.root+3), mlx5{
 			rdma: fmt.Sprintf("mlx5_%d", i), id: connectX7(false), hca: cx7HCA(),
 			rate: "400 Gb/sec (4X NDR)", speed: 400000, mtu: 9000,
-			ipv4: [4]byte{10, 0, byte(i), 11}, vector: 32,
+			ipv4: [4]byte{10, 0, byte(i), 11}, vector: 32, pfc: 1 << 3,
 		})
 		m.GPUs = append(m.GPUs, b.gpu(sw.port(r.root+4), h100SXM()))
 	}
@@ -133,11 +133,19 @@ func i40eModules() []module { return []module{{name: "i40e", size: 565248}} }
 // gpu adds an NVIDIA GPU with its one MSI interrupt and device node, and
 // returns the NVML side of it.
 func (b *builder) gpu(parent *pciDev, id pciID) nvmlfake.GPU {
+	link, degraded := b.faults.gpuLink[b.gpus]
+	if degraded {
+		id.curGen, id.curWidth = link[0], link[1]
+	}
 	d := b.endpoint(parent, 0, id)
 	d.irqs(false, "nvidia")
 	b.t.file(fmt.Sprintf("/dev/nvidia%d", b.gpus), "")
+	g := nvmlfake.GPU{PCIBusID: d.bdf, NUMANode: d.numa, NVLinkDown: b.faults.nvlinkDown[b.gpus]}
+	if degraded {
+		g.PCIeGen, g.PCIeWidth = link[0], link[1]
+	}
 	b.gpus++
-	return nvmlfake.GPU{PCIBusID: d.bdf, NUMANode: d.numa}
+	return g
 }
 
 // platform adds the CPU's first PCIe stack, host bridge 00 on node 0: on

@@ -16,6 +16,8 @@ type pciID struct {
 	revision              string
 	driver                string // "" when unbound
 	gen, width            int    // PCIe link; trained at its maximum
+	// curGen, curWidth, when set, are a link trained below its maximum.
+	curGen, curWidth int
 }
 
 // pciDev is a host bridge, a PCI bridge or a PCI device in the tree.
@@ -104,8 +106,8 @@ func (b *builder) function(parent *pciDev, slot, fn int, id pciID) *pciDev {
 		{"numa_node", itoa(d.numa)},
 		{"local_cpulist", b.nodeCPUs(d.numa).String()},
 		{"local_cpus", b.nodeCPUs(d.numa).Mask(b.words)},
-		{"current_link_speed", linkSpeed(id.gen)},
-		{"current_link_width", itoa(id.width)},
+		{"current_link_speed", linkSpeed(cmp.Or(id.curGen, id.gen))},
+		{"current_link_width", itoa(cmp.Or(id.curWidth, id.width))},
 		{"max_link_speed", linkSpeed(id.gen)},
 		{"max_link_width", itoa(id.width)},
 		{"enable", "1"},

@@ -27,6 +27,9 @@ type Node struct {
 	// NVIDIA describes the node's NVIDIA GPUs for nvmlfake; nil when the
 	// node has no NVIDIA GPUs or driver.
 	NVIDIA *nvmlfake.Machine
+	// PFC is the DCB PFC state of the node's DCB-capable netdevs, which
+	// a host reports over netlink rather than in its file tree.
+	PFC PFCTable
 }
 
 // spec is one entry of the catalog: a name, a description and the code
@@ -43,7 +46,9 @@ func catalog() []spec {
 		{"cpu-only", "2-socket CPU server, 64 CPUs, Intel X710 Ethernet, no GPUs, no RDMA", cpuOnly},
 		{"dgx-b200-ib", "DGX B200: 8x B200 (open kernel module), 8x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE storage ports", dgxB200IB},
 		{"dgx-h100-ib", "DGX H100: 8x H100 SXM (proprietary kernel module), 8x ConnectX-7 NDR InfiniBand, 4 NVSwitches", dgxH100IB},
+		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR)", dgxH100IBDegraded},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
+		{"h100-roce-lossy", "h100-roce with a planted fault: the eight GPU-side RoCE ports have neither PFC nor ECN", h100RoCELossy},
 	}
 }
 
@@ -81,5 +86,5 @@ func Build(name, dir string) (Node, error) {
 	if err := b.t.write(dir); err != nil {
 		return Node{}, fmt.Errorf("simulated node %s: write %s: %w", name, dir, err)
 	}
-	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine}, nil
+	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, PFC: PFCTable(b.pfc)}, nil
 }

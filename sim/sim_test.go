@@ -19,7 +19,7 @@ import (
 
 func TestNames(t *testing.T) {
 	names := Names()
-	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "h100-roce"}
+	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "h100-roce", "h100-roce-lossy"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Names() = %v, want %v", names, want)
 	}
@@ -74,7 +74,7 @@ func expectations() map[string]expect {
 	for i := range 10 {
 		eth10[fmt.Sprintf("mlx5_%d", i)] = "Ethernet"
 	}
-	return map[string]expect{
+	exp := map[string]expect{
 		"cpu-only": {cpus: 64, numaNodes: 2, netMTU: map[string]int{"enp24s0f0": 1500, "enp24s0f1": 1500}},
 		"dgx-h100-ib": {
 			cpus: 224, numaNodes: 2, model: nvmlfake.H100, gpuDevice: "0x2330", peermem: true, nvswitches: 4,
@@ -98,6 +98,13 @@ func expectations() map[string]expect {
 			railPairs: true,
 		},
 	}
+	// The degraded variants are their good nodes plus the planted faults
+	// (TestPlantedFaults).
+	degraded := exp["dgx-h100-ib"]
+	degraded.rate = map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_6": "200 Gb/sec (2X NDR)", "mlx5_7": "400 Gb/sec (4X NDR)"}
+	exp["dgx-h100-ib-degraded"] = degraded
+	exp["h100-roce-lossy"] = exp["h100-roce"]
+	return exp
 }
 
 // TestNodes builds every node twice, requires identical trees, and checks

@@ -39,6 +39,7 @@ type Config struct {
 	Metrics   Metrics   `yaml:"metrics"`
 	Log       Log       `yaml:"log"`
 	Tuning    Tuning    `yaml:"tuning"`
+	Verify    Verify    `yaml:"verify"`
 }
 
 // Discovery controls the discovery loop.
@@ -245,6 +246,7 @@ var sectionNames = map[string]string{
 	"Health":    "metrics.health",
 	"Taint":     "metrics.health.taint",
 	"Log":       "log",
+	"Verify":    "verify",
 }
 
 // labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.
@@ -322,6 +324,7 @@ func (c Config) Validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	errs = append(errs, c.Tuning.validate()...)
+	errs = append(errs, c.Verify.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -34,6 +34,9 @@ const (
 	// SourceTuning is the daemon's tuning loop, not a discovery source:
 	// its labels come in through Inputs.Tuning.
 	SourceTuning Source = "tuning"
+	// SourceVerify is the daemon's node verification, run on each
+	// discovery; its label comes in through Inputs.Verified.
+	SourceVerify Source = "verify"
 )
 
 // Def documents one label key. Every label the agent writes has a Def;
@@ -116,6 +119,7 @@ var (
 	gpuNICAligned   = own("topology.gpu-nic-aligned", []Source{SourceGPU, SourceRDMA, SourceTopology}, "`true` when every GPU has an RDMA device with an ACTIVE port on its NUMA node", "true")
 	tuningProfile   = own("tuning.profile", []Source{SourceTuning}, "the tuning profile the daemon manages (absent when tuning is off)", "llm-inference")
 	tuningState     = own("tuning.state", []Source{SourceTuning}, "`compliant`, `pending` (audit: differs, not applied), `drifted`, `conflict` (irqbalance owns the IRQs), `error` or `off`", "compliant")
+	verified        = own("verified", []Source{SourceVerify}, "`true` when node verification finds no failed check, `false` otherwise (the daemon runs `gpunode-agent verify`'s checks each discovery; see the GPUNodeVerified condition)", "true")
 	gpuDirectRDMA   = own("gpudirect-rdma", []Source{SourceGPU, SourceTopology}, "`true` when a NIC can DMA into GPU memory (nvidia_peermem, or dma-buf with the open NVIDIA module on Linux 5.12+)", "true")
 )
 
@@ -170,7 +174,7 @@ var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
 	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen,
 	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, gpuDirectRDMA, numaNodes, gpuNICAligned,
-	tuningProfile, tuningState,
+	tuningProfile, tuningState, verified,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,
 	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable,

@@ -53,6 +53,9 @@ type Inputs struct {
 	// ("tuning.profile", "tuning.state"); nil before its first run, and
 	// outside the daemon.
 	Tuning map[string]string
+	// Verified is "true" or "false", node verification's verdict; empty
+	// outside the daemon.
+	Verified string
 }
 
 // For computes the labels of a snapshot; see Compute.
@@ -68,10 +71,14 @@ func Compute(in Inputs, o Options) Set {
 	if in.Tuning != nil {
 		e.states[SourceTuning] = source.OK
 	}
+	if in.Verified != "" {
+		e.states[SourceVerify] = source.OK
+	}
 	if o.Sets[GPUNode] {
 		gpunodeSet(in.Snapshot, e)
 		e.put(tuningProfile, in.Tuning[tuningProfile.Key])
 		e.put(tuningState, in.Tuning[tuningState.Key])
+		e.put(verified, in.Verified)
 	}
 	if o.Sets[LLMD] {
 		llmdSet(in.Snapshot, e)

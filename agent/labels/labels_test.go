@@ -330,7 +330,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 	mixed.GPUs[2].Architecture = "cdna4"
 	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed} {
 		tuning := map[string]string{"tuning.profile": "llm-inference", "tuning.state": "compliant"}
-		for k, v := range Compute(Inputs{Snapshot: s, Tuning: tuning}, all()) {
+		for k, v := range Compute(Inputs{Snapshot: s, Tuning: tuning, Verified: "false"}, all()) {
 			d := Lookup(k, "d.io")
 			if d == nil {
 				t.Errorf("label %s has no Def", k)
@@ -400,5 +400,22 @@ func TestREADMETable(t *testing.T) {
 	}
 	if want != string(doc) {
 		t.Errorf("README.md's label table differs from the code; run go test ./agent/labels -update and review the diff")
+	}
+}
+
+// The verified label is the daemon's: written when it hands a verdict in,
+// absent otherwise (inspect), and not held when sources fail.
+func TestVerifiedLabel(t *testing.T) {
+	s := nvidiaSnap(source.OK, source.OK)
+	if v, ok := Compute(Inputs{Snapshot: s, Verified: "true"}, all())["d.io/verified"]; !ok || v != "true" {
+		t.Errorf("verified = %q, %v", v, ok)
+	}
+	if _, ok := For(s, all())["d.io/verified"]; ok {
+		t.Error("verified written without a verdict")
+	}
+	failing := nvidiaSnap(source.Error, source.OK)
+	next := Hold(Compute(Inputs{Snapshot: failing, Verified: "false"}, all()), Set{"d.io/verified": "true"}, Failed(failing), all())
+	if next["d.io/verified"] != "false" {
+		t.Errorf("verified held at %q while a source fails", next["d.io/verified"])
 	}
 }

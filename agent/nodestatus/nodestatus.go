@@ -67,10 +67,12 @@ const (
 	GPUHealthy = "GPUHealthy"
 	// RDMAReady is filled in by the RDMA probe feature.
 	RDMAReady = "RDMAReady"
+	// Verified is node verification's verdict (agent/verify).
+	Verified = "GPUNodeVerified"
 )
 
 // OwnedConditionTypes lists the condition types above.
-var OwnedConditionTypes = []string{DiscoveryHealthy, GPUHealthy, RDMAReady}
+var OwnedConditionTypes = []string{DiscoveryHealthy, GPUHealthy, RDMAReady, Verified}
 
 // ChangeEvent is the event recorded when a condition changes: Normal when
 // it is True (every condition the agent owns is good when True), Warning

@@ -37,7 +37,9 @@ func discoverSim(t *testing.T, name string) *snapshot.Snapshot {
 			t.Error(err)
 		}
 	})
-	s := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated).Discover(context.Background())
+	d := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated)
+	d.SetPFC(env.PFC)
+	s := d.Discover(context.Background())
 	s.TakenAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range s.Sources {
 		s.Sources[i].Duration, s.Sources[i].DurationSeconds = 0, 0

@@ -110,6 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	inspectCmd.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
 
 	tune := addTune(app, &c)
+	verifyCmd := addVerify(app)
 
 	cleanupCmd := app.Command("cleanup", "Remove every label, condition and taint the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay, and so do taints with other keys.")
 	cleanupCmd.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
@@ -179,6 +180,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case inspectCmd.FullCommand():
 		return inspect(env, cfg, c.output, stdout, logger)
+	case verifyCmd.cmd.FullCommand():
+		return runVerify(verifyCmd, env, cfg, stdout, stderr, logger)
 	case runCmd.FullCommand():
 		return daemonize(env, cfg, c, level, logger)
 	}
@@ -246,6 +249,7 @@ func inspect(env *agent.Env, cfg config.Config, output string, stdout io.Writer,
 		}
 	}()
 	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
+	d.SetPFC(env.PFC)
 	s := d.Discover(context.Background())
 	l := labels.For(s, agent.LabelOptions(cfg.Labels))
 	var err error
@@ -290,6 +294,7 @@ func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, l
 		Backends:       env.Backends,
 		Simulated:      env.Simulated,
 		Traffic:        env.Traffic,
+		PFC:            env.PFC,
 		Build:          exporters.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()},
 		Listening: func(addr string) {
 			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")

@@ -67,7 +67,7 @@ func (b *Backend) readDevice(i int) *deviceReader {
 		return r
 	}
 	r.h = h
-	for _, read := range []func(){r.identity, r.pci, r.numa, r.mig, r.nvlink, r.power, r.pcie} {
+	for _, read := range []func(){r.identity, r.pci, r.numa, r.mig, r.nvlink, r.power, r.pcie, r.memoryHealth, r.fabric} {
 		if r.lost {
 			break
 		}

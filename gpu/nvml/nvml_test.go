@@ -103,6 +103,9 @@ func TestH100DeviceFieldByField(t *testing.T) {
 		PCIeLink:        &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16},
 		Serial:          "1126013088837",
 		VBIOSVersion:    "96.00.74.00.0D",
+		ECC:             &gpu.ECCMode{Enabled: true, Pending: true},
+		RemappedRows:    &gpu.RemappedRows{},
+		Fabric:          &gpu.Fabric{State: gpu.FabricCompleted, Status: "success"},
 	}
 	if len(inv.Devices) != 8 {
 		t.Fatalf("%d devices, want 8", len(inv.Devices))
@@ -308,7 +311,8 @@ func TestNotSupportedLeavesFieldsEmpty(t *testing.T) {
 	for _, sym := range []string{"nvmlDeviceGetArchitecture", "nvmlDeviceGetNumaNodeId", "nvmlDeviceGetMigMode",
 		"nvmlDeviceGetNvLinkState", "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetCurrPcieLinkGeneration",
 		"nvmlDeviceGetMaxPcieLinkGeneration", "nvmlDeviceGetCurrPcieLinkWidth", "nvmlDeviceGetMaxPcieLinkWidth",
-		"nvmlDeviceGetSerial", "nvmlDeviceGetVbiosVersion"} {
+		"nvmlDeviceGetSerial", "nvmlDeviceGetVbiosVersion", "nvmlDeviceGetEccMode", "nvmlDeviceGetRemappedRows",
+		"nvmlDeviceGetGpuFabricInfo"} {
 		nvmlfake.SetReturn(lib, 0, sym, gonvml.ERROR_NOT_SUPPORTED)
 	}
 	nvmlfake.SetReturn(lib, 1, "nvmlDeviceGetMaxPcieLinkWidth", gonvml.ERROR_NOT_SUPPORTED)
@@ -354,7 +358,8 @@ func TestOtherErrorsAreRecorded(t *testing.T) {
 
 func TestMissingSymbolsAreNotCalled(t *testing.T) {
 	lib := build(t, dgx(nvmlfake.H100))
-	for _, sym := range []string{"nvmlDeviceGetNumaNodeId", "nvmlDeviceGetArchitecture", "nvmlDeviceGetMigMode"} {
+	for _, sym := range []string{"nvmlDeviceGetNumaNodeId", "nvmlDeviceGetArchitecture", "nvmlDeviceGetMigMode",
+		"nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetRemappedRows"} {
 		nvmlfake.HideSymbol(lib, sym) // the fake panics if one is called anyway
 	}
 	b := nvml.New(lib)
@@ -362,7 +367,7 @@ func TestMissingSymbolsAreNotCalled(t *testing.T) {
 	for range 2 {
 		inv := inventory(t, b)
 		for i, d := range inv.Devices {
-			if d.NUMANode != -1 || d.Architecture != "" || d.MIG != (gpu.MIG{}) || d.UUID == "" {
+			if d.NUMANode != -1 || d.Architecture != "" || d.MIG != (gpu.MIG{}) || d.UUID == "" || d.Fabric != nil || d.RemappedRows != nil {
 				t.Errorf("device %d: %+v", i, d)
 			}
 		}
@@ -378,13 +383,13 @@ func TestSymbolLookupsAreCachedPerInit(t *testing.T) {
 	b := nvml.New(lib)
 	inventory(t, b)
 	inventory(t, b)
-	if n := lookups(); n != 3 {
-		t.Errorf("%d lookups over two runs, want 3 (one per gated symbol)", n)
+	if n := lookups(); n != 5 {
+		t.Errorf("%d lookups over two runs, want 5 (one per gated symbol)", n)
 	}
 	b.Close() // a new Init may load another library version: ask again
 	inventory(t, b)
-	if n := lookups(); n != 6 {
-		t.Errorf("%d lookups after re-Init, want 6", n)
+	if n := lookups(); n != 10 {
+		t.Errorf("%d lookups after re-Init, want 10", n)
 	}
 	b.Close()
 }

@@ -138,3 +138,32 @@ func (d *device) GetSerial() (string, gonvml.Return) {
 func (d *device) GetVbiosVersion() (string, gonvml.Return) {
 	return answer(d.f, "nvmlDeviceGetVbiosVersion", d, func() string { return d.f.spec.vbios })
 }
+
+func (d *device) GetEccMode() (gonvml.EnableState, gonvml.EnableState, gonvml.Return) {
+	if ret := d.f.enter("nvmlDeviceGetEccMode", d); ret != gonvml.SUCCESS {
+		return 0, 0, ret
+	}
+	if d.spec.ECCOff {
+		return gonvml.FEATURE_DISABLED, gonvml.FEATURE_DISABLED, gonvml.SUCCESS
+	}
+	return gonvml.FEATURE_ENABLED, gonvml.FEATURE_ENABLED, gonvml.SUCCESS
+}
+
+// GetGpuFabricInfo answers as a GPU on an NVSwitch baseboard whose fabric
+// manager has (or, with FabricNotStarted, has not) programmed the fabric;
+// other models report the state "not supported".
+func (d *device) GetGpuFabricInfo() (gonvml.GpuFabricInfo, gonvml.Return) {
+	if ret := d.f.enter("nvmlDeviceGetGpuFabricInfo", d); ret != gonvml.SUCCESS {
+		return gonvml.GpuFabricInfo{}, ret
+	}
+	info := gonvml.GpuFabricInfo{State: gonvml.GPU_FABRIC_STATE_NOT_SUPPORTED, Status: uint32(gonvml.ERROR_NOT_SUPPORTED)}
+	switch {
+	case !d.f.spec.fabric:
+	case d.spec.FabricNotStarted:
+		info.State, info.Status = gonvml.GPU_FABRIC_STATE_NOT_STARTED, uint32(gonvml.ERROR_UNINITIALIZED)
+	default:
+		info.State, info.Status = gonvml.GPU_FABRIC_STATE_COMPLETED, uint32(gonvml.SUCCESS)
+		copy(info.ClusterUuid[:], d.UUID[4:])
+	}
+	return info, gonvml.SUCCESS
+}

@@ -51,6 +51,13 @@ type GPU struct {
 	// below the model's maximum on a degraded GPU.
 	PCIeGen   int
 	PCIeWidth int
+	// ECCOff turns ECC off (current and pending), as nvidia-smi -e 0 and
+	// a reset leave it.
+	ECCOff bool
+	// FabricNotStarted leaves the GPU's NVLink fabric registration not
+	// started, as when nvidia-fabricmanager is not running; only models
+	// on NVSwitch baseboards report a fabric at all.
+	FabricNotStarted bool
 	// MIGEnabled turns MIG mode on (current and pending).
 	MIGEnabled bool
 	// MIG lists the GPU instances of a MIG-enabled GPU by profile

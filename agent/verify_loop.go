@@ -1,0 +1,61 @@
+package agent
+
+import (
+	"slices"
+
+	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/agent/snapshot"
+	"github.com/gpunode/gpunode/agent/verify"
+)
+
+// verifyNode runs node verification on a new snapshot, keeps the report
+// for the metrics, the label and the condition, and reports every check
+// that changed state as an event (published, or logged standalone).
+func (d *daemon) verifyNode(s *snapshot.Snapshot) {
+	r := verify.Run(s, verify.Options{ExpectedGPUCount: d.cfg.Verify.ExpectedGPUCount})
+	prev := d.verification.Swap(&r)
+	if prev == nil || prev.Verified != r.Verified {
+		d.log.Info("node verification", "verified", r.Verified, "failed", r.Counts.Fail, "warnings", r.Counts.Warn, "passed", r.Counts.Pass, "skipped", r.Counts.Skip)
+	}
+	for _, e := range verify.Events(prev, r) {
+		if d.emit != nil {
+			d.emit(e)
+			continue
+		}
+		d.log.Info("event (standalone: not published)", "type", e.Type, "reason", e.Reason, "message", e.Message)
+	}
+}
+
+// verifiedLabel is the gpunode.dev/verified value; empty before the first
+// verification.
+func (d *daemon) verifiedLabel() string {
+	r := d.verification.Load()
+	switch {
+	case r == nil:
+		return ""
+	case r.Verified:
+		return "true"
+	}
+	return "false"
+}
+
+// verifiedCondition is the GPUNodeVerified condition, if verification ran.
+func (d *daemon) verifiedCondition() []nodestatus.Condition {
+	r := d.verification.Load()
+	if r == nil {
+		return nil
+	}
+	return []nodestatus.Condition{verify.Condition(*r)}
+}
+
+// logConditions logs, standalone, the conditions that changed since the
+// last call.
+func (d *daemon) logConditions(conds []nodestatus.Condition) {
+	for _, c := range conds {
+		if slices.Contains(d.conditions, c) {
+			continue
+		}
+		d.log.Info("condition", "type", c.Type, "status", c.Status, "reason", c.Reason, "message", c.Message)
+	}
+	d.conditions = conds
+}

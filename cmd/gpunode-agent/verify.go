@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/verify"
+)
+
+// verifyFlags are the flags of `verify`.
+type verifyFlags struct {
+	cmd          *kingpin.CmdClause
+	output       string
+	expectedGPUs int
+	expectedSet  bool
+}
+
+func addVerify(app *kingpin.Application) *verifyFlags {
+	f := &verifyFlags{}
+	f.cmd = app.Command("verify", "Discover once and check that the node will perform: GPU count, PCIe links, NVLink and NVSwitch fabric, ECC and row remaps, GPU-NIC affinity, RDMA modules, InfiniBand subnet manager, RoCE v2 mode, PFC/ECN, MTU, port rates and GPUDirect RDMA. Prints each check with pass, warn, fail or skip, the observed and expected value and a remedy. Exits 0 when no check fails (warnings allowed), 1 when one fails, 2 on bad usage or configuration.")
+	f.cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
+	f.cmd.Flag("expected-gpus", "GPUs the node must have (overrides verify.expectedGPUCount; 0 takes the count from the product).").PlaceHolder("N").IsSetByUser(&f.expectedSet).IntVar(&f.expectedGPUs)
+	return f
+}
+
+// VerifyOptions turns the verify configuration into check options.
+func verifyOptions(c config.Verify) verify.Options {
+	return verify.Options{ExpectedGPUCount: c.ExpectedGPUCount}
+}
+
+func runVerify(f *verifyFlags, env *agent.Env, cfg config.Config, stdout, stderr io.Writer, logger *slog.Logger) int {
+	defer func() {
+		for _, b := range env.Backends {
+			if err := b.Close(); err != nil {
+				logger.Warn("close GPU backend", "backend", b.Name(), "err", err)
+			}
+		}
+	}()
+	if f.expectedSet {
+		cfg.Verify.ExpectedGPUCount = f.expectedGPUs
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: --expected-gpus: %v\n", err)
+			return exitUsage
+		}
+	}
+	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
+	d.SetPFC(env.PFC)
+	r := verify.Run(d.Discover(context.Background()), verifyOptions(cfg.Verify))
+	var err error
+	if f.output == "json" {
+		err = verify.JSON(stdout, r)
+	} else {
+		err = verify.Text(stdout, r)
+	}
+	if err != nil {
+		logger.Error("write report", "err", err)
+		return exitFailure
+	}
+	if !r.Verified {
+		return exitFailure
+	}
+	return 0
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gpunode/gpunode/sim"
+)
+
+func TestVerifyCommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--simulate=dgx-h100-ib", "verify"}, 0, "Node verification: VERIFIED"},
+		{[]string{"--simulate=dgx-h100-ib-degraded", "verify"}, 1, "fail    Gen4 x8"},
+		{[]string{"--simulate=h100-roce-lossy", "verify", "-o", "json"}, 1, `"check": "roce-congestion"`},
+		{[]string{"--simulate=dgx-h100-ib", "verify", "--expected-gpus=4"}, 1, "8                                                                     4 (verify.expectedGPUCount)"},
+		{[]string{"--simulate=dgx-h100-ib", "verify", "--expected-gpus=-1"}, 2, ""},
+		{[]string{"--simulate=dgx-h100-ib", "verify", "-o", "yaml"}, 2, ""},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(c.args, &out, &errOut)
+		if code != c.code || !strings.Contains(out.String(), c.want) {
+			t.Errorf("%v: exit %d (want %d), output lacks %q:\n%s%s", c.args, code, c.code, c.want, out.String(), errOut.String())
+		}
+	}
+}
+
+// The command prints what the golden reports hold, and --config's verify
+// section reaches the checks.
+func TestVerifyGoldenAndConfig(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--simulate=h100-roce-lossy", "verify", "-o", "json"}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	want, err := os.ReadFile("../../agent/verify/testdata/h100-roce-lossy.verify.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != string(want) {
+		t.Errorf("verify -o json differs from the golden report:\n%s", out.String())
+	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("verify:\n  expectedGPUCount: 16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run([]string{"--simulate=dgx-b200-ib", "--config=" + cfg, "verify", "-o", "json"}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d with 16 GPUs expected: %s", code, errOut.String())
+	}
+	var r struct {
+		Results []struct{ Check, Status, Expected string }
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range r.Results {
+		if res.Check == "gpu-count" && (res.Status != "fail" || !strings.HasPrefix(res.Expected, "16")) {
+			t.Errorf("gpu-count %+v", res)
+		}
+	}
+	if err := os.WriteFile(cfg, []byte("verify:\n  expectedGPUs: 8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := run([]string{"--simulate=dgx-b200-ib", "--config=" + cfg, "verify"}, &out, &errOut); code != 2 {
+		t.Errorf("unknown key: exit %d", code)
+	}
+}
+
+// --host-root on a simulated tree: the real DCB reader asks this
+// machine's kernel, which has none of the tree's interfaces (PFC stays
+// unknown, no source fails); ECN comes from the tree and is off.
+func TestVerifyHostRoot(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := sim.Build("h100-roce-lossy", dir); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"--host-root=" + dir, "verify"}, &out, &errOut)
+	for _, w := range []string{"discovery         node      pass", "roce-congestion   mlx5_0/1  fail    PFC unknown, ECN none", "roce-congestion   mlx5_9/1  pass    PFC unknown, ECN 0-7"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+}

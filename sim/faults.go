@@ -1,0 +1,80 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/rdma"
+)
+
+// faults are what a degraded variant plants in an otherwise good node.
+// The builder consults them where it writes the affected facts, so the
+// file tree and the NVML fake agree.
+type faults struct {
+	// gpuLink: GPU index -> the PCIe generation and width it trained at.
+	gpuLink map[int][2]int
+	// nvlinkDown: GPU index -> its NVLink links that are down.
+	nvlinkDown map[int][]int
+	// rate: RDMA device -> the rate its port trained at.
+	rate map[string]string
+	// lossy: RDMA devices whose netdev has neither ECN nor PFC.
+	lossy map[string]bool
+}
+
+// dgxH100IBDegraded is a DGX H100 after a bad day: a GPU whose riser
+// trained at Gen4 x8, a GPU with one NVLink down, and an HCA whose cable
+// came up on two of its four lanes.
+func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
+	b.faults = faults{
+		gpuLink:    map[int][2]int{2: {4, 8}},
+		nvlinkDown: map[int][]int{5: {7}},
+		rate:       map[string]string{"mlx5_6": "200 Gb/sec (2X NDR)"},
+	}
+	return dgxH100IB(b)
+}
+
+// h100RoCELossy is the RoCE server with the GPU-side ports left at a lossy
+// configuration: ECN switched off and no PFC, the way a fabric without a
+// QoS plan ends up.
+func h100RoCELossy(b *builder) *nvmlfake.Machine {
+	b.faults.lossy = map[string]bool{}
+	for i := range 8 {
+		b.faults.lossy[fmt.Sprintf("mlx5_%d", i)] = true
+	}
+	return h100RoCE(b)
+}
+
+// roceQoS writes the ECN switches mlx5 exposes under an Ethernet netdev
+// (on for every priority, the driver's default) and records its PFC mask
+// for the DCB fake.
+func (b *builder) roceQoS(netdevDir, ifname, rdmaName string, pfc uint8) {
+	ecn := "1"
+	if b.faults.lossy[rdmaName] {
+		ecn, pfc = "0", 0
+	}
+	for _, side := range []string{"roce_np", "roce_rp"} {
+		for prio := range 8 {
+			b.t.attr(fmt.Sprintf("%s/ecn/%s/enable/%d", netdevDir, side, prio), ecn)
+		}
+	}
+	if b.pfc == nil {
+		b.pfc = map[string]uint8{}
+	}
+	b.pfc[ifname] = pfc
+}
+
+// PFCTable answers DCB PFC queries for a simulated node: netdev -> mask of
+// priorities with PFC on. Interfaces not in it have no DCB support.
+type PFCTable map[string]uint8
+
+var _ rdma.PFCReader = PFCTable(nil)
+
+// PFCEnabled implements rdma.PFCReader.
+func (t PFCTable) PFCEnabled(_ context.Context, ifname string) (uint8, error) {
+	m, ok := t[ifname]
+	if !ok {
+		return 0, fmt.Errorf("%s: %w", ifname, rdma.ErrNoDCB)
+	}
+	return m, nil
+}
