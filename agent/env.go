@@ -30,7 +30,10 @@ type Env struct {
 	Simulated string
 	// Traffic moves a simulated node's RDMA counters; nil on real hardware.
 	Traffic telemetry.Traffic
-	cleanup func() error
+	// AMDSMIAbsent says why AMD SMI is not used when the amdgpu sysfs
+	// backend serves AMD GPUs instead; "" otherwise.
+	AMDSMIAbsent string
+	cleanup      func() error
 }
 
 // Close removes a simulated tree. The backends are closed by their user.
@@ -56,6 +59,10 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 				opts = append(opts, gonvml.WithLibraryPath(cfg.GPU.NVML.LibraryPath))
 			}
 			env.Backends = append(env.Backends, nvml.New(gonvml.New(opts...)))
+		}
+		if cfg.GPU.AMD.Enabled {
+			b, why := amdBackend(cfg.GPU.AMD, fsys, false)
+			env.Backends, env.AMDSMIAbsent = append(env.Backends, b), why
 		}
 		return env, nil
 	}
@@ -88,6 +95,10 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 			}
 		}
 		env.Backends = append(env.Backends, nvml.New(lib))
+	}
+	if cfg.GPU.AMD.Enabled {
+		b, why := amdBackend(cfg.GPU.AMD, fsys, true)
+		env.Backends, env.AMDSMIAbsent = append(env.Backends, b), why
 	}
 	return env, nil
 }

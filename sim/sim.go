@@ -44,6 +44,7 @@ func catalog() []spec {
 		{"dgx-b200-ib", "DGX B200: 8x B200 (open kernel module), 8x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE storage ports", dgxB200IB},
 		{"dgx-h100-ib", "DGX H100: 8x H100 SXM (proprietary kernel module), 8x ConnectX-7 NDR InfiniBand, 4 NVSwitches", dgxH100IB},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
+		{"mi300x-roce", "AMD MI300X server: 8x MI300X 192GB (amdgpu sysfs, XGMI hive), 8x ConnectX-7 RoCE v2 400GbE, 2 NUMA nodes", mi300xRoCE},
 	}
 }
 
