@@ -108,6 +108,7 @@ var (
 	gpuCUDA         = own("gpu.cuda", gpuOnly, "highest CUDA version the driver supports (NVIDIA)", "12.4")
 	gpuNVLinkActive = own("gpu.nvlink.active-links", gpuOnly, "active NVLink links of the GPU with the fewest; absent when none are up", "18")
 	gpuNVLinkGen    = own("gpu.nvlink.generation", gpuOnly, "NVLink generation of the active links (3 A100, 4 H100/H200, 5 B200)", "4")
+	gpuXGMIActive   = own("gpu.xgmi.active-links", gpuOnly, "active XGMI links of the AMD GPU with the fewest; absent when none are up", "7")
 	rdmaPresent     = own("rdma.present", rdmaOnly, "`true` when the node has RDMA devices", "true")
 	rdmaDevices     = own("rdma.devices", rdmaOnly, "number of RDMA devices", "8")
 	rdmaLinkLayer   = own("rdma.link-layer", rdmaOnly, "`infiniband`, `roce` (or `iwarp`) over the ACTIVE ports; `mixed` when they differ", "infiniband")
@@ -168,7 +169,7 @@ var (
 // Defs lists every label the agent can write, in README order.
 var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
-	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen,
+	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuXGMIActive,
 	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, gpuDirectRDMA, numaNodes, gpuNICAligned,
 	tuningProfile, tuningState,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,

@@ -164,6 +164,28 @@ func TestGPUNodeSet(t *testing.T) {
 		"example.com/rdma.rate-gbps=200", "example.com/topology.gpu-nic-aligned=true")
 }
 
+// An MI300X node: family cdna3, memory in MiB, the XGMI links; no CUDA,
+// compute capability or NVLink keys.
+func TestGPUNodeSetAMD(t *testing.T) {
+	got := For(amdSnap(), Options{Domain: "example.com", Sets: map[SetName]bool{GPUNode: true}})
+	check(t, got,
+		"example.com/gpu.count=2", "example.com/gpu.driver=6.10.5", "example.com/gpu.family=cdna3",
+		"example.com/gpu.memory=196608", "example.com/gpu.mig-capable=false", "example.com/gpu.present=true",
+		"example.com/gpu.product=AMD-Instinct-MI300X", "example.com/gpu.vendor=amd", "example.com/gpu.xgmi.active-links=7",
+		"example.com/gpudirect-rdma=false", "example.com/numa.nodes=0", "example.com/rdma.devices=1",
+		"example.com/rdma.link-layer=roce", "example.com/rdma.present=true", "example.com/rdma.rate-gbps=400",
+		"example.com/topology.gpu-nic-aligned=false")
+
+	// One GPU with a link down: the weakest GPU decides.
+	s := amdSnap()
+	s.GPUs[1].Interconnect.Active = 6
+	if got := For(s, Options{Domain: "example.com", Sets: map[SetName]bool{GPUNode: true}}); !slices.Contains(lines2(got), "example.com/gpu.xgmi.active-links=6") {
+		t.Errorf("one link down: %v", got)
+	}
+}
+
+func lines2(s Set) []string { return strings.Split(lines(s), "\n") }
+
 func TestLLMDSetNVIDIA(t *testing.T) {
 	check(t, For(nvidiaSnap(source.OK, source.OK), only(LLMD)),
 		"hardware.llm-d.ai/gpu-type=h100", "hardware.llm-d.ai/rdma=enabled", "llm-d.ai/gpu-node=true",

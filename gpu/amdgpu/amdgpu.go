@@ -232,6 +232,13 @@ func (b *Backend) device(i int, c card, kfd map[string]kfdNode) (gpu.Device, []e
 			d.PowerLimitWatts = float64(uw) / 1e6
 		}
 	}
+	cg, ok1 := attr(b, c.dev, "current_link_speed", parseLinkGen, &errs)
+	cw, ok2 := attr(b, c.dev, "current_link_width", parseLinkWidth, &errs)
+	mg, ok3 := attr(b, c.dev, "max_link_speed", parseLinkGen, &errs)
+	mw, ok4 := attr(b, c.dev, "max_link_width", parseLinkWidth, &errs)
+	if ok1 && ok2 && ok3 && ok4 {
+		d.PCIeLink = &gpu.PCIeLink{CurrentGen: cg, CurrentWidth: cw, MaxGen: mg, MaxWidth: mw}
+	}
 	var p gpu.Partition
 	p.Compute, _ = attr(b, c.dev, "current_compute_partition", parsePartition, &errs)
 	p.Memory, _ = attr(b, c.dev, "current_memory_partition", parsePartition, &errs)

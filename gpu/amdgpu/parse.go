@@ -195,8 +195,28 @@ func parseKFDProperties(s string) (map[string]uint64, error) {
 // parseVersion reads a version file: "6.10.5" or ROCm's "6.4.1-120".
 func parseVersion(s string) (string, error) {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	if s == "" || len(s) > 64 || strings.Trim(s, "0123456789.-+~abcdefghijklmnopqrstuvwxyz") != "" {
+	if s == "" || len(s) > 64 || s[0] < '0' || s[0] > '9' || strings.Trim(s, "0123456789.-+~abcdefghijklmnopqrstuvwxyz") != "" {
 		return "", fmt.Errorf("%q is not a version", s)
 	}
 	return s, nil
+}
+
+// parseLinkGen reads a PCI current_link_speed / max_link_speed ("32.0 GT/s
+// PCIe") as the PCIe generation.
+func parseLinkGen(s string) (int, error) {
+	num, _, _ := strings.Cut(s, " ")
+	gen := map[string]int{"2.5": 1, "5.0": 2, "5": 2, "8.0": 3, "8": 3, "16.0": 4, "16": 4, "32.0": 5, "32": 5, "64.0": 6, "64": 6}[num]
+	if gen == 0 || !strings.HasPrefix(strings.TrimPrefix(s, num), " GT/s") {
+		return 0, fmt.Errorf("%q is not a PCIe link speed", s)
+	}
+	return gen, nil
+}
+
+// parseLinkWidth reads current_link_width / max_link_width (lanes).
+func parseLinkWidth(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 32 {
+		return 0, fmt.Errorf("%q is not a PCIe link width", s)
+	}
+	return n, nil
 }

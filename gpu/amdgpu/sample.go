@@ -195,6 +195,9 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 		}
 		s.PCIe.ReplayErrors = &replays
 	}
+	st.idMu.Lock()
+	st.identity.UUID, st.identity.Product = s.UUID, s.Product
+	st.idMu.Unlock()
 	for _, e := range errs {
 		s.Errors = append(s.Errors, e.Error())
 	}
