@@ -51,11 +51,11 @@ func TestParsers(t *testing.T) {
 		{"OD_SCLK:\n0: 500Mhz *", nil},     // overdrive table, not DPM levels
 		{"0: 99999999999Mhz *", nil},       // out of range
 	}, garbage...))
-	run("parseUniqueID", wrap(parseUniqueID), append([]tc{{"fa48d93f54521ccc", "fa48d93f54521ccc"}, {"ABC", "abc"}, {"0x12", nil}, {"12345678901234567", nil}, {"", nil}, {"xyz", nil}, {"\x00", nil}}))
+	run("parseUniqueID", wrap(parseUniqueID), ([]tc{{"fa48d93f54521ccc", "fa48d93f54521ccc"}, {"ABC", "abc"}, {"0x12", nil}, {"12345678901234567", nil}, {"", nil}, {"xyz", nil}, {"\x00", nil}}))
 	run("parseDeviceID", wrap(parseDeviceID), append([]tc{{"0x74a1", "0x74a1"}, {"0x74A5", "0x74a5"}, {"74a1", nil}, {"0x74a", nil}, {"0x74ag", nil}}, garbage...))
 	run("parseNUMA", wrap(parseNUMA), append([]tc{{"0", 0}, {"-1", -1}, {"7", 7}, {"-2", nil}, {"1.0", nil}}, garbage...))
 	run("parsePartition", wrap(parsePartition), append([]tc{{"SPX", "SPX"}, {"cpx", "CPX"}, {"NPS4", "NPS4"}, {"NPS3", nil}, {"XPX", nil}}, garbage...))
-	run("parseVersion", wrap(parseVersion), append([]tc{{"6.10.5", "6.10.5"}, {"6.4.1-120", "6.4.1-120"}, {"6.4 beta", nil}, {"abc", nil}, {"", nil}, {"\x00\x01", nil}}))
+	run("parseVersion", wrap(parseVersion), ([]tc{{"6.10.5", "6.10.5"}, {"6.4.1-120", "6.4.1-120"}, {"6.4 beta", nil}, {"abc", nil}, {"", nil}, {"\x00\x01", nil}}))
 	run("parseLinkGen", wrap(parseLinkGen), append([]tc{{"32.0 GT/s PCIe", 5}, {"16 GT/s", 4}, {"Unknown", nil}, {"32.0 Gb/s", nil}, {"7.0 GT/s", nil}}, garbage...))
 	run("parseLinkWidth", wrap(parseLinkWidth), append([]tc{{"16", 16}, {"0", 0}, {"33", nil}}, garbage...))
 
