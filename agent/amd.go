@@ -15,7 +15,7 @@ import (
 // was). Simulated nodes have no AMD SMI library: they get sysfs.
 func amdBackend(cfg config.AMD, fsys hostfs.FS, simulated bool) (b gpu.Backend, why string) {
 	if !simulated {
-		smi, err := amdsmi.Open(cfg.LibraryPath)
+		smi, err := amdsmi.Open(cfg.LibraryPath, amdsmi.WithHostFS(fsys))
 		if err == nil {
 			return smi, ""
 		}
