@@ -21,13 +21,13 @@ func TestPrometheusScrapesMI300X(t *testing.T) {
 	})
 	for expr, want := range map[string]float64{
 		`count(gpunode_gpu_info{architecture="cdna3",model="AMD Instinct MI300X"})`: 8,
-		`count(gpunode_gpu_up == 1)`:                                                8,
-		`sum(gpunode_gpu_interconnect_links_active{kind="xgmi"})`:                   8 * 7,
-		`count(gpunode_gpu_interconnect_links_active{kind!="xgmi"})`:                0,
-		`count(gpunode_gpu_memory_total_bytes == 206141652992)`:                     8,
-		`gpunode_source_up{source="amdgpu-sample"}`:                                 1,
-		`gpunode_source_up{source="amdgpu"}`:                                        1,
-		`count(gpunode_rdma_port_info{link_layer="Ethernet"})`:                      8,
+		`count(gpunode_gpu_up == 1)`:                                 8,
+		`sum(gpunode_gpu_interconnect_links_active{kind="xgmi"})`:    8 * 7,
+		`count(gpunode_gpu_interconnect_links_active{kind!="xgmi"})`: 0,
+		`count(gpunode_gpu_memory_total_bytes == 206141652992)`:      8,
+		`gpunode_source_up{source="amdgpu-sample"}`:                  1,
+		`gpunode_source_up{source="amdgpu"}`:                         1,
+		`count(gpunode_rdma_port_info{link_layer="Ethernet"})`:       8,
 	} {
 		v := prom.query(t, expr)
 		got := 0.0
