@@ -66,14 +66,15 @@ type Device struct {
 	Interconnect    *Interconnect `json:"interconnect,omitempty"`
 	PowerLimitWatts float64       `json:"power_limit_watts,omitempty"`
 	PCIeLink        *PCIeLink     `json:"pcie_link,omitempty"`
+	Serial          string        `json:"serial,omitempty"`
+	VBIOSVersion    string        `json:"vbios_version,omitempty"`
+	Errors          []string      `json:"errors,omitempty"`
+
 	// ComputeUnits is the number of compute units (AMD); 0 if unknown.
 	ComputeUnits int `json:"compute_units,omitempty"`
 	// Partition is the compute and memory partitioning of GPUs that have
 	// it (AMD MI300: SPX/CPX, NPS1/NPS4); nil when the GPU cannot say.
-	Partition    *Partition `json:"partition,omitempty"`
-	Serial       string     `json:"serial,omitempty"`
-	VBIOSVersion string     `json:"vbios_version,omitempty"`
-	Errors       []string   `json:"errors,omitempty"`
+	Partition *Partition `json:"partition,omitempty"`
 }
 
 // MIG is the Multi-Instance GPU state. Current and Pending differ until the

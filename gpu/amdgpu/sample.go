@@ -31,11 +31,12 @@ type cardState struct {
 // goroutine; one that has not returned when ctx is done is reported down.
 func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 	cards, err := b.listCards()
+	b.mu.Lock()
 	if len(cards) == 0 && len(b.cards) == 0 {
+		b.mu.Unlock()
 		return nil, err
 	}
 	errs := []error{err}
-	b.mu.Lock()
 	present := map[string]bool{}
 	var kfd map[string]kfdNode
 	for i, c := range cards {
