@@ -166,17 +166,24 @@ var (
 	amdDriverVersion = def("amd.com/gpu.driver-version", []SetName{AMD}, gpuOnly, "amdgpu driver version", "6.10.5")
 )
 
+// AMD keys that need what AMD SMI or the KFD topology report.
+var (
+	amdCUCount   = def("amd.com/gpu.cu-count", []SetName{AMD}, gpuOnly, "compute units per GPU", "304")
+	amdCUCountN  = def("amd.com/gpu.cu-count.<n>", []SetName{AMD}, gpuOnly, "GPUs of each compute unit count, when they differ", "4")
+	gpuPartition = own("gpu.partition", gpuOnly, "compute and memory partition modes of the first GPU (AMD), lower case", "spx_nps1")
+)
+
 // Defs lists every label the agent can write, in README order.
 var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
-	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuXGMIActive,
+	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuXGMIActive, gpuPartition,
 	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, gpuDirectRDMA, numaNodes, gpuNICAligned,
 	tuningProfile, tuningState,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,
 	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable,
 	amdFamily, amdDeviceID, amdDeviceIDN, amdProductName, amdProductNameN,
-	amdVRAM, amdVRAMN, amdDriverVersion,
+	amdVRAM, amdVRAMN, amdDriverVersion, amdCUCount, amdCUCountN,
 }
 
 // Lookup finds the Def of a full label key under domain, or nil.

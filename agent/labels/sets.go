@@ -40,6 +40,9 @@ func gpunodeSet(s *snapshot.Snapshot, e *emitter) {
 		if active := xgmi(s.GPUs); active > 0 {
 			e.put(gpuXGMIActive, strconv.Itoa(active))
 		}
+		if p := g.Partition; p != nil && p.Compute != "" && p.Memory != "" {
+			e.put(gpuPartition, strings.ToLower(p.Compute+"_"+p.Memory))
+		}
 	}
 
 	e.put(rdmaPresent, strconv.FormatBool(len(s.RDMADevices) > 0))
@@ -267,6 +270,12 @@ func amdSet(s *snapshot.Snapshot, e *emitter) {
 			return ""
 		}
 		return fmt.Sprintf("%dG", int(math.Round(float64(g.MemoryBytes>>20)/1024)))
+	})
+	counted(amdCUCount, amdCUCountN, func(g snapshot.GPU) string {
+		if g.ComputeUnits == 0 {
+			return ""
+		}
+		return strconv.Itoa(g.ComputeUnits)
 	})
 	if s.GPUDriver != nil {
 		e.put(amdDriverVersion, s.GPUDriver.DriverVersion)
