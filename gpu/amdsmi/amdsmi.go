@@ -3,7 +3,7 @@
 // (shim.c), so one agent binary runs on NVIDIA, AMD and CPU-only nodes and
 // needs no ROCm to build. The library's version is checked before any
 // struct is exchanged: only the layouts declared in amdsmi_types.h, those
-// of AMD SMI 24.6 and 24.7 (ROCm 6.2, 6.3), are used.
+// of AMD SMI 24.7 (ROCm 6.3), are used.
 package amdsmi
 
 /*
@@ -40,7 +40,7 @@ func (v Version) String() string {
 }
 
 // Supported reports whether the structs we declare match the library's.
-func (v Version) Supported() bool { return v.Year == 24 && (v.Major == 6 || v.Major == 7) }
+func (v Version) Supported() bool { return v.Year == 24 && v.Major == 7 }
 
 // Status is an amdsmi_status_t that is not success.
 type Status uint32
@@ -156,7 +156,7 @@ func (b *Backend) open(path string) error {
 	}
 	ver := Version{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])}
 	if !ver.Supported() {
-		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (24.6, 24.7)", path, ver))
+		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (24.7)", path, ver))
 	}
 	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_init: %v", path, err))

@@ -109,6 +109,7 @@ func TestAbsent(t *testing.T) {
 		"missing symbol":   {fakeLib(t, "OMIT_PROCESSORS"), "lacks amdsmi_get_processor_handles"},
 		"newer version":    {fakeLib(t, "FAKE_YEAR=25"), "AMD SMI 25.7.0.1 is not a version whose structs we know"},
 		"older version":    {fakeLib(t, "FAKE_YEAR=23"), "AMD SMI 23.7.0.1"},
+		"ROCm 6.2":         {fakeLib(t, "FAKE_MAJOR=6"), "AMD SMI 24.6.0.1"},
 		"driver not found": {fakeLib(t, "INIT_STATUS=34"), "amdsmi_init: driver not loaded"},
 		"not a library":    {"testdata/fake_amdsmi.c", "invalid ELF header"},
 	} {

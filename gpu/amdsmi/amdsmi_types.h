@@ -1,5 +1,5 @@
-// The subset of AMD SMI's C API (amdsmi.h, library versions 24.6 and 24.7,
-// ROCm 6.2 and 6.3) that gpunode calls, declared by us from AMD's
+// The subset of AMD SMI's C API (amdsmi.h, library version 24.7,
+// ROCm 6.3) that gpunode calls, declared by us from AMD's
 // documentation. Only the types and constants we use are here; the
 // functions are looked up with dlsym at run time (shim.c).
 #ifndef GPUNODE_AMDSMI_TYPES_H

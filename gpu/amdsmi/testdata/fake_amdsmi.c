@@ -1,6 +1,7 @@
 /* A stand-in libamd_smi.so for tests: two MI300X GPUs on two sockets with
  * canned values. Build-time switches make the faults the tests need:
  *   FAKE_YEAR=n         amdsmi_get_lib_version reports year n
+ *   FAKE_MAJOR=n        ... and major version n
  *   OMIT_PROCESSORS     amdsmi_get_processor_handles is not exported
  *   OMIT_LINKS          amdsmi_get_link_metrics is not exported
  *   INIT_STATUS=n       amdsmi_init returns n
@@ -14,6 +15,9 @@
 
 #ifndef FAKE_YEAR
 #define FAKE_YEAR 24
+#endif
+#ifndef FAKE_MAJOR
+#define FAKE_MAJOR 7
 #endif
 #ifndef INIT_STATUS
 #define INIT_STATUS 0
@@ -50,7 +54,7 @@ amdsmi_status_t amdsmi_shut_down(void) {
 }
 
 amdsmi_status_t amdsmi_get_lib_version(amdsmi_version_t *v) {
-	v->year = FAKE_YEAR, v->major = 7, v->minor = 0, v->release = 1, v->build = "24.7.0.1";
+	v->year = FAKE_YEAR, v->major = FAKE_MAJOR, v->minor = 0, v->release = 1, v->build = "24.7.0.1";
 	return 0;
 }
 
