@@ -16,9 +16,19 @@ import (
 	"github.com/gpunode/gpunode/sim"
 )
 
+// tmpfs builds a tree in milliseconds, a disk-backed /tmp in seconds.
+func shmDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("/dev/shm", "gpunode-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func mi300x(t *testing.T) (sim.Node, hostfs.FS) {
 	t.Helper()
-	n, err := sim.Build("mi300x-roce", t.TempDir())
+	n, err := sim.Build("mi300x-roce", shmDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +143,7 @@ func TestAbsent(t *testing.T) {
 	}
 
 	// A CPU-only node has neither.
-	n, err := sim.Build("cpu-only", t.TempDir())
+	n, err := sim.Build("cpu-only", shmDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
