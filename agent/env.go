@@ -34,8 +34,11 @@ type Env struct {
 	Traffic telemetry.Traffic
 	// PFC reads RoCE netdevs' PFC state: DCB over netlink on a host, the
 	// node's table when simulated.
-	PFC     rdma.PFCReader
-	cleanup func() error
+	PFC rdma.PFCReader
+	// AMDSMIAbsent says why AMD SMI is not used when the amdgpu sysfs
+	// backend serves AMD GPUs instead; "" otherwise.
+	AMDSMIAbsent string
+	cleanup      func() error
 }
 
 // Close removes a simulated tree. The backends are closed by their user.
@@ -61,6 +64,10 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 				opts = append(opts, gonvml.WithLibraryPath(cfg.GPU.NVML.LibraryPath))
 			}
 			env.Backends = append(env.Backends, nvml.New(gonvml.New(opts...)))
+		}
+		if cfg.GPU.AMD.Enabled {
+			b, why := amdBackend(cfg.GPU.AMD, fsys, false)
+			env.Backends, env.AMDSMIAbsent = append(env.Backends, b), why
 		}
 		return env, nil
 	}
@@ -93,6 +100,10 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 			}
 		}
 		env.Backends = append(env.Backends, nvml.New(lib))
+	}
+	if cfg.GPU.AMD.Enabled {
+		b, why := amdBackend(cfg.GPU.AMD, fsys, true)
+		env.Backends, env.AMDSMIAbsent = append(env.Backends, b), why
 	}
 	return env, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/gpu/amdgpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/hostfs"
@@ -100,7 +101,8 @@ func newSimNodeWith(t testing.TB, name string, change func(*nvmlfake.Machine), o
 	}
 	b := nvml.New(lib, nvml.WithClock(c.Now))
 	t.Cleanup(func() { b.Close() })
-	backends := []gpu.Backend{b}
+	// The AMD backend of an agent without AMD SMI: amdgpu sysfs.
+	backends := []gpu.Backend{b, amdgpu.New(fsys, amdgpu.WithClock(c.Now))}
 	o := telemetry.Options{Interval: time.Second, Timeout: 10 * time.Second, FS: fsys, Backends: backends}
 	if opts != nil {
 		opts(&o)

@@ -78,6 +78,12 @@ type Device struct {
 	Serial       string   `json:"serial,omitempty"`
 	VBIOSVersion string   `json:"vbios_version,omitempty"`
 	Errors       []string `json:"errors,omitempty"`
+
+	// ComputeUnits is the number of compute units (AMD); 0 if unknown.
+	ComputeUnits int `json:"compute_units,omitempty"`
+	// Partition is the compute and memory partitioning of GPUs that have
+	// it (AMD MI300: SPX/CPX, NPS1/NPS4); nil when the GPU cannot say.
+	Partition *Partition `json:"partition,omitempty"`
 }
 
 // MIG is the Multi-Instance GPU state. Current and Pending differ until the
@@ -98,6 +104,16 @@ type Interconnect struct {
 	Active int `json:"active"`
 	// Generation is the link generation (NVLink 4 on H100, 5 on B200); 0 if unknown.
 	Generation int `json:"generation,omitempty"`
+}
+
+// Partition is how an AMD GPU is partitioned: Compute is the current
+// compute partition mode ("SPX", "DPX", "QPX", "CPX"), Memory the memory
+// mode ("NPS1", "NPS4"); the Available lists are the modes it supports.
+type Partition struct {
+	Compute          string   `json:"compute,omitempty"`
+	Memory           string   `json:"memory,omitempty"`
+	AvailableCompute []string `json:"available_compute,omitempty"`
+	AvailableMemory  []string `json:"available_memory,omitempty"`
 }
 
 // PCIeLink is the GPU's PCIe link as the device reports it.

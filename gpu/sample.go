@@ -113,10 +113,12 @@ type MIGInstance struct {
 	Profiling        *Profiling `json:"profiling,omitempty"`
 }
 
-// Temperature sensors.
+// Temperature sensors. On AMD GPUs "gpu" is the junction (hotspot)
+// sensor and "edge" the edge sensor, which MI300 and newer lack.
 const (
 	SensorGPU    = "gpu"
 	SensorMemory = "memory"
+	SensorEdge   = "edge"
 )
 
 // Temperature is one sensor's reading.

@@ -34,7 +34,7 @@ type irqLine struct {
 // loadRank is the order in which drivers bind at boot, which is the order
 // in which their interrupts get numbers.
 func loadRank(driver string) int {
-	return slices.Index([]string{"pcieport", "nvme", "i40e", "mlx5_core", "nvidia-nvswitch", "nvidia"}, driver)
+	return slices.Index([]string{"pcieport", "nvme", "i40e", "mlx5_core", "nvidia-nvswitch", "nvidia", "amdgpu"}, driver)
 }
 
 // interrupts numbers every device vector and writes /proc/interrupts,

@@ -49,6 +49,7 @@ func catalog() []spec {
 		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR)", dgxH100IBDegraded},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
 		{"h100-roce-lossy", "h100-roce with a planted fault: the eight GPU-side RoCE ports have neither PFC nor ECN", h100RoCELossy},
+		{"mi300x-roce", "AMD MI300X server: 8x MI300X 192GB (amdgpu sysfs, XGMI hive), 8x ConnectX-7 RoCE v2 400GbE, 2 NUMA nodes", mi300xRoCE},
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 
 func TestNames(t *testing.T) {
 	names := Names()
-	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "h100-roce", "h100-roce-lossy"}
+	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "h100-roce", "h100-roce-lossy", "mi300x-roce"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Names() = %v, want %v", names, want)
 	}
@@ -57,6 +57,7 @@ type expect struct {
 	rate            map[string]string // device -> rate
 	netMTU          map[string]int    // netdev -> MTU
 	railPairs       bool              // GPU i and mlx5_i share a PCIe switch
+	amdGPUs         int               // MI300X cards (amd_test.go checks them)
 }
 
 func expectations() map[string]expect {
@@ -96,6 +97,13 @@ func expectations() map[string]expect {
 			rate:      map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_8": "200 Gb/sec (4X HDR)"},
 			netMTU:    map[string]int{"enp24s0np0": 9000, "enp220s0np0": 9000, "enp43s0np0": 1500, "enp49s0np0": 1500},
 			railPairs: true,
+		},
+		"mi300x-roce": {
+			cpus: 384, numaNodes: 2,
+			rdma:    eth8(),
+			rate:    map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_7": "400 Gb/sec (4X NDR)"},
+			netMTU:  map[string]int{"enp19s0np0": 9000, "enp227s0np0": 9000},
+			amdGPUs: 8,
 		},
 	}
 	// The degraded variants are their good nodes plus the planted faults
@@ -144,6 +152,7 @@ func TestNodes(t *testing.T) {
 			if e.railPairs {
 				h.checkRails(node)
 			}
+			h.checkAMD(e)
 		})
 	}
 }

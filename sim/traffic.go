@@ -22,6 +22,8 @@ type Traffic struct {
 	root  string
 	start time.Time
 	files []trafficFile
+	// metrics are the amdgpu cards' gpu_metrics tables (amd.go).
+	metrics []gpuMetricsFile
 
 	mu sync.Mutex
 }
@@ -62,6 +64,9 @@ var roceRates = map[string]float64{
 // NewTraffic prepares traffic on a built node, starting at start.
 func NewTraffic(n Node, start time.Time) (*Traffic, error) {
 	t := &Traffic{root: n.Root, start: start}
+	if err := t.addGPUMetrics(); err != nil {
+		return nil, fmt.Errorf("simulated traffic: %w", err)
+	}
 	class := filepath.Join(n.Root, "sys/class/infiniband")
 	devs, err := os.ReadDir(class)
 	if errors.Is(err, os.ErrNotExist) {
@@ -147,6 +152,7 @@ func (t *Traffic) Advance(now time.Time) error {
 		}
 		f.last = v
 	}
+	errs = append(errs, t.advanceGPUMetrics(elapsed))
 	return errors.Join(errs...)
 }
 
@@ -155,12 +161,17 @@ func (t *Traffic) Advance(now time.Time) error {
 // list those and would trip over it), on the same file system, and
 // renamed into place.
 func (t *Traffic) write(path string, v uint64) error {
+	return t.writeBytes(path, []byte(strconv.FormatUint(v, 10)+"\n"))
+}
+
+// writeBytes replaces path's content with b, atomically.
+func (t *Traffic) writeBytes(path string, b []byte) error {
 	tmpDir := filepath.Join(t.root, trafficTmp)
 	if err := os.MkdirAll(tmpDir, 0o755); err != nil {
 		return err
 	}
 	tmp := filepath.Join(tmpDir, "counter")
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

@@ -53,6 +53,15 @@ type Discovery struct {
 // GPU selects GPU backends.
 type GPU struct {
 	NVML NVML `yaml:"nvml"`
+	AMD  AMD  `yaml:"amd"`
+}
+
+// AMD configures the AMD backends: AMD SMI (libamd_smi.so) when it loads,
+// else the amdgpu driver's sysfs.
+type AMD struct {
+	Enabled bool `yaml:"enabled"`
+	// LibraryPath overrides where libamd_smi.so is loaded from.
+	LibraryPath string `yaml:"libraryPath"`
 }
 
 // NVML configures the NVIDIA backend.
@@ -152,7 +161,7 @@ func Default() Config {
 			Interval:      time.Minute,
 			SourceTimeout: 10 * time.Second,
 		},
-		GPU:    GPU{NVML: NVML{Enabled: true}},
+		GPU:    GPU{NVML: NVML{Enabled: true}, AMD: AMD{Enabled: true}},
 		Labels: Labels{Domain: "gpunode.dev", Sets: LabelSets{GPUNode: true, LLMD: true}},
 		Publish: Publish{
 			Resync:         5 * time.Minute,
@@ -234,6 +243,7 @@ var sectionNames = map[string]string{
 	"Discovery": "discovery",
 	"GPU":       "gpu",
 	"NVML":      "gpu.nvml",
+	"AMD":       "gpu.amd",
 	"Tuning":    "tuning",
 	"Profile":   "tuning.customProfile",
 	"NUMA":      "tuning.customProfile.numa",

@@ -37,6 +37,7 @@ func TestParseErrors(t *testing.T) {
 		{"hostroot: /host", `line 1: unknown key "hostroot"`},
 		{"discovery:\n  intervall: 5m", `line 2: unknown key "intervall" in discovery`},
 		{"gpu:\n  nvml:\n    enable: true", `unknown key "enable" in gpu.nvml`},
+		{"gpu:\n  amd:\n    library: /x", `unknown key "library" in gpu.amd`},
 		{"discovery:\n  interval: soon", "line 2: cannot unmarshal"},
 		{"discovery:\n  interval: 10ms", "discovery.interval: must be at least 1s"},
 		{"discovery:\n  interval: 5s\n  sourceTimeout: 6s", "must not exceed discovery.interval"},
@@ -146,6 +147,22 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := Load(p + ".missing"); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestAMDSection(t *testing.T) {
+	if d := Default().GPU.AMD; !d.Enabled || d.LibraryPath != "" {
+		t.Fatalf("default gpu.amd: %+v", d)
+	}
+	c, err := Parse([]byte("gpu:\n  amd:\n    enabled: false\n    libraryPath: /opt/rocm/lib/libamd_smi.so\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GPU.AMD != (AMD{Enabled: false, LibraryPath: "/opt/rocm/lib/libamd_smi.so"}) || !c.GPU.NVML.Enabled {
+		t.Fatalf("got %+v", c.GPU)
+	}
+	if keys := RestartNeeded(Default(), c); strings.Join(keys, ",") != "gpu" {
+		t.Errorf("a backend change needs a restart; got %v", keys)
 	}
 }
 

@@ -111,6 +111,7 @@ var (
 	gpuCUDA         = own("gpu.cuda", gpuOnly, "highest CUDA version the driver supports (NVIDIA)", "12.4")
 	gpuNVLinkActive = own("gpu.nvlink.active-links", gpuOnly, "active NVLink links of the GPU with the fewest; absent when none are up", "18")
 	gpuNVLinkGen    = own("gpu.nvlink.generation", gpuOnly, "NVLink generation of the active links (3 A100, 4 H100/H200, 5 B200)", "4")
+	gpuXGMIActive   = own("gpu.xgmi.active-links", gpuOnly, "active XGMI links of the AMD GPU with the fewest; absent when none are up", "7")
 	rdmaPresent     = own("rdma.present", rdmaOnly, "`true` when the node has RDMA devices", "true")
 	rdmaDevices     = own("rdma.devices", rdmaOnly, "number of RDMA devices", "8")
 	rdmaLinkLayer   = own("rdma.link-layer", rdmaOnly, "`infiniband`, `roce` (or `iwarp`) over the ACTIVE ports; `mixed` when they differ", "infiniband")
@@ -169,17 +170,24 @@ var (
 	amdDriverVersion = def("amd.com/gpu.driver-version", []SetName{AMD}, gpuOnly, "amdgpu driver version", "6.10.5")
 )
 
+// AMD keys that need what AMD SMI or the KFD topology report.
+var (
+	amdCUCount   = def("amd.com/gpu.cu-count", []SetName{AMD}, gpuOnly, "compute units per GPU", "304")
+	amdCUCountN  = def("amd.com/gpu.cu-count.<n>", []SetName{AMD}, gpuOnly, "GPUs of each compute unit count, when they differ", "4")
+	gpuPartition = own("gpu.partition", gpuOnly, "compute and memory partition modes of the first GPU (AMD), lower case", "spx_nps1")
+)
+
 // Defs lists every label the agent can write, in README order.
 var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
-	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen,
+	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuXGMIActive, gpuPartition,
 	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, gpuDirectRDMA, numaNodes, gpuNICAligned,
 	tuningProfile, tuningState, verified,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,
 	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable,
 	amdFamily, amdDeviceID, amdDeviceIDN, amdProductName, amdProductNameN,
-	amdVRAM, amdVRAMN, amdDriverVersion,
+	amdVRAM, amdVRAMN, amdDriverVersion, amdCUCount, amdCUCountN,
 }
 
 // Lookup finds the Def of a full label key under domain, or nil.

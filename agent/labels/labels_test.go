@@ -133,7 +133,8 @@ func nvidiaSnap(gpuState, rdmaState source.State) *snapshot.Snapshot {
 func amdSnap() *snapshot.Snapshot {
 	dev := func(i int, product, id string, mem uint64) snapshot.GPU {
 		return snapshot.GPU{Device: gpu.Device{Index: i, Vendor: gpu.AMD, Product: product, Architecture: "cdna3",
-			PCIDeviceID: id, MemoryBytes: mem, Interconnect: &gpu.Interconnect{Kind: "xgmi", Links: 7, Active: 7}}}
+			PCIDeviceID: id, MemoryBytes: mem, Interconnect: &gpu.Interconnect{Kind: "xgmi", Links: 7, Active: 7},
+			ComputeUnits: 304, Partition: &gpu.Partition{Compute: "SPX", Memory: "NPS1"}}}
 	}
 	return &snapshot.Snapshot{
 		GPUDriver: &snapshot.GPUDriver{Backend: "amdsmi", DriverVersion: "6.10.5", ROCmVersion: "6.4.1"},
@@ -163,6 +164,35 @@ func TestGPUNodeSet(t *testing.T) {
 		"example.com/numa.nodes=0", "example.com/rdma.devices=2", "example.com/rdma.link-layer=mixed", "example.com/rdma.present=true",
 		"example.com/rdma.rate-gbps=200", "example.com/topology.gpu-nic-aligned=true")
 }
+
+// An MI300X node: family cdna3, memory in MiB, the XGMI links; no CUDA,
+// compute capability or NVLink keys.
+func TestGPUNodeSetAMD(t *testing.T) {
+	got := For(amdSnap(), Options{Domain: "example.com", Sets: map[SetName]bool{GPUNode: true}})
+	check(t, got,
+		"example.com/gpu.count=2", "example.com/gpu.driver=6.10.5", "example.com/gpu.family=cdna3",
+		"example.com/gpu.memory=196608", "example.com/gpu.mig-capable=false", "example.com/gpu.partition=spx_nps1", "example.com/gpu.present=true",
+		"example.com/gpu.product=AMD-Instinct-MI300X", "example.com/gpu.vendor=amd", "example.com/gpu.xgmi.active-links=7",
+		"example.com/gpudirect-rdma=false", "example.com/numa.nodes=0", "example.com/rdma.devices=1",
+		"example.com/rdma.link-layer=roce", "example.com/rdma.present=true", "example.com/rdma.rate-gbps=400",
+		"example.com/topology.gpu-nic-aligned=false")
+
+	// The partition modes, when the GPU reports both.
+	s0 := amdSnap()
+	s0.GPUs[0].Partition = &gpu.Partition{Compute: "CPX", Memory: "NPS4"}
+	if got := lines2(For(s0, Options{Domain: "example.com", Sets: map[SetName]bool{GPUNode: true}})); !slices.Contains(got, "example.com/gpu.partition=cpx_nps4") {
+		t.Errorf("partition: %v", got)
+	}
+
+	// One GPU with a link down: the weakest GPU decides.
+	s := amdSnap()
+	s.GPUs[1].Interconnect.Active = 6
+	if got := For(s, Options{Domain: "example.com", Sets: map[SetName]bool{GPUNode: true}}); !slices.Contains(lines2(got), "example.com/gpu.xgmi.active-links=6") {
+		t.Errorf("one link down: %v", got)
+	}
+}
+
+func lines2(s Set) []string { return strings.Split(lines(s), "\n") }
 
 func TestLLMDSetNVIDIA(t *testing.T) {
 	check(t, For(nvidiaSnap(source.OK, source.OK), only(LLMD)),
@@ -214,14 +244,25 @@ func TestNVIDIASet(t *testing.T) {
 
 func TestAMDSet(t *testing.T) {
 	check(t, For(amdSnap(), only(AMD)),
-		"amd.com/gpu.device-id=74a1", "amd.com/gpu.driver-version=6.10.5", "amd.com/gpu.family=AI",
+		"amd.com/gpu.cu-count=304", "amd.com/gpu.device-id=74a1", "amd.com/gpu.driver-version=6.10.5", "amd.com/gpu.family=AI",
 		"amd.com/gpu.product-name=AMD_Instinct_MI300X", "amd.com/gpu.vram=192G")
+
+	// Compute units, when known.
+	cu := amdSnap()
+	cu.GPUs[0].ComputeUnits, cu.GPUs[1].ComputeUnits = 304, 304
+	if got := lines2(For(cu, only(AMD))); !slices.Contains(got, "amd.com/gpu.cu-count=304") {
+		t.Errorf("cu-count: %v", got)
+	}
+	cu.GPUs[1].ComputeUnits = 228
+	if got := lines2(For(cu, only(AMD))); !slices.Contains(got, "amd.com/gpu.cu-count.228=1") || !slices.Contains(got, "amd.com/gpu.cu-count.304=1") {
+		t.Errorf("cu-count differing: %v", got)
+	}
 
 	// GPUs that disagree get counter keys, as the AMD labeller writes them.
 	s := amdSnap()
 	s.GPUs[1].Product, s.GPUs[1].PCIDeviceID, s.GPUs[1].MemoryBytes = "AMD Instinct MI325X (OAM)", "0x74a5", 256<<30
 	check(t, For(s, only(AMD)),
-		"amd.com/gpu.device-id.74a1=1", "amd.com/gpu.device-id.74a5=1", "amd.com/gpu.driver-version=6.10.5",
+		"amd.com/gpu.cu-count=304", "amd.com/gpu.device-id.74a1=1", "amd.com/gpu.device-id.74a5=1", "amd.com/gpu.driver-version=6.10.5",
 		"amd.com/gpu.family=AI", "amd.com/gpu.product-name.AMD_Instinct_MI300X=1", "amd.com/gpu.product-name.AMD_Instinct_MI325X_OAM=1",
 		"amd.com/gpu.vram.192G=1", "amd.com/gpu.vram.256G=1")
 
@@ -326,6 +367,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 	mixed := amdSnap()
 	mixed.GPUs[1].Product, mixed.GPUs[1].PCIDeviceID, mixed.GPUs[1].MemoryBytes, mixed.GPUs[1].Architecture = "AMD Instinct MI325X", "0x74a5", 256<<30, "cdna4-x"
 	mixed.GPUs[0].Architecture = "cdna3"
+	mixed.GPUs[1].ComputeUnits = 228
 	mixed.GPUs = append(mixed.GPUs, mixed.GPUs[0])
 	mixed.GPUs[2].Architecture = "cdna4"
 	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed} {

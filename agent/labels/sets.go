@@ -37,6 +37,12 @@ func gpunodeSet(s *snapshot.Snapshot, e *emitter) {
 				e.put(gpuNVLinkGen, strconv.Itoa(gen))
 			}
 		}
+		if active := xgmi(s.GPUs); active > 0 {
+			e.put(gpuXGMIActive, strconv.Itoa(active))
+		}
+		if p := g.Partition; p != nil && p.Compute != "" && p.Memory != "" {
+			e.put(gpuPartition, strings.ToLower(p.Compute+"_"+p.Memory))
+		}
 	}
 
 	e.put(rdmaPresent, strconv.FormatBool(len(s.RDMADevices) > 0))
@@ -93,6 +99,22 @@ func nvlink(gpus []snapshot.GPU) (minActive, gen int) {
 		}
 	}
 	return max(minActive, 0), gen
+}
+
+// xgmi returns the active XGMI links of the GPU with the fewest; 0 when
+// any GPU has none.
+func xgmi(gpus []snapshot.GPU) int {
+	minActive := -1
+	for _, g := range gpus {
+		ic := g.Interconnect
+		if ic == nil || ic.Kind != gpu.XGMI {
+			return 0
+		}
+		if minActive < 0 || ic.Active < minActive {
+			minActive = ic.Active
+		}
+	}
+	return max(minActive, 0)
 }
 
 // gpuNICAlignedOf is true when every GPU has an RDMA device with an active
@@ -248,6 +270,12 @@ func amdSet(s *snapshot.Snapshot, e *emitter) {
 			return ""
 		}
 		return fmt.Sprintf("%dG", int(math.Round(float64(g.MemoryBytes>>20)/1024)))
+	})
+	counted(amdCUCount, amdCUCountN, func(g snapshot.GPU) string {
+		if g.ComputeUnits == 0 {
+			return ""
+		}
+		return strconv.Itoa(g.ComputeUnits)
 	})
 	if s.GPUDriver != nil {
 		e.put(amdDriverVersion, s.GPUDriver.DriverVersion)

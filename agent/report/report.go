@@ -73,7 +73,11 @@ func gpuLine(s *snapshot.Snapshot) string {
 	}
 	line := "GPUs: " + strings.Join(parts, ", ")
 	if d := s.GPUDriver; d != nil {
-		line += fmt.Sprintf(" (%s, driver %s, CUDA %s)", d.Backend, orDash(d.DriverVersion), orDash(d.CUDAVersion))
+		if d.ROCmVersion != "" {
+			line += fmt.Sprintf(" (%s, driver %s, ROCm %s)", d.Backend, orDash(d.DriverVersion), d.ROCmVersion)
+		} else {
+			line += fmt.Sprintf(" (%s, driver %s, CUDA %s)", d.Backend, orDash(d.DriverVersion), orDash(d.CUDAVersion))
+		}
 	}
 	return line
 }
@@ -162,6 +166,9 @@ func Text(w io.Writer, s *snapshot.Snapshot, l labels.Set) error {
 			link := "-"
 			if ic := g.Interconnect; ic != nil {
 				link = fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
+				if ic.Kind != "nvlink" {
+					link = ic.Kind + " " + link
+				}
 				if ic.Generation > 0 {
 					link += fmt.Sprintf(", gen %d", ic.Generation)
 				}

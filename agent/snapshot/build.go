@@ -145,6 +145,14 @@ func gpuDirect(s *Snapshot) GPUDirect {
 			why = append(why, fmt.Sprintf("open NVIDIA kernel module on Linux %d.%d supports dma-buf", major, minor))
 		}
 	}
+	// amdgpu exports VRAM as dma-buf, which RDMA drivers register since
+	// Linux 5.12 (ROCm's peer-direct path).
+	if s.Host.HasModule("amdgpu") && slices.ContainsFunc(s.GPUs, func(g GPU) bool { return g.Vendor == gpu.AMD }) {
+		if major, minor, ok := KernelVersion(s.Host.Kernel); ok && (major > 5 || major == 5 && minor >= 12) {
+			methods = append(methods, "dma-buf")
+			why = append(why, fmt.Sprintf("amdgpu on Linux %d.%d supports dma-buf", major, minor))
+		}
+	}
 	if len(methods) == 0 {
 		return GPUDirect{Reason: "neither nvidia_peermem nor dma-buf (open NVIDIA kernel module, Linux 5.12+) is available: load nvidia_peermem"}
 	}

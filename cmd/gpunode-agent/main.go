@@ -171,6 +171,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot prepare discovery", "err", err)
 		return exitFailure
 	}
+	if env.AMDSMIAbsent != "" {
+		logger.Debug("AMD GPUs are read from amdgpu sysfs", "why", env.AMDSMIAbsent)
+	}
 	defer func() {
 		if err := env.Close(); err != nil {
 			logger.Warn("remove simulated tree", "err", err)

@@ -67,7 +67,7 @@ func TestInspectOutputs(t *testing.T) {
 		GPUs    []json.RawMessage `json:"gpus"`
 		Sources []struct{ Name, State string }
 	}
-	if err := json.Unmarshal(out.Bytes(), &s); err != nil || len(s.GPUs) != 8 || len(s.Sources) != 4 {
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || len(s.GPUs) != 8 || len(s.Sources) != 5 { // amdgpu, nvml, rdma, settings, topology
 		t.Fatalf("inspect -o json: %v, %d GPUs, %d sources", err, len(s.GPUs), len(s.Sources))
 	}
 	out.Reset()

@@ -23,8 +23,8 @@ const chartDir = "../../charts/gpunode-agent"
 
 // notYetProduced are metrics the dashboards and alerts use that no
 // simulated node exports yet, so their panels cannot show data here: the
-// RDMA probe results (issue 6; the simulated nodes have no verbs) and node
-// verification (issue 9). Panels on them must still run without error.
+// RDMA probe results (the simulated nodes have no verbs). Panels on them
+// must still run without error.
 // The lead shrinks this list as simulated nodes learn to produce them; a
 // listed metric that returns data fails the test, so the list stays true.
 var notYetProduced = []string{
@@ -32,7 +32,6 @@ var notYetProduced = []string{
 	"gpunode_rdma_probe_latency_seconds",            // issue 6
 	"gpunode_rdma_probe_success",                    // issue 6
 	"gpunode_rdma_probe_last_run_timestamp_seconds", // issue 6
-	"gpunode_check_status",                          // issue 9
 }
 
 // simTarget is an agent on a simulated node, scraped with a node label as

@@ -1,0 +1,206 @@
+package amdgpu_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/gpu/amdgpu"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/sim"
+)
+
+// tmpfs builds a tree in milliseconds, a disk-backed /tmp in seconds.
+func shmDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("/dev/shm", "gpunode-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func mi300x(t *testing.T) (sim.Node, hostfs.FS) {
+	t.Helper()
+	n, err := sim.Build("mi300x-roce", shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := hostfs.New(n.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, fsys
+}
+
+func TestInventoryMI300X(t *testing.T) {
+	_, fsys := mi300x(t)
+	inv, err := amdgpu.New(fsys).Inventory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Backend != "amdgpu" || inv.DriverVersion != "6.10.5" || inv.ROCmVersion != "6.4.1-120" || len(inv.Devices) != 8 {
+		t.Fatalf("%+v", inv)
+	}
+	for i, d := range inv.Devices {
+		if d.Index != i || d.Vendor != gpu.AMD || d.Product != "AMD Instinct MI300X" || d.Architecture != "cdna3" ||
+			d.PCIDeviceID != "0x74a1" || d.MemoryBytes != 206141652992 || d.ComputeUnits != 304 || len(d.UUID) != 16 ||
+			d.NUMANode != i/4 || d.PowerLimitWatts != 750 || len(d.Errors) != 0 {
+			t.Errorf("gpu %d: %+v", i, d)
+		}
+		if ic := d.Interconnect; ic == nil || *ic != (gpu.Interconnect{Kind: "xgmi", Links: 7, Active: 7}) {
+			t.Errorf("gpu %d interconnect: %+v", i, ic)
+		}
+		if p := d.Partition; p == nil || p.Compute != "SPX" || p.Memory != "NPS1" || len(p.AvailableCompute) != 4 {
+			t.Errorf("gpu %d partition: %+v", i, p)
+		}
+		if l := d.PCIeLink; l == nil || *l != (gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16}) {
+			t.Errorf("gpu %d PCIe: %+v", i, l)
+		}
+	}
+	if inv.Devices[0].PCIBusID != "0000:15:00.0" || inv.Devices[7].PCIBusID != "0000:e5:00.0" {
+		t.Errorf("bus ids %s .. %s", inv.Devices[0].PCIBusID, inv.Devices[7].PCIBusID)
+	}
+}
+
+func TestSampleMI300X(t *testing.T) {
+	n, fsys := mi300x(t)
+	start := time.Now()
+	tr, err := sim.NewTraffic(n, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := amdgpu.New(fsys)
+	ctx := context.Background()
+	first, err := b.Sample(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first) != 8 {
+		t.Fatalf("%d samples", len(first))
+	}
+	s := first[0]
+	if !s.Up || s.Product != "AMD Instinct MI300X" || s.PCIBusID != "0000:15:00.0" || s.DeviceNode != "dri/renderD128" ||
+		s.Utilization == nil || *s.Utilization <= 0 || *s.MemoryTotalBytes != 206141652992 ||
+		*s.MemoryUsedBytes+*s.MemoryFreeBytes != *s.MemoryTotalBytes || s.PowerWatts == nil || *s.PowerLimitWatts != 750 ||
+		s.EnergyMillijoules == nil || len(s.ECC) != 2 || s.PCIe == nil || *s.PCIe.ReplayErrors != 0 || *s.PCIe.LinkGeneration != 5 {
+		t.Fatalf("%+v", s)
+	}
+	if len(s.Temperatures) != 2 || s.Temperatures[0].Sensor != gpu.SensorGPU || s.Temperatures[1].Sensor != gpu.SensorMemory {
+		t.Errorf("temperatures %+v", s.Temperatures)
+	}
+	if len(s.Clocks) != 2 || s.Clocks[0] != (gpu.Clock{Clock: gpu.ClockGraphics, Hertz: 1420e6}) || s.Clocks[1].Hertz != 1300e6 {
+		t.Errorf("clocks %+v", s.Clocks)
+	}
+	ic := s.Interconnect
+	if ic == nil || ic.Kind != gpu.XGMI || len(ic.Links) != 7 || ic.ActiveLinks() != 7 {
+		t.Fatalf("interconnect %+v", ic)
+	}
+
+	// Ten simulated seconds later the counters moved at the node's rates.
+	if err := tr.Advance(start.Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	second, err := b.Sample(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rate, ok := tr.XGMIRate("card1", 0)
+	if !ok {
+		t.Fatal("no XGMI rate for card1 link 0")
+	}
+	got := float64(*second[0].Interconnect.Links[0].ReceiveBytes-*ic.Links[0].ReceiveBytes) / 10
+	if d := got/rate - 1; d < -0.001 || d > 0.001 {
+		t.Errorf("XGMI read rate %.0f B/s, want %.0f", got, rate)
+	}
+	watts := float64(*second[0].EnergyMillijoules-*s.EnergyMillijoules) / 1000 / 10
+	if d := watts - *s.PowerWatts; d < -1 || d > 1 {
+		t.Errorf("energy grew at %.1f W, power reads %.1f W", watts, *s.PowerWatts)
+	}
+}
+
+// The backend with no driver or no cards is absent, with the reason.
+func TestAbsent(t *testing.T) {
+	empty := t.TempDir()
+	fsys, _ := hostfs.New(empty)
+	_, err := amdgpu.New(fsys).Inventory(context.Background())
+	if !errors.Is(err, source.ErrAbsent) || !strings.Contains(err.Error(), "not loaded") {
+		t.Errorf("no module: %v", err)
+	}
+	if s, err := amdgpu.New(fsys).Sample(context.Background()); !errors.Is(err, source.ErrAbsent) || s != nil {
+		t.Errorf("sample without module: %v %v", s, err)
+	}
+	os.MkdirAll(filepath.Join(empty, "sys/module/amdgpu"), 0o755)
+	os.MkdirAll(filepath.Join(empty, "sys/class/drm"), 0o755)
+	if _, err := amdgpu.New(fsys).Inventory(context.Background()); !errors.Is(err, source.ErrAbsent) || !strings.Contains(err.Error(), "no amdgpu cards") {
+		t.Errorf("no cards: %v", err)
+	}
+
+	// A CPU-only node has neither.
+	n, err := sim.Build("cpu-only", shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu, _ := hostfs.New(n.Root)
+	if _, err := amdgpu.New(cpu).Inventory(context.Background()); !errors.Is(err, source.ErrAbsent) {
+		t.Errorf("cpu-only: %v", err)
+	}
+}
+
+// Broken attributes are named on the GPU's errors; the GPU's other
+// readings and the other GPUs stay. A GPU that leaves is reported lost.
+func TestBrokenAndGone(t *testing.T) {
+	n, fsys := mi300x(t)
+	dev, err := fsys.Resolve("/sys/class/drm/card2/device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(n.Root, dev, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("gpu_busy_percent", "lots\n")
+	write("pp_dpm_sclk", "0: 500Mhz\n")
+	write("gpu_metrics", "\x68\x01\x01\x09garbage")
+	write("ras/umc_err_count", "ue: ?\n")
+	b := amdgpu.New(fsys)
+	samples, err := b.Sample(context.Background())
+	if err == nil {
+		t.Fatal("no error for a broken GPU")
+	}
+	s := samples[1]
+	if !s.Up || s.Utilization != nil || s.MemoryUsedBytes == nil || s.Interconnect != nil || len(s.Errors) != 4 {
+		t.Errorf("broken GPU: %+v", s)
+	}
+	for _, want := range []string{"gpu_busy_percent", "pp_dpm_sclk", "gpu_metrics 1.9", "ras/umc_err_count"} {
+		if !strings.Contains(strings.Join(s.Errors, "\n"), want) {
+			t.Errorf("errors %q lack %s", s.Errors, want)
+		}
+	}
+	if !samples[0].Up || len(samples[0].Errors) != 0 || samples[0].Interconnect == nil {
+		t.Errorf("a healthy GPU suffers: %+v", samples[0])
+	}
+	if _, err := b.Inventory(context.Background()); err != nil {
+		t.Errorf("inventory reads none of the broken files: %v", err)
+	}
+
+	// card2 falls off the bus.
+	if err := os.Remove(filepath.Join(n.Root, "sys/class/drm/card2")); err != nil {
+		t.Fatal(err)
+	}
+	samples, _ = b.Sample(context.Background())
+	if len(samples) != 8 {
+		t.Fatalf("%d samples after a GPU left", len(samples))
+	}
+	gone := samples[1]
+	if gone.Up || !gone.Lost || gone.PCIBusID != s.PCIBusID || gone.UUID != s.UUID {
+		t.Errorf("gone GPU: %+v", gone)
+	}
+}

@@ -1,0 +1,298 @@
+package amdgpu
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The gpu_metrics file is a binary table the power-management firmware
+// fills in: a 4-byte header (structure size, format revision, content
+// revision) and a C struct whose layout depends on both revisions. The
+// kernel sets every field the ASIC does not report to all ones.
+//
+// Supported: format 1, content 1 to 3 (MI100 uses 1.1, MI200 1.3) and
+// content 4 and 5 (MI300 on Linux 6.7 to 6.8 and 6.9 on). Other revisions
+// are rejected: decoding a layout we do not know would report garbage.
+
+// ErrUnsupported is returned for a gpu_metrics revision we cannot decode.
+var ErrUnsupported = errors.New("unsupported gpu_metrics revision")
+
+// Metrics is what the agent uses from a gpu_metrics table. Pointers are
+// nil for fields the revision lacks or the ASIC does not report.
+type Metrics struct {
+	Format, Content uint8
+
+	TempEdgeC, TempHotspotC, TempMemC *float64
+	// Activity as ratios in [0, 1].
+	GFXActivity, UMCActivity *float64
+	SocketPowerW             *float64
+	// EnergyMillijoules converts the firmware's accumulator (units of
+	// 2^-16 J, 15.259 uJ).
+	EnergyMillijoules *uint64
+	GFXClockMHz       *float64
+	MemClockMHz       *float64
+	PCIeLinkWidth     *int
+	// PCIeLinkSpeed in units of 0.1 GT/s.
+	PCIeLinkSpeed *int
+	PCIeReplays   *uint64
+	// XGMIReadKB and XGMIWriteKB are the per-link data counters (8 links
+	// on MI200/MI300), kilobytes; nil on revisions without them.
+	XGMIReadKB, XGMIWriteKB []uint64
+	// XGMILinkWidth is the number of lanes per link, XGMILinkSpeed the
+	// bit rate in Gb/s.
+	XGMILinkWidth, XGMILinkSpeed *int
+}
+
+// NumXGMILinks is the size of the XGMI arrays in gpu_metrics 1.4 and 1.5.
+const NumXGMILinks = 8
+
+// field is one member of a gpu_metrics struct: its name, the size of one
+// element in bytes (1, 2, 4, 8) and the number of elements.
+type field struct {
+	name  string
+	size  int
+	count int
+}
+
+func u16(name string) field              { return field{name, 2, 1} }
+func u32(name string) field              { return field{name, 4, 1} }
+func u64(name string) field              { return field{name, 8, 1} }
+func arr(name string, size, n int) field { return field{name, size, n} }
+
+// The layouts, member by member, as the kernel's kgd_pp_interface.h
+// declares them (the header is the first 4 bytes of each).
+var (
+	v11Fields = []field{
+		u16("temperature_edge"), u16("temperature_hotspot"), u16("temperature_mem"),
+		u16("temperature_vrgfx"), u16("temperature_vrsoc"), u16("temperature_vrmem"),
+		u16("average_gfx_activity"), u16("average_umc_activity"), u16("average_mm_activity"),
+		u16("average_socket_power"), u64("energy_accumulator"), u64("system_clock_counter"),
+		u16("average_gfxclk_frequency"), u16("average_socclk_frequency"), u16("average_uclk_frequency"),
+		u16("average_vclk0_frequency"), u16("average_dclk0_frequency"), u16("average_vclk1_frequency"),
+		u16("average_dclk1_frequency"),
+		u16("current_gfxclk"), u16("current_socclk"), u16("current_uclk"), u16("current_vclk0"),
+		u16("current_dclk0"), u16("current_vclk1"), u16("current_dclk1"),
+		u32("throttle_status"), u16("current_fan_speed"),
+		u16("pcie_link_width"), u16("pcie_link_speed"), u16("padding"),
+		u32("gfx_activity_acc"), u32("mem_activity_acc"), arr("temperature_hbm", 2, 4),
+	}
+	v12Fields = append(v11Fields[:len(v11Fields):len(v11Fields)], u64("firmware_timestamp"))
+	v13Fields = append(v12Fields[:len(v12Fields):len(v12Fields)],
+		u16("voltage_soc"), u16("voltage_gfx"), u16("voltage_mem"), u16("padding1"),
+		u64("indep_throttle_status"))
+
+	v14Head = []field{
+		u16("temperature_hotspot"), u16("temperature_mem"), u16("temperature_vrsoc"),
+		u16("curr_socket_power"), u16("average_gfx_activity"), u16("average_umc_activity"),
+		arr("vcn_activity", 2, 4),
+	}
+	v14Mid = []field{
+		u64("energy_accumulator"), u64("system_clock_counter"),
+		u32("throttle_status"), u32("gfxclk_lock_status"),
+		u16("pcie_link_width"), u16("pcie_link_speed"), u16("xgmi_link_width"), u16("xgmi_link_speed"),
+		u32("gfx_activity_acc"), u32("mem_activity_acc"),
+		u64("pcie_bandwidth_acc"), u64("pcie_bandwidth_inst"), u64("pcie_l0_to_recov_count_acc"),
+		u64("pcie_replay_count_acc"), u64("pcie_replay_rover_count_acc"),
+	}
+	v14Tail = []field{
+		arr("xgmi_read_data_acc", 8, NumXGMILinks), arr("xgmi_write_data_acc", 8, NumXGMILinks),
+		u64("firmware_timestamp"),
+		arr("current_gfxclk", 2, 8), arr("current_socclk", 2, 4), arr("current_vclk0", 2, 4),
+		arr("current_dclk0", 2, 4), u16("current_uclk"), u16("padding"),
+	}
+	v14Fields = concat(v14Head, v14Mid, v14Tail)
+	// 1.5 adds the JPEG engines' activity after VCN's and the PCIe NAK
+	// counters before the XGMI ones.
+	v15Fields = concat(v14Head, []field{arr("jpeg_activity", 2, 32)}, v14Mid,
+		[]field{u32("pcie_nak_sent_count_acc"), u32("pcie_nak_rcvd_count_acc")}, v14Tail)
+)
+
+func concat(parts ...[]field) []field {
+	var out []field
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// layout is a struct's member offsets, computed with C's natural alignment
+// (each member aligned to its element size, the struct to its largest).
+type layout struct {
+	offsets map[string]field // name -> field with size, count
+	at      map[string]int
+	size    int
+}
+
+func newLayout(fields []field) layout {
+	l := layout{offsets: map[string]field{}, at: map[string]int{}}
+	off, align := 4, 2 // after the header: uint16 + 2 x uint8
+	for _, f := range fields {
+		off = (off + f.size - 1) / f.size * f.size
+		l.offsets[f.name], l.at[f.name] = f, off
+		off += f.size * f.count
+		align = max(align, f.size)
+	}
+	l.size = (off + align - 1) / align * align
+	return l
+}
+
+var layouts = map[[2]uint8]layout{
+	{1, 1}: newLayout(v11Fields),
+	{1, 2}: newLayout(v12Fields),
+	{1, 3}: newLayout(v13Fields),
+	{1, 4}: newLayout(v14Fields),
+	{1, 5}: newLayout(v15Fields),
+}
+
+// Layout returns the member offsets and struct size of a supported
+// revision, for tests that check them against a C compiler and for the
+// simulated nodes that write tables.
+func Layout(format, content uint8) (offsets map[string]int, size int, ok bool) {
+	l, ok := layouts[[2]uint8{format, content}]
+	if !ok {
+		return nil, 0, false
+	}
+	return l.at, l.size, true
+}
+
+// ParseMetrics decodes a gpu_metrics table.
+func ParseMetrics(b []byte) (Metrics, error) {
+	if len(b) < 4 {
+		return Metrics{}, fmt.Errorf("gpu_metrics: %d bytes, shorter than its header", len(b))
+	}
+	size := int(binary.LittleEndian.Uint16(b))
+	m := Metrics{Format: b[2], Content: b[3]}
+	l, ok := layouts[[2]uint8{m.Format, m.Content}]
+	if !ok {
+		return m, fmt.Errorf("gpu_metrics %d.%d: %w", m.Format, m.Content, ErrUnsupported)
+	}
+	if size != l.size {
+		return m, fmt.Errorf("gpu_metrics %d.%d: header says %d bytes, the layout has %d", m.Format, m.Content, size, l.size)
+	}
+	if len(b) < size {
+		return m, fmt.Errorf("gpu_metrics %d.%d: %d bytes, want %d", m.Format, m.Content, len(b), size)
+	}
+	r := reader{b: b, l: l}
+	if m.Content <= 3 {
+		m.TempEdgeC = r.celsius("temperature_edge")
+		m.SocketPowerW = r.float("average_socket_power", 1)
+		m.GFXClockMHz = r.float("current_gfxclk", 1)
+		m.MemClockMHz = r.float("current_uclk", 1)
+	} else {
+		m.SocketPowerW = r.float("curr_socket_power", 1)
+		m.GFXClockMHz = r.float("current_gfxclk", 1) // the first XCC's
+		m.MemClockMHz = r.float("current_uclk", 1)
+		m.PCIeReplays = r.uint("pcie_replay_count_acc")
+		m.XGMILinkWidth = r.int("xgmi_link_width")
+		m.XGMILinkSpeed = r.int("xgmi_link_speed")
+		m.XGMIReadKB = r.array("xgmi_read_data_acc")
+		m.XGMIWriteKB = r.array("xgmi_write_data_acc")
+	}
+	m.TempHotspotC = r.celsius("temperature_hotspot")
+	m.TempMemC = r.celsius("temperature_mem")
+	m.GFXActivity = r.ratio("average_gfx_activity")
+	m.UMCActivity = r.ratio("average_umc_activity")
+	if e := r.uint("energy_accumulator"); e != nil {
+		mj := uint64(float64(*e) * 1000 / 65536)
+		m.EnergyMillijoules = &mj
+	}
+	m.PCIeLinkWidth = r.int("pcie_link_width")
+	m.PCIeLinkSpeed = r.int("pcie_link_speed")
+	return m, nil
+}
+
+// reader reads members of one table; every accessor returns nil for a
+// member that is all ones (not reported).
+type reader struct {
+	b []byte
+	l layout
+}
+
+func (r reader) raw(name string, i int) (uint64, bool) {
+	f, ok := r.l.offsets[name]
+	if !ok || i >= f.count {
+		return 0, false
+	}
+	off := r.l.at[name] + i*f.size
+	var v, ones uint64
+	switch f.size {
+	case 2:
+		v, ones = uint64(binary.LittleEndian.Uint16(r.b[off:])), 0xffff
+	case 4:
+		v, ones = uint64(binary.LittleEndian.Uint32(r.b[off:])), 0xffffffff
+	case 8:
+		v, ones = binary.LittleEndian.Uint64(r.b[off:]), ^uint64(0)
+	default:
+		return 0, false
+	}
+	return v, v != ones
+}
+
+func (r reader) uint(name string) *uint64 {
+	v, ok := r.raw(name, 0)
+	if !ok {
+		return nil
+	}
+	return &v
+}
+
+func (r reader) int(name string) *int {
+	v, ok := r.raw(name, 0)
+	if !ok {
+		return nil
+	}
+	n := int(v)
+	return &n
+}
+
+func (r reader) float(name string, scale float64) *float64 {
+	v, ok := r.raw(name, 0)
+	if !ok {
+		return nil
+	}
+	f := float64(v) * scale
+	return &f
+}
+
+// celsius reads a temperature; 0 is what ASICs without the sensor report
+// on some firmware, so it counts as absent too.
+func (r reader) celsius(name string) *float64 {
+	v, ok := r.raw(name, 0)
+	if !ok || v == 0 {
+		return nil
+	}
+	f := float64(v)
+	return &f
+}
+
+// ratio reads a percentage; over 100 is not a reading.
+func (r reader) ratio(name string) *float64 {
+	v, ok := r.raw(name, 0)
+	if !ok || v > 100 {
+		return nil
+	}
+	f := float64(v) / 100
+	return &f
+}
+
+// array reads every element of an array member, or nil when none is
+// reported.
+func (r reader) array(name string) []uint64 {
+	f, ok := r.l.offsets[name]
+	if !ok {
+		return nil
+	}
+	out := make([]uint64, f.count)
+	seen := false
+	for i := range f.count {
+		v, ok := r.raw(name, i)
+		if ok {
+			out[i], seen = v, true
+		}
+	}
+	if !seen {
+		return nil
+	}
+	return out
+}

@@ -1,0 +1,222 @@
+package amdgpu
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Parsers of the amdgpu driver's text attributes. Each takes the trimmed
+// content and returns a clear error for anything else.
+
+// cardName matches the DRM card directories (card0, card12): connectors
+// (card0-DP-1) and render nodes are skipped.
+var cardName = regexp.MustCompile(`^card(\d+)$`)
+
+// cardIndex returns the number of a card directory name.
+func cardIndex(name string) (int, bool) {
+	m := cardName.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[1])
+	return n, err == nil && n < 1<<16
+}
+
+// parsePercent reads gpu_busy_percent / mem_busy_percent as a ratio.
+func parsePercent(s string) (float64, error) {
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil || n > 100 {
+		return 0, fmt.Errorf("%q is not a percentage", s)
+	}
+	return float64(n) / 100, nil
+}
+
+// parseUint reads a decimal counter or size (mem_info_vram_total, µW, µJ).
+func parseUint(s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a decimal number", s)
+	}
+	return n, nil
+}
+
+// parseMilliCelsius reads an hwmon temperature (millidegrees, may be
+// negative).
+func parseMilliCelsius(s string) (float64, error) {
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a temperature in millidegrees", s)
+	}
+	return float64(n) / 1000, nil
+}
+
+// dpmLevel matches one line of pp_dpm_sclk / pp_dpm_mclk: "1: 1300Mhz *".
+// Levels may read "S: 19Mhz" (sleep) on some ASICs.
+var dpmLevel = regexp.MustCompile(`^(\d+|S):\s*(\d+)\s*[Mm][Hh]z\s*(\*?)\s*$`)
+
+// parseDPM returns the frequency of the level marked current ('*'), in Hz.
+// A table with no marked level, or with more than one, is an error.
+func parseDPM(s string) (float64, error) {
+	var (
+		cur   float64
+		found int
+	)
+	for line := range strings.SplitSeq(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		m := dpmLevel.FindStringSubmatch(line)
+		if m == nil {
+			return 0, fmt.Errorf("bad DPM level %q", line)
+		}
+		if m[3] == "*" {
+			mhz, err := strconv.ParseUint(m[2], 10, 32)
+			if err != nil {
+				return 0, fmt.Errorf("bad DPM level %q", line)
+			}
+			cur, found = float64(mhz)*1e6, found+1
+		}
+	}
+	switch found {
+	case 0:
+		return 0, fmt.Errorf("no current DPM level (no '*') in %q", s)
+	case 1:
+		return cur, nil
+	}
+	return 0, fmt.Errorf("%d DPM levels marked current", found)
+}
+
+// parseUniqueID reads unique_id: up to 16 hex digits, no prefix.
+func parseUniqueID(s string) (string, error) {
+	s = strings.ToLower(s)
+	if s == "" || len(s) > 16 || strings.Trim(s, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not a unique id (hex)", s)
+	}
+	return s, nil
+}
+
+// parseDeviceID reads the PCI "device" attribute ("0x74a1").
+func parseDeviceID(s string) (string, error) {
+	h, ok := strings.CutPrefix(strings.ToLower(s), "0x")
+	if !ok || len(h) != 4 || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not a PCI device id", s)
+	}
+	return "0x" + h, nil
+}
+
+// parseNUMA reads numa_node; -1 means none.
+func parseNUMA(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < -1 || n > 1<<12 {
+		return 0, fmt.Errorf("%q is not a NUMA node", s)
+	}
+	return n, nil
+}
+
+// parseRASCount reads a ras/*_err_count file: "ue: 0\nce: 12".
+func parseRASCount(s string) (ue, ce uint64, err error) {
+	seen := map[string]bool{}
+	for line := range strings.SplitSeq(s, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			return 0, 0, fmt.Errorf("bad RAS count line %q", line)
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("bad RAS count line %q", line)
+		}
+		switch k = strings.TrimSpace(k); k {
+		case "ue":
+			ue = n
+		case "ce":
+			ce = n
+		default:
+			return 0, 0, fmt.Errorf("unknown RAS count %q", k)
+		}
+		seen[k] = true
+	}
+	if !seen["ue"] || !seen["ce"] {
+		return 0, 0, fmt.Errorf("RAS counts %q lack ue or ce", s)
+	}
+	return ue, ce, nil
+}
+
+// partitionMode matches compute (SPX, DPX, TPX, QPX, CPX) and memory (NPS1,
+// NPS2, NPS4, NPS8) partition names.
+var partitionMode = regexp.MustCompile(`^(SPX|DPX|TPX|QPX|CPX|NPS[1248])$`)
+
+// parsePartition reads current_compute_partition / current_memory_partition.
+func parsePartition(s string) (string, error) {
+	s = strings.ToUpper(s)
+	if !partitionMode.MatchString(s) {
+		return "", fmt.Errorf("%q is not a partition mode", s)
+	}
+	return s, nil
+}
+
+// parsePartitionList reads available_*_partition: "SPX, DPX, CPX".
+func parsePartitionList(s string) ([]string, error) {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		p, err := parsePartition(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// parseKFDProperties reads a KFD topology properties file: "name value"
+// lines with decimal values.
+func parseKFDProperties(s string) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for line := range strings.SplitSeq(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, " ")
+		if !ok {
+			return nil, fmt.Errorf("bad KFD property line %q", line)
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad KFD property line %q", line)
+		}
+		out[k] = n
+	}
+	return out, nil
+}
+
+// parseVersion reads a version file: "6.10.5" or ROCm's "6.4.1-120".
+func parseVersion(s string) (string, error) {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if s == "" || len(s) > 64 || s[0] < '0' || s[0] > '9' || strings.Trim(s, "0123456789.-+~abcdefghijklmnopqrstuvwxyz") != "" {
+		return "", fmt.Errorf("%q is not a version", s)
+	}
+	return s, nil
+}
+
+// parseLinkGen reads a PCI current_link_speed / max_link_speed ("32.0 GT/s
+// PCIe") as the PCIe generation.
+func parseLinkGen(s string) (int, error) {
+	num, _, _ := strings.Cut(s, " ")
+	gen := map[string]int{"2.5": 1, "5.0": 2, "5": 2, "8.0": 3, "8": 3, "16.0": 4, "16": 4, "32.0": 5, "32": 5, "64.0": 6, "64": 6}[num]
+	if gen == 0 || !strings.HasPrefix(strings.TrimPrefix(s, num), " GT/s") {
+		return 0, fmt.Errorf("%q is not a PCIe link speed", s)
+	}
+	return gen, nil
+}
+
+// parseLinkWidth reads current_link_width / max_link_width (lanes).
+func parseLinkWidth(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 32 {
+		return 0, fmt.Errorf("%q is not a PCIe link width", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,110 @@
+package amdgpu
+
+import (
+	"strings"
+	"testing"
+)
+
+// Every text parser against good values and garbage.
+func TestParsers(t *testing.T) {
+	type tc struct {
+		in   string
+		want any // nil: must fail
+	}
+	run := func(name string, parse func(string) (any, error), cases []tc) {
+		for _, c := range cases {
+			got, err := parse(c.in)
+			switch {
+			case c.want == nil && err == nil:
+				t.Errorf("%s(%q) = %v, want an error", name, c.in, got)
+			case c.want != nil && err != nil:
+				t.Errorf("%s(%q): %v", name, c.in, err)
+			case c.want != nil && got != c.want:
+				t.Errorf("%s(%q) = %v, want %v", name, c.in, got, c.want)
+			}
+		}
+	}
+	wrap := func(f any) func(string) (any, error) {
+		switch f := f.(type) {
+		case func(string) (float64, error):
+			return func(s string) (any, error) { return f(s) }
+		case func(string) (uint64, error):
+			return func(s string) (any, error) { return f(s) }
+		case func(string) (string, error):
+			return func(s string) (any, error) { return f(s) }
+		case func(string) (int, error):
+			return func(s string) (any, error) { return f(s) }
+		}
+		panic("parser type")
+	}
+	garbage := []tc{{"", nil}, {"abc", nil}, {"\x00\x01", nil}, {strings.Repeat("9", 100), nil}}
+	run("parsePercent", wrap(parsePercent), append([]tc{{"0", 0.0}, {"57", 0.57}, {"100", 1.0}, {"101", nil}, {"-1", nil}, {"5.5", nil}}, garbage...))
+	run("parseUint", wrap(parseUint), append([]tc{{"206141652992", uint64(206141652992)}, {"0", uint64(0)}, {"-5", nil}, {"1e9", nil}}, garbage...))
+	run("parseMilliCelsius", wrap(parseMilliCelsius), append([]tc{{"48000", 48.0}, {"-5000", -5.0}, {"48.5", nil}}, garbage...))
+	run("parseDPM", wrap(parseDPM), append([]tc{
+		{"0: 500Mhz\n1: 1420Mhz *\n2: 2100Mhz", 1420e6},
+		{"S: 19Mhz *\n0: 500Mhz", 19e6},
+		{"0: 500MHz *", 500e6},
+		{"0: 500Mhz\n1: 1420Mhz", nil},     // nothing current
+		{"0: 500Mhz *\n1: 1420Mhz *", nil}, // two current
+		{"0: fastMhz *", nil},              // not a number
+		{"OD_SCLK:\n0: 500Mhz *", nil},     // overdrive table, not DPM levels
+		{"0: 99999999999Mhz *", nil},       // out of range
+	}, garbage...))
+	run("parseUniqueID", wrap(parseUniqueID), ([]tc{{"fa48d93f54521ccc", "fa48d93f54521ccc"}, {"ABC", "abc"}, {"0x12", nil}, {"12345678901234567", nil}, {"", nil}, {"xyz", nil}, {"\x00", nil}}))
+	run("parseDeviceID", wrap(parseDeviceID), append([]tc{{"0x74a1", "0x74a1"}, {"0x74A5", "0x74a5"}, {"74a1", nil}, {"0x74a", nil}, {"0x74ag", nil}}, garbage...))
+	run("parseNUMA", wrap(parseNUMA), append([]tc{{"0", 0}, {"-1", -1}, {"7", 7}, {"-2", nil}, {"1.0", nil}}, garbage...))
+	run("parsePartition", wrap(parsePartition), append([]tc{{"SPX", "SPX"}, {"cpx", "CPX"}, {"NPS4", "NPS4"}, {"NPS3", nil}, {"XPX", nil}}, garbage...))
+	run("parseVersion", wrap(parseVersion), ([]tc{{"6.10.5", "6.10.5"}, {"6.4.1-120", "6.4.1-120"}, {"6.4 beta", nil}, {"abc", nil}, {"", nil}, {"\x00\x01", nil}}))
+	run("parseLinkGen", wrap(parseLinkGen), append([]tc{{"32.0 GT/s PCIe", 5}, {"16 GT/s", 4}, {"Unknown", nil}, {"32.0 Gb/s", nil}, {"7.0 GT/s", nil}}, garbage...))
+	run("parseLinkWidth", wrap(parseLinkWidth), append([]tc{{"16", 16}, {"0", 0}, {"33", nil}}, garbage...))
+
+	for _, c := range []struct {
+		in     string
+		ue, ce uint64
+		ok     bool
+	}{
+		{"ue: 0\nce: 12", 0, 12, true},
+		{"ce: 3\nue: 1", 1, 3, true},
+		{"ue: 0", 0, 0, false},
+		{"ue: x\nce: 1", 0, 0, false},
+		{"ue: 1\nce: 2\nde: 3", 0, 0, false},
+		{"", 0, 0, false},
+		{"garbage", 0, 0, false},
+	} {
+		ue, ce, err := parseRASCount(c.in)
+		if (err == nil) != c.ok || ue != c.ue || ce != c.ce {
+			t.Errorf("parseRASCount(%q) = %d, %d, %v", c.in, ue, ce, err)
+		}
+	}
+	if l, err := parsePartitionList("SPX, DPX, QPX, CPX"); err != nil || strings.Join(l, ",") != "SPX,DPX,QPX,CPX" {
+		t.Errorf("parsePartitionList: %v %v", l, err)
+	}
+	if _, err := parsePartitionList("SPX,,CPX"); err == nil {
+		t.Error("parsePartitionList accepted an empty mode")
+	}
+	if p, err := parseKFDProperties("simd_count 1216\nsimd_per_cu 4\n"); err != nil || p["simd_count"] != 1216 {
+		t.Errorf("parseKFDProperties: %v %v", p, err)
+	}
+	for _, bad := range []string{"simd_count", "simd_count -1", "simd_count 1.5", "a b c"} {
+		if _, err := parseKFDProperties(bad); err == nil {
+			t.Errorf("parseKFDProperties(%q) accepted", bad)
+		}
+	}
+	for name, want := range map[string]bool{"card0": true, "card12": true, "card0-DP-1": false, "renderD128": false, "card": false, "card-1": false, "card99999999": false} {
+		if _, ok := cardIndex(name); ok != want {
+			t.Errorf("cardIndex(%q) = %v", name, ok)
+		}
+	}
+}
+
+func FuzzParseDPM(f *testing.F) {
+	for _, s := range []string{"0: 500Mhz\n1: 1420Mhz *\n", "S: 19Mhz *", "", "*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if hz, err := parseDPM(s); err == nil && (hz < 0 || hz > 1<<32*1e6) {
+			t.Fatalf("parseDPM(%q) = %v", s, hz)
+		}
+	})
+}

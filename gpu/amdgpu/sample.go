@@ -1,0 +1,352 @@
+package amdgpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gpunode/gpunode/gpu"
+)
+
+// cardState is what the sampler keeps per card between rounds.
+type cardState struct {
+	// busy holds a token while a read of the card is in flight: sysfs
+	// reads of a hung GPU block, and blocked reads must not pile up.
+	busy chan struct{}
+
+	idMu     sync.Mutex
+	identity gpu.Sample
+	// xgmiLinks is the number of XGMI links the KFD reports, read once.
+	xgmiLinks int
+	dev       string
+}
+
+// Sample reads every amdgpu card, plus any card that answered before and
+// is gone now (reported down and lost). Each card is read on its own
+// goroutine; one that has not returned when ctx is done is reported down.
+func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
+	cards, err := b.listCards()
+	b.mu.Lock()
+	if len(cards) == 0 && len(b.cards) == 0 {
+		b.mu.Unlock()
+		return nil, err
+	}
+	errs := []error{err}
+	present := map[string]bool{}
+	var kfd map[string]kfdNode
+	for i, c := range cards {
+		present[c.busID] = true
+		st := b.cards[c.busID]
+		if st == nil {
+			if kfd == nil {
+				kfd = b.kfdTopology()
+			}
+			st = &cardState{busy: make(chan struct{}, 1), dev: c.dev, xgmiLinks: kfd[c.busID].xgmiLinks}
+			b.cards[c.busID] = st
+		}
+		st.idMu.Lock()
+		st.identity.Index, st.identity.PCIBusID, st.identity.DeviceNode = i, c.busID, b.renderNode(c.dev)
+		st.idMu.Unlock()
+	}
+	states := make([]*cardState, 0, len(b.cards))
+	for _, st := range b.cards {
+		states = append(states, st)
+	}
+	b.mu.Unlock()
+	slices.SortFunc(states, func(x, y *cardState) int { return strings.Compare(x.id().PCIBusID, y.id().PCIBusID) })
+	slices.SortStableFunc(states, func(x, y *cardState) int { return x.id().Index - y.id().Index })
+
+	out := make([]gpu.Sample, len(states))
+	results := make([]chan gpu.Sample, len(states))
+	for k, st := range states {
+		results[k] = make(chan gpu.Sample, 1)
+		if !present[st.id().PCIBusID] {
+			s := st.down(b.now(), "the GPU is gone from "+drmClass)
+			s.Lost = true
+			results[k] <- s
+			continue
+		}
+		select {
+		case st.busy <- struct{}{}:
+		default:
+			results[k] <- st.down(b.now(), "previous read has not returned (the GPU hangs)")
+			continue
+		}
+		go func() {
+			s := b.sampleCard(st)
+			<-st.busy
+			results[k] <- s
+		}()
+	}
+	expired := false
+	for k, st := range states {
+		if !expired {
+			select {
+			case out[k] = <-results[k]:
+				continue
+			case <-ctx.Done():
+				expired = true
+			}
+		}
+		select {
+		case out[k] = <-results[k]:
+		default:
+			out[k] = st.down(b.now(), "timed out: "+context.Cause(ctx).Error())
+		}
+	}
+	for _, s := range out {
+		for _, e := range s.Errors {
+			errs = append(errs, fmt.Errorf("gpu %d (%s): %s", s.Index, s.PCIBusID, e))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func (st *cardState) id() gpu.Sample {
+	st.idMu.Lock()
+	defer st.idMu.Unlock()
+	return st.identity
+}
+
+func (st *cardState) down(now time.Time, why string) gpu.Sample {
+	s := st.id()
+	s.Time, s.Up, s.Errors = now, false, []string{why}
+	return s
+}
+
+// renderNode returns the card's render node ("dri/renderD128"), which
+// device plugins hand to containers, or "".
+func (b *Backend) renderNode(dev string) string {
+	names, err := b.fs.Names(dev + "/drm")
+	if err != nil {
+		return ""
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "renderD") {
+			return "dri/" + n
+		}
+	}
+	return ""
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// sampleCard reads one card. Missing attributes are simply not reported;
+// attributes that fail to read or parse are named on Errors.
+func (b *Backend) sampleCard(st *cardState) gpu.Sample {
+	var errs []error
+	s := st.id()
+	dev := st.dev
+	s.Time, s.Up = b.now(), true
+	if id, ok := attr(b, dev, "unique_id", parseUniqueID, &errs); ok {
+		s.UUID = id
+	}
+	if id, ok := attr(b, dev, "device", parseDeviceID, &errs); ok {
+		if m, ok := models[id]; ok {
+			s.Product = m.product
+		} else {
+			s.Product = "AMD GPU " + id
+		}
+	}
+	if r, ok := attr(b, dev, "gpu_busy_percent", parsePercent, &errs); ok {
+		s.Utilization = &r
+	}
+	if r, ok := attr(b, dev, "mem_busy_percent", parsePercent, &errs); ok {
+		s.MemoryUtilization = &r
+	}
+	total, okT := attr(b, dev, "mem_info_vram_total", parseUint, &errs)
+	used, okU := attr(b, dev, "mem_info_vram_used", parseUint, &errs)
+	if okT {
+		s.MemoryTotalBytes = &total
+	}
+	if okU {
+		s.MemoryUsedBytes = &used
+	}
+	if okT && okU && used <= total {
+		s.MemoryFreeBytes = ptr(total - used)
+	}
+	if hz, ok := attr(b, dev, "pp_dpm_sclk", parseDPM, &errs); ok {
+		s.Clocks = append(s.Clocks, gpu.Clock{Clock: gpu.ClockGraphics, Hertz: hz})
+	}
+	if hz, ok := attr(b, dev, "pp_dpm_mclk", parseDPM, &errs); ok {
+		s.Clocks = append(s.Clocks, gpu.Clock{Clock: gpu.ClockMemory, Hertz: hz})
+	}
+	if hw := b.hwmon(dev); hw != "" {
+		b.sampleHwmon(hw, &s, &errs)
+	}
+	if ue, ce, ok := b.rasCounts(dev, &errs); ok {
+		s.ECC = []gpu.ECCCount{
+			{Type: gpu.ECCCorrected, Scope: gpu.ECCVolatile, Count: ce},
+			{Type: gpu.ECCUncorrected, Scope: gpu.ECCVolatile, Count: ue},
+		}
+	}
+	replays, okR := attr(b, dev, "pcie_replay_count", parseUint, &errs)
+	m, okM := b.metrics(dev, &errs)
+	if okM {
+		b.fromMetrics(m, st.xgmiLinks, &s)
+	}
+	if okR {
+		if s.PCIe == nil {
+			s.PCIe = &gpu.PCIeSample{}
+		}
+		s.PCIe.ReplayErrors = &replays
+	}
+	st.idMu.Lock()
+	st.identity.UUID, st.identity.Product = s.UUID, s.Product
+	st.idMu.Unlock()
+	for _, e := range errs {
+		s.Errors = append(s.Errors, e.Error())
+	}
+	if !b.fs.Exists(dev) {
+		s.Up, s.Lost = false, true
+	}
+	return s
+}
+
+// sampleHwmon reads power, energy and temperatures from the card's hwmon
+// directory. amdgpu names its temperature inputs with labels (edge,
+// junction, mem); junction (the hottest spot of the die) is reported as
+// the "gpu" sensor, the one alerts are written against.
+func (b *Backend) sampleHwmon(hw string, s *gpu.Sample, errs *[]error) {
+	// power1_average is the ASICs' averaged socket power; MI300 and newer
+	// report power1_input (current) instead.
+	for _, f := range []string{"power1_average", "power1_input"} {
+		if uw, ok := attr(b, hw, f, parseUint, errs); ok {
+			s.PowerWatts = ptr(float64(uw) / 1e6)
+			break
+		}
+	}
+	if uw, ok := attr(b, hw, "power1_cap", parseUint, errs); ok {
+		s.PowerLimitWatts = ptr(float64(uw) / 1e6)
+	}
+	if uj, ok := attr(b, hw, "energy1_input", parseUint, errs); ok {
+		s.EnergyMillijoules = ptr(uj / 1000)
+	}
+	for n := 1; n <= 3; n++ {
+		label, ok := attr(b, hw, fmt.Sprintf("temp%d_label", n), text, errs)
+		if !ok {
+			continue
+		}
+		c, ok := attr(b, hw, fmt.Sprintf("temp%d_input", n), parseMilliCelsius, errs)
+		if !ok {
+			continue
+		}
+		sensor := map[string]string{"edge": gpu.SensorEdge, "junction": gpu.SensorGPU, "mem": gpu.SensorMemory}[label]
+		if sensor != "" {
+			s.Temperatures = append(s.Temperatures, gpu.Temperature{Sensor: sensor, Celsius: c})
+		}
+	}
+	slices.SortFunc(s.Temperatures, func(x, y gpu.Temperature) int { return strings.Compare(x.Sensor, y.Sensor) })
+}
+
+// rasCounts sums the RAS error counts of the memory blocks (umc: HBM).
+func (b *Backend) rasCounts(dev string, errs *[]error) (ue, ce uint64, ok bool) {
+	type counts struct{ ue, ce uint64 }
+	c, ok := attr(b, dev, "ras/umc_err_count", func(s string) (counts, error) {
+		ue, ce, err := parseRASCount(s)
+		return counts{ue, ce}, err
+	}, errs)
+	return c.ue, c.ce, ok
+}
+
+// metrics reads and decodes the card's gpu_metrics table.
+func (b *Backend) metrics(dev string, errs *[]error) (Metrics, bool) {
+	raw, err := b.fs.ReadFile(dev + "/gpu_metrics")
+	if errors.Is(err, fs.ErrNotExist) {
+		return Metrics{}, false
+	}
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("read gpu_metrics: %w", err))
+		return Metrics{}, false
+	}
+	m, err := ParseMetrics(raw)
+	if err != nil {
+		*errs = append(*errs, err)
+		return Metrics{}, false
+	}
+	return m, true
+}
+
+// fromMetrics fills in what sysfs text attributes did not give, plus the
+// counters only gpu_metrics has (XGMI, PCIe replays on MI300).
+func (b *Backend) fromMetrics(m Metrics, xgmiLinks int, s *gpu.Sample) {
+	if s.Utilization == nil {
+		s.Utilization = m.GFXActivity
+	}
+	if s.MemoryUtilization == nil {
+		s.MemoryUtilization = m.UMCActivity
+	}
+	if s.PowerWatts == nil {
+		s.PowerWatts = m.SocketPowerW
+	}
+	if s.EnergyMillijoules == nil {
+		s.EnergyMillijoules = m.EnergyMillijoules
+	}
+	if len(s.Temperatures) == 0 {
+		for _, t := range []struct {
+			sensor string
+			c      *float64
+		}{{gpu.SensorEdge, m.TempEdgeC}, {gpu.SensorGPU, m.TempHotspotC}, {gpu.SensorMemory, m.TempMemC}} {
+			if t.c != nil {
+				s.Temperatures = append(s.Temperatures, gpu.Temperature{Sensor: t.sensor, Celsius: *t.c})
+			}
+		}
+		slices.SortFunc(s.Temperatures, func(x, y gpu.Temperature) int { return strings.Compare(x.Sensor, y.Sensor) })
+	}
+	if len(s.Clocks) == 0 {
+		if m.GFXClockMHz != nil {
+			s.Clocks = append(s.Clocks, gpu.Clock{Clock: gpu.ClockGraphics, Hertz: *m.GFXClockMHz * 1e6})
+		}
+		if m.MemClockMHz != nil {
+			s.Clocks = append(s.Clocks, gpu.Clock{Clock: gpu.ClockMemory, Hertz: *m.MemClockMHz * 1e6})
+		}
+	}
+	if m.PCIeReplays != nil || m.PCIeLinkWidth != nil || m.PCIeLinkSpeed != nil {
+		p := &gpu.PCIeSample{ReplayErrors: m.PCIeReplays, LinkWidth: m.PCIeLinkWidth}
+		if m.PCIeLinkSpeed != nil {
+			if g := pcieGen(*m.PCIeLinkSpeed); g > 0 {
+				p.LinkGeneration = &g
+			}
+		}
+		s.PCIe = p
+	}
+	if xgmiLinks > 0 && m.XGMIReadKB != nil {
+		ic := &gpu.InterconnectSample{Kind: gpu.XGMI}
+		up := m.XGMILinkWidth != nil && *m.XGMILinkWidth > 0
+		for i := range min(xgmiLinks, len(m.XGMIReadKB)) {
+			// Data counters are in kilobytes (1024 bytes, as AMD SMI
+			// converts them). Read from this GPU's point of view is
+			// what it received.
+			l := gpu.Link{Number: i, Up: up, ReceiveBytes: ptr(m.XGMIReadKB[i] * 1024)}
+			if i < len(m.XGMIWriteKB) {
+				l.TransmitBytes = ptr(m.XGMIWriteKB[i] * 1024)
+			}
+			ic.Links = append(ic.Links, l)
+		}
+		s.Interconnect = ic
+	}
+}
+
+// pcieGen maps gpu_metrics' link speed (0.1 GT/s) to the PCIe generation.
+func pcieGen(tenthsGTs int) int {
+	switch tenthsGTs {
+	case 25:
+		return 1
+	case 50:
+		return 2
+	case 80:
+		return 3
+	case 160:
+		return 4
+	case 320:
+		return 5
+	case 640:
+		return 6
+	}
+	return 0
+}

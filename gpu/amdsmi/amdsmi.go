@@ -1,0 +1,341 @@
+// Package amdsmi is the AMD GPU backend over AMD SMI (libamd_smi.so). The
+// library is opened with dlopen at run time by a small C shim of our own
+// (shim.c), so one agent binary runs on NVIDIA, AMD and CPU-only nodes and
+// needs no ROCm to build. The library's version is checked before any
+// struct is exchanged: only the layouts declared in amdsmi_types.h, those
+// of AMD SMI 24.7 (ROCm 6.3), are used.
+package amdsmi
+
+/*
+#cgo LDFLAGS: -ldl
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/gpu/amdgpu"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// DefaultLibraries are tried in order when no path is configured: the
+// loader's search path, then ROCm's default install location.
+var DefaultLibraries = []string{"libamd_smi.so", "/opt/rocm/lib/libamd_smi.so"}
+
+// Version is an AMD SMI library version (year-based: 24.7.1.0).
+type Version struct{ Year, Major, Minor, Release uint32 }
+
+func (v Version) String() string {
+	return fmt.Sprintf("%d.%d.%d.%d", v.Year, v.Major, v.Minor, v.Release)
+}
+
+// Supported reports whether the structs we declare match the library's.
+func (v Version) Supported() bool { return v.Year == 24 && v.Major == 7 }
+
+// Status is an amdsmi_status_t that is not success.
+type Status uint32
+
+// statusMissing is what the shim returns for a function the library lacks.
+const statusMissing Status = 0xffffffff
+
+func (s Status) Error() string {
+	switch s {
+	case 1:
+		return "invalid parameters"
+	case 2:
+		return "not supported"
+	case 3:
+		return "not yet implemented"
+	case 10:
+		return "permission denied"
+	case 31:
+		return "device not found"
+	case 34:
+		return "driver not loaded"
+	case statusMissing:
+		return "function missing from the library"
+	}
+	return fmt.Sprintf("AMD SMI status %d", uint32(s))
+}
+
+// notSupported is a status that means "this GPU does not report it".
+func notSupported(s Status) bool { return s == 2 || s == 3 || s == statusMissing }
+
+func status(st C.amdsmi_status_t) error {
+	if st == 0 {
+		return nil
+	}
+	return Status(st)
+}
+
+// Backend implements gpu.Backend and gpu.Sampler over AMD SMI. Every call
+// into the library holds mu: the library is initialised once, by Open, and
+// shut down by Close.
+type Backend struct {
+	mu      sync.Mutex
+	lib     *C.smi_lib
+	path    string
+	version Version
+	fs      *hostfs.FS
+	now     func() time.Time
+	// identity of each GPU by index, kept for its "down" samples.
+	known map[int]gpu.Sample
+}
+
+var (
+	_ gpu.Backend = (*Backend)(nil)
+	_ gpu.Sampler = (*Backend)(nil)
+)
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithHostFS reads the ROCm version from the host root fsys.
+func WithHostFS(fsys hostfs.FS) Option { return func(b *Backend) { b.fs = &fsys } }
+
+// WithClock stamps samples with now instead of time.Now.
+func WithClock(now func() time.Time) Option { return func(b *Backend) { b.now = now } }
+
+// Open loads AMD SMI from path (DefaultLibraries when empty), checks its
+// version and initialises it for AMD GPUs. A library that is missing, lacks
+// a function we need, has a version whose structs we do not know, or finds
+// no driver gives an error for which errors.Is(err, source.ErrAbsent)
+// holds, with the reason; the agent then reads amdgpu sysfs instead.
+func Open(path string, opts ...Option) (*Backend, error) {
+	paths := DefaultLibraries
+	if path != "" {
+		paths = []string{path}
+	}
+	b := &Backend{now: time.Now, known: map[int]gpu.Sample{}}
+	for _, o := range opts {
+		o(b)
+	}
+	var reasons []string
+	for _, p := range paths {
+		err := b.open(p)
+		if err == nil {
+			return b, nil
+		}
+		if !errors.Is(err, source.ErrAbsent) {
+			return nil, err
+		}
+		reasons = append(reasons, err.Error())
+	}
+	return nil, source.NewAbsent("AMD SMI not usable: %s", strings.Join(reasons, "; "))
+}
+
+func (b *Backend) open(path string) error {
+	lib := (*C.smi_lib)(C.calloc(1, C.sizeof_smi_lib))
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var errBuf [512]C.char
+	switch C.smi_open(cpath, lib, &errBuf[0], C.size_t(len(errBuf))) {
+	case 0:
+	default:
+		C.free(unsafe.Pointer(lib))
+		return source.NewAbsent("%s", C.GoString(&errBuf[0]))
+	}
+	fail := func(err error) error {
+		C.smi_close(lib)
+		C.free(unsafe.Pointer(lib))
+		return err
+	}
+	var v [4]C.uint32_t
+	if err := status(C.smi_lib_version(lib, &v[0])); err != nil {
+		return fail(source.NewAbsent("%s: amdsmi_get_lib_version: %v", path, err))
+	}
+	ver := Version{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])}
+	if !ver.Supported() {
+		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (24.7)", path, ver))
+	}
+	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
+		return fail(source.NewAbsent("%s: amdsmi_init: %v", path, err))
+	}
+	b.lib, b.path, b.version = lib, path, ver
+	return nil
+}
+
+// Name identifies the backend in source status.
+func (b *Backend) Name() string { return "amdsmi" }
+
+// Version is the loaded library's version.
+func (b *Backend) Version() Version { return b.version }
+
+// Close shuts the library down and unloads it; later calls report it
+// absent.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lib == nil {
+		return nil
+	}
+	err := status(C.smi_shut_down(b.lib))
+	C.smi_close(b.lib)
+	C.free(unsafe.Pointer(b.lib))
+	b.lib = nil
+	if err != nil {
+		return fmt.Errorf("amdsmi_shut_down: %w", err)
+	}
+	return nil
+}
+
+// maxGPUs bounds the processor list (AMDSMI_MAX_DEVICES is 32).
+const maxGPUs = 64
+
+// gpus lists the processor handles; called with mu held.
+func (b *Backend) gpus() ([]C.amdsmi_processor_handle, error) {
+	if b.lib == nil {
+		return nil, source.NewAbsent("AMD SMI is closed")
+	}
+	var handles [maxGPUs]C.amdsmi_processor_handle
+	n := C.uint32_t(maxGPUs)
+	if err := status(C.smi_gpus(b.lib, &handles[0], &n)); err != nil {
+		return nil, fmt.Errorf("list GPUs: %w", err)
+	}
+	if n > maxGPUs {
+		return nil, fmt.Errorf("list GPUs: %d processors, more than the %d we track", n, maxGPUs)
+	}
+	return handles[:n], nil
+}
+
+// call records a failed optional call: not supported is no error.
+func call(errs *[]error, fn string, st C.amdsmi_status_t) bool {
+	err := status(st)
+	if err == nil {
+		return true
+	}
+	var s Status
+	if errors.As(err, &s) && notSupported(s) {
+		return false
+	}
+	*errs = append(*errs, fmt.Errorf("%s: %w", fn, err))
+	return false
+}
+
+// Inventory describes every GPU AMD SMI lists, in its order.
+func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
+	inv := gpu.Inventory{Backend: b.Name(), Devices: []gpu.Device{}}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	handles, err := b.gpus()
+	if err != nil {
+		return inv, err
+	}
+	inv.LibraryVersion = b.version.String()
+	var errs []error
+	if b.fs != nil {
+		v, err := amdgpu.ROCmVersion(*b.fs)
+		errs = append(errs, err)
+		inv.ROCmVersion = v
+	}
+	for i, h := range handles {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("stopped after %d of %d GPUs: %w", i, len(handles), err))
+			break
+		}
+		d, drv, derrs := b.device(i, h)
+		if inv.DriverVersion == "" {
+			inv.DriverVersion = drv
+		}
+		for _, e := range derrs {
+			d.Errors = append(d.Errors, e.Error())
+			errs = append(errs, fmt.Errorf("gpu %d: %w", i, e))
+		}
+		inv.Devices = append(inv.Devices, d)
+	}
+	return inv, errors.Join(errs...)
+}
+
+// busID formats amdsmi_bdf_t (function 3 bits, device 5, bus 8, domain 48).
+func busID(v uint64) string {
+	return fmt.Sprintf("%04x:%02x:%02x.%x", v>>16, (v>>8)&0xff, (v>>3)&0x1f, v&7)
+}
+
+func cstr(p *C.char, n int) string {
+	b := C.GoBytes(unsafe.Pointer(p), C.int(n))
+	if i := strings.IndexByte(string(b), 0); i >= 0 {
+		b = b[:i]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driver string, errs []error) {
+	d = gpu.Device{Index: i, Vendor: gpu.AMD, NUMANode: -1}
+	var bdf C.uint64_t
+	if call(&errs, "amdsmi_get_gpu_device_bdf", C.smi_bdf(b.lib, h, &bdf)) {
+		d.PCIBusID = busID(uint64(bdf))
+	}
+	var uuid [C.AMDSMI_GPU_UUID_SIZE + 2]C.char
+	if call(&errs, "amdsmi_get_gpu_device_uuid", C.smi_uuid(b.lib, h, &uuid[0], C.uint(len(uuid)))) {
+		d.UUID = cstr(&uuid[0], len(uuid))
+	}
+	var asic C.amdsmi_asic_info_t
+	if call(&errs, "amdsmi_get_gpu_asic_info", C.smi_asic(b.lib, h, &asic)) {
+		d.PCIDeviceID = fmt.Sprintf("0x%04x", uint64(asic.device_id)&0xffff)
+		d.Product = cstr(&asic.market_name[0], len(asic.market_name))
+		if product, arch, ok := amdgpu.ModelOf(d.PCIDeviceID); ok {
+			d.Architecture = arch
+			if d.Product == "" {
+				d.Product = product
+			}
+		}
+		if cu := uint32(asic.num_of_compute_units); cu != 0 && cu != 0xffffffff {
+			d.ComputeUnits = int(cu)
+		}
+		d.Serial = cstr(&asic.asic_serial[0], len(asic.asic_serial))
+	}
+	var drv C.amdsmi_driver_info_t
+	if call(&errs, "amdsmi_get_gpu_driver_info", C.smi_driver(b.lib, h, &drv)) {
+		driver = cstr(&drv.driver_version[0], len(drv.driver_version))
+	}
+	var numa C.int32_t
+	if call(&errs, "amdsmi_get_gpu_topo_numa_affinity", C.smi_numa(b.lib, h, &numa)) && numa >= -1 {
+		d.NUMANode = int(numa)
+	}
+	var total C.uint64_t
+	if call(&errs, "amdsmi_get_gpu_memory_total", C.smi_mem_total(b.lib, h, &total)) {
+		d.MemoryBytes = uint64(total)
+	}
+	var p gpu.Partition
+	var buf [64]C.char
+	if call(&errs, "amdsmi_get_gpu_compute_partition", C.smi_partition(b.lib, h, 0, &buf[0], C.uint32_t(len(buf)))) {
+		p.Compute = strings.ToUpper(cstr(&buf[0], len(buf)))
+	}
+	if call(&errs, "amdsmi_get_gpu_memory_partition", C.smi_partition(b.lib, h, 1, &buf[0], C.uint32_t(len(buf)))) {
+		p.Memory = strings.ToUpper(cstr(&buf[0], len(buf)))
+	}
+	if p.Compute != "" || p.Memory != "" {
+		d.Partition = &p
+	}
+	if links, ok := b.links(h, &errs); ok && len(links) > 0 {
+		d.Interconnect = &gpu.Interconnect{Kind: gpu.XGMI, Links: len(links), Active: len(links)}
+	}
+	return d, driver, errs
+}
+
+// links returns the GPU's XGMI links from amdsmi_get_link_metrics.
+func (b *Backend) links(h C.amdsmi_processor_handle, errs *[]error) ([]C.amdsmi_link_t, bool) {
+	m := (*C.amdsmi_link_metrics_t)(C.calloc(1, C.sizeof_amdsmi_link_metrics_t))
+	defer C.free(unsafe.Pointer(m))
+	if !call(errs, "amdsmi_get_link_metrics", C.smi_links(b.lib, h, m)) {
+		return nil, false
+	}
+	n := min(int(m.num_links), C.AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK)
+	var out []C.amdsmi_link_t
+	for _, l := range m.links[:n] {
+		if l.link_type == C.AMDSMI_LINK_TYPE_XGMI {
+			out = append(out, l)
+		}
+	}
+	return out, true
+}

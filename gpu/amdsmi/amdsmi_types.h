@@ -1,0 +1,117 @@
+// The subset of AMD SMI's C API (amdsmi.h, library version 24.7,
+// ROCm 6.3) that gpunode calls, declared by us from AMD's
+// documentation. Only the types and constants we use are here; the
+// functions are looked up with dlsym at run time (shim.c).
+#ifndef GPUNODE_AMDSMI_TYPES_H
+#define GPUNODE_AMDSMI_TYPES_H
+
+#include <stdint.h>
+
+typedef uint32_t amdsmi_status_t;
+typedef void *amdsmi_socket_handle;
+typedef void *amdsmi_processor_handle;
+
+enum {
+	AMDSMI_STATUS_SUCCESS = 0,
+	AMDSMI_STATUS_NOT_SUPPORTED = 2,
+	AMDSMI_STATUS_NOT_YET_IMPLEMENTED = 3,
+	AMDSMI_STATUS_NO_PERM = 10,
+	AMDSMI_STATUS_NOT_FOUND = 31,
+	AMDSMI_STATUS_DRIVER_NOT_LOADED = 34,
+};
+
+#define AMDSMI_INIT_AMD_GPUS (1ull << 1)
+#define AMDSMI_MEM_TYPE_VRAM 0
+#define AMDSMI_TEMPERATURE_TYPE_EDGE 0
+#define AMDSMI_TEMPERATURE_TYPE_HOTSPOT 1
+#define AMDSMI_TEMPERATURE_TYPE_VRAM 2
+#define AMDSMI_TEMP_CURRENT 0
+#define AMDSMI_CLK_TYPE_GFX 0
+#define AMDSMI_CLK_TYPE_MEM 4
+#define AMDSMI_LINK_TYPE_XGMI 1
+#define AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK 64
+#define AMDSMI_GPU_UUID_SIZE 38
+
+typedef struct {
+	uint32_t year;
+	uint32_t major;
+	uint32_t minor;
+	uint32_t release;
+	const char *build;
+} amdsmi_version_t;
+
+// bdf: function bits 0-2, device 3-7, bus 8-15, domain 16-63.
+typedef struct {
+	uint64_t as_uint;
+} amdsmi_bdf_t;
+
+typedef struct {
+	char market_name[256];
+	uint32_t vendor_id;
+	char vendor_name[64];
+	uint32_t subvendor_id;
+	uint64_t device_id;
+	uint32_t rev_id;
+	char asic_serial[32];
+	uint32_t oam_id;
+	uint32_t num_of_compute_units;
+	uint64_t target_graphics_version;
+	uint32_t reserved[15];
+} amdsmi_asic_info_t;
+
+typedef struct {
+	char driver_version[64];
+	char driver_date[64];
+	char driver_name[64];
+} amdsmi_driver_info_t;
+
+typedef struct {
+	uint32_t current_socket_power;
+	uint32_t average_socket_power;
+	uint32_t gfx_voltage;
+	uint32_t soc_voltage;
+	uint32_t mem_voltage;
+	uint32_t power_limit;
+	uint32_t reserved[11];
+} amdsmi_power_info_t;
+
+typedef struct {
+	uint32_t clk;
+	uint32_t min_clk;
+	uint32_t max_clk;
+	uint8_t clk_locked;
+	uint8_t clk_deep_sleep;
+	uint32_t reserved[4];
+} amdsmi_clk_info_t;
+
+typedef struct {
+	uint32_t gfx_activity;
+	uint32_t umc_activity;
+	uint32_t mm_activity;
+	uint32_t reserved[13];
+} amdsmi_engine_usage_t;
+
+typedef struct {
+	uint64_t correctable_count;
+	uint64_t uncorrectable_count;
+	uint64_t deferred_count;
+	uint64_t reserved[5];
+} amdsmi_error_count_t;
+
+typedef struct {
+	amdsmi_bdf_t bdf;
+	uint32_t bit_rate;
+	uint32_t max_bandwidth;
+	uint32_t link_type; // an enum in amdsmi.h: int sized
+	uint64_t read;      // KB received
+	uint64_t write;     // KB sent
+	uint64_t reserved[2];
+} amdsmi_link_t;
+
+typedef struct {
+	uint32_t num_links;
+	amdsmi_link_t links[AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK];
+	uint64_t reserved[7];
+} amdsmi_link_metrics_t;
+
+#endif

@@ -1,0 +1,372 @@
+package sim
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/gpunode/gpunode/gpu/amdgpu"
+	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+)
+
+// mi300xRoCE is an 8x MI300X server (the AMD Instinct UBB-8 platform, as in
+// Supermicro AS-8125GS or Dell XE9680): every GPU shares a PCIe switch with
+// a ConnectX-7 in Ethernet mode (RoCE v2, 400GbE), the eight GPUs form one
+// XGMI hive, and the host runs the amdgpu DKMS driver from ROCm 6.4. It has
+// no NVIDIA GPU, so the NVML backend finds nothing and the amdgpu sysfs
+// backend serves it.
+func mi300xRoCE(b *builder) *nvmlfake.Machine {
+	b.system(system{
+		sockets: 2, cores: 96, threads: 2,
+		memKB:   []uint64{1584917148, 1585141832},
+		cmdline: "console=tty0 console=ttyS0,115200n8 amd_iommu=on iommu=pt pci=realloc=off",
+		modules: slices.Concat(amdgpuModules(), rdmaModules(false), baseModules()),
+	})
+	b.platform(0)
+	b.t.attr("/sys/module/amdgpu/version", amdgpuDriverVersion)
+	b.t.attr("/opt/rocm/.info/version", rocmVersion)
+	b.t.file("/dev/kfd", "")
+	// KFD topology: one node per CPU socket first, then the GPUs.
+	for n := range 2 {
+		b.t.file(fmt.Sprintf("%s/%d/properties", kfdTopology, n), kfdCPUProperties())
+	}
+	roots := []struct{ root, numa int }{
+		{0x10, 0}, {0x20, 0}, {0x40, 0}, {0x60, 0}, {0x80, 1}, {0xa0, 1}, {0xc0, 1}, {0xe0, 1},
+	}
+	for i, r := range roots {
+		sw := b.newSwitch(r.root, r.numa)
+		b.mlx5(sw.port(r.root+3), mlx5{
+			rdma: fmt.Sprintf("mlx5_%d", i), id: connectX7(false), hca: cx7HCA(),
+			rate: "400 Gb/sec (4X NDR)", speed: 400000, mtu: 9000,
+			ipv4: [4]byte{10, 1, byte(i), 11}, vector: 32,
+		})
+		b.mi300x(sw.port(r.root+5), i, len(roots))
+	}
+	return nil
+}
+
+const (
+	amdgpuDriverVersion = "6.10.5"
+	rocmVersion         = "6.4.1-120"
+	kfdTopology         = "/sys/class/kfd/kfd/topology/nodes"
+	// mi300xVRAM is what mem_info_vram_total reads on an MI300X: 192 GB
+	// of HBM3 less what the firmware keeps.
+	mi300xVRAM = 206141652992
+)
+
+func mi300xID() pciID {
+	return pciID{class: "0x120000", vendor: "0x1002", device: "0x74a1", subVendor: "0x1002", subDevice: "0x74a1", revision: "0x00", driver: "amdgpu", gen: 5, width: 16}
+}
+
+func amdgpuModules() []module {
+	return []module{
+		{name: "amdgpu", size: 19521536, taint: "OE", extraRefs: 8, deps: []string{"amddrm_ttm_helper", "amdttm", "amdxcp", "drm_buddy", "drm_display_helper", "drm_kms_helper", "drm"}},
+		{name: "amddrm_ttm_helper", size: 12288, taint: "OE", deps: []string{"amdttm"}},
+		{name: "amdttm", size: 110592, taint: "OE"},
+		{name: "amdxcp", size: 12288, taint: "OE"},
+		{name: "drm_buddy", size: 20480},
+		{name: "drm_display_helper", size: 237568, deps: []string{"drm_kms_helper"}},
+		{name: "drm_kms_helper", size: 270336, deps: []string{"drm"}},
+		{name: "drm", size: 761856},
+	}
+}
+
+// mi300x adds GPU i of n in the hive: its PCI function, DRM card and render
+// node, the amdgpu attributes and hwmon sensors, the gpu_metrics table and
+// its KFD topology node with an XGMI link to every other GPU.
+func (b *builder) mi300x(parent *pciDev, i, n int) {
+	d := b.endpoint(parent, 0, mi300xID())
+	d.irqs(false, "amdgpu")
+	t := b.t
+	card, render := fmt.Sprintf("card%d", i+1), fmt.Sprintf("renderD%d", 128+i)
+	for _, node := range []string{card, render} {
+		t.attr(d.dir+"/drm/"+node+"/dev", fmt.Sprintf("226:%d", map[bool]int{true: i + 1, false: 128 + i}[node == card]))
+		t.link(d.dir+"/drm/"+node+"/device", d.dir)
+		t.link("/sys/class/drm/"+node, d.dir+"/drm/"+node)
+		t.file("/dev/dri/"+node, "")
+	}
+	h := b.hash(d.bdf)
+	busy := 35 + int(h%50)
+	used := uint64(mi300xVRAM/4) + h%(mi300xVRAM/2)
+	for _, a := range [][2]string{
+		{"gpu_busy_percent", itoa(busy)},
+		{"mem_busy_percent", itoa(busy / 3)},
+		{"mem_info_vram_total", itoa(mi300xVRAM)},
+		{"mem_info_vram_used", fmt.Sprint(used)},
+		{"mem_info_vis_vram_total", itoa(mi300xVRAM)},
+		{"unique_id", fmt.Sprintf("%016x", h)},
+		{"product_name", "AMD Instinct MI300X OAM"},
+		{"product_number", "102-G30211-00"},
+		{"serial_number", fmt.Sprintf("PCB%09d", h%1e9)},
+		{"vbios_version", "113-M3000100-102"},
+		{"current_compute_partition", "SPX"},
+		{"available_compute_partition", "SPX, DPX, QPX, CPX"},
+		{"current_memory_partition", "NPS1"},
+		{"available_memory_partition", "NPS1, NPS4"},
+		{"pcie_replay_count", "0"},
+		{"ras/umc_err_count", fmt.Sprintf("ue: 0\nce: %d", h%4)},
+	} {
+		t.attr(d.dir+"/"+a[0], a[1])
+	}
+	t.file(d.dir+"/pp_dpm_sclk", "0: 500Mhz\n1: 1420Mhz *\n2: 2100Mhz\n")
+	t.file(d.dir+"/pp_dpm_mclk", "0: 900Mhz\n1: 1100Mhz\n2: 1200Mhz\n3: 1300Mhz *\n")
+	power := 550 + float64(h%150) // W
+	temp := 48 + int(h%20)
+	hw := fmt.Sprintf("%s/hwmon/hwmon%d", d.dir, i+2) // hwmon0 and 1 are the CPUs'
+	for _, a := range [][2]string{
+		{"name", "amdgpu"},
+		{"power1_input", fmt.Sprint(uint64(power * 1e6))},
+		{"power1_cap", "750000000"},
+		{"power1_cap_max", "750000000"},
+		{"temp2_label", "junction"},
+		{"temp2_input", itoa(temp * 1000)},
+		{"temp2_crit", "110000"},
+		{"temp3_label", "mem"},
+		{"temp3_input", itoa((temp - 8) * 1000)},
+		{"temp3_crit", "95000"},
+	} {
+		t.attr(hw+"/"+a[0], a[1])
+	}
+	t.link(hw+"/device", d.dir)
+	t.link(fmt.Sprintf("/sys/class/hwmon/hwmon%d", i+2), hw)
+	t.file(d.dir+"/gpu_metrics", string(mi300xMetrics(h, busy, power, temp)))
+
+	// The KFD node: 304 compute units of 4 SIMDs, 8 XCCs; io_link 0 is
+	// the PCIe link to the CPU node, 1..n-1 XGMI to each peer.
+	kfd := fmt.Sprintf("%s/%d", kfdTopology, 2+i)
+	var bus, dev, fn int
+	fmt.Sscanf(d.bdf, "0000:%x:%x.%x", &bus, &dev, &fn)
+	t.file(kfd+"/properties", kfdGPUProperties(bus<<8|dev<<3|fn, 128+i, b.hash("xgmi-hive"), h, n-1))
+	t.file(kfd+"/io_links/0/properties", kfdLink(2, 2+i, d.numa, 20))
+	l := 1
+	for peer := range n {
+		if peer != i {
+			t.file(fmt.Sprintf("%s/io_links/%d/properties", kfd, l), kfdLink(amdgpuXGMI, 2+i, 2+peer, 15))
+			l++
+		}
+	}
+}
+
+// amdgpuXGMI is the KFD io_link type of XGMI (HSA_IOLINKTYPE_XGMI).
+const amdgpuXGMI = 11
+
+func kfdCPUProperties() string {
+	return fmt.Sprint("cpu_cores_count 192\nsimd_count 0\nmem_banks_count 1\ncaches_count 0\nio_links_count 0\np2p_links_count 0\n" +
+		"cpu_core_id_base 0\nsimd_id_base 0\nmax_waves_per_simd 0\nlds_size_in_kb 0\ngds_size_in_kb 0\nnum_gws 0\nwave_front_size 0\n" +
+		"array_count 0\nsimd_arrays_per_engine 0\ncu_per_simd_array 0\nsimd_per_cu 0\nmax_slots_scratch_cu 0\ngfx_target_version 0\n" +
+		"vendor_id 0\ndevice_id 0\nlocation_id 0\ndomain 0\ndrm_render_minor 0\nhive_id 0\nnum_sdma_engines 0\nnum_sdma_xgmi_engines 0\n" +
+		"num_sdma_queues_per_engine 0\nnum_cp_queues 0\nmax_engine_clk_ccompute 3700\n")
+}
+
+func kfdGPUProperties(location, render int, hive, unique uint64, xgmi int) string {
+	var sb strings.Builder
+	for _, kv := range []struct {
+		k string
+		v uint64
+	}{
+		{"cpu_cores_count", 0}, {"simd_count", 1216}, {"mem_banks_count", 1}, {"caches_count", 507},
+		{"io_links_count", uint64(1 + xgmi)}, {"p2p_links_count", 0}, {"cpu_core_id_base", 0},
+		{"simd_id_base", 2147487744}, {"max_waves_per_simd", 8}, {"lds_size_in_kb", 64}, {"gds_size_in_kb", 0},
+		{"num_gws", 64}, {"wave_front_size", 64}, {"array_count", 32}, {"simd_arrays_per_engine", 1},
+		{"cu_per_simd_array", 10}, {"simd_per_cu", 4}, {"max_slots_scratch_cu", 32}, {"gfx_target_version", 90402},
+		{"vendor_id", 4098}, {"device_id", 29857}, {"location_id", uint64(location)}, {"domain", 0},
+		{"drm_render_minor", uint64(render)}, {"hive_id", hive}, {"num_sdma_engines", 2},
+		{"num_sdma_xgmi_engines", 14}, {"num_sdma_queues_per_engine", 8}, {"num_cp_queues", 64},
+		{"max_engine_clk_fcompute", 2100}, {"local_mem_size", 0}, {"fw_version", 151}, {"capability", 746586752},
+		{"debug_prop", 1495}, {"sdma_fw_version", 19}, {"unique_id", unique}, {"num_xcc", 8}, {"max_engine_clk_ccompute", 3700},
+	} {
+		fmt.Fprintf(&sb, "%s %d\n", kv.k, kv.v)
+	}
+	return sb.String()
+}
+
+func kfdLink(typ, from, to, weight int) string {
+	return fmt.Sprintf("type %d\nversion_major 0\nversion_minor 0\nnode_from %d\nnode_to %d\nweight %d\nmin_latency 0\nmax_latency 0\n"+
+		"min_bandwidth 312500\nmax_bandwidth 64000\nrecommended_transfer_size 0\nrecommended_sdma_engine_id_mask 0\nflags 1\n",
+		typ, from, to, weight)
+}
+
+// mi300xMetrics is the card's gpu_metrics table, revision 1.5 (MI300 on
+// amdgpu 6.8 and later). Fields the firmware does not fill are all ones,
+// as the kernel leaves them.
+func mi300xMetrics(h uint64, busy int, power float64, temp int) []byte {
+	const format, content = 1, 5
+	offsets, size, ok := amdgpu.Layout(format, content)
+	if !ok {
+		panic("gpu_metrics 1.5 layout missing")
+	}
+	b := make([]byte, size)
+	for i := 4; i < size; i++ {
+		b[i] = 0xff
+	}
+	binary.LittleEndian.PutUint16(b, uint16(size))
+	b[2], b[3] = format, content
+	put := func(name string, width, i int, v uint64) {
+		off := offsets[name] + i*width
+		switch width {
+		case 2:
+			binary.LittleEndian.PutUint16(b[off:], uint16(v))
+		case 4:
+			binary.LittleEndian.PutUint32(b[off:], uint32(v))
+		case 8:
+			binary.LittleEndian.PutUint64(b[off:], v)
+		}
+	}
+	put("temperature_hotspot", 2, 0, uint64(temp))
+	put("temperature_mem", 2, 0, uint64(temp-8))
+	put("temperature_vrsoc", 2, 0, uint64(temp-6))
+	put("curr_socket_power", 2, 0, uint64(power))
+	put("average_gfx_activity", 2, 0, uint64(busy))
+	put("average_umc_activity", 2, 0, uint64(busy/3))
+	put("energy_accumulator", 8, 0, (h%1e6)*65536*1000) // about 10 days at 600 W
+	put("system_clock_counter", 8, 0, 1_700_000_000_000_000_000+h%1e12)
+	put("throttle_status", 4, 0, 0)
+	put("gfxclk_lock_status", 4, 0, 0)
+	put("pcie_link_width", 2, 0, 16)
+	put("pcie_link_speed", 2, 0, 320)
+	put("xgmi_link_width", 2, 0, 16)
+	put("xgmi_link_speed", 2, 0, 32)
+	put("gfx_activity_acc", 4, 0, h%1e9)
+	put("mem_activity_acc", 4, 0, h%1e8)
+	put("pcie_bandwidth_acc", 8, 0, h%1e7)
+	put("pcie_bandwidth_inst", 8, 0, 12)
+	put("pcie_l0_to_recov_count_acc", 8, 0, 3)
+	put("pcie_replay_count_acc", 8, 0, 0)
+	put("pcie_replay_rover_count_acc", 8, 0, 0)
+	put("pcie_nak_sent_count_acc", 4, 0, 0)
+	put("pcie_nak_rcvd_count_acc", 4, 0, 0)
+	for l := range amdgpu.NumXGMILinks {
+		// Seven links to peers carry traffic; the eighth is unused.
+		if l < 7 {
+			put("xgmi_read_data_acc", 8, l, (h>>l)%1e12)
+			put("xgmi_write_data_acc", 8, l, (h>>(l+1))%1e12)
+		} else {
+			put("xgmi_read_data_acc", 8, l, 0)
+			put("xgmi_write_data_acc", 8, l, 0)
+		}
+	}
+	put("firmware_timestamp", 8, 0, 170_000_000_000_000_000+h%1e9)
+	for x := range 8 {
+		put("current_gfxclk", 2, x, 1420)
+	}
+	for x := range 4 {
+		put("current_socclk", 2, x, 1000)
+		put("current_vclk0", 2, x, 29)
+		put("current_dclk0", 2, x, 22)
+	}
+	put("current_uclk", 2, 0, 1300)
+	put("padding", 2, 0, 0)
+	return b
+}
+
+// gpuMetricsFile is one card's gpu_metrics table that Traffic advances:
+// the energy accumulator at the card's power, and the XGMI data counters
+// of its peer links at a steady all-to-all load.
+type gpuMetricsFile struct {
+	path    string
+	base    []byte
+	offsets map[string]int
+	// perSecond is the growth of each 64-bit counter by member name and
+	// element.
+	perSecond map[counterKey]float64
+	// last is the elapsed time last written: tables never go back.
+	last float64
+}
+
+// counterKey names one element of a gpu_metrics array member.
+type counterKey struct {
+	name string
+	i    int
+}
+
+// XGMI load per peer link: 24 GB/s read, 22 GB/s written, in the
+// table's kilobytes (1024 bytes).
+const xgmiReadKBps, xgmiWriteKBps = 24e9 / 1024, 22e9 / 1024
+
+// addGPUMetrics finds the amdgpu cards' gpu_metrics tables under root.
+func (t *Traffic) addGPUMetrics() error {
+	cards, err := filepath.Glob(filepath.Join(t.root, "sys/class/drm/card*/device/gpu_metrics"))
+	if err != nil {
+		return err
+	}
+	slices.Sort(cards)
+	for _, p := range cards {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if len(raw) < 4 {
+			return fmt.Errorf("%s: too short", p)
+		}
+		offsets, size, ok := amdgpu.Layout(raw[2], raw[3])
+		if !ok || len(raw) != size {
+			return fmt.Errorf("%s: gpu_metrics %d.%d not supported", p, raw[2], raw[3])
+		}
+		m, err := amdgpu.ParseMetrics(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		f := gpuMetricsFile{path: p, base: raw, offsets: offsets, perSecond: map[counterKey]float64{}}
+		if m.SocketPowerW != nil {
+			f.perSecond[counterKey{"energy_accumulator", 0}] = *m.SocketPowerW * 65536
+		}
+		for l := range len(m.XGMIReadKB) {
+			if m.XGMIReadKB[l] != 0 { // links that carry nothing stay idle
+				f.perSecond[counterKey{"xgmi_read_data_acc", l}] = xgmiReadKBps
+				f.perSecond[counterKey{"xgmi_write_data_acc", l}] = xgmiWriteKBps
+			}
+		}
+		t.metrics = append(t.metrics, f)
+	}
+	return nil
+}
+
+// render returns the table elapsed seconds after the start.
+func (f gpuMetricsFile) render(elapsed float64) []byte {
+	b := slices.Clone(f.base)
+	for k, rate := range f.perSecond {
+		off := f.offsets[k.name] + 8*k.i
+		v := binary.LittleEndian.Uint64(b[off:])
+		binary.LittleEndian.PutUint64(b[off:], v+uint64(rate*elapsed))
+	}
+	// The driver's timestamp moves too (ns).
+	if off, ok := f.offsets["system_clock_counter"]; ok {
+		v := binary.LittleEndian.Uint64(b[off:])
+		binary.LittleEndian.PutUint64(b[off:], v+uint64(elapsed*1e9))
+	}
+	return b
+}
+
+// advanceGPUMetrics rewrites every table to its state at elapsed seconds.
+func (t *Traffic) advanceGPUMetrics(elapsed float64) error {
+	var errs []error
+	for i := range t.metrics {
+		f := &t.metrics[i]
+		if elapsed <= f.last {
+			continue
+		}
+		if err := t.writeBytes(f.path, f.render(elapsed)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		f.last = elapsed
+	}
+	return errors.Join(errs...)
+}
+
+// XGMIRate is the per-second growth of link l's read counter of the card
+// whose gpu_metrics is under device, in bytes, for tests; ok is false for a
+// link that carries nothing.
+func (t *Traffic) XGMIRate(card string, link int) (float64, bool) {
+	for _, f := range t.metrics {
+		if strings.Contains(f.path, "/"+card+"/") {
+			r, ok := f.perSecond[counterKey{"xgmi_read_data_acc", link}]
+			return r * 1024, ok
+		}
+	}
+	return 0, false
+}
