@@ -39,6 +39,7 @@ type Config struct {
 	Metrics   Metrics   `yaml:"metrics"`
 	Log       Log       `yaml:"log"`
 	Tuning    Tuning    `yaml:"tuning"`
+	Probe     Probe     `yaml:"probe"`
 }
 
 // Discovery controls the discovery loop.
@@ -172,6 +173,7 @@ func Default() Config {
 		},
 		Log:    Log{Level: "info", Format: "text"},
 		Tuning: DefaultTuning(),
+		Probe:  DefaultProbe(),
 	}
 }
 
@@ -229,22 +231,24 @@ func cleanYAMLError(err error) error {
 
 // sectionNames maps Go type names to the YAML path users write.
 var sectionNames = map[string]string{
-	"Config":    "",
-	"Discovery": "discovery",
-	"GPU":       "gpu",
-	"NVML":      "gpu.nvml",
-	"Tuning":    "tuning",
-	"Profile":   "tuning.customProfile",
-	"NUMA":      "tuning.customProfile.numa",
-	"IRQ":       "tuning.customProfile.irq",
-	"IRQPolicy": "tuning.customProfile.irq.policies",
-	"Labels":    "labels",
-	"LabelSets": "labels.sets",
-	"Publish":   "publish",
-	"Metrics":   "metrics",
-	"Health":    "metrics.health",
-	"Taint":     "metrics.health.taint",
-	"Log":       "log",
+	"Config":          "",
+	"Discovery":       "discovery",
+	"GPU":             "gpu",
+	"NVML":            "gpu.nvml",
+	"Tuning":          "tuning",
+	"Profile":         "tuning.customProfile",
+	"NUMA":            "tuning.customProfile.numa",
+	"IRQ":             "tuning.customProfile.irq",
+	"IRQPolicy":       "tuning.customProfile.irq.policies",
+	"Labels":          "labels",
+	"LabelSets":       "labels.sets",
+	"Publish":         "publish",
+	"Metrics":         "metrics",
+	"Health":          "metrics.health",
+	"Taint":           "metrics.health.taint",
+	"Log":             "log",
+	"Probe":           "probe",
+	"ProbeThresholds": "probe.thresholds",
 }
 
 // labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.
@@ -322,6 +326,7 @@ func (c Config) Validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	errs = append(errs, c.Tuning.validate()...)
+	errs = append(errs, c.Probe.validate()...)
 	return errors.Join(errs...)
 }
 
