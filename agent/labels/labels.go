@@ -7,6 +7,7 @@ package labels
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gpunode/gpunode/agent/snapshot"
@@ -53,6 +54,16 @@ type Inputs struct {
 	// ("tuning.profile", "tuning.state"); nil before its first run, and
 	// outside the daemon.
 	Tuning map[string]string
+	// RDMAProbe is the RDMA probes' latest verdict; nil when probes are
+	// off or have not finished a round (then hardware.llm-d.ai/rdma
+	// follows discovery alone).
+	RDMAProbe *RDMAProbe
+}
+
+// RDMAProbe is what labels need from the RDMA probes.
+type RDMAProbe struct {
+	// Verified: the last round ran and passed its thresholds.
+	Verified bool
 }
 
 // For computes the labels of a snapshot; see Compute.
@@ -73,8 +84,15 @@ func Compute(in Inputs, o Options) Set {
 		e.put(tuningProfile, in.Tuning[tuningProfile.Key])
 		e.put(tuningState, in.Tuning[tuningState.Key])
 	}
+	if o.Sets[GPUNode] && in.RDMAProbe != nil {
+		e.put(rdmaVerified, strconv.FormatBool(in.RDMAProbe.Verified))
+	}
 	if o.Sets[LLMD] {
 		llmdSet(in.Snapshot, e)
+		// With probes on, RDMA counts as enabled only once verified.
+		if in.RDMAProbe != nil && !in.RDMAProbe.Verified {
+			delete(e.out, llmdRDMA.FullKey(o.Domain))
+		}
 	}
 	if o.Sets[NVIDIA] {
 		nvidiaSet(in.Snapshot, e)

@@ -116,13 +116,13 @@ func (c *Client) Run(ctx context.Context, addr string, req Request) (Result, err
 		return Result{}, err
 	}
 	defer qp.Close()
+	if err := qp.Connect(remote); err != nil {
+		return Result{}, err
+	}
 	if req.Kind == KindSendLat {
 		if err := qp.PostRecv(req.Size); err != nil {
 			return Result{}, err
 		}
-	}
-	if err := qp.Connect(remote); err != nil {
-		return Result{}, err
 	}
 	if err := writeFrame(conn, typeEndpoint, endpointMsg{Endpoint: qp.Local()}); err != nil {
 		return Result{}, fmt.Errorf("%s: send endpoint: %w", addr, err)

@@ -163,11 +163,6 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) error {
 		return refuse(conn, CodeUnavailable, err)
 	}
 	defer qp.Close()
-	if req.Kind == KindSendLat {
-		if err := qp.PostRecv(req.Size); err != nil {
-			return refuse(conn, CodeFailed, err)
-		}
-	}
 	ep := qp.Local()
 	if err := writeFrame(conn, typeAccept, accept{Endpoint: &ep, MAC: proof}); err != nil {
 		return fmt.Errorf("send accept: %w", err)
@@ -181,6 +176,13 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) error {
 	}
 	if err := qp.Connect(remote.Endpoint); err != nil {
 		return refuse(conn, CodeFailed, err)
+	}
+	// Receives need a connected (at least INIT) QP, and must be posted
+	// before ready lets the client send.
+	if req.Kind == KindSendLat {
+		if err := qp.PostRecv(req.Size); err != nil {
+			return refuse(conn, CodeFailed, err)
+		}
 	}
 	if err := writeFrame(conn, typeReady, ready{}); err != nil {
 		return fmt.Errorf("send ready: %w", err)

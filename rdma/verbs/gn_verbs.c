@@ -251,6 +251,10 @@ int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, co
 // Checked every this many empty polls, so the clock is not read per poll.
 #define CLOCK_EVERY 1024
 
+void gn_cancel(struct gn_res *r) { __atomic_store_n(&r->cancel, 1, __ATOMIC_RELAXED); }
+
+static int cancelled(struct gn_res *r) { return __atomic_load_n(&r->cancel, __ATOMIC_RELAXED); }
+
 int gn_write_bw(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, uint64_t iters,
 	int64_t duration_ns, int64_t deadline_ns, uint64_t *done, int64_t *elapsed_ns) {
 	// Signal every sig-th write (and the last) as perftest does with its
@@ -304,6 +308,10 @@ int gn_write_bw(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, ui
 		int64_t now = gn_now_ns();
 		if (now > deadline_ns) {
 			rc = -ETIMEDOUT;
+			goto out;
+		}
+		if (cancelled(r)) {
+			rc = -ECANCELED;
 			goto out;
 		}
 		if (stop_at && !stopping && now >= stop_at && posted % sig == 0) {
@@ -373,6 +381,8 @@ static int wait_recv(struct gn_res *r, size_t size, int64_t deadline_ns) {
 				return rc;
 			if (gn_now_ns() > deadline_ns)
 				return -ETIMEDOUT;
+			if (cancelled(r))
+				return -ECANCELED;
 		}
 	}
 }
@@ -418,5 +428,7 @@ int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_
 		}
 		if (gn_now_ns() > deadline_ns)
 			return -ETIMEDOUT;
+		if (cancelled(r))
+			return -ECANCELED;
 	}
 }

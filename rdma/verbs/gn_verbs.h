@@ -39,7 +39,12 @@ struct gn_res {
 	size_t len;
 	uint32_t inline_max;
 	uint32_t depth;
+	// cancel, set from another thread (gn_cancel), stops a running loop
+	// with -ECANCELED: how a dead peer's control connection ends a wait.
+	int cancel;
 };
+
+void gn_cancel(struct gn_res *r);
 
 // gn_res_create allocates a buffer of len bytes and the verbs objects;
 // on failure everything created so far is released and the error is a

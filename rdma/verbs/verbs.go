@@ -16,6 +16,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -224,6 +225,8 @@ type QPConfig struct {
 // QP is a reliable-connected queue pair with its buffer, registered once;
 // Close releases everything.
 type QP struct {
+	// mu orders Cancel against Close; the loops run without it.
+	mu    sync.Mutex
 	dev   *Device
 	cfg   QPConfig
 	res   *C.struct_gn_res
@@ -278,6 +281,8 @@ func (q *QP) Local() Endpoint { return q.local }
 // Close destroys the QP, CQs, MR and PD and frees the buffer. Safe to
 // call twice.
 func (q *QP) Close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.res == nil {
 		return
 	}
@@ -449,4 +454,15 @@ func WCStatus(s int) string {
 		return fmt.Sprintf("%s (status %d)", n, s)
 	}
 	return fmt.Sprintf("status %d", s)
+}
+
+// Cancel stops a WriteBW, Ping or Pong running on another goroutine (it
+// returns an error wrapping syscall.ECANCELED); the QP is then only good
+// for Close. Safe to call concurrently with the loop, not with Close.
+func (q *QP) Cancel() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.res != nil {
+		C.gn_cancel(q.res)
+	}
 }
