@@ -153,7 +153,7 @@ type report struct {
 	Errors  []string       `json:"errors"`
 }
 
-func parseReport(t *testing.T, secs map[string]section, name string) report {
+func parseReport(t testing.TB, secs map[string]section, name string) report {
 	t.Helper()
 	s, ok := secs[name]
 	if !ok {
@@ -169,7 +169,7 @@ func parseReport(t *testing.T, secs map[string]section, name string) report {
 	return r
 }
 
-func find(t *testing.T, r report, kind string) probe.Result {
+func find(t testing.TB, r report, kind string) probe.Result {
 	t.Helper()
 	for _, res := range r.Results {
 		if res.Kind == kind {
@@ -183,7 +183,7 @@ func find(t *testing.T, r report, kind string) probe.Result {
 // perftest's result lines: ib_write_bw "#bytes #iterations BW-peak
 // BW-average MsgRate" with MB = 2^20 bytes; ib_send_lat "#bytes
 // #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%" in usec.
-func perfFields(t *testing.T, secs map[string]section, name string, n int) []float64 {
+func perfFields(t testing.TB, secs map[string]section, name string, n int) []float64 {
 	t.Helper()
 	s, ok := secs[name]
 	if !ok {
@@ -210,7 +210,7 @@ type paired struct {
 	oursLat, perfLat []float64 // p50 / t_typical, seconds
 }
 
-func collect(t *testing.T, secs map[string]section, rounds int) paired {
+func collect(t testing.TB, secs map[string]section, rounds int) paired {
 	t.Helper()
 	var p paired
 	for i := 1; i <= rounds; i++ {
@@ -243,7 +243,7 @@ func collect(t *testing.T, secs map[string]section, rounds int) paired {
 	return p
 }
 
-func runVM(t *testing.T, script string) map[string]section {
+func runVM(t testing.TB, script string) map[string]section {
 	t.Helper()
 	cfg := machine(t, script)
 	cfg.Timeout = 5 * time.Minute
@@ -361,7 +361,7 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 }
 
 // resCounts is rdma res show's line for rxe0 ("pd 1 cq 1 qp 1 ...").
-func resCounts(t *testing.T, s string) string {
+func resCounts(t testing.TB, s string) string {
 	t.Helper()
 	for line := range strings.Lines(s) {
 		if _, rest, ok := strings.Cut(line, "rxe0: "); ok {
