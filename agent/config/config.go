@@ -222,6 +222,9 @@ func cleanYAMLError(err error) error {
 		sub := unknownField.FindStringSubmatch(m)
 		section := sectionNames[sub[2]]
 		if section == "" {
+			section = probeSectionNames[sub[2]]
+		}
+		if section == "" {
 			return fmt.Sprintf("unknown key %q", sub[1])
 		}
 		return fmt.Sprintf("unknown key %q in %s", sub[1], section)
@@ -231,24 +234,22 @@ func cleanYAMLError(err error) error {
 
 // sectionNames maps Go type names to the YAML path users write.
 var sectionNames = map[string]string{
-	"Config":          "",
-	"Discovery":       "discovery",
-	"GPU":             "gpu",
-	"NVML":            "gpu.nvml",
-	"Tuning":          "tuning",
-	"Profile":         "tuning.customProfile",
-	"NUMA":            "tuning.customProfile.numa",
-	"IRQ":             "tuning.customProfile.irq",
-	"IRQPolicy":       "tuning.customProfile.irq.policies",
-	"Labels":          "labels",
-	"LabelSets":       "labels.sets",
-	"Publish":         "publish",
-	"Metrics":         "metrics",
-	"Health":          "metrics.health",
-	"Taint":           "metrics.health.taint",
-	"Log":             "log",
-	"Probe":           "probe",
-	"ProbeThresholds": "probe.thresholds",
+	"Config":    "",
+	"Discovery": "discovery",
+	"GPU":       "gpu",
+	"NVML":      "gpu.nvml",
+	"Tuning":    "tuning",
+	"Profile":   "tuning.customProfile",
+	"NUMA":      "tuning.customProfile.numa",
+	"IRQ":       "tuning.customProfile.irq",
+	"IRQPolicy": "tuning.customProfile.irq.policies",
+	"Labels":    "labels",
+	"LabelSets": "labels.sets",
+	"Publish":   "publish",
+	"Metrics":   "metrics",
+	"Health":    "metrics.health",
+	"Taint":     "metrics.health.taint",
+	"Log":       "log",
 }
 
 // labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.

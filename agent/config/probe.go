@@ -47,6 +47,12 @@ type ProbeThresholds struct {
 	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
 }
 
+// probeSectionNames extends sectionNames for the probe section.
+var probeSectionNames = map[string]string{
+	"Probe":           "probe",
+	"ProbeThresholds": "probe.thresholds",
+}
+
 // DefaultProbePeerSelector selects the chart's agent pods.
 const DefaultProbePeerSelector = "app.kubernetes.io/name=gpunode-agent"
 
