@@ -89,3 +89,47 @@ func TestPeersOf(t *testing.T) {
 		t.Errorf("peers %+v", peers)
 	}
 }
+
+// The daemon with probes switched on, on a node whose kernel has no RDMA
+// (this machine, under a simulated RoCE node's tree): it keeps serving,
+// exports the round, and labels the node unverified, without the llm-d
+// RDMA gate that discovery alone would open.
+func TestRunWithProbesUnavailable(t *testing.T) {
+	env := simEnv(t, "h100-roce")
+	token := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600)
+	cfg := config.Default()
+	cfg.NodeName = ""
+	cfg.Metrics.ListenAddress = "127.0.0.1:0"
+	cfg.Probe.Enabled, cfg.Probe.TokenFile, cfg.Probe.ListenAddress, cfg.Probe.Interval = true, token, "127.0.0.1:0", 2*time.Second
+	logs := &syncBuffer{}
+	addr := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Level: new(slog.LevelVar),
+			FS: env.FS, Backends: env.Backends, Simulated: env.Simulated,
+			Listening: func(a string) { addr <- a },
+		})
+	}()
+	base := "http://" + <-addr
+	waitFor(t, "a probe round", func() bool {
+		_, m := get(t, base+"/metrics")
+		return strings.Contains(m, "gpunode_rdma_probe_last_run_timestamp_seconds ")
+	})
+	waitFor(t, "the labels", func() bool { return strings.Contains(logs.String(), "key=gpunode.dev/rdma.verified value=false") })
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	l := logs.String()
+	opened := strings.Contains(l, "key=hardware.llm-d.ai/rdma value=enabled")
+	t.Logf("llm-d rdma label opened by discovery before the first round: %v", opened)
+	if !strings.Contains(l, "RDMA probes unavailable") || opened && !strings.Contains(l, "label removed\" key=hardware.llm-d.ai/rdma") {
+		t.Errorf("log:\n%s", l)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
