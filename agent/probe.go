@@ -45,13 +45,16 @@ func (l *probeLoop) Round() *probe.Round {
 	return l.round
 }
 
-// Labels is what the labels need; nil while probes are off or before
-// the first round.
+// Labels is what the labels need; nil while probes are off, pending
+// before the first round.
 func (l *probeLoop) Labels() *labels.RDMAProbe {
+	if !l.cfg.Enabled {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.verdict == nil {
-		return nil
+		return &labels.RDMAProbe{Pending: true}
 	}
 	return &labels.RDMAProbe{Verified: l.verdict.Verified}
 }

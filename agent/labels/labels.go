@@ -55,8 +55,7 @@ type Inputs struct {
 	// outside the daemon.
 	Tuning map[string]string
 	// RDMAProbe is the RDMA probes' latest verdict; nil when probes are
-	// off or have not finished a round (then hardware.llm-d.ai/rdma
-	// follows discovery alone).
+	// off (then hardware.llm-d.ai/rdma follows discovery alone).
 	RDMAProbe *RDMAProbe
 }
 
@@ -64,6 +63,10 @@ type Inputs struct {
 type RDMAProbe struct {
 	// Verified: the last round ran and passed its thresholds.
 	Verified bool
+	// Pending: probes are on but no round has finished; rdma.verified is
+	// not written yet and the llm-d gate stays closed, so it does not
+	// open at start only to close after the first round.
+	Pending bool
 }
 
 // For computes the labels of a snapshot; see Compute.
@@ -84,7 +87,7 @@ func Compute(in Inputs, o Options) Set {
 		e.put(tuningProfile, in.Tuning[tuningProfile.Key])
 		e.put(tuningState, in.Tuning[tuningState.Key])
 	}
-	if o.Sets[GPUNode] && in.RDMAProbe != nil {
+	if o.Sets[GPUNode] && in.RDMAProbe != nil && !in.RDMAProbe.Pending {
 		e.put(rdmaVerified, strconv.FormatBool(in.RDMAProbe.Verified))
 	}
 	if o.Sets[LLMD] {
