@@ -154,9 +154,10 @@ type Scheduler struct {
 }
 
 // Run runs rounds until ctx ends; the first one starts after a jittered
-// fraction of the interval, so a restarted DaemonSet spreads out.
+// quarter of the interval, at most about 15s, so the node's condition is
+// known soon after start and a restarted DaemonSet still spreads out.
 func (s *Scheduler) Run(ctx context.Context) {
-	wait := Jitter(s.Interval/4, s.Rand)
+	wait := Jitter(min(s.Interval/4, 15*time.Second), s.Rand)
 	for {
 		select {
 		case <-ctx.Done():
