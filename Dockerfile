@@ -1,7 +1,7 @@
 # gpunode-agent image. cgo is required (NVML and verbs are loaded with dlopen
-# at run time), so the runtime image carries glibc; it needs no GPU or RDMA
-# libraries of its own: on a node they come from the host or the NVIDIA
-# container toolkit.
+# at run time), so the runtime image carries glibc; it needs no GPU
+# libraries of its own (they come from the host or the NVIDIA container
+# toolkit), and carries libibverbs for the RDMA probes.
 FROM golang:1.26-bookworm AS build
 # rdma/verbs compiles against the verbs headers only (the library is dlopened).
 RUN apt-get update && apt-get install -y --no-install-recommends libibverbs-dev \
