@@ -1,8 +1,11 @@
 # gpunode-agent image. cgo is required (NVML and verbs are loaded with dlopen
-# at run time), so the runtime image carries glibc; it needs no GPU or RDMA
-# libraries of its own: on a node they come from the host or the NVIDIA
-# container toolkit.
+# at run time), so the runtime image carries glibc; it needs no GPU
+# libraries of its own (they come from the host or the NVIDIA container
+# toolkit), and carries libibverbs for the RDMA probes.
 FROM golang:1.26-bookworm AS build
+# rdma/verbs compiles against the verbs headers only (the library is dlopened).
+RUN apt-get update && apt-get install -y --no-install-recommends libibverbs-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -15,6 +18,10 @@ RUN go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revisi
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+# The RDMA probes' user space: libibverbs and its providers (mlx5, rxe, ...);
+# the kernel side and /dev/infiniband come from the node.
+RUN apt-get update && apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/gpunode-agent /usr/local/bin/gpunode-agent
 USER 0:0

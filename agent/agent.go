@@ -74,6 +74,7 @@ type daemon struct {
 	labels    labels.Set
 	states    map[string]source.State
 	tuning    *tuningLoop
+	probes    *probeLoop
 	condition nodestatus.Condition
 	pub       *publish.Publisher // nil when not publishing
 	sampler   *telemetry.Sampler
@@ -106,6 +107,7 @@ func Run(ctx context.Context, o Options) error {
 	d.emit = emit
 	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, emit, d.snap.Load)
 	tuningConfigs := make(chan config.Config, 1)
+	d.probes = newProbeLoop(d.cfg.Probe, d.log)
 	stopSampler := d.startSampler(ctx)
 	defer stopSampler()
 
@@ -113,6 +115,7 @@ func Run(ctx context.Context, o Options) error {
 		exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),
 		exporters.NewVerifyCollector(d.verification.Load),
+		exporters.NewProbeCollector(d.probes.Round),
 	}
 	if d.pub != nil {
 		collectors = append(collectors, d.pub.Collectors()...)
@@ -159,6 +162,13 @@ func Run(ctx context.Context, o Options) error {
 	// On any return, let a tuning run in flight finish its step (the
 	// journal stays consistent) before the process goes.
 	defer func() { stopTuning(); <-tuningDone }()
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	probesDone := make(chan struct{})
+	go func() {
+		defer close(probesDone)
+		d.probes.run(probeCtx, d.cfg.NodeName, o.FS, o.Kube)
+	}()
+	defer func() { stopProbes(); <-probesDone }()
 	d.notify("READY=1", "STATUS="+d.status())
 
 	ticker := time.NewTicker(d.cfg.Discovery.Interval)
@@ -186,6 +196,8 @@ func Run(ctx context.Context, o Options) error {
 			d.beat()
 			d.discover(ctx)
 		case <-d.tuning.changed:
+			d.refreshLabels()
+		case <-d.probes.changed:
 			d.refreshLabels()
 		case <-watchdog:
 			// Pinged from the main loop, so a wedged loop stops the pings
@@ -321,10 +333,13 @@ func (d *daemon) refreshLabels() {
 	opts := LabelOptions(d.cfg.Labels)
 	failed := labels.Failed(s)
 	// A failing source keeps its last good labels, so they do not flap.
-	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels(), Verified: d.verifiedLabel()}, opts), d.labels, failed, opts)
+	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels(), Verified: d.verifiedLabel(), RDMAProbe: d.probes.Labels()}, opts), d.labels, failed, opts)
 	d.logLabelChanges(next)
 	cond := nodestatus.Discovery(s.Sources)
 	conds := append([]nodestatus.Condition{cond}, d.verifiedCondition()...)
+	if rc := d.probes.Condition(); rc != nil {
+		conds = append(conds, *rc)
+	}
 	if d.pub != nil {
 		d.desired.discovered(publish.Desired{Labels: next, Failed: failed, LabelOptions: opts, Conditions: conds})
 	} else {

@@ -28,6 +28,9 @@ fi
 
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# rdma/verbs compiles against the verbs headers; the library itself is
+# loaded at run time (dlopen), so hosts without rdma-core still run the agent.
+[ -e /usr/include/infiniband/verbs.h ] || missing+=(libibverbs-dev)
 need_lists=0
 if [ "${1:-}" = test ]; then
   command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)

@@ -40,6 +40,7 @@ type Config struct {
 	Log       Log       `yaml:"log"`
 	Tuning    Tuning    `yaml:"tuning"`
 	Verify    Verify    `yaml:"verify"`
+	Probe     Probe     `yaml:"probe"`
 }
 
 // Discovery controls the discovery loop.
@@ -182,6 +183,7 @@ func Default() Config {
 		},
 		Log:    Log{Level: "info", Format: "text"},
 		Tuning: DefaultTuning(),
+		Probe:  DefaultProbe(),
 	}
 }
 
@@ -229,6 +231,9 @@ func cleanYAMLError(err error) error {
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		sub := unknownField.FindStringSubmatch(m)
 		section := sectionNames[sub[2]]
+		if section == "" {
+			section = probeSectionNames[sub[2]]
+		}
 		if section == "" {
 			return fmt.Sprintf("unknown key %q", sub[1])
 		}
@@ -335,6 +340,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Tuning.validate()...)
 	errs = append(errs, c.Verify.validate()...)
+	errs = append(errs, c.Probe.validate()...)
 	return errors.Join(errs...)
 }
 

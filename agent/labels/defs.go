@@ -116,6 +116,7 @@ var (
 	rdmaDevices     = own("rdma.devices", rdmaOnly, "number of RDMA devices", "8")
 	rdmaLinkLayer   = own("rdma.link-layer", rdmaOnly, "`infiniband`, `roce` (or `iwarp`) over the ACTIVE ports; `mixed` when they differ", "infiniband")
 	rdmaRate        = own("rdma.rate-gbps", rdmaOnly, "lowest rate of an ACTIVE port in Gb/s", "400")
+	rdmaVerified    = own("rdma.verified", rdmaOnly, "`true` when the RDMA probes' last round (loopback and peers) passed its thresholds, `false` when not; absent when probes are off", "true")
 	numaNodes       = own("numa.nodes", []Source{SourceTopology}, "number of NUMA nodes", "2")
 	gpuNICAligned   = own("topology.gpu-nic-aligned", []Source{SourceGPU, SourceRDMA, SourceTopology}, "`true` when every GPU has an RDMA device with an ACTIVE port on its NUMA node", "true")
 	tuningProfile   = own("tuning.profile", []Source{SourceTuning}, "the tuning profile the daemon manages (absent when tuning is off)", "llm-inference")
@@ -129,7 +130,7 @@ var (
 var (
 	llmdGPUNode    = def("llm-d.ai/gpu-node", []SetName{LLMD}, gpuOnly, "`true` when the node has GPUs", "true")
 	llmdGPUType    = def("hardware.llm-d.ai/gpu-type", []SetName{LLMD}, gpuOnly, "lower-case model of the first GPU (h100, h200, b200, a100, mi300x, mi325x, mi350x, ...)", "h100")
-	llmdRDMA       = def("hardware.llm-d.ai/rdma", []SetName{LLMD}, rdmaOnly, "`enabled` when an RDMA port is ACTIVE and its verbs device exists", "enabled")
+	llmdRDMA       = def("hardware.llm-d.ai/rdma", []SetName{LLMD}, rdmaOnly, "`enabled` when an RDMA port is ACTIVE and its verbs device exists, and, with RDMA probes on, `gpunode.dev/rdma.verified` is `true`", "enabled")
 	llmdNVLinkGen  = def("node.llm-d.ai/nvlink-generation", []SetName{LLMD}, gpuOnly, "NVLink generation when NVLink links are active (A100 3, H100/H200 4, B200 5)", "4")
 	llmdROCm       = def("node.llm-d.ai/rocm-version", []SetName{LLMD}, gpuOnly, "ROCm major.minor on AMD nodes", "7.0")
 	amdProductLLMD = def("amd.com/gpu.product", []SetName{LLMD}, gpuOnly, "AMD model (e.g. MI300X)", "MI300X")
@@ -181,7 +182,7 @@ var (
 var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
 	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuXGMIActive, gpuPartition,
-	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, gpuDirectRDMA, numaNodes, gpuNICAligned,
+	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, rdmaVerified, gpuDirectRDMA, numaNodes, gpuNICAligned,
 	tuningProfile, tuningState, verified,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,

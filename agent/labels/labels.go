@@ -7,6 +7,7 @@ package labels
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gpunode/gpunode/agent/snapshot"
@@ -56,6 +57,19 @@ type Inputs struct {
 	// Verified is "true" or "false", node verification's verdict; empty
 	// outside the daemon.
 	Verified string
+	// RDMAProbe is the RDMA probes' latest verdict; nil when probes are
+	// off (then hardware.llm-d.ai/rdma follows discovery alone).
+	RDMAProbe *RDMAProbe
+}
+
+// RDMAProbe is what labels need from the RDMA probes.
+type RDMAProbe struct {
+	// Verified: the last round ran and passed its thresholds.
+	Verified bool
+	// Pending: probes are on but no round has finished; rdma.verified is
+	// not written yet and the llm-d gate stays closed, so it does not
+	// open at start only to close after the first round.
+	Pending bool
 }
 
 // For computes the labels of a snapshot; see Compute.
@@ -80,8 +94,15 @@ func Compute(in Inputs, o Options) Set {
 		e.put(tuningState, in.Tuning[tuningState.Key])
 		e.put(verified, in.Verified)
 	}
+	if o.Sets[GPUNode] && in.RDMAProbe != nil && !in.RDMAProbe.Pending {
+		e.put(rdmaVerified, strconv.FormatBool(in.RDMAProbe.Verified))
+	}
 	if o.Sets[LLMD] {
 		llmdSet(in.Snapshot, e)
+		// With probes on, RDMA counts as enabled only once verified.
+		if in.RDMAProbe != nil && !in.RDMAProbe.Verified {
+			delete(e.out, llmdRDMA.FullKey(o.Domain))
+		}
 	}
 	if o.Sets[NVIDIA] {
 		nvidiaSet(in.Snapshot, e)

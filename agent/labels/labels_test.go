@@ -372,7 +372,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 	mixed.GPUs[2].Architecture = "cdna4"
 	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed} {
 		tuning := map[string]string{"tuning.profile": "llm-inference", "tuning.state": "compliant"}
-		for k, v := range Compute(Inputs{Snapshot: s, Tuning: tuning, Verified: "false"}, all()) {
+		for k, v := range Compute(Inputs{Snapshot: s, Tuning: tuning, Verified: "false", RDMAProbe: &RDMAProbe{Verified: true}}, all()) {
 			d := Lookup(k, "d.io")
 			if d == nil {
 				t.Errorf("label %s has no Def", k)

@@ -111,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	tune := addTune(app, &c)
 	verifyCmd := addVerify(app)
+	probeCmd := addProbe(app)
 
 	cleanupCmd := app.Command("cleanup", "Remove every label, condition and taint the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay, and so do taints with other keys.")
 	cleanupCmd.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
@@ -190,6 +191,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if tune.is(cmd) {
 		return runTune(tune, cmd, env, cfg, &c, stdout, stderr)
+	}
+	if probeCmd.is(cmd) {
+		return runProbe(probeCmd, cmd, env, logger, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
 	return exitUsage

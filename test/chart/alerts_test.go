@@ -71,8 +71,8 @@ func TestAlertRulesFromValues(t *testing.T) {
 		}
 	}
 	for alert, want := range map[string]string{
-		"RDMAProbeLatencyHigh":  `gpunode_rdma_probe_latency_seconds{quantile="0.5"} > 2e-05`,
-		"RDMAProbeBandwidthLow": `gpunode_rdma_probe_bandwidth_bytes_per_second{kind!="tcp"} < 2.5e+10`,
+		"RDMAProbeLatencyHigh":  `gpunode_rdma_probe_latency_seconds{kind="send_lat", quantile="0.5"} > 2e-05`,
+		"RDMAProbeBandwidthLow": `gpunode_rdma_probe_bandwidth_bytes_per_second{kind="write_bw"} < 2.5e+10`,
 		"GPUNodeAgentDown":      `up{job="gpunode/gpunode-gpunode-agent"} == 0`,
 	} {
 		if got := rules[alert]["expr"]; got != want {

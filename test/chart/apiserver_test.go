@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,29 +24,10 @@ import (
 	"github.com/gpunode/gpunode/test/kube"
 )
 
-// pendingConfigKeys are config sections the chart renders that the agent
-// on this branch does not know yet; they are removed before the agent's
-// strict decoder reads the rendered config. The lead empties this list
-// once the agent has them (probe: issue 6).
-var pendingConfigKeys = []string{
-	"probe",
-}
-
 // agentAccepts parses a rendered config.yaml with the agent's own decoder.
 func agentAccepts(t *testing.T, rendered string) config.Config {
 	t.Helper()
-	var m map[string]any
-	if err := yaml.Unmarshal([]byte(rendered), &m); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range pendingConfigKeys {
-		delete(m, k)
-	}
-	b, err := yaml.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(b)
+	cfg, err := config.Parse([]byte(rendered))
 	if err != nil {
 		t.Fatalf("the agent rejects the rendered config: %v\n%s", err, rendered)
 	}

@@ -28,10 +28,12 @@ const chartDir = "../../charts/gpunode-agent"
 // The lead shrinks this list as simulated nodes learn to produce them; a
 // listed metric that returns data fails the test, so the list stays true.
 var notYetProduced = []string{
-	"gpunode_rdma_probe_bandwidth_bytes_per_second", // issue 6
-	"gpunode_rdma_probe_latency_seconds",            // issue 6
-	"gpunode_rdma_probe_success",                    // issue 6
-	"gpunode_rdma_probe_last_run_timestamp_seconds", // issue 6
+	"gpunode_rdma_probe_bandwidth_bytes_per_second",
+	"gpunode_rdma_probe_latency_seconds",
+	"gpunode_rdma_probe_success",
+	"gpunode_rdma_probe_last_run_timestamp_seconds",
+	"gpunode_rdma_probe_line_rate_ratio",
+	"gpunode_rdma_probe_cpu_seconds_per_gigabyte",
 }
 
 // simTarget is an agent on a simulated node, scraped with a node label as

@@ -1,0 +1,116 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	k8slabels "k8s.io/apimachinery/pkg/labels"
+)
+
+// Probe configures the daemon's RDMA probes (rdma/probe): a server that
+// other nodes' agents probe, and a jittered schedule of loopback probes
+// and probes to peers found through the Kubernetes API. Off by default:
+// probes move real traffic.
+type Probe struct {
+	Enabled bool `yaml:"enabled"`
+	// ListenAddress is where this agent answers other agents' probes.
+	ListenAddress string `yaml:"listenAddress"`
+	// TokenFile holds the shared token (the chart mounts a Secret).
+	TokenFile string `yaml:"tokenFile"`
+	// Interval between rounds; each wait is jittered by up to +-20%.
+	Interval time.Duration `yaml:"interval"`
+	// Loopback probes every ACTIVE port against itself each round.
+	Loopback bool `yaml:"loopback"`
+	// RandomPeers is how many peers besides the ring successor each round
+	// probes.
+	RandomPeers int `yaml:"randomPeers"`
+	// PeerSelector selects the agent's own pods (label selector).
+	PeerSelector string `yaml:"peerSelector"`
+	// Namespace of the agent's pods, the only one peers are looked up in;
+	// defaults to $POD_NAMESPACE. Empty (or no Kubernetes): loopback only.
+	Namespace string `yaml:"namespace"`
+	// TCPBaseline also measures TCP to each peer over the same path.
+	TCPBaseline bool `yaml:"tcpBaseline"`
+	// Timeout bounds one probe.
+	Timeout    time.Duration   `yaml:"timeout"`
+	Thresholds ProbeThresholds `yaml:"thresholds"`
+}
+
+// ProbeThresholds decide when a probe passed (0 means not checked).
+type ProbeThresholds struct {
+	// MinBandwidthBytesPerSecond for RDMA WRITE.
+	MinBandwidthBytesPerSecond float64 `yaml:"minBandwidthBytesPerSecond"`
+	// MinLineRateFraction of the port's signalling rate (0..1).
+	MinLineRateFraction float64 `yaml:"minLineRateFraction"`
+	// MaxLatencyP50 for SEND/RECV half round trips.
+	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
+}
+
+// probeSectionNames extends sectionNames for the probe section.
+var probeSectionNames = map[string]string{
+	"Probe":           "probe",
+	"ProbeThresholds": "probe.thresholds",
+}
+
+// DefaultProbePeerSelector selects the chart's agent pods.
+const DefaultProbePeerSelector = "app.kubernetes.io/name=gpunode-agent"
+
+// DefaultProbe is off; when switched on it probes loopback and the ring
+// successor every 10 minutes.
+func DefaultProbe() Probe {
+	return Probe{
+		ListenAddress: ":9836",
+		TokenFile:     "/etc/gpunode/probe/token",
+		Interval:      10 * time.Minute,
+		Loopback:      true,
+		TCPBaseline:   true,
+		PeerSelector:  DefaultProbePeerSelector,
+		Namespace:     os.Getenv("POD_NAMESPACE"),
+		Timeout:       time.Minute,
+	}
+}
+
+func (p Probe) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(p.ListenAddress); err != nil {
+		bad("probe.listenAddress", "must be host:port, got %q", p.ListenAddress)
+	}
+	if p.TokenFile == "" || !filepath.IsAbs(p.TokenFile) {
+		bad("probe.tokenFile", "must be an absolute path, got %q", p.TokenFile)
+	}
+	if p.Interval < 10*time.Second {
+		bad("probe.interval", "must be at least 10s, got %s", p.Interval)
+	}
+	if p.Timeout < time.Second || p.Timeout > 5*time.Minute {
+		bad("probe.timeout", "must be between 1s and 5m, got %s", p.Timeout)
+	}
+	if p.Timeout*4 > p.Interval {
+		bad("probe.timeout", "(%s) must be at most a quarter of probe.interval (%s): a round runs several probes", p.Timeout, p.Interval)
+	}
+	if p.RandomPeers < 0 || p.RandomPeers > 16 {
+		bad("probe.randomPeers", "must be between 0 and 16, got %d", p.RandomPeers)
+	}
+	if _, err := k8slabels.Parse(p.PeerSelector); err != nil || p.PeerSelector == "" {
+		bad("probe.peerSelector", "must be a non-empty label selector, got %q", p.PeerSelector)
+	}
+	if p.Namespace != "" && (len(p.Namespace) > 63 || !labelName.MatchString(p.Namespace)) {
+		bad("probe.namespace", "must be a namespace name, got %q", p.Namespace)
+	}
+	t := p.Thresholds
+	if t.MinBandwidthBytesPerSecond < 0 {
+		bad("probe.thresholds.minBandwidthBytesPerSecond", "must not be negative, got %g", t.MinBandwidthBytesPerSecond)
+	}
+	if t.MinLineRateFraction < 0 || t.MinLineRateFraction > 1 {
+		bad("probe.thresholds.minLineRateFraction", "must be between 0 and 1, got %g", t.MinLineRateFraction)
+	}
+	if t.MaxLatencyP50 < 0 {
+		bad("probe.thresholds.maxLatencyP50", "must not be negative, got %s", t.MaxLatencyP50)
+	}
+	return errs
+}

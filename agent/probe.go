@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdma/probe"
+)
+
+// probeLoop runs the RDMA probes beside discovery: a server other agents
+// probe and a scheduler of rounds. Its results reach the labels
+// (rdma.verified, the llm-d rdma gate), the RDMAReady condition and the
+// metrics. Probe settings apply at start; a reload does not restart it.
+type probeLoop struct {
+	cfg     config.Probe
+	log     *slog.Logger
+	changed chan struct{}
+
+	mu      sync.Mutex
+	round   *probe.Round
+	verdict *probe.Verdict
+}
+
+func newProbeLoop(cfg config.Probe, log *slog.Logger) *probeLoop {
+	return &probeLoop{cfg: cfg, log: log.With("component", "probe"), changed: make(chan struct{}, 1)}
+}
+
+// Round is the last round (nil before the first and while off).
+func (l *probeLoop) Round() *probe.Round {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.round
+}
+
+// Labels is what the labels need; nil while probes are off, pending
+// before the first round.
+func (l *probeLoop) Labels() *labels.RDMAProbe {
+	if !l.cfg.Enabled {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.verdict == nil {
+		return &labels.RDMAProbe{Pending: true}
+	}
+	return &labels.RDMAProbe{Verified: l.verdict.Verified}
+}
+
+// Condition is RDMAReady; nil while probes are off or before the first
+// round.
+func (l *probeLoop) Condition() *nodestatus.Condition {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.verdict == nil {
+		return nil
+	}
+	c := nodestatus.Condition{Type: nodestatus.RDMAReady, Status: nodestatus.False, Reason: l.verdict.Reason, Message: l.verdict.Message}
+	if l.verdict.Verified {
+		c.Status = nodestatus.True
+	}
+	return &c
+}
+
+func (l *probeLoop) record(r probe.Round) {
+	v := r.Verdict(probe.Thresholds{
+		MinBandwidthBytesPerSecond: l.cfg.Thresholds.MinBandwidthBytesPerSecond,
+		MinLineRateFraction:        l.cfg.Thresholds.MinLineRateFraction,
+		MaxLatencyP50:              l.cfg.Thresholds.MaxLatencyP50,
+	})
+	l.mu.Lock()
+	l.round, l.verdict = &r, &v
+	l.mu.Unlock()
+	l.log.Info("RDMA probe round", "verified", v.Verified, "reason", v.Reason, "message", v.Message, "results", len(r.Results), "failures", len(r.Failures))
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// run serves and schedules until ctx ends. Nothing here stops the
+// daemon: without RDMA or a token the rounds say why probes are
+// unavailable, and the server is simply not started.
+func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, kube kubernetes.Interface) {
+	if !l.cfg.Enabled {
+		return
+	}
+	lim := probe.NewLimiter()
+	devices := func(ctx context.Context) ([]rdma.Device, error) { return rdma.Discover(ctx, fsys) }
+	token, err := probe.ReadToken(l.cfg.TokenFile)
+	if err != nil {
+		l.log.Error("RDMA probes unavailable", "err", err)
+		l.record(probe.Round{Unavailable: "RDMA probes unavailable: " + err.Error()})
+		return
+	}
+	if err := probe.Available(); err != nil {
+		l.log.Warn("RDMA probes unavailable on this node", "err", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if ln, err := net.Listen("tcp", l.cfg.ListenAddress); err != nil {
+		l.log.Error("cannot serve RDMA probes", "address", l.cfg.ListenAddress, "err", err)
+	} else {
+		l.log.Info("serving RDMA probes", "address", ln.Addr().String())
+		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Serve(ctx, ln); err != nil {
+				l.log.Error("RDMA probe server stopped", "err", err)
+			}
+		}()
+	}
+	sched := &probe.Scheduler{
+		Self: nodeName, Interval: l.cfg.Interval, Loopback: l.cfg.Loopback, RandomPeers: l.cfg.RandomPeers,
+		TCPBaseline: l.cfg.TCPBaseline,
+		Client:      &probe.Client{Token: token, Devices: devices, Limiter: lim},
+		Timeout:     l.cfg.Timeout, Logger: l.log, OnRound: l.record,
+		Rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	if kube != nil && l.cfg.Namespace != "" && nodeName != "" {
+		_, port, _ := net.SplitHostPort(l.cfg.ListenAddress) // validated
+		sched.Peers = func(ctx context.Context) ([]probe.Peer, error) {
+			return listPeers(ctx, kube, l.cfg.Namespace, l.cfg.PeerSelector, port)
+		}
+	} else {
+		l.log.Info("RDMA probes: loopback only (no Kubernetes client, node name or namespace)")
+	}
+	sched.Run(ctx)
+}
+
+// listPeers finds the agent's own pods (in its namespace only) that run
+// and have an address: one peer per node.
+func listPeers(ctx context.Context, kube kubernetes.Interface, namespace, selector, port string) ([]probe.Peer, error) {
+	pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, fmt.Errorf("list pods in %s (%s): %w", namespace, selector, err)
+	}
+	return peersOf(pods.Items, port), nil
+}
+
+func peersOf(pods []corev1.Pod, port string) []probe.Peer {
+	var out []probe.Peer
+	for _, p := range pods {
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		out = append(out, probe.Peer{Node: p.Spec.NodeName, Address: net.JoinHostPort(p.Status.PodIP, port)})
+	}
+	return out
+}

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/internal/hostfs"
+)
+
+// On this machine (no RDMA in the kernel) the probe loop keeps running,
+// serves, and reports every round as unavailable with the reason: the
+// RDMAReady condition is False and rdma.verified false.
+func TestProbeLoopWithoutRDMA(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600)
+	cfg := config.DefaultProbe()
+	cfg.Enabled, cfg.TokenFile, cfg.ListenAddress, cfg.Interval = true, token, "127.0.0.1:0", 2*time.Second
+	l := newProbeLoop(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if l.Condition() != nil || l.Round() != nil || !l.Labels().Pending {
+		t.Fatal("verdict before the first round")
+	}
+	fsys, err := hostfs.New("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.run(ctx, "node-a", fsys, nil); close(done) }()
+	select {
+	case <-l.changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no round within 10s")
+	}
+	c := l.Condition()
+	if c.Type != nodestatus.RDMAReady || c.Status != nodestatus.False || c.Reason != "ProbesUnavailable" || !strings.Contains(c.Message, "unavailable") {
+		t.Errorf("condition %+v", c)
+	}
+	if lb := l.Labels(); lb == nil || lb.Verified {
+		t.Errorf("labels %+v", lb)
+	}
+	select {
+	case <-done:
+		t.Fatal("the probe loop stopped on its own")
+	default:
+	}
+	cancel()
+	<-done
+
+	// Without a token: unavailable, and nothing served.
+	cfg.TokenFile = filepath.Join(t.TempDir(), "missing")
+	l = newProbeLoop(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l.run(context.Background(), "node-a", fsys, nil)
+	if c := l.Condition(); c == nil || c.Reason != "ProbesUnavailable" || !strings.Contains(c.Message, "probe token") {
+		t.Errorf("no token: %+v", c)
+	}
+
+	// Off: nothing at all.
+	cfg.Enabled = false
+	l = newProbeLoop(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l.run(context.Background(), "node-a", fsys, nil)
+	if l.Condition() != nil || l.Labels() != nil {
+		t.Error("condition or labels while off")
+	}
+}
+
+func TestPeersOf(t *testing.T) {
+	pod := func(node, ip string, phase corev1.PodPhase) corev1.Pod {
+		return corev1.Pod{Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+	}
+	gone := pod("n4", "10.0.0.4", corev1.PodRunning)
+	now := metav1.Now()
+	gone.DeletionTimestamp = &now
+	peers := peersOf([]corev1.Pod{
+		pod("n1", "10.0.0.1", corev1.PodRunning), pod("n2", "", corev1.PodRunning),
+		pod("n3", "10.0.0.3", corev1.PodPending), gone, pod("n5", "fd00::5", corev1.PodRunning),
+	}, "9836")
+	if len(peers) != 2 || peers[0].Address != "10.0.0.1:9836" || peers[1].Address != "[fd00::5]:9836" || peers[1].Node != "n5" {
+		t.Errorf("peers %+v", peers)
+	}
+}
+
+// The daemon with probes switched on, on a node whose kernel has no RDMA
+// (this machine, under a simulated RoCE node's tree): it keeps serving,
+// exports the round, and labels the node unverified, without the llm-d
+// RDMA gate that discovery alone would open.
+func TestRunWithProbesUnavailable(t *testing.T) {
+	env := simEnv(t, "h100-roce")
+	token := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600)
+	cfg := config.Default()
+	cfg.NodeName = ""
+	cfg.Metrics.ListenAddress = "127.0.0.1:0"
+	cfg.Probe.Enabled, cfg.Probe.TokenFile, cfg.Probe.ListenAddress, cfg.Probe.Interval = true, token, "127.0.0.1:0", 2*time.Second
+	logs := &syncBuffer{}
+	addr := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Level: new(slog.LevelVar),
+			FS: env.FS, Backends: env.Backends, Simulated: env.Simulated,
+			Listening: func(a string) { addr <- a },
+		})
+	}()
+	base := "http://" + <-addr
+	waitFor(t, "a probe round", func() bool {
+		_, m := get(t, base+"/metrics")
+		return strings.Contains(m, "gpunode_rdma_probe_last_run_timestamp_seconds ")
+	})
+	waitFor(t, "the labels", func() bool { return strings.Contains(logs.String(), "key=gpunode.dev/rdma.verified value=false") })
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	l := logs.String()
+	// The gate never opened: not before the first round either.
+	if !strings.Contains(l, "RDMA probes unavailable") || strings.Contains(l, "key=hardware.llm-d.ai/rdma") {
+		t.Errorf("log:\n%s", l)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

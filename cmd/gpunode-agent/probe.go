@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdma/probe"
+)
+
+// defaultProbePort is where `probe serve` listens and peers are reached.
+const defaultProbePort = "9836"
+
+// defaultTokenFile is where the chart mounts the probe token Secret.
+const defaultTokenFile = "/etc/gpunode/probe/token"
+
+// probeFlags are the flags of `probe`.
+type probeFlags struct {
+	listen     string
+	tokenFile  string
+	device     string
+	peer       string
+	size       int
+	iterations int
+	depth      int
+	duration   time.Duration
+	timeout    time.Duration
+	tcp        bool
+	output     string
+	kind       string
+
+	serve, loopback, bw, lat *kingpin.CmdClause
+}
+
+func addProbe(app *kingpin.Application) *probeFlags {
+	f := &probeFlags{}
+	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline. Exits 1 with the reason where RDMA is unavailable.")
+	cmd.Flag("device", "RDMA device to use (default: the port whose RoCE address the connection uses, else the first ACTIVE port).").PlaceHolder("NAME").StringVar(&f.device)
+	cmd.Flag("token-file", "File holding the shared probe token (at least 16 bytes; the chart mounts a Secret there).").Default(defaultTokenFile).PlaceHolder("FILE").StringVar(&f.tokenFile)
+	cmd.Flag("size", "Message size in bytes (default 65536 for bandwidth, 2 for latency, as perftest).").PlaceHolder("BYTES").IntVar(&f.size)
+	cmd.Flag("iterations", "Messages (bandwidth) or round trips (latency) (default 5000 and 1000, as perftest).").PlaceHolder("N").IntVar(&f.iterations)
+	cmd.Flag("depth", "Send queue depth: writes in flight (default 128).").PlaceHolder("N").IntVar(&f.depth)
+	cmd.Flag("duration", "Run bandwidth probes for this long instead of --iterations.").PlaceHolder("DURATION").DurationVar(&f.duration)
+	cmd.Flag("timeout", "Bound on each measurement.").Default("1m").DurationVar(&f.timeout)
+	cmd.Flag("tcp", "Also measure the TCP baseline over the same path (bandwidth, latency, CPU seconds per GB).").BoolVar(&f.tcp)
+	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
+	f.serve = cmd.Command("serve", "Answer other agents' probes until SIGTERM, one at a time, after checking their token.")
+	f.serve.Flag("listen", "Address to listen on.").Default(":" + defaultProbePort).StringVar(&f.listen)
+	f.loopback = cmd.Command("loopback", "Probe every ACTIVE port against itself: bandwidth and latency.")
+	f.loopback.Flag("kind", "What to measure: all, bw or lat.").Default("all").EnumVar(&f.kind, "all", "bw", "lat")
+	f.bw = cmd.Command("bw", "Bandwidth to another node's agent (probe serve).")
+	f.bw.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+").").Required().StringVar(&f.peer)
+	f.lat = cmd.Command("lat", "Latency to another node's agent (probe serve).")
+	f.lat.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+").").Required().StringVar(&f.peer)
+	return f
+}
+
+// is reports whether cmd is one of the probe subcommands.
+func (f *probeFlags) is(cmd string) bool { return strings.HasPrefix(cmd, "probe ") }
+
+// request builds a request of kind from the flags over perftest's defaults.
+func (f *probeFlags) request(kind string) probe.Request {
+	r := probe.DefaultRequest(kind)
+	if f.size > 0 {
+		r.Size = f.size
+	}
+	if f.iterations > 0 {
+		r.Iterations = f.iterations
+	}
+	if f.depth > 0 && (kind == probe.KindWriteBW || kind == probe.KindTCPBW) {
+		r.Depth = f.depth
+	}
+	if kind == probe.KindWriteBW || kind == probe.KindTCPBW {
+		r.Duration = f.duration
+	}
+	r.Timeout = f.timeout
+	if r.Duration > 0 {
+		r.Timeout = max(r.Timeout, r.Duration+10*time.Second)
+		if f.iterations == 0 {
+			r.Iterations = 100_000_000
+		}
+	}
+	return r
+}
+
+// probeReport is the -o json output.
+type probeReport struct {
+	Results []probe.Result `json:"results"`
+	Errors  []string       `json:"errors,omitempty"`
+}
+
+func runProbe(f *probeFlags, cmd string, env *agent.Env, logger *slog.Logger, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	devices := func(ctx context.Context) ([]rdma.Device, error) { return rdma.Discover(ctx, env.FS) }
+	if err := probe.Available(); err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: RDMA probes are unavailable on this node: %v\n", err)
+		return exitFailure
+	}
+	lim := probe.NewLimiter()
+	var kinds []string
+	switch cmd {
+	case f.serve.FullCommand():
+		return probeServe(ctx, f, devices, lim, logger, stderr)
+	case f.loopback.FullCommand():
+		kinds = map[string][]string{"all": {probe.KindWriteBW, probe.KindSendLat}, "bw": {probe.KindWriteBW}, "lat": {probe.KindSendLat}}[f.kind]
+	case f.bw.FullCommand():
+		kinds = []string{probe.KindWriteBW}
+	case f.lat.FullCommand():
+		kinds = []string{probe.KindSendLat}
+	default:
+		fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
+		return exitUsage
+	}
+	if f.tcp {
+		for _, k := range kinds {
+			if k == probe.KindWriteBW {
+				kinds = append(kinds, probe.KindTCPBW)
+			} else {
+				kinds = append(kinds, probe.KindTCPLat)
+			}
+		}
+	}
+	for _, k := range kinds {
+		if err := f.request(k).Validate(); err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+			return exitUsage
+		}
+	}
+	var rep probeReport
+	if cmd == f.loopback.FullCommand() {
+		devs, err := devices(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: probe: discover RDMA devices: %v\n", err)
+			return exitFailure
+		}
+		ports := probe.Ports(devs)
+		if f.device != "" {
+			ports = filterPorts(ports, f.device)
+		}
+		if len(ports) == 0 {
+			fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", probe.ErrNoPort)
+			return exitFailure
+		}
+		for _, p := range ports {
+			for _, k := range kinds {
+				res, err := probe.Loopback(ctx, lim, p, f.request(k))
+				rep.add(res, err, fmt.Sprintf("%s loopback %s", p.Name(), k))
+			}
+		}
+	} else {
+		token, err := probe.ReadToken(f.tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+			return exitUsage
+		}
+		c := &probe.Client{Token: token, Devices: devices, Device: f.device, Limiter: lim}
+		addr := peerAddress(f.peer)
+		for _, k := range kinds {
+			res, err := c.Run(ctx, addr, f.request(k))
+			rep.add(res, err, fmt.Sprintf("%s %s", addr, k))
+		}
+	}
+	if f.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+			return exitFailure
+		}
+	} else {
+		for _, r := range rep.Results {
+			fmt.Fprintln(stdout, formatResult(r))
+		}
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %s\n", e)
+	}
+	if len(rep.Errors) > 0 {
+		return exitFailure
+	}
+	return 0
+}
+
+func (r *probeReport) add(res probe.Result, err error, what string) {
+	if err != nil {
+		r.Errors = append(r.Errors, what+": "+err.Error())
+		return
+	}
+	r.Results = append(r.Results, res)
+}
+
+func filterPorts(ports []probe.Port, device string) []probe.Port {
+	var out []probe.Port
+	for _, p := range ports {
+		if p.Device == device {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// peerAddress adds the default port to a bare host.
+func peerAddress(peer string) string {
+	if _, _, err := net.SplitHostPort(peer); err == nil {
+		return peer
+	}
+	return net.JoinHostPort(strings.Trim(peer, "[]"), defaultProbePort)
+}
+
+func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, logger *slog.Logger, stderr io.Writer) int {
+	token, err := probe.ReadToken(f.tokenFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe serve: %v\n", err)
+		return exitUsage
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe serve: %v\n", err)
+		return exitFailure
+	}
+	logger.Info("serving RDMA probes", "address", ln.Addr().String())
+	s := &probe.Server{Token: token, Devices: devices, Device: f.device, Limiter: lim, Logger: logger}
+	if err := s.Serve(ctx, ln); err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
+		return exitFailure
+	}
+	return 0
+}
+
+// formatResult is one human line per result.
+func formatResult(r probe.Result) string {
+	where := r.Local.Name()
+	if r.Local.Device == "" {
+		where = "-"
+	}
+	head := fmt.Sprintf("%-10s %-22s %-9s %s x %d", where, r.Peer, r.Kind, sizeText(r.Size), r.Iterations)
+	if r.Latency != nil {
+		l := r.Latency
+		return fmt.Sprintf("%s: latency min %s p50 %s p99 %s p99.9 %s max %s", head,
+			us(l.Min), us(l.P50), us(l.P99), us(l.P999), us(l.Max))
+	}
+	s := fmt.Sprintf("%s, depth %d: %.2f MB/s", head, r.Depth, r.BytesPerSecond/1e6)
+	if r.LineRateFraction > 0 {
+		s += fmt.Sprintf(" (%.1f%% of %g Gb/s)", 100*r.LineRateFraction, r.Local.RateGbps)
+	}
+	return s + fmt.Sprintf(", %.2f CPU s/GB", r.CPUSecondsPerGB)
+}
+
+func us(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 2, 64) + "us" }
+
+func sizeText(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,89 @@
+package exporters
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpunode/gpunode/rdma/probe"
+)
+
+// probeCollector exports the RDMA probes' last round. It only reads
+// memory: a scrape never starts a probe.
+type probeCollector struct {
+	round func() *probe.Round
+
+	bandwidth, lineRate, latency, cpuPerGB, success, lastRun *prometheus.Desc
+}
+
+// NewProbeCollector exports the last round; round returns nil while
+// probes are off or before the first round.
+func NewProbeCollector(round func() *probe.Round) prometheus.Collector {
+	return &probeCollector{
+		round: round,
+		bandwidth: prometheus.NewDesc("gpunode_rdma_probe_bandwidth_bytes_per_second",
+			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name, or loopback.",
+			[]string{"device", "port", "peer", "kind"}, nil),
+		lineRate: prometheus.NewDesc("gpunode_rdma_probe_line_rate_ratio",
+			"RDMA WRITE bandwidth of the last probe over the port's signalling rate (0 to 1).",
+			[]string{"device", "port", "peer"}, nil),
+		latency: prometheus.NewDesc("gpunode_rdma_probe_latency_seconds",
+			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.",
+			[]string{"device", "port", "peer", "kind", "quantile"}, nil),
+		cpuPerGB: prometheus.NewDesc("gpunode_rdma_probe_cpu_seconds_per_gigabyte",
+			"CPU seconds (user+system, from rusage) this agent spent per 1e9 bytes moved by the last bandwidth probe of this kind.",
+			[]string{"device", "port", "peer", "kind"}, nil),
+		success: prometheus.NewDesc("gpunode_rdma_probe_success",
+			"1 if the last probe of this kind ran to the end, 0 if it failed.",
+			[]string{"device", "port", "peer", "kind"}, nil),
+		lastRun: prometheus.NewDesc("gpunode_rdma_probe_last_run_timestamp_seconds",
+			"Unix time when the last round of RDMA probes started.", nil, nil),
+	}
+}
+
+func (c *probeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.bandwidth, c.lineRate, c.latency, c.cpuPerGB, c.success, c.lastRun} {
+		ch <- d
+	}
+}
+
+func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.round()
+	if r == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.lastRun, prometheus.GaugeValue, float64(r.At.UnixNano())/1e9)
+	for _, res := range r.Results {
+		dev, port := res.Local.Device, ""
+		if dev != "" { // the TCP baseline has no RDMA port
+			port = strconv.Itoa(res.Local.Port)
+		}
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1, dev, port, res.Peer, res.Kind)
+		if res.BytesPerSecond > 0 {
+			ch <- prometheus.MustNewConstMetric(c.bandwidth, prometheus.GaugeValue, res.BytesPerSecond, dev, port, res.Peer, res.Kind)
+		}
+		if res.CPUSecondsPerGB > 0 {
+			ch <- prometheus.MustNewConstMetric(c.cpuPerGB, prometheus.GaugeValue, res.CPUSecondsPerGB, dev, port, res.Peer, res.Kind)
+		}
+		if res.LineRateFraction > 0 {
+			ch <- prometheus.MustNewConstMetric(c.lineRate, prometheus.GaugeValue, res.LineRateFraction, dev, port, res.Peer)
+		}
+		if l := res.Latency; l != nil {
+			for _, q := range []struct {
+				q string
+				v float64
+			}{{"0", l.Min.Seconds()}, {"0.5", l.P50.Seconds()}, {"0.99", l.P99.Seconds()}, {"0.999", l.P999.Seconds()}, {"1", l.Max.Seconds()}} {
+				ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, q.v, dev, port, res.Peer, res.Kind, q.q)
+			}
+		}
+	}
+	for _, f := range r.Failures {
+		dev, port, _ := strings.Cut(f.Port, "/")
+		peer := f.Peer
+		if peer == "" {
+			peer = "loopback"
+		}
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0, dev, port, peer, f.Kind)
+	}
+}

@@ -1,0 +1,70 @@
+package exporters
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/rdma/verbs"
+)
+
+func TestProbeCollector(t *testing.T) {
+	var round *probe.Round
+	c := NewProbeCollector(func() *probe.Round { return round })
+	if n := testutil.CollectAndCount(c); n != 0 {
+		t.Errorf("before the first round: %d metrics", n)
+	}
+	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5}
+	round = &probe.Round{
+		At: time.Unix(1700000000, 500000000),
+		Results: []probe.Result{
+			{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", BytesPerSecond: 5e7, LineRateFraction: 0.16, CPUSecondsPerGB: 2.5},
+			{Kind: probe.KindTCPBW, Peer: "node-b", BytesPerSecond: 2e8, CPUSecondsPerGB: 1.25},
+			{Kind: probe.KindSendLat, Local: port, Peer: "node-b", Latency: &verbs.Latency{Min: 8 * time.Microsecond, P50: 10 * time.Microsecond, P99: 20 * time.Microsecond, P999: 40 * time.Microsecond, Max: time.Millisecond}},
+		},
+		Failures: []probe.Failure{{Kind: probe.KindWriteBW, Peer: "node-b", Err: "peer: busy"}},
+	}
+	want := `
+# HELP gpunode_rdma_probe_bandwidth_bytes_per_second Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name, or loopback.
+# TYPE gpunode_rdma_probe_bandwidth_bytes_per_second gauge
+gpunode_rdma_probe_bandwidth_bytes_per_second{device="",kind="tcp_bw",peer="node-b",port=""} 2e+08
+gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",port="1"} 5e+07
+# HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds (user+system, from rusage) this agent spent per 1e9 bytes moved by the last bandwidth probe of this kind.
+# TYPE gpunode_rdma_probe_cpu_seconds_per_gigabyte gauge
+gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="",kind="tcp_bw",peer="node-b",port=""} 1.25
+gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="rxe0",kind="write_bw",peer="loopback",port="1"} 2.5
+# HELP gpunode_rdma_probe_last_run_timestamp_seconds Unix time when the last round of RDMA probes started.
+# TYPE gpunode_rdma_probe_last_run_timestamp_seconds gauge
+gpunode_rdma_probe_last_run_timestamp_seconds 1.7000000005e+09
+# HELP gpunode_rdma_probe_latency_seconds Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.
+# TYPE gpunode_rdma_probe_latency_seconds gauge
+gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="0"} 8e-06
+gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="0.5"} 1e-05
+gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="0.99"} 2e-05
+gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="0.999"} 4e-05
+gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="1"} 0.001
+# HELP gpunode_rdma_probe_line_rate_ratio RDMA WRITE bandwidth of the last probe over the port's signalling rate (0 to 1).
+# TYPE gpunode_rdma_probe_line_rate_ratio gauge
+gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="loopback",port="1"} 0.16
+# HELP gpunode_rdma_probe_success 1 if the last probe of this kind ran to the end, 0 if it failed.
+# TYPE gpunode_rdma_probe_success gauge
+gpunode_rdma_probe_success{device="",kind="tcp_bw",peer="node-b",port=""} 1
+gpunode_rdma_probe_success{device="",kind="write_bw",peer="node-b",port=""} 0
+gpunode_rdma_probe_success{device="rxe0",kind="send_lat",peer="node-b",port="1"} 1
+gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="loopback",port="1"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Error(err)
+	}
+}

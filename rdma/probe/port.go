@@ -1,0 +1,133 @@
+// Package probe measures RDMA between two ends with rdma/verbs: RDMA WRITE
+// bandwidth and SEND/RECV latency, defined as perftest's ib_write_bw and
+// ib_send_lat, plus a TCP baseline. The ends are two queue pairs of this
+// node (Loopback) or this node and another node's agent (Client, Server),
+// which agree over an authenticated TCP control channel.
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/gpunode/gpunode/rdma"
+)
+
+// Port is one probe end's RDMA port and address.
+type Port struct {
+	Device    string         `json:"device"`
+	Port      int            `json:"port"`
+	Transport rdma.Transport `json:"transport"`
+	// GIDIndex is the RoCE v2 IPv4 GID used (RoCE); -1 on InfiniBand,
+	// which addresses by LID.
+	GIDIndex int    `json:"gid_index"`
+	GID      string `json:"gid,omitempty"`
+	// IP is the IPv4 address in the GID (RoCE).
+	IP       string  `json:"ip,omitempty"`
+	Netdev   string  `json:"netdev,omitempty"`
+	RateGbps float64 `json:"rate_gbps"`
+}
+
+// Name is "device/port".
+func (p Port) Name() string { return fmt.Sprintf("%s/%d", p.Device, p.Port) }
+
+// LineRateBytesPerSecond is the port's signalling rate in bytes/s (0 when
+// unknown).
+func (p Port) LineRateBytesPerSecond() float64 { return p.RateGbps * 1e9 / 8 }
+
+// ErrNoPort: no ACTIVE port that a probe can use.
+var ErrNoPort = errors.New("no ACTIVE RDMA port with a usable address")
+
+// Ports lists the ports probes can use: ACTIVE, with an openable verbs
+// device, and on RoCE a RoCE v2 GID holding an IPv4 address (the lowest
+// index). The order is the devices' and ports' order.
+func Ports(devs []rdma.Device) []Port {
+	var out []Port
+	for _, d := range devs {
+		if !d.VerbsDevicePresent {
+			continue
+		}
+		for _, p := range d.Ports {
+			if !p.Active() {
+				continue
+			}
+			if c := candidates(d, p); len(c) > 0 {
+				out = append(out, c[0])
+			}
+		}
+	}
+	return out
+}
+
+// candidates are the addresses of one port: on InfiniBand the port
+// itself, on RoCE one per RoCE v2 IPv4 GID.
+func candidates(d rdma.Device, p rdma.Port) []Port {
+	base := Port{Device: d.Name, Port: p.Number, Transport: p.Transport, GIDIndex: -1, Netdev: p.Netdev, RateGbps: p.RateGbps}
+	switch p.Transport {
+	case rdma.InfiniBand:
+		return []Port{base}
+	case rdma.RoCE:
+	default:
+		return nil // iWARP needs connection management, not raw RC QPs
+	}
+	var out []Port
+	for _, g := range p.GIDs {
+		if g.Type != "RoCE v2" {
+			continue
+		}
+		ip := gidIPv4(g.GID)
+		if ip == nil {
+			continue
+		}
+		c := base
+		c.GIDIndex, c.GID, c.IP = g.Index, g.GID, ip.String()
+		if g.Netdev != "" {
+			c.Netdev = g.Netdev
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// gidIPv4 returns the IPv4 address of an IPv4-mapped GID
+// ("0000:...:ffff:0a00:020f"), nil for other GIDs.
+func gidIPv4(gid string) net.IP {
+	ip := net.ParseIP(gid)
+	if ip == nil {
+		return nil
+	}
+	return ip.To4()
+}
+
+// PortFor picks the port whose RoCE v2 GID holds ip, the address the
+// control connection uses on this node, so RDMA takes the same path; with
+// no such GID (InfiniBand, or ip on another interface) the first usable
+// port. device, when set, restricts the choice.
+func PortFor(devs []rdma.Device, ip net.IP, device string) (Port, error) {
+	var first *Port
+	for _, d := range devs {
+		if !d.VerbsDevicePresent || (device != "" && d.Name != device) {
+			continue
+		}
+		for _, p := range d.Ports {
+			if !p.Active() {
+				continue
+			}
+			cs := candidates(d, p)
+			if i := slices.IndexFunc(cs, func(c Port) bool { return ip != nil && c.IP == ip.String() }); i >= 0 {
+				return cs[i], nil
+			}
+			if first == nil && len(cs) > 0 {
+				first = &cs[0]
+			}
+		}
+	}
+	if first == nil {
+		if device != "" {
+			return Port{}, fmt.Errorf("%s: %w", device, ErrNoPort)
+		}
+		return Port{}, ErrNoPort
+	}
+	return *first, nil
+}

@@ -1,0 +1,58 @@
+package probe
+
+import (
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/gpunode/gpunode/rdma"
+)
+
+func TestPorts(t *testing.T) {
+	roce := rdma.Device{Name: "rxe0", VerbsDevicePresent: true, Ports: []rdma.Port{{
+		Number: 1, State: "ACTIVE", Transport: rdma.RoCE, RateGbps: 2.5, Netdev: "eth0",
+		GIDs: []rdma.GID{
+			{Index: 0, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "IB/RoCE v1", Netdev: "eth0"},
+			{Index: 1, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "RoCE v2", Netdev: "eth0"},
+			{Index: 2, GID: "0000:0000:0000:0000:0000:ffff:0a00:020f", Type: "IB/RoCE v1", Netdev: "eth0"},
+			{Index: 3, GID: "0000:0000:0000:0000:0000:ffff:0a00:020f", Type: "RoCE v2", Netdev: "eth0"},
+			{Index: 5, GID: "0000:0000:0000:0000:0000:ffff:0a01:0001", Type: "RoCE v2", Netdev: "eth0"},
+		},
+	}}}
+	ib := rdma.Device{Name: "mlx5_0", VerbsDevicePresent: true, Ports: []rdma.Port{
+		{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand, RateGbps: 400, LID: 7},
+		{Number: 2, State: "DOWN", Transport: rdma.InfiniBand},
+	}}
+	noVerbs := rdma.Device{Name: "mlx5_1", Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand}}}
+	iwarp := rdma.Device{Name: "iw0", VerbsDevicePresent: true, Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.IWARP}}}
+	noIPv4 := rdma.Device{Name: "rxe9", VerbsDevicePresent: true, Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.RoCE,
+		GIDs: []rdma.GID{{Index: 1, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "RoCE v2"}, {Index: 2, GID: "garbage", Type: "RoCE v2"}}}}}
+	devs := []rdma.Device{noVerbs, roce, iwarp, noIPv4, ib}
+
+	ports := Ports(devs)
+	if len(ports) != 2 {
+		t.Fatalf("Ports = %+v", ports)
+	}
+	if p := ports[0]; p.Name() != "rxe0/1" || p.GIDIndex != 3 || p.IP != "10.0.2.15" || p.Netdev != "eth0" || p.LineRateBytesPerSecond() != 2.5e9/8 {
+		t.Errorf("RoCE port %+v", p)
+	}
+	if p := ports[1]; p.Name() != "mlx5_0/1" || p.GIDIndex != -1 || p.IP != "" || p.LineRateBytesPerSecond() != 50e9 {
+		t.Errorf("IB port %+v", p)
+	}
+
+	if p, err := PortFor(devs, net.ParseIP("10.1.0.1"), ""); err != nil || p.GIDIndex != 5 {
+		t.Errorf("PortFor 10.1.0.1 = %+v, %v", p, err)
+	}
+	if p, err := PortFor(devs, net.ParseIP("192.168.9.9"), ""); err != nil || p.Name() != "rxe0/1" || p.GIDIndex != 3 {
+		t.Errorf("PortFor unknown IP = %+v, %v", p, err)
+	}
+	if p, err := PortFor(devs, nil, "mlx5_0"); err != nil || p.Name() != "mlx5_0/1" {
+		t.Errorf("PortFor mlx5_0 = %+v, %v", p, err)
+	}
+	if _, err := PortFor(devs, nil, "mlx5_1"); !errors.Is(err, ErrNoPort) {
+		t.Errorf("PortFor device without verbs: %v", err)
+	}
+	if _, err := PortFor(nil, nil, ""); !errors.Is(err, ErrNoPort) {
+		t.Errorf("PortFor no devices: %v", err)
+	}
+}

@@ -1,0 +1,303 @@
+package probe
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gpunode/gpunode/rdma/verbs"
+)
+
+// The control channel is a TCP connection carrying frames:
+//
+//	"GNP" | version (1 byte) | type (1 byte) | length (uint32, big endian) | JSON payload
+//
+// One exchange per connection:
+//
+//	server: hello{nonce}                      challenge
+//	client: request{kind, sizes, nonce, mac}  mac = HMAC-SHA256(token, server nonce, request)
+//	server: accept{endpoint, mac} | error     mac proves the server knows the token too
+//	client: endpoint{endpoint}                (RDMA kinds) its QP
+//	server: ready                             its QP is connected, receives posted
+//	        ... the measurement (RDMA, or TCP bytes on this connection) ...
+//	client: done{result}
+//	server: ack{error}                        the server end's outcome
+const (
+	// Version is the protocol version; a frame of another version is
+	// refused with an error naming both.
+	Version = 1
+	// MaxFrame bounds a payload: messages are small.
+	MaxFrame = 16 << 10
+)
+
+var magic = [3]byte{'G', 'N', 'P'}
+
+// Frame types.
+const (
+	typeHello byte = iota + 1
+	typeRequest
+	typeAccept
+	typeError
+	typeEndpoint
+	typeReady
+	typeDone
+	typeAck
+)
+
+var typeNames = map[byte]string{
+	typeHello: "hello", typeRequest: "request", typeAccept: "accept", typeError: "error",
+	typeEndpoint: "endpoint", typeReady: "ready", typeDone: "done", typeAck: "ack",
+}
+
+// Kinds of probes.
+const (
+	KindWriteBW = "write_bw"
+	KindSendLat = "send_lat"
+	KindTCPBW   = "tcp_bw"
+	KindTCPLat  = "tcp_lat"
+)
+
+// Error codes a server answers with.
+const (
+	CodeUnauthorized = "unauthorized"
+	CodeBusy         = "busy"
+	CodeBadRequest   = "bad_request"
+	CodeUnavailable  = "unavailable"
+	CodeFailed       = "failed"
+	CodeVersion      = "version"
+)
+
+type hello struct {
+	Nonce []byte `json:"nonce"`
+}
+
+// Request is what a client asks a server to take part in.
+type Request struct {
+	Kind       string `json:"kind"`
+	Size       int    `json:"size"`
+	Iterations int    `json:"iterations"`
+	// Duration > 0 runs the bandwidth kinds for that long instead of
+	// Iterations (then an upper bound).
+	Duration time.Duration `json:"duration_ns,omitempty"`
+	Depth    int           `json:"depth"`
+	// Timeout bounds the measurement; the server caps it.
+	Timeout time.Duration `json:"timeout_ns"`
+	Nonce   []byte        `json:"nonce,omitempty"`
+	MAC     []byte        `json:"mac,omitempty"`
+}
+
+type accept struct {
+	Endpoint *verbs.Endpoint `json:"endpoint,omitempty"`
+	MAC      []byte          `json:"mac"`
+}
+
+// RemoteError is a server's refusal or failure, with its code.
+type RemoteError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *RemoteError) Error() string {
+	if e.Message == "" {
+		return "peer: " + e.Code
+	}
+	return "peer: " + e.Code + ": " + e.Message
+}
+
+type endpointMsg struct {
+	Endpoint verbs.Endpoint `json:"endpoint"`
+}
+
+type ready struct{}
+
+type done struct {
+	Messages uint64        `json:"messages"`
+	Bytes    uint64        `json:"bytes"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+	Error    string        `json:"error,omitempty"`
+}
+
+type ack struct {
+	Error string `json:"error,omitempty"`
+}
+
+// Validate checks a request against the limits that bound a probe's
+// memory and time.
+func (r Request) Validate() error {
+	switch r.Kind {
+	case KindWriteBW, KindSendLat, KindTCPBW, KindTCPLat:
+	default:
+		return fmt.Errorf("unknown kind %q", r.Kind)
+	}
+	if r.Size < 1 || r.Size > verbs.MaxMessageSize {
+		return fmt.Errorf("size %d out of range 1..%d", r.Size, verbs.MaxMessageSize)
+	}
+	maxIter := verbs.MaxIterations
+	if r.Kind == KindSendLat || r.Kind == KindTCPLat {
+		maxIter = verbs.MaxLatencyIterations
+	}
+	if r.Iterations < 1 || r.Iterations > maxIter {
+		return fmt.Errorf("iterations %d out of range 1..%d", r.Iterations, maxIter)
+	}
+	if r.Depth < 1 || r.Depth > verbs.MaxDepth {
+		return fmt.Errorf("depth %d out of range 1..%d", r.Depth, verbs.MaxDepth)
+	}
+	if r.Duration < 0 || r.Duration > MaxDuration {
+		return fmt.Errorf("duration %s out of range 0..%s", r.Duration, MaxDuration)
+	}
+	if r.Timeout <= 0 || r.Timeout > MaxDuration {
+		return fmt.Errorf("timeout %s out of range (0, %s]", r.Timeout, MaxDuration)
+	}
+	return nil
+}
+
+// MaxDuration bounds any one probe.
+const MaxDuration = 5 * time.Minute
+
+// writeFrame sends one frame.
+func writeFrame(w io.Writer, typ byte, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(payload) > MaxFrame {
+		return fmt.Errorf("%s frame of %d bytes exceeds %d", typeNames[typ], len(payload), MaxFrame)
+	}
+	buf := make([]byte, 0, 9+len(payload))
+	buf = append(buf, magic[:]...)
+	buf = append(buf, Version, typ)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(payload)))
+	buf = append(buf, payload...)
+	_, err = w.Write(buf)
+	return err
+}
+
+// frame is a received frame, its payload not yet decoded.
+type frame struct {
+	typ     byte
+	payload []byte
+}
+
+// errVersion is returned for a frame of another protocol version.
+var errVersion = errors.New("protocol version mismatch")
+
+// readFrame reads one frame, checking magic, version, type and length
+// before reading the payload.
+func readFrame(r io.Reader) (frame, error) {
+	var h [9]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return frame{}, fmt.Errorf("read frame header: %w", err)
+	}
+	if !bytes.Equal(h[:3], magic[:]) {
+		return frame{}, fmt.Errorf("not a gpunode probe peer (bad magic %q)", h[:3])
+	}
+	if h[3] != Version {
+		return frame{}, fmt.Errorf("%w: peer speaks version %d, this agent %d", errVersion, h[3], Version)
+	}
+	typ := h[4]
+	if _, ok := typeNames[typ]; !ok {
+		return frame{}, fmt.Errorf("unknown frame type %d", typ)
+	}
+	n := binary.BigEndian.Uint32(h[5:])
+	if n > MaxFrame {
+		return frame{}, fmt.Errorf("%s frame of %d bytes exceeds %d", typeNames[typ], n, MaxFrame)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return frame{}, fmt.Errorf("read %s frame: %w", typeNames[typ], err)
+	}
+	return frame{typ: typ, payload: payload}, nil
+}
+
+// decode reads the payload strictly into v (unknown fields are errors).
+func (f frame) decode(v any) error {
+	dec := json.NewDecoder(bytes.NewReader(f.payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", typeNames[f.typ], err)
+	}
+	if dec.More() {
+		return fmt.Errorf("decode %s: trailing data", typeNames[f.typ])
+	}
+	return nil
+}
+
+// expect reads a frame of type want into v; an error frame becomes a
+// *RemoteError.
+func expect(r io.Reader, want byte, v any) error {
+	f, err := readFrame(r)
+	if err != nil {
+		return err
+	}
+	if f.typ == typeError && want != typeError {
+		var e RemoteError
+		if err := f.decode(&e); err != nil {
+			return err
+		}
+		if e.Code == "" {
+			return errors.New("peer sent an error without a code")
+		}
+		return &e
+	}
+	if f.typ != want {
+		return fmt.Errorf("expected %s, got %s", typeNames[want], typeNames[f.typ])
+	}
+	return f.decode(v)
+}
+
+const nonceSize = 32
+
+func newNonce() ([]byte, error) {
+	b := make([]byte, nonceSize)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("random nonce: %w", err)
+	}
+	return b, nil
+}
+
+// requestMAC authenticates a request (without its MAC) to the server's
+// challenge.
+func requestMAC(token []byte, serverNonce []byte, r Request) []byte {
+	r.MAC = nil
+	body, _ := json.Marshal(r) // a Request always marshals
+	m := hmac.New(sha256.New, token)
+	m.Write([]byte("gpunode-probe/1 request\x00"))
+	m.Write(serverNonce)
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// acceptMAC proves to the client that the server holds the token.
+func acceptMAC(token, serverNonce, clientNonce []byte) []byte {
+	m := hmac.New(sha256.New, token)
+	m.Write([]byte("gpunode-probe/1 accept\x00"))
+	m.Write(serverNonce)
+	m.Write(clientNonce)
+	return m.Sum(nil)
+}
+
+// MinTokenBytes is the shortest token accepted.
+const MinTokenBytes = 16
+
+// ReadToken reads the shared token from a file (a mounted Kubernetes
+// Secret); surrounding white space is dropped.
+func ReadToken(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read probe token: %w", err)
+	}
+	t := []byte(strings.TrimSpace(string(b)))
+	if len(t) < MinTokenBytes {
+		return nil, fmt.Errorf("probe token in %s is %d bytes; at least %d are needed", path, len(t), MinTokenBytes)
+	}
+	return t, nil
+}

@@ -1,0 +1,266 @@
+package probe
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/gpunode/gpunode/rdma/verbs"
+)
+
+// Result is one probe's outcome.
+type Result struct {
+	Kind string `json:"kind"`
+	// Local is this end's port; empty for the TCP kinds' loopback.
+	Local Port `json:"local"`
+	// Peer is "loopback" or the peer's address.
+	Peer       string `json:"peer"`
+	Size       int    `json:"size"`
+	Iterations int    `json:"iterations"`
+	Depth      int    `json:"depth"`
+	Messages   uint64 `json:"messages"`
+	Bytes      uint64 `json:"bytes"`
+	// Elapsed is the measured time: first post to last completion.
+	Elapsed        time.Duration `json:"elapsed_ns"`
+	BytesPerSecond float64       `json:"bytes_per_second,omitempty"`
+	// LineRateFraction is BytesPerSecond over the port's signalling rate
+	// (RDMA bandwidth kinds with a known rate).
+	LineRateFraction float64        `json:"line_rate_fraction,omitempty"`
+	Latency          *verbs.Latency `json:"latency,omitempty"`
+	// CPUSeconds is this process's user+system time during the
+	// measurement (both ends for loopback); CPUSecondsPerGB divides it by
+	// the gigabytes (1e9) moved, for the bandwidth kinds.
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
+}
+
+// isRDMA reports whether the kind uses verbs.
+func isRDMA(kind string) bool { return kind == KindWriteBW || kind == KindSendLat }
+
+// isBandwidth reports whether the kind measures bandwidth.
+func isBandwidth(kind string) bool { return kind == KindWriteBW || kind == KindTCPBW }
+
+// DefaultRequest is perftest's defaults for the kind: 64 KiB x 5000 writes
+// at depth 128 for bandwidth, 2 bytes x 1000 round trips for latency.
+func DefaultRequest(kind string) Request {
+	r := Request{Kind: kind, Timeout: time.Minute}
+	if isBandwidth(kind) {
+		r.Size, r.Iterations, r.Depth = 65536, 5000, 128
+	} else {
+		r.Size, r.Iterations, r.Depth = 2, 1000, 1
+	}
+	return r
+}
+
+// qpConfig sizes an end's queue pair and buffer for the request: the
+// message for WRITE, a send and a receive half for SEND/RECV.
+func qpConfig(p Port, req Request) verbs.QPConfig {
+	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN()}
+	if req.Kind == KindSendLat {
+		c.BufferSize = 2 * req.Size
+		// Sends are signaled every 16th; the queue holds the rest.
+		c.Depth = max(req.Depth, 64)
+	}
+	return c
+}
+
+func randomPSN() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
+	return binary.BigEndian.Uint32(b[:]) & 0xffffff
+}
+
+// cpuSeconds is the process's user+system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// finish fills in the derived figures.
+func (r *Result) finish(cpu float64) {
+	r.CPUSeconds = cpu
+	if !isBandwidth(r.Kind) || r.Elapsed <= 0 {
+		return
+	}
+	r.BytesPerSecond = float64(r.Bytes) / r.Elapsed.Seconds()
+	if r.Bytes > 0 {
+		r.CPUSecondsPerGB = cpu / (float64(r.Bytes) / 1e9)
+	}
+	if line := r.Local.LineRateBytesPerSecond(); r.Kind == KindWriteBW && line > 0 {
+		r.LineRateFraction = r.BytesPerSecond / line
+	}
+}
+
+// timeoutFor bounds a measurement by the request and the context.
+func timeoutFor(ctx context.Context, req Request) time.Duration {
+	t := req.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		t = min(t, time.Until(dl))
+	}
+	return max(t, time.Millisecond)
+}
+
+// watch cancels qp when ctx ends before stop is called, so a loop does not
+// outlive the probe's caller.
+func watch(ctx context.Context, qp *verbs.QP) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-ctx.Done():
+			qp.Cancel()
+		case <-done:
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
+// Loopback measures between two queue pairs on one port of this node.
+// It holds the limiter for its duration.
+func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, error) {
+	if !isRDMA(req.Kind) {
+		return tcpLoopback(ctx, lim, p, req)
+	}
+	if err := req.Validate(); err != nil {
+		return Result{}, err
+	}
+	if !lim.TryAcquire() {
+		return Result{}, ErrBusy
+	}
+	defer lim.Release()
+	dev, err := verbs.OpenDevice(p.Device)
+	if err != nil {
+		return Result{}, err
+	}
+	defer dev.Close()
+	a, err := dev.NewQP(qpConfig(p, req))
+	if err != nil {
+		return Result{}, err
+	}
+	defer a.Close()
+	b, err := dev.NewQP(qpConfig(p, req))
+	if err != nil {
+		return Result{}, err
+	}
+	defer b.Close()
+	if err := a.Connect(b.Local()); err != nil {
+		return Result{}, err
+	}
+	if err := b.Connect(a.Local()); err != nil {
+		return Result{}, err
+	}
+	res := Result{Kind: req.Kind, Local: p, Peer: "loopback", Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	timeout := timeoutFor(ctx, req)
+	if req.Kind == KindWriteBW {
+		stop := watch(ctx, a)
+		cpu := cpuSeconds()
+		bw, err := writeBW(a, b.Local(), req, timeout)
+		cpu = cpuSeconds() - cpu
+		stop()
+		if err != nil {
+			return Result{}, err
+		}
+		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
+		res.finish(cpu)
+		return res, nil
+	}
+	if err := a.PostRecv(req.Size); err != nil {
+		return Result{}, err
+	}
+	if err := b.PostRecv(req.Size); err != nil {
+		return Result{}, err
+	}
+	stopA, stopB := watch(ctx, a), watch(ctx, b)
+	defer stopA()
+	defer stopB()
+	pong := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		pong <- b.Pong(req.Size, req.Iterations, timeout)
+	}()
+	cpu := cpuSeconds()
+	half, err := ping(a, req, timeout)
+	if err != nil {
+		b.Cancel()
+	}
+	perr := <-pong // b's loop must end before b is closed
+	cpu = cpuSeconds() - cpu
+	if err != nil {
+		return Result{}, err
+	}
+	if perr != nil {
+		return Result{}, fmt.Errorf("responder: %w", perr)
+	}
+	res.fillLatency(half)
+	res.finish(cpu)
+	return res, nil
+}
+
+// fillLatency sets the latency summary from half round trips.
+func (r *Result) fillLatency(half []time.Duration) {
+	l := verbs.Summarize(half)
+	r.Latency = &l
+	r.Messages = uint64(len(half))
+	r.Bytes = uint64(len(half)) * uint64(r.Size) * 2
+	for _, h := range half {
+		r.Elapsed += 2 * h
+	}
+}
+
+func writeBW(qp *verbs.QP, remote verbs.Endpoint, req Request, timeout time.Duration) (verbs.BW, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return qp.WriteBW(remote, req.Size, uint64(req.Iterations), req.Duration, timeout)
+}
+
+func ping(qp *verbs.QP, req Request, timeout time.Duration) ([]time.Duration, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return qp.Ping(req.Size, req.Iterations, timeout)
+}
+
+// ErrBusy: another probe is running on this node.
+var ErrBusy = errors.New("another probe is running on this node")
+
+// Limiter lets one probe run at a time on a node: the server, the
+// loopback probes and outgoing peer probes share one.
+type Limiter struct{ ch chan struct{} }
+
+// NewLimiter returns a free limiter.
+func NewLimiter() *Limiter { return &Limiter{ch: make(chan struct{}, 1)} }
+
+// TryAcquire takes the limiter if it is free.
+func (l *Limiter) TryAcquire() bool {
+	select {
+	case l.ch <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Release frees it.
+func (l *Limiter) Release() { <-l.ch }
+
+// Available says why RDMA probes cannot run on this node (nil when they
+// can): no libibverbs, no kernel support, or no device.
+func Available() error {
+	names, err := verbs.Devices()
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return verbs.ErrNoDevices
+	}
+	return nil
+}

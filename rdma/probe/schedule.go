@@ -1,0 +1,267 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Peer is another node's agent.
+type Peer struct {
+	Node string
+	// Address is host:port of its probe server.
+	Address string
+}
+
+// PeersFor picks whom self probes in a round: its successor in the ring of
+// nodes ordered by name, plus up to random others, so a round of the
+// whole cluster costs O(N) probes, not O(N^2). self itself and duplicate
+// nodes are ignored; the result is ordered successor first.
+func PeersFor(self string, peers []Peer, random int, rnd *rand.Rand) []Peer {
+	byNode := map[string]Peer{}
+	for _, p := range peers {
+		if p.Node != "" && p.Node != self {
+			if _, dup := byNode[p.Node]; !dup {
+				byNode[p.Node] = p
+			}
+		}
+	}
+	if len(byNode) == 0 {
+		return nil
+	}
+	nodes := make([]string, 0, len(byNode))
+	for n := range byNode {
+		nodes = append(nodes, n)
+	}
+	slices.Sort(nodes)
+	// The successor: the first name after self, wrapping around.
+	i, _ := slices.BinarySearch(nodes, self)
+	succ := nodes[i%len(nodes)]
+	out := []Peer{byNode[succ]}
+	rest := slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return n == succ })
+	rnd.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+	for _, n := range rest[:min(random, len(rest))] {
+		out = append(out, byNode[n])
+	}
+	return out
+}
+
+// Jitter spreads d by up to +-20%, so nodes started together do not
+// probe each other in lockstep.
+func Jitter(d time.Duration, rnd *rand.Rand) time.Duration {
+	return d + time.Duration((rnd.Float64()*0.4-0.2)*float64(d))
+}
+
+// Thresholds decide whether a result passes; zero fields are not checked.
+type Thresholds struct {
+	MinBandwidthBytesPerSecond float64
+	MinLineRateFraction        float64
+	MaxLatencyP50              time.Duration
+}
+
+// Check returns why r fails the thresholds, nil when it passes.
+func (t Thresholds) Check(r Result) error {
+	switch r.Kind {
+	case KindWriteBW:
+		if t.MinBandwidthBytesPerSecond > 0 && r.BytesPerSecond < t.MinBandwidthBytesPerSecond {
+			return fmt.Errorf("%s to %s: bandwidth %.3g B/s below %.3g", r.Local.Name(), r.Peer, r.BytesPerSecond, t.MinBandwidthBytesPerSecond)
+		}
+		if t.MinLineRateFraction > 0 && r.LineRateFraction < t.MinLineRateFraction {
+			return fmt.Errorf("%s to %s: %.1f%% of line rate, below %.1f%%", r.Local.Name(), r.Peer, 100*r.LineRateFraction, 100*t.MinLineRateFraction)
+		}
+	case KindSendLat:
+		if t.MaxLatencyP50 > 0 && r.Latency != nil && r.Latency.P50 > t.MaxLatencyP50 {
+			return fmt.Errorf("%s to %s: p50 latency %s above %s", r.Local.Name(), r.Peer, r.Latency.P50, t.MaxLatencyP50)
+		}
+	}
+	return nil
+}
+
+// Failure is one probe of a round that did not produce a result.
+type Failure struct {
+	Kind string
+	// Port is "device/port" for loopback; Peer the peer's node.
+	Port, Peer string
+	Err        string
+}
+
+// Round is one round's outcome.
+type Round struct {
+	At       time.Time
+	Results  []Result
+	Failures []Failure
+	// Unavailable says why no probe could run (no RDMA, no token).
+	Unavailable string
+}
+
+// Verdict is what a round means for the node: Verified when at least one
+// probe ran and every probe succeeded within the thresholds.
+type Verdict struct {
+	Verified bool
+	// Reason is a CamelCase word for the Node condition.
+	Reason  string
+	Message string
+}
+
+// rdmaFailures are the failures that decide the verdict: every one but
+// the TCP baseline's.
+func (r Round) rdmaFailures() []Failure {
+	var out []Failure
+	for _, f := range r.Failures {
+		if f.Kind != KindTCPBW && f.Kind != KindTCPLat {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Verdict judges a round.
+func (r Round) Verdict(t Thresholds) Verdict {
+	switch {
+	case r.Unavailable != "":
+		return Verdict{Reason: "ProbesUnavailable", Message: r.Unavailable}
+	case len(r.rdmaFailures()) > 0:
+		failed := r.rdmaFailures()
+		f := failed[0]
+		where := f.Peer
+		if where == "" {
+			where = f.Port + " loopback"
+		}
+		return Verdict{Reason: "ProbeFailed", Message: fmt.Sprintf("%d of %d probes failed; %s %s: %s", len(failed), len(r.Failures)+len(r.Results), where, f.Kind, f.Err)}
+	case len(r.Results) == 0:
+		return Verdict{Reason: "NoProbe", Message: "no port or peer to probe"}
+	}
+	var below []string
+	for _, res := range r.Results {
+		if err := t.Check(res); err != nil {
+			below = append(below, err.Error())
+		}
+	}
+	if len(below) > 0 {
+		return Verdict{Reason: "BelowThreshold", Message: strings.Join(below, "; ")}
+	}
+	return Verdict{Verified: true, Reason: "ProbesPassed", Message: fmt.Sprintf("%d probes passed", len(r.Results))}
+}
+
+// Scheduler runs rounds of probes on a jittered interval: loopback on
+// every usable port, then the peers PeersFor picks. It never runs because
+// of a scrape; only its own timer starts a round.
+type Scheduler struct {
+	Self        string
+	Interval    time.Duration
+	Loopback    bool
+	RandomPeers int
+	// TCPBaseline also measures TCP to each peer over the same path, so
+	// users see what RDMA buys them; its results never decide the verdict.
+	TCPBaseline bool
+	// Peers lists the other agents (nil: loopback only).
+	Peers   func(ctx context.Context) ([]Peer, error)
+	Client  *Client
+	Timeout time.Duration
+	Logger  *slog.Logger
+	// OnRound receives every round's outcome.
+	OnRound func(Round)
+	Rand    *rand.Rand
+}
+
+// Run runs rounds until ctx ends; the first one starts after a jittered
+// quarter of the interval, at most about 15s, so the node's condition is
+// known soon after start and a restarted DaemonSet still spreads out.
+func (s *Scheduler) Run(ctx context.Context) {
+	wait := Jitter(min(s.Interval/4, 15*time.Second), s.Rand)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		s.OnRound(s.Round(ctx))
+		wait = Jitter(s.Interval, s.Rand)
+	}
+}
+
+// requests are the probes of a round: perftest's default bandwidth and
+// latency measurements, and for peers the TCP baseline when asked.
+func (s *Scheduler) requests(peer bool) []Request {
+	kinds := []string{KindWriteBW, KindSendLat}
+	if peer && s.TCPBaseline {
+		kinds = append(kinds, KindTCPBW, KindTCPLat)
+	}
+	var out []Request
+	for _, k := range kinds {
+		r := DefaultRequest(k)
+		r.Timeout = s.Timeout
+		out = append(out, r)
+	}
+	return out
+}
+
+// Round runs one round now.
+func (s *Scheduler) Round(ctx context.Context) Round {
+	r := Round{At: time.Now()}
+	if err := Available(); err != nil {
+		r.Unavailable = "RDMA probes unavailable: " + err.Error()
+		return r
+	}
+	if s.Loopback {
+		devs, err := s.Client.Devices(ctx)
+		if err != nil {
+			r.Failures = append(r.Failures, Failure{Kind: "discovery", Err: err.Error()})
+		}
+		for _, p := range Ports(devs) {
+			for _, req := range s.requests(false) {
+				res, err := Loopback(ctx, s.Client.Limiter, p, req)
+				r.add(res, err, Failure{Kind: req.Kind, Port: p.Name()})
+			}
+		}
+	}
+	if s.Peers != nil {
+		all, err := s.Peers(ctx)
+		if err != nil {
+			s.Logger.Warn("cannot list probe peers", "err", err)
+		}
+		for _, p := range PeersFor(s.Self, all, s.RandomPeers, s.Rand) {
+			for _, req := range s.requests(true) {
+				res, err := s.runPeer(ctx, p, req)
+				res.Peer = p.Node
+				r.add(res, err, Failure{Kind: req.Kind, Peer: p.Node})
+			}
+		}
+	}
+	for _, f := range r.Failures {
+		s.Logger.Warn("probe failed", "kind", f.Kind, "port", f.Port, "peer", f.Peer, "err", f.Err)
+	}
+	return r
+}
+
+// runPeer retries once when the peer (or this node) is busy with another
+// probe: rounds of different nodes overlap by design.
+func (s *Scheduler) runPeer(ctx context.Context, p Peer, req Request) (Result, error) {
+	res, err := s.Client.Run(ctx, p.Address, req)
+	if IsBusy(err) {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(Jitter(5*time.Second, s.Rand)):
+		}
+		res, err = s.Client.Run(ctx, p.Address, req)
+	}
+	return res, err
+}
+
+func (r *Round) add(res Result, err error, f Failure) {
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		f.Err = err.Error()
+		r.Failures = append(r.Failures, f)
+		return
+	}
+	r.Results = append(r.Results, res)
+}

@@ -1,0 +1,95 @@
+package probe
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/rdma/verbs"
+)
+
+func TestPeersFor(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	peers := []Peer{{"n3", "c:1"}, {"n1", "a:1"}, {"n2", "b:1"}, {"n1", "dup:1"}, {"", "x:1"}, {"n4", "d:1"}}
+	names := func(ps []Peer) string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, p.Node)
+		}
+		return strings.Join(s, ",")
+	}
+	for self, want := range map[string]string{"n1": "n2", "n2": "n3", "n4": "n1", "n0": "n1", "n9": "n1", "n25": "n3"} {
+		if got := names(PeersFor(self, peers, 0, rnd)); got != want {
+			t.Errorf("successor of %s: %s, want %s", self, got, want)
+		}
+	}
+	// Every node probes exactly one successor: N probes a round, and every
+	// node is probed once.
+	probed := map[string]int{}
+	for _, self := range []string{"n1", "n2", "n3", "n4"} {
+		for _, p := range PeersFor(self, peers, 0, rnd) {
+			probed[p.Node]++
+		}
+	}
+	if len(probed) != 4 {
+		t.Errorf("ring coverage %v", probed)
+	}
+	got := PeersFor("n1", peers, 2, rnd)
+	if len(got) != 3 || got[0].Node != "n2" || got[0].Address != "b:1" || got[1].Node == got[2].Node || got[1].Node == "n1" || got[1].Node == "n2" {
+		t.Errorf("successor and 2 random: %+v", got)
+	}
+	if got := PeersFor("n1", peers, 10, rnd); len(got) != 3 {
+		t.Errorf("more random than peers: %+v", got)
+	}
+	if got := PeersFor("n1", []Peer{{"n1", "self:1"}}, 3, rnd); got != nil {
+		t.Errorf("alone: %+v", got)
+	}
+	if p := PeersFor("n1", peers, 0, rnd); p[0].Address != "a:1" && p[0].Node == "n1" {
+		t.Error("duplicate node replaced the first")
+	}
+}
+
+func TestJitter(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	lo, hi := time.Hour, time.Duration(0)
+	for range 1000 {
+		d := Jitter(10*time.Minute, rnd)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if lo < 8*time.Minute || hi > 12*time.Minute || hi-lo < 3*time.Minute {
+		t.Errorf("jitter range %s..%s", lo, hi)
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	port := Port{Device: "mlx5_0", Port: 1, RateGbps: 400}
+	bw := Result{Kind: KindWriteBW, Local: port, Peer: "loopback", BytesPerSecond: 45e9, LineRateFraction: 0.9}
+	lat := Result{Kind: KindSendLat, Local: port, Peer: "n2", Latency: &verbs.Latency{P50: 3 * time.Microsecond}}
+	th := Thresholds{MinBandwidthBytesPerSecond: 40e9, MinLineRateFraction: 0.8, MaxLatencyP50: 5 * time.Microsecond}
+	for name, tc := range map[string]struct {
+		r      Round
+		th     Thresholds
+		ok     bool
+		reason string
+		msg    string
+	}{
+		"pass":      {Round{Results: []Result{bw, lat}}, th, true, "ProbesPassed", "2 probes passed"},
+		"no checks": {Round{Results: []Result{bw}}, Thresholds{}, true, "ProbesPassed", ""},
+		"slow":      {Round{Results: []Result{bw, lat}}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, false, "BelowThreshold", "below 5e+10"},
+		"line rate": {Round{Results: []Result{bw}}, Thresholds{MinLineRateFraction: 0.95}, false, "BelowThreshold", "90.0% of line rate"},
+		"latency":   {Round{Results: []Result{lat}}, Thresholds{MaxLatencyP50: 2 * time.Microsecond}, false, "BelowThreshold", "p50 latency 3µs above 2µs"},
+		"failed":    {Round{Results: []Result{bw}, Failures: []Failure{{Kind: KindSendLat, Peer: "n2", Err: "peer: busy"}}}, th, false, "ProbeFailed", "1 of 2 probes failed; n2 send_lat: peer: busy"},
+		"loopback":  {Round{Failures: []Failure{{Kind: KindWriteBW, Port: "rxe0/1", Err: "x"}}}, th, false, "ProbeFailed", "rxe0/1 loopback write_bw"},
+		"none":      {Round{}, th, false, "NoProbe", ""},
+		// The TCP baseline is for comparison: neither its slowness nor its
+		// failure decides whether RDMA is verified.
+		"tcp baseline": {Round{Results: []Result{bw, lat, {Kind: KindTCPBW, Peer: "n2", BytesPerSecond: 1e6}}, Failures: []Failure{{Kind: KindTCPLat, Peer: "n2", Err: "reset"}}}, th, true, "ProbesPassed", ""},
+		"unavailable":  {Round{Unavailable: "RDMA probes unavailable: no kernel"}, th, false, "ProbesUnavailable", "no kernel"},
+	} {
+		v := tc.r.Verdict(tc.th)
+		if v.Verified != tc.ok || v.Reason != tc.reason || !strings.Contains(v.Message, tc.msg) {
+			t.Errorf("%s: %+v", name, v)
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/rdma"
+)
+
+var testToken = []byte("test-token-0123456789")
+
+// startServer runs a real server on loopback TCP. RDMA kinds reach the
+// verbs layer, which on this machine reports why it cannot run.
+func startServer(t *testing.T, lim *Limiter) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		Token:       testToken,
+		Devices:     func(context.Context) ([]rdma.Device, error) { return nil, nil },
+		Limiter:     lim,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		StepTimeout: 2 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+func client(token []byte) *Client {
+	return &Client{Token: token, Limiter: NewLimiter(), StepTimeout: 2 * time.Second,
+		Devices: func(context.Context) ([]rdma.Device, error) { return nil, nil }}
+}
+
+func TestTCPProbesThroughServer(t *testing.T) {
+	addr := startServer(t, NewLimiter())
+	c := client(testToken)
+	bw := Request{Kind: KindTCPBW, Size: 65536, Iterations: 200, Depth: 1, Timeout: 20 * time.Second}
+	res, err := c.Run(context.Background(), addr, bw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bytes != 200*65536 || res.BytesPerSecond <= 0 || res.Elapsed <= 0 || res.CPUSecondsPerGB < 0 {
+		t.Errorf("tcp_bw result %+v", res)
+	}
+	lat := Request{Kind: KindTCPLat, Size: 2, Iterations: 200, Depth: 1, Timeout: 20 * time.Second}
+	res, err = c.Run(context.Background(), addr, lat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Latency
+	if l == nil || l.Samples != 200 || l.Min <= 0 || l.Min > l.P50 || l.P50 > l.P99 || l.P99 > l.P999 || l.P999 > l.Max {
+		t.Errorf("tcp_lat latency %+v", l)
+	}
+	// The server is free again after each probe.
+	if _, err := c.Run(context.Background(), addr, lat); err != nil {
+		t.Errorf("second probe: %v", err)
+	}
+}
+
+func TestServerRefuses(t *testing.T) {
+	lim := NewLimiter()
+	addr := startServer(t, lim)
+	lat := Request{Kind: KindTCPLat, Size: 2, Iterations: 10, Depth: 1, Timeout: 5 * time.Second}
+
+	_, err := client([]byte("wrong-token-0123456789")).Run(context.Background(), addr, lat)
+	if !IsUnauthorized(err) {
+		t.Errorf("wrong token: %v", err)
+	}
+
+	if !lim.TryAcquire() {
+		t.Fatal("limiter taken")
+	}
+	_, err = client(testToken).Run(context.Background(), addr, lat)
+	if !IsBusy(err) {
+		t.Errorf("busy server: %v", err)
+	}
+	lim.Release()
+
+	// RDMA on a host without it: the server says why.
+	_, err = client(testToken).Run(context.Background(), addr, DefaultRequest(KindWriteBW))
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != CodeUnavailable {
+		t.Errorf("RDMA on this host: %v", err)
+	} else {
+		t.Logf("RDMA probe refused as expected: %v", err)
+	}
+
+	// A client that is busy itself does not connect.
+	c := client(testToken)
+	c.Limiter.TryAcquire()
+	if _, err := c.Run(context.Background(), addr, lat); !errors.Is(err, ErrBusy) {
+		t.Errorf("busy client: %v", err)
+	}
+}
+
+// Raw connections: garbage, another version, a silent client.
+func TestServerRawPeers(t *testing.T) {
+	addr := startServer(t, NewLimiter())
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		var h hello
+		if err := expect(c, typeHello, &h); err != nil || len(h.Nonce) != nonceSize {
+			t.Fatalf("hello: %+v %v", h, err)
+		}
+		return c
+	}
+	c := dial()
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	var re *RemoteError
+	if err := expect(c, typeAck, &ack{}); !errors.As(err, &re) || re.Code != CodeBadRequest {
+		t.Errorf("garbage: %v", err)
+	}
+	c.Close()
+
+	c = dial()
+	c.Write(append(header("GNP", 9, typeRequest, 2), "{}"...))
+	if err := expect(c, typeAck, &ack{}); !errors.As(err, &re) || re.Code != CodeVersion || !strings.Contains(re.Message, "version 9") {
+		t.Errorf("version: %v", err)
+	}
+	c.Close()
+
+	c = dial()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	// Silent: the server gives up after its step timeout and closes.
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("server sent data to a silent client")
+	}
+	if d := time.Since(start); d < time.Second || d > 4*time.Second {
+		t.Errorf("silent client dropped after %s, want about the 2s step timeout", d)
+	}
+	c.Close()
+}
+
+func TestBadRequestAfterAuth(t *testing.T) {
+	addr := startServer(t, NewLimiter())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var h hello
+	if err := expect(c, typeHello, &h); err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Kind: KindTCPBW, Size: 0, Iterations: 1, Depth: 1, Timeout: time.Second, Nonce: make([]byte, 32)}
+	req.MAC = requestMAC(testToken, h.Nonce, req)
+	writeFrame(c, typeRequest, req)
+	var re *RemoteError
+	if err := expect(c, typeAccept, &accept{}); !errors.As(err, &re) || re.Code != CodeBadRequest || !strings.Contains(re.Message, "size 0") {
+		t.Errorf("bad request: %v", err)
+	}
+}

@@ -1,0 +1,436 @@
+// dlvsym is a GNU extension.
+#define _GNU_SOURCE
+#include "gn_verbs.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+// The library's entry points, resolved once. The process has one copy of
+// libibverbs whatever we do, so one table (set under pthread_once) is the
+// honest model.
+static struct {
+	struct ibv_device **(*get_device_list)(int *);
+	void (*free_device_list)(struct ibv_device **);
+	const char *(*get_device_name)(struct ibv_device *);
+	struct ibv_context *(*open_device)(struct ibv_device *);
+	int (*close_device)(struct ibv_context *);
+	int (*query_port)(struct ibv_context *, uint8_t, struct _compat_ibv_port_attr *);
+	int (*query_gid)(struct ibv_context *, uint8_t, int, union ibv_gid *);
+	struct ibv_pd *(*alloc_pd)(struct ibv_context *);
+	int (*dealloc_pd)(struct ibv_pd *);
+	struct ibv_mr *(*reg_mr)(struct ibv_pd *, void *, size_t, int);
+	int (*dereg_mr)(struct ibv_mr *);
+	struct ibv_cq *(*create_cq)(struct ibv_context *, int, void *, struct ibv_comp_channel *, int);
+	int (*destroy_cq)(struct ibv_cq *);
+	struct ibv_qp *(*create_qp)(struct ibv_pd *, struct ibv_qp_init_attr *);
+	int (*modify_qp)(struct ibv_qp *, struct ibv_qp_attr *, int);
+	int (*destroy_qp)(struct ibv_qp *);
+} lib;
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static char load_err[256];
+static int load_rc = -1;
+
+static void *sym(void *h, const char *name) {
+	// Bind the current ABI explicitly: the library also exports
+	// IBVERBS_1.0 compatibility versions of these names.
+	void *p = dlvsym(h, name, "IBVERBS_1.1");
+	if (!p)
+		p = dlsym(h, name);
+	return p;
+}
+
+static void do_load(void) {
+	void *h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		const char *e = dlerror();
+		snprintf(load_err, sizeof load_err, "%s", e ? e : "dlopen libibverbs.so.1 failed");
+		return;
+	}
+#define RESOLVE(field, name)                                                              \
+	do {                                                                              \
+		*(void **)(&lib.field) = sym(h, name);                                    \
+		if (!lib.field) {                                                         \
+			snprintf(load_err, sizeof load_err, "libibverbs.so.1 lacks %s", name); \
+			return;                                                           \
+		}                                                                         \
+	} while (0)
+	RESOLVE(get_device_list, "ibv_get_device_list");
+	RESOLVE(free_device_list, "ibv_free_device_list");
+	RESOLVE(get_device_name, "ibv_get_device_name");
+	RESOLVE(open_device, "ibv_open_device");
+	RESOLVE(close_device, "ibv_close_device");
+	RESOLVE(query_port, "ibv_query_port");
+	RESOLVE(query_gid, "ibv_query_gid");
+	RESOLVE(alloc_pd, "ibv_alloc_pd");
+	RESOLVE(dealloc_pd, "ibv_dealloc_pd");
+	RESOLVE(reg_mr, "ibv_reg_mr");
+	RESOLVE(dereg_mr, "ibv_dereg_mr");
+	RESOLVE(create_cq, "ibv_create_cq");
+	RESOLVE(destroy_cq, "ibv_destroy_cq");
+	RESOLVE(create_qp, "ibv_create_qp");
+	RESOLVE(modify_qp, "ibv_modify_qp");
+	RESOLVE(destroy_qp, "ibv_destroy_qp");
+#undef RESOLVE
+	load_rc = 0;
+}
+
+int gn_load(char *err, size_t n) {
+	pthread_once(&load_once, do_load);
+	if (load_rc != 0 && err && n)
+		snprintf(err, n, "%s", load_err);
+	return load_rc;
+}
+
+struct ibv_device **gn_device_list(int *num, int *errnum) {
+	errno = 0;
+	struct ibv_device **l = lib.get_device_list(num);
+	*errnum = errno;
+	return l;
+}
+
+void gn_free_device_list(struct ibv_device **list) { lib.free_device_list(list); }
+const char *gn_device_name(struct ibv_device *dev) { return lib.get_device_name(dev); }
+struct ibv_context *gn_open_device(struct ibv_device *dev) {
+	errno = 0;
+	return lib.open_device(dev);
+}
+int gn_close_device(struct ibv_context *ctx) { return lib.close_device(ctx); }
+
+int gn_query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_attr *attr) {
+	// What the header's inline does, with the library symbol taken from
+	// the table instead of the link.
+	struct verbs_context *vctx = verbs_get_ctx_op(ctx, query_port);
+	memset(attr, 0, sizeof *attr);
+	if (!vctx)
+		return lib.query_port(ctx, port, (struct _compat_ibv_port_attr *)attr);
+	return vctx->query_port(ctx, port, attr, sizeof *attr);
+}
+
+int gn_query_gid(struct ibv_context *ctx, uint8_t port, int index, uint8_t gid[16]) {
+	union ibv_gid g;
+	int rc = lib.query_gid(ctx, port, index, &g);
+	if (rc == 0)
+		memcpy(gid, g.raw, 16);
+	return rc;
+}
+
+int64_t gn_now_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void gn_res_destroy(struct gn_res *r) {
+	if (r->qp)
+		lib.destroy_qp(r->qp);
+	if (r->scq)
+		lib.destroy_cq(r->scq);
+	if (r->rcq)
+		lib.destroy_cq(r->rcq);
+	if (r->mr)
+		lib.dereg_mr(r->mr);
+	if (r->pd)
+		lib.dealloc_pd(r->pd);
+	free(r->buf);
+	memset(r, 0, sizeof *r);
+}
+
+static int fail(struct gn_res *r, const char **stage, const char *what) {
+	int e = errno ? errno : EINVAL;
+	*stage = what;
+	gn_res_destroy(r);
+	return -e;
+}
+
+int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, const char **stage) {
+	(void)port;
+	memset(r, 0, sizeof *r);
+	r->ctx = ctx;
+	r->len = len;
+	r->depth = depth;
+	errno = 0;
+	if (posix_memalign(&r->buf, 4096, len) != 0) {
+		errno = ENOMEM;
+		return fail(r, stage, "allocate buffer");
+	}
+	memset(r->buf, 0, len);
+	errno = 0;
+	if (!(r->pd = lib.alloc_pd(ctx)))
+		return fail(r, stage, "ibv_alloc_pd");
+	errno = 0;
+	r->mr = lib.reg_mr(r->pd, r->buf, len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
+	if (!r->mr)
+		return fail(r, stage, "ibv_reg_mr");
+	errno = 0;
+	if (!(r->scq = lib.create_cq(ctx, (int)depth * 2, NULL, NULL, 0)))
+		return fail(r, stage, "ibv_create_cq (send)");
+	errno = 0;
+	if (!(r->rcq = lib.create_cq(ctx, (int)depth * 2, NULL, NULL, 0)))
+		return fail(r, stage, "ibv_create_cq (recv)");
+	// Inline sends for small messages, as perftest does; a device that
+	// supports less inline data refuses the QP, so step down.
+	uint32_t inl[] = {220, 64, 0};
+	for (size_t i = 0; i < sizeof inl / sizeof inl[0]; i++) {
+		struct ibv_qp_init_attr a = {
+			.send_cq = r->scq,
+			.recv_cq = r->rcq,
+			.cap = {.max_send_wr = depth, .max_recv_wr = depth, .max_send_sge = 1, .max_recv_sge = 1, .max_inline_data = inl[i]},
+			.qp_type = IBV_QPT_RC,
+		};
+		errno = 0;
+		if ((r->qp = lib.create_qp(r->pd, &a))) {
+			r->inline_max = a.cap.max_inline_data;
+			break;
+		}
+	}
+	if (!r->qp)
+		return fail(r, stage, "ibv_create_qp");
+	return 0;
+}
+
+int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
+	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, const char **stage) {
+	struct ibv_qp_attr a;
+	int rc;
+
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_INIT;
+	a.pkey_index = 0;
+	a.port_num = port;
+	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))) {
+		*stage = "modify QP to INIT";
+		return -rc;
+	}
+
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_RTR;
+	a.path_mtu = (enum ibv_mtu)mtu;
+	a.dest_qp_num = dqpn;
+	a.rq_psn = rpsn;
+	a.max_dest_rd_atomic = 1;
+	a.min_rnr_timer = 12;
+	a.ah_attr.dlid = dlid;
+	a.ah_attr.sl = 0;
+	a.ah_attr.port_num = port;
+	if (is_global) {
+		a.ah_attr.is_global = 1;
+		memcpy(a.ah_attr.grh.dgid.raw, dgid, 16);
+		a.ah_attr.grh.sgid_index = (uint8_t)sgid_index;
+		a.ah_attr.grh.hop_limit = 64;
+	}
+	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+		IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))) {
+		*stage = "modify QP to RTR";
+		return -rc;
+	}
+
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_RTS;
+	// About 67 ms per try, 7 tries: a dead peer surfaces as a failed
+	// completion within a second instead of a hang.
+	a.timeout = 14;
+	a.retry_cnt = 7;
+	a.rnr_retry = 7;
+	a.sq_psn = lpsn;
+	a.max_rd_atomic = 1;
+	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+		IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))) {
+		*stage = "modify QP to RTS";
+		return -rc;
+	}
+	return 0;
+}
+
+// Checked every this many empty polls, so the clock is not read per poll.
+#define CLOCK_EVERY 1024
+
+void gn_cancel(struct gn_res *r) { __atomic_store_n(&r->cancel, 1, __ATOMIC_RELAXED); }
+
+static int cancelled(struct gn_res *r) { return __atomic_load_n(&r->cancel, __ATOMIC_RELAXED); }
+
+int gn_write_bw(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, uint64_t iters,
+	int64_t duration_ns, int64_t deadline_ns, uint64_t *done, int64_t *elapsed_ns) {
+	// Signal every sig-th write (and the last) as perftest does with its
+	// CQ moderation: a completion then retires the writes before it.
+	uint64_t sig = r->depth / 2 < 100 ? r->depth / 2 : 100;
+	if (sig == 0)
+		sig = 1;
+	struct ibv_sge sge = {.addr = (uintptr_t)r->buf, .length = (uint32_t)size, .lkey = r->mr->lkey};
+	struct ibv_send_wr wr, *bad;
+	struct ibv_wc wc[16];
+	uint64_t posted = 0, completed = 0;
+	int64_t start = gn_now_ns(), stop_at = duration_ns > 0 ? start + duration_ns : 0;
+	int stopping = 0;
+	unsigned idle = 0;
+	int rc = 0;
+
+	*done = 0;
+	while (completed < posted || (!stopping && posted < iters)) {
+		while (!stopping && posted < iters && posted - completed < r->depth) {
+			memset(&wr, 0, sizeof wr);
+			wr.wr_id = posted + 1;
+			wr.sg_list = &sge;
+			wr.num_sge = 1;
+			wr.opcode = IBV_WR_RDMA_WRITE;
+			if ((posted + 1) % sig == 0 || posted + 1 == iters)
+				wr.send_flags = IBV_SEND_SIGNALED;
+			if (size <= r->inline_max)
+				wr.send_flags |= IBV_SEND_INLINE;
+			wr.wr.rdma.remote_addr = raddr;
+			wr.wr.rdma.rkey = rkey;
+			if ((rc = ibv_post_send(r->qp, &wr, &bad))) {
+				rc = -rc;
+				goto out;
+			}
+			posted++;
+		}
+		int n = ibv_poll_cq(r->scq, 16, wc);
+		if (n < 0) {
+			rc = -EIO;
+			goto out;
+		}
+		for (int i = 0; i < n; i++) {
+			if (wc[i].status != IBV_WC_SUCCESS) {
+				rc = (int)wc[i].status;
+				goto out;
+			}
+			completed = wc[i].wr_id;
+		}
+		if (n == 0 && ++idle % CLOCK_EVERY != 0)
+			continue;
+		int64_t now = gn_now_ns();
+		if (now > deadline_ns) {
+			rc = -ETIMEDOUT;
+			goto out;
+		}
+		if (cancelled(r)) {
+			rc = -ECANCELED;
+			goto out;
+		}
+		if (stop_at && !stopping && now >= stop_at && posted % sig == 0) {
+			// Stop at a signaled write, so every posted one is
+			// accounted for by a completion.
+			stopping = 1;
+		}
+	}
+out:
+	*elapsed_ns = gn_now_ns() - start;
+	*done = completed;
+	return rc;
+}
+
+int gn_post_recv(struct gn_res *r, size_t size) {
+	struct ibv_sge sge = {.addr = (uintptr_t)r->buf + size, .length = (uint32_t)size, .lkey = r->mr->lkey};
+	struct ibv_recv_wr wr = {.wr_id = 1, .sg_list = &sge, .num_sge = 1}, *bad;
+	return -ibv_post_recv(r->qp, &wr, &bad);
+}
+
+// post_send sends size bytes from the first half of the buffer; every
+// 16th send is signaled so the send queue is retired in batches.
+static int post_send(struct gn_res *r, size_t size, uint64_t i, int last) {
+	struct ibv_sge sge = {.addr = (uintptr_t)r->buf, .length = (uint32_t)size, .lkey = r->mr->lkey};
+	struct ibv_send_wr wr, *bad;
+	memset(&wr, 0, sizeof wr);
+	wr.wr_id = i;
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.opcode = IBV_WR_SEND;
+	if (i % 16 == 15 || last)
+		wr.send_flags = IBV_SEND_SIGNALED;
+	if (size <= r->inline_max)
+		wr.send_flags |= IBV_SEND_INLINE;
+	return -ibv_post_send(r->qp, &wr, &bad);
+}
+
+// reap_send takes finished sends off the send CQ without waiting.
+static int reap_send(struct gn_res *r) {
+	struct ibv_wc wc[4];
+	int n = ibv_poll_cq(r->scq, 4, wc);
+	if (n < 0)
+		return -EIO;
+	for (int i = 0; i < n; i++)
+		if (wc[i].status != IBV_WC_SUCCESS)
+			return (int)wc[i].status;
+	return 0;
+}
+
+// wait_recv waits for one receive, reaping sends meanwhile, and posts the
+// next receive.
+static int wait_recv(struct gn_res *r, size_t size, int64_t deadline_ns) {
+	struct ibv_wc wc;
+	unsigned idle = 0;
+	int rc;
+	for (;;) {
+		int n = ibv_poll_cq(r->rcq, 1, &wc);
+		if (n < 0)
+			return -EIO;
+		if (n == 1) {
+			if (wc.status != IBV_WC_SUCCESS)
+				return (int)wc.status;
+			return gn_post_recv(r, size);
+		}
+		if (++idle % CLOCK_EVERY == 0) {
+			if ((rc = reap_send(r)))
+				return rc;
+			if (gn_now_ns() > deadline_ns)
+				return -ETIMEDOUT;
+			if (cancelled(r))
+				return -ECANCELED;
+		}
+	}
+}
+
+int gn_lat_ping(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_ns, int64_t *stamps) {
+	int rc;
+	for (uint64_t i = 0; i < iters; i++) {
+		stamps[i] = gn_now_ns();
+		if ((rc = post_send(r, size, i, 0)))
+			return rc;
+		if ((rc = wait_recv(r, size, deadline_ns)))
+			return rc;
+		// Only every 16th send is signaled: poll for it then, not on
+		// every round trip (a poll costs time inside the measurement).
+		if (i % 16 == 15 && (rc = reap_send(r)))
+			return rc;
+	}
+	stamps[iters] = gn_now_ns();
+	return 0;
+}
+
+int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_ns) {
+	int rc;
+	for (uint64_t i = 0; i < iters; i++) {
+		if ((rc = wait_recv(r, size, deadline_ns)))
+			return rc;
+		if ((rc = post_send(r, size, i, i + 1 == iters)))
+			return rc;
+		if (i % 16 == 15 && i + 1 < iters && (rc = reap_send(r)))
+			return rc;
+	}
+	// The last reply is signaled: wait until the peer acknowledged it, so
+	// tearing the QP down does not lose it.
+	for (;;) {
+		struct ibv_wc wc;
+		int n = ibv_poll_cq(r->scq, 1, &wc);
+		if (n < 0)
+			return -EIO;
+		if (n == 1) {
+			if (wc.status != IBV_WC_SUCCESS)
+				return (int)wc.status;
+			if (wc.wr_id + 1 == iters)
+				return 0;
+			continue;
+		}
+		if (gn_now_ns() > deadline_ns)
+			return -ETIMEDOUT;
+		if (cancelled(r))
+			return -ECANCELED;
+	}
+}

@@ -1,0 +1,82 @@
+// C side of package verbs: libibverbs is loaded with dlopen, so only its
+// headers are needed to build and the agent starts without rdma-core.
+// The measuring loops run here, in C, so a cgo call per work request does
+// not distort what is measured.
+#ifndef GN_VERBS_H
+#define GN_VERBS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <infiniband/verbs.h>
+
+// gn_load opens libibverbs.so.1 once per process and resolves the entry
+// points. 0 on success; otherwise err (size n) says why.
+int gn_load(char *err, size_t n);
+
+// gn_device_list wraps ibv_get_device_list: it returns the list (NULL on
+// failure, with *errnum set to errno: ENOSYS when the kernel has no RDMA).
+struct ibv_device **gn_device_list(int *num, int *errnum);
+void gn_free_device_list(struct ibv_device **list);
+const char *gn_device_name(struct ibv_device *dev);
+struct ibv_context *gn_open_device(struct ibv_device *dev);
+int gn_close_device(struct ibv_context *ctx);
+
+// gn_query_port: ibv_query_port is a macro over an inline function that
+// calls the provider directly, with a fallback to the library's symbol.
+int gn_query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_attr *attr);
+int gn_query_gid(struct ibv_context *ctx, uint8_t port, int index, uint8_t gid[16]);
+
+// gn_res is everything one probe end holds: one buffer registered once,
+// its protection domain, the completion queues and the RC queue pair.
+struct gn_res {
+	struct ibv_context *ctx;
+	struct ibv_pd *pd;
+	struct ibv_mr *mr;
+	struct ibv_cq *scq;
+	struct ibv_cq *rcq;
+	struct ibv_qp *qp;
+	void *buf;
+	size_t len;
+	uint32_t inline_max;
+	uint32_t depth;
+	// cancel, set from another thread (gn_cancel), stops a running loop
+	// with -ECANCELED: how a dead peer's control connection ends a wait.
+	int cancel;
+};
+
+void gn_cancel(struct gn_res *r);
+
+// gn_res_create allocates a buffer of len bytes and the verbs objects;
+// on failure everything created so far is released and the error is a
+// negative errno with *stage naming the step.
+int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, const char **stage);
+void gn_res_destroy(struct gn_res *r);
+
+// gn_connect moves the QP to RTS toward the remote QP. gid NULL (or
+// is_global 0) means InfiniBand addressing by LID only.
+int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
+	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, const char **stage);
+
+// gn_write_bw posts iters RDMA WRITEs of size bytes (at most depth
+// outstanding) to raddr/rkey and waits for them, like ib_write_bw: the
+// time runs from the first post to the last completion. With
+// duration_ns > 0 it writes until that much time has passed instead
+// (iters is then the upper bound). Returns 0, or a negative errno /
+// positive ibv_wc_status on a failed completion; *done says how many
+// writes completed and *elapsed_ns how long it took.
+int gn_write_bw(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, uint64_t iters,
+	int64_t duration_ns, int64_t deadline_ns, uint64_t *done, int64_t *elapsed_ns);
+
+// gn_lat_ping is the initiator of a SEND/RECV ping-pong, like ib_send_lat:
+// stamps[i] is the time just before the i-th send (iters+1 stamps, the
+// last after the final reply), so stamps[i+1]-stamps[i] is a round trip.
+int gn_lat_ping(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_ns, int64_t *stamps);
+// gn_lat_pong answers iters pings.
+int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_ns);
+// gn_post_recv posts one receive of size bytes into the second half of
+// the buffer (before the peer may send).
+int gn_post_recv(struct gn_res *r, size_t size);
+
+int64_t gn_now_ns(void);
+
+#endif
