@@ -375,7 +375,7 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 	m := secs["daemon-metrics"].body
 	for _, want := range []string{
 		`gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",port="1"} `,
-		`gpunode_rdma_probe_latency_seconds{device="rxe0",peer="loopback",port="1",quantile="0.5"} `,
+		`gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="loopback",port="1",quantile="0.5"} `,
 		`gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="loopback",port="1"} `,
 		`gpunode_rdma_probe_success{device="rxe0",kind="send_lat",peer="loopback",port="1"} 1`,
 		`gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="loopback",port="1"} 1`,
