@@ -86,7 +86,7 @@ func nvlinkActive() Check {
 	return Check{
 		Name: "nvlink", Severity: Critical,
 		Summary: "every NVLink (XGMI) link of every GPU is active, at the architecture's NVLink generation",
-		Remedy:  "a GPU-to-GPU link is down: check `nvidia-smi nvlink -s`, the fabric manager log and Xid 74; a reset of the GPUs (or the node) retrains links, a link that stays down needs service",
+		Remedy:  "a GPU-to-GPU link is down: check `nvidia-smi nvlink -s`, the fabric manager log and Xid 74 (AMD: `amd-smi xgmi`); a reset of the GPUs (or the node) retrains links, a link that stays down needs service",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			if len(s.GPUs) == 0 {
 				return noGPUs()
@@ -100,6 +100,9 @@ func nvlinkActive() Check {
 				}
 				observed := fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
 				expected := fmt.Sprintf("%d/%d active", ic.Links, ic.Links)
+				if ic.Kind != gpu.NVLink { // say which fabric an AMD row is about
+					observed, expected = ic.Kind+" "+observed, ic.Kind+" "+expected
+				}
 				ok := ic.Active == ic.Links
 				if want, known := nvlinkGeneration[g.Architecture]; known && ic.Kind == "nvlink" {
 					expected += fmt.Sprintf(", NVLink %d", want)
