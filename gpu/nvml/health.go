@@ -25,19 +25,20 @@ func (r *deviceReader) memoryHealth() {
 	if !r.b.has(symRemappedRows) {
 		return
 	}
-	type rows struct {
-		corr, unc       int
-		pending, failed bool
+	if v, ok := get(r, symRemappedRows, remappedRows(r.h)); ok {
+		r.dev.RemappedRows = v
 	}
-	f := func() (rows, gonvml.Return) {
-		c, u, p, fl, ret := r.h.GetRemappedRows()
-		return rows{c, u, p, fl}, ret
-	}
-	if v, ok := get(r, symRemappedRows, f); ok {
-		r.dev.RemappedRows = &gpu.RemappedRows{
-			Correctable: uint64(max(v.corr, 0)), Uncorrectable: uint64(max(v.unc, 0)),
-			Pending: v.pending, Failed: v.failed,
-		}
+}
+
+// remappedRows reads the row remapping counters and flags; callers gate
+// it on symRemappedRows (Ampere and newer drivers).
+func remappedRows(h gonvml.Device) func() (*gpu.RemappedRows, gonvml.Return) {
+	return func() (*gpu.RemappedRows, gonvml.Return) {
+		corr, unc, pending, failed, ret := h.GetRemappedRows()
+		return &gpu.RemappedRows{
+			Correctable: uint64(max(corr, 0)), Uncorrectable: uint64(max(unc, 0)),
+			Pending: pending, Failed: failed,
+		}, ret
 	}
 }
 

@@ -465,19 +465,8 @@ func (r *sampleReader) remapped() {
 	if !r.b.has(symRemappedRows) {
 		return
 	}
-	type rows struct {
-		corr, unc       int
-		pending, failed bool
-	}
-	f := func() (rows, gonvml.Return) {
-		c, u, p, fl, ret := r.h.GetRemappedRows()
-		return rows{c, u, p, fl}, ret
-	}
-	if v, ok := read(r, symRemappedRows, f); ok {
-		r.s.RemappedRows = &gpu.RemappedRows{
-			Correctable: uint64(max(v.corr, 0)), Uncorrectable: uint64(max(v.unc, 0)),
-			Pending: v.pending, Failed: v.failed,
-		}
+	if v, ok := read(r, symRemappedRows, remappedRows(r.h)); ok {
+		r.s.RemappedRows = v
 	}
 }
 
