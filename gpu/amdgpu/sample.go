@@ -61,44 +61,20 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 	slices.SortFunc(states, func(x, y *cardState) int { return strings.Compare(x.id().PCIBusID, y.id().PCIBusID) })
 	slices.SortStableFunc(states, func(x, y *cardState) int { return x.id().Index - y.id().Index })
 
-	out := make([]gpu.Sample, len(states))
-	results := make([]chan gpu.Sample, len(states))
+	reads := make([]gpu.DeviceRead, len(states))
 	for k, st := range states {
-		results[k] = make(chan gpu.Sample, 1)
+		down := func(why string) gpu.Sample { return st.down(b.now(), why) }
+		reads[k] = gpu.DeviceRead{Busy: st.busy, Read: func() gpu.Sample { return b.sampleCard(st) }, Down: down}
 		if !present[st.id().PCIBusID] {
-			s := st.down(b.now(), "the GPU is gone from "+drmClass)
-			s.Lost = true
-			results[k] <- s
-			continue
-		}
-		select {
-		case st.busy <- struct{}{}:
-		default:
-			results[k] <- st.down(b.now(), "previous read has not returned (the GPU hangs)")
-			continue
-		}
-		go func() {
-			s := b.sampleCard(st)
-			<-st.busy
-			results[k] <- s
-		}()
-	}
-	expired := false
-	for k, st := range states {
-		if !expired {
-			select {
-			case out[k] = <-results[k]:
-				continue
-			case <-ctx.Done():
-				expired = true
-			}
-		}
-		select {
-		case out[k] = <-results[k]:
-		default:
-			out[k] = st.down(b.now(), "timed out: "+context.Cause(ctx).Error())
+			// Gone, even while an earlier read hangs: its own token.
+			reads[k] = gpu.DeviceRead{Busy: make(chan struct{}, 1), Down: down, Read: func() gpu.Sample {
+				s := down("the GPU is gone from " + drmClass)
+				s.Lost = true
+				return s
+			}}
 		}
 	}
+	out := gpu.SampleEach(ctx, reads)
 	for _, s := range out {
 		for _, e := range s.Errors {
 			errs = append(errs, fmt.Errorf("gpu %d (%s): %s", s.Index, s.PCIBusID, e))

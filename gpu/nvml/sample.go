@@ -86,40 +86,13 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 	}
 	b.sampleMu.Unlock()
 
-	// Each read reports on its own buffered channel, so a read that
-	// returns after the caller gave up writes nowhere it could be seen.
-	out := make([]gpu.Sample, len(states))
-	results := make([]chan gpu.Sample, len(states))
+	reads := make([]gpu.DeviceRead, len(states))
 	for k, st := range states {
-		results[k] = make(chan gpu.Sample, 1)
-		select {
-		case st.busy <- struct{}{}:
-		default:
-			results[k] <- st.down(b.now(), "previous read has not returned (the GPU hangs)")
-			continue
-		}
-		go func() {
-			s := b.sampleGPU(st)
-			<-st.busy // before reporting, so the next round finds the GPU free
-			results[k] <- s
-		}()
+		reads[k] = gpu.DeviceRead{Busy: st.busy,
+			Read: func() gpu.Sample { return b.sampleGPU(st) },
+			Down: func(why string) gpu.Sample { return st.down(b.now(), why) }}
 	}
-	expired := false
-	for k, st := range states {
-		if !expired {
-			select {
-			case out[k] = <-results[k]:
-				continue
-			case <-ctx.Done():
-				expired = true
-			}
-		}
-		select {
-		case out[k] = <-results[k]:
-		default:
-			out[k] = st.down(b.now(), "timed out: "+context.Cause(ctx).Error())
-		}
-	}
+	out := gpu.SampleEach(ctx, reads)
 	return out, joinSampleErrors(out)
 }
 
