@@ -57,7 +57,7 @@ func Summary(s *snapshot.Snapshot) []string {
 
 func gpuLine(s *snapshot.Snapshot) string {
 	if len(s.GPUs) == 0 {
-		return "GPUs: none found (" + absentReasons(s, "nvml") + ")"
+		return "GPUs: none found (" + absentReasons(s, "nvml", "amdsmi", "amdgpu") + ")"
 	}
 	counts := map[string]int{}
 	var names []string
