@@ -147,8 +147,16 @@ func TestTuningEnforce(t *testing.T) {
 	if readHost(t, env, "/proc/sys/vm/swappiness") != "60" || readHost(t, env, "/proc/irq/431/smp_affinity_list") != "0-223" {
 		t.Error("profile none did not restore the originals")
 	}
-	if !strings.Contains(logs.String(), "key=gpunode.dev/tuning.state value=compliant") || !strings.Contains(logs.String(), "key=gpunode.dev/tuning.profile value=none") {
-		t.Errorf("labels not logged:\n%s", logs.String())
+	// The labels follow the event: the daemon recomputes them when the
+	// tuning loop signals the change, so wait rather than race it.
+	labelsLogged := func() bool {
+		l := logs.String()
+		return strings.Contains(l, "key=gpunode.dev/tuning.state value=compliant") && strings.Contains(l, "key=gpunode.dev/tuning.profile value=none")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !labelsLogged(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("labels not logged:\n%s", logs.String())
+		}
 	}
 }
 

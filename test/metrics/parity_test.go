@@ -98,7 +98,17 @@ func startNodeExporter(t testing.TB, root string) (*process, string) {
 // same ports.
 func compare(t *testing.T, ne, gn map[string]float64) int {
 	t.Helper()
+	checked, problems := diff(ne, gn)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	return checked
+}
+
+// diff lists how two scrapes disagree, and how many values it compared.
+func diff(ne, gn map[string]float64) (int, []string) {
 	checked := 0
+	var problems []string
 	var nePorts, gnPorts []string
 	for k := range ne {
 		if strings.HasPrefix(k, "node_infiniband_state_id ") {
@@ -113,27 +123,28 @@ func compare(t *testing.T, ne, gn map[string]float64) int {
 	slices.Sort(nePorts)
 	slices.Sort(gnPorts)
 	if !slices.Equal(nePorts, gnPorts) || len(nePorts) == 0 {
-		t.Fatalf("ports: node_exporter %v, gpunode %v", nePorts, gnPorts)
+		return 0, []string{fmt.Sprintf("ports: node_exporter %v, gpunode %v", nePorts, gnPorts)}
 	}
 	for _, port := range nePorts {
 		for neName, gnName := range parity {
 			nv, nok := ne[neName+" "+port]
 			gv, gok := gn[gnName+" "+port]
 			if !nok || !gok {
-				t.Errorf("%s: node_exporter %s present %v, gpunode %s present %v", port, neName, nok, gnName, gok)
+				problems = append(problems, fmt.Sprintf("%s: node_exporter %s present %v, gpunode %s present %v", port, neName, nok, gnName, gok))
 				continue
 			}
 			if nv != gv {
-				t.Errorf("%s: node_exporter %s = %v, gpunode %s = %v", port, neName, nv, gnName, gv)
+				problems = append(problems, fmt.Sprintf("%s: node_exporter %s = %v, gpunode %s = %v", port, neName, nv, gnName, gv))
 			}
 			checked++
 		}
 		up := gn["gpunode_rdma_port_up "+port]
 		if state := ne["node_infiniband_state_id "+port]; (state == 4) != (up == 1) {
-			t.Errorf("%s: node_exporter state %v, gpunode up %v", port, state, up)
+			problems = append(problems, fmt.Sprintf("%s: node_exporter state %v, gpunode up %v", port, state, up))
 		}
 	}
-	return checked
+	slices.Sort(problems)
+	return checked, problems
 }
 
 // node_exporter (Debian's 1.5.0) and the agent read the same simulated
@@ -175,13 +186,17 @@ func TestNodeExporterParity(t *testing.T) {
 			if err := traffic.Advance(time.Now()); err != nil {
 				t.Fatal(err)
 			}
+			// The agent samples on its own clock, possibly while Advance was
+			// still writing the files: wait until a sample taken after the
+			// writes agrees (or the deadline), then compare.
 			key := "mlx5_0 1"
 			before := gnS["gpunode_rdma_port_transmit_bytes_total "+key]
 			deadline = time.Now().Add(10 * time.Second)
 			for {
 				neS, gnS = scrapeBoth()
-				if gnS["gpunode_rdma_port_transmit_bytes_total "+key] != before || time.Now().After(deadline) {
-					break // the agent has sampled the new values
+				moved := gnS["gpunode_rdma_port_transmit_bytes_total "+key] != before
+				if _, problems := diff(neS, gnS); (moved && len(problems) == 0) || time.Now().After(deadline) {
+					break
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
