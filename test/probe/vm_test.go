@@ -10,7 +10,8 @@
 // second namespace never receives (measured: perftest between two
 // namespaces over veth hangs), and two rxe devices in one namespace route
 // to each other through loopback, which rxe delivers to the sending
-// device.
+// device. TestPeerProbeAcrossTwoVMs takes the probe across a wire between
+// two VMs instead.
 package probe_test
 
 import (

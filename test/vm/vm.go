@@ -42,7 +42,8 @@ type NUMANode struct {
 }
 
 // NIC is a virtio-net NIC on QEMU's user-mode network (no access to the
-// outside). Guest interfaces are named eth0, eth1, ... in Config.NICs order.
+// outside), or on a wire to another VM (Socket). Guest interfaces are
+// named eth0, eth1, ... in Config.NICs order.
 type NIC struct {
 	// NUMANode puts the NIC behind its own PCIe host bridge (pxb-pcie)
 	// bound to that node, so the guest reports it in numa_node; -1 puts it
@@ -54,6 +55,14 @@ type NIC struct {
 	// IPv4 is an address with prefix ("10.0.2.15/24") configured at
 	// boot. Every NIC is brought up (a down virtio link has no speed).
 	IPv4 string
+	// Socket, when set, cables the NIC to another VM's instead of the
+	// user-mode network: "listen=127.0.0.1:PORT" on one VM and
+	// "connect=127.0.0.1:PORT" on the other (QEMU's socket netdev; the
+	// listening VM must start first).
+	Socket string
+	// MAC overrides the NIC's address, which is otherwise the same in
+	// every VM: two VMs on one wire need different ones.
+	MAC string
 }
 
 // File is a file placed in the initramfs.
@@ -248,14 +257,26 @@ func qemuArgs(cfg Config, image, initrd, work string) ([]string, error) {
 		}
 		args = append(args,
 			"-device", fmt.Sprintf("pcie-root-port,id=rp%d,bus=%s,chassis=%d", i, bus, i+1),
-			"-netdev", fmt.Sprintf("user,id=net%d,restrict=on", i))
-		dev := fmt.Sprintf("virtio-net-pci,bus=rp%d,netdev=net%d,mac=52:54:00:12:34:%02x", i, i, 0x56+i)
+			"-netdev", netdev(i, n))
+		mac := n.MAC
+		if mac == "" {
+			mac = fmt.Sprintf("52:54:00:12:34:%02x", 0x56+i)
+		}
+		dev := fmt.Sprintf("virtio-net-pci,bus=rp%d,netdev=net%d,mac=%s", i, i, mac)
 		if n.SpeedMbps > 0 {
 			dev += fmt.Sprintf(",speed=%d,duplex=full", n.SpeedMbps)
 		}
 		args = append(args, "-device", dev)
 	}
 	return args, nil
+}
+
+// netdev is QEMU's -netdev value for NIC i.
+func netdev(i int, n NIC) string {
+	if n.Socket != "" {
+		return fmt.Sprintf("socket,id=net%d,%s", i, n.Socket)
+	}
+	return fmt.Sprintf("user,id=net%d,restrict=on", i)
 }
 
 // buildInitramfs writes the initramfs: busybox, /init, the modules with a
