@@ -13,6 +13,19 @@ func gpuSubject(g snapshot.GPU) string { return fmt.Sprintf("gpu%d", g.Index) }
 // noGPUs is the one finding of a per-GPU check on a node without GPUs.
 func noGPUs() []finding { return []finding{skip(Node, "no GPUs")} }
 
+// eachGPU is a check's findings for a per-GPU fact: one per GPU, or the
+// node skipped when it has none.
+func eachGPU(s *snapshot.Snapshot, check func(snapshot.GPU) finding) []finding {
+	if len(s.GPUs) == 0 {
+		return noGPUs()
+	}
+	out := make([]finding, 0, len(s.GPUs))
+	for _, g := range s.GPUs {
+		out = append(out, check(g))
+	}
+	return out
+}
+
 // baseboardGPUs is the GPU count of the baseboard a product only ships
 // on: HGX/DGX SXM boards and AMD's OAM platforms carry eight. PCIe and
 // NVL cards go in any number, so they have no expected count.
@@ -60,21 +73,15 @@ func gpuPCIeLink() Check {
 		Summary: "every GPU's PCIe link trained at its maximum generation and width",
 		Remedy:  "the link trained below its maximum: GPUs lower the generation when idle, so re-check under load; if it stays, reseat the GPU or riser, check BIOS PCIe settings and the slot",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			if len(s.GPUs) == 0 {
-				return noGPUs()
-			}
-			var out []finding
-			for _, g := range s.GPUs {
+			return eachGPU(s, func(g snapshot.GPU) finding {
 				l := g.PCIeLink
 				if l == nil || l.MaxGen == 0 || l.MaxWidth == 0 {
-					out = append(out, skip(gpuSubject(g), "PCIe link not reported"))
-					continue
+					return skip(gpuSubject(g), "PCIe link not reported")
 				}
 				f := bad(gpuSubject(g), fmt.Sprintf("Gen%d x%d", l.CurrentGen, l.CurrentWidth), fmt.Sprintf("Gen%d x%d", l.MaxGen, l.MaxWidth))
 				f.ok = l.CurrentGen >= l.MaxGen && l.CurrentWidth >= l.MaxWidth
-				out = append(out, f)
-			}
-			return out
+				return f
+			})
 		},
 	}
 }
@@ -88,15 +95,10 @@ func nvlinkActive() Check {
 		Summary: "every NVLink (XGMI) link of every GPU is active, at the architecture's NVLink generation",
 		Remedy:  "a GPU-to-GPU link is down: check `nvidia-smi nvlink -s`, the fabric manager log and Xid 74 (AMD: `amd-smi xgmi`); a reset of the GPUs (or the node) retrains links, a link that stays down needs service",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			if len(s.GPUs) == 0 {
-				return noGPUs()
-			}
-			var out []finding
-			for _, g := range s.GPUs {
+			return eachGPU(s, func(g snapshot.GPU) finding {
 				ic := g.Interconnect
 				if ic == nil || ic.Links == 0 {
-					out = append(out, skip(gpuSubject(g), "no GPU-to-GPU links"))
-					continue
+					return skip(gpuSubject(g), "no GPU-to-GPU links")
 				}
 				observed := fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
 				expected := fmt.Sprintf("%d/%d active", ic.Links, ic.Links)
@@ -113,9 +115,8 @@ func nvlinkActive() Check {
 				}
 				f := bad(gpuSubject(g), observed, expected)
 				f.ok = ok
-				out = append(out, f)
-			}
-			return out
+				return f
+			})
 		},
 	}
 }
@@ -126,15 +127,10 @@ func nvswitchFabric() Check {
 		Summary: "on NVSwitch systems, every GPU's NVLink fabric registration completed successfully",
 		Remedy:  "start nvidia-fabricmanager (same version as the driver) and check its log; GPUs without a fabric cannot use NVLink and CUDA reports them not ready",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			if len(s.GPUs) == 0 {
-				return noGPUs()
-			}
-			var out []finding
-			for _, g := range s.GPUs {
+			return eachGPU(s, func(g snapshot.GPU) finding {
 				fb := g.Fabric
 				if fb == nil {
-					out = append(out, skip(gpuSubject(g), "no NVLink fabric reported"))
-					continue
+					return skip(gpuSubject(g), "no NVLink fabric reported")
 				}
 				observed := fb.State
 				if fb.Status != "" {
@@ -142,9 +138,8 @@ func nvswitchFabric() Check {
 				}
 				f := bad(gpuSubject(g), observed, gpu.FabricCompleted+", success")
 				f.ok = fb.State == gpu.FabricCompleted && fb.Status == "success"
-				out = append(out, f)
-			}
-			return out
+				return f
+			})
 		},
 	}
 }
@@ -155,21 +150,15 @@ func gpuECC() Check {
 		Summary: "ECC is enabled on GPUs with ECC memory, now and after the next reset",
 		Remedy:  "enable ECC with `nvidia-smi -i <gpu> -e 1` and reset the GPU; without it memory errors corrupt results silently",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			if len(s.GPUs) == 0 {
-				return noGPUs()
-			}
-			var out []finding
-			for _, g := range s.GPUs {
+			return eachGPU(s, func(g snapshot.GPU) finding {
 				e := g.ECC
 				if e == nil {
-					out = append(out, skip(gpuSubject(g), "no ECC mode reported"))
-					continue
+					return skip(gpuSubject(g), "no ECC mode reported")
 				}
 				f := bad(gpuSubject(g), fmt.Sprintf("current %s, pending %s", onOff(e.Enabled), onOff(e.Pending)), "current on, pending on")
 				f.ok = e.Enabled && e.Pending
-				out = append(out, f)
-			}
-			return out
+				return f
+			})
 		},
 	}
 }
@@ -187,29 +176,23 @@ func gpuRowRemap() Check {
 		Summary: "no GPU has a memory row remap pending (waiting for a reset) or failed",
 		Remedy:  "drain the node and reset the GPU (`nvidia-smi -r`) to apply the pending remap",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			if len(s.GPUs) == 0 {
-				return noGPUs()
-			}
-			var out []finding
-			for _, g := range s.GPUs {
+			return eachGPU(s, func(g snapshot.GPU) finding {
 				rr := g.RemappedRows
 				if rr == nil {
-					out = append(out, skip(gpuSubject(g), "no row remapping reported"))
-					continue
+					return skip(gpuSubject(g), "no row remapping reported")
 				}
 				observed := fmt.Sprintf("%d correctable, %d uncorrectable", rr.Correctable, rr.Uncorrectable)
 				switch {
 				case rr.Failed:
 					f := bad(gpuSubject(g), observed+", remap failed", "no pending or failed remap")
 					f.remedy = "a row remap failed: the GPU's memory is exhausted of spare rows; drain the node and have the GPU serviced"
-					out = append(out, f)
+					return f
 				case rr.Pending:
-					out = append(out, bad(gpuSubject(g), observed+", remap pending", "no pending or failed remap"))
+					return bad(gpuSubject(g), observed+", remap pending", "no pending or failed remap")
 				default:
-					out = append(out, pass(gpuSubject(g), observed, "no pending or failed remap"))
+					return pass(gpuSubject(g), observed, "no pending or failed remap")
 				}
-			}
-			return out
+			})
 		},
 	}
 }
