@@ -14,19 +14,22 @@ import (
 
 func portSubject(d rdma.Device, p rdma.Port) string { return fmt.Sprintf("%s/%d", d.Name, p.Number) }
 
-// ports calls f for every port of the given transport, in device and port
-// order, and reports whether there was one.
-func ports(s *snapshot.Snapshot, t rdma.Transport, f func(d rdma.Device, p rdma.Port)) bool {
-	found := false
+// eachPort is a check's findings for a per-port fact: one per port of the
+// transport, in device and port order, or the node skipped with none
+// when it has no such port.
+func eachPort(s *snapshot.Snapshot, t rdma.Transport, none string, check func(d rdma.Device, p rdma.Port) finding) []finding {
+	var out []finding
 	for _, d := range s.RDMADevices {
 		for _, p := range d.Ports {
 			if p.Transport == t {
-				found = true
-				f(d, p)
+				out = append(out, check(d, p))
 			}
 		}
 	}
-	return found
+	if len(out) == 0 {
+		return []finding{skip(Node, none)}
+	}
+	return out
 }
 
 // verbsModule is the kernel module that registers RDMA devices of a NIC driver.
@@ -74,16 +77,11 @@ func ibPortSM() Check {
 		Summary: "every InfiniBand port is ACTIVE with a LID from a subnet manager (non-zero LID and SM LID)",
 		Remedy:  "the port has no subnet manager or no link: check the cable and `ibstat`, and that opensm (or UFM) runs on the fabric",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			var out []finding
-			found := ports(s, rdma.InfiniBand, func(d rdma.Device, p rdma.Port) {
+			return eachPort(s, rdma.InfiniBand, "no InfiniBand ports", func(d rdma.Device, p rdma.Port) finding {
 				f := bad(portSubject(d, p), fmt.Sprintf("%s (%s), LID %#x, SM LID %#x", p.State, p.PhysState, p.LID, p.SMLID), "ACTIVE, LID and SM LID non-zero")
 				f.ok = p.Active() && p.LID != 0 && p.SMLID != 0
-				out = append(out, f)
+				return f
 			})
-			if !found {
-				return []finding{skip(Node, "no InfiniBand ports")}
-			}
-			return out
 		},
 	}
 }
@@ -94,20 +92,14 @@ func roceMode() Check {
 		Summary: "RDMA CM's default RoCE mode is RoCE v2 (routable, UDP-encapsulated) on every RoCE port",
 		Remedy:  "set RoCE v2 as the default: `cma_roce_mode -d <device> -p <port> -m 2` (it writes /sys/kernel/config/rdma_cm); RoCE v1 does not cross IP routers",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			var out []finding
-			found := ports(s, rdma.RoCE, func(d rdma.Device, p rdma.Port) {
+			return eachPort(s, rdma.RoCE, "no RoCE ports", func(d rdma.Device, p rdma.Port) finding {
 				if p.RoCE == nil || p.RoCE.DefaultMode == "" {
-					out = append(out, skip(portSubject(d, p), "default RoCE mode unknown"))
-					return
+					return skip(portSubject(d, p), "default RoCE mode unknown")
 				}
 				f := bad(portSubject(d, p), fmt.Sprintf("%s (%s)", p.RoCE.DefaultMode, p.RoCE.ModeSource), rdma.RoCEv2)
 				f.ok = p.RoCE.DefaultMode == rdma.RoCEv2
-				out = append(out, f)
+				return f
 			})
-			if !found {
-				return []finding{skip(Node, "no RoCE ports")}
-			}
-			return out
 		},
 	}
 }
@@ -150,11 +142,9 @@ func roceLossless() Check {
 		Summary: "every RoCE port has PFC or ECN (DCQCN: notification and reaction point) enabled on at least one priority",
 		Remedy:  "RoCE without PFC or ECN drops packets under load and retransmits: enable PFC on the RDMA priority (`dcb pfc set dev <if> prio-pfc 3:on` or `mlnx_qos -i <if> --pfc 0,0,0,1,0,0,0,0`) and/or ECN (`echo 1 > /sys/class/net/<if>/ecn/roce_np/enable/3` and roce_rp), matching the switches",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			var out []finding
-			found := ports(s, rdma.RoCE, func(d rdma.Device, p rdma.Port) {
+			return eachPort(s, rdma.RoCE, "no RoCE ports", func(d rdma.Device, p rdma.Port) finding {
 				if p.RoCE == nil || p.RoCE.PFC == nil && p.RoCE.ECN == nil {
-					out = append(out, skip(portSubject(d, p), "PFC and ECN state unknown (no DCB, no ECN attributes)"))
-					return
+					return skip(portSubject(d, p), "PFC and ECN state unknown (no DCB, no ECN attributes)")
 				}
 				var obs []string
 				ok := false
@@ -173,12 +163,8 @@ func roceLossless() Check {
 				}
 				f := bad(portSubject(d, p), strings.Join(obs, ", "), "PFC or ECN on a priority")
 				f.ok = ok
-				out = append(out, f)
+				return f
 			})
-			if !found {
-				return []finding{skip(Node, "no RoCE ports")}
-			}
-			return out
 		},
 	}
 }
