@@ -5,13 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/gpunode/gpunode/internal/cpuset"
+	goldenfile "github.com/gpunode/gpunode/internal/golden"
 	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/topology"
 )
@@ -20,21 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 func golden(t *testing.T, file string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", file)
-	if *update {
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./tuning -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file; if intended, run go test ./tuning -run Golden -update and review the diff.\n--- got:\n%s", path, got)
-	}
+	goldenfile.Check(t, file, got, *update, "go test ./tuning -run Golden -update")
 }
 
 // Golden plans: every built-in profile that manages something on every

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/agent/snapshot"
+	goldenfile "github.com/gpunode/gpunode/internal/golden"
 	"github.com/gpunode/gpunode/sim"
 )
 
@@ -49,23 +48,7 @@ func discoverSim(t *testing.T, name string) *snapshot.Snapshot {
 
 func golden(t *testing.T, file string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", file)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./agent/report -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file; if the change is intended, run go test ./agent/report -update and review the diff.\n--- got:\n%s", path, got)
-	}
+	goldenfile.Check(t, file, got, *update, "go test ./agent/report -update")
 }
 
 func TestGoldenInspect(t *testing.T) {
