@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
@@ -24,6 +23,7 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/telemetry"
 	"github.com/gpunode/gpunode/tuning"
@@ -56,7 +56,7 @@ type Options struct {
 	Events func(nodestatus.Event)
 	// Kube is the client for publishing to the Node named by
 	// Config.NodeName; nil means standalone.
-	Kube kubernetes.Interface
+	Kube *kubeapi.Client
 	// Traffic moves a simulated node's RDMA counters (nil on real hardware).
 	Traffic telemetry.Traffic
 	// PFC reads RoCE ports' PFC state (Env.PFC); nil leaves it unknown.

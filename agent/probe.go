@@ -8,14 +8,11 @@ import (
 	"net"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/gpunode/gpunode/agent/config"
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
 )
@@ -93,7 +90,7 @@ func (l *probeLoop) record(r probe.Round) {
 // run serves and schedules until ctx ends. Nothing here stops the
 // daemon: without RDMA or a token the rounds say why probes are
 // unavailable, and the server is simply not started.
-func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, kube kubernetes.Interface) {
+func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, kube *kubeapi.Client) {
 	if !l.cfg.Enabled {
 		return
 	}
@@ -143,18 +140,18 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 
 // listPeers finds the agent's own pods (in its namespace only) that run
 // and have an address: one peer per node.
-func listPeers(ctx context.Context, kube kubernetes.Interface, namespace, selector, port string) ([]probe.Peer, error) {
-	pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+func listPeers(ctx context.Context, kube *kubeapi.Client, namespace, selector, port string) ([]probe.Peer, error) {
+	pods, err := kube.ListPods(ctx, namespace, selector)
 	if err != nil {
 		return nil, fmt.Errorf("list pods in %s (%s): %w", namespace, selector, err)
 	}
-	return peersOf(pods.Items, port), nil
+	return peersOf(pods, port), nil
 }
 
-func peersOf(pods []corev1.Pod, port string) []probe.Peer {
+func peersOf(pods []kubeapi.Pod, port string) []probe.Peer {
 	var out []probe.Peer
 	for _, p := range pods {
-		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
+		if p.Status.Phase != kubeapi.PodRunning || p.Status.PodIP == "" || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
 			continue
 		}
 		out = append(out, probe.Peer{Node: p.Spec.NodeName, Address: net.JoinHostPort(p.Status.PodIP, port)})

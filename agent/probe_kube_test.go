@@ -50,7 +50,7 @@ func TestListPeersFromAPIServer(t *testing.T) {
 	mk("gpunode-probe", "web", "node-d", "10.0.0.4", map[string]string{"app.kubernetes.io/name": "web"}, corev1.PodRunning)
 	mk("other", "agent-x", "node-x", "10.0.0.9", agent, corev1.PodRunning)
 
-	peers, err := listPeers(ctx, c.Admin, "gpunode-probe", "app.kubernetes.io/name=gpunode-agent", "9836")
+	peers, err := listPeers(ctx, c.AdminKube, "gpunode-probe", "app.kubernetes.io/name=gpunode-agent", "9836")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestListPeersFromAPIServer(t *testing.T) {
 	if len(got) != 2 || got["node-a"] != "10.0.0.1:9836" || got["node-b"] != "10.0.0.2:9836" {
 		t.Errorf("peers %+v", peers)
 	}
-	if _, err := listPeers(ctx, c.Admin, "gpunode-probe", "app in (", "9836"); err == nil {
+	if _, err := listPeers(ctx, c.AdminKube, "gpunode-probe", "app in (", "9836"); err == nil {
 		t.Error("a bad selector was accepted")
 	}
 }

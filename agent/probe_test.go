@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/internal/hostfs"
 )
@@ -75,15 +74,15 @@ func TestProbeLoopWithoutRDMA(t *testing.T) {
 }
 
 func TestPeersOf(t *testing.T) {
-	pod := func(node, ip string, phase corev1.PodPhase) corev1.Pod {
-		return corev1.Pod{Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+	pod := func(node, ip string, phase string) kubeapi.Pod {
+		return kubeapi.Pod{Spec: kubeapi.PodSpec{NodeName: node}, Status: kubeapi.PodStatus{Phase: phase, PodIP: ip}}
 	}
-	gone := pod("n4", "10.0.0.4", corev1.PodRunning)
-	now := metav1.Now()
+	gone := pod("n4", "10.0.0.4", kubeapi.PodRunning)
+	now := kubeapi.NewTime(time.Now())
 	gone.DeletionTimestamp = &now
-	peers := peersOf([]corev1.Pod{
-		pod("n1", "10.0.0.1", corev1.PodRunning), pod("n2", "", corev1.PodRunning),
-		pod("n3", "10.0.0.3", corev1.PodPending), gone, pod("n5", "fd00::5", corev1.PodRunning),
+	peers := peersOf([]kubeapi.Pod{
+		pod("n1", "10.0.0.1", kubeapi.PodRunning), pod("n2", "", kubeapi.PodRunning),
+		pod("n3", "10.0.0.3", "Pending"), gone, pod("n5", "fd00::5", kubeapi.PodRunning),
 	}, "9836")
 	if len(peers) != 2 || peers[0].Address != "10.0.0.1:9836" || peers[1].Address != "[fd00::5]:9836" || peers[1].Node != "n5" {
 		t.Errorf("peers %+v", peers)

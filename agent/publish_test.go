@@ -18,9 +18,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/agent/publish"
@@ -86,10 +86,10 @@ func grantAgent(ctx context.Context, c *kube.Cluster) error {
 	return nil
 }
 
-func agentClient(tb testing.TB, c *kube.Cluster) kubernetes.Interface {
-	cfg := c.Config(agentToken)
-	cfg.QPS, cfg.Burst = 5, 10
-	client, err := kubernetes.NewForConfig(cfg)
+func agentClient(tb testing.TB, c *kube.Cluster) *kubeapi.Client {
+	cfg := c.KubeConfig(agentToken)
+	cfg.QPS, cfg.Burst = 0, 0 // the defaults, as the agent runs
+	client, err := kubeapi.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func registerNode(tb testing.TB, c *kube.Cluster, name string) {
 }
 
 // runAgent runs the daemon on a simulated node until the test ends.
-func runAgent(tb testing.TB, env *Env, cfg config.Config, kube kubernetes.Interface, logs io.Writer) (base string, stop func()) {
+func runAgent(tb testing.TB, env *Env, cfg config.Config, kube *kubeapi.Client, logs io.Writer) (base string, stop func()) {
 	tb.Helper()
 	cfg.Metrics.ListenAddress = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
@@ -287,11 +287,11 @@ func BenchmarkTimeToLabels(b *testing.B) {
 		registerNode(b, c, peerNode)
 		start = time.Now()
 		peer := agentClient(b, c)
-		if _, err := peer.CoreV1().Nodes().Get(context.Background(), peerNode, metav1.GetOptions{}); err != nil {
+		if _, err := peer.GetNode(context.Background(), peerNode); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := peer.CoreV1().Nodes().Apply(context.Background(), applycorev1.Node(peerNode).WithLabels(want),
-			metav1.ApplyOptions{FieldManager: publish.FieldManager}); err != nil {
+		cfg := map[string]any{"apiVersion": "v1", "kind": "Node", "metadata": map[string]any{"name": peerNode, "labels": want}}
+		if _, err := peer.ApplyNode(context.Background(), peerNode, cfg, publish.FieldManager, false); err != nil {
 			b.Fatal(err)
 		}
 		peerTotal += time.Since(start)

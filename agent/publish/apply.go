@@ -2,35 +2,21 @@ package publish
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
-
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/kubeapi"
 )
-
-// OwnedLabels are the labels the agent's field manager owns on node, with
-// their current values: what it applied last and nobody took over since.
-func OwnedLabels(node *corev1.Node) (labels.Set, error) {
-	owned, err := applycorev1.ExtractNode(node, FieldManager)
-	if err != nil {
-		return nil, fmt.Errorf("read managedFields of node %s: %w", node.Name, err)
-	}
-	return labels.Set(owned.Labels), nil
-}
 
 // syncLabels applies the desired labels when they differ from those the
 // agent owns on node, and returns the Node as it is afterwards.
-func (p *Publisher) syncLabels(ctx context.Context, node *corev1.Node, d Desired) (*corev1.Node, error) {
+func (p *Publisher) syncLabels(ctx context.Context, node *kubeapi.Node, d Desired) (*kubeapi.Node, error) {
 	owned, err := OwnedLabels(node)
 	if err != nil {
 		return node, err
@@ -55,12 +41,12 @@ func (p *Publisher) syncLabels(ctx context.Context, node *corev1.Node, d Desired
 // applyLabels applies exactly want. A conflict on a shared key drops the
 // key (recorded in found) and retries without force; a conflict on one of
 // the agent's own keys (someone edited gpunode.dev/...) retries with force.
-func (p *Publisher) applyLabels(ctx context.Context, node *corev1.Node, want labels.Set, found map[string]conflict, domain string) (*corev1.Node, error) {
+func (p *Publisher) applyLabels(ctx context.Context, node *kubeapi.Node, want labels.Set, found map[string]conflict, domain string) (*kubeapi.Node, error) {
 	force := false
 	for attempt := 0; ; attempt++ {
-		// The UID makes the apply fail rather than create a Node that was deleted.
-		cfg := applycorev1.Node(node.Name).WithUID(node.UID).WithLabels(want)
-		res, err := p.o.Client.CoreV1().Nodes().Apply(ctx, cfg, metav1.ApplyOptions{FieldManager: FieldManager, Force: force})
+		cfg := applyFor(node)
+		cfg.Metadata.Labels = want
+		res, err := p.o.Client.ApplyNode(ctx, node.Name, cfg, FieldManager, force)
 		p.m.count("apply", err)
 		if err == nil {
 			p.log.Info("labels applied", "labels", len(want), "forced", force)
@@ -90,13 +76,13 @@ var conflictWith = regexp.MustCompile(`conflict with "([^"]*)"`)
 // conflict (HTTP 409 with FieldManagerConflict causes whose field is
 // ".metadata.labels.<key>").
 func conflictKeys(err error) (keys, managers []string) {
-	status, ok := err.(apierrors.APIStatus)
-	if !ok || !apierrors.IsConflict(err) || status.Status().Details == nil {
+	var status *kubeapi.StatusError
+	if !errors.As(err, &status) || !kubeapi.IsConflict(err) {
 		return nil, nil
 	}
-	for _, c := range status.Status().Details.Causes {
+	for _, c := range status.Causes {
 		k, ok := strings.CutPrefix(c.Field, ".metadata.labels.")
-		if c.Type != metav1.CauseTypeFieldManagerConflict || !ok {
+		if c.Type != "FieldManagerConflict" || !ok {
 			continue
 		}
 		m := "unknown"
@@ -109,28 +95,13 @@ func conflictKeys(err error) (keys, managers []string) {
 }
 
 // labelManager names the field managers that own a label, from managedFields.
-func labelManager(node *corev1.Node, key string) string {
-	var names []string
-	for _, mf := range node.ManagedFields {
-		if mf.Manager == FieldManager || mf.FieldsV1 == nil {
-			continue
-		}
-		var f struct {
-			Metadata struct {
-				Labels map[string]json.RawMessage `json:"f:labels"`
-			} `json:"f:metadata"`
-		}
-		if json.Unmarshal(mf.FieldsV1.Raw, &f) == nil {
-			if _, ok := f.Metadata.Labels["f:"+key]; ok && !slices.Contains(names, mf.Manager) {
-				names = append(names, mf.Manager)
-			}
-		}
-	}
+func labelManager(node *kubeapi.Node, key string) string {
+	names := managerOf(node, key)
 	if len(names) == 0 {
 		return "unknown"
 	}
 	slices.Sort(names)
-	return strings.Join(names, ",")
+	return strings.Join(slices.Compact(names), ",")
 }
 
 // reportConflicts logs, counts and records an event for each new conflict,
@@ -167,19 +138,10 @@ func hasKey(s labels.Set, k string) bool {
 // reason or message differ from those the agent owns, and queues an event
 // for each that changed. Times are kept from the Node for conditions that
 // did not change, so an unchanged set never causes a write.
-func (p *Publisher) syncConditions(ctx context.Context, node *corev1.Node, want []nodestatus.Condition) error {
-	ownedStatus, err := applycorev1.ExtractNodeStatus(node, FieldManager)
+func (p *Publisher) syncConditions(ctx context.Context, node *kubeapi.Node, want []nodestatus.Condition) error {
+	owned, err := ownedConditions(node)
 	if err != nil {
-		return fmt.Errorf("read managedFields of node %s: %w", node.Name, err)
-	}
-	owned := map[string]*applycorev1.NodeConditionApplyConfiguration{}
-	if ownedStatus.Status != nil {
-		for i := range ownedStatus.Status.Conditions {
-			c := &ownedStatus.Status.Conditions[i]
-			if c.Type != nil {
-				owned[string(*c.Type)] = c
-			}
-		}
+		return err
 	}
 	same := len(owned) == len(want)
 	for _, c := range want {
@@ -190,29 +152,30 @@ func (p *Publisher) syncConditions(ctx context.Context, node *corev1.Node, want 
 	if same {
 		return nil
 	}
-	now := metav1.NewTime(p.o.Now())
-	status := applycorev1.NodeStatus()
+	now := kubeapi.NewTime(p.o.Now())
+	status := &statusApply{}
 	var changed []nodestatus.Condition
 	for _, c := range want {
 		transition, heartbeat := now, now
 		o, had := owned[c.Type]
-		if had && o.Status != nil && string(*o.Status) == string(c.Status) && o.LastTransitionTime != nil {
-			transition = *o.LastTransitionTime
+		if had && o.status == string(c.Status) && !o.transition.IsZero() {
+			transition = o.transition
 		}
-		if had && sameCondition(o, c) && o.LastHeartbeatTime != nil {
-			heartbeat = *o.LastHeartbeatTime
+		if had && sameCondition(o, c) && !o.heartbeat.IsZero() {
+			heartbeat = o.heartbeat
 		} else {
 			changed = append(changed, c)
 		}
-		status.WithConditions(applycorev1.NodeCondition().
-			WithType(corev1.NodeConditionType(c.Type)).WithStatus(corev1.ConditionStatus(c.Status)).
-			WithReason(c.Reason).WithMessage(c.Message).
+		status.Conditions = append(status.Conditions, conditionApply{
+			Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message,
 			// The heartbeat is the time of the last change: refreshing it on
 			// every pass would be a write every pass.
-			WithLastTransitionTime(transition).WithLastHeartbeatTime(heartbeat))
+			LastTransitionTime: transition, LastHeartbeatTime: heartbeat,
+		})
 	}
-	cfg := applycorev1.Node(node.Name).WithUID(node.UID).WithStatus(status)
-	_, err = p.o.Client.CoreV1().Nodes().ApplyStatus(ctx, cfg, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	cfg := applyFor(node)
+	cfg.Status = status
+	_, err = p.o.Client.ApplyNodeStatus(ctx, node.Name, cfg, FieldManager, true)
 	p.m.count("apply_status", err)
 	if err != nil {
 		return fmt.Errorf("apply status: %w", err)
@@ -226,16 +189,6 @@ func (p *Publisher) syncConditions(ctx context.Context, node *corev1.Node, want 
 	return nil
 }
 
-func sameCondition(o *applycorev1.NodeConditionApplyConfiguration, c nodestatus.Condition) bool {
-	str := func(p *string) string {
-		if p == nil {
-			return ""
-		}
-		return *p
-	}
-	status := ""
-	if o.Status != nil {
-		status = string(*o.Status)
-	}
-	return status == string(c.Status) && str(o.Reason) == c.Reason && str(o.Message) == c.Message
+func sameCondition(o ownedCondition, c nodestatus.Condition) bool {
+	return o.status == string(c.Status) && o.reason == c.Reason && o.message == c.Message
 }

@@ -45,7 +45,7 @@ func BenchmarkSteadyState(b *testing.B) {
 		if _, err := cluster.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"kubernetes.io/hostname": node}}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
-		p := New(Options{Client: cluster.Admin, Node: node, Resync: 100 * time.Millisecond, BackoffInitial: time.Second, BackoffMax: time.Minute,
+		p := New(Options{Client: cluster.AdminKube, Node: node, Resync: 100 * time.Millisecond, BackoffInitial: time.Second, BackoffMax: time.Minute,
 			EventNamespace: "default", Logger: nopLogger()})
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})

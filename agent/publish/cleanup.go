@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
-	"k8s.io/client-go/kubernetes"
+	"github.com/gpunode/gpunode/kubeapi"
 )
 
 // Cleanup removes every label and condition the agent's field manager owns
@@ -18,9 +15,9 @@ import (
 // managers co-own. It also removes the Node's taints with taintKeys (the
 // agent's own, see syncTaints). A missing Node is not an error. It
 // reports the labels and conditions it removed.
-func Cleanup(ctx context.Context, client kubernetes.Interface, name string, taintKeys ...string) (removedLabels, removedConditions int, err error) {
-	node, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+func Cleanup(ctx context.Context, client *kubeapi.Client, name string, taintKeys ...string) (removedLabels, removedConditions int, err error) {
+	node, err := client.GetNode(ctx, name)
+	if kubeapi.IsNotFound(err) {
 		return 0, 0, nil
 	}
 	if err != nil {
@@ -29,49 +26,45 @@ func Cleanup(ctx context.Context, client kubernetes.Interface, name string, tain
 	return cleanupNode(ctx, client, node, taintKeys)
 }
 
-func cleanupNode(ctx context.Context, client kubernetes.Interface, node *corev1.Node, taintKeys []string) (int, int, error) {
-	owned, err := applycorev1.ExtractNode(node, FieldManager)
+func cleanupNode(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node, taintKeys []string) (int, int, error) {
+	owned, err := OwnedLabels(node)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read managedFields of node %s: %w", node.Name, err)
+		return 0, 0, err
 	}
-	status, err := applycorev1.ExtractNodeStatus(node, FieldManager)
+	conds, err := ownedConditions(node)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read managedFields of node %s: %w", node.Name, err)
-	}
-	conds := 0
-	if status.Status != nil {
-		conds = len(status.Status.Conditions)
+		return 0, 0, err
 	}
 	if err := cleanupTaints(ctx, client, node, taintKeys); err != nil {
 		return 0, 0, err
 	}
-	nodes := client.CoreV1().Nodes()
-	if len(owned.Labels) > 0 {
-		// The UID makes the apply fail rather than create a deleted Node.
-		if _, err := nodes.Apply(ctx, applycorev1.Node(node.Name).WithUID(node.UID), metav1.ApplyOptions{FieldManager: FieldManager}); err != nil {
+	if len(owned) > 0 {
+		if _, err := client.ApplyNode(ctx, node.Name, applyFor(node), FieldManager, false); err != nil {
 			return 0, 0, fmt.Errorf("remove labels from node %s: %w", node.Name, err)
 		}
 	}
-	if conds > 0 {
-		if _, err := nodes.ApplyStatus(ctx, applycorev1.Node(node.Name).WithUID(node.UID).WithStatus(applycorev1.NodeStatus()), metav1.ApplyOptions{FieldManager: FieldManager}); err != nil {
-			return len(owned.Labels), 0, fmt.Errorf("remove conditions from node %s: %w", node.Name, err)
+	if len(conds) > 0 {
+		cfg := applyFor(node)
+		cfg.Status = &statusApply{}
+		if _, err := client.ApplyNodeStatus(ctx, node.Name, cfg, FieldManager, false); err != nil {
+			return len(owned), 0, fmt.Errorf("remove conditions from node %s: %w", node.Name, err)
 		}
 	}
-	return len(owned.Labels), conds, nil
+	return len(owned), len(conds), nil
 }
 
 // CleanupAll runs Cleanup on every Node where the agent owns fields: for
 // the chart's uninstall hook, which runs once for the cluster (it needs
 // list on nodes, which the agent itself never gets). It goes on past a
 // failing Node and returns every error.
-func CleanupAll(ctx context.Context, client kubernetes.Interface, report func(node string, labels, conditions int), taintKeys ...string) error {
-	list, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+func CleanupAll(ctx context.Context, client *kubeapi.Client, report func(node string, labels, conditions int), taintKeys ...string) error {
+	nodes, err := client.ListNodes(ctx)
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
 	var errs []error
-	for i := range list.Items {
-		n := &list.Items[i]
+	for i := range nodes {
+		n := &nodes[i]
 		if !managedBy(n) && len(managedTaints(n, taintKeys)) == 0 {
 			continue
 		}
@@ -85,7 +78,7 @@ func CleanupAll(ctx context.Context, client kubernetes.Interface, report func(no
 	return errors.Join(errs...)
 }
 
-func managedBy(n *corev1.Node) bool {
+func managedBy(n *kubeapi.Node) bool {
 	for _, mf := range n.ManagedFields {
 		if mf.Manager == FieldManager {
 			return true
@@ -96,17 +89,17 @@ func managedBy(n *corev1.Node) bool {
 
 // cleanupTaints removes the Node's taints with keys, re-reading it when it
 // changed under the patch.
-func cleanupTaints(ctx context.Context, client kubernetes.Interface, node *corev1.Node, keys []string) error {
+func cleanupTaints(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node, keys []string) error {
 	for attempt := 1; len(managedTaints(node, keys)) > 0; attempt++ {
-		_, err := patchTaints(ctx, client, node, keys, nil, metav1.Now())
+		_, err := patchTaints(ctx, client, node, keys, nil, kubeapi.NewTime(time.Now()))
 		if err == nil {
 			return nil
 		}
-		if !apierrors.IsConflict(err) || attempt == maxTaintAttempts {
+		if !kubeapi.IsConflict(err) || attempt == maxTaintAttempts {
 			return err
 		}
 		name := node.Name
-		if node, err = client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+		if node, err = client.GetNode(ctx, name); err != nil {
 			return fmt.Errorf("get node %s: %w", name, err)
 		}
 	}

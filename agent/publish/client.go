@@ -12,45 +12,24 @@ package publish
 
 import (
 	"fmt"
-	"os"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"github.com/gpunode/gpunode/kubeapi"
 )
 
 // FieldManager names the agent in the Node's managedFields.
 const FieldManager = "gpunode-agent"
 
-// RESTConfig finds the API server: an explicit kubeconfig file, else
-// $KUBECONFIG, else the in-cluster service account (the DaemonSet case).
-func RESTConfig(kubeconfig string, timeout time.Duration, userAgent string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	switch {
-	case kubeconfig != "":
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	case os.Getenv("KUBECONFIG") != "":
-		rules := clientcmd.NewDefaultClientConfigLoadingRules() // honours a list in $KUBECONFIG
-		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	default:
-		cfg, err = rest.InClusterConfig()
-		if err != nil {
-			err = fmt.Errorf("%w (outside a pod, pass --kubeconfig or set KUBECONFIG)", err)
-		}
-	}
+// NewClient finds the API server (an explicit kubeconfig file, else
+// $KUBECONFIG, else the in-cluster service account, the DaemonSet case)
+// and returns a client for it.
+func NewClient(kubeconfig string, timeout time.Duration, userAgent string) (*kubeapi.Client, error) {
+	cfg, err := kubeapi.Load(kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
 	}
-	cfg.Timeout = timeout
-	cfg.UserAgent = userAgent
-	return cfg, nil
-}
-
-// NewClient builds a clientset from RESTConfig's result.
-func NewClient(cfg *rest.Config) (kubernetes.Interface, error) {
-	c, err := kubernetes.NewForConfig(cfg)
+	cfg.Timeout, cfg.UserAgent = timeout, userAgent
+	c, err := kubeapi.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}

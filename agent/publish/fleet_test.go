@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,10 +17,10 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/test/kube"
 )
 
@@ -137,11 +136,10 @@ func runFleet(tb testing.TB, c *kube.Cluster, prefix string, n int, resync, stea
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, name := range names {
-		cfg := c.Config(fleetToken)
-		cfg.QPS, cfg.Burst = 5, 10 // client-go's defaults, as the agent runs
+		cfg := c.KubeConfig(fleetToken)
+		cfg.QPS, cfg.Burst = 0, 0 // the defaults (5 and 10, client-go's), as the agent runs
 		cfg.Timeout = 30 * time.Second
-		cfg.Dial = (&net.Dialer{}).DialContext // a transport (connection) of its own
-		client, err := kubernetes.NewForConfig(cfg)
+		client, err := kubeapi.New(cfg) // a transport (connection) of its own
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -11,13 +11,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/kubeapi"
 )
 
 // Desired is what the agent wants on its Node.
@@ -48,7 +45,7 @@ func (d Desired) equal(o Desired) bool {
 
 // Options configure a Publisher.
 type Options struct {
-	Client kubernetes.Interface
+	Client *kubeapi.Client
 	// Node is the agent's own Node, the only one it reads or writes.
 	Node string
 	// Resync is how often the Node is re-read when nothing changed.
@@ -73,7 +70,7 @@ type Publisher struct {
 
 	mu      sync.Mutex
 	desired *Desired // nil until the first Set
-	events  []*corev1.Event
+	events  []*kubeapi.Event
 	seq     int // makes event names unique within a nanosecond
 
 	// Owned by Run's goroutine.
@@ -205,11 +202,11 @@ func (p *Publisher) sync(ctx context.Context) error {
 	if desired == nil {
 		return p.flushEvents(ctx, nil)
 	}
-	node, err := p.o.Client.CoreV1().Nodes().Get(ctx, p.o.Node, metav1.GetOptions{})
+	node, err := p.o.Client.GetNode(ctx, p.o.Node)
 	p.m.count("get", err)
 	if err != nil {
 		p.m.inSync.Set(0) // unknown, so not known to be in sync
-		if apierrors.IsNotFound(err) {
+		if kubeapi.IsNotFound(err) {
 			return fmt.Errorf("node %q does not exist (is NODE_NAME right?)", p.o.Node)
 		}
 		return fmt.Errorf("get node: %w", err)
@@ -238,7 +235,7 @@ func (p *Publisher) sync(ctx context.Context) error {
 // flushEvents creates the queued events, oldest first, and keeps those
 // that failed for the next pass. Without the Node (no desired state yet)
 // they wait.
-func (p *Publisher) flushEvents(ctx context.Context, node *corev1.Node) error {
+func (p *Publisher) flushEvents(ctx context.Context, node *kubeapi.Node) error {
 	if node == nil {
 		return nil
 	}
@@ -251,11 +248,11 @@ func (p *Publisher) flushEvents(ctx context.Context, node *corev1.Node) error {
 		ev := p.events[0]
 		p.mu.Unlock()
 		ev.InvolvedObject.UID = node.UID
-		_, err := p.o.Client.CoreV1().Events(p.o.EventNamespace).Create(ctx, ev, metav1.CreateOptions{})
+		err := p.o.Client.CreateEvent(ctx, ev)
 		p.m.count("event", err)
 		switch {
-		case err == nil, apierrors.IsAlreadyExists(err):
-		case apierrors.IsForbidden(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		case err == nil, kubeapi.IsAlreadyExists(err):
+		case kubeapi.IsForbidden(err), kubeapi.IsInvalid(err), kubeapi.IsBadRequest(err):
 			// Retrying cannot help (RBAC, admission policy, a bad event): drop it.
 			p.m.eventsDropped.Inc()
 			p.log.Error("event rejected by the API server; dropped", "reason", ev.Reason, "err", err)
@@ -269,22 +266,23 @@ func (p *Publisher) flushEvents(ctx context.Context, node *corev1.Node) error {
 }
 
 // newEvent builds an event; the caller holds p.mu.
-func (p *Publisher) newEvent(e nodestatus.Event) *corev1.Event {
+func (p *Publisher) newEvent(e nodestatus.Event) *kubeapi.Event {
 	p.seq++
-	now := metav1.NewTime(p.o.Now())
-	return &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
+	now := p.o.Now()
+	at := kubeapi.NewTime(now)
+	return &kubeapi.Event{
+		ObjectMeta: kubeapi.ObjectMeta{
 			// Like client-go's recorder: the object, then a unique suffix.
 			Name:      fmt.Sprintf("%s.%x%02x", p.o.Node, now.UnixNano(), p.seq%256),
 			Namespace: p.o.EventNamespace,
 		},
-		InvolvedObject:      corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: p.o.Node},
+		InvolvedObject:      kubeapi.ObjectReference{Kind: "Node", APIVersion: "v1", Name: p.o.Node},
 		Reason:              e.Reason,
 		Message:             e.Message,
 		Type:                string(e.Type),
-		Source:              corev1.EventSource{Component: FieldManager, Host: p.o.Node},
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
+		Source:              kubeapi.EventSource{Component: FieldManager, Host: p.o.Node},
+		FirstTimestamp:      at,
+		LastTimestamp:       at,
 		Count:               1,
 		ReportingController: "gpunode.dev/" + FieldManager,
 		ReportingInstance:   FieldManager + "-" + p.o.Node,
@@ -295,7 +293,7 @@ func resultOf(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case apierrors.IsConflict(err):
+	case kubeapi.IsConflict(err):
 		return "conflict"
 	default:
 		return "error"

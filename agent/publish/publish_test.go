@@ -17,10 +17,10 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/test/kube"
 )
 
@@ -72,7 +72,7 @@ type running struct {
 }
 
 // start runs a publisher for node until the test ends (or stop).
-func start(t *testing.T, client kubernetes.Interface, node string) *running {
+func start(t *testing.T, client *kubeapi.Client, node string) *running {
 	t.Helper()
 	logs := &logBuffer{}
 	p := New(Options{
@@ -93,6 +93,16 @@ func createNode(t *testing.T, name string, l map[string]string) *corev1.Node {
 	t.Helper()
 	n, err := cluster.Admin.CoreV1().Nodes().Create(context.Background(),
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}, metav1.CreateOptions{FieldManager: "test-admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// kubeNode reads a Node as the agent does.
+func kubeNode(t *testing.T, name string) *kubeapi.Node {
+	t.Helper()
+	n, err := cluster.AdminKube.GetNode(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +177,7 @@ func condition(name, typ string) *corev1.NodeCondition {
 func TestConvergeRemoveStaleKeepForeign(t *testing.T) {
 	const node = "converge"
 	createNode(t, node, map[string]string{"kubernetes.io/hostname": node, "team.example.com/owner": "ml"})
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
 	eventually(t, "labels converge", hasLabels(node, gpuLabels()))
 	eventually(t, "condition set", func() error {
@@ -176,7 +186,7 @@ func TestConvergeRemoveStaleKeepForeign(t *testing.T) {
 		}
 		return nil
 	})
-	owned, err := OwnedLabels(getNode(t, node))
+	owned, err := OwnedLabels(kubeNode(t, node))
 	if err != nil || !maps.Equal(owned, gpuLabels()) {
 		t.Fatalf("the agent owns %v (%v), want exactly its labels", owned, err)
 	}
@@ -208,7 +218,7 @@ func TestConflictsNotForced(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"gpunode.dev/gpu.count":"99"}}}`), metav1.PatchOptions{FieldManager: "kubectl-label"}); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
 	eventually(t, "own labels applied, the conflicting shared key left alone", hasLabels(node, map[string]string{
 		"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-SHARED", "nvidia.com/gpu.count": "8",
@@ -259,10 +269,10 @@ func TestConflictOnChangeNotForced(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"nvidia.com/gpu.product":"NVIDIA-H100-80GB-HBM3"}}}`), metav1.PatchOptions{FieldManager: "nfd-master"}); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
 	eventually(t, "co-owned", func() error {
-		if owned, _ := OwnedLabels(getNode(t, node)); owned["nvidia.com/gpu.product"] == "" {
+		if owned, _ := OwnedLabels(kubeNode(t, node)); owned["nvidia.com/gpu.product"] == "" {
 			return fmt.Errorf("not co-owned: %v", owned)
 		}
 		return nil
@@ -284,7 +294,7 @@ func TestConflictOnChangeNotForced(t *testing.T) {
 func TestLabelsHeldWhileSourceFails(t *testing.T) {
 	const node = "held"
 	createNode(t, node, nil)
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
 	eventually(t, "converge", hasLabels(node, gpuLabels()))
 
@@ -299,7 +309,7 @@ func TestLabelsHeldWhileSourceFails(t *testing.T) {
 	// After a restart with the source still failing, the labels the agent
 	// owns on the Node are its last good ones.
 	p.stop()
-	p2 := start(t, cluster.Admin, node)
+	p2 := start(t, cluster.AdminKube, node)
 	p2.Set(Desired{Labels: failing, Failed: []labels.Source{labels.SourceGPU}, LabelOptions: opts})
 	time.Sleep(500 * time.Millisecond)
 	if err := hasLabels(node, want)(); err != nil {
@@ -328,7 +338,7 @@ func scrape(t *testing.T) kube.Metrics {
 func TestSteadyStateZeroWrites(t *testing.T) {
 	const node = "steady"
 	createNode(t, node, nil)
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
 	eventually(t, "converge", hasLabels(node, gpuLabels()))
 	eventually(t, "in sync", func() error {
@@ -386,7 +396,7 @@ func TestConditionsAndEvents(t *testing.T) {
 	if _, err := cluster.Admin.CoreV1().Nodes().UpdateStatus(context.Background(), withResourceVersion(t, ready), metav1.UpdateOptions{FieldManager: "kubelet"}); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: labels.Set{}, LabelOptions: opts, Conditions: healthy()})
 	eventually(t, "event for the new condition", func() error { return hasEvent(node, "SourcesOK", "GPUNodeDiscoveryHealthy is True") })
 	first := condition(node, nodestatus.DiscoveryHealthy)
@@ -426,7 +436,7 @@ func withResourceVersion(t *testing.T, n *corev1.Node) *corev1.Node {
 func TestCleanup(t *testing.T) {
 	const node = "cleanup"
 	createNode(t, node, map[string]string{"team.example.com/owner": "ml", "llm-d.ai/gpu-node": "true"})
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
 	eventually(t, "converge", hasLabels(node, gpuLabels()))
 	eventually(t, "condition", func() error {
@@ -436,7 +446,7 @@ func TestCleanup(t *testing.T) {
 		return nil
 	})
 	p.stop()
-	nl, nc, err := Cleanup(context.Background(), cluster.Admin, node)
+	nl, nc, err := Cleanup(context.Background(), cluster.AdminKube, node)
 	if err != nil || nl != len(gpuLabels()) || nc != 1 {
 		t.Fatalf("Cleanup removed %d labels, %d conditions: %v", nl, nc, err)
 	}
@@ -453,14 +463,14 @@ func TestCleanup(t *testing.T) {
 	if c := condition(node, nodestatus.DiscoveryHealthy); c != nil {
 		t.Errorf("condition survived cleanup: %+v", c)
 	}
-	if owned, _ := OwnedLabels(n); len(owned) != 0 {
+	if owned, _ := OwnedLabels(kubeNode(t, node)); len(owned) != 0 {
 		t.Errorf("still owned: %v", owned)
 	}
 	// Again: nothing to do. A missing node: nothing to do.
-	if nl, nc, err := Cleanup(context.Background(), cluster.Admin, node); nl+nc != 0 || err != nil {
+	if nl, nc, err := Cleanup(context.Background(), cluster.AdminKube, node); nl+nc != 0 || err != nil {
 		t.Errorf("second cleanup: %d %d %v", nl, nc, err)
 	}
-	if _, _, err := Cleanup(context.Background(), cluster.Admin, "no-such-node"); err != nil {
+	if _, _, err := Cleanup(context.Background(), cluster.AdminKube, "no-such-node"); err != nil {
 		t.Errorf("missing node: %v", err)
 	}
 	if _, err := cluster.Admin.CoreV1().Nodes().Get(context.Background(), "no-such-node", metav1.GetOptions{}); err == nil {
@@ -471,13 +481,13 @@ func TestCleanup(t *testing.T) {
 func TestCleanupAll(t *testing.T) {
 	for _, n := range []string{"all-a", "all-b"} {
 		createNode(t, n, nil)
-		p := start(t, cluster.Admin, n)
+		p := start(t, cluster.AdminKube, n)
 		p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
 		eventually(t, "converge", hasLabels(n, gpuLabels()))
 		p.stop()
 	}
 	seen := map[string]int{}
-	if err := CleanupAll(context.Background(), cluster.Admin, func(node string, l, c int) { seen[node] = l }); err != nil {
+	if err := CleanupAll(context.Background(), cluster.AdminKube, func(node string, l, c int) { seen[node] = l }); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"all-a", "all-b"} {
@@ -494,7 +504,7 @@ func TestCleanupAll(t *testing.T) {
 // retries with backoff, and it converges once the Node registers.
 func TestNodeAppearsLater(t *testing.T) {
 	const node = "late"
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
 	eventually(t, "not-found reported", func() error {
 		if !strings.Contains(p.logs.String(), `node \"late\" does not exist`) {
@@ -542,7 +552,7 @@ func TestRejectedEventsDropped(t *testing.T) {
 	if _, err := cluster.Admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	client, err := kubernetes.NewForConfig(cluster.Config(noEventsToken))
+	client, err := cluster.Kube(noEventsToken)
 	if err != nil {
 		t.Fatal(err)
 	}

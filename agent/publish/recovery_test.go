@@ -10,9 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/test/kube"
 )
 
@@ -26,9 +26,9 @@ func TestRecoveryAfterAPIServerRestart(t *testing.T) {
 	if _, err := c.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"kubernetes.io/hostname": node}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := c.Config("gpunode-test-admin")
+	cfg := c.KubeConfig("gpunode-test-admin")
 	cfg.Timeout = time.Second
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubeapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +89,8 @@ func TestRecoveryAfterAPIServerRestart(t *testing.T) {
 	}
 }
 
-func mustGet(t *testing.T, c *kube.Cluster, name string) *corev1.Node {
-	n, err := c.Admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+func mustGet(t *testing.T, c *kube.Cluster, name string) *kubeapi.Node {
+	n, err := c.AdminKube.GetNode(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,8 @@ import (
 	"fmt"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/kubeapi"
 )
 
 // The agent's taints cannot go through server-side apply: spec.taints is
@@ -33,22 +28,22 @@ const maxTaintAttempts = 3
 
 // syncTaints makes the Node's taints with the managed keys equal to
 // d.Taints and returns the Node as it is afterwards.
-func (p *Publisher) syncTaints(ctx context.Context, node *corev1.Node, d Desired) (*corev1.Node, error) {
+func (p *Publisher) syncTaints(ctx context.Context, node *kubeapi.Node, d Desired) (*kubeapi.Node, error) {
 	for attempt := 1; ; attempt++ {
 		had := managedTaints(node, d.TaintKeys)
 		if slices.Equal(had, d.Taints) {
 			return node, nil
 		}
-		res, err := patchTaints(ctx, p.o.Client, node, d.TaintKeys, d.Taints, metav1.NewTime(p.o.Now()))
+		res, err := patchTaints(ctx, p.o.Client, node, d.TaintKeys, d.Taints, kubeapi.NewTime(p.o.Now()))
 		p.m.count("taints", err)
 		if err == nil {
 			p.logTaintChanges(had, d.Taints)
 			return res, nil
 		}
-		if !apierrors.IsConflict(err) || attempt == maxTaintAttempts {
+		if !kubeapi.IsConflict(err) || attempt == maxTaintAttempts {
 			return node, err
 		}
-		fresh, gerr := p.o.Client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+		fresh, gerr := p.o.Client.GetNode(ctx, node.Name)
 		p.m.count("get", gerr)
 		if gerr != nil {
 			return node, fmt.Errorf("%w; re-read: %w", err, gerr)
@@ -59,11 +54,11 @@ func (p *Publisher) syncTaints(ctx context.Context, node *corev1.Node, d Desired
 
 // managedTaints are the Node's taints with one of keys, sorted by key and
 // effect, without their times.
-func managedTaints(node *corev1.Node, keys []string) []nodestatus.Taint {
+func managedTaints(node *kubeapi.Node, keys []string) []nodestatus.Taint {
 	var out []nodestatus.Taint
 	for _, t := range node.Spec.Taints {
 		if slices.Contains(keys, t.Key) {
-			out = append(out, nodestatus.Taint{Key: t.Key, Value: t.Value, Effect: string(t.Effect)})
+			out = append(out, nodestatus.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect})
 		}
 	}
 	return sortTaints(out)
@@ -73,21 +68,35 @@ func managedTaints(node *corev1.Node, keys []string) []nodestatus.Taint {
 // other taint as and where it is, on the condition that the Node is still
 // the one read. A taint the Node keeps keeps its time; a new NoExecute
 // taint gets one, as kubectl taint does (tolerationSeconds count from it).
-func patchTaints(ctx context.Context, client kubernetes.Interface, node *corev1.Node, keys []string, want []nodestatus.Taint, now metav1.Time) (*corev1.Node, error) {
-	var next []corev1.Taint
+func patchTaints(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node, keys []string, want []nodestatus.Taint, now kubeapi.Time) (*kubeapi.Node, error) {
+	// Other managers' taints go back exactly as read, fields this agent
+	// does not know included.
+	next := []json.RawMessage{}
 	for _, t := range node.Spec.Taints {
-		if !slices.Contains(keys, t.Key) {
-			next = append(next, t)
+		if slices.Contains(keys, t.Key) {
+			continue
 		}
+		raw := t.Raw
+		if raw == nil { // not read from the API server
+			var err error
+			if raw, err = json.Marshal(t); err != nil {
+				return node, fmt.Errorf("encode taint: %w", err)
+			}
+		}
+		next = append(next, raw)
 	}
 	for _, w := range want {
-		t := corev1.Taint{Key: w.Key, Value: w.Value, Effect: corev1.TaintEffect(w.Effect)}
-		if i := slices.IndexFunc(node.Spec.Taints, func(o corev1.Taint) bool { return o.Key == t.Key && o.Effect == t.Effect }); i >= 0 {
+		t := kubeapi.Taint{Key: w.Key, Value: w.Value, Effect: w.Effect}
+		if i := slices.IndexFunc(node.Spec.Taints, func(o kubeapi.Taint) bool { return o.Key == t.Key && o.Effect == t.Effect }); i >= 0 {
 			t.TimeAdded = node.Spec.Taints[i].TimeAdded
-		} else if t.Effect == corev1.TaintEffectNoExecute {
+		} else if t.Effect == kubeapi.TaintEffectNoExecute {
 			t.TimeAdded = &now
 		}
-		next = append(next, t)
+		b, err := json.Marshal(t)
+		if err != nil {
+			return node, fmt.Errorf("encode taint: %w", err)
+		}
+		next = append(next, b)
 	}
 	var patch struct {
 		Metadata struct {
@@ -95,15 +104,18 @@ func patchTaints(ctx context.Context, client kubernetes.Interface, node *corev1.
 			ResourceVersion string `json:"resourceVersion"`
 		} `json:"metadata"`
 		Spec struct {
-			Taints []corev1.Taint `json:"taints"` // null removes the field
+			Taints []json.RawMessage `json:"taints"` // null removes the field
 		} `json:"spec"`
 	}
 	patch.Metadata.ResourceVersion, patch.Spec.Taints = node.ResourceVersion, next
+	if len(next) == 0 {
+		patch.Spec.Taints = nil
+	}
 	body, err := json.Marshal(patch)
 	if err != nil {
 		return node, fmt.Errorf("encode taints: %w", err)
 	}
-	res, err := client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: FieldManager})
+	res, err := client.MergePatchNode(ctx, node.Name, body, FieldManager)
 	if err != nil {
 		return node, fmt.Errorf("patch taints of node %s: %w", node.Name, err)
 	}

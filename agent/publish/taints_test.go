@@ -11,10 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/test/kube"
 )
 
@@ -82,7 +82,7 @@ func gpuCondition(status nodestatus.Status, reason, msg string) nodestatus.Condi
 func TestHealthTaint(t *testing.T) {
 	const node = "health-taint"
 	createTaintedNode(t, node)
-	p := start(t, cluster.Admin, node)
+	p := start(t, cluster.AdminKube, node)
 	keys := []string{healthTaintKey}
 	unhealthy := gpuCondition(nodestatus.False, "XIDCritical", "1 of 8 GPUs unhealthy: GPU 2 (GPU-2): XID 79 at 2026-03-04T05:06:07Z")
 	taint := nodestatus.Taint{Key: healthTaintKey, Value: "XIDCritical", Effect: "NoSchedule"}
@@ -97,7 +97,7 @@ func TestHealthTaint(t *testing.T) {
 		}
 		return hasEvent(node, "XIDCritical", "GPUHealthy is False: 1 of 8 GPUs unhealthy: GPU 2")
 	})
-	if owned, _ := OwnedLabels(getNode(t, node)); !owned.Equal(gpuLabels()) {
+	if owned, _ := OwnedLabels(kubeNode(t, node)); !owned.Equal(gpuLabels()) {
 		t.Errorf("labels owned beside the taint: %v", owned)
 	}
 	if !strings.Contains(p.logs.String(), "taint set") {
@@ -173,7 +173,7 @@ func TestHealthTaint(t *testing.T) {
 	p.Set(want)
 	eventually(t, "taint back", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
 	p.stop()
-	nl, nc, err := Cleanup(context.Background(), cluster.Admin, node, healthTaintKey)
+	nl, nc, err := Cleanup(context.Background(), cluster.AdminKube, node, healthTaintKey)
 	if err != nil || nl != len(gpuLabels()) || nc != 2 {
 		t.Fatalf("Cleanup removed %d labels, %d conditions: %v", nl, nc, err)
 	}
@@ -191,16 +191,16 @@ func TestHealthTaint(t *testing.T) {
 func TestHealthTaintRace(t *testing.T) {
 	const node = "health-taint-race"
 	createTaintedNode(t, node)
-	stale := getNode(t, node)
+	stale := kubeNode(t, node)
 	operator := corev1.Taint{Key: "team.example.com/drain", Effect: corev1.TaintEffectNoSchedule}
 	setTaints(t, node, "kubectl-taint", gpuTaint, maintenanceTaint, operator)
 
 	taint := nodestatus.Taint{Key: healthTaintKey, Value: "NVLinkDown", Effect: "NoSchedule"}
-	_, err := patchTaints(context.Background(), cluster.Admin, stale, []string{healthTaintKey}, []nodestatus.Taint{taint}, metav1.Now())
-	if !apierrors.IsConflict(err) {
+	_, err := patchTaints(context.Background(), cluster.AdminKube, stale, []string{healthTaintKey}, []nodestatus.Taint{taint}, kubeapi.NewTime(time.Now()))
+	if !kubeapi.IsConflict(err) {
 		t.Fatalf("patch on a stale read: %v, want a conflict", err)
 	}
-	p := New(Options{Client: cluster.Admin, Node: node, Logger: slog.New(slog.DiscardHandler), EventNamespace: "default"})
+	p := New(Options{Client: cluster.AdminKube, Node: node, Logger: slog.New(slog.DiscardHandler), EventNamespace: "default"})
 	got, err := p.syncTaints(context.Background(), stale, Desired{Taints: []nodestatus.Taint{taint}, TaintKeys: []string{healthTaintKey}})
 	if err != nil {
 		t.Fatal(err)
@@ -230,13 +230,13 @@ func TestHealthTaintRace(t *testing.T) {
 	if err := hasTaints(fresh, notReady)(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.syncTaints(context.Background(), getNode(t, fresh), Desired{Taints: []nodestatus.Taint{taint}, TaintKeys: []string{healthTaintKey}}); err != nil {
+	if _, err := p.syncTaints(context.Background(), kubeNode(t, fresh), Desired{Taints: []nodestatus.Taint{taint}, TaintKeys: []string{healthTaintKey}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := hasTaints(fresh, notReady, agentTaint)(); err != nil {
 		t.Error(err)
 	}
-	if _, err := p.syncTaints(context.Background(), getNode(t, fresh), Desired{TaintKeys: []string{healthTaintKey}}); err != nil {
+	if _, err := p.syncTaints(context.Background(), kubeNode(t, fresh), Desired{TaintKeys: []string{healthTaintKey}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := hasTaints(fresh, notReady)(); err != nil {
@@ -245,7 +245,7 @@ func TestHealthTaintRace(t *testing.T) {
 	// Ready now: the agent's taint alone, then none.
 	setTaints(t, fresh, "node-controller")
 	for _, want := range [][]nodestatus.Taint{{taint}, nil} {
-		if _, err := p.syncTaints(context.Background(), getNode(t, fresh), Desired{Taints: want, TaintKeys: []string{healthTaintKey}}); err != nil {
+		if _, err := p.syncTaints(context.Background(), kubeNode(t, fresh), Desired{Taints: want, TaintKeys: []string{healthTaintKey}}); err != nil {
 			t.Fatal(err)
 		}
 		if got := getNode(t, fresh).Spec.Taints; len(got) != len(want) {
@@ -264,7 +264,7 @@ func TestSortTaints(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("sortTaints = %v", got)
 	}
-	n := &corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{gpuTaint, {Key: "k", Value: "v", Effect: "NoSchedule", TimeAdded: &metav1.Time{}}}}}
+	n := &kubeapi.Node{Spec: kubeapi.NodeSpec{Taints: []kubeapi.Taint{{Key: gpuTaint.Key, Value: gpuTaint.Value, Effect: string(gpuTaint.Effect)}, {Key: "k", Value: "v", Effect: "NoSchedule", TimeAdded: &kubeapi.Time{}}}}}
 	if got := managedTaints(n, []string{"k"}); !slices.Equal(got, []nodestatus.Taint{{Key: "k", Value: "v", Effect: "NoSchedule"}}) {
 		t.Errorf("managedTaints = %v", got)
 	}

@@ -3,6 +3,7 @@ package publish
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,11 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/gpunode/gpunode/agent/labels"
+	"github.com/gpunode/gpunode/kubeapi"
 )
 
 func TestBackoff(t *testing.T) {
@@ -46,24 +45,21 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestConflictKeys(t *testing.T) {
-	err := &apierrors.StatusError{ErrStatus: metav1.Status{
-		Status: metav1.StatusFailure, Code: 409, Reason: metav1.StatusReasonConflict,
-		Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{
-			{Type: metav1.CauseTypeFieldManagerConflict, Message: `conflict with "nfd-master" using v1`, Field: ".metadata.labels.nvidia.com/gpu.product"},
-			{Type: metav1.CauseTypeFieldManagerConflict, Message: `conflict with "kubectl-label"`, Field: ".metadata.labels.gpunode.dev/gpu.count"},
-			{Type: metav1.CauseTypeFieldManagerConflict, Message: "garbled", Field: ".metadata.labels.a.io/b"},
-			{Type: metav1.CauseTypeFieldManagerConflict, Message: `conflict with "x"`, Field: ".spec.taints"},
-			{Type: metav1.CauseTypeFieldValueInvalid, Field: ".metadata.labels.c.io/d"},
-		}},
-	}}
+	err := fmt.Errorf("apply: %w", &kubeapi.StatusError{Code: 409, Reason: "Conflict", Causes: []kubeapi.StatusCause{
+		{Type: "FieldManagerConflict", Message: `conflict with "nfd-master" using v1`, Field: ".metadata.labels.nvidia.com/gpu.product"},
+		{Type: "FieldManagerConflict", Message: `conflict with "kubectl-label"`, Field: ".metadata.labels.gpunode.dev/gpu.count"},
+		{Type: "FieldManagerConflict", Message: "garbled", Field: ".metadata.labels.a.io/b"},
+		{Type: "FieldManagerConflict", Message: `conflict with "x"`, Field: ".spec.taints"},
+		{Type: "FieldValueInvalid", Field: ".metadata.labels.c.io/d"},
+	}})
 	keys, managers := conflictKeys(err)
 	if strings.Join(keys, " ") != "nvidia.com/gpu.product gpunode.dev/gpu.count a.io/b" || strings.Join(managers, " ") != "nfd-master kubectl-label unknown" {
 		t.Errorf("keys %q managers %q", keys, managers)
 	}
 	for _, e := range []error{
 		errors.New("plain"),
-		apierrors.NewConflict(schema.GroupResource{Resource: "nodes"}, "n", errors.New("uid mismatch")),
-		apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, "n"),
+		&kubeapi.StatusError{Code: 409, Reason: "Conflict", Message: "uid mismatch"},
+		&kubeapi.StatusError{Code: 404, Reason: "NotFound", Causes: []kubeapi.StatusCause{{Type: "FieldManagerConflict", Field: ".metadata.labels.a.io/b"}}},
 	} {
 		if k, _ := conflictKeys(e); len(k) != 0 {
 			t.Errorf("%v: keys %v", e, k)

@@ -114,14 +114,18 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	if !strings.Contains(errOut.String(), `"node":"cli-node"`) || !strings.Contains(errOut.String(), `"conditions":3`) {
 		t.Errorf("cleanup log: %s", errOut.String())
 	}
-	// client-go logs through klog, which run routed to our JSON logger.
+	// apimachinery logs through klog, which run routed to our JSON logger.
 	klog.InfoS("from klog", "component", "client-go")
 	klog.Flush()
 	if !strings.Contains(errOut.String(), `"msg":"from klog","component":"client-go"`) {
 		t.Errorf("klog output not in the agent's log: %s", errOut.String())
 	}
 	n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if owned, _ := publish.OwnedLabels(n); len(owned) != 0 || len(n.Status.Conditions) != 0 || n.Labels["kubernetes.io/hostname"] != node {
+	kn, err := c.AdminKube.GetNode(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owned, _ := publish.OwnedLabels(kn); len(owned) != 0 || len(n.Status.Conditions) != 0 || n.Labels["kubernetes.io/hostname"] != node {
 		t.Errorf("after cleanup: owned %v, conditions %v, labels %v", owned, n.Status.Conditions, n.Labels)
 	}
 	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "nvidia.com/gpu" {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/coreos/go-systemd/v22/daemon"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/gpunode/gpunode/agent"
@@ -26,6 +25,7 @@ import (
 	"github.com/gpunode/gpunode/agent/publish"
 	"github.com/gpunode/gpunode/agent/report"
 	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/sim"
 )
 
@@ -157,7 +157,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	lvl, _ := config.ParseLevel(cfg.Log.Level) // validated by load
 	level.Set(lvl)
 	logger := newLogger(stderr, cfg.Log.Format, level)
-	// client-go logs through klog; send it to our logger.
+	// apimachinery (label selector parsing) logs through klog; send it to our logger.
 	klog.SetSlogLogger(logger)
 
 	if cmd == cleanupCmd.FullCommand() {
@@ -337,12 +337,8 @@ func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, l
 	return 0
 }
 
-func kubeClient(cfg config.Config) (kubernetes.Interface, error) {
-	rc, err := publish.RESTConfig(cfg.Publish.Kubeconfig, cfg.Publish.RequestTimeout, "gpunode-agent/"+version)
-	if err != nil {
-		return nil, err
-	}
-	return publish.NewClient(rc)
+func kubeClient(cfg config.Config) (*kubeapi.Client, error) {
+	return publish.NewClient(cfg.Publish.Kubeconfig, cfg.Publish.RequestTimeout, "gpunode-agent/"+version)
 }
 
 // cleanup removes what the agent owns on its Node (or on every Node) and

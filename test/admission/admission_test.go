@@ -38,6 +38,7 @@ import (
 	"github.com/gpunode/gpunode/agent/labels"
 	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/agent/publish"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/test/kube"
 	"github.com/gpunode/gpunode/test/tools"
 )
@@ -122,6 +123,8 @@ func create(t *testing.T, c *kube.Cluster, objs []*unstructured.Unstructured) {
 type setup struct {
 	c     *kube.Cluster
 	agent kubernetes.Interface // the agent's service account, token bound to a Pod on node A
+	// agentKube is the same identity in the agent's own client.
+	agentKube *kubeapi.Client
 }
 
 func start(t *testing.T) *setup {
@@ -178,7 +181,11 @@ func start(t *testing.T) *setup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &setup{c: c, agent: agent}
+	agentKube, err := c.Kube(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &setup{c: c, agent: agent, agentKube: agentKube}
 	// The policy is enforced once the apiserver has loaded and compiled it.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -191,7 +198,7 @@ func start(t *testing.T) *setup {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, _, err := publish.Cleanup(ctx, c.Admin, nodeB); err != nil { // undo what got through before
+	if _, _, err := publish.Cleanup(ctx, c.AdminKube, nodeB); err != nil { // undo what got through before
 		t.Fatal(err)
 	}
 	return s
@@ -259,7 +266,7 @@ func TestAdmissionPolicy(t *testing.T) {
 
 	// The real publisher, with the agent's token, on its own node: labels,
 	// conditions, the health taint and events.
-	p := publish.New(publish.Options{Client: s.agent, Node: nodeA, Resync: 100 * time.Millisecond,
+	p := publish.New(publish.Options{Client: s.agentKube, Node: nodeA, Resync: 100 * time.Millisecond,
 		BackoffInitial: 50 * time.Millisecond, BackoffMax: time.Second, EventNamespace: "default",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	runCtx, cancel := context.WithCancel(ctx)
@@ -275,7 +282,11 @@ func TestAdmissionPolicy(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		owned, _ := publish.OwnedLabels(n)
+		kn, err := s.agentKube.GetNode(ctx, nodeA)
+		if err != nil {
+			return err
+		}
+		owned, _ := publish.OwnedLabels(kn)
 		if !owned.Equal(want) || len(n.Status.Conditions) != 3 {
 			return fmt.Errorf("labels %v, conditions %v", owned, n.Status.Conditions)
 		}
@@ -393,7 +404,7 @@ func TestAdmissionPolicy(t *testing.T) {
 	})
 	t.Run("cleanup", func(t *testing.T) {
 		// The agent cleans its own node, its taint included...
-		if _, _, err := publish.Cleanup(ctx, s.agent, nodeA, healthTaintKey); err != nil {
+		if _, _, err := publish.Cleanup(ctx, s.agentKube, nodeA, healthTaintKey); err != nil {
 			t.Fatalf("cleanup as the agent: %v", err)
 		}
 		n, _ := s.c.Admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
@@ -415,7 +426,10 @@ func TestAdmissionPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hook, _ := kubernetes.NewForConfig(s.c.Config(tr.Status.Token))
+		hook, err := s.c.Kube(tr.Status.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var cleaned []string
 		if err := publish.CleanupAll(ctx, hook, func(node string, _, _ int) { cleaned = append(cleaned, node) }, healthTaintKey); err != nil {
 			t.Fatalf("cleanup --all-nodes as the hook: %v", err)

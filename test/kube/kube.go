@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/test/tools"
 )
 
@@ -51,6 +52,8 @@ type Cluster struct {
 	// Admin is a client in group system:masters; AdminConfig its config.
 	Admin       kubernetes.Interface
 	AdminConfig *rest.Config
+	// AdminKube is the same admin as the agent's own client.
+	AdminKube *kubeapi.Client
 
 	dir, apiserverBin, etcdBin  string
 	caPEM                       []byte
@@ -105,6 +108,10 @@ func Start(ctx context.Context, dir string, o Options) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
+	if c.AdminKube, err = c.Kube(adminToken); err != nil {
+		c.Stop()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -134,6 +141,14 @@ func (c *Cluster) Config(token string) *rest.Config {
 		UserAgent:       "gpunode-test",
 		QPS:             -1, // no client-side rate limit for the test's own client
 	}
+}
+
+// Kube returns the agent's kind of client (kubeapi) for a bearer token.
+func (c *Cluster) Kube(token string) (*kubeapi.Client, error) { return kubeapi.New(c.KubeConfig(token)) }
+
+// KubeConfig is Kube's configuration, to change before kubeapi.New.
+func (c *Cluster) KubeConfig(token string) *kubeapi.Config {
+	return &kubeapi.Config{Host: c.URL, BearerToken: token, TLS: kubeapi.TLSConfig{CAData: c.caPEM}, UserAgent: "gpunode-test", QPS: -1}
 }
 
 // Dir is where the cluster keeps its files and logs.
