@@ -144,7 +144,9 @@ func (c *Cluster) Config(token string) *rest.Config {
 }
 
 // Kube returns the agent's kind of client (kubeapi) for a bearer token.
-func (c *Cluster) Kube(token string) (*kubeapi.Client, error) { return kubeapi.New(c.KubeConfig(token)) }
+func (c *Cluster) Kube(token string) (*kubeapi.Client, error) {
+	return kubeapi.New(c.KubeConfig(token))
+}
 
 // KubeConfig is Kube's configuration, to change before kubeapi.New.
 func (c *Cluster) KubeConfig(token string) *kubeapi.Config {
