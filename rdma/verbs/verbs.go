@@ -51,25 +51,37 @@ func Load() error {
 	return nil
 }
 
-// Devices lists the verbs devices by name. With no kernel support it
-// returns ErrNoKernelSupport; with none present, an empty list and nil.
-func Devices() ([]string, error) {
+// deviceList is the verbs device list (ibv_get_device_list) for use,
+// freed when use returns.
+func deviceList(use func(devs []*C.struct_ibv_device) error) error {
 	if err := Load(); err != nil {
-		return nil, err
+		return err
 	}
 	var n, errnum C.int
 	list := C.gn_device_list(&n, &errnum)
 	if list == nil {
 		if syscall.Errno(errnum) == syscall.ENOSYS {
-			return nil, ErrNoKernelSupport
+			return ErrNoKernelSupport
 		}
-		return nil, fmt.Errorf("ibv_get_device_list: %w", syscall.Errno(errnum))
+		return fmt.Errorf("ibv_get_device_list: %w", syscall.Errno(errnum))
 	}
 	defer C.gn_free_device_list(list)
-	devs := unsafe.Slice(list, int(n))
-	names := make([]string, 0, len(devs))
-	for _, d := range devs {
-		names = append(names, C.GoString(C.gn_device_name(d)))
+	return use(unsafe.Slice(list, int(n)))
+}
+
+// Devices lists the verbs devices by name. With no kernel support it
+// returns ErrNoKernelSupport; with none present, an empty list and nil.
+func Devices() ([]string, error) {
+	var names []string
+	err := deviceList(func(devs []*C.struct_ibv_device) error {
+		names = make([]string, 0, len(devs))
+		for _, d := range devs {
+			names = append(names, C.GoString(C.gn_device_name(d)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return names, nil
 }
@@ -82,32 +94,28 @@ type Device struct {
 
 // OpenDevice opens the named device.
 func OpenDevice(name string) (*Device, error) {
-	if err := Load(); err != nil {
+	var dev *Device
+	err := deviceList(func(devs []*C.struct_ibv_device) error {
+		for _, d := range devs {
+			if C.GoString(C.gn_device_name(d)) != name {
+				continue
+			}
+			ctx, err := C.gn_open_device(d)
+			if ctx == nil {
+				return fmt.Errorf("ibv_open_device %s: %w", name, errnoOr(err))
+			}
+			dev = &Device{name: name, ctx: ctx}
+			return nil
+		}
+		if len(devs) == 0 {
+			return fmt.Errorf("open %s: %w", name, ErrNoDevices)
+		}
+		return fmt.Errorf("open %s: no such verbs device", name)
+	})
+	if err != nil {
 		return nil, err
 	}
-	var n, errnum C.int
-	list := C.gn_device_list(&n, &errnum)
-	if list == nil {
-		if syscall.Errno(errnum) == syscall.ENOSYS {
-			return nil, ErrNoKernelSupport
-		}
-		return nil, fmt.Errorf("ibv_get_device_list: %w", syscall.Errno(errnum))
-	}
-	defer C.gn_free_device_list(list)
-	for _, d := range unsafe.Slice(list, int(n)) {
-		if C.GoString(C.gn_device_name(d)) != name {
-			continue
-		}
-		ctx, err := C.gn_open_device(d)
-		if ctx == nil {
-			return nil, fmt.Errorf("ibv_open_device %s: %w", name, errnoOr(err))
-		}
-		return &Device{name: name, ctx: ctx}, nil
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("open %s: %w", name, ErrNoDevices)
-	}
-	return nil, fmt.Errorf("open %s: no such verbs device", name)
+	return dev, nil
 }
 
 func errnoOr(err error) error {
