@@ -269,18 +269,29 @@ func cstr(p *C.char, n int) string {
 	return strings.TrimSpace(string(b))
 }
 
+// identity reads what names a GPU on every series: its PCI bus ID, UUID
+// and ASIC info (nil when unreadable).
+func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID, uuid string, asic *C.amdsmi_asic_info_t) {
+	var bdf C.uint64_t
+	if call(errs, "amdsmi_get_gpu_device_bdf", C.smi_bdf(b.lib, h, &bdf)) {
+		pciBusID = busID(uint64(bdf))
+	}
+	var id [C.AMDSMI_GPU_UUID_SIZE + 2]C.char
+	if call(errs, "amdsmi_get_gpu_device_uuid", C.smi_uuid(b.lib, h, &id[0], C.uint(len(id)))) {
+		uuid = cstr(&id[0], len(id))
+	}
+	var info C.amdsmi_asic_info_t
+	if call(errs, "amdsmi_get_gpu_asic_info", C.smi_asic(b.lib, h, &info)) {
+		asic = &info
+	}
+	return pciBusID, uuid, asic
+}
+
 func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driver string, errs []error) {
 	d = gpu.Device{Index: i, Vendor: gpu.AMD, NUMANode: -1}
-	var bdf C.uint64_t
-	if call(&errs, "amdsmi_get_gpu_device_bdf", C.smi_bdf(b.lib, h, &bdf)) {
-		d.PCIBusID = busID(uint64(bdf))
-	}
-	var uuid [C.AMDSMI_GPU_UUID_SIZE + 2]C.char
-	if call(&errs, "amdsmi_get_gpu_device_uuid", C.smi_uuid(b.lib, h, &uuid[0], C.uint(len(uuid)))) {
-		d.UUID = cstr(&uuid[0], len(uuid))
-	}
-	var asic C.amdsmi_asic_info_t
-	if call(&errs, "amdsmi_get_gpu_asic_info", C.smi_asic(b.lib, h, &asic)) {
+	var asic *C.amdsmi_asic_info_t
+	d.PCIBusID, d.UUID, asic = b.identity(h, &errs)
+	if asic != nil {
 		d.PCIDeviceID = fmt.Sprintf("0x%04x", uint64(asic.device_id)&0xffff)
 		d.Product = cstr(&asic.market_name[0], len(asic.market_name))
 		if product, arch, ok := amdgpu.ModelOf(d.PCIDeviceID); ok {

@@ -56,16 +56,9 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 func (b *Backend) sampleGPU(i int, h C.amdsmi_processor_handle) gpu.Sample {
 	var errs []error
 	s := gpu.Sample{Index: i, Time: b.now(), Up: true}
-	var bdf C.uint64_t
-	if call(&errs, "amdsmi_get_gpu_device_bdf", C.smi_bdf(b.lib, h, &bdf)) {
-		s.PCIBusID = busID(uint64(bdf))
-	}
-	var uuid [C.AMDSMI_GPU_UUID_SIZE + 2]C.char
-	if call(&errs, "amdsmi_get_gpu_device_uuid", C.smi_uuid(b.lib, h, &uuid[0], C.uint(len(uuid)))) {
-		s.UUID = cstr(&uuid[0], len(uuid))
-	}
-	var asic C.amdsmi_asic_info_t
-	if call(&errs, "amdsmi_get_gpu_asic_info", C.smi_asic(b.lib, h, &asic)) {
+	var asic *C.amdsmi_asic_info_t
+	s.PCIBusID, s.UUID, asic = b.identity(h, &errs)
+	if asic != nil {
 		s.Product = cstr(&asic.market_name[0], len(asic.market_name))
 	}
 	if len(errs) > 0 && s.PCIBusID == "" {
