@@ -39,20 +39,7 @@ func TestPrometheusScrapesMI300X(t *testing.T) {
 		}
 	}
 
-	expr := fmt.Sprintf(`abs(rate(gpunode_gpu_energy_joules_total[%[1]s]) - avg_over_time(gpunode_gpu_power_watts[%[1]s]))
-		/ avg_over_time(gpunode_gpu_power_watts[%[1]s])`, window)
-	v := prom.query(t, expr)
-	if len(v) != 8 {
-		t.Fatalf("%d GPUs in %s", len(v), expr)
-	}
-	worst := 0.0
-	for _, s := range v {
-		worst = max(worst, float64(s.Value))
-		if !(s.Value <= 0.08) {
-			t.Errorf("GPU %s: energy rate off the power by %.1f%%", s.Metric["gpu"], 100*s.Value)
-		}
-	}
-	t.Logf("rate(energy) within %.2f%% of power on all 8 MI300X", 100*worst)
+	energyRateIsPower(t, prom, 8)
 
 	// Every peer link reads 24 GB/s and writes 22 GB/s in the simulation.
 	for metric, perLink := range map[string]float64{

@@ -45,13 +45,7 @@ func agentBinary(t testing.TB) string {
 			agentErr = err
 			return
 		}
-		agentBin = filepath.Join(dir, "gpunode-agent")
-		cmd := exec.Command("go", "build", "-o", agentBin, "./cmd/gpunode-agent")
-		cmd.Dir = "../.."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("build the agent: %v\n%s", err, out)
-		}
+		agentBin, agentErr = tools.BuildAgent(dir)
 	})
 	if agentErr != nil {
 		t.Fatal(agentErr)

@@ -104,6 +104,26 @@ func single(t testing.TB, v model.Vector, what string) float64 {
 // true rate.
 const window = "15s"
 
+// energyRateIsPower checks that on each of the node's gpus the energy
+// counter's rate is the mean power over the window, within 8%.
+func energyRateIsPower(t *testing.T, prom *prometheus, gpus int) {
+	t.Helper()
+	expr := fmt.Sprintf(`abs(rate(gpunode_gpu_energy_joules_total[%[1]s]) - avg_over_time(gpunode_gpu_power_watts[%[1]s]))
+		/ avg_over_time(gpunode_gpu_power_watts[%[1]s])`, window)
+	v := prom.query(t, expr)
+	if len(v) != gpus {
+		t.Fatalf("%d GPUs in %s", len(v), expr)
+	}
+	worst := 0.0
+	for _, s := range v {
+		worst = max(worst, float64(s.Value))
+		if !(s.Value <= 0.08) { // NaN fails too
+			t.Errorf("GPU %s: energy rate off the mean power by %.1f%%", s.Metric["gpu"], 100*s.Value)
+		}
+	}
+	t.Logf("rate(energy) within %.2f%% of avg_over_time(power) on all %d GPUs", 100*worst, gpus)
+}
+
 // A real Prometheus scrapes the agent on a simulated DGX H100: the series
 // are there, counters behave under rate() (the energy counter's rate is
 // the power gauge, the RDMA byte counters' rates are the simulated
@@ -147,22 +167,7 @@ func TestPrometheusScrapesASimulatedNode(t *testing.T) {
 		}
 	})
 
-	t.Run("energy rate is power", func(t *testing.T) {
-		expr := fmt.Sprintf(`abs(rate(gpunode_gpu_energy_joules_total[%[1]s]) - avg_over_time(gpunode_gpu_power_watts[%[1]s]))
-			/ avg_over_time(gpunode_gpu_power_watts[%[1]s])`, window)
-		v := prom.query(t, expr)
-		if len(v) != 8 {
-			t.Fatalf("%d GPUs in %s", len(v), expr)
-		}
-		worst := 0.0
-		for _, s := range v {
-			worst = max(worst, float64(s.Value))
-			if !(s.Value <= 0.08) { // NaN fails too
-				t.Errorf("GPU %s: energy rate off the mean power by %.1f%%", s.Metric["gpu"], 100*s.Value)
-			}
-		}
-		t.Logf("rate(energy) within %.2f%% of avg_over_time(power) on all 8 GPUs", 100*worst)
-	})
+	t.Run("energy rate is power", func(t *testing.T) { energyRateIsPower(t, prom, 8) })
 
 	t.Run("rdma rates are the traffic", func(t *testing.T) {
 		n, err := sim.Build("dgx-h100-ib", shmDir(t))

@@ -37,6 +37,18 @@ func CacheDir() (string, error) {
 	return filepath.Join(d, "gpunode"), nil
 }
 
+// BuildAgent builds gpunode-agent from this checkout into dir as the
+// Makefile does (cgo, dynamically linked) and returns its path.
+func BuildAgent(dir string) (string, error) {
+	bin := filepath.Join(dir, "gpunode-agent")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/gpunode/gpunode/cmd/gpunode-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the agent: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
 // Helm returns the path of helm HelmVersion, installing it if needed.
 func Helm() (string, error) {
 	return install("helm", HelmVersion, func(dir string) error {

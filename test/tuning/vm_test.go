@@ -9,7 +9,6 @@ import (
 
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,20 +18,18 @@ import (
 	"time"
 
 	"github.com/gpunode/gpunode/internal/cpuset"
+	"github.com/gpunode/gpunode/test/tools"
 	"github.com/gpunode/gpunode/test/vm"
 	"github.com/gpunode/gpunode/tuning"
 )
 
-// buildAgent builds gpunode-agent as the Makefile does (cgo, dynamically
-// linked); the VM gets it with its shared libraries.
+// buildAgent builds gpunode-agent; the VM gets it with its shared
+// libraries.
 func buildAgent(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gpunode-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/gpunode-agent")
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := tools.BuildAgent(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
