@@ -44,11 +44,6 @@ type simTarget struct{ node, addr string }
 // job gpunode-agent, and evaluates rules (a rules file path, or "").
 func startPrometheusWithNodes(t *testing.T, rules string, targets ...simTarget) *prometheus {
 	t.Helper()
-	bin, err := tools.Prometheus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
 	var cfg strings.Builder
 	cfg.WriteString("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n")
 	if rules != "" {
@@ -58,15 +53,7 @@ func startPrometheusWithNodes(t *testing.T, rules string, targets ...simTarget) 
 	for _, tg := range targets {
 		fmt.Fprintf(&cfg, "      - targets: [%q]\n        labels: {node: %q}\n", tg.addr, tg.node)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	port := freePort(t)
-	p := start(t, "prometheus", bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port))
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitHTTP(t, url+"/-/ready", 30*time.Second)
-	return &prometheus{process: p, url: url}
+	return runPrometheus(t, cfg.String())
 }
 
 // chartRules renders the chart's alert rules with helm into a Prometheus

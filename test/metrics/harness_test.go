@@ -199,11 +199,6 @@ type prometheus struct {
 
 func startPrometheus(t testing.TB, targets ...string) *prometheus {
 	t.Helper()
-	bin, err := tools.Prometheus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
 	var quoted []string
 	for _, tg := range targets {
 		quoted = append(quoted, fmt.Sprintf("%q", tg))
@@ -217,6 +212,18 @@ scrape_configs:
     static_configs:
       - targets: [%s]
 `, strings.Join(quoted, ", "))
+	return runPrometheus(t, cfg)
+}
+
+// runPrometheus starts Prometheus with the configuration cfg on a free
+// loopback port and waits until it is ready.
+func runPrometheus(t testing.TB, cfg string) *prometheus {
+	t.Helper()
+	bin, err := tools.Prometheus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
