@@ -65,7 +65,7 @@ type execCredential struct {
 		ClientCertificateData string `json:"clientCertificateData"`
 		ClientKeyData         string `json:"clientKeyData"`
 		ExpirationTimestamp   *Time  `json:"expirationTimestamp"`
-	} `json:"status,omitempty"`
+	} `json:"status"`
 }
 
 func (e *execCredentials) get(ctx context.Context) (string, *tls.Certificate, error) {
@@ -91,15 +91,11 @@ func (e *execCredentials) run(ctx context.Context) error {
 	if e.cfg.InteractiveMode == "Always" {
 		return fmt.Errorf("exec plugin %s needs a terminal (interactiveMode Always)", e.cfg.Command)
 	}
-	info := execCredential{APIVersion: e.cfg.APIVersion, Kind: "ExecCredential"}
 	spec := map[string]any{"interactive": false}
 	if e.cfg.cluster != nil {
 		spec["cluster"] = e.cfg.cluster
 	}
-	infoJSON, err := json.Marshal(struct {
-		execCredential
-		Spec map[string]any `json:"spec"`
-	}{info, spec})
+	infoJSON, err := json.Marshal(map[string]any{"apiVersion": e.cfg.APIVersion, "kind": "ExecCredential", "spec": spec})
 	if err != nil {
 		return err
 	}

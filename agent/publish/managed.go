@@ -138,18 +138,12 @@ func ownedConditions(node *kubeapi.Node) (map[string]ownedCondition, error) {
 func managerOf(node *kubeapi.Node, key string) []string {
 	var names []string
 	for _, mf := range node.ManagedFields {
-		if mf.Manager == FieldManager || len(mf.FieldsV1) == 0 {
+		var set fieldSet
+		if mf.Manager == FieldManager || json.Unmarshal(mf.FieldsV1, &set) != nil {
 			continue
 		}
-		var f struct {
-			Metadata struct {
-				Labels map[string]json.RawMessage `json:"f:labels"`
-			} `json:"f:metadata"`
-		}
-		if json.Unmarshal(mf.FieldsV1, &f) == nil {
-			if _, ok := f.Metadata.Labels["f:"+key]; ok {
-				names = append(names, mf.Manager)
-			}
+		if l, err := set.sub("f:metadata", "f:labels"); err == nil && l.has(key) {
+			names = append(names, mf.Manager)
 		}
 	}
 	return names

@@ -71,7 +71,7 @@ func managedTaints(node *kubeapi.Node, keys []string) []nodestatus.Taint {
 func patchTaints(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node, keys []string, want []nodestatus.Taint, now kubeapi.Time) (*kubeapi.Node, error) {
 	// Other managers' taints go back exactly as read, fields this agent
 	// does not know included.
-	next := []json.RawMessage{}
+	var next []json.RawMessage
 	for _, t := range node.Spec.Taints {
 		if slices.Contains(keys, t.Key) {
 			continue
@@ -108,9 +108,6 @@ func patchTaints(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node
 		} `json:"spec"`
 	}
 	patch.Metadata.ResourceVersion, patch.Spec.Taints = node.ResourceVersion, next
-	if len(next) == 0 {
-		patch.Spec.Taints = nil
-	}
 	body, err := json.Marshal(patch)
 	if err != nil {
 		return node, fmt.Errorf("encode taints: %w", err)
