@@ -12,21 +12,21 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/publish"
-	"github.com/gpunode/gpunode/agent/report"
-	"github.com/gpunode/gpunode/agent/snapshot"
-	"github.com/gpunode/gpunode/agent/verify"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/kubeapi"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/publish"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/report"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
 	"github.com/gpunode/gpunode/tuning"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // Options configure the daemon. Everything the daemon touches comes in

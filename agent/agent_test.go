@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
 )
 

@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/amdgpu"
 	"github.com/gpunode/gpunode/gpu/amdsmi"

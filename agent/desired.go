@@ -4,10 +4,10 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/publish"
-	"github.com/gpunode/gpunode/telemetry/health"
+	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/health"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/publish"
 )
 
 // desiredNode is what the publisher gets, merged from producers in two

@@ -6,10 +6,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/publish"
+	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/publish"
 )
 
 // recorder keeps what a desiredNode hands the publisher.

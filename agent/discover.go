@@ -9,11 +9,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/topology"
 	"github.com/gpunode/gpunode/tuning"
 )

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/report"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/report"
 )
 
 // A simulated DGX with broken files in several sources: every problem is

@@ -14,14 +14,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/publish"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/publish"
 	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/test/kube"
 )
@@ -35,7 +35,7 @@ import (
 //
 // A pending row remap clears when the GPU is reset, so it shows the way
 // back: condition True, taint removed. A critical XID is sticky until the
-// agent restarts (telemetry/health), so that taint is lifted by disabling
+// agent restarts (health), so that taint is lifted by disabling
 // it in the configuration and reloading, and by cleanup.
 func TestGPUHealthPublished(t *testing.T) {
 	c := testCluster(t)

@@ -8,11 +8,11 @@ import (
 	"net"
 	"sync"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
 )

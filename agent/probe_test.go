@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
+	"github.com/gpunode/gpunode/nodestatus"
 )
 
 // On this machine (no RDMA in the kernel) the probe loop keeps running,

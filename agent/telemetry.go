@@ -4,8 +4,8 @@ import (
 	"context"
 	"sync"
 
-	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/telemetry"
 )

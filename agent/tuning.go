@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/snapshot"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/tuning"
 )
 

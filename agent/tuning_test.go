@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/tuning"
 )
 

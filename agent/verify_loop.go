@@ -3,9 +3,9 @@ package agent
 import (
 	"slices"
 
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/snapshot"
-	"github.com/gpunode/gpunode/agent/verify"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/snapshot"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // verifyNode runs node verification on a new snapshot, keeps the report

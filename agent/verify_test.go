@@ -9,8 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/nodestatus"
 )
 
 // The daemon on the degraded DGX, publishing to a real apiserver with the

@@ -5,8 +5,8 @@ package exporters
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/snapshot"
 )
 
 // BuildInfo identifies the running binary.

@@ -7,8 +7,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/snapshot"
 )
 
 // BenchmarkHandler is one scrape of a simulated DGX H100's /metrics through

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/gpunode/gpunode/agent"
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/amdgpu"
@@ -26,6 +25,7 @@ import (
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/sim"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
 	"github.com/gpunode/gpunode/test/tools"
 )

@@ -5,9 +5,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/podresources"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
 )
 

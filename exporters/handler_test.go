@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/snapshot"
 )
 
 func scrapeHandler(t *testing.T, h http.Handler, accept, encoding string) (*http.Response, []byte) {

@@ -5,8 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
 )
 

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/snapshot"
 )
 
 func testSnapshot() *snapshot.Snapshot {

@@ -3,7 +3,7 @@ package exporters
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gpunode/gpunode/agent/verify"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // verifyCollector exports the latest node verification.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/gpunode/gpunode/agent/verify"
+	"github.com/gpunode/gpunode/verify"
 )
 
 func TestVerifyCollector(t *testing.T) {

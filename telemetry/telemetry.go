@@ -17,13 +17,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/health"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/rdma"
-	"github.com/gpunode/gpunode/telemetry/health"
 )
 
 // Source names, as gpunode_source_up{source} reports them. GPU backends

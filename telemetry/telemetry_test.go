@@ -15,16 +15,16 @@ import (
 	"google.golang.org/grpc"
 	v1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/gpunode/gpunode/agent/nodestatus"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/health"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/sim"
-	"github.com/gpunode/gpunode/telemetry/health"
 )
 
 type clock struct {

@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
-	"github.com/gpunode/gpunode/agent/publish"
+	"github.com/gpunode/gpunode/publish"
 	"github.com/gpunode/gpunode/test/kube"
 )
 

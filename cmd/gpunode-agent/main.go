@@ -20,12 +20,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpunode/gpunode/agent"
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/publish"
-	"github.com/gpunode/gpunode/agent/report"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/kubeapi"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/publish"
+	"github.com/gpunode/gpunode/report"
 	"github.com/gpunode/gpunode/sim"
 )
 

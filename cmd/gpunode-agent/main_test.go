@@ -52,7 +52,7 @@ func TestInspectOutputs(t *testing.T) {
 	if code := run([]string{"--simulate=dgx-h100-ib", "inspect", "-o", "labels"}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	want, err := os.ReadFile("../../agent/report/testdata/dgx-h100-ib.labels")
+	want, err := os.ReadFile("../../report/testdata/dgx-h100-ib.labels")
 	if err != nil {
 		t.Fatal(err)
 	}

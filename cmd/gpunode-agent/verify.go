@@ -9,8 +9,8 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/gpunode/gpunode/agent"
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/verify"
+	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // verifyFlags are the flags of `verify`.

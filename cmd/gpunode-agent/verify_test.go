@@ -39,7 +39,7 @@ func TestVerifyGoldenAndConfig(t *testing.T) {
 	if code := run([]string{"--simulate=h100-roce-lossy", "verify", "-o", "json"}, &out, &errOut); code != 1 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	want, err := os.ReadFile("../../agent/verify/testdata/h100-roce-lossy.verify.json")
+	want, err := os.ReadFile("../../verify/testdata/h100-roce-lossy.verify.json")
 	if err != nil {
 		t.Fatal(err)
 	}

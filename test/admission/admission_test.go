@@ -35,10 +35,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
 
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/nodestatus"
-	"github.com/gpunode/gpunode/agent/publish"
 	"github.com/gpunode/gpunode/kubeapi"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/publish"
 	"github.com/gpunode/gpunode/test/kube"
 	"github.com/gpunode/gpunode/test/tools"
 )

@@ -9,9 +9,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/gpunode/gpunode/agent/config"
-	"github.com/gpunode/gpunode/agent/labels"
-	"github.com/gpunode/gpunode/agent/nodestatus"
+	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/nodestatus"
 )
 
 var quoted = regexp.MustCompile(`'([^']*)'`)

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
 
-	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/test/kube"
 )
 

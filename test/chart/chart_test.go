@@ -15,7 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/gpunode/gpunode/agent/config"
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/test/tools"
 )
 

@@ -26,9 +26,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpunode/gpunode/agent/snapshot"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/test/vm"
 )
 

@@ -1,0 +1,389 @@
+// Package config is the agent's configuration file: YAML, decoded strictly
+// (an unknown key is an error that names it), with defaults and validation.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gpunode/gpunode/health"
+)
+
+// DefaultListenAddress is clear of dcgm-exporter (9400), node_exporter (9100)
+// and AMD's device metrics exporter (5000), which often run beside us.
+const DefaultListenAddress = ":9835"
+
+// Config is the whole agent configuration. Field names are the YAML keys.
+type Config struct {
+	// HostRoot is where the host's "/" is mounted: "/" on a host, "/host" in a pod.
+	HostRoot string `yaml:"hostRoot"`
+	// NodeName is the Kubernetes Node the agent runs on; empty means
+	// standalone (nothing is published). Defaults to $NODE_NAME.
+	NodeName  string    `yaml:"nodeName"`
+	Discovery Discovery `yaml:"discovery"`
+	GPU       GPU       `yaml:"gpu"`
+	Labels    Labels    `yaml:"labels"`
+	Publish   Publish   `yaml:"publish"`
+	Metrics   Metrics   `yaml:"metrics"`
+	Log       Log       `yaml:"log"`
+	Tuning    Tuning    `yaml:"tuning"`
+	Verify    Verify    `yaml:"verify"`
+	Probe     Probe     `yaml:"probe"`
+}
+
+// Discovery controls the discovery loop.
+type Discovery struct {
+	// Interval between discoveries; hardware rarely changes, so minutes are fine.
+	Interval time.Duration `yaml:"interval"`
+	// SourceTimeout bounds each source (topology, rdma, nvml) per run.
+	SourceTimeout time.Duration `yaml:"sourceTimeout"`
+}
+
+// GPU selects GPU backends.
+type GPU struct {
+	NVML NVML `yaml:"nvml"`
+	AMD  AMD  `yaml:"amd"`
+}
+
+// AMD configures the AMD backends: AMD SMI (libamd_smi.so) when it loads,
+// else the amdgpu driver's sysfs.
+type AMD struct {
+	Enabled bool `yaml:"enabled"`
+	// LibraryPath overrides where libamd_smi.so is loaded from.
+	LibraryPath string `yaml:"libraryPath"`
+}
+
+// NVML configures the NVIDIA backend.
+type NVML struct {
+	Enabled bool `yaml:"enabled"`
+	// LibraryPath overrides where libnvidia-ml.so.1 is loaded from.
+	LibraryPath string `yaml:"libraryPath"`
+}
+
+// Labels configures the node labels the agent computes.
+type Labels struct {
+	// Domain is the prefix of the agent's own labels ("gpunode.dev").
+	Domain string    `yaml:"domain"`
+	Sets   LabelSets `yaml:"sets"`
+}
+
+// LabelSets switches the label sets on and off.
+type LabelSets struct {
+	GPUNode bool `yaml:"gpunode"` // the agent's own labels under the domain
+	LLMD    bool `yaml:"llm-d"`   // keys llm-d manifests select on
+	NVIDIA  bool `yaml:"nvidia"`  // GPU Feature Discovery compatible
+	AMD     bool `yaml:"amd"`     // AMD GPU node labeller compatible
+}
+
+// Publish configures how labels and conditions reach the Node (when
+// nodeName is set) and the optional NFD feature file.
+type Publish struct {
+	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, else the
+	// in-cluster service account.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Resync is how often the agent re-reads its Node (one GET) to repair
+	// labels someone removed; writes happen only on a difference.
+	Resync time.Duration `yaml:"resync"`
+	// RequestTimeout bounds each API request.
+	RequestTimeout time.Duration `yaml:"requestTimeout"`
+	// BackoffInitial and BackoffMax bound the retry delay (exponential,
+	// with jitter) while the API server is unreachable or erroring.
+	BackoffInitial time.Duration `yaml:"backoffInitial"`
+	BackoffMax     time.Duration `yaml:"backoffMax"`
+	// EventNamespace is where Node events are recorded (kubelet uses "default").
+	EventNamespace string `yaml:"eventNamespace"`
+	// AllowSimulated publishes a simulated node's labels to the real Node;
+	// off, a simulated node only logs them.
+	AllowSimulated bool `yaml:"allowSimulated"`
+	// NFDFeatureFile, if set, also writes the labels to this file for Node
+	// Feature Discovery's local source (features.d), atomically.
+	NFDFeatureFile string `yaml:"nfdFeatureFile"`
+	// NFDFeatureTTL makes NFD drop the file's labels this long after the
+	// agent last refreshed it (it does so at half-life), so they do not
+	// outlive an uninstalled agent; 0 means no expiry.
+	NFDFeatureTTL time.Duration `yaml:"nfdFeatureTTL"`
+}
+
+// Metrics configures the HTTP endpoint and the telemetry behind it.
+type Metrics struct {
+	ListenAddress string `yaml:"listenAddress"`
+	// WebConfigFile is an exporter-toolkit web config (TLS, basic auth).
+	WebConfigFile string `yaml:"webConfigFile"`
+	// SampleInterval is how often GPUs and RDMA counters are read; scrapes
+	// serve the latest reading.
+	SampleInterval time.Duration `yaml:"sampleInterval"`
+	// DCGMCompat also exports dcgm-exporter's metric names and labels.
+	DCGMCompat bool `yaml:"dcgmCompat"`
+	// PodResourcesSocket is the kubelet's pod-resources socket, as the
+	// agent sees it, for pod labels on GPU metrics; empty disables them.
+	PodResourcesSocket string `yaml:"podResourcesSocket"`
+	Health             Health `yaml:"health"`
+}
+
+// Health configures how GPU health is judged and acted on.
+type Health struct {
+	// CriticalXIDs make a GPU unhealthy when the driver reports them.
+	CriticalXIDs []uint64 `yaml:"criticalXIDs"`
+	Taint        Taint    `yaml:"taint"`
+}
+
+// Taint is the opt-in taint put on the Node while GPUHealthy is False.
+type Taint struct {
+	Enabled bool   `yaml:"enabled"`
+	Key     string `yaml:"key"`
+	// Effect is NoSchedule, PreferNoSchedule or NoExecute.
+	Effect string `yaml:"effect"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		HostRoot: "/",
+		NodeName: os.Getenv("NODE_NAME"),
+		Discovery: Discovery{
+			Interval:      time.Minute,
+			SourceTimeout: 10 * time.Second,
+		},
+		GPU:    GPU{NVML: NVML{Enabled: true}, AMD: AMD{Enabled: true}},
+		Labels: Labels{Domain: "gpunode.dev", Sets: LabelSets{GPUNode: true, LLMD: true}},
+		Publish: Publish{
+			Resync:         5 * time.Minute,
+			RequestTimeout: 10 * time.Second,
+			BackoffInitial: time.Second,
+			BackoffMax:     2 * time.Minute,
+			EventNamespace: "default",
+			NFDFeatureTTL:  time.Hour,
+		},
+		Metrics: Metrics{
+			ListenAddress:      DefaultListenAddress,
+			SampleInterval:     10 * time.Second,
+			PodResourcesSocket: "/var/lib/kubelet/pod-resources/kubelet.sock",
+			Health: Health{
+				CriticalXIDs: slices.Clone(health.DefaultCriticalXIDs),
+				Taint:        Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
+			},
+		},
+		Log:    Log{Level: "info", Format: "text"},
+		Tuning: DefaultTuning(),
+		Probe:  DefaultProbe(),
+	}
+}
+
+// Load reads and validates a config file over the defaults. An empty path
+// returns the validated defaults.
+func Load(path string) (Config, error) {
+	if path == "" {
+		c := Default()
+		return c, c.Validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML over the defaults, strictly, and validates the result.
+func Parse(b []byte) (Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, cleanYAMLError(err)
+	}
+	// A second document is almost certainly a mistake (a stray "---").
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("more than one YAML document")
+	}
+	return c, c.Validate()
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type (?:config|tuning)\.(\w+)`)
+
+// cleanYAMLError rewrites yaml's Go-type-centric messages into ones that
+// name the key: "line 3: unknown key \"intervall\" in discovery".
+func cleanYAMLError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := unknownField.FindStringSubmatch(m)
+		section := sectionNames[sub[2]]
+		if section == "" {
+			section = probeSectionNames[sub[2]]
+		}
+		if section == "" {
+			return fmt.Sprintf("unknown key %q", sub[1])
+		}
+		return fmt.Sprintf("unknown key %q in %s", sub[1], section)
+	})
+	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+}
+
+// sectionNames maps Go type names to the YAML path users write.
+var sectionNames = map[string]string{
+	"Config":    "",
+	"Discovery": "discovery",
+	"GPU":       "gpu",
+	"NVML":      "gpu.nvml",
+	"AMD":       "gpu.amd",
+	"Tuning":    "tuning",
+	"Profile":   "tuning.customProfile",
+	"NUMA":      "tuning.customProfile.numa",
+	"IRQ":       "tuning.customProfile.irq",
+	"IRQPolicy": "tuning.customProfile.irq.policies",
+	"Labels":    "labels",
+	"LabelSets": "labels.sets",
+	"Publish":   "publish",
+	"Metrics":   "metrics",
+	"Health":    "metrics.health",
+	"Taint":     "metrics.health.taint",
+	"Log":       "log",
+	"Verify":    "verify",
+}
+
+// labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.
+var labelDomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// labelName is a DNS label, the rule for namespace names.
+var labelName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// taintKey is a Kubernetes qualified name with an optional DNS prefix.
+var taintKey = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+
+// Validate reports every invalid setting at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.HostRoot == "" || !strings.HasPrefix(c.HostRoot, "/") {
+		bad("hostRoot", "must be an absolute path, got %q", c.HostRoot)
+	}
+	if c.Discovery.Interval < time.Second {
+		bad("discovery.interval", "must be at least 1s, got %s", c.Discovery.Interval)
+	}
+	if c.Discovery.SourceTimeout < 100*time.Millisecond {
+		bad("discovery.sourceTimeout", "must be at least 100ms, got %s", c.Discovery.SourceTimeout)
+	}
+	if c.Discovery.SourceTimeout > c.Discovery.Interval {
+		bad("discovery.sourceTimeout", "(%s) must not exceed discovery.interval (%s)", c.Discovery.SourceTimeout, c.Discovery.Interval)
+	}
+	if len(c.Labels.Domain) > 253 || !labelDomain.MatchString(c.Labels.Domain) {
+		bad("labels.domain", "must be a lower-case DNS subdomain such as gpunode.dev, got %q", c.Labels.Domain)
+	}
+	if c.Publish.Resync < time.Second {
+		bad("publish.resync", "must be at least 1s, got %s", c.Publish.Resync)
+	}
+	if c.Publish.RequestTimeout < 100*time.Millisecond {
+		bad("publish.requestTimeout", "must be at least 100ms, got %s", c.Publish.RequestTimeout)
+	}
+	if c.Publish.BackoffInitial < 10*time.Millisecond || c.Publish.BackoffMax < c.Publish.BackoffInitial {
+		bad("publish.backoffInitial", "must be at least 10ms and at most publish.backoffMax, got %s and %s", c.Publish.BackoffInitial, c.Publish.BackoffMax)
+	}
+	if len(c.Publish.EventNamespace) > 63 || !labelName.MatchString(c.Publish.EventNamespace) {
+		bad("publish.eventNamespace", "must be a namespace name, got %q", c.Publish.EventNamespace)
+	}
+	if f := c.Publish.NFDFeatureFile; f != "" && (!strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/")) {
+		bad("publish.nfdFeatureFile", "must be an absolute file path, got %q", f)
+	}
+	if c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
+		bad("publish.nfdFeatureTTL", "(%s) must be 0 or at least twice discovery.interval (%s), or the file expires between refreshes", c.Publish.NFDFeatureTTL, c.Discovery.Interval)
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
+		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)
+	}
+	if si := c.Metrics.SampleInterval; si < 100*time.Millisecond || si > 10*time.Minute {
+		bad("metrics.sampleInterval", "must be between 100ms and 10m, got %s", si)
+	}
+	if p := c.Metrics.PodResourcesSocket; p != "" && !strings.HasPrefix(p, "/") {
+		bad("metrics.podResourcesSocket", "must be an absolute path or empty, got %q", p)
+	}
+	for _, x := range c.Metrics.Health.CriticalXIDs {
+		if x == 0 || x > 1<<16 {
+			bad("metrics.health.criticalXIDs", "XID %d is not an NVIDIA Xid number", x)
+		}
+	}
+	if tt := c.Metrics.Health.Taint; len(tt.Key) > 317 || !taintKey.MatchString(tt.Key) {
+		bad("metrics.health.taint.key", "must be a label key such as gpunode.dev/gpu-unhealthy, got %q", tt.Key)
+	}
+	if e := c.Metrics.Health.Taint.Effect; !slices.Contains([]string{"NoSchedule", "PreferNoSchedule", "NoExecute"}, e) {
+		bad("metrics.health.taint.effect", "must be NoSchedule, PreferNoSchedule or NoExecute, got %q", e)
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	errs = append(errs, c.Tuning.validate()...)
+	errs = append(errs, c.Verify.validate()...)
+	errs = append(errs, c.Probe.validate()...)
+	return errors.Join(errs...)
+}
+
+// ParseLevel maps a level name to slog's.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
+}
+
+// RestartNeeded lists the settings that differ between old and new and only
+// take effect on restart (the rest are applied on reload).
+func RestartNeeded(old, new Config) []string {
+	var keys []string
+	if old.HostRoot != new.HostRoot {
+		keys = append(keys, "hostRoot")
+	}
+	if old.NodeName != new.NodeName {
+		keys = append(keys, "nodeName")
+	}
+	if old.GPU != new.GPU {
+		keys = append(keys, "gpu")
+	}
+	if old.Publish != new.Publish {
+		keys = append(keys, "publish")
+	}
+	// The health taint is applied on reload (it is how an operator lifts
+	// the taint of a GPU whose critical XID stays until a restart).
+	oldM, newM := old.Metrics, new.Metrics
+	oldM.Health.Taint, newM.Health.Taint = Taint{}, Taint{}
+	if !reflect.DeepEqual(oldM, newM) {
+		keys = append(keys, "metrics")
+	}
+	if old.Log.Format != new.Log.Format {
+		keys = append(keys, "log.format")
+	}
+	return keys
+}

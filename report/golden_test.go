@@ -1,0 +1,107 @@
+package report_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/config"
+	goldenfile "github.com/gpunode/gpunode/internal/golden"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/report"
+	"github.com/gpunode/gpunode/sim"
+	"github.com/gpunode/gpunode/snapshot"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// discoverSim runs discovery once on a simulated node, with the timing
+// fields fixed so the output is comparable byte for byte.
+func discoverSim(t *testing.T, name string) *snapshot.Snapshot {
+	t.Helper()
+	env, err := agent.NewEnv(config.Default(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, b := range env.Backends {
+			b.Close()
+		}
+		if err := env.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	d := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated)
+	d.SetPFC(env.PFC)
+	s := d.Discover(context.Background())
+	s.TakenAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range s.Sources {
+		s.Sources[i].Duration, s.Sources[i].DurationSeconds = 0, 0
+	}
+	return s
+}
+
+func golden(t *testing.T, file string, got []byte) {
+	t.Helper()
+	goldenfile.Check(t, file, got, *update, "go test ./report -update")
+}
+
+func TestGoldenInspect(t *testing.T) {
+	for _, name := range sim.Names() {
+		t.Run(name, func(t *testing.T) {
+			s := discoverSim(t, name)
+			for _, st := range s.Sources {
+				if st.State == "error" {
+					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)
+				}
+			}
+			l := labels.For(s, agent.LabelOptions(config.Default().Labels))
+			var text, js, lines bytes.Buffer
+			if err := report.Text(&text, s, l); err != nil {
+				t.Fatal(err)
+			}
+			if err := report.JSON(&js, s); err != nil {
+				t.Fatal(err)
+			}
+			if err := report.Labels(&lines, l); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".txt", text.Bytes())
+			golden(t, name+".json", js.Bytes())
+			golden(t, name+".labels", lines.Bytes())
+
+			var top map[string]json.RawMessage
+			if err := json.Unmarshal(js.Bytes(), &top); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"gpus", "rdma_devices", "numa_nodes", "sources", "host", "pci_devices", "gpudirect_rdma"} {
+				if _, ok := top[k]; !ok {
+					t.Errorf("JSON lacks top-level key %q", k)
+				}
+			}
+			if !slices.IsSorted(l.Lines()) {
+				t.Error("label lines are not sorted")
+			}
+		})
+	}
+}
+
+// Discovery of the same node twice gives the same report: nothing depends
+// on map order or timing.
+func TestDeterministic(t *testing.T) {
+	var out [2]bytes.Buffer
+	for i := range out {
+		s := discoverSim(t, "dgx-b200-ib")
+		if err := report.JSON(&out[i], s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(out[0].Bytes(), out[1].Bytes()) {
+		t.Fatal("two discoveries of one simulated node differ")
+	}
+}

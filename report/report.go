@@ -1,0 +1,379 @@
+// Package report renders snapshots for people (inspect's tables, the
+// daemon's start-up summary) and for programs (JSON).
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/snapshot"
+)
+
+// JSON writes the snapshot as indented JSON.
+func JSON(w io.Writer, s *snapshot.Snapshot) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// Labels writes sorted key=value lines.
+func Labels(w io.Writer, l labels.Set) error {
+	for _, line := range l.Lines() {
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Summary is a few lines saying what the node has, plainly, including
+// "none found" and why.
+func Summary(s *snapshot.Snapshot) []string {
+	var out []string
+	if s.Simulated != "" {
+		out = append(out, fmt.Sprintf("SIMULATED node %q (nothing below is this machine's hardware)", s.Simulated))
+	}
+	out = append(out, fmt.Sprintf("host %s: kernel %s, %d CPUs online, %d NUMA nodes",
+		orDash(s.Host.Hostname), orDash(s.Host.Kernel), s.Host.OnlineCPUs.Len(), len(s.NUMANodes)))
+	out = append(out, gpuLine(s), rdmaLine(s))
+	if len(s.GPUs) > 0 {
+		out = append(out, "GPUDirect RDMA: "+gpuDirectText(s.GPUDirect))
+	}
+	for _, st := range s.Sources {
+		if st.State == source.Error {
+			out = append(out, fmt.Sprintf("source %s FAILED: %s", st.Name, st.Message))
+		}
+	}
+	return out
+}
+
+func gpuLine(s *snapshot.Snapshot) string {
+	if len(s.GPUs) == 0 {
+		return "GPUs: none found (" + absentReasons(s, "nvml", "amdsmi", "amdgpu") + ")"
+	}
+	counts := map[string]int{}
+	var names []string
+	for _, g := range s.GPUs {
+		if counts[g.Product] == 0 {
+			names = append(names, g.Product)
+		}
+		counts[g.Product]++
+	}
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%dx %s", counts[n], n))
+	}
+	line := "GPUs: " + strings.Join(parts, ", ")
+	if d := s.GPUDriver; d != nil {
+		if d.ROCmVersion != "" {
+			line += fmt.Sprintf(" (%s, driver %s, ROCm %s)", d.Backend, orDash(d.DriverVersion), d.ROCmVersion)
+		} else {
+			line += fmt.Sprintf(" (%s, driver %s, CUDA %s)", d.Backend, orDash(d.DriverVersion), orDash(d.CUDAVersion))
+		}
+	}
+	return line
+}
+
+func rdmaLine(s *snapshot.Snapshot) string {
+	if len(s.RDMADevices) == 0 {
+		return "RDMA: none found (" + absentReasons(s, "rdma") + ")"
+	}
+	ports, active := 0, 0
+	rates := map[string]int{}
+	for _, d := range s.RDMADevices {
+		for _, p := range d.Ports {
+			ports++
+			if p.Active() {
+				active++
+				rates[fmt.Sprintf("%s %s Gb/s", p.Transport, formatFloat(p.RateGbps))]++
+			}
+		}
+	}
+	var kinds []string
+	for _, k := range slices.Sorted(maps.Keys(rates)) {
+		kinds = append(kinds, fmt.Sprintf("%dx %s", rates[k], k))
+	}
+	line := fmt.Sprintf("RDMA: %d devices, %d of %d ports active", len(s.RDMADevices), active, ports)
+	if len(kinds) > 0 {
+		line += " (" + strings.Join(kinds, ", ") + ")"
+	}
+	return line
+}
+
+// absentReasons explains an empty section from the status of the sources
+// that would have filled it.
+func absentReasons(s *snapshot.Snapshot, names ...string) string {
+	var why []string
+	for _, n := range names {
+		if st, ok := s.Source(n); ok {
+			msg := st.Message
+			if msg == "" {
+				msg = "nothing found"
+			}
+			why = append(why, fmt.Sprintf("%s %s: %s", n, st.State, msg))
+		}
+	}
+	if len(why) == 0 {
+		return "no source ran"
+	}
+	return strings.Join(why, "; ")
+}
+
+func gpuDirectText(g snapshot.GPUDirect) string {
+	if g.Possible {
+		return "possible (" + g.Reason + ")"
+	}
+	return "not possible (" + g.Reason + ")"
+}
+
+// Text writes the human report: tables of sources, GPUs, RDMA ports, NUMA
+// nodes, GPU-NIC affinity, settings and labels.
+func Text(w io.Writer, s *snapshot.Snapshot, l labels.Set) error {
+	p := &printer{w: w}
+	for _, line := range Summary(s) {
+		p.line(line)
+	}
+	p.section("Sources")
+	t := p.table("SOURCE", "STATE", "TIME", "MESSAGE")
+	for _, st := range s.Sources {
+		t.row(st.Name, string(st.State), fmt.Sprintf("%.1fms", float64(st.Duration.Microseconds())/1000), st.Message)
+	}
+	t.flush()
+
+	if len(s.GPUs) > 0 {
+		p.section("GPUs")
+		t = p.table("GPU", "PRODUCT", "BUS ID", "NUMA", "MEMORY", "CC", "ARCH", "PCIE", "NVLINK", "MIG", "POWER LIMIT", "UUID")
+		for _, g := range s.GPUs {
+			cc := "-"
+			if g.ComputeMajor > 0 {
+				cc = fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor)
+			}
+			pcie := "-"
+			if l := g.PCIeLink; l != nil {
+				pcie = fmt.Sprintf("Gen%d x%d", l.CurrentGen, l.CurrentWidth)
+				if l.CurrentGen != l.MaxGen || l.CurrentWidth != l.MaxWidth {
+					pcie += fmt.Sprintf(" (max Gen%d x%d)", l.MaxGen, l.MaxWidth)
+				}
+			}
+			link := "-"
+			if ic := g.Interconnect; ic != nil {
+				link = fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
+				if ic.Kind != "nvlink" {
+					link = ic.Kind + " " + link
+				}
+				if ic.Generation > 0 {
+					link += fmt.Sprintf(", gen %d", ic.Generation)
+				}
+			}
+			mig := "n/a"
+			if g.MIG.Capable {
+				mig = map[bool]string{true: "enabled", false: "disabled"}[g.MIG.Enabled]
+				if g.MIG.Pending != g.MIG.Enabled {
+					mig += " (pending change)"
+				}
+			}
+			power := "-"
+			if g.PowerLimitWatts > 0 {
+				power = formatFloat(g.PowerLimitWatts) + " W"
+			}
+			t.row(strconv.Itoa(g.Index), g.Product, g.PCIBusID, numa(g.NUMANode), gib(g.MemoryBytes), cc, orDash(g.Architecture), pcie, link, mig, power, g.UUID)
+		}
+		t.flush()
+	}
+
+	if len(s.RDMADevices) > 0 {
+		p.section("RDMA ports")
+		t = p.table("DEVICE", "PORT", "STATE", "PHYS", "LINK", "RATE", "LID", "NETDEV", "MTU", "NUMA", "PCI", "FW", "VERBS")
+		for _, d := range s.RDMADevices {
+			verbs := "-"
+			if d.Verbs != "" {
+				verbs = d.Verbs
+				if !d.VerbsDevicePresent {
+					verbs += " (no /dev node)"
+				}
+			}
+			if len(d.Ports) == 0 {
+				t.row(d.Name, "-", "-", "-", "-", "-", "-", "-", "-", numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
+			}
+			for _, pt := range d.Ports {
+				mtu := "-"
+				if pt.ActiveMTU > 0 {
+					mtu = strconv.Itoa(pt.ActiveMTU)
+				}
+				lid := "-"
+				if pt.Transport == "infiniband" {
+					lid = fmt.Sprintf("0x%x", pt.LID)
+				}
+				t.row(d.Name, strconv.Itoa(pt.Number), pt.State, pt.PhysState, string(pt.Transport), formatFloat(pt.RateGbps)+" Gb/s", lid, orDash(pt.Netdev), mtu, numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
+			}
+		}
+		t.flush()
+	}
+
+	if len(s.NUMANodes) > 0 {
+		p.section("NUMA nodes")
+		t = p.table("NODE", "CPUS", "MEMORY", "GPUS", "RDMA")
+		for _, n := range s.NUMANodes {
+			var gpus, nics []string
+			for _, g := range s.GPUs {
+				if g.NUMANode == n.ID {
+					gpus = append(gpus, strconv.Itoa(g.Index))
+				}
+			}
+			for _, d := range s.RDMADevices {
+				if d.NUMANode == n.ID {
+					nics = append(nics, d.Name)
+				}
+			}
+			t.row(strconv.Itoa(n.ID), n.CPUs.String(), gib(n.MemoryBytes), joinOrDash(gpus), joinOrDash(nics))
+		}
+		t.flush()
+		if !s.Host.IsolatedCPUs.IsEmpty() || !s.Host.NohzFullCPUs.IsEmpty() {
+			p.line(fmt.Sprintf("isolated CPUs: %s; nohz_full CPUs: %s", orDash(s.Host.IsolatedCPUs.String()), orDash(s.Host.NohzFullCPUs.String())))
+		}
+	}
+
+	if len(s.GPUs) > 0 && len(s.RDMADevices) > 0 {
+		p.section("GPU-NIC affinity (PIX same PCIe switch, PXB several switches, PHB same root complex, NODE same NUMA node, SYS across NUMA nodes)")
+		head := []string{""}
+		for _, d := range s.RDMADevices {
+			head = append(head, d.Name)
+		}
+		t = p.table(head...)
+		for _, g := range s.GPUs {
+			rel := map[string]string{}
+			for _, a := range g.Affinity {
+				rel[a.RDMADevice] = a.Relation
+			}
+			row := []string{"GPU" + strconv.Itoa(g.Index)}
+			for _, d := range s.RDMADevices {
+				row = append(row, rel[d.Name])
+			}
+			t.row(row...)
+		}
+		t.flush()
+	}
+
+	if len(s.Settings) > 0 {
+		p.section("Host settings")
+		t = p.table("SETTING", "VALUE")
+		for _, st := range s.Settings {
+			v := st.Value
+			if !st.Supported {
+				v = "(not supported by kernel " + orDash(s.Host.Kernel) + ")"
+			}
+			t.row(st.Key, v)
+		}
+		t.flush()
+	}
+
+	if probs := problems(s); len(probs) > 0 {
+		p.section("Problems")
+		for _, pr := range probs {
+			p.line("  " + pr)
+		}
+	}
+
+	p.section("Labels")
+	if len(l) == 0 {
+		p.line("  (none)")
+	}
+	for _, line := range l.Lines() {
+		p.line("  " + line)
+	}
+	return p.err
+}
+
+// problems lists every per-device error, so a partly broken node says
+// exactly what is wrong where.
+func problems(s *snapshot.Snapshot) []string {
+	var out []string
+	for _, g := range s.GPUs {
+		for _, e := range g.Errors {
+			out = append(out, fmt.Sprintf("GPU %d: %s", g.Index, e))
+		}
+	}
+	for _, d := range s.RDMADevices {
+		for _, e := range d.Errors {
+			out = append(out, fmt.Sprintf("%s: %s", d.Name, e))
+		}
+		for _, pt := range d.Ports {
+			for _, e := range pt.Errors {
+				out = append(out, fmt.Sprintf("%s port %d: %s", d.Name, pt.Number, e))
+			}
+		}
+	}
+	return out
+}
+
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) line(s string) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintln(p.w, s)
+	}
+}
+
+func (p *printer) section(title string) {
+	p.line("")
+	p.line(title)
+}
+
+type table struct {
+	p  *printer
+	tw *tabwriter.Writer
+}
+
+func (p *printer) table(head ...string) *table {
+	t := &table{p: p, tw: tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)}
+	t.row(head...)
+	return t
+}
+
+func (t *table) row(cols ...string) {
+	if t.p.err == nil {
+		_, t.p.err = fmt.Fprintln(t.tw, "  "+strings.Join(cols, "\t"))
+	}
+}
+
+func (t *table) flush() {
+	if err := t.tw.Flush(); err != nil && t.p.err == nil {
+		t.p.err = err
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func joinOrDash(s []string) string { return orDash(strings.Join(s, ",")) }
+
+func numa(n int) string {
+	if n < 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}
+
+func gib(b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+}
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

@@ -1,0 +1,331 @@
+package verify
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/snapshot"
+)
+
+// good is a small healthy node: two H100 SXM GPUs, each with a ConnectX-7
+// under its PCIe switch (one InfiniBand, one RoCE), and what makes them
+// pass every check.
+func good() *snapshot.Snapshot {
+	g := func(i int, nic string) snapshot.GPU {
+		return snapshot.GPU{
+			Device: gpu.Device{
+				Index: i, Vendor: gpu.NVIDIA, Product: "NVIDIA H100 80GB HBM3", Architecture: "hopper", NUMANode: i,
+				PCIeLink:     &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16},
+				Interconnect: &gpu.Interconnect{Kind: "nvlink", Links: 18, Active: 18, Generation: 4},
+				ECC:          &gpu.ECCMode{Enabled: true, Pending: true},
+				RemappedRows: &gpu.RemappedRows{Correctable: 1},
+				Fabric:       &gpu.Fabric{State: gpu.FabricCompleted, Status: "success"},
+			},
+			RDMASamePCIeRoot: []string{nic},
+			Affinity: []snapshot.Affinity{
+				{RDMADevice: nic, Relation: "PIX", SameNUMA: true, Active: true},
+			},
+		}
+	}
+	ib := rdma.Device{Name: "mlx5_0", Driver: "mlx5_core", HCAType: "MT4129", Ports: []rdma.Port{{
+		Number: 1, State: "ACTIVE", PhysState: "LinkUp", Transport: rdma.InfiniBand, RateGbps: 400, Rate: "400 Gb/sec (4X NDR)",
+		LID: 0x11, SMLID: 1, Netdev: "ibp1s0", NetdevMTU: 4092,
+	}}}
+	roce := rdma.Device{Name: "mlx5_1", Driver: "mlx5_core", HCAType: "MT4129", Ports: []rdma.Port{{
+		Number: 1, State: "ACTIVE", PhysState: "LinkUp", Transport: rdma.RoCE, RateGbps: 400, Rate: "400 Gb/sec (4X NDR)",
+		Netdev: "enp2s0np0", NetdevMTU: 9000, ActiveMTU: 4096,
+		RoCE: &rdma.RoCEConfig{DefaultMode: rdma.RoCEv2, ModeSource: rdma.ModeConfigfs,
+			ECN: &rdma.ECN{NotificationPoint: []int{3}, ReactionPoint: []int{3}}, PFC: &rdma.PFC{Enabled: []int{3}}},
+	}}}
+	return &snapshot.Snapshot{
+		Host:        snapshot.Host{Modules: []string{"ib_core", "ib_uverbs", "mlx5_core", "mlx5_ib", "rdma_cm", "rdma_ucm"}},
+		GPUs:        []snapshot.GPU{g(0, "mlx5_0"), g(1, "mlx5_1")},
+		RDMADevices: []rdma.Device{ib, roce},
+		GPUDirect:   snapshot.GPUDirect{Possible: true, Methods: []string{"nvidia_peermem"}, Reason: "nvidia_peermem is loaded"},
+	}
+}
+
+// cas is one fixture: a change to the good node and the statuses the
+// check must report, "subject=status" in order.
+type cas struct {
+	name   string
+	opts   Options
+	change func(s *snapshot.Snapshot)
+	want   string
+}
+
+func run(t *testing.T, c Check, cases []cas) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good()
+			if tc.change != nil {
+				tc.change(s)
+			}
+			var got []string
+			for _, r := range c.Evaluate(s, tc.opts) {
+				got = append(got, r.Subject+"="+string(r.Status))
+				if r.Severity != c.Severity || r.Check != c.Name || r.Observed == "" {
+					t.Errorf("result %+v: check, severity or observed value missing", r)
+				}
+				if (r.Status == Fail || r.Status == Warn) != (r.Remedy != "") {
+					t.Errorf("result %+v: a remedy belongs to warnings and failures only", r)
+				}
+				if r.Status == Fail && c.Severity != Critical || r.Status == Warn && c.Severity != Warning {
+					t.Errorf("result %+v: status does not match the check's severity", r)
+				}
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Errorf("got  %s\nwant %s", g, tc.want)
+			}
+		})
+	}
+}
+
+func noGPU(s *snapshot.Snapshot)  { s.GPUs = nil }
+func noRDMA(s *snapshot.Snapshot) { s.RDMADevices = nil }
+
+func TestGPUCount(t *testing.T) {
+	run(t, gpuCount(), []cas{
+		{"configured count met", Options{ExpectedGPUCount: 2}, nil, "node=pass"},
+		{"configured count missed", Options{ExpectedGPUCount: 8}, nil, "node=fail"},
+		{"from the product: an HGX board has 8", Options{}, nil, "node=fail"},
+		{"from the product, all there", Options{}, func(s *snapshot.Snapshot) {
+			for i := 2; i < 8; i++ {
+				s.GPUs = append(s.GPUs, s.GPUs[0])
+			}
+		}, "node=pass"},
+		{"PCIe product has no standard count", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Product = "NVIDIA H100 PCIe" }, "node=skip"},
+		{"no GPUs, none expected", Options{}, noGPU, "node=skip"},
+		{"no GPUs, some expected", Options{ExpectedGPUCount: 8}, noGPU, "node=fail"},
+	})
+}
+
+func TestGPUPCIeLink(t *testing.T) {
+	run(t, gpuPCIeLink(), []cas{
+		{"at maximum", Options{}, nil, "gpu0=pass gpu1=pass"},
+		{"Gen4 x8", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].PCIeLink.CurrentGen, s.GPUs[1].PCIeLink.CurrentWidth = 4, 8 }, "gpu0=pass gpu1=fail"},
+		{"width only", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink.CurrentWidth = 8 }, "gpu0=fail gpu1=pass"},
+		{"not reported", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink = nil; s.GPUs[1].PCIeLink = &gpu.PCIeLink{} }, "gpu0=skip gpu1=skip"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestNVLink(t *testing.T) {
+	run(t, nvlinkActive(), []cas{
+		{"all active", Options{}, nil, "gpu0=pass gpu1=pass"},
+		{"one down", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].Interconnect.Active = 17 }, "gpu0=pass gpu1=fail"},
+		{"wrong generation", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Interconnect.Generation = 3 }, "gpu0=fail gpu1=pass"},
+		{"generation unknown", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Interconnect.Generation = 0 }, "gpu0=pass gpu1=pass"},
+		{"PCIe GPU without links", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Interconnect = nil }, "gpu0=skip gpu1=pass"},
+		{"XGMI has no NVLink generation", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs[0].Architecture, s.GPUs[0].Interconnect = "cdna3", &gpu.Interconnect{Kind: "xgmi", Links: 7, Active: 6}
+		}, "gpu0=fail gpu1=pass"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestNVSwitchFabric(t *testing.T) {
+	run(t, nvswitchFabric(), []cas{
+		{"completed", Options{}, nil, "gpu0=pass gpu1=pass"},
+		{"fabric manager not running", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Fabric = &gpu.Fabric{State: gpu.FabricNotStarted} }, "gpu0=fail gpu1=pass"},
+		{"completed with an error", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs[1].Fabric = &gpu.Fabric{State: gpu.FabricCompleted, Status: "ERROR_INSUFFICIENT_RESOURCES"}
+		}, "gpu0=pass gpu1=fail"},
+		{"no fabric", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Fabric = nil }, "gpu0=skip gpu1=pass"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestGPUECC(t *testing.T) {
+	run(t, gpuECC(), []cas{
+		{"on", Options{}, nil, "gpu0=pass gpu1=pass"},
+		{"off", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].ECC = &gpu.ECCMode{} }, "gpu0=warn gpu1=pass"},
+		{"off after reset", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].ECC.Pending = false }, "gpu0=pass gpu1=warn"},
+		{"no ECC memory", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].ECC = nil }, "gpu0=pass gpu1=skip"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestGPURowRemap(t *testing.T) {
+	run(t, gpuRowRemap(), []cas{
+		{"remapped rows are fine", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].RemappedRows.Uncorrectable = 3 }, "gpu0=pass gpu1=pass"},
+		{"pending", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].RemappedRows.Pending = true }, "gpu0=fail gpu1=pass"},
+		{"failed", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].RemappedRows.Failed = true }, "gpu0=pass gpu1=fail"},
+		{"pre-Ampere", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].RemappedRows = nil }, "gpu0=pass gpu1=skip"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestGPUNICAffinity(t *testing.T) {
+	run(t, gpuNICAffinity(), []cas{
+		{"own HCA", Options{}, nil, "gpu0=pass gpu1=pass"},
+		{"own HCA down, far one up", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs[0].Affinity = []snapshot.Affinity{{RDMADevice: "mlx5_0", Relation: "PIX", SameNUMA: true}, {RDMADevice: "mlx5_1", Relation: "SYS", Active: true}}
+		}, "gpu0=fail gpu1=pass"},
+		{"same NUMA node is enough", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs[1].Affinity = []snapshot.Affinity{{RDMADevice: "mlx5_1", Relation: "NODE", SameNUMA: true, Active: true}}
+		}, "gpu0=pass gpu1=pass"},
+		{"nothing active", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].Affinity[0].Active = false }, "gpu0=pass gpu1=fail"},
+		{"no RDMA", Options{}, noRDMA, "node=skip"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestRDMAModules(t *testing.T) {
+	run(t, rdmaModules(), []cas{
+		{"loaded", Options{}, nil, "node=pass"},
+		{"rdma_ucm missing", Options{}, func(s *snapshot.Snapshot) { s.Host.Modules = []string{"ib_uverbs", "mlx5_ib"} }, "node=fail"},
+		{"vendor driver missing", Options{}, func(s *snapshot.Snapshot) { s.Host.Modules = []string{"ib_uverbs", "rdma_ucm"} }, "node=fail"},
+		{"soft-RoCE needs rdma_rxe", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Driver = "rdma_rxe" }, "node=fail"},
+		{"module list unknown", Options{}, func(s *snapshot.Snapshot) { s.Host.Modules = nil }, "node=skip"},
+		{"no RDMA", Options{}, noRDMA, "node=skip"},
+	})
+}
+
+func TestIBPortSM(t *testing.T) {
+	run(t, ibPortSM(), []cas{
+		{"LID from the SM", Options{}, nil, "mlx5_0/1=pass"},
+		{"no subnet manager", Options{}, func(s *snapshot.Snapshot) {
+			p := &s.RDMADevices[0].Ports[0]
+			p.State, p.LID, p.SMLID = "INIT", 0, 0
+		}, "mlx5_0/1=fail"},
+		{"active without SM LID", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].SMLID = 0 }, "mlx5_0/1=fail"},
+		{"port down", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].State = "DOWN" }, "mlx5_0/1=fail"},
+		{"no InfiniBand", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices = s.RDMADevices[1:] }, "node=skip"},
+	})
+}
+
+func TestRoCEMode(t *testing.T) {
+	run(t, roceMode(), []cas{
+		{"v2", Options{}, nil, "mlx5_1/1=pass"},
+		{"v1", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[1].Ports[0].RoCE.DefaultMode = rdma.RoCEv1 }, "mlx5_1/1=fail"},
+		{"unknown", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[1].Ports[0].RoCE.DefaultMode = "" }, "mlx5_1/1=skip"},
+		{"no RoCE", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices = s.RDMADevices[:1] }, "node=skip"},
+	})
+}
+
+func TestRoCECongestion(t *testing.T) {
+	roce := func(f func(c *rdma.RoCEConfig)) func(s *snapshot.Snapshot) {
+		return func(s *snapshot.Snapshot) { f(s.RDMADevices[1].Ports[0].RoCE) }
+	}
+	run(t, roceLossless(), []cas{
+		{"PFC and ECN", Options{}, nil, "mlx5_1/1=pass"},
+		{"PFC only", Options{}, roce(func(c *rdma.RoCEConfig) { c.ECN = &rdma.ECN{} }), "mlx5_1/1=pass"},
+		{"ECN only", Options{}, roce(func(c *rdma.RoCEConfig) { c.PFC = &rdma.PFC{} }), "mlx5_1/1=pass"},
+		{"ECN half configured", Options{}, roce(func(c *rdma.RoCEConfig) {
+			c.PFC, c.ECN = &rdma.PFC{}, &rdma.ECN{NotificationPoint: []int{3}, ReactionPoint: []int{5}}
+		}), "mlx5_1/1=fail"},
+		{"neither", Options{}, roce(func(c *rdma.RoCEConfig) { c.PFC, c.ECN = &rdma.PFC{}, &rdma.ECN{} }), "mlx5_1/1=fail"},
+		{"no ECN attributes, no PFC", Options{}, roce(func(c *rdma.RoCEConfig) { c.PFC, c.ECN = &rdma.PFC{}, nil }), "mlx5_1/1=fail"},
+		{"unknown", Options{}, roce(func(c *rdma.RoCEConfig) { c.PFC, c.ECN = nil, nil }), "mlx5_1/1=skip"},
+		{"no RoCE", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices = s.RDMADevices[:1] }, "node=skip"},
+	})
+}
+
+func TestRDMAMTU(t *testing.T) {
+	run(t, rdmaMTU(), []cas{
+		{"jumbo RoCE, IB MTU unknown", Options{}, nil, "mlx5_0/1=skip mlx5_1/1=pass"},
+		{"RoCE at 1500", Options{}, func(s *snapshot.Snapshot) {
+			p := &s.RDMADevices[1].Ports[0]
+			p.NetdevMTU, p.ActiveMTU = 1500, 1024
+		}, "mlx5_0/1=skip mlx5_1/1=warn"},
+		{"IPoIB datagram matches", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].ActiveMTU = 4096 }, "mlx5_0/1=pass mlx5_1/1=pass"},
+		{"IPoIB connected mode", Options{}, func(s *snapshot.Snapshot) {
+			p := &s.RDMADevices[0].Ports[0]
+			p.ActiveMTU, p.NetdevMTU = 4096, 65520
+		}, "mlx5_0/1=pass mlx5_1/1=pass"},
+		{"IPoIB below the IB MTU", Options{}, func(s *snapshot.Snapshot) {
+			p := &s.RDMADevices[0].Ports[0]
+			p.ActiveMTU, p.NetdevMTU = 4096, 2044
+		}, "mlx5_0/1=warn mlx5_1/1=pass"},
+		{"frontend port", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].RDMASamePCIeRoot = nil }, "mlx5_0/1=skip mlx5_1/1=skip"},
+		{"no GPUs: every port counts", Options{}, func(s *snapshot.Snapshot) { s.GPUs = nil; s.RDMADevices[1].Ports[0].ActiveMTU = 2048 }, "mlx5_0/1=skip mlx5_1/1=warn"},
+		{"no netdev", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[1].Ports[0].Netdev = "" }, "mlx5_0/1=skip mlx5_1/1=skip"},
+		{"no RDMA", Options{}, noRDMA, "node=skip"},
+	})
+}
+
+func TestRDMAPortRate(t *testing.T) {
+	run(t, rdmaPortRate(), []cas{
+		{"equal", Options{}, nil, "mlx5_0/1=pass mlx5_1/1=pass"},
+		{"another transport is another group", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[1].Ports[0].RateGbps = 200 }, "mlx5_0/1=pass mlx5_1/1=pass"},
+		{"one degraded", Options{}, func(s *snapshot.Snapshot) {
+			s.RDMADevices[1].Ports[0].Transport = rdma.InfiniBand
+			s.RDMADevices[1].Ports[0].RateGbps = 200
+		}, "mlx5_0/1=pass mlx5_1/1=fail"},
+		{"another model is another group", Options{}, func(s *snapshot.Snapshot) {
+			s.RDMADevices[1].Ports[0].Transport, s.RDMADevices[1].HCAType = rdma.InfiniBand, "MT4125"
+			s.RDMADevices[1].Ports[0].RateGbps = 200
+		}, "mlx5_0/1=pass mlx5_1/1=pass"},
+		{"down port", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].State = "DOWN" }, "mlx5_0/1=skip mlx5_1/1=pass"},
+		{"no RDMA", Options{}, noRDMA, "node=skip"},
+	})
+}
+
+func TestGPUDirectRDMA(t *testing.T) {
+	run(t, gpuDirectRDMA(), []cas{
+		{"possible", Options{}, nil, "node=pass"},
+		{"no peer memory", Options{}, func(s *snapshot.Snapshot) { s.GPUDirect = snapshot.GPUDirect{Reason: "load nvidia_peermem"} }, "node=fail"},
+		{"AMD not judged", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUDirect = snapshot.GPUDirect{Reason: "x"}
+			s.GPUs[0].Vendor = gpu.AMD
+		}, "node=skip"},
+		{"no RDMA", Options{}, noRDMA, "node=skip"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+func TestPriorities(t *testing.T) {
+	for _, c := range []struct {
+		in   []int
+		want string
+	}{{nil, "none"}, {[]int{3}, "3"}, {[]int{0, 1, 2, 3, 4, 5, 6, 7}, "0-7"}, {[]int{1, 3, 4, 5, 7}, "1,3-5,7"}} {
+		if got := priorities(c.in); got != c.want {
+			t.Errorf("priorities(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// Every check is listed once, documented, and has a table test above.
+func TestChecksListed(t *testing.T) {
+	seen := map[string]bool{}
+	for _, c := range Checks() {
+		if seen[c.Name] || c.Summary == "" || c.Remedy == "" || c.run == nil || (c.Severity != Critical && c.Severity != Warning) {
+			t.Errorf("check %+v: duplicate or incomplete", c.Name)
+		}
+		seen[c.Name] = true
+	}
+	r := Run(good(), Options{ExpectedGPUCount: 2})
+	if !r.Verified || r.Counts.Fail+r.Counts.Warn != 0 {
+		t.Errorf("the good fixture does not verify: %+v", r.Counts)
+	}
+	if n := r.Counts.Pass + r.Counts.Skip; n != len(r.Results) {
+		t.Errorf("counts %+v for %d results", r.Counts, len(r.Results))
+	}
+	bad := good()
+	bad.GPUs[0].RemappedRows.Pending = true
+	bad.GPUs[1].ECC.Enabled = false
+	r = Run(bad, Options{ExpectedGPUCount: 2})
+	if r.Verified || r.Counts.Fail != 1 || r.Counts.Warn != 1 || len(r.Failed()) != 1 || r.Failed()[0].Subject != "gpu0" {
+		t.Errorf("a pending remap must fail and ECC off warn: %+v %s", r.Counts, fmt.Sprint(r.Failed()))
+	}
+}
+
+func TestDiscoverySources(t *testing.T) {
+	ok := func(s *snapshot.Snapshot) {
+		s.Sources = []source.Status{{Name: "nvml", State: source.OK}, {Name: "rdma", State: source.Absent}}
+	}
+	run(t, discoverySources(), []cas{
+		{"all ran", Options{}, ok, "node=pass"},
+		{"one failed", Options{}, func(s *snapshot.Snapshot) {
+			ok(s)
+			s.Sources[0] = source.Status{Name: "nvml", State: source.Error, Message: "nvmlInit: ERROR_UNKNOWN"}
+		}, "node=fail"},
+		{"none ran", Options{}, nil, "node=skip"},
+	})
+}

@@ -1,0 +1,108 @@
+package verify_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/config"
+	goldenfile "github.com/gpunode/gpunode/internal/golden"
+	"github.com/gpunode/gpunode/sim"
+	"github.com/gpunode/gpunode/snapshot"
+	"github.com/gpunode/gpunode/verify"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func discoverSim(t *testing.T, name string) *snapshot.Snapshot {
+	t.Helper()
+	env, err := agent.NewEnv(config.Default(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, b := range env.Backends {
+			b.Close()
+		}
+		if err := env.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	d := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated)
+	d.SetPFC(env.PFC)
+	return d.Discover(context.Background())
+}
+
+func golden(t *testing.T, file string, got []byte) {
+	t.Helper()
+	goldenfile.Check(t, file, got, *update, "go test ./verify -update")
+}
+
+// plantedFaults are the findings (check subject) each simulated node must
+// report, and nothing else: the good nodes none, the degraded variants
+// exactly the faults planted in them.
+var plantedFaults = map[string][]string{
+	"cpu-only":    nil,
+	"dgx-b200-ib": nil,
+	"dgx-h100-ib": nil,
+	"dgx-h100-ib-degraded": {
+		"gpu-pcie-link gpu2",
+		"nvlink gpu5",
+		"rdma-port-rate mlx5_6/1",
+	},
+	"h100-roce":   nil,
+	"mi300x-roce": nil,
+	"h100-roce-lossy": {
+		"roce-congestion mlx5_0/1", "roce-congestion mlx5_1/1", "roce-congestion mlx5_2/1", "roce-congestion mlx5_3/1",
+		"roce-congestion mlx5_4/1", "roce-congestion mlx5_5/1", "roce-congestion mlx5_6/1", "roce-congestion mlx5_7/1",
+	},
+}
+
+func TestGoldenReports(t *testing.T) {
+	for _, name := range sim.Names() {
+		t.Run(name, func(t *testing.T) {
+			s := discoverSim(t, name)
+			for _, st := range s.Sources {
+				if st.State == "error" {
+					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)
+				}
+			}
+			r := verify.Run(s, verify.Options{})
+			var findings []string
+			for _, res := range r.Results {
+				if res.Status == verify.Fail || res.Status == verify.Warn {
+					findings = append(findings, res.Check+" "+res.Subject)
+				}
+			}
+			want, known := plantedFaults[name]
+			if !known {
+				t.Fatalf("simulated node %s has no entry in plantedFaults", name)
+			}
+			if !slices.Equal(findings, want) {
+				t.Errorf("findings:\n  %s\nwant:\n  %s", strings.Join(findings, "\n  "), strings.Join(want, "\n  "))
+			}
+			if r.Verified != (len(want) == 0) {
+				t.Errorf("verified = %v with findings %v", r.Verified, findings)
+			}
+			var text, js bytes.Buffer
+			if err := verify.Text(&text, r); err != nil {
+				t.Fatal(err)
+			}
+			if err := verify.JSON(&js, r); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".verify.txt", text.Bytes())
+			golden(t, name+".verify.json", js.Bytes())
+			var back verify.Report
+			if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != len(r.Results) {
+				t.Errorf("JSON does not round-trip: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,249 @@
+package verify
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/snapshot"
+)
+
+func gpuSubject(g snapshot.GPU) string { return fmt.Sprintf("gpu%d", g.Index) }
+
+// noGPUs is the one finding of a per-GPU check on a node without GPUs.
+func noGPUs() []finding { return []finding{skip(Node, "no GPUs")} }
+
+// eachGPU is a check's findings for a per-GPU fact: one per GPU, or the
+// node skipped when it has none.
+func eachGPU(s *snapshot.Snapshot, check func(snapshot.GPU) finding) []finding {
+	if len(s.GPUs) == 0 {
+		return noGPUs()
+	}
+	out := make([]finding, 0, len(s.GPUs))
+	for _, g := range s.GPUs {
+		out = append(out, check(g))
+	}
+	return out
+}
+
+// baseboardGPUs is the GPU count of the baseboard a product only ships
+// on: HGX/DGX SXM boards and AMD's OAM platforms carry eight. PCIe and
+// NVL cards go in any number, so they have no expected count.
+func baseboardGPUs(product string) (int, bool) {
+	p := strings.ToUpper(product)
+	if strings.Contains(p, "PCIE") || strings.Contains(p, " NVL") {
+		return 0, false
+	}
+	for _, m := range []string{"SXM", "HBM3", "H200", "B200", "B300", "MI300X", "MI325X", "MI350X", "MI355X"} {
+		if strings.Contains(p, m) {
+			return 8, true
+		}
+	}
+	return 0, false
+}
+
+func gpuCount() Check {
+	return Check{
+		Name: "gpu-count", Severity: Critical,
+		Summary: "the node has the expected number of GPUs (`verify.expectedGPUCount`, or 8 for HGX/DGX and OAM products)",
+		Remedy:  "a GPU is missing from the bus or the driver: check `dmesg` for Xid 79 / fallen off the bus, reseat or replace the GPU; set verify.expectedGPUCount if the count is intended",
+		run: func(s *snapshot.Snapshot, o Options) []finding {
+			n := len(s.GPUs)
+			want, why := o.ExpectedGPUCount, "verify.expectedGPUCount"
+			if want == 0 {
+				if n == 0 {
+					return []finding{skip(Node, "no GPUs and no expected count")}
+				}
+				c, ok := baseboardGPUs(s.GPUs[0].Product)
+				if !ok {
+					return []finding{skip(Node, fmt.Sprintf("%d GPUs; %s has no standard count (set verify.expectedGPUCount)", n, s.GPUs[0].Product))}
+				}
+				want, why = c, s.GPUs[0].Product+" baseboard"
+			}
+			f := bad(Node, fmt.Sprint(n), fmt.Sprintf("%d (%s)", want, why))
+			f.ok = n == want
+			return []finding{f}
+		},
+	}
+}
+
+func gpuPCIeLink() Check {
+	return Check{
+		Name: "gpu-pcie-link", Severity: Critical,
+		Summary: "every GPU's PCIe link trained at its maximum generation and width",
+		Remedy:  "the link trained below its maximum: GPUs lower the generation when idle, so re-check under load; if it stays, reseat the GPU or riser, check BIOS PCIe settings and the slot",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			return eachGPU(s, func(g snapshot.GPU) finding {
+				l := g.PCIeLink
+				if l == nil || l.MaxGen == 0 || l.MaxWidth == 0 {
+					return skip(gpuSubject(g), "PCIe link not reported")
+				}
+				f := bad(gpuSubject(g), fmt.Sprintf("Gen%d x%d", l.CurrentGen, l.CurrentWidth), fmt.Sprintf("Gen%d x%d", l.MaxGen, l.MaxWidth))
+				f.ok = l.CurrentGen >= l.MaxGen && l.CurrentWidth >= l.MaxWidth
+				return f
+			})
+		},
+	}
+}
+
+// nvlinkGeneration is the NVLink generation an architecture has.
+var nvlinkGeneration = map[string]int{"ampere": 3, "hopper": 4, "blackwell": 5}
+
+func nvlinkActive() Check {
+	return Check{
+		Name: "nvlink", Severity: Critical,
+		Summary: "every NVLink (XGMI) link of every GPU is active, at the architecture's NVLink generation",
+		Remedy:  "a GPU-to-GPU link is down: check `nvidia-smi nvlink -s`, the fabric manager log and Xid 74 (AMD: `amd-smi xgmi`); a reset of the GPUs (or the node) retrains links, a link that stays down needs service",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			return eachGPU(s, func(g snapshot.GPU) finding {
+				ic := g.Interconnect
+				if ic == nil || ic.Links == 0 {
+					return skip(gpuSubject(g), "no GPU-to-GPU links")
+				}
+				observed := fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
+				expected := fmt.Sprintf("%d/%d active", ic.Links, ic.Links)
+				if ic.Kind != gpu.NVLink { // say which fabric an AMD row is about
+					observed, expected = ic.Kind+" "+observed, ic.Kind+" "+expected
+				}
+				ok := ic.Active == ic.Links
+				if want, known := nvlinkGeneration[g.Architecture]; known && ic.Kind == "nvlink" {
+					expected += fmt.Sprintf(", NVLink %d", want)
+					if ic.Generation > 0 {
+						observed += fmt.Sprintf(", NVLink %d", ic.Generation)
+						ok = ok && ic.Generation == want
+					}
+				}
+				f := bad(gpuSubject(g), observed, expected)
+				f.ok = ok
+				return f
+			})
+		},
+	}
+}
+
+func nvswitchFabric() Check {
+	return Check{
+		Name: "nvswitch-fabric", Severity: Critical,
+		Summary: "on NVSwitch systems, every GPU's NVLink fabric registration completed successfully",
+		Remedy:  "start nvidia-fabricmanager (same version as the driver) and check its log; GPUs without a fabric cannot use NVLink and CUDA reports them not ready",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			return eachGPU(s, func(g snapshot.GPU) finding {
+				fb := g.Fabric
+				if fb == nil {
+					return skip(gpuSubject(g), "no NVLink fabric reported")
+				}
+				observed := fb.State
+				if fb.Status != "" {
+					observed += ", " + fb.Status
+				}
+				f := bad(gpuSubject(g), observed, gpu.FabricCompleted+", success")
+				f.ok = fb.State == gpu.FabricCompleted && fb.Status == "success"
+				return f
+			})
+		},
+	}
+}
+
+func gpuECC() Check {
+	return Check{
+		Name: "gpu-ecc", Severity: Warning,
+		Summary: "ECC is enabled on GPUs with ECC memory, now and after the next reset",
+		Remedy:  "enable ECC with `nvidia-smi -i <gpu> -e 1` and reset the GPU; without it memory errors corrupt results silently",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			return eachGPU(s, func(g snapshot.GPU) finding {
+				e := g.ECC
+				if e == nil {
+					return skip(gpuSubject(g), "no ECC mode reported")
+				}
+				f := bad(gpuSubject(g), fmt.Sprintf("current %s, pending %s", onOff(e.Enabled), onOff(e.Pending)), "current on, pending on")
+				f.ok = e.Enabled && e.Pending
+				return f
+			})
+		},
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func gpuRowRemap() Check {
+	return Check{
+		Name: "gpu-row-remap", Severity: Critical,
+		Summary: "no GPU has a memory row remap pending (waiting for a reset) or failed",
+		Remedy:  "drain the node and reset the GPU (`nvidia-smi -r`) to apply the pending remap",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			return eachGPU(s, func(g snapshot.GPU) finding {
+				rr := g.RemappedRows
+				if rr == nil {
+					return skip(gpuSubject(g), "no row remapping reported")
+				}
+				observed := fmt.Sprintf("%d correctable, %d uncorrectable", rr.Correctable, rr.Uncorrectable)
+				switch {
+				case rr.Failed:
+					f := bad(gpuSubject(g), observed+", remap failed", "no pending or failed remap")
+					f.remedy = "a row remap failed: the GPU's memory is exhausted of spare rows; drain the node and have the GPU serviced"
+					return f
+				case rr.Pending:
+					return bad(gpuSubject(g), observed+", remap pending", "no pending or failed remap")
+				default:
+					return pass(gpuSubject(g), observed, "no pending or failed remap")
+				}
+			})
+		},
+	}
+}
+
+// near is how close an RDMA device must be to count as the GPU's own:
+// under the same PCIe root complex, or at least on its NUMA node.
+func near(a snapshot.Affinity) bool {
+	switch a.Relation {
+	case "PIX", "PXB", "PHB":
+		return true
+	}
+	return a.SameNUMA
+}
+
+func gpuNICAffinity() Check {
+	return Check{
+		Name: "gpu-nic-affinity", Severity: Critical,
+		Summary: "every GPU has an RDMA device with an ACTIVE port on its PCIe switch or NUMA node",
+		Remedy:  "GPU traffic to the network crosses the CPU interconnect: cable or enable the HCA next to this GPU, or move the HCA to a slot on the GPU's socket",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			if len(s.GPUs) == 0 {
+				return noGPUs()
+			}
+			if len(s.RDMADevices) == 0 {
+				return []finding{skip(Node, "no RDMA devices")}
+			}
+			var out []finding
+			for _, g := range s.GPUs {
+				expected := "an ACTIVE RDMA device on its PCIe switch or NUMA node"
+				var nearest *snapshot.Affinity
+				for i, a := range g.Affinity { // nearest first
+					if a.Active {
+						if nearest == nil {
+							nearest = &g.Affinity[i]
+						}
+						if near(a) {
+							nearest = &g.Affinity[i]
+							break
+						}
+					}
+				}
+				switch {
+				case nearest == nil:
+					out = append(out, bad(gpuSubject(g), "no RDMA device has an ACTIVE port", expected))
+				default:
+					f := bad(gpuSubject(g), fmt.Sprintf("%s (%s)", nearest.RDMADevice, nearest.Relation), expected)
+					f.ok = near(*nearest)
+					out = append(out, f)
+				}
+			}
+			return out
+		},
+	}
+}
