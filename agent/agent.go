@@ -13,19 +13,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/exporters"
-	"github.com/gpunode/gpunode/gpu"
-	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/publish"
-	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/report"
 	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
-	"github.com/gpunode/gpunode/tuning"
 	"github.com/gpunode/gpunode/verify"
 )
 
@@ -40,11 +37,11 @@ type Options struct {
 	ReloadRequests <-chan struct{}
 	Logger         *slog.Logger
 	// Level is the logger's level, changed on reload.
-	Level     *slog.LevelVar
-	FS        hostfs.FS
-	Backends  []gpu.Backend
-	Simulated string
-	Build     exporters.BuildInfo
+	Level *slog.LevelVar
+	// Env is the host or simulated node the daemon discovers and samples;
+	// its owner closes it after Run returns.
+	Env   *discovery.Env
+	Build exporters.BuildInfo
 	// Notify sends a systemd notification ("READY=1"); nil when not under systemd.
 	Notify func(state string) error
 	// Watchdog is systemd's WatchdogSec; 0 disables the keep-alive.
@@ -57,17 +54,13 @@ type Options struct {
 	// Kube is the client for publishing to the Node named by
 	// Config.NodeName; nil means standalone.
 	Kube *kubeapi.Client
-	// Traffic moves a simulated node's RDMA counters (nil on real hardware).
-	Traffic telemetry.Traffic
-	// PFC reads RoCE ports' PFC state (Env.PFC); nil leaves it unknown.
-	PFC rdma.PFCReader
 }
 
 type daemon struct {
 	o         Options
 	cfg       config.Config
 	log       *slog.Logger
-	disc      *Discoverer
+	disc      *discovery.Discoverer
 	snap      atomic.Pointer[snapshot.Snapshot]
 	heartbeat atomic.Int64 // unix nanos of the last loop iteration
 	liveLimit atomic.Int64 // how stale the heartbeat may get, in nanoseconds
@@ -91,10 +84,8 @@ type daemon struct {
 // only for start-up failures (such as the metrics port being taken).
 func Run(ctx context.Context, o Options) error {
 	d := &daemon{o: o, cfg: o.Config, log: o.Logger, states: map[string]source.State{}}
-	d.disc = NewDiscoverer(o.FS, o.Backends, d.cfg.Discovery.SourceTimeout, o.Simulated)
-	d.disc.SetPFC(o.PFC)
+	d.disc = discovery.New(o.Env, d.cfg.Discovery.SourceTimeout)
 	d.setLiveLimit()
-	defer d.closeBackends()
 	d.logMode()
 
 	d.pub = d.newPublisher()
@@ -105,7 +96,7 @@ func Run(ctx context.Context, o Options) error {
 		emit = d.pub.Event
 	}
 	d.emit = emit
-	d.tuning = newTuningLoop(func(dir string) *tuning.Tuner { return NewTuner(o.FS, o.Simulated, dir) }, d.log, emit, d.snap.Load)
+	d.tuning = newTuningLoop(o.Env.Tuner, d.log, emit, d.snap.Load)
 	tuningConfigs := make(chan config.Config, 1)
 	d.probes = newProbeLoop(d.cfg.Probe, d.log)
 	stopSampler := d.startSampler(ctx)
@@ -166,7 +157,7 @@ func Run(ctx context.Context, o Options) error {
 	probesDone := make(chan struct{})
 	go func() {
 		defer close(probesDone)
-		d.probes.run(probeCtx, d.cfg.NodeName, o.FS, o.Kube)
+		d.probes.run(probeCtx, d.cfg.NodeName, o.Env.FS, o.Kube)
 	}()
 	defer func() { stopProbes(); <-probesDone }()
 	d.notify("READY=1", "STATUS="+d.status())
@@ -249,17 +240,9 @@ func (d *daemon) notify(states ...string) {
 	}
 }
 
-func (d *daemon) closeBackends() {
-	for _, b := range d.o.Backends {
-		if err := b.Close(); err != nil {
-			d.log.Warn("close GPU backend", "backend", b.Name(), "err", err)
-		}
-	}
-}
-
 func (d *daemon) logMode() {
-	if d.o.Simulated != "" {
-		d.log.Warn("SIMULATED node: every fact below comes from a built-in fixture, not this machine", "simulate", d.o.Simulated, "host_root", d.o.FS.Root())
+	if d.o.Env.Simulated != "" {
+		d.log.Warn("SIMULATED node: every fact below comes from a built-in fixture, not this machine", "simulate", d.o.Env.Simulated, "host_root", d.o.Env.FS.Root())
 	}
 }
 
@@ -270,14 +253,14 @@ func (d *daemon) newPublisher() *publish.Publisher {
 	case d.cfg.NodeName == "":
 		d.log.Info("standalone mode: no NODE_NAME, so nothing is published; labels are logged when they change")
 		return nil
-	case d.o.Simulated != "" && !d.cfg.Publish.AllowSimulated:
+	case d.o.Env.Simulated != "" && !d.cfg.Publish.AllowSimulated:
 		d.log.Warn("SIMULATED node: its labels are NOT published to the real Node (set publish.allowSimulated to do so); they are logged when they change", "node", d.cfg.NodeName)
 		return nil
 	case d.o.Kube == nil:
 		d.log.Error("NODE_NAME is set but there is no Kubernetes client; labels are only logged", "node", d.cfg.NodeName)
 		return nil
 	}
-	if d.o.Simulated != "" {
+	if d.o.Env.Simulated != "" {
 		d.log.Warn("SIMULATED node: publishing its labels to a real Node because publish.allowSimulated is set", "node", d.cfg.NodeName)
 	}
 	d.log.Info("publishing labels and conditions to the Node with server-side apply", "node", d.cfg.NodeName, "field_manager", publish.FieldManager)
@@ -290,13 +273,6 @@ func (d *daemon) newPublisher() *publish.Publisher {
 		EventNamespace: d.cfg.Publish.EventNamespace,
 		Logger:         d.log,
 	})
-}
-
-// LabelOptions turns the labels configuration into label options.
-func LabelOptions(c config.Labels) labels.Options {
-	return labels.Options{Domain: c.Domain, Sets: map[labels.SetName]bool{
-		labels.GPUNode: c.Sets.GPUNode, labels.LLMD: c.Sets.LLMD, labels.NVIDIA: c.Sets.NVIDIA, labels.AMD: c.Sets.AMD,
-	}}
 }
 
 // discover takes a snapshot and reports what changed since the last one.
@@ -330,7 +306,7 @@ func (d *daemon) refreshLabels() {
 	if s == nil {
 		return // the tuning loop finished before the first discovery
 	}
-	opts := LabelOptions(d.cfg.Labels)
+	opts := d.cfg.Labels.Options()
 	failed := labels.Failed(s)
 	// A failing source keeps its last good labels, so they do not flap.
 	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels(), Verified: d.verifiedLabel(), RDMAProbe: d.probes.Labels()}, opts), d.labels, failed, opts)

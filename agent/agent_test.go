@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/internal/testsupport"
 
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
@@ -36,20 +35,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-func simEnv(t *testing.T, name string) *Env {
-	t.Helper()
-	env, err := NewEnv(config.Default(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return env
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -78,7 +63,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestRunSimulatedNode(t *testing.T) {
-	env := simEnv(t, "dgx-h100-ib")
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
 	cfg := config.Default()
 	cfg.NodeName = ""
 	cfg.Metrics.ListenAddress = "127.0.0.1:0"
@@ -105,7 +90,7 @@ func TestRunSimulatedNode(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Options{
 			Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level})), Level: level,
-			FS: env.FS, Backends: env.Backends, Simulated: env.Simulated,
+			Env:            env,
 			Build:          exporters.BuildInfo{Version: "test", Revision: "abc", GoVersion: "go"},
 			ReloadRequests: reloads,
 			Reload:         func() (config.Config, error) { return (<-next)() },
@@ -197,47 +182,11 @@ func TestRunPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	env := simEnv(t, "cpu-only")
+	env := testsupport.SimEnv(t, "cpu-only")
 	cfg := config.Default()
 	cfg.Metrics.ListenAddress = l.Addr().String()
-	err = Run(context.Background(), Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FS: env.FS, Backends: env.Backends})
+	err = Run(context.Background(), Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Env: env})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("Run with a taken port: %v", err)
-	}
-}
-
-func TestStaleSimTreesSwept(t *testing.T) {
-	base := t.TempDir()
-	t.Setenv("TMPDIR", base)
-	// A PID far above pid_max cannot be alive.
-	stale := filepath.Join(base, simPrefix+"2147483647-dgx-h100-ib-123")
-	live := filepath.Join(base, fmt.Sprintf("%s%d-cpu-only-456", simPrefix, os.Getpid()))
-	other := filepath.Join(base, "unrelated")
-	for _, d := range []string{stale, live, other} {
-		if err := os.MkdirAll(filepath.Join(d, "sys"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env, err := NewEnv(config.Default(), "cpu-only")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := env.FS.Root()
-	if !strings.HasPrefix(filepath.Base(root), fmt.Sprintf("%s%d-cpu-only-", simPrefix, os.Getpid())) {
-		t.Errorf("tree name %s", root)
-	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Error("a dead agent's tree was not removed")
-	}
-	for _, d := range []string{live, other} {
-		if _, err := os.Stat(d); err != nil {
-			t.Errorf("%s removed: %v", d, err)
-		}
-	}
-	if err := env.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(root); !os.IsNotExist(err) {
-		t.Error("Close left the tree behind")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/discovery"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -95,8 +97,7 @@ func TestGPUHealthPublished(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(runCtx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), FS: fsys,
-			Backends: []gpu.Backend{nvml.New(lib)}, Simulated: "dgx-h100-ib", Build: exporters.BuildInfo{Version: "test"},
+		done <- Run(runCtx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Env: &discovery.Env{FS: fsys, Backends: []gpu.Backend{nvml.New(lib)}, Simulated: "dgx-h100-ib"}, Build: exporters.BuildInfo{Version: "test"},
 			Kube: agentClient(t, c), ReloadRequests: reloads,
 			Reload: func() (config.Config, error) { reloadMu.Lock(); defer reloadMu.Unlock(); return reloadCfg, nil }})
 	}()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
@@ -93,7 +95,7 @@ func TestPeersOf(t *testing.T) {
 // exports the round, and labels the node unverified, without the llm-d
 // RDMA gate that discovery alone would open.
 func TestRunWithProbesUnavailable(t *testing.T) {
-	env := simEnv(t, "h100-roce")
+	env := testsupport.SimEnv(t, "h100-roce")
 	token := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600)
 	cfg := config.Default()
@@ -107,7 +109,7 @@ func TestRunWithProbesUnavailable(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Options{
 			Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Level: new(slog.LevelVar),
-			FS: env.FS, Backends: env.Backends, Simulated: env.Simulated,
+			Env:       env,
 			Listening: func(a string) { addr <- a },
 		})
 	}()

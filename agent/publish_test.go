@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/discovery"
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -105,15 +108,15 @@ func registerNode(tb testing.TB, c *kube.Cluster, name string) {
 }
 
 // runAgent runs the daemon on a simulated node until the test ends.
-func runAgent(tb testing.TB, env *Env, cfg config.Config, kube *kubeapi.Client, logs io.Writer) (base string, stop func()) {
+func runAgent(tb testing.TB, env *discovery.Env, cfg config.Config, kube *kubeapi.Client, logs io.Writer) (base string, stop func()) {
 	tb.Helper()
 	cfg.Metrics.ListenAddress = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), FS: env.FS, Backends: env.Backends,
-			Simulated: env.Simulated, PFC: env.PFC, Build: exporters.BuildInfo{Version: "test"}, Kube: kube, Listening: func(a string) { addr <- a }})
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Env: env,
+			Build: exporters.BuildInfo{Version: "test"}, Kube: kube, Listening: func(a string) { addr <- a }})
 	}()
 	var once sync.Once
 	stop = func() {
@@ -155,7 +158,7 @@ func TestPublishSimulatedNode(t *testing.T) {
 	c := testCluster(t)
 	const node = "gpu-node-1"
 	registerNode(t, c, node)
-	env := simEnv(t, "dgx-h100-ib")
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
 	cfg := config.Default()
 	cfg.NodeName = node
 	cfg.Publish.AllowSimulated = true
@@ -226,7 +229,7 @@ func TestSimulatedNodeNotPublishedByDefault(t *testing.T) {
 	c := testCluster(t)
 	const node = "real-node"
 	registerNode(t, c, node)
-	env := simEnv(t, "dgx-b200-ib")
+	env := testsupport.SimEnv(t, "dgx-b200-ib")
 	cfg := config.Default()
 	cfg.NodeName = node
 	before, err := c.Scrape(context.Background())
@@ -266,7 +269,7 @@ func BenchmarkTimeToLabels(b *testing.B) {
 		cfg.NodeName = node
 		var want labels.Set
 		start := time.Now()
-		env, err := NewEnv(cfg, "dgx-h100-ib")
+		env, err := discovery.Open(cfg, "dgx-h100-ib")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,10 +17,10 @@ func (d *daemon) startSampler(ctx context.Context) (stop func()) {
 	m := d.cfg.Metrics // restart-only (but the taint): reloads keep it, so it is read once
 	o := telemetry.Options{
 		Interval:     m.SampleInterval,
-		FS:           d.o.FS,
-		Backends:     d.o.Backends,
+		FS:           d.o.Env.FS,
+		Backends:     d.o.Env.Backends,
 		CriticalXIDs: m.Health.CriticalXIDs,
-		Traffic:      d.o.Traffic,
+		Traffic:      d.o.Env.Traffic,
 		OnCondition:  d.gpuCondition,
 		Logger:       d.log,
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/discovery"
+
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
@@ -49,8 +51,7 @@ func TestGPUHealthInTheDaemon(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), FS: fsys,
-			Backends: []gpu.Backend{nvml.New(lib)}, Listening: func(a string) { addr <- a }})
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Env: &discovery.Env{FS: fsys, Backends: []gpu.Backend{nvml.New(lib)}}, Listening: func(a string) { addr <- a }})
 	}()
 	base := "http://" + <-addr
 	waitFor(t, "a healthy condition", func() bool {

@@ -5,50 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gpunode/gpunode/config"
-	"github.com/gpunode/gpunode/internal/hostfs"
-	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/tuning"
 )
-
-// NewTuner returns the tuner for a host root. On a real host it reaches
-// systemd through the sockets under the root and compares network
-// namespaces. A simulated node has neither: it counts as the host's
-// namespace, has no systemd, and keeps its journal inside the simulated
-// tree unless stateDir is another directory than the default.
-func NewTuner(fsys hostfs.FS, simulated, stateDir string) *tuning.Tuner {
-	t := &tuning.Tuner{FS: fsys, Store: tuning.Store{Dir: stateDir}}
-	if simulated == "" {
-		t.Systemd = tuning.DialSystemd(fsys)
-		return t
-	}
-	if stateDir == tuning.DefaultStateDir {
-		t.Store.Dir = filepath.Join(fsys.Root(), "var/lib/gpunode")
-	}
-	t.NetNS = func() tuning.NetNS {
-		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + simulated}
-	}
-	return t
-}
-
-// MachineOf takes what tuning needs from a snapshot.
-func MachineOf(s *snapshot.Snapshot) tuning.Machine {
-	m := tuning.Machine{
-		Kernel: s.Host.Kernel, OnlineCPUs: s.Host.OnlineCPUs, IsolatedCPUs: s.Host.IsolatedCPUs,
-		NohzFullCPUs: s.Host.NohzFullCPUs, NUMANodes: s.NUMANodes, PCIDevices: s.PCIDevices, IRQs: s.IRQs,
-	}
-	if st, ok := s.Source("topology"); !ok || st.State == source.Error && (s.Host.OnlineCPUs.IsEmpty() || len(s.NUMANodes) == 0) {
-		m.TopologyError = "topology source: " + st.Message
-	}
-	return m
-}
 
 // tuningRunTimeout bounds one verification or apply, lock wait included.
 const tuningRunTimeout = 30 * time.Second
@@ -155,7 +120,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	if s == nil {
 		return
 	}
-	m := MachineOf(s)
+	m := s.TuningMachine()
 	ctx, cancel := context.WithTimeout(ctx, tuningRunTimeout)
 	defer cancel()
 

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/discovery"
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/nodestatus"
@@ -51,7 +54,7 @@ func (e *eventLog) count(reason string) int {
 
 // runTuningDaemon runs the daemon on a simulated node with the given
 // tuning configuration; it returns the metrics URL.
-func runTuningDaemon(t *testing.T, env *Env, tc config.Tuning, events *eventLog, logs *syncBuffer, reload chan func() (config.Config, error), reloads chan struct{}) string {
+func runTuningDaemon(t *testing.T, env *discovery.Env, tc config.Tuning, events *eventLog, logs *syncBuffer, reload chan func() (config.Config, error), reloads chan struct{}) string {
 	t.Helper()
 	cfg := config.Default()
 	cfg.NodeName = ""
@@ -63,7 +66,7 @@ func runTuningDaemon(t *testing.T, env *Env, tc config.Tuning, events *eventLog,
 	go func() {
 		done <- Run(ctx, Options{
 			Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)),
-			FS: env.FS, Backends: env.Backends, Simulated: env.Simulated,
+			Env:            env,
 			Build:          exporters.BuildInfo{Version: "test"},
 			ReloadRequests: reloads,
 			Reload:         func() (config.Config, error) { return (<-reload)() },
@@ -80,7 +83,7 @@ func runTuningDaemon(t *testing.T, env *Env, tc config.Tuning, events *eventLog,
 	return "http://" + <-addr + "/metrics"
 }
 
-func readHost(t *testing.T, env *Env, path string) string {
+func readHost(t *testing.T, env *discovery.Env, path string) string {
 	t.Helper()
 	s, err := env.FS.ReadString(path)
 	if err != nil {
@@ -92,7 +95,7 @@ func readHost(t *testing.T, env *Env, path string) string {
 // In enforce mode the daemon applies the profile, repairs drift, restores
 // what a new profile drops, and reports each as an event and in metrics.
 func TestTuningEnforce(t *testing.T) {
-	env := simEnv(t, "dgx-h100-ib")
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
 	events, logs := &eventLog{}, &syncBuffer{}
 	reload, reloads := make(chan func() (config.Config, error), 1), make(chan struct{})
 	tc := config.DefaultTuning()
@@ -162,7 +165,7 @@ func TestTuningEnforce(t *testing.T) {
 
 // Audit mode writes nothing and reports the host as pending.
 func TestTuningAudit(t *testing.T) {
-	env := simEnv(t, "h100-roce")
+	env := testsupport.SimEnv(t, "h100-roce")
 	events, logs := &eventLog{}, &syncBuffer{}
 	tc := config.DefaultTuning()
 	tc.Interval = 100 * time.Millisecond
@@ -193,7 +196,7 @@ func TestTuningAudit(t *testing.T) {
 // A setting the kernel keeps refusing is reported once, not every interval,
 // and the node's tuning state says error.
 func TestTuningFailureReportedOnce(t *testing.T) {
-	env := simEnv(t, "cpu-only")
+	env := testsupport.SimEnv(t, "cpu-only")
 	path := env.FS.Path("/proc/sys/vm/swappiness")
 	os.Remove(path)
 	if err := os.Symlink("/dev/null", path); err != nil { // takes writes, keeps nothing

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -21,7 +23,7 @@ func TestVerificationPublished(t *testing.T) {
 	c := testCluster(t)
 	const node = "gpu-node-degraded"
 	registerNode(t, c, node)
-	env := simEnv(t, "dgx-h100-ib-degraded")
+	env := testsupport.SimEnv(t, "dgx-h100-ib-degraded")
 	cfg := config.Default()
 	cfg.NodeName = node
 	cfg.Publish.AllowSimulated = true

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpunode/gpunode/labels"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gpunode/gpunode/health"
@@ -77,6 +79,13 @@ type Labels struct {
 	// Domain is the prefix of the agent's own labels ("gpunode.dev").
 	Domain string    `yaml:"domain"`
 	Sets   LabelSets `yaml:"sets"`
+}
+
+// Options are the label options this configuration selects.
+func (l Labels) Options() labels.Options {
+	return labels.Options{Domain: l.Domain, Sets: map[labels.SetName]bool{
+		labels.GPUNode: l.Sets.GPUNode, labels.LLMD: l.Sets.LLMD, labels.NVIDIA: l.Sets.NVIDIA, labels.AMD: l.Sets.AMD,
+	}}
 }
 
 // LabelSets switches the label sets on and off.

@@ -7,15 +7,16 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/discovery"
+	"github.com/gpunode/gpunode/internal/testsupport"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/amdgpu"
@@ -31,23 +32,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func shmDir(t testing.TB) string {
 	t.Helper()
@@ -66,7 +50,7 @@ type simNode struct {
 	lib     gonvml.Interface
 	sampler *telemetry.Sampler
 	snap    *snapshot.Snapshot
-	clock   *clock
+	clock   *testsupport.Clock
 }
 
 func newSimNode(t testing.TB, name string) *simNode {
@@ -86,7 +70,7 @@ func newSimNodeWith(t testing.TB, name string, change func(*nvmlfake.Machine), o
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	var lib gonvml.Interface
 	if n.NVIDIA != nil {
 		m := *n.NVIDIA
@@ -108,11 +92,8 @@ func newSimNodeWith(t testing.TB, name string, change func(*nvmlfake.Machine), o
 		opts(&o)
 	}
 	s := telemetry.New(o)
-	snap := agent.NewDiscoverer(fsys, backends, 10*time.Second, name).Discover(context.Background())
-	snap.TakenAt = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	for i := range snap.Sources {
-		snap.Sources[i].Duration, snap.Sources[i].DurationSeconds = 0, 0
-	}
+	env := &discovery.Env{FS: fsys, Backends: backends, Simulated: name, PFC: n.PFC}
+	snap := testsupport.Untimed(discovery.New(env, testsupport.SourceTimeout).Discover(context.Background()), time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	s.Round(context.Background())
 	c.Advance(10 * time.Second)
 	s.Round(context.Background())

@@ -3,6 +3,8 @@ package labels
 import (
 	"slices"
 	"strings"
+
+	"github.com/gpunode/gpunode/internal/source"
 )
 
 // SetName names a label set that can be switched on or off in the
@@ -28,9 +30,9 @@ var SetNames = []SetName{GPUNode, LLMD, NVIDIA, AMD}
 type Source string
 
 const (
-	SourceGPU      Source = "gpu" // the GPU backend (nvml, amdsmi, amdgpu)
-	SourceRDMA     Source = "rdma"
-	SourceTopology Source = "topology"
+	SourceGPU      Source = "gpu" // the GPU backend (source.GPUBackends)
+	SourceRDMA     Source = source.RDMA
+	SourceTopology Source = source.Topology
 	// SourceTuning is the daemon's tuning loop, not a discovery source:
 	// its labels come in through Inputs.Tuning.
 	SourceTuning Source = "tuning"

@@ -2,14 +2,12 @@ package labels_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/internal/testsupport"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/sim"
 )
@@ -22,19 +20,9 @@ func TestGoldenAllSets(t *testing.T) {
 	cfg.Labels.Sets = config.LabelSets{GPUNode: true, LLMD: true, NVIDIA: true, AMD: true}
 	for _, name := range sim.Names() {
 		t.Run(name, func(t *testing.T) {
-			env, err := agent.NewEnv(cfg, name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				for _, b := range env.Backends {
-					b.Close()
-				}
-				env.Close()
-			}()
-			s := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated).Discover(context.Background())
+			s := testsupport.DiscoverSim(t, name)
 			var b bytes.Buffer
-			for _, line := range labels.For(s, agent.LabelOptions(cfg.Labels)).Lines() {
+			for _, line := range labels.For(s, cfg.Labels.Options()).Lines() {
 				b.WriteString(line + "\n")
 			}
 			path := filepath.Join("testdata", name+".all.labels")

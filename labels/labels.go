@@ -153,9 +153,6 @@ func (e *emitter) putKey(d *Def, key, v string) {
 // maxKey is Kubernetes' limit: a 253-character prefix, '/', a 63-character name.
 const maxKey = 253 + 1 + 63
 
-// gpuBackends are the sources that inventory GPUs.
-var gpuBackends = []string{"nvml", "amdsmi", "amdgpu"}
-
 // sourceStates maps each Source to the state of the discovery sources
 // behind it. The GPU state is that of the backend that supplied the
 // inventory; without one, an error from any backend wins (it may have
@@ -173,7 +170,7 @@ func sourceStates(s *snapshot.Snapshot) map[Source]source.State {
 		}
 		return states
 	}
-	for _, name := range gpuBackends {
+	for _, name := range source.GPUBackends() {
 		st, ok := s.Source(name)
 		switch {
 		case !ok:

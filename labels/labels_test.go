@@ -425,7 +425,7 @@ func TestLookupAndShared(t *testing.T) {
 
 // The README's label table is the output of Table; go test -update rewrites it.
 func TestREADMETable(t *testing.T) {
-	const path = "../../README.md"
+	const path = "../README.md"
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -2,16 +2,15 @@ package report_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/config"
 	goldenfile "github.com/gpunode/gpunode/internal/golden"
+	"github.com/gpunode/gpunode/internal/testsupport"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/report"
 	"github.com/gpunode/gpunode/sim"
@@ -24,26 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // fields fixed so the output is comparable byte for byte.
 func discoverSim(t *testing.T, name string) *snapshot.Snapshot {
 	t.Helper()
-	env, err := agent.NewEnv(config.Default(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, b := range env.Backends {
-			b.Close()
-		}
-		if err := env.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	d := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated)
-	d.SetPFC(env.PFC)
-	s := d.Discover(context.Background())
-	s.TakenAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	for i := range s.Sources {
-		s.Sources[i].Duration, s.Sources[i].DurationSeconds = 0, 0
-	}
-	return s
+	return testsupport.Untimed(testsupport.DiscoverSim(t, name), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 func golden(t *testing.T, file string, got []byte) {
@@ -60,7 +40,7 @@ func TestGoldenInspect(t *testing.T) {
 					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)
 				}
 			}
-			l := labels.For(s, agent.LabelOptions(config.Default().Labels))
+			l := labels.For(s, config.Default().Labels.Options())
 			var text, js, lines bytes.Buffer
 			if err := report.Text(&text, s, l); err != nil {
 				t.Fatal(err)

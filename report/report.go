@@ -57,7 +57,7 @@ func Summary(s *snapshot.Snapshot) []string {
 
 func gpuLine(s *snapshot.Snapshot) string {
 	if len(s.GPUs) == 0 {
-		return "GPUs: none found (" + absentReasons(s, "nvml", "amdsmi", "amdgpu") + ")"
+		return "GPUs: none found (" + absentReasons(s, source.GPUBackends()...) + ")"
 	}
 	counts := map[string]int{}
 	var names []string
@@ -84,7 +84,7 @@ func gpuLine(s *snapshot.Snapshot) string {
 
 func rdmaLine(s *snapshot.Snapshot) string {
 	if len(s.RDMADevices) == 0 {
-		return "RDMA: none found (" + absentReasons(s, "rdma") + ")"
+		return "RDMA: none found (" + absentReasons(s, source.RDMA) + ")"
 	}
 	ports, active := 0, 0
 	rates := map[string]int{}

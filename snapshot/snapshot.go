@@ -107,3 +107,17 @@ func (h Host) HasModule(name string) bool {
 	}
 	return false
 }
+
+// TuningMachine is what tuning needs from the snapshot. A failed topology
+// source with no CPUs or NUMA nodes to go on is an error the IRQ policies
+// report instead of guessing.
+func (s *Snapshot) TuningMachine() tuning.Machine {
+	m := tuning.Machine{
+		Kernel: s.Host.Kernel, OnlineCPUs: s.Host.OnlineCPUs, IsolatedCPUs: s.Host.IsolatedCPUs,
+		NohzFullCPUs: s.Host.NohzFullCPUs, NUMANodes: s.NUMANodes, PCIDevices: s.PCIDevices, IRQs: s.IRQs,
+	}
+	if st, ok := s.Source(source.Topology); !ok || st.State == source.Error && (s.Host.OnlineCPUs.IsEmpty() || len(s.NUMANodes) == 0) {
+		m.TopologyError = "topology source: " + st.Message
+	}
+	return m
+}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"google.golang.org/grpc"
 	v1 "k8s.io/kubelet/pkg/apis/podresources/v1"
@@ -27,30 +29,13 @@ import (
 	"github.com/gpunode/gpunode/sim"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // node is a simulated node with its NVML fake on a clock the test moves.
 type node struct {
 	sim.Node
 	fs    hostfs.FS
 	lib   gonvml.Interface
 	nvml  *nvml.Backend
-	clock *clock
+	clock *testsupport.Clock
 }
 
 func shmDir(t *testing.T) string {
@@ -73,7 +58,7 @@ func newNode(t *testing.T, name string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nd := &node{Node: n, fs: fsys, clock: &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}}
+	nd := &node{Node: n, fs: fsys, clock: testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
 	var lib gonvml.Interface
 	if n.NVIDIA != nil {
 		m := *n.NVIDIA

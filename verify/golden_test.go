@@ -2,42 +2,19 @@ package verify_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/gpunode/gpunode/agent"
-	"github.com/gpunode/gpunode/config"
 	goldenfile "github.com/gpunode/gpunode/internal/golden"
+	"github.com/gpunode/gpunode/internal/testsupport"
 	"github.com/gpunode/gpunode/sim"
-	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/verify"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
-
-func discoverSim(t *testing.T, name string) *snapshot.Snapshot {
-	t.Helper()
-	env, err := agent.NewEnv(config.Default(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, b := range env.Backends {
-			b.Close()
-		}
-		if err := env.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	d := agent.NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated)
-	d.SetPFC(env.PFC)
-	return d.Discover(context.Background())
-}
 
 func golden(t *testing.T, file string, got []byte) {
 	t.Helper()
@@ -67,7 +44,7 @@ var plantedFaults = map[string][]string{
 func TestGoldenReports(t *testing.T) {
 	for _, name := range sim.Names() {
 		t.Run(name, func(t *testing.T) {
-			s := discoverSim(t, name)
+			s := testsupport.DiscoverSim(t, name)
 			for _, st := range s.Sources {
 				if st.State == "error" {
 					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)

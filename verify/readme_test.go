@@ -10,7 +10,7 @@ import (
 
 // README.md's checks table is generated from Checks; it must not drift.
 func TestREADMETable(t *testing.T) {
-	const path = "../../README.md"
+	const path = "../README.md"
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

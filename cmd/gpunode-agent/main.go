@@ -21,6 +21,7 @@ import (
 
 	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/labels"
@@ -167,7 +168,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cleanup(cfg, c.allNodes, logger)
 	}
 
-	env, err := agent.NewEnv(cfg, c.simulate)
+	env, err := discovery.Open(cfg, c.simulate)
 	if err != nil {
 		logger.Error("cannot prepare discovery", "err", err)
 		return exitFailure
@@ -177,7 +178,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() {
 		if err := env.Close(); err != nil {
-			logger.Warn("remove simulated tree", "err", err)
+			logger.Warn("close discovery", "err", err)
 		}
 	}()
 
@@ -247,18 +248,9 @@ func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func inspect(env *agent.Env, cfg config.Config, output string, stdout io.Writer, logger *slog.Logger) int {
-	defer func() {
-		for _, b := range env.Backends {
-			if err := b.Close(); err != nil {
-				logger.Warn("close GPU backend", "backend", b.Name(), "err", err)
-			}
-		}
-	}()
-	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
-	d.SetPFC(env.PFC)
-	s := d.Discover(context.Background())
-	l := labels.For(s, agent.LabelOptions(cfg.Labels))
+func inspect(env *discovery.Env, cfg config.Config, output string, stdout io.Writer, logger *slog.Logger) int {
+	s := discovery.New(env, cfg.Discovery.SourceTimeout).Discover(context.Background())
+	l := labels.For(s, cfg.Labels.Options())
 	var err error
 	switch output {
 	case "json":
@@ -275,7 +267,7 @@ func inspect(env *agent.Env, cfg config.Config, output string, stdout io.Writer,
 	return 0
 }
 
-func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, logger *slog.Logger) int {
+func daemonize(env *discovery.Env, cfg config.Config, c cli, level *slog.LevelVar, logger *slog.Logger) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -297,11 +289,7 @@ func daemonize(env *agent.Env, cfg config.Config, c cli, level *slog.LevelVar, l
 		ReloadRequests: reloads,
 		Logger:         logger,
 		Level:          level,
-		FS:             env.FS,
-		Backends:       env.Backends,
-		Simulated:      env.Simulated,
-		Traffic:        env.Traffic,
-		PFC:            env.PFC,
+		Env:            env,
 		Build:          exporters.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()},
 		Listening: func(addr string) {
 			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")

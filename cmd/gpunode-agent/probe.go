@@ -15,7 +15,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/gpunode/gpunode/agent"
+	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
 )
@@ -101,7 +101,7 @@ type probeReport struct {
 	Errors  []string       `json:"errors,omitempty"`
 }
 
-func runProbe(f *probeFlags, cmd string, env *agent.Env, logger *slog.Logger, stdout, stderr io.Writer) int {
+func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	devices := func(ctx context.Context) ([]rdma.Device, error) { return rdma.Discover(ctx, env.FS) }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/topology"
 	"github.com/gpunode/gpunode/tuning"
 )
@@ -51,7 +51,7 @@ func (f *tuneFlags) is(cmd string) bool { return strings.HasPrefix(cmd, "tune ")
 
 // runTune runs a tune subcommand. Exit codes: 0 success, 1 something
 // failed or differs (apply, verify, revert), 2 bad usage or profile.
-func runTune(f *tuneFlags, cmd string, env *agent.Env, cfg config.Config, c *cli, stdout, stderr io.Writer) int {
+func runTune(f *tuneFlags, cmd string, env *discovery.Env, cfg config.Config, c *cli, stdout, stderr io.Writer) int {
 	if cmd == f.profiles.FullCommand() {
 		return listProfiles(f.show, stdout, stderr)
 	}
@@ -70,7 +70,7 @@ func runTune(f *tuneFlags, cmd string, env *agent.Env, cfg config.Config, c *cli
 	if *c.set["state-dir"] {
 		stateDir = f.stateDir
 	}
-	t := agent.NewTuner(env.FS, env.Simulated, stateDir)
+	t := env.Tuner(stateDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Discovery.SourceTimeout+tuneTimeout)
 	defer cancel()
 

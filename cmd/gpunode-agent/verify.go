@@ -8,8 +8,8 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/gpunode/gpunode/agent"
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/verify"
 )
 
@@ -34,14 +34,7 @@ func verifyOptions(c config.Verify) verify.Options {
 	return verify.Options{ExpectedGPUCount: c.ExpectedGPUCount}
 }
 
-func runVerify(f *verifyFlags, env *agent.Env, cfg config.Config, stdout, stderr io.Writer, logger *slog.Logger) int {
-	defer func() {
-		for _, b := range env.Backends {
-			if err := b.Close(); err != nil {
-				logger.Warn("close GPU backend", "backend", b.Name(), "err", err)
-			}
-		}
-	}()
+func runVerify(f *verifyFlags, env *discovery.Env, cfg config.Config, stdout, stderr io.Writer, logger *slog.Logger) int {
 	if f.expectedSet {
 		cfg.Verify.ExpectedGPUCount = f.expectedGPUs
 		if err := cfg.Validate(); err != nil {
@@ -49,9 +42,7 @@ func runVerify(f *verifyFlags, env *agent.Env, cfg config.Config, stdout, stderr
 			return exitUsage
 		}
 	}
-	d := agent.NewDiscoverer(env.FS, env.Backends, cfg.Discovery.SourceTimeout, env.Simulated)
-	d.SetPFC(env.PFC)
-	r := verify.Run(d.Discover(context.Background()), verifyOptions(cfg.Verify))
+	r := verify.Run(discovery.New(env, cfg.Discovery.SourceTimeout).Discover(context.Background()), verifyOptions(cfg.Verify))
 	var err error
 	if f.output == "json" {
 		err = verify.JSON(stdout, r)

@@ -58,7 +58,7 @@ func New(fsys hostfs.FS, opts ...Option) *Backend {
 }
 
 // Name identifies the backend in source status.
-func (b *Backend) Name() string { return "amdgpu" }
+func (b *Backend) Name() string { return source.AMDGPU }
 
 // Close releases nothing: sysfs needs no session.
 func (b *Backend) Close() error { return nil }

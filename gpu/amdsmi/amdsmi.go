@@ -166,7 +166,7 @@ func (b *Backend) open(path string) error {
 }
 
 // Name identifies the backend in source status.
-func (b *Backend) Name() string { return "amdsmi" }
+func (b *Backend) Name() string { return source.AMDSMI }
 
 // Version is the loaded library's version.
 func (b *Backend) Version() Version { return b.version }

@@ -72,7 +72,7 @@ func New(lib gonvml.Interface, opts ...Option) *Backend {
 }
 
 // Name identifies the backend in source status.
-func (b *Backend) Name() string { return "nvml" }
+func (b *Backend) Name() string { return source.NVML }
 
 // Inventory initialises NVML if needed and describes every GPU in NVML index
 // order. A GPU that answers only partly is still reported, with its failed

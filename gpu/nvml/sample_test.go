@@ -6,9 +6,10 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/internal/testsupport"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -18,27 +19,10 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // clocked is a DGX of model on a clock the test moves.
-func clocked(t *testing.T, model nvmlfake.Model) (gonvml.Interface, *clock) {
+func clocked(t *testing.T, model nvmlfake.Model) (gonvml.Interface, *testsupport.Clock) {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	m := dgx(model)
 	m.Clock = c.Now
 	return build(t, m), c
@@ -448,7 +432,7 @@ func TestWatchEvents(t *testing.T) {
 // instance, UUID, profile, memory) and each instance's GPM activity; the
 // whole-GPU utilization is not supported in MIG mode and is absent.
 func TestMIGInstances(t *testing.T) {
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	m := dgx(nvmlfake.H100)
 	m.Clock = c.Now
 	m.GPUs[3].MIGEnabled = true

@@ -18,6 +18,21 @@ const (
 	Error  State = "error"
 )
 
+// The discovery sources' names, as snapshots, logs, labels and
+// gpunode_source_up report them. Each is defined here once.
+const (
+	Topology = "topology"
+	RDMA     = "rdma"
+	Settings = "settings"
+	NVML     = "nvml"
+	AMDSMI   = "amdsmi"
+	AMDGPU   = "amdgpu"
+)
+
+// GPUBackends names the sources that inventory GPUs, in the order
+// discovery prefers them.
+func GPUBackends() []string { return []string{NVML, AMDSMI, AMDGPU} }
+
 // ErrAbsent marks "not here" as opposed to "broken". Test with errors.Is.
 var ErrAbsent = errors.New("absent")
 

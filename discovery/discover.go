@@ -1,7 +1,7 @@
 // Package agent is the gpunode daemon: it runs the discovery sources on a
 // schedule, keeps the latest snapshot, reports changes, serves metrics and
 // health, and talks to systemd.
-package agent
+package discovery
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gpunode/gpunode/gpu"
-	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/snapshot"
@@ -28,38 +27,32 @@ type Discoverer struct {
 	settings  *source.Runner[[]tuning.Setting]
 	gpus      []*source.Runner[gpu.Inventory]
 	now       func() time.Time
-	// pfc reads the PFC state of RoCE netdevs (DCB over netlink on a
-	// host, a table on a simulated node); nil leaves PFC unknown.
-	pfc rdma.PFCReader
 }
 
-// NewDiscoverer wires the sources for a host root and GPU backends.
-// simulated names the simulated node, or is empty on real hardware.
-func NewDiscoverer(fsys hostfs.FS, backends []gpu.Backend, timeout time.Duration, simulated string) *Discoverer {
-	d := &Discoverer{}
-	*d = Discoverer{
-		simulated: simulated,
-		topology: &source.Runner[topology.Topology]{Name: "topology", Timeout: timeout,
+// New wires the sources over an environment: its host root, GPU
+// backends and PFC reader, each source under timeout.
+func New(env *Env, timeout time.Duration) *Discoverer {
+	fsys, pfc := env.FS, env.PFC
+	d := &Discoverer{
+		simulated: env.Simulated,
+		topology: &source.Runner[topology.Topology]{Name: source.Topology, Timeout: timeout,
 			Fn: func(ctx context.Context) (topology.Topology, error) { return topology.Discover(ctx, fsys) }},
-		rdma: &source.Runner[[]rdma.Device]{Name: "rdma", Timeout: timeout,
+		rdma: &source.Runner[[]rdma.Device]{Name: source.RDMA, Timeout: timeout,
 			Fn: func(ctx context.Context) ([]rdma.Device, error) {
 				devs, err := rdma.Discover(ctx, fsys)
-				return devs, errors.Join(err, rdma.AddPFC(ctx, devs, d.pfc))
+				return devs, errors.Join(err, rdma.AddPFC(ctx, devs, pfc))
 			}},
-		settings: &source.Runner[[]tuning.Setting]{Name: "settings", Timeout: timeout,
+		settings: &source.Runner[[]tuning.Setting]{Name: source.Settings, Timeout: timeout,
 			Fn: func(ctx context.Context) ([]tuning.Setting, error) {
 				return tuning.Observe(ctx, fsys, tuning.ObservedSysctls)
 			}},
 		now: time.Now,
 	}
-	for _, b := range backends {
+	for _, b := range env.Backends {
 		d.gpus = append(d.gpus, &source.Runner[gpu.Inventory]{Name: b.Name(), Timeout: timeout, Fn: b.Inventory})
 	}
 	return d
 }
-
-// SetPFC sets where RoCE ports' PFC state is read from (Env.PFC).
-func (d *Discoverer) SetPFC(r rdma.PFCReader) { d.pfc = r }
 
 // SetTimeout changes the per-source timeout for later runs.
 func (d *Discoverer) SetTimeout(t time.Duration) {

@@ -1,4 +1,7 @@
-package agent
+// Package discovery is the environment discovery runs against (a host
+// root and GPU backends, real or simulated) and the discoverer that runs
+// the sources over it and assembles a snapshot.
+package discovery
 
 import (
 	"errors"
@@ -21,7 +24,7 @@ import (
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/dcb"
 	"github.com/gpunode/gpunode/sim"
-	"github.com/gpunode/gpunode/telemetry"
+	"github.com/gpunode/gpunode/tuning"
 )
 
 // Env is what discovery runs against: a host root and GPU backends, real
@@ -30,28 +33,41 @@ type Env struct {
 	FS        hostfs.FS
 	Backends  []gpu.Backend
 	Simulated string
-	// Traffic moves a simulated node's RDMA counters; nil on real hardware.
-	Traffic telemetry.Traffic
+	// Traffic moves a simulated node's RDMA counters and GPU metrics
+	// tables to the given time; nil on real hardware.
+	Traffic interface{ Advance(time.Time) error }
 	// PFC reads RoCE netdevs' PFC state: DCB over netlink on a host, the
 	// node's table when simulated.
 	PFC rdma.PFCReader
 	// AMDSMIAbsent says why AMD SMI is not used when the amdgpu sysfs
 	// backend serves AMD GPUs instead; "" otherwise.
 	AMDSMIAbsent string
-	cleanup      func() error
+	// removeTree deletes a simulated node's generated tree; nil on a host.
+	removeTree func() error
 }
 
-// Close removes a simulated tree. The backends are closed by their user.
+// Close closes every GPU backend and removes a simulated tree. It may be
+// called more than once.
 func (e *Env) Close() error {
-	if e.cleanup == nil {
-		return nil
+	var errs []error
+	for _, b := range e.Backends {
+		if err := b.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close GPU backend %s: %w", b.Name(), err))
+		}
 	}
-	return e.cleanup()
+	e.Backends = nil
+	if e.removeTree != nil {
+		if err := e.removeTree(); err != nil {
+			errs = append(errs, fmt.Errorf("remove simulated tree: %w", err))
+		}
+		e.removeTree = nil
+	}
+	return errors.Join(errs...)
 }
 
-// NewEnv prepares the real host (simulate empty) or a simulated node, whose
+// Open prepares the real host (simulate empty) or a simulated node, whose
 // tree is generated in a temporary directory removed by Close.
-func NewEnv(cfg config.Config, simulate string) (*Env, error) {
+func Open(cfg config.Config, simulate string) (*Env, error) {
 	if simulate == "" {
 		fsys, err := hostfs.New(cfg.HostRoot)
 		if err != nil {
@@ -86,7 +102,7 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 	if err != nil {
 		return nil, errors.Join(err, cleanup())
 	}
-	env := &Env{FS: fsys, Simulated: simulate, cleanup: cleanup, PFC: node.PFC}
+	env := &Env{FS: fsys, Simulated: simulate, removeTree: cleanup, PFC: node.PFC}
 	traffic, err := sim.NewTraffic(node, time.Now())
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("simulate %s: %w", simulate, err), cleanup())
@@ -106,6 +122,26 @@ func NewEnv(cfg config.Config, simulate string) (*Env, error) {
 		env.Backends, env.AMDSMIAbsent = append(env.Backends, b), why
 	}
 	return env, nil
+}
+
+// Tuner returns the tuner for this environment. On a real host it reaches
+// systemd through the sockets under the root and compares network
+// namespaces. A simulated node has neither: it counts as the host's
+// namespace, has no systemd, and keeps its journal inside the simulated
+// tree unless stateDir is another directory than the default.
+func (e *Env) Tuner(stateDir string) *tuning.Tuner {
+	t := &tuning.Tuner{FS: e.FS, Store: tuning.Store{Dir: stateDir}}
+	if e.Simulated == "" {
+		t.Systemd = tuning.DialSystemd(e.FS)
+		return t
+	}
+	if stateDir == tuning.DefaultStateDir {
+		t.Store.Dir = filepath.Join(e.FS.Root(), "var/lib/gpunode")
+	}
+	t.NetNS = func() tuning.NetNS {
+		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + e.Simulated}
+	}
+	return t
 }
 
 // simDir is where simulated trees are generated: $TMPDIR when set, else

@@ -1,4 +1,4 @@
-package agent
+package discovery
 
 import (
 	"github.com/gpunode/gpunode/config"

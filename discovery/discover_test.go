@@ -1,4 +1,4 @@
-package agent
+package discovery_test
 
 import (
 	"bytes"
@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/discovery"
+	"github.com/gpunode/gpunode/internal/testsupport"
 
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/gpu"
@@ -19,7 +22,7 @@ import (
 // reported with its path, nothing panics, and everything else is still
 // discovered.
 func TestDiscoverGarbageHost(t *testing.T) {
-	env := simEnv(t, "dgx-h100-ib")
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
 	write := func(p string, b []byte) {
 		if err := os.WriteFile(env.FS.Path(p), b, 0o644); err != nil {
 			t.Fatal(err)
@@ -33,7 +36,7 @@ func TestDiscoverGarbageHost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := NewDiscoverer(env.FS, env.Backends, 10*time.Second, env.Simulated).Discover(context.Background())
+	s := discovery.New(env, 10*time.Second).Discover(context.Background())
 	want := map[string][]string{
 		"rdma":     {"mlx5_3 port 1", "/sys/class/infiniband/mlx5_3/ports/1/rate", "mlx5_5 port 1", "ports/1/state"},
 		"topology": {"/sys/bus/pci/devices/0000:43:00.0/numa_node", "/proc/modules", "too large"},
@@ -63,7 +66,7 @@ func TestDiscoverGarbageHost(t *testing.T) {
 		t.Errorf("broken rate: %+v", p)
 	}
 	var out bytes.Buffer
-	if err := report.Text(&out, s, labels.For(s, LabelOptions(config.Default().Labels))); err != nil {
+	if err := report.Text(&out, s, labels.For(s, config.Default().Labels.Options())); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []string{"source rdma FAILED", "Problems", "mlx5_3 port 1: read /sys/class/infiniband/mlx5_3/ports/1/rate"} {
@@ -91,10 +94,10 @@ func (h hungBackend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 func (h hungBackend) Close() error { return nil }
 
 func TestDiscoverHungBackend(t *testing.T) {
-	env := simEnv(t, "cpu-only")
+	env := testsupport.SimEnv(t, "cpu-only")
 	h := hungBackend{release: make(chan struct{})}
 	defer close(h.release)
-	d := NewDiscoverer(env.FS, []gpu.Backend{h}, 200*time.Millisecond, "")
+	d := discovery.New(&discovery.Env{FS: env.FS, Backends: []gpu.Backend{h}}, 200*time.Millisecond)
 	start := time.Now()
 	for i, want := range []string{"timed out after 200ms", source.ErrStillRunning.Error()} {
 		s := d.Discover(context.Background())
