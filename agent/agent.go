@@ -309,7 +309,7 @@ func (d *daemon) refreshLabels() {
 	opts := d.cfg.Labels.Options()
 	failed := labels.Failed(s)
 	// A failing source keeps its last good labels, so they do not flap.
-	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels(), Verified: d.verifiedLabel(), RDMAProbe: d.probes.Labels()}, opts), d.labels, failed, opts)
+	next := labels.Hold(labels.Compute(labels.Inputs{Snapshot: s, Tuning: d.tuning.Labels(), Verified: d.verified(), RDMAProbe: d.probes.Labels()}, opts), d.labels, failed, opts)
 	d.logLabelChanges(next)
 	cond := nodestatus.Discovery(s.Sources)
 	conds := append([]nodestatus.Condition{cond}, d.verifiedCondition()...)

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/tuning"
@@ -36,7 +36,7 @@ type tuningLoop struct {
 
 	mu     sync.Mutex
 	status tuning.Status
-	labels map[string]string
+	labels *labels.Tuning // nil before the first run
 	// drifted, failed and warnings remember what was already reported, so
 	// an unchanged drift (audit mode), failure or plan warning is not
 	// reported again every interval.
@@ -271,9 +271,9 @@ func (l *tuningLoop) event(typ nodestatus.EventType, reason, msg string) {
 func (l *tuningLoop) setStatus(f func(*tuning.Status)) {
 	l.mu.Lock()
 	f(&l.status)
-	next := tuning.Labels(l.status.Mode, l.status.Profile, l.status.State)
-	same := maps.Equal(next, l.labels)
-	l.labels = next
+	next := tuningLabels(l.status)
+	same := l.labels != nil && *l.labels == next
+	l.labels = &next
 	l.mu.Unlock()
 	if !same {
 		select {
@@ -283,9 +283,23 @@ func (l *tuningLoop) setStatus(f func(*tuning.Status)) {
 	}
 }
 
-// Labels returns the tuning labels, keys without the domain.
-func (l *tuningLoop) Labels() map[string]string {
+// Labels returns what the tuning labels say; nil before the first run.
+func (l *tuningLoop) Labels() *labels.Tuning {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return maps.Clone(l.labels)
+	if l.labels == nil {
+		return nil
+	}
+	t := *l.labels
+	return &t
+}
+
+// tuningLabels is what the tuning labels say of a status: with mode off
+// only the state, with an error before any plan (no state) only the
+// profile.
+func tuningLabels(s tuning.Status) labels.Tuning {
+	if s.Mode == tuning.ModeOff {
+		return labels.Tuning{State: tuning.StateOff}
+	}
+	return labels.Tuning{Profile: s.Profile, State: s.State}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/internal/testsupport"
+	"github.com/gpunode/gpunode/labels"
 
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
@@ -216,5 +217,20 @@ func TestTuningFailureReportedOnce(t *testing.T) {
 	}
 	if ev, _ := events.find("TuningFailed"); !strings.Contains(ev.Message, "vm.swappiness") || !strings.Contains(ev.Message, "the kernel kept") {
 		t.Errorf("event %+v", ev)
+	}
+}
+
+func TestTuningLabels(t *testing.T) {
+	for _, tc := range []struct {
+		status tuning.Status
+		want   labels.Tuning
+	}{
+		{tuning.Status{Mode: tuning.ModeEnforce, Profile: "llm-inference", State: tuning.StateCompliant}, labels.Tuning{Profile: "llm-inference", State: "compliant"}},
+		{tuning.Status{Mode: tuning.ModeOff, Profile: "llm-inference"}, labels.Tuning{State: "off"}},
+		{tuning.Status{Mode: tuning.ModeAudit, Profile: "llm-inference"}, labels.Tuning{Profile: "llm-inference"}},
+	} {
+		if got := tuningLabels(tc.status); got != tc.want {
+			t.Errorf("%+v: %+v, want %+v", tc.status, got, tc.want)
+		}
 	}
 }

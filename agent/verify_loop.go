@@ -26,17 +26,14 @@ func (d *daemon) verifyNode(s *snapshot.Snapshot) {
 	}
 }
 
-// verifiedLabel is the gpunode.dev/verified value; empty before the first
+// verified is node verification's verdict; nil before the first
 // verification.
-func (d *daemon) verifiedLabel() string {
+func (d *daemon) verified() *bool {
 	r := d.verification.Load()
-	switch {
-	case r == nil:
-		return ""
-	case r.Verified:
-		return "true"
+	if r == nil {
+		return nil
 	}
-	return "false"
+	return &r.Verified
 }
 
 // verifiedCondition is the GPUNodeVerified condition, if verification ran.

@@ -14,9 +14,6 @@ import (
 	"github.com/gpunode/gpunode/nodestatus"
 )
 
-// ConditionType is the Node condition this package computes.
-const ConditionType = "GPUHealthy"
-
 // DefaultCriticalXIDs are the XIDs that mean the GPU itself needs
 // attention (a reset, a drain or service), as opposed to an application
 // fault (13, 31, 43, 45, 68 and the like, which the default leaves out):
@@ -146,7 +143,7 @@ func evaluate(in Input) GPU {
 // or there are no samples, True otherwise. ok is false on a node without
 // GPUs, which has no such condition.
 func Condition(gpus []GPU, sampled bool) (c nodestatus.Condition, ok bool) {
-	c.Type = ConditionType
+	c.Type = nodestatus.GPUHealthy
 	if !sampled {
 		c.Status, c.Reason, c.Message = nodestatus.Unknown, ReasonNoSamples, "GPUs have not been sampled yet"
 		return c, true
@@ -203,7 +200,7 @@ type Taint = nodestatus.Taint
 // (nil means the agent's taint must be absent). Unknown never taints: a
 // GPU that merely did not answer one round does not empty a node.
 func TaintFor(c nodestatus.Condition, o TaintOptions) *Taint {
-	if !o.Enabled || c.Type != ConditionType || c.Status != nodestatus.False {
+	if !o.Enabled || c.Type != nodestatus.GPUHealthy || c.Status != nodestatus.False {
 		return nil
 	}
 	effect := o.Effect

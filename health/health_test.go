@@ -96,7 +96,7 @@ func TestCondition(t *testing.T) {
 }
 
 func TestTaintFor(t *testing.T) {
-	bad := nodestatus.Condition{Type: ConditionType, Status: nodestatus.False, Reason: ReasonXIDCritical}
+	bad := nodestatus.Condition{Type: nodestatus.GPUHealthy, Status: nodestatus.False, Reason: ReasonXIDCritical}
 	on := TaintOptions{Enabled: true, Key: "gpunode.dev/gpu-unhealthy"}
 	if got := TaintFor(bad, on); got == nil || *got != (Taint{Key: "gpunode.dev/gpu-unhealthy", Value: "XIDCritical", Effect: "NoSchedule"}) {
 		t.Errorf("taint %+v", got)
@@ -106,8 +106,8 @@ func TestTaintFor(t *testing.T) {
 		t.Errorf("taint %+v", got)
 	}
 	for _, c := range []nodestatus.Condition{
-		{Type: ConditionType, Status: nodestatus.True},
-		{Type: ConditionType, Status: nodestatus.Unknown},
+		{Type: nodestatus.GPUHealthy, Status: nodestatus.True},
+		{Type: nodestatus.GPUHealthy, Status: nodestatus.Unknown},
 		{Type: "RDMAReady", Status: nodestatus.False},
 	} {
 		if got := TaintFor(c, on); got != nil {

@@ -50,16 +50,24 @@ func (s Set) Equal(o Set) bool { return maps.Equal(s, o) }
 // added here as fields by those features.
 type Inputs struct {
 	Snapshot *snapshot.Snapshot
-	// Tuning are the tuning loop's labels, keys without the domain
-	// ("tuning.profile", "tuning.state"); nil before its first run, and
+	// Tuning is the tuning loop's state; nil before its first run, and
 	// outside the daemon.
-	Tuning map[string]string
-	// Verified is "true" or "false", node verification's verdict; empty
-	// outside the daemon.
-	Verified string
+	Tuning *Tuning
+	// Verified is node verification's verdict; nil before the first
+	// verification, and outside the daemon.
+	Verified *bool
 	// RDMAProbe is the RDMA probes' latest verdict; nil when probes are
 	// off (then hardware.llm-d.ai/rdma follows discovery alone).
 	RDMAProbe *RDMAProbe
+}
+
+// Tuning is what labels need from the tuning loop.
+type Tuning struct {
+	// Profile is the managed profile; empty when tuning is off, or when
+	// the loop failed before it had a profile.
+	Profile string
+	// State is one of tuning's State constants; empty before a plan.
+	State string
 }
 
 // RDMAProbe is what labels need from the RDMA probes.
@@ -85,14 +93,18 @@ func Compute(in Inputs, o Options) Set {
 	if in.Tuning != nil {
 		e.states[SourceTuning] = source.OK
 	}
-	if in.Verified != "" {
+	if in.Verified != nil {
 		e.states[SourceVerify] = source.OK
 	}
 	if o.Sets[GPUNode] {
 		gpunodeSet(in.Snapshot, e)
-		e.put(tuningProfile, in.Tuning[tuningProfile.Key])
-		e.put(tuningState, in.Tuning[tuningState.Key])
-		e.put(verified, in.Verified)
+		if in.Tuning != nil {
+			e.put(tuningProfile, in.Tuning.Profile)
+			e.put(tuningState, in.Tuning.State)
+		}
+		if in.Verified != nil {
+			e.put(verified, strconv.FormatBool(*in.Verified))
+		}
 	}
 	if o.Sets[GPUNode] && in.RDMAProbe != nil && !in.RDMAProbe.Pending {
 		e.put(rdmaVerified, strconv.FormatBool(in.RDMAProbe.Verified))

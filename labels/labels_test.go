@@ -371,8 +371,8 @@ func TestEveryKeyDocumented(t *testing.T) {
 	mixed.GPUs = append(mixed.GPUs, mixed.GPUs[0])
 	mixed.GPUs[2].Architecture = "cdna4"
 	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed} {
-		tuning := map[string]string{"tuning.profile": "llm-inference", "tuning.state": "compliant"}
-		for k, v := range Compute(Inputs{Snapshot: s, Tuning: tuning, Verified: "false", RDMAProbe: &RDMAProbe{Verified: true}}, all()) {
+		verified := false
+		for k, v := range Compute(Inputs{Snapshot: s, Tuning: &Tuning{Profile: "llm-inference", State: "compliant"}, Verified: &verified, RDMAProbe: &RDMAProbe{Verified: true}}, all()) {
 			d := Lookup(k, "d.io")
 			if d == nil {
 				t.Errorf("label %s has no Def", k)
@@ -449,14 +449,14 @@ func TestREADMETable(t *testing.T) {
 // absent otherwise (inspect), and not held when sources fail.
 func TestVerifiedLabel(t *testing.T) {
 	s := nvidiaSnap(source.OK, source.OK)
-	if v, ok := Compute(Inputs{Snapshot: s, Verified: "true"}, all())["d.io/verified"]; !ok || v != "true" {
+	if v, ok := Compute(Inputs{Snapshot: s, Verified: new(true)}, all())["d.io/verified"]; !ok || v != "true" {
 		t.Errorf("verified = %q, %v", v, ok)
 	}
 	if _, ok := For(s, all())["d.io/verified"]; ok {
 		t.Error("verified written without a verdict")
 	}
 	failing := nvidiaSnap(source.Error, source.OK)
-	next := Hold(Compute(Inputs{Snapshot: failing, Verified: "false"}, all()), Set{"d.io/verified": "true"}, Failed(failing), all())
+	next := Hold(Compute(Inputs{Snapshot: failing, Verified: new(false)}, all()), Set{"d.io/verified": "true"}, Failed(failing), all())
 	if next["d.io/verified"] != "false" {
 		t.Errorf("verified held at %q while a source fails", next["d.io/verified"])
 	}

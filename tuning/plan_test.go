@@ -289,10 +289,4 @@ func TestSummarizeAndLabels(t *testing.T) {
 			t.Errorf("%+v failed %d: %s, want %s", tc.steps, tc.failed, got, tc.want)
 		}
 	}
-	if l := Labels(ModeEnforce, "llm-inference", StateCompliant); len(l) != 2 || l["tuning.profile"] != "llm-inference" || l["tuning.state"] != "compliant" {
-		t.Errorf("labels %v", l)
-	}
-	if l := Labels(ModeOff, "llm-inference", ""); len(l) != 1 || l["tuning.state"] != "off" {
-		t.Errorf("labels off %v", l)
-	}
 }

@@ -53,21 +53,6 @@ func Summarize(pl Plan, failed int) string {
 	return StateCompliant
 }
 
-// Labels are the tuning node labels, keys without the domain prefix
-// ("tuning.profile", "tuning.state"). With mode off only the state is
-// given; with an error before any plan (state "" from the caller) only the
-// profile.
-func Labels(mode, profile, state string) map[string]string {
-	if mode == ModeOff {
-		return map[string]string{"tuning.state": StateOff}
-	}
-	out := map[string]string{"tuning.profile": profile}
-	if state != "" {
-		out["tuning.state"] = state
-	}
-	return out
-}
-
 // Status is the daemon's tuning state, for metrics and labels.
 type Status struct {
 	Mode    string `json:"mode"`
