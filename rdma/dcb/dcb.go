@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -59,6 +60,9 @@ func (r *Reader) PFCEnabled(ctx context.Context, ifname string) (uint8, error) {
 	if ifname == "" || len(ifname) >= unix.IFNAMSIZ {
 		return 0, fmt.Errorf("bad interface name %q", ifname)
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("DCB of %s: %w", ifname, err)
+	}
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
 	if err != nil {
 		return 0, fmt.Errorf("netlink socket: %w", err)
@@ -75,7 +79,14 @@ func (r *Reader) PFCEnabled(ctx context.Context, ifname string) (uint8, error) {
 	if err := c.SetDeadline(deadline); err != nil {
 		return 0, fmt.Errorf("netlink socket deadline: %w", err)
 	}
-	return query(c, ifname)
+	// A context cancelled meanwhile ends a blocked send or receive at once.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	mask, err := query(c, ifname)
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+		return 0, fmt.Errorf("%w (%w)", err, ctx.Err())
+	}
+	return mask, err
 }
 
 // query sends the request on c and reads the answer: PFCEnabled less the

@@ -32,6 +32,11 @@ func TestKernel(t *testing.T) {
 	if _, err := r.PFCEnabled(context.Background(), "an-interface-name-too-long"); err == nil {
 		t.Error("an over-long name was sent")
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.PFCEnabled(ctx, "lo"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: err = %v", err)
+	}
 	short := Reader{Timeout: time.Nanosecond}
 	if _, err := short.PFCEnabled(context.Background(), "lo"); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("past its timeout: err = %v", err)
