@@ -3,17 +3,32 @@
 // (rtnetlink RTM_GETDCB, DCB_CMD_IEEE_GET): what `mlnx_qos -i <if>` and
 // `dcb pfc show dev <if>` print. sysfs has no upstream PFC attribute, so
 // this is the one source that works for every DCB-capable driver.
+//
+// The netlink side is github.com/mdlayher/netlink rather than
+// vishvananda/netlink's nl package. Its Conn frames the request, checks
+// the reply's sequence number and port ID, turns an NLMSG_ERROR into an
+// error that unwraps to the errno (bounds-checked: nl's Execute indexes
+// the errno unchecked), and takes a deadline per connection, so one
+// request honours its context; nl's Execute has one package-wide socket
+// timeout and no context, and without it we would have kept our own
+// receive loop and error decoding. Its AttributeDecoder bounds-checks
+// every attribute and masks the NLA_F_NESTED flag (dcbnl sets none
+// today; nl.ParseRouteAttr would leave it in the type). Its nltest
+// package is a whole fake kernel for the tests. What it needs,
+// mdlayher/socket and golang.org/x/net, were already in the module graph.
+//
+// What is ours is pure: request builds the message, parseReply and
+// parseDCB read the replies the library hands back.
 package dcb
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync/atomic"
-	"syscall"
+	"os"
 	"time"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/gpunode/gpunode/rdma"
@@ -25,10 +40,8 @@ const (
 	attrIfname   = 1  // DCB_ATTR_IFNAME
 	attrIEEE     = 13 // DCB_ATTR_IEEE
 	attrIEEEPFC  = 2  // DCB_ATTR_IEEE_PFC, struct ieee_pfc
-	nlaTypeMask  = 0x3fff
-	nlmsgHdrLen  = 16
-	dcbmsgLen    = 4
-	ieeePFCMinSz = 2 // pfc_cap, pfc_en: all we read of struct ieee_pfc
+	dcbmsgLen    = 4  // struct dcbmsg: family, cmd, pad
+	ieeePFCMinSz = 2  // pfc_cap, pfc_en: all we read of struct ieee_pfc
 )
 
 // Reader asks the kernel over rtnetlink. It is safe for concurrent use;
@@ -36,115 +49,96 @@ const (
 type Reader struct {
 	// Timeout bounds one request; zero means 2 seconds.
 	Timeout time.Duration
-	seq     atomic.Uint32
 }
 
 var _ rdma.PFCReader = (*Reader)(nil)
 
 // PFCEnabled returns the mask of priorities with PFC enabled on ifname.
 // An interface whose driver has no DCB support yields an error wrapping
-// rdma.ErrNoDCB.
+// rdma.ErrNoDCB; a missing one, an error wrapping ENODEV.
 func (r *Reader) PFCEnabled(ctx context.Context, ifname string) (uint8, error) {
 	if ifname == "" || len(ifname) >= unix.IFNAMSIZ {
 		return 0, fmt.Errorf("bad interface name %q", ifname)
 	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("DCB of %s: %w", ifname, err)
+	}
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
 	if err != nil {
 		return 0, fmt.Errorf("netlink socket: %w", err)
 	}
-	defer unix.Close(fd)
+	defer c.Close()
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		timeout = max(time.Until(dl), time.Millisecond)
+	deadline := time.Now().Add(timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
 	}
-	tv := unix.NsecToTimeval(timeout.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return 0, fmt.Errorf("netlink socket timeout: %w", err)
+	if err := c.SetDeadline(deadline); err != nil {
+		return 0, fmt.Errorf("netlink socket deadline: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, fmt.Errorf("netlink bind: %w", err)
+	// A context cancelled meanwhile ends a blocked send or receive at once.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	mask, err := query(c, ifname)
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+		return 0, fmt.Errorf("%w (%w)", err, ctx.Err())
 	}
-	seq := r.seq.Add(1)
-	if err := unix.Sendto(fd, request(ifname, seq), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, fmt.Errorf("netlink send: %w", err)
-	}
-	buf := make([]byte, 16384)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return 0, fmt.Errorf("netlink receive: %w", err)
-		}
-		mask, done, err := parseReply(buf[:n], seq)
-		if err != nil {
-			return 0, fmt.Errorf("DCB of %s: %w", ifname, err)
-		}
-		if done {
-			return mask, nil
-		}
-	}
+	return mask, err
 }
 
-// request builds RTM_GETDCB / DCB_CMD_IEEE_GET for ifname.
-func request(ifname string, seq uint32) []byte {
-	name := append([]byte(ifname), 0)
-	attrLen := 4 + len(name)
-	total := nlmsgHdrLen + dcbmsgLen + align4(attrLen)
-	b := make([]byte, total)
-	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], uint32(total))
-	ne.PutUint16(b[4:], unix.RTM_GETDCB)
-	ne.PutUint16(b[6:], unix.NLM_F_REQUEST)
-	ne.PutUint32(b[8:], seq)
-	b[16] = unix.AF_UNSPEC
-	b[17] = cmdIEEEGet
-	ne.PutUint16(b[20:], uint16(attrLen))
-	ne.PutUint16(b[22:], attrIfname)
-	copy(b[24:], name)
-	return b
+// query sends the request on c and reads the answer: PFCEnabled less the
+// socket, so that tests can run it over nltest's fake kernel.
+func query(c *netlink.Conn, ifname string) (uint8, error) {
+	req, err := request(ifname)
+	if err != nil {
+		return 0, err
+	}
+	msgs, err := c.Execute(req)
+	switch {
+	// dcbnl answers EOPNOTSUPP for a netdev without dcbnl_ops.
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return 0, fmt.Errorf("DCB of %s: %w (%w)", ifname, rdma.ErrNoDCB, err)
+	case err != nil:
+		return 0, fmt.Errorf("DCB of %s: %w", ifname, err)
+	}
+	mask, err := parseReply(msgs)
+	if err != nil {
+		return 0, fmt.Errorf("DCB of %s: %w", ifname, err)
+	}
+	return mask, nil
 }
 
-func align4(n int) int { return (n + 3) &^ 3 }
+// request builds RTM_GETDCB / DCB_CMD_IEEE_GET for ifname; the Conn fills
+// in length, sequence number and port ID.
+func request(ifname string) (netlink.Message, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(attrIfname, ifname)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return netlink.Message{}, fmt.Errorf("encode DCB request: %w", err)
+	}
+	return netlink.Message{
+		Header: netlink.Header{Type: unix.RTM_GETDCB, Flags: netlink.Request},
+		Data:   append([]byte{unix.AF_UNSPEC, cmdIEEEGet, 0, 0}, attrs...),
+	}, nil
+}
 
-// parseReply reads one datagram of netlink messages. done is false when
-// the datagram holds nothing for our request (a stray message).
-func parseReply(b []byte, seq uint32) (mask uint8, done bool, err error) {
-	ne := binary.NativeEndian
-	for len(b) > 0 {
-		if len(b) < nlmsgHdrLen {
-			return 0, false, fmt.Errorf("truncated netlink header (%d bytes)", len(b))
-		}
-		l := int(ne.Uint32(b[0:]))
-		typ, mseq := ne.Uint16(b[4:]), ne.Uint32(b[8:])
-		if l < nlmsgHdrLen || l > len(b) {
-			return 0, false, fmt.Errorf("netlink message length %d outside 16..%d", l, len(b))
-		}
-		body := b[nlmsgHdrLen:l]
-		b = b[min(align4(l), len(b)):]
-		if mseq != seq {
-			continue
-		}
-		switch typ {
-		case unix.NLMSG_ERROR:
-			if len(body) < 4 {
-				return 0, false, errors.New("truncated netlink error")
-			}
-			errno := -int32(ne.Uint32(body))
-			switch syscall.Errno(errno) {
-			case 0:
-				return 0, false, errors.New("acknowledged without a DCB reply")
-			case unix.EOPNOTSUPP:
-				return 0, false, fmt.Errorf("%w (%v)", rdma.ErrNoDCB, syscall.Errno(errno))
-			}
-			return 0, false, syscall.Errno(errno)
+// parseReply reads the PFC enable mask out of the replies to one request.
+// Any non-zero errno the library has already returned as an error, so an
+// NLMSG_ERROR here is a bare acknowledgement.
+func parseReply(msgs []netlink.Message) (uint8, error) {
+	for _, m := range msgs {
+		switch m.Header.Type {
+		case netlink.Error:
+			return 0, errors.New("acknowledged without a DCB reply")
 		case unix.RTM_GETDCB:
-			mask, err := parseDCB(body)
-			return mask, err == nil, err
+			return parseDCB(m.Data)
 		}
 	}
-	return 0, false, nil
+	return 0, fmt.Errorf("no DCB reply among %d messages", len(msgs))
 }
 
 // parseDCB reads the PFC enable mask out of a DCB_CMD_IEEE_GET reply body
@@ -156,41 +150,48 @@ func parseDCB(body []byte) (uint8, error) {
 	if body[1] != cmdIEEEGet {
 		return 0, fmt.Errorf("reply to DCB command %d, want %d", body[1], cmdIEEEGet)
 	}
-	ieee, ok, err := findAttr(body[dcbmsgLen:], attrIEEE)
+	ad, err := netlink.NewAttributeDecoder(body[dcbmsgLen:])
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("DCB attributes: %w", err)
 	}
-	if !ok {
+	var pfc []byte
+	var sawIEEE, sawPFC bool
+	for ad.Next() {
+		if ad.Type() != attrIEEE || sawIEEE {
+			continue
+		}
+		sawIEEE = true
+		ad.Do(func(nest []byte) error {
+			pfc, sawPFC, err = findPFC(nest)
+			return err
+		})
+	}
+	switch {
+	case ad.Err() != nil:
+		return 0, fmt.Errorf("DCB attributes: %w", ad.Err())
+	case !sawIEEE:
 		return 0, fmt.Errorf("%w: reply has no IEEE attributes", rdma.ErrNoDCB)
-	}
-	pfc, ok, err := findAttr(ieee, attrIEEEPFC)
-	if err != nil {
-		return 0, fmt.Errorf("IEEE attributes: %w", err)
-	}
-	if !ok {
+	case !sawPFC:
 		return 0, fmt.Errorf("%w: driver reports no IEEE PFC", rdma.ErrNoDCB)
-	}
-	if len(pfc) < ieeePFCMinSz {
+	case len(pfc) < ieeePFCMinSz:
 		return 0, fmt.Errorf("ieee_pfc of %d bytes", len(pfc))
 	}
 	return pfc[1], nil // pfc_en
 }
 
-// findAttr returns the payload of the first netlink attribute of type t.
-func findAttr(b []byte, t uint16) ([]byte, bool, error) {
-	ne := binary.NativeEndian
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return nil, false, fmt.Errorf("truncated attribute header (%d bytes)", len(b))
-		}
-		l, typ := int(ne.Uint16(b[0:])), ne.Uint16(b[2:])&nlaTypeMask
-		if l < 4 || l > len(b) {
-			return nil, false, fmt.Errorf("attribute length %d outside 4..%d", l, len(b))
-		}
-		if typ == t {
-			return b[4:l], true, nil
-		}
-		b = b[min(align4(l), len(b)):]
+// findPFC returns the first DCB_ATTR_IEEE_PFC in the DCB_ATTR_IEEE nest.
+func findPFC(nest []byte) (pfc []byte, ok bool, err error) {
+	ad, err := netlink.NewAttributeDecoder(nest)
+	if err != nil {
+		return nil, false, fmt.Errorf("IEEE attributes: %w", err)
 	}
-	return nil, false, nil
+	for ad.Next() {
+		if ad.Type() == attrIEEEPFC && !ok {
+			pfc, ok = ad.Bytes(), true
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, false, fmt.Errorf("IEEE attributes: %w", err)
+	}
+	return pfc, ok, nil
 }

@@ -1,48 +1,55 @@
 package dcb
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
 
 	"github.com/gpunode/gpunode/rdma"
 )
 
 // The real kernel answers: loopback has no DCB operations (EOPNOTSUPP),
-// and a missing interface is an error naming it.
+// and a missing interface is ENODEV, in an error naming it.
 func TestKernel(t *testing.T) {
 	var r Reader
 	if _, err := r.PFCEnabled(context.Background(), "lo"); !errors.Is(err, rdma.ErrNoDCB) {
 		t.Errorf("lo: err = %v, want ErrNoDCB", err)
 	}
 	_, err := r.PFCEnabled(context.Background(), "gpunode-none0")
-	if err == nil || errors.Is(err, rdma.ErrNoDCB) || !strings.Contains(err.Error(), "gpunode-none0") {
+	if err == nil || errors.Is(err, rdma.ErrNoDCB) || !errors.Is(err, syscall.ENODEV) || !strings.Contains(err.Error(), "gpunode-none0") {
 		t.Errorf("missing interface: err = %v", err)
 	}
 	if _, err := r.PFCEnabled(context.Background(), "an-interface-name-too-long"); err == nil {
 		t.Error("an over-long name was sent")
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.PFCEnabled(ctx, "lo"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: err = %v", err)
+	}
+	short := Reader{Timeout: time.Nanosecond}
+	if _, err := short.PFCEnabled(context.Background(), "lo"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("past its timeout: err = %v", err)
+	}
 }
 
+// attr lays out one netlink attribute by hand, so that tests can also
+// write malformed ones.
 func attr(typ uint16, payload []byte) []byte {
-	b := make([]byte, align4(4+len(payload)))
+	b := make([]byte, (4+len(payload)+3)&^3)
 	binary.NativeEndian.PutUint16(b[0:], uint16(4+len(payload)))
 	binary.NativeEndian.PutUint16(b[2:], typ)
 	copy(b[4:], payload)
-	return b
-}
-
-func msg(typ uint16, seq uint32, body []byte) []byte {
-	b := make([]byte, nlmsgHdrLen+len(body))
-	binary.NativeEndian.PutUint32(b[0:], uint32(len(b)))
-	binary.NativeEndian.PutUint16(b[4:], typ)
-	binary.NativeEndian.PutUint32(b[8:], seq)
-	copy(b[nlmsgHdrLen:], body)
 	return b
 }
 
@@ -54,53 +61,88 @@ func dcbReply(attrs ...[]byte) []byte {
 	return body
 }
 
-func errMsg(errno syscall.Errno) []byte {
-	b := make([]byte, 4+nlmsgHdrLen)
-	binary.NativeEndian.PutUint32(b, uint32(-int32(errno)))
-	return b
-}
-
-func TestParseReply(t *testing.T) {
+// goodReply is a DCB_CMD_IEEE_GET reply with PFC on priority 3, its
+// DCB_ATTR_IEEE flagged NLA_F_NESTED as the kernel sends it.
+func goodReply() []byte {
 	pfc := make([]byte, 133) // struct ieee_pfc: cap, en, mbc, delay, requests[8], indications[8]
 	pfc[0], pfc[1] = 8, 0b00001000
-	good := dcbReply(attr(attrIfname, []byte("enp1s0\x00")), attr(attrIEEE|0x8000, append(attr(1, make([]byte, 59)), attr(attrIEEEPFC, pfc)...)))
+	return dcbReply(attr(attrIfname, []byte("enp1s0\x00")), attr(attrIEEE|netlink.Nested, append(attr(1, make([]byte, 59)), attr(attrIEEEPFC, pfc)...)))
+}
+
+// kernel is a fake rtnetlink: it answers each request with what reply
+// makes of it, and a second receive with a timeout, as a real socket
+// would give once the kernel has nothing more to say.
+func kernel(reply func(req netlink.Message) ([]netlink.Message, error)) *netlink.Conn {
+	return nltest.Dial(func(reqs []netlink.Message) ([]netlink.Message, error) {
+		if len(reqs) == 0 {
+			return nil, unix.EAGAIN
+		}
+		return reply(reqs[0])
+	})
+}
+
+// answer replies with one message of type typ and body, addressed to
+// the request as the kernel does.
+func answer(typ netlink.HeaderType, flags netlink.HeaderFlags, body []byte) func(netlink.Message) ([]netlink.Message, error) {
+	return func(req netlink.Message) ([]netlink.Message, error) {
+		return []netlink.Message{{
+			Header: netlink.Header{Type: typ, Flags: flags, Sequence: req.Header.Sequence, PID: req.Header.PID},
+			Data:   body,
+		}}, nil
+	}
+}
+
+func errno(e syscall.Errno) func(netlink.Message) ([]netlink.Message, error) {
+	return func(req netlink.Message) ([]netlink.Message, error) {
+		return nltest.Error(int(e), []netlink.Message{req})
+	}
+}
+
+func TestQuery(t *testing.T) {
 	for _, c := range []struct {
 		name  string
-		b     []byte
+		reply func(netlink.Message) ([]netlink.Message, error)
 		mask  uint8
-		done  bool
 		noDCB bool
+		errno syscall.Errno
 		err   string
 	}{
-		{name: "pfc on priority 3", b: msg(unix.RTM_GETDCB, 7, good), mask: 8, done: true},
-		{name: "other sequence first", b: append(msg(unix.RTM_GETDCB, 6, dcbReply()), msg(unix.RTM_GETDCB, 7, good)...), mask: 8, done: true},
-		{name: "only a stray message", b: msg(unix.RTM_GETDCB, 6, good)},
-		{name: "no DCB ops", b: msg(unix.NLMSG_ERROR, 7, errMsg(unix.EOPNOTSUPP)), noDCB: true, err: "no DCB"},
-		{name: "no such device", b: msg(unix.NLMSG_ERROR, 7, errMsg(unix.ENODEV)), err: "no such device"},
-		{name: "bare ack", b: msg(unix.NLMSG_ERROR, 7, errMsg(0)), err: "without a DCB reply"},
-		{name: "truncated error", b: msg(unix.NLMSG_ERROR, 7, []byte{1}), err: "truncated netlink error"},
-		{name: "no IEEE nest", b: msg(unix.RTM_GETDCB, 7, dcbReply(attr(attrIfname, []byte("x\x00")))), noDCB: true, err: "no IEEE"},
-		{name: "no PFC in nest", b: msg(unix.RTM_GETDCB, 7, dcbReply(attr(attrIEEE, attr(1, make([]byte, 8))))), noDCB: true, err: "no IEEE PFC"},
-		{name: "short ieee_pfc", b: msg(unix.RTM_GETDCB, 7, dcbReply(attr(attrIEEE, attr(attrIEEEPFC, []byte{1})))), err: "ieee_pfc of 1 bytes"},
-		{name: "wrong command", b: msg(unix.RTM_GETDCB, 7, []byte{0, 3, 0, 0}), err: "DCB command 3"},
-		{name: "truncated dcbmsg", b: msg(unix.RTM_GETDCB, 7, []byte{0}), err: "truncated dcbmsg"},
-		{name: "attribute overruns", b: msg(unix.RTM_GETDCB, 7, dcbReply([]byte{200, 0, 13, 0})), err: "attribute length 200"},
-		{name: "attribute too short", b: msg(unix.RTM_GETDCB, 7, dcbReply([]byte{2, 0, 13, 0})), err: "attribute length 2"},
-		{name: "half an attribute header", b: msg(unix.RTM_GETDCB, 7, dcbReply([]byte{8, 0})), err: "truncated attribute header"},
-		{name: "truncated header", b: []byte{1, 2, 3}, err: "truncated netlink header"},
-		{name: "message longer than datagram", b: msg(unix.RTM_GETDCB, 7, good)[:40], err: "outside 16..40"},
-		{name: "length below header", b: append([]byte{4, 0, 0, 0}, make([]byte, 12)...), err: "outside 16..16"},
+		{name: "pfc on priority 3", reply: answer(unix.RTM_GETDCB, 0, goodReply()), mask: 8},
+		{name: "reply to another request", reply: func(req netlink.Message) ([]netlink.Message, error) {
+			req.Header.Sequence++
+			return answer(unix.RTM_GETDCB, 0, goodReply())(req)
+		}, err: "mismatched sequence"},
+		{name: "no DCB ops", reply: errno(unix.EOPNOTSUPP), noDCB: true, errno: unix.EOPNOTSUPP, err: "no DCB"},
+		{name: "no such device", reply: errno(unix.ENODEV), errno: unix.ENODEV, err: "no such device"},
+		{name: "bare ack", reply: errno(0), err: "without a DCB reply"},
+		{name: "truncated error", reply: answer(netlink.Error, 0, []byte{1}), err: "not enough data for netlink error code"},
+		{name: "nothing for us", reply: answer(unix.RTM_NEWLINK, 0, nil), err: "no DCB reply among 1 messages"},
+		{name: "no reply", reply: func(netlink.Message) ([]netlink.Message, error) { return nil, unix.EAGAIN }, errno: unix.EAGAIN, err: "resource temporarily unavailable"},
+		{name: "no IEEE nest", reply: answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIfname, []byte("x\x00")))), noDCB: true, err: "no IEEE"},
+		{name: "no PFC in nest", reply: answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIEEE, attr(1, make([]byte, 8))))), noDCB: true, err: "no IEEE PFC"},
+		{name: "short ieee_pfc", reply: answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIEEE, attr(attrIEEEPFC, []byte{1})))), err: "ieee_pfc of 1 bytes"},
+		{name: "wrong command", reply: answer(unix.RTM_GETDCB, 0, []byte{0, 3, 0, 0}), err: "DCB command 3"},
+		{name: "truncated dcbmsg", reply: answer(unix.RTM_GETDCB, 0, []byte{0}), err: "truncated dcbmsg"},
+		{name: "attribute overruns", reply: answer(unix.RTM_GETDCB, 0, dcbReply([]byte{200, 0, 13, 0})), err: "DCB attributes: invalid attribute"},
+		{name: "attribute too short", reply: answer(unix.RTM_GETDCB, 0, dcbReply([]byte{2, 0, 13, 0})), err: "DCB attributes: invalid attribute"},
+		{name: "half an attribute header", reply: answer(unix.RTM_GETDCB, 0, dcbReply([]byte{8, 0})), err: "DCB attributes: invalid attribute"},
+		{name: "nested attribute overruns", reply: answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIEEE, []byte{200, 0, 2, 0}))), err: "IEEE attributes: invalid attribute"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			mask, done, err := parseReply(c.b, 7)
+			conn := kernel(c.reply)
+			defer conn.Close()
+			mask, err := query(conn, "enp1s0")
 			if c.err == "" {
-				if err != nil || mask != c.mask || done != c.done {
-					t.Fatalf("got %08b %v %v, want %08b %v", mask, done, err, c.mask, c.done)
+				if err != nil || mask != c.mask {
+					t.Fatalf("got %08b %v, want %08b", mask, err, c.mask)
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), c.err) || errors.Is(err, rdma.ErrNoDCB) != c.noDCB {
-				t.Fatalf("err = %v, want one containing %q (no DCB: %v)", err, c.err, c.noDCB)
+			if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "enp1s0") || errors.Is(err, rdma.ErrNoDCB) != c.noDCB {
+				t.Fatalf("err = %v, want one naming enp1s0 and containing %q (no DCB: %v)", err, c.err, c.noDCB)
+			}
+			if c.errno != 0 && !errors.Is(err, c.errno) {
+				t.Fatalf("err = %v, want one wrapping %v", err, c.errno)
 			}
 		})
 	}
@@ -108,8 +150,12 @@ func TestParseReply(t *testing.T) {
 
 // A request the kernel accepts is what TestKernel proves; here its layout.
 func TestRequest(t *testing.T) {
-	b := request("eth0", 9)
-	if len(b)%4 != 0 || binary.NativeEndian.Uint32(b) != uint32(len(b)) || b[17] != cmdIEEEGet || string(b[24:29]) != "eth0\x00" {
-		t.Fatalf("request % x", b)
+	m, err := request("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{unix.AF_UNSPEC, cmdIEEEGet, 0, 0, 9, 0, attrIfname, 0, 'e', 't', 'h', '0', 0, 0, 0, 0}
+	if m.Header.Type != unix.RTM_GETDCB || m.Header.Flags != netlink.Request || !bytes.Equal(m.Data, want) {
+		t.Fatalf("request %+v, want data % x", m, want)
 	}
 }
