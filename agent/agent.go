@@ -83,27 +83,66 @@ type daemon struct {
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
 // only for start-up failures (such as the metrics port being taken).
 func Run(ctx context.Context, o Options) error {
+	d := newDaemon(o)
+	d.logMode()
+	// The goroutines stop in the reverse order of their start: the probes
+	// and tuning (whose run in flight finishes its step, so the journal
+	// stays consistent), then the publisher, then the sampler, which
+	// uses the GPU backends the caller closes after Run returns.
+	var g group
+	defer g.stop()
+	d.startSampler(ctx, &g)
+	srv, err := d.serveMetrics()
+	if err != nil {
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve() }()
+	if d.pub != nil {
+		g.start(ctx, d.pub.Run)
+	}
+
+	d.beat()
+	d.discover(ctx)
+	d.summarize()
+	tuningConfigs := make(chan config.Config, 1)
+	tuningConfigs <- d.cfg
+	g.start(ctx, func(ctx context.Context) { d.tuning.run(ctx, tuningConfigs) })
+	g.start(ctx, func(ctx context.Context) { d.probes.run(ctx, d.cfg.NodeName, o.Env.FS, o.Kube) })
+	d.notify("READY=1", "STATUS="+d.status())
+
+	if err := d.loop(ctx, serveErr, tuningConfigs); err != nil {
+		return err
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down metrics server: %w", err)
+	}
+	return nil
+}
+
+// newDaemon builds the daemon and its loops; nothing runs yet.
+func newDaemon(o Options) *daemon {
 	d := &daemon{o: o, cfg: o.Config, log: o.Logger, states: map[string]source.State{}}
 	d.disc = discovery.New(o.Env, d.cfg.Discovery.SourceTimeout)
 	d.setLiveLimit()
-	d.logMode()
-
 	d.pub = d.newPublisher()
 	d.desired = newDesiredNode(d.pub, d.cfg.Metrics.Health.Taint)
 	// Events go to the Node through the publisher; standalone, they are logged.
-	emit := o.Events
-	if emit == nil && d.pub != nil {
-		emit = d.pub.Event
+	d.emit = o.Events
+	if d.emit == nil && d.pub != nil {
+		d.emit = d.pub.Event
 	}
-	d.emit = emit
-	d.tuning = newTuningLoop(o.Env.Tuner, d.log, emit, d.snap.Load)
-	tuningConfigs := make(chan config.Config, 1)
+	d.tuning = newTuningLoop(o.Env.Tuner, d.log, d.emit, d.snap.Load)
 	d.probes = newProbeLoop(d.cfg.Probe, d.log)
-	stopSampler := d.startSampler(ctx)
-	defer stopSampler()
+	return d
+}
 
+// serveMetrics binds the metrics and health endpoints over every collector.
+func (d *daemon) serveMetrics() (*exporters.Server, error) {
 	collectors := []prometheus.Collector{
-		exporters.NewAgentCollector(d.snap.Load, o.Build, d.samplerSources),
+		exporters.NewAgentCollector(d.snap.Load, d.o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),
 		exporters.NewVerifyCollector(d.verification.Load),
 		exporters.NewProbeCollector(d.probes.Round),
@@ -113,60 +152,36 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reg, err := exporters.NewRegistry(collectors...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	telemetryPart, err := exporters.NewTelemetryPart(d.sampler.Latest, d.snap.Load, exporters.TelemetryOptions{
 		DCGMCompat: d.cfg.Metrics.DCGMCompat, Hostname: d.cfg.NodeName})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, o.Build.Version, d.log, telemetryPart)
+	handler, err := exporters.NewHandler(reg, exporters.Health{Live: d.live, Ready: d.ready}, d.o.Build.Version, d.log, telemetryPart)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv, err := exporters.Listen(d.cfg.Metrics.ListenAddress, d.cfg.Metrics.WebConfigFile, handler, d.log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if o.Listening != nil {
-		o.Listening(srv.Addr().String())
+	if d.o.Listening != nil {
+		d.o.Listening(srv.Addr().String())
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve() }()
-	if d.pub != nil {
-		pubCtx, stopPub := context.WithCancel(ctx)
-		pubDone := make(chan struct{})
-		go func() { d.pub.Run(pubCtx); close(pubDone) }()
-		defer func() { stopPub(); <-pubDone }()
-	}
+	return srv, nil
+}
 
-	d.beat()
-	d.discover(ctx)
-	d.summarize()
-	tuningConfigs <- d.cfg
-	tuningCtx, stopTuning := context.WithCancel(ctx)
-	tuningDone := make(chan struct{})
-	go func() {
-		defer close(tuningDone)
-		d.tuning.run(tuningCtx, tuningConfigs)
-	}()
-	// On any return, let a tuning run in flight finish its step (the
-	// journal stays consistent) before the process goes.
-	defer func() { stopTuning(); <-tuningDone }()
-	probeCtx, stopProbes := context.WithCancel(ctx)
-	probesDone := make(chan struct{})
-	go func() {
-		defer close(probesDone)
-		d.probes.run(probeCtx, d.cfg.NodeName, o.Env.FS, o.Kube)
-	}()
-	defer func() { stopProbes(); <-probesDone }()
-	d.notify("READY=1", "STATUS="+d.status())
-
+// loop is the main loop: discovery on its interval, label refreshes when
+// tuning or the probes change them, the watchdog, reloads. It returns nil
+// when ctx is cancelled and the metrics server's error if it stops.
+func (d *daemon) loop(ctx context.Context, serveErr <-chan error, tuningConfigs chan config.Config) error {
 	ticker := time.NewTicker(d.cfg.Discovery.Interval)
 	defer ticker.Stop()
 	var watchdog <-chan time.Time
-	if o.Watchdog > 0 {
-		t := time.NewTicker(o.Watchdog / 2) // systemd's advice: ping at half the interval
+	if d.o.Watchdog > 0 {
+		t := time.NewTicker(d.o.Watchdog / 2) // systemd's advice: ping at half the interval
 		defer t.Stop()
 		watchdog = t.C
 	}
@@ -175,11 +190,6 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 			d.notify("STOPPING=1")
 			d.log.Info("shutting down")
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(shutdownCtx); err != nil {
-				return fmt.Errorf("shut down metrics server: %w", err)
-			}
 			return nil
 		case err := <-serveErr:
 			return fmt.Errorf("metrics server: %w", err)
@@ -194,7 +204,7 @@ func Run(ctx context.Context, o Options) error {
 			// Pinged from the main loop, so a wedged loop stops the pings
 			// and systemd restarts us.
 			d.notify("WATCHDOG=1")
-		case <-o.ReloadRequests:
+		case <-d.o.ReloadRequests:
 			d.beat()
 			if d.reload() {
 				ticker.Reset(d.cfg.Discovery.Interval)
@@ -204,6 +214,28 @@ func Run(ctx context.Context, o Options) error {
 			d.notify("READY=1", "STATUS="+d.status())
 		}
 	}
+}
+
+// group runs the daemon's goroutines, each under its own cancellable
+// context. stop cancels and waits for them one at a time, in the reverse
+// order of their start, so each stops before what it uses.
+type group struct{ stops []func() }
+
+func (g *group) start(ctx context.Context, run func(context.Context)) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(ctx)
+	}()
+	g.stops = append(g.stops, func() { cancel(); <-done })
+}
+
+func (g *group) stop() {
+	for i := len(g.stops) - 1; i >= 0; i-- {
+		g.stops[i]()
+	}
+	g.stops = nil
 }
 
 func (d *daemon) beat() { d.heartbeat.Store(time.Now().UnixNano()) }

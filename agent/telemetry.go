@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"sync"
 
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
@@ -11,9 +10,9 @@ import (
 )
 
 // startSampler starts the background sampler behind the GPU, RDMA and
-// health metrics; the returned function stops it and waits, so the GPU
-// backends are closed only after their last use.
-func (d *daemon) startSampler(ctx context.Context) (stop func()) {
+// health metrics in g; stopping g stops it before the GPU backends are
+// closed.
+func (d *daemon) startSampler(ctx context.Context, g *group) {
 	m := d.cfg.Metrics // restart-only (but the taint): reloads keep it, so it is read once
 	o := telemetry.Options{
 		Interval:     m.SampleInterval,
@@ -30,25 +29,27 @@ func (d *daemon) startSampler(ctx context.Context) (stop func()) {
 		o.Pods = pods
 	}
 	d.sampler = telemetry.New(o)
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { d.sampler.Run(ctx) })
-	wg.Go(func() {
-		select {
-		case <-d.sampler.FirstRound():
-			d.desired.firstRoundDone()
-		case <-ctx.Done():
-		}
-	})
-	return func() {
-		cancel()
-		wg.Wait()
-		if pods != nil {
+	g.start(ctx, func(ctx context.Context) {
+		defer func() {
+			if pods == nil {
+				return
+			}
 			if err := pods.Close(); err != nil {
 				d.log.Debug("close kubelet pod-resources connection", "err", err)
 			}
-		}
-	}
+		}()
+		first := make(chan struct{})
+		go func() {
+			defer close(first)
+			select {
+			case <-d.sampler.FirstRound():
+				d.desired.firstRoundDone()
+			case <-ctx.Done():
+			}
+		}()
+		d.sampler.Run(ctx)
+		<-first
+	})
 }
 
 // samplerSources reports the sampler's sources beside discovery's.

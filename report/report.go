@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/snapshot"
@@ -141,147 +142,18 @@ func Text(w io.Writer, s *snapshot.Snapshot, l labels.Set) error {
 	for _, line := range Summary(s) {
 		p.line(line)
 	}
-	p.section("Sources")
-	t := p.table("SOURCE", "STATE", "TIME", "MESSAGE")
-	for _, st := range s.Sources {
-		t.row(st.Name, string(st.State), fmt.Sprintf("%.1fms", float64(st.Duration.Microseconds())/1000), st.Message)
-	}
-	t.flush()
-
-	if len(s.GPUs) > 0 {
-		p.section("GPUs")
-		t = p.table("GPU", "PRODUCT", "BUS ID", "NUMA", "MEMORY", "CC", "ARCH", "PCIE", "NVLINK", "MIG", "POWER LIMIT", "UUID")
-		for _, g := range s.GPUs {
-			cc := "-"
-			if g.ComputeMajor > 0 {
-				cc = fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor)
-			}
-			pcie := "-"
-			if l := g.PCIeLink; l != nil {
-				pcie = fmt.Sprintf("Gen%d x%d", l.CurrentGen, l.CurrentWidth)
-				if l.CurrentGen != l.MaxGen || l.CurrentWidth != l.MaxWidth {
-					pcie += fmt.Sprintf(" (max Gen%d x%d)", l.MaxGen, l.MaxWidth)
-				}
-			}
-			link := "-"
-			if ic := g.Interconnect; ic != nil {
-				link = fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
-				if ic.Kind != "nvlink" {
-					link = ic.Kind + " " + link
-				}
-				if ic.Generation > 0 {
-					link += fmt.Sprintf(", gen %d", ic.Generation)
-				}
-			}
-			mig := "n/a"
-			if g.MIG.Capable {
-				mig = map[bool]string{true: "enabled", false: "disabled"}[g.MIG.Enabled]
-				if g.MIG.Pending != g.MIG.Enabled {
-					mig += " (pending change)"
-				}
-			}
-			power := "-"
-			if g.PowerLimitWatts > 0 {
-				power = formatFloat(g.PowerLimitWatts) + " W"
-			}
-			t.row(strconv.Itoa(g.Index), g.Product, g.PCIBusID, numa(g.NUMANode), gib(g.MemoryBytes), cc, orDash(g.Architecture), pcie, link, mig, power, g.UUID)
-		}
-		t.flush()
-	}
-
-	if len(s.RDMADevices) > 0 {
-		p.section("RDMA ports")
-		t = p.table("DEVICE", "PORT", "STATE", "PHYS", "LINK", "RATE", "LID", "NETDEV", "MTU", "NUMA", "PCI", "FW", "VERBS")
-		for _, d := range s.RDMADevices {
-			verbs := "-"
-			if d.Verbs != "" {
-				verbs = d.Verbs
-				if !d.VerbsDevicePresent {
-					verbs += " (no /dev node)"
-				}
-			}
-			if len(d.Ports) == 0 {
-				t.row(d.Name, "-", "-", "-", "-", "-", "-", "-", "-", numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
-			}
-			for _, pt := range d.Ports {
-				mtu := "-"
-				if pt.ActiveMTU > 0 {
-					mtu = strconv.Itoa(pt.ActiveMTU)
-				}
-				lid := "-"
-				if pt.Transport == "infiniband" {
-					lid = fmt.Sprintf("0x%x", pt.LID)
-				}
-				t.row(d.Name, strconv.Itoa(pt.Number), pt.State, pt.PhysState, string(pt.Transport), formatFloat(pt.RateGbps)+" Gb/s", lid, orDash(pt.Netdev), mtu, numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
-			}
-		}
-		t.flush()
-	}
-
-	if len(s.NUMANodes) > 0 {
-		p.section("NUMA nodes")
-		t = p.table("NODE", "CPUS", "MEMORY", "GPUS", "RDMA")
-		for _, n := range s.NUMANodes {
-			var gpus, nics []string
-			for _, g := range s.GPUs {
-				if g.NUMANode == n.ID {
-					gpus = append(gpus, strconv.Itoa(g.Index))
-				}
-			}
-			for _, d := range s.RDMADevices {
-				if d.NUMANode == n.ID {
-					nics = append(nics, d.Name)
-				}
-			}
-			t.row(strconv.Itoa(n.ID), n.CPUs.String(), gib(n.MemoryBytes), joinOrDash(gpus), joinOrDash(nics))
-		}
-		t.flush()
-		if !s.Host.IsolatedCPUs.IsEmpty() || !s.Host.NohzFullCPUs.IsEmpty() {
-			p.line(fmt.Sprintf("isolated CPUs: %s; nohz_full CPUs: %s", orDash(s.Host.IsolatedCPUs.String()), orDash(s.Host.NohzFullCPUs.String())))
-		}
-	}
-
-	if len(s.GPUs) > 0 && len(s.RDMADevices) > 0 {
-		p.section("GPU-NIC affinity (PIX same PCIe switch, PXB several switches, PHB same root complex, NODE same NUMA node, SYS across NUMA nodes)")
-		head := []string{""}
-		for _, d := range s.RDMADevices {
-			head = append(head, d.Name)
-		}
-		t = p.table(head...)
-		for _, g := range s.GPUs {
-			rel := map[string]string{}
-			for _, a := range g.Affinity {
-				rel[a.RDMADevice] = a.Relation
-			}
-			row := []string{"GPU" + strconv.Itoa(g.Index)}
-			for _, d := range s.RDMADevices {
-				row = append(row, rel[d.Name])
-			}
-			t.row(row...)
-		}
-		t.flush()
-	}
-
-	if len(s.Settings) > 0 {
-		p.section("Host settings")
-		t = p.table("SETTING", "VALUE")
-		for _, st := range s.Settings {
-			v := st.Value
-			if !st.Supported {
-				v = "(not supported by kernel " + orDash(s.Host.Kernel) + ")"
-			}
-			t.row(st.Key, v)
-		}
-		t.flush()
-	}
-
+	p.sources(s)
+	p.gpus(s)
+	p.rdmaPorts(s)
+	p.numaNodes(s)
+	p.affinity(s)
+	p.settings(s)
 	if probs := problems(s); len(probs) > 0 {
 		p.section("Problems")
 		for _, pr := range probs {
 			p.line("  " + pr)
 		}
 	}
-
 	p.section("Labels")
 	if len(l) == 0 {
 		p.line("  (none)")
@@ -292,8 +164,170 @@ func Text(w io.Writer, s *snapshot.Snapshot, l labels.Set) error {
 	return p.err
 }
 
-// problems lists every per-device error, so a partly broken node says
-// exactly what is wrong where.
+func (p *printer) sources(s *snapshot.Snapshot) {
+	p.section("Sources")
+	t := p.table("SOURCE", "STATE", "TIME", "MESSAGE")
+	for _, st := range s.Sources {
+		t.row(st.Name, string(st.State), fmt.Sprintf("%.1fms", float64(st.Duration.Microseconds())/1000), st.Message)
+	}
+	t.flush()
+}
+
+func (p *printer) gpus(s *snapshot.Snapshot) {
+	if len(s.GPUs) == 0 {
+		return
+	}
+	p.section("GPUs")
+	t := p.table("GPU", "PRODUCT", "BUS ID", "NUMA", "MEMORY", "CC", "ARCH", "PCIE", "NVLINK", "MIG", "POWER LIMIT", "UUID")
+	for _, g := range s.GPUs {
+		cc := "-"
+		if g.ComputeMajor > 0 {
+			cc = fmt.Sprintf("%d.%d", g.ComputeMajor, g.ComputeMinor)
+		}
+		power := "-"
+		if g.PowerLimitWatts > 0 {
+			power = formatFloat(g.PowerLimitWatts) + " W"
+		}
+		t.row(strconv.Itoa(g.Index), g.Product, g.PCIBusID, numa(g.NUMANode), gib(g.MemoryBytes), cc, orDash(g.Architecture),
+			pcieText(g.PCIeLink), interconnectText(g.Interconnect), migText(g.MIG), power, g.UUID)
+	}
+	t.flush()
+}
+
+func pcieText(l *gpu.PCIeLink) string {
+	if l == nil {
+		return "-"
+	}
+	text := fmt.Sprintf("Gen%d x%d", l.CurrentGen, l.CurrentWidth)
+	if l.CurrentGen != l.MaxGen || l.CurrentWidth != l.MaxWidth {
+		text += fmt.Sprintf(" (max Gen%d x%d)", l.MaxGen, l.MaxWidth)
+	}
+	return text
+}
+
+func interconnectText(ic *gpu.Interconnect) string {
+	if ic == nil {
+		return "-"
+	}
+	text := fmt.Sprintf("%d/%d active", ic.Active, ic.Links)
+	if ic.Kind != "nvlink" {
+		text = ic.Kind + " " + text
+	}
+	if ic.Generation > 0 {
+		text += fmt.Sprintf(", gen %d", ic.Generation)
+	}
+	return text
+}
+
+func migText(m gpu.MIG) string {
+	if !m.Capable {
+		return "n/a"
+	}
+	text := map[bool]string{true: "enabled", false: "disabled"}[m.Enabled]
+	if m.Pending != m.Enabled {
+		text += " (pending change)"
+	}
+	return text
+}
+
+func (p *printer) rdmaPorts(s *snapshot.Snapshot) {
+	if len(s.RDMADevices) == 0 {
+		return
+	}
+	p.section("RDMA ports")
+	t := p.table("DEVICE", "PORT", "STATE", "PHYS", "LINK", "RATE", "LID", "NETDEV", "MTU", "NUMA", "PCI", "FW", "VERBS")
+	for _, d := range s.RDMADevices {
+		verbs := "-"
+		if d.Verbs != "" {
+			verbs = d.Verbs
+			if !d.VerbsDevicePresent {
+				verbs += " (no /dev node)"
+			}
+		}
+		if len(d.Ports) == 0 {
+			t.row(d.Name, "-", "-", "-", "-", "-", "-", "-", "-", numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
+		}
+		for _, pt := range d.Ports {
+			mtu := "-"
+			if pt.ActiveMTU > 0 {
+				mtu = strconv.Itoa(pt.ActiveMTU)
+			}
+			lid := "-"
+			if pt.Transport == "infiniband" {
+				lid = fmt.Sprintf("0x%x", pt.LID)
+			}
+			t.row(d.Name, strconv.Itoa(pt.Number), pt.State, pt.PhysState, string(pt.Transport), formatFloat(pt.RateGbps)+" Gb/s", lid, orDash(pt.Netdev), mtu, numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
+		}
+	}
+	t.flush()
+}
+
+func (p *printer) numaNodes(s *snapshot.Snapshot) {
+	if len(s.NUMANodes) == 0 {
+		return
+	}
+	p.section("NUMA nodes")
+	t := p.table("NODE", "CPUS", "MEMORY", "GPUS", "RDMA")
+	for _, n := range s.NUMANodes {
+		var gpus, nics []string
+		for _, g := range s.GPUs {
+			if g.NUMANode == n.ID {
+				gpus = append(gpus, strconv.Itoa(g.Index))
+			}
+		}
+		for _, d := range s.RDMADevices {
+			if d.NUMANode == n.ID {
+				nics = append(nics, d.Name)
+			}
+		}
+		t.row(strconv.Itoa(n.ID), n.CPUs.String(), gib(n.MemoryBytes), joinOrDash(gpus), joinOrDash(nics))
+	}
+	t.flush()
+	if !s.Host.IsolatedCPUs.IsEmpty() || !s.Host.NohzFullCPUs.IsEmpty() {
+		p.line(fmt.Sprintf("isolated CPUs: %s; nohz_full CPUs: %s", orDash(s.Host.IsolatedCPUs.String()), orDash(s.Host.NohzFullCPUs.String())))
+	}
+}
+
+func (p *printer) affinity(s *snapshot.Snapshot) {
+	if len(s.GPUs) == 0 || len(s.RDMADevices) == 0 {
+		return
+	}
+	p.section("GPU-NIC affinity (PIX same PCIe switch, PXB several switches, PHB same root complex, NODE same NUMA node, SYS across NUMA nodes)")
+	head := []string{""}
+	for _, d := range s.RDMADevices {
+		head = append(head, d.Name)
+	}
+	t := p.table(head...)
+	for _, g := range s.GPUs {
+		rel := map[string]string{}
+		for _, a := range g.Affinity {
+			rel[a.RDMADevice] = a.Relation
+		}
+		row := []string{"GPU" + strconv.Itoa(g.Index)}
+		for _, d := range s.RDMADevices {
+			row = append(row, rel[d.Name])
+		}
+		t.row(row...)
+	}
+	t.flush()
+}
+
+func (p *printer) settings(s *snapshot.Snapshot) {
+	if len(s.Settings) == 0 {
+		return
+	}
+	p.section("Host settings")
+	t := p.table("SETTING", "VALUE")
+	for _, st := range s.Settings {
+		v := st.Value
+		if !st.Supported {
+			v = "(not supported by kernel " + orDash(s.Host.Kernel) + ")"
+		}
+		t.row(st.Key, v)
+	}
+	t.flush()
+}
+
 func problems(s *snapshot.Snapshot) []string {
 	var out []string
 	for _, g := range s.GPUs {

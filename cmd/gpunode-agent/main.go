@@ -65,14 +65,93 @@ type cli struct {
 	taintKey    string
 
 	set map[string]*bool // flags the user gave explicitly
+	// overrides apply the flags that stand for configuration keys, in the
+	// order declared, when the user gave them.
+	overrides []override
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	var c cli
+type override struct {
+	flag  string
+	apply func(*config.Config)
+}
+
+// flagger is what declares flags: the application or one of its commands.
+type flagger interface {
+	Flag(name, help string) *kingpin.FlagClause
+}
+
+// flag declares a flag whose explicit use is recorded in c.set.
+func (c *cli) flag(on flagger, name, help string) *kingpin.FlagClause {
+	b := new(bool)
+	c.set[name] = b
+	return on.Flag(name, help).IsSetByUser(b)
+}
+
+// configFlag declares a flag that, when given, overrides the
+// configuration file through apply.
+func (c *cli) configFlag(on flagger, name, help string, apply func(*config.Config)) *kingpin.FlagClause {
+	c.overrides = append(c.overrides, override{flag: name, apply: apply})
+	return c.flag(on, name, help)
+}
+
+// commands are the subcommands' parsed flags.
+type commands struct {
+	run, inspect, cleanup, version *kingpin.CmdClause
+	tune                           *tuneFlags
+	verify                         *verifyFlags
+	probe                          *probeFlags
+}
+
+// newApp declares every flag and command over c.
+func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) {
 	c.set = map[string]*bool{}
 	app := kingpin.New("gpunode-agent", "Node agent for GPU inference nodes: discovers, verifies and labels GPU and RDMA capabilities, tunes the host and exports metrics.")
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	c.flag(app, "config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
+	c.flag(app, "config.check", "Validate the configuration (file and flags), print the result and exit.").BoolVar(&c.configCheck)
+	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet).",
+		func(cfg *config.Config) { cfg.HostRoot = c.hostRoot }).Default("/").PlaceHolder("DIR").StringVar(&c.hostRoot)
+	c.flag(app, "simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
+	c.configFlag(app, "log.level", "Log level: debug, info, warn, error.",
+		func(cfg *config.Config) { cfg.Log.Level = c.logLevel }).Default("info").StringVar(&c.logLevel)
+	c.configFlag(app, "log.format", "Log format: text or json.",
+		func(cfg *config.Config) { cfg.Log.Format = c.logFormat }).Default("text").StringVar(&c.logFormat)
+	c.configFlag(app, "kubeconfig", "kubeconfig file for publishing to the Node (default: $KUBECONFIG, else the in-cluster service account).",
+		func(cfg *config.Config) { cfg.Publish.Kubeconfig = c.kubeconfig }).PlaceHolder("FILE").StringVar(&c.kubeconfig)
+
+	var cmds commands
+	cmds.run = app.Command("run", "Run the agent daemon (the default): discover on an interval, log or publish labels, serve /metrics, /healthz and /readyz. SIGHUP reloads the configuration; SIGTERM stops.").Default()
+	c.configFlag(cmds.run, "web.listen-address", "Address to serve metrics and health on.",
+		func(cfg *config.Config) { cfg.Metrics.ListenAddress = c.listen }).Default(config.DefaultListenAddress).StringVar(&c.listen)
+	c.configFlag(cmds.run, "web.config.file", "exporter-toolkit web configuration file (TLS, basic auth).",
+		func(cfg *config.Config) { cfg.Metrics.WebConfigFile = c.webConfig }).PlaceHolder("FILE").StringVar(&c.webConfig)
+	c.configFlag(cmds.run, "discovery.interval", "Time between discoveries.",
+		func(cfg *config.Config) { cfg.Discovery.Interval = c.interval }).Default("1m").DurationVar(&c.interval)
+	c.configFlag(cmds.run, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).",
+		func(cfg *config.Config) { cfg.Metrics.SampleInterval = c.sample }).Default("10s").DurationVar(&c.sample)
+	c.configFlag(cmds.run, "metrics.dcgm-compat", "Also export dcgm-exporter's metric names and labels (DCGM_FI_*), for dashboards and alerts written for it.",
+		func(cfg *config.Config) { cfg.Metrics.DCGMCompat = c.dcgmCompat }).BoolVar(&c.dcgmCompat)
+
+	cmds.inspect = app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
+	cmds.inspect.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
+
+	cmds.tune = addTune(app, c)
+	cmds.verify = addVerify(app)
+	cmds.probe = addProbe(app)
+
+	cmds.cleanup = app.Command("cleanup", "Remove every label, condition and taint the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay, and so do taints with other keys.")
+	cmds.cleanup.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
+	cmds.cleanup.Flag("taint-key", "Key of the agent's GPU health taint to remove (default: metrics.health.taint.key of the configuration).").PlaceHolder("KEY").StringVar(&c.taintKey)
+
+	cmds.version = app.Command("version", "Print the version and exit.")
+	return app, cmds
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var c cli
+	app, cmds := c.newApp(stdout, stderr)
 	// kingpin exits the process after --help; record the request instead,
 	// so run stays testable and returns the code.
 	exitCode := -1
@@ -81,45 +160,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			exitCode = code
 		}
 	})
-	app.HelpFlag.Short('h')
-	flag := func(name, help string) *kingpin.FlagClause {
-		b := new(bool)
-		c.set[name] = b
-		return app.Flag(name, help).IsSetByUser(b)
-	}
-	flag("config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
-	flag("config.check", "Validate the configuration (file and flags), print the result and exit.").BoolVar(&c.configCheck)
-	flag("host-root", "Where the host's / is mounted (/host in the DaemonSet).").Default("/").PlaceHolder("DIR").StringVar(&c.hostRoot)
-	flag("simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
-	flag("log.level", "Log level: debug, info, warn, error.").Default("info").StringVar(&c.logLevel)
-	flag("log.format", "Log format: text or json.").Default("text").StringVar(&c.logFormat)
-	flag("kubeconfig", "kubeconfig file for publishing to the Node (default: $KUBECONFIG, else the in-cluster service account).").PlaceHolder("FILE").StringVar(&c.kubeconfig)
-
-	runCmd := app.Command("run", "Run the agent daemon (the default): discover on an interval, log or publish labels, serve /metrics, /healthz and /readyz. SIGHUP reloads the configuration; SIGTERM stops.").Default()
-	flagOn := func(cmd *kingpin.CmdClause, name, help string) *kingpin.FlagClause {
-		b := new(bool)
-		c.set[name] = b
-		return cmd.Flag(name, help).IsSetByUser(b)
-	}
-	flagOn(runCmd, "web.listen-address", "Address to serve metrics and health on.").Default(config.DefaultListenAddress).StringVar(&c.listen)
-	flagOn(runCmd, "web.config.file", "exporter-toolkit web configuration file (TLS, basic auth).").PlaceHolder("FILE").StringVar(&c.webConfig)
-	flagOn(runCmd, "discovery.interval", "Time between discoveries.").Default("1m").DurationVar(&c.interval)
-	flagOn(runCmd, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).").Default("10s").DurationVar(&c.sample)
-	flagOn(runCmd, "metrics.dcgm-compat", "Also export dcgm-exporter's metric names and labels (DCGM_FI_*), for dashboards and alerts written for it.").BoolVar(&c.dcgmCompat)
-
-	inspectCmd := app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
-	inspectCmd.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
-
-	tune := addTune(app, &c)
-	verifyCmd := addVerify(app)
-	probeCmd := addProbe(app)
-
-	cleanupCmd := app.Command("cleanup", "Remove every label, condition and taint the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay, and so do taints with other keys.")
-	cleanupCmd.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
-	cleanupCmd.Flag("taint-key", "Key of the agent's GPU health taint to remove (default: metrics.health.taint.key of the configuration).").PlaceHolder("KEY").StringVar(&c.taintKey)
-
-	versionCmd := app.Command("version", "Print the version and exit.")
-
 	cmd, err := app.Parse(args)
 	if exitCode >= 0 { // --help (or help) printed and asked to stop
 		return exitCode
@@ -128,10 +168,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gpunode-agent: %v (see --help)\n", err)
 		return exitUsage
 	}
-	if cmd == tune.profiles.FullCommand() {
-		return runTune(tune, cmd, nil, config.Config{}, &c, stdout, stderr)
-	}
-	if cmd == versionCmd.FullCommand() {
+	switch cmd {
+	case cmds.tune.profiles.FullCommand():
+		return runTune(cmds.tune, cmd, nil, config.Config{}, &c, stdout, stderr)
+	case cmds.version.FullCommand():
 		fmt.Fprintf(stdout, "gpunode-agent %s (revision %s, %s, %s/%s)\n", version, revision, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	}
@@ -153,7 +193,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gpunode-agent: --host-root and --simulate exclude each other (a simulated node brings its own host tree)")
 		return exitUsage
 	}
+	return c.dispatch(cmd, cmds, cfg, stdout, stderr)
+}
 
+// dispatch runs a command that needs the configuration and, but for
+// cleanup, the node's environment.
+func (c *cli) dispatch(cmd string, cmds commands, cfg config.Config, stdout, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	lvl, _ := config.ParseLevel(cfg.Log.Level) // validated by load
 	level.Set(lvl)
@@ -161,7 +206,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// apimachinery (label selector parsing) logs through klog; send it to our logger.
 	klog.SetSlogLogger(logger)
 
-	if cmd == cleanupCmd.FullCommand() {
+	if cmd == cmds.cleanup.FullCommand() {
 		if c.taintKey != "" {
 			cfg.Metrics.Health.Taint.Key = c.taintKey
 		}
@@ -182,19 +227,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
-	switch cmd {
-	case inspectCmd.FullCommand():
+	switch {
+	case cmd == cmds.inspect.FullCommand():
 		return inspect(env, cfg, c.output, stdout, logger)
-	case verifyCmd.cmd.FullCommand():
-		return runVerify(verifyCmd, env, cfg, stdout, stderr, logger)
-	case runCmd.FullCommand():
-		return daemonize(env, cfg, c, level, logger)
-	}
-	if tune.is(cmd) {
-		return runTune(tune, cmd, env, cfg, &c, stdout, stderr)
-	}
-	if probeCmd.is(cmd) {
-		return runProbe(probeCmd, cmd, env, logger, stdout, stderr)
+	case cmd == cmds.verify.cmd.FullCommand():
+		return runVerify(cmds.verify, env, cfg, stdout, stderr, logger)
+	case cmd == cmds.run.FullCommand():
+		return daemonize(env, cfg, *c, level, logger)
+	case cmds.tune.is(cmd):
+		return runTune(cmds.tune, cmd, env, cfg, c, stdout, stderr)
+	case cmds.probe.is(cmd):
+		return runProbe(cmds.probe, cmd, env, logger, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
 	return exitUsage
@@ -207,32 +250,10 @@ func (c *cli) load() (config.Config, error) {
 	if err != nil {
 		return config.Config{}, err
 	}
-	if *c.set["host-root"] {
-		cfg.HostRoot = c.hostRoot
-	}
-	if *c.set["log.level"] {
-		cfg.Log.Level = c.logLevel
-	}
-	if *c.set["log.format"] {
-		cfg.Log.Format = c.logFormat
-	}
-	if *c.set["web.listen-address"] {
-		cfg.Metrics.ListenAddress = c.listen
-	}
-	if *c.set["web.config.file"] {
-		cfg.Metrics.WebConfigFile = c.webConfig
-	}
-	if *c.set["discovery.interval"] {
-		cfg.Discovery.Interval = c.interval
-	}
-	if *c.set["kubeconfig"] {
-		cfg.Publish.Kubeconfig = c.kubeconfig
-	}
-	if *c.set["metrics.sample-interval"] {
-		cfg.Metrics.SampleInterval = c.sample
-	}
-	if *c.set["metrics.dcgm-compat"] {
-		cfg.Metrics.DCGMCompat = c.dcgmCompat
+	for _, o := range c.overrides {
+		if *c.set[o.flag] {
+			o.apply(&cfg)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)

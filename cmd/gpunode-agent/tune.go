@@ -30,12 +30,8 @@ type tuneFlags struct {
 func addTune(app *kingpin.Application, c *cli) *tuneFlags {
 	f := &tuneFlags{}
 	cmd := app.Command("tune", "Host tuning: plan, apply, verify or revert a profile (sysctls, NUMA balancing, transparent hugepages, NIC/GPU interrupt affinity). Original values go to a journal in the state directory before the first change; revert restores them. Only the profile's settings are touched; /etc/sysctl.conf and /etc/sysctl.d are never edited.")
-	b := new(bool)
-	c.set["profile"] = b
-	cmd.Flag("profile", "Built-in profile ("+strings.Join(tuning.BuiltinNames(), ", ")+") or a profile file (a path, or a name ending in .yaml). Default: the configuration's tuning.profile ("+tuning.DefaultProfile+").").IsSetByUser(b).PlaceHolder("NAME|FILE").StringVar(&f.profile)
-	b = new(bool)
-	c.set["state-dir"] = b
-	cmd.Flag("state-dir", "Directory of the journal of original values (default: the configuration's tuning.stateDir, "+tuning.DefaultStateDir+"; inside the simulated tree with --simulate).").IsSetByUser(b).PlaceHolder("DIR").StringVar(&f.stateDir)
+	c.flag(cmd, "profile", "Built-in profile ("+strings.Join(tuning.BuiltinNames(), ", ")+") or a profile file (a path, or a name ending in .yaml). Default: the configuration's tuning.profile ("+tuning.DefaultProfile+").").PlaceHolder("NAME|FILE").StringVar(&f.profile)
+	c.flag(cmd, "state-dir", "Directory of the journal of original values (default: the configuration's tuning.stateDir, "+tuning.DefaultStateDir+"; inside the simulated tree with --simulate).").PlaceHolder("DIR").StringVar(&f.stateDir)
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
 	f.plan = cmd.Command("plan", "Print every setting of the profile with its current value, wanted value and action. Changes nothing.")
 	f.apply = cmd.Command("apply", "Change what differs from the profile (recording originals first) and restore what an earlier profile changed but this one does not manage. Exits 1 if a setting failed, conflicts or was refused.")
