@@ -292,6 +292,43 @@ func (s *Sampler) Round(ctx context.Context) {
 	wg.Wait()
 
 	f := Frame{Time: now}
+	f.GPUs, f.Sources = s.mergeGPUs(now, gpuSamples, gpuStatus)
+	f.InterconnectRates = s.linkRates(f.GPUs)
+	if len(ports) > 0 {
+		rdmaStatus = partial(rdmaStatus)
+	}
+	for i := range ports {
+		s.accumulatePort(&ports[i])
+	}
+	f.RDMA = ports
+	f.Sources = append(f.Sources, rdmaStatus)
+	if podsEnabled {
+		switch podStatus.State {
+		case source.OK:
+			s.lastPods = podresources.Index(allocs)
+		case source.Absent:
+			s.lastPods = nil
+		}
+		// A kubelet that fails to answer once keeps the last allocations:
+		// pod labels that came and went would split every GPU series.
+		f.Pods = s.lastPods
+		f.Sources = append(f.Sources, podStatus)
+	}
+	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
+
+	s.mu.Lock()
+	s.recordLinksUp(f.GPUs)
+	s.base = f
+	s.publishLocked()
+	s.mu.Unlock()
+	s.notify()
+	s.firstRoundOnce.Do(func() { close(s.firstRound) })
+}
+
+// mergeGPUs makes one list of the backends' samples, in GPU index order,
+// with counters made monotonic, and the backends' statuses. A backend
+// that failed as a whole reports its GPUs down, not gone.
+func (s *Sampler) mergeGPUs(now time.Time, gpuSamples [][]gpu.Sample, gpuStatus []source.Status) (gpus []gpu.Sample, sources []source.Status) {
 	// Two backends may read the same GPU (AMD SMI and amdgpu sysfs): the
 	// first in backend order reports it, as in discovery.
 	seen := map[string]bool{}
@@ -317,36 +354,18 @@ func (s *Sampler) Round(ctx context.Context) {
 			}
 			seen[key] = true
 			s.accumulateGPU(&g)
-			f.GPUs = append(f.GPUs, g)
+			gpus = append(gpus, g)
 		}
-		f.Sources = append(f.Sources, st)
+		sources = append(sources, st)
 	}
-	slices.SortStableFunc(f.GPUs, func(a, b gpu.Sample) int { return a.Index - b.Index })
-	f.InterconnectRates = s.linkRates(f.GPUs)
-	if len(ports) > 0 {
-		rdmaStatus = partial(rdmaStatus)
-	}
-	for i := range ports {
-		s.accumulatePort(&ports[i])
-	}
-	f.RDMA = ports
-	f.Sources = append(f.Sources, rdmaStatus)
-	if podsEnabled {
-		switch podStatus.State {
-		case source.OK:
-			s.lastPods = podresources.Index(allocs)
-		case source.Absent:
-			s.lastPods = nil
-		}
-		// A kubelet that fails to answer once keeps the last allocations:
-		// pod labels that came and went would split every GPU series.
-		f.Pods = s.lastPods
-		f.Sources = append(f.Sources, podStatus)
-	}
-	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(gpus, func(a, b gpu.Sample) int { return a.Index - b.Index })
+	return gpus, sources
+}
 
-	s.mu.Lock()
-	for _, g := range f.GPUs {
+// recordLinksUp remembers every interconnect link seen up, so a link that
+// goes down later is told from one that never came up. Called with s.mu held.
+func (s *Sampler) recordLinksUp(gpus []gpu.Sample) {
+	for _, g := range gpus {
 		if g.Interconnect == nil || !g.Up {
 			continue
 		}
@@ -360,11 +379,6 @@ func (s *Sampler) Round(ctx context.Context) {
 			}
 		}
 	}
-	s.base = f
-	s.publishLocked()
-	s.mu.Unlock()
-	s.notify()
-	s.firstRoundOnce.Do(func() { close(s.firstRound) })
 }
 
 // linkRates is each GPU's interconnect traffic since the last round.
