@@ -110,28 +110,13 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 		return exitFailure
 	}
 	lim := probe.NewLimiter()
-	var kinds []string
-	switch cmd {
-	case f.serve.FullCommand():
+	if cmd == f.serve.FullCommand() {
 		return probeServe(ctx, f, devices, lim, logger, stderr)
-	case f.loopback.FullCommand():
-		kinds = map[string][]string{"all": {probe.KindWriteBW, probe.KindSendLat}, "bw": {probe.KindWriteBW}, "lat": {probe.KindSendLat}}[f.kind]
-	case f.bw.FullCommand():
-		kinds = []string{probe.KindWriteBW}
-	case f.lat.FullCommand():
-		kinds = []string{probe.KindSendLat}
-	default:
+	}
+	kinds, ok := f.kinds(cmd)
+	if !ok {
 		fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
 		return exitUsage
-	}
-	if f.tcp {
-		for _, k := range kinds {
-			if k == probe.KindWriteBW {
-				kinds = append(kinds, probe.KindTCPBW)
-			} else {
-				kinds = append(kinds, probe.KindTCPLat)
-			}
-		}
 	}
 	for _, k := range kinds {
 		if err := f.request(k).Validate(); err != nil {
@@ -173,7 +158,39 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 			rep.add(res, err, fmt.Sprintf("%s %s", addr, k))
 		}
 	}
-	if f.output == "json" {
+	return rep.write(f.output, stdout, stderr)
+}
+
+// kinds are the probe kinds a command runs, with the TCP baselines when
+// --tcp is given; false for a command that runs no probes.
+func (f *probeFlags) kinds(cmd string) ([]string, bool) {
+	var kinds []string
+	switch cmd {
+	case f.loopback.FullCommand():
+		kinds = map[string][]string{"all": {probe.KindWriteBW, probe.KindSendLat}, "bw": {probe.KindWriteBW}, "lat": {probe.KindSendLat}}[f.kind]
+	case f.bw.FullCommand():
+		kinds = []string{probe.KindWriteBW}
+	case f.lat.FullCommand():
+		kinds = []string{probe.KindSendLat}
+	default:
+		return nil, false
+	}
+	if f.tcp {
+		for _, k := range kinds {
+			if k == probe.KindWriteBW {
+				kinds = append(kinds, probe.KindTCPBW)
+			} else {
+				kinds = append(kinds, probe.KindTCPLat)
+			}
+		}
+	}
+	return kinds, true
+}
+
+// write prints the results (text or JSON) and the errors, and returns the
+// exit code: 1 when any probe failed.
+func (rep *probeReport) write(output string, stdout, stderr io.Writer) int {
+	if output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
