@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"github.com/gpunode/gpunode/discovery"
 
 	corev1 "k8s.io/api/core/v1"
@@ -177,9 +179,9 @@ func TestGPUHealthPublished(t *testing.T) {
 	all := regexp.MustCompile(`^8 GPUs healthy$`)
 
 	// Healthy: the condition, no taint of the agent's, the labels.
-	eventuallyOK(t, "GPUHealthy True", gpuHealthy(corev1.ConditionTrue, "AllGPUsHealthy", all))
-	eventuallyOK(t, "no taint of the agent's", taints())
-	eventuallyOK(t, "event for the healthy condition", event("AllGPUsHealthy", "GPUHealthy is True: 8 GPUs healthy"))
+	testsupport.Eventually(t, "GPUHealthy True", gpuHealthy(corev1.ConditionTrue, "AllGPUsHealthy", all))
+	testsupport.Eventually(t, "no taint of the agent's", taints())
+	testsupport.Eventually(t, "event for the healthy condition", event("AllGPUsHealthy", "GPUHealthy is True: 8 GPUs healthy"))
 	n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if n.Labels["gpunode.dev/gpu.count"] != "8" {
 		t.Errorf("labels %v", n.Labels)
@@ -187,18 +189,18 @@ func TestGPUHealthPublished(t *testing.T) {
 
 	// A row remap waits for a GPU reset: unhealthy, tainted.
 	nvmlfake.SetRowRemap(lib, 3, 1, true, false)
-	eventuallyOK(t, "GPUHealthy False", gpuHealthy(corev1.ConditionFalse, "RowRemapPending", gpu3))
-	eventuallyOK(t, "taint set beside the others", taints(taint("RowRemapPending", corev1.TaintEffectNoSchedule)))
-	eventuallyOK(t, "warning event", event("RowRemapPending", "GPUHealthy is False: 1 of 8 GPUs unhealthy: GPU 3"))
+	testsupport.Eventually(t, "GPUHealthy False", gpuHealthy(corev1.ConditionFalse, "RowRemapPending", gpu3))
+	testsupport.Eventually(t, "taint set beside the others", taints(taint("RowRemapPending", corev1.TaintEffectNoSchedule)))
+	testsupport.Eventually(t, "warning event", event("RowRemapPending", "GPUHealthy is False: 1 of 8 GPUs unhealthy: GPU 3"))
 
 	// The GPU was reset: healthy again, the taint goes.
 	nvmlfake.SetRowRemap(lib, 3, 1, false, false)
-	eventuallyOK(t, "GPUHealthy True again", gpuHealthy(corev1.ConditionTrue, "AllGPUsHealthy", all))
-	eventuallyOK(t, "taint removed on recovery", taints())
+	testsupport.Eventually(t, "GPUHealthy True again", gpuHealthy(corev1.ConditionTrue, "AllGPUsHealthy", all))
+	testsupport.Eventually(t, "taint removed on recovery", taints())
 
 	// A GPU falls off the bus (XID 79, critical): tainted, through the
 	// sampler's event path, at once.
-	eventuallyOK(t, "XID registration", func() error {
+	testsupport.Eventually(t, "XID registration", func() error {
 		if nvmlfake.Calls(lib, "nvmlDeviceRegisterEvents") < 8 {
 			return fmt.Errorf("not registered")
 		}
@@ -206,10 +208,10 @@ func TestGPUHealthPublished(t *testing.T) {
 	})
 	raised := time.Now()
 	nvmlfake.RaiseXID(lib, 2, 79)
-	eventuallyOK(t, "GPUHealthy False for the XID", gpuHealthy(corev1.ConditionFalse, "XIDCritical", gpu2))
-	eventuallyOK(t, "XID taint", taints(taint("XIDCritical", corev1.TaintEffectNoSchedule)))
+	testsupport.Eventually(t, "GPUHealthy False for the XID", gpuHealthy(corev1.ConditionFalse, "XIDCritical", gpu2))
+	testsupport.Eventually(t, "XID taint", taints(taint("XIDCritical", corev1.TaintEffectNoSchedule)))
 	t.Logf("XID raised to condition and taint on the Node: %v", time.Since(raised).Round(time.Millisecond))
-	eventuallyOK(t, "XID event", event("XIDCritical", "GPUHealthy is False: 1 of 8 GPUs unhealthy: GPU 2"))
+	testsupport.Eventually(t, "XID event", event("XIDCritical", "GPUHealthy is False: 1 of 8 GPUs unhealthy: GPU 2"))
 	if !regexp.MustCompile(`level=WARN msg="node condition" type=GPUHealthy status=False reason=XIDCritical .* taint="gpunode.dev/gpu-unhealthy=XIDCritical:NoSchedule"`).MatchString(logs.String()) {
 		t.Error("the condition change is not logged with its taint")
 	}
@@ -238,14 +240,14 @@ func TestGPUHealthPublished(t *testing.T) {
 	// taint and reloads: it goes, the condition stays False.
 	reload(func(tc *config.Taint) { tc.Enabled = false })
 	reloads <- struct{}{}
-	eventuallyOK(t, "taint removed when disabled", taints())
+	testsupport.Eventually(t, "taint removed when disabled", taints())
 	if err := gpuHealthy(corev1.ConditionFalse, "XIDCritical", gpu2)(); err != nil {
 		t.Error(err)
 	}
 	// Enabled again as NoExecute: the taint is back, with its time.
 	reload(func(tc *config.Taint) { tc.Enabled, tc.Effect = true, "NoExecute" })
 	reloads <- struct{}{}
-	eventuallyOK(t, "NoExecute taint", taints(taint("XIDCritical", corev1.TaintEffectNoExecute)))
+	testsupport.Eventually(t, "NoExecute taint", taints(taint("XIDCritical", corev1.TaintEffectNoExecute)))
 	n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if ta := n.Spec.Taints[len(n.Spec.Taints)-1].TimeAdded; ta == nil {
 		t.Error("NoExecute taint without its time")
@@ -265,21 +267,5 @@ func TestGPUHealthPublished(t *testing.T) {
 	n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if len(n.Status.Conditions) != 0 || n.Labels["gpunode.dev/gpu.count"] != "" || n.Labels["kubernetes.io/hostname"] != node {
 		t.Errorf("after cleanup: conditions %v, labels %v", n.Status.Conditions, n.Labels)
-	}
-}
-
-// eventuallyOK polls cond until it returns nil, for up to 20 s.
-func eventuallyOK(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -17,8 +17,6 @@ import (
 	"github.com/gpunode/gpunode/internal/testsupport"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 
@@ -53,7 +51,7 @@ func testCluster(tb testing.TB) *kube.Cluster {
 		defer cancel()
 		cluster, clusterErr = kube.Start(ctx, dir, kube.Options{Tokens: map[string]string{agentToken: "gpunode-agent,agent-uid,gpunode-agents"}})
 		if clusterErr == nil {
-			clusterErr = grantAgent(ctx, cluster)
+			clusterErr = cluster.GrantAgent(ctx, "gpunode-agent", "gpunode-agents")
 		}
 	})
 	if clusterErr != nil {
@@ -69,24 +67,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(cluster.Dir())
 	}
 	os.Exit(code)
-}
-
-func grantAgent(ctx context.Context, c *kube.Cluster) error {
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "gpunode-agent"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
-		{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
-	}}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "gpunode-agent"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "gpunode-agent"},
-		Subjects: []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "gpunode-agents"}}}
-	if _, err := c.Admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	if _, err := c.Admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	return nil
 }
 
 func agentClient(tb testing.TB, c *kube.Cluster) *kubeapi.Client {

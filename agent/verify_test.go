@@ -32,7 +32,7 @@ func TestVerificationPublished(t *testing.T) {
 	defer stop()
 	ctx := context.Background()
 
-	eventuallyOK(t, "verification on the Node", func() error {
+	testsupport.Eventually(t, "verification on the Node", func() error {
 		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -52,7 +52,7 @@ func TestVerificationPublished(t *testing.T) {
 		}
 		return fmt.Errorf("no %s condition among %v", nodestatus.Verified, n.Status.Conditions)
 	})
-	eventuallyOK(t, "a Warning event per failed check", func() error {
+	testsupport.Eventually(t, "a Warning event per failed check", func() error {
 		evs, err := c.Admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err

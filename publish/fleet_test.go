@@ -14,8 +14,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpunode/gpunode/kubeapi"
@@ -82,26 +80,6 @@ func (r fleetResult) String() string {
 		kube.FormatSeconds(r.applyP99), kube.FormatSeconds(r.getP99), r.steady, r.steadyWrites, r.steadyGets)
 }
 
-// grantFleet binds the agent's permissions (those the chart's ClusterRole
-// gives) to the fleet's group.
-func grantFleet(ctx context.Context, c *kube.Cluster) error {
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "gpunode-fleet"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
-		{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
-	}}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "gpunode-fleet"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "gpunode-fleet"},
-		Subjects: []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "gpunode-agents"}}}
-	if _, err := c.Admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	if _, err := c.Admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	return nil
-}
-
 // runFleet registers n Nodes, starts one publisher per Node, each with its
 // own connection and client-side rate limiter as separate agents would
 // have, waits until every Node carries its labels and condition, then
@@ -109,7 +87,7 @@ func grantFleet(ctx context.Context, c *kube.Cluster) error {
 func runFleet(tb testing.TB, c *kube.Cluster, prefix string, n int, resync, steady time.Duration) fleetResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := grantFleet(ctx, c); err != nil {
+	if err := c.GrantAgent(ctx, "gpunode-fleet", "gpunode-agents"); err != nil {
 		tb.Fatal(err)
 	}
 	sets := simulatedLabelSets(tb)

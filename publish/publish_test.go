@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
@@ -118,22 +120,6 @@ func getNode(t *testing.T, name string) *corev1.Node {
 	return n
 }
 
-// eventually polls cond until it returns nil, for up to 20 s.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // hasLabels checks that node carries want (a "" value: the key is absent).
 func hasLabels(name string, want map[string]string) func() error {
 	return func() error {
@@ -179,8 +165,8 @@ func TestConvergeRemoveStaleKeepForeign(t *testing.T) {
 	createNode(t, node, map[string]string{"kubernetes.io/hostname": node, "team.example.com/owner": "ml"})
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
-	eventually(t, "labels converge", hasLabels(node, gpuLabels()))
-	eventually(t, "condition set", func() error {
+	testsupport.Eventually(t, "labels converge", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "condition set", func() error {
 		if c := condition(node, nodestatus.DiscoveryHealthy); c == nil || c.Status != corev1.ConditionTrue || c.Reason != "SourcesOK" {
 			return fmt.Errorf("condition %+v", c)
 		}
@@ -196,7 +182,7 @@ func TestConvergeRemoveStaleKeepForeign(t *testing.T) {
 	delete(next, "nvidia.com/gpu.count")
 	next["gpunode.dev/gpu.count"] = "7"
 	p.Set(Desired{Labels: next, LabelOptions: opts, Conditions: healthy()})
-	eventually(t, "stale label removed", hasLabels(node, map[string]string{
+	testsupport.Eventually(t, "stale label removed", hasLabels(node, map[string]string{
 		"nvidia.com/gpu.count": "", "gpunode.dev/gpu.count": "7",
 		"kubernetes.io/hostname": node, "team.example.com/owner": "ml",
 	}))
@@ -206,7 +192,7 @@ func TestConvergeRemoveStaleKeepForeign(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"gpunode.dev/gpu.present":null}}}`), metav1.PatchOptions{FieldManager: "kubectl-label"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "removed label restored", hasLabels(node, map[string]string{"gpunode.dev/gpu.present": "true"}))
+	testsupport.Eventually(t, "removed label restored", hasLabels(node, map[string]string{"gpunode.dev/gpu.present": "true"}))
 }
 
 func TestConflictsNotForced(t *testing.T) {
@@ -220,17 +206,17 @@ func TestConflictsNotForced(t *testing.T) {
 	}
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
-	eventually(t, "own labels applied, the conflicting shared key left alone", hasLabels(node, map[string]string{
+	testsupport.Eventually(t, "own labels applied, the conflicting shared key left alone", hasLabels(node, map[string]string{
 		"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-SHARED", "nvidia.com/gpu.count": "8",
 		"gpunode.dev/gpu.count": "8", "llm-d.ai/gpu-node": "true",
 	}))
-	eventually(t, "conflict metric", func() error {
+	testsupport.Eventually(t, "conflict metric", func() error {
 		if v := testutil.ToFloat64(p.m.conflicts.WithLabelValues("nvidia.com/gpu.product")); v != 1 {
 			return fmt.Errorf("gpunode_label_conflict = %v", v)
 		}
 		return nil
 	})
-	eventually(t, "conflict event", func() error {
+	testsupport.Eventually(t, "conflict event", func() error {
 		return hasEvent(node, "LabelConflict", `label nvidia.com/gpu.product is "NVIDIA-H100-80GB-HBM3-SHARED", owned by test-admin`)
 	})
 	if !strings.Contains(p.logs.String(), "label conflict") {
@@ -247,8 +233,8 @@ func TestConflictsNotForced(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"nvidia.com/gpu.product":null}}}`), metav1.PatchOptions{FieldManager: "test-admin"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "key taken once free", hasLabels(node, map[string]string{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}))
-	eventually(t, "conflict metric cleared", func() error {
+	testsupport.Eventually(t, "key taken once free", hasLabels(node, map[string]string{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}))
+	testsupport.Eventually(t, "conflict metric cleared", func() error {
 		if n := testutil.CollectAndCount(p.m.conflicts); n != 0 {
 			return fmt.Errorf("%d conflict series", n)
 		}
@@ -271,7 +257,7 @@ func TestConflictOnChangeNotForced(t *testing.T) {
 	}
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
-	eventually(t, "co-owned", func() error {
+	testsupport.Eventually(t, "co-owned", func() error {
 		if owned, _ := OwnedLabels(kubeNode(t, node)); owned["nvidia.com/gpu.product"] == "" {
 			return fmt.Errorf("not co-owned: %v", owned)
 		}
@@ -280,7 +266,7 @@ func TestConflictOnChangeNotForced(t *testing.T) {
 	next := gpuLabels()
 	next["nvidia.com/gpu.product"] = "NVIDIA-H200"
 	p.Set(Desired{Labels: next, LabelOptions: opts})
-	eventually(t, "conflict reported by the apiserver", func() error {
+	testsupport.Eventually(t, "conflict reported by the apiserver", func() error {
 		return hasEvent(node, "LabelConflict", "owned by nfd-master")
 	})
 	if got := getNode(t, node).Labels["nvidia.com/gpu.product"]; got != "NVIDIA-H100-80GB-HBM3" {
@@ -296,7 +282,7 @@ func TestLabelsHeldWhileSourceFails(t *testing.T) {
 	createNode(t, node, nil)
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
-	eventually(t, "converge", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "converge", hasLabels(node, gpuLabels()))
 
 	// The GPU source fails: its labels are missing from the computed set
 	// but stay on the Node; the RDMA label can still change.
@@ -304,7 +290,7 @@ func TestLabelsHeldWhileSourceFails(t *testing.T) {
 	p.Set(Desired{Labels: failing, Failed: []labels.Source{labels.SourceGPU}, LabelOptions: opts})
 	want := gpuLabels()
 	want["gpunode.dev/rdma.present"] = "false"
-	eventually(t, "GPU labels held", hasLabels(node, want))
+	testsupport.Eventually(t, "GPU labels held", hasLabels(node, want))
 
 	// After a restart with the source still failing, the labels the agent
 	// owns on the Node are its last good ones.
@@ -318,7 +304,7 @@ func TestLabelsHeldWhileSourceFails(t *testing.T) {
 
 	// The source turns absent (the driver is gone): its labels go.
 	p2.Set(Desired{Labels: labels.Set{"gpunode.dev/gpu.present": "false", "gpunode.dev/rdma.present": "false"}, LabelOptions: opts})
-	eventually(t, "absent source removes its labels", hasLabels(node, map[string]string{
+	testsupport.Eventually(t, "absent source removes its labels", hasLabels(node, map[string]string{
 		"gpunode.dev/gpu.present": "false", "gpunode.dev/gpu.count": "", "nvidia.com/gpu.product": "", "llm-d.ai/gpu-node": "",
 	}))
 }
@@ -340,8 +326,8 @@ func TestSteadyStateZeroWrites(t *testing.T) {
 	createNode(t, node, nil)
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
-	eventually(t, "converge", hasLabels(node, gpuLabels()))
-	eventually(t, "in sync", func() error {
+	testsupport.Eventually(t, "converge", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "in sync", func() error {
 		if testutil.ToFloat64(p.m.inSync) != 1 {
 			return fmt.Errorf("not in sync")
 		}
@@ -398,13 +384,13 @@ func TestConditionsAndEvents(t *testing.T) {
 	}
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: labels.Set{}, LabelOptions: opts, Conditions: healthy()})
-	eventually(t, "event for the new condition", func() error { return hasEvent(node, "SourcesOK", "GPUNodeDiscoveryHealthy is True") })
+	testsupport.Eventually(t, "event for the new condition", func() error { return hasEvent(node, "SourcesOK", "GPUNodeDiscoveryHealthy is True") })
 	first := condition(node, nodestatus.DiscoveryHealthy)
 
 	failing := []nodestatus.Condition{{Type: nodestatus.DiscoveryHealthy, Status: nodestatus.False, Reason: "SourceFailed", Message: "rdma: timed out after 10s"}}
 	time.Sleep(1100 * time.Millisecond) // condition times have second resolution
 	p.Set(Desired{Labels: labels.Set{}, LabelOptions: opts, Conditions: failing})
-	eventually(t, "warning event on failure", func() error {
+	testsupport.Eventually(t, "warning event on failure", func() error {
 		return hasEvent(node, "SourceFailed", "GPUNodeDiscoveryHealthy is False: rdma: timed out after 10s")
 	})
 	c := condition(node, nodestatus.DiscoveryHealthy)
@@ -425,7 +411,7 @@ func TestConditionsAndEvents(t *testing.T) {
 	}
 	// Features' own events go out too.
 	p.Event(nodestatus.Event{Type: nodestatus.Normal, Reason: "TuningApplied", Message: "profile inference applied"})
-	eventually(t, "feature event", func() error { return hasEvent(node, "TuningApplied", "profile inference applied") })
+	testsupport.Eventually(t, "feature event", func() error { return hasEvent(node, "TuningApplied", "profile inference applied") })
 }
 
 func withResourceVersion(t *testing.T, n *corev1.Node) *corev1.Node {
@@ -438,8 +424,8 @@ func TestCleanup(t *testing.T) {
 	createNode(t, node, map[string]string{"team.example.com/owner": "ml", "llm-d.ai/gpu-node": "true"})
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
-	eventually(t, "converge", hasLabels(node, gpuLabels()))
-	eventually(t, "condition", func() error {
+	testsupport.Eventually(t, "converge", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "condition", func() error {
 		if condition(node, nodestatus.DiscoveryHealthy) == nil {
 			return fmt.Errorf("no condition yet")
 		}
@@ -483,7 +469,7 @@ func TestCleanupAll(t *testing.T) {
 		createNode(t, n, nil)
 		p := start(t, cluster.AdminKube, n)
 		p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
-		eventually(t, "converge", hasLabels(n, gpuLabels()))
+		testsupport.Eventually(t, "converge", hasLabels(n, gpuLabels()))
 		p.stop()
 	}
 	seen := map[string]int{}
@@ -506,7 +492,7 @@ func TestNodeAppearsLater(t *testing.T) {
 	const node = "late"
 	p := start(t, cluster.AdminKube, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts})
-	eventually(t, "not-found reported", func() error {
+	testsupport.Eventually(t, "not-found reported", func() error {
 		if !strings.Contains(p.logs.String(), `node \"late\" does not exist`) {
 			return fmt.Errorf("log: %s", p.logs.String())
 		}
@@ -516,7 +502,7 @@ func TestNodeAppearsLater(t *testing.T) {
 		t.Fatal("the publisher created its Node")
 	}
 	createNode(t, node, nil)
-	eventually(t, "converge after registration", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "converge after registration", hasLabels(node, gpuLabels()))
 }
 
 func TestMetricsRegister(t *testing.T) {
@@ -560,8 +546,8 @@ func TestRejectedEventsDropped(t *testing.T) {
 	createNode(t, node, map[string]string{"kubernetes.io/hostname": node})
 	p := start(t, client, node)
 	p.Set(Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: healthy()})
-	eventually(t, "labels despite the forbidden event", hasLabels(node, gpuLabels()))
-	eventually(t, "event dropped", func() error {
+	testsupport.Eventually(t, "labels despite the forbidden event", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "event dropped", func() error {
 		if v := testutil.ToFloat64(p.m.eventsDropped); v != 1 {
 			return fmt.Errorf("dropped %v", v)
 		}

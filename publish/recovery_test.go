@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,7 +50,7 @@ func TestRecoveryAfterAPIServerRestart(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, "converge", has(gpuLabels()))
+	testsupport.Eventually(t, "converge", has(gpuLabels()))
 
 	if err := c.StopAPIServer(); err != nil {
 		t.Fatal(err)
@@ -76,8 +78,8 @@ func TestRecoveryAfterAPIServerRestart(t *testing.T) {
 	if err := c.StartAPIServer(ctxStart); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "converge after restart", has(next))
-	eventually(t, "healthy again", func() error {
+	testsupport.Eventually(t, "converge after restart", has(next))
+	testsupport.Eventually(t, "healthy again", func() error {
 		if testutil.ToFloat64(p.m.retryDelay) != 0 || testutil.ToFloat64(p.m.inSync) != 1 {
 			return fmt.Errorf("retry delay %v, in sync %v", testutil.ToFloat64(p.m.retryDelay), testutil.ToFloat64(p.m.inSync))
 		}

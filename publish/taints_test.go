@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,9 +91,9 @@ func TestHealthTaint(t *testing.T) {
 	want := Desired{Labels: gpuLabels(), LabelOptions: opts, Conditions: append(healthy(), unhealthy), Taints: []nodestatus.Taint{taint}, TaintKeys: keys}
 	p.Set(want)
 	agentTaint := corev1.Taint{Key: healthTaintKey, Value: "XIDCritical", Effect: corev1.TaintEffectNoSchedule}
-	eventually(t, "taint set beside the others", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
-	eventually(t, "labels", hasLabels(node, gpuLabels()))
-	eventually(t, "condition False with its event", func() error {
+	testsupport.Eventually(t, "taint set beside the others", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
+	testsupport.Eventually(t, "labels", hasLabels(node, gpuLabels()))
+	testsupport.Eventually(t, "condition False with its event", func() error {
 		if c := condition(node, nodestatus.GPUHealthy); c == nil || c.Status != corev1.ConditionFalse || c.Reason != "XIDCritical" || c.Message != unhealthy.Message {
 			return fmt.Errorf("condition %+v", c)
 		}
@@ -105,7 +107,7 @@ func TestHealthTaint(t *testing.T) {
 	}
 
 	// Steady state: re-reads, no writes.
-	eventually(t, "in sync", func() error {
+	testsupport.Eventually(t, "in sync", func() error {
 		if testutil.ToFloat64(p.m.inSync) != 1 {
 			return fmt.Errorf("not in sync")
 		}
@@ -128,14 +130,14 @@ func TestHealthTaint(t *testing.T) {
 	// Someone removes the agent's taint: it is back at the next resync,
 	// and the others stay.
 	setTaints(t, node, "kubectl-taint", gpuTaint, maintenanceTaint)
-	eventually(t, "removed taint restored", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
+	testsupport.Eventually(t, "removed taint restored", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
 
 	// Another effect: the old entry goes, the new one is a NoExecute
 	// taint with its time.
 	noExec := nodestatus.Taint{Key: healthTaintKey, Value: "XIDCritical", Effect: "NoExecute"}
 	want.Taints = []nodestatus.Taint{noExec}
 	p.Set(want)
-	eventually(t, "effect changed", hasTaints(node, gpuTaint, maintenanceTaint,
+	testsupport.Eventually(t, "effect changed", hasTaints(node, gpuTaint, maintenanceTaint,
 		corev1.Taint{Key: healthTaintKey, Value: "XIDCritical", Effect: corev1.TaintEffectNoExecute}))
 	if ta := getNode(t, node).Spec.Taints[2].TimeAdded; ta == nil || time.Since(ta.Time) > time.Minute {
 		t.Errorf("NoExecute taint added at %v", ta)
@@ -145,8 +147,8 @@ func TestHealthTaint(t *testing.T) {
 	recovered := gpuCondition(nodestatus.True, "AllGPUsHealthy", "8 GPUs healthy")
 	want.Conditions, want.Taints = append(healthy(), recovered), nil
 	p.Set(want)
-	eventually(t, "taint removed on recovery", hasTaints(node, gpuTaint, maintenanceTaint))
-	eventually(t, "condition True with its event", func() error {
+	testsupport.Eventually(t, "taint removed on recovery", hasTaints(node, gpuTaint, maintenanceTaint))
+	testsupport.Eventually(t, "condition True with its event", func() error {
 		if c := condition(node, nodestatus.GPUHealthy); c == nil || c.Status != corev1.ConditionTrue {
 			return fmt.Errorf("condition %+v", c)
 		}
@@ -160,10 +162,10 @@ func TestHealthTaint(t *testing.T) {
 	// unhealthy: the key is still managed, so the taint goes.
 	want.Conditions, want.Taints = append(healthy(), unhealthy), []nodestatus.Taint{taint}
 	p.Set(want)
-	eventually(t, "taint back", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
+	testsupport.Eventually(t, "taint back", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
 	want.Taints = nil
 	p.Set(want)
-	eventually(t, "taint removed when disabled", hasTaints(node, gpuTaint, maintenanceTaint))
+	testsupport.Eventually(t, "taint removed when disabled", hasTaints(node, gpuTaint, maintenanceTaint))
 	if c := condition(node, nodestatus.GPUHealthy); c == nil || c.Status != corev1.ConditionFalse {
 		t.Errorf("condition %+v, want still False", c)
 	}
@@ -171,7 +173,7 @@ func TestHealthTaint(t *testing.T) {
 	// Cleanup removes the taint and the conditions, and only those.
 	want.Taints = []nodestatus.Taint{taint}
 	p.Set(want)
-	eventually(t, "taint back", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
+	testsupport.Eventually(t, "taint back", hasTaints(node, gpuTaint, maintenanceTaint, agentTaint))
 	p.stop()
 	nl, nc, err := Cleanup(context.Background(), cluster.AdminKube, node, healthTaintKey)
 	if err != nil || nl != len(gpuLabels()) || nc != 2 {

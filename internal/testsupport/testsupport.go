@@ -78,3 +78,20 @@ func Untimed(s *snapshot.Snapshot, takenAt time.Time) *snapshot.Snapshot {
 	}
 	return s
 }
+
+// Eventually polls cond until it returns nil and fails the test with
+// cond's last error after 20 s: long enough for a loaded CI machine.
+func Eventually(t testing.TB, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

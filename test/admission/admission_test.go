@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/internal/testsupport"
+
 	"go.yaml.in/yaml/v3"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -277,7 +279,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		Conditions: []nodestatus.Condition{{Type: nodestatus.DiscoveryHealthy, Status: nodestatus.True, Reason: "SourcesOK"},
 			{Type: nodestatus.GPUHealthy, Status: nodestatus.False, Reason: "XIDCritical", Message: "1 of 8 GPUs unhealthy"}},
 		Taints: []nodestatus.Taint{{Key: healthTaintKey, Value: "XIDCritical", Effect: "NoSchedule"}}})
-	waitFor(t, "agent publishes on its own node", func() error {
+	testsupport.Eventually(t, "agent publishes on its own node", func() error {
 		n, err := s.c.Admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -455,19 +457,4 @@ func (s *setup) event(node string) error {
 		Reason:         "Test", Message: "test", Type: "Normal",
 	}, metav1.CreateOptions{})
 	return err
-}
-
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
