@@ -118,7 +118,7 @@ func runAgent(tb testing.TB, env *discovery.Env, cfg config.Config, kube *kubeap
 }
 
 func goldenLabels(t *testing.T, node string) labels.Set {
-	b, err := os.ReadFile(filepath.Join("report", "testdata", node+".labels"))
+	b, err := os.ReadFile(filepath.Join("..", "report", "testdata", node+".labels"))
 	if err != nil {
 		t.Fatal(err)
 	}
