@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -94,16 +95,38 @@ func (p *Part) render(format expfmt.Format) (*rendered, error) {
 // offered are the formats /metrics serves, most preferred first.
 var offered = []expfmt.Format{expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1, expfmt.FmtText}
 
+// maxScrapesInFlight bounds concurrent /metrics requests. Each holds its
+// response (about 200 KB plain on a DGX) until the client has read it, so
+// clients that send requests and never read would otherwise hold memory
+// without bound. Prometheus scrapes a target one request at a time; an HA
+// pair and a person with curl fit. More get 503 at once, as promhttp's
+// MaxRequestsInFlight answers.
+const maxScrapesInFlight = 8
+
+// scrapeWriteTimeout bounds how long a client may take to read a /metrics
+// response, so that a slow reader gives its slot back.
+const scrapeWriteTimeout = 10 * time.Second
+
 // metricsHandler serves the live registry followed by the cached parts.
 type metricsHandler struct {
-	reg     *prometheus.Registry
-	parts   []*Part
-	logger  *slog.Logger
-	bufs    sync.Pool // *bytes.Buffer: responses are about the same size each time
-	flaters sync.Pool // *flate.Writer
+	inflight chan struct{} // a token per request being served
+	reg      *prometheus.Registry
+	parts    []*Part
+	logger   *slog.Logger
+	bufs     sync.Pool // *bytes.Buffer: responses are about the same size each time
+	flaters  sync.Pool // *flate.Writer
 }
 
 func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.inflight <- struct{}{}:
+		defer func() { <-h.inflight }()
+	default:
+		http.Error(w, fmt.Sprintf("more than %d scrapes in flight; try again", maxScrapesInFlight), http.StatusServiceUnavailable)
+		return
+	}
+	// Not every writer supports deadlines (httptest's recorder does not).
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(scrapeWriteTimeout))
 	format := expfmt.NegotiateAccept(r.Header, offered...)
 	gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
 	mfs, err := h.reg.Gather()

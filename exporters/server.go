@@ -44,7 +44,7 @@ func NewRegistry(cs ...prometheus.Collector) (*prometheus.Registry, error) {
 // parts, each re-encoded only when it changes (see Part).
 func NewHandler(reg *prometheus.Registry, h Health, version string, logger *slog.Logger, parts ...*Part) (http.Handler, error) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", &metricsHandler{reg: reg, parts: parts, logger: logger})
+	mux.Handle("/metrics", &metricsHandler{inflight: make(chan struct{}, maxScrapesInFlight), reg: reg, parts: parts, logger: logger})
 	mux.Handle("/healthz", healthHandler(h.Live))
 	mux.Handle("/readyz", healthHandler(h.Ready))
 	landing, err := web.NewLandingPage(web.LandingConfig{
