@@ -75,14 +75,20 @@ func TestVerifyGoldenAndConfig(t *testing.T) {
 
 // --host-root on a simulated tree: the real DCB reader asks this
 // machine's kernel, which has none of the tree's interfaces (PFC stays
-// unknown, no source fails); ECN comes from the tree and is off.
+// unknown, no source fails); ECN comes from the tree and is off. NVML is
+// switched off: this machine's library (or its absence) is not the
+// tree's, and GPUs on PCI without NVML fail discovery (see below).
 func TestVerifyHostRoot(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := sim.Build("h100-roce-lossy", dir); err != nil {
 		t.Fatal(err)
 	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("gpu:\n  nvml:\n    enabled: false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out, errOut bytes.Buffer
-	code := run([]string{"--host-root=" + dir, "verify"}, &out, &errOut)
+	code := run([]string{"--host-root=" + dir, "--config=" + cfg, "verify"}, &out, &errOut)
 	for _, w := range []string{"discovery         node      pass", "roce-congestion   mlx5_0/1  fail    PFC unknown, ECN none", "roce-congestion   mlx5_9/1  pass    PFC unknown, ECN 0-7"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("output lacks %q", w)
