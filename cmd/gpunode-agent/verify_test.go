@@ -98,3 +98,39 @@ func TestVerifyHostRoot(t *testing.T) {
 		t.Errorf("exit %d:\n%s%s", code, out.String(), errOut.String())
 	}
 }
+
+// Issue 14: a DGX host tree whose GPUs are bound to nvidia, with only
+// libnvidia-ml.so.1 missing (a DaemonSet without the NVIDIA container
+// runtime), is not verified, and the remedy says how to give the agent
+// NVML; likewise the simulated node that is that host.
+func TestVerifyWithoutNVML(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := sim.Build("dgx-h100-ib", dir); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	lib := filepath.Join(t.TempDir(), "libnvidia-ml.so.1") // not there, even on a machine with NVML
+	if err := os.WriteFile(cfg, []byte("gpu:\n  nvml:\n    libraryPath: "+lib+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--host-root=" + dir, "--config=" + cfg, "verify"},
+		{"--simulate=dgx-h100-ib-no-nvml", "verify"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(args, &out, &errOut)
+		for _, w := range []string{
+			"Node verification: NOT VERIFIED (1 failed,",
+			"discovery         node      fail    nvml: 8 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found",
+			"gpu-count         node      skip    8 NVIDIA GPUs on PCI not inventoried: nvml failed",
+			"fail discovery node: mount the driver library and devices into the agent: run it with the NVIDIA container runtime",
+		} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: output lacks %q", args, w)
+			}
+		}
+		if code != 1 {
+			t.Errorf("%v: exit %d:\n%s%s", args, code, out.String(), errOut.String())
+		}
+	}
+}
