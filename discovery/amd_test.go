@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/gpunode/gpunode/discovery"
 
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/sim"
 )
 
@@ -69,5 +71,64 @@ func TestAMDBackendChoice(t *testing.T) {
 	cfg.GPU.AMD.Enabled = false
 	if env, err = discovery.Open(cfg, ""); err != nil || len(env.Backends) != 0 {
 		t.Errorf("disabled: %v %s", err, names(env))
+	}
+}
+
+// Issue 14: on a host whose GPUs are bound to their driver on PCI, a GPU
+// backend that cannot read them is an error naming the GPUs and the fix,
+// not "absent": NVIDIA without libnvidia-ml.so.1, AMD with neither AMD SMI
+// nor the amdgpu sysfs files.
+func TestGPUsWithoutBackend(t *testing.T) {
+	nvidia, err := sim.Build("dgx-h100-ib", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	amd, err := sim.Build("mi300x-roce", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(amd.Root, "sys/class/drm")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		root, failed, absent string
+		message              []string
+	}{
+		{nvidia.Root, "nvml", "amdgpu", []string{
+			"8 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found; ",
+			"NVIDIA container runtime"}},
+		{amd.Root, "amdgpu", "nvml", []string{
+			"8 AMD GPUs on PCI (bound to amdgpu) but neither AMD SMI nor amdgpu sysfs can read them: no /sys/class/drm; ",
+			"gpu.amd.libraryPath"}},
+	} {
+		cfg := config.Default()
+		cfg.HostRoot = tc.root
+		// The real loaders, pointed where no library is, so that a
+		// machine with NVML or AMD SMI installed gives the same answer.
+		cfg.GPU.NVML.LibraryPath = filepath.Join(t.TempDir(), "libnvidia-ml.so.1")
+		cfg.GPU.AMD.LibraryPath = filepath.Join(t.TempDir(), "libamd_smi.so")
+		env, err := discovery.Open(cfg, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := discovery.New(env, 10*time.Second).Discover(context.Background())
+		if err := env.Close(); err != nil {
+			t.Error(err)
+		}
+		st, _ := s.Source(tc.failed)
+		if st.State != source.Error {
+			t.Errorf("%s: %s = %+v, want error", tc.root, tc.failed, st)
+		}
+		for _, w := range tc.message {
+			if !strings.Contains(st.Message, w) {
+				t.Errorf("%s message lacks %q: %s", tc.failed, w, st.Message)
+			}
+		}
+		if st, _ := s.Source(tc.absent); st.State != source.Absent {
+			t.Errorf("%s = %+v: no GPU of that vendor, so absent", tc.absent, st)
+		}
+		if len(s.GPUs) != 0 || len(s.GPUsWithoutBackend) != 1 || len(s.GPUsWithoutBackend[0].PCIAddresses) != 8 {
+			t.Errorf("%d GPUs, without backend %+v", len(s.GPUs), s.GPUsWithoutBackend)
+		}
 	}
 }

@@ -110,10 +110,16 @@ func Open(cfg config.Config, simulate string) (*Env, error) {
 	env.Traffic = traffic
 	if cfg.GPU.NVML.Enabled {
 		var lib gonvml.Interface // nil: the node has no NVIDIA library
-		if node.NVIDIA != nil {
+		switch {
+		case node.NVIDIA != nil:
 			if lib, err = nvmlfake.New(*node.NVIDIA); err != nil {
 				return nil, errors.Join(fmt.Errorf("simulate %s: %w", simulate, err), cleanup())
 			}
+		case node.NVMLMissing:
+			// The real loader, pointed inside the tree where the library
+			// is not: NVML fails as on a host without it, even on a
+			// machine that has one.
+			lib = gonvml.New(gonvml.WithLibraryPath(filepath.Join(node.Root, "usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")))
 		}
 		env.Backends = append(env.Backends, nvml.New(lib))
 	}

@@ -101,7 +101,7 @@ var (
 
 // The gpunode set.
 var (
-	gpuPresent      = own("gpu.present", gpuOnly, "`true` when the node has GPUs; `false` when the GPU library or driver is absent or finds none", "true")
+	gpuPresent      = own("gpu.present", gpuOnly, "`true` when the node has GPUs; `false` when the GPU library or driver is absent or finds none and no GPU on PCI is bound to `nvidia` or `amdgpu` (GPUs there that no library can read fail the source: held, never `false`)", "true")
 	gpuCount        = own("gpu.count", gpuOnly, "number of GPUs", "8")
 	gpuVendor       = own("gpu.vendor", gpuOnly, "`nvidia` or `amd` (of the first GPU)", "nvidia")
 	gpuProduct      = own("gpu.product", gpuOnly, "product name as the driver reports it, spaces as `-`", "NVIDIA-H100-80GB-HBM3")

@@ -36,7 +36,9 @@ func TestGoldenInspect(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := discoverSim(t, name)
 			for _, st := range s.Sources {
-				if st.State == "error" {
+				// The node without NVML has GPUs no backend can read:
+				// its nvml source fails (issue 14).
+				if st.State == "error" && (name != "dgx-h100-ib-no-nvml" || st.Name != "nvml") {
 					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)
 				}
 			}

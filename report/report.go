@@ -58,6 +58,9 @@ func Summary(s *snapshot.Snapshot) []string {
 
 func gpuLine(s *snapshot.Snapshot) string {
 	if len(s.GPUs) == 0 {
+		if why := s.GPUsNotInventoried(); why != "" {
+			return "GPUs: " + why // the failed source's line below says why and what to do
+		}
 		return "GPUs: none found (" + absentReasons(s, source.GPUBackends()...) + ")"
 	}
 	counts := map[string]int{}

@@ -20,6 +20,8 @@ type faults struct {
 	rate map[string]string
 	// lossy: RDMA devices whose netdev has neither ECN nor PFC.
 	lossy map[string]bool
+	// nvmlMissing: the NVIDIA library is not there (Node.NVMLMissing).
+	nvmlMissing bool
 }
 
 // dgxH100IBDegraded is a DGX H100 after a bad day: a GPU whose riser
@@ -32,6 +34,16 @@ func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 		rate:       map[string]string{"mlx5_6": "200 Gb/sec (2X NDR)"},
 	}
 	return dgxH100IB(b)
+}
+
+// dgxH100IBNoNVML is a DGX H100 as an agent container sees it when the
+// DaemonSet runs without the NVIDIA container runtime or driver mounts:
+// the host's /sys, /proc and /dev show every GPU bound to nvidia and the
+// module loaded, but libnvidia-ml.so.1 is not in the container.
+func dgxH100IBNoNVML(b *builder) *nvmlfake.Machine {
+	b.faults.nvmlMissing = true
+	dgxH100IB(b) // the tree; nothing answers for its GPUs
+	return nil
 }
 
 // h100RoCELossy is the RoCE server with the GPU-side ports left at a lossy

@@ -25,8 +25,13 @@ type Node struct {
 	// Root is the host root Build wrote the tree under.
 	Root string
 	// NVIDIA describes the node's NVIDIA GPUs for nvmlfake; nil when the
-	// node has no NVIDIA GPUs or driver.
+	// node has no NVIDIA GPUs or driver, or no NVIDIA library.
 	NVIDIA *nvmlfake.Machine
+	// NVMLMissing is true for a node whose NVIDIA GPUs, kernel driver
+	// and device nodes are there but whose libnvidia-ml.so.1 is not (an
+	// agent container started without the NVIDIA container runtime):
+	// NVIDIA is nil and loading NVML fails as it does on such a host.
+	NVMLMissing bool
 	// PFC is the DCB PFC state of the node's DCB-capable netdevs, which
 	// a host reports over netlink rather than in its file tree.
 	PFC PFCTable
@@ -47,6 +52,7 @@ func catalog() []spec {
 		{"dgx-b200-ib", "DGX B200: 8x B200 (open kernel module), 8x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE storage ports", dgxB200IB},
 		{"dgx-h100-ib", "DGX H100: 8x H100 SXM (proprietary kernel module), 8x ConnectX-7 NDR InfiniBand, 4 NVSwitches", dgxH100IB},
 		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR)", dgxH100IBDegraded},
+		{"dgx-h100-ib-no-nvml", "dgx-h100-ib without libnvidia-ml.so.1, as an agent container without the NVIDIA runtime sees it: GPUs on PCI bound to nvidia, module loaded, /dev/nvidia0-7", dgxH100IBNoNVML},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
 		{"h100-roce-lossy", "h100-roce with a planted fault: the eight GPU-side RoCE ports have neither PFC nor ECN", h100RoCELossy},
 		{"mi300x-roce", "AMD MI300X server: 8x MI300X 192GB (amdgpu sysfs, XGMI hive), 8x ConnectX-7 RoCE v2 400GbE, 2 NUMA nodes", mi300xRoCE},
@@ -87,5 +93,5 @@ func Build(name, dir string) (Node, error) {
 	if err := b.t.write(dir); err != nil {
 		return Node{}, fmt.Errorf("simulated node %s: write %s: %w", name, dir, err)
 	}
-	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, PFC: PFCTable(b.pfc)}, nil
+	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, NVMLMissing: b.faults.nvmlMissing, PFC: PFCTable(b.pfc)}, nil
 }

@@ -19,7 +19,7 @@ import (
 
 func TestNames(t *testing.T) {
 	names := Names()
-	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "h100-roce", "h100-roce-lossy", "mi300x-roce"}
+	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "dgx-h100-ib-no-nvml", "h100-roce", "h100-roce-lossy", "mi300x-roce"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Names() = %v, want %v", names, want)
 	}
@@ -58,6 +58,7 @@ type expect struct {
 	netMTU          map[string]int    // netdev -> MTU
 	railPairs       bool              // GPU i and mlx5_i share a PCIe switch
 	amdGPUs         int               // MI300X cards (amd_test.go checks them)
+	nvmlMissing     bool              // the NVIDIA GPUs and driver without the library
 }
 
 func expectations() map[string]expect {
@@ -112,6 +113,10 @@ func expectations() map[string]expect {
 	degraded.rate = map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_6": "200 Gb/sec (2X NDR)", "mlx5_7": "400 Gb/sec (4X NDR)"}
 	exp["dgx-h100-ib-degraded"] = degraded
 	exp["h100-roce-lossy"] = exp["h100-roce"]
+	noNVML := exp["dgx-h100-ib"]
+	noNVML.nvmlMissing = true
+	noNVML.railPairs = false // checkRails reads the NVML description, which this node lacks
+	exp["dgx-h100-ib-no-nvml"] = noNVML
 	return exp
 }
 
@@ -526,6 +531,13 @@ func (h *host) pciClass(bdf string) (class, vendor string, numa int64) {
 }
 
 func (h *host) checkNVIDIA(node Node, e expect) {
+	if node.NVMLMissing != e.nvmlMissing {
+		h.t.Errorf("NVMLMissing = %v", node.NVMLMissing)
+	}
+	if e.nvmlMissing {
+		h.checkNVMLMissing(node)
+		return
+	}
 	if e.model == "" {
 		if node.NVIDIA != nil {
 			h.t.Errorf("NVIDIA = %+v on a node without GPUs", node.NVIDIA)
@@ -577,6 +589,42 @@ func (h *host) checkNVIDIA(node Node, e expect) {
 	}
 	if switches != e.nvswitches {
 		h.t.Errorf("%d NVSwitches, want %d", switches, e.nvswitches)
+	}
+}
+
+// checkNVMLMissing: everything of the NVIDIA driver is there but the
+// library, and nothing describes GPUs for the NVML fake.
+func (h *host) checkNVMLMissing(node Node) {
+	if node.NVIDIA != nil {
+		h.t.Errorf("NVIDIA = %+v on a node without NVML", node.NVIDIA)
+	}
+	for _, p := range []string{"/proc/driver/nvidia/version", "/sys/module/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia7"} {
+		if !h.fs.Exists(p) {
+			h.t.Errorf("%s missing", p)
+		}
+	}
+	gpus := 0
+	for _, bdf := range h.names("/sys/bus/pci/devices") {
+		class, vendor, _ := h.pciClass(bdf)
+		if vendor != "0x10de" || !strings.HasPrefix(class, "0x0302") {
+			continue
+		}
+		gpus++
+		if drv, err := h.fs.LinkBase("/sys/bus/pci/devices/" + bdf + "/driver"); err != nil || drv != "nvidia" {
+			h.t.Errorf("GPU %s bound to %q, %v", bdf, drv, err)
+		}
+	}
+	if gpus != 8 {
+		h.t.Errorf("%d NVIDIA GPUs on PCI, want 8", gpus)
+	}
+	err := filepath.WalkDir(h.fs.Root(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), "libnvidia-ml") {
+			h.t.Errorf("%s exists", p)
+		}
+		return err
+	})
+	if err != nil {
+		h.t.Error(err)
 	}
 }
 

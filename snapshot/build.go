@@ -28,8 +28,10 @@ type Inputs struct {
 	Sources  []source.Status
 }
 
-// Build assembles a Snapshot and derives the cross-source facts. It does
-// not modify its inputs.
+// Build assembles a Snapshot and derives the cross-source facts. One of
+// them changes a source's status: a GPU backend that was absent on a node
+// whose PCI bus shows GPUs bound to that vendor's driver is an error (see
+// GPUsWithoutBackend). It does not modify its inputs.
 func Build(in Inputs) *Snapshot {
 	t := in.Topology
 	s := &Snapshot{
@@ -52,6 +54,7 @@ func Build(in Inputs) *Snapshot {
 		Sources:     slices.Clone(in.Sources),
 	}
 	slices.SortFunc(s.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
+	s.GPUsWithoutBackend = gpusWithoutBackend(t.PCIDevices, s.Sources)
 	pci := make(map[string]topology.PCIDevice, len(t.PCIDevices))
 	for _, d := range t.PCIDevices {
 		pci[d.Address] = d
@@ -123,6 +126,9 @@ func placeGPU(d gpu.Device, pci map[string]topology.PCIDevice, nics []rdma.Devic
 // needs the open NVIDIA kernel modules and Linux 5.12 or newer.
 func gpuDirect(s *Snapshot) GPUDirect {
 	if len(s.GPUs) == 0 {
+		if why := s.GPUsNotInventoried(); why != "" {
+			return GPUDirect{Reason: "unknown: " + why}
+		}
 		return GPUDirect{Reason: "no GPUs"}
 	}
 	verbs := false

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/topology"
 )
@@ -140,5 +141,143 @@ func TestGPUDirect(t *testing.T) {
 		if g.Possible != tc.ok || !slices.Equal(g.Methods, tc.methods) || !strings.Contains(g.Reason, tc.reason) || g.Reason == "" {
 			t.Errorf("%s: got %+v", tc.name, g)
 		}
+	}
+}
+
+// A GPU backend that is absent while the PCI bus shows GPUs bound to its
+// vendor's driver is an error naming the GPUs, the cause and the fix:
+// such a node must never pass for one without GPUs.
+func TestBuildGPUsWithoutBackend(t *testing.T) {
+	gpuDev := func(addr, vendor, class, driver string) topology.PCIDevice {
+		return topology.PCIDevice{Address: addr, Kind: topology.KindGPU, Vendor: vendor, Class: class, Driver: driver, NUMANode: -1}
+	}
+	nvidia := func(addr, driver string) topology.PCIDevice {
+		return gpuDev(addr, topology.PCIVendorNVIDIA, "0x030200", driver)
+	}
+	amd := func(addr, driver string) topology.PCIDevice {
+		return gpuDev(addr, topology.PCIVendorAMD, "0x120000", driver) // MI300X: processing accelerator
+	}
+	nvswitch := topology.PCIDevice{Address: "0000:07:00.0", Kind: topology.KindNVSwitch, Vendor: topology.PCIVendorNVIDIA, Driver: "nvidia-nvswitch"}
+	absent := func(name, why string) source.Status {
+		return source.Status{Name: name, State: source.Absent, Message: why}
+	}
+	ok := func(name string) source.Status { return source.Status{Name: name, State: source.OK} }
+	for _, tc := range []struct {
+		name    string
+		pci     []topology.PCIDevice
+		sources []source.Status
+		// want: source -> state, and words its message must hold
+		want     map[string][]string
+		vendors  []gpu.Vendor
+		notFound string // what the per-GPU checks and GPUDirect say instead of "no GPUs"
+	}{
+		{
+			name: "NVIDIA without NVML",
+			pci:  []topology.PCIDevice{nvidia("0000:1b:00.0", "nvidia"), nvidia("0000:43:00.0", "nvidia"), nvswitch},
+			sources: []source.Status{absent(source.NVML, "NVIDIA driver library libnvidia-ml.so.1 not found"),
+				absent(source.AMDGPU, "amdgpu kernel driver is not loaded"), ok(source.Topology)},
+			want: map[string][]string{
+				source.NVML: {"error", "2 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found; ",
+					"NVIDIA container runtime", "gpu.nvml.libraryPath"},
+				source.AMDGPU: {"absent", "amdgpu kernel driver is not loaded"},
+			},
+			vendors:  []gpu.Vendor{gpu.NVIDIA},
+			notFound: "2 NVIDIA GPUs on PCI not inventoried: nvml failed",
+		},
+		{
+			name: "AMD with neither AMD SMI nor amdgpu sysfs",
+			pci:  []topology.PCIDevice{amd("0000:05:00.0", "amdgpu")},
+			sources: []source.Status{absent(source.NVML, "NVIDIA management library not available"),
+				absent(source.AMDGPU, "no /sys/class/drm"), ok(source.Topology)},
+			want: map[string][]string{
+				source.AMDGPU: {"error", "1 AMD GPU on PCI (bound to amdgpu) but neither AMD SMI nor amdgpu sysfs can read them: no /sys/class/drm; ",
+					"/sys", "gpu.amd.libraryPath"},
+				source.NVML: {"absent", "NVIDIA management library not available"},
+			},
+			vendors:  []gpu.Vendor{gpu.AMD},
+			notFound: "1 AMD GPU on PCI not inventoried: amdgpu failed",
+		},
+		{
+			name:    "AMD SMI absent too",
+			pci:     []topology.PCIDevice{amd("0000:05:00.0", "amdgpu"), amd("0000:15:00.0", "amdgpu")},
+			sources: []source.Status{absent(source.AMDSMI, "AMD SMI is closed"), absent(source.AMDGPU, "no /sys/class/drm")},
+			want: map[string][]string{
+				source.AMDSMI: {"error", "2 AMD GPUs on PCI", "AMD SMI is closed"},
+				source.AMDGPU: {"error", "2 AMD GPUs on PCI", "no /sys/class/drm"},
+			},
+			vendors:  []gpu.Vendor{gpu.AMD},
+			notFound: "2 AMD GPUs on PCI not inventoried: amdgpu, amdsmi failed",
+		},
+		{
+			name:    "one AMD backend works",
+			pci:     []topology.PCIDevice{amd("0000:05:00.0", "amdgpu")},
+			sources: []source.Status{absent(source.AMDSMI, "AMD SMI is closed"), ok(source.AMDGPU)},
+			want:    map[string][]string{source.AMDSMI: {"absent"}, source.AMDGPU: {"ok"}},
+		},
+		{
+			name:    "NVML works",
+			pci:     []topology.PCIDevice{nvidia("0000:1b:00.0", "nvidia")},
+			sources: []source.Status{ok(source.NVML)},
+			want:    map[string][]string{source.NVML: {"ok"}},
+		},
+		{
+			name:    "NVML switched off",
+			pci:     []topology.PCIDevice{nvidia("0000:1b:00.0", "nvidia")},
+			sources: []source.Status{absent(source.AMDGPU, "amdgpu kernel driver is not loaded")},
+			want:    map[string][]string{source.AMDGPU: {"absent"}},
+		},
+		{
+			name: "GPUs bound to another driver or none",
+			pci: []topology.PCIDevice{nvidia("0000:1b:00.0", "vfio-pci"), nvidia("0000:43:00.0", "nouveau"), nvidia("0000:52:00.0", ""),
+				amd("0000:05:00.0", "vfio-pci"), nvswitch},
+			sources: []source.Status{absent(source.NVML, "NVIDIA driver library libnvidia-ml.so.1 not found"), absent(source.AMDGPU, "no amdgpu cards under /sys/class/drm")},
+			want:    map[string][]string{source.NVML: {"absent"}, source.AMDGPU: {"absent"}},
+		},
+		{
+			name:    "CPU-only",
+			sources: []source.Status{absent(source.NVML, "NVIDIA management library not available")},
+			want:    map[string][]string{source.NVML: {"absent"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Inputs{Topology: topology.Topology{Kernel: "6.8.0", PCIDevices: tc.pci}, Sources: tc.sources}
+			before := slices.Clone(in.Sources)
+			s := Build(in)
+			if !slices.Equal(in.Sources, before) {
+				t.Errorf("Build changed its input statuses: %+v", in.Sources)
+			}
+			for name, want := range tc.want {
+				st, ran := s.Source(name)
+				if !ran || string(st.State) != want[0] {
+					t.Errorf("%s = %+v, want %s", name, st, want[0])
+				}
+				for _, w := range want[1:] {
+					if !strings.Contains(st.Message, w) {
+						t.Errorf("%s message lacks %q: %s", name, w, st.Message)
+					}
+				}
+			}
+			var vendors []gpu.Vendor
+			for _, g := range s.GPUsWithoutBackend {
+				vendors = append(vendors, g.Vendor)
+				if len(g.PCIAddresses) == 0 || len(g.Backends) == 0 || g.Fix == "" {
+					t.Errorf("incomplete: %+v", g)
+				}
+				for _, b := range g.Backends {
+					if st, _ := s.Source(b); st.State != source.Error || !strings.HasSuffix(st.Message, "; "+g.Fix) {
+						t.Errorf("backend %s = %+v, want an error ending with the fix", b, st)
+					}
+				}
+			}
+			if !slices.Equal(vendors, tc.vendors) {
+				t.Errorf("GPUs without backend of %v, want %v: %+v", vendors, tc.vendors, s.GPUsWithoutBackend)
+			}
+			if got := s.GPUsNotInventoried(); got != tc.notFound {
+				t.Errorf("GPUsNotInventoried() = %q, want %q", got, tc.notFound)
+			}
+			if tc.notFound != "" && s.GPUDirect.Reason != "unknown: "+tc.notFound {
+				t.Errorf("GPUDirect = %+v", s.GPUDirect)
+			}
+		})
 	}
 }

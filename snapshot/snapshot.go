@@ -33,6 +33,10 @@ type Snapshot struct {
 	Settings    []tuning.Setting     `json:"settings"`
 	GPUDirect   GPUDirect            `json:"gpudirect_rdma"`
 	Sources     []source.Status      `json:"sources"`
+
+	// GPUsWithoutBackend are GPUs on the PCI bus, bound to their driver,
+	// that no GPU backend could read; their backends' sources are errors.
+	GPUsWithoutBackend []GPUsWithoutBackend `json:"gpus_without_backend,omitempty"`
 }
 
 // Host is the kernel and CPU side of the node.

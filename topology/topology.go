@@ -50,6 +50,12 @@ const (
 	KindNVSwitch PCIKind = "nvswitch" // NVIDIA bridge-class devices
 )
 
+// The GPU vendors' PCI ids, as PCIDevice.Vendor spells them.
+const (
+	PCIVendorNVIDIA = "0x10de"
+	PCIVendorAMD    = "0x1002"
+)
+
 // PCIDevice is a device under /sys/bus/pci/devices that matters to us.
 type PCIDevice struct {
 	Address string  `json:"address"` // "0000:1b:00.0"

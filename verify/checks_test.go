@@ -102,6 +102,7 @@ func TestGPUCount(t *testing.T) {
 		{"PCIe product has no standard count", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].Product = "NVIDIA H100 PCIe" }, "node=skip"},
 		{"no GPUs, none expected", Options{}, noGPU, "node=skip"},
 		{"no GPUs, some expected", Options{ExpectedGPUCount: 8}, noGPU, "node=fail"},
+		{"GPUs on PCI that no backend read: count unknown", Options{ExpectedGPUCount: 8}, noBackend, "node=skip"},
 	})
 }
 
@@ -328,4 +329,53 @@ func TestDiscoverySources(t *testing.T) {
 		}, "node=fail"},
 		{"none ran", Options{}, nil, "node=skip"},
 	})
+}
+
+// noBackend is the node as the agent sees it when its container lacks
+// NVML: GPUs on PCI, none inventoried, the nvml source an error (as
+// snapshot.Build makes it).
+func noBackend(s *snapshot.Snapshot) {
+	const fix = "mount the driver library"
+	s.GPUs, s.GPUDirect = nil, snapshot.GPUDirect{Reason: "unknown: 2 NVIDIA GPUs on PCI not inventoried: nvml failed"}
+	s.GPUsWithoutBackend = []snapshot.GPUsWithoutBackend{{Vendor: gpu.NVIDIA, Driver: "nvidia",
+		PCIAddresses: []string{"0000:1b:00.0", "0000:43:00.0"}, Backends: []string{"nvml"}, Fix: fix}}
+	s.Sources = []source.Status{
+		{Name: "nvml", State: source.Error, Message: "2 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: libnvidia-ml.so.1 not found; " + fix},
+		{Name: "rdma", State: source.OK},
+	}
+}
+
+// GPUs on PCI that no backend can read fail the discovery check with the
+// fix as its remedy, and the GPU checks say why they cannot judge rather
+// than "no GPUs".
+func TestGPUsWithoutBackend(t *testing.T) {
+	run(t, discoverySources(), []cas{
+		{"NVML missing", Options{}, noBackend, "node=fail"},
+	})
+	s := good()
+	noBackend(s)
+	r := Run(s, Options{ExpectedGPUCount: 2})
+	if r.Verified {
+		t.Fatal("a node whose GPUs no backend reads verified")
+	}
+	for _, res := range r.Results {
+		switch {
+		case res.Check == "discovery":
+			if res.Status != Fail || res.Remedy != "mount the driver library" ||
+				res.Observed != "nvml: 2 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: libnvidia-ml.so.1 not found" {
+				t.Errorf("discovery: %+v", res)
+			}
+		case strings.HasPrefix(res.Check, "gpu") || res.Check == "nvlink" || res.Check == "nvswitch-fabric":
+			if res.Status != Skip || res.Observed != "2 NVIDIA GPUs on PCI not inventoried: nvml failed" {
+				t.Errorf("%s: %+v", res.Check, res)
+			}
+		}
+	}
+	// Another source failing beside it keeps the generic remedy too.
+	s.Sources[1] = source.Status{Name: "rdma", State: source.Error, Message: "read rate: EIO"}
+	f := discoverySources().Evaluate(s, Options{})[0]
+	if !strings.HasPrefix(f.Remedy, "mount the driver library; other sources: a source failed") ||
+		!strings.HasSuffix(f.Observed, "; rdma: read rate: EIO") {
+		t.Errorf("discovery with rdma failing too: %+v", f)
+	}
 }

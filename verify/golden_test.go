@@ -33,22 +33,33 @@ var plantedFaults = map[string][]string{
 		"nvlink gpu5",
 		"rdma-port-rate mlx5_6/1",
 	},
-	"h100-roce":   nil,
-	"mi300x-roce": nil,
+	// The GPUs are on PCI but the agent has no NVML: not a node without
+	// GPUs (issue 14).
+	"dgx-h100-ib-no-nvml": {"discovery node"},
+	"h100-roce":           nil,
+	"mi300x-roce":         nil,
 	"h100-roce-lossy": {
 		"roce-congestion mlx5_0/1", "roce-congestion mlx5_1/1", "roce-congestion mlx5_2/1", "roce-congestion mlx5_3/1",
 		"roce-congestion mlx5_4/1", "roce-congestion mlx5_5/1", "roce-congestion mlx5_6/1", "roce-congestion mlx5_7/1",
 	},
 }
 
+// failingSources are the sources that fail on a simulated node: on the
+// node without NVML, the nvml source; none elsewhere.
+var failingSources = map[string][]string{"dgx-h100-ib-no-nvml": {"nvml"}}
+
 func TestGoldenReports(t *testing.T) {
 	for _, name := range sim.Names() {
 		t.Run(name, func(t *testing.T) {
 			s := testsupport.DiscoverSim(t, name)
+			var failing []string
 			for _, st := range s.Sources {
 				if st.State == "error" {
-					t.Errorf("source %s failed on a simulated node: %s", st.Name, st.Message)
+					failing = append(failing, st.Name)
 				}
+			}
+			if !slices.Equal(failing, failingSources[name]) {
+				t.Errorf("failing sources %v, want %v: %+v", failing, failingSources[name], s.Sources)
 			}
 			r := verify.Run(s, verify.Options{})
 			var findings []string
@@ -81,5 +92,26 @@ func TestGoldenReports(t *testing.T) {
 				t.Errorf("JSON does not round-trip: %v", err)
 			}
 		})
+	}
+}
+
+// Issue 14: a DGX whose agent runs without NVML (no NVIDIA container
+// runtime, no driver mounts) is not verified, the failure names the fix,
+// and no check takes the node for one without GPUs.
+func TestNodeWithoutNVML(t *testing.T) {
+	r := verify.Run(testsupport.DiscoverSim(t, "dgx-h100-ib-no-nvml"), verify.Options{})
+	if r.Verified {
+		t.Fatal("verified without NVML")
+	}
+	for _, res := range r.Results {
+		if strings.Contains(res.Observed, "no GPUs") {
+			t.Errorf("%s %s: %q", res.Check, res.Subject, res.Observed)
+		}
+	}
+	f := r.Failed()
+	if len(f) != 1 || f[0].Check != "discovery" ||
+		!strings.Contains(f[0].Observed, "8 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found") ||
+		!strings.Contains(f[0].Remedy, "NVIDIA container runtime") || !strings.Contains(f[0].Remedy, "gpu.nvml.libraryPath") {
+		t.Errorf("failed: %+v", f)
 	}
 }

@@ -10,14 +10,21 @@ import (
 
 func gpuSubject(g snapshot.GPU) string { return fmt.Sprintf("gpu%d", g.Index) }
 
-// noGPUs is the one finding of a per-GPU check on a node without GPUs.
-func noGPUs() []finding { return []finding{skip(Node, "no GPUs")} }
+// noGPUs is the one finding of a per-GPU check on a node without GPUs in
+// its inventory: none at all, or GPUs on PCI that no backend could read
+// (the discovery check fails then; this one says why it cannot judge).
+func noGPUs(s *snapshot.Snapshot) []finding {
+	if why := s.GPUsNotInventoried(); why != "" {
+		return []finding{skip(Node, why)}
+	}
+	return []finding{skip(Node, "no GPUs")}
+}
 
 // eachGPU is a check's findings for a per-GPU fact: one per GPU, or the
 // node skipped when it has none.
 func eachGPU(s *snapshot.Snapshot, check func(snapshot.GPU) finding) []finding {
 	if len(s.GPUs) == 0 {
-		return noGPUs()
+		return noGPUs(s)
 	}
 	out := make([]finding, 0, len(s.GPUs))
 	for _, g := range s.GPUs {
@@ -49,6 +56,11 @@ func gpuCount() Check {
 		Remedy:  "a GPU is missing from the bus or the driver: check `dmesg` for Xid 79 / fallen off the bus, reseat or replace the GPU; set verify.expectedGPUCount if the count is intended",
 		run: func(s *snapshot.Snapshot, o Options) []finding {
 			n := len(s.GPUs)
+			// GPUs on PCI that no backend read: the count is unknown, not
+			// 0 (the discovery check fails).
+			if unread := s.GPUsNotInventoried(); n == 0 && unread != "" {
+				return []finding{skip(Node, unread)}
+			}
 			want, why := o.ExpectedGPUCount, "verify.expectedGPUCount"
 			if want == 0 {
 				if n == 0 {
@@ -214,7 +226,7 @@ func gpuNICAffinity() Check {
 		Remedy:  "GPU traffic to the network crosses the CPU interconnect: cable or enable the HCA next to this GPU, or move the HCA to a slot on the GPU's socket",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			if len(s.GPUs) == 0 {
-				return noGPUs()
+				return noGPUs(s)
 			}
 			if len(s.RDMADevices) == 0 {
 				return []finding{skip(Node, "no RDMA devices")}

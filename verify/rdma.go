@@ -278,7 +278,7 @@ func gpuDirectRDMA() Check {
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			switch {
 			case len(s.GPUs) == 0:
-				return noGPUs()
+				return noGPUs(s)
 			case len(s.RDMADevices) == 0:
 				return []finding{skip(Node, "no RDMA devices")}
 			case s.GPUDirect.Possible:

@@ -75,14 +75,20 @@ func TestVerifyGoldenAndConfig(t *testing.T) {
 
 // --host-root on a simulated tree: the real DCB reader asks this
 // machine's kernel, which has none of the tree's interfaces (PFC stays
-// unknown, no source fails); ECN comes from the tree and is off.
+// unknown, no source fails); ECN comes from the tree and is off. NVML is
+// switched off: this machine's library (or its absence) is not the
+// tree's, and GPUs on PCI without NVML fail discovery (see below).
 func TestVerifyHostRoot(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := sim.Build("h100-roce-lossy", dir); err != nil {
 		t.Fatal(err)
 	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("gpu:\n  nvml:\n    enabled: false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out, errOut bytes.Buffer
-	code := run([]string{"--host-root=" + dir, "verify"}, &out, &errOut)
+	code := run([]string{"--host-root=" + dir, "--config=" + cfg, "verify"}, &out, &errOut)
 	for _, w := range []string{"discovery         node      pass", "roce-congestion   mlx5_0/1  fail    PFC unknown, ECN none", "roce-congestion   mlx5_9/1  pass    PFC unknown, ECN 0-7"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("output lacks %q", w)
@@ -90,5 +96,41 @@ func TestVerifyHostRoot(t *testing.T) {
 	}
 	if code != 1 {
 		t.Errorf("exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
+// Issue 14: a DGX host tree whose GPUs are bound to nvidia, with only
+// libnvidia-ml.so.1 missing (a DaemonSet without the NVIDIA container
+// runtime), is not verified, and the remedy says how to give the agent
+// NVML; likewise the simulated node that is that host.
+func TestVerifyWithoutNVML(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := sim.Build("dgx-h100-ib", dir); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	lib := filepath.Join(t.TempDir(), "libnvidia-ml.so.1") // not there, even on a machine with NVML
+	if err := os.WriteFile(cfg, []byte("gpu:\n  nvml:\n    libraryPath: "+lib+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--host-root=" + dir, "--config=" + cfg, "verify"},
+		{"--simulate=dgx-h100-ib-no-nvml", "verify"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(args, &out, &errOut)
+		for _, w := range []string{
+			"Node verification: NOT VERIFIED (1 failed,",
+			"discovery         node      fail    nvml: 8 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found",
+			"gpu-count         node      skip    8 NVIDIA GPUs on PCI not inventoried: nvml failed",
+			"fail discovery node: mount the driver library and devices into the agent: run it with the NVIDIA container runtime",
+		} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: output lacks %q", args, w)
+			}
+		}
+		if code != 1 {
+			t.Errorf("%v: exit %d:\n%s%s", args, code, out.String(), errOut.String())
+		}
 	}
 }
