@@ -92,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flag("simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
 	flag("log.level", "Log level: debug, info, warn, error.").Default("info").StringVar(&c.logLevel)
 	flag("log.format", "Log format: text or json.").Default("text").StringVar(&c.logFormat)
-	flag("kubeconfig", "kubeconfig file for publishing to the Node (default: $KUBECONFIG, else the in-cluster service account).").PlaceHolder("FILE").StringVar(&c.kubeconfig)
+	flag("kubeconfig", "kubeconfig file for publishing to the Node (default as kubectl: $KUBECONFIG, ~/.kube/config, else the pod's service account).").PlaceHolder("FILE").StringVar(&c.kubeconfig)
 
 	runCmd := app.Command("run", "Run the agent daemon (the default): discover on an interval, log or publish labels, serve /metrics, /healthz and /readyz. SIGHUP reloads the configuration; SIGTERM stops.").Default()
 	flagOn := func(cmd *kingpin.CmdClause, name, help string) *kingpin.FlagClause {
