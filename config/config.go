@@ -99,8 +99,8 @@ type LabelSets struct {
 // Publish configures how labels and conditions reach the Node (when
 // nodeName is set) and the optional NFD feature file.
 type Publish struct {
-	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, else the
-	// in-cluster service account.
+	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, else
+	// ~/.kube/config, else the in-cluster service account (as kubectl).
 	Kubeconfig string `yaml:"kubeconfig"`
 	// Resync is how often the agent re-reads its Node (one GET) to repair
 	// labels someone removed; writes happen only on a difference.

@@ -4,15 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strconv"
-)
 
-// The content types of the two kinds of patch the agent sends.
-const (
-	applyPatch = "application/apply-patch+yaml" // JSON is YAML
-	mergePatch = "application/merge-patch+json"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 )
 
 // listPage is how many objects a list asks for at a time.
@@ -21,7 +16,7 @@ const listPage = 500
 // GetNode reads a Node.
 func (c *Client) GetNode(ctx context.Context, name string) (*Node, error) {
 	var n Node
-	if err := c.do(ctx, request{method: http.MethodGet, path: nodePath(name)}, &n); err != nil {
+	if err := c.do(ctx, c.rest.Get().Resource("nodes").Name(name), &n); err != nil {
 		return nil, err
 	}
 	return &n, nil
@@ -29,36 +24,43 @@ func (c *Client) GetNode(ctx context.Context, name string) (*Node, error) {
 
 // ListNodes reads every Node, a page at a time.
 func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
-	return list[Node](ctx, c, "/api/v1/nodes", url.Values{})
+	return list[Node](ctx, c, func() *rest.Request { return c.rest.Get().Resource("nodes") })
 }
 
 // ListPods reads the pods in namespace that match a label selector.
 func (c *Client) ListPods(ctx context.Context, namespace, selector string) ([]Pod, error) {
-	q := url.Values{}
-	if selector != "" {
-		q.Set("labelSelector", selector)
-	}
-	return list[Pod](ctx, c, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods", q)
+	return list[Pod](ctx, c, func() *rest.Request {
+		r := c.rest.Get().Namespace(namespace).Resource("pods")
+		if selector != "" {
+			r.Param("labelSelector", selector)
+		}
+		return r
+	})
 }
 
-func list[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T, error) {
+// list sends the request newRequest makes for each page.
+func list[T any](ctx context.Context, c *Client, newRequest func() *rest.Request) ([]T, error) {
 	var out []T
-	q.Set("limit", strconv.Itoa(listPage))
+	next := ""
 	for {
+		r := newRequest().Param("limit", strconv.Itoa(listPage))
+		if next != "" {
+			r.Param("continue", next)
+		}
 		var page struct {
 			Metadata struct {
 				Continue string `json:"continue"`
 			} `json:"metadata"`
 			Items []T `json:"items"`
 		}
-		if err := c.do(ctx, request{method: http.MethodGet, path: path, query: q}, &page); err != nil {
+		if err := c.do(ctx, r, &page); err != nil {
 			return nil, err
 		}
 		out = append(out, page.Items...)
 		if page.Metadata.Continue == "" {
 			return out, nil
 		}
-		q.Set("continue", page.Metadata.Continue)
+		next = page.Metadata.Continue
 	}
 }
 
@@ -66,25 +68,28 @@ func list[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T
 // (apiVersion, kind, metadata.name and the fields the manager wants to
 // own), as fieldManager; force takes over fields others own.
 func (c *Client) ApplyNode(ctx context.Context, name string, cfg any, fieldManager string, force bool) (*Node, error) {
-	return c.apply(ctx, nodePath(name), cfg, fieldManager, force)
+	return c.apply(ctx, name, "", cfg, fieldManager, force)
 }
 
 // ApplyNodeStatus is ApplyNode on the status subresource (conditions).
 func (c *Client) ApplyNodeStatus(ctx context.Context, name string, cfg any, fieldManager string, force bool) (*Node, error) {
-	return c.apply(ctx, nodePath(name)+"/status", cfg, fieldManager, force)
+	return c.apply(ctx, name, "status", cfg, fieldManager, force)
 }
 
-func (c *Client) apply(ctx context.Context, path string, cfg any, fieldManager string, force bool) (*Node, error) {
-	body, err := json.Marshal(cfg)
+func (c *Client) apply(ctx context.Context, name, subresource string, cfg any, fieldManager string, force bool) (*Node, error) {
+	body, err := json.Marshal(cfg) // JSON is YAML
 	if err != nil {
 		return nil, fmt.Errorf("encode apply configuration: %w", err)
 	}
-	q := url.Values{"fieldManager": {fieldManager}}
+	r := c.rest.Patch(types.ApplyPatchType).Resource("nodes").Name(name).Param("fieldManager", fieldManager).Body(body)
+	if subresource != "" {
+		r.SubResource(subresource)
+	}
 	if force {
-		q.Set("force", "true")
+		r.Param("force", "true")
 	}
 	var n Node
-	if err := c.do(ctx, request{method: http.MethodPatch, path: path, query: q, contentType: applyPatch, body: body}, &n); err != nil {
+	if err := c.do(ctx, r, &n); err != nil {
 		return nil, err
 	}
 	return &n, nil
@@ -92,9 +97,9 @@ func (c *Client) apply(ctx context.Context, path string, cfg any, fieldManager s
 
 // MergePatchNode sends a JSON merge patch (RFC 7386) of a Node.
 func (c *Client) MergePatchNode(ctx context.Context, name string, patch []byte, fieldManager string) (*Node, error) {
-	q := url.Values{"fieldManager": {fieldManager}}
+	r := c.rest.Patch(types.MergePatchType).Resource("nodes").Name(name).Param("fieldManager", fieldManager).Body(patch)
 	var n Node
-	if err := c.do(ctx, request{method: http.MethodPatch, path: nodePath(name), query: q, contentType: mergePatch, body: patch}, &n); err != nil {
+	if err := c.do(ctx, r, &n); err != nil {
 		return nil, err
 	}
 	return &n, nil
@@ -110,8 +115,6 @@ func (c *Client) CreateEvent(ctx context.Context, ev *Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	return c.do(ctx, request{method: http.MethodPost, path: "/api/v1/namespaces/" + url.PathEscape(ev.Namespace) + "/events",
-		contentType: "application/json", body: body}, nil)
+	r := c.rest.Post().Namespace(ev.Namespace).Resource("events").SetHeader("Content-Type", "application/json").Body(body)
+	return c.do(ctx, r, nil)
 }
-
-func nodePath(name string) string { return "/api/v1/nodes/" + url.PathEscape(name) }

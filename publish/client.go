@@ -20,9 +20,9 @@ import (
 // FieldManager names the agent in the Node's managedFields.
 const FieldManager = "gpunode-agent"
 
-// NewClient finds the API server (an explicit kubeconfig file, else
-// $KUBECONFIG, else the in-cluster service account, the DaemonSet case)
-// and returns a client for it.
+// NewClient finds the API server as kubectl does (an explicit kubeconfig
+// file, else $KUBECONFIG, else ~/.kube/config, else the in-cluster service
+// account, the DaemonSet case) and returns a client for it.
 func NewClient(kubeconfig string, timeout time.Duration, userAgent string) (*kubeapi.Client, error) {
 	cfg, err := kubeapi.Load(kubeconfig)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,7 +118,8 @@ func runFleet(tb testing.TB, c *kube.Cluster, prefix string, n int, resync, stea
 		cfg := c.KubeConfig(fleetToken)
 		cfg.QPS, cfg.Burst = 0, 0 // the defaults (5 and 10, client-go's), as the agent runs
 		cfg.Timeout = 30 * time.Second
-		client, err := kubeapi.New(cfg) // a transport (connection) of its own
+		cfg.Proxy = http.ProxyFromEnvironment // a transport (connection) of its own
+		client, err := kubeapi.New(cfg)
 		if err != nil {
 			tb.Fatal(err)
 		}

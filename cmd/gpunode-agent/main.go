@@ -118,7 +118,7 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 		func(cfg *config.Config) { cfg.Log.Level = c.logLevel }).Default("info").StringVar(&c.logLevel)
 	c.configFlag(app, "log.format", "Log format: text or json.",
 		func(cfg *config.Config) { cfg.Log.Format = c.logFormat }).Default("text").StringVar(&c.logFormat)
-	c.configFlag(app, "kubeconfig", "kubeconfig file for publishing to the Node (default: $KUBECONFIG, else the in-cluster service account).",
+	c.configFlag(app, "kubeconfig", "kubeconfig file for publishing to the Node (default as kubectl: $KUBECONFIG, ~/.kube/config, else the pod's service account).",
 		func(cfg *config.Config) { cfg.Publish.Kubeconfig = c.kubeconfig }).PlaceHolder("FILE").StringVar(&c.kubeconfig)
 
 	var cmds commands
