@@ -24,10 +24,7 @@ type Client struct {
 }
 
 func (c *Client) step() time.Duration {
-	if c.StepTimeout > 0 {
-		return c.StepTimeout
-	}
-	return DefaultStepTimeout
+	return stepTimeout(c.StepTimeout)
 }
 
 // Run probes the agent at addr ("host:port") with req.

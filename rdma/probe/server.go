@@ -19,6 +19,14 @@ import (
 // connecting a QP) that is not the measurement itself.
 const DefaultStepTimeout = 10 * time.Second
 
+// stepTimeout is d, or DefaultStepTimeout when d is not set.
+func stepTimeout(d time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return DefaultStepTimeout
+}
+
 // Devices discovers this node's RDMA devices (rdma.Discover on the host
 // root), called per probe so a port that came up or went down counts.
 type Devices func(ctx context.Context) ([]rdma.Device, error)
@@ -37,10 +45,7 @@ type Server struct {
 }
 
 func (s *Server) step() time.Duration {
-	if s.StepTimeout > 0 {
-		return s.StepTimeout
-	}
-	return DefaultStepTimeout
+	return stepTimeout(s.StepTimeout)
 }
 
 // Serve accepts connections until ctx ends or the listener fails, and
