@@ -24,10 +24,7 @@ type Client struct {
 }
 
 func (c *Client) step() time.Duration {
-	if c.StepTimeout > 0 {
-		return c.StepTimeout
-	}
-	return DefaultStepTimeout
+	return stepTimeout(c.StepTimeout)
 }
 
 // Run probes the agent at addr ("host:port") with req.
@@ -50,79 +47,82 @@ func (c *Client) Run(ctx context.Context, addr string, req Request) (Result, err
 	defer stop()
 	conn.SetDeadline(time.Now().Add(step))
 
+	req, acc, err := c.handshake(conn, addr, req)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Kind: req.Kind, Peer: addr, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	if !isRDMA(req.Kind) {
+		return c.runTCP(conn, addr, req, res)
+	}
+	return c.runRDMA(ctx, conn, addr, req, acc, res)
+}
+
+// handshake answers the server's challenge with the request, signed, and
+// checks that the accept proves the server holds the token too. It
+// returns the request as sent (with its nonce and MAC).
+func (c *Client) handshake(conn net.Conn, addr string, req Request) (Request, accept, error) {
 	var h hello
 	if err := expect(conn, typeHello, &h); err != nil {
-		return Result{}, fmt.Errorf("%s: %w", addr, err)
+		return req, accept{}, fmt.Errorf("%s: %w", addr, err)
 	}
 	if len(h.Nonce) != nonceSize {
-		return Result{}, fmt.Errorf("%s: server nonce of %d bytes, want %d", addr, len(h.Nonce), nonceSize)
+		return req, accept{}, fmt.Errorf("%s: server nonce of %d bytes, want %d", addr, len(h.Nonce), nonceSize)
 	}
+	var err error
 	if req.Nonce, err = newNonce(); err != nil {
-		return Result{}, err
+		return req, accept{}, err
 	}
 	req.MAC = requestMAC(c.Token, h.Nonce, req)
 	if err := writeFrame(conn, typeRequest, req); err != nil {
-		return Result{}, fmt.Errorf("%s: send request: %w", addr, err)
+		return req, accept{}, fmt.Errorf("%s: send request: %w", addr, err)
 	}
 	var acc accept
 	if err := expect(conn, typeAccept, &acc); err != nil {
-		return Result{}, fmt.Errorf("%s: %w", addr, err)
+		return req, accept{}, fmt.Errorf("%s: %w", addr, err)
 	}
 	if !hmac.Equal(acc.MAC, acceptMAC(c.Token, h.Nonce, req.Nonce)) {
-		return Result{}, fmt.Errorf("%s: the server does not hold the probe token", addr)
+		return req, accept{}, fmt.Errorf("%s: the server does not hold the probe token", addr)
 	}
-	res := Result{Kind: req.Kind, Peer: addr, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	return req, acc, nil
+}
 
-	if !isRDMA(req.Kind) {
-		conn.SetDeadline(time.Now().Add(req.Timeout + step))
-		cpu := cpuSeconds()
-		err := tcpMeasure(conn, req, &res)
-		cpu = cpuSeconds() - cpu
-		if err != nil {
-			return Result{}, fmt.Errorf("%s: %w", addr, err)
-		}
-		res.finish(cpu)
-		return res, nil
+// runTCP measures a TCP kind on the control connection itself.
+func (c *Client) runTCP(conn net.Conn, addr string, req Request, res Result) (Result, error) {
+	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
+	cpu := cpuSeconds()
+	err := tcpMeasure(conn, req, &res)
+	cpu = cpuSeconds() - cpu
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
+	res.finish(cpu)
+	return res, nil
+}
 
+// runRDMA sets up this end's queue pair toward the server's endpoint,
+// runs the measurement and exchanges the outcomes.
+func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Request, acc accept, res Result) (Result, error) {
 	if acc.Endpoint == nil {
 		return Result{}, fmt.Errorf("%s: accept without an RDMA endpoint", addr)
 	}
 	remote := *acc.Endpoint
-	devs, err := c.Devices(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	var ip net.IP
-	if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-		ip = la.IP
-	}
-	port, err := PortFor(devs, ip, c.Device)
+	port, err := localPort(ctx, c.Devices, c.Device, conn)
 	if err != nil {
 		return Result{}, err
 	}
 	res.Local = port
 	cfg := qpConfig(port, req)
-	if remote.Len < uint64(cfg.BufferSize) {
-		return Result{}, fmt.Errorf("%s: peer buffer of %d bytes is smaller than the request needs", addr, remote.Len)
+	if err := checkPeerBuffer(remote, cfg); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
-	dev, err := verbs.OpenDevice(port.Device)
+	qp, closeQP, err := openQP(port, cfg)
 	if err != nil {
 		return Result{}, err
 	}
-	defer dev.Close()
-	qp, err := dev.NewQP(cfg)
-	if err != nil {
+	defer closeQP()
+	if err := connectQP(qp, remote, req); err != nil {
 		return Result{}, err
-	}
-	defer qp.Close()
-	if err := qp.Connect(remote); err != nil {
-		return Result{}, err
-	}
-	if req.Kind == KindSendLat {
-		if err := qp.PostRecv(req.Size); err != nil {
-			return Result{}, err
-		}
 	}
 	if err := writeFrame(conn, typeEndpoint, endpointMsg{Endpoint: qp.Local()}); err != nil {
 		return Result{}, fmt.Errorf("%s: send endpoint: %w", addr, err)
@@ -132,38 +132,46 @@ func (c *Client) Run(ctx context.Context, addr string, req Request) (Result, err
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
 
-	// A server that dies closes the connection: a watcher cancels the
-	// loop instead of letting it run to its timeout. The server sends
-	// nothing until done, so any read result means the measurement is
-	// over for it.
-	conn.SetDeadline(time.Now().Add(req.Timeout + step))
+	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
+	cpu, peerErr, mErr := measureWatched(ctx, conn, qp, remote, req, &res)
+	if peerErr != nil {
+		return Result{}, fmt.Errorf("%s: the peer went away mid-probe (%v); measurement: %v", addr, peerErr, mErr)
+	}
+	conn.SetDeadline(time.Now().Add(c.step()))
+	return conclude(conn, addr, res, cpu, mErr)
+}
+
+// measureWatched runs the RDMA loop into res and returns the CPU time it
+// took. A server that dies closes the connection: a watcher cancels the
+// loop instead of letting it run to its timeout. The server sends nothing
+// until done, so any read result means the measurement is over for it;
+// that is peerErr, and the loop's own error is err.
+func measureWatched(ctx context.Context, conn net.Conn, qp *verbs.QP, remote verbs.Endpoint, req Request, res *Result) (cpu float64, peerErr, err error) {
 	timeout := timeoutFor(ctx, req)
 	var measuring atomic.Bool
 	measuring.Store(true)
-	var peerErr error
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
 		var b [1]byte
-		_, err := conn.Read(b[:])
+		_, rerr := conn.Read(b[:])
 		if measuring.Load() {
-			if err == nil {
-				err = errors.New("unexpected data")
+			if rerr == nil {
+				rerr = errors.New("unexpected data")
 			}
-			peerErr = err
+			peerErr = rerr
 			qp.Cancel()
 		}
 	}()
-	cpu := cpuSeconds()
-	var mErr error
+	cpu = cpuSeconds()
 	if req.Kind == KindWriteBW {
 		var bw verbs.BW
-		bw, mErr = writeBW(qp, remote, req, timeout)
+		bw, err = writeBW(qp, remote, req, timeout)
 		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
 	} else {
 		var half []time.Duration
-		half, mErr = ping(qp, req, timeout)
-		if mErr == nil {
+		half, err = ping(qp, req, timeout)
+		if err == nil {
 			res.fillLatency(half)
 		}
 	}
@@ -172,10 +180,12 @@ func (c *Client) Run(ctx context.Context, addr string, req Request) (Result, err
 	// Unblock the reader; it must not consume the ack.
 	conn.SetReadDeadline(time.Now())
 	<-readerDone
-	if peerErr != nil {
-		return Result{}, fmt.Errorf("%s: the peer went away mid-probe (%v); measurement: %v", addr, peerErr, mErr)
-	}
-	conn.SetDeadline(time.Now().Add(step))
+	return cpu, peerErr, err
+}
+
+// conclude sends this end's outcome (done, with mErr, the measurement's
+// error) and reads the server's (ack).
+func conclude(conn net.Conn, addr string, res Result, cpu float64, mErr error) (Result, error) {
 	dn := done{Messages: res.Messages, Bytes: res.Bytes, Elapsed: res.Elapsed}
 	if mErr != nil {
 		dn.Error = mErr.Error()

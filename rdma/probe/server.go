@@ -19,6 +19,14 @@ import (
 // connecting a QP) that is not the measurement itself.
 const DefaultStepTimeout = 10 * time.Second
 
+// stepTimeout is d, or DefaultStepTimeout when d is not set.
+func stepTimeout(d time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return DefaultStepTimeout
+}
+
 // Devices discovers this node's RDMA devices (rdma.Discover on the host
 // root), called per probe so a port that came up or went down counts.
 type Devices func(ctx context.Context) ([]rdma.Device, error)
@@ -37,10 +45,7 @@ type Server struct {
 }
 
 func (s *Server) step() time.Duration {
-	if s.StepTimeout > 0 {
-		return s.StepTimeout
-	}
-	return DefaultStepTimeout
+	return stepTimeout(s.StepTimeout)
 }
 
 // Serve accepts connections until ctx ends or the listener fails, and
@@ -84,32 +89,12 @@ func refuse(conn net.Conn, code string, err error) error {
 	return fmt.Errorf("%s: %w", code, err)
 }
 
+// handle answers one probe: the handshake, then the TCP or RDMA kind.
 func (s *Server) handle(ctx context.Context, conn net.Conn) error {
-	step := s.step()
-	conn.SetDeadline(time.Now().Add(step))
-	nonce, err := newNonce()
+	conn.SetDeadline(time.Now().Add(s.step()))
+	req, nonce, err := s.handshake(conn)
 	if err != nil {
 		return err
-	}
-	if err := writeFrame(conn, typeHello, hello{Nonce: nonce}); err != nil {
-		return fmt.Errorf("send hello: %w", err)
-	}
-	var req Request
-	if err := expect(conn, typeRequest, &req); err != nil {
-		if errors.Is(err, errVersion) {
-			return refuse(conn, CodeVersion, err)
-		}
-		return refuse(conn, CodeBadRequest, err)
-	}
-	// Authenticate before looking at anything else in the request.
-	if !hmac.Equal(req.MAC, requestMAC(s.Token, nonce, req)) {
-		return refuse(conn, CodeUnauthorized, errors.New("wrong probe token"))
-	}
-	if err := req.Validate(); err != nil {
-		return refuse(conn, CodeBadRequest, err)
-	}
-	if len(req.Nonce) != nonceSize {
-		return refuse(conn, CodeBadRequest, fmt.Errorf("client nonce of %d bytes, want %d", len(req.Nonce), nonceSize))
 	}
 	if !s.Limiter.TryAcquire() {
 		return refuse(conn, CodeBusy, ErrBusy)
@@ -120,96 +105,82 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) error {
 	defer release()
 	proof := acceptMAC(s.Token, nonce, req.Nonce)
 	log := s.Logger.With("peer", conn.RemoteAddr().String(), "kind", req.Kind)
-
 	if !isRDMA(req.Kind) {
-		if err := writeFrame(conn, typeAccept, accept{MAC: proof}); err != nil {
-			return fmt.Errorf("send accept: %w", err)
-		}
-		conn.SetDeadline(time.Now().Add(req.Timeout + step))
-		if err := tcpAnswer(conn, req); err != nil {
-			return err
-		}
-		release()
-		if err := writeFrame(conn, typeAck, ack{}); err != nil {
-			return fmt.Errorf("send ack: %w", err)
-		}
-		log.Debug("answered TCP probe")
-		return nil
+		return s.answerTCP(conn, req, proof, release, log)
 	}
+	return s.answerRDMA(ctx, conn, req, proof, release, log)
+}
 
+// handshake challenges the client with a nonce and reads its request,
+// authenticating it before looking at anything else in it. It returns
+// the request and the challenge; a refusal has been sent when it fails.
+func (s *Server) handshake(conn net.Conn) (Request, []byte, error) {
+	nonce, err := newNonce()
+	if err != nil {
+		return Request{}, nil, err
+	}
+	if err := writeFrame(conn, typeHello, hello{Nonce: nonce}); err != nil {
+		return Request{}, nil, fmt.Errorf("send hello: %w", err)
+	}
+	var req Request
+	if err := expect(conn, typeRequest, &req); err != nil {
+		if errors.Is(err, errVersion) {
+			return Request{}, nil, refuse(conn, CodeVersion, err)
+		}
+		return Request{}, nil, refuse(conn, CodeBadRequest, err)
+	}
+	if !hmac.Equal(req.MAC, requestMAC(s.Token, nonce, req)) {
+		return Request{}, nil, refuse(conn, CodeUnauthorized, errors.New("wrong probe token"))
+	}
+	if err := req.Validate(); err != nil {
+		return Request{}, nil, refuse(conn, CodeBadRequest, err)
+	}
+	if len(req.Nonce) != nonceSize {
+		return Request{}, nil, refuse(conn, CodeBadRequest, fmt.Errorf("client nonce of %d bytes, want %d", len(req.Nonce), nonceSize))
+	}
+	return req, nonce, nil
+}
+
+// answerTCP accepts a TCP kind and answers it on the control connection.
+func (s *Server) answerTCP(conn net.Conn, req Request, proof []byte, release func(), log *slog.Logger) error {
+	if err := writeFrame(conn, typeAccept, accept{MAC: proof}); err != nil {
+		return fmt.Errorf("send accept: %w", err)
+	}
+	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
+	if err := tcpAnswer(conn, req); err != nil {
+		return err
+	}
+	release()
+	if err := writeFrame(conn, typeAck, ack{}); err != nil {
+		return fmt.Errorf("send ack: %w", err)
+	}
+	log.Debug("answered TCP probe")
+	return nil
+}
+
+// answerRDMA opens a queue pair on this end's port, connects it to the
+// client's, takes part in the measurement and exchanges the outcomes.
+func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, proof []byte, release func(), log *slog.Logger) error {
 	if err := Available(); err != nil {
 		return refuse(conn, CodeUnavailable, err)
 	}
-	devs, err := s.Devices(ctx)
+	port, err := localPort(ctx, s.Devices, s.Device, conn)
 	if err != nil {
 		return refuse(conn, CodeUnavailable, err)
 	}
-	local, _ := conn.LocalAddr().(*net.TCPAddr)
-	var ip net.IP
-	if local != nil {
-		ip = local.IP
-	}
-	port, err := PortFor(devs, ip, s.Device)
+	cfg := qpConfig(port, req)
+	qp, closeQP, err := openQP(port, cfg)
 	if err != nil {
 		return refuse(conn, CodeUnavailable, err)
 	}
-	dev, err := verbs.OpenDevice(port.Device)
-	if err != nil {
-		return refuse(conn, CodeUnavailable, err)
+	defer closeQP()
+	if err := exchangeEndpoints(conn, qp, cfg, req, proof); err != nil {
+		return err
 	}
-	defer dev.Close()
-	qp, err := dev.NewQP(qpConfig(port, req))
-	if err != nil {
-		return refuse(conn, CodeUnavailable, err)
-	}
-	defer qp.Close()
-	ep := qp.Local()
-	if err := writeFrame(conn, typeAccept, accept{Endpoint: &ep, MAC: proof}); err != nil {
-		return fmt.Errorf("send accept: %w", err)
-	}
-	var remote endpointMsg
-	if err := expect(conn, typeEndpoint, &remote); err != nil {
-		return fmt.Errorf("read endpoint: %w", err)
-	}
-	if remote.Endpoint.Len < uint64(qpConfig(port, req).BufferSize) {
-		return refuse(conn, CodeBadRequest, fmt.Errorf("peer buffer of %d bytes is smaller than the request needs", remote.Endpoint.Len))
-	}
-	if err := qp.Connect(remote.Endpoint); err != nil {
-		return refuse(conn, CodeFailed, err)
-	}
-	// Receives need a connected (at least INIT) QP, and must be posted
-	// before ready lets the client send.
-	if req.Kind == KindSendLat {
-		if err := qp.PostRecv(req.Size); err != nil {
-			return refuse(conn, CodeFailed, err)
-		}
-	}
-	if err := writeFrame(conn, typeReady, ready{}); err != nil {
-		return fmt.Errorf("send ready: %w", err)
-	}
-	conn.SetDeadline(time.Now().Add(req.Timeout + step))
+	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
 	log = log.With("device", port.Name())
 
-	// The measurement: for WRITE this end is passive and only waits for
-	// the client's done; for SEND/RECV it answers pings while a reader
-	// watches the connection, so a client that dies cancels the loop.
-	var pongErr error
-	var got done
-	var readErr error
-	if req.Kind == KindSendLat {
-		readDone := make(chan struct{})
-		go func() {
-			defer close(readDone)
-			readErr = expect(conn, typeDone, &got)
-			if readErr != nil {
-				qp.Cancel()
-			}
-		}()
-		pongErr = pong(qp, req, req.Timeout)
-		<-readDone
-	} else {
-		readErr = expect(conn, typeDone, &got)
-	}
+	got, pongErr, readErr := answerWatched(conn, qp, req)
 	if readErr != nil {
 		return fmt.Errorf("peer went away mid-probe: %w", readErr)
 	}
@@ -217,8 +188,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) error {
 	if pongErr != nil {
 		a.Error = pongErr.Error()
 	}
-	qp.Close()
-	dev.Close()
+	closeQP()
 	release()
 	if err := writeFrame(conn, typeAck, a); err != nil {
 		return fmt.Errorf("send ack: %w", err)
@@ -228,6 +198,52 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) error {
 	}
 	log.Debug("answered RDMA probe", "bytes", got.Bytes, "elapsed", got.Elapsed)
 	return nil
+}
+
+// exchangeEndpoints offers qp in the accept, connects it to the client's
+// endpoint and says ready. A refusal has been sent when it fails where
+// the protocol still allows one.
+func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, proof []byte) error {
+	ep := qp.Local()
+	if err := writeFrame(conn, typeAccept, accept{Endpoint: &ep, MAC: proof}); err != nil {
+		return fmt.Errorf("send accept: %w", err)
+	}
+	var remote endpointMsg
+	if err := expect(conn, typeEndpoint, &remote); err != nil {
+		return fmt.Errorf("read endpoint: %w", err)
+	}
+	if err := checkPeerBuffer(remote.Endpoint, cfg); err != nil {
+		return refuse(conn, CodeBadRequest, err)
+	}
+	if err := connectQP(qp, remote.Endpoint, req); err != nil {
+		return refuse(conn, CodeFailed, err)
+	}
+	if err := writeFrame(conn, typeReady, ready{}); err != nil {
+		return fmt.Errorf("send ready: %w", err)
+	}
+	return nil
+}
+
+// answerWatched is this end's part of the measurement: for WRITE it is
+// passive and only waits for the client's done; for SEND/RECV it answers
+// pings while a reader watches the connection, so a client that dies
+// cancels the loop.
+func answerWatched(conn net.Conn, qp *verbs.QP, req Request) (got done, pongErr, readErr error) {
+	if req.Kind != KindSendLat {
+		readErr = expect(conn, typeDone, &got)
+		return got, nil, readErr
+	}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		readErr = expect(conn, typeDone, &got)
+		if readErr != nil {
+			qp.Cancel()
+		}
+	}()
+	pongErr = pong(qp, req, req.Timeout)
+	<-readDone
+	return got, pongErr, readErr
 }
 
 func pong(qp *verbs.QP, req Request, timeout time.Duration) error {
