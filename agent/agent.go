@@ -92,12 +92,14 @@ func Run(ctx context.Context, o Options) error {
 	var g group
 	defer g.stop()
 	d.startSampler(ctx, &g)
-	srv, err := d.serveMetrics()
+	servers, err := d.listen()
 	if err != nil {
 		return err
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve() }()
+	serveErr := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { serveErr <- srv.Serve() }()
+	}
 	if d.pub != nil {
 		g.start(ctx, d.pub.Run)
 	}
@@ -116,10 +118,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shut down metrics server: %w", err)
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			errs = append(errs, fmt.Errorf("shut down the server on %s: %w", srv.Addr(), err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // newDaemon builds the daemon and its loops; nothing runs yet.
@@ -139,8 +144,27 @@ func newDaemon(o Options) *daemon {
 	return d
 }
 
-// serveMetrics binds the metrics and health endpoints over every collector.
-func (d *daemon) serveMetrics() (*exporters.Server, error) {
+// listen binds the metrics and health endpoints and, when configured, the
+// health endpoints alone on their own address without authentication.
+func (d *daemon) listen() ([]*exporters.Server, error) {
+	srv, err := d.listenMetrics()
+	if err != nil {
+		return nil, err
+	}
+	servers := []*exporters.Server{srv}
+	if addr := d.cfg.Metrics.HealthListenAddress; addr != "" {
+		health, err := exporters.Listen(addr, "", exporters.NewHealthHandler(exporters.Health{Live: d.live, Ready: d.ready}), d.log)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("health endpoints: %w", err), srv.Close())
+		}
+		d.log.Info("serving /healthz and /readyz without authentication", "address", health.Addr().String())
+		servers = append(servers, health)
+	}
+	return servers, nil
+}
+
+// listenMetrics binds the metrics and health endpoints over every collector.
+func (d *daemon) listenMetrics() (*exporters.Server, error) {
 	collectors := []prometheus.Collector{
 		exporters.NewAgentCollector(d.snap.Load, d.o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),

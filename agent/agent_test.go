@@ -8,10 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gpunode/gpunode/internal/testsupport"
 
@@ -188,5 +192,62 @@ func TestRunPortTaken(t *testing.T) {
 	err = Run(context.Background(), Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Env: env})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("Run with a taken port: %v", err)
+	}
+}
+
+// With a web config that requires basic auth, /healthz and /readyz on the
+// metrics port answer 401 (the kubelet's probes have no credentials); on
+// metrics.healthListenAddress they answer without authentication, and
+// nothing else is served there (issue 14, item 4).
+func TestHealthEndpointsWithoutAuth(t *testing.T) {
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(web, []byte("basic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthAddr := free.Addr().String()
+	free.Close()
+	cfg := config.Default()
+	cfg.NodeName = ""
+	cfg.Metrics.ListenAddress = "127.0.0.1:0"
+	cfg.Metrics.WebConfigFile = web
+	cfg.Metrics.HealthListenAddress = healthAddr
+	addr := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Env: testsupport.SimEnv(t, "cpu-only"),
+			Listening: func(a string) { addr <- a }})
+	}()
+	metricsBase := "http://" + <-addr
+	waitFor(t, "ready on the health address", func() bool {
+		resp, err := http.Get("http://" + healthAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	for url, want := range map[string]int{
+		"http://" + healthAddr + "/healthz": 200,
+		"http://" + healthAddr + "/metrics": 404,
+		metricsBase + "/healthz":            401,
+		metricsBase + "/metrics":            401,
+	} {
+		if code, body := get(t, url); code != want {
+			t.Errorf("%s = %d %s, want %d", url, code, body, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }

@@ -130,6 +130,11 @@ type Metrics struct {
 	ListenAddress string `yaml:"listenAddress"`
 	// WebConfigFile is an exporter-toolkit web config (TLS, basic auth).
 	WebConfigFile string `yaml:"webConfigFile"`
+	// HealthListenAddress, when set, also serves /healthz and /readyz
+	// there, in plain HTTP without authentication: for the kubelet's
+	// probes when the web config requires basic auth or client
+	// certificates. They say only whether the agent is live and ready.
+	HealthListenAddress string `yaml:"healthListenAddress"`
 	// SampleInterval is how often GPUs and RDMA counters are read; scrapes
 	// serve the latest reading.
 	SampleInterval time.Duration `yaml:"sampleInterval"`
@@ -320,6 +325,11 @@ func (c Config) Validate() error {
 	}
 	if c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
 		bad("publish.nfdFeatureTTL", "(%s) must be 0 or at least twice discovery.interval (%s), or the file expires between refreshes", c.Publish.NFDFeatureTTL, c.Discovery.Interval)
+	}
+	if a := c.Metrics.HealthListenAddress; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("metrics.healthListenAddress", "must be host:port, got %q", a)
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
 		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)

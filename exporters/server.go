@@ -64,6 +64,15 @@ func NewHandler(reg *prometheus.Registry, h Health, version string, logger *slog
 	return mux, nil
 }
 
+// NewHealthHandler serves /healthz and /readyz only: what the kubelet's
+// probes need, with nothing that asks for authentication.
+func NewHealthHandler(h Health) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", healthHandler(h.Live))
+	mux.Handle("/readyz", healthHandler(h.Ready))
+	return mux
+}
+
 func healthHandler(check func() error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -123,6 +132,9 @@ func (s *Server) Serve() error {
 	}
 	return err
 }
+
+// Close releases a server that never served.
+func (s *Server) Close() error { return s.listener.Close() }
 
 // Shutdown stops accepting connections and waits for in-flight requests.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }

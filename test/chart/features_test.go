@@ -123,8 +123,20 @@ func TestPodResourcesAndWebConfig(t *testing.T) {
 	if cfg.Metrics.WebConfigFile != "/etc/gpunode/web/web-config.yml" || !strings.Contains(mustYAML(t, c["volumeMounts"]), "mountPath: /etc/gpunode/web") {
 		t.Errorf("web config %q", cfg.Metrics.WebConfigFile)
 	}
-	if !strings.Contains(mustYAML(t, c["livenessProbe"]), "scheme: HTTPS") {
-		t.Errorf("liveness %s", mustYAML(t, c["livenessProbe"]))
+	// The kubelet's probes have no credentials: with a web config they go
+	// to the health port, plain HTTP, which the agent serves without auth.
+	if cfg.Metrics.HealthListenAddress != ":9837" || !strings.Contains(mustYAML(t, c["ports"]), "containerPort: 9837\n  name: health") {
+		t.Errorf("health address %q, ports %s", cfg.Metrics.HealthListenAddress, mustYAML(t, c["ports"]))
+	}
+	for _, p := range []string{"livenessProbe", "readinessProbe"} {
+		if y := mustYAML(t, c[p]); !strings.Contains(y, "port: health") || !strings.Contains(y, "scheme: HTTP\n") {
+			t.Errorf("%s %s", p, y)
+		}
+	}
+	objs = renderObjects(t, "--set", "metrics.scheme=https")
+	c = agentContainer(t, objs)
+	if cfg := agentAccepts(t, configOf(t, objs)); cfg.Metrics.HealthListenAddress != "" || !strings.Contains(mustYAML(t, c["livenessProbe"]), "scheme: HTTPS") {
+		t.Errorf("no web config: health address %q, liveness %s", cfg.Metrics.HealthListenAddress, mustYAML(t, c["livenessProbe"]))
 	}
 }
 
