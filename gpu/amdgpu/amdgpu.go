@@ -171,12 +171,15 @@ func (b *Backend) version(p string) (string, error) {
 }
 
 // attr reads an optional attribute of a card's device directory and
-// parses it; ok is false when the file is missing or fails, with the
-// failure appended to errs.
+// parses it; ok is false when the file is missing, empty or fails, with a
+// failure appended to errs. An empty attribute is absent, not an error:
+// the driver writes nothing when it has no value (unique_id when the id is
+// 0, as on APUs and SR-IOV virtual functions; product_name and
+// serial_number on boards without a FRU record).
 func attr[T any](b *Backend, dir, name string, parse func(string) (T, error), errs *[]error) (v T, ok bool) {
 	p := dir + "/" + name
 	s, err := b.fs.ReadString(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && s == "") {
 		return v, false
 	}
 	if err == nil {
