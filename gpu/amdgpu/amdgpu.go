@@ -65,13 +65,15 @@ func (b *Backend) Close() error { return nil }
 
 // card is one amdgpu DRM card.
 type card struct {
-	name  string // "card1"
-	dev   string // host path of its PCI device directory
-	busID string // "0000:05:00.0"
+	name  string  // "card1"
+	dev   string  // host path of its PCI device directory
+	addr  pciAddr // its PCI address
+	busID string  // addr as text: "0000:05:00.0"
 }
 
 // listCards finds the amdgpu cards, in card number order. Cards of other
-// drivers (the BMC's VGA card on most servers) are left out.
+// drivers (the BMC's VGA card on most servers) and of no PCI device (the
+// amdgpu_xcp platform devices of compute partitions) are left out.
 func (b *Backend) listCards() ([]card, error) {
 	if !b.fs.Exists("/sys/module/amdgpu") {
 		return nil, source.NewAbsent("amdgpu kernel driver is not loaded")
@@ -106,7 +108,12 @@ func (b *Backend) listCards() ([]card, error) {
 		if drv, err := b.fs.LinkBase(dev + "/driver"); err != nil || drv != "amdgpu" {
 			continue
 		}
-		found = append(found, numbered{n, card{name: name, dev: dev, busID: gpu.NormalizePCIBusID(path.Base(dev))}})
+		addr, err := b.pciAddress(dev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s refused: %w", name, err))
+			continue
+		}
+		found = append(found, numbered{n, card{name: name, dev: dev, addr: addr, busID: addr.String()}})
 	}
 	slices.SortFunc(found, func(a, b numbered) int { return a.n - b.n })
 	cards := make([]card, len(found))
@@ -117,6 +124,26 @@ func (b *Backend) listCards() ([]card, error) {
 		return nil, source.NewAbsent("no amdgpu cards under %s", drmClass)
 	}
 	return cards, errors.Join(errs...)
+}
+
+// pciAddress is the PCI address of a card's device directory. The kernel
+// links card<N>/device to the PCI device, whose directory is named by its
+// address; copies of sysfs (and some container runtimes' bind mounts) have
+// a plain directory named "device" there instead, and then the uevent's
+// PCI_SLOT_NAME says which device it is. A card with neither is refused.
+func (b *Backend) pciAddress(dev string) (pciAddr, error) {
+	if a, err := parsePCIAddr(path.Base(dev)); err == nil {
+		return a, nil
+	}
+	s, err := b.fs.ReadString(dev + "/uevent")
+	if err != nil {
+		return pciAddr{}, fmt.Errorf("%s is not a PCI device directory and its uevent cannot be read: %w", dev, err)
+	}
+	a, err := parseSlotName(s)
+	if err != nil {
+		return pciAddr{}, fmt.Errorf("%s is not a PCI device directory and its uevent gives no PCI address: %w", dev, err)
+	}
+	return a, nil
 }
 
 // Inventory describes every amdgpu card.
@@ -202,19 +229,7 @@ func text(s string) (string, error) { return s, nil }
 func (b *Backend) device(i int, c card, kfd map[string]kfdNode) (gpu.Device, []error) {
 	var errs []error
 	d := gpu.Device{Index: i, Vendor: gpu.AMD, PCIBusID: c.busID, NUMANode: -1}
-	if id, ok := attr(b, c.dev, "device", parseDeviceID, &errs); ok {
-		d.PCIDeviceID = id
-		if m, ok := models[id]; ok {
-			d.Product, d.Architecture = m.product, m.arch
-		}
-	}
-	if d.Product == "" {
-		if name, ok := attr(b, c.dev, "product_name", text, &errs); ok && name != "" {
-			d.Product = name
-		} else {
-			d.Product = "AMD GPU " + d.PCIDeviceID
-		}
-	}
+	d.PCIDeviceID, d.Product, d.Architecture = b.identify(c.dev, &errs)
 	if id, ok := attr(b, c.dev, "unique_id", parseUniqueID, &errs); ok {
 		d.UUID = id
 	}
@@ -257,6 +272,19 @@ func (b *Backend) device(i int, c card, kfd map[string]kfdNode) (gpu.Device, []e
 		}
 	}
 	return d, errs
+}
+
+// identify reads a card's PCI device id and names its product: the name
+// our table of Instinct GPUs gives for the id, else the board's
+// product_name, else none. A name is never made up from the id: labels
+// and dashboards would show it as a model ("GPU-0X687F").
+func (b *Backend) identify(dev string, errs *[]error) (deviceID, product, arch string) {
+	deviceID, _ = attr(b, dev, "device", parseDeviceID, errs)
+	if m, ok := models[deviceID]; ok {
+		return deviceID, m.product, m.arch
+	}
+	product, _ = attr(b, dev, "product_name", text, errs)
+	return deviceID, product, ""
 }
 
 // hwmon returns the host path of the card's amdgpu hwmon directory, or "".

@@ -91,6 +91,26 @@ func TestParsers(t *testing.T) {
 			t.Errorf("parseKFDProperties(%q) accepted", bad)
 		}
 	}
+	run("parsePCIAddr", func(s string) (any, error) {
+		a, err := parsePCIAddr(s)
+		return a.String(), err
+	}, append([]tc{
+		{"0000:05:00.0", "0000:05:00.0"}, {"0001:c9:1f.7", "0001:c9:1f.7"}, {"0000:E5:00.0", "0000:e5:00.0"},
+		{"10000:e0:00.0", "10000:e0:00.0"}, // a VMD domain
+		{"device", nil}, {"0000:05:00", nil}, {"05:00.0", nil}, {"0000:05:20.0", nil}, {"0000:05:00.8", nil},
+		{"0000:5:00.0", nil}, {"0000:05:00.0.1", nil}, {"0000:+5:00.0", nil}, {"000g:05:00.0", nil}, {"123456789:05:00.0", nil},
+	}, garbage...))
+	run("parseSlotName", func(s string) (any, error) {
+		a, err := parseSlotName(s)
+		return a.String(), err
+	}, append([]tc{
+		// procfs's captured Vega 10 uevent
+		{"DRIVER=amdgpu\nPCI_CLASS=30000\nPCI_ID=1002:687F\nPCI_SUBSYS_ID=1043:04C4\nPCI_SLOT_NAME=0000:09:00.0\n" +
+			"MODALIAS=pci:v00001002d0000687Fsv00001043sd000004C4bc03sc00i00", "0000:09:00.0"},
+		{"DRIVER=amdgpu\nPCI_CLASS=30000", nil}, {"PCI_SLOT_NAME=", nil}, {"PCI_SLOT_NAME=device", nil},
+		{"MODALIAS=platform:amdgpu_xcp", nil},
+	}, garbage...))
+
 	for name, want := range map[string]bool{"card0": true, "card12": true, "card0-DP-1": false, "renderD128": false, "card": false, "card-1": false, "card99999999": false} {
 		if _, ok := cardIndex(name); ok != want {
 			t.Errorf("cardIndex(%q) = %v", name, ok)
@@ -105,6 +125,22 @@ func FuzzParseDPM(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if hz, err := parseDPM(s); err == nil && (hz < 0 || hz > 1<<32*1e6) {
 			t.Fatalf("parseDPM(%q) = %v", s, hz)
+		}
+	})
+}
+
+func FuzzParsePCIAddr(f *testing.F) {
+	for _, s := range []string{"0000:05:00.0", "10000:e0:1f.7", "device", "", "0:0:0.0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := parsePCIAddr(s)
+		if err != nil {
+			return
+		}
+		// What parses formats back to the same address, and is one.
+		if b, err := parsePCIAddr(a.String()); err != nil || b != a || a.id() > 0xffff {
+			t.Fatalf("parsePCIAddr(%q) = %v, reparsed %v %v", s, a, b, err)
 		}
 	})
 }
