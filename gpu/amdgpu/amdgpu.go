@@ -22,10 +22,7 @@ import (
 
 const (
 	drmClass = "/sys/class/drm"
-	kfdNodes = "/sys/class/kfd/kfd/topology/nodes"
 	amdPCI   = "0x1002"
-	// kfdXGMI is the KFD io_link type of an XGMI link (HSA_IOLINKTYPE_XGMI).
-	kfdXGMI = 11
 )
 
 // Backend implements gpu.Backend and gpu.Sampler over amdgpu sysfs.
@@ -164,7 +161,7 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 	} else {
 		inv.ROCmVersion = v
 	}
-	kfd := b.kfdTopology()
+	kfd := b.kfdTopology(cards)
 	for i, c := range cards {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("stopped after %d of %d GPUs: %w", i, len(cards), err))
@@ -299,53 +296,6 @@ func (b *Backend) hwmon(dev string) string {
 		}
 	}
 	return ""
-}
-
-// kfdNode is what the KFD topology says about one GPU.
-type kfdNode struct {
-	computeUnits int
-	xgmiLinks    int
-}
-
-// kfdTopology reads the KFD topology nodes of GPUs, by PCI bus id. It is
-// best effort: the KFD may be absent (no ROCm userspace needed) and then
-// compute units and XGMI links are unknown.
-func (b *Backend) kfdTopology() map[string]kfdNode {
-	out := map[string]kfdNode{}
-	nodes, err := b.fs.Names(kfdNodes)
-	if err != nil {
-		return out
-	}
-	for _, n := range nodes {
-		s, err := b.fs.ReadString(kfdNodes + "/" + n + "/properties")
-		if err != nil {
-			continue
-		}
-		props, err := parseKFDProperties(s)
-		if err != nil || props["simd_count"] == 0 || props["simd_per_cu"] == 0 {
-			continue // a CPU node, or one we cannot read
-		}
-		loc := props["location_id"] // bus << 8 | device << 3 | function
-		bus := fmt.Sprintf("%04x:%02x:%02x.%x", props["domain"], loc>>8, (loc>>3)&0x1f, loc&7)
-		// In a compute partition mode (CPX) one GPU is several KFD
-		// nodes with the same location: their compute units add up.
-		k := out[bus]
-		k.computeUnits += int(props["simd_count"] / props["simd_per_cu"])
-		xgmi := 0
-		links, _ := b.fs.Names(kfdNodes + "/" + n + "/io_links")
-		for _, l := range links {
-			ls, err := b.fs.ReadString(kfdNodes + "/" + n + "/io_links/" + l + "/properties")
-			if err != nil {
-				continue
-			}
-			if lp, err := parseKFDProperties(ls); err == nil && lp["type"] == kfdXGMI {
-				xgmi++
-			}
-		}
-		k.xgmiLinks = max(k.xgmiLinks, xgmi)
-		out[bus] = k
-	}
-	return out
 }
 
 // ROCmVersion reads the ROCm release installed on the host

@@ -1,6 +1,14 @@
 package amdgpu
 
 import (
+	"archive/tar"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -143,4 +151,127 @@ func FuzzParsePCIAddr(f *testing.F) {
 			t.Fatalf("parsePCIAddr(%q) = %v, reparsed %v %v", s, a, b, err)
 		}
 	})
+}
+
+// kfdGPUs on hand-made topologies: what the captures do not show.
+func TestKFDGPUs(t *testing.T) {
+	addr := func(s string) pciAddr {
+		a, err := parsePCIAddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a, b := addr("0000:05:00.0"), addr("0000:27:00.0")
+	for _, c := range []struct {
+		name  string
+		nodes []kfdGPUNode
+		cards []pciAddr
+		want  map[string]kfdNode
+	}{{
+		name: "SPX: one node per GPU",
+		nodes: []kfdGPUNode{
+			{id: 2, location: a.id(), cus: 304, xgmiTo: []int{3}},
+			{id: 3, location: b.id(), cus: 304, xgmiTo: []int{2}},
+		},
+		cards: []pciAddr{a, b},
+		want:  map[string]kfdNode{a.String(): {304, 1}, b.String(): {304, 1}},
+	}, {
+		name: "DPX: partitions in the function bits, links to siblings left out",
+		nodes: []kfdGPUNode{
+			{id: 2, location: a.id(), cus: 152, xgmiTo: []int{3, 4, 5}},
+			{id: 3, location: a.id() | 1, cus: 152, xgmiTo: []int{2, 4, 5}},
+			{id: 4, location: b.id(), cus: 152, xgmiTo: []int{5, 2, 3}},
+			{id: 5, location: b.id() | 1, cus: 152, xgmiTo: []int{4, 2, 3}},
+		},
+		cards: []pciAddr{a, b},
+		want:  map[string]kfdNode{a.String(): {304, 1}, b.String(): {304, 1}},
+	}, {
+		name: "a peer that is no card here counts once, however many partitions it has",
+		nodes: []kfdGPUNode{
+			{id: 2, location: a.id(), cus: 152, xgmiTo: []int{3, 4, 5}},
+			{id: 3, location: a.id() | 1, cus: 152, xgmiTo: []int{2, 4, 5}},
+			{id: 4, location: b.id(), cus: 152, xgmiTo: []int{5, 2, 3}},
+			{id: 5, location: b.id() | 1, cus: 152, xgmiTo: []int{4, 2, 3}},
+		},
+		cards: []pciAddr{a},
+		want:  map[string]kfdNode{a.String(): {304, 1}},
+	}, {
+		name: "links to nodes that are not there, and a node of another domain",
+		nodes: []kfdGPUNode{
+			{id: 2, location: a.id(), cus: 304, xgmiTo: []int{9, 2}},
+			{id: 3, domain: 1, location: a.id(), cus: 304, xgmiTo: []int{2}},
+		},
+		cards: []pciAddr{a},
+		want:  map[string]kfdNode{a.String(): {304, 0}},
+	}, {
+		name:  "no KFD node for a card",
+		nodes: []kfdGPUNode{{id: 2, location: b.id(), cus: 304}},
+		cards: []pciAddr{a},
+		want:  map[string]kfdNode{},
+	}} {
+		got := kfdGPUs(c.nodes, c.cards)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// The parsers on every file of the captured trees they read
+// (testdata/captures): real kernels' output must parse.
+func TestParseCaptured(t *testing.T) {
+	parsers := map[string]func(string) error{
+		"properties":          func(s string) error { _, err := parseKFDProperties(s); return err },
+		"uevent":              func(s string) error { _, err := parseSlotName(s); return err },
+		"device":              func(s string) error { _, err := parseDeviceID(s); return err },
+		"unique_id":           func(s string) error { _, err := parseUniqueID(s); return err },
+		"numa_node":           func(s string) error { _, err := parseNUMA(s); return err },
+		"pp_dpm_sclk":         func(s string) error { _, err := parseDPM(s); return err },
+		"pp_dpm_mclk":         func(s string) error { _, err := parseDPM(s); return err },
+		"gpu_busy_percent":    func(s string) error { _, err := parsePercent(s); return err },
+		"mem_info_vram_total": func(s string) error { _, err := parseUint(s); return err },
+		"mem_info_vram_used":  func(s string) error { _, err := parseUint(s); return err },
+		"pcie_replay_count":   func(s string) error { _, err := parseUint(s); return err },
+		"current_link_speed":  func(s string) error { _, err := parseLinkGen(s); return err },
+		"max_link_speed":      func(s string) error { _, err := parseLinkGen(s); return err },
+		"current_link_width":  func(s string) error { _, err := parseLinkWidth(s); return err },
+		"max_link_width":      func(s string) error { _, err := parseLinkWidth(s); return err },
+	}
+	for _, archive := range []string{"kfd-mi300x-cpx.tar.gz", "kfd-mi308x-cpx.tar.gz", "drm-vega10.tar.gz"} {
+		f, err := os.Open(filepath.Join("testdata", "captures", archive))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(zr)
+		parsed := 0
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			parse, ok := parsers[path.Base(h.Name)]
+			if !ok || h.Typeflag != tar.TypeReg || strings.Contains(h.Name, "/card1/") { // card1 is Intel's
+				continue
+			}
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := parse(strings.TrimSpace(string(b))); err != nil {
+				t.Errorf("%s %s: %v", archive, h.Name, err)
+			}
+			parsed++
+		}
+		if parsed == 0 {
+			t.Errorf("%s: nothing parsed", archive)
+		}
+	}
 }

@@ -44,7 +44,7 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 		st := b.cards[c.busID]
 		if st == nil {
 			if kfd == nil {
-				kfd = b.kfdTopology()
+				kfd = b.kfdTopology(cards)
 			}
 			st = &cardState{busy: make(chan struct{}, 1), dev: c.dev, xgmiLinks: kfd[c.busID].xgmiLinks}
 			b.cards[c.busID] = st
