@@ -12,6 +12,7 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/internal/testsupport"
 	"github.com/gpunode/gpunode/labels"
+	"github.com/gpunode/gpunode/sim"
 )
 
 // amdLabels discovers the host tree under root as the agent does on a host
@@ -33,6 +34,30 @@ func amdLabels(t *testing.T, root string) (map[string]string, source.Status) {
 		out[k] = v
 	}
 	return out, st
+}
+
+// An MI300X node in CPX with NPS4 (8 KFD nodes per GPU) is labelled as in
+// SPX: 304 compute units and 7 XGMI links per GPU, not one partition's 38
+// and 62 io_links to partitions.
+func TestAMDPartitionedLabels(t *testing.T) {
+	n, err := sim.Build("mi300x-roce", t.TempDir(), sim.WithAMDPartition("CPX", "NPS4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, st := amdLabels(t, n.Root)
+	if st.State != source.OK {
+		t.Errorf("amdgpu source %+v", st)
+	}
+	for k, want := range map[string]string{
+		"amd.com/gpu.cu-count":              "304",
+		"gpunode.dev/gpu.xgmi.active-links": "7",
+		"gpunode.dev/gpu.partition":         "cpx_nps4",
+		"gpunode.dev/gpu.count":             "8",
+	} {
+		if got[k] != want {
+			t.Errorf("%s=%q, want %q", k, got[k], want)
+		}
+	}
 }
 
 // procfs's captured Vega 10 (card0/device a directory, no product name),
