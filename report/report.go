@@ -66,10 +66,14 @@ func gpuLine(s *snapshot.Snapshot) string {
 	counts := map[string]int{}
 	var names []string
 	for _, g := range s.GPUs {
-		if counts[g.Product] == 0 {
-			names = append(names, g.Product)
+		name := g.Product
+		if name == "" { // the driver names none and the device id is not in our tables
+			name = "GPU of unknown product (PCI device " + orDash(g.PCIDeviceID) + ")"
 		}
-		counts[g.Product]++
+		if counts[name] == 0 {
+			names = append(names, name)
+		}
+		counts[name]++
 	}
 	var parts []string
 	for _, n := range names {
@@ -191,7 +195,7 @@ func (p *printer) gpus(s *snapshot.Snapshot) {
 		if g.PowerLimitWatts > 0 {
 			power = formatFloat(g.PowerLimitWatts) + " W"
 		}
-		t.row(strconv.Itoa(g.Index), g.Product, g.PCIBusID, numa(g.NUMANode), gib(g.MemoryBytes), cc, orDash(g.Architecture),
+		t.row(strconv.Itoa(g.Index), orDash(g.Product), g.PCIBusID, numa(g.NUMANode), gib(g.MemoryBytes), cc, orDash(g.Architecture),
 			pcieText(g.PCIeLink), interconnectText(g.Interconnect), migText(g.MIG), power, g.UUID)
 	}
 	t.flush()

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -103,9 +104,9 @@ func (b *builder) mi300x(parent *pciDev, i, n int) {
 		{"product_number", "102-G30211-00"},
 		{"serial_number", fmt.Sprintf("PCB%09d", h%1e9)},
 		{"vbios_version", "113-M3000100-102"},
-		{"current_compute_partition", "SPX"},
+		{"current_compute_partition", b.amd.computeMode()},
 		{"available_compute_partition", "SPX, DPX, QPX, CPX"},
-		{"current_memory_partition", "NPS1"},
+		{"current_memory_partition", b.amd.memoryMode()},
 		{"available_memory_partition", "NPS1, NPS4"},
 		{"pcie_replay_count", "0"},
 		{"ras/umc_err_count", fmt.Sprintf("ue: 0\nce: %d", h%4)},
@@ -135,20 +136,113 @@ func (b *builder) mi300x(parent *pciDev, i, n int) {
 	t.link(fmt.Sprintf("/sys/class/hwmon/hwmon%d", i+2), hw)
 	t.file(d.dir+"/gpu_metrics", string(mi300xMetrics(h, busy, power, temp)))
 
-	// The KFD node: 304 compute units of 4 SIMDs, 8 XCCs; io_link 0 is
-	// the PCIe link to the CPU node, 1..n-1 XGMI to each peer.
-	kfd := fmt.Sprintf("%s/%d", kfdTopology, 2+i)
+	b.kfdGPU(d, i, n, h)
+}
+
+// kfdGPU writes the KFD topology nodes of MI300X i of n: one per compute
+// partition (nodes 2 + i*parts .. after the two CPU nodes), together 304
+// compute units of 4 SIMDs on 8 XCCs. io_link 0 is the PCIe link to the
+// CPU node; then come XGMI links to the GPU's other partitions, then to
+// every partition of every other GPU, as the captured CPX topology in
+// gpu/amdgpu/testdata/captures shows. Partition p > 0 has its own
+// amdgpu_xcp platform device with a DRM card and render node, numbered
+// after the PCI cards', and the kernel ORs p into the node's location_id.
+func (b *builder) kfdGPU(d *pciDev, i, n int, h uint64) {
+	parts := b.amd.parts()
 	var bus, dev, fn int
 	fmt.Sscanf(d.bdf, "0000:%x:%x.%x", &bus, &dev, &fn)
-	t.file(kfd+"/properties", kfdGPUProperties(bus<<8|dev<<3|fn, 128+i, b.hash("xgmi-hive"), h, n-1))
-	t.file(kfd+"/io_links/0/properties", kfdLink(2, 2+i, d.numa, 20))
-	l := 1
-	for peer := range n {
-		if peer != i {
-			t.file(fmt.Sprintf("%s/io_links/%d/properties", kfd, l), kfdLink(amdgpuXGMI, 2+i, 2+peer, 15))
+	node := func(gpu, p int) int { return 2 + gpu*parts + p }
+	for p := range parts {
+		render := 128 + i
+		if p > 0 {
+			x := i*(parts-1) + p - 1
+			render = 128 + n + x
+			b.xcp(x, 1+n+x, render)
+		}
+		from := node(i, p)
+		kfd := fmt.Sprintf("%s/%d", kfdTopology, from)
+		links := 1 + (parts - 1) + (n-1)*parts
+		t := b.t
+		t.file(kfd+"/properties", kfdGPUProperties(bus<<8|dev<<3|fn|p, render, b.hash("xgmi-hive"), h, links, parts))
+		t.file(kfd+"/io_links/0/properties", kfdLink(2, from, d.numa, 20))
+		l := 1
+		link := func(props string) {
+			t.file(fmt.Sprintf("%s/io_links/%d/properties", kfd, l), props)
 			l++
 		}
+		for q := range parts {
+			if q != p {
+				link(kfdLinkBW(amdgpuXGMI, from, node(i, q), 13, 819200, 819200))
+			}
+		}
+		for peer := range n {
+			for q := range parts {
+				switch {
+				case peer == i:
+				case parts == 1:
+					link(kfdLink(amdgpuXGMI, from, node(peer, q), 15))
+				default:
+					link(kfdLinkBW(amdgpuXGMI, from, node(peer, q), 41, 0, 0))
+				}
+			}
+		}
 	}
+}
+
+// xcp adds amdgpu_xcp platform device x, which the driver creates for
+// each compute partition after the first: a DRM card and render node of
+// no PCI device, which the amdgpu backend skips.
+func (b *builder) xcp(x, card, render int) {
+	dir := fmt.Sprintf("/sys/devices/platform/amdgpu_xcp.%d", x)
+	b.t.attr(dir+"/uevent", "MODALIAS=platform:amdgpu_xcp")
+	for _, minor := range []int{card, render} {
+		node := fmt.Sprintf("card%d", minor)
+		if minor == render {
+			node = fmt.Sprintf("renderD%d", minor)
+		}
+		b.t.attr(dir+"/drm/"+node+"/dev", fmt.Sprintf("226:%d", minor))
+		b.t.link(dir+"/drm/"+node+"/device", dir)
+		b.t.link("/sys/class/drm/"+node, dir+"/drm/"+node)
+		b.t.file("/dev/dri/"+node, "")
+	}
+}
+
+// amdPartition is the compute and memory partition mode of a node's AMD
+// GPUs; the zero value is the default, SPX with NPS1.
+type amdPartition struct{ compute, memory string }
+
+func (p amdPartition) computeMode() string { return cmp.Or(p.compute, "SPX") }
+func (p amdPartition) memoryMode() string  { return cmp.Or(p.memory, "NPS1") }
+
+// parts is the number of compute partitions of an MI300X (8 XCCs) in the
+// mode; 0 for a mode it has not.
+func (p amdPartition) parts() int {
+	return map[string]int{"SPX": 1, "DPX": 2, "QPX": 4, "CPX": 8}[p.computeMode()]
+}
+
+// validMemory lists the memory partition modes the kernel accepts with the
+// compute mode on an MI300X, which has NPS1 and NPS4
+// (__aqua_vanjaram_get_px_mode_info: SPX only NPS1, DPX NPS1 or NPS2,
+// QPX and CPX NPS1 or NPS4).
+func (p amdPartition) validMemory() []string {
+	switch p.computeMode() {
+	case "SPX", "DPX":
+		return []string{"NPS1"}
+	case "QPX", "CPX":
+		return []string{"NPS1", "NPS4"}
+	}
+	return nil
+}
+
+// amdPartitionModes lists the valid combinations, for errors.
+func amdPartitionModes() string {
+	var out []string
+	for _, c := range []string{"SPX", "DPX", "QPX", "CPX"} {
+		for _, m := range (amdPartition{compute: c}).validMemory() {
+			out = append(out, c+" with "+m)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // amdgpuXGMI is the KFD io_link type of XGMI (HSA_IOLINKTYPE_XGMI).
@@ -162,22 +256,24 @@ func kfdCPUProperties() string {
 		"num_sdma_queues_per_engine 0\nnum_cp_queues 0\nmax_engine_clk_ccompute 3700\n")
 }
 
-func kfdGPUProperties(location, render int, hive, unique uint64, xgmi int) string {
+// kfdGPUProperties is the properties file of one of parts KFD nodes of an
+// MI300X with links io_links.
+func kfdGPUProperties(location, render int, hive, unique uint64, links, parts int) string {
 	var sb strings.Builder
 	for _, kv := range []struct {
 		k string
 		v uint64
 	}{
-		{"cpu_cores_count", 0}, {"simd_count", 1216}, {"mem_banks_count", 1}, {"caches_count", 507},
-		{"io_links_count", uint64(1 + xgmi)}, {"p2p_links_count", 0}, {"cpu_core_id_base", 0},
+		{"cpu_cores_count", 0}, {"simd_count", uint64(1216 / parts)}, {"mem_banks_count", 1}, {"caches_count", 507},
+		{"io_links_count", uint64(links)}, {"p2p_links_count", 0}, {"cpu_core_id_base", 0},
 		{"simd_id_base", 2147487744}, {"max_waves_per_simd", 8}, {"lds_size_in_kb", 64}, {"gds_size_in_kb", 0},
-		{"num_gws", 64}, {"wave_front_size", 64}, {"array_count", 32}, {"simd_arrays_per_engine", 1},
+		{"num_gws", 64}, {"wave_front_size", 64}, {"array_count", uint64(32 / parts)}, {"simd_arrays_per_engine", 1},
 		{"cu_per_simd_array", 10}, {"simd_per_cu", 4}, {"max_slots_scratch_cu", 32}, {"gfx_target_version", 90402},
 		{"vendor_id", 4098}, {"device_id", 29857}, {"location_id", uint64(location)}, {"domain", 0},
 		{"drm_render_minor", uint64(render)}, {"hive_id", hive}, {"num_sdma_engines", 2},
 		{"num_sdma_xgmi_engines", 14}, {"num_sdma_queues_per_engine", 8}, {"num_cp_queues", 64},
 		{"max_engine_clk_fcompute", 2100}, {"local_mem_size", 0}, {"fw_version", 151}, {"capability", 746586752},
-		{"debug_prop", 1495}, {"sdma_fw_version", 19}, {"unique_id", unique}, {"num_xcc", 8}, {"max_engine_clk_ccompute", 3700},
+		{"debug_prop", 1495}, {"sdma_fw_version", 19}, {"unique_id", unique}, {"num_xcc", uint64(8 / parts)}, {"max_engine_clk_ccompute", 3700},
 	} {
 		fmt.Fprintf(&sb, "%s %d\n", kv.k, kv.v)
 	}
@@ -185,9 +281,13 @@ func kfdGPUProperties(location, render int, hive, unique uint64, xgmi int) strin
 }
 
 func kfdLink(typ, from, to, weight int) string {
+	return kfdLinkBW(typ, from, to, weight, 312500, 64000)
+}
+
+func kfdLinkBW(typ, from, to, weight, minBW, maxBW int) string {
 	return fmt.Sprintf("type %d\nversion_major 0\nversion_minor 0\nnode_from %d\nnode_to %d\nweight %d\nmin_latency 0\nmax_latency 0\n"+
-		"min_bandwidth 312500\nmax_bandwidth 64000\nrecommended_transfer_size 0\nrecommended_sdma_engine_id_mask 0\nflags 1\n",
-		typ, from, to, weight)
+		"min_bandwidth %d\nmax_bandwidth %d\nrecommended_transfer_size 0\nrecommended_sdma_engine_id_mask 0\nflags 1\n",
+		typ, from, to, weight, minBW, maxBW)
 }
 
 // mi300xMetrics is the card's gpu_metrics table, revision 1.5 (MI300 on

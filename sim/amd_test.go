@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gpunode/gpunode/gpu/amdgpu"
+	"github.com/gpunode/gpunode/internal/hostfs"
 )
 
 func eth8() map[string]string {
@@ -118,4 +119,81 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// Every partition mode the kernel allows on an MI300X: one KFD node per
+// compute partition with its share of the 1216 SIMDs, the partition number
+// ORed into location_id, XGMI io_links to the sibling partitions and to
+// every partition of the seven peers, and an amdgpu_xcp card per partition
+// after the first. The sysfs attributes name the modes.
+func TestAMDPartitionModes(t *testing.T) {
+	for _, m := range []struct {
+		compute, memory string
+		parts           int
+	}{
+		{"SPX", "NPS1", 1}, {"DPX", "NPS1", 2}, {"QPX", "NPS1", 4}, {"QPX", "NPS4", 4}, {"CPX", "NPS1", 8}, {"CPX", "NPS4", 8},
+	} {
+		t.Run(m.compute+"-"+m.memory, func(t *testing.T) {
+			n, err := Build("mi300x-roce", shmDir(t), WithAMDPartition(m.compute, m.memory))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fsys, err := hostfs.New(n.Root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &host{t: t, fs: fsys}
+			dev := h.resolve("/sys/class/drm/card3/device")
+			if c, mem := h.read(dev+"/current_compute_partition"), h.read(dev+"/current_memory_partition"); c != m.compute || mem != m.memory {
+				t.Errorf("card3 partition %s %s", c, mem)
+			}
+			nodes, err := fsys.Names(kfdTopology)
+			if err != nil || len(nodes) != 2+8*m.parts {
+				t.Fatalf("%d KFD nodes, want %d: %v", len(nodes), 2+8*m.parts, err)
+			}
+			// GPU 2 (card3, bus 0x45), its last partition.
+			p := m.parts - 1
+			id := 2 + 2*m.parts + p
+			props := h.read(fmt.Sprintf("%s/%d/properties", kfdTopology, id))
+			for _, want := range []string{
+				fmt.Sprintf("simd_count %d\n", 1216/m.parts), fmt.Sprintf("num_xcc %d\n", 8/m.parts),
+				fmt.Sprintf("location_id %d\n", 0x4500|p), fmt.Sprintf("io_links_count %d\n", 8*m.parts),
+			} {
+				if !strings.Contains(props+"\n", want) {
+					t.Errorf("KFD node %d lacks %q:\n%s", id, want, props)
+				}
+			}
+			links, _ := fsys.Names(fmt.Sprintf("%s/%d/io_links", kfdTopology, id))
+			xgmi := 0
+			for _, l := range links {
+				if strings.HasPrefix(h.read(fmt.Sprintf("%s/%d/io_links/%s/properties", kfdTopology, id, l)), "type 11\n") {
+					xgmi++
+				}
+			}
+			if xgmi != 8*m.parts-1 {
+				t.Errorf("KFD node %d: %d XGMI io_links, want %d", id, xgmi, 8*m.parts-1)
+			}
+			cards := 0
+			drm, _ := fsys.Names("/sys/class/drm")
+			for _, c := range drm {
+				if strings.HasPrefix(c, "card") {
+					cards++
+				}
+			}
+			if cards != 8*m.parts {
+				t.Errorf("%d DRM cards, want %d", cards, 8*m.parts)
+			}
+			if m.parts > 1 {
+				last := h.resolve(fmt.Sprintf("/sys/class/drm/card%d/device", 8*m.parts))
+				if !strings.HasPrefix(last, "/sys/devices/platform/amdgpu_xcp.") || fsys.Exists(last+"/vendor") {
+					t.Errorf("card%d is %s", 8*m.parts, last)
+				}
+			}
+		})
+	}
+	for _, bad := range [][2]string{{"SPX", "NPS4"}, {"DPX", "NPS4"}, {"TPX", "NPS1"}, {"CPX", "NPS2"}, {"", ""}} {
+		if _, err := Build("mi300x-roce", t.TempDir(), WithAMDPartition(bad[0], bad[1])); err == nil || !strings.Contains(err.Error(), "CPX with NPS4") {
+			t.Errorf("%s with %s: %v", bad[0], bad[1], err)
+		}
+	}
 }

@@ -34,6 +34,8 @@ type builder struct {
 	gpus    int // NVIDIA GPUs so far
 	// faults are planted by the degraded node variants; zero on good nodes.
 	faults faults
+	// amd is the partition mode of the AMD GPUs; zero is SPX with NPS1.
+	amd amdPartition
 	// pfc is the DCB PFC mask of each Ethernet mlx5 netdev.
 	pfc map[string]uint8
 	// effective is the next CPU (index into each node's CPUs) the vector

@@ -69,10 +69,33 @@ func Names() []string {
 	return names
 }
 
+// Option changes the node Build describes; the catalog's nodes are built
+// without any.
+type Option func(*builder) error
+
+// WithAMDPartition puts every AMD GPU of the node in compute partition mode
+// compute (SPX, DPX, QPX, CPX: 1, 2, 4 or 8 partitions of an MI300X) and
+// memory partition mode memory (NPS1, NPS4), as `amd-smi set
+// --compute-partition` and `--memory-partition` leave a host. Each
+// partition is a KFD topology node of its own and, from the second on, an
+// amdgpu_xcp platform device with a DRM card and render node. Combinations
+// the kernel refuses (SPX and DPX with NPS4) are an error. Nodes without
+// AMD GPUs are not changed.
+func WithAMDPartition(compute, memory string) Option {
+	return func(b *builder) error {
+		p := amdPartition{compute: compute, memory: memory}
+		if compute == "" || p.parts() == 0 || !slices.Contains(p.validMemory(), memory) {
+			return fmt.Errorf("AMD partition mode %s with %s: the kernel accepts %s", compute, memory, amdPartitionModes())
+		}
+		b.amd = p
+		return nil
+	}
+}
+
 // Build writes the host tree of the named node under dir, which must be an
 // existing, empty directory, and returns the node with Root = dir. After an
 // error dir may hold part of a tree.
-func Build(name, dir string) (Node, error) {
+func Build(name, dir string, opts ...Option) (Node, error) {
 	i := slices.IndexFunc(catalog(), func(s spec) bool { return s.name == name })
 	if i < 0 {
 		return Node{}, fmt.Errorf("unknown simulated node %q (known: %s)", name, strings.Join(Names(), ", "))
@@ -86,6 +109,11 @@ func Build(name, dir string) (Node, error) {
 		return Node{}, fmt.Errorf("simulated node %s: directory %s is not empty", name, dir)
 	}
 	b := newBuilder(name)
+	for _, o := range opts {
+		if err := o(b); err != nil {
+			return Node{}, fmt.Errorf("simulated node %s: %w", name, err)
+		}
+	}
 	machine := s.describe(b)
 	if err := b.finish(); err != nil {
 		return Node{}, fmt.Errorf("simulated node %s: %w", name, err)

@@ -22,10 +22,7 @@ import (
 
 const (
 	drmClass = "/sys/class/drm"
-	kfdNodes = "/sys/class/kfd/kfd/topology/nodes"
 	amdPCI   = "0x1002"
-	// kfdXGMI is the KFD io_link type of an XGMI link (HSA_IOLINKTYPE_XGMI).
-	kfdXGMI = 11
 )
 
 // Backend implements gpu.Backend and gpu.Sampler over amdgpu sysfs.
@@ -65,13 +62,15 @@ func (b *Backend) Close() error { return nil }
 
 // card is one amdgpu DRM card.
 type card struct {
-	name  string // "card1"
-	dev   string // host path of its PCI device directory
-	busID string // "0000:05:00.0"
+	name  string  // "card1"
+	dev   string  // host path of its PCI device directory
+	addr  pciAddr // its PCI address
+	busID string  // addr as text: "0000:05:00.0"
 }
 
 // listCards finds the amdgpu cards, in card number order. Cards of other
-// drivers (the BMC's VGA card on most servers) are left out.
+// drivers (the BMC's VGA card on most servers) and of no PCI device (the
+// amdgpu_xcp platform devices of compute partitions) are left out.
 func (b *Backend) listCards() ([]card, error) {
 	if !b.fs.Exists("/sys/module/amdgpu") {
 		return nil, source.NewAbsent("amdgpu kernel driver is not loaded")
@@ -106,7 +105,12 @@ func (b *Backend) listCards() ([]card, error) {
 		if drv, err := b.fs.LinkBase(dev + "/driver"); err != nil || drv != "amdgpu" {
 			continue
 		}
-		found = append(found, numbered{n, card{name: name, dev: dev, busID: gpu.NormalizePCIBusID(path.Base(dev))}})
+		addr, err := b.pciAddress(dev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s refused: %w", name, err))
+			continue
+		}
+		found = append(found, numbered{n, card{name: name, dev: dev, addr: addr, busID: addr.String()}})
 	}
 	slices.SortFunc(found, func(a, b numbered) int { return a.n - b.n })
 	cards := make([]card, len(found))
@@ -117,6 +121,26 @@ func (b *Backend) listCards() ([]card, error) {
 		return nil, source.NewAbsent("no amdgpu cards under %s", drmClass)
 	}
 	return cards, errors.Join(errs...)
+}
+
+// pciAddress is the PCI address of a card's device directory. The kernel
+// links card<N>/device to the PCI device, whose directory is named by its
+// address; copies of sysfs (and some container runtimes' bind mounts) have
+// a plain directory named "device" there instead, and then the uevent's
+// PCI_SLOT_NAME says which device it is. A card with neither is refused.
+func (b *Backend) pciAddress(dev string) (pciAddr, error) {
+	if a, err := parsePCIAddr(path.Base(dev)); err == nil {
+		return a, nil
+	}
+	s, err := b.fs.ReadString(dev + "/uevent")
+	if err != nil {
+		return pciAddr{}, fmt.Errorf("%s is not a PCI device directory and its uevent cannot be read: %w", dev, err)
+	}
+	a, err := parseSlotName(s)
+	if err != nil {
+		return pciAddr{}, fmt.Errorf("%s is not a PCI device directory and its uevent gives no PCI address: %w", dev, err)
+	}
+	return a, nil
 }
 
 // Inventory describes every amdgpu card.
@@ -137,7 +161,7 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 	} else {
 		inv.ROCmVersion = v
 	}
-	kfd := b.kfdTopology()
+	kfd := b.kfdTopology(cards)
 	for i, c := range cards {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("stopped after %d of %d GPUs: %w", i, len(cards), err))
@@ -171,12 +195,15 @@ func (b *Backend) version(p string) (string, error) {
 }
 
 // attr reads an optional attribute of a card's device directory and
-// parses it; ok is false when the file is missing or fails, with the
-// failure appended to errs.
+// parses it; ok is false when the file is missing, empty or fails, with a
+// failure appended to errs. An empty attribute is absent, not an error:
+// the driver writes nothing when it has no value (unique_id when the id is
+// 0, as on APUs and SR-IOV virtual functions; product_name and
+// serial_number on boards without a FRU record).
 func attr[T any](b *Backend, dir, name string, parse func(string) (T, error), errs *[]error) (v T, ok bool) {
 	p := dir + "/" + name
 	s, err := b.fs.ReadString(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && s == "") {
 		return v, false
 	}
 	if err == nil {
@@ -199,19 +226,7 @@ func text(s string) (string, error) { return s, nil }
 func (b *Backend) device(i int, c card, kfd map[string]kfdNode) (gpu.Device, []error) {
 	var errs []error
 	d := gpu.Device{Index: i, Vendor: gpu.AMD, PCIBusID: c.busID, NUMANode: -1}
-	if id, ok := attr(b, c.dev, "device", parseDeviceID, &errs); ok {
-		d.PCIDeviceID = id
-		if m, ok := models[id]; ok {
-			d.Product, d.Architecture = m.product, m.arch
-		}
-	}
-	if d.Product == "" {
-		if name, ok := attr(b, c.dev, "product_name", text, &errs); ok && name != "" {
-			d.Product = name
-		} else {
-			d.Product = "AMD GPU " + d.PCIDeviceID
-		}
-	}
+	d.PCIDeviceID, d.Product, d.Architecture = b.identify(c.dev, &errs)
 	if id, ok := attr(b, c.dev, "unique_id", parseUniqueID, &errs); ok {
 		d.UUID = id
 	}
@@ -256,6 +271,19 @@ func (b *Backend) device(i int, c card, kfd map[string]kfdNode) (gpu.Device, []e
 	return d, errs
 }
 
+// identify reads a card's PCI device id and names its product: the name
+// our table of Instinct GPUs gives for the id, else the board's
+// product_name, else none. A name is never made up from the id: labels
+// and dashboards would show it as a model ("GPU-0X687F").
+func (b *Backend) identify(dev string, errs *[]error) (deviceID, product, arch string) {
+	deviceID, _ = attr(b, dev, "device", parseDeviceID, errs)
+	if m, ok := models[deviceID]; ok {
+		return deviceID, m.product, m.arch
+	}
+	product, _ = attr(b, dev, "product_name", text, errs)
+	return deviceID, product, ""
+}
+
 // hwmon returns the host path of the card's amdgpu hwmon directory, or "".
 func (b *Backend) hwmon(dev string) string {
 	names, err := b.fs.Names(dev + "/hwmon")
@@ -268,53 +296,6 @@ func (b *Backend) hwmon(dev string) string {
 		}
 	}
 	return ""
-}
-
-// kfdNode is what the KFD topology says about one GPU.
-type kfdNode struct {
-	computeUnits int
-	xgmiLinks    int
-}
-
-// kfdTopology reads the KFD topology nodes of GPUs, by PCI bus id. It is
-// best effort: the KFD may be absent (no ROCm userspace needed) and then
-// compute units and XGMI links are unknown.
-func (b *Backend) kfdTopology() map[string]kfdNode {
-	out := map[string]kfdNode{}
-	nodes, err := b.fs.Names(kfdNodes)
-	if err != nil {
-		return out
-	}
-	for _, n := range nodes {
-		s, err := b.fs.ReadString(kfdNodes + "/" + n + "/properties")
-		if err != nil {
-			continue
-		}
-		props, err := parseKFDProperties(s)
-		if err != nil || props["simd_count"] == 0 || props["simd_per_cu"] == 0 {
-			continue // a CPU node, or one we cannot read
-		}
-		loc := props["location_id"] // bus << 8 | device << 3 | function
-		bus := fmt.Sprintf("%04x:%02x:%02x.%x", props["domain"], loc>>8, (loc>>3)&0x1f, loc&7)
-		// In a compute partition mode (CPX) one GPU is several KFD
-		// nodes with the same location: their compute units add up.
-		k := out[bus]
-		k.computeUnits += int(props["simd_count"] / props["simd_per_cu"])
-		xgmi := 0
-		links, _ := b.fs.Names(kfdNodes + "/" + n + "/io_links")
-		for _, l := range links {
-			ls, err := b.fs.ReadString(kfdNodes + "/" + n + "/io_links/" + l + "/properties")
-			if err != nil {
-				continue
-			}
-			if lp, err := parseKFDProperties(ls); err == nil && lp["type"] == kfdXGMI {
-				xgmi++
-			}
-		}
-		k.xgmiLinks = max(k.xgmiLinks, xgmi)
-		out[bus] = k
-	}
-	return out
 }
 
 // ROCmVersion reads the ROCm release installed on the host

@@ -204,3 +204,47 @@ func TestBrokenAndGone(t *testing.T) {
 		t.Errorf("gone GPU: %+v", gone)
 	}
 }
+
+// The simulated MI300X node in every partition mode: however many KFD
+// nodes a GPU is split into, it has 304 compute units and 7 XGMI links,
+// its partitions' amdgpu_xcp cards are not GPUs of their own, and the
+// sampler reports the seven peer links of gpu_metrics.
+func TestPartitionModes(t *testing.T) {
+	for _, m := range [][2]string{{"SPX", "NPS1"}, {"DPX", "NPS1"}, {"QPX", "NPS1"}, {"QPX", "NPS4"}, {"CPX", "NPS1"}, {"CPX", "NPS4"}} {
+		t.Run(m[0]+"-"+m[1], func(t *testing.T) {
+			n, err := sim.Build("mi300x-roce", shmDir(t), sim.WithAMDPartition(m[0], m[1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fsys, err := hostfs.New(n.Root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := amdgpu.New(fsys)
+			inv, err := b.Inventory(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(inv.Devices) != 8 {
+				t.Fatalf("%d GPUs", len(inv.Devices))
+			}
+			for i, d := range inv.Devices {
+				if d.ComputeUnits != 304 || d.Partition == nil || d.Partition.Compute != m[0] || d.Partition.Memory != m[1] {
+					t.Errorf("gpu %d: %d compute units, partition %+v", i, d.ComputeUnits, d.Partition)
+				}
+				if ic := d.Interconnect; ic == nil || *ic != (gpu.Interconnect{Kind: gpu.XGMI, Links: 7, Active: 7}) {
+					t.Errorf("gpu %d interconnect %+v", i, ic)
+				}
+			}
+			samples, err := b.Sample(context.Background())
+			if err != nil || len(samples) != 8 {
+				t.Fatalf("%d samples: %v", len(samples), err)
+			}
+			for i, s := range samples {
+				if ic := s.Interconnect; ic == nil || len(ic.Links) != 7 || ic.ActiveLinks() != 7 {
+					t.Errorf("gpu %d sampled interconnect %+v", i, ic)
+				}
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package amdgpu
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -96,6 +97,68 @@ func parseUniqueID(s string) (string, error) {
 		return "", fmt.Errorf("%q is not a unique id (hex)", s)
 	}
 	return s, nil
+}
+
+// pciAddr is a PCI function's address: domain, bus, device, function.
+type pciAddr struct {
+	domain   uint32
+	bus, dev uint8
+	fn       uint8
+}
+
+// String formats the address as sysfs names PCI devices: "0000:05:00.0".
+func (a pciAddr) String() string {
+	return fmt.Sprintf("%04x:%02x:%02x.%x", a.domain, a.bus, a.dev, a.fn)
+}
+
+// id is the kernel's pci_dev_id: bus << 8 | device << 3 | function, the
+// low 16 bits of a KFD node's location_id.
+func (a pciAddr) id() uint64 { return uint64(a.bus)<<8 | uint64(a.dev)<<3 | uint64(a.fn) }
+
+// parsePCIAddr reads a PCI address as sysfs writes it ("0000:05:00.0",
+// lower case hex; VMD domains have five digits and more).
+func parsePCIAddr(s string) (pciAddr, error) {
+	bad := fmt.Errorf("%q is not a PCI address", s)
+	s = strings.ToLower(s)
+	dom, rest, ok1 := strings.Cut(s, ":")
+	bus, rest, ok2 := strings.Cut(rest, ":")
+	dev, fn, ok3 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || !ok3 || len(dom) < 4 || len(dom) > 8 || len(bus) != 2 || len(dev) != 2 || len(fn) != 1 {
+		return pciAddr{}, bad
+	}
+	var a pciAddr
+	for _, f := range []struct {
+		s    string
+		bits int
+		max  uint64
+		set  func(uint64)
+	}{
+		{dom, 32, 1<<32 - 1, func(v uint64) { a.domain = uint32(v) }},
+		{bus, 8, 0xff, func(v uint64) { a.bus = uint8(v) }},
+		{dev, 8, 0x1f, func(v uint64) { a.dev = uint8(v) }},
+		{fn, 8, 7, func(v uint64) { a.fn = uint8(v) }},
+	} {
+		if strings.Trim(f.s, "0123456789abcdef") != "" {
+			return pciAddr{}, bad
+		}
+		v, err := strconv.ParseUint(f.s, 16, f.bits)
+		if err != nil || v > f.max {
+			return pciAddr{}, bad
+		}
+		f.set(v)
+	}
+	return a, nil
+}
+
+// parseSlotName finds PCI_SLOT_NAME in a PCI device's uevent
+// ("DRIVER=amdgpu\nPCI_SLOT_NAME=0000:09:00.0\n...").
+func parseSlotName(s string) (pciAddr, error) {
+	for line := range strings.SplitSeq(s, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "PCI_SLOT_NAME="); ok {
+			return parsePCIAddr(v)
+		}
+	}
+	return pciAddr{}, errors.New("no PCI_SLOT_NAME")
 }
 
 // parseDeviceID reads the PCI "device" attribute ("0x74a1").

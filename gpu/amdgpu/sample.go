@@ -44,7 +44,7 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 		st := b.cards[c.busID]
 		if st == nil {
 			if kfd == nil {
-				kfd = b.kfdTopology()
+				kfd = b.kfdTopology(cards)
 			}
 			st = &cardState{busy: make(chan struct{}, 1), dev: c.dev, xgmiLinks: kfd[c.busID].xgmiLinks}
 			b.cards[c.busID] = st
@@ -122,13 +122,7 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 	if id, ok := attr(b, dev, "unique_id", parseUniqueID, &errs); ok {
 		s.UUID = id
 	}
-	if id, ok := attr(b, dev, "device", parseDeviceID, &errs); ok {
-		if m, ok := models[id]; ok {
-			s.Product = m.product
-		} else {
-			s.Product = "AMD GPU " + id
-		}
-	}
+	_, s.Product, _ = b.identify(dev, &errs)
 	if r, ok := attr(b, dev, "gpu_busy_percent", parsePercent, &errs); ok {
 		s.Utilization = &r
 	}

@@ -3,7 +3,14 @@
 package testsupport
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,5 +100,57 @@ func Eventually(t testing.TB, what string, cond func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Untar unpacks the gzip-compressed tar archive (a captured host tree, see
+// gpu/amdgpu/testdata/captures) under dir: directories, regular files
+// (writable, whatever mode they were captured with, so tests can change
+// them) and symlinks as written. Entries that would land outside dir fail
+// the test.
+func Untar(t testing.TB, archive, dir string) {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", archive, err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", archive, err)
+		}
+		name := filepath.Clean(h.Name)
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			t.Fatalf("%s: entry %q leaves the tree", archive, h.Name)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, 0o755)
+		case tar.TypeReg:
+			var b []byte
+			if b, err = io.ReadAll(tr); err == nil {
+				err = os.WriteFile(p, b, 0o644)
+			}
+		case tar.TypeSymlink:
+			err = os.Symlink(h.Linkname, p)
+		default:
+			t.Fatalf("%s: entry %q of type %c", archive, h.Name, h.Typeflag)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
