@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -112,4 +113,61 @@ func TestDiscoverHungBackend(t *testing.T) {
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("two discoveries with a hung source took %s", el)
 	}
+}
+
+// One hung sysfs file (a FIFO nobody writes, in place of mlx5_3's port
+// rate) costs mlx5_3 only: every other HCA is discovered in full while
+// mlx5_3's read hangs, it is not read again on top of the hung read, and
+// it is read in full once the file answers.
+func TestDiscoverHungRDMADevice(t *testing.T) {
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
+	rate := env.FS.Path("/sys/class/infiniband/mlx5_3/ports/1/rate")
+	content, err := os.ReadFile(rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := testsupport.Hang(t, rate)
+	d := discovery.New(env, 2*time.Second)
+	check := func(run int, want string) {
+		t.Helper()
+		start := time.Now()
+		s := d.Discover(context.Background())
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("run %d took %s", run, el)
+		}
+		st, _ := s.Source("rdma")
+		if st.State != source.Error || !strings.Contains(st.Message, "mlx5_3") || !strings.Contains(st.Message, want) {
+			t.Errorf("run %d: rdma source %+v, want an error naming mlx5_3 and %q", run, st, want)
+		}
+		if len(s.RDMADevices) != 8 {
+			t.Fatalf("run %d: %d RDMA devices, want 8", run, len(s.RDMADevices))
+		}
+		for i, dev := range s.RDMADevices {
+			if i == 3 {
+				if dev.Name != "mlx5_3" || !strings.Contains(strings.Join(dev.Errors, "\n"), want) {
+					t.Errorf("run %d: hung device %+v, want its error %q", run, dev, want)
+				}
+				continue
+			}
+			if len(dev.Errors) > 0 || len(dev.Ports) != 1 || !dev.Ports[0].Active() || dev.Ports[0].RateGbps != 400 {
+				t.Errorf("run %d: healthy device %s lost data: %+v", run, dev.Name, dev)
+			}
+			if strings.Contains(st.Message, dev.Name+":") {
+				t.Errorf("run %d: the error blames %s: %s", run, dev.Name, st.Message)
+			}
+		}
+	}
+	check(1, "timed out")
+	check(2, "previous read has not returned")
+	release(string(content))
+	testsupport.Eventually(t, "mlx5_3 read again", func() error {
+		s := d.Discover(context.Background())
+		if st, _ := s.Source("rdma"); st.State != source.OK {
+			return fmt.Errorf("rdma source %+v", st)
+		}
+		if p := s.RDMADevices[3].Ports; len(p) != 1 || p[0].RateGbps != 400 {
+			return fmt.Errorf("mlx5_3 ports %+v", p)
+		}
+		return nil
+	})
 }

@@ -170,6 +170,11 @@ func New(o Options) *Sampler {
 				Name: b.Name() + "-sample", Timeout: o.Timeout, Fn: sample})
 		}
 	}
+	// One reader for every round: a device whose read hangs is reported
+	// on its ports and not read again until the read returns, while the
+	// others are read (in four fifths of the round, before the runner's
+	// own timeout).
+	counters := rdma.NewReader(o.FS)
 	s.rdmaRunner = &source.Runner[[]rdma.PortCounters]{Name: SourceRDMA, Timeout: o.Timeout,
 		Fn: func(ctx context.Context) ([]rdma.PortCounters, error) {
 			if o.Traffic != nil {
@@ -177,7 +182,7 @@ func New(o Options) *Sampler {
 					return nil, fmt.Errorf("simulated traffic: %w", err)
 				}
 			}
-			return rdma.ReadCounters(ctx, o.FS)
+			return counters.ReadCounters(ctx)
 		}}
 	if o.Pods != nil {
 		s.podRunner = &source.Runner[[]podresources.Allocation]{Name: SourcePods, Timeout: o.Timeout, Fn: o.Pods.List}

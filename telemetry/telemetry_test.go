@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -453,3 +454,61 @@ type namedBackend struct {
 }
 
 func (b namedBackend) Name() string { return b.name }
+
+// One hung counter file (a FIFO nobody writes, in place of mlx5_3's
+// port_xmit_data) costs mlx5_3 only: every other port is sampled while
+// mlx5_3's read hangs, mlx5_3 is reported with the reason and not read
+// again on top of the hung read, and its counters come back once the file
+// answers.
+func TestHungRDMACounterFile(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	o := n.options()
+	o.Timeout = 2 * time.Second
+	s := New(o)
+	s.Round(context.Background())
+	before := s.Latest().RDMA
+	p := filepath.Join(n.Root, "sys/class/infiniband/mlx5_3/ports/1/counters/port_xmit_data")
+	content, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := testsupport.Hang(t, p)
+	for round, want := range []string{"timed out", "previous read has not returned"} {
+		start := time.Now()
+		s.Round(context.Background())
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("round %d took %s", round, el)
+		}
+		f := s.Latest()
+		if len(f.RDMA) != 8 {
+			t.Fatalf("round %d: %d RDMA ports, want 8", round, len(f.RDMA))
+		}
+		for i, pc := range f.RDMA {
+			if i == 3 {
+				if pc.Device != "mlx5_3" || pc.Port != 1 || len(pc.Counters) != 0 || !strings.Contains(strings.Join(pc.Errors, "\n"), want) {
+					t.Errorf("round %d: hung port %+v, want no counters and %q", round, pc, want)
+				}
+				continue
+			}
+			if len(pc.Errors) > 0 || len(pc.Counters) != len(before[i].Counters) || !pc.Active() {
+				t.Errorf("round %d: healthy port %s/%d lost data: %+v", round, pc.Device, pc.Port, pc)
+			}
+		}
+		st := status(f, SourceRDMA)
+		if st.State != source.OK || !strings.Contains(st.Message, "mlx5_3") || !strings.Contains(st.Message, want) {
+			t.Errorf("round %d: source %+v, want ok (other ports answered) naming mlx5_3 and %q", round, st, want)
+		}
+	}
+	release(string(content))
+	testsupport.Eventually(t, "mlx5_3 sampled again", func() error {
+		s.Round(context.Background())
+		f := s.Latest()
+		if st := status(f, SourceRDMA); st.State != source.OK || st.Message != "" {
+			return fmt.Errorf("source %+v", st)
+		}
+		if pc := f.RDMA[3]; len(pc.Errors) > 0 || counter(pc, "port_xmit_data") == 0 {
+			return fmt.Errorf("mlx5_3: %+v", pc)
+		}
+		return nil
+	})
+}
