@@ -17,6 +17,7 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/report"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // A simulated DGX with broken files in several sources: every problem is
@@ -170,4 +171,51 @@ func TestDiscoverHungRDMADevice(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A host whose driver lacks some optional RDMA files (node_type,
+// sys_image_guid, lid, sm_lid, the GID table) loses only those facts: the
+// rdma source is ok and the rdma labels are published, the unknown LID is
+// shown as unknown, and verification cannot tell (skip) rather than
+// blame a missing subnet manager.
+func TestDiscoverWithoutOptionalRDMAFiles(t *testing.T) {
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
+	const dev = "/sys/class/infiniband/mlx5_2"
+	for _, f := range []string{"node_type", "sys_image_guid", "ports/1/lid", "ports/1/sm_lid", "ports/1/gids", "ports/1/gid_attrs"} {
+		if err := os.RemoveAll(env.FS.Path(dev + "/" + f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := discovery.New(env, testsupport.SourceTimeout).Discover(context.Background())
+	if st, _ := s.Source("rdma"); st.State != source.OK {
+		t.Fatalf("rdma source %+v, want ok", st)
+	}
+	d := s.RDMADevices[2]
+	if p := d.Ports[0]; d.Name != "mlx5_2" || d.NodeType != "" || d.SysImageGUID != "" || d.NodeGUID == "" ||
+		p.LID != nil || p.SMLID != nil || p.GIDs != nil || !p.Active() || p.RateGbps != 400 || d.Errors != nil || p.Errors != nil {
+		t.Errorf("mlx5_2: %+v", d)
+	}
+	l := labels.For(s, labels.Options{Domain: "d", Sets: labels.DefaultSets()})
+	if l["d/rdma.devices"] != "8" || l["d/rdma.link-layer"] != "infiniband" || l["d/rdma.rate-gbps"] != "400" {
+		t.Errorf("rdma labels: %v", l.Lines())
+	}
+	var out bytes.Buffer
+	if err := report.Text(&out, s, l); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		// The LID is the eighth field: RATE ("400 Gb/s") is two.
+		if f := strings.Fields(line); len(f) > 7 && f[0] == "mlx5_2" && f[1] == "1" && f[7] != "-" {
+			t.Errorf("report shows an unknown LID as %q: %s", f[7], line)
+		}
+	}
+	rep := verify.Run(s, verify.Options{})
+	for _, r := range rep.Results {
+		if r.Check == "ib-port-sm" && r.Subject == "mlx5_2/1" && (r.Status != verify.Skip || !strings.Contains(r.Observed, "LID unknown")) {
+			t.Errorf("ib-port-sm on mlx5_2: %+v", r)
+		}
+	}
+	if !rep.Verified {
+		t.Errorf("not verified: %+v", rep.Counts)
+	}
 }

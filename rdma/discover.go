@@ -42,6 +42,9 @@ func Discover(ctx context.Context, fsys hostfs.FS) ([]Device, error) {
 // errors.Is(err, source.ErrAbsent) holds. A device or port that cannot be
 // fully read is still returned, with its problems on Device.Errors or
 // Port.Errors; the returned error joins all of them, named by device.
+// Files that some drivers do not have (node_type, the GUIDs, lid and
+// sm_lid, the GID table, fw_ver, hca_type, board_id) are no problem when
+// they are missing: the device lacks only those facts.
 //
 // Each device is read in its own goroutine, under four fifths of the time
 // ctx has left (source.Each, source.DeviceDeadline). A device whose read
@@ -252,9 +255,10 @@ func (r *reader) optional(p string) string {
 	return s
 }
 
-// state reads a "<number>: <name>" attribute and returns the name.
-func (r *reader) state(p string) string {
-	s, ok := r.read(p, nil)
+// state reads a "<number>: <name>" attribute and returns the name; errors
+// for which ignore holds leave it empty and are not recorded.
+func (r *reader) state(p string, ignore func(error) bool) string {
+	s, ok := r.read(p, ignore)
 	if !ok {
 		return ""
 	}
@@ -286,13 +290,15 @@ func (r *reader) device(name string) Device {
 		r.fail(fmt.Errorf("resolve %s: %w", dir, cause(err)))
 		return d
 	}
-	d.NodeType = r.state(dir + "/node_type")
+	// Captures of real hosts lack some of these (driver and kernel
+	// differences): a device without them is still a device.
+	d.NodeType = r.state(dir+"/node_type", isNotExist)
 	for _, g := range []struct {
 		file string
 		dst  *string
 	}{{"node_guid", &d.NodeGUID}, {"sys_image_guid", &d.SysImageGUID}} {
 		p := dir + "/" + g.file
-		if s, ok := r.read(p, nil); ok && r.check(p, parseGUID(s)) {
+		if s, ok := r.read(p, isNotExist); ok && r.check(p, parseGUID(s)) {
 			*g.dst = s
 		}
 	}
@@ -381,8 +387,8 @@ func (r *reader) ports(dir, nodeType, parent, rxeParent string) []Port {
 
 func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) Port {
 	p := Port{Number: num}
-	p.State = r.state(dir + "/state")
-	p.PhysState = r.state(dir + "/phys_state")
+	p.State = r.state(dir+"/state", nil)
+	p.PhysState = r.state(dir+"/phys_state", nil)
 	if ll, ok := r.read(dir+"/link_layer", nil); ok {
 		t, err := transportOf(ll, nodeType)
 		if r.check(dir+"/link_layer", err) {
@@ -395,14 +401,16 @@ func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) P
 			p.Rate, p.RateGbps = s, v
 		}
 	}
+	// A LID that cannot be read is unknown (nil), not 0: 0 says "no
+	// subnet manager". A missing file is no error: some drivers lack it.
 	for _, l := range []struct {
 		file string
-		dst  *uint32
+		dst  **uint32
 	}{{"lid", &p.LID}, {"sm_lid", &p.SMLID}} {
-		if s, ok := r.read(dir+"/"+l.file, nil); ok {
+		if s, ok := r.read(dir+"/"+l.file, isNotExist); ok {
 			v, err := parseLID(s)
 			if r.check(dir+"/"+l.file, err) {
-				*l.dst = v
+				*l.dst = &v
 			}
 		}
 	}
@@ -432,7 +440,9 @@ func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) P
 func (r *reader) gids(dir string) []GID {
 	names, err := r.fsys.Names(dir + "/gids")
 	if err != nil {
-		r.fail(fmt.Errorf("list %s/gids: %w", dir, cause(err)))
+		if !isNotExist(err) { // no GID table: no GIDs, as some drivers have
+			r.fail(fmt.Errorf("list %s/gids: %w", dir, cause(err)))
+		}
 		return nil
 	}
 	var gids []GID
