@@ -100,6 +100,39 @@ func find(p PortCounters, name string) (uint64, bool) {
 	return 0, false
 }
 
+// An iWARP device (i40iw) as node_exporter captured it: every PMA counter
+// reads "N/A (no PMA)". That is one problem on its port, named so, and the
+// source error; the port's state and the other device's counters are read.
+func TestReadCountersNoPMA(t *testing.T) {
+	f := newFixture(t)
+	f.capture("node_exporter-infiniband.txt")
+	got, err := ReadCounters(context.Background(), f.fs())
+	if len(got) != 3 {
+		t.Fatalf("%d ports, want 3: %+v", len(got), got)
+	}
+	iw := got[0]
+	wantErr := `counters: 17 files read "N/A (no PMA)": the device has no performance management agent (an iWARP device), so it has none of these counters`
+	if iw.Device != "i40iw0" || iw.State != "ACTIVE" || len(iw.Counters) != 0 || !reflect.DeepEqual(iw.Errors, []string{wantErr}) {
+		t.Errorf("i40iw0: %+v", iw)
+	}
+	if err == nil || !strings.Contains(err.Error(), "i40iw0 port 1: "+wantErr) {
+		t.Errorf("err = %v, want the port's problem", err)
+	}
+	for _, p := range got[1:] {
+		if p.Device != "mlx4_0" || p.Errors != nil || len(p.Counters) == 0 || strings.Contains(err.Error(), "mlx4_0") {
+			t.Errorf("mlx4_0 port %d: %+v", p.Port, p)
+		}
+	}
+	if v, _ := find(got[1], "port_xmit_wait"); v != 4294967295 {
+		t.Errorf("mlx4_0 port 1 port_xmit_wait = %d", v)
+	}
+	// The same host discovered: nothing is missing that a device needs.
+	devs, err := Discover(context.Background(), f.fs())
+	if err != nil || len(devs) != 2 || devs[0].Ports[0].Rate != "10 Gb/sec (4X)" {
+		t.Errorf("Discover: %+v, %v", devs, err)
+	}
+}
+
 // Each optional file missing loses only its own fact: no error, the rest
 // of the device as it was.
 func TestDiscoverOptionalFilesMissing(t *testing.T) {
@@ -155,7 +188,9 @@ func TestParsersAcceptCaptures(t *testing.T) {
 			var perr error
 			switch name, dir := filepath.Base(p), filepath.Base(filepath.Dir(p)); {
 			case dir == "counters" || dir == "hw_counters" || dir == "counters_ext":
-				_, perr = parseCounter(s)
+				if s != noPMA { // not a counter: the reader reports it on the port
+					_, perr = parseCounter(s)
+				}
 			case name == "rate":
 				_, perr = parseRate(s)
 			case name == "state" || name == "phys_state" || name == "node_type":

@@ -98,7 +98,8 @@ func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
 // ReadCounters reads the counters of every port of every RDMA device,
 // sorted by device (naturally: mlx5_10 after mlx5_9) and port. A counter
 // file that is missing is left out: drivers differ in what they have. A
-// file that cannot be read or parsed is named on the port's Errors and in the returned error; the port's other
+// file that cannot be read or parsed, or that reads "N/A (no PMA)", is
+// named on the port's Errors and in the returned error; the port's other
 // counters are still returned.
 //
 // Each device's files are read in their own goroutine, under four fifths
@@ -196,12 +197,24 @@ func readPorts(portsDir, dev string, nums []int) []PortCounters {
 	return out
 }
 
-// readCounterFiles reads the named counters present in dir.
+// noPMA is what older kernels print in every counters/ file of a device
+// without a performance management agent (iWARP devices: i40iw, cxgb4,
+// siw); newer kernels do not create the files. The device has none of
+// these counters.
+const noPMA = "N/A (no PMA)"
+
+// readCounterFiles reads the named counters present in dir. Files that
+// read noPMA are one problem, not one each.
 func readCounterFiles(dir string, names []string, buf []byte, problems *[]string) []Counter {
 	var out []Counter
+	na := 0
 	for _, name := range names {
 		s, err := readAttr(dir+"/"+name, buf)
 		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil && s == noPMA {
+			na++
 			continue
 		}
 		if err == nil {
@@ -212,6 +225,10 @@ func readCounterFiles(dir string, names []string, buf []byte, problems *[]string
 			}
 		}
 		*problems = append(*problems, fmt.Sprintf("%s/%s: %v", path.Base(dir), name, cause(err)))
+	}
+	if na > 0 {
+		*problems = append(*problems, fmt.Sprintf("%s: %d files read %q: the device has no performance management agent (an iWARP device), so it has none of these counters",
+			path.Base(dir), na, noPMA))
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -511,4 +512,76 @@ func TestHungRDMACounterFile(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// syncBuffer is a log destination safe for the sampler's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A port whose PMA counters read "N/A (no PMA)", as an iWARP device's do on
+// older kernels, has no counter series but the problem on its port, once,
+// said plainly; the source is ok (the other ports were read) with the
+// problem in its message, and the problem is logged once, as is its end.
+func TestNoPMACounters(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	var logs syncBuffer
+	o := n.options()
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := New(o)
+	dir := filepath.Join(n.Root, "sys/class/infiniband/mlx5_3/ports/1/counters")
+	names, err := os.ReadDir(dir)
+	if err != nil || len(names) == 0 {
+		t.Fatal(names, err)
+	}
+	saved := map[string][]byte{}
+	for _, e := range names {
+		p := filepath.Join(dir, e.Name())
+		if saved[p], err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("N/A (no PMA)\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		s.Round(context.Background())
+	}
+	f := s.Latest()
+	pc := f.RDMA[3]
+	if pc.Device != "mlx5_3" || len(pc.Counters) != 0 || len(pc.Errors) != 1 || !strings.Contains(pc.Errors[0], "N/A (no PMA)") {
+		t.Errorf("mlx5_3 port 1: %+v", pc)
+	}
+	if st := status(f, SourceRDMA); st.State != source.OK || !strings.Contains(st.Message, "mlx5_3 port 1: counters") {
+		t.Errorf("source %+v", st)
+	}
+	warned := strings.Count(logs.String(), "level=WARN")
+	if warned != 1 || !strings.Contains(logs.String(), "source="+SourceRDMA) || !strings.Contains(logs.String(), "no PMA") {
+		t.Errorf("logged, want one warning naming the source and the problem:\n%s", logs.String())
+	}
+	for p, b := range saved {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Round(context.Background())
+	if st := status(s.Latest(), SourceRDMA); st.State != source.OK || st.Message != "" || len(s.Latest().RDMA[3].Counters) == 0 {
+		t.Errorf("after the files came back: %+v, %+v", st, s.Latest().RDMA[3])
+	}
+	if !strings.Contains(logs.String(), "level=INFO") || strings.Count(logs.String(), "level=WARN") != 1 {
+		t.Errorf("the end of the problem not logged once:\n%s", logs.String())
+	}
 }
