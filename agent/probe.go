@@ -95,7 +95,7 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		return
 	}
 	lim := probe.NewLimiter()
-	devices := func(ctx context.Context) ([]rdma.Device, error) { return rdma.Discover(ctx, fsys) }
+	devices := rdma.NewReader(fsys).Discover // one reader: a hung HCA is not read again on top of itself
 	token, err := probe.ReadToken(l.cfg.TokenFile)
 	if err != nil {
 		l.log.Error("RDMA probes unavailable", "err", err)

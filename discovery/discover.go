@@ -33,13 +33,16 @@ type Discoverer struct {
 // backends and PFC reader, each source under timeout.
 func New(env *Env, timeout time.Duration) *Discoverer {
 	fsys, pfc := env.FS, env.PFC
+	// One reader for every run, so an HCA whose read hangs is not read
+	// again on top of it; the others are read meanwhile.
+	devices := rdma.NewReader(fsys)
 	d := &Discoverer{
 		simulated: env.Simulated,
 		topology: &source.Runner[topology.Topology]{Name: source.Topology, Timeout: timeout,
 			Fn: func(ctx context.Context) (topology.Topology, error) { return topology.Discover(ctx, fsys) }},
 		rdma: &source.Runner[[]rdma.Device]{Name: source.RDMA, Timeout: timeout,
 			Fn: func(ctx context.Context) ([]rdma.Device, error) {
-				devs, err := rdma.Discover(ctx, fsys)
+				devs, err := devices.Discover(ctx)
 				return devs, errors.Join(err, rdma.AddPFC(ctx, devs, pfc))
 			}},
 		settings: &source.Runner[[]tuning.Setting]{Name: source.Settings, Timeout: timeout,

@@ -21,9 +21,9 @@ type rdmaCounter struct {
 }
 
 type rdmaFamilies struct {
-	info, up, rate family
-	counters       []rdmaCounter
-	byFile         map[string]int // "counters/<file>" or "hw/<file>" -> index
+	info, up, rate, readErrors family
+	counters                   []rdmaCounter
+	byFile                     map[string]int // "counters/<file>" or "hw/<file>" -> index
 }
 
 func newRDMAFamilies() rdmaFamilies {
@@ -33,8 +33,11 @@ func newRDMAFamilies() rdmaFamilies {
 	r := rdmaFamilies{
 		info: newFamily("gpunode_rdma_port_info", "RDMA port identity; always 1.", prometheus.GaugeValue, rdmaLabels,
 			"link_layer", "netdev", "numa_node", "rate"),
-		up:     p("up", "1 if the port's logical state is ACTIVE.", prometheus.GaugeValue),
-		rate:   p("rate_bytes_per_second", "The port's rate as the kernel reports it (400 Gb/sec is 5e10).", prometheus.GaugeValue),
+		up:   p("up", "1 if the port's logical state is ACTIVE.", prometheus.GaugeValue),
+		rate: p("rate_bytes_per_second", "The port's rate as the kernel reports it (400 Gb/sec is 5e10).", prometheus.GaugeValue),
+		readErrors: p("read_errors", "Problems reading the port's state and counter files in the last sampling round "+
+			"(a file that cannot be read or parsed, counters that read N/A (no PMA), a device whose reads hang); 0 when all were read.",
+			prometheus.GaugeValue),
 		byFile: map[string]int{},
 	}
 	c := func(file string, hw bool, scale float64, name, help string) {
@@ -109,6 +112,10 @@ func (r *rdmaFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame,
 		if state != "" {
 			emit(r.up.metric(t, boolValue(state == "ACTIVE")))
 		}
+		// The problems themselves are on the rdma-counters source's
+		// message and in the log: a port whose counters cannot be read is
+		// told from one that has none.
+		emit(r.readErrors.metric(t, float64(len(pc.Errors))))
 		for _, group := range []struct {
 			prefix string
 			cs     []rdma.Counter

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -339,4 +340,40 @@ func startKubelet(t testing.TB, pods ...*v1.PodResources) string {
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
 	return socket
+}
+
+// A port whose PMA counters read "N/A (no PMA)" (an iWARP device on an
+// older kernel) loses those series but keeps its identity and state, and
+// says on gpunode_rdma_port_read_errors that its files could not be read;
+// every other port reads 0 there.
+func TestRDMAPortReadErrors(t *testing.T) {
+	n := newSimNode(t, "dgx-h100-ib")
+	dir := filepath.Join(n.node.Root, "sys/class/infiniband/mlx5_3/ports/1/counters")
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range names {
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), []byte("N/A (no PMA)\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.sampler.Round(context.Background())
+	s := parse(t, n.gather(t, exporters.TelemetryOptions{}))
+	mlx53 := map[string]string{"device": "mlx5_3", "port": "1"}
+	for name, want := range map[string]int{"gpunode_rdma_port_info": 1, "gpunode_rdma_port_up": 1, "gpunode_rdma_port_read_errors": 1,
+		"gpunode_rdma_port_transmit_bytes_total": 0, "gpunode_rdma_port_symbol_errors_total": 0} {
+		if got := len(find(s, name, mlx53)); got != want {
+			t.Errorf("mlx5_3: %d series of %s, want %d", got, name, want)
+		}
+	}
+	for _, v := range find(s, "gpunode_rdma_port_read_errors", nil) {
+		want := map[bool]model.SampleValue{true: 1, false: 0}[v.Metric["device"] == "mlx5_3"]
+		if v.Value != want {
+			t.Errorf("%s = %v, want %v", v.Metric, v.Value, want)
+		}
+	}
+	if got := len(find(s, "gpunode_rdma_port_transmit_bytes_total", nil)); got != 7 {
+		t.Errorf("%d ports export transmit bytes, want 7", got)
+	}
 }

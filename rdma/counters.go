@@ -87,16 +87,31 @@ type Counter struct {
 // Active reports whether the port is usable for traffic.
 func (p PortCounters) Active() bool { return p.State == "ACTIVE" }
 
+// ReadCounters reads the counters of every port of every RDMA device with
+// a Reader of its own (see Reader.ReadCounters). A caller that reads again
+// and again keeps a Reader instead, so a device whose read hangs is not
+// read again on top of it.
+func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
+	return NewReader(fsys).ReadCounters(ctx)
+}
+
 // ReadCounters reads the counters of every port of every RDMA device,
 // sorted by device (naturally: mlx5_10 after mlx5_9) and port. A counter
 // file that is missing is left out: drivers differ in what they have. A
-// file that cannot be read or parsed is named on the port's Errors and
-// in the returned error; the port's other counters are still returned.
+// file that cannot be read or parsed, or that reads "N/A (no PMA)", is
+// named on the port's Errors and in the returned error; the port's other
+// counters are still returned.
+//
+// Each device's files are read in their own goroutine, under four fifths
+// of the time ctx has left (source.Each, source.DeviceDeadline). The ports
+// of a device whose read has not returned by then are returned without
+// counters, with the reason on their Errors, while the other devices are
+// read in full; the device is not read again until that read returns.
 //
 // With no RDMA device it returns an error for which
 // errors.Is(err, source.ErrAbsent) holds.
-func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
-	root := fsys.Path(classDir)
+func (r *Reader) ReadCounters(ctx context.Context) ([]PortCounters, error) {
+	root := r.fs.Path(classDir)
 	devices, err := readNames(root)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -106,16 +121,19 @@ func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
 	case len(devices) == 0:
 		return nil, source.NewAbsent("no RDMA devices: %s is empty", classDir)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := source.DeviceDeadline(ctx)
+	defer cancel()
 	slices.SortStableFunc(devices, compareNames)
 	var (
-		out  []PortCounters
-		errs []error
-		buf  [64]byte
+		errs  []error
+		reads []source.Device[[]PortCounters]
 	)
 	for _, dev := range devices {
-		if err := ctx.Err(); err != nil {
-			return out, errors.Join(append(errs, err)...)
-		}
+		// Listing a sysfs directory does not call into the driver, so it
+		// is done here; reading the files, which does, is the device's.
 		portsDir := path.Join(root, dev, "ports")
 		ports, err := readNames(portsDir)
 		if err != nil {
@@ -132,22 +150,22 @@ func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
 			nums = append(nums, n)
 		}
 		slices.Sort(nums)
-		for _, n := range nums {
-			pc := PortCounters{Device: dev, Port: n}
-			dir := path.Join(portsDir, strconv.Itoa(n))
-			if s, err := readAttr(dir+"/state", buf[:]); err == nil {
-				if name, _, perr := parseState(s); perr == nil {
-					pc.State = name
-				} else {
-					pc.Errors = append(pc.Errors, fmt.Sprintf("parse state: %v", perr))
+		reads = append(reads, source.Device[[]PortCounters]{Busy: r.countersBusy(dev),
+			Read: func() []PortCounters { return readPorts(portsDir, dev, nums) },
+			Down: func(why string) []PortCounters {
+				out := make([]PortCounters, len(nums))
+				for i, n := range nums {
+					out[i] = PortCounters{Device: dev, Port: n, Errors: []string{why}}
 				}
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				pc.Errors = append(pc.Errors, fmt.Sprintf("read state: %v", cause(err)))
-			}
-			pc.Counters = readCounterFiles(dir+"/counters", CounterNames, buf[:], &pc.Errors)
-			pc.HWCounters = readCounterFiles(dir+"/hw_counters", HWCounterNames, buf[:], &pc.Errors)
+				return out
+			}})
+	}
+	r.forgetBusy(r.counters, devices)
+	var out []PortCounters
+	for _, ports := range source.Each(ctx, reads) {
+		for _, pc := range ports {
 			for _, e := range pc.Errors {
-				errs = append(errs, fmt.Errorf("%s port %d: %s", dev, n, e))
+				errs = append(errs, fmt.Errorf("%s port %d: %s", pc.Device, pc.Port, e))
 			}
 			out = append(out, pc)
 		}
@@ -155,12 +173,48 @@ func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
 	return out, errors.Join(errs...)
 }
 
-// readCounterFiles reads the named counters present in dir.
+// readPorts reads the state and counters of the numbered ports of dev
+// under portsDir.
+func readPorts(portsDir, dev string, nums []int) []PortCounters {
+	var buf [64]byte
+	out := make([]PortCounters, 0, len(nums))
+	for _, n := range nums {
+		pc := PortCounters{Device: dev, Port: n}
+		dir := path.Join(portsDir, strconv.Itoa(n))
+		if s, err := readAttr(dir+"/state", buf[:]); err == nil {
+			if name, _, perr := parseState(s); perr == nil {
+				pc.State = name
+			} else {
+				pc.Errors = append(pc.Errors, fmt.Sprintf("parse state: %v", perr))
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			pc.Errors = append(pc.Errors, fmt.Sprintf("read state: %v", cause(err)))
+		}
+		pc.Counters = readCounterFiles(dir+"/counters", CounterNames, buf[:], &pc.Errors)
+		pc.HWCounters = readCounterFiles(dir+"/hw_counters", HWCounterNames, buf[:], &pc.Errors)
+		out = append(out, pc)
+	}
+	return out
+}
+
+// noPMA is what older kernels print in every counters/ file of a device
+// without a performance management agent (iWARP devices: i40iw, cxgb4,
+// siw); newer kernels do not create the files. The device has none of
+// these counters.
+const noPMA = "N/A (no PMA)"
+
+// readCounterFiles reads the named counters present in dir. Files that
+// read noPMA are one problem, not one each.
 func readCounterFiles(dir string, names []string, buf []byte, problems *[]string) []Counter {
 	var out []Counter
+	na := 0
 	for _, name := range names {
 		s, err := readAttr(dir+"/"+name, buf)
 		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil && s == noPMA {
+			na++
 			continue
 		}
 		if err == nil {
@@ -171,6 +225,10 @@ func readCounterFiles(dir string, names []string, buf []byte, problems *[]string
 			}
 		}
 		*problems = append(*problems, fmt.Sprintf("%s/%s: %v", path.Base(dir), name, cause(err)))
+	}
+	if na > 0 {
+		*problems = append(*problems, fmt.Sprintf("%s: %d files read %q: the device has no performance management agent (an iWARP device), so it has none of these counters",
+			path.Base(dir), na, noPMA))
 	}
 	return out
 }

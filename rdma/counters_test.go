@@ -29,7 +29,8 @@ func TestParseCounter(t *testing.T) {
 		{"1e6", 0, false},
 		{"12 34", 0, false},
 		{"N/A", 0, false},
-		{"१२", 0, false}, // non-ASCII digits
+		{"N/A (no PMA)", 0, false}, // the reader reports it on the port (TestReadCountersNoPMA)
+		{"१२", 0, false},           // non-ASCII digits
 	} {
 		got, err := parseCounter(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
@@ -39,7 +40,7 @@ func TestParseCounter(t *testing.T) {
 }
 
 func FuzzParseCounter(f *testing.F) {
-	for _, s := range []string{"0", "42", "18446744073709551615", "18446744073709551616", "-3", " 7", "7\n", "０"} {
+	for _, s := range []string{"0", "42", "18446744073709551615", "18446744073709551616", "-3", " 7", "7\n", "０", "N/A (no PMA)", "4294967295"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -146,4 +147,29 @@ func TestReadCountersAbsentAndBroken(t *testing.T) {
 	if _, err := ReadCounters(ctx, fsys); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
+}
+
+// Whatever a counter file holds, reading it gives its counter or one
+// problem naming it, never both; a file that reads "N/A (no PMA)" gives a
+// problem that says so.
+func FuzzReadCounterFile(f *testing.F) {
+	for _, s := range []string{"0\n", "345091702026\n", "N/A (no PMA)\n", "N/A (no PMA)", "", "\n", "-1\n", "0x10\n",
+		strings.Repeat("9", 63), strings.Repeat("9", 64), "12\x00\n", "\xff\xfe\n", "4294967295"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, content []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(dir+"/port_xmit_data", content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var buf [64]byte
+		var problems []string
+		got := readCounterFiles(dir, []string{"port_xmit_data", "port_rcv_data"}, buf[:], &problems)
+		if len(got)+len(problems) != 1 {
+			t.Fatalf("%q: counters %v, problems %q", content, got, problems)
+		}
+		if len(problems) == 1 && strings.TrimRight(string(content), "\n ") == noPMA && !strings.Contains(problems[0], "no performance management agent") {
+			t.Fatalf("%q: %q", content, problems)
+		}
+	})
 }

@@ -27,6 +27,14 @@ const (
 // longer is not a kernel attribute.
 const maxAttrLen = 4096
 
+// Discover reads every RDMA device under /sys/class/infiniband with a
+// Reader of its own (see Reader.Discover). A caller that discovers again
+// and again keeps a Reader instead, so a device whose read hangs is not
+// read again on top of it.
+func Discover(ctx context.Context, fsys hostfs.FS) ([]Device, error) {
+	return NewReader(fsys).Discover(ctx)
+}
+
 // Discover reads every RDMA device under /sys/class/infiniband, sorted by
 // name, with ports sorted by number and GIDs by index.
 //
@@ -34,7 +42,18 @@ const maxAttrLen = 4096
 // errors.Is(err, source.ErrAbsent) holds. A device or port that cannot be
 // fully read is still returned, with its problems on Device.Errors or
 // Port.Errors; the returned error joins all of them, named by device.
-func Discover(ctx context.Context, fsys hostfs.FS) ([]Device, error) {
+// Files that some drivers do not have (node_type, the GUIDs, lid and
+// sm_lid, the GID table, fw_ver, hca_type, board_id) are no problem when
+// they are missing: the device lacks only those facts.
+//
+// Each device is read in its own goroutine, under four fifths of the time
+// ctx has left (source.Each, source.DeviceDeadline). A device whose read
+// has not returned by then (a driver stuck in a sysfs read) is reported
+// with the reason, from its last complete reading if there was one, while
+// the others are read in full; it is not read again until that read
+// returns.
+func (r *Reader) Discover(ctx context.Context) ([]Device, error) {
+	fsys := r.fs
 	names, err := fsys.Names(classDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -44,18 +63,58 @@ func Discover(ctx context.Context, fsys hostfs.FS) ([]Device, error) {
 	case len(names) == 0:
 		return nil, source.NewAbsent("no RDMA devices: %s is empty (RDMA core loaded, no device registered)", classDir)
 	}
-	verbs, errs := verbsDevices(fsys)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := source.DeviceDeadline(ctx)
+	defer cancel()
+	// The uverbs entries are read beside the devices, so one that hangs
+	// does not eat the devices' time.
+	var (
+		verbs     map[string]string
+		errs      []error
+		verbsDone = make(chan struct{})
+	)
+	go func() {
+		defer close(verbsDone)
+		verbs, errs = r.verbsDevices(ctx)
+	}()
+	reads := make([]source.Device[deviceReading], len(names))
+	for k, name := range names {
+		st := r.deviceState(name)
+		reads[k] = source.Device[deviceReading]{Busy: st.busy,
+			Read: func() deviceReading {
+				d, errs := readDevice(fsys, name)
+				r.remember(st, d)
+				return deviceReading{d, errs}
+			},
+			Down: func(why string) deviceReading {
+				d := r.lastReading(st, name)
+				d.Errors = []string{why}
+				return deviceReading{d, []error{fmt.Errorf("%s: %s", name, why)}}
+			}}
+	}
+	r.forgetDevices(names)
+	results := source.Each(ctx, reads)
+	<-verbsDone
 	devs := make([]Device, 0, len(names))
-	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return devs, errors.Join(append(errs, err)...)
+	for _, res := range results {
+		d := res.dev
+		// A stat of /dev/infiniband/uverbs<N> does not call a driver.
+		if d.Verbs, d.VerbsDevicePresent = verbs[d.Name], false; d.Verbs != "" {
+			d.VerbsDevicePresent = fsys.Exists(path.Join(devNodes, d.Verbs))
 		}
-		d, derrs := readDevice(fsys, name, verbs)
 		devs = append(devs, d)
-		errs = append(errs, derrs...)
+		errs = append(errs, res.errs...)
 	}
 	slices.SortStableFunc(devs, func(a, b Device) int { return compareNames(a.Name, b.Name) })
 	return devs, errors.Join(errs...)
+}
+
+// deviceReading is what one device's read gives Discover.
+type deviceReading struct {
+	dev  Device
+	errs []error
 }
 
 // compareNames orders device names naturally, so mlx5_10 follows mlx5_9
@@ -91,32 +150,53 @@ func splitNumber(s string) (string, int) {
 
 // verbsDevices maps RDMA device names to their uverbs device ("uverbs0").
 // The class is absent when ib_uverbs is not loaded: then no device has one.
-func verbsDevices(fsys hostfs.FS) (map[string]string, []error) {
-	names, err := fsys.Names(verbsDir)
+// Each entry's ibdev is read under ctx as devices are (source.Each): one
+// that hangs leaves its device without a verbs device, and is an error.
+func (r *Reader) verbsDevices(ctx context.Context) (map[string]string, []error) {
+	names, err := r.fs.Names(verbsDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, []error{fmt.Errorf("list %s: %w", verbsDir, cause(err))}
 	}
-	r := reader{fsys: fsys}
-	verbs := map[string]string{}
+	type entry struct {
+		ibdev string
+		errs  []error
+	}
+	var reads []source.Device[entry]
+	var uverbs []string
 	for _, n := range names {
 		if !strings.HasPrefix(n, "uverbs") { // abi_version sits beside the devices
 			continue
 		}
-		if ibdev, ok := r.read(path.Join(verbsDir, n, "ibdev"), nil); ok && verbs[ibdev] == "" {
-			verbs[ibdev] = n
-		}
+		p := path.Join(verbsDir, n, "ibdev")
+		uverbs = append(uverbs, n)
+		reads = append(reads, source.Device[entry]{Busy: r.verbsBusy(n),
+			Read: func() entry {
+				rd := reader{fsys: r.fs}
+				ibdev, _ := rd.read(p, nil)
+				return entry{ibdev, rd.errs}
+			},
+			Down: func(why string) entry { return entry{errs: []error{fmt.Errorf("read %s: %s", p, why)}} }})
 	}
-	return verbs, r.errs
+	r.forgetBusy(r.verbs, uverbs)
+	var errs []error
+	verbs := map[string]string{}
+	for k, e := range source.Each(ctx, reads) {
+		if e.ibdev != "" && verbs[e.ibdev] == "" {
+			verbs[e.ibdev] = uverbs[k]
+		}
+		errs = append(errs, e.errs...)
+	}
+	return verbs, errs
 }
 
 // readDevice reads one device. The errors it returns name the device (and
 // port); the same problems are on Device.Errors and Port.Errors.
-func readDevice(fsys hostfs.FS, name string, verbs map[string]string) (Device, []error) {
+func readDevice(fsys hostfs.FS, name string) (Device, []error) {
 	r := reader{fsys: fsys}
-	d := r.device(name, verbs)
+	d := r.device(name)
 	d.Errors = messages(r.errs)
 	var errs []error
 	for _, err := range r.errs {
@@ -175,9 +255,10 @@ func (r *reader) optional(p string) string {
 	return s
 }
 
-// state reads a "<number>: <name>" attribute and returns the name.
-func (r *reader) state(p string) string {
-	s, ok := r.read(p, nil)
+// state reads a "<number>: <name>" attribute and returns the name; errors
+// for which ignore holds leave it empty and are not recorded.
+func (r *reader) state(p string, ignore func(error) bool) string {
+	s, ok := r.read(p, ignore)
 	if !ok {
 		return ""
 	}
@@ -200,7 +281,7 @@ func (r *reader) numa(p string) int {
 	return n
 }
 
-func (r *reader) device(name string, verbs map[string]string) Device {
+func (r *reader) device(name string) Device {
 	dir := path.Join(classDir, name)
 	d := Device{Name: name, NUMANode: -1}
 	// A dangling class link (say, a device removed while we read) leaves
@@ -209,13 +290,15 @@ func (r *reader) device(name string, verbs map[string]string) Device {
 		r.fail(fmt.Errorf("resolve %s: %w", dir, cause(err)))
 		return d
 	}
-	d.NodeType = r.state(dir + "/node_type")
+	// Captures of real hosts lack some of these (driver and kernel
+	// differences): a device without them is still a device.
+	d.NodeType = r.state(dir+"/node_type", isNotExist)
 	for _, g := range []struct {
 		file string
 		dst  *string
 	}{{"node_guid", &d.NodeGUID}, {"sys_image_guid", &d.SysImageGUID}} {
 		p := dir + "/" + g.file
-		if s, ok := r.read(p, nil); ok && r.check(p, parseGUID(s)) {
+		if s, ok := r.read(p, isNotExist); ok && r.check(p, parseGUID(s)) {
 			*g.dst = s
 		}
 	}
@@ -273,9 +356,6 @@ func (r *reader) device(name string, verbs map[string]string) Device {
 		}
 	}
 
-	if d.Verbs = verbs[name]; d.Verbs != "" {
-		d.VerbsDevicePresent = r.fsys.Exists(path.Join(devNodes, d.Verbs))
-	}
 	return d
 }
 
@@ -307,8 +387,8 @@ func (r *reader) ports(dir, nodeType, parent, rxeParent string) []Port {
 
 func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) Port {
 	p := Port{Number: num}
-	p.State = r.state(dir + "/state")
-	p.PhysState = r.state(dir + "/phys_state")
+	p.State = r.state(dir+"/state", nil)
+	p.PhysState = r.state(dir+"/phys_state", nil)
 	if ll, ok := r.read(dir+"/link_layer", nil); ok {
 		t, err := transportOf(ll, nodeType)
 		if r.check(dir+"/link_layer", err) {
@@ -321,14 +401,16 @@ func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) P
 			p.Rate, p.RateGbps = s, v
 		}
 	}
+	// A LID that cannot be read is unknown (nil), not 0: 0 says "no
+	// subnet manager". A missing file is no error: some drivers lack it.
 	for _, l := range []struct {
 		file string
-		dst  *uint32
+		dst  **uint32
 	}{{"lid", &p.LID}, {"sm_lid", &p.SMLID}} {
-		if s, ok := r.read(dir+"/"+l.file, nil); ok {
+		if s, ok := r.read(dir+"/"+l.file, isNotExist); ok {
 			v, err := parseLID(s)
 			if r.check(dir+"/"+l.file, err) {
-				*l.dst = v
+				*l.dst = &v
 			}
 		}
 	}
@@ -358,7 +440,9 @@ func (r *reader) port(dir string, num int, nodeType, parent, rxeParent string) P
 func (r *reader) gids(dir string) []GID {
 	names, err := r.fsys.Names(dir + "/gids")
 	if err != nil {
-		r.fail(fmt.Errorf("list %s/gids: %w", dir, cause(err)))
+		if !isNotExist(err) { // no GID table: no GIDs, as some drivers have
+			r.fail(fmt.Errorf("list %s/gids: %w", dir, cause(err)))
+		}
 		return nil
 	}
 	var gids []GID

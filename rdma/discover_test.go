@@ -181,7 +181,7 @@ func (f *fixture) ibHCA() Device {
 		PCIAddress: bdf, NUMANode: 0, Verbs: fmt.Sprintf("uverbs%d", n), VerbsDevicePresent: true,
 		Ports: []Port{{
 			Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "InfiniBand", Transport: InfiniBand,
-			RateGbps: 400, Rate: "400 Gb/sec (4X NDR)", LID: 0x1a, SMLID: 1,
+			RateGbps: 400, Rate: "400 Gb/sec (4X NDR)", LID: new(uint32(0x1a)), SMLID: new(uint32(1)),
 			Netdev: "ibp23s0", NetdevMTU: 4092, // ActiveMTU unknown on InfiniBand
 			GIDs: []GID{{Index: 0, GID: "fe80:0000:0000:0000:b83f:d203:00a4:5ef0", Type: "IB/RoCE v1"}},
 		}},
@@ -223,7 +223,7 @@ func (f *fixture) roceNIC(name, bdf, netdev string, n int) Device {
 		FirmwareVersion: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
 		PCIAddress: bdf, NUMANode: 1, Verbs: fmt.Sprintf("uverbs%d", n), VerbsDevicePresent: true,
 		Ports: []Port{{
-			Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "Ethernet", Transport: RoCE,
+			Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "Ethernet", Transport: RoCE, LID: new(uint32(0)), SMLID: new(uint32(0)),
 			RateGbps: 200, Rate: "200 Gb/sec (4X HDR)", ActiveMTU: 4096, Netdev: netdev, NetdevMTU: 9000,
 			GIDs: []GID{
 				{0, ll, "IB/RoCE v1", netdev}, {1, ll, "RoCE v2", netdev},
@@ -258,7 +258,7 @@ func TestDiscover(t *testing.T) {
 		Name: "mlx5_2", Driver: "mlx5_core", NodeType: "CA", NodeGUID: "a088:c203:0012:3457", SysImageGUID: "a088:c203:0012:3456",
 		FirmwareVersion: "28.39.1002", PCIAddress: "0000:ca:00.1", NUMANode: 1, Verbs: "uverbs2",
 		Ports: []Port{{
-			Number: 1, State: "DOWN", PhysState: "Disabled", LinkLayer: "Ethernet", Transport: RoCE,
+			Number: 1, State: "DOWN", PhysState: "Disabled", LinkLayer: "Ethernet", Transport: RoCE, LID: new(uint32(0)), SMLID: new(uint32(0)),
 			RateGbps: 40, Rate: "40 Gb/sec (4X QDR)", ActiveMTU: 1024, Netdev: "ens1f1np1", NetdevMTU: 1500,
 			GIDs: []GID{{0, ll2, "IB/RoCE v1", "ens1f1np1"}, {1, ll2, "RoCE v2", "ens1f1np1"}},
 			RoCE: &RoCEConfig{DefaultMode: RoCEv1, ModeSource: ModeConfigfs},
@@ -284,7 +284,7 @@ func TestDiscover(t *testing.T) {
 	ibPort := func(n int, netdev string, mtu int) Port {
 		return Port{
 			Number: n, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "InfiniBand", Transport: InfiniBand,
-			RateGbps: 56, Rate: "56 Gb/sec (4X FDR)", LID: uint32(n + 2), SMLID: 1, Netdev: netdev, NetdevMTU: mtu,
+			RateGbps: 56, Rate: "56 Gb/sec (4X FDR)", LID: new(uint32(n + 2)), SMLID: new(uint32(1)), Netdev: netdev, NetdevMTU: mtu,
 			GIDs: []GID{{0, fmt.Sprintf("fe80:0000:0000:0000:0002:c903:00f1:2a4%d", n), "IB/RoCE v1", ""}},
 		}
 	}
@@ -309,7 +309,7 @@ func TestDiscover(t *testing.T) {
 	f.gidTable(port, 32, map[int]gidEntry{0: {rxeLL, "IB/RoCE v1", "eno1"}, 1: {rxeLL, "RoCE v2", "eno1"}})
 	f.verbs(3, "rxe0", dev, true)
 	rxePort := Port{
-		Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "Ethernet", Transport: RoCE,
+		Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "Ethernet", Transport: RoCE, LID: new(uint32(0)), SMLID: new(uint32(0)),
 		RateGbps: 2.5, Rate: "2.5 Gb/sec (1X SDR)", ActiveMTU: 1024, Netdev: "eno1", NetdevMTU: 1500,
 		GIDs: []GID{{0, rxeLL, "IB/RoCE v1", "eno1"}, {1, rxeLL, "RoCE v2", "eno1"}},
 		RoCE: &RoCEConfig{DefaultMode: RoCEv2, ModeSource: ModeKernelDefault},
@@ -333,7 +333,7 @@ func TestDiscover(t *testing.T) {
 	want = append(want, Device{
 		Name: "rxe1", Driver: "rdma_rxe", NodeType: "CA", NodeGUID: "5254:00ff:fe12:3457", SysImageGUID: "5254:00ff:fe12:3457",
 		NUMANode: -1, Ports: []Port{{
-			Number: 1, State: "DOWN", PhysState: "Disabled", LinkLayer: "Ethernet", Transport: RoCE,
+			Number: 1, State: "DOWN", PhysState: "Disabled", LinkLayer: "Ethernet", Transport: RoCE, LID: new(uint32(0)), SMLID: new(uint32(0)),
 			RateGbps: 2.5, Rate: "2.5 Gb/sec (1X SDR)", ActiveMTU: 4096, Netdev: "veth0", NetdevMTU: 9000,
 			RoCE: &RoCEConfig{},
 		}},
@@ -417,7 +417,9 @@ func TestDiscoverGarbage(t *testing.T) {
 		{"control characters", func(f *fixture) { f.file(bad+"/fw_ver", "28.39\x1b[2J\n") },
 			bad + "/fw_ver: content holds control characters", func(d Device) bool { return d.FirmwareVersion == "" }},
 		{"huge LID", func(f *fixture) { f.file(bad+"/ports/1/lid", "0x1ffffffff\n") },
-			bad + "/ports/1/lid", func(d Device) bool { return d.Ports[0].LID == 0 && d.Ports[0].State == "ACTIVE" }},
+			bad + "/ports/1/lid", func(d Device) bool {
+				return d.Ports[0].LID == nil && *d.Ports[0].SMLID == 0 && d.Ports[0].State == "ACTIVE"
+			}},
 		{"garbage GID", func(f *fixture) { f.file(bad+"/ports/1/gids/2", "0000:0000:zzzz\n") },
 			bad + "/ports/1/gids/2", func(d Device) bool { return len(d.Ports[0].GIDs) == 5 }},
 		{"garbage ndev", func(f *fixture) { f.file(bad+"/ports/1/gid_attrs/ndevs/0", "../../../etc\n") },

@@ -20,7 +20,7 @@ type Device struct {
 	// Driver is the kernel driver of the parent device ("mlx5_core"), or of
 	// the RDMA device itself for virtual ones ("rdma_rxe").
 	Driver   string `json:"driver,omitempty"`
-	NodeType string `json:"node_type,omitempty"` // "CA", "RNIC", "switch"
+	NodeType string `json:"node_type,omitempty"` // "CA", "RNIC", "switch"; empty when unknown
 	NodeGUID string `json:"node_guid,omitempty"`
 	// SysImageGUID is shared by the ports/functions of one physical adapter.
 	SysImageGUID    string `json:"sys_image_guid,omitempty"`
@@ -57,10 +57,11 @@ type Port struct {
 	RateGbps float64 `json:"rate_gbps"`
 	// Rate is the kernel's text ("400 Gb/sec (4X NDR)").
 	Rate string `json:"rate"`
-	// LID and SMLID are InfiniBand addresses; 0 on RoCE and on IB ports
-	// without a subnet manager.
-	LID   uint32 `json:"lid"`
-	SMLID uint32 `json:"sm_lid"`
+	// LID and SMLID are InfiniBand addresses: 0 on RoCE and on IB ports
+	// without a subnet manager, nil when unknown (the driver has no lid or
+	// sm_lid file).
+	LID   *uint32 `json:"lid,omitempty"`
+	SMLID *uint32 `json:"sm_lid,omitempty"`
 	// ActiveMTU in bytes, 0 when sysfs cannot tell. For RoCE it is derived
 	// from the netdev MTU; InfiniBand and iWARP ports report 0 until verbs
 	// (ibv_query_port) fills it in.

@@ -259,9 +259,9 @@ func (p *printer) rdmaPorts(s *snapshot.Snapshot) {
 			if pt.ActiveMTU > 0 {
 				mtu = strconv.Itoa(pt.ActiveMTU)
 			}
-			lid := "-"
-			if pt.Transport == "infiniband" {
-				lid = fmt.Sprintf("0x%x", pt.LID)
+			lid := "-" // not InfiniBand, or unknown
+			if pt.Transport == "infiniband" && pt.LID != nil {
+				lid = fmt.Sprintf("0x%x", *pt.LID)
 			}
 			t.row(d.Name, strconv.Itoa(pt.Number), pt.State, pt.PhysState, string(pt.Transport), formatFloat(pt.RateGbps)+" Gb/s", lid, orDash(pt.Netdev), mtu, numa(d.NUMANode), orDash(d.PCIAddress), orDash(d.FirmwareVersion), verbs)
 		}

@@ -116,6 +116,7 @@ type Sampler struct {
 	lastGPU  map[string][]gpu.Sample // per backend: what to report down when it fails
 	lastLink map[string]linkTotal    // per GPU scope: interconnect bytes at the last round
 	lastPods map[string][]podresources.Allocation
+	troubled map[string]bool // per source: its last run failed or had problems (logged)
 
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
@@ -152,7 +153,7 @@ func New(o Options) *Sampler {
 		crit = health.DefaultCriticalXIDs
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
-		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, firstRound: make(chan struct{})}
+		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, firstRound: make(chan struct{})}
 	for _, x := range crit {
 		s.critical[x] = true
 	}
@@ -170,6 +171,11 @@ func New(o Options) *Sampler {
 				Name: b.Name() + "-sample", Timeout: o.Timeout, Fn: sample})
 		}
 	}
+	// One reader for every round: a device whose read hangs is reported
+	// on its ports and not read again until the read returns, while the
+	// others are read (in four fifths of the round, before the runner's
+	// own timeout).
+	counters := rdma.NewReader(o.FS)
 	s.rdmaRunner = &source.Runner[[]rdma.PortCounters]{Name: SourceRDMA, Timeout: o.Timeout,
 		Fn: func(ctx context.Context) ([]rdma.PortCounters, error) {
 			if o.Traffic != nil {
@@ -177,7 +183,7 @@ func New(o Options) *Sampler {
 					return nil, fmt.Errorf("simulated traffic: %w", err)
 				}
 			}
-			return rdma.ReadCounters(ctx, o.FS)
+			return counters.ReadCounters(ctx)
 		}}
 	if o.Pods != nil {
 		s.podRunner = &source.Runner[[]podresources.Allocation]{Name: SourcePods, Timeout: o.Timeout, Fn: o.Pods.List}
@@ -315,6 +321,7 @@ func (s *Sampler) Round(ctx context.Context) {
 		f.Sources = append(f.Sources, podStatus)
 	}
 	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
+	s.logSources(f.Sources)
 
 	s.mu.Lock()
 	s.recordLinksUp(f.GPUs)
@@ -408,6 +415,26 @@ func (s *Sampler) linkRates(gpus []gpu.Sample) []*float64 {
 		s.lastLink[key] = linkTotal{bytes: total, at: g.Time}
 	}
 	return rates
+}
+
+// logSources logs a sampling source when its runs start to go wrong (it
+// failed, or ran with problems on some devices: a hung device, a counter
+// that cannot be read) and when they stop. A source that stays wrong is
+// logged once, not every round; gpunode_source_state and the devices' own
+// series show it meanwhile. Called by Round, with roundMu held.
+func (s *Sampler) logSources(sources []source.Status) {
+	for _, st := range sources {
+		troubled := st.State == source.Error || st.State == source.OK && st.Message != ""
+		switch was := s.troubled[st.Name]; {
+		case troubled && !was && st.State == source.Error:
+			s.o.Logger.Warn("sampling source failed", "source", st.Name, "message", st.Message)
+		case troubled && !was:
+			s.o.Logger.Warn("sampling source has problems on some devices; the others are read", "source", st.Name, "message", st.Message)
+		case !troubled && was:
+			s.o.Logger.Info("sampling source reads cleanly again", "source", st.Name, "state", st.State)
+		}
+		s.troubled[st.Name] = troubled
+	}
 }
 
 // partial turns a source that returned values with some errors into OK:

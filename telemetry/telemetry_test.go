@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -453,3 +455,133 @@ type namedBackend struct {
 }
 
 func (b namedBackend) Name() string { return b.name }
+
+// One hung counter file (a FIFO nobody writes, in place of mlx5_3's
+// port_xmit_data) costs mlx5_3 only: every other port is sampled while
+// mlx5_3's read hangs, mlx5_3 is reported with the reason and not read
+// again on top of the hung read, and its counters come back once the file
+// answers.
+func TestHungRDMACounterFile(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	o := n.options()
+	o.Timeout = 2 * time.Second
+	s := New(o)
+	s.Round(context.Background())
+	before := s.Latest().RDMA
+	p := filepath.Join(n.Root, "sys/class/infiniband/mlx5_3/ports/1/counters/port_xmit_data")
+	content, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := testsupport.Hang(t, p)
+	for round, want := range []string{"timed out", "previous read has not returned"} {
+		start := time.Now()
+		s.Round(context.Background())
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("round %d took %s", round, el)
+		}
+		f := s.Latest()
+		if len(f.RDMA) != 8 {
+			t.Fatalf("round %d: %d RDMA ports, want 8", round, len(f.RDMA))
+		}
+		for i, pc := range f.RDMA {
+			if i == 3 {
+				if pc.Device != "mlx5_3" || pc.Port != 1 || len(pc.Counters) != 0 || !strings.Contains(strings.Join(pc.Errors, "\n"), want) {
+					t.Errorf("round %d: hung port %+v, want no counters and %q", round, pc, want)
+				}
+				continue
+			}
+			if len(pc.Errors) > 0 || len(pc.Counters) != len(before[i].Counters) || !pc.Active() {
+				t.Errorf("round %d: healthy port %s/%d lost data: %+v", round, pc.Device, pc.Port, pc)
+			}
+		}
+		st := status(f, SourceRDMA)
+		if st.State != source.OK || !strings.Contains(st.Message, "mlx5_3") || !strings.Contains(st.Message, want) {
+			t.Errorf("round %d: source %+v, want ok (other ports answered) naming mlx5_3 and %q", round, st, want)
+		}
+	}
+	release(string(content))
+	testsupport.Eventually(t, "mlx5_3 sampled again", func() error {
+		s.Round(context.Background())
+		f := s.Latest()
+		if st := status(f, SourceRDMA); st.State != source.OK || st.Message != "" {
+			return fmt.Errorf("source %+v", st)
+		}
+		if pc := f.RDMA[3]; len(pc.Errors) > 0 || counter(pc, "port_xmit_data") == 0 {
+			return fmt.Errorf("mlx5_3: %+v", pc)
+		}
+		return nil
+	})
+}
+
+// syncBuffer is a log destination safe for the sampler's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A port whose PMA counters read "N/A (no PMA)", as an iWARP device's do on
+// older kernels, has no counter series but the problem on its port, once,
+// said plainly; the source is ok (the other ports were read) with the
+// problem in its message, and the problem is logged once, as is its end.
+func TestNoPMACounters(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	var logs syncBuffer
+	o := n.options()
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := New(o)
+	dir := filepath.Join(n.Root, "sys/class/infiniband/mlx5_3/ports/1/counters")
+	names, err := os.ReadDir(dir)
+	if err != nil || len(names) == 0 {
+		t.Fatal(names, err)
+	}
+	saved := map[string][]byte{}
+	for _, e := range names {
+		p := filepath.Join(dir, e.Name())
+		if saved[p], err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("N/A (no PMA)\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		s.Round(context.Background())
+	}
+	f := s.Latest()
+	pc := f.RDMA[3]
+	if pc.Device != "mlx5_3" || len(pc.Counters) != 0 || len(pc.Errors) != 1 || !strings.Contains(pc.Errors[0], "N/A (no PMA)") {
+		t.Errorf("mlx5_3 port 1: %+v", pc)
+	}
+	if st := status(f, SourceRDMA); st.State != source.OK || !strings.Contains(st.Message, "mlx5_3 port 1: counters") {
+		t.Errorf("source %+v", st)
+	}
+	warned := strings.Count(logs.String(), "level=WARN")
+	if warned != 1 || !strings.Contains(logs.String(), "source="+SourceRDMA) || !strings.Contains(logs.String(), "no PMA") {
+		t.Errorf("logged, want one warning naming the source and the problem:\n%s", logs.String())
+	}
+	for p, b := range saved {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Round(context.Background())
+	if st := status(s.Latest(), SourceRDMA); st.State != source.OK || st.Message != "" || len(s.Latest().RDMA[3].Counters) == 0 {
+		t.Errorf("after the files came back: %+v, %+v", st, s.Latest().RDMA[3])
+	}
+	if !strings.Contains(logs.String(), "level=INFO") || strings.Count(logs.String(), "level=WARN") != 1 {
+		t.Errorf("the end of the problem not logged once:\n%s", logs.String())
+	}
+}

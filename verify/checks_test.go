@@ -33,7 +33,7 @@ func good() *snapshot.Snapshot {
 	}
 	ib := rdma.Device{Name: "mlx5_0", Driver: "mlx5_core", HCAType: "MT4129", Ports: []rdma.Port{{
 		Number: 1, State: "ACTIVE", PhysState: "LinkUp", Transport: rdma.InfiniBand, RateGbps: 400, Rate: "400 Gb/sec (4X NDR)",
-		LID: 0x11, SMLID: 1, Netdev: "ibp1s0", NetdevMTU: 4092,
+		LID: new(uint32(0x11)), SMLID: new(uint32(1)), Netdev: "ibp1s0", NetdevMTU: 4092,
 	}}}
 	roce := rdma.Device{Name: "mlx5_1", Driver: "mlx5_core", HCAType: "MT4129", Ports: []rdma.Port{{
 		Number: 1, State: "ACTIVE", PhysState: "LinkUp", Transport: rdma.RoCE, RateGbps: 400, Rate: "400 Gb/sec (4X NDR)",
@@ -193,9 +193,16 @@ func TestIBPortSM(t *testing.T) {
 		{"LID from the SM", Options{}, nil, "mlx5_0/1=pass"},
 		{"no subnet manager", Options{}, func(s *snapshot.Snapshot) {
 			p := &s.RDMADevices[0].Ports[0]
-			p.State, p.LID, p.SMLID = "INIT", 0, 0
+			p.State, p.LID, p.SMLID = "INIT", new(uint32(0)), new(uint32(0))
 		}, "mlx5_0/1=fail"},
-		{"active without SM LID", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].SMLID = 0 }, "mlx5_0/1=fail"},
+		{"active without SM LID", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].SMLID = new(uint32(0)) }, "mlx5_0/1=fail"},
+		// A LID the driver does not show is unknown, not "no subnet manager".
+		{"LID unknown", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].LID = nil }, "mlx5_0/1=skip"},
+		{"SM LID unknown", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].SMLID = nil }, "mlx5_0/1=skip"},
+		{"down, LIDs unknown", Options{}, func(s *snapshot.Snapshot) {
+			p := &s.RDMADevices[0].Ports[0]
+			p.State, p.LID, p.SMLID = "DOWN", nil, nil
+		}, "mlx5_0/1=fail"},
 		{"port down", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices[0].Ports[0].State = "DOWN" }, "mlx5_0/1=fail"},
 		{"no InfiniBand", Options{}, func(s *snapshot.Snapshot) { s.RDMADevices = s.RDMADevices[1:] }, "node=skip"},
 	})

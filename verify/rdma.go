@@ -14,6 +14,15 @@ import (
 
 func portSubject(d rdma.Device, p rdma.Port) string { return fmt.Sprintf("%s/%d", d.Name, p.Number) }
 
+// lid formats a LID or SM LID as the kernel does ("0x1a"), "unknown" when
+// it could not be read.
+func lid(v *uint32) string {
+	if v == nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%#x", *v)
+}
+
 // eachPort is a check's findings for a per-port fact: one per port of the
 // transport, in device and port order, or the node skipped with none
 // when it has no such port.
@@ -78,8 +87,13 @@ func ibPortSM() Check {
 		Remedy:  "the port has no subnet manager or no link: check the cable and `ibstat`, and that opensm (or UFM) runs on the fabric",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			return eachPort(s, rdma.InfiniBand, "no InfiniBand ports", func(d rdma.Device, p rdma.Port) finding {
-				f := bad(portSubject(d, p), fmt.Sprintf("%s (%s), LID %#x, SM LID %#x", p.State, p.PhysState, p.LID, p.SMLID), "ACTIVE, LID and SM LID non-zero")
-				f.ok = p.Active() && p.LID != 0 && p.SMLID != 0
+				observed := fmt.Sprintf("%s (%s), LID %s, SM LID %s", p.State, p.PhysState, lid(p.LID), lid(p.SMLID))
+				if p.Active() && (p.LID == nil || p.SMLID == nil) {
+					// Unknown is not 0: the port may well have a subnet manager.
+					return skip(portSubject(d, p), observed+" (the driver has no lid or sm_lid file)")
+				}
+				f := bad(portSubject(d, p), observed, "ACTIVE, LID and SM LID non-zero")
+				f.ok = p.Active() && *p.LID != 0 && *p.SMLID != 0
 				return f
 			})
 		},

@@ -104,7 +104,7 @@ type probeReport struct {
 func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	devices := func(ctx context.Context) ([]rdma.Device, error) { return rdma.Discover(ctx, env.FS) }
+	devices := rdma.NewReader(env.FS).Discover // one reader: a hung HCA is not read again on top of itself
 	if err := probe.Available(); err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: RDMA probes are unavailable on this node: %v\n", err)
 		return exitFailure

@@ -20,7 +20,7 @@ func TestPorts(t *testing.T) {
 		},
 	}}}
 	ib := rdma.Device{Name: "mlx5_0", VerbsDevicePresent: true, Ports: []rdma.Port{
-		{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand, RateGbps: 400, LID: 7},
+		{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand, RateGbps: 400, LID: new(uint32(7))},
 		{Number: 2, State: "DOWN", Transport: rdma.InfiniBand},
 	}}
 	noVerbs := rdma.Device{Name: "mlx5_1", Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand}}}
