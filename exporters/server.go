@@ -89,20 +89,31 @@ func healthHandler(check func() error) http.Handler {
 type Server struct {
 	srv      *http.Server
 	listener net.Listener
-	webCfg   string
+	webCfg   *frozenWebConfig // nil without a web config
 	logger   *slog.Logger
 }
 
 // Listen binds the address now, so a port conflict is reported at start-up
 // rather than from a goroutine. webConfigFile (TLS, basic auth) may be empty.
+// The web config is read once, here (see freezeWebConfig).
 func Listen(addr, webConfigFile string, handler http.Handler, logger *slog.Logger) (*Server, error) {
+	var webCfg *frozenWebConfig
 	if webConfigFile != "" {
-		if err := web.Validate(webConfigFile); err != nil {
+		var err error
+		if webCfg, err = freezeWebConfig(webConfigFile); err != nil {
+			return nil, err
+		}
+		if err := web.Validate(webCfg.Path()); err != nil {
+			webCfg.Close()
 			return nil, fmt.Errorf("web config %s: %w", webConfigFile, err)
 		}
+		logger.Info("web config read; changes to it take effect after a restart (certificate files are re-read on each TLS handshake)", "file", webConfigFile)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
+		if webCfg != nil {
+			webCfg.Close()
+		}
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return &Server{
@@ -116,7 +127,7 @@ func Listen(addr, webConfigFile string, handler http.Handler, logger *slog.Logge
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		},
 		listener: l,
-		webCfg:   webConfigFile,
+		webCfg:   webCfg,
 		logger:   logger,
 	}, nil
 }
@@ -126,7 +137,11 @@ func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 
 // Serve serves until Shutdown; it returns nil after a clean shutdown.
 func (s *Server) Serve() error {
-	err := web.Serve(s.listener, s.srv, &web.FlagConfig{WebConfigFile: &s.webCfg}, s.logger)
+	path := ""
+	if s.webCfg != nil {
+		path = s.webCfg.Path()
+	}
+	err := web.Serve(s.listener, s.srv, &web.FlagConfig{WebConfigFile: &path}, s.logger)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -134,7 +149,18 @@ func (s *Server) Serve() error {
 }
 
 // Close releases a server that never served.
-func (s *Server) Close() error { return s.listener.Close() }
+func (s *Server) Close() error { return errors.Join(s.listener.Close(), s.closeWebConfig()) }
 
 // Shutdown stops accepting connections and waits for in-flight requests.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	return errors.Join(s.srv.Shutdown(ctx), s.closeWebConfig())
+}
+
+func (s *Server) closeWebConfig() error {
+	if s.webCfg == nil {
+		return nil
+	}
+	c := s.webCfg
+	s.webCfg = nil
+	return c.Close()
+}

@@ -144,3 +144,49 @@ func TestListenRejectsBadWebConfig(t *testing.T) {
 		t.Fatal("a broken web config was accepted")
 	}
 }
+
+// The web config is read once at start: editing it (dropping basic auth,
+// or breaking it) changes nothing until a restart. Relative certificate
+// paths resolve against the config's directory, as exporter-toolkit does.
+func TestWebConfigReadOnce(t *testing.T) {
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := selfSigned(t, dir)
+	cfg := filepath.Join(dir, "web.yml")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tls_server_config:\n  cert_file: " + filepath.Base(cert) + "\n  key_file: " + filepath.Base(key) + "\nbasic_auth_users:\n  prom: " + string(hash) + "\n")
+	addr := serve(t, cfg, Health{Live: func() error { return nil }, Ready: func() error { return nil }})
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
+	check := func(when string) {
+		t.Helper()
+		for _, tc := range []struct {
+			user string
+			want int
+		}{{"", 401}, {"prom", 200}} {
+			req, _ := http.NewRequest("GET", "https://"+addr+"/metrics", nil)
+			if tc.user != "" {
+				req.SetBasicAuth(tc.user, "s3cret")
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s, user %q: %d, want %d", when, tc.user, resp.StatusCode, tc.want)
+			}
+		}
+	}
+	check("as started")
+	write("tls_server_config:\n  cert_file: " + cert + "\n  key_file: " + key + "\n")
+	check("after basic auth was removed from the file")
+	write("not: [valid")
+	check("after the file was broken")
+}
