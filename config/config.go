@@ -318,7 +318,8 @@ func (c Config) Validate() error {
 	if f := c.Publish.NFDFeatureFile; f != "" && (!strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/")) {
 		bad("publish.nfdFeatureFile", "must be an absolute file path, got %q", f)
 	}
-	if c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
+	// The TTL is only written into the NFD file: without one it bounds nothing.
+	if c.Publish.NFDFeatureFile != "" && c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
 		bad("publish.nfdFeatureTTL", "(%s) must be 0 or at least twice discovery.interval (%s), or the file expires between refreshes", c.Publish.NFDFeatureTTL, c.Discovery.Interval)
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
