@@ -110,7 +110,7 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
 	c.flag(app, "config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
-	c.flag(app, "config.check", "Validate the configuration (file and flags), print the result and exit.").BoolVar(&c.configCheck)
+	c.flag(app, "config.check", "Validate the configuration as run would use it (the file, the flags, the web configuration file it names and the listen addresses), print the result and exit: 0 valid, 2 invalid.").BoolVar(&c.configCheck)
 	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet).",
 		func(cfg *config.Config) { cfg.HostRoot = c.hostRoot }).Default("/").PlaceHolder("DIR").StringVar(&c.hostRoot)
 	c.flag(app, "simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
@@ -177,6 +177,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	cfg, err := c.load()
+	if err == nil && (c.configCheck || cmd == cmds.run.FullCommand()) {
+		err = checkServing(cfg)
+	}
 	if c.configCheck {
 		if err != nil {
 			fmt.Fprintf(stderr, "configuration is invalid:\n%v\n", err)
@@ -259,6 +262,16 @@ func (c *cli) load() (config.Config, error) {
 		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return cfg, nil
+}
+
+// checkServing checks what the daemon would find wrong only when it
+// starts serving: the web configuration file. --config.check and run
+// check it first, so a bad file is a configuration error (exit 2) there.
+func checkServing(cfg config.Config) error {
+	if err := exporters.ValidateWebConfig(cfg.Metrics.WebConfigFile); err != nil {
+		return fmt.Errorf("metrics.webConfigFile: %w", err)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {

@@ -20,6 +20,12 @@ func TestCLI(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfg, []byte("discovery:\n  interval: 2m\n"), 0o600)
 	os.WriteFile(bad, []byte("discovery:\n  intervall: 2m\n"), 0o600)
+	webUnknown := filepath.Join(t.TempDir(), "web-unknown.yml")
+	os.WriteFile(webUnknown, []byte("basic_auth_user:\n  prom: x\n"), 0o600)
+	webPlain := filepath.Join(t.TempDir(), "web-plain.yml")
+	os.WriteFile(webPlain, []byte("basic_auth_users:\n  prom: s3cret\n"), 0o600)
+	webConfig := filepath.Join(t.TempDir(), "config-web.yaml")
+	os.WriteFile(webConfig, []byte("metrics:\n  webConfigFile: "+webPlain+"\n"), 0o600)
 	for _, tc := range []struct {
 		args        []string
 		code        int
@@ -33,6 +39,14 @@ func TestCLI(t *testing.T) {
 		{[]string{"--config", bad, "--config.check"}, 2, "", `line 2: unknown key "intervall" in discovery`},
 		{[]string{"--config.check", "--log.level=loud"}, 2, "", `log.level: unknown level "loud"`},
 		{[]string{"--config", cfg + ".missing", "inspect"}, 2, "", "no such file"},
+		// --config.check refuses what run refuses, and run exits 2 for it.
+		{[]string{"--config.check", "--web.config.file=/nonexistent/web.yml"}, 2, "", "no such file"},
+		{[]string{"--config.check", "--web.config.file=" + webUnknown}, 2, "", "field basic_auth_user not found"},
+		{[]string{"--config.check", "--web.config.file=" + webPlain}, 2, "", "takes bcrypt hashes"},
+		{[]string{"--config", webConfig, "--config.check"}, 2, "", "metrics.webConfigFile"},
+		{[]string{"--config.check", "--web.listen-address=:99999"}, 2, "", "out of range"},
+		{[]string{"--simulate=cpu-only", "run", "--web.config.file=/nonexistent/web.yml"}, 2, "", "metrics.webConfigFile"},
+		{[]string{"--simulate=cpu-only", "run", "--web.listen-address=:99999"}, 2, "", "metrics.listenAddress"},
 		{[]string{"inspect", "--simulate=nope"}, 2, "", "enum value must be one of"},
 		{[]string{"--host-root=/", "--simulate=cpu-only", "inspect"}, 2, "", "exclude each other"},
 		{[]string{"--host-root=/nonexistent", "inspect"}, 1, "", "host root"},
