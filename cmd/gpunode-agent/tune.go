@@ -31,7 +31,7 @@ func addTune(app *kingpin.Application, c *cli) *tuneFlags {
 	f := &tuneFlags{}
 	cmd := app.Command("tune", "Host tuning: plan, apply, verify or revert a profile (sysctls, NUMA balancing, transparent hugepages, NIC/GPU interrupt affinity). Original values go to a journal in the state directory before the first change; revert restores them. Only the profile's settings are touched; /etc/sysctl.conf and /etc/sysctl.d are never edited.")
 	c.flag(cmd, "profile", "Built-in profile ("+strings.Join(tuning.BuiltinNames(), ", ")+") or a profile file (a path, or a name ending in .yaml). Default: the configuration's tuning.profile ("+tuning.DefaultProfile+").").PlaceHolder("NAME|FILE").StringVar(&f.profile)
-	c.flag(cmd, "state-dir", "Directory of the journal of original values (default: the configuration's tuning.stateDir, "+tuning.DefaultStateDir+"; inside the simulated tree with --simulate).").PlaceHolder("DIR").StringVar(&f.stateDir)
+	c.flag(cmd, "state-dir", "Directory of the journal of original values (default: the configuration's tuning.stateDir, "+tuning.DefaultStateDir+"). With --simulate the journal of the simulated node goes to its subdirectory simulated/NAME, and the values it records are put into each new simulated tree, so apply, verify and revert work across commands.").PlaceHolder("DIR").StringVar(&f.stateDir)
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
 	f.plan = cmd.Command("plan", "Print every setting of the profile with its current value, wanted value and action. Changes nothing.")
 	f.apply = cmd.Command("apply", "Change what differs from the profile (recording originals first) and restore what an earlier profile changed but this one does not manage. Exits 1 if a setting failed, conflicts or was refused.")
@@ -66,9 +66,13 @@ func runTune(f *tuneFlags, cmd string, env *discovery.Env, cfg config.Config, c 
 	if *c.set["state-dir"] {
 		stateDir = f.stateDir
 	}
-	t := env.Tuner(stateDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Discovery.SourceTimeout+tuneTimeout)
 	defer cancel()
+	t, err := env.CommandTuner(ctx, stateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: tune: %v\n", err)
+		return exitFailure
+	}
 
 	var m tuning.Machine
 	if cmd != f.revert.FullCommand() {
