@@ -24,7 +24,7 @@ func Text(w io.Writer, r Report) error {
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tSUBJECT\tSTATUS\tOBSERVED\tEXPECTED")
 	for _, res := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", res.Check, res.Subject, res.Status, res.Observed, dash(res.Expected))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", res.Check, oneLine(res.Subject), res.Status, oneLine(res.Observed), oneLine(dash(res.Expected)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -38,11 +38,18 @@ func Text(w io.Writer, r Report) error {
 			b.WriteString("\nRemedies:\n")
 			first = false
 		}
-		fmt.Fprintf(&b, "  %s %s %s: %s\n", res.Status, res.Check, res.Subject, res.Remedy)
+		fmt.Fprintf(&b, "  %s %s %s: %s\n", res.Status, res.Check, oneLine(res.Subject), oneLine(res.Remedy))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// oneLine folds a value onto one line for a table cell: line breaks
+// (errors.Join separates its errors with them) become "; " and tabs a
+// space, so a multi-line error stays in its cell.
+func oneLine(s string) string { return oneLineReplacer.Replace(strings.TrimRight(s, "\r\n")) }
+
+var oneLineReplacer = strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ", "\t", " ")
 
 func dash(s string) string {
 	if s == "" {
