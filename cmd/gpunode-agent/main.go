@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/publish"
@@ -111,7 +113,7 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 	app.HelpFlag.Short('h')
 	c.flag(app, "config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
 	c.flag(app, "config.check", "Validate the configuration as run would use it (the file, the flags, the web configuration file it names and the listen addresses), print the result and exit: 0 valid, 2 invalid.").BoolVar(&c.configCheck)
-	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet).",
+	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet): an existing directory; a relative path is taken from the working directory.",
 		func(cfg *config.Config) { cfg.HostRoot = c.hostRoot }).Default("/").PlaceHolder("DIR").StringVar(&c.hostRoot)
 	c.flag(app, "simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
 	c.configFlag(app, "log.level", "Log level: debug, info, warn, error.",
@@ -168,6 +170,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gpunode-agent: %v (see --help)\n", err)
 		return exitUsage
 	}
+	// A relative --host-root is taken from the working directory.
+	if abs, err := filepath.Abs(c.hostRoot); err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: --host-root: %v\n", err)
+		return exitUsage
+	} else if *c.set["host-root"] {
+		c.hostRoot = abs
+	}
 	switch cmd {
 	case cmds.tune.profiles.FullCommand():
 		return runTune(cmds.tune, cmd, nil, config.Config{}, &c, stdout, stderr)
@@ -216,6 +225,18 @@ func (c *cli) dispatch(cmd string, cmds commands, cfg config.Config, stdout, std
 		return cleanup(cfg, c.allNodes, logger)
 	}
 
+	// A host root that is not there is a usage error, not a failure of
+	// discovery.
+	if c.simulate == "" {
+		if _, err := hostfs.New(cfg.HostRoot); err != nil {
+			name := "hostRoot (configuration)"
+			if *c.set["host-root"] {
+				name = "--host-root"
+			}
+			fmt.Fprintf(stderr, "gpunode-agent: %s: %v\n", name, err)
+			return exitUsage
+		}
+	}
 	env, err := discovery.Open(cfg, c.simulate)
 	if err != nil {
 		logger.Error("cannot prepare discovery", "err", err)

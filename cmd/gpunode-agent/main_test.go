@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/sim"
 )
 
 func TestCLI(t *testing.T) {
@@ -49,7 +51,8 @@ func TestCLI(t *testing.T) {
 		{[]string{"--simulate=cpu-only", "run", "--web.listen-address=:99999"}, 2, "", "metrics.listenAddress"},
 		{[]string{"inspect", "--simulate=nope"}, 2, "", "enum value must be one of"},
 		{[]string{"--host-root=/", "--simulate=cpu-only", "inspect"}, 2, "", "exclude each other"},
-		{[]string{"--host-root=/nonexistent", "inspect"}, 1, "", "host root"},
+		{[]string{"--host-root=/nonexistent", "inspect"}, 2, "", "--host-root: host root: stat /nonexistent: no such file or directory"},
+		{[]string{"--host-root=" + cfg, "verify"}, 2, "", "is not a directory"},
 		{[]string{"inspect", "-o", "yaml"}, 2, "", "enum value"},
 		{[]string{"--simulate=cpu-only", "inspect", "-o", "labels"}, 0, "gpunode.dev/gpu.present=false", ""},
 	} {
@@ -58,6 +61,26 @@ func TestCLI(t *testing.T) {
 		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.errOut) {
 			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", tc.args, code, tc.code, out.String(), errOut.String())
 		}
+	}
+}
+
+// A relative --host-root is resolved against the working directory.
+func TestRelativeHostRoot(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "tree"), 0o755)
+	if _, err := sim.Build("cpu-only", filepath.Join(dir, "tree")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--host-root=tree", "inspect", "-o", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var s struct {
+		NUMANodes []json.RawMessage `json:"numa_nodes"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || len(s.NUMANodes) != 2 {
+		t.Errorf("inspect of the relative tree: %v, %d NUMA nodes", err, len(s.NUMANodes))
 	}
 }
 
