@@ -129,10 +129,10 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 		func(cfg *config.Config) { cfg.Metrics.ListenAddress = c.listen }).Default(config.DefaultListenAddress).StringVar(&c.listen)
 	c.configFlag(cmds.run, "web.config.file", "exporter-toolkit web configuration file (TLS, basic auth).",
 		func(cfg *config.Config) { cfg.Metrics.WebConfigFile = c.webConfig }).PlaceHolder("FILE").StringVar(&c.webConfig)
-	c.configFlag(cmds.run, "discovery.interval", "Time between discoveries.",
-		func(cfg *config.Config) { cfg.Discovery.Interval = c.interval }).Default("1m").DurationVar(&c.interval)
-	c.configFlag(cmds.run, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).",
-		func(cfg *config.Config) { cfg.Metrics.SampleInterval = c.sample }).Default("10s").DurationVar(&c.sample)
+	durationVar(c.configFlag(cmds.run, "discovery.interval", "Time between discoveries.",
+		func(cfg *config.Config) { cfg.Discovery.Interval = c.interval }).Default("1m"), &c.interval)
+	durationVar(c.configFlag(cmds.run, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).",
+		func(cfg *config.Config) { cfg.Metrics.SampleInterval = c.sample }).Default("10s"), &c.sample)
 	c.configFlag(cmds.run, "metrics.dcgm-compat", "Also export dcgm-exporter's metric names and labels (DCGM_FI_*), for dashboards and alerts written for it.",
 		func(cfg *config.Config) { cfg.Metrics.DCGMCompat = c.dcgmCompat }).BoolVar(&c.dcgmCompat)
 

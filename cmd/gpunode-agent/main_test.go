@@ -54,6 +54,8 @@ func TestCLI(t *testing.T) {
 		{[]string{"--host-root=/nonexistent", "inspect"}, 2, "", "--host-root: host root: stat /nonexistent: no such file or directory"},
 		{[]string{"--host-root=" + cfg, "verify"}, 2, "", "is not a directory"},
 		{[]string{"inspect", "-o", "yaml"}, 2, "", "enum value"},
+		{[]string{"--simulate=cpu-only", "verify", "--expected-gpus=abc"}, 2, "", `--expected-gpus: want a whole number, got "abc"`},
+		{[]string{"--config.check", "--discovery.interval=soon"}, 2, "", `--discovery.interval: want a duration such as 30s, 5m or 1h, got "soon"`},
 		{[]string{"--simulate=cpu-only", "inspect", "-o", "labels"}, 0, "gpunode.dev/gpu.present=false", ""},
 	} {
 		var out, errOut bytes.Buffer

@@ -25,7 +25,7 @@ func addVerify(app *kingpin.Application) *verifyFlags {
 	f := &verifyFlags{}
 	f.cmd = app.Command("verify", "Discover once and check that the node will perform: GPU count, PCIe links, NVLink and NVSwitch fabric, ECC and row remaps, GPU-NIC affinity, RDMA modules, InfiniBand subnet manager, RoCE v2 mode, PFC/ECN, MTU, port rates and GPUDirect RDMA. Prints each check with pass, warn, fail or skip, the observed and expected value and a remedy. Exits 0 when no check fails (warnings allowed), 1 when one fails, 2 on bad usage or configuration.")
 	f.cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
-	f.cmd.Flag("expected-gpus", "GPUs the node must have (overrides verify.expectedGPUCount; 0 takes the count from the product).").PlaceHolder("N").IsSetByUser(&f.expectedSet).IntVar(&f.expectedGPUs)
+	intVar(f.cmd.Flag("expected-gpus", "GPUs the node must have (overrides verify.expectedGPUCount; 0 takes the count from the product).").PlaceHolder("N").IsSetByUser(&f.expectedSet), &f.expectedGPUs)
 	return f
 }
 
