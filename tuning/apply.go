@@ -190,6 +190,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return Result{}, err
 	}
 	defer unlock()
+	t.Store.sweepTemps()
 	j, prev, err := t.Store.Load(t.hostID(), readBootID(t.FS))
 	if err != nil {
 		return Result{}, err

@@ -604,6 +604,40 @@ func TestCrashLosesNothing(t *testing.T) {
 	}
 }
 
+// A process killed inside Save leaves its temporary file; the next apply
+// or revert (holding the lock) removes it, and nothing else.
+func TestStaleTempFilesSwept(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "cpu-only")
+	os.MkdirAll(f.tuner.Store.Dir, 0o755)
+	stale := filepath.Join(f.tuner.Store.Dir, ".tuning-journal-123456")
+	other := filepath.Join(f.tuner.Store.Dir, "notes.txt")
+	os.WriteFile(stale, []byte(`{"version": 1`), 0o600)
+	os.WriteFile(other, []byte("mine"), 0o600)
+	if _, _, err := f.tuner.Plan(ctx, builtin(t, "llm-inference"), f.m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Error("plan, which writes nothing, removed a file")
+	}
+	if _, err := f.tuner.Apply(ctx, builtin(t, "llm-inference"), f.m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale temporary journal left after apply")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another file removed: %v", err)
+	}
+	os.WriteFile(stale, nil, 0o600)
+	if _, err := f.tuner.Revert(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale temporary journal left after revert")
+	}
+}
+
 func TestDamagedJournalIsKept(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, "cpu-only")
