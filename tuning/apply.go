@@ -208,6 +208,10 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 	var todo []Step
 	now := t.now()
 	newEntry := map[ID]bool{}
+	// wrote is what an entry to restore said tuning last wrote: the
+	// journal says the original instead while the restore runs, so a
+	// crash in the middle never makes a restored value look drifted.
+	wrote := map[ID]string{}
 	for _, s := range res.Plan.Steps {
 		switch s.Action {
 		case ActionSet:
@@ -215,6 +219,10 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
 			todo = append(todo, s)
 		case ActionRestore:
+			if e, ok := j.entry(s.ID); ok {
+				wrote[s.ID] = e.Wrote
+			}
+			j.record(s.ID, s.Want, s.Want, "", now)
 			todo = append(todo, s)
 		}
 	}
@@ -242,6 +250,9 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		switch {
 		case s.Action == ActionRestore && (c.Outcome == OutcomeRestored || c.Outcome == OutcomeUnsupported):
 			j.remove(s.ID)
+		case s.Action == ActionRestore:
+			// Not restored: the value is still what tuning wrote before.
+			j.record(s.ID, "", wrote[s.ID], "", now)
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.
