@@ -137,7 +137,7 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 		func(cfg *config.Config) { cfg.Metrics.DCGMCompat = c.dcgmCompat }).BoolVar(&c.dcgmCompat)
 
 	cmds.inspect = app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
-	cmds.inspect.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
+	cmds.inspect.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines: the labels discovery gives; the daemon also sets gpunode.dev/verified, gpunode.dev/tuning.* and, with probes on, gpunode.dev/rdma.verified from its checks, tuning loop and probe rounds).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
 
 	cmds.tune = addTune(app, c)
 	cmds.verify = addVerify(app)
