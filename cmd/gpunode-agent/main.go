@@ -347,7 +347,11 @@ func daemonize(env *discovery.Env, cfg config.Config, c cli, level *slog.LevelVa
 		Env:            env,
 		Build:          exporters.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()},
 		Listening: func(addr string) {
-			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")
+			web := cfg.Metrics.WebConfigFile
+			if web == "" {
+				web = "none (plain HTTP, no authentication)"
+			}
+			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz", "web_config", web)
 		},
 	}
 	// A client only when labels go to a Node; the agent says which mode it runs in.

@@ -199,7 +199,8 @@ func TestSystemdProtocol(t *testing.T) {
 	}
 
 	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\n"), 0o600)
+	addr := freePort(t)
+	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+addr+"\n"), 0o600)
 	cmd := exec.Command(bin, "run", "--simulate=cpu-only", "--config", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000", "NODE_NAME=")
 	stderr, err := cmd.StderrPipe()
@@ -228,6 +229,14 @@ func TestSystemdProtocol(t *testing.T) {
 
 	expect("READY=1")
 	expect("WATCHDOG=1")
+	// One line says where metrics are served, not three (exporter-toolkit's
+	// "Listening on" and "TLS is disabled." are debug).
+	time.Sleep(100 * time.Millisecond)
+	logMu.Lock()
+	if n := strings.Count(logs.String(), "address="+addr); n != 1 || !strings.Contains(logs.String(), "web_config=\"none (plain HTTP") {
+		t.Errorf("%d log lines about the metrics listener, want 1:\n%s", n, logs.String())
+	}
+	logMu.Unlock()
 
 	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\nlog:\n  level: debug\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
