@@ -271,3 +271,20 @@ func TestSystemdProtocol(t *testing.T) {
 		}
 	}
 }
+
+// A cold `make build` compiles the cgo dependencies for minutes: it says
+// so before it starts, so it does not look hung.
+func TestMakeBuildSaysItMayTakeMinutes(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	out, err := exec.Command("make", "-n", "-C", "../..", "build").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n build: %v\n%s", err, out)
+	}
+	say := strings.Index(string(out), "may take minutes")
+	build := strings.Index(string(out), "go build")
+	if say < 0 || build < 0 || say > build {
+		t.Errorf("make build prints no progress line before compiling:\n%s", out)
+	}
+}
