@@ -111,6 +111,8 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
+	app.UsageTemplate(usageTemplate)
+	app.UsageFuncs(usageFuncs)
 	c.flag(app, "config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
 	c.flag(app, "config.check", "Validate the configuration as run would use it (the file, the flags, the web configuration file it names and the listen addresses), print the result and exit: 0 valid, 2 invalid.").BoolVar(&c.configCheck)
 	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet): an existing directory; a relative path is taken from the working directory.",

@@ -35,7 +35,7 @@ func TestCLI(t *testing.T) {
 	}{
 		{[]string{"--help"}, 0, "Commands:", ""},
 		{[]string{"help", "inspect"}, 0, "-o, --output=text", ""},
-		{[]string{"help", "inspect"}, 0, "the daemon also sets gpunode.dev/verified", ""},
+		{[]string{"help", "inspect"}, 0, "gpunode.dev/verified,", ""},
 		{[]string{"version"}, 0, "gpunode-agent dev", ""},
 		{[]string{"--bogus"}, 2, "", "unknown long flag '--bogus'"},
 		{[]string{"--config", cfg, "--config.check"}, 0, "configuration is valid", ""},
