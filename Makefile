@@ -29,7 +29,11 @@ deps:
 test-deps:
 	@scripts/deps.sh test
 
+# The first build compiles the cgo dependencies (go-nvml, the verbs and AMD
+# SMI shims) and the Kubernetes API types: several minutes cold, seconds
+# after that (Go's build cache). Say so, or it looks hung.
 build: deps
+	@echo "building $(BIN): the first build compiles cgo dependencies and may take minutes; later builds take seconds" >&2
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpunode-agent
 
 run: build

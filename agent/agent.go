@@ -187,7 +187,9 @@ func (d *daemon) listenMetrics() (*exporters.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := exporters.Listen(d.cfg.Metrics.ListenAddress, d.cfg.Metrics.WebConfigFile, handler, d.log)
+	// One log line for the listener: the caller's (Listening), not
+	// exporter-toolkit's two more.
+	srv, err := exporters.Listen(d.cfg.Metrics.ListenAddress, d.cfg.Metrics.WebConfigFile, handler, exporters.ToolkitLogger(d.log))
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -323,16 +324,17 @@ func (c Config) Validate() error {
 	if f := c.Publish.NFDFeatureFile; f != "" && (!strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/")) {
 		bad("publish.nfdFeatureFile", "must be an absolute file path, got %q", f)
 	}
-	if c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
+	// The TTL is only written into the NFD file: without one it bounds nothing.
+	if c.Publish.NFDFeatureFile != "" && c.Publish.NFDFeatureTTL != 0 && c.Publish.NFDFeatureTTL < 2*c.Discovery.Interval {
 		bad("publish.nfdFeatureTTL", "(%s) must be 0 or at least twice discovery.interval (%s), or the file expires between refreshes", c.Publish.NFDFeatureTTL, c.Discovery.Interval)
 	}
 	if a := c.Metrics.HealthListenAddress; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("metrics.healthListenAddress", "must be host:port, got %q", a)
+		if err := checkListenAddress(a); err != nil {
+			bad("metrics.healthListenAddress", "%v", err)
 		}
 	}
-	if _, _, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {
-		bad("metrics.listenAddress", "must be host:port, got %q", c.Metrics.ListenAddress)
+	if err := checkListenAddress(c.Metrics.ListenAddress); err != nil {
+		bad("metrics.listenAddress", "%v", err)
 	}
 	if si := c.Metrics.SampleInterval; si < 100*time.Millisecond || si > 10*time.Minute {
 		bad("metrics.sampleInterval", "must be between 100ms and 10m, got %s", si)
@@ -361,6 +363,26 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Verify.validate()...)
 	errs = append(errs, c.Probe.validate()...)
 	return errors.Join(errs...)
+}
+
+// checkListenAddress checks what net.Listen("tcp", addr) would check
+// without binding: host:port with a port from 0 to 65535 (or a service
+// name of /etc/services). The host is left to the resolver.
+func checkListenAddress(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port (such as :9835), got %q", addr)
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			return fmt.Errorf("port %d of %q is out of range (0 to 65535)", n, addr)
+		}
+		return nil
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("port %q of %q is neither a number from 0 to 65535 nor a known service", port, addr)
+	}
+	return nil
 }
 
 // ParseLevel maps a level name to slog's.

@@ -44,6 +44,9 @@ func TestParseErrors(t *testing.T) {
 		{"hostRoot: relative/path", "hostRoot: must be an absolute path"},
 		{"labels:\n  domain: Bad_Domain", "labels.domain"},
 		{"metrics:\n  listenAddress: 9835", "metrics.listenAddress"},
+		{"metrics:\n  listenAddress: ':99999'", `metrics.listenAddress: port 99999 of ":99999" is out of range`},
+		{"metrics:\n  listenAddress: ':-1'", "metrics.listenAddress: port -1"},
+		{"metrics:\n  listenAddress: ':no-such-service'", "neither a number from 0 to 65535 nor a known service"},
 		{"log:\n  level: loud", `unknown level "loud"`},
 		{"log:\n  format: xml", "log.format"},
 		{"a: [", "line 1"},
@@ -57,7 +60,7 @@ func TestParseErrors(t *testing.T) {
 		{"publish:\n  eventNamespace: Not_A_Namespace", "publish.eventNamespace"},
 		{"publish:\n  nfdFeatureFile: features.d/gpunode", "publish.nfdFeatureFile"},
 		{"publish:\n  kubeconfg: /x", `unknown key "kubeconfg" in publish`},
-		{"discovery:\n  interval: 1h\npublish:\n  nfdFeatureTTL: 90m", "publish.nfdFeatureTTL"},
+		{"discovery:\n  interval: 1h\npublish:\n  nfdFeatureFile: /run/nfd/gpunode\n  nfdFeatureTTL: 90m", "publish.nfdFeatureTTL"},
 		{"metrics:\n  sampleInterval: 10ms", "metrics.sampleInterval: must be between 100ms and 10m"},
 		{"metrics:\n  sampleInterval: 1h", "metrics.sampleInterval"},
 		{"metrics:\n  dcgmCompat: maybe", "cannot unmarshal"},
@@ -91,6 +94,17 @@ func TestLabelSetsAndPublish(t *testing.T) {
 	}
 	if !c.Labels.Sets.GPUNode || c.Labels.Sets.LLMD || !c.Labels.Sets.NVIDIA || !c.Publish.AllowSimulated || c.Publish.Resync != 30*time.Second {
 		t.Errorf("parsed: %+v %+v", c.Labels.Sets, c.Publish)
+	}
+}
+
+// The NFD TTL only matters when there is an NFD file: a long discovery
+// interval without one is valid (issue 14, item 6).
+func TestNFDTTLOnlyWithFile(t *testing.T) {
+	if _, err := Parse([]byte("discovery:\n  interval: 45m\n")); err != nil {
+		t.Errorf("45m interval without an NFD file: %v", err)
+	}
+	if _, err := Parse([]byte("discovery:\n  interval: 45m\npublish:\n  nfdFeatureFile: /run/nfd/gpunode\n")); err == nil || !strings.Contains(err.Error(), "publish.nfdFeatureTTL") {
+		t.Errorf("45m interval with an NFD file and the 1h TTL: %v", err)
 	}
 }
 

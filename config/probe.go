@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -78,8 +77,8 @@ func (p Probe) validate() []error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	if _, _, err := net.SplitHostPort(p.ListenAddress); err != nil {
-		bad("probe.listenAddress", "must be host:port, got %q", p.ListenAddress)
+	if err := checkListenAddress(p.ListenAddress); err != nil {
+		bad("probe.listenAddress", "%v", err)
 	}
 	if p.TokenFile == "" || !filepath.IsAbs(p.TokenFile) {
 		bad("probe.tokenFile", "must be an absolute path, got %q", p.TokenFile)

@@ -38,6 +38,7 @@ probe:
 	}
 	for _, tc := range []struct{ yaml, want string }{
 		{"probe:\n  listenAddress: 9836\n", "probe.listenAddress: must be host:port"},
+		{"probe:\n  listenAddress: ':70000'\n", "probe.listenAddress: port 70000"},
 		{"probe:\n  tokenFile: token\n", "probe.tokenFile: must be an absolute path"},
 		{"probe:\n  interval: 1s\n", "probe.interval: must be at least 10s"},
 		{"probe:\n  timeout: 50m\n", "probe.timeout: must be between 1s and 5m"},

@@ -4,6 +4,7 @@
 package discovery
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -148,6 +149,32 @@ func (e *Env) Tuner(stateDir string) *tuning.Tuner {
 		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + e.Simulated}
 	}
 	return t
+}
+
+// CommandTuner is the tuner for a `tune` command, which runs once. On a
+// real host it is Tuner's. A simulated node's tree is generated anew for
+// each command, so there the journal is kept in
+// <stateDir>/simulated/<node> and the values it records as written are
+// put into the fresh tree first: apply, verify and revert then work
+// across commands as on a host, and a simulated journal never mixes with
+// the host's. (The daemon's Tuner keeps a simulated node's journal in its
+// tree: it lives as long as the process.)
+func (e *Env) CommandTuner(ctx context.Context, stateDir string) (*tuning.Tuner, error) {
+	t := e.Tuner(stateDir)
+	if e.Simulated == "" {
+		return t, nil
+	}
+	t.Store.Dir = SimulatedStateDir(stateDir, e.Simulated)
+	t.Host = "simulated node " + e.Simulated
+	if err := t.Replay(ctx); err != nil {
+		return nil, fmt.Errorf("simulated tuning state in %s: %w", t.Store.Dir, err)
+	}
+	return t, nil
+}
+
+// SimulatedStateDir is where `tune` keeps a simulated node's journal.
+func SimulatedStateDir(stateDir, node string) string {
+	return filepath.Join(stateDir, "simulated", node)
 }
 
 // simDir is where simulated trees are generated: $TMPDIR when set, else

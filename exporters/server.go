@@ -99,15 +99,13 @@ type Server struct {
 func Listen(addr, webConfigFile string, handler http.Handler, logger *slog.Logger) (*Server, error) {
 	var webCfg *frozenWebConfig
 	if webConfigFile != "" {
+		if err := ValidateWebConfig(webConfigFile); err != nil {
+			return nil, err
+		}
 		var err error
 		if webCfg, err = freezeWebConfig(webConfigFile); err != nil {
 			return nil, err
 		}
-		if err := web.Validate(webCfg.Path()); err != nil {
-			webCfg.Close()
-			return nil, fmt.Errorf("web config %s: %w", webConfigFile, err)
-		}
-		logger.Info("web config read; changes to it take effect after a restart (certificate files are re-read on each TLS handshake)", "file", webConfigFile)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

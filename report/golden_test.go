@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +86,26 @@ func TestDeterministic(t *testing.T) {
 	}
 	if !bytes.Equal(out[0].Bytes(), out[1].Bytes()) {
 		t.Fatal("two discoveries of one simulated node differ")
+	}
+}
+
+// A multi-line source error (errors.Join) stays in its cell of the
+// Sources table and on its line of the summary.
+func TestTextFoldsMultiLineMessages(t *testing.T) {
+	s := discoverSim(t, "cpu-only")
+	s.Sources = slices.Clone(s.Sources)
+	s.Sources[0].State, s.Sources[0].Message = "error", "read mlx5_0: timeout\nread mlx5_1:\ttimeout\n"
+	var text bytes.Buffer
+	if err := report.Text(&text, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := text.String()
+	if !strings.Contains(out, "read mlx5_0: timeout; read mlx5_1: timeout") {
+		t.Errorf("message not folded:\n%s", out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "read mlx5_1") {
+			t.Errorf("the message spilled onto its own line %q:\n%s", l, out)
+		}
 	}
 }

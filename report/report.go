@@ -53,6 +53,9 @@ func Summary(s *snapshot.Snapshot) []string {
 			out = append(out, fmt.Sprintf("source %s FAILED: %s", st.Name, st.Message))
 		}
 	}
+	for i := range out { // a multi-line error stays on its line
+		out[i] = oneLine(out[i])
+	}
 	return out
 }
 
@@ -158,7 +161,7 @@ func Text(w io.Writer, s *snapshot.Snapshot, l labels.Set) error {
 	if probs := problems(s); len(probs) > 0 {
 		p.section("Problems")
 		for _, pr := range probs {
-			p.line("  " + pr)
+			p.line("  " + oneLine(pr))
 		}
 	}
 	p.section("Labels")
@@ -384,9 +387,19 @@ func (p *printer) table(head ...string) *table {
 
 func (t *table) row(cols ...string) {
 	if t.p.err == nil {
+		for i, c := range cols {
+			cols[i] = oneLine(c)
+		}
 		_, t.p.err = fmt.Fprintln(t.tw, "  "+strings.Join(cols, "\t"))
 	}
 }
+
+// oneLine folds a value onto one line for a table cell or a list entry:
+// line breaks (errors.Join separates its errors with them) become "; "
+// and tabs a space, so a multi-line error stays in its cell.
+func oneLine(s string) string { return oneLineReplacer.Replace(strings.TrimRight(s, "\r\n")) }
+
+var oneLineReplacer = strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ", "\t", " ")
 
 func (t *table) flush() {
 	if err := t.tw.Flush(); err != nil && t.p.err == nil {

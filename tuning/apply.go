@@ -18,6 +18,10 @@ import (
 type Tuner struct {
 	FS    hostfs.FS
 	Store Store
+	// Host names the host in the journal (its host_root); empty means the
+	// host root. A simulated node, whose tree is generated anew for every
+	// run, names itself instead.
+	Host string
 	// NetNS tells whether the agent is in the host's network namespace;
 	// nil compares /proc/self/ns/net with the host's /proc/1/ns/net.
 	NetNS func() NetNS
@@ -97,6 +101,41 @@ func (r Result) OK() bool {
 	return true
 }
 
+func (t *Tuner) hostID() string {
+	if t.Host != "" {
+		return t.Host
+	}
+	return t.FS.Root()
+}
+
+// Replay writes into the host tree the value tuning last wrote for every
+// file-backed setting in the journal (a service cannot be replayed). A
+// simulated node's tree is generated anew for each command; replayed, it
+// looks as the last apply left it, so apply, verify and revert work
+// across commands. On a real host the values are there already: it is
+// for simulated trees only. A setting the tree lacks is skipped.
+func (t *Tuner) Replay(ctx context.Context) error {
+	unlock, err := t.Store.lockForReading(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	j, _, err := t.Store.load(t.hostID(), readBootID(t.FS), true)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range j.Entries {
+		if e.Kind == KindService {
+			continue
+		}
+		if err := writeValue(t.FS, e.ID(), e.Wrote); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("replay %s: %w", e.ID(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (t *Tuner) now() time.Time {
 	if t.Now != nil {
 		return t.Now()
@@ -112,7 +151,7 @@ func (t *Tuner) Plan(ctx context.Context, p Profile, m Machine) (Plan, *Journal,
 		return Plan{}, nil, err
 	}
 	defer unlock()
-	j, prev, err := t.Store.load(t.FS.Root(), readBootID(t.FS), true)
+	j, prev, err := t.Store.load(t.hostID(), readBootID(t.FS), true)
 	if err != nil {
 		return Plan{}, nil, err
 	}
@@ -151,7 +190,8 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return Result{}, err
 	}
 	defer unlock()
-	j, prev, err := t.Store.Load(t.FS.Root(), readBootID(t.FS))
+	t.Store.sweepTemps()
+	j, prev, err := t.Store.Load(t.hostID(), readBootID(t.FS))
 	if err != nil {
 		return Result{}, err
 	}
@@ -168,6 +208,10 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 	var todo []Step
 	now := t.now()
 	newEntry := map[ID]bool{}
+	// wrote is what an entry to restore said tuning last wrote: the
+	// journal says the original instead while the restore runs, so a
+	// crash in the middle never makes a restored value look drifted.
+	wrote := map[ID]string{}
 	for _, s := range res.Plan.Steps {
 		switch s.Action {
 		case ActionSet:
@@ -175,6 +219,10 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
 			todo = append(todo, s)
 		case ActionRestore:
+			if e, ok := j.entry(s.ID); ok {
+				wrote[s.ID] = e.Wrote
+			}
+			j.record(s.ID, s.Want, s.Want, "", now)
 			todo = append(todo, s)
 		}
 	}
@@ -202,6 +250,9 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		switch {
 		case s.Action == ActionRestore && (c.Outcome == OutcomeRestored || c.Outcome == OutcomeUnsupported):
 			j.remove(s.ID)
+		case s.Action == ActionRestore:
+			// Not restored: the value is still what tuning wrote before.
+			j.record(s.ID, "", wrote[s.ID], "", now)
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.

@@ -1,6 +1,7 @@
 package tuning
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -531,14 +532,23 @@ func TestCrashHelper(t *testing.T) {
 			}
 		}
 	}
-	f.tuner.Apply(context.Background(), builtin(t, "llm-inference"), f.m)
+	profile := cmp.Or(os.Getenv(crashProfileEnv), "llm-inference")
+	f.tuner.Apply(context.Background(), builtin(t, profile), f.m)
 	t.Fatal("did not crash")
 }
 
+// crashProfileEnv names the profile the helper applies (llm-inference).
+const crashProfileEnv = "GPUNODE_TUNING_CRASH_PROFILE"
+
 func crashAt(t *testing.T, root, stage string, n int) {
 	t.Helper()
+	crashApplying(t, root, "llm-inference", stage, n)
+}
+
+func crashApplying(t *testing.T, root, profile, stage string, n int) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d:%s", crashEnv, stage, n, root))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d:%s", crashEnv, stage, n, root), crashProfileEnv+"="+profile)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 42 {
 		t.Fatalf("helper did not crash: %v\n%s", err, out)
@@ -602,6 +612,82 @@ func TestCrashLosesNothing(t *testing.T) {
 			sameValues(t, "after the crash and revert", before, f.files(t), managed)
 		})
 	}
+}
+
+// A process killed inside Save leaves its temporary file; the next apply
+// or revert (holding the lock) removes it, and nothing else.
+func TestStaleTempFilesSwept(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "cpu-only")
+	os.MkdirAll(f.tuner.Store.Dir, 0o755)
+	stale := filepath.Join(f.tuner.Store.Dir, ".tuning-journal-123456")
+	other := filepath.Join(f.tuner.Store.Dir, "notes.txt")
+	os.WriteFile(stale, []byte(`{"version": 1`), 0o600)
+	os.WriteFile(other, []byte("mine"), 0o600)
+	if _, _, err := f.tuner.Plan(ctx, builtin(t, "llm-inference"), f.m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Error("plan, which writes nothing, removed a file")
+	}
+	if _, err := f.tuner.Apply(ctx, builtin(t, "llm-inference"), f.m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale temporary journal left after apply")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another file removed: %v", err)
+	}
+	os.WriteFile(stale, nil, 0o600)
+	if _, err := f.tuner.Revert(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale temporary journal left after revert")
+	}
+}
+
+// A crash while profile none restores the originals leaves the restored
+// settings at their originals and the rest as tuning set them. A plan of
+// the earlier profile then sets the restored ones again: tuning changed
+// them, nobody else, so none is drifted. Finishing the restore leaves
+// every original.
+func TestCrashDuringRestoreIsNotDrift(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "cpu-only")
+	p := builtin(t, "llm-inference")
+	before := f.files(t)
+	pl, _, err := f.tuner.Plan(ctx, p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	managed := managedPaths(t, pl)
+	if res, err := f.tuner.Apply(ctx, p, f.m); err != nil || !res.OK() {
+		t.Fatalf("apply: %v", err)
+	}
+	crashApplying(t, f.root, "none", "write", 3)
+
+	pl, _, err = f.tuner.Plan(ctx, p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := 0
+	for _, s := range pl.Steps {
+		if s.Drift {
+			t.Errorf("%s called drifted after a crash during profile none: %s", s.ID, s.Note)
+		}
+		if s.Action == ActionSet {
+			set++
+		}
+	}
+	if set != 3 {
+		t.Errorf("%d settings to set again, want the 3 restored before the crash:\n%+v", set, pl.Steps)
+	}
+	if res, err := f.tuner.Apply(ctx, builtin(t, "none"), f.m); err != nil || !res.OK() {
+		t.Fatalf("apply none after the crash: %v", err)
+	}
+	sameValues(t, "after the crash and profile none", before, f.files(t), managed)
 }
 
 func TestDamagedJournalIsKept(t *testing.T) {

@@ -34,7 +34,11 @@ func irqTargets(p Profile, h Host) (targets []irqTarget, warnings []string) {
 		for _, name := range unmatched {
 			warnings = append(warnings, fmt.Sprintf("irq.policies[%d] (%s): device %q matches no %s", i, pol.Policy, name, policyKind(pol.Policy)))
 		}
-		if len(devs) == 0 {
+		// The default selection (RDMA and fast NICs, all GPUs) finding
+		// nothing is a host without such devices, which has nothing for
+		// the policy to do; drivers or devices named in the profile and
+		// not found are a finding.
+		if len(devs) == 0 && (len(pol.Drivers) > 0 || len(pol.Devices) > 0) {
 			warnings = append(warnings, fmt.Sprintf("irq.policies[%d] (%s): no device selected", i, pol.Policy))
 		}
 		for _, d := range devs {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +25,7 @@ const (
 	JournalFile      = "tuning-journal.json"
 	previousBootFile = "tuning-journal.previous-boot.json"
 	lockFile         = "tuning.lock"
+	tempPrefix       = ".tuning-journal-" // Save's temporary files
 	journalVersion   = 1
 	maxJournalSize   = 16 << 20
 )
@@ -253,7 +255,7 @@ func (s Store) Save(j *Journal) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(s.Dir, ".tuning-journal-*")
+	tmp, err := os.CreateTemp(s.Dir, tempPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
@@ -273,6 +275,23 @@ func (s Store) Save(j *Journal) error {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return syncDir(s.Dir)
+}
+
+// sweepTemps removes the temporary files of Saves that never finished (a
+// process killed between creating one and renaming it). Only a holder of
+// the lock may call it: Save runs under the lock, so no live one is
+// taken. Best effort: a file left costs only its space, so errors are
+// not reported.
+func (s Store) sweepTemps() {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), tempPrefix) {
+			os.Remove(s.path(e.Name()))
+		}
+	}
 }
 
 // syncDir makes a rename or removal in dir durable.

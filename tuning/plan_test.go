@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -179,6 +180,67 @@ func TestIRQExclusionsAndSelection(t *testing.T) {
 	pl = MakePlan(irqProfile(t, "  policies: [{policy: nic-local}]\n"), h, nil)
 	if len(pl.Steps) != 0 || len(pl.Warnings) != 1 {
 		t.Errorf("topology failure: %d steps, warnings %q", len(pl.Steps), pl.Warnings)
+	}
+}
+
+// A policy whose default selection finds nothing (a host without NICs,
+// or with only slow ones) has nothing to do and says nothing; drivers the
+// profile names and the host lacks are a warning.
+func TestIRQPolicyWithoutDevices(t *testing.T) {
+	h := host()
+	h.Devices = slices.DeleteFunc(h.Devices, func(d Device) bool { return d.Kind == topology.KindNIC })
+	pl := MakePlan(irqProfile(t, "  policies: [{policy: nic-local}]\n"), h, nil)
+	if len(pl.Warnings) != 0 {
+		t.Errorf("warnings on a host without NICs: %q", pl.Warnings)
+	}
+	h.Devices = append(h.Devices, Device{PCIAddress: "0000:00:03.0", Kind: topology.KindNIC, Driver: "virtio-pci", NUMANode: -1, Netdevs: []Netdev{{"eth0", 1000}}})
+	pl = MakePlan(irqProfile(t, "  policies: [{policy: nic-local}]\n"), h, nil)
+	if len(pl.Warnings) != 0 {
+		t.Errorf("warnings on a host with a 1 Gb/s NIC only: %q", pl.Warnings)
+	}
+	pl = MakePlan(irqProfile(t, "  policies: [{policy: nic-local, drivers: [bnxt_en]}]\n"), host(), nil)
+	if len(pl.Warnings) != 1 || !strings.Contains(pl.Warnings[0], "no device selected") {
+		t.Errorf("warnings with NICs none of which is selected: %q", pl.Warnings)
+	}
+}
+
+// Where the agent cannot tell its network namespace from the host's, a
+// net.* setting that already reads as wanted is ok, one that differs is
+// refused, and the host's state is unknown rather than error (unless
+// something else is wrong). In another namespace both are refused and
+// the state is error.
+func TestUnprovenNetNS(t *testing.T) {
+	p := mustProfile(t, "name: t\nsysctl:\n  net.core.rmem_max: 134217728\n  net.ipv4.tcp_congestion_control: bbr\n  vm.swappiness: 1\n")
+	h := host()
+	h.Current[ID{KindSysctl, "net.core.rmem_max"}] = Current{Value: "4194304"}
+	h.Current[ID{KindSysctl, "net.ipv4.tcp_congestion_control"}] = Current{Value: "bbr"}
+	h.CongestionControl.Available = []string{"bbr", "cubic"}
+	h.Current[ID{KindSysctl, "vm.swappiness"}] = Current{Value: "1"}
+	h.NetNS = NetNS{State: NetNSUnknown, Detail: "cannot read the host's (PID 1's) namespace: permission denied"}
+	pl := MakePlan(p, h, nil)
+	actions := map[string]Action{}
+	for _, s := range pl.Steps {
+		actions[s.Key] = s.Action
+	}
+	if actions["net.ipv4.tcp_congestion_control"] != ActionOK || actions["net.core.rmem_max"] != ActionRefused || actions["vm.swappiness"] != ActionOK {
+		t.Errorf("unknown namespace: %v", actions)
+	}
+	if got := Summarize(pl, 0); got != StateUnknown {
+		t.Errorf("unknown namespace: state %s, want %s", got, StateUnknown)
+	}
+	h.Current[ID{KindSysctl, "vm.swappiness"}] = Current{Value: "60"}
+	if got := Summarize(MakePlan(p, h, nil), 0); got != StatePending {
+		t.Errorf("unknown namespace, vm.swappiness to set: state %s, want %s", got, StatePending)
+	}
+	h.NetNS = NetNS{State: NetNSOther, Detail: "agent in net:[1], host PID 1 in net:[2]"}
+	pl = MakePlan(p, h, nil)
+	for _, s := range pl.Steps {
+		if s.ID.isNet() && s.Action != ActionRefused {
+			t.Errorf("other namespace: %s %s", s.Key, s.Action)
+		}
+	}
+	if got := Summarize(pl, 0); got != StateError {
+		t.Errorf("other namespace: state %s, want %s", got, StateError)
 	}
 }
 

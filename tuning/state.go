@@ -20,15 +20,24 @@ const (
 	StateConflict  = "conflict"  // irqbalance owns the interrupts
 	StateError     = "error"     // a setting could not be read or written
 	StateOff       = "off"
+	// StateUnknown (irqbalance.go) is also a host state: net.* settings
+	// differ but cannot be judged, since whether the agent is in the
+	// host's network namespace is unproven (the host's /proc/1 is
+	// unreadable); nothing else is wrong.
 )
 
 // Summarize returns the state of a verified plan; failed lists changes
 // that did not succeed in the last run.
 func Summarize(pl Plan, failed int) string {
-	var conflict, drift, pending bool
+	var conflict, drift, pending, unknown bool
 	for _, s := range pl.Steps {
 		switch s.Action {
-		case ActionError, ActionRefused:
+		case ActionRefused:
+			if pl.NetNS.State != NetNSUnknown {
+				return StateError // in another namespace: a deployment error
+			}
+			unknown = true
+		case ActionError:
 			return StateError
 		case ActionConflict:
 			conflict = true
@@ -49,6 +58,8 @@ func Summarize(pl Plan, failed int) string {
 		return StateDrifted
 	case pending:
 		return StatePending
+	case unknown:
+		return StateUnknown
 	}
 	return StateCompliant
 }

@@ -79,8 +79,15 @@ func TestGoldenReports(t *testing.T) {
 				t.Errorf("verified = %v with findings %v", r.Verified, findings)
 			}
 			var text, js bytes.Buffer
-			if err := verify.Text(&text, r); err != nil {
+			if err := verify.Text(&text, r, verify.TextOptions{}); err != nil {
 				t.Fatal(err)
+			}
+			if name == "dgx-h100-ib-degraded" { // one node with every row, as -v prints it
+				var all bytes.Buffer
+				if err := verify.Text(&all, r, verify.TextOptions{All: true}); err != nil {
+					t.Fatal(err)
+				}
+				golden(t, name+".verify-all.txt", all.Bytes())
 			}
 			if err := verify.JSON(&js, r); err != nil {
 				t.Fatal(err)

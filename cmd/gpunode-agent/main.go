@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/exporters"
+	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/publish"
@@ -109,9 +111,11 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
+	app.UsageTemplate(usageTemplate)
+	app.UsageFuncs(usageFuncs)
 	c.flag(app, "config", "YAML configuration file (unknown keys are errors). Flags override it.").PlaceHolder("FILE").StringVar(&c.configFile)
-	c.flag(app, "config.check", "Validate the configuration (file and flags), print the result and exit.").BoolVar(&c.configCheck)
-	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet).",
+	c.flag(app, "config.check", "Validate the configuration as run would use it (the file, the flags, the web configuration file it names and the listen addresses), print the result and exit: 0 valid, 2 invalid.").BoolVar(&c.configCheck)
+	c.configFlag(app, "host-root", "Where the host's / is mounted (/host in the DaemonSet): an existing directory; a relative path is taken from the working directory.",
 		func(cfg *config.Config) { cfg.HostRoot = c.hostRoot }).Default("/").PlaceHolder("DIR").StringVar(&c.hostRoot)
 	c.flag(app, "simulate", "Run on a built-in simulated node instead of this machine: "+strings.Join(sim.Names(), ", ")+".").PlaceHolder("NAME").EnumVar(&c.simulate, sim.Names()...)
 	c.configFlag(app, "log.level", "Log level: debug, info, warn, error.",
@@ -127,15 +131,15 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 		func(cfg *config.Config) { cfg.Metrics.ListenAddress = c.listen }).Default(config.DefaultListenAddress).StringVar(&c.listen)
 	c.configFlag(cmds.run, "web.config.file", "exporter-toolkit web configuration file (TLS, basic auth).",
 		func(cfg *config.Config) { cfg.Metrics.WebConfigFile = c.webConfig }).PlaceHolder("FILE").StringVar(&c.webConfig)
-	c.configFlag(cmds.run, "discovery.interval", "Time between discoveries.",
-		func(cfg *config.Config) { cfg.Discovery.Interval = c.interval }).Default("1m").DurationVar(&c.interval)
-	c.configFlag(cmds.run, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).",
-		func(cfg *config.Config) { cfg.Metrics.SampleInterval = c.sample }).Default("10s").DurationVar(&c.sample)
+	durationVar(c.configFlag(cmds.run, "discovery.interval", "Time between discoveries.",
+		func(cfg *config.Config) { cfg.Discovery.Interval = c.interval }).Default("1m"), &c.interval)
+	durationVar(c.configFlag(cmds.run, "metrics.sample-interval", "Time between readings of GPUs and RDMA counters (scrapes serve the latest).",
+		func(cfg *config.Config) { cfg.Metrics.SampleInterval = c.sample }).Default("10s"), &c.sample)
 	c.configFlag(cmds.run, "metrics.dcgm-compat", "Also export dcgm-exporter's metric names and labels (DCGM_FI_*), for dashboards and alerts written for it.",
 		func(cfg *config.Config) { cfg.Metrics.DCGMCompat = c.dcgmCompat }).BoolVar(&c.dcgmCompat)
 
 	cmds.inspect = app.Command("inspect", "Discover once and print what this node has: GPUs, RDMA ports, NUMA, GPU-NIC affinity, source status and labels. Exits 0 when discovery ran, even if some sources failed (they are reported).")
-	cmds.inspect.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
+	cmds.inspect.Flag("output", "Output format: text, json (the snapshot) or labels (sorted key=value lines: the labels discovery gives; the daemon also sets gpunode.dev/verified, gpunode.dev/tuning.* and, with probes on, gpunode.dev/rdma.verified from its checks, tuning loop and probe rounds).").Short('o').Default("text").EnumVar(&c.output, "text", "json", "labels")
 
 	cmds.tune = addTune(app, c)
 	cmds.verify = addVerify(app)
@@ -168,6 +172,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gpunode-agent: %v (see --help)\n", err)
 		return exitUsage
 	}
+	// A relative --host-root is taken from the working directory.
+	if abs, err := filepath.Abs(c.hostRoot); err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: --host-root: %v\n", err)
+		return exitUsage
+	} else if *c.set["host-root"] {
+		c.hostRoot = abs
+	}
 	switch cmd {
 	case cmds.tune.profiles.FullCommand():
 		return runTune(cmds.tune, cmd, nil, config.Config{}, &c, stdout, stderr)
@@ -177,6 +188,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	cfg, err := c.load()
+	if err == nil && (c.configCheck || cmd == cmds.run.FullCommand()) {
+		err = checkServing(cfg)
+	}
 	if c.configCheck {
 		if err != nil {
 			fmt.Fprintf(stderr, "configuration is invalid:\n%v\n", err)
@@ -213,6 +227,18 @@ func (c *cli) dispatch(cmd string, cmds commands, cfg config.Config, stdout, std
 		return cleanup(cfg, c.allNodes, logger)
 	}
 
+	// A host root that is not there is a usage error, not a failure of
+	// discovery.
+	if c.simulate == "" {
+		if _, err := hostfs.New(cfg.HostRoot); err != nil {
+			name := "hostRoot (configuration)"
+			if *c.set["host-root"] {
+				name = "--host-root"
+			}
+			fmt.Fprintf(stderr, "gpunode-agent: %s: %v\n", name, err)
+			return exitUsage
+		}
+	}
 	env, err := discovery.Open(cfg, c.simulate)
 	if err != nil {
 		logger.Error("cannot prepare discovery", "err", err)
@@ -259,6 +285,16 @@ func (c *cli) load() (config.Config, error) {
 		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return cfg, nil
+}
+
+// checkServing checks what the daemon would find wrong only when it
+// starts serving: the web configuration file. --config.check and run
+// check it first, so a bad file is a configuration error (exit 2) there.
+func checkServing(cfg config.Config) error {
+	if err := exporters.ValidateWebConfig(cfg.Metrics.WebConfigFile); err != nil {
+		return fmt.Errorf("metrics.webConfigFile: %w", err)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
@@ -313,7 +349,11 @@ func daemonize(env *discovery.Env, cfg config.Config, c cli, level *slog.LevelVa
 		Env:            env,
 		Build:          exporters.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()},
 		Listening: func(addr string) {
-			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz")
+			web := cfg.Metrics.WebConfigFile + " (read once: changes take effect after a restart)"
+			if cfg.Metrics.WebConfigFile == "" {
+				web = "none (plain HTTP, no authentication)"
+			}
+			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz", "web_config", web)
 		},
 	}
 	// A client only when labels go to a Node; the agent says which mode it runs in.

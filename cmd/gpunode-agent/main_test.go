@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/sim"
 )
 
 func TestCLI(t *testing.T) {
@@ -20,6 +22,12 @@ func TestCLI(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfg, []byte("discovery:\n  interval: 2m\n"), 0o600)
 	os.WriteFile(bad, []byte("discovery:\n  intervall: 2m\n"), 0o600)
+	webUnknown := filepath.Join(t.TempDir(), "web-unknown.yml")
+	os.WriteFile(webUnknown, []byte("basic_auth_user:\n  prom: x\n"), 0o600)
+	webPlain := filepath.Join(t.TempDir(), "web-plain.yml")
+	os.WriteFile(webPlain, []byte("basic_auth_users:\n  prom: s3cret\n"), 0o600)
+	webConfig := filepath.Join(t.TempDir(), "config-web.yaml")
+	os.WriteFile(webConfig, []byte("metrics:\n  webConfigFile: "+webPlain+"\n"), 0o600)
 	for _, tc := range []struct {
 		args        []string
 		code        int
@@ -27,16 +35,28 @@ func TestCLI(t *testing.T) {
 	}{
 		{[]string{"--help"}, 0, "Commands:", ""},
 		{[]string{"help", "inspect"}, 0, "-o, --output=text", ""},
+		{[]string{"help", "inspect"}, 0, "gpunode.dev/verified,", ""},
 		{[]string{"version"}, 0, "gpunode-agent dev", ""},
 		{[]string{"--bogus"}, 2, "", "unknown long flag '--bogus'"},
 		{[]string{"--config", cfg, "--config.check"}, 0, "configuration is valid", ""},
 		{[]string{"--config", bad, "--config.check"}, 2, "", `line 2: unknown key "intervall" in discovery`},
 		{[]string{"--config.check", "--log.level=loud"}, 2, "", `log.level: unknown level "loud"`},
 		{[]string{"--config", cfg + ".missing", "inspect"}, 2, "", "no such file"},
+		// --config.check refuses what run refuses, and run exits 2 for it.
+		{[]string{"--config.check", "--web.config.file=/nonexistent/web.yml"}, 2, "", "no such file"},
+		{[]string{"--config.check", "--web.config.file=" + webUnknown}, 2, "", "field basic_auth_user not found"},
+		{[]string{"--config.check", "--web.config.file=" + webPlain}, 2, "", "takes bcrypt hashes"},
+		{[]string{"--config", webConfig, "--config.check"}, 2, "", "metrics.webConfigFile"},
+		{[]string{"--config.check", "--web.listen-address=:99999"}, 2, "", "out of range"},
+		{[]string{"--simulate=cpu-only", "run", "--web.config.file=/nonexistent/web.yml"}, 2, "", "metrics.webConfigFile"},
+		{[]string{"--simulate=cpu-only", "run", "--web.listen-address=:99999"}, 2, "", "metrics.listenAddress"},
 		{[]string{"inspect", "--simulate=nope"}, 2, "", "enum value must be one of"},
 		{[]string{"--host-root=/", "--simulate=cpu-only", "inspect"}, 2, "", "exclude each other"},
-		{[]string{"--host-root=/nonexistent", "inspect"}, 1, "", "host root"},
+		{[]string{"--host-root=/nonexistent", "inspect"}, 2, "", "--host-root: host root: stat /nonexistent: no such file or directory"},
+		{[]string{"--host-root=" + cfg, "verify"}, 2, "", "is not a directory"},
 		{[]string{"inspect", "-o", "yaml"}, 2, "", "enum value"},
+		{[]string{"--simulate=cpu-only", "verify", "--expected-gpus=abc"}, 2, "", `--expected-gpus: want a whole number, got "abc"`},
+		{[]string{"--config.check", "--discovery.interval=soon"}, 2, "", `--discovery.interval: want a duration such as 30s, 5m or 1h, got "soon"`},
 		{[]string{"--simulate=cpu-only", "inspect", "-o", "labels"}, 0, "gpunode.dev/gpu.present=false", ""},
 	} {
 		var out, errOut bytes.Buffer
@@ -44,6 +64,26 @@ func TestCLI(t *testing.T) {
 		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.errOut) {
 			t.Errorf("%v: exit %d (want %d)\nstdout: %s\nstderr: %s", tc.args, code, tc.code, out.String(), errOut.String())
 		}
+	}
+}
+
+// A relative --host-root is resolved against the working directory.
+func TestRelativeHostRoot(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "tree"), 0o755)
+	if _, err := sim.Build("cpu-only", filepath.Join(dir, "tree")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--host-root=tree", "inspect", "-o", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var s struct {
+		NUMANodes []json.RawMessage `json:"numa_nodes"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || len(s.NUMANodes) != 2 {
+		t.Errorf("inspect of the relative tree: %v, %d NUMA nodes", err, len(s.NUMANodes))
 	}
 }
 
@@ -159,7 +199,8 @@ func TestSystemdProtocol(t *testing.T) {
 	}
 
 	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\n"), 0o600)
+	addr := freePort(t)
+	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+addr+"\n"), 0o600)
 	cmd := exec.Command(bin, "run", "--simulate=cpu-only", "--config", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000", "NODE_NAME=")
 	stderr, err := cmd.StderrPipe()
@@ -188,6 +229,14 @@ func TestSystemdProtocol(t *testing.T) {
 
 	expect("READY=1")
 	expect("WATCHDOG=1")
+	// One line says where metrics are served, not three (exporter-toolkit's
+	// "Listening on" and "TLS is disabled." are debug).
+	time.Sleep(100 * time.Millisecond)
+	logMu.Lock()
+	if n := strings.Count(logs.String(), "address="+addr); n != 1 || !strings.Contains(logs.String(), "web_config=\"none (plain HTTP") {
+		t.Errorf("%d log lines about the metrics listener, want 1:\n%s", n, logs.String())
+	}
+	logMu.Unlock()
 
 	os.WriteFile(cfg, []byte("metrics:\n  listenAddress: "+freePort(t)+"\nlog:\n  level: debug\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
@@ -220,5 +269,22 @@ func TestSystemdProtocol(t *testing.T) {
 		if !logged(w) {
 			t.Errorf("log lacks %q:\n%s", w, logs.String())
 		}
+	}
+}
+
+// A cold `make build` compiles the cgo dependencies for minutes: it says
+// so before it starts, so it does not look hung.
+func TestMakeBuildSaysItMayTakeMinutes(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	out, err := exec.Command("make", "-n", "-C", "../..", "build").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n build: %v\n%s", err, out)
+	}
+	say := strings.Index(string(out), "may take minutes")
+	build := strings.Index(string(out), "go build")
+	if say < 0 || build < 0 || say > build {
+		t.Errorf("make build prints no progress line before compiling:\n%s", out)
 	}
 }

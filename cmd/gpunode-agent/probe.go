@@ -61,9 +61,9 @@ func addProbe(app *kingpin.Application) *probeFlags {
 	f.loopback = cmd.Command("loopback", "Probe every ACTIVE port against itself: bandwidth and latency.")
 	f.loopback.Flag("kind", "What to measure: all, bw or lat.").Default("all").EnumVar(&f.kind, "all", "bw", "lat")
 	f.bw = cmd.Command("bw", "Bandwidth to another node's agent (probe serve).")
-	f.bw.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+").").Required().StringVar(&f.peer)
+	f.bw.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+" when none is given).").Required().PlaceHolder("HOST[:PORT]").StringVar(&f.peer)
 	f.lat = cmd.Command("lat", "Latency to another node's agent (probe serve).")
-	f.lat.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+").").Required().StringVar(&f.peer)
+	f.lat.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+" when none is given).").Required().PlaceHolder("HOST[:PORT]").StringVar(&f.peer)
 	return f
 }
 

@@ -23,6 +23,14 @@ func TestTuneCLI(t *testing.T) {
 		{[]string{"tune", "profiles"}, 0, "llm-d-reference", ""},
 		{[]string{"tune", "profiles", "llm-inference"}, 0, "net.core.rmem_max: 134217728", ""},
 		{[]string{"tune", "profiles", "nope"}, 2, "", "unknown profile"},
+		// profiles honour -o json and --profile, and refuse --state-dir.
+		{[]string{"tune", "profiles", "-o", "json"}, 0, `"name": "llm-inference",`, ""},
+		{[]string{"tune", "profiles", "-o", "json", "none"}, 0, `"description": "Manages nothing`, ""},
+		{[]string{"tune", "--profile", "llm-d-reference", "profiles"}, 0, "name: llm-d-reference", ""},
+		{[]string{"tune", "--profile", profile, "profiles", "-o", "json"}, 0, `"vm.swappiness": "7"`, ""},
+		{[]string{"tune", "--profile", profile, "profiles"}, 0, "vm.swappiness: 7", ""},
+		{[]string{"tune", "--profile", "none", "profiles", "llm-inference"}, 2, "", "name the profile once"},
+		{[]string{"tune", "--state-dir", "/tmp", "profiles"}, 2, "", "--state-dir has no meaning"},
 		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "274 set", ""},
 		{[]string{"--simulate=dgx-h100-ib", "tune", "--profile", "llm-d-reference", "plan"}, 0, "moved to debugfs", ""},
 		{[]string{"--simulate=h100-roce", "tune", "plan"}, 0, "irqbalance runs; set irq.irqbalance to leave or stop", ""},
@@ -84,5 +92,39 @@ func TestTuneApplyVerifyRevert(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "tuning-journal.json")); err == nil {
 		t.Error("journal left after revert")
+	}
+}
+
+// A simulated node's tree is new for every command, but its tuning state
+// is not: the journal is kept in <state-dir>/simulated/<node> and
+// replayed into the next tree, so apply, verify and revert work across
+// separate runs (issue 14, item 11).
+func TestSimulatedTuneAcrossRuns(t *testing.T) {
+	state := t.TempDir()
+	tune := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"--simulate=cpu-only", "tune", "--state-dir", state}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "(pending)") {
+		t.Fatalf("verify before apply: %d %s", code, errOut)
+	}
+	if code, out, errOut := tune("apply"); code != 0 || !strings.Contains(out, "10 changed") {
+		t.Fatalf("apply: %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(state, "simulated", "cpu-only", "tuning-journal.json")); err != nil {
+		t.Errorf("no simulated journal in the state directory: %v", err)
+	}
+	if code, out, errOut := tune("verify"); code != 0 || !strings.Contains(errOut, "matches profile llm-inference") {
+		t.Errorf("verify after apply, in a new run: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := tune("revert"); code != 0 || !strings.Contains(out, "10 restored") {
+		t.Errorf("revert in a new run: %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "(pending)") {
+		t.Errorf("verify after revert: %d %s", code, errOut)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(state, "simulated", "cpu-only")); len(entries) != 1 || entries[0].Name() != "tuning.lock" {
+		t.Errorf("state left after revert: %v", entries)
 	}
 }

@@ -17,15 +17,17 @@ import (
 type verifyFlags struct {
 	cmd          *kingpin.CmdClause
 	output       string
+	verbose      bool
 	expectedGPUs int
 	expectedSet  bool
 }
 
 func addVerify(app *kingpin.Application) *verifyFlags {
 	f := &verifyFlags{}
-	f.cmd = app.Command("verify", "Discover once and check that the node will perform: GPU count, PCIe links, NVLink and NVSwitch fabric, ECC and row remaps, GPU-NIC affinity, RDMA modules, InfiniBand subnet manager, RoCE v2 mode, PFC/ECN, MTU, port rates and GPUDirect RDMA. Prints each check with pass, warn, fail or skip, the observed and expected value and a remedy. Exits 0 when no check fails (warnings allowed), 1 when one fails, 2 on bad usage or configuration.")
+	f.cmd = app.Command("verify", "Discover once and check that the node will perform: GPU count, PCIe links, NVLink and NVSwitch fabric, ECC and row remaps, GPU-NIC affinity, RDMA modules, InfiniBand subnet manager, RoCE v2 mode, PFC/ECN, MTU, port rates and GPUDirect RDMA. Prints each failure and warning (every check with -v: pass, warn, fail or skip) with the observed and expected value, then one remedy per distinct cause. Exits 0 when no check fails (warnings allowed), 1 when one fails, 2 on bad usage or configuration.")
 	f.cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
-	f.cmd.Flag("expected-gpus", "GPUs the node must have (overrides verify.expectedGPUCount; 0 takes the count from the product).").PlaceHolder("N").IsSetByUser(&f.expectedSet).IntVar(&f.expectedGPUs)
+	f.cmd.Flag("verbose", "List every check in the text output, passed and skipped ones too (by default: failures and warnings, and a line counting the rest).").Short('v').BoolVar(&f.verbose)
+	intVar(f.cmd.Flag("expected-gpus", "GPUs the node must have (overrides verify.expectedGPUCount; 0 takes the count from the product).").PlaceHolder("N").IsSetByUser(&f.expectedSet), &f.expectedGPUs)
 	return f
 }
 
@@ -47,7 +49,7 @@ func runVerify(f *verifyFlags, env *discovery.Env, cfg config.Config, stdout, st
 	if f.output == "json" {
 		err = verify.JSON(stdout, r)
 	} else {
-		err = verify.Text(stdout, r)
+		err = verify.Text(stdout, r, verify.TextOptions{All: f.verbose})
 	}
 	if err != nil {
 		logger.Error("write report", "err", err)
