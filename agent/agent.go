@@ -145,7 +145,7 @@ func (d *daemon) serveMetrics() (*exporters.Server, error) {
 		exporters.NewAgentCollector(d.snap.Load, d.o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),
 		exporters.NewVerifyCollector(d.verification.Load),
-		exporters.NewProbeCollector(d.probes.Round),
+		exporters.NewProbeCollector(d.probes.Round, d.probes.Refused),
 	}
 	if d.pub != nil {
 		collectors = append(collectors, d.pub.Collectors()...)
