@@ -199,7 +199,7 @@ func (s *Server) answerTCP(conn net.Conn, req Request, proof []byte, release fun
 // client's, takes part in the measurement and exchanges the outcomes.
 func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, proof []byte, release func(), log *slog.Logger) error {
 	if err := Available(); err != nil {
-		return refuse(conn, CodeUnavailable, err)
+		return refuse(conn, CodeUnavailable, fmt.Errorf("this node has no RDMA (%w); it answers the TCP kinds only", err))
 	}
 	port, err := localPort(ctx, s.Devices, s.Device, conn)
 	if err != nil {

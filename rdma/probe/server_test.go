@@ -276,3 +276,26 @@ func TestRefusalLogInterval(t *testing.T) {
 	}
 }
 
+// Without RDMA the server still answers the TCP kinds, and tells an
+// authenticated client that asks for RDMA that this node has none.
+func TestServerWithoutRDMA(t *testing.T) {
+	if Available() == nil {
+		t.Skip("this machine has RDMA")
+	}
+	addr := startServer(t, NewLimiter())
+	c := client(testToken)
+	for _, k := range []string{KindTCPBW, KindTCPLat} {
+		req := DefaultRequest(k)
+		req.Iterations = 100
+		if _, err := c.Run(context.Background(), addr, req); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+	for _, k := range []string{KindWriteBW, KindSendLat} {
+		_, err := c.Run(context.Background(), addr, DefaultRequest(k))
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Code != CodeUnavailable || !strings.Contains(re.Message, "this node has no RDMA") {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+}
