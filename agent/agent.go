@@ -169,7 +169,7 @@ func (d *daemon) listenMetrics() (*exporters.Server, error) {
 		exporters.NewAgentCollector(d.snap.Load, d.o.Build, d.samplerSources),
 		exporters.NewTuningCollector(d.tuning.Status),
 		exporters.NewVerifyCollector(d.verification.Load),
-		exporters.NewProbeCollector(d.probes.Round),
+		exporters.NewProbeCollector(d.probes.Round, d.probes.Refused),
 	}
 	if d.pub != nil {
 		collectors = append(collectors, d.pub.Collectors()...)

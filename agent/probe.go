@@ -26,6 +26,9 @@ type probeLoop struct {
 	log     *slog.Logger
 	changed chan struct{}
 
+	// refused counts the server's refusals of unauthenticated peers.
+	refused probe.Refusals
+
 	mu      sync.Mutex
 	round   *probe.Round
 	verdict *probe.Verdict
@@ -40,6 +43,15 @@ func (l *probeLoop) Round() *probe.Round {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.round
+}
+
+// Refused is the probe server's refusals of unauthenticated peers by
+// reason; nil while probes are off.
+func (l *probeLoop) Refused() map[string]uint64 {
+	if !l.cfg.Enabled {
+		return nil
+	}
+	return l.refused.Counts()
 }
 
 // Labels is what the labels need; nil while probes are off, pending
@@ -111,7 +123,7 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		l.log.Error("cannot serve RDMA probes", "address", l.cfg.ListenAddress, "err", err)
 	} else {
 		l.log.Info("serving RDMA probes", "address", ln.Addr().String())
-		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log}
+		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log, Refused: &l.refused}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,19 @@ import (
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/rdma/probe"
 )
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
 
 // On this machine (no RDMA in the kernel) the probe loop keeps running,
 // serves, and reports every round as unavailable with the reason: the
@@ -101,7 +114,8 @@ func TestRunWithProbesUnavailable(t *testing.T) {
 	cfg := config.Default()
 	cfg.NodeName = ""
 	cfg.Metrics.ListenAddress = "127.0.0.1:0"
-	cfg.Probe.Enabled, cfg.Probe.TokenFile, cfg.Probe.ListenAddress, cfg.Probe.Interval = true, token, "127.0.0.1:0", 2*time.Second
+	probeAddr := freeAddr(t)
+	cfg.Probe.Enabled, cfg.Probe.TokenFile, cfg.Probe.ListenAddress, cfg.Probe.Interval = true, token, probeAddr, 2*time.Second
 	logs := &syncBuffer{}
 	addr := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -121,6 +135,22 @@ func TestRunWithProbesUnavailable(t *testing.T) {
 	waitFor(t, "the labels", func() bool { return strings.Contains(logs.String(), "key=gpunode.dev/rdma.verified value=false") })
 	if code, _ := get(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
+	}
+	// Peers with a wrong token are counted in /metrics and logged in
+	// one sampled line, not a line each.
+	wrong := &probe.Client{Token: []byte("wrong-token-0123456789"), Limiter: probe.NewLimiter(), StepTimeout: 2 * time.Second}
+	for i := 0; i < 20; i++ {
+		if _, err := wrong.Run(ctx, probeAddr, probe.DefaultRequest(probe.KindTCPLat)); !probe.IsUnauthorized(err) {
+			t.Fatalf("wrong token: %v", err)
+		}
+	}
+	waitFor(t, "the refusals in /metrics", func() bool {
+		_, m := get(t, base+"/metrics")
+		return strings.Contains(m, `gpunode_rdma_probe_refused_total{reason="unauthorized"} 20`+"\n") &&
+			strings.Contains(m, `gpunode_rdma_probe_refused_total{reason="bad_request"} 0`)
+	})
+	if n := strings.Count(logs.String(), "refused unauthenticated probe connections"); n != 1 {
+		t.Errorf("%d log lines for 20 refusals, want 1", n)
 	}
 	l := logs.String()
 	// The gate never opened: not before the first round either.

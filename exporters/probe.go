@@ -9,19 +9,25 @@ import (
 	"github.com/gpunode/gpunode/rdma/probe"
 )
 
-// probeCollector exports the RDMA probes' last round. It only reads
-// memory: a scrape never starts a probe.
+// probeCollector exports the RDMA probes' last round and the probe
+// server's refusals. It only reads memory: a scrape never starts a probe.
 type probeCollector struct {
-	round func() *probe.Round
+	round   func() *probe.Round
+	refused func() map[string]uint64
 
-	bandwidth, lineRate, latency, cpuPerGB, success, lastRun *prometheus.Desc
+	bandwidth, lineRate, latency, cpuPerGB, success, lastRun, refusedTotal *prometheus.Desc
 }
 
-// NewProbeCollector exports the last round; round returns nil while
-// probes are off or before the first round.
-func NewProbeCollector(round func() *probe.Round) prometheus.Collector {
+// NewProbeCollector exports the last round and the probe server's
+// refusals of unauthenticated peers; round returns nil while probes are
+// off or before the first round, refused nil while probes are off.
+func NewProbeCollector(round func() *probe.Round, refused func() map[string]uint64) prometheus.Collector {
 	return &probeCollector{
-		round: round,
+		round:   round,
+		refused: refused,
+		refusedTotal: prometheus.NewDesc("gpunode_rdma_probe_refused_total",
+			"Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).",
+			[]string{"reason"}, nil),
 		bandwidth: prometheus.NewDesc("gpunode_rdma_probe_bandwidth_bytes_per_second",
 			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name, or loopback.",
 			[]string{"device", "port", "peer", "kind"}, nil),
@@ -43,12 +49,20 @@ func NewProbeCollector(round func() *probe.Round) prometheus.Collector {
 }
 
 func (c *probeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bandwidth, c.lineRate, c.latency, c.cpuPerGB, c.success, c.lastRun} {
+	for _, d := range []*prometheus.Desc{c.bandwidth, c.lineRate, c.latency, c.cpuPerGB, c.success, c.lastRun, c.refusedTotal} {
 		ch <- d
 	}
 }
 
 func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.refused != nil {
+		counts := c.refused()
+		for _, reason := range probe.RefusalReasons {
+			if n, ok := counts[reason]; ok {
+				ch <- prometheus.MustNewConstMetric(c.refusedTotal, prometheus.CounterValue, float64(n), reason)
+			}
+		}
+	}
 	r := c.round()
 	if r == nil {
 		return

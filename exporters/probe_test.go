@@ -14,10 +14,12 @@ import (
 
 func TestProbeCollector(t *testing.T) {
 	var round *probe.Round
-	c := NewProbeCollector(func() *probe.Round { return round })
+	var refused map[string]uint64 // probes off
+	c := NewProbeCollector(func() *probe.Round { return round }, func() map[string]uint64 { return refused })
 	if n := testutil.CollectAndCount(c); n != 0 {
 		t.Errorf("before the first round: %d metrics", n)
 	}
+	refused = map[string]uint64{"bad_request": 3, "unauthorized": 2000, "version": 0}
 	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5}
 	round = &probe.Round{
 		At: time.Unix(1700000000, 500000000),
@@ -50,6 +52,11 @@ gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",p
 # HELP gpunode_rdma_probe_line_rate_ratio RDMA WRITE bandwidth of the last probe over the port's signalling rate (0 to 1).
 # TYPE gpunode_rdma_probe_line_rate_ratio gauge
 gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="loopback",port="1"} 0.16
+# HELP gpunode_rdma_probe_refused_total Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).
+# TYPE gpunode_rdma_probe_refused_total counter
+gpunode_rdma_probe_refused_total{reason="bad_request"} 3
+gpunode_rdma_probe_refused_total{reason="unauthorized"} 2000
+gpunode_rdma_probe_refused_total{reason="version"} 0
 # HELP gpunode_rdma_probe_success 1 if the last probe of this kind ran to the end, 0 if it failed.
 # TYPE gpunode_rdma_probe_success gauge
 gpunode_rdma_probe_success{device="",kind="tcp_bw",peer="node-b",port=""} 1

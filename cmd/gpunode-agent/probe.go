@@ -46,7 +46,7 @@ type probeFlags struct {
 
 func addProbe(app *kingpin.Application) *probeFlags {
 	f := &probeFlags{}
-	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline. Exits 1 with the reason where RDMA is unavailable.")
+	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline. Where RDMA is unavailable, serve answers the TCP baseline only, bw and lat with --tcp run only the TCP baseline, and every RDMA probe exits 1 with the reason.")
 	cmd.Flag("device", "RDMA device to use (default: the port whose RoCE address the connection uses, else the first ACTIVE port).").PlaceHolder("NAME").StringVar(&f.device)
 	cmd.Flag("token-file", "File holding the shared probe token (at least 16 bytes; the chart mounts a Secret there).").Default(defaultTokenFile).PlaceHolder("FILE").StringVar(&f.tokenFile)
 	cmd.Flag("size", "Message size in bytes (default 65536 for bandwidth, 2 for latency, as perftest).").PlaceHolder("BYTES").IntVar(&f.size)
@@ -105,18 +105,22 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	devices := rdma.NewReader(env.FS).Discover // one reader: a hung HCA is not read again on top of itself
-	if err := probe.Available(); err != nil {
-		fmt.Fprintf(stderr, "gpunode-agent: RDMA probes are unavailable on this node: %v\n", err)
-		return exitFailure
-	}
+	rdmaErr := probe.Available()
 	lim := probe.NewLimiter()
 	if cmd == f.serve.FullCommand() {
-		return probeServe(ctx, f, devices, lim, logger, stderr)
+		// The TCP kinds need no RDMA: serve them, and answer the RDMA
+		// kinds that this node has none.
+		return probeServe(ctx, f, devices, lim, rdmaErr, logger, stderr)
 	}
 	kinds, ok := f.kinds(cmd)
 	if !ok {
 		fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
 		return exitUsage
+	}
+	// Without RDMA only a peer probe with --tcp has something to run.
+	if rdmaErr != nil && (cmd == f.loopback.FullCommand() || !f.tcp) {
+		fmt.Fprintf(stderr, "gpunode-agent: RDMA probes are unavailable on this node: %v\n", rdmaErr)
+		return exitFailure
 	}
 	for _, k := range kinds {
 		if err := f.request(k).Validate(); err != nil {
@@ -154,8 +158,13 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 		c := &probe.Client{Token: token, Devices: devices, Device: f.device, Limiter: lim}
 		addr := peerAddress(f.peer)
 		for _, k := range kinds {
+			what := fmt.Sprintf("%s %s", addr, k)
+			if rdmaErr != nil && (k == probe.KindWriteBW || k == probe.KindSendLat) {
+				rep.add(probe.Result{}, fmt.Errorf("RDMA probes are unavailable on this node: %w", rdmaErr), what)
+				continue
+			}
 			res, err := c.Run(ctx, addr, f.request(k))
-			rep.add(res, err, fmt.Sprintf("%s %s", addr, k))
+			rep.add(res, err, what)
 		}
 	}
 	return rep.write(f.output, stdout, stderr)
@@ -237,7 +246,9 @@ func peerAddress(peer string) string {
 	return net.JoinHostPort(strings.Trim(peer, "[]"), defaultProbePort)
 }
 
-func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, logger *slog.Logger, stderr io.Writer) int {
+// probeServe serves until ctx ends. Without RDMA (rdmaErr says why) it
+// still serves the TCP kinds; the RDMA kinds are refused "unavailable".
+func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, rdmaErr error, logger *slog.Logger, stderr io.Writer) int {
 	token, err := probe.ReadToken(f.tokenFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: probe serve: %v\n", err)
@@ -248,7 +259,10 @@ func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *
 		fmt.Fprintf(stderr, "gpunode-agent: probe serve: %v\n", err)
 		return exitFailure
 	}
-	logger.Info("serving RDMA probes", "address", ln.Addr().String())
+	if rdmaErr != nil {
+		logger.Warn("RDMA is unavailable on this node: serving the TCP baseline only, RDMA probes are refused", "err", rdmaErr)
+	}
+	logger.Info("serving RDMA probes", "address", ln.Addr().String(), "rdma", rdmaErr == nil)
 	s := &probe.Server{Token: token, Devices: devices, Device: f.device, Limiter: lim, Logger: logger}
 	if err := s.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)

@@ -2,16 +2,25 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
 	"github.com/gpunode/gpunode/rdma/verbs"
 )
 
-// This machine's kernel has no RDMA: every probe command says so and
-// exits 1; bad usage exits 2.
+// This machine's kernel has no RDMA: every probe command that needs it
+// says so and exits 1; bad usage exits 2. (serve: TestProbeServeWithoutRDMA.)
 func TestProbeCLIWithoutRDMA(t *testing.T) {
 	for _, tc := range []struct {
 		args        []string
@@ -21,7 +30,6 @@ func TestProbeCLIWithoutRDMA(t *testing.T) {
 		{[]string{"help", "probe"}, 0, "loopback", ""},
 		{[]string{"probe", "loopback"}, 1, "", "RDMA probes are unavailable on this node: the kernel has no RDMA support"},
 		{[]string{"probe", "loopback", "-o", "json", "--tcp"}, 1, "", "unavailable"},
-		{[]string{"probe", "serve", "--listen", "127.0.0.1:0"}, 1, "", "unavailable"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1"}, 1, "", "unavailable"},
 		{[]string{"probe", "lat"}, 2, "", "--peer"},
 		{[]string{"probe", "loopback", "--kind", "read"}, 2, "", "enum value"},
@@ -62,4 +70,113 @@ func TestProbeHelpers(t *testing.T) {
 	if !strings.Contains(line, "2 B x 1000: latency min 8.00us p50 9.50us p99 20.00us p99.9 40.00us max 1000.00us") {
 		t.Errorf("latency line %q", line)
 	}
+}
+
+// Without RDMA, `probe serve` starts all the same, says why RDMA is
+// unavailable, answers the TCP baseline (through the CLI's bw/lat --tcp
+// and the Client API) and refuses an RDMA kind saying this node has none.
+func TestProbeServeWithoutRDMA(t *testing.T) {
+	if probe.Available() == nil {
+		t.Skip("this machine has RDMA")
+	}
+	bin, err := buildAgent()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, err.(*exec.ExitError).Stderr)
+	}
+	token := []byte("0123456789abcdef0123")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, token, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	var serveErr syncBuffer
+	serve := exec.Command(bin, "probe", "--token-file", tokenFile, "serve", "--listen", addr)
+	serve.Stderr = &serveErr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = serve.Wait(); close(exited) }()
+	stop := sync.OnceFunc(func() {
+		serve.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+			if err := waitErr; err != nil {
+				t.Errorf("probe serve: %v\n%s", err, serveErr.String())
+			}
+		case <-time.After(10 * time.Second):
+			serve.Process.Kill()
+			t.Error("probe serve did not stop on SIGTERM")
+		}
+	})
+	defer stop()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("probe serve exited: %v\n%s", waitErr, serveErr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("probe serve not listening: %v\n%s", err, serveErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	c := &probe.Client{Token: token, Limiter: probe.NewLimiter(), StepTimeout: 5 * time.Second,
+		Devices: func(context.Context) ([]rdma.Device, error) { return nil, nil }}
+	for _, k := range []string{probe.KindTCPBW, probe.KindTCPLat} {
+		req := probe.DefaultRequest(k)
+		req.Iterations = 200
+		if res, err := c.Run(context.Background(), addr, req); err != nil || res.Bytes == 0 {
+			t.Errorf("%s: %+v %v", k, res, err)
+		}
+	}
+	_, err = c.Run(context.Background(), addr, probe.DefaultRequest(probe.KindWriteBW))
+	var re *probe.RemoteError
+	if !errors.As(err, &re) || re.Code != probe.CodeUnavailable || !strings.Contains(re.Message, "this node has no RDMA") || !strings.Contains(re.Message, "no RDMA support") {
+		t.Errorf("write_bw: %v", err)
+	}
+
+	// The CLI: bw --tcp runs the TCP baseline and says RDMA is unavailable
+	// here (exit 1, one probe failed).
+	var out, errOut bytes.Buffer
+	code := run([]string{"probe", "--token-file", tokenFile, "--iterations", "200", "bw", "--tcp", "--peer", addr}, &out, &errOut)
+	if code != 1 || !strings.Contains(out.String(), "tcp_bw") || !strings.Contains(errOut.String(), "write_bw: RDMA probes are unavailable on this node") {
+		t.Errorf("bw --tcp: exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	code = run([]string{"probe", "--token-file", tokenFile, "-o", "json", "--iterations", "200", "lat", "--tcp", "--peer", addr}, &out, &errOut)
+	if code != 1 || !strings.Contains(out.String(), `"kind": "tcp_lat"`) {
+		t.Errorf("lat --tcp: exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
+	}
+
+	stop()
+	if l := serveErr.String(); !strings.Contains(l, "RDMA is unavailable on this node") || !strings.Contains(l, "no RDMA support") || !strings.Contains(l, "serving RDMA probes") {
+		t.Errorf("serve log:\n%s", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -106,8 +106,19 @@ type RemoteError struct {
 	Message string `json:"message"`
 }
 
+// codeText says what a code without a message means: a server answers a
+// peer that has not authenticated with the code only.
+var codeText = map[string]string{
+	CodeUnauthorized: "the peer refused this agent's probe token",
+	CodeBadRequest:   "the peer could not read the request",
+	CodeVersion:      "the peer speaks another protocol version",
+}
+
 func (e *RemoteError) Error() string {
 	if e.Message == "" {
+		if t, ok := codeText[e.Code]; ok {
+			return "peer: " + e.Code + ": " + t
+		}
 		return "peer: " + e.Code
 	}
 	return "peer: " + e.Code + ": " + e.Message

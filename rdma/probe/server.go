@@ -42,6 +42,12 @@ type Server struct {
 	Logger  *slog.Logger
 	// StepTimeout defaults to DefaultStepTimeout.
 	StepTimeout time.Duration
+	// Refused counts the connections refused before the peer
+	// authenticated, for the metrics; nil counts them privately.
+	Refused *Refusals
+	// RefusalLogInterval is the least time between two log lines about
+	// such refusals; DefaultRefusalLogInterval when not set.
+	RefusalLogInterval time.Duration
 }
 
 func (s *Server) step() time.Duration {
@@ -54,6 +60,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if len(s.Token) < MinTokenBytes {
 		return fmt.Errorf("probe server: token of %d bytes, at least %d needed", len(s.Token), MinTokenBytes)
 	}
+	refused := s.Refused
+	if refused == nil {
+		refused = &Refusals{}
+	}
+	refusals := newRefusalLog(s.Logger, s.RefusalLogInterval)
+	defer refusals.stop() // after the connections, to log their count
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -76,17 +88,41 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer conn.Close()
 			stopConn := context.AfterFunc(ctx, func() { conn.Close() })
 			defer stopConn()
-			if err := s.handle(ctx, conn); err != nil {
+			err := s.handle(ctx, conn)
+			var un *unauthenticated
+			switch {
+			case errors.As(err, &un):
+				refused.counter(un.code).Add(1)
+				refusals.refused(un.code, conn.RemoteAddr().String(), un.err)
+			case err != nil:
 				s.Logger.Warn("probe from peer failed", "peer", conn.RemoteAddr().String(), "err", err)
 			}
 		}()
 	}
 }
 
-// refuse answers with an error frame and returns err for the log.
+// refuse answers an authenticated peer with an error frame, with the
+// details, and returns err for the log.
 func refuse(conn net.Conn, code string, err error) error {
 	_ = writeFrame(conn, typeError, RemoteError{Code: code, Message: err.Error()})
 	return fmt.Errorf("%s: %w", code, err)
+}
+
+// unauthenticated is the refusal of a peer that has not proved it holds
+// the token: counted and logged sampled, not once each.
+type unauthenticated struct {
+	code string
+	err  error
+}
+
+func (e *unauthenticated) Error() string { return e.code + ": " + e.err.Error() }
+func (e *unauthenticated) Unwrap() error { return e.err }
+
+// refuseUnauthenticated answers with the code only: the peer learns
+// nothing of why its request did not parse.
+func refuseUnauthenticated(conn net.Conn, code string, err error) error {
+	_ = writeFrame(conn, typeError, RemoteError{Code: code})
+	return &unauthenticated{code: code, err: err}
 }
 
 // handle answers one probe: the handshake, then the TCP or RDMA kind.
@@ -120,18 +156,19 @@ func (s *Server) handshake(conn net.Conn) (Request, []byte, error) {
 		return Request{}, nil, err
 	}
 	if err := writeFrame(conn, typeHello, hello{Nonce: nonce}); err != nil {
-		return Request{}, nil, fmt.Errorf("send hello: %w", err)
+		return Request{}, nil, &unauthenticated{code: CodeBadRequest, err: fmt.Errorf("send hello: %w", err)}
 	}
 	var req Request
 	if err := expect(conn, typeRequest, &req); err != nil {
 		if errors.Is(err, errVersion) {
-			return Request{}, nil, refuse(conn, CodeVersion, err)
+			return Request{}, nil, refuseUnauthenticated(conn, CodeVersion, err)
 		}
-		return Request{}, nil, refuse(conn, CodeBadRequest, err)
+		return Request{}, nil, refuseUnauthenticated(conn, CodeBadRequest, err)
 	}
 	if !hmac.Equal(req.MAC, requestMAC(s.Token, nonce, req)) {
-		return Request{}, nil, refuse(conn, CodeUnauthorized, errors.New("wrong probe token"))
+		return Request{}, nil, refuseUnauthenticated(conn, CodeUnauthorized, errors.New("wrong probe token"))
 	}
+	// Authenticated from here: refusals say why.
 	if err := req.Validate(); err != nil {
 		return Request{}, nil, refuse(conn, CodeBadRequest, err)
 	}
@@ -162,7 +199,7 @@ func (s *Server) answerTCP(conn net.Conn, req Request, proof []byte, release fun
 // client's, takes part in the measurement and exchanges the outcomes.
 func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, proof []byte, release func(), log *slog.Logger) error {
 	if err := Available(); err != nil {
-		return refuse(conn, CodeUnavailable, err)
+		return refuse(conn, CodeUnavailable, fmt.Errorf("this node has no RDMA (%w); it answers the TCP kinds only", err))
 	}
 	port, err := localPort(ctx, s.Devices, s.Device, conn)
 	if err != nil {
