@@ -104,9 +104,16 @@ echo "== wrong-token"; gpunode-agent probe --token-file /tmp/wrong bw --peer 10.
 
 # A client killed mid-probe: the server's responder loop must end and
 # release its queue pair, and the server must take the next probe.
+# It is killed once both ends hold their queue pairs (the endpoints are
+# exchanged, the measurement runs), not after a fixed time: on a loaded
+# machine the client may still be setting up after seconds.
+qps() { rdma res show qp 2>/dev/null | wc -l; }
+qps_before=$(qps)
 gpunode-agent probe --token-file /tmp/token lat --peer 10.0.2.15 --iterations 1000000 > /tmp/killed.log 2>&1 &
 client=$!
-sleep 3
+i=0
+while [ "$(qps)" -lt $((qps_before + 2)) ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 1
 kill -9 $client; wait $client
 sleep 2
 echo "== res-after-client-kill"; rdma res show; echo "== end"
