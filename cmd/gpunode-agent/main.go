@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -324,7 +325,17 @@ func inspect(env *discovery.Env, cfg config.Config, output string, stdout io.Wri
 	return 0
 }
 
+// daemonGCPercent is the daemon's GOGC unless the environment sets one.
+// Its live heap is small (6-7 MiB on a DGX under scrapes) and each scrape
+// allocates about 400 KB, so Go's default of 100 let the heap double before
+// a collection and held RssAnon at 16-18 MiB; 50 keeps it near 13 MiB for
+// a fraction of a millisecond of CPU per scrape (README, make bench).
+const daemonGCPercent = 50
+
 func daemonize(env *discovery.Env, cfg config.Config, c cli, level *slog.LevelVar, logger *slog.Logger) int {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(daemonGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
