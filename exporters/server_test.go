@@ -102,13 +102,9 @@ func TestHealthEndpoints(t *testing.T) {
 // --web.config.file is exporter-toolkit's: TLS and basic auth both apply.
 func TestWebConfigTLSAndBasicAuth(t *testing.T) {
 	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cert, key := selfSigned(t, dir)
 	cfg := filepath.Join(dir, "web.yml")
-	os.WriteFile(cfg, []byte("tls_server_config:\n  cert_file: "+cert+"\n  key_file: "+key+"\nbasic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600)
+	os.WriteFile(cfg, []byte("tls_server_config:\n  cert_file: "+cert+"\n  key_file: "+key+"\nbasic_auth_users:\n  prom: "+bcryptHash(t, "s3cret")+"\n"), 0o600)
 	addr := serve(t, cfg, Health{Live: func() error { return nil }, Ready: func() error { return nil }})
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	for _, tc := range []struct {
@@ -150,10 +146,6 @@ func TestListenRejectsBadWebConfig(t *testing.T) {
 // paths resolve against the config's directory, as exporter-toolkit does.
 func TestWebConfigReadOnce(t *testing.T) {
 	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cert, key := selfSigned(t, dir)
 	cfg := filepath.Join(dir, "web.yml")
 	write := func(s string) {
@@ -161,7 +153,7 @@ func TestWebConfigReadOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("tls_server_config:\n  cert_file: " + filepath.Base(cert) + "\n  key_file: " + filepath.Base(key) + "\nbasic_auth_users:\n  prom: " + string(hash) + "\n")
+	write("tls_server_config:\n  cert_file: " + filepath.Base(cert) + "\n  key_file: " + filepath.Base(key) + "\nbasic_auth_users:\n  prom: " + bcryptHash(t, "s3cret") + "\n")
 	addr := serve(t, cfg, Health{Live: func() error { return nil }, Ready: func() error { return nil }})
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
 	check := func(when string) {
@@ -189,4 +181,14 @@ func TestWebConfigReadOnce(t *testing.T) {
 	check("after basic auth was removed from the file")
 	write("not: [valid")
 	check("after the file was broken")
+}
+
+// bcryptHash is password as a web config's basic_auth_users takes it.
+func bcryptHash(t *testing.T, password string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(hash)
 }

@@ -7,18 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 // ValidateWebConfig refuses exactly what Listen refuses, so
 // --config.check can say before a start what would stop it.
 func TestValidateWebConfig(t *testing.T) {
 	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -31,7 +25,7 @@ func TestValidateWebConfig(t *testing.T) {
 		name, path, want string
 	}{
 		{"none", "", ""},
-		{"basic auth", write("ok.yml", "basic_auth_users:\n  prom: "+string(hash)+"\n"), ""},
+		{"basic auth", write("ok.yml", "basic_auth_users:\n  prom: "+bcryptHash(t, "s3cret")+"\n"), ""},
 		{"tls", write("tls.yml", "tls_server_config:\n  cert_file: "+cert+"\n  key_file: "+key+"\n"), ""},
 		{"missing", filepath.Join(dir, "missing.yml"), "no such file"},
 		{"unknown key", write("unknown.yml", "basic_auth_user:\n  prom: x\n"), "field basic_auth_user not found"},
