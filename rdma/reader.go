@@ -94,22 +94,22 @@ func cloneDevice(d Device) Device {
 // except those whose read is still running: a device that comes back
 // while it hangs must not be read again on top of the hung read.
 func (r *Reader) forgetDevices(names []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for name, st := range r.devices {
-		if !slices.Contains(names, name) && len(st.busy) == 0 {
-			delete(r.devices, name)
-		}
-	}
+	forget(r, r.devices, names, func(st *deviceState) chan struct{} { return st.busy })
 }
 
 // forgetBusy drops the tokens in m of names no longer listed whose read
 // has returned.
 func (r *Reader) forgetBusy(m map[string]chan struct{}, names []string) {
+	forget(r, m, names, func(b chan struct{}) chan struct{} { return b })
+}
+
+// forget deletes the entries of m whose name is not in names and whose
+// busy token is free, under r.mu.
+func forget[V any](r *Reader, m map[string]V, names []string, busy func(V) chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for name, b := range m {
-		if !slices.Contains(names, name) && len(b) == 0 {
+	for name, v := range m {
+		if !slices.Contains(names, name) && len(busy(v)) == 0 {
 			delete(m, name)
 		}
 	}
