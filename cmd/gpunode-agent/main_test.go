@@ -56,6 +56,8 @@ func TestCLI(t *testing.T) {
 		{[]string{"--host-root=" + cfg, "verify"}, 2, "", "is not a directory"},
 		{[]string{"inspect", "-o", "yaml"}, 2, "", "enum value"},
 		{[]string{"--simulate=cpu-only", "verify", "--expected-gpus=abc"}, 2, "", `--expected-gpus: want a whole number, got "abc"`},
+		{[]string{"probe", "bw", "--peer=x", "--size=abc"}, 2, "", `--size: want a whole number, got "abc"`},
+		{[]string{"probe", "lat", "--peer=x", "--timeout=zz"}, 2, "", `--timeout: want a duration such as 30s, 5m or 1h, got "zz"`},
 		{[]string{"--config.check", "--discovery.interval=soon"}, 2, "", `--discovery.interval: want a duration such as 30s, 5m or 1h, got "soon"`},
 		{[]string{"--simulate=cpu-only", "inspect", "-o", "labels"}, 0, "gpunode.dev/gpu.present=false", ""},
 	} {
