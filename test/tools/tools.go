@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // HelmVersion is the helm the tests use; bump it to test another.
@@ -131,6 +132,14 @@ func install(name, version string, build func(dir string) error) (string, error)
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", err
 	}
+	unlock, err := lockTool(cache, name+"-"+version)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil // built while this process waited for the lock
+	}
 	tmp, err := os.MkdirTemp(cache, name+"-install-")
 	if err != nil {
 		return "", err
@@ -158,6 +167,22 @@ func install(name, version string, build func(dir string) error) (string, error)
 		return "", err
 	}
 	return bin, nil
+}
+
+// lockTool holds an exclusive flock on <cache>/<tool>.lock until the
+// returned func runs. Test binaries of several packages (and `make tools`)
+// may ask for the same tool at once; without the lock each started its own
+// six-minute, 3 GB kube-apiserver build.
+func lockTool(cache, tool string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(cache, tool+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", tool, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", tool, err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
 }
 
 // throwawayModule creates a module under dir for building path@version.
@@ -270,6 +295,14 @@ func debTool(pkg, version string, bins ...string) (string, error) {
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", err
+	}
+	unlock, err := lockTool(cache, pkg+"-"+version)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if haveAll(dir, bins) {
+		return dir, nil // installed while this process waited for the lock
 	}
 	tmp, err := os.MkdirTemp(cache, pkg+"-install-")
 	if err != nil {
