@@ -118,7 +118,7 @@ func newGPUFamilies() gpuFamilies {
 		linkRx:         g("interconnect_receive_bytes_total", "Data bytes received over a GPU interconnect link (NVLink, XGMI).", counter, "link", "kind"),
 		linkUp:         g("interconnect_link_up", "1 if the interconnect link is up.", gauge, "link", "kind"),
 		linksActive:    g("interconnect_links_active", "Interconnect links that are up.", gauge, "kind"),
-		linkErrors:     g("interconnect_errors_total", "Interconnect errors over all links by type (crc_flit, crc_data, replay, recovery, ecc_data).", counter, "kind", "type"),
+		linkErrors:     g("interconnect_errors_total", "Interconnect errors over all links by type (crc_flit, crc_data, replay, recovery, ecc_data before Blackwell; symbol, effective, receive, recovery, recovery_failed, ... on NVLink 5).", counter, "kind", "type"),
 		ecc:            g("ecc_errors_total", "Device memory ECC errors by type (corrected, uncorrected) and scope (volatile: since the driver loaded; aggregate: lifetime).", counter, "type", "scope"),
 		xid:            g("xid_errors_total", "XID errors the driver reported since the agent started, by XID.", counter, "xid"),
 		remapped:       g("remapped_rows", "Memory rows remapped, by the kind of error that caused it (correctable, uncorrectable).", gauge, "state"),

@@ -169,7 +169,8 @@ type InterconnectSample struct {
 	Kind  string `json:"kind"`
 	Links []Link `json:"links"`
 	// Errors are running totals over all links, by type ("crc_flit",
-	// "crc_data", "replay", "recovery", "ecc_data"), sorted by type.
+	// "crc_data", "replay", "recovery", "ecc_data" before NVLink 5;
+	// "symbol", "effective", "recovery", ... on NVLink 5), sorted by type.
 	Errors []ErrorCount `json:"errors,omitempty"`
 }
 

@@ -45,6 +45,7 @@ type gpuState struct {
 	// Written only by the goroutine holding busy.
 	known  bool  // identity has been read once
 	links  []int // NVLink numbers the GPU has; nil until enumerated
+	arch   gonvml.DeviceArchitecture // read with the links; picks the NVLink error fields
 	gpm    gpmState
 	migGPM migGPM
 	// generation is the NVML Init the cached state belongs to.
@@ -385,6 +386,12 @@ func (r *sampleReader) nvlinkStates() {
 			links = append(links, link)
 		}
 		r.st.links = links
+		r.st.arch = gonvml.DEVICE_ARCH_UNKNOWN
+		if len(links) > 0 && r.b.has(symArchitecture) {
+			if a, ok := read(r, symArchitecture, r.h.GetArchitecture); ok {
+				r.st.arch = a
+			}
+		}
 	}
 	if len(r.st.links) == 0 {
 		return

@@ -248,15 +248,23 @@ func (d *device) GetFieldValues(values []gonvml.FieldValue) gonvml.Return {
 				kind = "nvlink-rx"
 			}
 			x = d.sinceReset(func(t float64) uint64 { return d.nvlinkKiB(kind, link, t) }, t)
-		case gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL:
-			x = d.sinceReset(d.slow("nvlink-replay", 20, 600), t)
-		case gonvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL:
-			x = d.offset("nvlink-recovery", 3)
-		case gonvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL:
-			x = d.sinceReset(d.slow("nvlink-crc-flit", 10, 1200), t)
-		case gonvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_ECC_DATA_ERROR_COUNT_TOTAL:
-			x = 0
+		case gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
+			gonvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
+			gonvml.FI_DEV_NVLINK_ECC_DATA_ERROR_COUNT_TOTAL:
+			var ret gonvml.Return
+			if x, ret = d.legacyNVLinkErrors(v.FieldId, link, t); ret != gonvml.SUCCESS {
+				v.NvmlReturn, v.ValueType = uint32(ret), 0
+				continue
+			}
 		default:
+			if c, ok := nvlink5Counters[v.FieldId]; ok {
+				var ret gonvml.Return
+				if x, ret = d.nvlink5Errors(c, v.ScopeId, t); ret != gonvml.SUCCESS {
+					v.NvmlReturn, v.ValueType = uint32(ret), 0
+					continue
+				}
+				break
+			}
 			v.NvmlReturn = uint32(gonvml.ERROR_NOT_SUPPORTED)
 			v.ValueType = 0
 			continue
