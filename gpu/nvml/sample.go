@@ -43,8 +43,8 @@ type gpuState struct {
 	identity gpu.Sample // Index, UUID, PCIBusID, Product, DeviceNode
 
 	// Written only by the goroutine holding busy.
-	known  bool  // identity has been read once
-	links  []int // NVLink numbers the GPU has; nil until enumerated
+	known  bool                      // identity has been read once
+	links  []int                     // NVLink numbers the GPU has; nil until enumerated
 	arch   gonvml.DeviceArchitecture // read with the links; picks the NVLink error fields
 	gpm    gpmState
 	migGPM migGPM
