@@ -171,9 +171,17 @@ func (d *dcgmFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame,
 	}
 }
 
-// migInstances emits the series dcgm-exporter has per MIG instance.
+// migInstances emits the series dcgm-exporter has per MIG instance. Its
+// labels name the GPU instance only, so a GPU instance split into compute
+// instances (which share its memory and GPM activity) is emitted once, with
+// the holder of its first compute instance.
 func (d *dcgmFamilies) migInstances(emit func(prometheus.Metric), f *telemetry.Frame, s gpu.Sample, id []string) {
+	done := map[int]bool{}
 	for _, inst := range s.MIG {
+		if done[inst.GPUInstanceID] {
+			continue
+		}
+		done[inst.GPUInstanceID] = true
 		t := target{id: id}
 		if o := f.Pods[inst.UUID]; len(o) > 0 {
 			t.owner = []string{o[0].Namespace, o[0].Pod, o[0].Container}

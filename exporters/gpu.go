@@ -60,7 +60,8 @@ type gpuFamilies struct {
 }
 
 // migFamilies are the per-instance series of a GPU in MIG mode; they carry
-// the GPU's labels plus gpu_instance.
+// the GPU's labels plus gpu_instance and compute_instance: a GPU instance
+// split into compute instances is several MIG devices.
 type migFamilies struct {
 	info, allocation, memUsed, memFree, memTotal                    family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramActive family
@@ -68,12 +69,12 @@ type migFamilies struct {
 
 func newMIGFamilies() migFamilies {
 	m := func(name, help string, extra ...string) family {
-		return newFamily("gpunode_gpu_mig_"+name, help, prometheus.GaugeValue, gpuLabels, append([]string{"gpu_instance"}, extra...)...)
+		return newFamily("gpunode_gpu_mig_"+name, help, prometheus.GaugeValue, gpuLabels, append([]string{"gpu_instance", "compute_instance"}, extra...)...)
 	}
 	return migFamilies{
-		info: m("info", "MIG device identity; always 1.", "compute_instance", "profile", "mig_uuid"),
+		info: m("info", "MIG device identity; always 1.", "profile", "mig_uuid"),
 		allocation: newFamily("gpunode_gpu_mig_allocation_info", "1 for each container the kubelet has allocated the MIG device to.",
-			prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance"}, "resource", "namespace", "pod", "container"),
+			prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance", "compute_instance"}, "resource", "namespace", "pod", "container"),
 		memUsed:        m("memory_used_bytes", "MIG instance memory in use."),
 		memFree:        m("memory_free_bytes", "MIG instance memory free."),
 		memTotal:       m("memory_total_bytes", "MIG instance memory size."),
@@ -211,18 +212,18 @@ func (g *gpuFamilies) migValues(emit func(prometheus.Metric), f *telemetry.Frame
 	m := g.mig
 	for _, inst := range s.MIG {
 		t := migTarget(f, s, inst)
-		gi := strconv.Itoa(inst.GPUInstanceID)
-		emit(m.info.metric(t, 1, gi, strconv.Itoa(inst.ComputeInstanceID), inst.Profile, inst.UUID))
+		gi, ci := strconv.Itoa(inst.GPUInstanceID), strconv.Itoa(inst.ComputeInstanceID)
+		emit(m.info.metric(t, 1, gi, ci, inst.Profile, inst.UUID))
 		for _, o := range f.Pods[inst.UUID] {
 			emit(prometheus.MustNewConstMetric(m.allocation.plain, prometheus.GaugeValue, 1,
-				strconv.Itoa(s.Index), s.UUID, gi, o.Resource, o.Namespace, o.Pod, o.Container))
+				strconv.Itoa(s.Index), s.UUID, gi, ci, o.Resource, o.Namespace, o.Pod, o.Container))
 		}
 		for _, v := range []struct {
 			fam family
 			p   *uint64
 		}{{m.memUsed, inst.MemoryUsedBytes}, {m.memFree, inst.MemoryFreeBytes}, {m.memTotal, inst.MemoryTotalBytes}} {
 			if v.p != nil {
-				emit(v.fam.metric(t, float64(*v.p), gi))
+				emit(v.fam.metric(t, float64(*v.p), gi, ci))
 			}
 		}
 		if p := inst.Profiling; p != nil {
@@ -232,7 +233,7 @@ func (g *gpuFamilies) migValues(emit func(prometheus.Metric), f *telemetry.Frame
 			}{{m.graphicsActive, p.GraphicsActive}, {m.smActive, p.SMActive}, {m.smOccupancy, p.SMOccupancy},
 				{m.tensorActive, p.TensorActive}, {m.dramActive, p.DRAMActive}} {
 				if v.p != nil {
-					emit(v.fam.metric(t, *v.p, gi))
+					emit(v.fam.metric(t, *v.p, gi, ci))
 				}
 			}
 		}

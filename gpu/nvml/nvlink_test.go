@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -26,7 +27,7 @@ func errorTypes(ic *gpu.InterconnectSample) []string {
 // errors come from the NVLink 5 counters, summed over links by the
 // aggregate scope.
 func TestBlackwellNVLinkErrors(t *testing.T) {
-	lib, _ := clocked(t, nvmlfake.B200)
+	lib, clk := clocked(t, nvmlfake.B200)
 	b := nvml.New(lib)
 	defer b.Close()
 	s := sample(t, b)[0]
@@ -68,6 +69,7 @@ func TestBlackwellNVLinkErrors(t *testing.T) {
 	// A counter the architecture should have but the driver does not
 	// answer is reported, not silently left out.
 	nvmlfake.SetFieldReturn(lib, 1, gonvml.FI_DEV_NVLINK_COUNT_SYMBOL_ERRORS, gonvml.ERROR_NOT_SUPPORTED)
+	clk.Advance(time.Second) // GPM samples must be over 100 ms apart
 	all, err := b.Sample(context.Background())
 	if s = all[1]; err == nil || len(s.Errors) != 1 || !strings.Contains(s.Errors[0], "NVLink symbol errors") || !s.Up {
 		t.Errorf("missing symbol counter: errors %v", s.Errors)
@@ -80,7 +82,7 @@ func TestBlackwellNVLinkErrors(t *testing.T) {
 // Before Blackwell the error totals are per link (scopeId is the link)
 // and the sample sums them over the links.
 func TestHopperNVLinkErrorsSumLinks(t *testing.T) {
-	lib, _ := clocked(t, nvmlfake.H100)
+	lib, clk := clocked(t, nvmlfake.H100)
 	b := nvml.New(lib)
 	defer b.Close()
 	s := sample(t, b)[0]
@@ -100,6 +102,7 @@ func TestHopperNVLinkErrorsSumLinks(t *testing.T) {
 		}
 	}
 	nvmlfake.SetFieldReturn(lib, 2, gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, gonvml.ERROR_NOT_SUPPORTED)
+	clk.Advance(time.Second) // GPM samples must be over 100 ms apart
 	all, err := b.Sample(context.Background())
 	if s := all[2]; err == nil || len(s.Errors) != 1 || !strings.Contains(s.Errors[0], "NVLink replay errors") {
 		t.Errorf("missing replay counter: errors %v", s.Errors)

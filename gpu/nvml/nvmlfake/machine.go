@@ -63,4 +63,7 @@ type GPU struct {
 	// MIG lists the GPU instances of a MIG-enabled GPU by profile
 	// ("3g.40gb", "1g.10gb", ...), each with one compute instance.
 	MIG []string
+	// MIGComputeInstances splits GPU instances (in MIG order) into that
+	// many compute instances, each its own MIG device; 0 or missing is one.
+	MIGComputeInstances []int
 }
