@@ -108,3 +108,22 @@ func TestHopperNVLinkErrorsSumLinks(t *testing.T) {
 		t.Errorf("missing replay counter: errors %v", s.Errors)
 	}
 }
+
+// A link whose state the driver does not give (NO_PERMISSION, UNKNOWN) is
+// not known to exist: the enumeration is not cached and is done again.
+func TestNVLinkEnumerationRetriedAfterFailure(t *testing.T) {
+	lib, clk := clocked(t, nvmlfake.A100) // 12 links of NVML's 18
+	b := nvml.New(lib)
+	defer b.Close()
+	nvmlfake.SetReturn(lib, 0, "nvmlDeviceGetNvLinkState", gonvml.ERROR_NO_PERMISSION)
+	all, err := b.Sample(context.Background())
+	if s := all[0]; err == nil || !s.Up || (s.Interconnect != nil && len(s.Interconnect.Links) != 0) {
+		t.Fatalf("links not readable: err %v, interconnect %+v", err, s.Interconnect)
+	}
+	nvmlfake.SetReturn(lib, 0, "nvmlDeviceGetNvLinkState", gonvml.SUCCESS)
+	clk.Advance(time.Second)
+	s := sample(t, b)[0]
+	if s.Interconnect == nil || len(s.Interconnect.Links) != 12 || s.Interconnect.ActiveLinks() != 12 {
+		t.Errorf("links once readable: %+v", s.Interconnect)
+	}
+}

@@ -377,13 +377,16 @@ func (r *sampleReader) nvlinkStates() {
 		for link := 0; link < gonvml.NVLINK_MAX_LINKS && !r.lost; link++ {
 			_, ret := r.h.GetNvLinkState(link)
 			switch ret {
+			case gonvml.SUCCESS:
+				links = append(links, link)
 			case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_INVALID_ARGUMENT:
-				continue
-			case gonvml.ERROR_GPU_IS_LOST:
-				r.ok("nvmlDeviceGetNvLinkState", ret)
+			default:
+				// NO_PERMISSION, UNKNOWN, a lost GPU: whether the link
+				// exists is not known, so nothing is cached; ask again
+				// next round.
+				r.ok(fmt.Sprintf("nvmlDeviceGetNvLinkState(link %d)", link), ret)
 				return
 			}
-			links = append(links, link)
 		}
 		r.st.links = links
 		r.st.arch = gonvml.DEVICE_ARCH_UNKNOWN
