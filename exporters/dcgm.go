@@ -79,7 +79,7 @@ func newDCGMFamilies() dcgmFamilies {
 var dcgmThrottleBits = map[string]uint64{
 	"gpu_idle": 0x1, "applications_clocks_setting": 0x2, "sw_power_cap": 0x4, "hw_slowdown": 0x8,
 	"sync_boost": 0x10, "sw_thermal_slowdown": 0x20, "hw_thermal_slowdown": 0x40,
-	"hw_power_brake_slowdown": 0x80, "display_clock_setting": 0x100,
+	"hw_power_brake_slowdown": 0x80, "display_clock_setting": 0x100, "board_limit": 0x200, "reliability": 0x400,
 }
 
 // nvmlBusID writes a sysfs bus id the way dcgm-exporter labels it:

@@ -22,8 +22,13 @@ const (
 	symRemappedRows      = "nvmlDeviceGetRemappedRows"
 	symClockEventReasons = "nvmlDeviceGetCurrentClocksEventReasons"
 	symThrottleReasons   = "nvmlDeviceGetCurrentClocksThrottleReasons"
-	symReplayCounter     = "nvmlDeviceGetPcieReplayCounter"
-	symMinorNumber       = "nvmlDeviceGetMinorNumber"
+	// The supported reasons: r535's name, then the older one.
+	symSupportedClockEvents = "nvmlDeviceGetSupportedClocksEventReasons"
+	symSupportedThrottle    = "nvmlDeviceGetSupportedClocksThrottleReasons"
+	symReplayCounter        = "nvmlDeviceGetPcieReplayCounter"
+	symMinorNumber          = "nvmlDeviceGetMinorNumber"
+	symTemperature          = "nvmlDeviceGetTemperature"
+	symTemperatureV         = "nvmlDeviceGetTemperatureV" // r555 (NVML 12.5)
 )
 
 // gpmSymbols must all be present before GPM is used.
@@ -43,11 +48,14 @@ type gpuState struct {
 	identity gpu.Sample // Index, UUID, PCIBusID, Product, DeviceNode
 
 	// Written only by the goroutine holding busy.
-	known  bool                      // identity has been read once
-	links  []int                     // NVLink numbers the GPU has; nil until enumerated
-	arch   gonvml.DeviceArchitecture // read with the links; picks the NVLink error fields
-	gpm    gpmState
-	migGPM migGPM
+	known bool                      // identity has been read once
+	links []int                     // NVLink numbers the GPU has; nil until enumerated
+	arch  gonvml.DeviceArchitecture // read with the links; picks the NVLink error fields
+	// clockReasons is the supported clock event reason mask, once known.
+	clockReasons      uint64
+	clockReasonsKnown bool
+	gpm               gpmState
+	migGPM            migGPM
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
 }
@@ -279,12 +287,41 @@ func (r *sampleReader) power() {
 	}
 }
 
+// thermal reads the GPU sensor with nvmlDeviceGetTemperatureV where the
+// driver has it: nvmlDeviceGetTemperature is deprecated (nvml.h) and, like
+// any symbol, may be gone from a newer library.
 func (r *sampleReader) thermal() {
-	temp := func() (uint32, gonvml.Return) { return r.h.GetTemperature(gonvml.TEMPERATURE_GPU) }
-	if c, ok := read(r, "nvmlDeviceGetTemperature", temp); ok {
-		r.s.Temperatures = append(r.s.Temperatures, gpu.Temperature{Sensor: gpu.SensorGPU, Celsius: float64(c)})
+	var (
+		c  float64
+		ok bool
+	)
+	switch {
+	case r.b.has(symTemperatureV):
+		var v gonvml.Temperature
+		v, ok = read(r, symTemperatureV, func() (gonvml.Temperature, gonvml.Return) { return temperatureV1(r.h) })
+		c = float64(v.Temperature)
+	case r.b.has(symTemperature):
+		var v uint32
+		v, ok = read(r, symTemperature, func() (uint32, gonvml.Return) { return r.h.GetTemperature(gonvml.TEMPERATURE_GPU) })
+		c = float64(v)
+	}
+	if ok {
+		r.s.Temperatures = append(r.s.Temperatures, gpu.Temperature{Sensor: gpu.SensorGPU, Celsius: c})
 	}
 	// The memory sensor comes with the field values (fields).
+}
+
+// temperatureV1 calls nvmlDeviceGetTemperatureV for the GPU sensor (the
+// version 1 struct's zero sensor type). go-nvml returns a handler bound to
+// its own device type, which a fake cannot build; a device that has
+// TemperatureV1 (nvmlfake's) answers it directly.
+func temperatureV1(h gonvml.Device) (gonvml.Temperature, gonvml.Return) {
+	if d, ok := h.(interface {
+		TemperatureV1() (gonvml.Temperature, gonvml.Return)
+	}); ok {
+		return d.TemperatureV1()
+	}
+	return h.GetTemperatureV().V1()
 }
 
 // clockTypes are read in this order, which is also the output order.
@@ -313,18 +350,22 @@ var clockEventReasons = []struct {
 	bit  uint64
 }{
 	{"applications_clocks_setting", gonvml.ClocksEventReasonApplicationsClocksSetting},
+	{"board_limit", gonvml.ClocksEventReasonBoardLimit},
 	{"display_clock_setting", gonvml.ClocksEventReasonDisplayClockSetting},
 	{"gpu_idle", gonvml.ClocksEventReasonGpuIdle},
 	{"hw_power_brake_slowdown", gonvml.ClocksThrottleReasonHwPowerBrakeSlowdown},
 	{"hw_slowdown", gonvml.ClocksThrottleReasonHwSlowdown},
 	{"hw_thermal_slowdown", gonvml.ClocksThrottleReasonHwThermalSlowdown},
+	{"reliability", gonvml.ClocksEventReasonReliability},
 	{"sw_power_cap", gonvml.ClocksEventReasonSwPowerCap},
 	{"sw_thermal_slowdown", gonvml.ClocksEventReasonSwThermalSlowdown},
 	{"sync_boost", gonvml.ClocksEventReasonSyncBoost},
 }
 
 // clockEvents uses the r535 name of the call where the driver has it and
-// the older "throttle reasons" one (same bits) otherwise.
+// the older "throttle reasons" one (same bits) otherwise. Only the reasons
+// the GPU supports are reported: an unsupported one is never set, and
+// reporting it as inactive would claim it was checked.
 func (r *sampleReader) clockEvents() {
 	var (
 		mask uint64
@@ -339,10 +380,43 @@ func (r *sampleReader) clockEvents() {
 	if !ok {
 		return
 	}
-	r.s.ClockEventReasons = make([]gpu.ClockEventReason, len(clockEventReasons))
-	for i, c := range clockEventReasons {
-		r.s.ClockEventReasons[i] = gpu.ClockEventReason{Reason: c.name, Active: mask&c.bit != 0}
+	supported := r.supportedClockReasons()
+	r.s.ClockEventReasons = []gpu.ClockEventReason{}
+	for _, c := range clockEventReasons {
+		if supported&c.bit != 0 {
+			r.s.ClockEventReasons = append(r.s.ClockEventReasons, gpu.ClockEventReason{Reason: c.name, Active: mask&c.bit != 0})
+		}
 	}
+}
+
+// supportedClockReasons asks the GPU once which reasons it supports; all
+// bits where it cannot say (an older driver, NOT_SUPPORTED), and again
+// next round after another failure.
+func (r *sampleReader) supportedClockReasons() uint64 {
+	st := r.st
+	if st.clockReasonsKnown {
+		return st.clockReasons
+	}
+	st.clockReasons = ^uint64(0)
+	var (
+		mask uint64
+		ret  = gonvml.ERROR_NOT_SUPPORTED
+	)
+	switch {
+	case r.b.has(symSupportedClockEvents):
+		mask, ret = r.h.GetSupportedClocksEventReasons()
+	case r.b.has(symSupportedThrottle):
+		mask, ret = r.h.GetSupportedClocksThrottleReasons()
+	}
+	switch ret {
+	case gonvml.SUCCESS:
+		st.clockReasons, st.clockReasonsKnown = mask, true
+	case gonvml.ERROR_NOT_SUPPORTED:
+		st.clockReasonsKnown = true
+	default:
+		r.ok(symSupportedClockEvents, ret)
+	}
+	return st.clockReasons
 }
 
 func (r *sampleReader) pcie() {

@@ -275,13 +275,13 @@ func TestGPULostDuringRead(t *testing.T) {
 	defer b.Close()
 	sample(t, b)
 	nvmlfake.SetReturn(lib, 5, "nvmlDeviceGetPowerUsage", gonvml.ERROR_GPU_IS_LOST)
-	calls := nvmlfake.Calls(lib, "nvmlDeviceGetTemperature")
+	calls := nvmlfake.Calls(lib, "nvmlDeviceGetTemperatureV")
 	s, _ := b.Sample(context.Background())
 	if s[5].Up || !s[5].Lost || len(s[5].Errors) != 1 || !strings.HasPrefix(s[5].Errors[0], "nvmlDeviceGetPowerUsage: ") {
 		t.Errorf("GPU 5: %+v", s[5])
 	}
 	// Seven GPUs read their temperature; the lost one stopped before it.
-	if n := nvmlfake.Calls(lib, "nvmlDeviceGetTemperature") - calls; n != 7 {
+	if n := nvmlfake.Calls(lib, "nvmlDeviceGetTemperatureV") - calls; n != 7 {
 		t.Errorf("temperature read %d times, want 7", n)
 	}
 }

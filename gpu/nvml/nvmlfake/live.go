@@ -155,8 +155,13 @@ func (d *device) GetClockInfo(c gonvml.ClockType) (uint32, gonvml.Return) {
 	return 0, gonvml.ERROR_INVALID_ARGUMENT
 }
 
-// clockReasons: idle below 15 % load, the software power cap near the limit.
+// clockReasons: idle below 15 % load, the software power cap near the
+// limit; only reasons the GPU supports are ever set.
 func (d *device) clockReasons() uint64 {
+	return d.activeClockReasons() & d.supportedClockReasons()
+}
+
+func (d *device) activeClockReasons() uint64 {
 	t := d.f.now()
 	var r uint64
 	if !d.busy(t) {
