@@ -28,7 +28,9 @@ func (r *sampleReader) mig() {
 		current, _, ret := r.h.GetMigMode()
 		return current, ret
 	}
-	if m, ok := read(r, symMigMode, mode); !ok || m != gonvml.DEVICE_MIG_ENABLE {
+	m, ok := read(r, symMigMode, mode)
+	r.st.migMode = ok && m == gonvml.DEVICE_MIG_ENABLE
+	if !r.st.migMode {
 		r.st.migGPM.free(r)
 		return
 	}

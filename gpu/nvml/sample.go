@@ -56,6 +56,8 @@ type gpuState struct {
 	clockReasonsKnown bool
 	gpm               gpmState
 	migGPM            migGPM
+	// migMode is whether the last round found the GPU in MIG mode.
+	migMode bool
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
 }

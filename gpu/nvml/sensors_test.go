@@ -1,13 +1,17 @@
 package nvml_test
 
 import (
+	"context"
+	"strings"
 	"testing"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/internal/testsupport"
 )
 
 func reasons(s gpu.Sample) []string {
@@ -70,5 +74,40 @@ func TestTemperatureV(t *testing.T) {
 	defer ob.Close()
 	if c := temp(sample(t, ob)[0], gpu.SensorGPU); c != temp(s, gpu.SensorGPU) {
 		t.Errorf("deprecated call read %v, V call %v", c, temp(s, gpu.SensorGPU))
+	}
+}
+
+// A vGPU guest reports GPM support but fails every sample: GPM is given up
+// after a few rounds, said once, and not asked again.
+func TestVGPUGuestGivesUpGPM(t *testing.T) {
+	c := testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	m := dgx(nvmlfake.H100)
+	m.Clock = c.Now
+	m.GPUs[2].VGPU = true
+	lib := build(t, m)
+	b := nvml.New(lib)
+	defer b.Close()
+	var reported int
+	for range 10 {
+		all, _ := b.Sample(context.Background())
+		c.Advance(time.Second)
+		if s := all[2]; !s.Up || s.Profiling != nil {
+			t.Fatalf("vGPU GPU: up %v profiling %+v", s.Up, s.Profiling)
+		}
+		for _, e := range all[2].Errors {
+			if strings.Contains(e, "nvmlGpmSampleGet failed 3 rounds in a row") {
+				reported++
+			}
+		}
+		if all[0].Profiling == nil && c.Now().Sub(time.Date(2026, 3, 1, 12, 0, 1, 0, time.UTC)) > 0 {
+			t.Fatal("GPU 0 lost its GPM")
+		}
+	}
+	// 8 GPUs sampled 10 times: 7 sample every round, the vGPU one 3 times.
+	if n := nvmlfake.Calls(lib, "nvmlGpmSampleGet"); n != 7*10+3 || reported != 1 {
+		t.Errorf("%d GPM samples, failure reported %d times", n, reported)
+	}
+	if a, f := nvmlfake.Calls(lib, "nvmlGpmSampleAlloc"), nvmlfake.Calls(lib, "nvmlGpmSampleFree"); a-f != 14 {
+		t.Errorf("%d GPM samples allocated, %d freed: the vGPU's are not freed", a, f)
 	}
 }

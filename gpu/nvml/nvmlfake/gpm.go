@@ -74,7 +74,7 @@ func (d *device) GpmSampleGet(sample gonvml.GpmSample) gonvml.Return {
 	if !ok || s.f != d.f {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
-	if !d.f.spec.gpm || d.migEnabled() { // a MIG GPU is sampled per instance
+	if !d.f.spec.gpm || d.migEnabled() || d.spec.VGPU { // a MIG GPU is sampled per instance
 		return gonvml.ERROR_NOT_SUPPORTED
 	}
 	d.f.mu.Lock()

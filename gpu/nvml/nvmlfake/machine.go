@@ -63,6 +63,10 @@ type GPU struct {
 	// MIG lists the GPU instances of a MIG-enabled GPU by profile
 	// ("3g.40gb", "1g.10gb", ...), each with one compute instance.
 	MIG []string
+	// VGPU makes the GPU a vGPU guest's: nvmlGpmQueryDeviceSupport says
+	// GPM is supported, but every GPM sample answers NOT_SUPPORTED (NVML's
+	// answer for what a vGPU guest may not read).
+	VGPU bool
 	// MIGComputeInstances splits GPU instances (in MIG order) into that
 	// many compute instances, each its own MIG device; 0 or missing is one.
 	MIGComputeInstances []int
