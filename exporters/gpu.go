@@ -53,6 +53,7 @@ type gpuFamilies struct {
 	util, memUtil, memUsed, memFree, memTotal                  family
 	power, powerLimit, energy, temp, clock, clockReason        family
 	pcieTx, pcieRx, pcieReplay, pcieGen, pcieWidth             family
+	pcieTxRate, pcieRxRate                                     family
 	linkTx, linkRx, linkUp, linksActive, linkErrors            family
 	ecc, xid, remapped, remapPending, remapFailed              family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
@@ -113,6 +114,8 @@ func newGPUFamilies() gpuFamilies {
 		pcieTx:         g("pcie_transmit_bytes_total", "Bytes the GPU sent over PCIe.", counter),
 		pcieRx:         g("pcie_receive_bytes_total", "Bytes the GPU received over PCIe.", counter),
 		pcieReplay:     g("pcie_replay_errors_total", "PCIe link-level replays (retransmissions after errors).", counter),
+		pcieTxRate:     g("pcie_transmit_bytes_per_second", "PCIe send rate over the device's last 20 ms window, where the GPU has no usable byte counter.", gauge),
+		pcieRxRate:     g("pcie_receive_bytes_per_second", "PCIe receive rate over the device's last 20 ms window, where the GPU has no usable byte counter.", gauge),
 		pcieGen:        g("pcie_link_generation", "Current PCIe link generation.", gauge),
 		pcieWidth:      g("pcie_link_width", "Current PCIe link width (lanes).", gauge),
 		linkTx:         g("interconnect_transmit_bytes_total", "Data bytes sent over a GPU interconnect link (NVLink, XGMI).", counter, "link", "kind"),
@@ -295,6 +298,8 @@ func (g *gpuFamilies) values(emit func(prometheus.Metric), t target, s gpu.Sampl
 		optU(g.pcieTx, p.TransmitBytes, 1)
 		optU(g.pcieRx, p.ReceiveBytes, 1)
 		optU(g.pcieReplay, p.ReplayErrors, 1)
+		opt(g.pcieTxRate, p.TransmitBytesPerSecond)
+		opt(g.pcieRxRate, p.ReceiveBytesPerSecond)
 		if p.LinkGeneration != nil {
 			emit(g.pcieGen.metric(t, float64(*p.LinkGeneration)))
 		}

@@ -110,7 +110,11 @@ func (r *sampleReader) fields() {
 	if _, ok := read(r, symFieldValues, func() (struct{}, gonvml.Return) { return struct{}{}, r.h.GetFieldValues(req) }); !ok {
 		return
 	}
-	var pcie gpu.PCIeSample
+	var (
+		pcie           gpu.PCIeSample
+		pcieTx, pcieRx *uint64
+		pcieBits       uint8
+	)
 	linkIndex := map[int]int{}
 	if ic := r.s.Interconnect; ic != nil {
 		for i, l := range ic.Links {
@@ -147,9 +151,9 @@ func (r *sampleReader) fields() {
 		case fieldMemoryTemp:
 			r.s.Temperatures = append(r.s.Temperatures, gpu.Temperature{Sensor: gpu.SensorMemory, Celsius: float64(v)})
 		case fieldPCIeTx:
-			pcie.TransmitBytes, pcie.ByteCounterBits = ptr(v), bits
+			pcieTx, pcieBits = ptr(v), bits
 		case fieldPCIeRx:
-			pcie.ReceiveBytes, pcie.ByteCounterBits = ptr(v), bits
+			pcieRx, pcieBits = ptr(v), bits
 		case fieldNVLinkTx, fieldNVLinkRx:
 			i, ok := linkIndex[int(fv.ScopeId)]
 			if !ok || v > math.MaxUint64/1024 {
@@ -173,9 +177,34 @@ func (r *sampleReader) fields() {
 			}
 		}
 	}
+	if r.pcieCountersUsable(pcieTx, pcieRx, pcieBits) {
+		pcie.TransmitBytes, pcie.ReceiveBytes, pcie.ByteCounterBits = pcieTx, pcieRx, pcieBits
+	}
 	if pcie.TransmitBytes != nil || pcie.ReceiveBytes != nil {
 		r.s.PCIe = &pcie
 	}
+}
+
+// pcieCountersUsable reports whether the PCIe byte counters can be made
+// running totals. nvml.h says of them only "Value can be wrapped"; the
+// driver's own PCIe byte counters are 32 bits (open-gpu-kernel-modules,
+// ctrl2080bus.h: NV2080_CTRL_BUS_GET_PEX_UTIL_COUNTERS_PARAMS.pexCounters
+// is NvU32), whatever type NVML reports them in. A 32-bit byte counter
+// wraps in well under a second at PCIe Gen4/Gen5 rates (2^32 bytes at
+// 64 GB/s is 67 ms), several times between two samples, so no total can be
+// made of it. The counters are used once a reading has shown them wider
+// than 32 bits; until then, and where they are absent, pcie reads the rate
+// from nvmlDeviceGetPcieThroughput instead.
+func (r *sampleReader) pcieCountersUsable(tx, rx *uint64, bits uint8) bool {
+	if (tx == nil && rx == nil) || (bits > 0 && bits <= 32) {
+		return false
+	}
+	for _, v := range []*uint64{tx, rx} {
+		if v != nil && *v >= 1<<32 {
+			r.st.pcieWide = true
+		}
+	}
+	return r.st.pcieWide
 }
 
 // fieldUint decodes a field value that holds a non-negative count, with

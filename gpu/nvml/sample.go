@@ -29,6 +29,7 @@ const (
 	symMinorNumber          = "nvmlDeviceGetMinorNumber"
 	symTemperature          = "nvmlDeviceGetTemperature"
 	symTemperatureV         = "nvmlDeviceGetTemperatureV" // r555 (NVML 12.5)
+	symPCIeThroughput       = "nvmlDeviceGetPcieThroughput"
 )
 
 // gpmSymbols must all be present before GPM is used.
@@ -56,6 +57,9 @@ type gpuState struct {
 	clockReasonsKnown bool
 	gpm               gpmState
 	migGPM            migGPM
+	// pcieWide is set once a PCIe byte counter read 2^32 or more: the
+	// counters are wider than the driver's 32-bit ones (fields).
+	pcieWide bool
 	// migMode is whether the last round found the GPU in MIG mode.
 	migMode bool
 	// generation is the NVML Init the cached state belongs to.
@@ -433,6 +437,7 @@ func (r *sampleReader) pcie() {
 			p.ReplayErrors, p.ReplayCounterBits, answered = ptr(uint64(uint32(v))), 32, true
 		}
 	}
+	r.pcieThroughput(p, &answered)
 	if v, ok := read(r, "nvmlDeviceGetCurrPcieLinkGeneration", r.h.GetCurrPcieLinkGeneration); ok {
 		p.LinkGeneration, answered = ptr(v), true
 	}
@@ -441,6 +446,29 @@ func (r *sampleReader) pcie() {
 	}
 	if answered {
 		r.s.PCIe = p
+	}
+}
+
+// pcieThroughput reads the PCIe rate (KB/s, taken as KiB/s, over NVML's
+// 20 ms window) for each direction without a usable byte counter (see
+// pcieCountersUsable).
+func (r *sampleReader) pcieThroughput(p *gpu.PCIeSample, answered *bool) {
+	if !r.b.has(symPCIeThroughput) {
+		return
+	}
+	for _, d := range []struct {
+		counter gonvml.PcieUtilCounter
+		bytes   *uint64
+		rate    **float64
+	}{{gonvml.PCIE_UTIL_TX_BYTES, p.TransmitBytes, &p.TransmitBytesPerSecond},
+		{gonvml.PCIE_UTIL_RX_BYTES, p.ReceiveBytes, &p.ReceiveBytesPerSecond}} {
+		if d.bytes != nil {
+			continue
+		}
+		f := func() (uint32, gonvml.Return) { return r.h.GetPcieThroughput(d.counter) }
+		if kb, ok := read(r, symPCIeThroughput, f); ok {
+			*d.rate, *answered = ptr(float64(kb)*1024), true
+		}
 	}
 }
 

@@ -171,7 +171,7 @@ var (
 		"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId", "nvmlDeviceIsMigDeviceHandle",
 		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet",
 		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetSupportedClocksEventReasons",
-		"nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetTemperatureV"}
+		"nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetTemperatureV", "nvmlDeviceGetPcieThroughput"}
 )
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {

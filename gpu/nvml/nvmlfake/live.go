@@ -240,9 +240,9 @@ func (d *device) GetFieldValues(values []gonvml.FieldValue) gonvml.Return {
 			binary.NativeEndian.PutUint32(v.Value[:], d.tempC(t)+memTempOffsetC)
 			continue
 		case gonvml.FI_DEV_PCIE_COUNT_TX_BYTES:
-			x = d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-tx", pcieTxBps, t) }, t)
+			x = d.pcieWrap(d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-tx", pcieTxBps, t) }, t))
 		case gonvml.FI_DEV_PCIE_COUNT_RX_BYTES:
-			x = d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-rx", pcieRxBps, t) }, t)
+			x = d.pcieWrap(d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-rx", pcieRxBps, t) }, t))
 		case gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX, gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX:
 			if link >= d.f.spec.links {
 				v.NvmlReturn = uint32(gonvml.ERROR_INVALID_ARGUMENT)
