@@ -140,11 +140,17 @@ func (r *sampleReader) fields() {
 			if r.lost {
 				return
 			}
+			if typ := nvlinkErrorType(fv.FieldId); typ != "" {
+				missing = append(missing, typ)
+			}
 			continue
 		}
 		v, bits, ok := fieldUint(fv)
 		if !ok {
 			r.s.Errors = append(r.s.Errors, fmt.Sprintf("%s: field %d has value type %d, not an unsigned count", symFieldValues, fv.FieldId, fv.ValueType))
+			if typ := nvlinkErrorType(fv.FieldId); typ != "" {
+				missing = append(missing, typ)
+			}
 			continue
 		}
 		switch fv.FieldId {

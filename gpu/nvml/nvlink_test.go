@@ -101,11 +101,17 @@ func TestHopperNVLinkErrorsSumLinks(t *testing.T) {
 			t.Errorf("replay errors %d, want the sum of the links %d", e.Count, sum)
 		}
 	}
+	// A counter that fails (UNKNOWN) is left out with the failure recorded:
+	// a sum missing links would read as fewer errors.
+	nvmlfake.SetFieldReturn(lib, 3, gonvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, gonvml.ERROR_UNKNOWN)
 	nvmlfake.SetFieldReturn(lib, 2, gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, gonvml.ERROR_NOT_SUPPORTED)
 	clk.Advance(time.Second) // GPM samples must be over 100 ms apart
 	all, err := b.Sample(context.Background())
 	if s := all[2]; err == nil || len(s.Errors) != 1 || !strings.Contains(s.Errors[0], "NVLink replay errors") {
 		t.Errorf("missing replay counter: errors %v", s.Errors)
+	}
+	if s := all[3]; len(s.Errors) == 0 || slices.Contains(errorTypes(s.Interconnect), "crc_flit") {
+		t.Errorf("failing crc_flit counter: errors %v, types %v", s.Errors, errorTypes(s.Interconnect))
 	}
 }
 
