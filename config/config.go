@@ -126,6 +126,12 @@ type Publish struct {
 	NFDFeatureTTL time.Duration `yaml:"nfdFeatureTTL"`
 }
 
+// MinSampleInterval is the shortest metrics.sampleInterval. NVML's GPM
+// samples must be more than 100 ms apart (nvml.h, nvmlGpmSampleGet) and a
+// round can start early when the one before it ran late, so the floor
+// sits well above NVML's.
+const MinSampleInterval = time.Second
+
 // Metrics configures the HTTP endpoint and the telemetry behind it.
 type Metrics struct {
 	ListenAddress string `yaml:"listenAddress"`
@@ -136,7 +142,8 @@ type Metrics struct {
 	// probes when the web config requires basic auth or client
 	// certificates. They say only whether the agent is live and ready.
 	HealthListenAddress string `yaml:"healthListenAddress"`
-	// SampleInterval is how often GPUs and RDMA counters are read; scrapes
+	// SampleInterval is how often GPUs and RDMA counters are read, at
+	// least MinSampleInterval; scrapes
 	// serve the latest reading.
 	SampleInterval time.Duration `yaml:"sampleInterval"`
 	// DCGMCompat also exports dcgm-exporter's metric names and labels.
@@ -336,8 +343,8 @@ func (c Config) Validate() error {
 	if err := checkListenAddress(c.Metrics.ListenAddress); err != nil {
 		bad("metrics.listenAddress", "%v", err)
 	}
-	if si := c.Metrics.SampleInterval; si < 100*time.Millisecond || si > 10*time.Minute {
-		bad("metrics.sampleInterval", "must be between 100ms and 10m, got %s", si)
+	if si := c.Metrics.SampleInterval; si < MinSampleInterval || si > 10*time.Minute {
+		bad("metrics.sampleInterval", "must be between %s and 10m, got %s", MinSampleInterval, si)
 	}
 	if p := c.Metrics.PodResourcesSocket; p != "" && !strings.HasPrefix(p, "/") {
 		bad("metrics.podResourcesSocket", "must be an absolute path or empty, got %q", p)

@@ -61,7 +61,8 @@ func TestParseErrors(t *testing.T) {
 		{"publish:\n  nfdFeatureFile: features.d/gpunode", "publish.nfdFeatureFile"},
 		{"publish:\n  kubeconfg: /x", `unknown key "kubeconfg" in publish`},
 		{"discovery:\n  interval: 1h\npublish:\n  nfdFeatureFile: /run/nfd/gpunode\n  nfdFeatureTTL: 90m", "publish.nfdFeatureTTL"},
-		{"metrics:\n  sampleInterval: 10ms", "metrics.sampleInterval: must be between 100ms and 10m"},
+		{"metrics:\n  sampleInterval: 10ms", "metrics.sampleInterval: must be between 1s and 10m"},
+		{"metrics:\n  sampleInterval: 100ms", "metrics.sampleInterval: must be between 1s and 10m"}, // NVML's GPM floor
 		{"metrics:\n  sampleInterval: 1h", "metrics.sampleInterval"},
 		{"metrics:\n  dcgmCompat: maybe", "cannot unmarshal"},
 		{"metrics:\n  podResourcesSocket: kubelet.sock", "metrics.podResourcesSocket: must be an absolute path"},

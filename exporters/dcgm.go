@@ -79,7 +79,7 @@ func newDCGMFamilies() dcgmFamilies {
 var dcgmThrottleBits = map[string]uint64{
 	"gpu_idle": 0x1, "applications_clocks_setting": 0x2, "sw_power_cap": 0x4, "hw_slowdown": 0x8,
 	"sync_boost": 0x10, "sw_thermal_slowdown": 0x20, "hw_thermal_slowdown": 0x40,
-	"hw_power_brake_slowdown": 0x80, "display_clock_setting": 0x100,
+	"hw_power_brake_slowdown": 0x80, "display_clock_setting": 0x100, "board_limit": 0x200, "reliability": 0x400,
 }
 
 // nvmlBusID writes a sysfs bus id the way dcgm-exporter labels it:
@@ -171,9 +171,17 @@ func (d *dcgmFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame,
 	}
 }
 
-// migInstances emits the series dcgm-exporter has per MIG instance.
+// migInstances emits the series dcgm-exporter has per MIG instance. Its
+// labels name the GPU instance only, so a GPU instance split into compute
+// instances (which share its memory and GPM activity) is emitted once, with
+// the holder of its first compute instance.
 func (d *dcgmFamilies) migInstances(emit func(prometheus.Metric), f *telemetry.Frame, s gpu.Sample, id []string) {
+	done := map[int]bool{}
 	for _, inst := range s.MIG {
+		if done[inst.GPUInstanceID] {
+			continue
+		}
+		done[inst.GPUInstanceID] = true
 		t := target{id: id}
 		if o := f.Pods[inst.UUID]; len(o) > 0 {
 			t.owner = []string{o[0].Namespace, o[0].Pod, o[0].Container}

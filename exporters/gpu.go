@@ -53,6 +53,7 @@ type gpuFamilies struct {
 	util, memUtil, memUsed, memFree, memTotal                  family
 	power, powerLimit, energy, temp, clock, clockReason        family
 	pcieTx, pcieRx, pcieReplay, pcieGen, pcieWidth             family
+	pcieTxRate, pcieRxRate                                     family
 	linkTx, linkRx, linkUp, linksActive, linkErrors            family
 	ecc, xid, remapped, remapPending, remapFailed              family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
@@ -60,7 +61,8 @@ type gpuFamilies struct {
 }
 
 // migFamilies are the per-instance series of a GPU in MIG mode; they carry
-// the GPU's labels plus gpu_instance.
+// the GPU's labels plus gpu_instance and compute_instance: a GPU instance
+// split into compute instances is several MIG devices.
 type migFamilies struct {
 	info, allocation, memUsed, memFree, memTotal                    family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramActive family
@@ -68,12 +70,12 @@ type migFamilies struct {
 
 func newMIGFamilies() migFamilies {
 	m := func(name, help string, extra ...string) family {
-		return newFamily("gpunode_gpu_mig_"+name, help, prometheus.GaugeValue, gpuLabels, append([]string{"gpu_instance"}, extra...)...)
+		return newFamily("gpunode_gpu_mig_"+name, help, prometheus.GaugeValue, gpuLabels, append([]string{"gpu_instance", "compute_instance"}, extra...)...)
 	}
 	return migFamilies{
-		info: m("info", "MIG device identity; always 1.", "compute_instance", "profile", "mig_uuid"),
+		info: m("info", "MIG device identity; always 1.", "profile", "mig_uuid"),
 		allocation: newFamily("gpunode_gpu_mig_allocation_info", "1 for each container the kubelet has allocated the MIG device to.",
-			prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance"}, "resource", "namespace", "pod", "container"),
+			prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance", "compute_instance"}, "resource", "namespace", "pod", "container"),
 		memUsed:        m("memory_used_bytes", "MIG instance memory in use."),
 		memFree:        m("memory_free_bytes", "MIG instance memory free."),
 		memTotal:       m("memory_total_bytes", "MIG instance memory size."),
@@ -112,13 +114,15 @@ func newGPUFamilies() gpuFamilies {
 		pcieTx:         g("pcie_transmit_bytes_total", "Bytes the GPU sent over PCIe.", counter),
 		pcieRx:         g("pcie_receive_bytes_total", "Bytes the GPU received over PCIe.", counter),
 		pcieReplay:     g("pcie_replay_errors_total", "PCIe link-level replays (retransmissions after errors).", counter),
+		pcieTxRate:     g("pcie_transmit_bytes_per_second", "PCIe send rate over the device's last 20 ms window, where the GPU has no usable byte counter.", gauge),
+		pcieRxRate:     g("pcie_receive_bytes_per_second", "PCIe receive rate over the device's last 20 ms window, where the GPU has no usable byte counter.", gauge),
 		pcieGen:        g("pcie_link_generation", "Current PCIe link generation.", gauge),
 		pcieWidth:      g("pcie_link_width", "Current PCIe link width (lanes).", gauge),
 		linkTx:         g("interconnect_transmit_bytes_total", "Data bytes sent over a GPU interconnect link (NVLink, XGMI).", counter, "link", "kind"),
 		linkRx:         g("interconnect_receive_bytes_total", "Data bytes received over a GPU interconnect link (NVLink, XGMI).", counter, "link", "kind"),
 		linkUp:         g("interconnect_link_up", "1 if the interconnect link is up.", gauge, "link", "kind"),
 		linksActive:    g("interconnect_links_active", "Interconnect links that are up.", gauge, "kind"),
-		linkErrors:     g("interconnect_errors_total", "Interconnect errors over all links by type (crc_flit, crc_data, replay, recovery, ecc_data).", counter, "kind", "type"),
+		linkErrors:     g("interconnect_errors_total", "Interconnect errors over all links by type (crc_flit, crc_data, replay, recovery, ecc_data before Blackwell; symbol, effective, receive, recovery, recovery_failed, ... on NVLink 5).", counter, "kind", "type"),
 		ecc:            g("ecc_errors_total", "Device memory ECC errors by type (corrected, uncorrected) and scope (volatile: since the driver loaded; aggregate: lifetime).", counter, "type", "scope"),
 		xid:            g("xid_errors_total", "XID errors the driver reported since the agent started, by XID.", counter, "xid"),
 		remapped:       g("remapped_rows", "Memory rows remapped, by the kind of error that caused it (correctable, uncorrectable).", gauge, "state"),
@@ -211,18 +215,18 @@ func (g *gpuFamilies) migValues(emit func(prometheus.Metric), f *telemetry.Frame
 	m := g.mig
 	for _, inst := range s.MIG {
 		t := migTarget(f, s, inst)
-		gi := strconv.Itoa(inst.GPUInstanceID)
-		emit(m.info.metric(t, 1, gi, strconv.Itoa(inst.ComputeInstanceID), inst.Profile, inst.UUID))
+		gi, ci := strconv.Itoa(inst.GPUInstanceID), strconv.Itoa(inst.ComputeInstanceID)
+		emit(m.info.metric(t, 1, gi, ci, inst.Profile, inst.UUID))
 		for _, o := range f.Pods[inst.UUID] {
 			emit(prometheus.MustNewConstMetric(m.allocation.plain, prometheus.GaugeValue, 1,
-				strconv.Itoa(s.Index), s.UUID, gi, o.Resource, o.Namespace, o.Pod, o.Container))
+				strconv.Itoa(s.Index), s.UUID, gi, ci, o.Resource, o.Namespace, o.Pod, o.Container))
 		}
 		for _, v := range []struct {
 			fam family
 			p   *uint64
 		}{{m.memUsed, inst.MemoryUsedBytes}, {m.memFree, inst.MemoryFreeBytes}, {m.memTotal, inst.MemoryTotalBytes}} {
 			if v.p != nil {
-				emit(v.fam.metric(t, float64(*v.p), gi))
+				emit(v.fam.metric(t, float64(*v.p), gi, ci))
 			}
 		}
 		if p := inst.Profiling; p != nil {
@@ -232,7 +236,7 @@ func (g *gpuFamilies) migValues(emit func(prometheus.Metric), f *telemetry.Frame
 			}{{m.graphicsActive, p.GraphicsActive}, {m.smActive, p.SMActive}, {m.smOccupancy, p.SMOccupancy},
 				{m.tensorActive, p.TensorActive}, {m.dramActive, p.DRAMActive}} {
 				if v.p != nil {
-					emit(v.fam.metric(t, *v.p, gi))
+					emit(v.fam.metric(t, *v.p, gi, ci))
 				}
 			}
 		}
@@ -294,6 +298,8 @@ func (g *gpuFamilies) values(emit func(prometheus.Metric), t target, s gpu.Sampl
 		optU(g.pcieTx, p.TransmitBytes, 1)
 		optU(g.pcieRx, p.ReceiveBytes, 1)
 		optU(g.pcieReplay, p.ReplayErrors, 1)
+		opt(g.pcieTxRate, p.TransmitBytesPerSecond)
+		opt(g.pcieRxRate, p.ReceiveBytesPerSecond)
 		if p.LinkGeneration != nil {
 			emit(g.pcieGen.metric(t, float64(*p.LinkGeneration)))
 		}

@@ -377,3 +377,29 @@ func TestRDMAPortReadErrors(t *testing.T) {
 		t.Errorf("%d ports export transmit bytes, want 7", got)
 	}
 }
+
+// A GPU instance split into compute instances: each compute instance is a
+// MIG device with its own gpunode_gpu_mig_* series (keyed by
+// compute_instance, so the gather has no duplicates), and dcgm-exporter's
+// series, which name only the GPU instance, come once per GPU instance.
+func TestMIGComputeInstances(t *testing.T) {
+	n := newSimNodeWith(t, "dgx-h100-ib", func(m *nvmlfake.Machine) {
+		m.GPUs[3].MIGEnabled = true
+		m.GPUs[3].MIG = []string{"4g.40gb", "1g.10gb"}
+		m.GPUs[3].MIGComputeInstances = []int{2}
+	}, nil)
+	s := parse(t, n.gather(t, exporters.TelemetryOptions{DCGMCompat: true, Hostname: "node-1"}))
+	if got := find(s, "gpunode_gpu_mig_info", map[string]string{"gpu": "3", "gpu_instance": "1", "profile": "2c.4g.40gb"}); len(got) != 2 {
+		t.Errorf("compute instances of GPU instance 1: %v", got)
+	}
+	for _, name := range []string{"gpunode_gpu_mig_memory_used_bytes", "gpunode_gpu_mig_sm_active_ratio"} {
+		for _, ci := range []string{"0", "1"} {
+			if got := find(s, name, map[string]string{"gpu": "3", "gpu_instance": "1", "compute_instance": ci}); len(got) != 1 {
+				t.Errorf("%s of compute instance %s: %v", name, ci, got)
+			}
+		}
+	}
+	if got := find(s, "DCGM_FI_PROF_SM_ACTIVE", map[string]string{"gpu": "3", "GPU_I_ID": "1"}); len(got) != 1 {
+		t.Errorf("DCGM series of GPU instance 1: %v", got)
+	}
+}

@@ -161,6 +161,11 @@ type PCIeSample struct {
 	ReplayCounterBits uint8 `json:"-"`
 	LinkGeneration    *int  `json:"link_generation,omitempty"`
 	LinkWidth         *int  `json:"link_width,omitempty"`
+	// TransmitBytesPerSecond and ReceiveBytesPerSecond are the rate the
+	// device measured over a short window, for a direction whose byte
+	// counter is absent or too narrow to make a total of.
+	TransmitBytesPerSecond *float64 `json:"transmit_bytes_per_second,omitempty"`
+	ReceiveBytesPerSecond  *float64 `json:"receive_bytes_per_second,omitempty"`
 }
 
 // InterconnectSample is the GPU-to-GPU links (NVLink, XGMI) now.
@@ -169,7 +174,8 @@ type InterconnectSample struct {
 	Kind  string `json:"kind"`
 	Links []Link `json:"links"`
 	// Errors are running totals over all links, by type ("crc_flit",
-	// "crc_data", "replay", "recovery", "ecc_data"), sorted by type.
+	// "crc_data", "replay", "recovery", "ecc_data" before NVLink 5;
+	// "symbol", "effective", "recovery", ... on NVLink 5), sorted by type.
 	Errors []ErrorCount `json:"errors,omitempty"`
 }
 

@@ -559,6 +559,7 @@ func TestNoPMACounters(t *testing.T) {
 	}
 	for range 2 {
 		s.Round(context.Background())
+		n.clock.Advance(time.Second) // GPM samples must be over 100 ms apart
 	}
 	f := s.Latest()
 	pc := f.RDMA[3]

@@ -17,6 +17,7 @@ type gpmState struct {
 	checked   bool // support was asked and answered
 	supported bool
 	primed    bool // prev holds a sample
+	failures  int  // samples failed in a row
 	prev, cur gonvml.GpmSample
 	metrics   *gonvml.GpmMetricsGetType // reused: it is 20 KB
 }
@@ -45,10 +46,37 @@ func (r *sampleReader) profiling() {
 	if !g.supported {
 		return
 	}
-	if _, ok := read(r, "nvmlGpmSampleGet", func() (struct{}, gonvml.Return) { return struct{}{}, r.h.GpmSampleGet(g.cur) }); !ok {
+	if r.lost {
 		return
 	}
+	if ret := r.h.GpmSampleGet(g.cur); !r.ok("nvmlGpmSampleGet", ret) {
+		r.gpmFailed(g, ret)
+		return
+	}
+	g.failures = 0
 	r.s.Profiling = r.gpmMetrics(g)
+}
+
+// gpmMaxFailures is how many rounds in a row GPM sampling may fail before
+// it is given up: a vGPU guest reports GPM support but fails every sample.
+const gpmMaxFailures = 3
+
+// gpmFailed counts a failed sample; at gpmMaxFailures it frees the
+// samples, stops asking until NVML is initialised again and says so once.
+func (r *sampleReader) gpmFailed(g *gpmState, ret gonvml.Return) {
+	if r.lost || (r.st.migMode && ret == gonvml.ERROR_NOT_SUPPORTED) {
+		return // a GPU in MIG mode is sampled per GPU instance (mig)
+	}
+	g.failures++
+	if g.failures < gpmMaxFailures {
+		return
+	}
+	r.s.Errors = append(r.s.Errors, fmt.Sprintf("nvmlGpmSampleGet failed %d rounds in a row (%v) although the GPU reports GPM support; "+
+		"profiling metrics are off for this GPU until NVML is initialised again", g.failures, ret))
+	if err := g.free(); err != nil {
+		r.s.Errors = append(r.s.Errors, err.Error())
+	}
+	*g = gpmState{checked: true} // supported false: not asked again
 }
 
 // gpmMetrics turns the sample just taken into g.cur and the one before

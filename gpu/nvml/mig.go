@@ -16,7 +16,7 @@ var migSymbols = []string{symMigMode, "nvmlDeviceGetMaxMigDeviceCount", "nvmlDev
 const symGPMMig = "nvmlGpmMigSampleGet"
 
 // mig reads the MIG devices of a GPU in MIG mode: each one's memory and,
-// with GPM, its engine activity (sampled per GPU instance, as NVML does it
+// with GPM, its GPU instance's engine activity (NVML samples GPU instances
 // in MIG mode).
 func (r *sampleReader) mig() {
 	for _, sym := range migSymbols {
@@ -28,7 +28,9 @@ func (r *sampleReader) mig() {
 		current, _, ret := r.h.GetMigMode()
 		return current, ret
 	}
-	if m, ok := read(r, symMigMode, mode); !ok || m != gonvml.DEVICE_MIG_ENABLE {
+	m, ok := read(r, symMigMode, mode)
+	r.st.migMode = ok && m == gonvml.DEVICE_MIG_ENABLE
+	if !r.st.migMode {
 		r.st.migGPM.free(r)
 		return
 	}
@@ -37,6 +39,11 @@ func (r *sampleReader) mig() {
 		return
 	}
 	seen := map[int]bool{}
+	// GPM samples a GPU instance, whose compute instances are separate MIG
+	// devices: each GPU instance is sampled once a round (a second sample
+	// microseconds later would break NVML's 100 ms rule) and its activity
+	// is shared by its compute instances.
+	prof := map[int]*gpu.Profiling{}
 	for i := range n {
 		if r.lost {
 			return
@@ -51,6 +58,13 @@ func (r *sampleReader) mig() {
 		inst := r.migInstance(md)
 		if inst == nil {
 			continue
+		}
+		if r.st.gpm.supported && r.b.has(symGPMMig) {
+			gi := inst.GPUInstanceID
+			if !seen[gi] {
+				prof[gi] = r.migProfiling(gi)
+			}
+			inst.Profiling = prof[gi]
 		}
 		seen[inst.GPUInstanceID] = true
 		r.s.MIG = append(r.s.MIG, *inst)
@@ -75,9 +89,6 @@ func (r *sampleReader) migInstance(md gonvml.Device) *gpu.MIGInstance {
 	}
 	if m, ok := read(r, "nvmlDeviceGetMemoryInfo(MIG)", md.GetMemoryInfo); ok {
 		inst.MemoryTotalBytes, inst.MemoryUsedBytes, inst.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
-	}
-	if r.st.gpm.supported && r.b.has(symGPMMig) {
-		inst.Profiling = r.migProfiling(gi)
 	}
 	return inst
 }

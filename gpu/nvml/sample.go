@@ -22,8 +22,14 @@ const (
 	symRemappedRows      = "nvmlDeviceGetRemappedRows"
 	symClockEventReasons = "nvmlDeviceGetCurrentClocksEventReasons"
 	symThrottleReasons   = "nvmlDeviceGetCurrentClocksThrottleReasons"
-	symReplayCounter     = "nvmlDeviceGetPcieReplayCounter"
-	symMinorNumber       = "nvmlDeviceGetMinorNumber"
+	// The supported reasons: r535's name, then the older one.
+	symSupportedClockEvents = "nvmlDeviceGetSupportedClocksEventReasons"
+	symSupportedThrottle    = "nvmlDeviceGetSupportedClocksThrottleReasons"
+	symReplayCounter        = "nvmlDeviceGetPcieReplayCounter"
+	symMinorNumber          = "nvmlDeviceGetMinorNumber"
+	symTemperature          = "nvmlDeviceGetTemperature"
+	symTemperatureV         = "nvmlDeviceGetTemperatureV" // r555 (NVML 12.5)
+	symPCIeThroughput       = "nvmlDeviceGetPcieThroughput"
 )
 
 // gpmSymbols must all be present before GPM is used.
@@ -43,10 +49,19 @@ type gpuState struct {
 	identity gpu.Sample // Index, UUID, PCIBusID, Product, DeviceNode
 
 	// Written only by the goroutine holding busy.
-	known  bool  // identity has been read once
-	links  []int // NVLink numbers the GPU has; nil until enumerated
-	gpm    gpmState
-	migGPM migGPM
+	known bool                      // identity has been read once
+	links []int                     // NVLink numbers the GPU has; nil until enumerated
+	arch  gonvml.DeviceArchitecture // read with the links; picks the NVLink error fields
+	// clockReasons is the supported clock event reason mask, once known.
+	clockReasons      uint64
+	clockReasonsKnown bool
+	gpm               gpmState
+	migGPM            migGPM
+	// pcieWide is set once a PCIe byte counter read 2^32 or more: the
+	// counters are wider than the driver's 32-bit ones (fields).
+	pcieWide bool
+	// migMode is whether the last round found the GPU in MIG mode.
+	migMode bool
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
 }
@@ -278,12 +293,41 @@ func (r *sampleReader) power() {
 	}
 }
 
+// thermal reads the GPU sensor with nvmlDeviceGetTemperatureV where the
+// driver has it: nvmlDeviceGetTemperature is deprecated (nvml.h) and, like
+// any symbol, may be gone from a newer library.
 func (r *sampleReader) thermal() {
-	temp := func() (uint32, gonvml.Return) { return r.h.GetTemperature(gonvml.TEMPERATURE_GPU) }
-	if c, ok := read(r, "nvmlDeviceGetTemperature", temp); ok {
-		r.s.Temperatures = append(r.s.Temperatures, gpu.Temperature{Sensor: gpu.SensorGPU, Celsius: float64(c)})
+	var (
+		c  float64
+		ok bool
+	)
+	switch {
+	case r.b.has(symTemperatureV):
+		var v gonvml.Temperature
+		v, ok = read(r, symTemperatureV, func() (gonvml.Temperature, gonvml.Return) { return temperatureV1(r.h) })
+		c = float64(v.Temperature)
+	case r.b.has(symTemperature):
+		var v uint32
+		v, ok = read(r, symTemperature, func() (uint32, gonvml.Return) { return r.h.GetTemperature(gonvml.TEMPERATURE_GPU) })
+		c = float64(v)
+	}
+	if ok {
+		r.s.Temperatures = append(r.s.Temperatures, gpu.Temperature{Sensor: gpu.SensorGPU, Celsius: c})
 	}
 	// The memory sensor comes with the field values (fields).
+}
+
+// temperatureV1 calls nvmlDeviceGetTemperatureV for the GPU sensor (the
+// version 1 struct's zero sensor type). go-nvml returns a handler bound to
+// its own device type, which a fake cannot build; a device that has
+// TemperatureV1 (nvmlfake's) answers it directly.
+func temperatureV1(h gonvml.Device) (gonvml.Temperature, gonvml.Return) {
+	if d, ok := h.(interface {
+		TemperatureV1() (gonvml.Temperature, gonvml.Return)
+	}); ok {
+		return d.TemperatureV1()
+	}
+	return h.GetTemperatureV().V1()
 }
 
 // clockTypes are read in this order, which is also the output order.
@@ -312,18 +356,22 @@ var clockEventReasons = []struct {
 	bit  uint64
 }{
 	{"applications_clocks_setting", gonvml.ClocksEventReasonApplicationsClocksSetting},
+	{"board_limit", gonvml.ClocksEventReasonBoardLimit},
 	{"display_clock_setting", gonvml.ClocksEventReasonDisplayClockSetting},
 	{"gpu_idle", gonvml.ClocksEventReasonGpuIdle},
 	{"hw_power_brake_slowdown", gonvml.ClocksThrottleReasonHwPowerBrakeSlowdown},
 	{"hw_slowdown", gonvml.ClocksThrottleReasonHwSlowdown},
 	{"hw_thermal_slowdown", gonvml.ClocksThrottleReasonHwThermalSlowdown},
+	{"reliability", gonvml.ClocksEventReasonReliability},
 	{"sw_power_cap", gonvml.ClocksEventReasonSwPowerCap},
 	{"sw_thermal_slowdown", gonvml.ClocksEventReasonSwThermalSlowdown},
 	{"sync_boost", gonvml.ClocksEventReasonSyncBoost},
 }
 
 // clockEvents uses the r535 name of the call where the driver has it and
-// the older "throttle reasons" one (same bits) otherwise.
+// the older "throttle reasons" one (same bits) otherwise. Only the reasons
+// the GPU supports are reported: an unsupported one is never set, and
+// reporting it as inactive would claim it was checked.
 func (r *sampleReader) clockEvents() {
 	var (
 		mask uint64
@@ -338,10 +386,43 @@ func (r *sampleReader) clockEvents() {
 	if !ok {
 		return
 	}
-	r.s.ClockEventReasons = make([]gpu.ClockEventReason, len(clockEventReasons))
-	for i, c := range clockEventReasons {
-		r.s.ClockEventReasons[i] = gpu.ClockEventReason{Reason: c.name, Active: mask&c.bit != 0}
+	supported := r.supportedClockReasons()
+	r.s.ClockEventReasons = []gpu.ClockEventReason{}
+	for _, c := range clockEventReasons {
+		if supported&c.bit != 0 {
+			r.s.ClockEventReasons = append(r.s.ClockEventReasons, gpu.ClockEventReason{Reason: c.name, Active: mask&c.bit != 0})
+		}
 	}
+}
+
+// supportedClockReasons asks the GPU once which reasons it supports; all
+// bits where it cannot say (an older driver, NOT_SUPPORTED), and again
+// next round after another failure.
+func (r *sampleReader) supportedClockReasons() uint64 {
+	st := r.st
+	if st.clockReasonsKnown {
+		return st.clockReasons
+	}
+	st.clockReasons = ^uint64(0)
+	var (
+		mask uint64
+		ret  = gonvml.ERROR_NOT_SUPPORTED
+	)
+	switch {
+	case r.b.has(symSupportedClockEvents):
+		mask, ret = r.h.GetSupportedClocksEventReasons()
+	case r.b.has(symSupportedThrottle):
+		mask, ret = r.h.GetSupportedClocksThrottleReasons()
+	}
+	switch ret {
+	case gonvml.SUCCESS:
+		st.clockReasons, st.clockReasonsKnown = mask, true
+	case gonvml.ERROR_NOT_SUPPORTED:
+		st.clockReasonsKnown = true
+	default:
+		r.ok(symSupportedClockEvents, ret)
+	}
+	return st.clockReasons
 }
 
 func (r *sampleReader) pcie() {
@@ -356,6 +437,7 @@ func (r *sampleReader) pcie() {
 			p.ReplayErrors, p.ReplayCounterBits, answered = ptr(uint64(uint32(v))), 32, true
 		}
 	}
+	r.pcieThroughput(p, &answered)
 	if v, ok := read(r, "nvmlDeviceGetCurrPcieLinkGeneration", r.h.GetCurrPcieLinkGeneration); ok {
 		p.LinkGeneration, answered = ptr(v), true
 	}
@@ -364,6 +446,29 @@ func (r *sampleReader) pcie() {
 	}
 	if answered {
 		r.s.PCIe = p
+	}
+}
+
+// pcieThroughput reads the PCIe rate (KB/s, taken as KiB/s, over NVML's
+// 20 ms window) for each direction without a usable byte counter (see
+// pcieCountersUsable).
+func (r *sampleReader) pcieThroughput(p *gpu.PCIeSample, answered *bool) {
+	if !r.b.has(symPCIeThroughput) {
+		return
+	}
+	for _, d := range []struct {
+		counter gonvml.PcieUtilCounter
+		bytes   *uint64
+		rate    **float64
+	}{{gonvml.PCIE_UTIL_TX_BYTES, p.TransmitBytes, &p.TransmitBytesPerSecond},
+		{gonvml.PCIE_UTIL_RX_BYTES, p.ReceiveBytes, &p.ReceiveBytesPerSecond}} {
+		if d.bytes != nil {
+			continue
+		}
+		f := func() (uint32, gonvml.Return) { return r.h.GetPcieThroughput(d.counter) }
+		if kb, ok := read(r, symPCIeThroughput, f); ok {
+			*d.rate, *answered = ptr(float64(kb)*1024), true
+		}
 	}
 }
 
@@ -376,15 +481,24 @@ func (r *sampleReader) nvlinkStates() {
 		for link := 0; link < gonvml.NVLINK_MAX_LINKS && !r.lost; link++ {
 			_, ret := r.h.GetNvLinkState(link)
 			switch ret {
+			case gonvml.SUCCESS:
+				links = append(links, link)
 			case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_INVALID_ARGUMENT:
-				continue
-			case gonvml.ERROR_GPU_IS_LOST:
-				r.ok("nvmlDeviceGetNvLinkState", ret)
+			default:
+				// NO_PERMISSION, UNKNOWN, a lost GPU: whether the link
+				// exists is not known, so nothing is cached; ask again
+				// next round.
+				r.ok(fmt.Sprintf("nvmlDeviceGetNvLinkState(link %d)", link), ret)
 				return
 			}
-			links = append(links, link)
 		}
 		r.st.links = links
+		r.st.arch = gonvml.DEVICE_ARCH_UNKNOWN
+		if len(links) > 0 && r.b.has(symArchitecture) {
+			if a, ok := read(r, symArchitecture, r.h.GetArchitecture); ok {
+				r.st.arch = a
+			}
+		}
 	}
 	if len(r.st.links) == 0 {
 		return

@@ -165,7 +165,7 @@ func TestEnergyIsThePowerIntegral(t *testing.T) {
 }
 
 func TestNotSupportedIsAbsentNotAnError(t *testing.T) {
-	lib, _ := clocked(t, nvmlfake.H100)
+	lib, clk := clocked(t, nvmlfake.H100)
 	for _, sym := range []string{"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetRemappedRows",
 		"nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetPcieReplayCounter", "nvmlGpmQueryDeviceSupport",
 		"nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetUtilizationRates"} {
@@ -177,6 +177,7 @@ func TestNotSupportedIsAbsentNotAnError(t *testing.T) {
 	b := nvml.New(lib)
 	defer b.Close()
 	sample(t, b)
+	clk.Advance(time.Second) // GPM samples must be over 100 ms apart
 	s := sample(t, b)[2]
 	if !s.Up || len(s.Errors) != 0 {
 		t.Fatalf("GPU 2: up %v errors %v", s.Up, s.Errors)
@@ -189,6 +190,7 @@ func TestNotSupportedIsAbsentNotAnError(t *testing.T) {
 	}
 	// Not asked again once the GPU said it has no GPM.
 	calls := nvmlfake.Calls(lib, "nvmlGpmQueryDeviceSupport")
+	clk.Advance(time.Second)
 	sample(t, b)
 	if n := nvmlfake.Calls(lib, "nvmlGpmQueryDeviceSupport"); n != calls {
 		t.Errorf("GPM support asked %d more times", n-calls)
@@ -273,13 +275,13 @@ func TestGPULostDuringRead(t *testing.T) {
 	defer b.Close()
 	sample(t, b)
 	nvmlfake.SetReturn(lib, 5, "nvmlDeviceGetPowerUsage", gonvml.ERROR_GPU_IS_LOST)
-	calls := nvmlfake.Calls(lib, "nvmlDeviceGetTemperature")
+	calls := nvmlfake.Calls(lib, "nvmlDeviceGetTemperatureV")
 	s, _ := b.Sample(context.Background())
 	if s[5].Up || !s[5].Lost || len(s[5].Errors) != 1 || !strings.HasPrefix(s[5].Errors[0], "nvmlDeviceGetPowerUsage: ") {
 		t.Errorf("GPU 5: %+v", s[5])
 	}
 	// Seven GPUs read their temperature; the lost one stopped before it.
-	if n := nvmlfake.Calls(lib, "nvmlDeviceGetTemperature") - calls; n != 7 {
+	if n := nvmlfake.Calls(lib, "nvmlDeviceGetTemperatureV") - calls; n != 7 {
 		t.Errorf("temperature read %d times, want 7", n)
 	}
 }
@@ -464,6 +466,7 @@ func TestMIGInstances(t *testing.T) {
 	if len(uuids) != 4 {
 		t.Error("MIG UUIDs repeat")
 	}
+	c.Advance(time.Second)
 	for i, g := range sample(t, b) {
 		if i != 3 && (g.MIG != nil || g.Utilization == nil) {
 			t.Errorf("GPU %d: MIG %v, utilization %v", i, g.MIG, g.Utilization)
@@ -472,6 +475,7 @@ func TestMIGInstances(t *testing.T) {
 	// MIG mode off: the instances and their GPM samples go.
 	h, _ := lib.DeviceGetHandleByIndex(3)
 	h.SetMigMode(gonvml.DEVICE_MIG_DISABLE)
+	c.Advance(time.Second)
 	if s := sample(t, b)[3]; s.MIG != nil || s.Utilization == nil {
 		t.Errorf("after MIG off: %+v", s)
 	}
@@ -484,5 +488,50 @@ func TestMIGInstances(t *testing.T) {
 	m.GPUs[3].MIG = []string{"7g.80gb", "1g.10gb"}
 	if _, err := nvmlfake.New(m); err == nil || !strings.Contains(err.Error(), "need 8 slices") {
 		t.Errorf("an impossible MIG layout: %v", err)
+	}
+}
+
+// A GPU instance split into compute instances is one MIG device per
+// compute instance, but GPM samples the GPU instance: it is sampled once a
+// round (NVML wants samples over 100 ms apart, which the fake enforces)
+// and every compute instance of it reports that activity.
+func TestMIGComputeInstancesShareGPM(t *testing.T) {
+	c := testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	m := dgx(nvmlfake.H100)
+	m.Clock = c.Now
+	m.GPUs[3].MIGEnabled = true
+	m.GPUs[3].MIG = []string{"3g.40gb", "1g.10gb"}
+	m.GPUs[3].MIGComputeInstances = []int{3}
+	lib := build(t, m)
+	b := nvml.New(lib, nvml.WithClock(c.Now))
+	defer b.Close()
+	sample(t, b)
+	c.Advance(5 * time.Second)
+	s := sample(t, b)[3]
+	if len(s.Errors) != 0 || len(s.MIG) != 4 {
+		t.Fatalf("errors %v, %d MIG devices: %+v", s.Errors, len(s.MIG), s.MIG)
+	}
+	type key struct{ gi, ci int }
+	want := []key{{1, 0}, {1, 1}, {1, 2}, {2, 0}}
+	for i, inst := range s.MIG {
+		if (key{inst.GPUInstanceID, inst.ComputeInstanceID}) != want[i] {
+			t.Errorf("device %d is GPU instance %d compute instance %d", i, inst.GPUInstanceID, inst.ComputeInstanceID)
+		}
+		if p := inst.Profiling; p == nil || p.SMActive == nil {
+			t.Errorf("device %d has no GPM activity", i)
+		}
+	}
+	if s.MIG[0].Profile != "1c.3g.40gb" || s.MIG[3].Profile != "1g.10gb" {
+		t.Errorf("profiles %q %q", s.MIG[0].Profile, s.MIG[3].Profile)
+	}
+	if *s.MIG[0].Profiling.SMActive != *s.MIG[2].Profiling.SMActive {
+		t.Error("compute instances of one GPU instance report different GPU instance activity")
+	}
+	if n := nvmlfake.Calls(lib, "nvmlGpmMigSampleGet"); n != 4 {
+		t.Errorf("%d GPM samples of 2 GPU instances in 2 rounds, want 4", n)
+	}
+	m.GPUs[3].MIGComputeInstances = []int{2}
+	if _, err := nvmlfake.New(m); err == nil {
+		t.Error("3 slices split into 2 compute instances")
 	}
 }

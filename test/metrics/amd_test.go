@@ -13,7 +13,7 @@ import (
 // NVIDIA ones, XGMI links carry kind="xgmi", and the energy and XGMI
 // counters the simulated gpu_metrics tables advance behave under rate().
 func TestPrometheusScrapesMI300X(t *testing.T) {
-	cfg := writeConfig(t, "metrics:\n  sampleInterval: 200ms\n")
+	cfg := writeConfig(t, "metrics:\n  sampleInterval: 1s\n")
 	a := startAgent(t, "--simulate=mi300x-roce", "--config="+cfg)
 	prom := startPrometheus(t, a.addr)
 	prom.waitFor(t, `count_over_time(gpunode_gpu_energy_joules_total{gpu="0"}[1m])`, 60*time.Second, func(v model.Vector) bool {

@@ -96,7 +96,7 @@ func chartRules(t *testing.T) string {
 // metrics in notYetProduced), and a healthy node raises no alert, not even
 // a pending one.
 func TestDashboardsShowData(t *testing.T) {
-	cfg := writeConfig(t, "metrics:\n  sampleInterval: 200ms\ntuning:\n  mode: enforce\n  interval: 2s\n")
+	cfg := writeConfig(t, "metrics:\n  sampleInterval: 1s\ntuning:\n  mode: enforce\n  interval: 2s\n")
 	ib := startAgent(t, "--simulate=dgx-h100-ib", "--config="+cfg, "--metrics.dcgm-compat")
 	roce := startAgent(t, "--simulate=h100-roce", "--config="+cfg)
 	prom := startPrometheusWithNodes(t, chartRules(t), simTarget{"gpu-ib", ib.addr}, simTarget{"gpu-roce", roce.addr})

@@ -163,7 +163,7 @@ func TestNodeExporterParity(t *testing.T) {
 			_, ne := startNodeExporter(t, n.Root)
 			// --host-root (not --simulate): the agent reads the very tree
 			// node_exporter reads and moves nothing in it.
-			a := startAgent(t, "--host-root="+n.Root, "--metrics.sample-interval=100ms",
+			a := startAgent(t, "--host-root="+n.Root, "--metrics.sample-interval=1s",
 				"--config="+writeConfig(t, "metrics:\n  podResourcesSocket: \"\"\n"))
 			scrapeBoth := func() (map[string]float64, map[string]float64) {
 				return samples(t, get(t, "http://"+ne+"/metrics")), samples(t, get(t, "http://"+a.addr+"/metrics"))

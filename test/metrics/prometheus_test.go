@@ -133,7 +133,7 @@ func TestPrometheusScrapesASimulatedNode(t *testing.T) {
 	uuids := simUUIDs(t, "dgx-h100-ib")
 	socket := startKubelet(t, &v1.PodResources{Namespace: "llm", Name: "decode-0", Containers: []*v1.ContainerResources{{
 		Name: "vllm", Devices: []*v1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{uuids[2], uuids[3]}}}}}})
-	cfg := writeConfig(t, fmt.Sprintf("metrics:\n  sampleInterval: 200ms\n  podResourcesSocket: %s\n", socket))
+	cfg := writeConfig(t, fmt.Sprintf("metrics:\n  sampleInterval: 1s\n  podResourcesSocket: %s\n", socket))
 	a := startAgent(t, "--simulate=dgx-h100-ib", "--config="+cfg, "--metrics.dcgm-compat")
 	prom := startPrometheus(t, a.addr)
 

@@ -31,6 +31,9 @@ type device struct {
 	remapPending, remapFailed    bool
 	// mig are the MIG devices of a MIG-enabled GPU, in index order.
 	mig []*migDevice
+	// clockReasonMask, when set, replaces the model's supported clock
+	// event reasons (SetSupportedClockEventReasons).
+	clockReasonMask *uint64
 	// reset is set by ResetGPU: the driver's counters count from resetAt
 	// (seconds since the machine was built).
 	reset   bool

@@ -36,6 +36,8 @@ type modelSpec struct {
 	// fabric: the model sits on an NVSwitch baseboard and reports its
 	// fabric registration (Hopper and newer).
 	fabric bool
+	// clockReasons is the nvmlClocksEventReason mask the GPU supports.
+	clockReasons uint64
 }
 
 // specFor returns the model's spec. Names and PCI device ids are what the
@@ -48,23 +50,23 @@ func specFor(m Model) (modelSpec, bool) {
 		c.Name = "NVIDIA A100-SXM4-40GB"
 		return modelSpec{config: c, links: 12, linkVersion: gonvml.NVLINK_VERSION_3_0, powerMW: 400_000,
 			pcieGen: 4, pcieWidth: 16, vbios: "92.00.45.00.03", driver: "535.183.01", cuda: 12020,
-			smMHz: 1410, memMHz: 1215, linkBps: 25e9}, true
+			smMHz: 1410, memMHz: 1215, linkBps: 25e9, clockReasons: clockReasonsBeforeBlackwell}, true
 	case H100:
 		return modelSpec{config: gpus.H100_SXM5_80GB, links: 18, linkVersion: gonvml.NVLINK_VERSION_4_0, powerMW: 700_000,
 			pcieGen: 5, pcieWidth: 16, vbios: "96.00.74.00.0D", driver: "550.54.15", cuda: 12040,
-			smMHz: 1980, memMHz: 2619, linkBps: 25e9, gpm: true, fabric: true}, true
+			smMHz: 1980, memMHz: 2619, linkBps: 25e9, gpm: true, fabric: true, clockReasons: clockReasonsBeforeBlackwell}, true
 	case H200:
 		c := gpus.H200_SXM5_141GB
 		c.Name, c.PciDeviceId = "NVIDIA H200", 0x233510DE
 		return modelSpec{config: c, links: 18, linkVersion: gonvml.NVLINK_VERSION_4_0, powerMW: 700_000,
 			pcieGen: 5, pcieWidth: 16, vbios: "96.00.A5.00.01", driver: "550.90.07", cuda: 12040,
-			smMHz: 1980, memMHz: 3201, linkBps: 25e9, gpm: true, fabric: true}, true
+			smMHz: 1980, memMHz: 3201, linkBps: 25e9, gpm: true, fabric: true, clockReasons: clockReasonsBeforeBlackwell}, true
 	case B200:
 		c := gpus.B200_SXM5_180GB
 		c.Name, c.PciDeviceId = "NVIDIA B200", 0x290110DE
 		return modelSpec{config: c, links: 18, linkVersion: gonvml.NVLINK_VERSION_5_0, powerMW: 1_000_000,
 			pcieGen: 5, pcieWidth: 16, vbios: "97.00.82.00.0A", driver: "570.124.06", cuda: 12080,
-			smMHz: 1965, memMHz: 3996, linkBps: 50e9, gpm: true, fabric: true}, true
+			smMHz: 1965, memMHz: 3996, linkBps: 50e9, gpm: true, fabric: true, clockReasons: gonvml.ClocksEventReasonAll}, true
 	}
 	return modelSpec{}, false
 }
@@ -168,7 +170,8 @@ var (
 		"nvmlDeviceRegisterEvents", "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
 		"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId", "nvmlDeviceIsMigDeviceHandle",
 		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet",
-		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo"}
+		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetSupportedClocksEventReasons",
+		"nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetTemperatureV", "nvmlDeviceGetPcieThroughput"}
 )
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {

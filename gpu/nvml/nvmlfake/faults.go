@@ -167,6 +167,16 @@ func TotalCalls(lib gonvml.Interface) int {
 	return n
 }
 
+// SetSupportedClockEventReasons narrows the nvmlClocksEventReason bits GPU
+// index supports (nvmlDeviceGetSupportedClocksEventReasons), as GPUs and
+// drivers without some reasons answer.
+func SetSupportedClockEventReasons(lib gonvml.Interface, index int, mask uint64) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.clockReasonMask = &mask
+}
+
 func mustMachine(lib gonvml.Interface) *machine {
 	f, ok := lib.(*machine)
 	if !ok {

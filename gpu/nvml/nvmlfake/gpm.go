@@ -74,7 +74,7 @@ func (d *device) GpmSampleGet(sample gonvml.GpmSample) gonvml.Return {
 	if !ok || s.f != d.f {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
-	if !d.f.spec.gpm || d.migEnabled() { // a MIG GPU is sampled per instance
+	if !d.f.spec.gpm || d.migEnabled() || d.spec.VGPU { // a MIG GPU is sampled per instance
 		return gonvml.ERROR_NOT_SUPPORTED
 	}
 	d.f.mu.Lock()
@@ -85,6 +85,13 @@ func (d *device) GpmSampleGet(sample gonvml.GpmSample) gonvml.Return {
 	s.dev, s.mig, s.t = d, nil, d.f.now()
 	return gonvml.SUCCESS
 }
+
+// gpmMinSeconds is how far apart two GPM samples must be: nvml.h says the
+// interval between two nvmlGpmSampleGet (or nvmlGpmMigSampleGet) calls
+// "should be greater than 100ms due to the internal sample refresh rate".
+// Closer samples hold the same counters and give no metrics; the fake
+// refuses them outright so that a caller doing it fails loudly.
+const gpmMinSeconds = 0.1
 
 // GpmMetricsGet computes each asked metric as the mean activity between
 // Sample1 and Sample2, in percent, as NVML does.
@@ -97,14 +104,14 @@ func (f *machine) GpmMetricsGet(m *gonvml.GpmMetricsGetType) gonvml.Return {
 	if !ok1 || !ok2 || s1.dev == nil || s1.dev != s2.dev || s1.mig != s2.mig || s2.t < s1.t || int(m.NumMetrics) > len(m.Metrics) {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
-	load, integral := s1.dev.load, s1.dev.loadIntegral
+	if s2.t-s1.t <= gpmMinSeconds {
+		return gonvml.ERROR_INVALID_ARGUMENT
+	}
+	integral := s1.dev.loadIntegral
 	if s1.mig != nil {
-		load, integral = s1.mig.load, s1.mig.loadIntegral
+		integral = s1.mig.loadIntegral
 	}
-	mean := load(s2.t)
-	if s2.t > s1.t {
-		mean = (integral(s2.t) - integral(s1.t)) / (s2.t - s1.t)
-	}
+	mean := (integral(s2.t) - integral(s1.t)) / (s2.t - s1.t)
 	for i := range int(m.NumMetrics) {
 		share, ok := gpmShares[gonvml.GpmMetricId(m.Metrics[i].MetricId)]
 		if !ok {

@@ -155,8 +155,13 @@ func (d *device) GetClockInfo(c gonvml.ClockType) (uint32, gonvml.Return) {
 	return 0, gonvml.ERROR_INVALID_ARGUMENT
 }
 
-// clockReasons: idle below 15 % load, the software power cap near the limit.
+// clockReasons: idle below 15 % load, the software power cap near the
+// limit; only reasons the GPU supports are ever set.
 func (d *device) clockReasons() uint64 {
+	return d.activeClockReasons() & d.supportedClockReasons()
+}
+
+func (d *device) activeClockReasons() uint64 {
 	t := d.f.now()
 	var r uint64
 	if !d.busy(t) {
@@ -235,9 +240,9 @@ func (d *device) GetFieldValues(values []gonvml.FieldValue) gonvml.Return {
 			binary.NativeEndian.PutUint32(v.Value[:], d.tempC(t)+memTempOffsetC)
 			continue
 		case gonvml.FI_DEV_PCIE_COUNT_TX_BYTES:
-			x = d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-tx", pcieTxBps, t) }, t)
+			x = d.pcieWrap(d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-tx", pcieTxBps, t) }, t))
 		case gonvml.FI_DEV_PCIE_COUNT_RX_BYTES:
-			x = d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-rx", pcieRxBps, t) }, t)
+			x = d.pcieWrap(d.sinceReset(func(t float64) uint64 { return d.pcieBytes("pcie-rx", pcieRxBps, t) }, t))
 		case gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX, gonvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX:
 			if link >= d.f.spec.links {
 				v.NvmlReturn = uint32(gonvml.ERROR_INVALID_ARGUMENT)
@@ -248,15 +253,23 @@ func (d *device) GetFieldValues(values []gonvml.FieldValue) gonvml.Return {
 				kind = "nvlink-rx"
 			}
 			x = d.sinceReset(func(t float64) uint64 { return d.nvlinkKiB(kind, link, t) }, t)
-		case gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL:
-			x = d.sinceReset(d.slow("nvlink-replay", 20, 600), t)
-		case gonvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL:
-			x = d.offset("nvlink-recovery", 3)
-		case gonvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL:
-			x = d.sinceReset(d.slow("nvlink-crc-flit", 10, 1200), t)
-		case gonvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_ECC_DATA_ERROR_COUNT_TOTAL:
-			x = 0
+		case gonvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
+			gonvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, gonvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
+			gonvml.FI_DEV_NVLINK_ECC_DATA_ERROR_COUNT_TOTAL:
+			var ret gonvml.Return
+			if x, ret = d.legacyNVLinkErrors(v.FieldId, link, t); ret != gonvml.SUCCESS {
+				v.NvmlReturn, v.ValueType = uint32(ret), 0
+				continue
+			}
 		default:
+			if c, ok := nvlink5Counters[v.FieldId]; ok {
+				var ret gonvml.Return
+				if x, ret = d.nvlink5Errors(c, v.ScopeId, t); ret != gonvml.SUCCESS {
+					v.NvmlReturn, v.ValueType = uint32(ret), 0
+					continue
+				}
+				break
+			}
 			v.NvmlReturn = uint32(gonvml.ERROR_NOT_SUPPORTED)
 			v.ValueType = 0
 			continue

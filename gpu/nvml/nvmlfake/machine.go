@@ -63,4 +63,16 @@ type GPU struct {
 	// MIG lists the GPU instances of a MIG-enabled GPU by profile
 	// ("3g.40gb", "1g.10gb", ...), each with one compute instance.
 	MIG []string
+	// PCIeCounterBits, when non-zero, is the width the PCIe byte counters
+	// (fields 197 and 198) wrap at although NVML reports them as unsigned
+	// long long (nvml.h: "Value can be wrapped"); the driver's own PCIe byte
+	// counters are 32 bits (NV2080_CTRL_BUS_GET_PEX_UTIL_COUNTERS_PARAMS).
+	PCIeCounterBits int
+	// VGPU makes the GPU a vGPU guest's: nvmlGpmQueryDeviceSupport says
+	// GPM is supported, but every GPM sample answers NOT_SUPPORTED (NVML's
+	// answer for what a vGPU guest may not read).
+	VGPU bool
+	// MIGComputeInstances splits GPU instances (in MIG order) into that
+	// many compute instances, each its own MIG device; 0 or missing is one.
+	MIGComputeInstances []int
 }

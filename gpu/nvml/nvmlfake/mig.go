@@ -16,9 +16,11 @@ const migSlots = 7
 // migProfile is a MIG profile name as NVIDIA writes it: "<slices>g.<GB>gb".
 var migProfile = regexp.MustCompile(`^([1-7])g\.([0-9]{1,3})gb$`)
 
-// migDevice is one MIG device of a GPU: a GPU instance with one compute
-// instance, as the device plugin hands them out. Methods the agent does not
-// call fall through to go-nvml's mock, which panics on them.
+// migDevice is one MIG device of a GPU: a compute instance of a GPU
+// instance, as the device plugin hands them out. Compute instances of one
+// GPU instance share its memory and its activity (GPM samples a GPU
+// instance). Methods the agent does not call fall through to go-nvml's
+// mock, which panics on them.
 type migDevice struct {
 	*mock.Device
 	parent  *device
@@ -32,9 +34,13 @@ type migDevice struct {
 var _ gonvml.Device = (*migDevice)(nil)
 
 // newMIGDevices lays out the instances of a MIG-enabled GPU in order;
-// they must fit in its seven slices and its memory.
+// they must fit in its seven slices and its memory. A GPU instance split
+// into n compute instances gives n MIG devices named "<slices/n>c.<profile>".
 func (f *machine) newMIGDevices(d *device, seed string) error {
 	slices, mem := 0, uint64(0)
+	if len(d.spec.MIGComputeInstances) > len(d.spec.MIG) {
+		return fmt.Errorf("compute instances %v for %d GPU instances", d.spec.MIGComputeInstances, len(d.spec.MIG))
+	}
 	for i, p := range d.spec.MIG {
 		m := migProfile.FindStringSubmatch(p)
 		if m == nil {
@@ -44,14 +50,30 @@ func (f *machine) newMIGDevices(d *device, seed string) error {
 		gb, _ := strconv.Atoi(m[2])
 		slices += n
 		mem += uint64(gb) << 30
-		h := digest("mig", seed, d.index*migSlots+i)
-		d.mig = append(d.mig, &migDevice{Device: &mock.Device{}, parent: d, gi: i + 1, ci: 0,
-			uuid:    fmt.Sprintf("MIG-%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16]),
-			profile: p, memory: uint64(gb) << 30, phase: float64(h[0]) / 256 * 2 * math.Pi})
+		cis := 1
+		if i < len(d.spec.MIGComputeInstances) && d.spec.MIGComputeInstances[i] > 0 {
+			cis = d.spec.MIGComputeInstances[i]
+		}
+		if n%cis != 0 {
+			return fmt.Errorf("GPU instance %s cannot hold %d equal compute instances", p, cis)
+		}
+		profile := p
+		if cis > 1 {
+			profile = fmt.Sprintf("%dc.%s", n/cis, p)
+		}
+		// The GPU instance's load curve starts where its first device's
+		// UUID digest puts it.
+		phase := float64(digest("mig", seed, d.index*migSlots+len(d.mig))[0]) / 256 * 2 * math.Pi
+		for ci := range cis {
+			h := digest("mig", seed, d.index*migSlots+len(d.mig))
+			d.mig = append(d.mig, &migDevice{Device: &mock.Device{}, parent: d, gi: i + 1, ci: ci,
+				uuid:    fmt.Sprintf("MIG-%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16]),
+				profile: profile, memory: uint64(gb) << 30, phase: phase})
+		}
 	}
-	if slices > migSlots || mem > d.MemoryInfo.Total {
-		return fmt.Errorf("MIG instances %v need %d slices and %d GiB, the GPU has %d and %d GiB",
-			d.spec.MIG, slices, mem>>30, migSlots, d.MemoryInfo.Total>>30)
+	if slices > migSlots || mem > d.MemoryInfo.Total || len(d.mig) > migSlots {
+		return fmt.Errorf("MIG instances %v need %d slices, %d GiB and %d devices, the GPU has %d, %d GiB and %d",
+			d.spec.MIG, slices, mem>>30, len(d.mig), migSlots, d.MemoryInfo.Total>>30, migSlots)
 	}
 	return nil
 }
