@@ -95,9 +95,11 @@ func dashboards() []dashboard {
 			ts("Clock event reasons (throttling)", "none", "GPUs whose clocks each reason holds down.",
 				q(`sum by (node, reason) (gpunode_gpu_clocks_event_reasons{`+gpuSel+`})`, "{{node}} {{reason}}")),
 			row("PCIe and NVLink / XGMI"),
+			// The byte counters are exported only where they are wider than the
+			// driver's 32 bits; elsewhere NVML's own rate gauge stands in.
 			ts("PCIe throughput", "Bps", "Bytes per second over PCIe, transmit and receive.",
-				q(`rate(gpunode_gpu_pcie_transmit_bytes_total{`+gpuSel+`}[$__rate_interval])`, gpuLeg+" tx"),
-				q(`rate(gpunode_gpu_pcie_receive_bytes_total{`+gpuSel+`}[$__rate_interval])`, gpuLeg+" rx")),
+				q(`rate(gpunode_gpu_pcie_transmit_bytes_total{`+gpuSel+`}[$__rate_interval]) or gpunode_gpu_pcie_transmit_bytes_per_second{`+gpuSel+`}`, gpuLeg+" tx"),
+				q(`rate(gpunode_gpu_pcie_receive_bytes_total{`+gpuSel+`}[$__rate_interval]) or gpunode_gpu_pcie_receive_bytes_per_second{`+gpuSel+`}`, gpuLeg+" rx")),
 			ts("PCIe link", "none", "Current link generation and width (a degraded link trains lower).",
 				q(`gpunode_gpu_pcie_link_generation{`+gpuSel+`}`, gpuLeg+" gen"),
 				q(`gpunode_gpu_pcie_link_width{`+gpuSel+`}`, gpuLeg+" width")),
