@@ -167,6 +167,22 @@ func TotalCalls(lib gonvml.Interface) int {
 	return n
 }
 
+// FailEventSets breaks every event set alive now, as a driver fault does:
+// its waits return ERROR_UNKNOWN, and it delivers nothing, until it is
+// freed. Sets created afterwards work.
+func FailEventSets(lib gonvml.Interface) {
+	f := mustMachine(lib)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, es := range f.sets {
+		es.broken = true
+		select {
+		case es.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func mustMachine(lib gonvml.Interface) *machine {
 	f, ok := lib.(*machine)
 	if !ok {
