@@ -31,7 +31,7 @@ func TestCloseBoundedWhenACallHangs(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Close took %s with a hung call", took)
 	}
-	if err == nil || !strings.Contains(err.Error(), "sampleGPU (in NVML for") || !strings.Contains(err.Error(), "1 calls") {
+	if err == nil || !strings.Contains(err.Error(), "sampleGPU (in NVML for") || !strings.Contains(err.Error(), "1 call: ") {
 		t.Errorf("Close: %v", err)
 	}
 	if n := nvmlfake.Calls(lib, "nvmlShutdown"); n != 0 {

@@ -254,7 +254,11 @@ func (b *Backend) describeHolders() string {
 	for i, h := range hs {
 		parts[i] = fmt.Sprintf("%s (in NVML for %s)", h.op, time.Since(h.since).Round(time.Millisecond))
 	}
-	return fmt.Sprintf("%d calls: %s", len(hs), strings.Join(parts, ", "))
+	noun := "calls"
+	if len(hs) == 1 {
+		noun = "call"
+	}
+	return fmt.Sprintf("%d %s: %s", len(hs), noun, strings.Join(parts, ", "))
 }
 
 // callerName is the function that called acquire ("sampleGPU"), so that
