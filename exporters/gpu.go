@@ -56,6 +56,7 @@ type gpuFamilies struct {
 	pcieTxRate, pcieRxRate                                     family
 	linkTx, linkRx, linkUp, linksActive, linkErrors            family
 	ecc, xid, remapped, remapPending, remapFailed              family
+	xidWatch                                                   family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
 	mig                                                        migFamilies
 }
@@ -125,6 +126,7 @@ func newGPUFamilies() gpuFamilies {
 		linkErrors:     g("interconnect_errors_total", "Interconnect errors over all links by type (crc_flit, crc_data, replay, recovery, ecc_data before Blackwell; symbol, effective, receive, recovery, recovery_failed, ... on NVLink 5).", counter, "kind", "type"),
 		ecc:            g("ecc_errors_total", "Device memory ECC errors by type (corrected, uncorrected) and scope (volatile: since the driver loaded; aggregate: lifetime).", counter, "type", "scope"),
 		xid:            g("xid_errors_total", "XID errors the driver reported since the agent started, by XID.", counter, "xid"),
+		xidWatch:       g("xid_watch_up", "1 if the GPU's XID events are watched, 0 if they could not be registered (its XIDs are missed; retried every 30 s).", gauge),
 		remapped:       g("remapped_rows", "Memory rows remapped, by the kind of error that caused it (correctable, uncorrectable).", gauge, "state"),
 		remapPending:   g("row_remap_pending", "1 if a row remapping waits for a GPU reset.", gauge),
 		remapFailed:    g("row_remap_failed", "1 if a row remapping failed.", gauge),
@@ -197,6 +199,13 @@ func (g *gpuFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame, 
 			t = target{id: []string{strconv.Itoa(x.GPU), x.UUID, "", ""}}
 		}
 		emit(g.xid.metric(t, float64(x.Count), strconv.FormatUint(x.XID, 10)))
+	}
+	for _, w := range f.EventWatch {
+		t, ok := targets[w.GPU]
+		if !ok {
+			t = target{id: []string{strconv.Itoa(w.GPU), w.UUID, "", ""}}
+		}
+		emit(g.xidWatch.metric(t, boolValue(w.Watched)))
 	}
 }
 

@@ -3,6 +3,7 @@ package exporters_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -23,6 +25,7 @@ import (
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/testsupport"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
@@ -401,5 +404,38 @@ func TestMIGComputeInstances(t *testing.T) {
 	}
 	if got := find(s, "DCGM_FI_PROF_SM_ACTIVE", map[string]string{"gpu": "3", "GPU_I_ID": "1"}); len(got) != 1 {
 		t.Errorf("DCGM series of GPU instance 1: %v", got)
+	}
+}
+
+// gpunode_gpu_xid_watch_up says which GPUs the event watcher watches: 0
+// for one it could not register.
+func TestXIDWatchUp(t *testing.T) {
+	var b *nvml.Backend
+	n := newSimNodeWith(t, "dgx-h100-ib", nil, func(o *telemetry.Options) { b = o.Backends[0].(*nvml.Backend) })
+	nvmlfake.SetReturn(n.lib, 2, "nvmlDeviceRegisterEvents", gonvml.ERROR_GPU_IS_LOST)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = b.WatchEvents(ctx, func(gpu.Event) {}); close(done) }()
+	defer func() { cancel(); <-done }()
+	testsupport.Eventually(t, "watch states", func() error {
+		if got := len(b.EventWatch()); got != 8 {
+			return fmt.Errorf("%d states", got)
+		}
+		return nil
+	})
+	n.sampler.Round(context.Background())
+	s := parse(t, n.gather(t, exporters.TelemetryOptions{}))
+	up := find(s, "gpunode_gpu_xid_watch_up", nil)
+	if len(up) != 8 {
+		t.Fatalf("%d series: %v", len(up), up)
+	}
+	for _, m := range up {
+		want := 1.0
+		if m.Metric["gpu"] == "2" {
+			want = 0
+		}
+		if float64(m.Value) != want || m.Metric["uuid"] == "" || m.Metric["pci_bus_id"] == "" {
+			t.Errorf("%v", m)
+		}
 	}
 }

@@ -25,6 +25,22 @@ type EventWatcher interface {
 	WatchEvents(ctx context.Context, emit func(Event)) error
 }
 
+// EventWatchReporter is implemented by event watchers that can say which
+// GPUs they watch: a GPU they do not watch has its events missed.
+type EventWatchReporter interface {
+	// EventWatch reports each GPU in index order; nil while the watcher
+	// has not run or its library is absent. It never blocks on a device.
+	EventWatch() []EventWatchState
+}
+
+// EventWatchState says whether a GPU's events are watched, and if not why.
+type EventWatchState struct {
+	GPU     int
+	UUID    string
+	Watched bool
+	Reason  string
+}
+
 // EventKind names what an Event reports.
 type EventKind string
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -62,6 +63,10 @@ type Options struct {
 	// OnCondition is called (from the sampler's goroutines, one at a time)
 	// whenever the GPUHealthy condition changes.
 	OnCondition func(nodestatus.Condition)
+	// StopTimeout bounds how long Run waits for the event watchers once
+	// ctx is done (default 3 s): a watcher stuck in a hung driver call is
+	// abandoned, and logged, so the daemon still stops.
+	StopTimeout time.Duration
 	Logger      *slog.Logger
 }
 
@@ -83,6 +88,9 @@ type Frame struct {
 	HasCondition bool
 	// XIDs counts XID events since the agent started, by GPU and XID.
 	XIDs []XIDCount
+	// EventWatch says, per GPU in index order, whether its XIDs are
+	// watched; empty when no backend reports it (no watcher running).
+	EventWatch []gpu.EventWatchState
 	// RDMA ports, with counters made monotonic.
 	RDMA []rdma.PortCounters
 	// Pods maps device keys (GPU UUIDs) to the containers holding them;
@@ -117,6 +125,7 @@ type Sampler struct {
 	lastLink map[string]linkTotal    // per GPU scope: interconnect bytes at the last round
 	lastPods map[string][]podresources.Allocation
 	troubled map[string]bool // per source: its last run failed or had problems (logged)
+	watched  map[int]bool    // per GPU index: its XIDs were watched at the last round (logged)
 
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
@@ -145,6 +154,9 @@ func New(o Options) *Sampler {
 	if o.Timeout <= 0 {
 		o.Timeout = o.Interval
 	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 3 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -153,7 +165,8 @@ func New(o Options) *Sampler {
 		crit = health.DefaultCriticalXIDs
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
-		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, firstRound: make(chan struct{})}
+		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, watched: map[int]bool{},
+		firstRound: make(chan struct{})}
 	for _, x := range crit {
 		s.critical[x] = true
 	}
@@ -200,15 +213,20 @@ func (s *Sampler) Latest() *Frame { return s.latest.Load() }
 func (s *Sampler) FirstRound() <-chan struct{} { return s.firstRound }
 
 // Run samples now and then every Interval, and watches device events,
-// until ctx is done.
+// until ctx is done. It returns at most StopTimeout after ctx is done.
 func (s *Sampler) Run(ctx context.Context) {
-	var wg sync.WaitGroup
+	watchers := map[string]chan struct{}{}
 	for _, b := range s.o.Backends {
 		if w, ok := b.(gpu.EventWatcher); ok {
-			wg.Go(func() { s.watch(ctx, b.Name(), w) })
+			done := make(chan struct{})
+			watchers[b.Name()] = done
+			go func() {
+				defer close(done)
+				s.watch(ctx, b.Name(), w)
+			}()
 		}
 	}
-	defer wg.Wait()
+	defer s.stopWatchers(watchers)
 	s.Round(ctx)
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
@@ -218,6 +236,31 @@ func (s *Sampler) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			s.Round(ctx)
+		}
+	}
+}
+
+// stopWatchers waits up to StopTimeout for the event watchers to return
+// (ctx is done). One that does not is stuck in a call into its library,
+// which cannot be interrupted: it is logged and left behind.
+func (s *Sampler) stopWatchers(watchers map[string]chan struct{}) {
+	timeout := time.NewTimer(s.o.StopTimeout)
+	defer timeout.Stop()
+	for _, name := range slices.Sorted(maps.Keys(watchers)) {
+		select {
+		case <-watchers[name]:
+		case <-timeout.C:
+			var stuck []string
+			for _, n := range slices.Sorted(maps.Keys(watchers)) {
+				select {
+				case <-watchers[n]:
+				default:
+					stuck = append(stuck, n)
+				}
+			}
+			s.o.Logger.Warn("GPU event watchers did not stop; abandoned (stuck in a call into the GPU library)",
+				"backends", stuck, "waited", s.o.StopTimeout)
+			return
 		}
 	}
 }
@@ -322,6 +365,7 @@ func (s *Sampler) Round(ctx context.Context) {
 	}
 	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
 	s.logSources(f.Sources)
+	f.EventWatch = s.eventWatch()
 
 	s.mu.Lock()
 	s.recordLinksUp(f.GPUs)
@@ -435,6 +479,30 @@ func (s *Sampler) logSources(sources []source.Status) {
 		}
 		s.troubled[st.Name] = troubled
 	}
+}
+
+// eventWatch collects which GPUs the event watchers watch and logs a GPU
+// when it stops being watched (or is not at first) and when it is again.
+// Called by Round, with roundMu held.
+func (s *Sampler) eventWatch() []gpu.EventWatchState {
+	var states []gpu.EventWatchState
+	for _, b := range s.o.Backends {
+		if r, ok := b.(gpu.EventWatchReporter); ok {
+			states = append(states, r.EventWatch()...)
+		}
+	}
+	slices.SortStableFunc(states, func(a, b gpu.EventWatchState) int { return a.GPU - b.GPU })
+	for _, st := range states {
+		was, seen := s.watched[st.GPU]
+		switch {
+		case !st.Watched && (was || !seen):
+			s.o.Logger.Warn("GPU XID events not watched; registering again on a schedule", "gpu", st.GPU, "uuid", st.UUID, "reason", st.Reason)
+		case st.Watched && seen && !was:
+			s.o.Logger.Info("GPU XID events watched again", "gpu", st.GPU, "uuid", st.UUID)
+		}
+		s.watched[st.GPU] = st.Watched
+	}
+	return states
 }
 
 // partial turns a source that returned values with some errors into OK:

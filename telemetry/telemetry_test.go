@@ -586,3 +586,63 @@ func TestNoPMACounters(t *testing.T) {
 		t.Errorf("the end of the problem not logged once:\n%s", logs.String())
 	}
 }
+
+// Each round says which GPUs the event watcher watches; a GPU it could not
+// register is logged once, and again when it is watched.
+func TestEventWatchInFrame(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	nvmlfake.SetReturn(n.lib, 4, "nvmlDeviceRegisterEvents", gonvml.ERROR_GPU_IS_LOST)
+	var logs syncBuffer
+	o := n.options()
+	o.Interval = 50 * time.Millisecond
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	testsupport.Eventually(t, "GPU 4 reported unwatched", func() error {
+		f := s.Latest()
+		if f == nil || len(f.EventWatch) != 8 {
+			return errors.New("no watch states yet")
+		}
+		for _, st := range f.EventWatch {
+			if st.Watched == (st.GPU == 4) {
+				return fmt.Errorf("%+v", f.EventWatch)
+			}
+		}
+		return nil
+	})
+	if got := strings.Count(logs.String(), "GPU XID events not watched"); got != 1 || !strings.Contains(logs.String(), "gpu=4") {
+		t.Errorf("%d warnings:\n%s", got, logs.String())
+	}
+}
+
+// A watcher stuck in a hung NVML call does not hold up the sampler's stop:
+// Run returns after StopTimeout and says which watcher it left behind.
+func TestRunStopsWithAHungWatcher(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	nvmlfake.SetDelay(n.lib, 0, "nvmlDeviceGetSupportedEventTypes", 3*time.Second)
+	var logs syncBuffer
+	o := n.options()
+	o.Interval = time.Hour
+	o.StopTimeout = 200 * time.Millisecond
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	<-s.FirstRound()
+	for nvmlfake.Calls(n.lib, "nvmlDeviceGetSupportedEventTypes") == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("Run did not return with its event watcher hung")
+	}
+	if !strings.Contains(logs.String(), "GPU event watchers did not stop") || !strings.Contains(logs.String(), "backends=[nvml]") {
+		t.Errorf("logs:\n%s", logs.String())
+	}
+}

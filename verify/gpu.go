@@ -186,7 +186,7 @@ func gpuRowRemap() Check {
 	return Check{
 		Name: "gpu-row-remap", Severity: Critical,
 		Summary: "no GPU has a memory row remap pending (waiting for a reset) or failed",
-		Remedy:  "drain the node and reset the GPU (`nvidia-smi -r`) to apply the pending remap",
+		Remedy:  "drain the node, stop what holds the GPU open (this agent too: README, Resetting a GPU) and reset it (`nvidia-smi -r`) to apply the pending remap",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			return eachGPU(s, func(g snapshot.GPU) finding {
 				rr := g.RemappedRows

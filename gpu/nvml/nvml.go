@@ -7,10 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/source"
@@ -20,13 +24,25 @@ import (
 // NVML library. It is safe for concurrent use: NVML itself is thread-safe,
 // so Inventory, Sample and the event watcher run side by side, and Close
 // waits for all of them so the library is never shut down under a caller.
+// Close waits a bounded time: a call hung in the driver leaves NVML
+// initialised rather than hanging the caller.
 type Backend struct {
-	lib gonvml.Interface
-	now func() time.Time
+	lib        gonvml.Interface
+	now        func() time.Time
+	closeWait  time.Duration
+	eventRetry time.Duration
 
-	// mu is held for reading by every call into the library and for
-	// writing by nvmlInit and nvmlShutdown.
-	mu          sync.RWMutex
+	// lock is a readers-writer lock whose writer can give up: every call
+	// into the library holds one unit, nvmlInit and nvmlShutdown hold all
+	// of them. (sync.RWMutex cannot bound a Lock, and a pending Lock
+	// would block every later reader behind a hung call.)
+	lock *semaphore.Weighted
+	// holders names what holds the library now, for Close's error.
+	holdMu  sync.Mutex
+	holders map[uint64]holder
+	nextID  uint64
+
+	// initialised and generation change only with all of lock held.
 	initialised bool
 	// generation counts successful Inits: handles and event sets from an
 	// older generation are dead.
@@ -45,12 +61,31 @@ type Backend struct {
 	// event watching state (events.go), guarded by evMu.
 	evMu   sync.Mutex
 	events *eventSet
+	// watch is what EventWatch reports, guarded by watchMu (never held
+	// while calling the library).
+	watchMu sync.Mutex
+	watch   []gpu.EventWatchState
 }
 
+// holder is one acquire not yet released.
+type holder struct {
+	op    string
+	since time.Time
+}
+
+// allUnits is the whole lock: more units than goroutines can ever hold.
+const allUnits = 1 << 40
+
+// defaultCloseWait bounds Close (WithCloseTimeout changes it). The
+// daemon's stop must end within systemd's TimeoutStopSec (15 s in our
+// unit) and the pod's grace period.
+const defaultCloseWait = 3 * time.Second
+
 var (
-	_ gpu.Backend      = (*Backend)(nil)
-	_ gpu.Sampler      = (*Backend)(nil)
-	_ gpu.EventWatcher = (*Backend)(nil)
+	_ gpu.Backend            = (*Backend)(nil)
+	_ gpu.Sampler            = (*Backend)(nil)
+	_ gpu.EventWatcher       = (*Backend)(nil)
+	_ gpu.EventWatchReporter = (*Backend)(nil)
 )
 
 // Option configures a Backend.
@@ -60,11 +95,16 @@ type Option func(*Backend)
 // and simulated nodes share it with the NVML fake).
 func WithClock(now func() time.Time) Option { return func(b *Backend) { b.now = now } }
 
+// WithCloseTimeout bounds how long Close waits for calls in the library
+// to return (default 3 s).
+func WithCloseTimeout(d time.Duration) Option { return func(b *Backend) { b.closeWait = d } }
+
 // New returns a backend over lib (gonvml.New() on a host, an nvmlfake
 // machine in tests). A nil lib is a backend whose library is always absent.
 // NVML is initialised lazily by the first call that needs it.
 func New(lib gonvml.Interface, opts ...Option) *Backend {
-	b := &Backend{lib: lib, now: time.Now}
+	b := &Backend{lib: lib, now: time.Now, closeWait: defaultCloseWait, eventRetry: defaultEventRetry,
+		lock: semaphore.NewWeighted(allUnits), holders: map[uint64]holder{}}
 	for _, o := range opts {
 		o(b)
 	}
@@ -126,10 +166,18 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 
 // Close frees what sampling and event watching hold and shuts NVML down if
 // it was initialised. It may be called any number of times; a later call
-// initialises the library again.
+// initialises the library again. It waits at most the close timeout for
+// calls in the library to return: when one hangs (a GPU in a bad state),
+// Close gives up, leaves NVML initialised (the process's exit releases
+// it) and returns an error naming the calls it abandoned.
 func (b *Backend) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), b.closeWait)
+	defer cancel()
+	if err := b.lock.Acquire(ctx, allUnits); err != nil {
+		return fmt.Errorf("NVML not shut down: gave up after %s waiting for %s; it stays initialised until the process exits",
+			b.closeWait, b.describeHolders())
+	}
+	defer b.lock.Release(allUnits)
 	if !b.initialised {
 		return nil
 	}
@@ -140,6 +188,7 @@ func (b *Backend) Close() error {
 		b.events = nil
 	}
 	b.evMu.Unlock()
+	b.setWatch(nil)
 	b.sampleMu.Lock()
 	for _, st := range b.gpus {
 		errs = append(errs, st.freeGPM())
@@ -155,23 +204,82 @@ func (b *Backend) Close() error {
 	return errors.Join(errs...)
 }
 
-// acquire initialises NVML if needed and returns with mu held for reading;
-// the caller calls release when it no longer uses the library.
+// acquire initialises NVML if needed and returns holding one unit of the
+// lock; the caller calls release when it no longer uses the library.
 func (b *Backend) acquire() (release func(), err error) {
 	for {
-		b.mu.RLock()
+		_ = b.lock.Acquire(context.Background(), 1) // fails only with a done context
 		if b.initialised {
-			return b.mu.RUnlock, nil
+			return b.hold(callerName()), nil
 		}
-		b.mu.RUnlock()
-		b.mu.Lock()
+		b.lock.Release(1)
+		_ = b.lock.Acquire(context.Background(), allUnits)
 		err := b.initLocked()
-		b.mu.Unlock()
+		b.lock.Release(allUnits)
 		if err != nil {
 			return nil, err
 		}
-		// Loop: a Close may slip in between Unlock and RLock.
+		// Loop: a Close may slip in between Release and Acquire.
 	}
+}
+
+// hold records op as holding one unit and returns its release.
+func (b *Backend) hold(op string) func() {
+	b.holdMu.Lock()
+	b.nextID++
+	id := b.nextID
+	b.holders[id] = holder{op: op, since: time.Now()}
+	b.holdMu.Unlock()
+	return func() {
+		b.holdMu.Lock()
+		delete(b.holders, id)
+		b.holdMu.Unlock()
+		b.lock.Release(1)
+	}
+}
+
+// describeHolders names what holds the library, longest first.
+func (b *Backend) describeHolders() string {
+	b.holdMu.Lock()
+	hs := make([]holder, 0, len(b.holders))
+	for _, h := range b.holders {
+		hs = append(hs, h)
+	}
+	b.holdMu.Unlock()
+	if len(hs) == 0 {
+		return "the library (no call in it any more)"
+	}
+	slices.SortFunc(hs, func(a, b holder) int { return a.since.Compare(b.since) })
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		parts[i] = fmt.Sprintf("%s (in NVML for %s)", h.op, time.Since(h.since).Round(time.Millisecond))
+	}
+	noun := "calls"
+	if len(hs) == 1 {
+		noun = "call"
+	}
+	return fmt.Sprintf("%d %s: %s", len(hs), noun, strings.Join(parts, ", "))
+}
+
+// callerName is the function that called acquire ("sampleGPU"), so that
+// Close can say what it abandoned without every caller naming itself.
+func callerName() string {
+	pc, _, _, ok := runtime.Caller(2)
+	if !ok {
+		return "unknown"
+	}
+	name := "unknown"
+	if f := runtime.FuncForPC(pc); f != nil {
+		name = f.Name()
+	}
+	// "github.com/gpunode/gpunode/gpu/nvml.(*Backend).sampleGPU" -> "sampleGPU"
+	if i := strings.LastIndex(name, ")."); i >= 0 {
+		return name[i+2:]
+	}
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
 }
 
 // initLocked runs nvmlInit until it succeeds once; failures are retried on
@@ -205,7 +313,7 @@ func (b *Backend) initLocked() error {
 }
 
 // has reports whether the loaded library exports symbol, asking once per
-// Init. It is called with mu held for reading.
+// Init. It is called holding the lock.
 func (b *Backend) has(symbol string) bool {
 	b.symMu.Lock()
 	defer b.symMu.Unlock()

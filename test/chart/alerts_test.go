@@ -10,7 +10,7 @@ import (
 // alertNames are the alerts the chart ships; each has firing and quiet
 // series in testdata/alerts_test.yaml.
 var alertNames = []string{
-	"GPUUnhealthy", "GPUNotResponding", "GPUXIDError", "GPUTooHot",
+	"GPUUnhealthy", "GPUNotResponding", "GPUXIDError", "GPUXIDNotWatched", "GPUTooHot",
 	"RDMAProbeLatencyHigh", "RDMAProbeBandwidthLow", "RDMAProbeFailing",
 	"TuningDrift", "TuningNotCompliant",
 	"GPUNodeAgentDown", "GPUNodeSourceFailing", "GPUNodeVerificationFailed",

@@ -150,6 +150,7 @@ func TestPrometheusScrapesASimulatedNode(t *testing.T) {
 			`count(gpunode_gpu_info)`:                                                        8,
 			`count(gpunode_gpu_up == 1)`:                                                     8,
 			`count(gpunode_gpu_healthy == 1)`:                                                8,
+			`count(gpunode_gpu_xid_watch_up == 1)`:                                           8,
 			`sum(gpunode_gpu_interconnect_links_active)`:                                     8 * 18,
 			`count(gpunode_rdma_port_up == 1)`:                                               8,
 			`count(gpunode_rdma_port_info{link_layer="InfiniBand"})`:                         8,

@@ -38,6 +38,11 @@ type eventSet struct {
 	queue   []gonvml.EventData
 	wake    chan struct{} // signalled (non-blocking) when an event is queued
 	freed   bool
+	// broken: a registration on the set failed with ERROR_UNKNOWN, or
+	// FailEventSets hit it. nvml.h: after UNKNOWN from
+	// nvmlDeviceRegisterEvents "event set is in undefined state and should
+	// be freed"; every call on it fails with UNKNOWN until it is.
+	broken bool
 }
 
 var _ gonvml.EventSet = (*eventSet)(nil)
@@ -66,17 +71,23 @@ func (d *device) GetSupportedEventTypes() (uint64, gonvml.Return) {
 }
 
 func (d *device) RegisterEvents(types uint64, set gonvml.EventSet) gonvml.Return {
-	if ret := d.f.enter("nvmlDeviceRegisterEvents", d); ret != gonvml.SUCCESS {
-		return ret
-	}
+	ret := d.f.enter("nvmlDeviceRegisterEvents", d)
 	es, ok := set.(*eventSet)
 	if !ok || es.f != d.f {
 		return gonvml.ERROR_INVALID_ARGUMENT
 	}
 	d.f.mu.Lock()
 	defer d.f.mu.Unlock()
-	if es.freed {
+	switch {
+	case es.freed:
 		return gonvml.ERROR_INVALID_ARGUMENT
+	case ret == gonvml.ERROR_UNKNOWN:
+		es.broken = true
+		return ret
+	case ret != gonvml.SUCCESS:
+		return ret
+	case es.broken:
+		return gonvml.ERROR_UNKNOWN
 	}
 	es.devices[d] |= types
 	return gonvml.SUCCESS
@@ -86,7 +97,7 @@ func (d *device) RegisterEvents(types uint64, set gonvml.EventSet) gonvml.Return
 // is called with f.mu held.
 func (f *machine) raise(d *device, xid uint64) {
 	for _, es := range f.sets {
-		if es.freed || es.devices[d]&gonvml.EventTypeXidCriticalError == 0 {
+		if es.freed || es.broken || es.devices[d]&gonvml.EventTypeXidCriticalError == 0 {
 			continue
 		}
 		if len(es.queue) >= maxQueued {
@@ -136,6 +147,10 @@ func (es *eventSet) Wait(timeoutms uint32) (gonvml.EventData, gonvml.Return) {
 		if es.freed || f.inits == 0 {
 			f.mu.Unlock()
 			return gonvml.EventData{}, gonvml.ERROR_UNINITIALIZED
+		}
+		if es.broken {
+			f.mu.Unlock()
+			return gonvml.EventData{}, gonvml.ERROR_UNKNOWN
 		}
 		f.due()
 		if len(es.queue) > 0 {

@@ -177,6 +177,22 @@ func SetSupportedClockEventReasons(lib gonvml.Interface, index int, mask uint64)
 	d.clockReasonMask = &mask
 }
 
+// FailEventSets breaks every event set alive now, as a driver fault does:
+// its waits return ERROR_UNKNOWN, and it delivers nothing, until it is
+// freed. Sets created afterwards work.
+func FailEventSets(lib gonvml.Interface) {
+	f := mustMachine(lib)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, es := range f.sets {
+		es.broken = true
+		select {
+		case es.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func mustMachine(lib gonvml.Interface) *machine {
 	f, ok := lib.(*machine)
 	if !ok {

@@ -281,6 +281,48 @@ func TestEvents(t *testing.T) {
 	}
 }
 
+// A registration that fails with UNKNOWN leaves its set undefined (nvml.h):
+// it delivers nothing and fails until freed; so does FailEventSets. A new
+// set works.
+func TestBrokenEventSets(t *testing.T) {
+	lib := mustNew(t, twoGPUs(H100))
+	set := val(lib.EventSetCreate()).must(t, "create")
+	mustOK(t, "register 0", handle(t, lib, 0).RegisterEvents(gonvml.EventTypeXidCriticalError, set))
+	SetReturn(lib, 1, "nvmlDeviceRegisterEvents", gonvml.ERROR_UNKNOWN)
+	if ret := handle(t, lib, 1).RegisterEvents(gonvml.EventTypeXidCriticalError, set); ret != gonvml.ERROR_UNKNOWN {
+		t.Fatalf("register 1: %v", ret)
+	}
+	RaiseXID(lib, 0, 13)
+	if _, ret := set.Wait(50); ret != gonvml.ERROR_UNKNOWN {
+		t.Errorf("wait on a set left undefined: %v", ret)
+	}
+	SetReturn(lib, 1, "nvmlDeviceRegisterEvents", gonvml.SUCCESS)
+	if ret := handle(t, lib, 1).RegisterEvents(gonvml.EventTypeXidCriticalError, set); ret != gonvml.ERROR_UNKNOWN {
+		t.Errorf("register on a set left undefined: %v", ret)
+	}
+	mustOK(t, "free", set.Free())
+
+	set = val(lib.EventSetCreate()).must(t, "create again")
+	for i := range 2 {
+		mustOK(t, "register", handle(t, lib, i).RegisterEvents(gonvml.EventTypeXidCriticalError, set))
+	}
+	RaiseXID(lib, 1, 31)
+	if ev := val(set.Wait(50)).must(t, "wait on the new set"); ev.EventData != 31 {
+		t.Errorf("event %+v", ev)
+	}
+	FailEventSets(lib)
+	RaiseXID(lib, 1, 31)
+	if _, ret := set.Wait(50); ret != gonvml.ERROR_UNKNOWN {
+		t.Errorf("wait after FailEventSets: %v", ret)
+	}
+	mustOK(t, "free the failed set", set.Free())
+	set = val(lib.EventSetCreate()).must(t, "create after the fault")
+	mustOK(t, "register after the fault", handle(t, lib, 0).RegisterEvents(gonvml.EventTypeXidCriticalError, set))
+	if _, ret := set.Wait(10); ret != gonvml.ERROR_TIMEOUT {
+		t.Errorf("wait on a set made after the fault: %v", ret)
+	}
+}
+
 func TestInjectedFaults(t *testing.T) {
 	m, clock := clocked(H100)
 	lib := mustNew(t, m)
