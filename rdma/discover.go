@@ -339,6 +339,13 @@ func (r *reader) device(name string) Device {
 			r.fail(fmt.Errorf("read link %s/driver: %w", parent, cause(err)))
 		}
 		d.NUMANode = r.numa(parent + "/numa_node")
+		// Only an SR-IOV virtual function has a physfn link (to its
+		// physical function).
+		if _, err := r.fsys.Readlink(parent + "/physfn"); err == nil {
+			d.VirtualFunction = true
+		} else if !isNotExist(err) {
+			r.fail(fmt.Errorf("read link %s/physfn: %w", parent, cause(err)))
+		}
 	}
 
 	d.Ports = r.ports(dir, d.NodeType, parent, rxeParent)

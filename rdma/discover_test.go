@@ -473,3 +473,21 @@ func TestDiscoverGarbage(t *testing.T) {
 		})
 	}
 }
+
+// An SR-IOV virtual function's PCI function links to its physical
+// function (physfn); the PF has none.
+func TestDiscoverVirtualFunction(t *testing.T) {
+	f := newFixture(t)
+	f.ibHCA() // the PF, mlx5_0 on 0000:17:00.0
+	vf := f.pciFunc("0000:17:00.2", "mlx5_core", 0)
+	f.link(vf+"/physfn", "/sys/devices/pci0000:00/0000:00:02.0/0000:17:00.0")
+	dev := f.rdmaDevice("mlx5_4", vf, map[string]string{"node_type": "1: CA"})
+	f.port(dev, 1, map[string]string{"state": "4: ACTIVE", "phys_state": "5: LinkUp", "link_layer": "InfiniBand", "rate": "400 Gb/sec (4X NDR)"})
+	devs, err := Discover(context.Background(), f.fs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 2 || devs[0].Name != "mlx5_0" || devs[0].VirtualFunction || devs[1].Name != "mlx5_4" || !devs[1].VirtualFunction {
+		t.Errorf("devices %+v: want mlx5_0 a PF, mlx5_4 a VF", devs)
+	}
+}
