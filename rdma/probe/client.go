@@ -111,7 +111,7 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	if err != nil {
 		return Result{}, err
 	}
-	res.Local = port
+	res.Local, res.PeerDataRateGbps = port, acc.DataRateGbps
 	cfg := qpConfig(port, req)
 	if err := checkPeerBuffer(remote, cfg); err != nil {
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
@@ -134,6 +134,7 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 
 	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
 	cpu, peerErr, mErr := measureWatched(ctx, conn, qp, remote, req, &res)
+	res.noteQP(qp)
 	if peerErr != nil {
 		return Result{}, fmt.Errorf("%s: the peer went away mid-probe (%v); measurement: %v", addr, peerErr, mErr)
 	}

@@ -97,7 +97,10 @@ type Request struct {
 
 type accept struct {
 	Endpoint *verbs.Endpoint `json:"endpoint,omitempty"`
-	MAC      []byte          `json:"mac"`
+	// DataRateGbps is the server port's data rate, so the client judges
+	// bandwidth against the slower end; absent from older servers.
+	DataRateGbps float64 `json:"data_rate_gbps,omitempty"`
+	MAC          []byte  `json:"mac"`
 }
 
 // RemoteError is a server's refusal or failure, with its code.

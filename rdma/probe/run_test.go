@@ -1,0 +1,34 @@
+package probe
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+// The line-rate fraction divides by the slower end's data rate, and
+// loopback, whose traffic never meets the link, has none.
+func TestFinishLineRate(t *testing.T) {
+	ndr := Port{Device: "mlx5_0", Port: 1, RateGbps: 400, DataRateGbps: 400}
+	qdr := Port{Device: "mlx4_0", Port: 1, RateGbps: 40, DataRateGbps: 32}
+	for name, c := range map[string]struct {
+		local    Port
+		peer     string
+		peerGbps float64
+		bytes    uint64
+		want     float64
+	}{
+		"peer slower":       {ndr, "node-b", 200, 20e9, 0.8},
+		"peer faster":       {qdr, "node-b", 400, 3.2e9, 0.8},
+		"peer rate unknown": {ndr, "node-b", 0, 20e9, 0.4},
+		"QDR data rate":     {qdr, "node-b", 0, 2e9, 0.5},
+		"loopback":          {ndr, PeerLoopback, 0, 20e9, 0},
+		"own rate unknown":  {Port{Device: "x"}, "node-b", 400, 20e9, 0},
+	} {
+		r := Result{Kind: KindWriteBW, Local: c.local, Peer: c.peer, PeerDataRateGbps: c.peerGbps, Bytes: c.bytes, Elapsed: time.Second}
+		r.finish(1)
+		if math.Abs(r.LineRateFraction-c.want) > 1e-9 {
+			t.Errorf("%s: line rate fraction %v, want %v", name, r.LineRateFraction, c.want)
+		}
+	}
+}
