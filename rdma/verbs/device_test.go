@@ -135,19 +135,24 @@ func TestRelaxedOrderingAndPlacementOnDevice(t *testing.T) {
 	t.Logf("placement %+v, relaxed ordering %v", p, a.RelaxedOrdering())
 }
 
-// A peer that vanishes mid ping-pong: the send exhausts its retries, the
-// QP enters the error state and the posted receive is flushed. The error
-// names the cause, not the flush.
-func TestPeerGoneCauseOnDevice(t *testing.T) {
+// A failed send puts the QP in the error state, which flushes the receive
+// the ping-pong waits on. The error names the send's cause, not the
+// flush: here the peer's receive is too short for the message (rxe
+// answers that with a NAK the sender completes as "remote operation
+// error"); a peer that is gone shows the same way as "retry counter
+// exceeded" on hardware.
+func TestFlushedReceiveCauseOnDevice(t *testing.T) {
 	d, name := guestDevice(t)
 	a, b := pair(t, d, QPConfig{Port: 1, GIDIndex: roceV2IPv4(t, name), BufferSize: 4096, Depth: 64, NUMANode: -1})
 	if err := a.PostRecv(2); err != nil {
 		t.Fatal(err)
 	}
-	b.Close()
-	_, err := a.Ping(2, 10, 30*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "retry counter exceeded") {
-		t.Errorf("ping to a destroyed QP: %v; want the retry-exceeded cause", err)
+	if err := b.PostRecv(1); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("ping to a destroyed QP: %v", err)
+	_, err := a.Ping(2, 10, 30*time.Second)
+	if err == nil || strings.Contains(err.Error(), "flushed") || !strings.Contains(err.Error(), "remote operation error") {
+		t.Errorf("ping into a receive too short: %v; want the send's cause, remote operation error", err)
+	}
+	t.Logf("ping into a receive too short: %v", err)
 }
