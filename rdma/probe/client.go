@@ -111,7 +111,7 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	if err != nil {
 		return Result{}, err
 	}
-	res.Local, res.PeerDataRateGbps = port, acc.DataRateGbps
+	res.Local = port
 	cfg := qpConfig(port, req)
 	if err := checkPeerBuffer(remote, cfg); err != nil {
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
@@ -203,6 +203,12 @@ func conclude(conn net.Conn, addr string, res Result, cpu float64, mErr error) (
 	}
 	if a.Error != "" {
 		return Result{}, &RemoteError{Code: CodeFailed, Message: a.Error}
+	}
+	// The server's port, for the line rate of the slower end; a server
+	// from before the port frame closes instead (the rate stays unknown).
+	var pi portInfo
+	if err := expect(conn, typePort, &pi); err == nil {
+		res.PeerDataRateGbps = pi.DataRateGbps
 	}
 	res.finish(cpu)
 	return res, nil

@@ -211,7 +211,7 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 		return refuse(conn, CodeUnavailable, err)
 	}
 	defer closeQP()
-	if err := exchangeEndpoints(conn, qp, cfg, req, accept{DataRateGbps: port.DataRateGbps, MAC: proof}); err != nil {
+	if err := exchangeEndpoints(conn, qp, cfg, req, proof); err != nil {
 		return err
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
@@ -230,6 +230,10 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	if err := writeFrame(conn, typeAck, a); err != nil {
 		return fmt.Errorf("send ack: %w", err)
 	}
+	if a.Error == "" {
+		// Clients from before the port frame have closed already.
+		_ = writeFrame(conn, typePort, portInfo{DataRateGbps: port.DataRateGbps})
+	}
 	if got.Error != "" || pongErr != nil {
 		return fmt.Errorf("probe failed: client: %q, server: %v", got.Error, pongErr)
 	}
@@ -237,13 +241,12 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	return nil
 }
 
-// exchangeEndpoints offers qp in the accept acc, connects it to the
-// client's endpoint and says ready. A refusal has been sent when it fails
-// where the protocol still allows one.
-func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, acc accept) error {
+// exchangeEndpoints offers qp in the accept, connects it to the client's
+// endpoint and says ready. A refusal has been sent when it fails where
+// the protocol still allows one.
+func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, proof []byte) error {
 	ep := qp.Local()
-	acc.Endpoint = &ep
-	if err := writeFrame(conn, typeAccept, acc); err != nil {
+	if err := writeFrame(conn, typeAccept, accept{Endpoint: &ep, MAC: proof}); err != nil {
 		return fmt.Errorf("send accept: %w", err)
 	}
 	var remote endpointMsg

@@ -333,8 +333,8 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 	if rb.Peer != "10.0.2.15:9836" || rb.Local.Device != "rxe0" || rb.Local.IP != "10.0.2.15" || rb.Bytes != 2000*bwSize || rb.BytesPerSecond <= 0 {
 		t.Errorf("peer RDMA bandwidth %+v", rb)
 	}
-	if rb.LineRateFraction <= 0 || rb.LineRateFraction > 1 {
-		t.Errorf("line rate fraction %v of 2.5 Gb/s", rb.LineRateFraction)
+	if rb.LineRateFraction <= 0 || rb.LineRateFraction > 1 || rb.PeerDataRateGbps != 2.5 {
+		t.Errorf("line rate fraction %v of 2.5 Gb/s, the peer's rate %v (its port frame)", rb.LineRateFraction, rb.PeerDataRateGbps)
 	}
 	if tb.Bytes != 2000*bwSize || tb.BytesPerSecond <= 0 || tb.CPUSecondsPerGB <= 0 || rb.CPUSecondsPerGB <= 0 {
 		t.Errorf("peer TCP bandwidth %+v", tb)
