@@ -2,7 +2,13 @@
 # at run time), so the runtime image carries glibc; it needs no GPU
 # libraries of its own (they come from the host or the NVIDIA container
 # toolkit), and carries libibverbs for the RDMA probes.
-FROM golang:1.26-bookworm AS build
+#
+# Debian trixie, for its rdma-core 56.1: the verbs providers must know the
+# node's NICs, and bookworm's rdma-core 44 predates bnxt_re's support for
+# Broadcom Thor2 (BCM5760x, Gen P7: rdma-core 50) among others. AMD
+# Pensando's ionic provider needs rdma-core 61, newer than trixie's:
+# README "RDMA probes" says what to do there.
+FROM golang:1.26-trixie AS build
 # rdma/verbs compiles against the verbs headers only (the library is dlopened).
 RUN apt-get update && apt-get install -y --no-install-recommends libibverbs-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -16,11 +22,12 @@ ENV CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations"
 RUN go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" \
       -o /out/gpunode-agent ./cmd/gpunode-agent
 
-FROM debian:bookworm-slim
+FROM debian:trixie-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-# The RDMA probes' user space: libibverbs and its providers (mlx5, rxe, ...);
-# the kernel side and /dev/infiniband come from the node.
+# The RDMA probes' user space: libibverbs and its providers (mlx5, bnxt_re,
+# irdma, efa, mana, rxe, ...); the kernel side and /dev/infiniband come
+# from the node.
 RUN apt-get update && apt-get install -y --no-install-recommends libibverbs1 ibverbs-providers \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/gpunode-agent /usr/local/bin/gpunode-agent

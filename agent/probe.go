@@ -88,6 +88,9 @@ func (l *probeLoop) record(r probe.Round) {
 		MinBandwidthBytesPerSecond: l.cfg.Thresholds.MinBandwidthBytesPerSecond,
 		MinLineRateFraction:        l.cfg.Thresholds.MinLineRateFraction,
 		MaxLatencyP50:              l.cfg.Thresholds.MaxLatencyP50,
+	}, probe.Thresholds{
+		MinBandwidthBytesPerSecond: l.cfg.LoopbackThresholds.MinBandwidthBytesPerSecond,
+		MaxLatencyP50:              l.cfg.LoopbackThresholds.MaxLatencyP50,
 	})
 	l.mu.Lock()
 	l.round, l.verdict = &r, &v

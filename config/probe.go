@@ -34,24 +34,40 @@ type Probe struct {
 	// TCPBaseline also measures TCP to each peer over the same path.
 	TCPBaseline bool `yaml:"tcpBaseline"`
 	// Timeout bounds one probe.
-	Timeout    time.Duration   `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout"`
+	// Thresholds judge the probes to peers: the links and the fabric.
 	Thresholds ProbeThresholds `yaml:"thresholds"`
+	// LoopbackThresholds judge the loopback probes, a check of the HCA
+	// and its driver: their traffic turns around inside the adapter (mlx5,
+	// InfiniBand) and never meets the cable or the switch, so no line
+	// rate applies.
+	LoopbackThresholds LoopbackThresholds `yaml:"loopbackThresholds"`
 }
 
-// ProbeThresholds decide when a probe passed (0 means not checked).
+// ProbeThresholds decide when a peer probe passed (0 means not checked).
 type ProbeThresholds struct {
 	// MinBandwidthBytesPerSecond for RDMA WRITE.
 	MinBandwidthBytesPerSecond float64 `yaml:"minBandwidthBytesPerSecond"`
-	// MinLineRateFraction of the port's signalling rate (0..1).
+	// MinLineRateFraction of the data rate of the slower port (0..1).
 	MinLineRateFraction float64 `yaml:"minLineRateFraction"`
+	// MaxLatencyP50 for SEND/RECV half round trips.
+	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
+}
+
+// LoopbackThresholds decide when a loopback probe passed (0 means not
+// checked).
+type LoopbackThresholds struct {
+	// MinBandwidthBytesPerSecond for RDMA WRITE.
+	MinBandwidthBytesPerSecond float64 `yaml:"minBandwidthBytesPerSecond"`
 	// MaxLatencyP50 for SEND/RECV half round trips.
 	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
 }
 
 // probeSectionNames extends sectionNames for the probe section.
 var probeSectionNames = map[string]string{
-	"Probe":           "probe",
-	"ProbeThresholds": "probe.thresholds",
+	"Probe":              "probe",
+	"ProbeThresholds":    "probe.thresholds",
+	"LoopbackThresholds": "probe.loopbackThresholds",
 }
 
 // DefaultProbePeerSelector selects the chart's agent pods.
@@ -110,6 +126,13 @@ func (p Probe) validate() []error {
 	}
 	if t.MaxLatencyP50 < 0 {
 		bad("probe.thresholds.maxLatencyP50", "must not be negative, got %s", t.MaxLatencyP50)
+	}
+	lt := p.LoopbackThresholds
+	if lt.MinBandwidthBytesPerSecond < 0 {
+		bad("probe.loopbackThresholds.minBandwidthBytesPerSecond", "must not be negative, got %g", lt.MinBandwidthBytesPerSecond)
+	}
+	if lt.MaxLatencyP50 < 0 {
+		bad("probe.loopbackThresholds.maxLatencyP50", "must not be negative, got %s", lt.MaxLatencyP50)
 	}
 	return errs
 }

@@ -27,13 +27,17 @@ probe:
     minBandwidthBytesPerSecond: 1e10
     minLineRateFraction: 0.8
     maxLatencyP50: 10us
+  loopbackThresholds:
+    minBandwidthBytesPerSecond: 2e10
+    maxLatencyP50: 5us
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := c.Probe
 	if !p.Enabled || p.RandomPeers != 2 || p.Loopback || p.Namespace != "gpunode-system" || p.Thresholds.MaxLatencyP50 != 10*time.Microsecond ||
-		p.Thresholds.MinBandwidthBytesPerSecond != 1e10 || p.Thresholds.MinLineRateFraction != 0.8 {
+		p.Thresholds.MinBandwidthBytesPerSecond != 1e10 || p.Thresholds.MinLineRateFraction != 0.8 ||
+		p.LoopbackThresholds.MinBandwidthBytesPerSecond != 2e10 || p.LoopbackThresholds.MaxLatencyP50 != 5*time.Microsecond {
 		t.Errorf("parsed %+v", p)
 	}
 	for _, tc := range []struct{ yaml, want string }{

@@ -24,17 +24,19 @@ func TestProbeCollector(t *testing.T) {
 	round = &probe.Round{
 		At: time.Unix(1700000000, 500000000),
 		Results: []probe.Result{
-			{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", BytesPerSecond: 5e7, LineRateFraction: 0.16, CPUSecondsPerGB: 2.5},
+			{Kind: probe.KindWriteBW, Local: port, Peer: probe.PeerLoopback, BytesPerSecond: 5e7, CPUSecondsPerGB: 2.5},
+			{Kind: probe.KindWriteBW, Local: port, Peer: "node-c", BytesPerSecond: 2e8, LineRateFraction: 0.64},
 			{Kind: probe.KindTCPBW, Peer: "node-b", BytesPerSecond: 2e8, CPUSecondsPerGB: 1.25},
 			{Kind: probe.KindSendLat, Local: port, Peer: "node-b", Latency: &verbs.Latency{Min: 8 * time.Microsecond, P50: 10 * time.Microsecond, P99: 20 * time.Microsecond, P999: 40 * time.Microsecond, Max: time.Millisecond}},
 		},
 		Failures: []probe.Failure{{Kind: probe.KindWriteBW, Peer: "node-b", Err: "peer: busy"}},
 	}
 	want := `
-# HELP gpunode_rdma_probe_bandwidth_bytes_per_second Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name, or loopback.
+# HELP gpunode_rdma_probe_bandwidth_bytes_per_second Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link).
 # TYPE gpunode_rdma_probe_bandwidth_bytes_per_second gauge
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="",kind="tcp_bw",peer="node-b",port=""} 2e+08
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",port="1"} 5e+07
+gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="node-c",port="1"} 2e+08
 # HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds (user+system, from rusage) this agent spent per 1e9 bytes moved by the last bandwidth probe of this kind.
 # TYPE gpunode_rdma_probe_cpu_seconds_per_gigabyte gauge
 gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="",kind="tcp_bw",peer="node-b",port=""} 1.25
@@ -49,9 +51,9 @@ gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",p
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="0.99"} 2e-05
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="0.999"} 4e-05
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",port="1",quantile="1"} 0.001
-# HELP gpunode_rdma_probe_line_rate_ratio RDMA WRITE bandwidth of the last probe over the port's signalling rate (0 to 1).
+# HELP gpunode_rdma_probe_line_rate_ratio RDMA WRITE bandwidth of the last probe to a peer over the data rate of the slower of the two ports (0 to 1); loopback probes have none, their traffic never meets the link.
 # TYPE gpunode_rdma_probe_line_rate_ratio gauge
-gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="loopback",port="1"} 0.16
+gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="node-c",port="1"} 0.64
 # HELP gpunode_rdma_probe_refused_total Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).
 # TYPE gpunode_rdma_probe_refused_total counter
 gpunode_rdma_probe_refused_total{reason="bad_request"} 3
@@ -63,6 +65,7 @@ gpunode_rdma_probe_success{device="",kind="tcp_bw",peer="node-b",port=""} 1
 gpunode_rdma_probe_success{device="",kind="write_bw",peer="node-b",port=""} 0
 gpunode_rdma_probe_success{device="rxe0",kind="send_lat",peer="node-b",port="1"} 1
 gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="loopback",port="1"} 1
+gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="node-c",port="1"} 1
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
 		t.Error(err)

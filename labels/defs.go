@@ -118,7 +118,7 @@ var (
 	rdmaDevices     = own("rdma.devices", rdmaOnly, "number of RDMA devices", "8")
 	rdmaLinkLayer   = own("rdma.link-layer", rdmaOnly, "`infiniband`, `roce` (or `iwarp`) over the ACTIVE ports; `mixed` when they differ", "infiniband")
 	rdmaRate        = own("rdma.rate-gbps", rdmaOnly, "lowest rate of an ACTIVE port in Gb/s", "400")
-	rdmaVerified    = own("rdma.verified", rdmaOnly, "`true` when the RDMA probes' last round (loopback and peers) passed its thresholds, `false` when not; absent when probes are off", "true")
+	rdmaVerified    = own("rdma.verified", rdmaOnly, "`true` when the RDMA probes' last round passed: peer probes check the links and fabric (`probe.thresholds`), loopback probes each HCA and its driver (`probe.loopbackThresholds`; their traffic never meets the link), and with loopback only the links are unverified (RDMAReady reason `LoopbackPassed`); `false` when a probe failed or fell short; absent when probes are off", "true")
 	numaNodes       = own("numa.nodes", []Source{SourceTopology}, "number of NUMA nodes", "2")
 	gpuNICAligned   = own("topology.gpu-nic-aligned", []Source{SourceGPU, SourceRDMA, SourceTopology}, "`true` when every GPU has an RDMA device with an ACTIVE port on its NUMA node", "true")
 	tuningProfile   = own("tuning.profile", []Source{SourceTuning}, "the tuning profile the daemon manages (absent when tuning is off)", "llm-inference")

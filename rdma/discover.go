@@ -281,6 +281,21 @@ func (r *reader) numa(p string) int {
 	return n
 }
 
+// netdevNUMA is the NUMA node of a netdev's device. A virtio-net
+// interface's device is the virtio device (virtio0), which has no
+// numa_node: its parent, the PCI function, says.
+func (r *reader) netdevNUMA(netdev string) int {
+	dev := path.Join(netDir, netdev, "device")
+	if r.fsys.Exists(dev + "/numa_node") {
+		return r.numa(dev + "/numa_node")
+	}
+	p, err := r.fsys.Resolve(dev)
+	if err != nil {
+		return -1 // a virtual netdev (veth, bridge) has no device
+	}
+	return r.numa(path.Join(path.Dir(p), "numa_node"))
+}
+
 func (r *reader) device(name string) Device {
 	dir := path.Join(classDir, name)
 	d := Device{Name: name, NUMANode: -1}
@@ -339,6 +354,13 @@ func (r *reader) device(name string) Device {
 			r.fail(fmt.Errorf("read link %s/driver: %w", parent, cause(err)))
 		}
 		d.NUMANode = r.numa(parent + "/numa_node")
+		// Only an SR-IOV virtual function has a physfn link (to its
+		// physical function).
+		if _, err := r.fsys.Readlink(parent + "/physfn"); err == nil {
+			d.VirtualFunction = true
+		} else if !isNotExist(err) {
+			r.fail(fmt.Errorf("read link %s/physfn: %w", parent, cause(err)))
+		}
 	}
 
 	d.Ports = r.ports(dir, d.NodeType, parent, rxeParent)
@@ -352,7 +374,7 @@ func (r *reader) device(name string) Device {
 			}
 		}
 		if netdev != "" {
-			d.NUMANode = r.numa(path.Join(netDir, netdev, "device/numa_node"))
+			d.NUMANode = r.netdevNUMA(netdev)
 		}
 	}
 

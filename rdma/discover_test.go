@@ -473,3 +473,44 @@ func TestDiscoverGarbage(t *testing.T) {
 		})
 	}
 }
+
+// An SR-IOV virtual function's PCI function links to its physical
+// function (physfn); the PF has none.
+func TestDiscoverVirtualFunction(t *testing.T) {
+	f := newFixture(t)
+	f.ibHCA() // the PF, mlx5_0 on 0000:17:00.0
+	vf := f.pciFunc("0000:17:00.2", "mlx5_core", 0)
+	f.link(vf+"/physfn", "/sys/devices/pci0000:00/0000:00:02.0/0000:17:00.0")
+	dev := f.rdmaDevice("mlx5_4", vf, map[string]string{"node_type": "1: CA"})
+	f.port(dev, 1, map[string]string{"state": "4: ACTIVE", "phys_state": "5: LinkUp", "link_layer": "InfiniBand", "rate": "400 Gb/sec (4X NDR)"})
+	devs, err := Discover(context.Background(), f.fs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 2 || devs[0].Name != "mlx5_0" || devs[0].VirtualFunction || devs[1].Name != "mlx5_4" || !devs[1].VirtualFunction {
+		t.Errorf("devices %+v: want mlx5_0 a PF, mlx5_4 a VF", devs)
+	}
+}
+
+// Soft-RoCE on virtio-net: the netdev's device is the virtio device
+// (virtio0), which has no numa_node; its parent, the PCI function, has.
+// Measured in the QEMU VM: /sys/class/net/eth0/device -> ../../../virtio0.
+func TestDiscoverRxeOnVirtio(t *testing.T) {
+	f := newFixture(t)
+	pci := f.pciFunc("0000:81:00.0", "virtio-pci", 1)
+	virtio := pci + "/virtio0"
+	f.files(virtio, map[string]string{"vendor": "0x1af4", "device": "0x0001"})
+	dir := virtio + "/net/eth0"
+	f.files(dir, map[string]string{"mtu": "1500", "dev_port": "0", "operstate": "up"})
+	f.link(dir+"/device", virtio)
+	f.link("/sys/class/net/eth0", dir)
+	dev := f.rdmaDevice("rxe0", "", map[string]string{"node_type": "1: CA", "fw_ver": "", "parent": "eth0"})
+	f.port(dev, 1, map[string]string{"state": "4: ACTIVE", "phys_state": "5: LinkUp", "link_layer": "Ethernet", "rate": "2.5 Gb/sec (1X SDR)"})
+	devs, err := Discover(context.Background(), f.fs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 1 || devs[0].NUMANode != 1 {
+		t.Errorf("rxe0 on virtio-net behind a PCI function on node 1: %+v", devs)
+	}
+}

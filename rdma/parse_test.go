@@ -428,3 +428,29 @@ func TestCompareNames(t *testing.T) {
 		t.Fatalf("got %v, want %v", names, want)
 	}
 }
+
+func TestDataRateGbps(t *testing.T) {
+	for _, c := range []struct {
+		linkLayer, rate string
+		gbps, want      float64
+	}{
+		{"InfiniBand", "10 Gb/sec (4X SDR)", 10, 8},
+		{"InfiniBand", "20 Gb/sec (4X DDR)", 20, 16},
+		{"InfiniBand", "40 Gb/sec (4X QDR)", 40, 32},
+		{"InfiniBand", "40 Gb/sec (4X FDR10)", 40, 40},
+		{"InfiniBand", "56 Gb/sec (4X FDR)", 56, 56.25 * 64 / 66},
+		{"InfiniBand", "100 Gb/sec (4X EDR)", 100, 100},
+		{"InfiniBand", "200 Gb/sec (4X HDR)", 200, 200},
+		{"InfiniBand", "400 Gb/sec (4X NDR)", 400, 400},
+		{"InfiniBand", "2.5 Gb/sec (1X SDR)", 2.5, 2},
+		// RoCE: the Ethernet speed under an InfiniBand speed name.
+		{"Ethernet", "40 Gb/sec (4X QDR)", 40, 40},
+		{"Ethernet", "2.5 Gb/sec (1X SDR)", 2.5, 2.5},
+		{"InfiniBand", "", 0, 0},
+	} {
+		p := Port{LinkLayer: c.linkLayer, Rate: c.rate, RateGbps: c.gbps}
+		if got := p.DataRateGbps(); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s %q: %v, want %v", c.linkLayer, c.rate, got, c.want)
+		}
+	}
+}

@@ -3,6 +3,8 @@
 // /sys/class/net and /dev/infiniband.
 package rdma
 
+import "strings"
+
 // Transport of a port, from its link layer.
 type Transport string
 
@@ -29,6 +31,10 @@ type Device struct {
 	BoardID         string `json:"board_id,omitempty"`
 	// PCIAddress is empty for virtual devices (soft-RoCE has no PCI parent).
 	PCIAddress string `json:"pci_address,omitempty"`
+	// VirtualFunction: the parent is an SR-IOV virtual function (it has a
+	// physfn link), normally handed to a VM or a pod; probes leave it to
+	// its user.
+	VirtualFunction bool `json:"virtual_function,omitempty"`
 	// NUMANode is -1 when unknown. Devices without a PCI parent take it
 	// from their netdev's parent device.
 	NUMANode int `json:"numa_node"`
@@ -131,3 +137,28 @@ type GID struct {
 
 // Active reports whether the port is usable for traffic.
 func (p Port) Active() bool { return p.State == "ACTIVE" }
+
+// DataRateGbps is the rate data moves at: the kernel's rate is the
+// signalling rate for InfiniBand SDR, DDR and QDR, which encode 8b/10b
+// (80% carries data), and FDR, which signals 14.0625 Gb/s per lane (the
+// kernel prints 14) and encodes 64b/66b; FDR10, EDR and later print their
+// data rate already (EDR signals 25.78125 Gb/s per lane for 25 of data).
+// RoCE and iWARP ports report the Ethernet speed, a data rate, whatever
+// InfiniBand speed name the driver maps it to ("10 Gb/sec (1X QDR)" on
+// mlx5). 0 when the rate is unknown.
+// Source: the kernel's rate_show (drivers/infiniband/core/sysfs.c) and
+// ib_get_eth_speed; the InfiniBand Architecture Specification's lane rates.
+func (p Port) DataRateGbps() float64 {
+	if p.RateGbps <= 0 || p.LinkLayer == "Ethernet" {
+		return p.RateGbps
+	}
+	_, detail, _ := strings.Cut(p.Rate, "(")
+	_, speed, _ := strings.Cut(strings.TrimSuffix(detail, ")"), "X ")
+	switch speed {
+	case "SDR", "DDR", "QDR":
+		return p.RateGbps * 8 / 10
+	case "FDR":
+		return p.RateGbps * (14.0625 / 14) * 64 / 66
+	}
+	return p.RateGbps
+}

@@ -46,7 +46,7 @@ type probeFlags struct {
 
 func addProbe(app *kingpin.Application) *probeFlags {
 	f := &probeFlags{}
-	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline. Where RDMA is unavailable, serve answers the TCP baseline only, bw and lat with --tcp run only the TCP baseline, and every RDMA probe exits 1 with the reason.")
+	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline. Bandwidth is printed in MB/s (10^6 bytes/s) and MiB/s (2^20 bytes/s, what perftest prints as MB/sec); JSON output has bytes_per_second. Loopback checks the HCA and its driver (its traffic turns around inside the adapter), peer probes the links and fabric; only peer probes report a fraction of the line rate, the data rate of the slower port. Where RDMA is unavailable, serve answers the TCP baseline only, bw and lat with --tcp run only the TCP baseline, and every RDMA probe exits 1 with the reason.")
 	cmd.Flag("device", "RDMA device to use (default: the port whose RoCE address the connection uses, else the first ACTIVE port).").PlaceHolder("NAME").StringVar(&f.device)
 	cmd.Flag("token-file", "File holding the shared probe token (at least 16 bytes; the chart mounts a Secret there).").Default(defaultTokenFile).PlaceHolder("FILE").StringVar(&f.tokenFile)
 	intVar(cmd.Flag("size", "Message size in bytes (default 65536 for bandwidth, 2 for latency, as perftest).").PlaceHolder("BYTES"), &f.size)
@@ -283,9 +283,10 @@ func formatResult(r probe.Result) string {
 		return fmt.Sprintf("%s: latency min %s p50 %s p99 %s p99.9 %s max %s", head,
 			us(l.Min), us(l.P50), us(l.P99), us(l.P999), us(l.Max))
 	}
-	s := fmt.Sprintf("%s, depth %d: %.2f MB/s", head, r.Depth, r.BytesPerSecond/1e6)
+	// MB/s are 10^6 bytes; perftest's "MB/sec" are 2^20 bytes, our MiB/s.
+	s := fmt.Sprintf("%s, depth %d: %.2f MB/s = %.2f MiB/s", head, r.Depth, r.BytesPerSecond/1e6, r.BytesPerSecond/(1<<20))
 	if r.LineRateFraction > 0 {
-		s += fmt.Sprintf(" (%.1f%% of %g Gb/s)", 100*r.LineRateFraction, r.Local.RateGbps)
+		s += fmt.Sprintf(" (%.1f%% of %s Gb/s)", 100*r.LineRateFraction, strconv.FormatFloat(r.LineRateGbps(), 'f', -1, 64))
 	}
 	return s + fmt.Sprintf(", %.2f CPU s/GB", r.CPUSecondsPerGB)
 }

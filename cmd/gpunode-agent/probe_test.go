@@ -60,10 +60,17 @@ func TestProbeHelpers(t *testing.T) {
 	if r := f.request(probe.KindSendLat); r.Size != 4096 || r.Iterations != 1000 || r.Depth != 1 || r.Duration != 0 {
 		t.Errorf("latency flags %+v", r)
 	}
-	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5}
-	line := formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5.083e7, LineRateFraction: 0.163, CPUSecondsPerGB: 19.68})
-	if !strings.Contains(line, "rxe0/1") || !strings.Contains(line, "64 KiB x 5000, depth 128: 50.83 MB/s (16.3% of 2.5 Gb/s), 19.68 CPU s/GB") {
-		t.Errorf("bandwidth line %q", line)
+	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5, DataRateGbps: 2.5}
+	line := formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5.083e7, CPUSecondsPerGB: 19.68})
+	if !strings.Contains(line, "rxe0/1") || !strings.Contains(line, "64 KiB x 5000, depth 128: 50.83 MB/s = 48.48 MiB/s, 19.68 CPU s/GB") {
+		t.Errorf("loopback bandwidth line %q", line)
+	}
+	// A peer probe: the fraction of the slower port's data rate (QDR:
+	// 40 Gb/s signalling, 32 of data).
+	qdr := probe.Port{Device: "mlx4_0", Port: 1, RateGbps: 40, DataRateGbps: 32}
+	line = formatResult(probe.Result{Kind: probe.KindWriteBW, Local: qdr, Peer: "node-b:9836", PeerDataRateGbps: 100, Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 3.2e9, LineRateFraction: 0.8, CPUSecondsPerGB: 0.1})
+	if !strings.Contains(line, ": 3200.00 MB/s = 3051.76 MiB/s (80.0% of 32 Gb/s), 0.10 CPU s/GB") {
+		t.Errorf("peer bandwidth line %q", line)
 	}
 	line = formatResult(probe.Result{Kind: probe.KindSendLat, Local: port, Peer: "node-b:9836", Size: 2, Iterations: 1000,
 		Latency: &verbs.Latency{Min: 8 * time.Microsecond, P50: 9500 * time.Nanosecond, P99: 20 * time.Microsecond, P999: 40 * time.Microsecond, Max: time.Millisecond}})

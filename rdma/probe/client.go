@@ -134,6 +134,7 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 
 	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
 	cpu, peerErr, mErr := measureWatched(ctx, conn, qp, remote, req, &res)
+	res.noteQP(qp)
 	if peerErr != nil {
 		return Result{}, fmt.Errorf("%s: the peer went away mid-probe (%v); measurement: %v", addr, peerErr, mErr)
 	}
@@ -202,6 +203,12 @@ func conclude(conn net.Conn, addr string, res Result, cpu float64, mErr error) (
 	}
 	if a.Error != "" {
 		return Result{}, &RemoteError{Code: CodeFailed, Message: a.Error}
+	}
+	// The server's port, for the line rate of the slower end; a server
+	// from before the port frame closes instead (the rate stays unknown).
+	var pi portInfo
+	if err := expect(conn, typePort, &pi); err == nil {
+		res.PeerDataRateGbps = pi.DataRateGbps
 	}
 	res.finish(cpu)
 	return res, nil

@@ -24,28 +24,37 @@ type Port struct {
 	GIDIndex int    `json:"gid_index"`
 	GID      string `json:"gid,omitempty"`
 	// IP is the IPv4 address in the GID (RoCE).
-	IP       string  `json:"ip,omitempty"`
-	Netdev   string  `json:"netdev,omitempty"`
-	RateGbps float64 `json:"rate_gbps"`
+	IP     string `json:"ip,omitempty"`
+	Netdev string `json:"netdev,omitempty"`
+	// RateGbps is the rate the kernel reports (the signalling rate up to
+	// InfiniBand FDR); DataRateGbps what of it carries data
+	// (rdma.Port.DataRateGbps), which line-rate fractions use.
+	RateGbps     float64 `json:"rate_gbps"`
+	DataRateGbps float64 `json:"data_rate_gbps"`
+	// NUMANode is the device's NUMA node (-1 unknown), where a probe puts
+	// its buffer and polling thread.
+	NUMANode int `json:"numa_node"`
 }
 
 // Name is "device/port".
 func (p Port) Name() string { return fmt.Sprintf("%s/%d", p.Device, p.Port) }
 
-// LineRateBytesPerSecond is the port's signalling rate in bytes/s (0 when
+// LineRateBytesPerSecond is the port's data rate in bytes/s (0 when
 // unknown).
-func (p Port) LineRateBytesPerSecond() float64 { return p.RateGbps * 1e9 / 8 }
+func (p Port) LineRateBytesPerSecond() float64 { return p.DataRateGbps * 1e9 / 8 }
 
 // ErrNoPort: no ACTIVE port that a probe can use.
 var ErrNoPort = errors.New("no ACTIVE RDMA port with a usable address")
 
 // Ports lists the ports probes can use: ACTIVE, with an openable verbs
-// device, and on RoCE a RoCE v2 GID holding an IPv4 address (the lowest
-// index). The order is the devices' and ports' order.
+// device that is not an SR-IOV virtual function (a VF belongs to the VM
+// or pod it is handed to, and shares the PF's link), and on RoCE a RoCE
+// v2 GID holding a routable IPv4 address (the lowest index). The order is
+// the devices' and ports' order.
 func Ports(devs []rdma.Device) []Port {
 	var out []Port
 	for _, d := range devs {
-		if !d.VerbsDevicePresent {
+		if !d.VerbsDevicePresent || d.VirtualFunction {
 			continue
 		}
 		for _, p := range d.Ports {
@@ -63,7 +72,8 @@ func Ports(devs []rdma.Device) []Port {
 // candidates are the addresses of one port: on InfiniBand the port
 // itself, on RoCE one per RoCE v2 IPv4 GID.
 func candidates(d rdma.Device, p rdma.Port) []Port {
-	base := Port{Device: d.Name, Port: p.Number, Transport: p.Transport, GIDIndex: -1, Netdev: p.Netdev, RateGbps: p.RateGbps}
+	base := Port{Device: d.Name, Port: p.Number, Transport: p.Transport, GIDIndex: -1, Netdev: p.Netdev,
+		RateGbps: p.RateGbps, DataRateGbps: p.DataRateGbps(), NUMANode: d.NUMANode}
 	switch p.Transport {
 	case rdma.InfiniBand:
 		return []Port{base}
@@ -91,23 +101,29 @@ func candidates(d rdma.Device, p rdma.Port) []Port {
 }
 
 // gidIPv4 returns the IPv4 address of an IPv4-mapped GID
-// ("0000:...:ffff:0a00:020f"), nil for other GIDs.
+// ("0000:...:ffff:0a00:020f"), nil for other GIDs and for link-local
+// 169.254/16 addresses: those are autoconfigured per link (the same on
+// many nodes, never routed), so a peer cannot reach this node at one.
 func gidIPv4(gid string) net.IP {
 	ip := net.ParseIP(gid)
 	if ip == nil {
 		return nil
 	}
-	return ip.To4()
+	if v4 := ip.To4(); v4 != nil && !v4.IsLinkLocalUnicast() && !v4.IsUnspecified() {
+		return v4
+	}
+	return nil
 }
 
 // PortFor picks the port whose RoCE v2 GID holds ip, the address the
 // control connection uses on this node, so RDMA takes the same path; with
 // no such GID (InfiniBand, or ip on another interface) the first usable
-// port. device, when set, restricts the choice.
+// port. device, when set, restricts the choice, and may name an SR-IOV
+// virtual function, which is otherwise left out.
 func PortFor(devs []rdma.Device, ip net.IP, device string) (Port, error) {
 	var first *Port
 	for _, d := range devs {
-		if !d.VerbsDevicePresent || (device != "" && d.Name != device) {
+		if !d.VerbsDevicePresent || (device != "" && d.Name != device) || (device == "" && d.VirtualFunction) {
 			continue
 		}
 		for _, p := range d.Ports {

@@ -9,35 +9,48 @@ import (
 )
 
 func TestPorts(t *testing.T) {
-	roce := rdma.Device{Name: "rxe0", VerbsDevicePresent: true, Ports: []rdma.Port{{
-		Number: 1, State: "ACTIVE", Transport: rdma.RoCE, RateGbps: 2.5, Netdev: "eth0",
+	roce := rdma.Device{Name: "rxe0", VerbsDevicePresent: true, NUMANode: 1, Ports: []rdma.Port{{
+		Number: 1, State: "ACTIVE", Transport: rdma.RoCE, LinkLayer: "Ethernet", RateGbps: 2.5, Rate: "2.5 Gb/sec (1X SDR)", Netdev: "eth0",
 		GIDs: []rdma.GID{
 			{Index: 0, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "IB/RoCE v1", Netdev: "eth0"},
 			{Index: 1, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "RoCE v2", Netdev: "eth0"},
+			// A link-local (autoconfigured) IPv4 address is never routed.
+			{Index: 2, GID: "0000:0000:0000:0000:0000:ffff:a9fe:0a0b", Type: "RoCE v2", Netdev: "eth0"},
 			{Index: 2, GID: "0000:0000:0000:0000:0000:ffff:0a00:020f", Type: "IB/RoCE v1", Netdev: "eth0"},
 			{Index: 3, GID: "0000:0000:0000:0000:0000:ffff:0a00:020f", Type: "RoCE v2", Netdev: "eth0"},
 			{Index: 5, GID: "0000:0000:0000:0000:0000:ffff:0a01:0001", Type: "RoCE v2", Netdev: "eth0"},
 		},
 	}}}
-	ib := rdma.Device{Name: "mlx5_0", VerbsDevicePresent: true, Ports: []rdma.Port{
-		{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand, RateGbps: 400, LID: new(uint32(7))},
+	ib := rdma.Device{Name: "mlx5_0", VerbsDevicePresent: true, NUMANode: -1, Ports: []rdma.Port{
+		{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand, LinkLayer: "InfiniBand", RateGbps: 40, Rate: "40 Gb/sec (4X QDR)", LID: new(uint32(7))},
 		{Number: 2, State: "DOWN", Transport: rdma.InfiniBand},
+	}}
+	// An SR-IOV virtual function: probed only when named.
+	vf := rdma.Device{Name: "mlx5_4", VerbsDevicePresent: true, VirtualFunction: true, Ports: []rdma.Port{
+		{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand, LinkLayer: "InfiniBand", RateGbps: 400, Rate: "400 Gb/sec (4X NDR)", LID: new(uint32(9))},
 	}}
 	noVerbs := rdma.Device{Name: "mlx5_1", Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.InfiniBand}}}
 	iwarp := rdma.Device{Name: "iw0", VerbsDevicePresent: true, Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.IWARP}}}
 	noIPv4 := rdma.Device{Name: "rxe9", VerbsDevicePresent: true, Ports: []rdma.Port{{Number: 1, State: "ACTIVE", Transport: rdma.RoCE,
 		GIDs: []rdma.GID{{Index: 1, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "RoCE v2"}, {Index: 2, GID: "garbage", Type: "RoCE v2"}}}}}
-	devs := []rdma.Device{noVerbs, roce, iwarp, noIPv4, ib}
+	devs := []rdma.Device{vf, noVerbs, roce, iwarp, noIPv4, ib}
 
 	ports := Ports(devs)
 	if len(ports) != 2 {
 		t.Fatalf("Ports = %+v", ports)
 	}
-	if p := ports[0]; p.Name() != "rxe0/1" || p.GIDIndex != 3 || p.IP != "10.0.2.15" || p.Netdev != "eth0" || p.LineRateBytesPerSecond() != 2.5e9/8 {
+	if p := ports[0]; p.Name() != "rxe0/1" || p.GIDIndex != 3 || p.IP != "10.0.2.15" || p.Netdev != "eth0" || p.LineRateBytesPerSecond() != 2.5e9/8 || p.NUMANode != 1 {
 		t.Errorf("RoCE port %+v", p)
 	}
-	if p := ports[1]; p.Name() != "mlx5_0/1" || p.GIDIndex != -1 || p.IP != "" || p.LineRateBytesPerSecond() != 50e9 {
+	// QDR: 40 Gb/s signalling, 32 Gb/s of data.
+	if p := ports[1]; p.Name() != "mlx5_0/1" || p.GIDIndex != -1 || p.IP != "" || p.LineRateBytesPerSecond() != 4e9 || p.NUMANode != -1 {
 		t.Errorf("IB port %+v", p)
+	}
+	if p, err := PortFor(devs, nil, "mlx5_4"); err != nil || p.Name() != "mlx5_4/1" {
+		t.Errorf("PortFor a VF by name = %+v, %v", p, err)
+	}
+	if p, err := PortFor(devs, net.ParseIP("169.254.10.11"), ""); err != nil || p.GIDIndex != 3 {
+		t.Errorf("PortFor a link-local address = %+v, %v; want the routable GID", p, err)
 	}
 
 	if p, err := PortFor(devs, net.ParseIP("10.1.0.1"), ""); err != nil || p.GIDIndex != 5 {

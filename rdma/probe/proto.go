@@ -31,6 +31,13 @@ import (
 //	        ... the measurement (RDMA, or TCP bytes on this connection) ...
 //	client: done{result}
 //	server: ack{error}                        the server end's outcome
+//	server: port{data rate}                   (RDMA kinds, after a clean ack) its port, so
+//	                                          the client judges bandwidth by the slower end
+//
+// The port frame comes last so that agents of either age still talk: a
+// client from before it reads the ack and closes, and a client reading it
+// from a server from before it gets the server's close instead. (Frames
+// decode strictly, so a new field in an earlier frame would break them.)
 const (
 	// Version is the protocol version; a frame of another version is
 	// refused with an error naming both.
@@ -51,11 +58,12 @@ const (
 	typeReady
 	typeDone
 	typeAck
+	typePort
 )
 
 var typeNames = map[byte]string{
 	typeHello: "hello", typeRequest: "request", typeAccept: "accept", typeError: "error",
-	typeEndpoint: "endpoint", typeReady: "ready", typeDone: "done", typeAck: "ack",
+	typeEndpoint: "endpoint", typeReady: "ready", typeDone: "done", typeAck: "ack", typePort: "port",
 }
 
 // Kinds of probes.
@@ -139,6 +147,11 @@ type done struct {
 
 type ack struct {
 	Error string `json:"error,omitempty"`
+}
+
+// portInfo is what the server says of its port after the ack.
+type portInfo struct {
+	DataRateGbps float64 `json:"data_rate_gbps"`
 }
 
 // Validate checks a request against the limits that bound a probe's

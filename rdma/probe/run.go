@@ -28,10 +28,21 @@ type Result struct {
 	// Elapsed is the measured time: first post to last completion.
 	Elapsed        time.Duration `json:"elapsed_ns"`
 	BytesPerSecond float64       `json:"bytes_per_second,omitempty"`
-	// LineRateFraction is BytesPerSecond over the port's signalling rate
-	// (RDMA bandwidth kinds with a known rate).
+	// PeerDataRateGbps is the peer port's data rate, as its server
+	// reported it (0: unknown, or loopback).
+	PeerDataRateGbps float64 `json:"peer_data_rate_gbps,omitempty"`
+	// LineRateFraction is BytesPerSecond over the data rate of the slower
+	// of the two ports (RDMA WRITE to a peer, with a known rate). Loopback
+	// has none: its traffic turns around inside the adapter (mlx5,
+	// InfiniBand HCAs) or the kernel (soft-RoCE) and never meets the link.
 	LineRateFraction float64        `json:"line_rate_fraction,omitempty"`
 	Latency          *verbs.Latency `json:"latency,omitempty"`
+	// RelaxedOrdering: this end's buffer was registered with relaxed
+	// ordering (verbs.QP.RelaxedOrdering).
+	RelaxedOrdering bool `json:"relaxed_ordering,omitempty"`
+	// Placement is where this end's buffer and polling thread ran, against
+	// the HCA's NUMA node (RDMA kinds).
+	Placement *verbs.Placement `json:"placement,omitempty"`
 	// CPUSeconds is this process's user+system time during the
 	// measurement (both ends for loopback); CPUSecondsPerGB divides it by
 	// the gigabytes (1e9) moved, for the bandwidth kinds.
@@ -60,7 +71,7 @@ func DefaultRequest(kind string) Request {
 // qpConfig sizes an end's queue pair and buffer for the request: the
 // message for WRITE, a send and a receive half for SEND/RECV.
 func qpConfig(p Port, req Request) verbs.QPConfig {
-	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN()}
+	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN(), NUMANode: p.NUMANode}
 	if req.Kind == KindSendLat {
 		c.BufferSize = 2 * req.Size
 		// Sends are signaled every 16th; the queue holds the rest.
@@ -94,9 +105,28 @@ func (r *Result) finish(cpu float64) {
 	if r.Bytes > 0 {
 		r.CPUSecondsPerGB = cpu / (float64(r.Bytes) / 1e9)
 	}
-	if line := r.Local.LineRateBytesPerSecond(); r.Kind == KindWriteBW && line > 0 {
-		r.LineRateFraction = r.BytesPerSecond / line
+	if r.Kind != KindWriteBW || r.Peer == PeerLoopback {
+		return
 	}
+	if gbps := r.LineRateGbps(); gbps > 0 {
+		r.LineRateFraction = r.BytesPerSecond / (gbps * 1e9 / 8)
+	}
+}
+
+// LineRateGbps is the data rate LineRateFraction divides by: the slower
+// end's (this end's while the peer's is unknown; 0 while this end's is).
+func (r Result) LineRateGbps() float64 {
+	if r.PeerDataRateGbps > 0 && r.PeerDataRateGbps < r.Local.DataRateGbps {
+		return r.PeerDataRateGbps
+	}
+	return r.Local.DataRateGbps
+}
+
+// noteQP records how qp's buffer was registered and placed.
+func (r *Result) noteQP(qp *verbs.QP) {
+	p := qp.Placement()
+	r.Placement = &p
+	r.RelaxedOrdering = qp.RelaxedOrdering()
 }
 
 // timeoutFor bounds a measurement by the request and the context.
@@ -124,8 +154,14 @@ func watch(ctx context.Context, qp *verbs.QP) (stop func()) {
 	return func() { close(done); <-exited }
 }
 
+// PeerLoopback is Result.Peer of a loopback probe.
+const PeerLoopback = "loopback"
+
 // Loopback measures between two queue pairs on one port of this node.
-// It holds the limiter for its duration.
+// It holds the limiter for its duration. On mlx5 and InfiniBand HCAs the
+// traffic turns around inside the adapter, so this checks the HCA, its
+// driver and the host side (PCIe, memory), not the cable or the switch:
+// peer probes do that.
 func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, error) {
 	if !isRDMA(req.Kind) {
 		return tcpLoopback(ctx, lim, p, req)
@@ -158,7 +194,7 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	if err := b.Connect(a.Local()); err != nil {
 		return Result{}, err
 	}
-	res := Result{Kind: req.Kind, Local: p, Peer: "loopback", Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
 	timeout := timeoutFor(ctx, req)
 	if req.Kind == KindWriteBW {
 		stop := watch(ctx, a)
@@ -170,6 +206,7 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 			return Result{}, err
 		}
 		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
+		res.noteQP(a)
 		res.finish(cpu)
 		return res, nil
 	}
@@ -202,6 +239,7 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 		return Result{}, fmt.Errorf("responder: %w", perr)
 	}
 	res.fillLatency(half)
+	res.noteQP(a)
 	res.finish(cpu)
 	return res, nil
 }

@@ -58,25 +58,32 @@ func Jitter(d time.Duration, rnd *rand.Rand) time.Duration {
 }
 
 // Thresholds decide whether a result passes; zero fields are not checked.
+// Peer probes and loopback probes have their own (Round.Verdict).
 type Thresholds struct {
 	MinBandwidthBytesPerSecond float64
-	MinLineRateFraction        float64
-	MaxLatencyP50              time.Duration
+	// MinLineRateFraction applies to peer probes only: loopback traffic
+	// never meets the link.
+	MinLineRateFraction float64
+	MaxLatencyP50       time.Duration
 }
 
 // Check returns why r fails the thresholds, nil when it passes.
 func (t Thresholds) Check(r Result) error {
+	where := r.Local.Name() + " to " + r.Peer
+	if r.Peer == PeerLoopback {
+		where = r.Local.Name() + " HCA loopback"
+	}
 	switch r.Kind {
 	case KindWriteBW:
 		if t.MinBandwidthBytesPerSecond > 0 && r.BytesPerSecond < t.MinBandwidthBytesPerSecond {
-			return fmt.Errorf("%s to %s: bandwidth %.3g B/s below %.3g", r.Local.Name(), r.Peer, r.BytesPerSecond, t.MinBandwidthBytesPerSecond)
+			return fmt.Errorf("%s: bandwidth %.3g B/s below %.3g", where, r.BytesPerSecond, t.MinBandwidthBytesPerSecond)
 		}
-		if t.MinLineRateFraction > 0 && r.LineRateFraction < t.MinLineRateFraction {
-			return fmt.Errorf("%s to %s: %.1f%% of line rate, below %.1f%%", r.Local.Name(), r.Peer, 100*r.LineRateFraction, 100*t.MinLineRateFraction)
+		if t.MinLineRateFraction > 0 && r.Peer != PeerLoopback && r.LineRateFraction < t.MinLineRateFraction {
+			return fmt.Errorf("%s: %.1f%% of line rate, below %.1f%%", where, 100*r.LineRateFraction, 100*t.MinLineRateFraction)
 		}
 	case KindSendLat:
 		if t.MaxLatencyP50 > 0 && r.Latency != nil && r.Latency.P50 > t.MaxLatencyP50 {
-			return fmt.Errorf("%s to %s: p50 latency %s above %s", r.Local.Name(), r.Peer, r.Latency.P50, t.MaxLatencyP50)
+			return fmt.Errorf("%s: p50 latency %s above %s", where, r.Latency.P50, t.MaxLatencyP50)
 		}
 	}
 	return nil
@@ -120,32 +127,52 @@ func (r Round) rdmaFailures() []Failure {
 	return out
 }
 
-// Verdict judges a round.
-func (r Round) Verdict(t Thresholds) Verdict {
+// Verdict judges a round: peer probes by peer, since they cross the
+// links and the fabric; loopback probes by loopback, since they check the
+// HCA, its driver and the host side only (on mlx5 and InfiniBand their
+// traffic turns around inside the adapter). A link or fabric problem is
+// reported before an HCA's.
+func (r Round) Verdict(peer, loopback Thresholds) Verdict {
 	switch {
 	case r.Unavailable != "":
 		return Verdict{Reason: "ProbesUnavailable", Message: r.Unavailable}
 	case len(r.rdmaFailures()) > 0:
 		failed := r.rdmaFailures()
-		f := failed[0]
+		f, reason := failed[0], "LoopbackFailed"
+		if i := slices.IndexFunc(failed, func(f Failure) bool { return f.Peer != "" }); i >= 0 {
+			f, reason = failed[i], "ProbeFailed"
+		}
 		where := f.Peer
 		if where == "" {
-			where = f.Port + " loopback"
+			where = f.Port + " HCA loopback"
 		}
-		return Verdict{Reason: "ProbeFailed", Message: fmt.Sprintf("%d of %d probes failed; %s %s: %s", len(failed), len(r.Failures)+len(r.Results), where, f.Kind, f.Err)}
+		return Verdict{Reason: reason, Message: fmt.Sprintf("%d of %d probes failed; %s %s: %s", len(failed), len(r.Failures)+len(r.Results), where, f.Kind, f.Err)}
 	case len(r.Results) == 0:
 		return Verdict{Reason: "NoProbe", Message: "no port or peer to probe"}
 	}
-	var below []string
+	var peerBelow, loopBelow []string
+	peers := 0
 	for _, res := range r.Results {
-		if err := t.Check(res); err != nil {
-			below = append(below, err.Error())
+		if res.Peer == PeerLoopback {
+			if err := loopback.Check(res); err != nil {
+				loopBelow = append(loopBelow, err.Error())
+			}
+			continue
+		}
+		peers++
+		if err := peer.Check(res); err != nil {
+			peerBelow = append(peerBelow, err.Error())
 		}
 	}
-	if len(below) > 0 {
-		return Verdict{Reason: "BelowThreshold", Message: strings.Join(below, "; ")}
+	switch {
+	case len(peerBelow) > 0:
+		return Verdict{Reason: "BelowThreshold", Message: strings.Join(append(peerBelow, loopBelow...), "; ")}
+	case len(loopBelow) > 0:
+		return Verdict{Reason: "LoopbackBelowThreshold", Message: strings.Join(loopBelow, "; ")}
+	case peers == 0:
+		return Verdict{Verified: true, Reason: "LoopbackPassed", Message: fmt.Sprintf("%d HCA loopback probes passed; no peer probe ran, so links and the fabric are not verified", len(r.Results))}
 	}
-	return Verdict{Verified: true, Reason: "ProbesPassed", Message: fmt.Sprintf("%d probes passed", len(r.Results))}
+	return Verdict{Verified: true, Reason: "ProbesPassed", Message: fmt.Sprintf("%d probes passed (%d HCA loopback, %d to peers)", len(r.Results), len(r.Results)-peers, peers)}
 }
 
 // Scheduler runs rounds of probes on a jittered interval: loopback on

@@ -63,31 +63,39 @@ func TestJitter(t *testing.T) {
 }
 
 func TestVerdict(t *testing.T) {
-	port := Port{Device: "mlx5_0", Port: 1, RateGbps: 400}
-	bw := Result{Kind: KindWriteBW, Local: port, Peer: "loopback", BytesPerSecond: 45e9, LineRateFraction: 0.9}
+	port := Port{Device: "mlx5_0", Port: 1, RateGbps: 400, DataRateGbps: 400}
+	loopBW := Result{Kind: KindWriteBW, Local: port, Peer: PeerLoopback, BytesPerSecond: 45e9}
+	bw := Result{Kind: KindWriteBW, Local: port, Peer: "n2", BytesPerSecond: 45e9, LineRateFraction: 0.9}
 	lat := Result{Kind: KindSendLat, Local: port, Peer: "n2", Latency: &verbs.Latency{P50: 3 * time.Microsecond}}
+	loopLat := Result{Kind: KindSendLat, Local: port, Peer: PeerLoopback, Latency: &verbs.Latency{P50: 2 * time.Microsecond}}
 	th := Thresholds{MinBandwidthBytesPerSecond: 40e9, MinLineRateFraction: 0.8, MaxLatencyP50: 5 * time.Microsecond}
 	for name, tc := range map[string]struct {
-		r      Round
-		th     Thresholds
-		ok     bool
-		reason string
-		msg    string
+		r           Round
+		peer, loop  Thresholds
+		ok          bool
+		reason, msg string
 	}{
-		"pass":      {Round{Results: []Result{bw, lat}}, th, true, "ProbesPassed", "2 probes passed"},
-		"no checks": {Round{Results: []Result{bw}}, Thresholds{}, true, "ProbesPassed", ""},
-		"slow":      {Round{Results: []Result{bw, lat}}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, false, "BelowThreshold", "below 5e+10"},
-		"line rate": {Round{Results: []Result{bw}}, Thresholds{MinLineRateFraction: 0.95}, false, "BelowThreshold", "90.0% of line rate"},
-		"latency":   {Round{Results: []Result{lat}}, Thresholds{MaxLatencyP50: 2 * time.Microsecond}, false, "BelowThreshold", "p50 latency 3µs above 2µs"},
-		"failed":    {Round{Results: []Result{bw}, Failures: []Failure{{Kind: KindSendLat, Peer: "n2", Err: "peer: busy"}}}, th, false, "ProbeFailed", "1 of 2 probes failed; n2 send_lat: peer: busy"},
-		"loopback":  {Round{Failures: []Failure{{Kind: KindWriteBW, Port: "rxe0/1", Err: "x"}}}, th, false, "ProbeFailed", "rxe0/1 loopback write_bw"},
-		"none":      {Round{}, th, false, "NoProbe", ""},
+		"pass":      {Round{Results: []Result{loopBW, bw, lat}}, th, th, true, "ProbesPassed", "3 probes passed (1 HCA loopback, 2 to peers)"},
+		"no checks": {Round{Results: []Result{bw}}, Thresholds{}, Thresholds{}, true, "ProbesPassed", ""},
+		"slow":      {Round{Results: []Result{bw, lat}}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, Thresholds{}, false, "BelowThreshold", "mlx5_0/1 to n2: bandwidth 4.5e+10 B/s below 5e+10"},
+		"line rate": {Round{Results: []Result{bw}}, Thresholds{MinLineRateFraction: 0.95}, Thresholds{}, false, "BelowThreshold", "90.0% of line rate"},
+		"latency":   {Round{Results: []Result{lat}}, Thresholds{MaxLatencyP50: 2 * time.Microsecond}, Thresholds{}, false, "BelowThreshold", "p50 latency 3µs above 2µs"},
+		// Loopback is an HCA check: the peers' thresholds, line rate
+		// above all, do not apply to it, its own do.
+		"loopback own thresholds": {Round{Results: []Result{loopBW, loopLat}}, Thresholds{MinBandwidthBytesPerSecond: 50e9, MinLineRateFraction: 0.95, MaxLatencyP50: time.Microsecond}, Thresholds{}, true, "LoopbackPassed", "2 HCA loopback probes passed; no peer probe ran, so links and the fabric are not verified"},
+		"loopback slow":           {Round{Results: []Result{loopBW, bw}}, Thresholds{}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, false, "LoopbackBelowThreshold", "mlx5_0/1 HCA loopback: bandwidth 4.5e+10 B/s below 5e+10"},
+		"loopback line rate":      {Round{Results: []Result{loopBW}}, Thresholds{}, Thresholds{MinLineRateFraction: 0.5}, true, "LoopbackPassed", ""},
+		"peer before loopback":    {Round{Results: []Result{loopBW, bw}}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, false, "BelowThreshold", "to n2: bandwidth 4.5e+10 B/s below 5e+10; mlx5_0/1 HCA loopback"},
+		"failed":                  {Round{Results: []Result{bw}, Failures: []Failure{{Kind: KindSendLat, Peer: "n2", Err: "peer: busy"}}}, th, th, false, "ProbeFailed", "1 of 2 probes failed; n2 send_lat: peer: busy"},
+		"loopback failed":         {Round{Failures: []Failure{{Kind: KindWriteBW, Port: "rxe0/1", Err: "x"}}}, th, th, false, "LoopbackFailed", "rxe0/1 HCA loopback write_bw"},
+		"peer failure first":      {Round{Failures: []Failure{{Kind: KindWriteBW, Port: "rxe0/1", Err: "x"}, {Kind: KindWriteBW, Peer: "n2", Err: "y"}}}, th, th, false, "ProbeFailed", "2 of 2 probes failed; n2 write_bw: y"},
+		"none":                    {Round{}, th, th, false, "NoProbe", ""},
 		// The TCP baseline is for comparison: neither its slowness nor its
 		// failure decides whether RDMA is verified.
-		"tcp baseline": {Round{Results: []Result{bw, lat, {Kind: KindTCPBW, Peer: "n2", BytesPerSecond: 1e6}}, Failures: []Failure{{Kind: KindTCPLat, Peer: "n2", Err: "reset"}}}, th, true, "ProbesPassed", ""},
-		"unavailable":  {Round{Unavailable: "RDMA probes unavailable: no kernel"}, th, false, "ProbesUnavailable", "no kernel"},
+		"tcp baseline": {Round{Results: []Result{bw, lat, {Kind: KindTCPBW, Peer: "n2", BytesPerSecond: 1e6}}, Failures: []Failure{{Kind: KindTCPLat, Peer: "n2", Err: "reset"}}}, th, th, true, "ProbesPassed", ""},
+		"unavailable":  {Round{Unavailable: "RDMA probes unavailable: no kernel"}, th, th, false, "ProbesUnavailable", "no kernel"},
 	} {
-		v := tc.r.Verdict(tc.th)
+		v := tc.r.Verdict(tc.peer, tc.loop)
 		if v.Verified != tc.ok || v.Reason != tc.reason || !strings.Contains(v.Message, tc.msg) {
 			t.Errorf("%s: %+v", name, v)
 		}

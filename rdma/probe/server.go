@@ -230,6 +230,10 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	if err := writeFrame(conn, typeAck, a); err != nil {
 		return fmt.Errorf("send ack: %w", err)
 	}
+	if a.Error == "" {
+		// Clients from before the port frame have closed already.
+		_ = writeFrame(conn, typePort, portInfo{DataRateGbps: port.DataRateGbps})
+	}
 	if got.Error != "" || pongErr != nil {
 		return fmt.Errorf("probe failed: client: %q, server: %v", got.Error, pongErr)
 	}

@@ -129,7 +129,7 @@ func tcpLoopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result
 	}
 	defer conn.Close()
 	conn.SetDeadline(deadline)
-	res := Result{Kind: req.Kind, Local: p, Peer: "loopback", Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
 	cpu := cpuSeconds()
 	err = tcpMeasure(conn, req, &res)
 	cpu = cpuSeconds() - cpu

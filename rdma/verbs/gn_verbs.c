@@ -8,7 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+// From <linux/mempolicy.h>; called through syscall(2) so the agent needs
+// no libnuma.
+#define GN_MPOL_PREFERRED 1
+#define GN_MPOL_F_NODE (1 << 0)
+#define GN_MPOL_F_ADDR (1 << 1)
+// Node masks cover the kernel's largest MAX_NUMNODES (1024).
+#define GN_MAX_NODES 1024
 
 // The library's entry points, resolved once. The process has one copy of
 // libibverbs whatever we do, so one table (set under pthread_once) is the
@@ -24,6 +35,10 @@ static struct {
 	struct ibv_pd *(*alloc_pd)(struct ibv_context *);
 	int (*dealloc_pd)(struct ibv_pd *);
 	struct ibv_mr *(*reg_mr)(struct ibv_pd *, void *, size_t, int);
+	// reg_mr_iova2 (rdma-core 29, IBVERBS_1.8) is optional: it drops the
+	// optional access flags (relaxed ordering) where the kernel cannot
+	// take them, which the plain ibv_reg_mr symbol does not.
+	struct ibv_mr *(*reg_mr_iova2)(struct ibv_pd *, void *, size_t, uint64_t, unsigned int);
 	int (*dereg_mr)(struct ibv_mr *);
 	struct ibv_cq *(*create_cq)(struct ibv_context *, int, void *, struct ibv_comp_channel *, int);
 	int (*destroy_cq)(struct ibv_cq *);
@@ -77,6 +92,7 @@ static void do_load(void) {
 	RESOLVE(modify_qp, "ibv_modify_qp");
 	RESOLVE(destroy_qp, "ibv_destroy_qp");
 #undef RESOLVE
+	*(void **)(&lib.reg_mr_iova2) = dlsym(h, "ibv_reg_mr_iova2");
 	load_rc = 0;
 }
 
@@ -114,10 +130,13 @@ int gn_query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_attr *a
 
 int gn_query_gid(struct ibv_context *ctx, uint8_t port, int index, uint8_t gid[16]) {
 	union ibv_gid g;
-	int rc = lib.query_gid(ctx, port, index, &g);
-	if (rc == 0)
-		memcpy(gid, g.raw, 16);
-	return rc;
+	// ibv_query_gid returns -1 with errno set on failure (an index past
+	// the table: EINVAL), and 0 with an all-zero GID for an empty entry.
+	errno = 0;
+	if (lib.query_gid(ctx, port, index, &g) != 0)
+		return errno ? errno : EIO;
+	memcpy(gid, g.raw, 16);
+	return 0;
 }
 
 int64_t gn_now_ns(void) {
@@ -137,7 +156,8 @@ void gn_res_destroy(struct gn_res *r) {
 		lib.dereg_mr(r->mr);
 	if (r->pd)
 		lib.dealloc_pd(r->pd);
-	free(r->buf);
+	if (r->buf)
+		munmap(r->buf, r->map_len);
 	memset(r, 0, sizeof *r);
 }
 
@@ -148,23 +168,68 @@ static int fail(struct gn_res *r, const char **stage, const char *what) {
 	return -e;
 }
 
-int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, const char **stage) {
+// place_buffer asks for the buffer's pages on node (MPOL_PREFERRED: best
+// effort, never an allocation failure) before they are first touched.
+// Returns 0 or the errno of mbind (EPERM where seccomp forbids it).
+static int place_buffer(void *buf, size_t len, int node) {
+	unsigned long mask[GN_MAX_NODES / (8 * sizeof(unsigned long))];
+	if (node < 0 || node >= GN_MAX_NODES)
+		return EINVAL;
+	memset(mask, 0, sizeof mask);
+	mask[node / (8 * sizeof(unsigned long))] = 1UL << (node % (8 * sizeof(unsigned long)));
+	// maxnode counts one more than the bits the kernel reads.
+	if (syscall(SYS_mbind, buf, len, GN_MPOL_PREFERRED, mask, (unsigned long)GN_MAX_NODES + 1, 0) != 0)
+		return errno;
+	return 0;
+}
+
+// page_node is the NUMA node of the page at addr (already touched), -1
+// when the kernel does not say.
+static int page_node(void *addr) {
+	int node = -1;
+	if (syscall(SYS_get_mempolicy, &node, NULL, 0UL, addr, (unsigned long)(GN_MPOL_F_NODE | GN_MPOL_F_ADDR)) != 0)
+		return -1;
+	return node;
+}
+
+int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, int numa_node,
+	const char **stage) {
 	(void)port;
 	memset(r, 0, sizeof *r);
 	r->ctx = ctx;
 	r->len = len;
 	r->depth = depth;
-	errno = 0;
-	if (posix_memalign(&r->buf, 4096, len) != 0) {
+	r->buf_node = -1;
+	// Whole pages of our own, so the NUMA policy binds only this buffer.
+	long page = sysconf(_SC_PAGESIZE);
+	r->map_len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
+	void *buf = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED) {
 		errno = ENOMEM;
 		return fail(r, stage, "allocate buffer");
 	}
+	r->buf = buf;
+	if (numa_node >= 0)
+		r->mbind_errno = place_buffer(r->buf, r->map_len, numa_node);
 	memset(r->buf, 0, len);
+	r->buf_node = page_node(r->buf);
 	errno = 0;
 	if (!(r->pd = lib.alloc_pd(ctx)))
 		return fail(r, stage, "ibv_alloc_pd");
 	errno = 0;
-	r->mr = lib.reg_mr(r->pd, r->buf, len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
+	int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+	if (lib.reg_mr_iova2) {
+		// Relaxed ordering as perftest asks for it: PCIe writes into the
+		// buffer may pass each other, which is what fast links need.
+		r->mr = lib.reg_mr_iova2(r->pd, r->buf, len, (uintptr_t)r->buf, (unsigned int)access | IBV_ACCESS_RELAXED_ORDERING);
+		r->relaxed_ordering = r->mr != NULL;
+	}
+	if (!r->mr) {
+		// No iova2, or a kernel or provider that refuses the flag
+		// outright: register without it.
+		errno = 0;
+		r->mr = lib.reg_mr(r->pd, r->buf, len, access);
+	}
 	if (!r->mr)
 		return fail(r, stage, "ibv_reg_mr");
 	errno = 0;
@@ -361,6 +426,34 @@ static int reap_send(struct gn_res *r) {
 	return 0;
 }
 
+// Bounds the wait in failure_cause for the send queue's error completion.
+#define CAUSE_WAIT_NS 100000000
+
+// failure_cause is the status to report for a failed receive. A flushed
+// receive only says the QP entered the error state; the send queue says
+// why (retry counter exceeded when the peer is gone), so its first
+// failed completion that is not itself a flush is the cause. That
+// completion may land on the send CQ just after the flush on the
+// receive CQ: wait for it briefly.
+static int failure_cause(struct gn_res *r, int status) {
+	if (status != IBV_WC_WR_FLUSH_ERR)
+		return status;
+	int64_t until = gn_now_ns() + CAUSE_WAIT_NS;
+	struct ibv_wc wc[16];
+	do {
+		int n = ibv_poll_cq(r->scq, 16, wc);
+		if (n < 0)
+			return status;
+		for (int i = 0; i < n; i++) {
+			if (wc[i].status == IBV_WC_WR_FLUSH_ERR)
+				return status; // flushed sends: no other cause
+			if (wc[i].status != IBV_WC_SUCCESS)
+				return (int)wc[i].status;
+		}
+	} while (gn_now_ns() < until);
+	return status;
+}
+
 // wait_recv waits for one receive, reaping sends meanwhile, and posts the
 // next receive.
 static int wait_recv(struct gn_res *r, size_t size, int64_t deadline_ns) {
@@ -373,7 +466,7 @@ static int wait_recv(struct gn_res *r, size_t size, int64_t deadline_ns) {
 			return -EIO;
 		if (n == 1) {
 			if (wc.status != IBV_WC_SUCCESS)
-				return (int)wc.status;
+				return failure_cause(r, (int)wc.status);
 			return gn_post_recv(r, size);
 		}
 		if (++idle % CLOCK_EVERY == 0) {

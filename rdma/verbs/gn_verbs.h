@@ -24,6 +24,8 @@ int gn_close_device(struct ibv_context *ctx);
 // gn_query_port: ibv_query_port is a macro over an inline function that
 // calls the provider directly, with a fallback to the library's symbol.
 int gn_query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_attr *attr);
+// gn_query_gid returns 0 or the errno of ibv_query_gid; an empty entry
+// reads as an all-zero GID with 0.
 int gn_query_gid(struct ibv_context *ctx, uint8_t port, int index, uint8_t gid[16]);
 
 // gn_res is everything one probe end holds: one buffer registered once,
@@ -37,6 +39,15 @@ struct gn_res {
 	struct ibv_qp *qp;
 	void *buf;
 	size_t len;
+	// map_len is the buffer's mapping (whole pages).
+	size_t map_len;
+	// buf_node is the NUMA node of the buffer's first page (-1 unknown);
+	// mbind_errno why asking for the HCA's node failed (0: it did not).
+	int buf_node;
+	int mbind_errno;
+	// relaxed_ordering: the MR was registered with
+	// IBV_ACCESS_RELAXED_ORDERING through ibv_reg_mr_iova2.
+	int relaxed_ordering;
 	uint32_t inline_max;
 	uint32_t depth;
 	// cancel, set from another thread (gn_cancel), stops a running loop
@@ -46,10 +57,12 @@ struct gn_res {
 
 void gn_cancel(struct gn_res *r);
 
-// gn_res_create allocates a buffer of len bytes and the verbs objects;
-// on failure everything created so far is released and the error is a
-// negative errno with *stage naming the step.
-int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, const char **stage);
+// gn_res_create allocates a buffer of len bytes, on NUMA node numa_node
+// when it is >= 0 (best effort), and the verbs objects; on failure
+// everything created so far is released and the error is a negative
+// errno with *stage naming the step.
+int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, int numa_node,
+	const char **stage);
 void gn_res_destroy(struct gn_res *r);
 
 // gn_connect moves the QP to RTS toward the remote QP. gid NULL (or

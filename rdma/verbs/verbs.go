@@ -16,6 +16,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -181,7 +182,14 @@ func (d *Device) Port(port int) (PortAttr, error) {
 	return p, nil
 }
 
-// GID reads one entry of a port's GID table.
+// ErrEmptyGID: the GID table entry holds no address. ibv_query_gid
+// reports an emptied entry (its address removed since discovery read
+// the table) as success with an all-zero GID; a QP addressed from it
+// never connects.
+var ErrEmptyGID = errors.New("GID table entry is empty")
+
+// GID reads one entry of a port's GID table; an empty entry is
+// ErrEmptyGID.
 func (d *Device) GID(port, index int) ([16]byte, error) {
 	var g [16]byte
 	if port < 1 || port > 255 || index < 0 {
@@ -189,10 +197,13 @@ func (d *Device) GID(port, index int) ([16]byte, error) {
 	}
 	var raw [16]C.uint8_t
 	if rc := C.gn_query_gid(d.ctx, C.uint8_t(port), C.int(index), &raw[0]); rc != 0 {
-		return g, fmt.Errorf("ibv_query_gid %s/%d/%d: %w", d.name, port, index, syscall.Errno(-rc))
+		return g, fmt.Errorf("ibv_query_gid %s/%d/%d: %w", d.name, port, index, syscall.Errno(rc))
 	}
 	for i := range raw {
 		g[i] = byte(raw[i])
+	}
+	if g == ([16]byte{}) {
+		return g, fmt.Errorf("%s port %d GID %d: %w", d.name, port, index, ErrEmptyGID)
 	}
 	return g, nil
 }
@@ -228,6 +239,27 @@ type QPConfig struct {
 	Depth int
 	// PSN is this end's starting packet sequence number (24 bits).
 	PSN uint32
+	// NUMANode is the HCA's NUMA node, where the buffer and the polling
+	// thread go (best effort; QP.Placement says how it went); -1 when
+	// unknown, which places nothing.
+	NUMANode int
+}
+
+// Placement says where a QP's buffer and polling thread ended up relative
+// to the HCA's NUMA node. Placing them is best effort (a container may
+// forbid mbind, its cpuset may exclude the node), so it is reported, not
+// enforced.
+type Placement struct {
+	// NUMANode is the HCA's node; -1 when unknown (nothing was placed).
+	NUMANode int `json:"numa_node"`
+	// BufferNode is the node of the buffer's first page; -1 when the
+	// kernel does not say.
+	BufferNode int `json:"buffer_node"`
+	// ThreadCPUs is the CPU list the polling thread was pinned to (the
+	// node's CPUs this process may use); empty when it was not pinned.
+	ThreadCPUs string `json:"thread_cpus,omitempty"`
+	// Problems says why placement fell short.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // QP is a reliable-connected queue pair with its buffer, registered once;
@@ -239,6 +271,12 @@ type QP struct {
 	cfg   QPConfig
 	res   *C.struct_gn_res
 	local Endpoint
+	// placement is filled in by NewQP (the buffer) and the loops (the
+	// thread), which run on one goroutine at a time.
+	placement Placement
+	relaxed   bool
+	// threadCPUs and threadProblem are the last loop's pinning.
+	threadCPUs, threadProblem string
 }
 
 // NewQP creates the QP and registers its buffer.
@@ -272,16 +310,55 @@ func (d *Device) NewQP(cfg QPConfig) (*QP, error) {
 		return nil, errors.New("allocate QP resources: out of memory")
 	}
 	var stage *C.char
-	if rc := C.gn_res_create(res, d.ctx, C.uint8_t(cfg.Port), C.size_t(cfg.BufferSize), C.uint32_t(cfg.Depth), &stage); rc != 0 {
+	if rc := C.gn_res_create(res, d.ctx, C.uint8_t(cfg.Port), C.size_t(cfg.BufferSize), C.uint32_t(cfg.Depth), C.int(cfg.NUMANode), &stage); rc != 0 {
 		C.free(unsafe.Pointer(res))
-		return nil, fmt.Errorf("%s: %s: %w", d.name, C.GoString(stage), syscall.Errno(-rc))
+		return nil, setupError(d.name, C.GoString(stage), syscall.Errno(-rc))
 	}
 	local.QPN = uint32(res.qp.qp_num)
 	local.Addr = uint64(uintptr(res.buf))
 	local.RKey = uint32(res.mr.rkey)
 	local.Len = uint64(cfg.BufferSize)
-	return &QP{dev: d, cfg: cfg, res: res, local: local}, nil
+	q := &QP{dev: d, cfg: cfg, res: res, local: local, relaxed: res.relaxed_ordering != 0}
+	q.placement = Placement{NUMANode: max(cfg.NUMANode, -1), BufferNode: int(res.buf_node)}
+	if cfg.NUMANode >= 0 {
+		if e := syscall.Errno(res.mbind_errno); e != 0 {
+			q.placement.Problems = append(q.placement.Problems, fmt.Sprintf("buffer not placed on node %d: mbind: %v", cfg.NUMANode, e))
+		} else if q.placement.BufferNode >= 0 && q.placement.BufferNode != cfg.NUMANode {
+			q.placement.Problems = append(q.placement.Problems, fmt.Sprintf("buffer on node %d, not the HCA's node %d (no free memory there?)", q.placement.BufferNode, cfg.NUMANode))
+		}
+	}
+	return q, nil
 }
+
+// setupError wraps a failed setup step; a memory registration refused
+// for lack of lockable memory says how to get it, since that is the
+// usual cause in containers and under systemd.
+func setupError(dev, stage string, errno syscall.Errno) error {
+	err := fmt.Errorf("%s: %s: %w", dev, stage, errno)
+	if stage == "ibv_reg_mr" && (errno == syscall.ENOMEM || errno == syscall.EPERM) {
+		return fmt.Errorf("%w (memory registration pins pages: raise the locked-memory limit, "+
+			"ulimit -l / LimitMEMLOCK=infinity / the container runtime's memlock ulimit, or grant CAP_IPC_LOCK)", err)
+	}
+	return err
+}
+
+// Placement says where the buffer and, after a measurement, the polling
+// thread ended up.
+func (q *QP) Placement() Placement {
+	p := q.placement
+	p.Problems = slices.Clone(p.Problems)
+	p.ThreadCPUs = q.threadCPUs
+	if q.threadProblem != "" {
+		p.Problems = append(p.Problems, q.threadProblem)
+	}
+	return p
+}
+
+// RelaxedOrdering reports whether the buffer was registered with
+// IBV_ACCESS_RELAXED_ORDERING, as perftest registers it. It goes through
+// ibv_reg_mr_iova2, which drops the flag where the kernel cannot take
+// it, so true means asked for, not necessarily honoured by the device.
+func (q *QP) RelaxedOrdering() bool { return q.relaxed }
 
 // Local is this end's endpoint, for the peer.
 func (q *QP) Local() Endpoint { return q.local }
@@ -358,6 +435,7 @@ func (q *QP) WriteBW(remote Endpoint, size int, iters uint64, duration, timeout 
 	if iters < 1 || iters > MaxIterations {
 		return BW{}, fmt.Errorf("iterations %d out of range 1..%d", iters, MaxIterations)
 	}
+	defer q.pinThread()()
 	var done C.uint64_t
 	var elapsed C.int64_t
 	deadline := int64(C.gn_now_ns()) + int64(timeout)
@@ -392,6 +470,7 @@ func (q *QP) Ping(size, iters int, timeout time.Duration) ([]time.Duration, erro
 		return nil, fmt.Errorf("iterations %d out of range 1..%d", iters, MaxLatencyIterations)
 	}
 	stamps := make([]int64, iters+1)
+	defer q.pinThread()()
 	deadline := int64(C.gn_now_ns()) + int64(timeout)
 	rc := C.gn_lat_ping(q.res, C.size_t(size), C.uint64_t(iters), C.int64_t(deadline), (*C.int64_t)(unsafe.Pointer(&stamps[0])))
 	if err := rcError(rc, "SEND/RECV"); err != nil {
@@ -412,6 +491,7 @@ func (q *QP) Pong(size, iters int, timeout time.Duration) error {
 	if iters < 1 || iters > MaxLatencyIterations {
 		return fmt.Errorf("iterations %d out of range 1..%d", iters, MaxLatencyIterations)
 	}
+	defer q.pinThread()()
 	deadline := int64(C.gn_now_ns()) + int64(timeout)
 	return rcError(C.gn_lat_pong(q.res, C.size_t(size), C.uint64_t(iters), C.int64_t(deadline)), "SEND/RECV")
 }

@@ -2,8 +2,16 @@ package verbs
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gpunode/gpunode/internal/cpuset"
 )
 
 // This machine's kernel has no RDMA: the binding must say so instead of
@@ -51,5 +59,57 @@ func TestMTUBytes(t *testing.T) {
 		if got := MTUBytes(mtu); got != want {
 			t.Errorf("MTUBytes(%d) = %d, want %d", mtu, got, want)
 		}
+	}
+}
+
+func TestSetupErrorHint(t *testing.T) {
+	for _, c := range []struct {
+		stage string
+		errno syscall.Errno
+		hint  bool
+	}{
+		{"ibv_reg_mr", syscall.ENOMEM, true},
+		{"ibv_reg_mr", syscall.EPERM, true},
+		{"ibv_reg_mr", syscall.EINVAL, false},
+		{"ibv_create_qp", syscall.ENOMEM, false},
+	} {
+		err := setupError("mlx5_0", c.stage, c.errno)
+		if !errors.Is(err, c.errno) || strings.Contains(err.Error(), "CAP_IPC_LOCK") != c.hint {
+			t.Errorf("%s %v: %v (hint wanted: %v)", c.stage, c.errno, err, c.hint)
+		}
+	}
+}
+
+func TestThreadCPUs(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "devices/system/node/node1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "devices/system/node/node1/cpulist"), []byte("4-7,12\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	onNode, err := nodeCPUs(dir, 1)
+	if err != nil || onNode.String() != "4-7,12" {
+		t.Fatalf("nodeCPUs = %s, %v", onNode, err)
+	}
+	if _, err := nodeCPUs(dir, 0); err == nil {
+		t.Error("a node without a cpulist read fine")
+	}
+	// A container's cpuset limits the thread to the node's CPUs it has.
+	if got, problem := threadCPUs(1, cpuset.Of(0, 1, 6, 7, 12, 13), onNode); got.String() != "6-7,12" || problem != "" {
+		t.Errorf("threadCPUs = %s, %q", got, problem)
+	}
+	if got, problem := threadCPUs(1, cpuset.Of(0, 1), onNode); !got.IsEmpty() || !strings.Contains(problem, "outside this process's CPU set (0-1)") {
+		t.Errorf("threadCPUs outside the cpuset = %s, %q", got, problem)
+	}
+}
+
+func TestFromUnix(t *testing.T) {
+	var s unix.CPUSet
+	for _, c := range []int{0, 3, 64, 1023} {
+		s.Set(c)
+	}
+	if got := fromUnix(&s).String(); got != "0,3,64,1023" {
+		t.Errorf("fromUnix = %s", got)
 	}
 }

@@ -135,8 +135,10 @@ echo "== res-end"; rdma res show; echo "== end"
 echo "== serve-log"; cat /tmp/serve.log; echo "== end"
 
 # The daemon with probes on (standalone: loopback only) publishes a
-# verified round in its metrics, labels and condition.
-printf 'metrics:\n  listenAddress: 127.0.0.1:9835\nprobe:\n  enabled: true\n  listenAddress: 127.0.0.1:19836\n  tokenFile: /tmp/token\n  interval: 2m\n  timeout: 30s\n  thresholds:\n    minBandwidthBytesPerSecond: 1000000\n    maxLatencyP50: 100ms\n' > /tmp/agent.yaml
+# verified round in its metrics, labels and condition: the HCA checked
+# against the loopback thresholds, the peers' (which it would miss) not
+# applied, and no line rate.
+printf 'metrics:\n  listenAddress: 127.0.0.1:9835\nprobe:\n  enabled: true\n  listenAddress: 127.0.0.1:19836\n  tokenFile: /tmp/token\n  interval: 2m\n  timeout: 30s\n  thresholds:\n    minBandwidthBytesPerSecond: 1e12\n    minLineRateFraction: 0.99\n  loopbackThresholds:\n    minBandwidthBytesPerSecond: 1000000\n    maxLatencyP50: 100ms\n' > /tmp/agent.yaml
 gpunode-agent run --config /tmp/agent.yaml > /tmp/agent.log 2>&1 &
 agent=$!
 i=0
@@ -263,9 +265,8 @@ func collect(t testing.TB, secs map[string]section, rounds int) paired {
 	return p
 }
 
-func runVM(t testing.TB, script string) map[string]section {
+func runVM(t testing.TB, cfg vm.Config) map[string]section {
 	t.Helper()
-	cfg := machine(t, script)
 	cfg.Timeout = 5 * time.Minute
 	res, err := vm.Run(context.Background(), cfg)
 	t.Logf("VM: boot to init %.1fs, whole run %s", res.BootSeconds, res.Wall.Round(100*time.Millisecond))
@@ -285,7 +286,7 @@ func runVM(t testing.TB, script string) map[string]section {
 }
 
 func TestProbesOnSoftRoCE(t *testing.T) {
-	secs := runVM(t, proofScript)
+	secs := runVM(t, machine(t, proofScript))
 
 	// Discovery: rxe0 is RoCE with its GIDs on eth0.
 	s := secs["inspect"]
@@ -332,8 +333,8 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 	if rb.Peer != "10.0.2.15:9836" || rb.Local.Device != "rxe0" || rb.Local.IP != "10.0.2.15" || rb.Bytes != 2000*bwSize || rb.BytesPerSecond <= 0 {
 		t.Errorf("peer RDMA bandwidth %+v", rb)
 	}
-	if rb.LineRateFraction <= 0 || rb.LineRateFraction > 1 {
-		t.Errorf("line rate fraction %v of 2.5 Gb/s", rb.LineRateFraction)
+	if rb.LineRateFraction <= 0 || rb.LineRateFraction > 1 || rb.PeerDataRateGbps != 2.5 {
+		t.Errorf("line rate fraction %v of 2.5 Gb/s, the peer's rate %v (its port frame)", rb.LineRateFraction, rb.PeerDataRateGbps)
 	}
 	if tb.Bytes != 2000*bwSize || tb.BytesPerSecond <= 0 || tb.CPUSecondsPerGB <= 0 || rb.CPUSecondsPerGB <= 0 {
 		t.Errorf("peer TCP bandwidth %+v", tb)
@@ -384,7 +385,6 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 	for _, want := range []string{
 		`gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",port="1"} `,
 		`gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="loopback",port="1",quantile="0.5"} `,
-		`gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="loopback",port="1"} `,
 		`gpunode_rdma_probe_success{device="rxe0",kind="send_lat",peer="loopback",port="1"} 1`,
 		`gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="loopback",port="1"} 1`,
 		`gpunode_rdma_probe_last_run_timestamp_seconds `,
@@ -393,8 +393,11 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 			t.Errorf("daemon metrics lack %s:\n%s", want, m)
 		}
 	}
+	if strings.Contains(m, "gpunode_rdma_probe_line_rate_ratio") {
+		t.Errorf("a loopback probe exported a line-rate ratio:\n%s", m)
+	}
 	dl := secs["daemon-log"].body
-	for _, want := range []string{"verified=true reason=ProbesPassed", "key=gpunode.dev/rdma.verified value=true", "key=hardware.llm-d.ai/rdma value=enabled"} {
+	for _, want := range []string{"verified=true reason=LoopbackPassed", "key=gpunode.dev/rdma.verified value=true", "key=hardware.llm-d.ai/rdma value=enabled"} {
 		if !strings.Contains(dl, want) {
 			t.Errorf("daemon log lacks %q:\n%s", want, dl)
 		}

@@ -1,0 +1,158 @@
+package verbs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests need a verbs device; test/probe's VM test runs this
+// package's test binary on soft-RoCE with GPUNODE_VERBS_DEVICE=rxe0 (and
+// GPUNODE_VERBS_NUMA_NODE, the node its NIC sits on). This machine's
+// kernel has no RDMA.
+func guestDevice(t *testing.T) (*Device, string) {
+	t.Helper()
+	name := os.Getenv("GPUNODE_VERBS_DEVICE")
+	if name == "" {
+		t.Skip("needs an RDMA device (GPUNODE_VERBS_DEVICE): test/probe runs it in a soft-RoCE VM")
+	}
+	d, err := OpenDevice(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, name
+}
+
+// gidFile reads a GID table entry as sysfs shows it.
+func gidFile(t *testing.T, dev string, index int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/infiniband/%s/ports/1/gids/%d", dev, index))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// roceV2IPv4 is the first RoCE v2 GID holding an IPv4 address.
+func roceV2IPv4(t *testing.T, dev string) int {
+	t.Helper()
+	types, _ := filepath.Glob(fmt.Sprintf("/sys/class/infiniband/%s/ports/1/gid_attrs/types/*", dev))
+	for i := range len(types) {
+		typ, err := os.ReadFile(fmt.Sprintf("/sys/class/infiniband/%s/ports/1/gid_attrs/types/%d", dev, i))
+		if err == nil && strings.TrimSpace(string(typ)) == "RoCE v2" && strings.HasPrefix(gidFile(t, dev, i), "0000:0000:0000:0000:0000:ffff:") {
+			return i
+		}
+	}
+	t.Fatalf("%s has no RoCE v2 IPv4 GID", dev)
+	return -1
+}
+
+// ibv_query_gid answers an emptied entry with an all-zero GID and
+// success, and an index past the table with -1 and errno.
+func TestGIDOnDevice(t *testing.T) {
+	d, name := guestDevice(t)
+	v2 := roceV2IPv4(t, name)
+	if g, err := d.GID(1, v2); err != nil || g == ([16]byte{}) {
+		t.Errorf("GID %d = %x, %v", v2, g, err)
+	}
+	empty := -1
+	for i := v2 + 1; i < 64; i++ {
+		if gidFile(t, name, i) == "0000:0000:0000:0000:0000:0000:0000:0000" {
+			empty = i
+			break
+		}
+	}
+	if empty < 0 {
+		t.Fatal("no empty GID entry in the first 64")
+	}
+	if g, err := d.GID(1, empty); !errors.Is(err, ErrEmptyGID) {
+		t.Errorf("empty GID %d = %x, %v; want ErrEmptyGID", empty, g, err)
+	}
+	_, err := d.GID(1, 1<<20)
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || errno == syscall.EPERM || errors.Is(err, ErrEmptyGID) {
+		t.Errorf("GID past the table: %v; want ibv_query_gid's errno (-1 is not EPERM)", err)
+	}
+	t.Logf("GID past the table: %v", err)
+	// A QP on an empty entry is refused before it is created.
+	if _, err := d.NewQP(QPConfig{Port: 1, GIDIndex: empty, BufferSize: 4096, Depth: 16, NUMANode: -1}); !errors.Is(err, ErrEmptyGID) {
+		t.Errorf("NewQP on an empty GID: %v", err)
+	}
+}
+
+// pair is two QPs of one port connected to each other.
+func pair(t *testing.T, d *Device, cfg QPConfig) (a, b *QP) {
+	t.Helper()
+	a, err := d.NewQP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	if b, err = d.NewQP(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := a.Connect(b.Local()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Connect(a.Local()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// The buffer is registered with relaxed ordering, as perftest does, and
+// lands with the polling thread on the HCA's NUMA node.
+func TestRelaxedOrderingAndPlacementOnDevice(t *testing.T) {
+	d, name := guestDevice(t)
+	node, err := strconv.Atoi(os.Getenv("GPUNODE_VERBS_NUMA_NODE"))
+	if err != nil {
+		t.Fatalf("GPUNODE_VERBS_NUMA_NODE: %v", err)
+	}
+	a, b := pair(t, d, QPConfig{Port: 1, GIDIndex: roceV2IPv4(t, name), BufferSize: 1 << 20, Depth: 64, NUMANode: node})
+	if !a.RelaxedOrdering() {
+		t.Error("the buffer was not registered with IBV_ACCESS_RELAXED_ORDERING")
+	}
+	bw, err := a.WriteBW(b.Local(), 65536, 200, 0, time.Minute)
+	if err != nil || bw.Messages != 200 {
+		t.Fatalf("WriteBW with relaxed ordering: %+v, %v", bw, err)
+	}
+	p := a.Placement()
+	onNode, err := nodeCPUs(sysRoot, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.NUMANode != node || p.BufferNode != node || p.ThreadCPUs != onNode.String() || len(p.Problems) > 0 {
+		t.Errorf("placement %+v, want buffer and thread on node %d (CPUs %s)", p, node, onNode)
+	}
+	t.Logf("placement %+v, relaxed ordering %v", p, a.RelaxedOrdering())
+}
+
+// A failed send puts the QP in the error state, which flushes the receive
+// the ping-pong waits on. The error names the send's cause, not the
+// flush: here the peer's receive is too short for the message (rxe
+// answers that with a NAK the sender completes as "remote operation
+// error"); a peer that is gone shows the same way as "retry counter
+// exceeded" on hardware.
+func TestFlushedReceiveCauseOnDevice(t *testing.T) {
+	d, name := guestDevice(t)
+	a, b := pair(t, d, QPConfig{Port: 1, GIDIndex: roceV2IPv4(t, name), BufferSize: 4096, Depth: 64, NUMANode: -1})
+	if err := a.PostRecv(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PostRecv(1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.Ping(2, 10, 30*time.Second)
+	if err == nil || strings.Contains(err.Error(), "flushed") || !strings.Contains(err.Error(), "remote operation error") {
+		t.Errorf("ping into a receive too short: %v; want the send's cause, remote operation error", err)
+	}
+	t.Logf("ping into a receive too short: %v", err)
+}

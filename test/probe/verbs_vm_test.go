@@ -1,0 +1,75 @@
+package probe_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/test/vm"
+)
+
+// buildVerbsTest builds rdma/verbs' test binary, whose device tests run
+// inside the VM against rxe0.
+func buildVerbsTest(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "verbs.test")
+	cmd := exec.Command("go", "test", "-c", "-o", bin, "github.com/gpunode/gpunode/rdma/verbs")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the verbs tests: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// verbsScript runs the verbs device tests on rxe0, whose NIC sits on NUMA
+// node 1, then a loopback probe through the agent (its placement and
+// registration), then the same with only a link-local IPv4 address on
+// the NIC.
+const verbsScript = `
+rdma link add rxe0 type rxe netdev eth0
+echo "== verbs-tests"
+GPUNODE_VERBS_DEVICE=rxe0 GPUNODE_VERBS_NUMA_NODE=1 verbs.test -test.run 'OnDevice' -test.v 2>&1
+echo "== rc $?"
+echo "== node1-cpus"; cat /sys/devices/system/node/node1/cpulist; echo "== end"
+echo "== loopback"; gpunode-agent probe loopback --kind bw --iterations 200 -o json; echo "== rc $?"
+ip addr flush dev eth0
+ip addr add 169.254.10.11/16 dev eth0
+sleep 1
+echo "== gids"; cat /sys/class/infiniband/rxe0/ports/1/gids/* | grep -v '^0000:0000:0000:0000:0000:0000:0000:0000$'; echo "== end"
+echo "== link-local"; gpunode-agent probe loopback --kind bw --iterations 200 2>&1; echo "== rc $?"
+`
+
+// The verbs binding on a real kernel: ibv_query_gid's empty entries and
+// failures, relaxed ordering accepted, buffer and polling thread on the
+// HCA's NUMA node, a vanished peer reported by its cause; and the probe
+// refusing a link-local RoCE address.
+func TestVerbsOnSoftRoCE(t *testing.T) {
+	cfg := machine(t, verbsScript)
+	cfg.Binaries = append(cfg.Binaries, buildVerbsTest(t))
+	cfg.CPUs, cfg.MemoryMiB = 0, 0
+	cfg.NUMA = []vm.NUMANode{{CPUs: 1, MemoryMiB: 512}, {CPUs: 1, MemoryMiB: 512}}
+	cfg.NICs = []vm.NIC{{NUMANode: 1, IPv4: "10.0.2.15/24"}}
+	secs := runVM(t, cfg)
+
+	v := secs["verbs-tests"]
+	if v.rc != 0 || !strings.Contains(v.body, "--- PASS: TestGIDOnDevice") || !strings.Contains(v.body, "--- PASS: TestRelaxedOrderingAndPlacementOnDevice") ||
+		!strings.Contains(v.body, "--- PASS: TestFlushedReceiveCauseOnDevice") {
+		t.Errorf("verbs tests on rxe0: exit %d\n%s", v.rc, v.body)
+	}
+
+	res := find(t, parseReport(t, secs, "loopback"), probe.KindWriteBW)
+	cpus := strings.TrimSpace(secs["node1-cpus"].body)
+	if p := res.Placement; !res.RelaxedOrdering || p == nil || p.NUMANode != 1 || p.BufferNode != 1 || p.ThreadCPUs != cpus || len(p.Problems) > 0 {
+		t.Errorf("loopback on rxe0 (NIC on node 1, CPUs %s): relaxed ordering %v, placement %+v", cpus, res.RelaxedOrdering, p)
+	}
+	if res.Local.NUMANode != 1 || res.LineRateFraction != 0 {
+		t.Errorf("loopback result %+v: want node 1 (discovered through virtio0's PCI function) and no line-rate fraction (loopback never meets the link)", res)
+	}
+
+	if ll := secs["link-local"]; ll.rc != 1 || !strings.Contains(ll.body, probe.ErrNoPort.Error()) {
+		t.Errorf("loopback with only a link-local address (GIDs %q): exit %d: %s", secs["gids"].body, ll.rc, ll.body)
+	}
+}
