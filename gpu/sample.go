@@ -213,7 +213,14 @@ const (
 type ECCCount struct {
 	Type  string `json:"type"`
 	Scope string `json:"scope"`
+	// Count is the exported counter: the agent's sampler keeps it
+	// monotonic across driver reloads and GPU resets.
 	Count uint64 `json:"count"`
+	// Current is the device's own reading this round, which the sampler
+	// sets before it makes Count monotonic: a volatile count that the
+	// driver restarted at zero reads 0 here while Count goes on. Health
+	// judges this one.
+	Current uint64 `json:"current"`
 }
 
 // RemappedRows is the HBM row remapping state (Ampere and newer).

@@ -25,8 +25,11 @@ type device struct {
 	rets      map[string]gonvml.Return
 	delays    map[string]time.Duration
 	fieldRets map[uint32]gonvml.Return
-	// Injected errors on top of the organic ones.
-	eccCorrected, eccUncorrected uint64
+	// Injected errors on top of the organic ones. The AtReset values are
+	// the injected totals at the last ResetGPU: volatile counts start over
+	// there, aggregate ones do not.
+	eccCorrected, eccUncorrected               uint64
+	eccCorrectedAtReset, eccUncorrectedAtReset uint64
 	remapUncorrectable           uint64
 	remapPending, remapFailed    bool
 	// mig are the MIG devices of a MIG-enabled GPU, in index order.

@@ -115,6 +115,7 @@ func ResetGPU(lib gonvml.Interface, index int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d.reset, d.resetAt = true, f.clock().Sub(f.start).Seconds()
+	d.eccCorrectedAtReset, d.eccUncorrectedAtReset = d.eccCorrected, d.eccUncorrected
 }
 
 // RaiseXID raises an XID on GPU index now, on every event set it is

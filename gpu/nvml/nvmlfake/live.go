@@ -270,30 +270,29 @@ func (d *device) GetTotalEccErrors(et gonvml.MemoryErrorType, ct gonvml.EccCount
 	if ret := d.f.enter("nvmlDeviceGetTotalEccErrors", d); ret != gonvml.SUCCESS {
 		return 0, ret
 	}
-	d.f.mu.Lock()
-	corrected, uncorrected := d.eccCorrected, d.eccUncorrected
-	d.f.mu.Unlock()
-	// Volatile counts since the driver loaded; aggregate adds the GPU's
-	// earlier life.
-	var v uint64
-	switch et {
-	case gonvml.MEMORY_ERROR_TYPE_CORRECTED:
-		// Volatile counts restart with the driver; aggregate ones do not.
-		v = d.slow("ecc-corrected", 5, 1800)(d.f.now()) + corrected
-		if ct == gonvml.AGGREGATE_ECC {
-			v += d.offset("ecc-corrected-life", 200)
-		} else {
-			v = d.sinceReset(d.slow("ecc-corrected", 5, 1800), d.f.now()) + corrected
-		}
-	case gonvml.MEMORY_ERROR_TYPE_UNCORRECTED:
-		v = uncorrected
-	default:
-		return 0, gonvml.ERROR_INVALID_ARGUMENT
-	}
 	if ct != gonvml.VOLATILE_ECC && ct != gonvml.AGGREGATE_ECC {
 		return 0, gonvml.ERROR_INVALID_ARGUMENT
 	}
-	return v, gonvml.SUCCESS
+	d.f.mu.Lock()
+	corrected, uncorrected := d.eccCorrected, d.eccUncorrected
+	if ct == gonvml.VOLATILE_ECC {
+		// nvml.h: volatile counts are reset each time the driver loads
+		// (and by a GPU reset); aggregate counts persist across both.
+		corrected -= d.eccCorrectedAtReset
+		uncorrected -= d.eccUncorrectedAtReset
+	}
+	d.f.mu.Unlock()
+	organic := d.slow("ecc-corrected", 5, 1800)
+	switch et {
+	case gonvml.MEMORY_ERROR_TYPE_CORRECTED:
+		if ct == gonvml.AGGREGATE_ECC {
+			return organic(d.f.now()) + d.offset("ecc-corrected-life", 200) + corrected, gonvml.SUCCESS
+		}
+		return d.sinceReset(organic, d.f.now()) + corrected, gonvml.SUCCESS
+	case gonvml.MEMORY_ERROR_TYPE_UNCORRECTED:
+		return uncorrected, gonvml.SUCCESS
+	}
+	return 0, gonvml.ERROR_INVALID_ARGUMENT
 }
 
 func (d *device) GetRemappedRows() (int, int, bool, bool, gonvml.Return) {
