@@ -25,11 +25,8 @@ type device struct {
 	rets      map[string]gonvml.Return
 	delays    map[string]time.Duration
 	fieldRets map[uint32]gonvml.Return
-	// Injected errors on top of the organic ones. The AtReset values are
-	// the injected totals at the last ResetGPU: volatile counts start over
-	// there, aggregate ones do not.
-	eccCorrected, eccUncorrected               uint64
-	eccCorrectedAtReset, eccUncorrectedAtReset uint64
+	// Injected errors on top of the organic ones.
+	eccCorrected, eccUncorrected uint64
 	remapUncorrectable           uint64
 	remapPending, remapFailed    bool
 	// mig are the MIG devices of a MIG-enabled GPU, in index order.
@@ -38,6 +35,9 @@ type device struct {
 	// (seconds since the machine was built).
 	reset   bool
 	resetAt float64
+	// The injected ECC totals at the last ResetGPU: volatile counts start
+	// over there, aggregate ones do not.
+	eccCorrectedAtReset, eccUncorrectedAtReset uint64
 }
 
 var _ gonvml.Device = (*device)(nil)
