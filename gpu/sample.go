@@ -72,9 +72,15 @@ type Sample struct {
 	Utilization       *float64 `json:"utilization,omitempty"`
 	MemoryUtilization *float64 `json:"memory_utilization,omitempty"`
 
-	MemoryUsedBytes  *uint64 `json:"memory_used_bytes,omitempty"`
-	MemoryFreeBytes  *uint64 `json:"memory_free_bytes,omitempty"`
-	MemoryTotalBytes *uint64 `json:"memory_total_bytes,omitempty"`
+	// MemoryUsedBytes is memory allocated by applications; it excludes
+	// MemoryReservedBytes, what the driver and firmware set aside, where
+	// the backend reports that apart (NVML's nvmlDeviceGetMemoryInfo_v2,
+	// as nvidia-smi and DCGM read it). Used, free and reserved add up to
+	// the total.
+	MemoryUsedBytes     *uint64 `json:"memory_used_bytes,omitempty"`
+	MemoryFreeBytes     *uint64 `json:"memory_free_bytes,omitempty"`
+	MemoryReservedBytes *uint64 `json:"memory_reserved_bytes,omitempty"`
+	MemoryTotalBytes    *uint64 `json:"memory_total_bytes,omitempty"`
 
 	PowerWatts      *float64 `json:"power_watts,omitempty"`
 	PowerLimitWatts *float64 `json:"power_limit_watts,omitempty"`

@@ -258,7 +258,30 @@ func (r *sampleReader) utilization() {
 // percent turns NVML's 0-100 into a ratio, clamping nonsense.
 func percent(v uint32) float64 { return float64(min(v, 100)) / 100 }
 
+// symMemoryInfoV2 arrived with driver R510; DCGM reads it from there on.
+const symMemoryInfoV2 = "nvmlDeviceGetMemoryInfo_v2"
+
+// memory reads the v2 call where the driver has it: the v1 call counts the
+// memory the driver reserves as used (nvml.h, nvmlMemory_t.used: "Sum of
+// Reserved and Allocated"), so a GPU with nothing running would read
+// hundreds of MiB used; v2 reports reserved apart, as nvidia-smi and DCGM
+// show it.
 func (r *sampleReader) memory() {
+	if r.b.has(symMemoryInfoV2) && !r.lost {
+		m, ret := r.h.GetMemoryInfo_v2()
+		switch ret {
+		case gonvml.SUCCESS:
+			r.answered++
+			r.s.MemoryTotalBytes, r.s.MemoryUsedBytes, r.s.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
+			r.s.MemoryReservedBytes = ptr(m.Reserved)
+			return
+		case gonvml.ERROR_GPU_IS_LOST:
+			r.ok(symMemoryInfoV2, ret)
+			return
+		}
+		// Anything else (a struct version the driver refuses, a GPU
+		// without the v2 answer): the v1 call below.
+	}
 	if m, ok := read(r, "nvmlDeviceGetMemoryInfo", r.h.GetMemoryInfo); ok {
 		r.s.MemoryTotalBytes, r.s.MemoryUsedBytes, r.s.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
 	}

@@ -68,12 +68,32 @@ func (d *device) GetUtilizationRates() (gonvml.Utilization, gonvml.Return) {
 	})
 }
 
+// fbReservedBytes is the memory the driver and firmware set aside on every
+// GPU: several hundred MiB, the order nvidia-smi -q shows as "Reserved"
+// (the exact figure varies by GPU and driver).
+const fbReservedBytes = 512 << 20
+
+// memory is the GPU's memory now as nvmlDeviceGetMemoryInfo_v2 reports it.
+func (d *device) memory() gonvml.Memory_v2 {
+	total := d.MemoryInfo.Total
+	used := uint64(float64(total)*(0.15+0.7*d.load(d.f.now()))) &^ (1<<20 - 1) // whole MiB
+	return gonvml.Memory_v2{Version: 2, Total: total, Reserved: fbReservedBytes, Used: used - fbReservedBytes, Free: total - used}
+}
+
+// GetMemoryInfo is the v1 call, whose used memory includes the reserved
+// memory (nvml.h, nvmlMemory_t: "Sum of Reserved and Allocated device
+// memory").
 func (d *device) GetMemoryInfo() (gonvml.Memory, gonvml.Return) {
 	return answer(d.f, "nvmlDeviceGetMemoryInfo", d, func() gonvml.Memory {
-		total := d.MemoryInfo.Total
-		used := uint64(float64(total)*(0.15+0.7*d.load(d.f.now()))) &^ (1<<20 - 1) // whole MiB
-		return gonvml.Memory{Total: total, Used: used, Free: total - used}
+		m := d.memory()
+		return gonvml.Memory{Total: m.Total, Used: m.Used + m.Reserved, Free: m.Free}
 	})
+}
+
+// GetMemoryInfo_v2 reports the reserved memory apart from the allocated
+// (nvmlMemory_v2_t: used is "Allocated device memory").
+func (d *device) GetMemoryInfo_v2() (gonvml.Memory_v2, gonvml.Return) {
+	return answer(d.f, "nvmlDeviceGetMemoryInfo_v2", d, d.memory)
 }
 
 // powerWatts is the draw at load a.
