@@ -197,6 +197,12 @@ func (r *deviceReader) power() {
 func (r *deviceReader) pcie() {
 	var link gpu.PCIeLink
 	answered := false
+	// The driver lowers the link speed with the performance state
+	// (NVIDIA/open-gpu-kernel-modules#731: P8 Gen1, P5 Gen2, P2 and P0 the
+	// maximum), so only a GPU at P0 shows whether its link trained low. The
+	// state is read before and after the link, and the lower of the two
+	// kept: a GPU that woke up in between is not judged on an idle reading.
+	before, beforeOK := get(r, "nvmlDeviceGetPerformanceState", r.h.GetPerformanceState)
 	for _, f := range []struct {
 		fn   string
 		get  func() (int, gonvml.Return)
@@ -211,7 +217,13 @@ func (r *deviceReader) pcie() {
 			*f.into, answered = v, true
 		}
 	}
-	if answered {
-		r.dev.PCIeLink = &link
+	if !answered {
+		return
 	}
+	if after, ok := get(r, "nvmlDeviceGetPerformanceState", r.h.GetPerformanceState); ok && beforeOK {
+		if p := max(before, after); p <= gonvml.PSTATE_15 { // not PSTATE_UNKNOWN
+			link.PerformanceState = fmt.Sprintf("P%d", p)
+		}
+	}
+	r.dev.PCIeLink = &link
 }

@@ -100,7 +100,7 @@ func TestH100DeviceFieldByField(t *testing.T) {
 		MIG:             gpu.MIG{Capable: true},
 		Interconnect:    &gpu.Interconnect{Kind: "nvlink", Links: 18, Active: 18, Generation: 4},
 		PowerLimitWatts: 700,
-		PCIeLink:        &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16},
+		PCIeLink:        &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"},
 		Serial:          "1126013088837",
 		VBIOSVersion:    "96.00.74.00.0D",
 		ECC:             &gpu.ECCMode{Enabled: true, Pending: true},
@@ -152,7 +152,8 @@ func TestModels(t *testing.T) {
 				if ic := d.Interconnect; ic == nil || *ic != (gpu.Interconnect{Kind: "nvlink", Links: tc.links, Active: tc.links, Generation: tc.gen}) {
 					t.Errorf("device %d interconnect %+v", i, ic)
 				}
-				if l := d.PCIeLink; l == nil || *l != (gpu.PCIeLink{CurrentGen: tc.pcieGen, MaxGen: tc.pcieGen, CurrentWidth: 16, MaxWidth: 16}) {
+				want := gpu.PCIeLink{CurrentGen: tc.pcieGen, MaxGen: tc.pcieGen, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"}
+				if l := d.PCIeLink; l == nil || *l != want {
 					t.Errorf("device %d PCIe %+v", i, l)
 				}
 				if d.PowerLimitWatts != tc.watts || d.MIG != (gpu.MIG{Capable: true}) || d.Serial == "" || d.VBIOSVersion == "" || len(d.Errors) != 0 {
@@ -207,7 +208,9 @@ func TestMachineFaults(t *testing.T) {
 	m.GPUs[4].PCIeGen, m.GPUs[4].PCIeWidth = 3, 8 // trained down, e.g. a bad riser
 	m.GPUs[6].PCIeWidth = 8
 	m.GPUs[1].MIGEnabled = true
-	b := nvml.New(build(t, m))
+	lib := build(t, m)
+	nvmlfake.SetIdle(lib, 7, true)
+	b := nvml.New(lib)
 	defer b.Close()
 	inv := inventory(t, b)
 	for i, d := range inv.Devices {
@@ -218,12 +221,14 @@ func TestMachineFaults(t *testing.T) {
 		if d.Interconnect.Links != 18 || d.Interconnect.Active != wantActive || d.Interconnect.Generation != 4 {
 			t.Errorf("device %d links %+v, want %d of 18 active", i, d.Interconnect, wantActive)
 		}
-		wantLink := gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16}
+		wantLink := gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"}
 		switch i {
 		case 4:
 			wantLink.CurrentGen, wantLink.CurrentWidth = 3, 8
 		case 6:
 			wantLink.CurrentWidth = 8
+		case 7: // idle: the driver runs the link at Gen1 in P8
+			wantLink.CurrentGen, wantLink.PerformanceState = 1, "P8"
 		}
 		if *d.PCIeLink != wantLink {
 			t.Errorf("device %d PCIe %+v, want %+v", i, *d.PCIeLink, wantLink)
@@ -315,6 +320,7 @@ func TestNotSupportedLeavesFieldsEmpty(t *testing.T) {
 		"nvmlDeviceGetGpuFabricInfo"} {
 		nvmlfake.SetReturn(lib, 0, sym, gonvml.ERROR_NOT_SUPPORTED)
 	}
+	nvmlfake.SetReturn(lib, 0, "nvmlDeviceGetPerformanceState", gonvml.ERROR_NOT_SUPPORTED)
 	nvmlfake.SetReturn(lib, 1, "nvmlDeviceGetMaxPcieLinkWidth", gonvml.ERROR_NOT_SUPPORTED)
 	b := nvml.New(lib)
 	defer b.Close()
@@ -324,7 +330,7 @@ func TestNotSupportedLeavesFieldsEmpty(t *testing.T) {
 	if got := inv.Devices[0]; !reflect.DeepEqual(got, want) || got.UUID == "" {
 		t.Errorf("device 0:\n got %+v\nwant %+v", got, want)
 	}
-	if l := inv.Devices[1].PCIeLink; *l != (gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16}) {
+	if l := inv.Devices[1].PCIeLink; *l != (gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, PerformanceState: "P0"}) {
 		t.Errorf("device 1 PCIe %+v", *l)
 	}
 }

@@ -168,7 +168,7 @@ var (
 		"nvmlDeviceRegisterEvents", "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
 		"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId", "nvmlDeviceIsMigDeviceHandle",
 		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet",
-		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo"}
+		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetPerformanceState"}
 )
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {

@@ -190,3 +190,13 @@ func (f *machine) mustProvide(symbol string) {
 		panic(fmt.Sprintf("nvmlfake: %s is not implemented by the fake", symbol))
 	}
 }
+
+// SetIdle drops GPU index to performance state P8, its PCIe link to Gen1,
+// as a GPU without persistence mode does when nothing runs (true), or
+// brings it back to P0 and its trained link (false, the default).
+func SetIdle(lib gonvml.Interface, index int, idle bool) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.idle = idle
+}

@@ -153,6 +153,22 @@ func (d *device) GetTemperature(sensor gonvml.TemperatureSensors) (uint32, gonvm
 // busy is whether the GPU runs at its boost clocks rather than idling.
 func (d *device) busy(t float64) bool { return d.load(t) >= 0.15 }
 
+// pstate is P0, where data-center GPUs with persistence mode stay even
+// while their clocks idle, unless SetIdle dropped the GPU to P8, as one
+// without persistence mode (or a PCIe card) drops when nothing runs.
+func (d *device) pstate() gonvml.Pstates {
+	d.f.mu.Lock()
+	defer d.f.mu.Unlock()
+	if d.idle {
+		return gonvml.PSTATE_8
+	}
+	return gonvml.PSTATE_0
+}
+
+func (d *device) GetPerformanceState() (gonvml.Pstates, gonvml.Return) {
+	return answer(d.f, "nvmlDeviceGetPerformanceState", d, d.pstate)
+}
+
 func (d *device) GetClockInfo(c gonvml.ClockType) (uint32, gonvml.Return) {
 	if ret := d.f.enter("nvmlDeviceGetClockInfo", d); ret != gonvml.SUCCESS {
 		return 0, ret
