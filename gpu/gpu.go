@@ -42,6 +42,12 @@ type Inventory struct {
 	// ROCmVersion is the ROCm release on AMD nodes ("6.4.1").
 	ROCmVersion string   `json:"rocm_version,omitempty"`
 	Devices     []Device `json:"devices"`
+	// NotVisible are the indices of GPUs the driver counts but this
+	// process may not open (NVML answers NO_PERMISSION: the container's
+	// device cgroup or /dev/nvidiaN permissions leave them out). They are
+	// not in Devices, not sampled and not judged: other workloads' GPUs,
+	// not failed ones.
+	NotVisible []int `json:"not_visible,omitempty"`
 }
 
 // Device is one physical GPU.

@@ -313,6 +313,31 @@ func TestUncorrectableECCClearsWithTheDriversCount(t *testing.T) {
 	}
 }
 
+// A GPU the agent may not open (NVML: NO_PERMISSION, a device cgroup
+// hides it) is another workload's, not a GPU that does not answer: it has
+// no series and no verdict, and the condition stays True.
+func TestGPUsTheAgentMayNotOpenAreLeftOut(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	nvmlfake.SetNoPermission(n.lib, 3)
+	s := New(n.options())
+	for range 2 {
+		s.Round(context.Background())
+		n.clock.Advance(time.Second)
+	}
+	f := s.Latest()
+	if len(f.GPUs) != 7 || len(f.Health) != 7 {
+		t.Fatalf("%d GPUs, %d verdicts, want 7", len(f.GPUs), len(f.Health))
+	}
+	for _, g := range f.GPUs {
+		if g.Index == 3 || !g.Up {
+			t.Errorf("GPU %d up %v", g.Index, g.Up)
+		}
+	}
+	if f.Condition.Status != nodestatus.True || status(f, "nvml-sample").State != source.OK || status(f, "nvml-sample").Message != "" {
+		t.Errorf("condition %+v, source %+v", f.Condition, status(f, "nvml-sample"))
+	}
+}
+
 // A GPU whose calls hang is reported down when the round's time is up;
 // the round ends on time and everything else is fresh.
 func TestHungGPU(t *testing.T) {

@@ -103,6 +103,12 @@ func TestGPUCount(t *testing.T) {
 		{"no GPUs, none expected", Options{}, noGPU, "node=skip"},
 		{"no GPUs, some expected", Options{ExpectedGPUCount: 8}, noGPU, "node=fail"},
 		{"GPUs on PCI that no backend read: count unknown", Options{ExpectedGPUCount: 8}, noBackend, "node=skip"},
+		{"GPUs the agent may not open are on the node", Options{ExpectedGPUCount: 4}, func(s *snapshot.Snapshot) {
+			s.GPUDriver = &snapshot.GPUDriver{Backend: "nvml", GPUsNotVisible: []int{2, 3}}
+		}, "node=pass"},
+		{"none the agent may open, none expected", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs, s.GPUDriver = nil, &snapshot.GPUDriver{Backend: "nvml", GPUsNotVisible: []int{0}}
+		}, "node=skip"},
 	})
 }
 

@@ -61,9 +61,19 @@ func gpuCount() Check {
 			if unread := s.GPUsNotInventoried(); n == 0 && unread != "" {
 				return []finding{skip(Node, unread)}
 			}
+			// GPUs the driver counts but the agent may not open are on
+			// the node: counted, and said.
+			observed := fmt.Sprint(n)
+			if d := s.GPUDriver; d != nil && len(d.GPUsNotVisible) > 0 {
+				n += len(d.GPUsNotVisible)
+				observed = fmt.Sprintf("%d (%d not visible to the agent)", n, len(d.GPUsNotVisible))
+			}
 			want, why := o.ExpectedGPUCount, "verify.expectedGPUCount"
 			if want == 0 {
-				if n == 0 {
+				if len(s.GPUs) == 0 { // no product to take the count from
+					if n > 0 {
+						return []finding{skip(Node, observed+" GPUs, none readable, and no expected count")}
+					}
 					return []finding{skip(Node, "no GPUs and no expected count")}
 				}
 				c, ok := baseboardGPUs(s.GPUs[0].Product)
@@ -72,7 +82,7 @@ func gpuCount() Check {
 				}
 				want, why = c, s.GPUs[0].Product+" baseboard"
 			}
-			f := bad(Node, fmt.Sprint(n), fmt.Sprintf("%d (%s)", want, why))
+			f := bad(Node, observed, fmt.Sprintf("%d (%s)", want, why))
 			f.ok = n == want
 			return []finding{f}
 		},

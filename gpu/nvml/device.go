@@ -25,6 +25,8 @@ type deviceReader struct {
 	// lost is set once a call reports ERROR_GPU_IS_LOST: the GPU fell off
 	// the bus and every further call would fail the same way.
 	lost bool
+	// notVisible is set when this process may not open the GPU.
+	notVisible bool
 }
 
 // ok reports whether ret carries a value. ERROR_NOT_SUPPORTED only means the
@@ -62,6 +64,12 @@ func get[T any](r *deviceReader, fn string, f func() (T, gonvml.Return)) (T, boo
 func (b *Backend) readDevice(i int) *deviceReader {
 	r := &deviceReader{b: b, dev: gpu.Device{Index: i, Vendor: gpu.NVIDIA, NUMANode: -1}}
 	h, ret := b.lib.DeviceGetHandleByIndex(i)
+	if ret == gonvml.ERROR_NO_PERMISSION {
+		// nvml.h, nvmlDeviceGetCount_v2: the count includes GPUs
+		// whose handle answers NO_PERMISSION (hidden from this process).
+		r.notVisible = true
+		return r
+	}
 	if ret != gonvml.SUCCESS {
 		r.fail(fmt.Errorf("nvmlDeviceGetHandleByIndex: %w", ret))
 		return r

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -307,6 +308,38 @@ func TestLostGPUMidWalk(t *testing.T) {
 	for i, d := range inv.Devices {
 		if i != 5 && (d.UUID == "" || len(d.Errors) != 0 || d.Interconnect == nil) {
 			t.Errorf("device %d incomplete: %+v", i, d)
+		}
+	}
+}
+
+// A GPU the process may not open (a device cgroup hides it) is counted by
+// nvmlDeviceGetCount_v2 and answers NO_PERMISSION for its handle: it is
+// reported as not visible, not as a failed GPU.
+func TestGPUsTheProcessMayNotOpen(t *testing.T) {
+	lib := build(t, dgx(nvmlfake.H100))
+	nvmlfake.SetNoPermission(lib, 3)
+	nvmlfake.SetNoPermission(lib, 6)
+	b := nvml.New(lib)
+	defer b.Close()
+	inv, err := b.Inventory(context.Background())
+	if err != nil {
+		t.Fatalf("Inventory: %v", err)
+	}
+	if !slices.Equal(inv.NotVisible, []int{3, 6}) || len(inv.Devices) != 6 {
+		t.Fatalf("not visible %v, %d devices", inv.NotVisible, len(inv.Devices))
+	}
+	for _, d := range inv.Devices {
+		if d.Index == 3 || d.Index == 6 || d.UUID == "" || len(d.Errors) != 0 {
+			t.Errorf("device %+v", d)
+		}
+	}
+	samples, err := b.Sample(context.Background())
+	if err != nil || len(samples) != 6 {
+		t.Fatalf("%d samples, error %v", len(samples), err)
+	}
+	for _, s := range samples {
+		if s.Index == 3 || s.Index == 6 || !s.Up {
+			t.Errorf("sample %d up %v", s.Index, s.Up)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -49,6 +50,9 @@ type gpuState struct {
 	migGPM migGPM
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
+	// notVisible is set while this process may not open the GPU (its
+	// handle answers NO_PERMISSION): it is left out of the samples.
+	notVisible atomic.Bool
 }
 
 // Sample reads every GPU NVML counts, plus any GPU that answered before and
@@ -93,7 +97,13 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 			Down: func(why string) gpu.Sample { return st.down(b.now(), why) }}
 	}
 	out := gpu.SampleEach(ctx, reads)
-	return out, joinSampleErrors(out)
+	visible := out[:0]
+	for k, s := range out {
+		if !states[k].notVisible.Load() {
+			visible = append(visible, s)
+		}
+	}
+	return visible, joinSampleErrors(visible)
 }
 
 func joinSampleErrors(samples []gpu.Sample) error {
@@ -169,6 +179,9 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 		st.generation = b.generation
 	}
 	h, ret := b.lib.DeviceGetHandleByIndex(st.identity.Index)
+	// A GPU this process may not open is another workload's, not down:
+	// Sample leaves it out (Inventory reports it as not visible).
+	st.notVisible.Store(ret == gonvml.ERROR_NO_PERMISSION)
 	if ret != gonvml.SUCCESS {
 		s := st.down(b.now(), fmt.Sprintf("nvmlDeviceGetHandleByIndex: %v", ret))
 		s.Lost = ret == gonvml.ERROR_GPU_IS_LOST

@@ -200,3 +200,12 @@ func SetIdle(lib gonvml.Interface, index int, idle bool) {
 	defer f.mu.Unlock()
 	d.idle = idle
 }
+
+// SetNoPermission makes GPU index one this process may not open, as a
+// container's device cgroup or /dev/nvidiaN permissions hide it:
+// nvmlDeviceGetCount still counts it and nvmlDeviceGetHandleByIndex
+// answers ERROR_NO_PERMISSION (nvml.h: "if the user doesn't have
+// permission to talk to this device").
+func SetNoPermission(lib gonvml.Interface, index int) {
+	SetReturn(lib, index, "nvmlDeviceGetHandleByIndex", gonvml.ERROR_NO_PERMISSION)
+}
