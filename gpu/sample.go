@@ -13,7 +13,8 @@ type Sampler interface {
 	// that does not answer is still returned, with Up false and the reason
 	// on Errors, so that only its own series go down. The error joins the
 	// per-GPU problems; with the library or driver missing it satisfies
-	// errors.Is(err, source.ErrAbsent) and no samples are returned.
+	// errors.Is(err, source.ErrAbsent) and no samples are returned. GPUs
+	// the process may not open (Inventory.NotVisible) are left out.
 	Sample(ctx context.Context) ([]Sample, error)
 }
 
