@@ -78,6 +78,8 @@ type daemon struct {
 	emit         func(nodestatus.Event)
 	// conditions are the discovery-side conditions last logged standalone.
 	conditions []nodestatus.Condition
+	// notVisible are the GPUs last logged as not visible to the agent.
+	notVisible []int
 }
 
 // Run runs the daemon until ctx is cancelled (SIGTERM). It returns an error
@@ -354,7 +356,28 @@ func (d *daemon) discover(ctx context.Context) {
 			d.log.Info("source status", attrs...)
 		}
 	}
+	d.logNotVisible(s)
 	d.refreshLabels()
+}
+
+// logNotVisible logs the GPUs the driver counts but the agent may not open
+// when that set changes: once, not every discovery, as they are not faults
+// (their series, health and checks are absent, not down).
+func (d *daemon) logNotVisible(s *snapshot.Snapshot) {
+	var nv []int
+	if s.GPUDriver != nil {
+		nv = s.GPUDriver.GPUsNotVisible
+	}
+	if slices.Equal(nv, d.notVisible) {
+		return
+	}
+	if len(nv) > 0 {
+		d.log.Warn("GPUs not visible to the agent: the driver counts them but the agent may not open them (no permission: a device cgroup or /dev/nvidia* permissions); they are neither sampled nor judged",
+			"gpus", nv)
+	} else {
+		d.log.Info("every GPU the driver counts is visible to the agent again")
+	}
+	d.notVisible = nv
 }
 
 // refreshLabels computes the labels and conditions from the latest

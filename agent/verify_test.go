@@ -44,7 +44,7 @@ func TestVerificationPublished(t *testing.T) {
 			if string(cond.Type) != nodestatus.Verified {
 				continue
 			}
-			want := "3 failed: gpu-pcie-link gpu2: Gen4 x8 (expected Gen5 x16); nvlink gpu5: 17/18 active, NVLink 4 (expected 18/18 active, NVLink 4); rdma-port-rate mlx5_6/1: 200 Gb/sec (2X NDR) (expected 400 Gb/s (fastest MT4129 infiniband port))"
+			want := "3 failed: gpu-pcie-link gpu2: Gen4 x8 in P0 (expected Gen5 x16); nvlink gpu5: 17/18 active, NVLink 4 (expected 18/18 active, NVLink 4); rdma-port-rate mlx5_6/1: 200 Gb/sec (2X NDR) (expected 400 Gb/s (fastest MT4129 infiniband port))"
 			if cond.Status != corev1.ConditionFalse || cond.Reason != "ChecksFailed" || cond.Message != want {
 				return fmt.Errorf("condition %s %s %q", cond.Status, cond.Reason, cond.Message)
 			}

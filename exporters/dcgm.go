@@ -27,6 +27,7 @@ type dcgmFamilies struct {
 	util, memCopyUtil, fbUsed, fbFree, power, energy, gpuTemp, memTemp family
 	smClock, memClock, replay, nvlinkBW, xid, throttle                 family
 	grActive, smActive, smOccupancy, tensorActive, dramActive          family
+	fbReserved                                                         family
 	// The same names for MIG instances, with GPU_I_PROFILE and GPU_I_ID.
 	migFBUsed, migFBFree, migGR, migSM, migOccupancy, migTensor, migDRAM family
 }
@@ -41,6 +42,7 @@ func newDCGMFamilies() dcgmFamilies {
 	gauge, untyped := prometheus.GaugeValue, prometheus.UntypedValue
 	help := map[string]string{
 		"DEV_FB_USED": "Framebuffer memory used (in MiB).", "DEV_FB_FREE": "Framebuffer memory free (in MiB).",
+		"DEV_FB_RESERVED":       "Framebuffer memory reserved (in MiB).",
 		"PROF_GR_ENGINE_ACTIVE": "Ratio of time the graphics engine is active.", "PROF_SM_ACTIVE": "The ratio of cycles an SM has at least 1 warp assigned.",
 		"PROF_SM_OCCUPANCY": "The ratio of number of warps resident on an SM.", "PROF_PIPE_TENSOR_ACTIVE": "Ratio of cycles the tensor (HMMA) pipe is active.",
 		"PROF_DRAM_ACTIVE": "Ratio of cycles the device memory interface is active sending or receiving data.",
@@ -57,6 +59,7 @@ func newDCGMFamilies() dcgmFamilies {
 		memCopyUtil:  d("DEV_MEM_COPY_UTIL", "Memory utilization (in %).", gauge),
 		fbUsed:       d("DEV_FB_USED", help["DEV_FB_USED"], gauge),
 		fbFree:       d("DEV_FB_FREE", help["DEV_FB_FREE"], gauge),
+		fbReserved:   d("DEV_FB_RESERVED", help["DEV_FB_RESERVED"], gauge),
 		power:        d("DEV_POWER_USAGE", "Power draw (in W).", gauge),
 		energy:       d("DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ); a counter.", untyped),
 		gpuTemp:      d("DEV_GPU_TEMP", "GPU temperature (in C).", gauge),
@@ -123,6 +126,12 @@ func (d *dcgmFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame,
 		}
 		if s.MemoryFreeBytes != nil {
 			emit(d.fbFree.metric(t, float64(*s.MemoryFreeBytes>>20)))
+		}
+		// DCGM reads all three from nvmlDeviceGetMemoryInfo_v2 and has no
+		// reserved figure without it (DcgmCacheManager: NOT_SUPPORTED
+		// before R510), so neither does this.
+		if s.MemoryReservedBytes != nil {
+			emit(d.fbReserved.metric(t, float64(*s.MemoryReservedBytes>>20)))
 		}
 		opt(d.power, s.PowerWatts, 1)
 		if s.EnergyMillijoules != nil {

@@ -58,6 +58,7 @@ type gpuFamilies struct {
 	ecc, xid, remapped, remapPending, remapFailed              family
 	xidWatch                                                   family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
+	memReserved                                                family
 	mig                                                        migFamilies
 }
 
@@ -134,6 +135,7 @@ func newGPUFamilies() gpuFamilies {
 		smActive:       g("sm_active_ratio", "Fraction of SMs busy over the last sample period (GPM).", gauge),
 		smOccupancy:    g("sm_occupancy_ratio", "Resident warps as a fraction of the maximum over the last sample period (GPM).", gauge),
 		tensorActive:   g("tensor_active_ratio", "Fraction of time any tensor pipe was active over the last sample period (GPM).", gauge),
+		memReserved:    g("memory_reserved_bytes", "Device memory the driver and firmware reserve, not counted as used (NVIDIA: driver R510 and newer).", gauge),
 		dramA:          g("dram_active_ratio", "Fraction of peak DRAM bandwidth used over the last sample period (GPM).", gauge),
 		mig:            newMIGFamilies(),
 	}
@@ -290,6 +292,7 @@ func (g *gpuFamilies) values(emit func(prometheus.Metric), t target, s gpu.Sampl
 	opt(g.memUtil, s.MemoryUtilization)
 	optU(g.memUsed, s.MemoryUsedBytes, 1)
 	optU(g.memFree, s.MemoryFreeBytes, 1)
+	optU(g.memReserved, s.MemoryReservedBytes, 1)
 	optU(g.memTotal, s.MemoryTotalBytes, 1)
 	opt(g.power, s.PowerWatts)
 	opt(g.powerLimit, s.PowerLimitWatts)

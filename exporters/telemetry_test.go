@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -217,9 +218,17 @@ func TestDCGMUnits(t *testing.T) {
 			t.Errorf("%s = %v, %s x %v = %v", c.dcgm, d, c.gpunode, c.factor, g)
 		}
 	}
-	used := one("DCGM_FI_DEV_FB_USED") + one("DCGM_FI_DEV_FB_FREE")
-	if used < 81919 || used > 81920 {
-		t.Errorf("FB used + free = %v MiB, want 80 GiB", used)
+	// As DCGM reads them from nvmlDeviceGetMemoryInfo_v2: used excludes
+	// reserved, and the three make the total (each rounded down to MiB).
+	if r := one("DCGM_FI_DEV_FB_RESERVED"); r != one("gpunode_gpu_memory_reserved_bytes")/(1<<20) || r == 0 {
+		t.Errorf("FB reserved = %v MiB", r)
+	}
+	if u := one("DCGM_FI_DEV_FB_USED"); u != math.Floor(one("gpunode_gpu_memory_used_bytes")/(1<<20)) {
+		t.Errorf("FB used = %v MiB, gpunode used %v bytes", u, one("gpunode_gpu_memory_used_bytes"))
+	}
+	used := one("DCGM_FI_DEV_FB_USED") + one("DCGM_FI_DEV_FB_FREE") + one("DCGM_FI_DEV_FB_RESERVED")
+	if used < 81918 || used > 81920 {
+		t.Errorf("FB used + free + reserved = %v MiB, want 80 GiB", used)
 	}
 	if one("DCGM_FI_DEV_SM_CLOCK") != 1980 || one("DCGM_FI_DEV_MEM_CLOCK") != 2619 {
 		t.Error("clocks not in MHz")

@@ -42,6 +42,12 @@ type Inventory struct {
 	// ROCmVersion is the ROCm release on AMD nodes ("6.4.1").
 	ROCmVersion string   `json:"rocm_version,omitempty"`
 	Devices     []Device `json:"devices"`
+	// NotVisible are the indices of GPUs the driver counts but this
+	// process may not open (NVML answers NO_PERMISSION: the container's
+	// device cgroup or /dev/nvidiaN permissions leave them out). They are
+	// not in Devices, not sampled and not judged: other workloads' GPUs,
+	// not failed ones.
+	NotVisible []int `json:"not_visible,omitempty"`
 }
 
 // Device is one physical GPU.
@@ -116,12 +122,18 @@ type Partition struct {
 	AvailableMemory  []string `json:"available_memory,omitempty"`
 }
 
-// PCIeLink is the GPU's PCIe link as the device reports it.
+// PCIeLink is the GPU's PCIe link as the device reports it. MaxGen and
+// MaxWidth are the most the GPU and its slot together can train to.
 type PCIeLink struct {
 	CurrentGen   int `json:"current_gen"`
 	MaxGen       int `json:"max_gen"`
 	CurrentWidth int `json:"current_width"`
 	MaxWidth     int `json:"max_width"`
+	// PerformanceState is the GPU's performance state when the link was
+	// read ("P0" the highest, "P8" idle on NVIDIA), empty when unknown.
+	// GPUs lower the link generation in lower performance states, so
+	// CurrentGen below MaxGen shows a link that trained low only at P0.
+	PerformanceState string `json:"performance_state,omitempty"`
 }
 
 // ECCMode is the GPU memory's ECC setting. Current and Pending differ

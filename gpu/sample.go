@@ -13,7 +13,8 @@ type Sampler interface {
 	// that does not answer is still returned, with Up false and the reason
 	// on Errors, so that only its own series go down. The error joins the
 	// per-GPU problems; with the library or driver missing it satisfies
-	// errors.Is(err, source.ErrAbsent) and no samples are returned.
+	// errors.Is(err, source.ErrAbsent) and no samples are returned. GPUs
+	// the process may not open (Inventory.NotVisible) are left out.
 	Sample(ctx context.Context) ([]Sample, error)
 }
 
@@ -88,9 +89,15 @@ type Sample struct {
 	Utilization       *float64 `json:"utilization,omitempty"`
 	MemoryUtilization *float64 `json:"memory_utilization,omitempty"`
 
-	MemoryUsedBytes  *uint64 `json:"memory_used_bytes,omitempty"`
-	MemoryFreeBytes  *uint64 `json:"memory_free_bytes,omitempty"`
-	MemoryTotalBytes *uint64 `json:"memory_total_bytes,omitempty"`
+	// MemoryUsedBytes is memory allocated by applications; it excludes
+	// MemoryReservedBytes, what the driver and firmware set aside, where
+	// the backend reports that apart (NVML's nvmlDeviceGetMemoryInfo_v2,
+	// as nvidia-smi and DCGM read it). Used, free and reserved add up to
+	// the total.
+	MemoryUsedBytes     *uint64 `json:"memory_used_bytes,omitempty"`
+	MemoryFreeBytes     *uint64 `json:"memory_free_bytes,omitempty"`
+	MemoryReservedBytes *uint64 `json:"memory_reserved_bytes,omitempty"`
+	MemoryTotalBytes    *uint64 `json:"memory_total_bytes,omitempty"`
 
 	PowerWatts      *float64 `json:"power_watts,omitempty"`
 	PowerLimitWatts *float64 `json:"power_limit_watts,omitempty"`
@@ -235,7 +242,14 @@ const (
 type ECCCount struct {
 	Type  string `json:"type"`
 	Scope string `json:"scope"`
+	// Count is the exported counter: the agent's sampler keeps it
+	// monotonic across driver reloads and GPU resets.
 	Count uint64 `json:"count"`
+	// Current is the device's own reading this round, which the sampler
+	// sets before it makes Count monotonic: a volatile count that the
+	// driver restarted at zero reads 0 here while Count goes on. Health
+	// judges this one.
+	Current uint64 `json:"current"`
 }
 
 // RemappedRows is the HBM row remapping state (Ampere and newer).

@@ -108,8 +108,10 @@ func evaluate(in Input) GPU {
 			add(ReasonRowRemapFailed, "a row remapping failed: the GPU needs service")
 		}
 		for _, e := range s.ECC {
-			if e.Type == gpu.ECCUncorrected && e.Scope == gpu.ECCVolatile && e.Count > 0 {
-				add(ReasonUncorrectableECC, "%d uncorrectable ECC errors since the driver loaded", e.Count)
+			// Current, not the monotonic Count: the driver restarts its
+			// volatile count when it reloads, and so does the verdict.
+			if e.Type == gpu.ECCUncorrected && e.Scope == gpu.ECCVolatile && e.Current > 0 {
+				add(ReasonUncorrectableECC, "%d uncorrectable ECC errors since the driver loaded", e.Current)
 			}
 		}
 		if r := s.RemappedRows; r != nil && r.Pending {

@@ -36,9 +36,16 @@ func TestEvaluate(t *testing.T) {
 		"link that was up is down": {Input{Sample: up(0), LinksEverUp: []int{0, 2}}, false, true, []string{ReasonNVLinkDown}},
 		"volatile uncorrectable ECC": {Input{Sample: func() gpu.Sample {
 			s := up(0)
-			s.ECC[1].Count = 2
+			s.ECC[1].Count, s.ECC[1].Current = 2, 2
 			return s
 		}()}, false, true, []string{ReasonUncorrectableECC}},
+		// The driver reloaded: its volatile count restarted at 0 while the
+		// exported counter kept the errors from before.
+		"volatile uncorrectable ECC cleared by a driver reload": {Input{Sample: func() gpu.Sample {
+			s := up(0)
+			s.ECC[1].Count, s.ECC[1].Current = 2, 0
+			return s
+		}(), LinksEverUp: []int{0}}, true, true, nil},
 		"remap pending and failed, ordered by severity": {Input{Sample: func() gpu.Sample {
 			s := up(0)
 			s.RemappedRows.Pending, s.RemappedRows.Failed = true, true

@@ -32,3 +32,27 @@ func TestUnknownProduct(t *testing.T) {
 		}
 	}
 }
+
+// GPUs the agent may not open are named once in the summary, apart from
+// the GPUs it reads.
+func TestGPUsNotVisible(t *testing.T) {
+	s := &snapshot.Snapshot{
+		GPUDriver: &snapshot.GPUDriver{Backend: "nvml", DriverVersion: "550.54.15", CUDAVersion: "12.4", GPUsNotVisible: []int{3, 6}},
+		GPUs:      []snapshot.GPU{{Device: gpu.Device{Vendor: gpu.NVIDIA, Product: "NVIDIA H100 80GB HBM3", PCIBusID: "0000:1b:00.0", NUMANode: -1}}},
+	}
+	var b bytes.Buffer
+	if err := report.Text(&b, s, labels.Set{}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "GPUs: 1x NVIDIA H100 80GB HBM3 (nvml, driver 550.54.15, CUDA 12.4); 2 not visible to the agent (index 3, 6:"; !strings.Contains(b.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, b.String())
+	}
+	s.GPUs = nil
+	b.Reset()
+	if err := report.Text(&b, s, labels.Set{}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "GPUs: 2 not visible to the agent"; !strings.Contains(b.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, b.String())
+	}
+}

@@ -59,8 +59,24 @@ func Summary(s *snapshot.Snapshot) []string {
 	return out
 }
 
+// notVisibleText names the GPUs the agent may not open, "" when none.
+func notVisibleText(s *snapshot.Snapshot) string {
+	if s.GPUDriver == nil || len(s.GPUDriver.GPUsNotVisible) == 0 {
+		return ""
+	}
+	idx := make([]string, len(s.GPUDriver.GPUsNotVisible))
+	for i, n := range s.GPUDriver.GPUsNotVisible {
+		idx[i] = strconv.Itoa(n)
+	}
+	return fmt.Sprintf("%d not visible to the agent (index %s: no permission to open them, e.g. a device cgroup; not judged)",
+		len(idx), strings.Join(idx, ", "))
+}
+
 func gpuLine(s *snapshot.Snapshot) string {
 	if len(s.GPUs) == 0 {
+		if nv := notVisibleText(s); nv != "" {
+			return "GPUs: " + nv
+		}
 		if why := s.GPUsNotInventoried(); why != "" {
 			return "GPUs: " + why // the failed source's line below says why and what to do
 		}
@@ -89,6 +105,9 @@ func gpuLine(s *snapshot.Snapshot) string {
 		} else {
 			line += fmt.Sprintf(" (%s, driver %s, CUDA %s)", d.Backend, orDash(d.DriverVersion), orDash(d.CUDAVersion))
 		}
+	}
+	if nv := notVisibleText(s); nv != "" {
+		line += "; " + nv
 	}
 	return line
 }

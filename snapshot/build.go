@@ -66,6 +66,7 @@ func Build(in Inputs) *Snapshot {
 			CUDAVersion:    in.GPU.CUDAVersion,
 			LibraryVersion: in.GPU.LibraryVersion,
 			ROCmVersion:    in.GPU.ROCmVersion,
+			GPUsNotVisible: in.GPU.NotVisible,
 		}
 		for _, d := range in.GPU.Devices {
 			s.GPUs = append(s.GPUs, placeGPU(d, pci, s.RDMADevices))

@@ -563,6 +563,9 @@ func (s *Sampler) accumulateGPU(g *gpu.Sample) {
 		}
 	}
 	for i := range g.ECC {
+		// Health judges what the driver counts now (a volatile count
+		// restarts with the driver); only the exported counter goes on.
+		g.ECC[i].Current = g.ECC[i].Count
 		upd(&g.ECC[i].Count, "ecc", g.ECC[i].Type+"/"+g.ECC[i].Scope, 0)
 	}
 }

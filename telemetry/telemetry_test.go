@@ -283,6 +283,61 @@ func TestHealthFromSamples(t *testing.T) {
 	}
 }
 
+// Uncorrectable ECC errors make a GPU unhealthy until the driver's
+// volatile count restarts (a driver reload or GPU reset, nvml.h: "Volatile
+// counts are reset each time the driver loads"); the exported counter
+// stays monotonic meanwhile.
+func TestUncorrectableECCClearsWithTheDriversCount(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	s := New(n.options())
+	nvmlfake.AddECCErrors(n.lib, 4, 0, 2)
+	s.Round(context.Background())
+	f := s.Latest()
+	if h := f.Health[4]; h.Healthy || len(h.Problems) != 1 || h.Problems[0].Reason != health.ReasonUncorrectableECC {
+		t.Fatalf("GPU 4 with 2 uncorrectable errors: %+v", h)
+	}
+	n.clock.Advance(30 * time.Second)
+	nvmlfake.ResetGPU(n.lib, 4)
+	s.Round(context.Background())
+	f = s.Latest()
+	if h := f.Health[4]; !h.Healthy {
+		t.Errorf("GPU 4 after its volatile count restarted: %+v", h)
+	}
+	if f.Condition.Status != nodestatus.True {
+		t.Errorf("condition %+v", f.Condition)
+	}
+	for _, e := range f.GPUs[4].ECC {
+		if e.Type == gpu.ECCUncorrected && e.Scope == gpu.ECCVolatile && (e.Count != 2 || e.Current != 0) {
+			t.Errorf("volatile uncorrected: exported %d, device %d; want 2 and 0", e.Count, e.Current)
+		}
+	}
+}
+
+// A GPU the agent may not open (NVML: NO_PERMISSION, a device cgroup
+// hides it) is another workload's, not a GPU that does not answer: it has
+// no series and no verdict, and the condition stays True.
+func TestGPUsTheAgentMayNotOpenAreLeftOut(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	nvmlfake.SetNoPermission(n.lib, 3)
+	s := New(n.options())
+	for range 2 {
+		s.Round(context.Background())
+		n.clock.Advance(time.Second)
+	}
+	f := s.Latest()
+	if len(f.GPUs) != 7 || len(f.Health) != 7 {
+		t.Fatalf("%d GPUs, %d verdicts, want 7", len(f.GPUs), len(f.Health))
+	}
+	for _, g := range f.GPUs {
+		if g.Index == 3 || !g.Up {
+			t.Errorf("GPU %d up %v", g.Index, g.Up)
+		}
+	}
+	if f.Condition.Status != nodestatus.True || status(f, "nvml-sample").State != source.OK || status(f, "nvml-sample").Message != "" {
+		t.Errorf("condition %+v, source %+v", f.Condition, status(f, "nvml-sample"))
+	}
+}
+
 // A GPU whose calls hang is reported down when the round's time is up;
 // the round ends on time and everything else is fresh.
 func TestHungGPU(t *testing.T) {

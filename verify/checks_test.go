@@ -19,7 +19,7 @@ func good() *snapshot.Snapshot {
 		return snapshot.GPU{
 			Device: gpu.Device{
 				Index: i, Vendor: gpu.NVIDIA, Product: "NVIDIA H100 80GB HBM3", Architecture: "hopper", NUMANode: i,
-				PCIeLink:     &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16},
+				PCIeLink:     &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"},
 				Interconnect: &gpu.Interconnect{Kind: "nvlink", Links: 18, Active: 18, Generation: 4},
 				ECC:          &gpu.ECCMode{Enabled: true, Pending: true},
 				RemappedRows: &gpu.RemappedRows{Correctable: 1},
@@ -103,6 +103,12 @@ func TestGPUCount(t *testing.T) {
 		{"no GPUs, none expected", Options{}, noGPU, "node=skip"},
 		{"no GPUs, some expected", Options{ExpectedGPUCount: 8}, noGPU, "node=fail"},
 		{"GPUs on PCI that no backend read: count unknown", Options{ExpectedGPUCount: 8}, noBackend, "node=skip"},
+		{"GPUs the agent may not open are on the node", Options{ExpectedGPUCount: 4}, func(s *snapshot.Snapshot) {
+			s.GPUDriver = &snapshot.GPUDriver{Backend: "nvml", GPUsNotVisible: []int{2, 3}}
+		}, "node=pass"},
+		{"none the agent may open, none expected", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs, s.GPUDriver = nil, &snapshot.GPUDriver{Backend: "nvml", GPUsNotVisible: []int{0}}
+		}, "node=skip"},
 	})
 }
 
@@ -111,7 +117,36 @@ func TestGPUPCIeLink(t *testing.T) {
 		{"at maximum", Options{}, nil, "gpu0=pass gpu1=pass"},
 		{"Gen4 x8", Options{}, func(s *snapshot.Snapshot) { s.GPUs[1].PCIeLink.CurrentGen, s.GPUs[1].PCIeLink.CurrentWidth = 4, 8 }, "gpu0=pass gpu1=fail"},
 		{"width only", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink.CurrentWidth = 8 }, "gpu0=fail gpu1=pass"},
+		// An idle GPU (P8) runs its link at Gen1: not a link that trained low.
+		{"idle at Gen1", Options{}, idleGen1, "gpu0=pass gpu1=pass"},
+		{"idle, and the width is low", Options{}, func(s *snapshot.Snapshot) { idleGen1(s); s.GPUs[1].PCIeLink.CurrentWidth = 8 }, "gpu0=pass gpu1=fail"},
+		{"performance state unknown", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs[0].PCIeLink.PerformanceState, s.GPUs[0].PCIeLink.CurrentGen = "", 4
+			s.GPUs[1].PCIeLink.PerformanceState = ""
+		}, "gpu0=pass gpu1=pass"},
+		{"Gen4 at P0", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink.CurrentGen = 4 }, "gpu0=fail gpu1=pass"},
 		{"not reported", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink = nil; s.GPUs[1].PCIeLink = &gpu.PCIeLink{} }, "gpu0=skip gpu1=skip"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
+// idleGen1 idles both GPUs: P8, the link at Gen1.
+func idleGen1(s *snapshot.Snapshot) {
+	for i := range s.GPUs {
+		s.GPUs[i].PCIeLink.CurrentGen, s.GPUs[i].PCIeLink.PerformanceState = 1, "P8"
+	}
+}
+
+func TestGPUPCIeGeneration(t *testing.T) {
+	run(t, gpuPCIeGeneration(), []cas{
+		{"at maximum", Options{}, nil, "gpu0=pass gpu1=pass"},
+		{"idle at Gen1: cannot be told", Options{}, idleGen1, "gpu0=warn gpu1=warn"},
+		{"idle at its maximum", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink.PerformanceState = "P8" }, "gpu0=pass gpu1=pass"},
+		{"performance state unknown", Options{}, func(s *snapshot.Snapshot) {
+			s.GPUs[0].PCIeLink.PerformanceState, s.GPUs[0].PCIeLink.CurrentGen = "", 4
+		}, "gpu0=warn gpu1=pass"},
+		{"low at P0: gpu-pcie-link's", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink.CurrentGen = 4 }, "gpu0=skip gpu1=pass"},
+		{"not reported", Options{}, func(s *snapshot.Snapshot) { s.GPUs[0].PCIeLink = nil }, "gpu0=skip gpu1=pass"},
 		{"no GPUs", Options{}, noGPU, "node=skip"},
 	})
 }

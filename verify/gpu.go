@@ -61,9 +61,19 @@ func gpuCount() Check {
 			if unread := s.GPUsNotInventoried(); n == 0 && unread != "" {
 				return []finding{skip(Node, unread)}
 			}
+			// GPUs the driver counts but the agent may not open are on
+			// the node: counted, and said.
+			observed := fmt.Sprint(n)
+			if d := s.GPUDriver; d != nil && len(d.GPUsNotVisible) > 0 {
+				n += len(d.GPUsNotVisible)
+				observed = fmt.Sprintf("%d (%d not visible to the agent)", n, len(d.GPUsNotVisible))
+			}
 			want, why := o.ExpectedGPUCount, "verify.expectedGPUCount"
 			if want == 0 {
-				if n == 0 {
+				if len(s.GPUs) == 0 { // no product to take the count from
+					if n > 0 {
+						return []finding{skip(Node, observed+" GPUs, none readable, and no expected count")}
+					}
 					return []finding{skip(Node, "no GPUs and no expected count")}
 				}
 				c, ok := baseboardGPUs(s.GPUs[0].Product)
@@ -72,26 +82,82 @@ func gpuCount() Check {
 				}
 				want, why = c, s.GPUs[0].Product+" baseboard"
 			}
-			f := bad(Node, fmt.Sprint(n), fmt.Sprintf("%d (%s)", want, why))
+			f := bad(Node, observed, fmt.Sprintf("%d (%s)", want, why))
 			f.ok = n == want
 			return []finding{f}
 		},
 	}
 }
 
+// fullSpeed is the performance state in which a GPU runs its PCIe link at
+// the most it trained to: NVIDIA's driver lowers the link generation in
+// lower states (NVIDIA/open-gpu-kernel-modules#731: P8 Gen1, P5 Gen2), so
+// an idle GPU's generation says nothing about its link.
+const fullSpeed = "P0"
+
+func linkText(gen, width int) string { return fmt.Sprintf("Gen%d x%d", gen, width) }
+
+// pcieGenJudged reports whether a GPU's current PCIe generation shows what
+// its link trained to: at its maximum, or read at full speed.
+func pcieGenJudged(l *gpu.PCIeLink) bool {
+	return l.CurrentGen >= l.MaxGen || l.PerformanceState == fullSpeed
+}
+
 func gpuPCIeLink() Check {
 	return Check{
 		Name: "gpu-pcie-link", Severity: Critical,
-		Summary: "every GPU's PCIe link trained at its maximum generation and width",
-		Remedy:  "the link trained below its maximum: GPUs lower the generation when idle, so re-check under load; if it stays, reseat the GPU or riser, check BIOS PCIe settings and the slot",
+		Summary: "every GPU's PCIe link trained at its maximum width, and at its maximum generation when read at full speed (P0); " +
+			"GPUs lower the generation in lower performance states, which `gpu-pcie-generation` reports",
+		Remedy: "the link trained below its maximum: reseat the GPU or riser, check BIOS PCIe settings and the slot",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			return eachGPU(s, func(g snapshot.GPU) finding {
 				l := g.PCIeLink
 				if l == nil || l.MaxGen == 0 || l.MaxWidth == 0 {
 					return skip(gpuSubject(g), "PCIe link not reported")
 				}
-				f := bad(gpuSubject(g), fmt.Sprintf("Gen%d x%d", l.CurrentGen, l.CurrentWidth), fmt.Sprintf("Gen%d x%d", l.MaxGen, l.MaxWidth))
-				f.ok = l.CurrentGen >= l.MaxGen && l.CurrentWidth >= l.MaxWidth
+				observed, expected := linkText(l.CurrentGen, l.CurrentWidth), linkText(l.MaxGen, l.MaxWidth)
+				if l.PerformanceState != "" {
+					observed += " in " + l.PerformanceState
+				}
+				genOK := l.CurrentGen >= l.MaxGen
+				if !pcieGenJudged(l) {
+					// The width does not drop with the performance state;
+					// the generation is left to gpu-pcie-generation.
+					observed += " (generation not judged below " + fullSpeed + ")"
+					genOK = true
+				}
+				f := bad(gpuSubject(g), observed, expected)
+				f.ok = genOK && l.CurrentWidth >= l.MaxWidth
+				return f
+			})
+		},
+	}
+}
+
+func gpuPCIeGeneration() Check {
+	return Check{
+		Name: "gpu-pcie-generation", Severity: Warning,
+		Summary: "every GPU's PCIe generation was seen at its maximum; a GPU read below full speed (P0) runs its link slower, so its link cannot be judged",
+		Remedy: "GPUs lower the PCIe generation when idle: run `gpunode-agent verify` (or `nvidia-smi -q -d PCI,PERFORMANCE`) while the GPU is busy; " +
+			"if it stays below its maximum at P0, gpu-pcie-link fails",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			return eachGPU(s, func(g snapshot.GPU) finding {
+				l := g.PCIeLink
+				switch {
+				case l == nil || l.MaxGen == 0:
+					return skip(gpuSubject(g), "PCIe link not reported")
+				case pcieGenJudged(l) && l.CurrentGen < l.MaxGen:
+					return skip(gpuSubject(g), fmt.Sprintf("Gen%d at %s: judged by gpu-pcie-link", l.CurrentGen, fullSpeed))
+				}
+				observed := fmt.Sprintf("Gen%d", l.CurrentGen)
+				switch {
+				case l.PerformanceState != "":
+					observed += " in " + l.PerformanceState
+				case l.CurrentGen < l.MaxGen:
+					observed += " (performance state unknown)"
+				}
+				f := bad(gpuSubject(g), observed, fmt.Sprintf("Gen%d", l.MaxGen))
+				f.ok = l.CurrentGen >= l.MaxGen
 				return f
 			})
 		},

@@ -16,7 +16,7 @@ func TestCondition(t *testing.T) {
 	s.GPUs[1].PCIeLink.CurrentWidth = 8
 	s.GPUs[0].Fabric.State = "not-started"
 	c = Condition(Run(s, Options{ExpectedGPUCount: 2}))
-	want := "2 failed: gpu-pcie-link gpu1: Gen5 x8 (expected Gen5 x16); nvswitch-fabric gpu0: not-started, success (expected completed, success)"
+	want := "2 failed: gpu-pcie-link gpu1: Gen5 x8 in P0 (expected Gen5 x16); nvswitch-fabric gpu0: not-started, success (expected completed, success)"
 	if c.Status != nodestatus.False || c.Reason != "ChecksFailed" || c.Message != want {
 		t.Errorf("degraded node: %+v\nwant message %q", c, want)
 	}

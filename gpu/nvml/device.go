@@ -25,6 +25,8 @@ type deviceReader struct {
 	// lost is set once a call reports ERROR_GPU_IS_LOST: the GPU fell off
 	// the bus and every further call would fail the same way.
 	lost bool
+	// notVisible is set when this process may not open the GPU.
+	notVisible bool
 }
 
 // ok reports whether ret carries a value. ERROR_NOT_SUPPORTED only means the
@@ -62,6 +64,12 @@ func get[T any](r *deviceReader, fn string, f func() (T, gonvml.Return)) (T, boo
 func (b *Backend) readDevice(i int) *deviceReader {
 	r := &deviceReader{b: b, dev: gpu.Device{Index: i, Vendor: gpu.NVIDIA, NUMANode: -1}}
 	h, ret := b.lib.DeviceGetHandleByIndex(i)
+	if ret == gonvml.ERROR_NO_PERMISSION {
+		// nvml.h, nvmlDeviceGetCount_v2: the count includes GPUs
+		// whose handle answers NO_PERMISSION (hidden from this process).
+		r.notVisible = true
+		return r
+	}
 	if ret != gonvml.SUCCESS {
 		r.fail(fmt.Errorf("nvmlDeviceGetHandleByIndex: %w", ret))
 		return r
@@ -197,6 +205,12 @@ func (r *deviceReader) power() {
 func (r *deviceReader) pcie() {
 	var link gpu.PCIeLink
 	answered := false
+	// The driver lowers the link speed with the performance state
+	// (NVIDIA/open-gpu-kernel-modules#731: P8 Gen1, P5 Gen2, P2 and P0 the
+	// maximum), so only a GPU at P0 shows whether its link trained low. The
+	// state is read before and after the link, and the lower of the two
+	// kept: a GPU that woke up in between is not judged on an idle reading.
+	before, beforeOK := get(r, "nvmlDeviceGetPerformanceState", r.h.GetPerformanceState)
 	for _, f := range []struct {
 		fn   string
 		get  func() (int, gonvml.Return)
@@ -211,7 +225,13 @@ func (r *deviceReader) pcie() {
 			*f.into, answered = v, true
 		}
 	}
-	if answered {
-		r.dev.PCIeLink = &link
+	if !answered {
+		return
 	}
+	if after, ok := get(r, "nvmlDeviceGetPerformanceState", r.h.GetPerformanceState); ok && beforeOK {
+		if p := max(before, after); p <= gonvml.PSTATE_15 { // not PSTATE_UNKNOWN
+			link.PerformanceState = fmt.Sprintf("P%d", p)
+		}
+	}
+	r.dev.PCIeLink = &link
 }

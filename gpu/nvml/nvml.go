@@ -156,6 +156,10 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 			break
 		}
 		r := b.readDevice(i)
+		if r.notVisible {
+			inv.NotVisible = append(inv.NotVisible, i)
+			continue
+		}
 		for _, err := range r.errs {
 			errs = append(errs, fmt.Errorf("gpu %d: %w", i, err))
 		}

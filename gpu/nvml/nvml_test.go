@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,7 +101,7 @@ func TestH100DeviceFieldByField(t *testing.T) {
 		MIG:             gpu.MIG{Capable: true},
 		Interconnect:    &gpu.Interconnect{Kind: "nvlink", Links: 18, Active: 18, Generation: 4},
 		PowerLimitWatts: 700,
-		PCIeLink:        &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16},
+		PCIeLink:        &gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"},
 		Serial:          "1126013088837",
 		VBIOSVersion:    "96.00.74.00.0D",
 		ECC:             &gpu.ECCMode{Enabled: true, Pending: true},
@@ -152,7 +153,8 @@ func TestModels(t *testing.T) {
 				if ic := d.Interconnect; ic == nil || *ic != (gpu.Interconnect{Kind: "nvlink", Links: tc.links, Active: tc.links, Generation: tc.gen}) {
 					t.Errorf("device %d interconnect %+v", i, ic)
 				}
-				if l := d.PCIeLink; l == nil || *l != (gpu.PCIeLink{CurrentGen: tc.pcieGen, MaxGen: tc.pcieGen, CurrentWidth: 16, MaxWidth: 16}) {
+				want := gpu.PCIeLink{CurrentGen: tc.pcieGen, MaxGen: tc.pcieGen, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"}
+				if l := d.PCIeLink; l == nil || *l != want {
 					t.Errorf("device %d PCIe %+v", i, l)
 				}
 				if d.PowerLimitWatts != tc.watts || d.MIG != (gpu.MIG{Capable: true}) || d.Serial == "" || d.VBIOSVersion == "" || len(d.Errors) != 0 {
@@ -207,7 +209,9 @@ func TestMachineFaults(t *testing.T) {
 	m.GPUs[4].PCIeGen, m.GPUs[4].PCIeWidth = 3, 8 // trained down, e.g. a bad riser
 	m.GPUs[6].PCIeWidth = 8
 	m.GPUs[1].MIGEnabled = true
-	b := nvml.New(build(t, m))
+	lib := build(t, m)
+	nvmlfake.SetIdle(lib, 7, true)
+	b := nvml.New(lib)
 	defer b.Close()
 	inv := inventory(t, b)
 	for i, d := range inv.Devices {
@@ -218,12 +222,14 @@ func TestMachineFaults(t *testing.T) {
 		if d.Interconnect.Links != 18 || d.Interconnect.Active != wantActive || d.Interconnect.Generation != 4 {
 			t.Errorf("device %d links %+v, want %d of 18 active", i, d.Interconnect, wantActive)
 		}
-		wantLink := gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16}
+		wantLink := gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, MaxWidth: 16, PerformanceState: "P0"}
 		switch i {
 		case 4:
 			wantLink.CurrentGen, wantLink.CurrentWidth = 3, 8
 		case 6:
 			wantLink.CurrentWidth = 8
+		case 7: // idle: the driver runs the link at Gen1 in P8
+			wantLink.CurrentGen, wantLink.PerformanceState = 1, "P8"
 		}
 		if *d.PCIeLink != wantLink {
 			t.Errorf("device %d PCIe %+v, want %+v", i, *d.PCIeLink, wantLink)
@@ -306,6 +312,38 @@ func TestLostGPUMidWalk(t *testing.T) {
 	}
 }
 
+// A GPU the process may not open (a device cgroup hides it) is counted by
+// nvmlDeviceGetCount_v2 and answers NO_PERMISSION for its handle: it is
+// reported as not visible, not as a failed GPU.
+func TestGPUsTheProcessMayNotOpen(t *testing.T) {
+	lib := build(t, dgx(nvmlfake.H100))
+	nvmlfake.SetNoPermission(lib, 3)
+	nvmlfake.SetNoPermission(lib, 6)
+	b := nvml.New(lib)
+	defer b.Close()
+	inv, err := b.Inventory(context.Background())
+	if err != nil {
+		t.Fatalf("Inventory: %v", err)
+	}
+	if !slices.Equal(inv.NotVisible, []int{3, 6}) || len(inv.Devices) != 6 {
+		t.Fatalf("not visible %v, %d devices", inv.NotVisible, len(inv.Devices))
+	}
+	for _, d := range inv.Devices {
+		if d.Index == 3 || d.Index == 6 || d.UUID == "" || len(d.Errors) != 0 {
+			t.Errorf("device %+v", d)
+		}
+	}
+	samples, err := b.Sample(context.Background())
+	if err != nil || len(samples) != 6 {
+		t.Fatalf("%d samples, error %v", len(samples), err)
+	}
+	for _, s := range samples {
+		if s.Index == 3 || s.Index == 6 || !s.Up {
+			t.Errorf("sample %d up %v", s.Index, s.Up)
+		}
+	}
+}
+
 func TestNotSupportedLeavesFieldsEmpty(t *testing.T) {
 	lib := build(t, dgx(nvmlfake.B200))
 	for _, sym := range []string{"nvmlDeviceGetArchitecture", "nvmlDeviceGetNumaNodeId", "nvmlDeviceGetMigMode",
@@ -315,6 +353,7 @@ func TestNotSupportedLeavesFieldsEmpty(t *testing.T) {
 		"nvmlDeviceGetGpuFabricInfo"} {
 		nvmlfake.SetReturn(lib, 0, sym, gonvml.ERROR_NOT_SUPPORTED)
 	}
+	nvmlfake.SetReturn(lib, 0, "nvmlDeviceGetPerformanceState", gonvml.ERROR_NOT_SUPPORTED)
 	nvmlfake.SetReturn(lib, 1, "nvmlDeviceGetMaxPcieLinkWidth", gonvml.ERROR_NOT_SUPPORTED)
 	b := nvml.New(lib)
 	defer b.Close()
@@ -324,7 +363,7 @@ func TestNotSupportedLeavesFieldsEmpty(t *testing.T) {
 	if got := inv.Devices[0]; !reflect.DeepEqual(got, want) || got.UUID == "" {
 		t.Errorf("device 0:\n got %+v\nwant %+v", got, want)
 	}
-	if l := inv.Devices[1].PCIeLink; *l != (gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16}) {
+	if l := inv.Devices[1].PCIeLink; *l != (gpu.PCIeLink{CurrentGen: 5, MaxGen: 5, CurrentWidth: 16, PerformanceState: "P0"}) {
 		t.Errorf("device 1 PCIe %+v", *l)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -64,6 +65,9 @@ type gpuState struct {
 	migMode bool
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
+	// notVisible is set while this process may not open the GPU (its
+	// handle answers NO_PERMISSION): it is left out of the samples.
+	notVisible atomic.Bool
 }
 
 // Sample reads every GPU NVML counts, plus any GPU that answered before and
@@ -108,7 +112,13 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 			Down: func(why string) gpu.Sample { return st.down(b.now(), why) }}
 	}
 	out := gpu.SampleEach(ctx, reads)
-	return out, joinSampleErrors(out)
+	visible := out[:0]
+	for k, s := range out {
+		if !states[k].notVisible.Load() {
+			visible = append(visible, s)
+		}
+	}
+	return visible, joinSampleErrors(visible)
 }
 
 func joinSampleErrors(samples []gpu.Sample) error {
@@ -184,6 +194,9 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 		st.generation = b.generation
 	}
 	h, ret := b.lib.DeviceGetHandleByIndex(st.identity.Index)
+	// A GPU this process may not open is another workload's, not down:
+	// Sample leaves it out (Inventory reports it as not visible).
+	st.notVisible.Store(ret == gonvml.ERROR_NO_PERMISSION)
 	if ret != gonvml.SUCCESS {
 		s := st.down(b.now(), fmt.Sprintf("nvmlDeviceGetHandleByIndex: %v", ret))
 		s.Lost = ret == gonvml.ERROR_GPU_IS_LOST
@@ -273,7 +286,30 @@ func (r *sampleReader) utilization() {
 // percent turns NVML's 0-100 into a ratio, clamping nonsense.
 func percent(v uint32) float64 { return float64(min(v, 100)) / 100 }
 
+// symMemoryInfoV2 arrived with driver R510; DCGM reads it from there on.
+const symMemoryInfoV2 = "nvmlDeviceGetMemoryInfo_v2"
+
+// memory reads the v2 call where the driver has it: the v1 call counts the
+// memory the driver reserves as used (nvml.h, nvmlMemory_t.used: "Sum of
+// Reserved and Allocated"), so a GPU with nothing running would read
+// hundreds of MiB used; v2 reports reserved apart, as nvidia-smi and DCGM
+// show it.
 func (r *sampleReader) memory() {
+	if r.b.has(symMemoryInfoV2) && !r.lost {
+		m, ret := r.h.GetMemoryInfo_v2()
+		switch ret {
+		case gonvml.SUCCESS:
+			r.answered++
+			r.s.MemoryTotalBytes, r.s.MemoryUsedBytes, r.s.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
+			r.s.MemoryReservedBytes = ptr(m.Reserved)
+			return
+		case gonvml.ERROR_GPU_IS_LOST:
+			r.ok(symMemoryInfoV2, ret)
+			return
+		}
+		// Anything else (a struct version the driver refuses, a GPU
+		// without the v2 answer): the v1 call below.
+	}
 	if m, ok := read(r, "nvmlDeviceGetMemoryInfo", r.h.GetMemoryInfo); ok {
 		r.s.MemoryTotalBytes, r.s.MemoryUsedBytes, r.s.MemoryFreeBytes = ptr(m.Total), ptr(m.Used), ptr(m.Free)
 	}

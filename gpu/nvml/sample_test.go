@@ -82,8 +82,9 @@ func TestSampleH100(t *testing.T) {
 	if !ratio(s.Utilization) || !ratio(s.MemoryUtilization) || *s.Utilization < 0.1 {
 		t.Errorf("utilization %v / %v", s.Utilization, s.MemoryUtilization)
 	}
-	if s.MemoryTotalBytes == nil || *s.MemoryTotalBytes != 80<<30 || *s.MemoryUsedBytes+*s.MemoryFreeBytes != 80<<30 {
-		t.Errorf("memory %v %v %v", s.MemoryTotalBytes, s.MemoryUsedBytes, s.MemoryFreeBytes)
+	if s.MemoryTotalBytes == nil || *s.MemoryTotalBytes != 80<<30 || s.MemoryReservedBytes == nil ||
+		*s.MemoryUsedBytes+*s.MemoryFreeBytes+*s.MemoryReservedBytes != 80<<30 {
+		t.Errorf("memory %v %v %v %v", s.MemoryTotalBytes, s.MemoryUsedBytes, s.MemoryFreeBytes, s.MemoryReservedBytes)
 	}
 	if s.PowerWatts == nil || *s.PowerWatts < 84 || *s.PowerWatts > 700 || *s.PowerLimitWatts != 700 {
 		t.Errorf("power %v W of %v W", s.PowerWatts, s.PowerLimitWatts)
@@ -200,6 +201,32 @@ func TestNotSupportedIsAbsentNotAnError(t *testing.T) {
 // An older driver without the newer entry points: nothing missing is
 // called (the fake panics if it is), the rest is read, and clock event
 // reasons come from the older throttle-reasons call.
+// nvmlDeviceGetMemoryInfo counts the memory the driver reserves as used
+// (nvml.h, nvmlMemory_t.used: "Sum of Reserved and Allocated"); the
+// sampler reads nvmlDeviceGetMemoryInfo_v2, which reports it apart, as
+// nvidia-smi and DCGM do, and falls back to v1 on drivers before R510.
+func TestMemoryUsedExcludesReserved(t *testing.T) {
+	lib, _ := clocked(t, nvmlfake.H100)
+	b := nvml.New(lib)
+	defer b.Close()
+	s := sample(t, b)[0]
+	h, _ := lib.DeviceGetHandleByIndex(0)
+	v1, _ := h.GetMemoryInfo()
+	if s.MemoryReservedBytes == nil || *s.MemoryReservedBytes == 0 || s.MemoryUsedBytes == nil ||
+		*s.MemoryUsedBytes != v1.Used-*s.MemoryReservedBytes || *s.MemoryFreeBytes != v1.Free {
+		t.Errorf("used %v free %v reserved %v; v1 says used %d free %d", s.MemoryUsedBytes, s.MemoryFreeBytes, s.MemoryReservedBytes, v1.Used, v1.Free)
+	}
+
+	old, _ := clocked(t, nvmlfake.H100)
+	nvmlfake.HideSymbol(old, "nvmlDeviceGetMemoryInfo_v2")
+	b = nvml.New(old)
+	defer b.Close()
+	s = sample(t, b)[0]
+	if s.MemoryReservedBytes != nil || s.MemoryUsedBytes == nil || *s.MemoryUsedBytes+*s.MemoryFreeBytes != *s.MemoryTotalBytes || len(s.Errors) != 0 {
+		t.Errorf("without v2: used %v free %v reserved %v, errors %v", s.MemoryUsedBytes, s.MemoryFreeBytes, s.MemoryReservedBytes, s.Errors)
+	}
+}
+
 func TestOlderDriverSymbolsGated(t *testing.T) {
 	lib, _ := clocked(t, nvmlfake.H100)
 	for _, sym := range []string{"nvmlDeviceGetFieldValues", "nvmlDeviceGetTotalEnergyConsumption",

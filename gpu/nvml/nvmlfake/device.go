@@ -38,6 +38,11 @@ type device struct {
 	// (seconds since the machine was built).
 	reset   bool
 	resetAt float64
+	// The injected ECC totals at the last ResetGPU: volatile counts start
+	// over there, aggregate ones do not.
+	eccCorrectedAtReset, eccUncorrectedAtReset uint64
+	// idle is set by SetIdle: the GPU sits in P8 with its link at Gen1.
+	idle bool
 }
 
 var _ gonvml.Device = (*device)(nil)
@@ -118,8 +123,17 @@ func (d *device) GetEnforcedPowerLimit() (uint32, gonvml.Return) {
 	return answer(d.f, "nvmlDeviceGetEnforcedPowerLimit", d, func() uint32 { return d.f.spec.powerMW })
 }
 
+// GetCurrPcieLinkGeneration is the trained generation at full performance
+// (P0) and Gen1 in P8 (SetIdle): the driver lowers the link speed with the
+// performance state (NVIDIA/open-gpu-kernel-modules#731: P8 Gen1), as
+// lspci's LnkSta shows on an idle GPU.
 func (d *device) GetCurrPcieLinkGeneration() (int, gonvml.Return) {
-	return answer(d.f, "nvmlDeviceGetCurrPcieLinkGeneration", d, func() int { return d.curGen })
+	return answer(d.f, "nvmlDeviceGetCurrPcieLinkGeneration", d, func() int {
+		if d.pstate() != gonvml.PSTATE_0 {
+			return 1
+		}
+		return d.curGen
+	})
 }
 
 func (d *device) GetMaxPcieLinkGeneration() (int, gonvml.Return) {

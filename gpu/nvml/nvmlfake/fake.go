@@ -156,7 +156,7 @@ var (
 		"nvmlSystemGetNVMLVersion", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex", "nvmlEventSetCreate",
 		"nvmlEventSetWait", "nvmlEventSetFree", "nvmlGpmSampleAlloc", "nvmlGpmSampleFree", "nvmlGpmMetricsGet"}
 	deviceSymbols = []string{"nvmlDeviceGetUUID", "nvmlDeviceGetName", "nvmlDeviceGetArchitecture",
-		"nvmlDeviceGetCudaComputeCapability", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetPciInfo",
+		"nvmlDeviceGetCudaComputeCapability", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetPciInfo",
 		"nvmlDeviceGetNumaNodeId", "nvmlDeviceGetMigMode", "nvmlDeviceGetNvLinkState",
 		"nvmlDeviceGetNvLinkVersion", "nvmlDeviceGetEnforcedPowerLimit",
 		"nvmlDeviceGetCurrPcieLinkGeneration", "nvmlDeviceGetMaxPcieLinkGeneration",
@@ -171,7 +171,8 @@ var (
 		"nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId", "nvmlDeviceIsMigDeviceHandle",
 		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet",
 		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetSupportedClocksEventReasons",
-		"nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetTemperatureV", "nvmlDeviceGetPcieThroughput"}
+		"nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetTemperatureV", "nvmlDeviceGetPcieThroughput",
+		"nvmlDeviceGetPerformanceState"}
 )
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {

@@ -115,6 +115,7 @@ func ResetGPU(lib gonvml.Interface, index int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d.reset, d.resetAt = true, f.clock().Sub(f.start).Seconds()
+	d.eccCorrectedAtReset, d.eccUncorrectedAtReset = d.eccCorrected, d.eccUncorrected
 }
 
 // RaiseXID raises an XID on GPU index now, on every event set it is
@@ -214,4 +215,23 @@ func (f *machine) mustProvide(symbol string) {
 	if !f.provided[symbol] {
 		panic(fmt.Sprintf("nvmlfake: %s is not implemented by the fake", symbol))
 	}
+}
+
+// SetIdle drops GPU index to performance state P8, its PCIe link to Gen1,
+// as a GPU without persistence mode does when nothing runs (true), or
+// brings it back to P0 and its trained link (false, the default).
+func SetIdle(lib gonvml.Interface, index int, idle bool) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.idle = idle
+}
+
+// SetNoPermission makes GPU index one this process may not open, as a
+// container's device cgroup or /dev/nvidiaN permissions hide it:
+// nvmlDeviceGetCount still counts it and nvmlDeviceGetHandleByIndex
+// answers ERROR_NO_PERMISSION (nvml.h: "if the user doesn't have
+// permission to talk to this device").
+func SetNoPermission(lib gonvml.Interface, index int) {
+	SetReturn(lib, index, "nvmlDeviceGetHandleByIndex", gonvml.ERROR_NO_PERMISSION)
 }

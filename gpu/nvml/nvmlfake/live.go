@@ -68,12 +68,32 @@ func (d *device) GetUtilizationRates() (gonvml.Utilization, gonvml.Return) {
 	})
 }
 
+// fbReservedBytes is the memory the driver and firmware set aside on every
+// GPU: several hundred MiB, the order nvidia-smi -q shows as "Reserved"
+// (the exact figure varies by GPU and driver).
+const fbReservedBytes = 512 << 20
+
+// memory is the GPU's memory now as nvmlDeviceGetMemoryInfo_v2 reports it.
+func (d *device) memory() gonvml.Memory_v2 {
+	total := d.MemoryInfo.Total
+	used := uint64(float64(total)*(0.15+0.7*d.load(d.f.now()))) &^ (1<<20 - 1) // whole MiB
+	return gonvml.Memory_v2{Version: 2, Total: total, Reserved: fbReservedBytes, Used: used - fbReservedBytes, Free: total - used}
+}
+
+// GetMemoryInfo is the v1 call, whose used memory includes the reserved
+// memory (nvml.h, nvmlMemory_t: "Sum of Reserved and Allocated device
+// memory").
 func (d *device) GetMemoryInfo() (gonvml.Memory, gonvml.Return) {
 	return answer(d.f, "nvmlDeviceGetMemoryInfo", d, func() gonvml.Memory {
-		total := d.MemoryInfo.Total
-		used := uint64(float64(total)*(0.15+0.7*d.load(d.f.now()))) &^ (1<<20 - 1) // whole MiB
-		return gonvml.Memory{Total: total, Used: used, Free: total - used}
+		m := d.memory()
+		return gonvml.Memory{Total: m.Total, Used: m.Used + m.Reserved, Free: m.Free}
 	})
+}
+
+// GetMemoryInfo_v2 reports the reserved memory apart from the allocated
+// (nvmlMemory_v2_t: used is "Allocated device memory").
+func (d *device) GetMemoryInfo_v2() (gonvml.Memory_v2, gonvml.Return) {
+	return answer(d.f, "nvmlDeviceGetMemoryInfo_v2", d, d.memory)
 }
 
 // powerWatts is the draw at load a.
@@ -132,6 +152,22 @@ func (d *device) GetTemperature(sensor gonvml.TemperatureSensors) (uint32, gonvm
 
 // busy is whether the GPU runs at its boost clocks rather than idling.
 func (d *device) busy(t float64) bool { return d.load(t) >= 0.15 }
+
+// pstate is P0, where data-center GPUs with persistence mode stay even
+// while their clocks idle, unless SetIdle dropped the GPU to P8, as one
+// without persistence mode (or a PCIe card) drops when nothing runs.
+func (d *device) pstate() gonvml.Pstates {
+	d.f.mu.Lock()
+	defer d.f.mu.Unlock()
+	if d.idle {
+		return gonvml.PSTATE_8
+	}
+	return gonvml.PSTATE_0
+}
+
+func (d *device) GetPerformanceState() (gonvml.Pstates, gonvml.Return) {
+	return answer(d.f, "nvmlDeviceGetPerformanceState", d, d.pstate)
+}
 
 func (d *device) GetClockInfo(c gonvml.ClockType) (uint32, gonvml.Return) {
 	if ret := d.f.enter("nvmlDeviceGetClockInfo", d); ret != gonvml.SUCCESS {
@@ -283,30 +319,29 @@ func (d *device) GetTotalEccErrors(et gonvml.MemoryErrorType, ct gonvml.EccCount
 	if ret := d.f.enter("nvmlDeviceGetTotalEccErrors", d); ret != gonvml.SUCCESS {
 		return 0, ret
 	}
-	d.f.mu.Lock()
-	corrected, uncorrected := d.eccCorrected, d.eccUncorrected
-	d.f.mu.Unlock()
-	// Volatile counts since the driver loaded; aggregate adds the GPU's
-	// earlier life.
-	var v uint64
-	switch et {
-	case gonvml.MEMORY_ERROR_TYPE_CORRECTED:
-		// Volatile counts restart with the driver; aggregate ones do not.
-		v = d.slow("ecc-corrected", 5, 1800)(d.f.now()) + corrected
-		if ct == gonvml.AGGREGATE_ECC {
-			v += d.offset("ecc-corrected-life", 200)
-		} else {
-			v = d.sinceReset(d.slow("ecc-corrected", 5, 1800), d.f.now()) + corrected
-		}
-	case gonvml.MEMORY_ERROR_TYPE_UNCORRECTED:
-		v = uncorrected
-	default:
-		return 0, gonvml.ERROR_INVALID_ARGUMENT
-	}
 	if ct != gonvml.VOLATILE_ECC && ct != gonvml.AGGREGATE_ECC {
 		return 0, gonvml.ERROR_INVALID_ARGUMENT
 	}
-	return v, gonvml.SUCCESS
+	d.f.mu.Lock()
+	corrected, uncorrected := d.eccCorrected, d.eccUncorrected
+	if ct == gonvml.VOLATILE_ECC {
+		// nvml.h: volatile counts are reset each time the driver loads
+		// (and by a GPU reset); aggregate counts persist across both.
+		corrected -= d.eccCorrectedAtReset
+		uncorrected -= d.eccUncorrectedAtReset
+	}
+	d.f.mu.Unlock()
+	organic := d.slow("ecc-corrected", 5, 1800)
+	switch et {
+	case gonvml.MEMORY_ERROR_TYPE_CORRECTED:
+		if ct == gonvml.AGGREGATE_ECC {
+			return organic(d.f.now()) + d.offset("ecc-corrected-life", 200) + corrected, gonvml.SUCCESS
+		}
+		return d.sinceReset(organic, d.f.now()) + corrected, gonvml.SUCCESS
+	case gonvml.MEMORY_ERROR_TYPE_UNCORRECTED:
+		return uncorrected, gonvml.SUCCESS
+	}
+	return 0, gonvml.ERROR_INVALID_ARGUMENT
 }
 
 func (d *device) GetRemappedRows() (int, int, bool, bool, gonvml.Return) {

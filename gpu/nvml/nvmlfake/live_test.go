@@ -429,6 +429,7 @@ func TestResetRestartsCounters(t *testing.T) {
 	h := handle(t, lib, 0)
 	clock.Advance(time.Hour)
 	before := val(h.GetTotalEnergyConsumption()).must(t, "energy")
+	AddECCErrors(lib, 0, 0, 2)
 	ResetGPU(lib, 0)
 	if e := val(h.GetTotalEnergyConsumption()).must(t, "energy"); e != 0 {
 		t.Errorf("energy right after a reset = %d", e)
@@ -445,6 +446,14 @@ func TestResetRestartsCounters(t *testing.T) {
 	vol := val(h.GetTotalEccErrors(gonvml.MEMORY_ERROR_TYPE_CORRECTED, gonvml.VOLATILE_ECC)).must(t, "ecc")
 	if vol != 0 || agg == 0 {
 		t.Errorf("after a reset: volatile %d, aggregate %d", vol, agg)
+	}
+	// Uncorrectable errors from before the reset stay in the aggregate
+	// count only; new ones count in both.
+	AddECCErrors(lib, 0, 0, 1)
+	uagg := val(h.GetTotalEccErrors(gonvml.MEMORY_ERROR_TYPE_UNCORRECTED, gonvml.AGGREGATE_ECC)).must(t, "ecc")
+	uvol := val(h.GetTotalEccErrors(gonvml.MEMORY_ERROR_TYPE_UNCORRECTED, gonvml.VOLATILE_ECC)).must(t, "ecc")
+	if uvol != 1 || uagg != 3 {
+		t.Errorf("uncorrected after a reset and one more error: volatile %d, aggregate %d; want 1 and 3", uvol, uagg)
 	}
 	if other := val(handle(t, lib, 1).GetTotalEnergyConsumption()).must(t, "energy"); other < before/2 {
 		t.Errorf("GPU 1 was reset too: %d", other)
