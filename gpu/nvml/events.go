@@ -43,6 +43,10 @@ type eventDevice struct {
 	index int
 	uuid  string
 	why   string // why the GPU is not registered; "" when it is
+	// hidden is set when this process may not open the GPU (NO_PERMISSION
+	// handle): it is retried like any missing GPU but has no watch state,
+	// as it has no samples or health.
+	hidden bool
 }
 
 func (e *eventSet) free() error {
@@ -248,6 +252,7 @@ func (b *Backend) register(set gonvml.EventSet, i int) (d eventDevice, unknown b
 	h, ret := b.lib.DeviceGetHandleByIndex(i)
 	if ret != gonvml.SUCCESS {
 		d.why = fmt.Sprintf("nvmlDeviceGetHandleByIndex: %v", ret)
+		d.hidden = ret == gonvml.ERROR_NO_PERMISSION
 		return d, false
 	}
 	d.h = h
@@ -277,6 +282,9 @@ func (b *Backend) publishWatch() {
 		states = append(states, gpu.EventWatchState{GPU: d.index, UUID: d.uuid, Watched: true})
 	}
 	for _, d := range es.missing {
+		if d.hidden {
+			continue
+		}
 		states = append(states, gpu.EventWatchState{GPU: d.index, UUID: d.uuid, Reason: d.why})
 	}
 	slices.SortFunc(states, func(a, b gpu.EventWatchState) int { return a.GPU - b.GPU })

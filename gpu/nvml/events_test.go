@@ -132,3 +132,30 @@ func TestEventSetRebuiltAfterUnknownWait(t *testing.T) {
 	watchedState(t, b, 7, true)
 	xidArrives(t, lib, events, 7, 79)
 }
+
+// A GPU this process may not open (its handle answers NO_PERMISSION: a
+// device cgroup hides it) is not ours to watch: it has no watch state, so
+// gpunode_gpu_xid_watch_up and the GPUXIDNotWatched alert leave it out,
+// as the samples and health do. It joins once it becomes visible.
+func TestEventWatchLeavesOutGPUsNotVisible(t *testing.T) {
+	lib := build(t, dgx(nvmlfake.H100))
+	nvmlfake.SetNoPermission(lib, 2)
+	b := nvml.New(lib, nvml.WithEventRetry(100*time.Millisecond))
+	defer b.Close()
+	events := watching(t, b)
+	testsupport.Eventually(t, "7 watch states", func() error {
+		states := b.EventWatch()
+		if len(states) != 7 {
+			return fmt.Errorf("watch states %+v", states)
+		}
+		for _, st := range states {
+			if st.GPU == 2 || !st.Watched {
+				return fmt.Errorf("state %+v", st)
+			}
+		}
+		return nil
+	})
+	xidArrives(t, lib, events, 5, 13)
+	nvmlfake.SetReturn(lib, 2, "nvmlDeviceGetHandleByIndex", gonvml.SUCCESS)
+	watchedState(t, b, 2, true)
+}
