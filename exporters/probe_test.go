@@ -35,7 +35,7 @@ func TestProbeCollector(t *testing.T) {
 # TYPE gpunode_rdma_probe_bandwidth_bytes_per_second gauge
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="",kind="tcp_bw",peer="node-b",port=""} 2e+08
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",port="1"} 5e+07
-# HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds (user+system, from rusage) this agent spent per 1e9 bytes moved by the last bandwidth probe of this kind.
+# HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.
 # TYPE gpunode_rdma_probe_cpu_seconds_per_gigabyte gauge
 gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="",kind="tcp_bw",peer="node-b",port=""} 1.25
 gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="rxe0",kind="write_bw",peer="loopback",port="1"} 2.5

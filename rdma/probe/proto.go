@@ -29,8 +29,13 @@ import (
 //	client: endpoint{endpoint}                (RDMA kinds) its QP
 //	server: ready                             its QP is connected, receives posted
 //	        ... the measurement (RDMA, or TCP bytes on this connection) ...
-//	client: done{result}
-//	server: ack{error}                        the server end's outcome
+//	client: done{result}                      an error in it ends the server's loop
+//	server: ack{error, cpu}                   the server end's outcome and CPU time
+//
+// A server whose SEND/RECV loop fails sends its ack at once, before done:
+// the client's pings would otherwise wait for replies until the timeout.
+// Either way each end's loop stops as soon as the other's has failed, so
+// neither holds its node's probe slot for the rest of the timeout.
 const (
 	// Version is the protocol version; a frame of another version is
 	// refused with an error naming both.
@@ -139,6 +144,9 @@ type done struct {
 
 type ack struct {
 	Error string `json:"error,omitempty"`
+	// CPU is the server's probe thread's CPU time in the measurement
+	// (none when it ran no loop: the target of RDMA WRITE).
+	CPU time.Duration `json:"cpu_ns,omitempty"`
 }
 
 // Validate checks a request against the limits that bound a probe's
