@@ -73,12 +73,16 @@ func TestPeerProbeAcrossTwoVMs(t *testing.T) {
 
 // twoVMs runs serverScript in a VM at 10.0.3.1 and clientScript in one at
 // 10.0.3.2, cabled to each other, and returns both runs; both must exit 0.
-func twoVMs(t *testing.T, serverScript, clientScript string) (server, client vm.Result) {
+// adjust, if given, changes the server VM's configuration.
+func twoVMs(t *testing.T, serverScript, clientScript string, adjust ...func(*vm.Config)) (server, client vm.Result) {
 	t.Helper()
 	port := freeTCPPort(t)
 	scfg := machine(t, serverScript)
 	scfg.NICs = []vm.NIC{{NUMANode: -1, IPv4: "10.0.3.1/24", Socket: fmt.Sprintf("listen=127.0.0.1:%d", port), MAC: "52:54:00:00:03:01"}}
 	scfg.Timeout = 5 * time.Minute
+	for _, f := range adjust {
+		f(&scfg)
+	}
 	ccfg := machine(t, clientScript)
 	ccfg.NICs = []vm.NIC{{NUMANode: -1, IPv4: "10.0.3.2/24", Socket: fmt.Sprintf("connect=127.0.0.1:%d", port), MAC: "52:54:00:00:03:02"}}
 	ccfg.Timeout = 5 * time.Minute
