@@ -38,7 +38,7 @@ func NewProbeCollector(round func() *probe.Round, refused func() map[string]uint
 			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.",
 			[]string{"device", "port", "peer", "kind", "quantile"}, nil),
 		cpuPerGB: prometheus.NewDesc("gpunode_rdma_probe_cpu_seconds_per_gigabyte",
-			"CPU seconds (user+system, from rusage) this agent spent per 1e9 bytes moved by the last bandwidth probe of this kind.",
+			"CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.",
 			[]string{"device", "port", "peer", "kind"}, nil),
 		success: prometheus.NewDesc("gpunode_rdma_probe_success",
 			"1 if the last probe of this kind ran to the end, 0 if it failed.",

@@ -37,7 +37,7 @@ func TestProbeCollector(t *testing.T) {
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="",kind="tcp_bw",peer="node-b",port=""} 2e+08
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",port="1"} 5e+07
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="node-c",port="1"} 2e+08
-# HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds (user+system, from rusage) this agent spent per 1e9 bytes moved by the last bandwidth probe of this kind.
+# HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.
 # TYPE gpunode_rdma_probe_cpu_seconds_per_gigabyte gauge
 gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="",kind="tcp_bw",peer="node-b",port=""} 1.25
 gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="rxe0",kind="write_bw",peer="loopback",port="1"} 2.5

@@ -90,9 +90,8 @@ func (c *Client) handshake(conn net.Conn, addr string, req Request) (Request, ac
 // runTCP measures a TCP kind on the control connection itself.
 func (c *Client) runTCP(conn net.Conn, addr string, req Request, res Result) (Result, error) {
 	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
-	cpu := cpuSeconds()
-	err := tcpMeasure(conn, req, &res)
-	cpu = cpuSeconds() - cpu
+	var err error
+	cpu := onThread(func() { err = tcpMeasure(conn, req, &res) })
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
@@ -133,84 +132,114 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	}
 
 	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
-	cpu, peerErr, mErr := measureWatched(ctx, conn, qp, remote, req, &res)
-	res.noteQP(qp)
-	if peerErr != nil {
-		return Result{}, fmt.Errorf("%s: the peer went away mid-probe (%v); measurement: %v", addr, peerErr, mErr)
+	res, err = c.measure(ctx, conn, addr, qp, remote, req, res)
+	if err == nil {
+		res.noteQP(qp)
 	}
-	conn.SetDeadline(time.Now().Add(c.step()))
-	return conclude(conn, addr, res, cpu, mErr)
+	return res, err
 }
 
-// measureWatched runs the RDMA loop into res and returns the CPU time it
-// took. A server that dies closes the connection: a watcher cancels the
-// loop instead of letting it run to its timeout. The server sends nothing
-// until done, so any read result means the measurement is over for it;
-// that is peerErr, and the loop's own error is err.
-func measureWatched(ctx context.Context, conn net.Conn, qp *verbs.QP, remote verbs.Endpoint, req Request, res *Result) (cpu float64, peerErr, err error) {
+// measure is the client's part once both QPs are ready: the measurement
+// and the outcomes.
+func (c *Client) measure(ctx context.Context, conn net.Conn, addr string, qp initiator, remote verbs.Endpoint, req Request, res Result) (Result, error) {
+	m := measureWatched(ctx, conn, qp, remote, req, &res)
+	conn.SetDeadline(time.Now().Add(c.step()))
+	return conclude(conn, addr, res, m)
+}
+
+// measured is the client end's view of a measurement.
+type measured struct {
+	cpu time.Duration
+	err error // the loop's
+	// ack delivers the server's ack, or why none came; early says it came
+	// while the loop ran: the server failed first, or went away.
+	ack   <-chan serverEnd
+	early bool
+}
+
+type serverEnd struct {
+	ack ack
+	err error
+}
+
+// measureWatched runs the RDMA loop into res. A reader waits for the
+// server's ack meanwhile: the server sends it before done only when its
+// own loop failed, and closes the connection when it dies, so anything
+// read while the loop runs cancels the loop instead of letting it run to
+// its timeout.
+func measureWatched(ctx context.Context, conn net.Conn, qp initiator, remote verbs.Endpoint, req Request, res *Result) measured {
 	timeout := timeoutFor(ctx, req)
-	var measuring atomic.Bool
+	var measuring, early atomic.Bool
 	measuring.Store(true)
-	readerDone := make(chan struct{})
+	acks := make(chan serverEnd, 1)
 	go func() {
-		defer close(readerDone)
-		var b [1]byte
-		_, rerr := conn.Read(b[:])
+		var e serverEnd
+		e.err = expect(conn, typeAck, &e.ack)
 		if measuring.Load() {
-			if rerr == nil {
-				rerr = errors.New("unexpected data")
-			}
-			peerErr = rerr
+			early.Store(true)
 			qp.Cancel()
 		}
+		acks <- e
 	}()
-	cpu = cpuSeconds()
+	var m measured
 	if req.Kind == KindWriteBW {
 		var bw verbs.BW
-		bw, err = writeBW(qp, remote, req, timeout)
+		bw, m.cpu, m.err = writeBW(qp, remote, req, timeout)
 		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
 	} else {
 		var half []time.Duration
-		half, err = ping(qp, req, timeout)
-		if err == nil {
+		half, m.cpu, m.err = ping(qp, req, timeout)
+		if m.err == nil {
 			res.fillLatency(half)
 		}
 	}
-	cpu = cpuSeconds() - cpu
 	measuring.Store(false)
-	// Unblock the reader; it must not consume the ack.
-	conn.SetReadDeadline(time.Now())
-	<-readerDone
-	return cpu, peerErr, err
+	m.ack, m.early = acks, early.Load()
+	return m
 }
 
-// conclude sends this end's outcome (done, with mErr, the measurement's
-// error) and reads the server's (ack).
-func conclude(conn net.Conn, addr string, res Result, cpu float64, mErr error) (Result, error) {
+// conclude sends this end's outcome (done, with the measurement's error)
+// and takes the server's (its ack).
+func conclude(conn net.Conn, addr string, res Result, m measured) (Result, error) {
 	dn := done{Messages: res.Messages, Bytes: res.Bytes, Elapsed: res.Elapsed}
-	if mErr != nil {
-		dn.Error = mErr.Error()
+	if m.err != nil {
+		dn.Error = m.err.Error()
 	}
-	if err := writeFrame(conn, typeDone, dn); err != nil && mErr == nil {
-		return Result{}, fmt.Errorf("%s: send done: %w", addr, err)
+	if m.early {
+		e := <-m.ack
+		if e.err != nil {
+			return Result{}, fmt.Errorf("%s: the peer went away mid-probe (%v); measurement: %v", addr, e.err, m.err)
+		}
+		// For the server's log; it waits for done.
+		_ = writeFrame(conn, typeDone, dn)
+		if e.ack.Error == "" {
+			return Result{}, fmt.Errorf("%s: the peer acknowledged before the measurement ended; measurement: %v", addr, m.err)
+		}
+		return Result{}, fmt.Errorf("%s: the peer's end failed first: %w", addr, &RemoteError{Code: CodeFailed, Message: e.ack.Error})
 	}
-	if mErr != nil {
-		return Result{}, mErr
+	werr := writeFrame(conn, typeDone, dn)
+	// The reader ends with the ack or by the connection's deadline.
+	e := <-m.ack
+	if m.err != nil {
+		return Result{}, m.err
 	}
-	var a ack
-	if err := expect(conn, typeAck, &a); err != nil {
-		return Result{}, fmt.Errorf("%s: %w", addr, err)
+	if werr != nil {
+		return Result{}, fmt.Errorf("%s: send done: %w", addr, werr)
 	}
-	if a.Error != "" {
-		return Result{}, &RemoteError{Code: CodeFailed, Message: a.Error}
+	if e.err != nil {
+		return Result{}, fmt.Errorf("%s: %w", addr, e.err)
 	}
+	if e.ack.Error != "" {
+		return Result{}, &RemoteError{Code: CodeFailed, Message: e.ack.Error}
+	}
+	res.PeerCPUSeconds = e.ack.CPU.Seconds()
 	// The server's port, for the line rate of the slower end; a server
 	// from before the port frame closes instead (the rate stays unknown).
 	var pi portInfo
 	if err := expect(conn, typePort, &pi); err == nil {
 		res.PeerDataRateGbps = pi.DataRateGbps
 	}
-	res.finish(cpu)
+	res.finish(m.cpu)
 	return res, nil
 }
 

@@ -29,15 +29,21 @@ import (
 //	client: endpoint{endpoint}                (RDMA kinds) its QP
 //	server: ready                             its QP is connected, receives posted
 //	        ... the measurement (RDMA, or TCP bytes on this connection) ...
-//	client: done{result}
-//	server: ack{error}                        the server end's outcome
+//	client: done{result}                      an error in it ends the server's loop
+//	server: ack{error, cpu}                   the server end's outcome and CPU time
 //	server: port{data rate}                   (RDMA kinds, after a clean ack) its port, so
 //	                                          the client judges bandwidth by the slower end
 //
-// The port frame comes last so that agents of either age still talk: a
-// client from before it reads the ack and closes, and a client reading it
-// from a server from before it gets the server's close instead. (Frames
-// decode strictly, so a new field in an earlier frame would break them.)
+// A server whose SEND/RECV loop fails sends its ack at once, before done:
+// the client's pings would otherwise wait for replies until the timeout.
+// Either way each end's loop stops as soon as the other's has failed, so
+// neither holds its node's probe slot for the rest of the timeout.
+//
+// The port frame comes last so that a client that does not expect it
+// reads the ack and closes, and a client expecting it from a server that
+// does not send it gets the server's close instead. Frames decode
+// strictly, so fields are added in new frames, never in old ones: the
+// ack's cpu field is the exception, added before any release.
 const (
 	// Version is the protocol version; a frame of another version is
 	// refused with an error naming both.
@@ -147,6 +153,9 @@ type done struct {
 
 type ack struct {
 	Error string `json:"error,omitempty"`
+	// CPU is the server's probe thread's CPU time in the measurement
+	// (none when it ran no loop: the target of RDMA WRITE).
+	CPU time.Duration `json:"cpu_ns,omitempty"`
 }
 
 // portInfo is what the server says of its port after the ack.

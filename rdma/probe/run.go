@@ -7,8 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gpunode/gpunode/rdma/verbs"
 )
@@ -43,10 +44,17 @@ type Result struct {
 	// Placement is where this end's buffer and polling thread ran, against
 	// the HCA's NUMA node (RDMA kinds).
 	Placement *verbs.Placement `json:"placement,omitempty"`
-	// CPUSeconds is this process's user+system time during the
-	// measurement (both ends for loopback); CPUSecondsPerGB divides it by
-	// the gigabytes (1e9) moved, for the bandwidth kinds.
+	// CPUSeconds is the CPU time (user+system, CLOCK_THREAD_CPUTIME_ID)
+	// of this agent's probe threads during the measurement: the thread
+	// that runs the loop, locked to it (both ends' threads for
+	// loopback). The RDMA loops busy-poll, so an RDMA thread is busy for
+	// the whole run; kernel network work outside the thread (softirq on
+	// other CPUs) is not counted. PeerCPUSeconds is the server's probe
+	// thread, as its ack reports it: none for RDMA WRITE, whose target
+	// runs no loop. CPUSecondsPerGB divides both ends' sum by the
+	// gigabytes (1e9) moved, for the bandwidth kinds.
 	CPUSeconds      float64 `json:"cpu_seconds"`
+	PeerCPUSeconds  float64 `json:"peer_cpu_seconds,omitempty"`
 	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
 }
 
@@ -86,24 +94,38 @@ func randomPSN() uint32 {
 	return binary.BigEndian.Uint32(b[:]) & 0xffffff
 }
 
-// cpuSeconds is the process's user+system CPU time so far.
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+// onThread runs f locked to its OS thread and returns the CPU time that
+// thread spent in it (CLOCK_THREAD_CPUTIME_ID): the probe's own cost,
+// without the rest of the process (GC, collectors, the HTTP server),
+// which the process's rusage would add.
+func onThread(f func()) time.Duration {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	start := threadCPU()
+	f()
+	return threadCPU() - start
 }
 
-// finish fills in the derived figures.
-func (r *Result) finish(cpu float64) {
-	r.CPUSeconds = cpu
+// threadCPU is the calling thread's CPU time so far (0 if the clock
+// fails, which Linux does not for its own thread).
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// finish fills in the derived figures from this end's CPU time
+// (PeerCPUSeconds is set before).
+func (r *Result) finish(cpu time.Duration) {
+	r.CPUSeconds = cpu.Seconds()
 	if !isBandwidth(r.Kind) || r.Elapsed <= 0 {
 		return
 	}
 	r.BytesPerSecond = float64(r.Bytes) / r.Elapsed.Seconds()
 	if r.Bytes > 0 {
-		r.CPUSecondsPerGB = cpu / (float64(r.Bytes) / 1e9)
+		r.CPUSecondsPerGB = (r.CPUSeconds + r.PeerCPUSeconds) / (float64(r.Bytes) / 1e9)
 	}
 	if r.Kind != KindWriteBW || r.Peer == PeerLoopback {
 		return
@@ -136,6 +158,20 @@ func timeoutFor(ctx context.Context, req Request) time.Duration {
 		t = min(t, time.Until(dl))
 	}
 	return max(t, time.Millisecond)
+}
+
+// initiator is the client end of an RDMA measurement, a *verbs.QP: an
+// interface so that the protocol around the loops is tested without RDMA.
+type initiator interface {
+	WriteBW(remote verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error)
+	Ping(size, iters int, timeout time.Duration) ([]time.Duration, error)
+	Cancel()
+}
+
+// responder is the server end of a SEND/RECV measurement, a *verbs.QP.
+type responder interface {
+	Pong(size, iters int, timeout time.Duration) error
+	Cancel()
 }
 
 // watch cancels qp when ctx ends before stop is called, so a loop does not
@@ -198,9 +234,8 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	timeout := timeoutFor(ctx, req)
 	if req.Kind == KindWriteBW {
 		stop := watch(ctx, a)
-		cpu := cpuSeconds()
-		bw, err := writeBW(a, b.Local(), req, timeout)
-		cpu = cpuSeconds() - cpu
+		// b is a passive target: the writer's thread is all the CPU.
+		bw, cpu, err := writeBW(a, b.Local(), req, timeout)
 		stop()
 		if err != nil {
 			return Result{}, err
@@ -219,19 +254,23 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	stopA, stopB := watch(ctx, a), watch(ctx, b)
 	defer stopA()
 	defer stopB()
-	pong := make(chan error, 1)
+	type ponged struct {
+		cpu time.Duration
+		err error
+	}
+	pongs := make(chan ponged, 1)
 	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		pong <- b.Pong(req.Size, req.Iterations, timeout)
+		var r ponged
+		r.cpu, r.err = pong(b, req, timeout)
+		pongs <- r
 	}()
-	cpu := cpuSeconds()
-	half, err := ping(a, req, timeout)
+	half, cpu, err := ping(a, req, timeout)
 	if err != nil {
 		b.Cancel()
 	}
-	perr := <-pong // b's loop must end before b is closed
-	cpu = cpuSeconds() - cpu
+	r := <-pongs // b's loop must end before b is closed
+	cpu += r.cpu
+	perr := r.err
 	if err != nil {
 		return Result{}, err
 	}
@@ -255,16 +294,21 @@ func (r *Result) fillLatency(half []time.Duration) {
 	}
 }
 
-func writeBW(qp *verbs.QP, remote verbs.Endpoint, req Request, timeout time.Duration) (verbs.BW, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return qp.WriteBW(remote, req.Size, uint64(req.Iterations), req.Duration, timeout)
+// writeBW, ping and pong run a loop on a locked thread and return the
+// CPU time it took.
+func writeBW(qp initiator, remote verbs.Endpoint, req Request, timeout time.Duration) (bw verbs.BW, cpu time.Duration, err error) {
+	cpu = onThread(func() { bw, err = qp.WriteBW(remote, req.Size, uint64(req.Iterations), req.Duration, timeout) })
+	return bw, cpu, err
 }
 
-func ping(qp *verbs.QP, req Request, timeout time.Duration) ([]time.Duration, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return qp.Ping(req.Size, req.Iterations, timeout)
+func ping(qp initiator, req Request, timeout time.Duration) (half []time.Duration, cpu time.Duration, err error) {
+	cpu = onThread(func() { half, err = qp.Ping(req.Size, req.Iterations, timeout) })
+	return half, cpu, err
+}
+
+func pong(qp responder, req Request, timeout time.Duration) (cpu time.Duration, err error) {
+	cpu = onThread(func() { err = qp.Pong(req.Size, req.Iterations, timeout) })
+	return cpu, err
 }
 
 // ErrBusy: another probe is running on this node.

@@ -61,7 +61,13 @@ func TestConcludePeerRate(t *testing.T) {
 		}()
 		client.SetDeadline(time.Now().Add(5 * time.Second))
 		res := Result{Kind: KindWriteBW, Local: Port{Device: "mlx5_0", Port: 1, DataRateGbps: 400}, Peer: "n2", Bytes: 10e9, Elapsed: time.Second}
-		got, err := conclude(client, "n2", res, 1, nil)
+		acks := make(chan serverEnd, 1)
+		go func() {
+			var e serverEnd
+			e.err = expect(client, typeAck, &e.ack)
+			acks <- e
+		}()
+		got, err := conclude(client, "n2", res, measured{cpu: time.Second, ack: acks})
 		client.Close()
 		if err != nil || math.Abs(got.LineRateFraction-c.want) > 1e-9 {
 			t.Errorf("%s: %+v, %v; want line rate fraction %v", name, got, err, c.want)

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpunode/gpunode/rdma"
@@ -184,11 +184,13 @@ func (s *Server) answerTCP(conn net.Conn, req Request, proof []byte, release fun
 		return fmt.Errorf("send accept: %w", err)
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
-	if err := tcpAnswer(conn, req); err != nil {
+	var err error
+	cpu := onThread(func() { err = tcpAnswer(conn, req) })
+	if err != nil {
 		return err
 	}
 	release()
-	if err := writeFrame(conn, typeAck, ack{}); err != nil {
+	if err := writeFrame(conn, typeAck, ack{CPU: cpu}); err != nil {
 		return fmt.Errorf("send ack: %w", err)
 	}
 	log.Debug("answered TCP probe")
@@ -215,29 +217,36 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 		return err
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
-	log = log.With("device", port.Name())
+	return s.measure(conn, qp, req, portInfo{DataRateGbps: port.DataRateGbps}, closeQP, release, log.With("device", port.Name()))
+}
 
-	got, pongErr, readErr := answerWatched(conn, qp, req)
-	if readErr != nil {
-		return fmt.Errorf("peer went away mid-probe: %w", readErr)
+// measure is the server's part once its QP is ready: the measurement
+// and the outcomes; closeQP and release free the QP and the probe slot
+// before the final ack.
+func (s *Server) measure(conn net.Conn, qp responder, req Request, pi portInfo, closeQP, release func(), log *slog.Logger) error {
+	m := answerWatched(conn, qp, req)
+	if m.readErr != nil {
+		return fmt.Errorf("peer went away mid-probe: %w", m.readErr)
 	}
-	a := ack{}
-	if pongErr != nil {
-		a.Error = pongErr.Error()
+	a := ack{CPU: m.cpu}
+	if m.pongErr != nil {
+		a.Error = m.pongErr.Error()
 	}
 	closeQP()
 	release()
-	if err := writeFrame(conn, typeAck, a); err != nil {
-		return fmt.Errorf("send ack: %w", err)
+	if !m.acked {
+		if err := writeFrame(conn, typeAck, a); err != nil {
+			return fmt.Errorf("send ack: %w", err)
+		}
 	}
 	if a.Error == "" {
 		// Clients from before the port frame have closed already.
-		_ = writeFrame(conn, typePort, portInfo{DataRateGbps: port.DataRateGbps})
+		_ = writeFrame(conn, typePort, pi)
 	}
-	if got.Error != "" || pongErr != nil {
-		return fmt.Errorf("probe failed: client: %q, server: %v", got.Error, pongErr)
+	if m.got.Error != "" || m.pongErr != nil {
+		return fmt.Errorf("probe failed: client: %q, server: %v", m.got.Error, m.pongErr)
 	}
-	log.Debug("answered RDMA probe", "bytes", got.Bytes, "elapsed", got.Elapsed)
+	log.Debug("answered RDMA probe", "bytes", m.got.Bytes, "elapsed", m.got.Elapsed, "cpu", m.cpu)
 	return nil
 }
 
@@ -265,30 +274,47 @@ func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Requ
 	return nil
 }
 
+// answered is the server end's view of a measurement.
+type answered struct {
+	got     done  // the client's outcome
+	readErr error // reading it failed: the client went away
+	pongErr error // this end's SEND/RECV loop failed
+	cpu     time.Duration
+	acked   bool // the ack went out before done, with pongErr
+}
+
 // answerWatched is this end's part of the measurement: for WRITE it is
 // passive and only waits for the client's done; for SEND/RECV it answers
-// pings while a reader watches the connection, so a client that dies
-// cancels the loop.
-func answerWatched(conn net.Conn, qp *verbs.QP, req Request) (got done, pongErr, readErr error) {
+// pings while a reader watches the connection. The client's done, with an
+// error or none at all (it died), cancels the loop: without pings it would
+// poll until the timeout, holding the node's probe slot. When the loop
+// fails first, the ack goes out at once so that the client stops too.
+func answerWatched(conn net.Conn, qp responder, req Request) answered {
+	var m answered
 	if req.Kind != KindSendLat {
-		readErr = expect(conn, typeDone, &got)
-		return got, nil, readErr
+		m.readErr = expect(conn, typeDone, &m.got)
+		return m
 	}
+	var clientEnded atomic.Bool
 	readDone := make(chan struct{})
+	var got done
+	var readErr error
 	go func() {
 		defer close(readDone)
 		readErr = expect(conn, typeDone, &got)
-		if readErr != nil {
+		if readErr != nil || got.Error != "" {
+			clientEnded.Store(true)
 			qp.Cancel()
 		}
 	}()
-	pongErr = pong(qp, req, req.Timeout)
+	m.cpu, m.pongErr = pong(qp, req, req.Timeout)
+	if m.pongErr != nil && !clientEnded.Load() {
+		// A write error surfaces as the client's; its done still comes
+		// or its connection closes, which the reader sees.
+		_ = writeFrame(conn, typeAck, ack{Error: m.pongErr.Error(), CPU: m.cpu})
+		m.acked = true
+	}
 	<-readDone
-	return got, pongErr, readErr
-}
-
-func pong(qp *verbs.QP, req Request, timeout time.Duration) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return qp.Pong(req.Size, req.Iterations, timeout)
+	m.got, m.readErr = got, readErr
+	return m
 }

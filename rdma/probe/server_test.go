@@ -65,7 +65,10 @@ func TestTCPProbesThroughServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Bytes != 200*65536 || res.BytesPerSecond <= 0 || res.Elapsed <= 0 || res.CPUSecondsPerGB < 0 {
+	// Both ends' threads read and write: each has CPU time, the server's
+	// from its ack.
+	if res.Bytes != 200*65536 || res.BytesPerSecond <= 0 || res.Elapsed <= 0 || res.CPUSeconds <= 0 || res.PeerCPUSeconds <= 0 ||
+		res.CPUSecondsPerGB != (res.CPUSeconds+res.PeerCPUSeconds)/(float64(res.Bytes)/1e9) {
 		t.Errorf("tcp_bw result %+v", res)
 	}
 	lat := Request{Kind: KindTCPLat, Size: 2, Iterations: 200, Depth: 1, Timeout: 20 * time.Second}

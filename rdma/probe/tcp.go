@@ -35,6 +35,7 @@ func tcpMeasure(conn net.Conn, req Request, res *Result) error {
 			return &RemoteError{Code: CodeFailed, Message: a.Error}
 		}
 		res.Messages, res.Bytes = uint64(req.Iterations), uint64(req.Iterations)*uint64(req.Size)
+		res.PeerCPUSeconds = a.CPU.Seconds()
 	case KindTCPLat:
 		half := make([]time.Duration, req.Iterations)
 		for i := range half {
@@ -55,6 +56,7 @@ func tcpMeasure(conn net.Conn, req Request, res *Result) error {
 			return &RemoteError{Code: CodeFailed, Message: a.Error}
 		}
 		res.fillLatency(half)
+		res.PeerCPUSeconds = a.CPU.Seconds()
 	default:
 		return fmt.Errorf("not a TCP kind: %q", req.Kind)
 	}
@@ -106,6 +108,7 @@ func tcpLoopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result
 	defer ln.Close()
 	deadline := time.Now().Add(timeoutFor(ctx, req))
 	served := make(chan error, 1)
+	var serverCPU time.Duration // this process's, so counted in CPUSeconds
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -114,7 +117,8 @@ func tcpLoopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result
 		}
 		defer c.Close()
 		c.SetDeadline(deadline)
-		if err := tcpAnswer(c, req); err != nil {
+		serverCPU = onThread(func() { err = tcpAnswer(c, req) })
+		if err != nil {
 			served <- err
 			return
 		}
@@ -130,9 +134,7 @@ func tcpLoopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result
 	defer conn.Close()
 	conn.SetDeadline(deadline)
 	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
-	cpu := cpuSeconds()
-	err = tcpMeasure(conn, req, &res)
-	cpu = cpuSeconds() - cpu
+	cpu := onThread(func() { err = tcpMeasure(conn, req, &res) })
 	conn.Close()
 	if serr := <-served; err == nil && serr != nil {
 		err = fmt.Errorf("TCP baseline server: %w", serr)
@@ -140,6 +142,6 @@ func tcpLoopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result
 	if err != nil {
 		return Result{}, err
 	}
-	res.finish(cpu)
+	res.finish(cpu + serverCPU)
 	return res, nil
 }

@@ -298,10 +298,12 @@ int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, co
 
 	memset(&a, 0, sizeof a);
 	a.qp_state = IBV_QPS_RTS;
-	// About 67 ms per try, 7 tries: a dead peer surfaces as a failed
-	// completion within a second instead of a hang.
+	// About 67 ms per try, 6 retries: a dead peer surfaces as a failed
+	// completion within a second instead of a hang. Not 7: rxe's
+	// completer (rxe_comp.c) never counts a retry_cnt of 7 down, so a lost
+	// peer was retried for ever on soft-RoCE (hardware counts 7).
 	a.timeout = 14;
-	a.retry_cnt = 7;
+	a.retry_cnt = 6;
 	a.rnr_retry = 7;
 	a.sq_psn = lpsn;
 	a.max_rd_atomic = 1;
@@ -331,20 +333,23 @@ int gn_write_bw(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, ui
 	struct ibv_send_wr wr, *bad;
 	struct ibv_wc wc[16];
 	uint64_t posted = 0, completed = 0;
+	// end is the last write to post: iters, or once the duration is up
+	// the next signaled one, so every posted write is retired by a
+	// completion.
+	uint64_t end = iters;
 	int64_t start = gn_now_ns(), stop_at = duration_ns > 0 ? start + duration_ns : 0;
-	int stopping = 0;
 	unsigned idle = 0;
 	int rc = 0;
 
 	*done = 0;
-	while (completed < posted || (!stopping && posted < iters)) {
-		while (!stopping && posted < iters && posted - completed < r->depth) {
+	while (completed < posted || posted < end) {
+		while (posted < end && posted - completed < r->depth) {
 			memset(&wr, 0, sizeof wr);
 			wr.wr_id = posted + 1;
 			wr.sg_list = &sge;
 			wr.num_sge = 1;
 			wr.opcode = IBV_WR_RDMA_WRITE;
-			if ((posted + 1) % sig == 0 || posted + 1 == iters)
+			if ((posted + 1) % sig == 0 || posted + 1 == end)
 				wr.send_flags = IBV_SEND_SIGNALED;
 			if (size <= r->inline_max)
 				wr.send_flags |= IBV_SEND_INLINE;
@@ -379,10 +384,13 @@ int gn_write_bw(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, ui
 			rc = -ECANCELED;
 			goto out;
 		}
-		if (stop_at && !stopping && now >= stop_at && posted % sig == 0) {
-			// Stop at a signaled write, so every posted one is
-			// accounted for by a completion.
-			stopping = 1;
+		if (stop_at && end == iters && now >= stop_at) {
+			// Stop at the next signaled write. Waiting for posted to
+			// be a multiple of sig instead never ends when depth is
+			// not one: with a full window posted is completed (a
+			// multiple of sig) plus depth at every check.
+			uint64_t next = (posted + sig - 1) / sig * sig;
+			end = next < iters ? next : iters;
 		}
 	}
 out:

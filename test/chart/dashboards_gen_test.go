@@ -173,7 +173,7 @@ func dashboards() []dashboard {
 				q(`gpunode_rdma_probe_line_rate_ratio{`+portSel+`}`, portLeg+" → {{peer}}")),
 			ts("RDMA vs TCP", "Bps", "Best peer probe bandwidth per node, by kind (write_bw: RDMA WRITE; tcp_bw: the TCP baseline to the same peer).",
 				q(`max by (node, kind) (gpunode_rdma_probe_bandwidth_bytes_per_second{node=~"$node", peer!="loopback"})`, "{{node}} {{kind}}")),
-			ts("RDMA vs TCP: CPU per GB", "s", "CPU seconds the agent spent per 1e9 bytes moved, by kind.",
+			ts("RDMA vs TCP: CPU per GB", "s", "CPU seconds both ends' probe threads spent per 1e9 bytes moved, by kind.",
 				q(`max by (node, kind) (gpunode_rdma_probe_cpu_seconds_per_gigabyte{node=~"$node"})`, "{{node}} {{kind}}")),
 			ts("Probe success", "none", "1 when the last probe passed.", q(`gpunode_rdma_probe_success{node=~"$node"}`, "{{node}} {{device}} → {{peer}}")),
 			ts("Time since last probe", "s", "", q(`time() - gpunode_rdma_probe_last_run_timestamp_seconds{node=~"$node"}`, "{{node}} {{device}} → {{peer}}")),

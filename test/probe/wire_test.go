@@ -45,42 +45,7 @@ echo done | busybox nc 10.0.3.1 9999
 // the peer probe crosses from one kernel's rxe to the other's, as between
 // two nodes.
 func TestPeerProbeAcrossTwoVMs(t *testing.T) {
-	port := freeTCPPort(t)
-	server := machine(t, wireServer)
-	server.NICs = []vm.NIC{{NUMANode: -1, IPv4: "10.0.3.1/24", Socket: fmt.Sprintf("listen=127.0.0.1:%d", port), MAC: "52:54:00:00:03:01"}}
-	server.Timeout = 5 * time.Minute
-	client := machine(t, wireClient)
-	client.NICs = []vm.NIC{{NUMANode: -1, IPv4: "10.0.3.2/24", Socket: fmt.Sprintf("connect=127.0.0.1:%d", port), MAC: "52:54:00:00:03:02"}}
-	client.Timeout = 5 * time.Minute
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	type run struct {
-		res vm.Result
-		err error
-	}
-	done := make(chan run, 1)
-	go func() {
-		res, err := vm.Run(ctx, server)
-		done <- run{res, err}
-	}()
-	// QEMU listens before the guest boots; the client's QEMU must find it.
-	waitListening(t, port, 60*time.Second)
-	cres, cerr := vm.Run(ctx, client)
-	srv := <-done
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("GPUNODE_VM_OUTPUT") != "" {
-			t.Logf("server VM output:\n%s\nclient VM output:\n%s", srv.res.Output, cres.Output)
-		}
-	})
-	if cerr != nil || cres.ExitCode != 0 {
-		t.Fatalf("client VM: exit %d, %v", cres.ExitCode, cerr)
-	}
-	if srv.err != nil || srv.res.ExitCode != 0 {
-		t.Fatalf("server VM: exit %d, %v", srv.res.ExitCode, srv.err)
-	}
-	t.Logf("VMs: boot %.1fs and %.1fs, client run %s", srv.res.BootSeconds, cres.BootSeconds, cres.Wall.Round(100*time.Millisecond))
-
+	srv, cres := twoVMs(t, wireServer, wireClient)
 	secs := sections(cres.Output)
 	bw := parseReport(t, secs, "wire-bw")
 	rb, tb := find(t, bw, probe.KindWriteBW), find(t, bw, probe.KindTCPBW)
@@ -101,9 +66,55 @@ func TestPeerProbeAcrossTwoVMs(t *testing.T) {
 	if s := secs["wire-wrong-token"]; s.rc != 1 || !strings.Contains(s.body, "unauthorized") {
 		t.Errorf("a wrong token across the wire: exit %d\n%s", s.rc, s.body)
 	}
-	if log := sections(srv.res.Output)["serve-log"].body; !strings.Contains(log, "wrong probe token") {
+	if log := sections(srv.Output)["serve-log"].body; !strings.Contains(log, "wrong probe token") {
 		t.Errorf("the server did not log the wrong token:\n%s", log)
 	}
+}
+
+// twoVMs runs serverScript in a VM at 10.0.3.1 and clientScript in one at
+// 10.0.3.2, cabled to each other, and returns both runs; both must exit 0.
+// adjust, if given, changes the server VM's configuration.
+func twoVMs(t *testing.T, serverScript, clientScript string, adjust ...func(*vm.Config)) (server, client vm.Result) {
+	t.Helper()
+	port := freeTCPPort(t)
+	scfg := machine(t, serverScript)
+	scfg.NICs = []vm.NIC{{NUMANode: -1, IPv4: "10.0.3.1/24", Socket: fmt.Sprintf("listen=127.0.0.1:%d", port), MAC: "52:54:00:00:03:01"}}
+	scfg.Timeout = 5 * time.Minute
+	for _, f := range adjust {
+		f(&scfg)
+	}
+	ccfg := machine(t, clientScript)
+	ccfg.NICs = []vm.NIC{{NUMANode: -1, IPv4: "10.0.3.2/24", Socket: fmt.Sprintf("connect=127.0.0.1:%d", port), MAC: "52:54:00:00:03:02"}}
+	ccfg.Timeout = 5 * time.Minute
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type run struct {
+		res vm.Result
+		err error
+	}
+	done := make(chan run, 1)
+	go func() {
+		res, err := vm.Run(ctx, scfg)
+		done <- run{res, err}
+	}()
+	// QEMU listens before the guest boots; the client's QEMU must find it.
+	waitListening(t, port, 60*time.Second)
+	cres, cerr := vm.Run(ctx, ccfg)
+	srv := <-done
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("GPUNODE_VM_OUTPUT") != "" {
+			t.Logf("server VM output:\n%s\nclient VM output:\n%s", srv.res.Output, cres.Output)
+		}
+	})
+	if cerr != nil || cres.ExitCode != 0 {
+		t.Fatalf("client VM: exit %d, %v", cres.ExitCode, cerr)
+	}
+	if srv.err != nil || srv.res.ExitCode != 0 {
+		t.Fatalf("server VM: exit %d, %v", srv.res.ExitCode, srv.err)
+	}
+	t.Logf("VMs: boot %.1fs and %.1fs, client run %s", srv.res.BootSeconds, cres.BootSeconds, cres.Wall.Round(100*time.Millisecond))
+	return srv.res, cres
 }
 
 func freeTCPPort(t *testing.T) int {
