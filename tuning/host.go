@@ -95,6 +95,10 @@ type Host struct {
 	TopologyError string             `json:"topology_error,omitempty"`
 	IRQBalance    IRQBalance         `json:"irqbalance"`
 	NetNS         NetNS              `json:"network_namespace"`
+	// MemoryTiers is the number of memory tiers
+	// (/sys/devices/virtual/memory_tiering/memory_tier*, Linux 6.1+): 1 on
+	// a DRAM-only node; 0 when unknown. Read only for numa.balancing 2 or 3.
+	MemoryTiers int `json:"memory_tiers,omitempty"`
 	// CongestionControl says which TCP congestion control algorithms the
 	// kernel offers or can load.
 	CongestionControl CongestionControl `json:"congestion_control"`
@@ -207,6 +211,9 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			h.Current[id] = readValue(t.FS, id)
 		}
 	}
+	if b := p.NUMA.Balancing; b != nil && (*b == 2 || *b == 3) {
+		h.MemoryTiers = readMemoryTiers(t.FS)
+	}
 	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
 		h.CongestionControl = readCongestionControl(t.FS, h.Kernel)
 	}
@@ -221,6 +228,22 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 		h.NetNS = CheckNetNS(t.FS)
 	}
 	return h, ctx.Err()
+}
+
+// readMemoryTiers counts the memory tiers the kernel formed (one per
+// class of memory: DRAM, CXL, PMEM); 0 when the kernel does not say.
+func readMemoryTiers(fsys hostfs.FS) int {
+	names, err := fsys.Names("/sys/devices/virtual/memory_tiering")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, name := range names {
+		if strings.HasPrefix(name, "memory_tier") {
+			n++
+		}
+	}
+	return n
 }
 
 // readBootID returns the kernel's boot id, "" when unreadable (fixture

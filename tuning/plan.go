@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Action is what a plan step does, or why it does nothing.
@@ -53,12 +54,76 @@ type Plan struct {
 	Warnings   []string    `json:"warnings,omitempty"`
 }
 
-// kernelHints explain well-known unsupported keys.
+// kernelHints explain well-known unsupported keys. The scheduler's
+// tunables moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13
+// ("sched: Move SCHED_DEBUG sysctl to debugfs"); the EEVDF scheduler in
+// 6.6 ("sched/fair: Commit to EEVDF", "sched/debug: Rename
+// sysctl_sched_min_granularity to sysctl_sched_base_slice") then removed
+// wakeup_granularity_ns and turned min_granularity_ns into base_slice_ns,
+// a different knob.
 var kernelHints = map[string]string{
-	"kernel.sched_migration_cost_ns":     "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
+	"kernel.sched_migration_cost_ns":     "moved to debugfs (/sys/kernel/debug/sched/migration_cost_ns) in Linux 5.13",
 	"kernel.sched_min_granularity_ns":    "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
 	"kernel.sched_wakeup_granularity_ns": "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
 	NUMABalancingKey:                     "kernel built without CONFIG_NUMA_BALANCING",
+}
+
+// eevdfHints replace kernelHints on Linux 6.6 and later, where the keys
+// exist nowhere: nothing can be set in their place.
+var eevdfHints = map[string]string{
+	"kernel.sched_min_granularity_ns":    "removed with the EEVDF scheduler in Linux 6.6 (not moved: debugfs base_slice_ns is a different knob); drop it from the profile",
+	"kernel.sched_wakeup_granularity_ns": "removed with the EEVDF scheduler in Linux 6.6 (not moved: nothing replaces it); drop it from the profile",
+}
+
+// kernelHint explains why kernel lacks key, or "".
+func kernelHint(key, kernel string) string {
+	if h, ok := eevdfHints[key]; ok && kernelAtLeast(kernel, 6, 6) {
+		return h
+	}
+	return kernelHints[key]
+}
+
+// kernelAtLeast reports whether release ("6.8.0-49-generic") is at least
+// major.minor; an unparsable release is not.
+func kernelAtLeast(release string, major, minor int) bool {
+	a, rest, ok := strings.Cut(strings.TrimSpace(release), ".")
+	if !ok {
+		return false
+	}
+	if i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		rest = rest[:i]
+	}
+	x, err1 := strconv.Atoi(a)
+	y, err2 := strconv.Atoi(rest)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return x > major || (x == major && y >= minor)
+}
+
+// kernelKnown reports whether release can be compared at all.
+func kernelKnown(release string) bool {
+	return kernelAtLeast(release, 0, 0)
+}
+
+// numaTieringNote checks kernel.numa_balancing 2 and 3 (memory tiering),
+// added in Linux 5.18 (the "NUMA balancing: optimize memory placement for
+// memory tiering system" series); older kernels accept only 0 and 1 and
+// answer EINVAL. In tiering-only mode (2) the scanner still runs but skips
+// top-tier memory (mm/mprotect.c), so on a node with one tier (DRAM only)
+// it migrates nothing without being off. ok is false where the kernel
+// cannot take the value.
+func numaTieringNote(id ID, want string, h Host) (ok bool, note string) {
+	if id.Kind != KindNUMA || (want != "2" && want != "3") {
+		return true, ""
+	}
+	if kernelKnown(h.Kernel) && !kernelAtLeast(h.Kernel, 5, 18) {
+		return false, fmt.Sprintf("kernel.numa_balancing %s (memory tiering) needs Linux 5.18; kernel %s accepts only 0 and 1 (EINVAL): use 0 for off", want, h.Kernel)
+	}
+	if want == "2" && h.MemoryTiers == 1 {
+		return true, "memory tiering mode on a node with one memory tier (DRAM only): it migrates nothing but the NUMA scanner still runs, so it is not off (0 is off)"
+	}
+	return true, ""
 }
 
 // MakePlan compares the profile with the host. It is a pure function of
@@ -127,10 +192,18 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 		s.Action, s.Note = ActionError, cur.Err
 	case cur.Value == want:
 		s.Action = ActionOK
+		if _, note := numaTieringNote(id, want, h); note != "" {
+			s.Note = note
+		}
 	default:
 		s.Action = ActionSet
 		if e, ok := j.entry(id); ok && e.Wrote == want {
 			s.Drift, s.Note = true, "drifted: changed by someone else since it was applied"
+		}
+		if ok, note := numaTieringNote(id, want, h); !ok {
+			s.Action, s.Note, s.Drift = ActionUnsupported, note, false
+		} else if note != "" {
+			s.Note = joinNotes(s.Note, note)
 		}
 		if id.Key == "net.ipv4.tcp_congestion_control" {
 			if ok, note := congestionAvailable(want, h); !ok {
@@ -146,7 +219,7 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 func unsupportedNote(id ID, kernel string) string {
 	path, _ := id.hostPath()
 	n := fmt.Sprintf("kernel %s has no %s", kernel, path)
-	if hint := kernelHints[id.Key]; hint != "" {
+	if hint := kernelHint(id.Key, kernel); hint != "" {
 		n += ": " + hint
 	}
 	return n
