@@ -25,6 +25,9 @@ type Tuner struct {
 	// NetNS tells whether the agent is in the host's network namespace;
 	// nil compares /proc/self/ns/net with the host's /proc/1/ns/net.
 	NetNS func() NetNS
+	// Namespace does the same for the IPC and UTS namespaces (NSIPC,
+	// NSUTS); nil compares /proc/self/ns/<kind> with the host's.
+	Namespace func(kind string) NetNS
 	// Systemd connects to the host's systemd; nil means no access (the
 	// irqbalance unit is then "unknown" and cannot be stopped).
 	Systemd func(ctx context.Context) (UnitManager, error)

@@ -50,8 +50,11 @@ type Plan struct {
 	// IRQBalance is set when the profile has IRQ policies.
 	IRQBalance *IRQBalance `json:"irqbalance,omitempty"`
 	NetNS      NetNS       `json:"network_namespace"`
-	Steps      []Step      `json:"steps"`
-	Warnings   []string    `json:"warnings,omitempty"`
+	// IPCNS and UTSNS are set when the plan has settings of that namespace.
+	IPCNS    *NetNS   `json:"ipc_namespace,omitempty"`
+	UTSNS    *NetNS   `json:"uts_namespace,omitempty"`
+	Steps    []Step   `json:"steps"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // kernelHints explain well-known unsupported keys. The scheduler's
@@ -165,7 +168,33 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 		}
 	}
 	slices.SortFunc(pl.Steps, func(a, b Step) int { return compareIDs(a.ID, b.ID) })
+	for _, s := range pl.Steps {
+		switch s.ID.namespace() {
+		case NSIPC:
+			n, _ := h.nsOf(s.ID)
+			pl.IPCNS = &n
+		case NSUTS:
+			n, _ := h.nsOf(s.ID)
+			pl.UTSNS = &n
+		}
+	}
 	return pl
+}
+
+// nsState is the state of the namespace a step's setting belongs to.
+func (pl Plan) nsState(id ID) string {
+	switch id.namespace() {
+	case NSIPC:
+		if pl.IPCNS != nil {
+			return pl.IPCNS.State
+		}
+	case NSUTS:
+		if pl.UTSNS != nil {
+			return pl.UTSNS.State
+		}
+		return NetNSUnknown
+	}
+	return pl.NetNS.State
 }
 
 // valueStep plans one file-backed setting.
@@ -174,16 +203,18 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 	cur, read := h.Current[id]
 	s.Current = cur.Value
 	// Where the namespace cannot be proven (no access to the host's
-	// /proc/1) a net.* setting that already reads as wanted needs no
-	// write, so nothing is refused; in another namespace the value read is
-	// that namespace's copy and proves nothing about the host's.
-	unproven := id.isNet() && h.NetNS.State == NetNSUnknown
+	// /proc/1) a net.* (IPC, UTS) setting that already reads as wanted
+	// needs no write, so nothing is refused; in another namespace the
+	// value read is that namespace's copy and proves nothing about the
+	// host's.
+	ns, namespaced := h.nsOf(id)
+	unproven := namespaced && ns.State == NetNSUnknown
 	alreadyWanted := read && cur.Err == "" && !cur.Unsupported && cur.Value == want
 	switch {
-	case id.isNet() && h.NetNS.State != NetNSHost && !(unproven && alreadyWanted):
-		s.Action, s.Note = ActionRefused, h.NetNS.netRefusal()
+	case namespaced && ns.State != NetNSHost && !(unproven && alreadyWanted):
+		s.Action, s.Note = ActionRefused, ns.refusal(id.namespace())
 	case unproven && alreadyWanted:
-		s.Action, s.Note = ActionOK, "read in the agent's own network namespace (the host's is unknown)"
+		s.Action, s.Note = ActionOK, "read in the agent's own "+nsName(id.namespace())+" (the host's is unknown)"
 	case !read:
 		s.Action, s.Note = ActionError, "not read"
 	case cur.Unsupported:
@@ -214,6 +245,16 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 		}
 	}
 	return s
+}
+
+func nsName(kind string) string {
+	switch kind {
+	case NSIPC:
+		return "IPC namespace"
+	case NSUTS:
+		return "UTS namespace"
+	}
+	return "network namespace"
 }
 
 func unsupportedNote(id ID, kernel string) string {
@@ -256,9 +297,9 @@ func restoreStep(e Entry, h Host) Step {
 	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note)}
 	cur := h.Current[id]
 	s.Current = cur.Value
-	switch {
-	case id.isNet() && h.NetNS.State != NetNSHost:
-		s.Action, s.Note = ActionRefused, h.NetNS.netRefusal()
+	switch ns, namespaced := h.nsOf(id); {
+	case namespaced && ns.State != NetNSHost:
+		s.Action, s.Note = ActionRefused, ns.refusal(id.namespace())
 	case id.Kind == KindService:
 		// The unit is started again whatever its state.
 	case cur.Unsupported:
