@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gpunode/gpunode/internal/hostfs"
 )
 
@@ -104,11 +106,31 @@ func (r Result) OK() bool {
 	return true
 }
 
+// LiveHost is the host_root a journal records for a live host: the host
+// as it sees itself, whatever path the agent reaches its root by (/host
+// in the chart's container, / in a host shell), so a revert from either
+// finds the other's journal.
+const LiveHost = "/"
+
+// hostID names the host in the journal: Host when set, LiveHost when the
+// root's /proc is the running kernel's procfs (what is tuned is then that
+// kernel's, however its root is mounted), else the root's path (a fixture
+// tree).
 func (t *Tuner) hostID() string {
 	if t.Host != "" {
 		return t.Host
 	}
+	if isProcfs(t.FS.Path("/proc")) {
+		return LiveHost
+	}
 	return t.FS.Root()
+}
+
+// isProcfs reports whether path is a mounted procfs (statfs(2) f_type
+// PROC_SUPER_MAGIC, include/uapi/linux/magic.h).
+func isProcfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.PROC_SUPER_MAGIC
 }
 
 // Replay writes into the host tree the value tuning last wrote for every

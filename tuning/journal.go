@@ -179,6 +179,13 @@ func (s Store) load(hostRoot, bootID string, readOnly bool) (j *Journal, previou
 	if err != nil {
 		return nil, nil, fmt.Errorf("journal %s is damaged (%w); it may hold the original values of changed settings, so it is left as it is: repair or move it by hand", path, err)
 	}
+	// Agents before the host's view was recorded wrote the path they
+	// reached the host by (/host in the chart's container). On a live host
+	// the same boot id proves the same running kernel, so it is this
+	// host's journal; the next save records it as LiveHost.
+	if old.HostRoot != hostRoot && hostRoot == LiveHost && old.BootID != "" && old.BootID == bootID {
+		old.HostRoot = hostRoot
+	}
 	if old.HostRoot != hostRoot {
 		return nil, nil, fmt.Errorf("journal %s belongs to host root %s, not %s: use that host root, or another --state-dir", path, old.HostRoot, hostRoot)
 	}
