@@ -176,7 +176,7 @@ func (l *tuningLoop) fail(mode, profile string, err error) {
 // report turns an apply into log lines and events: drift repaired,
 // settings applied, settings restored, failures.
 func (l *tuningLoop) report(profile string, r tuning.Result) {
-	var applied, restored, failed []string
+	var applied, restored, failed, kept []string
 	changed := false
 	for _, c := range r.Changes {
 		if c.Outcome == tuning.OutcomeChanged || c.Outcome == tuning.OutcomeRestored {
@@ -187,6 +187,9 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 		case c.Outcome == tuning.OutcomeFailed || c.Outcome == tuning.OutcomeUnsupported:
 			failed = append(failed, desc+" ("+c.Error+")")
 			l.log.Warn("tuning change failed", "kind", c.Kind, "key", c.Key, "want", c.Want, "outcome", c.Outcome, "err", c.Error)
+		case c.Outcome == tuning.OutcomeKept:
+			kept = append(kept, desc)
+			l.log.Warn("tuning setting not restored: changed by someone else", "kind", c.Kind, "key", c.Key, "value", c.Current, "original", c.Want)
 		case c.Drift:
 			l.log.Warn("tuning drift repaired", "kind", c.Kind, "key", c.Key, "was", c.Current, "set", c.Want)
 		case c.Outcome == tuning.OutcomeRestored:
@@ -208,6 +211,9 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 	}
 	if len(restored) > 0 {
 		l.event(nodestatus.Normal, "TuningReverted", fmt.Sprintf("profile %s: %d settings no longer managed were restored: %s", profile, len(restored), shortList(restored)))
+	}
+	if len(kept) > 0 {
+		l.event(nodestatus.Warning, "TuningRestoreSkipped", fmt.Sprintf("profile %s: %d settings no longer managed were changed by someone else since tuning set them and are left as they are: %s", profile, len(kept), shortList(kept)))
 	}
 	// The same failure every interval (a setting the kernel refuses) is
 	// reported when it first happens, not each time.

@@ -60,6 +60,9 @@ const (
 	OutcomeUnsupported Outcome = "unsupported"
 	// OutcomeFailed: the write or its read-back failed.
 	OutcomeFailed Outcome = "failed"
+	// OutcomeKept: not restored, since someone else changed the value
+	// after tuning wrote it; the entry is dropped.
+	OutcomeKept Outcome = "kept"
 )
 
 // Change is the result of one attempted step.
@@ -230,13 +233,9 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 	}
 
 	// Journal first: every original is on disk before anything changes.
-	var todo []Step
+	var todo, kept []Step
 	now := t.now()
 	newEntry := map[ID]bool{}
-	// wrote is what an entry to restore said tuning last wrote: the
-	// journal says the original instead while the restore runs, so a
-	// crash in the middle never makes a restored value look drifted.
-	wrote := map[ID]string{}
 	for _, s := range res.Plan.Steps {
 		switch s.Action {
 		case ActionSet:
@@ -244,15 +243,21 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
 			todo = append(todo, s)
 		case ActionRestore:
-			if e, ok := j.entry(s.ID); ok {
-				wrote[s.ID] = e.Wrote
-			}
-			j.record(s.ID, s.Want, s.Want, "", now)
+			// Marked, so a crash in the middle never makes a restored
+			// value look drifted.
+			j.restoring(s.ID)
 			todo = append(todo, s)
+		case ActionKept:
+			// Nothing is written: the value is someone else's now.
+			j.remove(s.ID)
+			kept = append(kept, s)
 		}
 	}
-	if len(todo) == 0 {
+	if len(todo) == 0 && len(kept) == 0 {
 		return res, nil
+	}
+	for _, s := range kept {
+		res.Changes = append(res.Changes, Change{Step: s, Outcome: OutcomeKept, Error: s.Note})
 	}
 	if p.Name != "none" || len(j.Entries) > 0 {
 		j.Profile = p.Name
@@ -277,7 +282,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 			j.remove(s.ID)
 		case s.Action == ActionRestore:
 			// Not restored: the value is still what tuning wrote before.
-			j.record(s.ID, "", wrote[s.ID], "", now)
+			j.restoreFailed(s.ID)
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.

@@ -53,6 +53,11 @@ type Entry struct {
 	// Wrote is the value tuning last wrote (recorded before writing it),
 	// which tells drift (someone changed our value) from a profile change.
 	Wrote string `json:"wrote"`
+	// RestoringFrom is what tuning had written when a restore began
+	// (Wrote then says the original, so a crash in the middle never makes
+	// a restored value look drifted); a value still equal to it is
+	// tuning's, not changed by someone else.
+	RestoringFrom string `json:"restoring_from,omitempty"`
 	// Note describes the setting (an IRQ's device and name).
 	Note       string    `json:"note,omitempty"`
 	RecordedAt time.Time `json:"recorded_at"`
@@ -82,11 +87,33 @@ func (j *Journal) entry(id ID) (Entry, bool) {
 // with a tuned value.
 func (j *Journal) record(id ID, original, wrote, note string, now time.Time) {
 	if i := j.find(id); i >= 0 {
-		j.Entries[i].Wrote = wrote
+		j.Entries[i].Wrote, j.Entries[i].RestoringFrom = wrote, ""
 		return
 	}
 	j.Entries = append(j.Entries, Entry{Kind: id.Kind, Key: id.Key, Original: original, Wrote: wrote, Note: note, RecordedAt: now.UTC()})
 	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+}
+
+// restoring marks an entry whose original is about to be written back:
+// Wrote becomes the original, RestoringFrom keeps what tuning had written.
+func (j *Journal) restoring(id ID) {
+	if i := j.find(id); i >= 0 {
+		e := &j.Entries[i]
+		if e.RestoringFrom == "" && e.Wrote != e.Original {
+			e.RestoringFrom = e.Wrote
+		}
+		e.Wrote = e.Original
+	}
+}
+
+// restoreFailed undoes restoring: the value is still what tuning wrote.
+func (j *Journal) restoreFailed(id ID) {
+	if i := j.find(id); i >= 0 {
+		e := &j.Entries[i]
+		if e.RestoringFrom != "" {
+			e.Wrote, e.RestoringFrom = e.RestoringFrom, ""
+		}
+	}
 }
 
 func (j *Journal) remove(id ID) {

@@ -29,6 +29,10 @@ const (
 	ActionRefused Action = "refused"
 	// ActionError: the value cannot be read, or no CPU is left for a device.
 	ActionError Action = "error"
+	// ActionKept: a setting to restore that someone else changed after
+	// tuning wrote it (a hand edit, a sysctl.d reload, TuneD): their value
+	// is kept, not clobbered with the original, and the entry is dropped.
+	ActionKept Action = "kept"
 )
 
 // Step is one setting in a plan.
@@ -307,8 +311,22 @@ func restoreStep(e Entry, h Host) Step {
 		s.Note = joinNotes("the setting is gone; the entry is dropped", e.Note)
 	case cur.Err != "":
 		s.Action, s.Note = ActionError, cur.Err
+	case changedElsewhere(e, cur):
+		s.Action = ActionKept
+		s.Note = joinNotes(fmt.Sprintf("changed by someone else since tuning wrote %s: their value is kept, the original %s is not written back", orDash(e.Wrote), orDash(e.Original)), e.Note)
 	}
 	return s
+}
+
+// changedElsewhere reports whether a value-backed setting holds neither
+// what tuning last wrote nor the original. IRQ affinities are left out:
+// the kernel itself rewrites them when CPUs go offline.
+func changedElsewhere(e Entry, cur Current) bool {
+	switch e.Kind {
+	case KindSysctl, KindNUMA, KindTHP:
+		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom)
+	}
+	return false
 }
 
 // planIRQs plans the IRQ affinities and, with irqbalance: stop, the
@@ -400,7 +418,7 @@ func (pl Plan) Counts() map[Action]int {
 func (pl Plan) Compliant() bool {
 	for _, s := range pl.Steps {
 		switch s.Action {
-		case ActionOK, ActionUnsupported, ActionSkip:
+		case ActionOK, ActionUnsupported, ActionSkip, ActionKept:
 		default:
 			return false
 		}
