@@ -36,6 +36,11 @@ type Tuner struct {
 	// Now defaults to time.Now.
 	Now func() time.Time
 
+	// afterWrite, in tests, is called after each successful write with
+	// the host path and value: a fixture tree emulates there what the
+	// kernel does besides storing the value (zeroing a pair member).
+	afterWrite func(hostPath, value string)
+
 	// crashPoint, in tests, is called after the journal is saved
 	// ("journal") and after each write ("write"); a test kills the
 	// process there to check that a crash loses nothing.
@@ -241,6 +246,13 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		case ActionSet:
 			newEntry[s.ID] = !j.has(s.ID)
 			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
+			// The kernel zeroes the pair member: journal its value (only
+			// the first time, like any original) so revert can write it back.
+			if pid, ok := pairPartner(s.ID); ok && !j.has(pid) {
+				if cur := h.Current[pid]; cur.Err == "" && !cur.Unsupported {
+					j.record(pid, cur.Value, "0", "", now)
+				}
+			}
 			todo = append(todo, s)
 		case ActionRestore:
 			// Marked, so a crash in the middle never makes a restored
@@ -266,10 +278,12 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return res, fmt.Errorf("nothing changed: %w", err)
 	}
 	t.crash("journal")
-	// Interrupts go back before irqbalance is started again.
-	slices.SortStableFunc(todo, func(a, b Step) int {
-		return boolInt(a.Kind == KindService && a.Action == ActionRestore) - boolInt(b.Kind == KindService && b.Action == ActionRestore)
-	})
+	// Interrupts go back before irqbalance is started again; a pair
+	// member restored through its partner is checked after that write.
+	last := func(s Step) int {
+		return 2*boolInt(s.Kind == KindService && s.Action == ActionRestore) + boolInt(s.Via != "")
+	}
+	slices.SortStableFunc(todo, func(a, b Step) int { return last(a) - last(b) })
 	for _, s := range todo {
 		if err := ctx.Err(); err != nil {
 			res.Changes = append(res.Changes, Change{Step: s, Outcome: OutcomeFailed, Error: err.Error()})
@@ -344,9 +358,15 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
 		return c
 	}
-	if err := writeValue(t.FS, s.ID, s.Want); err != nil {
-		c.Outcome, c.Error = classifyWrite(s.ID, err)
-		return c
+	if s.Via == "" {
+		if err := writeValue(t.FS, s.ID, s.Want); err != nil {
+			c.Outcome, c.Error = classifyWrite(s.ID, err)
+			return c
+		}
+		if t.afterWrite != nil {
+			path, _ := s.ID.hostPath()
+			t.afterWrite(path, s.Want)
+		}
 	}
 	after := readValue(t.FS, s.ID)
 	switch {

@@ -199,6 +199,11 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			}
 		}
 	}
+	for _, id := range ids {
+		if pid, ok := pairPartner(id); ok {
+			ids = append(ids, pid)
+		}
+	}
 	if len(p.IRQ.Policies) > 0 {
 		h.Devices = readDevices(t.FS, m)
 		for _, d := range h.Devices {

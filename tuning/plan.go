@@ -45,6 +45,10 @@ type Step struct {
 	// and someone else changed since.
 	Drift bool   `json:"drift,omitempty"`
 	Note  string `json:"note,omitempty"`
+	// Via names the pair member whose write restores this setting (the
+	// kernel zeroes one of vm.dirty_ratio and vm.dirty_bytes when the other
+	// is written): nothing is written to this one.
+	Via string `json:"via,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -143,7 +147,11 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 		pl.Steps = append(pl.Steps, s)
 	}
 	for key, want := range p.Sysctl {
-		add(valueStep(ID{KindSysctl, key}, string(want), h, j))
+		id := ID{KindSysctl, key}
+		add(valueStep(id, string(want), h, j))
+		if pid, ok := pairPartner(id); ok {
+			managed[pid] = true // written (zeroed) with it
+		}
 	}
 	if b := p.NUMA.Balancing; b != nil {
 		add(valueStep(ID{KindNUMA, NUMABalancingKey}, strconv.Itoa(*b), h, j))
@@ -171,6 +179,7 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 			add(restoreStep(e, h))
 		}
 	}
+	pairRestores(pl.Steps, h, j)
 	slices.SortFunc(pl.Steps, func(a, b Step) int { return compareIDs(a.ID, b.ID) })
 	for _, s := range pl.Steps {
 		switch s.ID.namespace() {
@@ -235,6 +244,7 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 		if e, ok := j.entry(id); ok && e.Wrote == want {
 			s.Drift, s.Note = true, "drifted: changed by someone else since it was applied"
 		}
+		s.Note = joinNotes(s.Note, partnerNote(id, h))
 		if ok, note := numaTieringNote(id, want, h); !ok {
 			s.Action, s.Note, s.Drift = ActionUnsupported, note, false
 		} else if note != "" {
