@@ -65,6 +65,10 @@ const (
 	OutcomeUnsupported Outcome = "unsupported"
 	// OutcomeFailed: the write or its read-back failed.
 	OutcomeFailed Outcome = "failed"
+	// OutcomeAccepted: written; the kernel holds another value, its answer
+	// to the write (rounding, huge pages partly allocated), which the
+	// journal records so it is not drift.
+	OutcomeAccepted Outcome = "accepted"
 	// OutcomeKept: not restored, since someone else changed the value
 	// after tuning wrote it; the entry is dropped.
 	OutcomeKept Outcome = "kept"
@@ -75,6 +79,8 @@ type Change struct {
 	Step
 	Outcome Outcome `json:"outcome"`
 	Error   string  `json:"error,omitempty"`
+	// got is the value read back after the write.
+	got string
 }
 
 // Result is what Apply or Revert did.
@@ -292,6 +298,8 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		c := t.do(ctx, s)
 		t.crash("write")
 		switch {
+		case c.Outcome == OutcomeAccepted:
+			j.accept(s.ID, c.got)
 		case s.Action == ActionRestore && (c.Outcome == OutcomeRestored || c.Outcome == OutcomeUnsupported):
 			j.remove(s.ID)
 		case s.Action == ActionRestore:
@@ -372,6 +380,10 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 	switch {
 	case after.Err != "":
 		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
+	case after.Value != s.Want && s.Action == ActionSet && (s.Kind == KindSysctl || s.Kind == KindNUMA) && after.Value != s.Current:
+		// Changed, but not to what was written: the kernel's answer. (IRQ
+		// affinities are judged by their own rules in planIRQs.)
+		c.Outcome, c.Error, c.got = OutcomeAccepted, fmt.Sprintf("the kernel holds %q after writing %q", after.Value, s.Want), after.Value
 	case after.Value != s.Want:
 		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the kernel kept %q after writing %q", after.Value, s.Want)
 	default:

@@ -53,6 +53,11 @@ type Entry struct {
 	// Wrote is the value tuning last wrote (recorded before writing it),
 	// which tells drift (someone changed our value) from a profile change.
 	Wrote string `json:"wrote"`
+	// Accepted is what the kernel held after tuning wrote Wrote, where
+	// that differs (its answer to the write: a value rounded, huge pages
+	// partly allocated). The setting holding it is as tuning left it: not
+	// drift, not written again every interval.
+	Accepted string `json:"accepted,omitempty"`
 	// RestoringFrom is what tuning had written when a restore began
 	// (Wrote then says the original, so a crash in the middle never makes
 	// a restored value look drifted); a value still equal to it is
@@ -87,11 +92,22 @@ func (j *Journal) entry(id ID) (Entry, bool) {
 // with a tuned value.
 func (j *Journal) record(id ID, original, wrote, note string, now time.Time) {
 	if i := j.find(id); i >= 0 {
-		j.Entries[i].Wrote, j.Entries[i].RestoringFrom = wrote, ""
+		e := &j.Entries[i]
+		if e.Wrote != wrote {
+			e.Accepted = ""
+		}
+		e.Wrote, e.RestoringFrom = wrote, ""
 		return
 	}
 	j.Entries = append(j.Entries, Entry{Kind: id.Kind, Key: id.Key, Original: original, Wrote: wrote, Note: note, RecordedAt: now.UTC()})
 	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+}
+
+// accept records the kernel's answer to the last write.
+func (j *Journal) accept(id ID, value string) {
+	if i := j.find(id); i >= 0 {
+		j.Entries[i].Accepted = value
+	}
 }
 
 // restoring marks an entry whose original is about to be written back:

@@ -239,6 +239,9 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 		if _, note := numaTieringNote(id, want, h); note != "" {
 			s.Note = note
 		}
+	case kernelAnswer(j, id, want, cur.Value):
+		s.Action = ActionOK
+		s.Note = fmt.Sprintf("the kernel holds %s since tuning wrote %s (its answer to the write: rounding or a partial allocation); not written again", cur.Value, want)
 	default:
 		s.Action = ActionSet
 		if e, ok := j.entry(id); ok && e.Wrote == want {
@@ -328,13 +331,20 @@ func restoreStep(e Entry, h Host) Step {
 	return s
 }
 
+// kernelAnswer reports whether value is what the kernel held after tuning
+// last wrote want.
+func kernelAnswer(j *Journal, id ID, want, value string) bool {
+	e, ok := j.entry(id)
+	return ok && e.Wrote == want && e.Accepted != "" && value == e.Accepted
+}
+
 // changedElsewhere reports whether a value-backed setting holds neither
 // what tuning last wrote nor the original. IRQ affinities are left out:
 // the kernel itself rewrites them when CPUs go offline.
 func changedElsewhere(e Entry, cur Current) bool {
 	switch e.Kind {
 	case KindSysctl, KindNUMA, KindTHP:
-		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom)
+		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
 	}
 	return false
 }
