@@ -180,6 +180,9 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 		}
 	}
 	pairRestores(pl.Steps, h, j)
+	if w := namespaceCopyFinding(pl.Steps, j); w != "" {
+		pl.Warnings = append(pl.Warnings, w)
+	}
 	slices.SortFunc(pl.Steps, func(a, b Step) int { return compareIDs(a.ID, b.ID) })
 	for _, s := range pl.Steps {
 		switch s.ID.namespace() {
@@ -208,6 +211,34 @@ func (pl Plan) nsState(id ID) string {
 		return NetNSUnknown
 	}
 	return pl.NetNS.State
+}
+
+// copiedAtCreation are net.* sysctls the kernel copies from the host's
+// (initial) network namespace into a namespace when it is created
+// (net/ipv4/tcp_ipv4.c tcp_sk_init: tcp_rmem, tcp_wmem and the default
+// congestion control are taken from init_net). A pod without hostNetwork
+// keeps the copy it got at creation: a later change on the host does not
+// reach it.
+var copiedAtCreation = []string{"net.ipv4.tcp_congestion_control", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}
+
+// namespaceCopyFinding says which of copiedAtCreation this plan changes,
+// or tuning changed earlier in this boot (the journal), and that pods
+// started before then keep their old values.
+func namespaceCopyFinding(steps []Step, j *Journal) string {
+	var keys []string
+	for _, s := range steps {
+		if s.Kind != KindSysctl || !slices.Contains(copiedAtCreation, canonicalKey(s.Key)) {
+			continue
+		}
+		if s.Action == ActionSet || (s.Action == ActionOK && j.has(s.ID)) {
+			keys = append(keys, s.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ", ") + ": per network namespace, copied into a pod's network namespace only when it is created: pods without hostNetwork started before tuning changed the host's value keep the old one (restart them; on a new node let tuning run before workloads)"
 }
 
 // valueStep plans one file-backed setting.
@@ -303,6 +334,9 @@ func congestionAvailable(want string, h Host) (bool, string) {
 func joinNotes(a, b string) string {
 	if a == "" {
 		return b
+	}
+	if b == "" {
+		return a
 	}
 	return a + "; " + b
 }
