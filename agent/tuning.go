@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,7 +42,23 @@ type tuningLoop struct {
 	// an unchanged drift (audit mode), failure or plan warning is not
 	// reported again every interval.
 	drifted, failed, warnings string
+	// counted holds the drift counted last time (kind, key, value), so a
+	// drift that lasts (a repair the kernel refuses, audit mode) counts once.
+	counted map[string]bool
+	// retry backs off an apply whose only work is what failed last time.
+	retry retryState
 }
+
+// retryState is the back-off of a failing apply.
+type retryState struct {
+	key    string // the failed steps (pendingKey form); "" when none
+	failed int
+	delay  time.Duration
+	next   time.Time
+}
+
+// maxRetryDelay bounds the back-off of a failing apply.
+const maxRetryDelay = 10 * time.Minute
 
 func newTuningLoop(newTuner func(stateDir string) *tuning.Tuner, log *slog.Logger, emit func(nodestatus.Event), snap func() *snapshot.Snapshot) *tuningLoop {
 	return &tuningLoop{newTuner: newTuner, log: log.With("component", "tuning"), emit: emit, snap: snap, changed: make(chan struct{}, 1)}
@@ -127,24 +144,32 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	failed := 0
 	var drifted []tuning.Step
 	if tc.Mode == tuning.ModeEnforce {
-		res, err := l.tuner.Apply(ctx, p, m)
-		if err != nil {
-			l.fail(tc.Mode, p.Name, fmt.Errorf("apply: %w", err))
-			return
+		if n, hold := l.holdApply(ctx, p, m); hold {
+			failed = n
+		} else {
+			res, err := l.tuner.Apply(ctx, p, m)
+			if err != nil {
+				l.fail(tc.Mode, p.Name, fmt.Errorf("apply: %w", err))
+				return
+			}
+			drifted = res.Plan.Drifted()
+			failed = len(res.Failed())
+			l.report(p.Name, res)
+			l.backOff(res, tc.Interval)
 		}
-		drifted = res.Plan.Drifted()
-		failed = len(res.Failed())
-		l.report(p.Name, res)
 	}
 	pl, _, err := l.tuner.Plan(ctx, p, m)
 	if err != nil {
 		l.fail(tc.Mode, p.Name, fmt.Errorf("verify: %w", err))
 		return
 	}
-	if tc.Mode == tuning.ModeAudit {
+	if tc.Mode == tuning.ModeAudit || drifted == nil {
 		drifted = pl.Drifted()
+	}
+	if tc.Mode == tuning.ModeAudit {
 		l.reportAuditDrift(p.Name, drifted)
 	}
+	newDrift := l.countDrift(drifted)
 	state := tuning.Summarize(pl, failed)
 	if prev := l.Status(); prev.State != state || prev.Profile != p.Name {
 		attrs := []any{"state", state, "profile", p.Name, "mode", tc.Mode, "settings", pl.Summary()}
@@ -155,7 +180,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	}
 	l.setStatus(func(st *tuning.Status) {
 		st.Mode, st.Profile, st.State, st.Plan, st.Error = tc.Mode, p.Name, state, &pl, ""
-		st.DriftTotal += uint64(len(drifted))
+		st.DriftTotal += uint64(newDrift)
 	})
 	if w := strings.Join(pl.Warnings, "\n"); w != l.warnings {
 		l.warnings = w
@@ -163,6 +188,79 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 			l.log.Warn("tuning plan warning", "warning", w)
 		}
 	}
+}
+
+// countDrift returns how many of the drifted settings were not drifted,
+// with the same value, at the last count: a drift that outlasts an
+// interval is counted once.
+func (l *tuningLoop) countDrift(drifted []tuning.Step) int {
+	now := map[string]bool{}
+	n := 0
+	for _, s := range drifted {
+		k := s.Kind + " " + s.Key + "=" + s.Current
+		now[k] = true
+		if !l.counted[k] {
+			n++
+		}
+	}
+	l.counted = now
+	return n
+}
+
+// pendingKey names the steps an apply would write.
+func pendingKey(steps []tuning.Step) string {
+	var parts []string
+	for _, s := range steps {
+		parts = append(parts, s.Kind+" "+s.Key+": "+s.Current+" -> "+s.Want)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "\n")
+}
+
+// backOff remembers the failures of an apply: while the next one would
+// only write them again, it waits (interval, doubling up to
+// maxRetryDelay) instead of writing every interval.
+func (l *tuningLoop) backOff(res tuning.Result, interval time.Duration) {
+	var failed []tuning.Step
+	for _, c := range res.Failed() {
+		failed = append(failed, c.Step)
+	}
+	key := pendingKey(failed)
+	switch {
+	case key == "":
+		l.retry = retryState{}
+		return
+	case key == l.retry.key:
+		l.retry.delay = min(2*l.retry.delay, maxRetryDelay)
+	default:
+		l.retry = retryState{key: key, delay: interval}
+	}
+	l.retry.failed = len(failed)
+	l.retry.next = time.Now().Add(l.retry.delay)
+}
+
+// holdApply says whether to skip this interval's apply: within the
+// back-off, when what it would write is exactly what failed last time.
+// Anything else to do (a new drift) applies at once. n is the number of
+// failures still standing.
+func (l *tuningLoop) holdApply(ctx context.Context, p tuning.Profile, m tuning.Machine) (n int, hold bool) {
+	if l.retry.key == "" || !time.Now().Before(l.retry.next) {
+		return 0, false
+	}
+	pl, _, err := l.tuner.Plan(ctx, p, m)
+	if err != nil {
+		return 0, false
+	}
+	var pending []tuning.Step
+	for _, s := range pl.Steps {
+		if s.Action == tuning.ActionSet || s.Action == tuning.ActionRestore {
+			pending = append(pending, s)
+		}
+	}
+	if pendingKey(pending) != l.retry.key {
+		return 0, false
+	}
+	return l.retry.failed, true
 }
 
 func (l *tuningLoop) fail(mode, profile string, err error) {
@@ -176,17 +274,27 @@ func (l *tuningLoop) fail(mode, profile string, err error) {
 // report turns an apply into log lines and events: drift repaired,
 // settings applied, settings restored, failures.
 func (l *tuningLoop) report(profile string, r tuning.Result) {
-	var applied, restored, failed []string
+	var applied, restored, failed, kept []string
+	var repaired []tuning.Step
 	changed := false
 	for _, c := range r.Changes {
-		if c.Outcome == tuning.OutcomeChanged || c.Outcome == tuning.OutcomeRestored {
+		if c.Outcome == tuning.OutcomeChanged || c.Outcome == tuning.OutcomeRestored || c.Outcome == tuning.OutcomeAccepted {
 			changed = true
+			if c.Drift {
+				repaired = append(repaired, c.Step)
+			}
 		}
 		desc := fmt.Sprintf("%s %s: %s -> %s", c.Kind, c.Key, orDash(c.Current), c.Want)
 		switch {
 		case c.Outcome == tuning.OutcomeFailed || c.Outcome == tuning.OutcomeUnsupported:
 			failed = append(failed, desc+" ("+c.Error+")")
 			l.log.Warn("tuning change failed", "kind", c.Kind, "key", c.Key, "want", c.Want, "outcome", c.Outcome, "err", c.Error)
+		case c.Outcome == tuning.OutcomeAccepted:
+			applied = append(applied, desc+" ("+c.Error+")")
+			l.log.Warn("tuning setting applied; the kernel holds another value", "kind", c.Kind, "key", c.Key, "want", c.Want, "detail", c.Error)
+		case c.Outcome == tuning.OutcomeKept:
+			kept = append(kept, desc)
+			l.log.Warn("tuning setting not restored: changed by someone else", "kind", c.Kind, "key", c.Key, "value", c.Current, "original", c.Want)
 		case c.Drift:
 			l.log.Warn("tuning drift repaired", "kind", c.Kind, "key", c.Key, "was", c.Current, "set", c.Want)
 		case c.Outcome == tuning.OutcomeRestored:
@@ -197,7 +305,9 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 			l.log.Info("tuning setting applied", "kind", c.Kind, "key", c.Key, "from", c.Current, "to", c.Want)
 		}
 	}
-	if d := r.Plan.Drifted(); len(d) > 0 {
+	// Only a repair that took is reported as one; a failed one is a
+	// failure (reported once below).
+	if d := repaired; len(d) > 0 {
 		l.event(nodestatus.Warning, "TuningDriftRepaired", fmt.Sprintf("profile %s: %d settings changed by someone else were set back: %s", profile, len(d), describeSteps(d)))
 	}
 	if len(applied) > 0 {
@@ -208,6 +318,9 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 	}
 	if len(restored) > 0 {
 		l.event(nodestatus.Normal, "TuningReverted", fmt.Sprintf("profile %s: %d settings no longer managed were restored: %s", profile, len(restored), shortList(restored)))
+	}
+	if len(kept) > 0 {
+		l.event(nodestatus.Warning, "TuningRestoreSkipped", fmt.Sprintf("profile %s: %d settings no longer managed were changed by someone else since tuning set them and are left as they are: %s", profile, len(kept), shortList(kept)))
 	}
 	// The same failure every interval (a setting the kernel refuses) is
 	// reported when it first happens, not each time.

@@ -148,6 +148,9 @@ func (e *Env) Tuner(stateDir string) *tuning.Tuner {
 	t.NetNS = func() tuning.NetNS {
 		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + e.Simulated}
 	}
+	t.Namespace = func(string) tuning.NetNS {
+		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + e.Simulated}
+	}
 	return t
 }
 

@@ -53,7 +53,7 @@ func (c *tuningCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, st := range s.Plan.Steps {
 		switch st.Action {
-		case tuning.ActionUnsupported, tuning.ActionSkip:
+		case tuning.ActionUnsupported, tuning.ActionSkip, tuning.ActionKept:
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(c.compliant, prometheus.GaugeValue, boolValue(st.Action == tuning.ActionOK), st.Kind, st.Key)

@@ -25,6 +25,8 @@ func TestTuningCollector(t *testing.T) {
 			{ID: tuning.ID{Kind: tuning.KindIRQ, Key: "152"}, Action: tuning.ActionConflict},
 			{ID: tuning.ID{Kind: tuning.KindSysctl, Key: "kernel.sched_migration_cost_ns"}, Action: tuning.ActionUnsupported},
 			{ID: tuning.ID{Kind: tuning.KindIRQ, Key: "153"}, Action: tuning.ActionSkip},
+			// No longer managed, changed by someone else: not tuning's.
+			{ID: tuning.ID{Kind: tuning.KindSysctl, Key: "vm.dirty_ratio"}, Action: tuning.ActionKept},
 		}},
 	}
 	want := `

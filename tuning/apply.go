@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gpunode/gpunode/internal/hostfs"
 )
 
@@ -25,11 +27,19 @@ type Tuner struct {
 	// NetNS tells whether the agent is in the host's network namespace;
 	// nil compares /proc/self/ns/net with the host's /proc/1/ns/net.
 	NetNS func() NetNS
+	// Namespace does the same for the IPC and UTS namespaces (NSIPC,
+	// NSUTS); nil compares /proc/self/ns/<kind> with the host's.
+	Namespace func(kind string) NetNS
 	// Systemd connects to the host's systemd; nil means no access (the
 	// irqbalance unit is then "unknown" and cannot be stopped).
 	Systemd func(ctx context.Context) (UnitManager, error)
 	// Now defaults to time.Now.
 	Now func() time.Time
+
+	// afterWrite, in tests, is called after each successful write with
+	// the host path and value: a fixture tree emulates there what the
+	// kernel does besides storing the value (zeroing a pair member).
+	afterWrite func(hostPath, value string)
 
 	// crashPoint, in tests, is called after the journal is saved
 	// ("journal") and after each write ("write"); a test kills the
@@ -55,6 +65,13 @@ const (
 	OutcomeUnsupported Outcome = "unsupported"
 	// OutcomeFailed: the write or its read-back failed.
 	OutcomeFailed Outcome = "failed"
+	// OutcomeAccepted: written; the kernel holds another value, its answer
+	// to the write (rounding, huge pages partly allocated), which the
+	// journal records so it is not drift.
+	OutcomeAccepted Outcome = "accepted"
+	// OutcomeKept: not restored, since someone else changed the value
+	// after tuning wrote it; the entry is dropped.
+	OutcomeKept Outcome = "kept"
 )
 
 // Change is the result of one attempted step.
@@ -62,6 +79,8 @@ type Change struct {
 	Step
 	Outcome Outcome `json:"outcome"`
 	Error   string  `json:"error,omitempty"`
+	// got is the value read back after the write.
+	got string
 }
 
 // Result is what Apply or Revert did.
@@ -101,11 +120,31 @@ func (r Result) OK() bool {
 	return true
 }
 
+// LiveHost is the host_root a journal records for a live host: the host
+// as it sees itself, whatever path the agent reaches its root by (/host
+// in the chart's container, / in a host shell), so a revert from either
+// finds the other's journal.
+const LiveHost = "/"
+
+// hostID names the host in the journal: Host when set, LiveHost when the
+// root's /proc is the running kernel's procfs (what is tuned is then that
+// kernel's, however its root is mounted), else the root's path (a fixture
+// tree).
 func (t *Tuner) hostID() string {
 	if t.Host != "" {
 		return t.Host
 	}
+	if isProcfs(t.FS.Path("/proc")) {
+		return LiveHost
+	}
 	return t.FS.Root()
+}
+
+// isProcfs reports whether path is a mounted procfs (statfs(2) f_type
+// PROC_SUPER_MAGIC, include/uapi/linux/magic.h).
+func isProcfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.PROC_SUPER_MAGIC
 }
 
 // Replay writes into the host tree the value tuning last wrote for every
@@ -205,29 +244,38 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 	}
 
 	// Journal first: every original is on disk before anything changes.
-	var todo []Step
+	var todo, kept []Step
 	now := t.now()
 	newEntry := map[ID]bool{}
-	// wrote is what an entry to restore said tuning last wrote: the
-	// journal says the original instead while the restore runs, so a
-	// crash in the middle never makes a restored value look drifted.
-	wrote := map[ID]string{}
 	for _, s := range res.Plan.Steps {
 		switch s.Action {
 		case ActionSet:
 			newEntry[s.ID] = !j.has(s.ID)
 			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
+			// The kernel zeroes the pair member: journal its value (only
+			// the first time, like any original) so revert can write it back.
+			if pid, ok := pairPartner(s.ID); ok && !j.has(pid) {
+				if cur := h.Current[pid]; cur.Err == "" && !cur.Unsupported {
+					j.record(pid, cur.Value, "0", "", now)
+				}
+			}
 			todo = append(todo, s)
 		case ActionRestore:
-			if e, ok := j.entry(s.ID); ok {
-				wrote[s.ID] = e.Wrote
-			}
-			j.record(s.ID, s.Want, s.Want, "", now)
+			// Marked, so a crash in the middle never makes a restored
+			// value look drifted.
+			j.restoring(s.ID)
 			todo = append(todo, s)
+		case ActionKept:
+			// Nothing is written: the value is someone else's now.
+			j.remove(s.ID)
+			kept = append(kept, s)
 		}
 	}
-	if len(todo) == 0 {
+	if len(todo) == 0 && len(kept) == 0 {
 		return res, nil
+	}
+	for _, s := range kept {
+		res.Changes = append(res.Changes, Change{Step: s, Outcome: OutcomeKept, Error: s.Note})
 	}
 	if p.Name != "none" || len(j.Entries) > 0 {
 		j.Profile = p.Name
@@ -236,10 +284,12 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return res, fmt.Errorf("nothing changed: %w", err)
 	}
 	t.crash("journal")
-	// Interrupts go back before irqbalance is started again.
-	slices.SortStableFunc(todo, func(a, b Step) int {
-		return boolInt(a.Kind == KindService && a.Action == ActionRestore) - boolInt(b.Kind == KindService && b.Action == ActionRestore)
-	})
+	// Interrupts go back before irqbalance is started again; a pair
+	// member restored through its partner is checked after that write.
+	last := func(s Step) int {
+		return 2*boolInt(s.Kind == KindService && s.Action == ActionRestore) + boolInt(s.Via != "")
+	}
+	slices.SortStableFunc(todo, func(a, b Step) int { return last(a) - last(b) })
 	for _, s := range todo {
 		if err := ctx.Err(); err != nil {
 			res.Changes = append(res.Changes, Change{Step: s, Outcome: OutcomeFailed, Error: err.Error()})
@@ -248,11 +298,13 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		c := t.do(ctx, s)
 		t.crash("write")
 		switch {
+		case c.Outcome == OutcomeAccepted:
+			j.accept(s.ID, c.got)
 		case s.Action == ActionRestore && (c.Outcome == OutcomeRestored || c.Outcome == OutcomeUnsupported):
 			j.remove(s.ID)
 		case s.Action == ActionRestore:
 			// Not restored: the value is still what tuning wrote before.
-			j.record(s.ID, "", wrote[s.ID], "", now)
+			j.restoreFailed(s.ID)
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.
@@ -314,14 +366,24 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
 		return c
 	}
-	if err := writeValue(t.FS, s.ID, s.Want); err != nil {
-		c.Outcome, c.Error = classifyWrite(s.ID, err)
-		return c
+	if s.Via == "" {
+		if err := writeValue(t.FS, s.ID, s.Want); err != nil {
+			c.Outcome, c.Error = classifyWrite(s.ID, err)
+			return c
+		}
+		if t.afterWrite != nil {
+			path, _ := s.ID.hostPath()
+			t.afterWrite(path, s.Want)
+		}
 	}
 	after := readValue(t.FS, s.ID)
 	switch {
 	case after.Err != "":
 		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
+	case after.Value != s.Want && s.Action == ActionSet && (s.Kind == KindSysctl || s.Kind == KindNUMA) && after.Value != s.Current:
+		// Changed, but not to what was written: the kernel's answer. (IRQ
+		// affinities are judged by their own rules in planIRQs.)
+		c.Outcome, c.Error, c.got = OutcomeAccepted, fmt.Sprintf("the kernel holds %q after writing %q", after.Value, s.Want), after.Value
 	case after.Value != s.Want:
 		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the kernel kept %q after writing %q", after.Value, s.Want)
 	default:

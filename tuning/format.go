@@ -19,6 +19,19 @@ func WritePlan(w io.Writer, pl Plan) error {
 		fmt.Fprintf(&b, " (%s)", pl.NetNS.Detail)
 	}
 	b.WriteString("\n")
+	for _, ns := range []struct {
+		name string
+		n    *NetNS
+	}{{"IPC", pl.IPCNS}, {"UTS", pl.UTSNS}} {
+		if ns.n == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%s namespace: %s", ns.name, ns.n.State)
+		if ns.n.Detail != "" {
+			fmt.Fprintf(&b, " (%s)", ns.n.Detail)
+		}
+		b.WriteString("\n")
+	}
 	if pl.IRQBalance != nil {
 		fmt.Fprintf(&b, "irqbalance: %s: %s\n", pl.IRQBalance.State(), pl.IRQBalance)
 	}

@@ -95,6 +95,14 @@ type Host struct {
 	TopologyError string             `json:"topology_error,omitempty"`
 	IRQBalance    IRQBalance         `json:"irqbalance"`
 	NetNS         NetNS              `json:"network_namespace"`
+	// IPCNS and UTSNS are checked only when a setting of that namespace is
+	// named (zero otherwise).
+	IPCNS NetNS `json:"ipc_namespace,omitzero"`
+	UTSNS NetNS `json:"uts_namespace,omitzero"`
+	// MemoryTiers is the number of memory tiers
+	// (/sys/devices/virtual/memory_tiering/memory_tier*, Linux 6.1+): 1 on
+	// a DRAM-only node; 0 when unknown. Read only for numa.balancing 2 or 3.
+	MemoryTiers int `json:"memory_tiers,omitempty"`
 	// CongestionControl says which TCP congestion control algorithms the
 	// kernel offers or can load.
 	CongestionControl CongestionControl `json:"congestion_control"`
@@ -191,6 +199,11 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			}
 		}
 	}
+	for _, id := range ids {
+		if pid, ok := pairPartner(id); ok {
+			ids = append(ids, pid)
+		}
+	}
 	if len(p.IRQ.Policies) > 0 {
 		h.Devices = readDevices(t.FS, m)
 		for _, d := range h.Devices {
@@ -207,6 +220,9 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			h.Current[id] = readValue(t.FS, id)
 		}
 	}
+	if b := p.NUMA.Balancing; b != nil && (*b == 2 || *b == 3) {
+		h.MemoryTiers = readMemoryTiers(t.FS)
+	}
 	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
 		h.CongestionControl = readCongestionControl(t.FS, h.Kernel)
 	}
@@ -220,7 +236,62 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	} else {
 		h.NetNS = CheckNetNS(t.FS)
 	}
+	for _, id := range ids {
+		ns := h.namespace(id.namespace())
+		if ns == nil || ns.State != "" {
+			continue
+		}
+		if t.Namespace != nil {
+			*ns = t.Namespace(id.namespace())
+		} else {
+			*ns = CheckNamespace(t.FS, id.namespace())
+		}
+	}
 	return h, ctx.Err()
+}
+
+// readMemoryTiers counts the memory tiers the kernel formed (one per
+// class of memory: DRAM, CXL, PMEM); 0 when the kernel does not say.
+func readMemoryTiers(fsys hostfs.FS) int {
+	names, err := fsys.Names("/sys/devices/virtual/memory_tiering")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, name := range names {
+		if strings.HasPrefix(name, "memory_tier") {
+			n++
+		}
+	}
+	return n
+}
+
+// namespace returns the IPC or UTS namespace field of h, nil for others.
+func (h *Host) namespace(kind string) *NetNS {
+	switch kind {
+	case NSIPC:
+		return &h.IPCNS
+	case NSUTS:
+		return &h.UTSNS
+	}
+	return nil
+}
+
+// nsOf is the namespace state a setting is judged by; ok is false for
+// settings outside any namespace. An unchecked namespace is unknown.
+func (h Host) nsOf(id ID) (NetNS, bool) {
+	switch kind := id.namespace(); kind {
+	case "":
+		return NetNS{}, false
+	case NSNet:
+		return h.NetNS, true
+	default:
+		n := *h.namespace(kind)
+		if n.State == "" {
+			n = NetNS{State: NetNSUnknown, Detail: "not checked"}
+		}
+		return n, true
+	}
 }
 
 // readBootID returns the kernel's boot id, "" when unreadable (fixture

@@ -53,6 +53,16 @@ type Entry struct {
 	// Wrote is the value tuning last wrote (recorded before writing it),
 	// which tells drift (someone changed our value) from a profile change.
 	Wrote string `json:"wrote"`
+	// Accepted is what the kernel held after tuning wrote Wrote, where
+	// that differs (its answer to the write: a value rounded, huge pages
+	// partly allocated). The setting holding it is as tuning left it: not
+	// drift, not written again every interval.
+	Accepted string `json:"accepted,omitempty"`
+	// RestoringFrom is what tuning had written when a restore began
+	// (Wrote then says the original, so a crash in the middle never makes
+	// a restored value look drifted); a value still equal to it is
+	// tuning's, not changed by someone else.
+	RestoringFrom string `json:"restoring_from,omitempty"`
 	// Note describes the setting (an IRQ's device and name).
 	Note       string    `json:"note,omitempty"`
 	RecordedAt time.Time `json:"recorded_at"`
@@ -82,11 +92,44 @@ func (j *Journal) entry(id ID) (Entry, bool) {
 // with a tuned value.
 func (j *Journal) record(id ID, original, wrote, note string, now time.Time) {
 	if i := j.find(id); i >= 0 {
-		j.Entries[i].Wrote = wrote
+		e := &j.Entries[i]
+		if e.Wrote != wrote {
+			e.Accepted = ""
+		}
+		e.Wrote, e.RestoringFrom = wrote, ""
 		return
 	}
 	j.Entries = append(j.Entries, Entry{Kind: id.Kind, Key: id.Key, Original: original, Wrote: wrote, Note: note, RecordedAt: now.UTC()})
 	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+}
+
+// accept records the kernel's answer to the last write.
+func (j *Journal) accept(id ID, value string) {
+	if i := j.find(id); i >= 0 {
+		j.Entries[i].Accepted = value
+	}
+}
+
+// restoring marks an entry whose original is about to be written back:
+// Wrote becomes the original, RestoringFrom keeps what tuning had written.
+func (j *Journal) restoring(id ID) {
+	if i := j.find(id); i >= 0 {
+		e := &j.Entries[i]
+		if e.RestoringFrom == "" && e.Wrote != e.Original {
+			e.RestoringFrom = e.Wrote
+		}
+		e.Wrote = e.Original
+	}
+}
+
+// restoreFailed undoes restoring: the value is still what tuning wrote.
+func (j *Journal) restoreFailed(id ID) {
+	if i := j.find(id); i >= 0 {
+		e := &j.Entries[i]
+		if e.RestoringFrom != "" {
+			e.Wrote, e.RestoringFrom = e.RestoringFrom, ""
+		}
+	}
 }
 
 func (j *Journal) remove(id ID) {
@@ -178,6 +221,13 @@ func (s Store) load(hostRoot, bootID string, readOnly bool) (j *Journal, previou
 	old, err := ParseJournal(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("journal %s is damaged (%w); it may hold the original values of changed settings, so it is left as it is: repair or move it by hand", path, err)
+	}
+	// Agents before the host's view was recorded wrote the path they
+	// reached the host by (/host in the chart's container). On a live host
+	// the same boot id proves the same running kernel, so it is this
+	// host's journal; the next save records it as LiveHost.
+	if old.HostRoot != hostRoot && hostRoot == LiveHost && old.BootID != "" && old.BootID == bootID {
+		old.HostRoot = hostRoot
 	}
 	if old.HostRoot != hostRoot {
 		return nil, nil, fmt.Errorf("journal %s belongs to host root %s, not %s: use that host root, or another --state-dir", path, old.HostRoot, hostRoot)

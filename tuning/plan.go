@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Action is what a plan step does, or why it does nothing.
@@ -28,6 +29,10 @@ const (
 	ActionRefused Action = "refused"
 	// ActionError: the value cannot be read, or no CPU is left for a device.
 	ActionError Action = "error"
+	// ActionKept: a setting to restore that someone else changed after
+	// tuning wrote it (a hand edit, a sysctl.d reload, TuneD): their value
+	// is kept, not clobbered with the original, and the entry is dropped.
+	ActionKept Action = "kept"
 )
 
 // Step is one setting in a plan.
@@ -40,6 +45,10 @@ type Step struct {
 	// and someone else changed since.
 	Drift bool   `json:"drift,omitempty"`
 	Note  string `json:"note,omitempty"`
+	// Via names the pair member whose write restores this setting (the
+	// kernel zeroes one of vm.dirty_ratio and vm.dirty_bytes when the other
+	// is written): nothing is written to this one.
+	Via string `json:"via,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -49,16 +58,83 @@ type Plan struct {
 	// IRQBalance is set when the profile has IRQ policies.
 	IRQBalance *IRQBalance `json:"irqbalance,omitempty"`
 	NetNS      NetNS       `json:"network_namespace"`
-	Steps      []Step      `json:"steps"`
-	Warnings   []string    `json:"warnings,omitempty"`
+	// IPCNS and UTSNS are set when the plan has settings of that namespace.
+	IPCNS    *NetNS   `json:"ipc_namespace,omitempty"`
+	UTSNS    *NetNS   `json:"uts_namespace,omitempty"`
+	Steps    []Step   `json:"steps"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
-// kernelHints explain well-known unsupported keys.
+// kernelHints explain well-known unsupported keys. The scheduler's
+// tunables moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13
+// ("sched: Move SCHED_DEBUG sysctl to debugfs"); the EEVDF scheduler in
+// 6.6 ("sched/fair: Commit to EEVDF", "sched/debug: Rename
+// sysctl_sched_min_granularity to sysctl_sched_base_slice") then removed
+// wakeup_granularity_ns and turned min_granularity_ns into base_slice_ns,
+// a different knob.
 var kernelHints = map[string]string{
-	"kernel.sched_migration_cost_ns":     "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
+	"kernel.sched_migration_cost_ns":     "moved to debugfs (/sys/kernel/debug/sched/migration_cost_ns) in Linux 5.13",
 	"kernel.sched_min_granularity_ns":    "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
 	"kernel.sched_wakeup_granularity_ns": "moved to debugfs (/sys/kernel/debug/sched/) in Linux 5.13",
 	NUMABalancingKey:                     "kernel built without CONFIG_NUMA_BALANCING",
+}
+
+// eevdfHints replace kernelHints on Linux 6.6 and later, where the keys
+// exist nowhere: nothing can be set in their place.
+var eevdfHints = map[string]string{
+	"kernel.sched_min_granularity_ns":    "removed with the EEVDF scheduler in Linux 6.6 (not moved: debugfs base_slice_ns is a different knob); drop it from the profile",
+	"kernel.sched_wakeup_granularity_ns": "removed with the EEVDF scheduler in Linux 6.6 (not moved: nothing replaces it); drop it from the profile",
+}
+
+// kernelHint explains why kernel lacks key, or "".
+func kernelHint(key, kernel string) string {
+	if h, ok := eevdfHints[key]; ok && kernelAtLeast(kernel, 6, 6) {
+		return h
+	}
+	return kernelHints[key]
+}
+
+// kernelAtLeast reports whether release ("6.8.0-49-generic") is at least
+// major.minor; an unparsable release is not.
+func kernelAtLeast(release string, major, minor int) bool {
+	a, rest, ok := strings.Cut(strings.TrimSpace(release), ".")
+	if !ok {
+		return false
+	}
+	if i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		rest = rest[:i]
+	}
+	x, err1 := strconv.Atoi(a)
+	y, err2 := strconv.Atoi(rest)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return x > major || (x == major && y >= minor)
+}
+
+// kernelKnown reports whether release can be compared at all.
+func kernelKnown(release string) bool {
+	return kernelAtLeast(release, 0, 0)
+}
+
+// numaTieringNote checks kernel.numa_balancing 2 and 3 (memory tiering),
+// added in Linux 5.18 (the "NUMA balancing: optimize memory placement for
+// memory tiering system" series); older kernels accept only 0 and 1 and
+// answer EINVAL. In tiering-only mode (2) the scanner still runs but skips
+// top-tier memory (mm/mprotect.c), so on a node with one tier (DRAM only)
+// it migrates nothing without being off. ok is false where the kernel
+// cannot take the value.
+func numaTieringNote(id ID, want string, h Host) (ok bool, note string) {
+	if id.Kind != KindNUMA || (want != "2" && want != "3") {
+		return true, ""
+	}
+	if kernelKnown(h.Kernel) && !kernelAtLeast(h.Kernel, 5, 18) {
+		return false, fmt.Sprintf("kernel.numa_balancing %s (memory tiering) needs Linux 5.18; kernel %s accepts only 0 and 1 (EINVAL): use 0 for off", want, h.Kernel)
+	}
+	if want == "2" && h.MemoryTiers == 1 {
+		return true, "memory tiering mode on a node with one memory tier (DRAM only): it migrates nothing but the NUMA scanner still runs, so it is not off (0 is off)"
+	}
+	return true, ""
 }
 
 // MakePlan compares the profile with the host. It is a pure function of
@@ -71,7 +147,11 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 		pl.Steps = append(pl.Steps, s)
 	}
 	for key, want := range p.Sysctl {
-		add(valueStep(ID{KindSysctl, key}, string(want), h, j))
+		id := ID{KindSysctl, key}
+		add(valueStep(id, string(want), h, j))
+		if pid, ok := pairPartner(id); ok {
+			managed[pid] = true // written (zeroed) with it
+		}
 	}
 	if b := p.NUMA.Balancing; b != nil {
 		add(valueStep(ID{KindNUMA, NUMABalancingKey}, strconv.Itoa(*b), h, j))
@@ -99,8 +179,66 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 			add(restoreStep(e, h))
 		}
 	}
+	pairRestores(pl.Steps, h, j)
+	if w := namespaceCopyFinding(pl.Steps, j); w != "" {
+		pl.Warnings = append(pl.Warnings, w)
+	}
 	slices.SortFunc(pl.Steps, func(a, b Step) int { return compareIDs(a.ID, b.ID) })
+	for _, s := range pl.Steps {
+		switch s.ID.namespace() {
+		case NSIPC:
+			n, _ := h.nsOf(s.ID)
+			pl.IPCNS = &n
+		case NSUTS:
+			n, _ := h.nsOf(s.ID)
+			pl.UTSNS = &n
+		}
+	}
 	return pl
+}
+
+// nsState is the state of the namespace a step's setting belongs to.
+func (pl Plan) nsState(id ID) string {
+	switch id.namespace() {
+	case NSIPC:
+		if pl.IPCNS != nil {
+			return pl.IPCNS.State
+		}
+	case NSUTS:
+		if pl.UTSNS != nil {
+			return pl.UTSNS.State
+		}
+		return NetNSUnknown
+	}
+	return pl.NetNS.State
+}
+
+// copiedAtCreation are net.* sysctls the kernel copies from the host's
+// (initial) network namespace into a namespace when it is created
+// (net/ipv4/tcp_ipv4.c tcp_sk_init: tcp_rmem, tcp_wmem and the default
+// congestion control are taken from init_net). A pod without hostNetwork
+// keeps the copy it got at creation: a later change on the host does not
+// reach it.
+var copiedAtCreation = []string{"net.ipv4.tcp_congestion_control", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}
+
+// namespaceCopyFinding says which of copiedAtCreation this plan changes,
+// or tuning changed earlier in this boot (the journal), and that pods
+// started before then keep their old values.
+func namespaceCopyFinding(steps []Step, j *Journal) string {
+	var keys []string
+	for _, s := range steps {
+		if s.Kind != KindSysctl || !slices.Contains(copiedAtCreation, canonicalKey(s.Key)) {
+			continue
+		}
+		if s.Action == ActionSet || (s.Action == ActionOK && j.has(s.ID)) {
+			keys = append(keys, s.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ", ") + ": per network namespace, copied into a pod's network namespace only when it is created: pods without hostNetwork started before tuning changed the host's value keep the old one (restart them; on a new node let tuning run before workloads)"
 }
 
 // valueStep plans one file-backed setting.
@@ -109,16 +247,18 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 	cur, read := h.Current[id]
 	s.Current = cur.Value
 	// Where the namespace cannot be proven (no access to the host's
-	// /proc/1) a net.* setting that already reads as wanted needs no
-	// write, so nothing is refused; in another namespace the value read is
-	// that namespace's copy and proves nothing about the host's.
-	unproven := id.isNet() && h.NetNS.State == NetNSUnknown
+	// /proc/1) a net.* (IPC, UTS) setting that already reads as wanted
+	// needs no write, so nothing is refused; in another namespace the
+	// value read is that namespace's copy and proves nothing about the
+	// host's.
+	ns, namespaced := h.nsOf(id)
+	unproven := namespaced && ns.State == NetNSUnknown
 	alreadyWanted := read && cur.Err == "" && !cur.Unsupported && cur.Value == want
 	switch {
-	case id.isNet() && h.NetNS.State != NetNSHost && !(unproven && alreadyWanted):
-		s.Action, s.Note = ActionRefused, h.NetNS.netRefusal()
+	case namespaced && ns.State != NetNSHost && !(unproven && alreadyWanted):
+		s.Action, s.Note = ActionRefused, ns.refusal(id.namespace())
 	case unproven && alreadyWanted:
-		s.Action, s.Note = ActionOK, "read in the agent's own network namespace (the host's is unknown)"
+		s.Action, s.Note = ActionOK, "read in the agent's own "+nsName(id.namespace())+" (the host's is unknown)"
 	case !read:
 		s.Action, s.Note = ActionError, "not read"
 	case cur.Unsupported:
@@ -127,10 +267,22 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 		s.Action, s.Note = ActionError, cur.Err
 	case cur.Value == want:
 		s.Action = ActionOK
+		if _, note := numaTieringNote(id, want, h); note != "" {
+			s.Note = note
+		}
+	case kernelAnswer(j, id, want, cur.Value):
+		s.Action = ActionOK
+		s.Note = fmt.Sprintf("the kernel holds %s since tuning wrote %s (its answer to the write: rounding or a partial allocation); not written again", cur.Value, want)
 	default:
 		s.Action = ActionSet
 		if e, ok := j.entry(id); ok && e.Wrote == want {
 			s.Drift, s.Note = true, "drifted: changed by someone else since it was applied"
+		}
+		s.Note = joinNotes(s.Note, partnerNote(id, h))
+		if ok, note := numaTieringNote(id, want, h); !ok {
+			s.Action, s.Note, s.Drift = ActionUnsupported, note, false
+		} else if note != "" {
+			s.Note = joinNotes(s.Note, note)
 		}
 		if id.Key == "net.ipv4.tcp_congestion_control" {
 			if ok, note := congestionAvailable(want, h); !ok {
@@ -143,10 +295,20 @@ func valueStep(id ID, want string, h Host, j *Journal) Step {
 	return s
 }
 
+func nsName(kind string) string {
+	switch kind {
+	case NSIPC:
+		return "IPC namespace"
+	case NSUTS:
+		return "UTS namespace"
+	}
+	return "network namespace"
+}
+
 func unsupportedNote(id ID, kernel string) string {
 	path, _ := id.hostPath()
 	n := fmt.Sprintf("kernel %s has no %s", kernel, path)
-	if hint := kernelHints[id.Key]; hint != "" {
+	if hint := kernelHint(id.Key, kernel); hint != "" {
 		n += ": " + hint
 	}
 	return n
@@ -173,6 +335,9 @@ func joinNotes(a, b string) string {
 	if a == "" {
 		return b
 	}
+	if b == "" {
+		return a
+	}
 	return a + "; " + b
 }
 
@@ -183,9 +348,9 @@ func restoreStep(e Entry, h Host) Step {
 	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note)}
 	cur := h.Current[id]
 	s.Current = cur.Value
-	switch {
-	case id.isNet() && h.NetNS.State != NetNSHost:
-		s.Action, s.Note = ActionRefused, h.NetNS.netRefusal()
+	switch ns, namespaced := h.nsOf(id); {
+	case namespaced && ns.State != NetNSHost:
+		s.Action, s.Note = ActionRefused, ns.refusal(id.namespace())
 	case id.Kind == KindService:
 		// The unit is started again whatever its state.
 	case cur.Unsupported:
@@ -193,8 +358,29 @@ func restoreStep(e Entry, h Host) Step {
 		s.Note = joinNotes("the setting is gone; the entry is dropped", e.Note)
 	case cur.Err != "":
 		s.Action, s.Note = ActionError, cur.Err
+	case changedElsewhere(e, cur):
+		s.Action = ActionKept
+		s.Note = joinNotes(fmt.Sprintf("changed by someone else since tuning wrote %s: their value is kept, the original %s is not written back", orDash(e.Wrote), orDash(e.Original)), e.Note)
 	}
 	return s
+}
+
+// kernelAnswer reports whether value is what the kernel held after tuning
+// last wrote want.
+func kernelAnswer(j *Journal, id ID, want, value string) bool {
+	e, ok := j.entry(id)
+	return ok && e.Wrote == want && e.Accepted != "" && value == e.Accepted
+}
+
+// changedElsewhere reports whether a value-backed setting holds neither
+// what tuning last wrote nor the original. IRQ affinities are left out:
+// the kernel itself rewrites them when CPUs go offline.
+func changedElsewhere(e Entry, cur Current) bool {
+	switch e.Kind {
+	case KindSysctl, KindNUMA, KindTHP:
+		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
+	}
+	return false
 }
 
 // planIRQs plans the IRQ affinities and, with irqbalance: stop, the
@@ -286,7 +472,7 @@ func (pl Plan) Counts() map[Action]int {
 func (pl Plan) Compliant() bool {
 	for _, s := range pl.Steps {
 		switch s.Action {
-		case ActionOK, ActionUnsupported, ActionSkip:
+		case ActionOK, ActionUnsupported, ActionSkip, ActionKept:
 		default:
 			return false
 		}

@@ -298,6 +298,15 @@ func (p *Profile) Validate() error {
 		}
 		paths[path] = key
 	}
+	for _, key := range slices.Sorted(maps.Keys(p.Sysctl)) {
+		if pid, ok := pairPartner(ID{KindSysctl, key}); ok && canonicalKey(key) < pid.Key {
+			for other := range p.Sysctl {
+				if canonicalKey(other) == pid.Key {
+					bad("sysctl."+key, "the kernel keeps only one of %s and %s (writing one zeroes the other): set only one", canonicalKey(key), pid.Key)
+				}
+			}
+		}
+	}
 	if b := p.NUMA.Balancing; b != nil && (*b < 0 || *b > 3) {
 		bad("numa.balancing", "%d: want 0 (off), 1 (normal), 2 (memory tiering) or 3 (both)", *b)
 	}
@@ -381,7 +390,9 @@ var knownSysctls = map[string]knownSysctl{
 	"net.ipv4.tcp_mtu_probing":        {fields: 1, min: 0, max: 2},
 	"net.ipv4.tcp_rmem":               {fields: 3, min: 1, max: intMax, ascending: true},
 	"net.ipv4.tcp_wmem":               {fields: 3, min: 1, max: intMax, ascending: true},
+	"vm.dirty_background_bytes":       {fields: 1, min: 0, max: math.MaxInt64},
 	"vm.dirty_background_ratio":       {fields: 1, min: 0, max: 100},
+	"vm.dirty_bytes":                  {fields: 1, min: 0, max: math.MaxInt64},
 	"vm.dirty_ratio":                  {fields: 1, min: 0, max: 100},
 	"vm.min_free_kbytes":              {fields: 1, min: 0, max: intMax},
 	"vm.overcommit_memory":            {fields: 1, min: 0, max: 2},

@@ -85,6 +85,28 @@ func (id ID) hostPath() (string, error) {
 }
 
 // isNet reports whether a setting is per network namespace.
-func (id ID) isNet() bool {
-	return (id.Kind == KindSysctl) && (strings.HasPrefix(id.Key, "net.") || strings.HasPrefix(id.Key, "net/"))
+func (id ID) isNet() bool { return id.namespace() == NSNet }
+
+// namespace is the kind of namespace a sysctl belongs to (NSNet, NSIPC,
+// NSUTS), or "" for a global one.
+func (id ID) namespace() string {
+	if id.Kind != KindSysctl {
+		return ""
+	}
+	p, err := SysctlPath(id.Key)
+	if err != nil {
+		return ""
+	}
+	p = strings.TrimPrefix(p, "/proc/sys/")
+	switch {
+	case strings.HasPrefix(p, "net/"):
+		return NSNet
+	case strings.HasPrefix(p, "fs/mqueue/"),
+		strings.HasPrefix(p, "kernel/shm"), strings.HasPrefix(p, "kernel/msg"),
+		p == "kernel/sem", p == "kernel/sem_next_id", p == "kernel/auto_msgmni":
+		return NSIPC
+	case p == "kernel/hostname", p == "kernel/domainname":
+		return NSUTS
+	}
+	return ""
 }

@@ -33,7 +33,7 @@ func Summarize(pl Plan, failed int) string {
 	for _, s := range pl.Steps {
 		switch s.Action {
 		case ActionRefused:
-			if pl.NetNS.State != NetNSUnknown {
+			if pl.nsState(s.ID) != NetNSUnknown {
 				return StateError // in another namespace: a deployment error
 			}
 			unknown = true

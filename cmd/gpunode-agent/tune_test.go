@@ -87,7 +87,23 @@ func TestTuneApplyVerifyRevert(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &pl); code != 1 || err != nil || len(pl.Steps) != 1 || !pl.Steps[0].Drift {
 		t.Errorf("verify after a change: %d %v %s", code, err, out)
 	}
-	if code, out, errOut := tune("revert"); code != 0 || swappiness() != "60" || !strings.Contains(out, "1 restored") {
+	// Repaired by apply, then changed by someone else again: revert keeps
+	// their value (and says so) instead of writing the original over it.
+	if code, _, errOut := tune("apply"); code != 0 || swappiness() != "7" {
+		t.Fatalf("apply after a change: %d %s", code, errOut)
+	}
+	os.WriteFile(filepath.Join(root, "proc/sys/vm/swappiness"), []byte("30\n"), 0o644)
+	if code, out, errOut := tune("revert"); code != 0 || swappiness() != "30" || !strings.Contains(out, "1 kept") || !strings.Contains(out, "changed by someone else") {
+		t.Errorf("revert after someone else's change: %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(state, "tuning-journal.json")); err == nil {
+		t.Error("journal left after revert")
+	}
+	// Applied and untouched: revert restores the original.
+	if code, _, errOut := tune("apply"); code != 0 || swappiness() != "7" {
+		t.Fatalf("apply again: %d %s", code, errOut)
+	}
+	if code, out, errOut := tune("revert"); code != 0 || swappiness() != "30" || !strings.Contains(out, "1 restored") {
 		t.Errorf("revert: %d %s %s", code, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(state, "tuning-journal.json")); err == nil {

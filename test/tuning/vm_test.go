@@ -393,6 +393,17 @@ func (o output) wantRC(t *testing.T, step string, want int) {
 }
 
 func parse(t *testing.T, s string) output {
+	o := parseOutput(s)
+	for _, d := range []string{"before", "applied", "changed", "repaired", "reverted", "netns", "final", "irq-conflict", "irq-stopped"} {
+		if _, ok := o.dumps[d]; !ok {
+			t.Errorf("no %q dump in the VM output:\n%s", d, s)
+		}
+	}
+	return o
+}
+
+// parseOutput splits a script's output into its sections.
+func parseOutput(s string) output {
 	o := output{vars: map[string]string{}, dumps: map[string]map[string]string{}, steps: map[string]string{},
 		rcs: map[string]int{}, sections: map[string]string{}, raw: s}
 	lines := strings.Split(s, "\n")
@@ -427,11 +438,6 @@ func parse(t *testing.T, s string) output {
 			if k, v, ok := strings.Cut(line, "="); ok && !strings.Contains(k, " ") {
 				o.vars[k] = v
 			}
-		}
-	}
-	for _, d := range []string{"before", "applied", "changed", "repaired", "reverted", "netns", "final", "irq-conflict", "irq-stopped"} {
-		if _, ok := o.dumps[d]; !ok {
-			t.Errorf("no %q dump in the VM output:\n%s", d, s)
 		}
 	}
 	return o
