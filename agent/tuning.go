@@ -29,6 +29,9 @@ type tuningLoop struct {
 	emit     func(nodestatus.Event)
 	// snap returns the latest snapshot (its topology places interrupts).
 	snap func() *snapshot.Snapshot
+	// unmovable outlives the tuners: interrupts the kernel refused to
+	// move are not tried again every interval.
+	unmovable tuning.UnmovableIRQs
 
 	// changed is poked (never blocking) when the labels change, so the
 	// daemon republishes them without waiting for the next discovery.
@@ -105,6 +108,7 @@ func sendLatest[T any](ch chan T, v T) {
 func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	tc := cfg.Tuning
 	l.tuner = l.newTuner(tc.StateDir)
+	l.tuner.Unmovable = &l.unmovable
 	if tc.Mode == tuning.ModeOff {
 		l.setStatus(func(s *tuning.Status) {
 			*s = tuning.Status{Mode: tuning.ModeOff, DriftTotal: s.DriftTotal, LastApply: s.LastApply}
@@ -176,7 +180,7 @@ func (l *tuningLoop) fail(mode, profile string, err error) {
 // report turns an apply into log lines and events: drift repaired,
 // settings applied, settings restored, failures.
 func (l *tuningLoop) report(profile string, r tuning.Result) {
-	var applied, restored, failed []string
+	var applied, restored, failed, unsupported []string
 	changed := false
 	for _, c := range r.Changes {
 		if c.Outcome == tuning.OutcomeChanged || c.Outcome == tuning.OutcomeRestored {
@@ -184,7 +188,13 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 		}
 		desc := fmt.Sprintf("%s %s: %s -> %s", c.Kind, c.Key, orDash(c.Current), c.Want)
 		switch {
-		case c.Outcome == tuning.OutcomeFailed || c.Outcome == tuning.OutcomeUnsupported:
+		case c.Outcome == tuning.OutcomeUnsupported:
+			// The kernel lacks the setting or keeps it (a managed
+			// interrupt): nothing to repair. The plan says unsupported
+			// from now on, so this is reported once.
+			unsupported = append(unsupported, desc+" ("+c.Error+")")
+			l.log.Info("tuning setting unsupported", "kind", c.Kind, "key", c.Key, "want", c.Want, "reason", c.Error)
+		case c.Outcome == tuning.OutcomeFailed:
 			failed = append(failed, desc+" ("+c.Error+")")
 			l.log.Warn("tuning change failed", "kind", c.Kind, "key", c.Key, "want", c.Want, "outcome", c.Outcome, "err", c.Error)
 		case c.Drift:
@@ -208,6 +218,9 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 	}
 	if len(restored) > 0 {
 		l.event(nodestatus.Normal, "TuningReverted", fmt.Sprintf("profile %s: %d settings no longer managed were restored: %s", profile, len(restored), shortList(restored)))
+	}
+	if len(unsupported) > 0 {
+		l.event(nodestatus.Normal, "TuningUnsupported", fmt.Sprintf("profile %s: %d settings the kernel does not let be changed: %s", profile, len(unsupported), shortList(unsupported)))
 	}
 	// The same failure every interval (a setting the kernel refuses) is
 	// reported when it first happens, not each time.

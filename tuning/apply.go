@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -30,6 +31,14 @@ type Tuner struct {
 	Systemd func(ctx context.Context) (UnitManager, error)
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Unmovable remembers the interrupts the kernel refused to move; a
+	// daemon keeps one for its lifetime (one boot) and gives it to every
+	// Tuner it makes. nil remembers nothing beyond one run.
+	Unmovable *UnmovableIRQs
+
+	// writeErr, in tests, answers a write in place of the kernel (the
+	// refusals of /proc/irq that a fixture tree cannot give).
+	writeErr func(hostPath string) error
 
 	// crashPoint, in tests, is called after the journal is saved
 	// ("journal") and after each write ("write"); a test kills the
@@ -314,7 +323,14 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
 		return c
 	}
-	if err := writeValue(t.FS, s.ID, s.Want); err != nil {
+	if err := t.write(s.ID, s.Want); err != nil {
+		if n, nerr := strconv.Atoi(s.Key); s.Kind == KindIRQ && nerr == nil {
+			if why := unmovableReason(t.FS, n, err); why != "" {
+				t.Unmovable.add(s.ID, n, why)
+				c.Outcome, c.Error = OutcomeUnsupported, why
+				return c
+			}
+		}
 		c.Outcome, c.Error = classifyWrite(s.ID, err)
 		return c
 	}
@@ -328,6 +344,18 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome = done
 	}
 	return c
+}
+
+// write writes one setting (see writeValue).
+func (t *Tuner) write(id ID, v string) error {
+	if t.writeErr != nil {
+		if path, err := id.hostPath(); err == nil {
+			if err := t.writeErr(path); err != nil {
+				return &fs.PathError{Op: "write", Path: path, Err: err}
+			}
+		}
+	}
+	return writeValue(t.FS, id, v)
 }
 
 // unitJob stops irqbalance (set) or starts it again (restore).
@@ -391,8 +419,6 @@ func classifyWrite(id ID, err error) (Outcome, string) {
 		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel has no such congestion control (ENOENT)", path)
 	case errors.Is(err, fs.ErrNotExist):
 		return OutcomeUnsupported, fmt.Sprintf("%s does not exist in this kernel", path)
-	case id.Kind == KindIRQ && errors.Is(err, syscall.EIO):
-		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel manages this interrupt's affinity (EIO)", path)
 	case errors.Is(err, syscall.EROFS):
 		return OutcomeFailed, fmt.Sprintf("write %s: read-only file system: mount the host's /proc and /sys read-write", path)
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):

@@ -50,6 +50,9 @@ type Current struct {
 	Unsupported bool `json:"unsupported,omitempty"`
 	// Err says why the value could not be read.
 	Err string `json:"error,omitempty"`
+	// Unmovable says why user space cannot set this interrupt's affinity
+	// (the kernel manages it); "" for anything else.
+	Unmovable string `json:"unmovable,omitempty"`
 }
 
 // Device is a GPU or NIC an IRQ policy may select.
@@ -204,7 +207,7 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			return h, err
 		}
 		if _, done := h.Current[id]; !done {
-			h.Current[id] = readValue(t.FS, id)
+			h.Current[id] = t.readSetting(id)
 		}
 	}
 	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
@@ -221,6 +224,26 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 		h.NetNS = CheckNetNS(t.FS)
 	}
 	return h, ctx.Err()
+}
+
+// readSetting reads one setting; an interrupt the kernel does not let
+// user space move says so.
+func (t *Tuner) readSetting(id ID) Current {
+	cur := readValue(t.FS, id)
+	if id.Kind != KindIRQ || cur.Unsupported || cur.Err != "" {
+		return cur
+	}
+	n, err := strconv.Atoi(id.Key)
+	if err != nil {
+		return cur
+	}
+	switch {
+	case irqAffinityReadOnly(t.FS, n):
+		cur.Unmovable = fmt.Sprintf("the kernel manages this interrupt's affinity (/proc/irq/%d/smp_affinity is read-only)", n)
+	default:
+		cur.Unmovable = t.Unmovable.reason(id, n)
+	}
+	return cur
 }
 
 // readBootID returns the kernel's boot id, "" when unreadable (fixture

@@ -1,12 +1,17 @@
 package tuning
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/gpunode/gpunode/internal/cpuset"
+	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/topology"
 )
 
@@ -161,4 +166,69 @@ func deviceLabel(d Device) string {
 		return string(d.Kind)
 	}
 	return strings.Join(names, "/")
+}
+
+// irqAffinityReadOnly reports whether the kernel made
+// /proc/irq/N/smp_affinity read-only. Since Linux 6.12 register_irq_proc()
+// creates it 0444 for interrupts whose affinity user space cannot set
+// (irq_can_set_affinity_usr() false: managed interrupts, chips without
+// affinity), and write_irq_affinity() refuses them with EPERM (it answered
+// EIO before; kernel commit eb29369fa543, "genirq/proc: Change the return
+// value for set affinity permission error"). The mode is the only way to
+// tell that EPERM from a lack of privilege: root passes the mode check on
+// open and sees the kernel's answer on write.
+func irqAffinityReadOnly(fsys hostfs.FS, irq int) bool {
+	fi, err := os.Stat(fsys.Path(fmt.Sprintf("/proc/irq/%d/smp_affinity", irq)))
+	return err == nil && fi.Mode().Perm()&0o222 == 0
+}
+
+// unmovableReason explains a refused affinity write when it says the
+// kernel manages the interrupt, or returns "". EIO is the answer before
+// Linux 6.12; EPERM on a read-only smp_affinity the answer since.
+func unmovableReason(fsys hostfs.FS, irq int, err error) string {
+	switch {
+	case errors.Is(err, syscall.EIO):
+		return "the kernel manages this interrupt's affinity (the write was refused with EIO)"
+	case errors.Is(err, syscall.EPERM) && irqAffinityReadOnly(fsys, irq):
+		return "the kernel manages this interrupt's affinity (the write was refused with EPERM; smp_affinity is read-only)"
+	}
+	return ""
+}
+
+// UnmovableIRQs remembers the interrupts whose affinity the kernel refused
+// to change, so that a daemon does not plan, journal (with its fsyncs) and
+// attempt the same refused write every interval. Kernels before 6.12 give
+// no sign of a managed interrupt but the refusal itself. An interrupt is
+// known by its setting and number: a driver reload that hands the number
+// to another queue, or the queue another number, forgets it. The zero
+// value is ready to use; a nil one remembers nothing.
+type UnmovableIRQs struct {
+	mu sync.Mutex
+	m  map[unmovableKey]string
+}
+
+type unmovableKey struct {
+	id  ID
+	irq int
+}
+
+func (u *UnmovableIRQs) add(id ID, irq int, reason string) {
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[unmovableKey]string{}
+	}
+	u.m[unmovableKey{id, irq}] = reason
+}
+
+func (u *UnmovableIRQs) reason(id ID, irq int) string {
+	if u == nil {
+		return ""
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.m[unmovableKey{id, irq}]
 }

@@ -256,6 +256,10 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 			s.Action, s.Note = ActionSkip, joinNotes(t.note, "no /proc/irq entry (not requested by its driver)")
 		case cur.Err != "":
 			s.Action, s.Note = ActionError, joinNotes(t.note, cur.Err)
+		case cur.Unmovable != "":
+			// Not ours to place, whatever irqbalance does: reported once
+			// as unsupported, never written.
+			s.Action, s.Note = ActionUnsupported, joinNotes(t.note, cur.Unmovable)
 		case blocked != "":
 			s.Action, s.Note = blocked, joinNotes(t.note, why)
 		case cur.Value == s.Want:
