@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
-	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -138,7 +138,11 @@ func (t *Tuner) Replay(ctx context.Context) error {
 		if e.Kind == KindService {
 			continue
 		}
-		if err := writeValue(t.FS, e.ID(), e.Wrote); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		path, err := settingPath(e.ID(), e.IRQ)
+		if err == nil {
+			err = writeAt(t.FS, path, e.Wrote)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("replay %s: %w", e.ID(), err))
 		}
 	}
@@ -226,6 +230,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		case ActionSet:
 			newEntry[s.ID] = !j.has(s.ID)
 			j.record(s.ID, s.Current, s.Want, entryNote(s), now)
+			j.setIRQ(s.ID, s.IRQ)
 			todo = append(todo, s)
 		case ActionRestore:
 			if e, ok := j.entry(s.ID); ok {
@@ -265,7 +270,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.
-			if e, ok := j.entry(s.ID); ok && t.current(ctx, s.ID).Value == e.Original {
+			if e, ok := j.entry(s.ID); ok && t.current(ctx, s).Value == e.Original {
 				j.remove(s.ID)
 			}
 		}
@@ -295,12 +300,19 @@ func entryNote(s Step) string {
 	return ""
 }
 
-// current re-reads one setting.
-func (t *Tuner) current(ctx context.Context, id ID) Current {
-	if id.Kind == KindService {
+// current re-reads the setting of a step.
+func (t *Tuner) current(ctx context.Context, s Step) Current {
+	if s.Kind == KindService {
 		return Current{Value: t.irqbalance(ctx).Unit}
 	}
-	return readValue(t.FS, id)
+	path, err := settingPath(s.ID, s.IRQ)
+	if s.Kind == KindIRQ && err != nil {
+		return Current{Unsupported: true} // not found on this host: gone
+	}
+	if err != nil {
+		return Current{Err: err.Error()}
+	}
+	return readAt(t.FS, s.ID, path)
 }
 
 // do performs one set or restore step and checks the result.
@@ -319,12 +331,17 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome = done
 		return c
 	}
-	if s.Action == ActionRestore && t.current(ctx, s.ID).Unsupported {
+	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
 		return c
 	}
-	if err := t.write(s.ID, s.Want); err != nil {
-		if n, nerr := strconv.Atoi(s.Key); s.Kind == KindIRQ && nerr == nil {
+	path, err := settingPath(s.ID, s.IRQ)
+	if err != nil {
+		c.Outcome, c.Error = OutcomeFailed, err.Error()
+		return c
+	}
+	if err := t.write(path, s.Want); err != nil {
+		if n, ok := irqNumberOf(s, path); ok {
 			if why := unmovableReason(t.FS, n, err); why != "" {
 				t.Unmovable.add(s.ID, n, why)
 				c.Outcome, c.Error = OutcomeUnsupported, why
@@ -334,7 +351,7 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome, c.Error = classifyWrite(s.ID, err)
 		return c
 	}
-	after := readValue(t.FS, s.ID)
+	after := readAt(t.FS, s.ID, path)
 	switch {
 	case after.Err != "":
 		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
@@ -346,16 +363,25 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 	return c
 }
 
-// write writes one setting (see writeValue).
-func (t *Tuner) write(id ID, v string) error {
+// write writes one setting's file (see writeValue).
+func (t *Tuner) write(path, v string) error {
 	if t.writeErr != nil {
-		if path, err := id.hostPath(); err == nil {
-			if err := t.writeErr(path); err != nil {
-				return &fs.PathError{Op: "write", Path: path, Err: err}
-			}
+		if err := t.writeErr(path); err != nil {
+			return &fs.PathError{Op: "write", Path: path, Err: err}
 		}
 	}
-	return writeValue(t.FS, id, v)
+	return writeAt(t.FS, path, v)
+}
+
+// irqNumberOf is the number of a step's interrupt, from the file written.
+func irqNumberOf(s Step, path string) (int, bool) {
+	if s.Kind != KindIRQ {
+		return 0, false
+	}
+	if s.IRQ > 0 {
+		return s.IRQ, true
+	}
+	return legacyIRQKey(strings.TrimSuffix(strings.TrimPrefix(path, "/proc/irq/"), "/smp_affinity_list"))
 }
 
 // unitJob stops irqbalance (set) or starts it again (restore).
@@ -395,6 +421,11 @@ func writeValue(fsys hostfs.FS, id ID, v string) error {
 	if err != nil {
 		return err
 	}
+	return writeAt(fsys, path, v)
+}
+
+// writeAt writes a setting's file (see writeValue).
+func writeAt(fsys hostfs.FS, path, v string) error {
 	f, err := os.OpenFile(fsys.Path(path), os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
@@ -414,6 +445,9 @@ func writeValue(fsys hostfs.FS, id ID, v string) error {
 // an operator can act on.
 func classifyWrite(id ID, err error) (Outcome, string) {
 	path, _ := id.hostPath()
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		path = pe.Path // an interrupt's file is found through its number
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && id.Key == "net.ipv4.tcp_congestion_control":
 		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel has no such congestion control (ENOENT)", path)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/gpunode/gpunode/internal/cpuset"
@@ -80,6 +79,9 @@ type Netdev struct {
 type DeviceIRQ struct {
 	Number int    `json:"number"`
 	Name   string `json:"name,omitempty"`
+	// Key names the interrupt by device and queue (see irqKey): the
+	// journal's key, which a driver reload that renumbers keeps.
+	Key string `json:"key"`
 }
 
 // Host is everything a plan is computed from. Read fills it; Plan is a
@@ -90,6 +92,8 @@ type Host struct {
 	// Current holds the settings the profile or the journal names.
 	Current map[ID]Current `json:"-"`
 	Devices []Device       `json:"devices,omitempty"`
+	// IRQNumbers maps the key of every interrupt of Devices to its number.
+	IRQNumbers map[string]int `json:"-"`
 	// NodeCPUs are the CPUs of each NUMA node.
 	NodeCPUs      map[int]cpuset.Set `json:"-"`
 	OnlineCPUs    cpuset.Set         `json:"online_cpus"`
@@ -120,6 +124,11 @@ func readValue(fsys hostfs.FS, id ID) Current {
 	if err != nil {
 		return Current{Err: err.Error()}
 	}
+	return readAt(fsys, id, path)
+}
+
+// readAt reads and normalizes one setting from its file.
+func readAt(fsys hostfs.FS, id ID, path string) Current {
 	s, err := fsys.ReadString(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Current{Unsupported: true}
@@ -187,18 +196,31 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	if p.NUMA.TransparentHugepages != "" {
 		ids = append(ids, ID{KindTHP, THPKey})
 	}
+	journalIRQs := false
 	if j != nil {
 		for _, e := range j.Entries {
 			if e.Kind != KindService {
 				ids = append(ids, e.ID())
 			}
+			journalIRQs = journalIRQs || e.Kind == KindIRQ
 		}
 	}
-	if len(p.IRQ.Policies) > 0 {
+	if len(p.IRQ.Policies) > 0 || journalIRQs {
+		if len(p.IRQ.Policies) == 0 && m.OnlineCPUs.IsEmpty() && m.TopologyError == "" {
+			// Revert is given no topology; the journal's interrupts are
+			// found by device and queue, so discover them.
+			topo, err := topology.Discover(ctx, t.FS)
+			m = MachineFrom(topo, err)
+			h.TopologyError = m.TopologyError
+		}
 		h.Devices = readDevices(t.FS, m)
+		h.IRQNumbers = map[string]int{}
 		for _, d := range h.Devices {
 			for _, irq := range d.IRQs {
-				ids = append(ids, ID{KindIRQ, strconv.Itoa(irq.Number)})
+				h.IRQNumbers[irq.Key] = irq.Number
+				if len(p.IRQ.Policies) > 0 {
+					ids = append(ids, ID{KindIRQ, irq.Key})
+				}
 			}
 		}
 	}
@@ -206,8 +228,21 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 		if err := ctx.Err(); err != nil {
 			return h, err
 		}
-		if _, done := h.Current[id]; !done {
-			h.Current[id] = t.readSetting(id)
+		if _, done := h.Current[id]; done {
+			continue
+		}
+		if id.Kind != KindIRQ {
+			h.Current[id] = readValue(t.FS, id)
+			continue
+		}
+		n, err := h.irqNumber(id)
+		switch {
+		case err != nil:
+			h.Current[id] = Current{Err: err.Error()}
+		case n < 0:
+			h.Current[id] = Current{Unsupported: true} // gone with its device
+		default:
+			h.Current[id] = t.readIRQ(id, n)
 		}
 	}
 	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
@@ -226,15 +261,27 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	return h, ctx.Err()
 }
 
-// readSetting reads one setting; an interrupt the kernel does not let
-// user space move says so.
-func (t *Tuner) readSetting(id ID) Current {
-	cur := readValue(t.FS, id)
-	if id.Kind != KindIRQ || cur.Unsupported || cur.Err != "" {
-		return cur
+// irqNumber is the number the interrupt id names has now: -1 when it is
+// gone (its device or driver removed), an error when the interrupts could
+// not be discovered. Keys of older journals are the number itself.
+func (h Host) irqNumber(id ID) (int, error) {
+	if n, ok := legacyIRQKey(id.Key); ok {
+		return n, nil
 	}
-	n, err := strconv.Atoi(id.Key)
-	if err != nil {
+	if n, ok := h.IRQNumbers[id.Key]; ok {
+		return n, nil
+	}
+	if h.TopologyError != "" {
+		return 0, fmt.Errorf("irq %s cannot be found: topology discovery failed: %s", id.Key, h.TopologyError)
+	}
+	return -1, nil
+}
+
+// readIRQ reads an interrupt's affinity; one the kernel does not let user
+// space move says so.
+func (t *Tuner) readIRQ(id ID, n int) Current {
+	cur := readAt(t.FS, id, irqAffinityPath(n))
+	if cur.Unsupported || cur.Err != "" {
 		return cur
 	}
 	switch {
@@ -275,6 +322,7 @@ func readDevices(fsys hostfs.FS, m Machine) []Device {
 			LocalCPUs: p.LocalCPUs, VirtualFunction: p.VirtualFunction, IRQs: irqs[p.Address],
 		}
 		slices.SortFunc(d.IRQs, func(a, b DeviceIRQ) int { return a.Number - b.Number })
+		setIRQKeys(d.PCIAddress, d.IRQs)
 		base := "/sys/bus/pci/devices/" + p.Address
 		if p.Kind == topology.KindNIC {
 			d.Netdevs = readNetdevs(fsys, base)

@@ -18,6 +18,7 @@ import (
 // irqTarget is where one interrupt should go.
 type irqTarget struct {
 	irq  int
+	key  string // device and queue
 	want cpuset.Set
 	note string
 	// err is set when no CPU is left for the device.
@@ -59,7 +60,7 @@ func irqTargets(p Profile, h Host) (targets []irqTarget, warnings []string) {
 					continue
 				}
 				seen[irq.Number] = true
-				t := irqTarget{irq: irq.Number, note: irqNote(d, irq, where)}
+				t := irqTarget{irq: irq.Number, key: irq.Key, note: irqNote(d, irq, where)}
 				if len(cpus) == 0 {
 					t.err = fmt.Sprintf("no CPU left on %s (CPUs %s) after excluding %s", where, base, exclude)
 				} else {
@@ -143,16 +144,9 @@ func deviceCPUs(d Device, h Host) (cpuset.Set, string) {
 	return h.OnlineCPUs, "all online CPUs (no NUMA node known)"
 }
 
+// irqNote says which interrupt it is now (the key names device and queue).
 func irqNote(d Device, irq DeviceIRQ, where string) string {
-	name := irq.Name
-	if name == "" {
-		name = "vector"
-	}
-	dev := deviceLabel(d)
-	if !strings.Contains(name, d.PCIAddress) {
-		dev = d.PCIAddress + " " + dev
-	}
-	return fmt.Sprintf("%s, %s, %s", name, dev, where)
+	return fmt.Sprintf("IRQ %d, %s, %s", irq.Number, deviceLabel(d), where)
 }
 
 // deviceLabel names a device the way people know it: netdev or RDMA name.
@@ -231,4 +225,34 @@ func (u *UnmovableIRQs) reason(id ID, irq int) string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.m[unmovableKey{id, irq}]
+}
+
+// setIRQKeys names a device's interrupts (sorted by number) by device and
+// queue: "<PCI address>/<action name>", the name the driver gave
+// request_irq() as /proc/interrupts shows it, less the "@pci:<address>"
+// that mlx5 appends. A driver reload in the same boot may hand the
+// numbers to other devices or queues; the names stay with the queue. An
+// interrupt without a name, or whose name the device uses twice, is
+// named by its vector's place among the device's interrupts
+// ("vector3"): MSI-X vectors are allocated in table order.
+func setIRQKeys(pci string, irqs []DeviceIRQ) {
+	names := make([]string, len(irqs))
+	count := map[string]int{}
+	for i, irq := range irqs {
+		n := strings.TrimSpace(irq.Name)
+		n = strings.TrimSuffix(n, "@pci:"+pci)
+		n = strings.TrimSuffix(n, "@"+pci)
+		if strings.ContainsFunc(n, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			n = ""
+		}
+		names[i] = n
+		count[n]++
+	}
+	for i := range irqs {
+		q := names[i]
+		if q == "" || count[q] > 1 {
+			q = "vector" + strconv.Itoa(i)
+		}
+		irqs[i].Key = pci + "/" + q
+	}
 }

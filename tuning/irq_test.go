@@ -2,8 +2,10 @@ package tuning
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,12 +45,12 @@ func TestManagedIRQReadOnly(t *testing.T) {
 	f := newFixture(t, "dgx-h100-ib")
 	p := builtin(t, "llm-inference")
 	s := firstIRQStep(t, f, p)
-	n := irqNumberOf(t, s)
+	n := strconv.Itoa(s.IRQ)
 	ro := f.fs.Path("/proc/irq/" + n + "/smp_affinity")
 	if err := os.Chmod(ro, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	path, _ := s.ID.hostPath()
+	path := irqAffinityPath(s.IRQ)
 	before := f.read(t, path)
 	res, err := f.tuner.Apply(ctx, p, f.m)
 	if err != nil || !res.OK() {
@@ -81,8 +83,8 @@ func TestManagedIRQReadOnly(t *testing.T) {
 func TestUnmovableReason(t *testing.T) {
 	f := newFixture(t, "dgx-h100-ib")
 	s := firstIRQStep(t, f, builtin(t, "llm-inference"))
-	n := irqNumberOf(t, s)
-	num := atoi(t, n)
+	num := s.IRQ
+	n := strconv.Itoa(num)
 	if why := unmovableReason(f.fs, num, syscall.EIO); !strings.Contains(why, "EIO") {
 		t.Errorf("EIO: %q", why)
 	}
@@ -109,8 +111,8 @@ func TestRefusedIRQRemembered(t *testing.T) {
 			f.tuner.Unmovable = &UnmovableIRQs{}
 			p := builtin(t, "llm-inference")
 			s := firstIRQStep(t, f, p)
-			path, _ := s.ID.hostPath()
-			n := irqNumberOf(t, s)
+			path := irqAffinityPath(s.IRQ)
+			n := strconv.Itoa(s.IRQ)
 			writes := 0
 			f.tuner.writeErr = func(p string) error {
 				if p != path {
@@ -155,28 +157,137 @@ func TestRefusedIRQRemembered(t *testing.T) {
 	}
 }
 
-// irqNumberOf is the IRQ number of a step, from its path.
-func irqNumberOf(t *testing.T, s Step) string {
+// reloadSwap renumbers the interrupts of two devices as a driver reload
+// in the same boot can: each takes the other's IRQ numbers (in
+// /proc/interrupts and msi_irqs), and the kernel gives the new interrupts
+// its default affinity.
+func reloadSwap(t *testing.T, f *fixture, a, b string, def string) {
 	t.Helper()
-	path, err := s.ID.hostPath()
+	irqsOf := func(dev string) []string {
+		names, err := f.fs.Names("/sys/bus/pci/devices/" + dev + "/msi_irqs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(names, func(x, y string) int { return atoi(t, x) - atoi(t, y) })
+		return names
+	}
+	ia, ib := irqsOf(a), irqsOf(b)
+	if len(ia) != len(ib) {
+		t.Fatalf("%s has %d interrupts, %s %d", a, len(ia), b, len(ib))
+	}
+	text, err := f.fs.ReadString("/proc/interrupts")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := strings.TrimSuffix(strings.TrimPrefix(path, "/proc/irq/"), "/smp_affinity_list")
-	if n == path || strings.Contains(n, "/") {
-		t.Fatalf("path %s", path)
+	lines := strings.Split(text, "\n")
+	rest := map[string]string{}
+	for _, l := range lines {
+		label, r, ok := strings.Cut(strings.TrimLeft(l, " "), ":")
+		if ok {
+			rest[label] = r
+		}
 	}
-	return n
+	swap := map[string]string{}
+	for i := range ia {
+		swap[ia[i]], swap[ib[i]] = ib[i], ia[i]
+	}
+	for i, l := range lines {
+		label, _, ok := strings.Cut(strings.TrimLeft(l, " "), ":")
+		if other, hit := swap[label]; ok && hit {
+			lines[i] = l[:strings.Index(l, ":")+1] + rest[other]
+		}
+	}
+	f.write(t, "/proc/interrupts", strings.Join(lines, "\n"))
+	move := func(from, to string, irqs []string) {
+		for _, n := range irqs {
+			os.Remove(f.fs.Path("/sys/bus/pci/devices/" + from + "/msi_irqs/" + n))
+			f.write(t, "/sys/bus/pci/devices/"+to+"/msi_irqs/"+n, "msix\n")
+		}
+	}
+	move(a, b, ia)
+	move(b, a, ib)
+	for _, n := range append(ia, ib...) {
+		f.write(t, "/proc/irq/"+n+"/smp_affinity_list", def)
+	}
+}
+
+// A driver reload in the same boot hands IRQ numbers to other devices.
+// The journal keys interrupts by device and queue, so revert gives each
+// queue its own original affinity, not the one of the number it had.
+func TestDriverReloadKeepsOriginalsWithTheirQueue(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "dgx-h100-ib")
+	byDev := map[string][]int{}
+	for _, irq := range f.m.IRQs {
+		byDev[irq.PCIAddress] = append(byDev[irq.PCIAddress], irq.Number)
+	}
+	var a, b string
+	for _, d := range f.m.PCIDevices {
+		if d.Driver != "mlx5_core" || len(byDev[d.Address]) == 0 {
+			continue
+		}
+		switch {
+		case a == "":
+			a = d.Address
+		case b == "" && len(byDev[d.Address]) == len(byDev[a]):
+			b = d.Address
+		}
+	}
+	if a == "" || b == "" {
+		t.Fatal("no two mlx5 devices with as many interrupts")
+	}
+	def := f.read(t, fmt.Sprintf("/proc/irq/%d/smp_affinity_list", byDev[a][0]))
+	for dev, orig := range map[string]string{a: "0-3", b: "4-7"} {
+		for _, n := range byDev[dev] {
+			f.write(t, fmt.Sprintf("/proc/irq/%d/smp_affinity_list", n), orig)
+		}
+	}
+	if res, err := f.tuner.Apply(ctx, builtin(t, "llm-inference"), f.m); err != nil || !res.OK() {
+		t.Fatalf("apply: %v %+v", err, res.Failed())
+	}
+	reloadSwap(t, f, a, b, def)
+	g := fixtureAt(t, f.root) // topology after the reload
+	if res, err := g.tuner.Revert(ctx); err != nil || !res.OK() {
+		t.Fatalf("revert: %v %+v", err, res.Failed())
+	}
+	// a's queues now have b's old numbers and the other way round.
+	for dev, orig := range map[string]string{a: "0-3", b: "4-7"} {
+		names, _ := g.fs.Names("/sys/bus/pci/devices/" + dev + "/msi_irqs")
+		for _, n := range names {
+			if got := g.read(t, "/proc/irq/"+n+"/smp_affinity_list"); got != orig {
+				t.Errorf("%s IRQ %s (renumbered): %q after revert, want its queue's original %q", dev, n, got, orig)
+			}
+		}
+	}
 }
 
 func atoi(t *testing.T, s string) int {
 	t.Helper()
-	n := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			t.Fatal(errors.New("not a number: " + s))
-		}
-		n = n*10 + int(c-'0')
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
+}
+
+// A journal written before interrupts were keyed by device and queue
+// (keyed by number) is still reverted by number.
+func TestLegacyIRQJournalReverts(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "dgx-h100-ib")
+	n := f.m.IRQs[len(f.m.IRQs)-1].Number
+	path := irqAffinityPath(n)
+	f.write(t, path, "5\n")
+	j := &Journal{Version: journalVersion, HostRoot: f.root, BootID: readBootID(f.fs), Entries: []Entry{
+		{Kind: KindIRQ, Key: strconv.Itoa(n), Original: "0-3", Wrote: "5"},
+	}}
+	if err := f.tuner.Store.Save(j); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.tuner.Revert(ctx); err != nil || !res.OK() || len(res.Changes) != 1 {
+		t.Fatalf("revert: %v %+v", err, res)
+	}
+	if got := f.read(t, path); got != "0-3" {
+		t.Errorf("IRQ %d: %q after revert, want 0-3", n, got)
+	}
 }

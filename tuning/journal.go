@@ -54,7 +54,10 @@ type Entry struct {
 	// which tells drift (someone changed our value) from a profile change.
 	Wrote string `json:"wrote"`
 	// Note describes the setting (an IRQ's device and name).
-	Note       string    `json:"note,omitempty"`
+	Note string `json:"note,omitempty"`
+	// IRQ is an interrupt's number when tuning last wrote it; the key
+	// (device and queue) finds it again when a driver reload renumbers.
+	IRQ        int       `json:"irq,omitempty"`
 	RecordedAt time.Time `json:"recorded_at"`
 }
 
@@ -87,6 +90,13 @@ func (j *Journal) record(id ID, original, wrote, note string, now time.Time) {
 	}
 	j.Entries = append(j.Entries, Entry{Kind: id.Kind, Key: id.Key, Original: original, Wrote: wrote, Note: note, RecordedAt: now.UTC()})
 	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+}
+
+// setIRQ notes the number of the interrupt an entry's key names now.
+func (j *Journal) setIRQ(id ID, irq int) {
+	if i := j.find(id); i >= 0 && id.Kind == KindIRQ && irq > 0 {
+		j.Entries[i].IRQ = irq
+	}
 }
 
 func (j *Journal) remove(id ID) {
@@ -222,8 +232,11 @@ func ParseJournal(b []byte) (*Journal, error) {
 	}
 	seen := map[ID]bool{}
 	for _, e := range j.Entries {
-		if _, err := e.ID().hostPath(); err != nil {
+		if err := e.ID().check(); err != nil {
 			return nil, fmt.Errorf("entry %s: %w", e.ID(), err)
+		}
+		if e.IRQ < 0 || (e.IRQ != 0 && e.Kind != KindIRQ) {
+			return nil, fmt.Errorf("entry %s: irq %d", e.ID(), e.IRQ)
 		}
 		if e.Kind == KindService && e.Key != IRQBalanceUnit {
 			return nil, fmt.Errorf("entry %s: only %s is managed", e.ID(), IRQBalanceUnit)

@@ -40,6 +40,9 @@ type Step struct {
 	// and someone else changed since.
 	Drift bool   `json:"drift,omitempty"`
 	Note  string `json:"note,omitempty"`
+	// IRQ is the number an interrupt has now (its key names device and
+	// queue); 0 for other settings and for interrupts that are gone.
+	IRQ int `json:"irq,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -181,6 +184,11 @@ func joinNotes(a, b string) string {
 func restoreStep(e Entry, h Host) Step {
 	id := e.ID()
 	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note)}
+	if id.Kind == KindIRQ {
+		if n, err := h.irqNumber(id); err == nil && n > 0 {
+			s.IRQ = n
+		}
+	}
 	cur := h.Current[id]
 	s.Current = cur.Value
 	switch {
@@ -246,9 +254,9 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		svc = &s
 	}
 	for _, t := range targets {
-		id := ID{KindIRQ, strconv.Itoa(t.irq)}
+		id := ID{KindIRQ, t.key}
 		cur := h.Current[id]
-		s := Step{ID: id, Current: cur.Value, Want: t.want.String(), Note: t.note}
+		s := Step{ID: id, IRQ: t.irq, Current: cur.Value, Want: t.want.String(), Note: t.note}
 		switch {
 		case t.err != "":
 			s.Action, s.Note = ActionError, joinNotes(t.note, t.err)

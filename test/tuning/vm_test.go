@@ -88,6 +88,8 @@ echo "nic_irqs=$(ls $nic/msi_irqs | tr '\n' ' ')"
 echo "node1_cpus=$(cat /sys/devices/system/node/node1/cpulist)"
 first=$(ls $nic/msi_irqs | sort -n | head -n1)
 echo "first_irq=$first"
+# The journal's key of that interrupt: device and queue (action name).
+echo "first_key=$(basename "$(readlink -f $nic)")/$(awk -v n="$first:" '$1 == n {print $NF}' /proc/interrupts)"
 
 dump before
 step plan $A tune plan
@@ -265,7 +267,7 @@ func TestTuningOnRealKernel(t *testing.T) {
 	if out.dumps["changed"]["/proc/sys/vm/swappiness"] != "60" || out.dumps["changed"][first] != "0-4" {
 		t.Fatalf("the hand-made change did not take: %v", out.dumps["changed"])
 	}
-	for _, w := range []string{"vm.swappiness", "irq     " + out.vars["first_irq"]} {
+	for _, w := range []string{"vm.swappiness", "irq     " + out.vars["first_key"]} {
 		if !regexp.MustCompile(regexp.QuoteMeta(w) + `.*set \(drift\)`).MatchString(out.steps["verify-drift"]) {
 			fail("verify after a hand-made change does not show %q drifted:\n%s", w, out.steps["verify-drift"])
 		}
@@ -286,7 +288,7 @@ func TestTuningOnRealKernel(t *testing.T) {
 	metrics := out.sections["metrics"]
 	for _, w := range []string{
 		`gpunode_tuning_setting_compliant{key="vm.swappiness",kind="sysctl"} 1`,
-		`gpunode_tuning_setting_compliant{key="` + out.vars["first_irq"] + `",kind="irq"} 1`,
+		`gpunode_tuning_setting_compliant{key="` + out.vars["first_key"] + `",kind="irq"} 1`,
 		`gpunode_tuning_info{mode="enforce",profile="llm-inference",state="compliant"} 1`,
 		`gpunode_tuning_drift_total 2`,
 		`gpunode_tuning_last_apply_timestamp_seconds`,
