@@ -27,13 +27,14 @@ type irqTarget struct {
 
 // irqTargets applies the profile's IRQ policies to the devices: each
 // selected device's interrupts are spread over the CPUs of its NUMA node
-// (minus excluded and isolated CPUs), one interrupt per CPU in turn.
-// Devices on one node continue the turn where the previous one stopped, so
-// two NICs on a node do not both start at its first CPU.
-func irqTargets(p Profile, h Host) (targets []irqTarget, warnings []string) {
+// (minus excluded and isolated CPUs), one interrupt per CPU where there
+// are enough (see spread).
+func irqTargets(p Profile, h Host, j *Journal) (targets []irqTarget, warnings []string) {
 	exclude, _ := cpuset.Parse(p.IRQ.ExcludeCPUs) // validated with the profile
 	exclude = exclude.Union(h.IsolatedCPUs).Union(h.NohzFullCPUs)
-	next := map[string]int{} // allowed cpulist -> next index
+	groups := map[string][]int{} // allowed cpulist -> indexes into targets
+	allowedOf := map[string]cpuset.Set{}
+	var order []string
 	seen := map[int]bool{}
 	for i, pol := range p.IRQ.Policies {
 		devs, unmatched := selectDevices(pol, h.Devices)
@@ -54,25 +55,83 @@ func irqTargets(p Profile, h Host) (targets []irqTarget, warnings []string) {
 				allowed = allowed.Intersect(h.OnlineCPUs)
 			}
 			allowed = allowed.Difference(exclude)
-			cpus := allowed.CPUs()
-			for _, irq := range d.IRQs {
+			k := allowed.String()
+			irqs := slices.Clone(d.IRQs)
+			slices.SortStableFunc(irqs, func(a, b DeviceIRQ) int { return naturalCompare(a.Key, b.Key) })
+			for _, irq := range irqs {
 				if seen[irq.Number] { // shared between devices: first policy wins
 					continue
 				}
 				seen[irq.Number] = true
 				t := irqTarget{irq: irq.Number, key: irq.Key, note: irqNote(d, irq, where)}
-				if len(cpus) == 0 {
+				if allowed.IsEmpty() {
 					t.err = fmt.Sprintf("no CPU left on %s (CPUs %s) after excluding %s", where, base, exclude)
 				} else {
-					k := allowed.String()
-					t.want = cpuset.Of(cpus[next[k]%len(cpus)])
-					next[k]++
+					if _, ok := groups[k]; !ok {
+						order = append(order, k)
+						allowedOf[k] = allowed
+					}
+					groups[k] = append(groups[k], len(targets))
 				}
 				targets = append(targets, t)
 			}
 		}
 	}
+	for _, k := range order {
+		spread(targets, groups[k], allowedOf[k], h, j)
+	}
 	return targets, warnings
+}
+
+// spread places the interrupts idx of targets on the CPUs allowed, at
+// most ceil(interrupts/CPUs) per CPU, and stably: an interrupt keeps the
+// CPU tuning last gave it (the journal), else the single allowed CPU it
+// is on now, while that CPU has room; the rest go, in device and queue
+// order, to the least loaded CPUs in turn. So one new interrupt moves no
+// other, and a CPU going offline moves only the interrupts it had, where
+// placing by position would re-pin most interrupts of every later device.
+// On a host never tuned this is plain round robin.
+func spread(targets []irqTarget, idx []int, allowed cpuset.Set, h Host, j *Journal) {
+	cpus := allowed.CPUs()
+	limit := (len(idx) + len(cpus) - 1) / len(cpus)
+	load := map[int]int{}
+	placed := make([]bool, len(idx))
+	keep := func(pick func(t irqTarget) string) {
+		for i, ti := range idx {
+			if placed[i] {
+				continue
+			}
+			set, err := cpuset.Parse(pick(targets[ti]))
+			if err != nil || set.Len() != 1 {
+				continue
+			}
+			if c := set.CPUs()[0]; allowed.Contains(c) && load[c] < limit {
+				targets[ti].want, placed[i] = set, true
+				load[c]++
+			}
+		}
+	}
+	keep(func(t irqTarget) string {
+		e, _ := j.entry(ID{KindIRQ, t.key})
+		return e.Wrote
+	})
+	keep(func(t irqTarget) string { return h.Current[ID{KindIRQ, t.key}].Value })
+	next := 0
+	for i, ti := range idx {
+		if placed[i] {
+			continue
+		}
+		best := -1
+		for n := range cpus {
+			c := (next + n) % len(cpus)
+			if best < 0 || load[cpus[c]] < load[cpus[best]] {
+				best = c
+			}
+		}
+		targets[ti].want = cpuset.Of(cpus[best])
+		load[cpus[best]]++
+		next = best + 1
+	}
 }
 
 func policyKind(policy string) string {

@@ -3,12 +3,16 @@ package tuning
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/gpunode/gpunode/internal/cpuset"
 )
 
 // firstIRQStep returns the first IRQ step of the profile's plan.
@@ -289,5 +293,92 @@ func TestLegacyIRQJournalReverts(t *testing.T) {
 	}
 	if got := f.read(t, path); got != "0-3" {
 		t.Errorf("IRQ %d: %q after revert, want 0-3", n, got)
+	}
+}
+
+// settle makes a host look as applying the plan leaves it: every set
+// step's value written and journaled.
+func settle(h Host, pl Plan) (Host, *Journal) {
+	j := &Journal{Version: journalVersion, HostRoot: "/"}
+	cur := maps.Clone(h.Current)
+	for _, s := range pl.Steps {
+		if s.Action == ActionSet {
+			j.record(s.ID, s.Current, s.Want, s.Note, time.Time{})
+			cur[s.ID] = Current{Value: s.Want}
+		}
+	}
+	h.Current = cur
+	return h, j
+}
+
+// moved lists the IRQs (by key) both plans place, on different CPUs.
+func moved(a, b Plan) []string {
+	want := map[string]string{}
+	for _, s := range a.Steps {
+		if s.Kind == KindIRQ {
+			want[s.Key] = s.Want
+		}
+	}
+	var out []string
+	for _, s := range b.Steps {
+		if w, ok := want[s.Key]; ok && s.Kind == KindIRQ && w != s.Want {
+			out = append(out, fmt.Sprintf("%s %s->%s", s.Key, w, s.Want))
+		}
+	}
+	return out
+}
+
+// One new interrupt, or one CPU going offline, moves only what it must:
+// nothing, or the interrupts of that CPU. Placing by position re-pinned
+// the interrupts of every later device.
+func TestIRQSpreadIsStable(t *testing.T) {
+	p := irqProfile(t, "  policies: [{policy: nic-local}]\n")
+	h := host()
+	first := MakePlan(p, h, nil)
+	h, j := settle(h, first)
+	if again := MakePlan(p, h, j); !again.Compliant() {
+		t.Fatalf("not compliant once settled: %s", again.Summary())
+	}
+
+	// mlx5_0 gets a seventh queue (ethtool -L, or a driver that adds one).
+	grown := h
+	grown.Devices = slices.Clone(h.Devices)
+	d := &grown.Devices[0]
+	d.IRQs = append(slices.Clone(d.IRQs), DeviceIRQ{Number: 106, Name: "q6"})
+	setIRQKeys(d.PCIAddress, d.IRQs)
+	grown.Current = maps.Clone(h.Current)
+	grown.Current[ID{KindIRQ, d.IRQs[6].Key}] = Current{Value: "0-7"}
+	pl := MakePlan(p, grown, j)
+	if m := moved(first, pl); len(m) != 0 {
+		t.Errorf("a new IRQ moved others: %v", m)
+	}
+	if s, _ := irqStep(pl, d.IRQs[6].Key); s.Action != ActionSet || s.Want == "" {
+		t.Errorf("the new IRQ: %s %q", s.Action, s.Want)
+	}
+
+	// CPU 1 goes offline: only its interrupts move, to the least loaded CPUs.
+	down := h
+	down.OnlineCPUs = h.OnlineCPUs.Difference(cpuset.Of(1))
+	pl = MakePlan(p, down, j)
+	var onOne []string
+	for _, s := range first.Steps {
+		if s.Kind == KindIRQ && s.Want == "1" {
+			onOne = append(onOne, s.Key)
+		}
+	}
+	m := moved(first, pl)
+	if len(m) != len(onOne) {
+		t.Errorf("CPU 1 offline moved %v, want only CPU 1's %v", m, onOne)
+	}
+	load := map[string]int{}
+	for _, s := range pl.Steps {
+		if s.Kind == KindIRQ && s.Want == "1" {
+			t.Errorf("%s still on offline CPU 1", s.Key)
+		}
+		load[s.Want]++
+	}
+	// Node 0: 9 interrupts on CPUs 0, 2, 3: three each.
+	if load["0"] != 3 || load["2"] != 3 || load["3"] != 3 {
+		t.Errorf("node 0 load %v, want 3 on each of 0, 2, 3", load)
 	}
 }

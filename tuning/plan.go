@@ -211,7 +211,7 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 	if h.TopologyError != "" {
 		return nil, nil, []string{"IRQ policies not planned: topology discovery failed: " + h.TopologyError}
 	}
-	targets, warnings := irqTargets(p, h)
+	targets, warnings := irqTargets(p, h, j)
 	mode := p.IRQ.IRQBalance
 	if mode == "" {
 		mode = IRQBalanceConflict

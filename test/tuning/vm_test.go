@@ -334,7 +334,8 @@ func TestTuningOnRealKernel(t *testing.T) {
 	}
 	for irq := range nicIRQs {
 		n := strings.Split(irq, "/")[3]
-		if !regexp.MustCompile(`(?m)^irq\s+` + n + `\s.*conflict`).MatchString(out.steps["irq-plan"]) {
+		// Rows are keyed by device and queue; the note names the IRQ number.
+		if !regexp.MustCompile(`(?m)^irq\s.*\sconflict\s+IRQ ` + n + `,`).MatchString(out.steps["irq-plan"]) {
 			fail("IRQ %s not reported as conflicting:\n%s", n, out.steps["irq-plan"])
 		}
 	}
