@@ -95,13 +95,20 @@ type Host struct {
 	// IRQNumbers maps the key of every interrupt of Devices to its number.
 	IRQNumbers map[string]int `json:"-"`
 	// NodeCPUs are the CPUs of each NUMA node.
-	NodeCPUs      map[int]cpuset.Set `json:"-"`
-	OnlineCPUs    cpuset.Set         `json:"online_cpus"`
-	IsolatedCPUs  cpuset.Set         `json:"isolated_cpus"`
-	NohzFullCPUs  cpuset.Set         `json:"nohz_full_cpus"`
-	TopologyError string             `json:"topology_error,omitempty"`
-	IRQBalance    IRQBalance         `json:"irqbalance"`
-	NetNS         NetNS              `json:"network_namespace"`
+	NodeCPUs     map[int]cpuset.Set `json:"-"`
+	OnlineCPUs   cpuset.Set         `json:"online_cpus"`
+	IsolatedCPUs cpuset.Set         `json:"isolated_cpus"`
+	NohzFullCPUs cpuset.Set         `json:"nohz_full_cpus"`
+	// PodCPUs are the CPUs the kubelet gave exclusively to containers
+	// (static CPU manager); PartitionCPUs those of cgroup v2 isolated
+	// partitions. Neither receives device interrupts.
+	PodCPUs       cpuset.Set `json:"pod_cpus"`
+	PartitionCPUs cpuset.Set `json:"partition_cpus"`
+	// CPUWarnings say which of them could not be read.
+	CPUWarnings   []string   `json:"cpu_warnings,omitempty"`
+	TopologyError string     `json:"topology_error,omitempty"`
+	IRQBalance    IRQBalance `json:"irqbalance"`
+	NetNS         NetNS      `json:"network_namespace"`
 	// CongestionControl says which TCP congestion control algorithms the
 	// kernel offers or can load.
 	CongestionControl CongestionControl `json:"congestion_control"`
@@ -214,6 +221,9 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			h.TopologyError = m.TopologyError
 		}
 		h.Devices = readDevices(t.FS, m)
+		if len(p.IRQ.Policies) > 0 {
+			h.PodCPUs, h.PartitionCPUs, h.CPUWarnings = readWorkloadCPUs(t.FS)
+		}
 		h.IRQNumbers = map[string]int{}
 		for _, d := range h.Devices {
 			for _, irq := range d.IRQs {

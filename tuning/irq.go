@@ -27,11 +27,12 @@ type irqTarget struct {
 
 // irqTargets applies the profile's IRQ policies to the devices: each
 // selected device's interrupts are spread over the CPUs of its NUMA node
-// (minus excluded and isolated CPUs), one interrupt per CPU where there
-// are enough (see spread).
+// (minus excluded and isolated CPUs, CPUs pods own and isolated cgroup
+// partitions), one interrupt per CPU where there are enough (see spread).
 func irqTargets(p Profile, h Host, j *Journal) (targets []irqTarget, warnings []string) {
 	exclude, _ := cpuset.Parse(p.IRQ.ExcludeCPUs) // validated with the profile
-	exclude = exclude.Union(h.IsolatedCPUs).Union(h.NohzFullCPUs)
+	exclude = exclude.Union(h.IsolatedCPUs).Union(h.NohzFullCPUs).Union(h.PodCPUs).Union(h.PartitionCPUs)
+	warnings = append(warnings, h.CPUWarnings...)
 	groups := map[string][]int{} // allowed cpulist -> indexes into targets
 	allowedOf := map[string]cpuset.Set{}
 	var order []string
@@ -165,7 +166,10 @@ func selectDevices(pol IRQPolicy, all []Device) (selected []Device, unmatched []
 		var take bool
 		switch {
 		case explicit:
-			take = slices.Contains(pol.Drivers, d.Driver)
+			// A driver selects physical functions only: mlx5_core also
+			// drives the VFs, whose interrupts are their owners'. A VF
+			// named in devices is taken.
+			take = slices.Contains(pol.Drivers, d.Driver) && !d.VirtualFunction
 			for _, n := range names {
 				if slices.Contains(pol.Devices, n) {
 					take, matched[n] = true, true

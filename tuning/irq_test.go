@@ -382,3 +382,86 @@ func TestIRQSpreadIsStable(t *testing.T) {
 		t.Errorf("node 0 load %v, want 3 on each of 0, 2, 3", load)
 	}
 }
+
+// NIC interrupts stay off the CPUs the kubelet's static CPU manager gave
+// to Guaranteed pods and off cgroup v2 isolated partitions.
+func TestIRQsAvoidWorkloadCPUs(t *testing.T) {
+	f := newFixture(t, "dgx-h100-ib")
+	if err := os.MkdirAll(f.fs.Path("/var/lib/kubelet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "/var/lib/kubelet/cpu_manager_state", `{"policyName":"static","defaultCpuSet":"0-1,6-223","entries":{"5c1a":{"vllm":"2-5"}},"checksum":1552716370}`)
+	if err := os.MkdirAll(f.fs.Path("/sys/fs/cgroup"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "/sys/fs/cgroup/cpuset.cpus.isolated", "8-9\n")
+	pl, _, err := f.tuner.Plan(context.Background(), builtin(t, "llm-inference"), f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := cpuset.Of(2, 3, 4, 5, 8, 9)
+	n := 0
+	for _, s := range pl.Steps {
+		if s.Kind != KindIRQ {
+			continue
+		}
+		n++
+		want, err := cpuset.Parse(s.Want)
+		if err != nil || want.IsEmpty() {
+			t.Fatalf("%s: want %q", s.Key, s.Want)
+		}
+		if !want.Intersect(forbidden).IsEmpty() {
+			t.Errorf("%s placed on %s: a pod's exclusive CPU or an isolated partition", s.Key, s.Want)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no IRQ planned")
+	}
+	// A checkpoint that cannot be parsed is a warning, not a guess.
+	f.write(t, "/var/lib/kubelet/cpu_manager_state", "{")
+	pl, _, _ = f.tuner.Plan(context.Background(), builtin(t, "llm-inference"), f.m)
+	if !slices.ContainsFunc(pl.Warnings, func(w string) bool { return strings.Contains(w, "cpu_manager_state") }) {
+		t.Errorf("warnings %q", pl.Warnings)
+	}
+}
+
+func TestParseCPUManagerState(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{`{"policyName":"none","defaultCpuSet":"","checksum":3242152201}`, "", ""},
+		{`{"policyName":"static","defaultCpuSet":"0,2-12,14-23","entries":{"235148fe":{"c0":"1,13"},"77":{"a":"30","b":"31-32"}},"checksum":1}`, "1,13,30-32", ""},
+		{`{"policyName":"static","defaultCpuSet":"0-1","entries":{"containerid":"2-3"}}`, "2-3", ""}, // v1
+		{`{"policyName":"static","entries":{"p":{"c":"3-1"}}}`, "", "reversed"},
+		{`{"policyName":"static","entries":{"p":5}}`, "", "neither"},
+		{`[`, "", "not a CPU manager checkpoint"},
+	} {
+		got, err := parseCPUManagerState([]byte(tc.in))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got.String() != tc.want {
+			t.Errorf("%s: %q %v, want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// drivers: [mlx5_core] selects the physical functions; the SR-IOV VFs the
+// same driver runs are their owners', unless named in devices.
+func TestDriverSelectionSkipsVFs(t *testing.T) {
+	pl := MakePlan(irqProfile(t, "  policies: [{policy: nic-local, drivers: [mlx5_core]}]\n"), host(), nil)
+	got := wants(pl)
+	for _, vf := range []string{"140", "141"} {
+		if _, ok := got[vf]; ok {
+			t.Errorf("VF IRQ %s selected by driver: %v", vf, got)
+		}
+	}
+	if _, ok := got["100"]; !ok {
+		t.Errorf("PF not selected: %v", got)
+	}
+	pl = MakePlan(irqProfile(t, "  policies: [{policy: nic-local, devices: [mlx5_2]}]\n"), host(), nil)
+	if got := wants(pl); got["140"] == "" || got["141"] == "" {
+		t.Errorf("VF named in devices not selected: %v", got)
+	}
+}

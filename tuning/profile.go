@@ -86,7 +86,8 @@ type IRQPolicy struct {
 	Policy string `yaml:"policy" json:"policy"`
 	// Drivers and Devices select devices by kernel driver ("mlx5_core") or
 	// by name (netdev, RDMA device or PCI address). A device matching
-	// either is selected. With neither, nic-local takes every NIC with an
+	// either is selected, except that a driver selects no SR-IOV virtual
+	// function (only a name does). With neither, nic-local takes every NIC with an
 	// RDMA device or a link of at least MinSpeedMbps (SR-IOV virtual
 	// functions excepted) and gpu-local takes every GPU.
 	Drivers []string `yaml:"drivers,omitempty" json:"drivers,omitempty"`
