@@ -135,7 +135,7 @@ func (t *Tuner) Replay(ctx context.Context) error {
 	}
 	var errs []error
 	for _, e := range j.Entries {
-		if e.Kind == KindService {
+		if e.Kind == KindService || e.Kind == KindIRQBalance {
 			continue
 		}
 		path, err := settingPath(e.ID(), e.IRQ)
@@ -250,10 +250,12 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return res, fmt.Errorf("nothing changed: %w", err)
 	}
 	t.crash("journal")
-	// Interrupts go back before irqbalance is started again.
-	slices.SortStableFunc(todo, func(a, b Step) int {
-		return boolInt(a.Kind == KindService && a.Action == ActionRestore) - boolInt(b.Kind == KindService && b.Action == ActionRestore)
-	})
+	// Interrupts go back before irqbalance is started again or may move
+	// them again.
+	last := func(s Step) int {
+		return boolInt((s.Kind == KindService || s.Kind == KindIRQBalance) && s.Action == ActionRestore)
+	}
+	slices.SortStableFunc(todo, func(a, b Step) int { return last(a) - last(b) })
 	for _, s := range todo {
 		if err := ctx.Err(); err != nil {
 			res.Changes = append(res.Changes, Change{Step: s, Outcome: OutcomeFailed, Error: err.Error()})
@@ -305,6 +307,9 @@ func (t *Tuner) current(ctx context.Context, s Step) Current {
 	if s.Kind == KindService {
 		return Current{Value: t.irqbalance(ctx).Unit}
 	}
+	if s.Kind == KindIRQBalance {
+		return t.readBanned(ctx, t.irqbalance(ctx))
+	}
 	path, err := settingPath(s.ID, s.IRQ)
 	if s.Kind == KindIRQ && err != nil {
 		return Current{Unsupported: true} // not found on this host: gone
@@ -333,6 +338,21 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 	}
 	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
+		return c
+	}
+	if s.Kind == KindIRQBalance {
+		if err := t.writeBanned(ctx, s.Want); err != nil {
+			c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("irqbalance: ban IRQs: %v", err)
+			return c
+		}
+		switch after := t.current(ctx, s); {
+		case after.Err != "":
+			c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
+		case after.Value != s.Want:
+			c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("irqbalance bans %q after being told %q", after.Value, s.Want)
+		default:
+			c.Outcome = done
+		}
 		return c
 	}
 	path, err := settingPath(s.ID, s.IRQ)

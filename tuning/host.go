@@ -258,10 +258,14 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
 		h.CongestionControl = readCongestionControl(t.FS, h.Kernel)
 	}
-	needUnit := len(p.IRQ.Policies) > 0 || (j != nil && j.has(ID{KindService, IRQBalanceUnit}))
+	banID := ID{KindIRQBalance, BannedIRQsKey}
+	needUnit := len(p.IRQ.Policies) > 0 || (j != nil && (j.has(ID{KindService, IRQBalanceUnit}) || j.has(banID)))
 	if needUnit {
 		h.IRQBalance = t.irqbalance(ctx)
 		h.Current[ID{KindService, IRQBalanceUnit}] = Current{Value: h.IRQBalance.Unit}
+	}
+	if (len(p.IRQ.Policies) > 0 && p.IRQ.IRQBalance == IRQBalanceCoexist) || j.has(banID) {
+		h.Current[banID] = t.readBanned(ctx, h.IRQBalance)
 	}
 	if t.NetNS != nil {
 		h.NetNS = t.NetNS()

@@ -241,6 +241,9 @@ func ParseJournal(b []byte) (*Journal, error) {
 		if e.Kind == KindService && e.Key != IRQBalanceUnit {
 			return nil, fmt.Errorf("entry %s: only %s is managed", e.ID(), IRQBalanceUnit)
 		}
+		if e.Kind == KindIRQBalance && e.Key != BannedIRQsKey {
+			return nil, fmt.Errorf("entry %s: only %s is managed", e.ID(), BannedIRQsKey)
+		}
 		if seen[e.ID()] {
 			return nil, fmt.Errorf("entry %s twice", e.ID())
 		}

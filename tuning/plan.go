@@ -226,9 +226,15 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		case IRQBalanceLeave:
 			blocked, why = ActionSkip, "left to irqbalance (irq.irqbalance: leave)"
 		case IRQBalanceConflict:
-			blocked, why = ActionConflict, "irqbalance runs; set irq.irqbalance to leave or stop"
+			blocked, why = ActionConflict, "irqbalance runs; set irq.irqbalance to coexist, leave or stop"
 			if state == StateUnknown {
-				why = "cannot tell whether irqbalance runs; set irq.irqbalance to leave or stop"
+				why = "cannot tell whether irqbalance runs; set irq.irqbalance to coexist, leave or stop"
+			}
+		case IRQBalanceCoexist:
+			var s Step
+			s, blocked, why = banStep(targets, h, j)
+			if s.Action != "" {
+				svc = &s
 			}
 		}
 	}
@@ -281,6 +287,44 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		steps = append(steps, s)
 	}
 	return steps, svc, warnings
+}
+
+// banStep plans telling a running irqbalance to leave the interrupts the
+// policy places alone: its banned IRQs become its own list (from before
+// tuning first banned any) and ours. Where irqbalance cannot be asked the
+// interrupts are left to it, as with leave: coexisting never fails a host.
+func banStep(targets []irqTarget, h Host, j *Journal) (s Step, blocked Action, why string) {
+	id := ID{KindIRQBalance, BannedIRQsKey}
+	cur, read := h.Current[id]
+	if !read || cur.Err != "" || cur.Unsupported {
+		reason := cur.Err
+		if reason == "" {
+			reason = "irqbalance cannot be asked"
+		}
+		return Step{}, ActionSkip, "left to irqbalance (irq.irqbalance: coexist): " + reason
+	}
+	own := cur.Value
+	e, journaled := j.entry(id)
+	if journaled {
+		own = e.Original
+	}
+	ours := parseBanList(own)
+	for _, t := range targets {
+		if t.err == "" {
+			ours = append(ours, t.irq)
+		}
+	}
+	s = Step{ID: id, Current: cur.Value, Want: banList(ours), Note: "irqbalance leaves the interrupts placed here alone and balances the rest"}
+	switch {
+	case cur.Value == s.Want:
+		s.Action = ActionOK
+	default:
+		s.Action = ActionSet
+		if journaled && e.Wrote == s.Want {
+			s.Drift, s.Note = true, "drifted: irqbalance forgot the ban (restarted, or told otherwise)"
+		}
+	}
+	return s, "", ""
 }
 
 // Counts sums the steps by action.

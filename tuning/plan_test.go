@@ -259,7 +259,7 @@ func TestIRQBalanceHandling(t *testing.T) {
 		inNote string
 	}{
 		{"not running", IRQBalance{Process: StateNotRunning, Unit: "inactive"}, "", ActionSet, "", ""},
-		{"running, conflict", running, "", ActionConflict, "", "set irq.irqbalance to leave or stop"},
+		{"running, conflict", running, "", ActionConflict, "", "set irq.irqbalance to coexist, leave or stop"},
 		{"unknown is not guessed", IRQBalance{Process: StateUnknown, Unit: StateUnknown}, "conflict", ActionConflict, "", "cannot tell"},
 		{"leave", running, "leave", ActionSkip, "", "left to irqbalance"},
 		{"stop", running, "stop", ActionSet, ActionSet, ""},

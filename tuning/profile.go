@@ -67,7 +67,16 @@ const (
 	IRQBalanceLeave = "leave"
 	// IRQBalanceStop stops irqbalance.service through systemd (recorded in
 	// the journal, so revert starts it again), then applies the policy.
+	// cri-o's hooks and package upgrades may start it again: then it is
+	// drift, stopped again.
 	IRQBalanceStop = "stop"
+	// IRQBalanceCoexist bans the interrupts the policy places through
+	// irqbalance's runtime socket ("settings ban irqs"), so irqbalance
+	// keeps balancing all others and never moves these (recorded in the
+	// journal; revert gives irqbalance its own list back). Where the
+	// socket does not answer the interrupts are left to irqbalance, as
+	// with leave.
+	IRQBalanceCoexist = "coexist"
 )
 
 // IRQ is the interrupt affinity part of a profile.
@@ -76,7 +85,8 @@ type IRQ struct {
 	// ExcludeCPUs never receive interrupts (cpulist). CPUs isolated on the
 	// kernel command line (isolcpus=, nohz_full=) are always excluded.
 	ExcludeCPUs string `yaml:"excludeCPUs,omitempty" json:"exclude_cpus,omitempty"`
-	// IRQBalance says what to do when irqbalance runs: conflict, leave or stop.
+	// IRQBalance says what to do when irqbalance runs: conflict, leave,
+	// coexist or stop.
 	IRQBalance string `yaml:"irqbalance,omitempty" json:"irqbalance,omitempty"`
 }
 
@@ -340,9 +350,9 @@ func (p *Profile) Validate() error {
 		bad("irq.excludeCPUs", "%v", err)
 	}
 	switch p.IRQ.IRQBalance {
-	case "", IRQBalanceConflict, IRQBalanceLeave, IRQBalanceStop:
+	case "", IRQBalanceConflict, IRQBalanceLeave, IRQBalanceStop, IRQBalanceCoexist:
 	default:
-		bad("irq.irqbalance", "%q: want conflict, leave or stop", p.IRQ.IRQBalance)
+		bad("irq.irqbalance", "%q: want conflict, leave, coexist or stop", p.IRQ.IRQBalance)
 	}
 	if p.IRQ.IRQBalance != "" && len(p.IRQ.Policies) == 0 {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")

@@ -15,6 +15,9 @@ const (
 	KindTHP     = "thp"     // transparent_hugepage.enabled
 	KindIRQ     = "irq"     // key: device and queue, "0000:18:00.0/mlx5_comp3" (see irqKey)
 	KindService = "service" // key: the systemd unit (irqbalance.service)
+	// KindIRQBalance is what tuning tells a running irqbalance; key
+	// BannedIRQsKey: the IRQs it must not move.
+	KindIRQBalance = "irqbalance"
 )
 
 // Fixed keys.
@@ -22,6 +25,7 @@ const (
 	NUMABalancingKey = "kernel.numa_balancing"
 	THPKey           = "transparent_hugepage.enabled"
 	IRQBalanceUnit   = "irqbalance.service"
+	BannedIRQsKey    = "banned-irqs"
 )
 
 // ID names one setting.
@@ -36,7 +40,7 @@ func (id ID) String() string { return id.Kind + " " + id.Key }
 // stopped before interrupts are moved.
 func kindOrder(kind string) int {
 	switch kind {
-	case KindService:
+	case KindService, KindIRQBalance:
 		return 0
 	case KindSysctl:
 		return 1
@@ -103,7 +107,7 @@ func (id ID) hostPath() (string, error) {
 			return "", fmt.Errorf("irq %s: the file is found through the interrupt's number", id.Key)
 		}
 		return irqAffinityPath(n), nil
-	case KindService:
+	case KindService, KindIRQBalance:
 		return "", nil
 	}
 	return "", fmt.Errorf("unknown setting kind %q", id.Kind)
