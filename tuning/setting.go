@@ -60,7 +60,17 @@ func compareIDs(a, b ID) int {
 		return c
 	}
 	if a.Kind == KindIRQ {
-		return naturalCompare(a.Key, b.Key)
+		// The device (a fixed-width hex PCI address) as text, the queue
+		// with its numbers as numbers; numeric keys of older journals
+		// as numbers.
+		if x, ok := legacyIRQKey(a.Key); ok {
+			if y, ok := legacyIRQKey(b.Key); ok {
+				return cmp.Compare(x, y)
+			}
+		}
+		da, qa, _ := strings.Cut(a.Key, "/")
+		db, qb, _ := strings.Cut(b.Key, "/")
+		return cmp.Or(strings.Compare(da, db), naturalCompare(qa, qb))
 	}
 	return strings.Compare(a.Key, b.Key)
 }
