@@ -34,9 +34,14 @@ import (
 // the others: the way to coexist with it. The ban lives in the process
 // only; a restarted irqbalance has forgotten it, which the next
 // verification sees as drift and repairs.
+//
+// Before 1.9.4 (irqbalance commit de0fe4a, "Fix socket API being blocked
+// for 10s"; Debian 12 ships 1.9.2) the rescan a ban triggers sleeps its
+// interval (10 s by default) inside the main loop, so the socket accepts
+// but answers only after it: the timeout allows for that.
 const (
 	irqbalanceSocketDir = "/run/irqbalance"
-	irqbalanceTimeout   = 2 * time.Second
+	irqbalanceTimeout   = 15 * time.Second
 	maxIRQBalanceReply  = 1 << 20
 )
 
