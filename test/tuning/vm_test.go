@@ -144,13 +144,27 @@ dump netns
 step revert-netns $A tune revert
 dump final
 
-# irqbalance, run by systemd: a conflict by default; with irqbalance: stop
-# the unit is stopped through systemd, and revert starts it again.
+# irqbalance, run by systemd: the default profile coexists with it (bans
+# the NIC's interrupts through its socket; Debian 12's irqbalance 1.9.2
+# answers only after the 10 s sleep of the rescan a ban starts; over that
+# sleep and its next rebalancing it leaves them; a restart forgets the
+# ban: drift); a conflict with irqbalance: conflict; with irqbalance: stop the
+# unit is stopped through systemd, and revert starts it again.
 systemctl start irqbalance
 sleep 1
 echo "irqbalance_started=$(systemctl is-active irqbalance)"
-step irq-plan $A tune plan
-step irq-apply $A tune apply
+step irq-coexist $A tune apply
+dump irq-coexist
+sleep 11
+step irq-coexist-verify $A tune verify
+systemctl restart irqbalance
+sleep 1
+step irq-coexist-drift $A tune verify
+step irq-coexist-revert $A tune revert
+echo "irqbalance_after_coexist=$(systemctl is-active irqbalance)"
+printf 'name: nic-local-conflict\nsysctl:\n  vm.swappiness: 1\nirq:\n  policies: [{policy: nic-local}]\n  irqbalance: conflict\n' > /tmp/conflict.yaml
+step irq-plan $A tune --profile /tmp/conflict.yaml plan
+step irq-apply $A tune --profile /tmp/conflict.yaml apply
 dump irq-conflict
 step irq-revert-conflict $A tune revert
 printf 'name: nic-local-stop\nirq:\n  policies: [{policy: nic-local}]\n  irqbalance: stop\n' > /tmp/stop.yaml
@@ -323,11 +337,33 @@ func TestTuningOnRealKernel(t *testing.T) {
 	out.wantRC(t, "revert-netns", 0)
 	sameDump(t, "after the second revert", before, out.dumps["final"])
 
-	// irqbalance running under systemd: the NIC interrupts conflict (and
-	// are left alone) while the sysctls apply; with irqbalance: stop the
-	// unit is stopped through systemd's D-Bus API and started again by revert.
+	// irqbalance running under systemd: the default profile bans the NIC
+	// interrupts through irqbalance's socket and places them, and
+	// irqbalance leaves them there over its 10 s rebalancing; a restarted
+	// irqbalance forgot the ban (drift); revert leaves it running. With
+	// irqbalance: conflict the NIC interrupts conflict (and are left alone)
+	// while the sysctls apply; with irqbalance: stop the unit is stopped
+	// through systemd's D-Bus API and started again by revert.
 	if out.vars["irqbalance_started"] != "active" {
 		t.Fatalf("irqbalance did not start in the VM: %q", out.vars["irqbalance_started"])
+	}
+	out.wantRC(t, "irq-coexist", 0)
+	if !regexp.MustCompile(`(?m)^irqbalance\s+banned-irqs\s.*\sok\s`).MatchString(out.steps["irq-coexist-verify"]) {
+		fail("irqbalance's ban not verified after apply:\n%s\n%s", out.steps["irq-coexist"], out.steps["irq-coexist-verify"])
+	}
+	for irq := range nicIRQs {
+		if v := out.dumps["irq-coexist"][irq]; v != "2" && v != "3" {
+			fail("coexisting with irqbalance, %s = %q, want CPU 2 or 3", irq, v)
+		}
+	}
+	out.wantRC(t, "irq-coexist-verify", 0)
+	out.wantRC(t, "irq-coexist-drift", 1)
+	if !regexp.MustCompile(`(?m)^irqbalance\s+banned-irqs\s.*set \(drift\)`).MatchString(out.steps["irq-coexist-drift"]) {
+		fail("a restarted irqbalance's lost ban is not drift:\n%s", out.steps["irq-coexist-drift"])
+	}
+	out.wantRC(t, "irq-coexist-revert", 0)
+	if out.vars["irqbalance_after_coexist"] != "active" {
+		fail("irqbalance is %q after coexisting, want active", out.vars["irqbalance_after_coexist"])
 	}
 	if !regexp.MustCompile(`irqbalance: running: process running \(pid \d+\), unit irqbalance.service active`).MatchString(out.steps["irq-plan"]) {
 		fail("plan does not see irqbalance running:\n%s", out.steps["irq-plan"])
