@@ -188,6 +188,10 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 		}
 		desc := fmt.Sprintf("%s %s: %s -> %s", c.Kind, c.Key, orDash(c.Current), c.Want)
 		switch {
+		case c.Outcome == tuning.OutcomeUnsupported && c.Action == tuning.ActionRestore:
+			// Gone (a removed device's interrupt, an irqbalance that
+			// exited with its bans): nothing to put back.
+			l.log.Info("tuning setting gone, journal entry dropped", "kind", c.Kind, "key", c.Key)
 		case c.Outcome == tuning.OutcomeUnsupported:
 			// The kernel lacks the setting or keeps it (a managed
 			// interrupt): nothing to repair. The plan says unsupported
