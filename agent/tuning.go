@@ -30,6 +30,9 @@ type tuningLoop struct {
 	emit     func(nodestatus.Event)
 	// snap returns the latest snapshot (its topology places interrupts).
 	snap func() *snapshot.Snapshot
+	// unmovable outlives the tuners: interrupts the kernel refused to
+	// move are not tried again every interval.
+	unmovable tuning.UnmovableIRQs
 
 	// changed is poked (never blocking) when the labels change, so the
 	// daemon republishes them without waiting for the next discovery.
@@ -122,6 +125,7 @@ func sendLatest[T any](ch chan T, v T) {
 func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	tc := cfg.Tuning
 	l.tuner = l.newTuner(tc.StateDir)
+	l.tuner.Unmovable = &l.unmovable
 	if tc.Mode == tuning.ModeOff {
 		l.setStatus(func(s *tuning.Status) {
 			*s = tuning.Status{Mode: tuning.ModeOff, DriftTotal: s.DriftTotal, LastApply: s.LastApply}
@@ -274,7 +278,7 @@ func (l *tuningLoop) fail(mode, profile string, err error) {
 // report turns an apply into log lines and events: drift repaired,
 // settings applied, settings restored, failures.
 func (l *tuningLoop) report(profile string, r tuning.Result) {
-	var applied, restored, failed, kept []string
+	var applied, restored, failed, kept, unsupported []string
 	var repaired []tuning.Step
 	changed := false
 	for _, c := range r.Changes {
@@ -286,7 +290,17 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 		}
 		desc := fmt.Sprintf("%s %s: %s -> %s", c.Kind, c.Key, orDash(c.Current), c.Want)
 		switch {
-		case c.Outcome == tuning.OutcomeFailed || c.Outcome == tuning.OutcomeUnsupported:
+		case c.Outcome == tuning.OutcomeUnsupported && c.Action == tuning.ActionRestore:
+			// Gone (a removed device's interrupt, an irqbalance that
+			// exited with its bans): nothing to put back.
+			l.log.Info("tuning setting gone, journal entry dropped", "kind", c.Kind, "key", c.Key)
+		case c.Outcome == tuning.OutcomeUnsupported:
+			// The kernel lacks the setting or keeps it (a managed
+			// interrupt): nothing to repair. The plan says unsupported
+			// from now on, so this is reported once.
+			unsupported = append(unsupported, desc+" ("+c.Error+")")
+			l.log.Info("tuning setting unsupported", "kind", c.Kind, "key", c.Key, "want", c.Want, "reason", c.Error)
+		case c.Outcome == tuning.OutcomeFailed:
 			failed = append(failed, desc+" ("+c.Error+")")
 			l.log.Warn("tuning change failed", "kind", c.Kind, "key", c.Key, "want", c.Want, "outcome", c.Outcome, "err", c.Error)
 		case c.Outcome == tuning.OutcomeAccepted:
@@ -321,6 +335,9 @@ func (l *tuningLoop) report(profile string, r tuning.Result) {
 	}
 	if len(kept) > 0 {
 		l.event(nodestatus.Warning, "TuningRestoreSkipped", fmt.Sprintf("profile %s: %d settings no longer managed were changed by someone else since tuning set them and are left as they are: %s", profile, len(kept), shortList(kept)))
+	}
+	if len(unsupported) > 0 {
+		l.event(nodestatus.Normal, "TuningUnsupported", fmt.Sprintf("profile %s: %d settings the kernel does not let be changed: %s", profile, len(unsupported), shortList(unsupported)))
 	}
 	// The same failure every interval (a setting the kernel refuses) is
 	// reported when it first happens, not each time.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +36,14 @@ type Tuner struct {
 	Systemd func(ctx context.Context) (UnitManager, error)
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Unmovable remembers the interrupts the kernel refused to move; a
+	// daemon keeps one for its lifetime (one boot) and gives it to every
+	// Tuner it makes. nil remembers nothing beyond one run.
+	Unmovable *UnmovableIRQs
+
+	// writeErr, in tests, answers a write in place of the kernel (the
+	// refusals of /proc/irq that a fixture tree cannot give).
+	writeErr func(hostPath string) error
 
 	// afterWrite, in tests, is called after each successful write with
 	// the host path and value: a fixture tree emulates there what the
@@ -165,10 +174,14 @@ func (t *Tuner) Replay(ctx context.Context) error {
 	}
 	var errs []error
 	for _, e := range j.Entries {
-		if e.Kind == KindService {
+		if e.Kind == KindService || e.Kind == KindIRQBalance {
 			continue
 		}
-		if err := writeValue(t.FS, e.ID(), e.Wrote); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		path, err := settingPath(e.ID(), e.IRQ)
+		if err == nil {
+			err = writeAt(t.FS, path, e.Wrote)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("replay %s: %w", e.ID(), err))
 		}
 	}
@@ -259,6 +272,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 					j.record(pid, cur.Value, "0", "", now)
 				}
 			}
+			j.setIRQ(s.ID, s.IRQ)
 			todo = append(todo, s)
 		case ActionRestore:
 			// Marked, so a crash in the middle never makes a restored
@@ -284,10 +298,11 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return res, fmt.Errorf("nothing changed: %w", err)
 	}
 	t.crash("journal")
-	// Interrupts go back before irqbalance is started again; a pair
-	// member restored through its partner is checked after that write.
+	// Interrupts go back before irqbalance is started again (or told its
+	// old bans) and may move them again; a pair member restored through
+	// its partner is checked after that write.
 	last := func(s Step) int {
-		return 2*boolInt(s.Kind == KindService && s.Action == ActionRestore) + boolInt(s.Via != "")
+		return 2*boolInt((s.Kind == KindService || s.Kind == KindIRQBalance) && s.Action == ActionRestore) + boolInt(s.Via != "")
 	}
 	slices.SortStableFunc(todo, func(a, b Step) int { return last(a) - last(b) })
 	for _, s := range todo {
@@ -308,7 +323,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.
-			if e, ok := j.entry(s.ID); ok && t.current(ctx, s.ID).Value == e.Original {
+			if e, ok := j.entry(s.ID); ok && t.current(ctx, s).Value == e.Original {
 				j.remove(s.ID)
 			}
 		}
@@ -338,12 +353,22 @@ func entryNote(s Step) string {
 	return ""
 }
 
-// current re-reads one setting.
-func (t *Tuner) current(ctx context.Context, id ID) Current {
-	if id.Kind == KindService {
+// current re-reads the setting of a step.
+func (t *Tuner) current(ctx context.Context, s Step) Current {
+	if s.Kind == KindService {
 		return Current{Value: t.irqbalance(ctx).Unit}
 	}
-	return readValue(t.FS, id)
+	if s.Kind == KindIRQBalance {
+		return t.readBanned(ctx, t.irqbalance(ctx))
+	}
+	path, err := settingPath(s.ID, s.IRQ)
+	if s.Kind == KindIRQ && err != nil {
+		return Current{Unsupported: true} // not found on this host: gone
+	}
+	if err != nil {
+		return Current{Err: err.Error()}
+	}
+	return readAt(t.FS, s.ID, path)
 }
 
 // do performs one set or restore step and checks the result.
@@ -362,21 +387,47 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome = done
 		return c
 	}
-	if s.Action == ActionRestore && t.current(ctx, s.ID).Unsupported {
+	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
 		return c
 	}
+	if s.Kind == KindIRQBalance {
+		if err := t.writeBanned(ctx, s.Want); err != nil {
+			c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("irqbalance: ban IRQs: %v", err)
+			return c
+		}
+		switch after := t.current(ctx, s); {
+		case after.Err != "":
+			c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
+		case after.Value != s.Want:
+			c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("irqbalance bans %q after being told %q", after.Value, s.Want)
+		default:
+			c.Outcome = done
+		}
+		return c
+	}
+	path, err := settingPath(s.ID, s.IRQ)
+	if err != nil {
+		c.Outcome, c.Error = OutcomeFailed, err.Error()
+		return c
+	}
 	if s.Via == "" {
-		if err := writeValue(t.FS, s.ID, s.Want); err != nil {
+		if err := t.write(path, s.Want); err != nil {
+			if n, ok := irqNumberOf(s, path); ok {
+				if why := unmovableReason(t.FS, n, err); why != "" {
+					t.Unmovable.add(s.ID, n, why)
+					c.Outcome, c.Error = OutcomeUnsupported, why
+					return c
+				}
+			}
 			c.Outcome, c.Error = classifyWrite(s.ID, err)
 			return c
 		}
 		if t.afterWrite != nil {
-			path, _ := s.ID.hostPath()
 			t.afterWrite(path, s.Want)
 		}
 	}
-	after := readValue(t.FS, s.ID)
+	after := readAt(t.FS, s.ID, path)
 	switch {
 	case after.Err != "":
 		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
@@ -390,6 +441,27 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		c.Outcome = done
 	}
 	return c
+}
+
+// write writes one setting's file (see writeValue).
+func (t *Tuner) write(path, v string) error {
+	if t.writeErr != nil {
+		if err := t.writeErr(path); err != nil {
+			return &fs.PathError{Op: "write", Path: path, Err: err}
+		}
+	}
+	return writeAt(t.FS, path, v)
+}
+
+// irqNumberOf is the number of a step's interrupt, from the file written.
+func irqNumberOf(s Step, path string) (int, bool) {
+	if s.Kind != KindIRQ {
+		return 0, false
+	}
+	if s.IRQ > 0 {
+		return s.IRQ, true
+	}
+	return legacyIRQKey(strings.TrimSuffix(strings.TrimPrefix(path, "/proc/irq/"), "/smp_affinity_list"))
 }
 
 // unitJob stops irqbalance (set) or starts it again (restore).
@@ -429,6 +501,11 @@ func writeValue(fsys hostfs.FS, id ID, v string) error {
 	if err != nil {
 		return err
 	}
+	return writeAt(fsys, path, v)
+}
+
+// writeAt writes a setting's file (see writeValue).
+func writeAt(fsys hostfs.FS, path, v string) error {
 	f, err := os.OpenFile(fsys.Path(path), os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
@@ -448,13 +525,14 @@ func writeValue(fsys hostfs.FS, id ID, v string) error {
 // an operator can act on.
 func classifyWrite(id ID, err error) (Outcome, string) {
 	path, _ := id.hostPath()
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		path = pe.Path // an interrupt's file is found through its number
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && id.Key == "net.ipv4.tcp_congestion_control":
 		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel has no such congestion control (ENOENT)", path)
 	case errors.Is(err, fs.ErrNotExist):
 		return OutcomeUnsupported, fmt.Sprintf("%s does not exist in this kernel", path)
-	case id.Kind == KindIRQ && errors.Is(err, syscall.EIO):
-		return OutcomeUnsupported, fmt.Sprintf("write %s: the kernel manages this interrupt's affinity (EIO)", path)
 	case errors.Is(err, syscall.EROFS):
 		return OutcomeFailed, fmt.Sprintf("write %s: read-only file system: mount the host's /proc and /sys read-write", path)
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):

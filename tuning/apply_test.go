@@ -135,7 +135,7 @@ func managedPaths(t testing.TB, pl Plan) map[string]string {
 		if s.Action != ActionSet {
 			continue
 		}
-		p, err := s.ID.hostPath()
+		p, err := settingPath(s.ID, s.IRQ)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +243,7 @@ func TestApplyVerifyRevertEveryFile(t *testing.T) {
 				t.Errorf("journal holds %d entries for %d changed settings", len(j.Entries), len(want))
 			}
 			for _, e := range j.Entries {
-				p, _ := e.ID().hostPath()
+				p, _ := settingPath(e.ID(), e.IRQ)
 				if NormalizeValue(before[p]) != e.Original && e.Kind != KindTHP {
 					t.Errorf("journal original of %s = %q, the file held %q", e.ID(), e.Original, before[p])
 				}
@@ -327,7 +327,7 @@ func TestDriftDetectedAndRepaired(t *testing.T) {
 	if last.Kind != KindIRQ {
 		t.Fatalf("last step %v", last.ID)
 	}
-	irqPath, _ := last.ID.hostPath()
+	irqPath, _ := settingPath(last.ID, last.IRQ)
 	tuned := f.read(t, irqPath)
 	f.write(t, "/proc/sys/vm/swappiness", "60\n")
 	f.write(t, irqPath, "0-223\n")
@@ -762,8 +762,11 @@ func TestParseJournalRejects(t *testing.T) {
 		{`{"version": 1, "host_root": "/"} {}`, "data after"},
 		{`{"version": 1, "host_root": "/", "entries": [{"kind": "file", "key": "x"}]}`, "unknown setting kind"},
 		{`{"version": 1, "host_root": "/", "entries": [{"kind": "sysctl", "key": "../x"}]}`, "relative component"},
-		{`{"version": 1, "host_root": "/", "entries": [{"kind": "irq", "key": "01"}]}`, "not an IRQ number"},
+		{`{"version": 1, "host_root": "/", "entries": [{"kind": "irq", "key": "01"}]}`, "want <PCI address>/<queue> or an IRQ number"},
+		{`{"version": 1, "host_root": "/", "entries": [{"kind": "irq", "key": "0000:18:00.0/q\n"}]}`, "want <PCI address>/<queue>"},
+		{`{"version": 1, "host_root": "/", "entries": [{"kind": "irq", "key": "0000:18:00.0/q", "irq": -1}]}`, "irq -1"},
 		{`{"version": 1, "host_root": "/", "entries": [{"kind": "service", "key": "sshd.service"}]}`, "only irqbalance.service"},
+		{`{"version": 1, "host_root": "/", "entries": [{"kind": "irqbalance", "key": "cpus"}]}`, "only banned-irqs"},
 		{`{"version": 1, "host_root": "/", "entries": [{"kind": "irq", "key": "5"}, {"kind": "irq", "key": "5"}]}`, "twice"},
 	} {
 		if _, err := ParseJournal([]byte(tc.json)); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -774,6 +777,7 @@ func TestParseJournalRejects(t *testing.T) {
 
 func FuzzParseJournal(f *testing.F) {
 	f.Add([]byte(`{"version": 1, "host_root": "/", "boot_id": "x", "profile": "p", "entries": [{"kind": "irq", "key": "12", "original": "0-3", "wrote": "2", "recorded_at": "2026-01-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{"version": 1, "host_root": "/", "entries": [{"kind": "irq", "key": "0000:18:00.0/mlx5_comp3", "irq": 155, "original": "0-3", "wrote": "2"}]}`))
 	f.Add([]byte(`{"version": 1, "host_root": "/", "entries": [{"kind": "sysctl", "key": "net/ipv4/conf/eth0.1/x", "original": "1", "wrote": "0"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		j, err := ParseJournal(b)
@@ -781,11 +785,11 @@ func FuzzParseJournal(f *testing.F) {
 			return
 		}
 		for _, e := range j.Entries {
-			p, err := e.ID().hostPath()
+			p, err := settingPath(e.ID(), max(e.IRQ, 1))
 			if err != nil {
 				t.Fatalf("entry %v accepted: %v", e.ID(), err)
 			}
-			if e.Kind != KindService && (!strings.HasPrefix(p, "/proc/") && !strings.HasPrefix(p, "/sys/")) || strings.Contains(p, "..") {
+			if e.Kind != KindService && e.Kind != KindIRQBalance && (!strings.HasPrefix(p, "/proc/") && !strings.HasPrefix(p, "/sys/")) || strings.Contains(p, "..") {
 				t.Fatalf("entry %v maps outside /proc and /sys: %s", e.ID(), p)
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/gpunode/gpunode/internal/cpuset"
@@ -50,6 +49,9 @@ type Current struct {
 	Unsupported bool `json:"unsupported,omitempty"`
 	// Err says why the value could not be read.
 	Err string `json:"error,omitempty"`
+	// Unmovable says why user space cannot set this interrupt's affinity
+	// (the kernel manages it); "" for anything else.
+	Unmovable string `json:"unmovable,omitempty"`
 }
 
 // Device is a GPU or NIC an IRQ policy may select.
@@ -77,6 +79,9 @@ type Netdev struct {
 type DeviceIRQ struct {
 	Number int    `json:"number"`
 	Name   string `json:"name,omitempty"`
+	// Key names the interrupt by device and queue (see irqKey): the
+	// journal's key, which a driver reload that renumbers keeps.
+	Key string `json:"key"`
 }
 
 // Host is everything a plan is computed from. Read fills it; Plan is a
@@ -87,14 +92,23 @@ type Host struct {
 	// Current holds the settings the profile or the journal names.
 	Current map[ID]Current `json:"-"`
 	Devices []Device       `json:"devices,omitempty"`
+	// IRQNumbers maps the key of every interrupt of Devices to its number.
+	IRQNumbers map[string]int `json:"-"`
 	// NodeCPUs are the CPUs of each NUMA node.
-	NodeCPUs      map[int]cpuset.Set `json:"-"`
-	OnlineCPUs    cpuset.Set         `json:"online_cpus"`
-	IsolatedCPUs  cpuset.Set         `json:"isolated_cpus"`
-	NohzFullCPUs  cpuset.Set         `json:"nohz_full_cpus"`
-	TopologyError string             `json:"topology_error,omitempty"`
-	IRQBalance    IRQBalance         `json:"irqbalance"`
-	NetNS         NetNS              `json:"network_namespace"`
+	NodeCPUs     map[int]cpuset.Set `json:"-"`
+	OnlineCPUs   cpuset.Set         `json:"online_cpus"`
+	IsolatedCPUs cpuset.Set         `json:"isolated_cpus"`
+	NohzFullCPUs cpuset.Set         `json:"nohz_full_cpus"`
+	// PodCPUs are the CPUs the kubelet gave exclusively to containers
+	// (static CPU manager); PartitionCPUs those of cgroup v2 isolated
+	// partitions. Neither receives device interrupts.
+	PodCPUs       cpuset.Set `json:"pod_cpus"`
+	PartitionCPUs cpuset.Set `json:"partition_cpus"`
+	// CPUWarnings say which of them could not be read.
+	CPUWarnings   []string   `json:"cpu_warnings,omitempty"`
+	TopologyError string     `json:"topology_error,omitempty"`
+	IRQBalance    IRQBalance `json:"irqbalance"`
+	NetNS         NetNS      `json:"network_namespace"`
 	// IPCNS and UTSNS are checked only when a setting of that namespace is
 	// named (zero otherwise).
 	IPCNS NetNS `json:"ipc_namespace,omitzero"`
@@ -125,6 +139,11 @@ func readValue(fsys hostfs.FS, id ID) Current {
 	if err != nil {
 		return Current{Err: err.Error()}
 	}
+	return readAt(fsys, id, path)
+}
+
+// readAt reads and normalizes one setting from its file.
+func readAt(fsys hostfs.FS, id ID, path string) Current {
 	s, err := fsys.ReadString(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Current{Unsupported: true}
@@ -192,11 +211,13 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	if p.NUMA.TransparentHugepages != "" {
 		ids = append(ids, ID{KindTHP, THPKey})
 	}
+	journalIRQs := false
 	if j != nil {
 		for _, e := range j.Entries {
 			if e.Kind != KindService {
 				ids = append(ids, e.ID())
 			}
+			journalIRQs = journalIRQs || e.Kind == KindIRQ
 		}
 	}
 	for _, id := range ids {
@@ -204,11 +225,25 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			ids = append(ids, pid)
 		}
 	}
-	if len(p.IRQ.Policies) > 0 {
+	if len(p.IRQ.Policies) > 0 || journalIRQs {
+		if len(p.IRQ.Policies) == 0 && m.OnlineCPUs.IsEmpty() && m.TopologyError == "" {
+			// Revert is given no topology; the journal's interrupts are
+			// found by device and queue, so discover them.
+			topo, err := topology.Discover(ctx, t.FS)
+			m = MachineFrom(topo, err)
+			h.TopologyError = m.TopologyError
+		}
 		h.Devices = readDevices(t.FS, m)
+		if len(p.IRQ.Policies) > 0 {
+			h.PodCPUs, h.PartitionCPUs, h.CPUWarnings = readWorkloadCPUs(t.FS)
+		}
+		h.IRQNumbers = map[string]int{}
 		for _, d := range h.Devices {
 			for _, irq := range d.IRQs {
-				ids = append(ids, ID{KindIRQ, strconv.Itoa(irq.Number)})
+				h.IRQNumbers[irq.Key] = irq.Number
+				if len(p.IRQ.Policies) > 0 {
+					ids = append(ids, ID{KindIRQ, irq.Key})
+				}
 			}
 		}
 	}
@@ -216,8 +251,21 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 		if err := ctx.Err(); err != nil {
 			return h, err
 		}
-		if _, done := h.Current[id]; !done {
+		if _, done := h.Current[id]; done {
+			continue
+		}
+		if id.Kind != KindIRQ {
 			h.Current[id] = readValue(t.FS, id)
+			continue
+		}
+		n, err := h.irqNumber(id)
+		switch {
+		case err != nil:
+			h.Current[id] = Current{Err: err.Error()}
+		case n < 0:
+			h.Current[id] = Current{Unsupported: true} // gone with its device
+		default:
+			h.Current[id] = t.readIRQ(id, n)
 		}
 	}
 	if b := p.NUMA.Balancing; b != nil && (*b == 2 || *b == 3) {
@@ -226,10 +274,14 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	if _, ok := p.Sysctl["net.ipv4.tcp_congestion_control"]; ok {
 		h.CongestionControl = readCongestionControl(t.FS, h.Kernel)
 	}
-	needUnit := len(p.IRQ.Policies) > 0 || (j != nil && j.has(ID{KindService, IRQBalanceUnit}))
+	banID := ID{KindIRQBalance, BannedIRQsKey}
+	needUnit := len(p.IRQ.Policies) > 0 || (j != nil && (j.has(ID{KindService, IRQBalanceUnit}) || j.has(banID)))
 	if needUnit {
 		h.IRQBalance = t.irqbalance(ctx)
 		h.Current[ID{KindService, IRQBalanceUnit}] = Current{Value: h.IRQBalance.Unit}
+	}
+	if (len(p.IRQ.Policies) > 0 && p.IRQ.IRQBalance == IRQBalanceCoexist) || j.has(banID) {
+		h.Current[banID] = t.readBanned(ctx, h.IRQBalance)
 	}
 	if t.NetNS != nil {
 		h.NetNS = t.NetNS()
@@ -294,6 +346,38 @@ func (h Host) nsOf(id ID) (NetNS, bool) {
 	}
 }
 
+// irqNumber is the number the interrupt id names has now: -1 when it is
+// gone (its device or driver removed), an error when the interrupts could
+// not be discovered. Keys of older journals are the number itself.
+func (h Host) irqNumber(id ID) (int, error) {
+	if n, ok := legacyIRQKey(id.Key); ok {
+		return n, nil
+	}
+	if n, ok := h.IRQNumbers[id.Key]; ok {
+		return n, nil
+	}
+	if h.TopologyError != "" {
+		return 0, fmt.Errorf("irq %s cannot be found: topology discovery failed: %s", id.Key, h.TopologyError)
+	}
+	return -1, nil
+}
+
+// readIRQ reads an interrupt's affinity; one the kernel does not let user
+// space move says so.
+func (t *Tuner) readIRQ(id ID, n int) Current {
+	cur := readAt(t.FS, id, irqAffinityPath(n))
+	if cur.Unsupported || cur.Err != "" {
+		return cur
+	}
+	switch {
+	case irqAffinityReadOnly(t.FS, n):
+		cur.Unmovable = fmt.Sprintf("the kernel manages this interrupt's affinity (/proc/irq/%d/smp_affinity is read-only)", n)
+	default:
+		cur.Unmovable = t.Unmovable.reason(id, n)
+	}
+	return cur
+}
+
 // readBootID returns the kernel's boot id, "" when unreadable (fixture
 // trees may lack it).
 func readBootID(fsys hostfs.FS) string {
@@ -323,6 +407,7 @@ func readDevices(fsys hostfs.FS, m Machine) []Device {
 			LocalCPUs: p.LocalCPUs, VirtualFunction: p.VirtualFunction, IRQs: irqs[p.Address],
 		}
 		slices.SortFunc(d.IRQs, func(a, b DeviceIRQ) int { return a.Number - b.Number })
+		setIRQKeys(d.PCIAddress, d.IRQs)
 		base := "/sys/bus/pci/devices/" + p.Address
 		if p.Kind == topology.KindNIC {
 			d.Netdevs = readNetdevs(fsys, base)

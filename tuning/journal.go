@@ -64,7 +64,10 @@ type Entry struct {
 	// tuning's, not changed by someone else.
 	RestoringFrom string `json:"restoring_from,omitempty"`
 	// Note describes the setting (an IRQ's device and name).
-	Note       string    `json:"note,omitempty"`
+	Note string `json:"note,omitempty"`
+	// IRQ is an interrupt's number when tuning last wrote it; the key
+	// (device and queue) finds it again when a driver reload renumbers.
+	IRQ        int       `json:"irq,omitempty"`
 	RecordedAt time.Time `json:"recorded_at"`
 }
 
@@ -129,6 +132,13 @@ func (j *Journal) restoreFailed(id ID) {
 		if e.RestoringFrom != "" {
 			e.Wrote, e.RestoringFrom = e.RestoringFrom, ""
 		}
+	}
+}
+
+// setIRQ notes the number of the interrupt an entry's key names now.
+func (j *Journal) setIRQ(id ID, irq int) {
+	if i := j.find(id); i >= 0 && id.Kind == KindIRQ && irq > 0 {
+		j.Entries[i].IRQ = irq
 	}
 }
 
@@ -272,11 +282,17 @@ func ParseJournal(b []byte) (*Journal, error) {
 	}
 	seen := map[ID]bool{}
 	for _, e := range j.Entries {
-		if _, err := e.ID().hostPath(); err != nil {
+		if err := e.ID().check(); err != nil {
 			return nil, fmt.Errorf("entry %s: %w", e.ID(), err)
+		}
+		if e.IRQ < 0 || (e.IRQ != 0 && e.Kind != KindIRQ) {
+			return nil, fmt.Errorf("entry %s: irq %d", e.ID(), e.IRQ)
 		}
 		if e.Kind == KindService && e.Key != IRQBalanceUnit {
 			return nil, fmt.Errorf("entry %s: only %s is managed", e.ID(), IRQBalanceUnit)
+		}
+		if e.Kind == KindIRQBalance && e.Key != BannedIRQsKey {
+			return nil, fmt.Errorf("entry %s: only %s is managed", e.ID(), BannedIRQsKey)
 		}
 		if seen[e.ID()] {
 			return nil, fmt.Errorf("entry %s twice", e.ID())

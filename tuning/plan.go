@@ -49,6 +49,9 @@ type Step struct {
 	// kernel zeroes one of vm.dirty_ratio and vm.dirty_bytes when the other
 	// is written): nothing is written to this one.
 	Via string `json:"via,omitempty"`
+	// IRQ is the number an interrupt has now (its key names device and
+	// queue); 0 for other settings and for interrupts that are gone.
+	IRQ int `json:"irq,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -346,6 +349,11 @@ func joinNotes(a, b string) string {
 func restoreStep(e Entry, h Host) Step {
 	id := e.ID()
 	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note)}
+	if id.Kind == KindIRQ {
+		if n, err := h.irqNumber(id); err == nil && n > 0 {
+			s.IRQ = n
+		}
+	}
 	cur := h.Current[id]
 	s.Current = cur.Value
 	switch ns, namespaced := h.nsOf(id); {
@@ -389,7 +397,7 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 	if h.TopologyError != "" {
 		return nil, nil, []string{"IRQ policies not planned: topology discovery failed: " + h.TopologyError}
 	}
-	targets, warnings := irqTargets(p, h)
+	targets, warnings := irqTargets(p, h, j)
 	mode := p.IRQ.IRQBalance
 	if mode == "" {
 		mode = IRQBalanceConflict
@@ -404,9 +412,15 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		case IRQBalanceLeave:
 			blocked, why = ActionSkip, "left to irqbalance (irq.irqbalance: leave)"
 		case IRQBalanceConflict:
-			blocked, why = ActionConflict, "irqbalance runs; set irq.irqbalance to leave or stop"
+			blocked, why = ActionConflict, "irqbalance runs; set irq.irqbalance to coexist, leave or stop"
 			if state == StateUnknown {
-				why = "cannot tell whether irqbalance runs; set irq.irqbalance to leave or stop"
+				why = "cannot tell whether irqbalance runs; set irq.irqbalance to coexist, leave or stop"
+			}
+		case IRQBalanceCoexist:
+			var s Step
+			s, blocked, why = banStep(targets, h, j)
+			if s.Action != "" {
+				svc = &s
 			}
 		}
 	}
@@ -432,9 +446,9 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		svc = &s
 	}
 	for _, t := range targets {
-		id := ID{KindIRQ, strconv.Itoa(t.irq)}
+		id := ID{KindIRQ, t.key}
 		cur := h.Current[id]
-		s := Step{ID: id, Current: cur.Value, Want: t.want.String(), Note: t.note}
+		s := Step{ID: id, IRQ: t.irq, Current: cur.Value, Want: t.want.String(), Note: t.note}
 		switch {
 		case t.err != "":
 			s.Action, s.Note = ActionError, joinNotes(t.note, t.err)
@@ -442,6 +456,10 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 			s.Action, s.Note = ActionSkip, joinNotes(t.note, "no /proc/irq entry (not requested by its driver)")
 		case cur.Err != "":
 			s.Action, s.Note = ActionError, joinNotes(t.note, cur.Err)
+		case cur.Unmovable != "":
+			// Not ours to place, whatever irqbalance does: reported once
+			// as unsupported, never written.
+			s.Action, s.Note = ActionUnsupported, joinNotes(t.note, cur.Unmovable)
 		case blocked != "":
 			s.Action, s.Note = blocked, joinNotes(t.note, why)
 		case cur.Value == s.Want:
@@ -455,6 +473,44 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		steps = append(steps, s)
 	}
 	return steps, svc, warnings
+}
+
+// banStep plans telling a running irqbalance to leave the interrupts the
+// policy places alone: its banned IRQs become its own list (from before
+// tuning first banned any) and ours. Where irqbalance cannot be asked the
+// interrupts are left to it, as with leave: coexisting never fails a host.
+func banStep(targets []irqTarget, h Host, j *Journal) (s Step, blocked Action, why string) {
+	id := ID{KindIRQBalance, BannedIRQsKey}
+	cur, read := h.Current[id]
+	if !read || cur.Err != "" || cur.Unsupported {
+		reason := cur.Err
+		if reason == "" {
+			reason = "irqbalance cannot be asked"
+		}
+		return Step{}, ActionSkip, "left to irqbalance (irq.irqbalance: coexist): " + reason
+	}
+	own := cur.Value
+	e, journaled := j.entry(id)
+	if journaled {
+		own = e.Original
+	}
+	ours := parseBanList(own)
+	for _, t := range targets {
+		if t.err == "" {
+			ours = append(ours, t.irq)
+		}
+	}
+	s = Step{ID: id, Current: cur.Value, Want: banList(ours), Note: "irqbalance leaves the interrupts placed here alone and balances the rest"}
+	switch {
+	case cur.Value == s.Want:
+		s.Action = ActionOK
+	default:
+		s.Action = ActionSet
+		if journaled && e.Wrote == s.Want {
+			s.Drift, s.Note = true, "drifted: irqbalance forgot the ban (restarted, or told otherwise)"
+		}
+	}
+	return s, "", ""
 }
 
 // Counts sums the steps by action.

@@ -94,25 +94,29 @@ func host() Host {
 			{PCIAddress: "0000:1b:00.0", Kind: topology.KindGPU, Driver: "nvidia", NUMANode: 1, IRQs: irqs(160, 1)},
 		},
 	}
+	h.IRQNumbers = map[string]int{}
 	for _, d := range h.Devices {
+		setIRQKeys(d.PCIAddress, d.IRQs)
 		for _, irq := range d.IRQs {
-			h.Current[ID{KindIRQ, strconv.Itoa(irq.Number)}] = Current{Value: "0-7"}
+			h.Current[ID{KindIRQ, irq.Key}] = Current{Value: "0-7"}
+			h.IRQNumbers[irq.Key] = irq.Number
 		}
 	}
 	return h
 }
 
-// wants returns IRQ -> wanted cpulist (or the action when not set).
+// wants returns IRQ number -> wanted cpulist (or the action when not set).
 func wants(pl Plan) map[string]string {
 	out := map[string]string{}
 	for _, s := range pl.Steps {
 		if s.Kind != KindIRQ {
 			continue
 		}
+		n := strconv.Itoa(s.IRQ)
 		if s.Action == ActionSet || s.Action == ActionOK {
-			out[s.Key] = s.Want
+			out[n] = s.Want
 		} else {
-			out[s.Key] = string(s.Action)
+			out[n] = string(s.Action)
 		}
 	}
 	return out
@@ -255,7 +259,7 @@ func TestIRQBalanceHandling(t *testing.T) {
 		inNote string
 	}{
 		{"not running", IRQBalance{Process: StateNotRunning, Unit: "inactive"}, "", ActionSet, "", ""},
-		{"running, conflict", running, "", ActionConflict, "", "set irq.irqbalance to leave or stop"},
+		{"running, conflict", running, "", ActionConflict, "", "set irq.irqbalance to coexist, leave or stop"},
 		{"unknown is not guessed", IRQBalance{Process: StateUnknown, Unit: StateUnknown}, "conflict", ActionConflict, "", "cannot tell"},
 		{"leave", running, "leave", ActionSkip, "", "left to irqbalance"},
 		{"stop", running, "stop", ActionSet, ActionSet, ""},

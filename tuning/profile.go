@@ -67,7 +67,16 @@ const (
 	IRQBalanceLeave = "leave"
 	// IRQBalanceStop stops irqbalance.service through systemd (recorded in
 	// the journal, so revert starts it again), then applies the policy.
+	// cri-o's hooks and package upgrades may start it again: then it is
+	// drift, stopped again.
 	IRQBalanceStop = "stop"
+	// IRQBalanceCoexist bans the interrupts the policy places through
+	// irqbalance's runtime socket ("settings ban irqs"), so irqbalance
+	// keeps balancing all others and never moves these (recorded in the
+	// journal; revert gives irqbalance its own list back). Where the
+	// socket does not answer the interrupts are left to irqbalance, as
+	// with leave.
+	IRQBalanceCoexist = "coexist"
 )
 
 // IRQ is the interrupt affinity part of a profile.
@@ -76,7 +85,8 @@ type IRQ struct {
 	// ExcludeCPUs never receive interrupts (cpulist). CPUs isolated on the
 	// kernel command line (isolcpus=, nohz_full=) are always excluded.
 	ExcludeCPUs string `yaml:"excludeCPUs,omitempty" json:"exclude_cpus,omitempty"`
-	// IRQBalance says what to do when irqbalance runs: conflict, leave or stop.
+	// IRQBalance says what to do when irqbalance runs: conflict, leave,
+	// coexist or stop.
 	IRQBalance string `yaml:"irqbalance,omitempty" json:"irqbalance,omitempty"`
 }
 
@@ -86,7 +96,8 @@ type IRQPolicy struct {
 	Policy string `yaml:"policy" json:"policy"`
 	// Drivers and Devices select devices by kernel driver ("mlx5_core") or
 	// by name (netdev, RDMA device or PCI address). A device matching
-	// either is selected. With neither, nic-local takes every NIC with an
+	// either is selected, except that a driver selects no SR-IOV virtual
+	// function (only a name does). With neither, nic-local takes every NIC with an
 	// RDMA device or a link of at least MinSpeedMbps (SR-IOV virtual
 	// functions excepted) and gpu-local takes every GPU.
 	Drivers []string `yaml:"drivers,omitempty" json:"drivers,omitempty"`
@@ -348,9 +359,9 @@ func (p *Profile) Validate() error {
 		bad("irq.excludeCPUs", "%v", err)
 	}
 	switch p.IRQ.IRQBalance {
-	case "", IRQBalanceConflict, IRQBalanceLeave, IRQBalanceStop:
+	case "", IRQBalanceConflict, IRQBalanceLeave, IRQBalanceStop, IRQBalanceCoexist:
 	default:
-		bad("irq.irqbalance", "%q: want conflict, leave or stop", p.IRQ.IRQBalance)
+		bad("irq.irqbalance", "%q: want conflict, leave, coexist or stop", p.IRQ.IRQBalance)
 	}
 	if p.IRQ.IRQBalance != "" && len(p.IRQ.Policies) == 0 {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")

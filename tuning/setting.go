@@ -13,8 +13,11 @@ const (
 	KindSysctl  = "sysctl"
 	KindNUMA    = "numa"    // kernel.numa_balancing
 	KindTHP     = "thp"     // transparent_hugepage.enabled
-	KindIRQ     = "irq"     // key: the IRQ number
+	KindIRQ     = "irq"     // key: device and queue, "0000:18:00.0/mlx5_comp3" (see irqKey)
 	KindService = "service" // key: the systemd unit (irqbalance.service)
+	// KindIRQBalance is what tuning tells a running irqbalance; key
+	// BannedIRQsKey: the IRQs it must not move.
+	KindIRQBalance = "irqbalance"
 )
 
 // Fixed keys.
@@ -22,6 +25,7 @@ const (
 	NUMABalancingKey = "kernel.numa_balancing"
 	THPKey           = "transparent_hugepage.enabled"
 	IRQBalanceUnit   = "irqbalance.service"
+	BannedIRQsKey    = "banned-irqs"
 )
 
 // ID names one setting.
@@ -36,7 +40,7 @@ func (id ID) String() string { return id.Kind + " " + id.Key }
 // stopped before interrupts are moved.
 func kindOrder(kind string) int {
 	switch kind {
-	case KindService:
+	case KindService, KindIRQBalance:
 		return 0
 	case KindSysctl:
 		return 1
@@ -56,13 +60,48 @@ func compareIDs(a, b ID) int {
 		return c
 	}
 	if a.Kind == KindIRQ {
-		x, errX := strconv.Atoi(a.Key)
-		y, errY := strconv.Atoi(b.Key)
-		if errX == nil && errY == nil {
-			return cmp.Compare(x, y)
+		// The device (a fixed-width hex PCI address) as text, the queue
+		// with its numbers as numbers; numeric keys of older journals
+		// as numbers.
+		if x, ok := legacyIRQKey(a.Key); ok {
+			if y, ok := legacyIRQKey(b.Key); ok {
+				return cmp.Compare(x, y)
+			}
 		}
+		da, qa, _ := strings.Cut(a.Key, "/")
+		db, qb, _ := strings.Cut(b.Key, "/")
+		return cmp.Or(strings.Compare(da, db), naturalCompare(qa, qb))
 	}
 	return strings.Compare(a.Key, b.Key)
+}
+
+// naturalCompare orders strings with their digit runs compared as
+// numbers, so mlx5_comp2 comes before mlx5_comp10 (and IRQ 99 before 100).
+func naturalCompare(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digitRun(a), digitRun(b)
+		if da > 0 && db > 0 {
+			x, y := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := cmp.Or(cmp.Compare(len(x), len(y)), strings.Compare(x, y)); c != 0 {
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+func digitRun(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
 }
 
 // hostPath is the file a setting lives in, or "" for services.
@@ -73,15 +112,55 @@ func (id ID) hostPath() (string, error) {
 	case KindTHP:
 		return THPPath, nil
 	case KindIRQ:
-		n, err := strconv.Atoi(id.Key)
-		if err != nil || n < 0 || strconv.Itoa(n) != id.Key {
-			return "", fmt.Errorf("irq %q: not an IRQ number", id.Key)
+		n, ok := legacyIRQKey(id.Key)
+		if !ok {
+			return "", fmt.Errorf("irq %s: the file is found through the interrupt's number", id.Key)
 		}
-		return fmt.Sprintf("/proc/irq/%d/smp_affinity_list", n), nil
-	case KindService:
+		return irqAffinityPath(n), nil
+	case KindService, KindIRQBalance:
 		return "", nil
 	}
 	return "", fmt.Errorf("unknown setting kind %q", id.Kind)
+}
+
+// settingPath is the file of a setting; irq is the number an interrupt
+// has now, which its key (device and queue) does not say.
+func settingPath(id ID, irq int) (string, error) {
+	if id.Kind != KindIRQ {
+		return id.hostPath()
+	}
+	if n, ok := legacyIRQKey(id.Key); ok {
+		return irqAffinityPath(n), nil
+	}
+	if irq <= 0 { // virq 0 is never a device's interrupt
+		return "", fmt.Errorf("irq %s: not found on this host", id.Key)
+	}
+	return irqAffinityPath(irq), nil
+}
+
+func irqAffinityPath(n int) string { return fmt.Sprintf("/proc/irq/%d/smp_affinity_list", n) }
+
+// legacyIRQKey reads the key of journals written before interrupts were
+// keyed by device and queue: the IRQ number.
+func legacyIRQKey(key string) (int, bool) {
+	n, err := strconv.Atoi(key)
+	return n, err == nil && n >= 0 && strconv.Itoa(n) == key
+}
+
+// check validates an ID read from a journal.
+func (id ID) check() error {
+	if id.Kind != KindIRQ {
+		_, err := id.hostPath()
+		return err
+	}
+	if _, ok := legacyIRQKey(id.Key); ok {
+		return nil
+	}
+	dev, queue, ok := strings.Cut(id.Key, "/")
+	if !ok || dev == "" || queue == "" || len(id.Key) > 256 || strings.ContainsFunc(id.Key, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("irq %q: want <PCI address>/<queue> or an IRQ number", id.Key)
+	}
+	return nil
 }
 
 // isNet reports whether a setting is per network namespace.

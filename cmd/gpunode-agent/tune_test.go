@@ -33,7 +33,7 @@ func TestTuneCLI(t *testing.T) {
 		{[]string{"tune", "--state-dir", "/tmp", "profiles"}, 2, "", "--state-dir has no meaning"},
 		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "274 set", ""},
 		{[]string{"--simulate=dgx-h100-ib", "tune", "--profile", "llm-d-reference", "plan"}, 0, "moved to debugfs", ""},
-		{[]string{"--simulate=h100-roce", "tune", "plan"}, 0, "irqbalance runs; set irq.irqbalance to leave or stop", ""},
+		{[]string{"--simulate=h100-roce", "tune", "plan"}, 0, "left to irqbalance (irq.irqbalance: coexist)", ""},
 		{[]string{"--simulate=cpu-only", "tune", "--profile", profile, "plan"}, 0, "vm.swappiness", ""},
 		{[]string{"--simulate=cpu-only", "tune", "--profile", bad, "plan"}, 2, "", "sysctl.vm.swappiness"},
 		{[]string{"--simulate=cpu-only", "tune", "--profile", "fast", "plan"}, 2, "", "unknown profile \"fast\""},

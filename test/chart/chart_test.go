@@ -145,7 +145,7 @@ func TestDefaults(t *testing.T) {
 		}
 		mounts[m.MountPath] = true
 	}
-	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev", "/etc/gpunode", "/var/lib/gpunode", "/host/run/systemd", "/host/lib/modules"} {
+	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev", "/etc/gpunode", "/var/lib/gpunode", "/host/run/systemd", "/host/lib/modules", "/host/var/lib/kubelet"} {
 		if !mounts[p] {
 			t.Errorf("no mount at %s", p)
 		}

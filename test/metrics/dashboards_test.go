@@ -98,7 +98,11 @@ func chartRules(t *testing.T) string {
 func TestDashboardsShowData(t *testing.T) {
 	cfg := writeConfig(t, "metrics:\n  sampleInterval: 1s\ntuning:\n  mode: enforce\n  interval: 2s\n")
 	ib := startAgent(t, "--simulate=dgx-h100-ib", "--config="+cfg, "--metrics.dcgm-compat")
-	roce := startAgent(t, "--simulate=h100-roce", "--config="+cfg)
+	// The default profile coexists with the RoCE host's irqbalance (whose
+	// socket the simulated host lacks: the interrupts are left to it); a
+	// profile that calls a running irqbalance a conflict shows the alert.
+	roceCfg := writeConfig(t, "metrics:\n  sampleInterval: 1s\ntuning:\n  mode: enforce\n  interval: 2s\n  customProfile:\n    name: nic-local-conflict\n    irq:\n      policies: [{policy: nic-local}]\n      irqbalance: conflict\n")
+	roce := startAgent(t, "--simulate=h100-roce", "--config="+roceCfg)
 	prom := startPrometheusWithNodes(t, chartRules(t), simTarget{"gpu-ib", ib.addr}, simTarget{"gpu-roce", roce.addr})
 	// rate() over the dashboards' 1m needs a few scrapes; tuning needs a round.
 	prom.waitFor(t, `count_over_time(gpunode_tuning_info[1m])`, 60*time.Second, func(v model.Vector) bool {
@@ -168,8 +172,8 @@ func TestDashboardsShowData(t *testing.T) {
 	}
 	t.Logf("%d dashboard queries on 2 simulated nodes: %d with data, %d on metrics not produced yet", queries, queries-empty, empty)
 
-	// The simulated H100 RoCE host runs irqbalance, so the profile's
-	// interrupt placement is a conflict the agent reports
+	// The simulated H100 RoCE host runs irqbalance, so its profile's
+	// (irqbalance: conflict) interrupt placement is a conflict the agent reports
 	// (gpunode_tuning_info state="conflict"): that, and only that, raises
 	// an alert, pending for prometheusRule.for.tuning, on that node only.
 	alerts := prom.query(t, `ALERTS`)

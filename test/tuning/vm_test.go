@@ -88,6 +88,8 @@ echo "nic_irqs=$(ls $nic/msi_irqs | tr '\n' ' ')"
 echo "node1_cpus=$(cat /sys/devices/system/node/node1/cpulist)"
 first=$(ls $nic/msi_irqs | sort -n | head -n1)
 echo "first_irq=$first"
+# The journal's key of that interrupt: device and queue (action name).
+echo "first_key=$(basename "$(readlink -f $nic)")/$(awk -v n="$first:" '$1 == n {print $NF}' /proc/interrupts)"
 
 dump before
 step plan $A tune plan
@@ -142,13 +144,27 @@ dump netns
 step revert-netns $A tune revert
 dump final
 
-# irqbalance, run by systemd: a conflict by default; with irqbalance: stop
-# the unit is stopped through systemd, and revert starts it again.
+# irqbalance, run by systemd: the default profile coexists with it (bans
+# the NIC's interrupts through its socket; Debian 12's irqbalance 1.9.2
+# answers only after the 10 s sleep of the rescan a ban starts; over that
+# sleep and its next rebalancing it leaves them; a restart forgets the
+# ban: drift); a conflict with irqbalance: conflict; with irqbalance: stop the
+# unit is stopped through systemd, and revert starts it again.
 systemctl start irqbalance
 sleep 1
 echo "irqbalance_started=$(systemctl is-active irqbalance)"
-step irq-plan $A tune plan
-step irq-apply $A tune apply
+step irq-coexist $A tune apply
+dump irq-coexist
+sleep 11
+step irq-coexist-verify $A tune verify
+systemctl restart irqbalance
+sleep 1
+step irq-coexist-drift $A tune verify
+step irq-coexist-revert $A tune revert
+echo "irqbalance_after_coexist=$(systemctl is-active irqbalance)"
+printf 'name: nic-local-conflict\nsysctl:\n  vm.swappiness: 1\nirq:\n  policies: [{policy: nic-local}]\n  irqbalance: conflict\n' > /tmp/conflict.yaml
+step irq-plan $A tune --profile /tmp/conflict.yaml plan
+step irq-apply $A tune --profile /tmp/conflict.yaml apply
 dump irq-conflict
 step irq-revert-conflict $A tune revert
 printf 'name: nic-local-stop\nirq:\n  policies: [{policy: nic-local}]\n  irqbalance: stop\n' > /tmp/stop.yaml
@@ -265,7 +281,7 @@ func TestTuningOnRealKernel(t *testing.T) {
 	if out.dumps["changed"]["/proc/sys/vm/swappiness"] != "60" || out.dumps["changed"][first] != "0-4" {
 		t.Fatalf("the hand-made change did not take: %v", out.dumps["changed"])
 	}
-	for _, w := range []string{"vm.swappiness", "irq     " + out.vars["first_irq"]} {
+	for _, w := range []string{"vm.swappiness", "irq     " + out.vars["first_key"]} {
 		if !regexp.MustCompile(regexp.QuoteMeta(w) + `.*set \(drift\)`).MatchString(out.steps["verify-drift"]) {
 			fail("verify after a hand-made change does not show %q drifted:\n%s", w, out.steps["verify-drift"])
 		}
@@ -286,7 +302,7 @@ func TestTuningOnRealKernel(t *testing.T) {
 	metrics := out.sections["metrics"]
 	for _, w := range []string{
 		`gpunode_tuning_setting_compliant{key="vm.swappiness",kind="sysctl"} 1`,
-		`gpunode_tuning_setting_compliant{key="` + out.vars["first_irq"] + `",kind="irq"} 1`,
+		`gpunode_tuning_setting_compliant{key="` + out.vars["first_key"] + `",kind="irq"} 1`,
 		`gpunode_tuning_info{mode="enforce",profile="llm-inference",state="compliant"} 1`,
 		`gpunode_tuning_drift_total 2`,
 		`gpunode_tuning_last_apply_timestamp_seconds`,
@@ -321,18 +337,41 @@ func TestTuningOnRealKernel(t *testing.T) {
 	out.wantRC(t, "revert-netns", 0)
 	sameDump(t, "after the second revert", before, out.dumps["final"])
 
-	// irqbalance running under systemd: the NIC interrupts conflict (and
-	// are left alone) while the sysctls apply; with irqbalance: stop the
-	// unit is stopped through systemd's D-Bus API and started again by revert.
+	// irqbalance running under systemd: the default profile bans the NIC
+	// interrupts through irqbalance's socket and places them, and
+	// irqbalance leaves them there over its 10 s rebalancing; a restarted
+	// irqbalance forgot the ban (drift); revert leaves it running. With
+	// irqbalance: conflict the NIC interrupts conflict (and are left alone)
+	// while the sysctls apply; with irqbalance: stop the unit is stopped
+	// through systemd's D-Bus API and started again by revert.
 	if out.vars["irqbalance_started"] != "active" {
 		t.Fatalf("irqbalance did not start in the VM: %q", out.vars["irqbalance_started"])
+	}
+	out.wantRC(t, "irq-coexist", 0)
+	if !regexp.MustCompile(`(?m)^irqbalance\s+banned-irqs\s.*\sok\s`).MatchString(out.steps["irq-coexist-verify"]) {
+		fail("irqbalance's ban not verified after apply:\n%s\n%s", out.steps["irq-coexist"], out.steps["irq-coexist-verify"])
+	}
+	for irq := range nicIRQs {
+		if v := out.dumps["irq-coexist"][irq]; v != "2" && v != "3" {
+			fail("coexisting with irqbalance, %s = %q, want CPU 2 or 3", irq, v)
+		}
+	}
+	out.wantRC(t, "irq-coexist-verify", 0)
+	out.wantRC(t, "irq-coexist-drift", 1)
+	if !regexp.MustCompile(`(?m)^irqbalance\s+banned-irqs\s.*set \(drift\)`).MatchString(out.steps["irq-coexist-drift"]) {
+		fail("a restarted irqbalance's lost ban is not drift:\n%s", out.steps["irq-coexist-drift"])
+	}
+	out.wantRC(t, "irq-coexist-revert", 0)
+	if out.vars["irqbalance_after_coexist"] != "active" {
+		fail("irqbalance is %q after coexisting, want active", out.vars["irqbalance_after_coexist"])
 	}
 	if !regexp.MustCompile(`irqbalance: running: process running \(pid \d+\), unit irqbalance.service active`).MatchString(out.steps["irq-plan"]) {
 		fail("plan does not see irqbalance running:\n%s", out.steps["irq-plan"])
 	}
 	for irq := range nicIRQs {
 		n := strings.Split(irq, "/")[3]
-		if !regexp.MustCompile(`(?m)^irq\s+` + n + `\s.*conflict`).MatchString(out.steps["irq-plan"]) {
+		// Rows are keyed by device and queue; the note names the IRQ number.
+		if !regexp.MustCompile(`(?m)^irq\s.*\sconflict\s+IRQ ` + n + `,`).MatchString(out.steps["irq-plan"]) {
 			fail("IRQ %s not reported as conflicting:\n%s", n, out.steps["irq-plan"])
 		}
 	}
