@@ -148,3 +148,66 @@ func TestLintValuesFiles(t *testing.T) {
 		}
 	}
 }
+
+// Monitoring objects: the scrape keeps the agent's own pod, namespace and
+// container labels (the GPU holder's, from the pod-resources API) rather
+// than renaming them exported_* (Prometheus' honor_labels), and
+// kube-prometheus-stack's Prometheus, which selects these objects by its
+// release label, finds every one of them.
+func TestMonitoringObjects(t *testing.T) {
+	objs := renderObjects(t, "--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
+		"--set", "prometheusRule.enabled=true", "--set", "dashboards.enabled=true", "--set", "metrics.prometheusRelease=kps")
+	seen := map[string]int{}
+	for _, o := range objs {
+		kind := o["kind"].(string)
+		md := o["metadata"].(map[string]any)
+		if kind == "ConfigMap" && md["labels"].(map[string]any)["grafana_dashboard"] == nil {
+			continue
+		}
+		switch kind {
+		case "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap":
+			seen[kind]++
+			if rel := md["labels"].(map[string]any)["release"]; rel != "kps" {
+				t.Errorf("%s %s: release label %v", kind, md["name"], rel)
+			}
+		}
+		spec, _ := o["spec"].(map[string]any)
+		for _, key := range []string{"endpoints", "podMetricsEndpoints"} {
+			eps, ok := spec[key].([]any)
+			if !ok {
+				continue
+			}
+			for _, ep := range eps {
+				if ep.(map[string]any)["honorLabels"] != true {
+					t.Errorf("%s endpoint without honorLabels: %s", kind, mustYAML(t, ep))
+				}
+			}
+		}
+	}
+	if seen["ServiceMonitor"] != 1 || seen["PodMonitor"] != 1 || seen["PrometheusRule"] != 1 || seen["ConfigMap"] != len(dashboards()) {
+		t.Errorf("monitoring objects %v", seen)
+	}
+	// Without the value no release label is invented.
+	for _, o := range renderObjects(t, "--set", "serviceMonitor.enabled=true") {
+		if o["kind"] == "ServiceMonitor" && o["metadata"].(map[string]any)["labels"].(map[string]any)["release"] != nil {
+			t.Errorf("release label without metrics.prometheusRelease")
+		}
+	}
+}
+
+// The agent's pod-resources socket follows podResources.hostPath, which is
+// mounted at the same path (a kubelet with another --root-dir).
+func TestPodResourcesPath(t *testing.T) {
+	objs := renderObjects(t, "--set", "podResources.hostPath=/data/kubelet/pod-resources")
+	c := agentContainer(t, objs)
+	if !strings.Contains(mustYAML(t, c["volumeMounts"]), "mountPath: /data/kubelet/pod-resources\n  name: pod-resources\n  readOnly: true") {
+		t.Errorf("mounts %s", mustYAML(t, c["volumeMounts"]))
+	}
+	if cfg := agentAccepts(t, configOf(t, objs)); cfg.Metrics.PodResourcesSocket != "/data/kubelet/pod-resources/kubelet.sock" {
+		t.Errorf("socket %q", cfg.Metrics.PodResourcesSocket)
+	}
+	// A socket set in the config outside the mounted directory is refused.
+	if _, err := helm(t, "template", "gpunode", chartDir, "--kube-version", kubeVersion, "--set", "config.metrics.podResourcesSocket=/elsewhere/kubelet.sock"); err == nil || !strings.Contains(err.Error(), "podResources.hostPath") {
+		t.Errorf("socket outside the mount: %v", err)
+	}
+}

@@ -45,3 +45,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "gpunode-agent.probeTokenSecret" -}}
 {{- .Values.probeToken.existingSecret | default (printf "%s-probe-token" (include "gpunode-agent.fullname" . | trunc 51 | trimSuffix "-")) -}}
 {{- end -}}
+
+{{/* Labels of a monitoring object beyond the common ones: kube-prometheus-stack's
+release label (metrics.prometheusRelease), then the object's own labels,
+which win. Called with (list $ .Values.<object>.labels). */}}
+{{- define "gpunode-agent.monitoringLabels" -}}
+{{- $ctx := index . 0 }}
+{{- $labels := dict }}
+{{- with $ctx.Values.metrics.prometheusRelease }}
+{{- $_ := set $labels "release" . }}
+{{- end }}
+{{- $labels = merge (deepCopy (index . 1 | default dict)) $labels }}
+{{- with $labels }}
+{{- toYaml . }}
+{{- end }}
+{{- end -}}
