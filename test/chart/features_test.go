@@ -211,3 +211,30 @@ func TestPodResourcesPath(t *testing.T) {
 		t.Errorf("socket outside the mount: %v", err)
 	}
 }
+
+// A health agent must run on unhealthy nodes, so it tolerates every taint
+// by default (as node-problem-detector does) and is node-critical; both can
+// be overridden, the agent's own health taint stays tolerated.
+func TestTolerationsAndPriority(t *testing.T) {
+	spec := podSpec(renderObjects(t))
+	if !strings.Contains(mustYAML(t, spec["tolerations"]), "- operator: Exists\n") {
+		t.Errorf("default tolerations %s", mustYAML(t, spec["tolerations"]))
+	}
+	if spec["priorityClassName"] != "system-node-critical" {
+		t.Errorf("priority class %v", spec["priorityClassName"])
+	}
+	objs := renderObjects(t, "--set-json", "tolerations=[]", "--set", "priorityClassName=")
+	spec = podSpec(objs)
+	if y := mustYAML(t, spec["tolerations"]); y != "- key: gpunode.dev/gpu-unhealthy\n  operator: Exists\n" {
+		t.Errorf("tolerations overridden: %s", y)
+	}
+	if _, ok := spec["priorityClassName"]; ok || findObject(objs, "ResourceQuota") != nil {
+		t.Errorf("priority class %v", spec["priorityClassName"])
+	}
+	// GKE admits system-node-critical pods outside kube-system only within a
+	// ResourceQuota scoped to that class; the chart can create it.
+	q := findObject(renderObjects(t, "--set", "priorityQuota.create=true"), "ResourceQuota")
+	if q == nil || !strings.Contains(mustYAML(t, q["spec"]), "scopeName: PriorityClass\n          values:\n            - system-node-critical") {
+		t.Fatalf("quota %s", mustYAML(t, q))
+	}
+}

@@ -38,6 +38,10 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"nodeSelector: {kubernetes.io/os: 1}\n", "/nodeSelector/kubernetes.io~1os"},
 		{"tolerations: {key: x}\n", "/tolerations"},
 		{"updateStrategy: {type: Recreate}\n", "/updateStrategy/type"},
+		// Two agents on one node would clash on host ports and the tuning journal.
+		{"updateStrategy: {rollingUpdate: {maxSurge: 1}}\n", "/updateStrategy/rollingUpdate/maxSurge"},
+		{"updateStrategy: {rollingUpdate: {maxSurge: \"10%\"}}\n", "/updateStrategy/rollingUpdate/maxSurge"},
+		{"priorityQuota: {pods: 0}\n", "/priorityQuota/pods"},
 		{"serviceMonitor: {enabled: yes please}\n", "/serviceMonitor/enabled"},
 		{"serviceMonitor: {interval: 30}\n", "/serviceMonitor/interval"},
 		{"podMonitor: {scrapeTimeout: 10 s}\n", "/podMonitor/scrapeTimeout"},
