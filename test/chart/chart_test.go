@@ -135,8 +135,9 @@ func TestDefaults(t *testing.T) {
 	if !nodeName {
 		t.Error("NODE_NAME is not taken from the downward API")
 	}
-	// Tuning (enforce by default) writes the host's /proc and /sys and
-	// keeps its journal on the host; everything else is read-only.
+	// Tuning (audit by default, until the operator opts in to enforce)
+	// mounts the host's /proc and /sys writable and keeps its journal on
+	// the host; everything else is read-only.
 	mounts := map[string]bool{}
 	for _, m := range c.VolumeMounts {
 		writable := map[string]bool{"/host/sys": true, "/host/proc": true, "/var/lib/gpunode": true}[m.MountPath]
@@ -150,7 +151,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("no mount at %s", p)
 		}
 	}
-	if cfg.Tuning.Mode != "enforce" || !ds.HostNetwork || c.SecurityContext["privileged"] != true {
+	if cfg.Tuning.Mode != "audit" || !ds.HostNetwork || c.SecurityContext["privileged"] != true {
 		t.Errorf("tuning: mode %q, hostNetwork %v, securityContext %v", cfg.Tuning.Mode, ds.HostNetwork, c.SecurityContext)
 	}
 	probePath := func(p map[string]any) any { h, _ := p["httpGet"].(map[string]any); return h["path"] }
