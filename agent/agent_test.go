@@ -15,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/testsupport"
+	"github.com/gpunode/gpunode/sim"
 
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/exporters"
@@ -250,4 +254,29 @@ func TestHealthEndpointsWithoutAuth(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// simNVML builds the simulated DGX H100 in a fresh directory (os.MkdirTemp,
+// not t.TempDir: the daemon's sockets under it need a short path) and
+// returns its host tree and its whole-machine NVML fake.
+func simNVML(t *testing.T) (hostfs.FS, gonvml.Interface) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gpunode-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	node, err := sim.Build("dgx-h100-ib", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := hostfs.New(node.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := nvmlfake.New(*node.NVIDIA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fsys, lib
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -23,10 +22,8 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
-	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/publish"
-	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/test/kube"
 )
 
@@ -58,23 +55,7 @@ func TestGPUHealthPublished(t *testing.T) {
 	}
 	others := n.Spec.Taints // the not-ready taint and the operator's
 
-	dir, err := os.MkdirTemp("", "gpunode-agent-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	simNode, err := sim.Build("dgx-h100-ib", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := hostfs.New(simNode.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lib, err := nvmlfake.New(*simNode.NVIDIA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsys, lib := simNVML(t)
 	cfg := config.Default()
 	cfg.NodeName = node
 	cfg.Discovery.Interval = time.Hour

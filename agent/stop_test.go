@@ -12,26 +12,13 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
-	"github.com/gpunode/gpunode/internal/hostfs"
-	"github.com/gpunode/gpunode/sim"
 )
 
 // NVML calls hung in the driver (the event watcher building its set, a
 // sampling read) do not hold up the daemon's stop: Run and closing the GPU
 // backends return within their bounds and log what they abandoned.
 func TestStopBoundedWithHungNVMLCalls(t *testing.T) {
-	simNode, err := sim.Build("dgx-h100-ib", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := hostfs.New(simNode.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lib, err := nvmlfake.New(*simNode.NVIDIA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsys, lib := simNVML(t)
 	const hang = 20 * time.Second
 	nvmlfake.SetDelay(lib, 3, "nvmlDeviceGetSupportedEventTypes", hang)
 	env := &discovery.Env{FS: fsys, Backends: []gpu.Backend{nvml.New(lib)}, Simulated: "dgx-h100-ib"}
@@ -59,7 +46,7 @@ func TestStopBoundedWithHungNVMLCalls(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	err = env.Close()
+	err := env.Close()
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("stop took %s with NVML calls hung for %s", took, hang)
 	}

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,31 +14,13 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
-	"github.com/gpunode/gpunode/internal/hostfs"
-	"github.com/gpunode/gpunode/sim"
 )
 
 // The daemon samples in the background: a critical XID raised by the
 // driver reaches /metrics and the GPUHealthy condition at once, and in
 // standalone mode the condition is logged with the taint it implies.
 func TestGPUHealthInTheDaemon(t *testing.T) {
-	dir, err := os.MkdirTemp("", "gpunode-agent-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	node, err := sim.Build("dgx-h100-ib", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := hostfs.New(node.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lib, err := nvmlfake.New(*node.NVIDIA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsys, lib := simNVML(t)
 	cfg := config.Default()
 	cfg.NodeName = ""
 	cfg.Metrics.ListenAddress = "127.0.0.1:0"
