@@ -62,7 +62,10 @@ func render(t *testing.T, args ...string) []*unstructured.Unstructured {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	cmd := exec.Command(bin, append([]string{"template", release, chartDir, "--namespace", namespace, "--kube-version", "1.37.0"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"template", release, chartDir, "--namespace", namespace, "--kube-version", "1.37.0",
+		// as helm install learns from the apiserver; helm template's
+		// built-in API list names no kinds
+		"--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
 	if err := cmd.Run(); err != nil {

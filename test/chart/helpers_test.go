@@ -14,11 +14,16 @@ import (
 	"github.com/gpunode/gpunode/test/tools"
 )
 
+// servesPolicy tells helm template that the cluster serves the admission
+// policy API, as helm install learns from the apiserver.
+const servesPolicy = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+
 // renderObjects runs helm template with extra arguments (-f FILE, --set
-// ...) and returns every object, hooks included, as generic maps.
+// ...) for a cluster that serves the admission policy API and returns
+// every object, hooks included, as generic maps.
 func renderObjects(t *testing.T, args ...string) []map[string]any {
 	t.Helper()
-	out, err := helm(t, append([]string{"template", "gpunode", chartDir, "--namespace", "gpunode", "--kube-version", kubeVersion}, args...)...)
+	out, err := helm(t, append([]string{"template", "gpunode", chartDir, "--namespace", "gpunode", "--kube-version", kubeVersion, "--api-versions", servesPolicy}, args...)...)
 	if err != nil {
 		t.Fatalf("helm template %v: %v", args, err)
 	}

@@ -60,3 +60,16 @@ which win. Called with (list $ .Values.<object>.labels). */}}
 {{- toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+"true" when the admission policy is rendered: enabled and the API serves
+admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes
+1.30+). helm install and upgrade read that from the cluster; helm
+template's built-in list names no kinds, so it needs
+--api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy.
+*/}}
+{{- define "gpunode-agent.admissionPolicyRendered" -}}
+{{- if and .Values.admissionPolicy.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") -}}
+true
+{{- end -}}
+{{- end }}
