@@ -29,7 +29,9 @@ ours tcp --tcp --iterations 1500
 // the TCP baseline. One VM session however large b.N is: the figures are
 // ratios measured side by side, not the benchmark's own timing.
 func BenchmarkProbeVsPerftest(b *testing.B) {
-	secs := runVM(b, machine(b, benchScript))
+	cfg := machine(b, benchScript)
+	cfg.Exclusive = true
+	secs := runVM(b, cfg)
 	p := collect(b, secs, benchRounds)
 	var bwRatios, latRatios []float64
 	for i := range p.oursBW {
