@@ -169,20 +169,35 @@ func install(name, version string, build func(dir string) error) (string, error)
 	return bin, nil
 }
 
-// lockTool holds an exclusive flock on <cache>/<tool>.lock until the
+// lockTool holds an exclusive lock on <cache>/<tool>.lock until the
 // returned func runs. Test binaries of several packages (and `make tools`)
 // may ask for the same tool at once; without the lock each started its own
 // six-minute, 3 GB kube-apiserver build.
 func lockTool(cache, tool string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(cache, tool+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := Flock(filepath.Join(cache, tool+".lock"), true)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", tool, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", tool, err)
+	return unlock, nil
+}
+
+// Flock holds a flock(2) on path, created if needed, shared or exclusive,
+// until the returned func runs (closing the file releases it). It waits
+// for the lock; it serialises test binaries, which go test runs side by side.
+func Flock(path string, exclusive bool) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, err
 	}
-	return func() { f.Close() }, nil // closing the file releases the lock
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("flock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // throwawayModule creates a module under dir for building path@version.

@@ -24,8 +24,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/gpunode/gpunode/test/tools"
 )
 
 // SoftRoCEModules are what soft-RoCE (rdma_rxe) needs; crc32_generic is
@@ -136,23 +137,15 @@ type Result struct {
 	Wall time.Duration
 }
 
-// lockVMs holds a flock on a machine-wide lock file while a VM runs:
-// shared for ordinary runs (several may run at once, as twoVMs needs),
-// exclusive for Config.Exclusive. Closing the file releases it.
+// lockVMs holds a machine-wide lock while a VM runs: shared for ordinary
+// runs (several may run at once, as twoVMs needs), exclusive for
+// Config.Exclusive.
 func lockVMs(exclusive bool) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "gpunode-vm.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	unlock, err = tools.Flock(filepath.Join(os.TempDir(), "gpunode-vm.lock"), exclusive)
 	if err != nil {
 		return nil, fmt.Errorf("VM lock: %w", err)
 	}
-	how := syscall.LOCK_SH
-	if exclusive {
-		how = syscall.LOCK_EX
-	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("VM lock: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }
 
 const exitMarker = "GPUNODE_VM_EXIT="
