@@ -1,8 +1,6 @@
 package tuning_test
 
 import (
-	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -60,14 +58,7 @@ step pipe-apply-again $A tune --profile /tmp/pipe.yaml apply
 step pipe-revert $A tune revert
 echo "pipe_reverted=$(cat /proc/sys/fs/pipe-max-size)"
 `
-	res, err := vm.Run(context.Background(), cfg)
-	t.Logf("VM: boot to init %.1fs, whole run %s", res.BootSeconds, res.Wall.Round(100*time.Millisecond))
-	if err != nil {
-		t.Fatalf("%v\noutput:\n%s", err, res.Output)
-	}
-	if os.Getenv("GPUNODE_VM_OUTPUT") != "" {
-		t.Log(res.Output)
-	}
+	res := runGuest(t, cfg)
 	out := parseOutput(res.Output)
 	v := out.vars
 	// The kernel's own behaviour, which the fix depends on.

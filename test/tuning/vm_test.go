@@ -188,14 +188,7 @@ func TestTuningOnRealKernel(t *testing.T) {
 	cfg := machine(t)
 	cfg.Binaries = []string{buildAgent(t)}
 	cfg.Script = script(sysctls)
-	res, err := vm.Run(context.Background(), cfg)
-	t.Logf("VM: boot to init %.1fs, whole run %s", res.BootSeconds, res.Wall.Round(100*time.Millisecond))
-	if err != nil {
-		t.Fatalf("%v\noutput:\n%s", err, res.Output)
-	}
-	if os.Getenv("GPUNODE_VM_OUTPUT") != "" {
-		t.Log(res.Output)
-	}
+	res := runGuest(t, cfg)
 	out := parse(t, res.Output)
 	if t.Failed() {
 		return
@@ -429,6 +422,21 @@ func (o output) wantRC(t *testing.T, step string, want int) {
 	if rc != want {
 		t.Errorf("step %s exited %d, want %d:\n%s", step, rc, want, o.steps[step])
 	}
+}
+
+// runGuest boots cfg and runs its script to the end (the script's exit
+// code is the caller's to judge); GPUNODE_VM_OUTPUT=1 logs its output.
+func runGuest(t *testing.T, cfg vm.Config) vm.Result {
+	t.Helper()
+	res, err := vm.Run(context.Background(), cfg)
+	t.Logf("VM: boot to init %.1fs, whole run %s", res.BootSeconds, res.Wall.Round(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, res.Output)
+	}
+	if os.Getenv("GPUNODE_VM_OUTPUT") != "" {
+		t.Log(res.Output)
+	}
+	return res
 }
 
 func parse(t *testing.T, s string) output {
