@@ -200,20 +200,27 @@ func (s *Server) answerTCP(conn net.Conn, req Request, proof []byte, release fun
 // answerRDMA opens a queue pair on this end's port, connects it to the
 // client's, takes part in the measurement and exchanges the outcomes.
 func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, proof []byte, release func(), log *slog.Logger) error {
+	// The slot is freed before a refusal is written: a client that reads
+	// it may ask again at once and must not be told "busy".
+	unavailable := func(err error) error {
+		release()
+		return refuse(conn, CodeUnavailable, err)
+	}
 	if err := Available(); err != nil {
-		return refuse(conn, CodeUnavailable, fmt.Errorf("this node has no RDMA (%w); it answers the TCP kinds only", err))
+		return unavailable(fmt.Errorf("this node has no RDMA (%w); it answers the TCP kinds only", err))
 	}
 	port, err := localPort(ctx, s.Devices, s.Device, conn)
 	if err != nil {
-		return refuse(conn, CodeUnavailable, err)
+		return unavailable(err)
 	}
 	cfg := qpConfig(port, req)
 	qp, closeQP, err := openQP(port, cfg)
 	if err != nil {
-		return refuse(conn, CodeUnavailable, err)
+		return unavailable(err)
 	}
 	defer closeQP()
-	if err := exchangeEndpoints(conn, qp, cfg, req, proof); err != nil {
+	free := func() { closeQP(); release() }
+	if err := exchangeEndpoints(conn, qp, cfg, req, proof, free); err != nil {
 		return err
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
@@ -252,8 +259,9 @@ func (s *Server) measure(conn net.Conn, qp responder, req Request, pi portInfo, 
 
 // exchangeEndpoints offers qp in the accept, connects it to the client's
 // endpoint and says ready. A refusal has been sent when it fails where
-// the protocol still allows one.
-func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, proof []byte) error {
+// the protocol still allows one, after free has let go of the QP and
+// the probe slot.
+func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, proof []byte, free func()) error {
 	ep := qp.Local()
 	if err := writeFrame(conn, typeAccept, accept{Endpoint: &ep, MAC: proof}); err != nil {
 		return fmt.Errorf("send accept: %w", err)
@@ -263,9 +271,11 @@ func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Requ
 		return fmt.Errorf("read endpoint: %w", err)
 	}
 	if err := checkPeerBuffer(remote.Endpoint, cfg); err != nil {
+		free()
 		return refuse(conn, CodeBadRequest, err)
 	}
 	if err := connectQP(qp, remote.Endpoint, req); err != nil {
+		free()
 		return refuse(conn, CodeFailed, err)
 	}
 	if err := writeFrame(conn, typeReady, ready{}); err != nil {
