@@ -1,0 +1,169 @@
+package nvml
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/NVIDIA/go-nvml/pkg/dl"
+
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/internal/source"
+)
+
+// LibraryName is the NVML library's soname, what the driver installs and
+// the container runtime injects.
+const LibraryName = "libnvidia-ml.so.1"
+
+// WellKnownDriverRoots are host paths where NVIDIA drivers are installed,
+// searched in this order when neither gpu.nvml.libraryPath nor a library
+// injected by the container runtime is there: the GPU operator's driver
+// container (also OpenShift), GKE's driver installer, and the host's own
+// library directories (EKS and AKS GPU images, hand-installed drivers).
+var WellKnownDriverRoots = []string{"/run/nvidia/driver", "/home/kubernetes/bin/nvidia", "/"}
+
+// libraryDirs are the directories under a driver root that hold
+// libraries, for the agent's architecture: Debian's multiarch directory
+// first, then Red Hat's and GKE's lib64, then the plain ones.
+func libraryDirs(goarch string) []string {
+	multiarch := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[goarch]
+	var dirs []string
+	if multiarch != "" {
+		dirs = append(dirs, "usr/lib/"+multiarch)
+	}
+	dirs = append(dirs, "usr/lib64", "lib64")
+	if multiarch != "" {
+		dirs = append(dirs, "lib/"+multiarch)
+	}
+	return append(dirs, "usr/lib", "lib")
+}
+
+// Candidate is one place the library is looked for.
+type Candidate struct {
+	// Root is the directory, as this process sees it, that absolute
+	// symlinks below it are taken relative to: a driver root under the
+	// host root. Empty for a path or name handed to dlopen as it is.
+	Root string
+	// File is the library's path under Root, or with no Root the path or
+	// bare name given to dlopen (a bare name searches the loader's path).
+	File string
+	// Found is how the library counts as found (gpu.Found*).
+	Found string
+}
+
+// String is the candidate as a path this process sees.
+func (c Candidate) String() string {
+	if c.Root == "" {
+		return c.File
+	}
+	return path.Join(c.Root, c.File)
+}
+
+// Candidates lists, in order, where libnvidia-ml.so.1 is looked for:
+// libraryPath alone when set; else the library directories of driverRoot
+// (a host path) under hostRoot, then the library by name (the one the
+// container runtime injected), then those of each well-known driver root
+// under hostRoot. goarch picks the multiarch directories. Candidates
+// naming the same file are listed once.
+func Candidates(hostRoot, driverRoot, libraryPath, goarch string) []Candidate {
+	if libraryPath != "" {
+		return []Candidate{{File: libraryPath, Found: gpu.FoundConfigured}}
+	}
+	var out []Candidate
+	seen := map[string]bool{}
+	add := func(c Candidate) {
+		if !seen[c.String()] {
+			seen[c.String()] = true
+			out = append(out, c)
+		}
+	}
+	underRoot := func(root, found string) {
+		r := path.Join("/", hostRoot, root)
+		for _, d := range libraryDirs(goarch) {
+			add(Candidate{Root: r, File: path.Join(d, LibraryName), Found: found})
+		}
+	}
+	if driverRoot != "" {
+		underRoot(driverRoot, gpu.FoundDriverRoot)
+	}
+	add(Candidate{File: LibraryName, Found: gpu.FoundRuntime})
+	for _, r := range WellKnownDriverRoots {
+		underRoot(r, gpu.FoundWellKnown)
+	}
+	return out
+}
+
+// errNotHere is a candidate whose file does not exist.
+var errNotHere = errors.New("not found")
+
+// Locate returns the first candidate whose library exists and loads. A
+// library that exists but does not load (another architecture, a broken
+// file, a missing dependency) is an error naming it: it is not passed
+// over for the next candidate, so the agent never quietly uses another
+// driver's library than the one it was pointed at. When no candidate
+// exists the error is source.ErrAbsent and lists every place tried.
+func Locate(cands []Candidate) (lib gpu.Library, load string, err error) {
+	var tried []string
+	for _, c := range cands {
+		lib, load, err := probe(c)
+		switch {
+		case err == nil:
+			return lib, load, nil
+		case errors.Is(err, errNotHere):
+			tried = append(tried, c.String())
+		default:
+			return gpu.Library{}, "", fmt.Errorf("NVIDIA library %s (%s) does not load: %w", c.String(), c.Found, err)
+		}
+	}
+	return gpu.Library{}, "", source.NewAbsent("NVIDIA driver library %s not found; tried %s", LibraryName, strings.Join(tried, ", "))
+}
+
+// probe checks that c's library exists and dlopen accepts it, and returns
+// where it is and the path to load it by.
+func probe(c Candidate) (gpu.Library, string, error) {
+	file := c.File
+	if c.Root != "" {
+		fsys, err := hostfs.New(c.Root)
+		if err != nil {
+			return gpu.Library{}, "", errNotHere
+		}
+		resolved, err := fsys.Resolve(c.File)
+		if errors.Is(err, fs.ErrNotExist) {
+			return gpu.Library{}, "", errNotHere
+		}
+		if err != nil {
+			return gpu.Library{}, "", err
+		}
+		file = fsys.Path(resolved)
+	} else if strings.Contains(file, "/") {
+		if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+			return gpu.Library{}, "", errNotHere
+		}
+	}
+	// RTLD_LOCAL: the probe's symbols stay out of the global scope; go-nvml
+	// opens the library again for use.
+	h := dl.New(file, dl.RTLD_LAZY|dl.RTLD_LOCAL)
+	if err := h.Open(); err != nil {
+		// By name, the loader says the file itself is missing this way; a
+		// missing dependency names the dependency instead.
+		if !strings.Contains(file, "/") && strings.HasPrefix(err.Error(), file+": cannot open shared object file") {
+			return gpu.Library{}, "", errNotHere
+		}
+		return gpu.Library{}, "", err
+	}
+	defer h.Close()
+	lib := gpu.Library{Path: file, Found: c.Found}
+	if !strings.Contains(file, "/") {
+		// Loaded by name: name the file the loader picked.
+		if maps, err := os.ReadFile("/proc/self/maps"); err == nil {
+			if p := gpu.MappedLibrary(maps, file); p != "" {
+				lib.Path = p
+			}
+		}
+	}
+	return lib, file, nil
+}
