@@ -107,19 +107,44 @@ var errNotHere = errors.New("not found")
 // driver's library than the one it was pointed at. When no candidate
 // exists the error is source.ErrAbsent and lists every place tried.
 func Locate(cands []Candidate) (lib gpu.Library, load string, err error) {
-	var tried []string
 	for _, c := range cands {
 		lib, load, err := probe(c)
 		switch {
 		case err == nil:
 			return lib, load, nil
-		case errors.Is(err, errNotHere):
-			tried = append(tried, c.String())
-		default:
+		case !errors.Is(err, errNotHere):
 			return gpu.Library{}, "", fmt.Errorf("NVIDIA library %s (%s) does not load: %w", c.String(), c.Found, err)
 		}
 	}
-	return gpu.Library{}, "", source.NewAbsent("NVIDIA driver library %s not found; tried %s", LibraryName, strings.Join(tried, ", "))
+	return gpu.Library{}, "", source.NewAbsent("NVIDIA driver library %s not found; tried %s", LibraryName, tried(cands))
+}
+
+// tried names every candidate, those under one root together in shell
+// brace form (/host/run/nvidia/driver/{usr/lib64,lib64}/libnvidia-ml.so.1):
+// a message that lists them one by one runs to 19 paths.
+func tried(cands []Candidate) string {
+	var out []string
+	for i := 0; i < len(cands); {
+		c := cands[i]
+		j := i + 1
+		for j < len(cands) && c.Root != "" && cands[j].Root == c.Root && path.Base(cands[j].File) == path.Base(c.File) {
+			j++
+		}
+		switch {
+		case c.Root == "" && !strings.Contains(c.File, "/"):
+			out = append(out, c.File+" by name")
+		case j-i == 1:
+			out = append(out, c.String())
+		default:
+			dirs := make([]string, 0, j-i)
+			for _, d := range cands[i:j] {
+				dirs = append(dirs, path.Dir(d.File))
+			}
+			out = append(out, path.Join(c.Root, "{"+strings.Join(dirs, ",")+"}", path.Base(c.File)))
+		}
+		i = j
+	}
+	return strings.Join(out, ", ")
 }
 
 // probe checks that c's library exists and dlopen accepts it, and returns

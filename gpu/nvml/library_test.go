@@ -75,9 +75,27 @@ func TestLocateNothing(t *testing.T) {
 	if !errors.Is(err, source.ErrAbsent) {
 		t.Fatalf("Locate: %v, want absent", err)
 	}
-	for _, c := range cands {
-		if !strings.Contains(err.Error(), c.String()) {
-			t.Errorf("the error does not name %s: %v", c, err)
+	dirs := "{usr/lib/x86_64-linux-gnu,usr/lib64,lib64,lib/x86_64-linux-gnu,usr/lib,lib}/libnvidia-ml.so.1"
+	want := "NVIDIA driver library libnvidia-ml.so.1 not found; tried " + root + "/run/nvidia/driver/" + dirs + ", " +
+		root + "/home/kubernetes/bin/nvidia/" + dirs + ", " + root + "/" + dirs
+	if err.Error() != want {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+}
+
+func TestTried(t *testing.T) {
+	for _, tc := range []struct {
+		cands []Candidate
+		want  string
+	}{
+		{[]Candidate{{File: "/opt/nv/libnvidia-ml.so.1"}}, "/opt/nv/libnvidia-ml.so.1"},
+		{[]Candidate{{File: "libnvidia-ml.so.1"}, {Root: "/h", File: "lib64/libnvidia-ml.so.1"}}, "libnvidia-ml.so.1 by name, /h/lib64/libnvidia-ml.so.1"},
+		{[]Candidate{{Root: "/h/a", File: "lib64/libnvidia-ml.so.1"}, {Root: "/h/a", File: "usr/lib/libnvidia-ml.so.1"}, {Root: "/h", File: "lib/libnvidia-ml.so.1"}},
+			"/h/a/{lib64,usr/lib}/libnvidia-ml.so.1, /h/lib/libnvidia-ml.so.1"},
+		{nil, ""},
+	} {
+		if got := tried(tc.cands); got != tc.want {
+			t.Errorf("tried(%v) = %q, want %q", tc.cands, got, tc.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -19,6 +20,10 @@ import (
 )
 
 var agent string
+
+// multiarch is Debian's library directory name for this architecture, as
+// the agent (built for it) searches.
+var multiarch = map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "gpunode-nvmllib-")
@@ -148,10 +153,10 @@ func TestPlatformLayouts(t *testing.T) {
 		absolute   bool
 	}{
 		// The driver container's own links are taken inside its root.
-		{"GPU operator driver container", "/run/nvidia/driver", "usr/lib/x86_64-linux-gnu", true},
+		{"GPU operator driver container", "/run/nvidia/driver", "usr/lib/"+multiarch, true},
 		{"GKE", "/home/kubernetes/bin/nvidia", "lib64", false},
 		{"EKS (Amazon Linux)", "/", "usr/lib64", false},
-		{"AKS (Ubuntu)", "/", "usr/lib/x86_64-linux-gnu", false},
+		{"AKS (Ubuntu)", "/", "usr/lib/"+multiarch, false},
 	} {
 		t.Run(tc.platform, func(t *testing.T) {
 			root := t.TempDir()
@@ -173,7 +178,7 @@ func TestDriverRootWins(t *testing.T) {
 		t.Skip("this machine's loader finds a libnvidia-ml.so.1 by name, which comes before the well-known roots")
 	}
 	root := t.TempDir()
-	operator := install(t, filepath.Join(root, "run/nvidia/driver"), "usr/lib/x86_64-linux-gnu", "570.86.15", false)
+	operator := install(t, filepath.Join(root, "run/nvidia/driver"), "usr/lib/"+multiarch, "570.86.15", false)
 	gke := install(t, filepath.Join(root, "home/kubernetes/bin/nvidia"), "lib64", "535.230.02", false)
 	host := install(t, root, "usr/lib64", "550.54.15", false)
 
@@ -210,7 +215,7 @@ func TestBrokenAndAbsent(t *testing.T) {
 	}
 	root := t.TempDir()
 	install(t, root, "usr/lib64", "550.54.15", false)
-	broken := filepath.Join(root, "run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+	broken := filepath.Join(root, "run/nvidia/driver/usr/lib", multiarch, "libnvidia-ml.so.1")
 	if err := os.MkdirAll(filepath.Dir(broken), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -246,10 +251,10 @@ func TestBrokenAndAbsent(t *testing.T) {
 
 	empty := t.TempDir()
 	_, state, msg = inspect(t, empty, "  nvml:\n    driverRoot: /run/nvidia/driver\n")
-	for _, want := range []string{"not found; tried", filepath.Join(empty, "run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"),
-		"libnvidia-ml.so.1, ", filepath.Join(empty, "home/kubernetes/bin/nvidia/lib64/libnvidia-ml.so.1"), filepath.Join(empty, "usr/lib64/libnvidia-ml.so.1")} {
-		if state != "absent" || !strings.Contains(msg, want) {
-			t.Errorf("nothing there: nvml %s: %s; want it to say %q", state, msg, want)
-		}
+	dirs := "{usr/lib/" + multiarch + ",usr/lib64,lib64,lib/" + multiarch + ",usr/lib,lib}/libnvidia-ml.so.1"
+	want := "NVIDIA driver library libnvidia-ml.so.1 not found; tried " + empty + "/run/nvidia/driver/" + dirs +
+		", libnvidia-ml.so.1 by name, " + empty + "/home/kubernetes/bin/nvidia/" + dirs + ", " + empty + "/" + dirs
+	if state != "absent" || msg != want {
+		t.Errorf("nothing there: nvml %s: %s\nwant %s", state, msg, want)
 	}
 }
