@@ -153,10 +153,10 @@ func TestPlatformLayouts(t *testing.T) {
 		absolute   bool
 	}{
 		// The driver container's own links are taken inside its root.
-		{"GPU operator driver container", "/run/nvidia/driver", "usr/lib/"+multiarch, true},
+		{"GPU operator driver container", "/run/nvidia/driver", "usr/lib/" + multiarch, true},
 		{"GKE", "/home/kubernetes/bin/nvidia", "lib64", false},
 		{"EKS (Amazon Linux)", "/", "usr/lib64", false},
-		{"AKS (Ubuntu)", "/", "usr/lib/"+multiarch, false},
+		{"AKS (Ubuntu)", "/", "usr/lib/" + multiarch, false},
 	} {
 		t.Run(tc.platform, func(t *testing.T) {
 			root := t.TempDir()
