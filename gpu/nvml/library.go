@@ -1,11 +1,13 @@
 package nvml
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/dl"
@@ -178,6 +180,13 @@ func probe(c Candidate) (gpu.Library, string, error) {
 		if !strings.Contains(file, "/") && strings.HasPrefix(err.Error(), file+": cannot open shared object file") {
 			return gpu.Library{}, "", errNotHere
 		}
+		// glibc words a library for another machine "No such file or
+		// directory"; say what it is.
+		if strings.Contains(file, "/") {
+			if why := foreignELF(file, runtime.GOARCH); why != "" {
+				return gpu.Library{}, "", fmt.Errorf("%w (%s)", err, why)
+			}
+		}
 		return gpu.Library{}, "", err
 	}
 	defer h.Close()
@@ -191,4 +200,33 @@ func probe(c Candidate) (gpu.Library, string, error) {
 		}
 	}
 	return lib, file, nil
+}
+
+// elfMachines is the ELF machine and class of each architecture the
+// agent is built for.
+var elfMachines = map[string]struct {
+	machine elf.Machine
+	class   elf.Class
+}{
+	"amd64": {elf.EM_X86_64, elf.ELFCLASS64},
+	"arm64": {elf.EM_AARCH64, elf.ELFCLASS64},
+}
+
+// foreignELF says how the ELF file at name differs from what a goarch
+// process loads ("built for EM_AARCH64 ELFCLASS64; the agent is amd64");
+// "" when it does not, or it is no ELF file, or goarch is not known.
+func foreignELF(name, goarch string) string {
+	want, ok := elfMachines[goarch]
+	if !ok {
+		return ""
+	}
+	f, err := elf.Open(name)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if f.Machine == want.machine && f.Class == want.class {
+		return ""
+	}
+	return fmt.Sprintf("built for %s %s; the agent is %s", f.Machine, f.Class, goarch)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +115,38 @@ func TestLocateBroken(t *testing.T) {
 	_, _, err := Locate(Candidates(root, "/run/nvidia/driver", "", "amd64"))
 	if err == nil || errors.Is(err, source.ErrAbsent) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "invalid ELF header") {
 		t.Fatalf("Locate: %v", err)
+	}
+}
+
+// A library for another machine is named as such: glibc says only "No such
+// file or directory". The ELF header is this test binary's own, with its
+// machine field rewritten.
+func TestForeignELF(t *testing.T) {
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	native := filepath.Join(dir, "native")
+	if err := os.WriteFile(native, self, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if why := foreignELF(native, runtime.GOARCH); why != "" {
+		t.Errorf("this binary: %s", why)
+	}
+	other := slices.Clone(self)
+	other[18], other[19] = 0x08, 0x00 // e_machine EM_MIPS (little-endian ELF on amd64 and arm64)
+	foreign := filepath.Join(dir, "foreign")
+	if err := os.WriteFile(foreign, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if why := foreignELF(foreign, runtime.GOARCH); why != "built for EM_MIPS ELFCLASS64; the agent is "+runtime.GOARCH {
+		t.Errorf("a MIPS file: %q", why)
+	}
+	if why := foreignELF("library_test.go", runtime.GOARCH); why != "" {
+		t.Errorf("not an ELF file: %q", why)
+	}
+	if why := foreignELF(native, "riscv64"); why != "" {
+		t.Errorf("an architecture without a table entry: %q", why)
 	}
 }

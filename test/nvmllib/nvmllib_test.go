@@ -228,6 +228,27 @@ func TestBrokenAndAbsent(t *testing.T) {
 		t.Errorf("broken driver-root library: nvml %s: %s (gpu_driver %+v)", state, msg, s.GPUDriver)
 	}
 
+	// A library for another machine (an arm64 driver tree on an x86 node):
+	// the stand-in with its ELF header's e_machine rewritten.
+	foreign := t.TempDir()
+	lib, err := os.ReadFile(standIn(t, t.TempDir(), "550.54.15"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	machine := map[string]byte{"amd64": 0xb7, "arm64": 0x3e}[runtime.GOARCH] // EM_AARCH64, EM_X86_64
+	lib[18], lib[19] = machine, 0
+	other := filepath.Join(foreign, "usr/lib64/libnvidia-ml.so.1")
+	if err := os.MkdirAll(filepath.Dir(other), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, lib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, state, msg = inspect(t, foreign, "")
+	if state != "error" || !strings.Contains(msg, other) || !strings.Contains(msg, "ELFCLASS64; the agent is "+runtime.GOARCH) {
+		t.Errorf("library for another machine: nvml %s: %s", state, msg)
+	}
+
 	// By name, a library whose dependency is missing is broken, not absent.
 	dep := t.TempDir()
 	missing := filepath.Join(dep, "libstandin_missing.so")
