@@ -249,6 +249,25 @@ func TestBrokenAndAbsent(t *testing.T) {
 		t.Errorf("library for another machine: nvml %s: %s", state, msg)
 	}
 
+	// A library that loads but whose nvmlInit fails: an error with the
+	// library's path and NVML's own words for it, or absent, with the path,
+	// when the kernel driver is not loaded (a node whose driver container
+	// has not loaded the module yet).
+	for _, tc := range []struct{ ret, state, want string }{
+		{"999", "error", "nvmlInit (library %s): stand-in NVML error 999"},
+		{"9", "absent", "NVIDIA kernel driver is not loaded (library %s)"},
+	} {
+		root := t.TempDir()
+		lib := standIn(t, filepath.Join(root, "usr/lib64"), "550.54.15", "-DINIT_RETURN="+tc.ret)
+		if err := os.Symlink(filepath.Base(lib), filepath.Join(root, "usr/lib64/libnvidia-ml.so.1")); err != nil {
+			t.Fatal(err)
+		}
+		_, state, msg = inspect(t, root, "")
+		if want := fmt.Sprintf(tc.want, lib); state != tc.state || msg != want {
+			t.Errorf("nvmlInit returns %s: nvml %s: %s, want %s: %s", tc.ret, state, msg, tc.state, want)
+		}
+	}
+
 	// By name, a library whose dependency is missing is broken, not absent.
 	dep := t.TempDir()
 	missing := filepath.Join(dep, "libstandin_missing.so")

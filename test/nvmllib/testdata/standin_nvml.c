@@ -8,7 +8,8 @@
  * and uses them when present; it needs neither v1 name here),
  * nvmlSystemGetDriverVersion, nvmlSystemGetNVMLVersion,
  * nvmlSystemGetCudaDriverVersion (go-nvml calls the unversioned one) and
- * nvmlShutdown. nvmlErrorString is called only to word a failed call.
+ * nvmlShutdown. nvmlErrorString is called only to word a failed call
+ * (nvmlInit_v2 failing with INIT_RETURN).
  * DRIVER_VERSION (a string) tells the trees' libraries apart.
  */
 #include <stdio.h>
@@ -22,8 +23,13 @@ typedef int nvmlReturn_t;
 
 enum { NVML_SUCCESS = 0, NVML_ERROR_INVALID_ARGUMENT = 2, NVML_ERROR_INSUFFICIENT_SIZE = 7 };
 
-/* go-nvml picks nvmlInit_v2 and nvmlDeviceGetCount_v2 when dlsym finds them. */
-nvmlReturn_t nvmlInit_v2(void) { return NVML_SUCCESS; }
+#ifndef INIT_RETURN
+#define INIT_RETURN NVML_SUCCESS
+#endif
+
+/* go-nvml picks nvmlInit_v2 and nvmlDeviceGetCount_v2 when dlsym finds them.
+ * INIT_RETURN makes it fail: 9 is NVML_ERROR_DRIVER_NOT_LOADED. */
+nvmlReturn_t nvmlInit_v2(void) { return INIT_RETURN; }
 nvmlReturn_t nvmlShutdown(void) { return NVML_SUCCESS; }
 
 const char *nvmlErrorString(nvmlReturn_t r) {
