@@ -167,6 +167,9 @@ func TestPlatformValuesFiles(t *testing.T) {
 			if !strings.Contains(readme, "(examples/"+name+".yaml)") {
 				t.Errorf("the chart README does not link examples/%s.yaml", name)
 			}
+			if out, err := helm(t, "lint", "--strict", chartDir, "--kube-version", kubeVersion, "-f", f); err != nil {
+				t.Errorf("helm lint: %v\n%s", err, out)
+			}
 			objs := renderObjects(t, "-f", f)
 			spec, c := podSpec(objs), agentContainer(t, objs)
 			if got, _ := spec["runtimeClassName"].(string); got != want.runtimeClass {
@@ -336,4 +339,28 @@ func withoutDriverRoot(t *testing.T, config string) string {
 		}
 	}
 	return mustYAML(t, m)
+}
+
+// A libraryPath given in config wins over the one the chart derives from
+// the mounted directory, and a RuntimeClass needs its name.
+func TestGPULibraryOverrides(t *testing.T) {
+	objs := renderObjects(t, "--set", "nvidia.hostLibDir=/usr/lib64", "--set", "config.gpu.nvml.libraryPath=/opt/nvidia/libnvidia-ml.so.1",
+		"--set", "amd.rocmPath=/opt/rocm-6.4.0", "--set", "config.gpu.amd.libraryPath=/opt/amd/libamd_smi.so")
+	nvml, amd := gpuConfig(t, objs)
+	if nvml["libraryPath"] != "/opt/nvidia/libnvidia-ml.so.1" || amd["libraryPath"] != "/opt/amd/libamd_smi.so" {
+		t.Errorf("configured library paths replaced: nvml %v, amd %v", nvml, amd)
+	}
+	if m := mountsByPath(agentContainer(t, objs))["/host/opt/rocm-6.4.0"]; m == nil || m["readOnly"] != true {
+		t.Errorf("ROCm not mounted read-only: %v", m)
+	}
+	if _, err := helm(t, "template", "gpunode", chartDir, "--kube-version", kubeVersion, "--set", "runtimeClass.create=true"); err == nil || !strings.Contains(err.Error(), "runtimeClass.create needs runtimeClassName") {
+		t.Errorf("runtimeClass.create without a name: %v", err)
+	}
+	// Host paths are absolute, without a trailing slash, and not / itself
+	// (the host's root is never mounted whole).
+	for _, v := range []string{"nvidia.hostLibDir=/", "nvidia.driverRoot=run/nvidia/driver", "amd.rocmPath=/opt/rocm/"} {
+		if _, err := helm(t, "template", "gpunode", chartDir, "--kube-version", kubeVersion, "--set", v); err == nil || !strings.Contains(err.Error(), "schema") {
+			t.Errorf("%s: %v, want a schema error", v, err)
+		}
+	}
 }
