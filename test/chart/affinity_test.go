@@ -99,3 +99,68 @@ func TestDefaultOnlyGPUNodes(t *testing.T) {
 		t.Errorf("own affinity: %v", ds.Spec.Template.Spec.Affinity)
 	}
 }
+
+// The NVIDIA GPU operator labels its GPU nodes nvidia.com/gpu.deploy.client=true
+// for third-party GPU clients; its driver manager (k8s-driver-manager,
+// maybeSetPaused) sets it to paused-for-driver-upgrade, or appends
+// _paused-for-driver-upgrade to another value, and its MIG manager
+// (mig-parted reconfigure) to paused-for-mig-change, keeping "false";
+// then they wait for the DaemonSet pods whose nodeSelector has the key to
+// leave the node before unloading the driver or resetting GPUs. The
+// default affinity takes the agent off a node whose label is anything but
+// "true" (or absent: no GPU operator), and nvidia.gpuOperatorClient puts
+// the key in the nodeSelector so that the managers wait for it.
+func TestGPUOperatorClientLabel(t *testing.T) {
+	const client = "nvidia.com/gpu.deploy.client"
+	gpuNode := func(extra ...string) map[string]string {
+		m := map[string]string{"kubernetes.io/os": "linux", "nvidia.com/gpu.present": "true"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			m[extra[i]] = extra[i+1]
+		}
+		return m
+	}
+	ds := renderedDaemonSet(t)
+	for _, tc := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{gpuNode(), true},
+		{gpuNode(client, "true"), true},
+		{gpuNode(client, "paused-for-driver-upgrade"), false},
+		{gpuNode(client, "paused-for-mig-change"), false},
+		{gpuNode(client, "paused-for-mig-change_paused-for-driver-upgrade"), false},
+		{gpuNode(client, "false"), false},
+		{map[string]string{"kubernetes.io/os": "linux", "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}, true},
+		{map[string]string{"kubernetes.io/os": "linux", "feature.node.kubernetes.io/amd-gpu": "true", client: "paused-for-driver-upgrade"}, false},
+		{map[string]string{"kubernetes.io/os": "linux", client: "true"}, false}, // no GPU label
+	} {
+		if got := schedules(t, ds, tc.labels); got != tc.want {
+			t.Errorf("default affinity, node %v: schedules %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	if _, ok := ds.Spec.Template.Spec.NodeSelector[client]; ok {
+		t.Errorf("the key is in the default nodeSelector %v: nodes without the GPU operator would get no agent", ds.Spec.Template.Spec.NodeSelector)
+	}
+
+	ds = renderedDaemonSet(t, "--set", "nvidia.gpuOperatorClient=true")
+	if ds.Spec.Template.Spec.NodeSelector[client] != "true" {
+		t.Fatalf("nodeSelector %v lacks %s=true", ds.Spec.Template.Spec.NodeSelector, client)
+	}
+	for _, tc := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{gpuNode(client, "true"), true},
+		{gpuNode(client, "paused-for-driver-upgrade"), false},
+		{gpuNode(), false},
+	} {
+		if got := schedules(t, ds, tc.labels); got != tc.want {
+			t.Errorf("gpuOperatorClient, node %v: schedules %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	// Your own nodeSelector keeps its keys.
+	ds = renderedDaemonSet(t, "--set", "nvidia.gpuOperatorClient=true", "--set", "nodeSelector.pool=gpu")
+	if sel := ds.Spec.Template.Spec.NodeSelector; sel["pool"] != "gpu" || sel[client] != "true" || sel["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v", sel)
+	}
+}

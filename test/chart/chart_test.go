@@ -136,17 +136,17 @@ func TestDefaults(t *testing.T) {
 		t.Error("NODE_NAME is not taken from the downward API")
 	}
 	// Tuning (audit by default, until the operator opts in to enforce)
-	// mounts the host's /proc and /sys writable and keeps its journal on
-	// the host; everything else is read-only.
+	// keeps its journal on the host; audit writes nothing else, so
+	// everything else, the host's /proc and /sys included, is read-only.
 	mounts := map[string]bool{}
 	for _, m := range c.VolumeMounts {
-		writable := map[string]bool{"/host/sys": true, "/host/proc": true, "/var/lib/gpunode": true}[m.MountPath]
+		writable := m.MountPath == "/var/lib/gpunode"
 		if m.ReadOnly == writable {
 			t.Errorf("mount %s: read-only %v", m.MountPath, m.ReadOnly)
 		}
 		mounts[m.MountPath] = true
 	}
-	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev", "/etc/gpunode", "/var/lib/gpunode", "/host/run/systemd", "/host/lib/modules", "/host/var/lib/kubelet"} {
+	for _, p := range []string{"/host/sys", "/host/proc", "/host/dev/infiniband", "/host/dev/kmsg", "/etc/gpunode", "/var/lib/gpunode", "/host/run/systemd", "/host/lib/modules", "/host/var/lib/kubelet"} {
 		if !mounts[p] {
 			t.Errorf("no mount at %s", p)
 		}

@@ -41,6 +41,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if dig "probe" "enabled" false .Values.config -}}true{{- end -}}
 {{- end -}}
 
+{{/* "true" when host tuning writes to the host (config.tuning.mode other
+than off and audit), else empty: /sys and /proc are mounted writable only
+then. */}}
+{{- define "gpunode-agent.tuningWrites" -}}
+{{- if not (has (dig "tuning" "mode" "audit" .Values.config) (list "off" "audit")) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the agent's container is privileged: tuning (audit
+included) or probes on, or securityContext.privileged set; else empty. */}}
+{{- define "gpunode-agent.privileged" -}}
+{{- if or (ne (dig "tuning" "mode" "audit" .Values.config) "off") (include "gpunode-agent.probeEnabled" .) (dig "privileged" false .Values.securityContext) -}}true{{- end -}}
+{{- end -}}
+
 {{/* The Secret holding the RDMA probe token. */}}
 {{- define "gpunode-agent.probeTokenSecret" -}}
 {{- .Values.probeToken.existingSecret | default (printf "%s-probe-token" (include "gpunode-agent.fullname" . | trunc 51 | trimSuffix "-")) -}}
