@@ -71,8 +71,13 @@ type AMD struct {
 // NVML configures the NVIDIA backend.
 type NVML struct {
 	Enabled bool `yaml:"enabled"`
-	// LibraryPath overrides where libnvidia-ml.so.1 is loaded from.
+	// LibraryPath overrides where libnvidia-ml.so.1 is loaded from (a
+	// path in the agent's filesystem, or a name for the loader to search).
 	LibraryPath string `yaml:"libraryPath"`
+	// DriverRoot is the host path of the NVIDIA driver's root filesystem
+	// ("/run/nvidia/driver", "/home/kubernetes/bin/nvidia"), searched under
+	// hostRoot first when libraryPath is empty.
+	DriverRoot string `yaml:"driverRoot"`
 }
 
 // Labels configures the node labels the agent computes.
@@ -303,6 +308,9 @@ func (c Config) Validate() error {
 	}
 	if c.HostRoot == "" || !strings.HasPrefix(c.HostRoot, "/") {
 		bad("hostRoot", "must be an absolute path, got %q", c.HostRoot)
+	}
+	if r := c.GPU.NVML.DriverRoot; r != "" && !strings.HasPrefix(r, "/") {
+		bad("gpu.nvml.driverRoot", "must be an absolute host path or empty, got %q", r)
 	}
 	if c.Discovery.Interval < time.Second {
 		bad("discovery.interval", "must be at least 1s, got %s", c.Discovery.Interval)

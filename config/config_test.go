@@ -27,6 +27,9 @@ func TestParseOverDefaults(t *testing.T) {
 	if c.HostRoot != "/host" || c.Discovery.Interval != 5*time.Minute || c.Discovery.SourceTimeout != 10*time.Second || c.Log.Level != "debug" {
 		t.Fatalf("got %+v", c)
 	}
+	if c, err := Parse([]byte("gpu:\n  nvml:\n    driverRoot: /run/nvidia/driver\n")); err != nil || c.GPU.NVML.DriverRoot != "/run/nvidia/driver" {
+		t.Fatalf("driverRoot: %+v %v", c.GPU.NVML, err)
+	}
 	if c, err := Parse(nil); err != nil || c.HostRoot != "/" {
 		t.Fatalf("empty file: %+v %v", c, err)
 	}
@@ -42,6 +45,7 @@ func TestParseErrors(t *testing.T) {
 		{"discovery:\n  interval: 10ms", "discovery.interval: must be at least 1s"},
 		{"discovery:\n  interval: 5s\n  sourceTimeout: 6s", "must not exceed discovery.interval"},
 		{"hostRoot: relative/path", "hostRoot: must be an absolute path"},
+		{"gpu:\n  nvml:\n    driverRoot: run/nvidia/driver", `gpu.nvml.driverRoot: must be an absolute host path or empty, got "run/nvidia/driver"`},
 		{"labels:\n  domain: Bad_Domain", "labels.domain"},
 		{"metrics:\n  listenAddress: 9835", "metrics.listenAddress"},
 		{"metrics:\n  listenAddress: ':99999'", `metrics.listenAddress: port 99999 of ":99999" is out of range`},

@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"strings"
+
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/amdgpu"
@@ -15,7 +17,19 @@ import (
 // was). Simulated nodes have no AMD SMI library: they get sysfs.
 func amdBackend(cfg config.AMD, fsys hostfs.FS, simulated bool) (b gpu.Backend, why string) {
 	if !simulated {
-		smi, err := amdsmi.Open(cfg.LibraryPath, amdsmi.WithHostFS(fsys))
+		opt, _ := fsys.Names("/opt") // no /opt: only the default names
+		cands := amdsmi.Candidates(fsys.Root(), cfg.LibraryPath, opt)
+		for i, c := range cands {
+			// ROCm's /opt/rocm is an absolute symlink (through
+			// /etc/alternatives): follow it under the host root, where
+			// dlopen would follow it in the agent's own filesystem.
+			if rel, ok := strings.CutPrefix(c.Path, fsys.Root()+"/"); ok && fsys.Root() != "/" && c.Found == gpu.FoundWellKnown {
+				if resolved, err := fsys.Resolve(rel); err == nil {
+					cands[i].Path = fsys.Path(resolved)
+				}
+			}
+		}
+		smi, err := amdsmi.OpenFirst(cands, amdsmi.WithHostFS(fsys))
 		if err == nil {
 			return smi, ""
 		}

@@ -74,6 +74,47 @@ func TestAMDBackendChoice(t *testing.T) {
 	}
 }
 
+// With no libraryPath, AMD SMI is found in the host's ROCm under the host
+// root: /opt/rocm is an absolute symlink to the versioned install, as
+// ROCm's packages lay it out (through /etc/alternatives), and inspect
+// names the file and how it was found.
+func TestAMDSMIFromHostROCm(t *testing.T) {
+	node, err := sim.Build("mi300x-roce", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := filepath.Join(node.Root, "opt")
+	versioned := filepath.Join(opt, "rocm-6.4.1")
+	if err := os.Rename(filepath.Join(opt, "rocm"), versioned); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/opt/rocm-6.4.1", filepath.Join(opt, "rocm")); err != nil {
+		t.Fatal(err)
+	}
+	lib := filepath.Join(versioned, "lib/libamd_smi.so")
+	if err := os.MkdirAll(filepath.Dir(lib), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", lib, "../gpu/amdsmi/testdata/fake_amdsmi.c").CombinedOutput(); err != nil {
+		t.Fatalf("build the fake AMD SMI: %v\n%s", err, out)
+	}
+	cfg := config.Default()
+	cfg.HostRoot = node.Root
+	cfg.GPU.NVML.Enabled = false
+	env, err := discovery.Open(cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	s := discovery.New(env, 10*time.Second).Discover(context.Background())
+	if s.GPUDriver == nil || s.GPUDriver.Backend != "amdsmi" || s.GPUDriver.Library == nil {
+		t.Fatalf("AMD SMI not used (%s): %+v", env.AMDSMIAbsent, s.GPUDriver)
+	}
+	if got := *s.GPUDriver.Library; got.Path != lib || got.Found != "well-known" {
+		t.Errorf("library %+v, want %s found well-known", got, lib)
+	}
+}
+
 // Issue 14: on a host whose GPUs are bound to their driver on PCI, a GPU
 // backend that cannot read them is an error naming the GPUs and the fix,
 // not "absent": NVIDIA without libnvidia-ml.so.1, AMD with neither AMD SMI

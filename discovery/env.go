@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -75,12 +76,8 @@ func Open(cfg config.Config, simulate string) (*Env, error) {
 			return nil, err
 		}
 		env := &Env{FS: fsys, PFC: &dcb.Reader{}}
-		if cfg.GPU.NVML.Enabled {
-			var opts []gonvml.LibraryOption
-			if cfg.GPU.NVML.LibraryPath != "" {
-				opts = append(opts, gonvml.WithLibraryPath(cfg.GPU.NVML.LibraryPath))
-			}
-			env.Backends = append(env.Backends, nvml.New(gonvml.New(opts...)))
+		if n := cfg.GPU.NVML; n.Enabled {
+			env.Backends = append(env.Backends, nvml.NewLocating(nvml.Candidates(cfg.HostRoot, n.DriverRoot, n.LibraryPath, runtime.GOARCH)))
 		}
 		if cfg.GPU.AMD.Enabled {
 			b, why := amdBackend(cfg.GPU.AMD, fsys, false)

@@ -4,7 +4,10 @@
 package gpu
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"path"
 	"strings"
 )
 
@@ -40,8 +43,11 @@ type Inventory struct {
 	// LibraryVersion is the management library's own version (NVML, AMD SMI).
 	LibraryVersion string `json:"library_version,omitempty"`
 	// ROCmVersion is the ROCm release on AMD nodes ("6.4.1").
-	ROCmVersion string   `json:"rocm_version,omitempty"`
-	Devices     []Device `json:"devices"`
+	ROCmVersion string `json:"rocm_version,omitempty"`
+	// Library is the management library file the backend loaded; nil for
+	// a backend with no file (sysfs, a simulated node).
+	Library *Library `json:"library,omitempty"`
+	Devices []Device `json:"devices"`
 	// NotVisible are the indices of GPUs the driver counts but this
 	// process may not open (NVML answers NO_PERMISSION: the container's
 	// device cgroup or /dev/nvidiaN permissions leave them out). They are
@@ -49,6 +55,26 @@ type Inventory struct {
 	// not failed ones.
 	NotVisible []int `json:"not_visible,omitempty"`
 }
+
+// Library is where a backend's management library was found.
+type Library struct {
+	// Path is the file loaded, symlinks resolved, as this process sees it
+	// (under the host root when it came from the host).
+	Path string `json:"path"`
+	// Found says how: "configured" (a libraryPath setting), "driverRoot"
+	// (under gpu.nvml.driverRoot), "runtime" (by name: the library the
+	// container runtime injected, or the loader's search path),
+	// "well-known" (a known driver location under the host root).
+	Found string `json:"found"`
+}
+
+// Ways a library is found (Library.Found).
+const (
+	FoundConfigured = "configured"
+	FoundDriverRoot = "driverRoot"
+	FoundRuntime    = "runtime"
+	FoundWellKnown  = "well-known"
+)
 
 // Device is one physical GPU.
 type Device struct {
@@ -174,4 +200,29 @@ func NormalizePCIBusID(id string) string {
 		dom = "0" + dom
 	}
 	return dom + ":" + rest
+}
+
+// MappedLibrary finds in /proc/<pid>/maps the file mapped for the library
+// soname ("libnvidia-ml.so.1" matches /usr/lib64/libnvidia-ml.so.550.54.15
+// and /usr/lib64/libnvidia-ml.so.1): the first whose name starts with the
+// soname's stem; "" when none is mapped.
+func MappedLibrary(maps []byte, soname string) string {
+	stem, _, _ := strings.Cut(soname, ".so")
+	stem += ".so"
+	sc := bufio.NewScanner(bytes.NewReader(maps))
+	for sc.Scan() {
+		// address perms offset dev inode pathname (the path may hold spaces)
+		fields := strings.SplitN(sc.Text(), " ", 6)
+		if len(fields) < 6 {
+			continue
+		}
+		p := strings.TrimSpace(fields[5])
+		if !strings.HasPrefix(p, "/") {
+			continue
+		}
+		if b := path.Base(p); b == stem || strings.HasPrefix(b, stem+".") {
+			return p
+		}
+	}
+	return ""
 }

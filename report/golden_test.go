@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/gpu"
 	goldenfile "github.com/gpunode/gpunode/internal/golden"
 	"github.com/gpunode/gpunode/internal/testsupport"
 	"github.com/gpunode/gpunode/labels"
@@ -108,4 +109,38 @@ func TestTextFoldsMultiLineMessages(t *testing.T) {
 			t.Errorf("the message spilled onto its own line %q:\n%s", l, out)
 		}
 	}
+}
+
+// Where the GPU library was found, for each way of finding it, in the
+// summary inspect prints and in its JSON.
+func TestGoldenLibrary(t *testing.T) {
+	var text, js bytes.Buffer
+	for _, tc := range []struct {
+		node string
+		lib  gpu.Library
+	}{
+		{"dgx-h100-ib", gpu.Library{Path: "/host/run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15", Found: gpu.FoundDriverRoot}},
+		{"dgx-h100-ib", gpu.Library{Path: "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15", Found: gpu.FoundRuntime}},
+		{"dgx-h100-ib", gpu.Library{Path: "/host/home/kubernetes/bin/nvidia/lib64/libnvidia-ml.so.550.54.15", Found: gpu.FoundWellKnown}},
+		{"dgx-h100-ib", gpu.Library{Path: "/opt/nvidia/libnvidia-ml.so.1", Found: gpu.FoundConfigured}},
+		{"mi300x-roce", gpu.Library{Path: "/host/opt/rocm-6.4.1/lib/libamd_smi.so.24.7.60401", Found: gpu.FoundWellKnown}},
+	} {
+		s := discoverSim(t, tc.node)
+		d := *s.GPUDriver
+		d.Library = &tc.lib
+		if d.Backend == "amdgpu" { // the simulated node reads sysfs; a host with ROCm uses AMD SMI
+			d.Backend = "amdsmi"
+		}
+		s.GPUDriver = &d
+		for _, l := range report.Summary(s) {
+			if strings.HasPrefix(l, "GPU") {
+				text.WriteString(l + "\n")
+			}
+		}
+		if err := json.NewEncoder(&js).Encode(s.GPUDriver); err != nil {
+			t.Fatal(err)
+		}
+	}
+	golden(t, "library.txt", text.Bytes())
+	golden(t, "library.json", js.Bytes())
 }

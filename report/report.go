@@ -44,7 +44,11 @@ func Summary(s *snapshot.Snapshot) []string {
 	}
 	out = append(out, fmt.Sprintf("host %s: kernel %s, %d CPUs online, %d NUMA nodes",
 		orDash(s.Host.Hostname), orDash(s.Host.Kernel), s.Host.OnlineCPUs.Len(), len(s.NUMANodes)))
-	out = append(out, gpuLine(s), rdmaLine(s))
+	out = append(out, gpuLine(s))
+	if d := s.GPUDriver; d != nil && d.Library != nil {
+		out = append(out, fmt.Sprintf("GPU library: %s %s (%s)", d.Backend, d.Library.Path, foundText(d.Backend, d.Library.Found)))
+	}
+	out = append(out, rdmaLine(s))
 	if len(s.GPUs) > 0 {
 		out = append(out, "GPUDirect RDMA: "+gpuDirectText(s.GPUDirect))
 	}
@@ -110,6 +114,25 @@ func gpuLine(s *snapshot.Snapshot) string {
 		line += "; " + nv
 	}
 	return line
+}
+
+// foundText says in words how a backend's library was found.
+func foundText(backend, found string) string {
+	key := "gpu.nvml"
+	if backend != source.NVML {
+		key = "gpu.amd"
+	}
+	switch found {
+	case gpu.FoundConfigured:
+		return "configured: " + key + ".libraryPath"
+	case gpu.FoundDriverRoot:
+		return "under " + key + ".driverRoot"
+	case gpu.FoundRuntime:
+		return "by name: injected by the container runtime or on the loader's path"
+	case gpu.FoundWellKnown:
+		return "well-known driver location under the host root"
+	}
+	return found
 }
 
 func rdmaLine(s *snapshot.Snapshot) string {

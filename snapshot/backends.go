@@ -62,12 +62,12 @@ var gpuVendors = []gpuVendor{
 	{
 		vendor: gpu.NVIDIA, pci: topology.PCIVendorNVIDIA, driver: "nvidia", backends: []string{source.NVML},
 		lacking: "NVML is not available",
-		fix:     "mount the driver library and devices into the agent: run it with the NVIDIA container runtime (chart: runtimeClassName) or set gpu.nvml.libraryPath to the host's libnvidia-ml.so.1",
+		fix:     "mount the driver library and devices into the agent: run it with the NVIDIA container runtime (chart: runtimeClassName), or set gpu.nvml.driverRoot to the host path of the driver's root (/run/nvidia/driver with the GPU operator's driver container, /home/kubernetes/bin/nvidia on GKE) mounted under the host root, or gpu.nvml.libraryPath to the library itself",
 	},
 	{
 		vendor: gpu.AMD, pci: topology.PCIVendorAMD, driver: "amdgpu", backends: []string{source.AMDSMI, source.AMDGPU},
 		lacking: "neither AMD SMI nor amdgpu sysfs can read them",
-		fix:     "give the agent the host's /sys (class/drm and module/amdgpu under its host root) or ROCm's libamd_smi.so (gpu.amd.libraryPath)",
+		fix:     "give the agent the host's /sys (class/drm and module/amdgpu under its host root) or ROCm's libamd_smi.so (the host's /opt/rocm under its host root, or gpu.amd.libraryPath)",
 	},
 }
 

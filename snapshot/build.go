@@ -66,6 +66,7 @@ func Build(in Inputs) *Snapshot {
 			CUDAVersion:    in.GPU.CUDAVersion,
 			LibraryVersion: in.GPU.LibraryVersion,
 			ROCmVersion:    in.GPU.ROCmVersion,
+			Library:        in.GPU.Library,
 			GPUsNotVisible: in.GPU.NotVisible,
 		}
 		for _, d := range in.GPU.Devices {

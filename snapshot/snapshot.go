@@ -57,6 +57,9 @@ type GPUDriver struct {
 	CUDAVersion    string `json:"cuda_version,omitempty"`
 	LibraryVersion string `json:"library_version,omitempty"`
 	ROCmVersion    string `json:"rocm_version,omitempty"`
+	// Library is the management library file the backend loaded and how
+	// it was found; nil for sysfs and simulated nodes.
+	Library *gpu.Library `json:"library,omitempty"`
 	// GPUsNotVisible are the indices of GPUs the driver counts but the
 	// agent may not open (gpu.Inventory.NotVisible); they are not in GPUs.
 	GPUsNotVisible []int `json:"gpus_not_visible,omitempty"`

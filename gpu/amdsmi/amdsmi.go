@@ -14,9 +14,14 @@ package amdsmi
 import "C"
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +34,56 @@ import (
 )
 
 // DefaultLibraries are tried in order when no path is configured: the
-// loader's search path, then ROCm's default install location.
-var DefaultLibraries = []string{"libamd_smi.so", "/opt/rocm/lib/libamd_smi.so"}
+// loader's search path, then ROCm's default install location in the
+// agent's own filesystem. Candidates adds the host's ROCm installs.
+var DefaultLibraries = []gpu.Library{
+	{Path: "libamd_smi.so", Found: gpu.FoundRuntime},
+	{Path: "/opt/rocm/lib/libamd_smi.so", Found: gpu.FoundWellKnown},
+}
+
+// Candidates lists where libamd_smi.so is looked for: libraryPath alone
+// when set; else DefaultLibraries, then the host's ROCm under hostRoot:
+// opt/rocm/lib, then each opt/rocm-<version>/lib, newest version first.
+// optNames are the names in the host's /opt. Paths are listed once.
+func Candidates(hostRoot, libraryPath string, optNames []string) []gpu.Library {
+	if libraryPath != "" {
+		return []gpu.Library{{Path: libraryPath, Found: gpu.FoundConfigured}}
+	}
+	out := slices.Clone(DefaultLibraries)
+	var versioned []string
+	for _, n := range optNames {
+		if v, ok := strings.CutPrefix(n, "rocm-"); ok && v != "" {
+			versioned = append(versioned, n)
+		}
+	}
+	slices.SortFunc(versioned, func(a, b string) int { return compareVersions(b[len("rocm-"):], a[len("rocm-"):]) })
+	for _, d := range append([]string{"rocm"}, versioned...) {
+		p := path.Join("/", hostRoot, "opt", d, "lib/libamd_smi.so")
+		if !slices.ContainsFunc(out, func(l gpu.Library) bool { return l.Path == p }) {
+			out = append(out, gpu.Library{Path: p, Found: gpu.FoundWellKnown})
+		}
+	}
+	return out
+}
+
+// compareVersions orders dotted versions by their numbers ("6.10.0" after
+// "6.4.1"); parts that are not numbers compare as text.
+func compareVersions(a, b string) int {
+	as, bs := strings.FieldsFunc(a, isVersionSep), strings.FieldsFunc(b, isVersionSep)
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, errX := strconv.Atoi(as[i])
+		y, errY := strconv.Atoi(bs[i])
+		if c := cmp.Compare(x, y); errX == nil && errY == nil && c != 0 {
+			return c
+		}
+		if c := strings.Compare(as[i], bs[i]); (errX != nil || errY != nil) && c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(as), len(bs))
+}
+
+func isVersionSep(r rune) bool { return r == '.' || r == '-' }
 
 // Version is an AMD SMI library version (year-based: 24.7.1.0).
 type Version struct{ Year, Major, Minor, Release uint32 }
@@ -84,7 +137,7 @@ func status(st C.amdsmi_status_t) error {
 type Backend struct {
 	mu      sync.Mutex
 	lib     *C.smi_lib
-	path    string
+	library gpu.Library
 	version Version
 	fs      *hostfs.FS
 	now     func() time.Time
@@ -106,24 +159,36 @@ func WithHostFS(fsys hostfs.FS) Option { return func(b *Backend) { b.fs = &fsys 
 // WithClock stamps samples with now instead of time.Now.
 func WithClock(now func() time.Time) Option { return func(b *Backend) { b.now = now } }
 
-// Open loads AMD SMI from path (DefaultLibraries when empty), checks its
+// Open loads AMD SMI from path (DefaultLibraries when empty); see OpenFirst.
+func Open(path string, opts ...Option) (*Backend, error) {
+	if path != "" {
+		return OpenFirst([]gpu.Library{{Path: path, Found: gpu.FoundConfigured}}, opts...)
+	}
+	return OpenFirst(DefaultLibraries, opts...)
+}
+
+// OpenFirst loads AMD SMI from the first of cands that loads, checks its
 // version and initialises it for AMD GPUs. A library that is missing, lacks
 // a function we need, has a version whose structs we do not know, or finds
 // no driver gives an error for which errors.Is(err, source.ErrAbsent)
 // holds, with the reason; the agent then reads amdgpu sysfs instead.
-func Open(path string, opts ...Option) (*Backend, error) {
-	paths := DefaultLibraries
-	if path != "" {
-		paths = []string{path}
-	}
+func OpenFirst(cands []gpu.Library, opts ...Option) (*Backend, error) {
 	b := &Backend{now: time.Now, known: map[int]gpu.Sample{}}
 	for _, o := range opts {
 		o(b)
 	}
 	var reasons []string
-	for _, p := range paths {
-		err := b.open(p)
+	for _, c := range cands {
+		err := b.open(c.Path)
 		if err == nil {
+			b.library = c
+			if !strings.Contains(c.Path, "/") { // by name: name the file the loader picked
+				if maps, err := os.ReadFile("/proc/self/maps"); err == nil {
+					if p := gpu.MappedLibrary(maps, c.Path); p != "" {
+						b.library.Path = p
+					}
+				}
+			}
 			return b, nil
 		}
 		if !errors.Is(err, source.ErrAbsent) {
@@ -161,7 +226,7 @@ func (b *Backend) open(path string) error {
 	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_init: %v", path, err))
 	}
-	b.lib, b.path, b.version = lib, path, ver
+	b.lib, b.version = lib, ver
 	return nil
 }
 
@@ -232,6 +297,8 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 		return inv, err
 	}
 	inv.LibraryVersion = b.version.String()
+	lib := b.library
+	inv.Library = &lib
 	var errs []error
 	if b.fs != nil {
 		v, err := amdgpu.ROCmVersion(*b.fs)

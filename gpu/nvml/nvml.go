@@ -27,7 +27,13 @@ import (
 // Close waits a bounded time: a call hung in the driver leaves NVML
 // initialised rather than hanging the caller.
 type Backend struct {
-	lib        gonvml.Interface
+	lib gonvml.Interface
+	// cands, when lib is nil, are where initialisation looks for the
+	// library (NewLocating); library is where it was found. Both change
+	// only with all of lock held.
+	cands   []Candidate
+	library *gpu.Library
+
 	now        func() time.Time
 	closeWait  time.Duration
 	eventRetry time.Duration
@@ -111,6 +117,17 @@ func New(lib gonvml.Interface, opts ...Option) *Backend {
 	return b
 }
 
+// NewLocating returns a backend that looks for libnvidia-ml.so.1 among
+// cands (see Candidates) when it initialises, and again at each
+// initialisation until a library is found: the driver may be installed
+// after the agent starts (the GPU operator's driver container). Inventory
+// reports where it was found.
+func NewLocating(cands []Candidate, opts ...Option) *Backend {
+	b := New(nil, opts...)
+	b.cands = cands
+	return b
+}
+
 // Name identifies the backend in source status.
 func (b *Backend) Name() string { return source.NVML }
 
@@ -128,6 +145,10 @@ func (b *Backend) Inventory(ctx context.Context) (gpu.Inventory, error) {
 		return inv, err
 	}
 	defer release()
+	if b.library != nil {
+		lib := *b.library
+		inv.Library = &lib
+	}
 
 	var errs []error
 	system := func(fn string, ret gonvml.Return) bool {
@@ -289,11 +310,22 @@ func callerName() string {
 // initLocked runs nvmlInit until it succeeds once; failures are retried on
 // the next call because the driver may be installed or loaded later.
 func (b *Backend) initLocked() error {
+	if b.initialised {
+		return nil
+	}
+	if b.lib == nil && b.cands != nil {
+		lib, load, err := Locate(b.cands)
+		if err != nil {
+			return err
+		}
+		b.lib, b.library = gonvml.New(gonvml.WithLibraryPath(load)), &lib
+	}
 	if b.lib == nil {
 		return source.NewAbsent("NVIDIA management library not available")
 	}
-	if b.initialised {
-		return nil
+	at := "" // names the library found, for errors
+	if b.library != nil {
+		at = " (library " + b.library.Path + ")"
 	}
 	// After a failed Init nothing else is called: with the library missing
 	// every other NVML entry point is an unresolved symbol. (go-nvml keeps a
@@ -308,11 +340,14 @@ func (b *Backend) initLocked() error {
 		b.symMu.Unlock()
 		return nil
 	case gonvml.ERROR_LIBRARY_NOT_FOUND:
+		if b.library != nil { // it loaded when located: not absent
+			return fmt.Errorf("NVIDIA library %s no longer loads", b.library.Path)
+		}
 		return source.NewAbsent("NVIDIA driver library libnvidia-ml.so.1 not found")
 	case gonvml.ERROR_DRIVER_NOT_LOADED:
-		return source.NewAbsent("NVIDIA kernel driver is not loaded")
+		return source.NewAbsent("NVIDIA kernel driver is not loaded%s", at)
 	default:
-		return fmt.Errorf("nvmlInit: %w", ret)
+		return fmt.Errorf("nvmlInit%s: %w", at, ret)
 	}
 }
 
