@@ -221,7 +221,7 @@ func TestPlatformValuesFiles(t *testing.T) {
 			// The rest of the configuration passes the agent's strict
 			// decoder. gpu.nvml.driverRoot is the agent key of the library
 			// search (issue 22, item 1, agent side), checked above.
-			agentAccepts(t, withoutDriverRoot(t, configOf(t, objs)))
+			agentAccepts(t, configOf(t, objs))
 		})
 	}
 }
@@ -323,22 +323,6 @@ func TestLeastPrivilegePerMode(t *testing.T) {
 			}
 		})
 	}
-}
-
-// withoutDriverRoot returns the rendered agent config without
-// gpu.nvml.driverRoot.
-func withoutDriverRoot(t *testing.T, config string) string {
-	t.Helper()
-	var m map[string]any
-	if err := yaml.Unmarshal([]byte(config), &m); err != nil {
-		t.Fatal(err)
-	}
-	if gpu, ok := m["gpu"].(map[string]any); ok {
-		if nvml, ok := gpu["nvml"].(map[string]any); ok {
-			delete(nvml, "driverRoot")
-		}
-	}
-	return mustYAML(t, m)
 }
 
 // A libraryPath given in config wins over the one the chart derives from
