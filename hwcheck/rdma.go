@@ -196,8 +196,13 @@ func CompareRDMA(agent []rdma.Device, ibv []IBVDevice, links []RDMALink) []Row {
 			rows = append(rows, Row{Section: secRDMA, Device: v.Name, Fact: "device", Agent: "(missing)", Vendor: "ibv_devinfo lists it", Verdict: Differ})
 			continue
 		}
-		rows = append(rows,
-			exact(secRDMA, v.Name, "firmware version", d.FirmwareVersion, v.FWVersion),
+		fw := exact(secRDMA, v.Name, "firmware version", d.FirmwareVersion, v.FWVersion)
+		if d.FirmwareVersion == "" && v.FWVersion == "0.0.0" {
+			// A device without a fw_ver file in sysfs (soft-RoCE):
+			// libibverbs prints the kernel's numeric version, 0, as 0.0.0.
+			fw.Verdict, fw.Note = Agree, "no firmware version: ibv_devinfo prints the kernel's 0 as 0.0.0"
+		}
+		rows = append(rows, fw,
 			exact(secRDMA, v.Name, "node GUID", d.NodeGUID, v.NodeGUID),
 			exact(secRDMA, v.Name, "system image GUID", d.SysImageGUID, v.SysImageGUID))
 		if v.BoardID != "" {

@@ -1,6 +1,7 @@
 package hwcheck
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -127,4 +128,57 @@ func TestCompareAMD(t *testing.T) {
 
 func gpuDevice(vendor, product, bus, devID string, mem uint64) gpu.Device {
 	return gpu.Device{Vendor: gpu.Vendor(vendor), Product: product, PCIBusID: bus, PCIDeviceID: devID, MemoryBytes: mem}
+}
+
+// soft-RoCE has no fw_ver in sysfs (the agent reports none) and
+// ibv_devinfo prints the kernel's 0 as 0.0.0: the same fact.
+func TestCompareRDMASoftRoCEFirmware(t *testing.T) {
+	agent := agentIB()
+	agent[0].FirmwareVersion = ""
+	ibv, err := ParseIBVDevinfo(strings.NewReader(strings.Replace(ibvDevinfoV, "28.39.1002", "0.0.0", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := differing(CompareRDMA(agent, ibv, nil)); len(d) > 0 {
+		t.Errorf("%q", d)
+	}
+	ibv[0].FWVersion = "1.0.0"
+	if d := differing(CompareRDMA(agent, ibv, nil)); len(d) != 1 {
+		t.Errorf("a real version the agent misses: %q", d)
+	}
+}
+
+// The real tools on soft-RoCE (captured by test/hwcheck in its VM: Linux
+// 6.1, rdma-core 44, iproute2 6.1) against the agent's inspect there.
+func TestCompareRDMARecordedSoftRoCE(t *testing.T) {
+	read := func(name string) *os.File {
+		f, err := os.Open("testdata/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	in, err := ParseInspect(read("inspect-softroce.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ibv, err := ParseIBVDevinfo(read("ibv_devinfo-v-softroce.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := ParseRDMALink(read("rdma-link-softroce.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ibv) != 1 || len(ibv[0].Ports) != 1 || ibv[0].Ports[0].Width != "1X" || ibv[0].Ports[0].Speed != "2.5 Gbps" || len(links) != 1 {
+		t.Fatalf("ibv_devinfo %+v, rdma link %+v", ibv, links)
+	}
+	rows := CompareRDMA(in.RDMADevices, ibv, links)
+	if d := differing(rows); len(d) > 0 {
+		t.Errorf("%q", d)
+	}
+	if len(rows) != 12 {
+		t.Errorf("%d rows: %+v", len(rows), rows)
+	}
 }
