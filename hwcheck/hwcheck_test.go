@@ -313,7 +313,7 @@ func TestReadings(t *testing.T) {
 	// dmon --gpm-metrics 2,5: SM and tensor activity, percent.
 	dmon := "# gpu    sm   mem   enc   dec   jpg   ofa  gpm_sm  gpm_tensor\n# Idx     %     %     %     %     %     %       %       %\n" +
 		strings.Repeat("    0    46    52     0     0     0     0      "+itoa(s.Values[GPMSM])+"      "+itoa(s.Values[GPMTensor])+"\n", 60)
-	gpm, err := ParseDmonGPM(strings.NewReader(dmon), map[int]string{0: uuid}, func(line int) time.Time { return t0.Add(time.Duration(line) * time.Second) })
+	gpm, err := ParseDmonGPM(strings.NewReader(dmon), map[int]string{0: uuid}, func(k int) time.Time { return t0.Add(time.Duration(k) * time.Second) })
 	if err != nil || len(gpm) != 60 {
 		t.Fatalf("dmon: %d samples, %v", len(gpm), err)
 	}
@@ -482,5 +482,25 @@ func TestReportOutput(t *testing.T) {
 	var back Report
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Rows) != 3 || back.Rows[1].Verdict != Differ {
 		t.Errorf("JSON round trip: %v %+v", err, back)
+	}
+}
+
+func TestSourceRows(t *testing.T) {
+	in := readInspect(t)
+	f, err := os.Open("../exporters/testdata/metrics-dgx-h100-ib-degraded.prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := ParseMetrics(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range SourceRows(in, m) {
+		got[r.Fact] = r.Agent
+	}
+	if got["nvml"] != "ok" || got["nvml-sample"] == "" || got["rdma-counters"] == "" {
+		t.Errorf("source rows %v", got)
 	}
 }

@@ -268,3 +268,33 @@ func NVMLCallsMarkdown() string {
 	}
 	return b.String()
 }
+
+const secSources = "sources"
+
+// SourceRows records the state of each of the agent's sources: discovery
+// from inspect (with its message, which names what failed), sampling from
+// the last scrape's gpunode_source_state. A failed sampling source
+// (nvml-sample) is where a driver that lacks a call the agent expects
+// shows; the full messages are in the agent's log.
+func SourceRows(in *Inspect, m Metrics) []Row {
+	var rows []Row
+	for _, s := range in.Sources {
+		rows = append(rows, Row{Section: secSources, Fact: s.Name, Agent: s.State, Vendor: "-", Verdict: Recorded, Note: s.Message})
+	}
+	fam, ok := m["gpunode_source_state"]
+	if !ok {
+		return rows
+	}
+	seen := map[string]bool{}
+	for _, s := range in.Sources {
+		seen[s.Name] = true
+	}
+	for _, met := range fam.GetMetric() {
+		name := labelValue(met, "source")
+		if seen[name] || metricValue(met) != 1 {
+			continue
+		}
+		rows = append(rows, Row{Section: secSources, Fact: name, Agent: labelValue(met, "state"), Vendor: "-", Verdict: Recorded, Note: "sampling (last scrape)"})
+	}
+	return rows
+}

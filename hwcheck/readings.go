@@ -136,8 +136,9 @@ func ParseQueryCSV(r io.Reader, fields []string, loc *time.Location) ([]Sample, 
 // lines start with '#', data lines start with the GPU index and end with
 // the requested GPM metrics (SM activity, then tensor activity, percent;
 // "-" when unavailable). byIndex maps GPU indices to UUIDs. dmon prints
-// no timestamps without -o T; each line is stamped with at.
-func ParseDmonGPM(r io.Reader, byIndex map[int]string, at func(line int) time.Time) ([]Sample, error) {
+// no timestamps without -o T; the k-th data line (from 0, comment lines
+// not counted) is stamped at(k).
+func ParseDmonGPM(r io.Reader, byIndex map[int]string, at func(k int) time.Time) ([]Sample, error) {
 	var out []Sample
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
@@ -152,7 +153,7 @@ func ParseDmonGPM(r io.Reader, byIndex map[int]string, at func(line int) time.Ti
 		if err != nil {
 			return nil, fmt.Errorf("nvidia-smi dmon line %d: GPU index %q: %w", n, f[0], err)
 		}
-		s := Sample{At: at(n), UUID: byIndex[idx], Values: map[Reading]float64{}}
+		s := Sample{At: at(len(out)), UUID: byIndex[idx], Values: map[Reading]float64{}}
 		if v, err := strconv.ParseFloat(f[len(f)-2], 64); err == nil {
 			s.Values[GPMSM] = v
 		}

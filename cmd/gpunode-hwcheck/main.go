@@ -369,8 +369,8 @@ func watchAgent(ctx context.Context, log *slog.Logger, o options, in *hwcheck.In
 		// dmon prints one line per GPU per second from its start; stamp
 		// the k-th round with the k-th second of the window.
 		gpus := max(len(in.GPUs), 1)
-		gpm, err := hwcheck.ParseDmonGPM(bytes.NewReader(dmonOut.Bytes()), byIndex, func(line int) time.Time {
-			return from.Add(time.Duration(line/gpus) * time.Second)
+		gpm, err := hwcheck.ParseDmonGPM(bytes.NewReader(dmonOut.Bytes()), byIndex, func(k int) time.Time {
+			return from.Add(time.Duration(k/gpus) * time.Second)
 		})
 		if err != nil {
 			gpm = nil // dmon without --gpm-metrics (before R525) prints usage
@@ -380,6 +380,7 @@ func watchAgent(ctx context.Context, log *slog.Logger, o options, in *hwcheck.In
 	}
 	rows = append(rows, hwcheck.CostRows(hwcheck.Cost{CPU: cpu1 - cpu0, Window: to.Sub(from), Interval: o.sampleInterval,
 		GPUs: len(in.GPUs), Scrapes: scrapes, RSS: rss, RssAnon: anon})...)
+	rows = append(rows, hwcheck.SourceRows(in, last)...)
 	if nvidia || len(in.GPUs) > 0 {
 		rows = append(rows, hwcheck.NVMLCallRows(in, last)...)
 	}
