@@ -274,6 +274,7 @@ func watchAgent(ctx context.Context, log *slog.Logger, o options, in *hwcheck.In
 		q := append([]string{"timestamp", "uuid"}, fields...)
 		smiCmd = exec.CommandContext(smiCtx, "nvidia-smi", "--query-gpu="+strings.Join(q, ","), "--format=csv,noheader,nounits", "-lms", "250")
 		smiCmd.Stdout = &smiOut
+		interruptOnCancel(smiCmd)
 		if err := smiCmd.Start(); err != nil {
 			return nil, fmt.Errorf("start nvidia-smi --query-gpu: %w", err)
 		}
@@ -288,6 +289,7 @@ func watchAgent(ctx context.Context, log *slog.Logger, o options, in *hwcheck.In
 		dmonCmd = exec.CommandContext(smiCtx, "nvidia-smi", "dmon", "-s", "u", "--gpm-metrics", "2,5", "-d", "1",
 			"-c", strconv.Itoa(int(window.Seconds())))
 		dmonCmd.Stdout, dmonCmd.Stderr = &dmonOut, &dmonOut
+		interruptOnCancel(dmonCmd)
 		if err := dmonCmd.Start(); err != nil {
 			dmonCmd = nil
 		}
@@ -331,10 +333,13 @@ func watchAgent(ctx context.Context, log *slog.Logger, o options, in *hwcheck.In
 	if err != nil {
 		return nil, err
 	}
+	// dmon stops by itself after its count; give it a moment, then stop
+	// both samplers.
+	_ = sleep(ctx, 2*time.Second)
+	smiStop()
 	if dmonCmd != nil {
 		_ = dmonCmd.Wait()
 	}
-	smiStop()
 	if smiCmd != nil {
 		_ = smiCmd.Wait()
 	}
@@ -385,6 +390,14 @@ func watchAgent(ctx context.Context, log *slog.Logger, o options, in *hwcheck.In
 		rows = append(rows, hwcheck.NVMLCallRows(in, last)...)
 	}
 	return rows, nil
+}
+
+// interruptOnCancel makes a sampler stop as on Ctrl-C when its context
+// ends, so it can flush the lines it buffered for the pipe, and kills it
+// only if it has not exited 5 s later.
+func interruptOnCancel(cmd *exec.Cmd) {
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
 }
 
 // queryFields are the harness's --query-gpu fields this nvidia-smi knows
