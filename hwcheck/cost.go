@@ -80,9 +80,9 @@ type Cost struct {
 	RssAnon  uint64
 }
 
-// Budgets the cost rows are held to. They are far above what the agent
-// should need (a simulated DGX H100 samples 8 GPUs in about 1 ms), so a
-// row over them is a regression or a driver call that blocks, not noise.
+// Budgets the cost rows are noted against. A row over budget says so in
+// its note but does not fail the run: the harness fails on disagreements
+// with the vendor tools, and the agent's cost has none to disagree with.
 const (
 	BudgetCPUPerRoundPerGPU = 10 * time.Millisecond
 	BudgetRssAnon           = 64 << 20
@@ -105,13 +105,13 @@ func CostRows(c Cost) []Row {
 		per := c.CPU / time.Duration(rounds*c.GPUs)
 		row.Agent, row.Verdict = fmt.Sprintf("%.2f ms", float64(per)/float64(time.Millisecond)), Recorded
 		if per > BudgetCPUPerRoundPerGPU {
-			row.Verdict = Differ
+			row.Note = "OVER BUDGET: " + row.Note
 		}
 	}
 	anon := Row{Section: secCost, Fact: "RssAnon (heap and stacks)", Agent: mib(c.RssAnon), Vendor: "-", Verdict: Recorded,
 		Note: "budget " + mib(BudgetRssAnon)}
 	if c.RssAnon > BudgetRssAnon {
-		anon.Verdict = Differ
+		anon.Note = "OVER BUDGET: " + anon.Note
 	}
 	return []Row{row, anon,
 		{Section: secCost, Fact: "RSS", Agent: mib(c.RSS), Vendor: "-", Verdict: Recorded,

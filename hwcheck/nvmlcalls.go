@@ -34,7 +34,9 @@ type Availability string
 const (
 	Available    Availability = "available"
 	NotAvailable Availability = "not available"
-	Unknown      Availability = "cannot tell"
+	// Unknown: the output cannot tell, or the agent had no reason to make
+	// the call here (MIG calls on a GPU not in MIG mode).
+	Unknown Availability = "cannot tell"
 )
 
 // Branch sources.
@@ -174,10 +176,10 @@ var NVMLCalls = []NVMLCall{
 		Evidence: func(in *Inspect, _ Metrics) Availability {
 			return anyGPU(in, func(i int) bool { return in.GPUs[i].MIG.Capable })
 		}},
-	{Symbol: "nvmlDeviceGetMaxMigDeviceCount", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: metric("gpunode_gpu_mig_info")},
-	{Symbol: "nvmlDeviceGetMigDeviceHandleByIndex", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: metric("gpunode_gpu_mig_info")},
-	{Symbol: "nvmlDeviceGetGpuInstanceId", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: metric("gpunode_gpu_mig_info")},
-	{Symbol: "nvmlDeviceGetComputeInstanceId", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: metric("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetMaxMigDeviceCount", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetMigDeviceHandleByIndex", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetGpuInstanceId", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetComputeInstanceId", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
 	{Symbol: "nvmlDeviceGetUtilizationRates", Branch: "before R384", Source: srcLegacy, Use: "utilization", Evidence: metric("gpunode_gpu_utilization_ratio")},
 	{Symbol: "nvmlDeviceGetPowerUsage", Branch: "before R384", Source: srcLegacy, Use: "power", Evidence: metric("gpunode_gpu_power_watts")},
 	{Symbol: "nvmlDeviceGetTotalEnergyConsumption", Branch: "R390", Source: srcAgent, Use: "energy counter (Volta and newer)", Evidence: metric("gpunode_gpu_energy_joules_total")},
@@ -192,7 +194,7 @@ var NVMLCalls = []NVMLCall{
 		Alternative: "nvmlDeviceGetSupportedClocksThrottleReasons", Evidence: metric("gpunode_gpu_clocks_event_reasons")},
 	{Symbol: "nvmlDeviceGetSupportedClocksThrottleReasons", Branch: "before R384", Source: srcLegacy, Use: "which reasons to export before R535", Evidence: metric("gpunode_gpu_clocks_event_reasons")},
 	{Symbol: "nvmlDeviceGetPcieReplayCounter", Branch: "before R384", Source: srcLegacy, Use: "PCIe replays", Evidence: metric("gpunode_gpu_pcie_replay_errors_total")},
-	{Symbol: "nvmlDeviceGetPcieThroughput", Branch: "before R384", Source: srcLegacy, Use: "PCIe rate where the byte counters are missing or 32-bit", Evidence: metric("gpunode_gpu_pcie_transmit_bytes_per_second")},
+	{Symbol: "nvmlDeviceGetPcieThroughput", Branch: "before R384", Source: srcLegacy, Use: "PCIe rate where the byte counters are missing or 32-bit", Evidence: pcieThroughput},
 	{Symbol: "nvmlDeviceGetFieldValues", Branch: "R384", Source: srcAgent, Use: "memory temperature, PCIe and NVLink byte and error counters (field ids newer than the call: see its rows' evidence)",
 		Evidence: func(in *Inspect, m Metrics) Availability {
 			if len(in.GPUs) == 0 || m == nil {
@@ -217,8 +219,27 @@ var NVMLCalls = []NVMLCall{
 	{Symbol: "nvmlGpmSampleAlloc", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM", Evidence: gpm},
 	{Symbol: "nvmlGpmSampleFree", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM", Evidence: gpm},
 	{Symbol: "nvmlGpmSampleGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM", Evidence: gpm},
-	{Symbol: "nvmlGpmMigSampleGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM of MIG instances", Evidence: metric("gpunode_gpu_mig_sm_active_ratio")},
+	{Symbol: "nvmlGpmMigSampleGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM of MIG instances", Evidence: migDevices("gpunode_gpu_mig_sm_active_ratio")},
 	{Symbol: "nvmlGpmMetricsGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM", Evidence: gpm},
+}
+
+// migDevices: the MIG device calls are made only on a GPU in MIG mode.
+func migDevices(series string) func(*Inspect, Metrics) Availability {
+	return func(in *Inspect, m Metrics) Availability {
+		if anyGPU(in, func(i int) bool { return in.GPUs[i].MIG.Enabled }) != Available {
+			return Unknown
+		}
+		return metric(series)(in, m)
+	}
+}
+
+// pcieThroughput is called only where the PCIe byte counters are missing
+// or 32-bit.
+func pcieThroughput(in *Inspect, m Metrics) Availability {
+	if m != nil && m.Has("gpunode_gpu_pcie_transmit_bytes_total") {
+		return Unknown
+	}
+	return metric("gpunode_gpu_pcie_transmit_bytes_per_second")(in, m)
 }
 
 func pcieLink(in *Inspect, _ Metrics) Availability {
