@@ -9,24 +9,50 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gpunode/gpunode/hwcheck"
 )
 
-// build compiles the agent and the harness once per test run.
+var (
+	buildOnce                sync.Once
+	builtAgent, builtHarness string
+	buildErr                 error
+)
+
+// build compiles the agent and the harness once for the tests of this
+// package (TestMain removes them).
 func build(t *testing.T) (agent, harness string) {
 	t.Helper()
-	dir := t.TempDir()
-	agent, harness = filepath.Join(dir, "gpunode-agent"), filepath.Join(dir, "gpunode-hwcheck")
-	for bin, pkg := range map[string]string{agent: "../gpunode-agent", harness: "."} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gpunode-hwcheck-test-")
+		if err != nil {
+			buildErr = err
+			return
 		}
+		builtAgent, builtHarness = filepath.Join(dir, "gpunode-agent"), filepath.Join(dir, "gpunode-hwcheck")
+		for _, b := range []struct{ bin, pkg string }{{builtAgent, "../gpunode-agent"}, {builtHarness, "."}} {
+			cmd := exec.Command("go", "build", "-o", b.bin, b.pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %w\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return agent, harness
+	return builtAgent, builtHarness
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtAgent != "" {
+		os.RemoveAll(filepath.Dir(builtAgent))
+	}
+	os.Exit(code)
 }
 
 // runHarness runs the harness with PATH set to path only (the vendor
