@@ -43,6 +43,7 @@ const (
 const (
 	srcAgent  = "gpu/nvml's comments"
 	srcDocs   = "NVIDIA's NVML API reference of the branch (docs.nvidia.com/deploy/archive/R520/nvml-api has GPM)"
+	srcMIG    = "gpu/nvml's comments; NVIDIA's R470 API reference (docs.nvidia.com/deploy/archive/R470/nvml-api) lists them (MIG came with the A100)"
 	srcLegacy = "not pinned down: older than every driver the agent supports"
 )
 
@@ -172,14 +173,14 @@ var NVMLCalls = []NVMLCall{
 		Evidence: func(in *Inspect, _ Metrics) Availability {
 			return anyGPU(in, func(i int) bool { ic := in.GPUs[i].Interconnect; return ic != nil && ic.Generation > 0 })
 		}},
-	{Symbol: "nvmlDeviceGetMigMode", Branch: "R470", Source: srcAgent, Use: "MIG mode",
+	{Symbol: "nvmlDeviceGetMigMode", Branch: "R470 or earlier", Source: srcMIG, Use: "MIG mode",
 		Evidence: func(in *Inspect, _ Metrics) Availability {
 			return anyGPU(in, func(i int) bool { return in.GPUs[i].MIG.Capable })
 		}},
-	{Symbol: "nvmlDeviceGetMaxMigDeviceCount", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
-	{Symbol: "nvmlDeviceGetMigDeviceHandleByIndex", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
-	{Symbol: "nvmlDeviceGetGpuInstanceId", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
-	{Symbol: "nvmlDeviceGetComputeInstanceId", Branch: "R470", Source: srcAgent, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetMaxMigDeviceCount", Branch: "R470 or earlier", Source: srcMIG, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetMigDeviceHandleByIndex", Branch: "R470 or earlier", Source: srcMIG, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetGpuInstanceId", Branch: "R470 or earlier", Source: srcMIG, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
+	{Symbol: "nvmlDeviceGetComputeInstanceId", Branch: "R470 or earlier", Source: srcMIG, Use: "MIG devices", Evidence: migDevices("gpunode_gpu_mig_info")},
 	{Symbol: "nvmlDeviceGetUtilizationRates", Branch: "before R384", Source: srcLegacy, Use: "utilization", Evidence: metric("gpunode_gpu_utilization_ratio")},
 	{Symbol: "nvmlDeviceGetPowerUsage", Branch: "before R384", Source: srcLegacy, Use: "power", Evidence: metric("gpunode_gpu_power_watts")},
 	{Symbol: "nvmlDeviceGetTotalEnergyConsumption", Branch: "R390", Source: srcAgent, Use: "energy counter (Volta and newer)", Evidence: metric("gpunode_gpu_energy_joules_total")},
