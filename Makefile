@@ -18,7 +18,7 @@ ARGS     ?=
 # make fuzz FUZZTIME=1m
 FUZZTIME ?= 20s
 
-.PHONY: all build run inspect test tools bench fuzz lint deps test-deps clean
+.PHONY: all build run inspect test tools bench fuzz lint deps test-deps clean hwcheck
 
 all: build
 
@@ -72,6 +72,17 @@ fuzz: deps
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# The hardware conformance harness (docs/hardware.md): builds bin/gpunode-agent
+# and bin/gpunode-hwcheck, then compares what the agent reports on this machine
+# with nvidia-smi, amd-smi, ibv_devinfo and rdma under a GPU load; exits 1 on a
+# disagreement. HWCHECK_OUT=dir keeps the report and every raw output. On a
+# machine without the tools every row is "not present"; carry bin/ to a GPU
+# machine and run scripts/hwcheck-device.sh there.
+HWCHECK_OUT ?=
+hwcheck: build
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gpunode-hwcheck ./cmd/gpunode-hwcheck
+	bin/gpunode-hwcheck --agent=$(BIN) $(if $(HWCHECK_OUT),--out=$(HWCHECK_OUT))
 
 clean:
 	rm -rf bin

@@ -23,10 +23,10 @@ var layers = [][]string{
 	// derivations (pure functions of the models), the sampler, configuration
 	{"labels", "verify", "health", "telemetry", "config"},
 	// outputs
-	{"exporters", "publish", "report"},
+	{"exporters", "publish", "report", "hwcheck"},
 	{"discovery"},
 	{"agent"},
-	{"cmd/gpunode-agent"},
+	{"cmd/gpunode-agent", "cmd/gpunode-hwcheck"},
 }
 
 // testOnly are imported by tests alone; they may import anything.

@@ -1,0 +1,112 @@
+// Package hwcheck_test runs the hardware conformance harness on a real
+// kernel with soft-RoCE, so its RDMA comparisons meet the real ibv_devinfo
+// and rdma tools (rdma-core, iproute2) rather than recorded text.
+package hwcheck_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gpunode/gpunode/hwcheck"
+	"github.com/gpunode/gpunode/test/tools"
+	"github.com/gpunode/gpunode/test/vm"
+)
+
+// guestPackages are unpacked (never installed) for the guest: rdma-core's
+// user space with the rxe provider, ibv_devinfo, and the rdma tool.
+var guestPackages = []string{"libibverbs1", "ibverbs-providers", "ibverbs-utils", "libnl-3-200", "libnl-route-3-200", "iproute2"}
+
+const script = `
+rdma link add rxe0 type rxe netdev eth0
+echo "== hwcheck"; gpunode-hwcheck --agent=/usr/bin/gpunode-agent --out=/tmp/hw --agent.sample-interval=1s; echo "== rc $?"
+echo "== report"; cat /tmp/hw/report.json; echo "== end"
+echo "== ibv"; cat /tmp/hw/ibv_devinfo-v.txt; echo "== end"
+echo "== rdma-link"; cat /tmp/hw/rdma-link.txt; echo "== end"
+echo "== inspect"; cat /tmp/hw/inspect.json; echo "== end"
+`
+
+func TestHarnessOnSoftRoCE(t *testing.T) {
+	dir := t.TempDir()
+	agent, err := tools.BuildAgent(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness := filepath.Join(dir, "gpunode-hwcheck")
+	cmd := exec.Command("go", "build", "-o", harness, "github.com/gpunode/gpunode/cmd/gpunode-hwcheck")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the harness: %v\n%s", err, out)
+	}
+	dirs := map[string]string{}
+	var libPath []string
+	for _, p := range guestPackages {
+		d, err := vm.Package(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs[p] = d
+		libPath = append(libPath, filepath.Join(d, "usr/lib/x86_64-linux-gnu"), filepath.Join(d, "lib/x86_64-linux-gnu"))
+	}
+	libs := "usr/lib/x86_64-linux-gnu/"
+	verbsLib, err := filepath.EvalSymlinks(filepath.Join(dirs["libibverbs1"], libs, "libibverbs.so.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := vm.Run(context.Background(), vm.Config{
+		CPUs:        2,
+		MemoryMiB:   1024,
+		NICs:        []vm.NIC{{NUMANode: -1, IPv4: "10.0.2.15/24"}},
+		Modules:     vm.SoftRoCEModules,
+		LibraryPath: libPath,
+		Binaries: []string{agent, harness,
+			filepath.Join(dirs["ibverbs-utils"], "usr/bin/ibv_devinfo"),
+			filepath.Join(dirs["iproute2"], "usr/bin/rdma"),
+		},
+		Files: []vm.File{
+			{Path: "/" + libs + "libibverbs.so.1", HostPath: verbsLib, Libraries: true},
+			{Path: "/" + libs + "libibverbs/librxe-rdmav34.so", HostPath: filepath.Join(dirs["ibverbs-providers"], libs, "libibverbs/librxe-rdmav34.so"), Libraries: true},
+			{Path: "/etc/libibverbs.d/rxe.driver", HostPath: filepath.Join(dirs["ibverbs-providers"], "etc/libibverbs.d/rxe.driver")},
+		},
+		Script: script,
+	})
+	if err != nil {
+		t.Fatalf("VM: %v\n%s", err, res.Console)
+	}
+	out := res.Output
+	if os.Getenv("GPUNODE_VM_OUTPUT") != "" {
+		t.Log(out)
+	}
+	section := func(name string) string {
+		_, rest, ok := strings.Cut(out, "== "+name+"\n")
+		if !ok {
+			t.Fatalf("no %s section in:\n%s", name, out)
+		}
+		body, _, _ := strings.Cut(rest, "== ")
+		return body
+	}
+	if !strings.Contains(section("hwcheck"), "PASS:") || !strings.Contains(out, "== rc 0") {
+		t.Errorf("harness on soft-RoCE did not pass:\n%s", section("hwcheck"))
+	}
+	var rep hwcheck.Report
+	if err := json.Unmarshal([]byte(section("report")), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, section("report"))
+	}
+	// ibv_devinfo -v and rdma link ran against rxe0 and agreed with the
+	// agent fact by fact.
+	agreed := map[string]bool{}
+	for _, r := range rep.Rows {
+		if r.Section == "rdma" && r.Verdict == hwcheck.Agree {
+			agreed[r.Fact] = true
+		}
+	}
+	for _, f := range []string{"devices (ibv_devinfo)", "firmware version", "node GUID", "system image GUID", "state", "link layer",
+		"physical state", "active MTU", "rate (Gb/s)", "ports (rdma link)", "state (rdma link)", "physical state (rdma link)", "netdev (rdma link)"} {
+		if !agreed[f] {
+			t.Errorf("rdma %s did not agree; ibv_devinfo -v:\n%s\nreport rows: %+v", f, section("ibv"), rep.Rows)
+		}
+	}
+}
