@@ -163,17 +163,17 @@ func TestParseMetricsRejects(t *testing.T) {
 		unsupported bool
 		want        string
 	}{
-		"empty":        {nil, false, "shorter than its header"},
-		"header only":  {good[:3], false, "shorter than its header"},
-		"truncated":    {good[:200], false, "200 bytes, want 360"},
-		"size differs": {wrongSize, false, "header says 100 bytes"},
+		"empty":         {nil, false, "shorter than its header"},
+		"header only":   {good[:3], false, "shorter than its header"},
+		"truncated":     {good[:200], false, "200 bytes, want 360"},
+		"size differs":  {wrongSize, false, "header says 100 bytes"},
 		"v1.6 odd size": {[]byte{0x50, 0x01, 1, 6, 0, 0}, false, "header says 336 bytes, the layouts have 384 or 1664"},
 		// 1.9 is a count and a list of self-describing attributes.
-		"v1.9":         {[]byte{0x10, 0x00, 1, 9, 2, 0, 0, 0}, true, "gpu_metrics 1.9"},
-		"v1.0":         {[]byte{0x50, 0x00, 1, 0}, true, "gpu_metrics 1.0"},
-		"v2.1 (APU)":   {[]byte{0x50, 0x00, 2, 1}, true, "gpu_metrics 2.1"},
-		"v3.0":         {[]byte{0x50, 0x00, 3, 0}, true, "gpu_metrics 3.0"},
-		"text":         {[]byte("hello world\n"), true, ""},
+		"v1.9":       {[]byte{0x10, 0x00, 1, 9, 2, 0, 0, 0}, true, "gpu_metrics 1.9"},
+		"v1.0":       {[]byte{0x50, 0x00, 1, 0}, true, "gpu_metrics 1.0"},
+		"v2.1 (APU)": {[]byte{0x50, 0x00, 2, 1}, true, "gpu_metrics 2.1"},
+		"v3.0":       {[]byte{0x50, 0x00, 3, 0}, true, "gpu_metrics 3.0"},
+		"text":       {[]byte("hello world\n"), true, ""},
 	} {
 		_, err := ParseMetrics(tc.b)
 		if err == nil {
