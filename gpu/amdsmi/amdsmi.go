@@ -2,8 +2,9 @@
 // library is opened with dlopen at run time by a small C shim of our own
 // (shim.c), so one agent binary runs on NVIDIA, AMD and CPU-only nodes and
 // needs no ROCm to build. The library's version is checked before any
-// struct is exchanged: only the layouts declared in amdsmi_types.h, those
-// of AMD SMI 24.7 (ROCm 6.3), are used.
+// struct is exchanged, and selects one of the layouts declared in
+// amdsmi_types.h: AMD SMI 24.7 (ROCm 6.3), 25.x (ROCm 6.4) or 26.x
+// (ROCm 7.x). Other versions are not used.
 package amdsmi
 
 /*
@@ -32,15 +33,62 @@ import (
 // loader's search path, then ROCm's default install location.
 var DefaultLibraries = []string{"libamd_smi.so", "/opt/rocm/lib/libamd_smi.so"}
 
-// Version is an AMD SMI library version (year-based: 24.7.1.0).
+// Version is an AMD SMI library version: year-based up to 24.x
+// (24.7.1.0), major.minor.release from 25.x on (Year 0: 26.1.0).
 type Version struct{ Year, Major, Minor, Release uint32 }
 
 func (v Version) String() string {
+	if v.Year == 0 {
+		return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Release)
+	}
 	return fmt.Sprintf("%d.%d.%d.%d", v.Year, v.Major, v.Minor, v.Release)
 }
 
+// versionOf reads amdsmi_version_t's first four words. Up to 24.x they
+// are year, major, minor, release. 26.x dropped the year (major, minor,
+// release). ROCm 6.4's 25.x numbers itself major.minor.release but kept
+// the year member, unused, in front; a library that still fills it with
+// 25 reads the same either way.
+func versionOf(w [4]uint32) Version {
+	switch {
+	case w[0] <= 24:
+		if w[1] == 25 { // 25.x behind an unused year
+			return Version{Major: 25, Minor: w[2], Release: w[3]}
+		}
+		return Version{w[0], w[1], w[2], w[3]}
+	case w[0] == 25 && w[1] == 25:
+		return Version{Major: 25, Minor: w[2], Release: w[3]}
+	default:
+		return Version{Major: w[0], Minor: w[1], Release: w[2]}
+	}
+}
+
+// layout returns the struct layout (enum smi_layout) of the library's
+// version, whether amdsmi_get_power_info takes a sensor index, and ok
+// false for a version whose structs we do not know.
+func (v Version) layout() (layout int, powerSensorArg, ok bool) {
+	switch {
+	case v.Year == 24 && v.Major == 7:
+		return C.LAYOUT_24, false, true
+	case v.Year == 0 && v.Major == 25 && v.Minor >= 2:
+		// 25.2 is ROCm 6.4.0; 25.0 and 25.1 were never released. 25.2
+		// alone took a sensor index (reverted in 25.3, ROCm 6.4.1).
+		return C.LAYOUT_25, v.Minor == 2, true
+	case v.Year == 0 && v.Major == 26:
+		// 26.x keeps its ABI within the major version.
+		return C.LAYOUT_26, false, true
+	}
+	return 0, false, false
+}
+
 // Supported reports whether the structs we declare match the library's.
-func (v Version) Supported() bool { return v.Year == 24 && v.Major == 7 }
+func (v Version) Supported() bool {
+	_, _, ok := v.layout()
+	return ok
+}
+
+// supportedVersions names what Supported accepts, for messages.
+const supportedVersions = "24.7, 25.2 to 25.x, 26.x"
 
 // Status is an amdsmi_status_t that is not success.
 type Status uint32
@@ -154,14 +202,47 @@ func (b *Backend) open(path string) error {
 	if err := status(C.smi_lib_version(lib, &v[0])); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_get_lib_version: %v", path, err))
 	}
-	ver := Version{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])}
-	if !ver.Supported() {
-		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (24.7)", path, ver))
+	ver := versionOf([4]uint32{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])})
+	layout, sensorArg, ok := ver.layout()
+	if !ok {
+		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (%s)", path, ver, supportedVersions))
 	}
+	C.smi_set_layout(lib, C.int(layout), C.int(boolInt(sensorArg)))
 	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_init: %v", path, err))
 	}
 	b.lib, b.path, b.version = lib, path, ver
+	if err := b.checkLayout(); err != nil {
+		C.smi_shut_down(lib)
+		b.lib = nil
+		return fail(source.NewAbsent("%s: AMD SMI %s: %v", path, ver, err))
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// checkLayout reads the first GPU's ASIC info and checks it reads as an
+// AMD GPU's (vendor 0x1002, a 16-bit device id): a library whose structs
+// are not laid out as we declared them for its version is not used, so a
+// wrong layout reads nothing rather than garbage.
+func (b *Backend) checkLayout() error {
+	handles, err := b.gpus()
+	if err != nil || len(handles) == 0 {
+		return nil // nothing to check; listing errors show when sampling
+	}
+	var a C.smi_asic_t
+	if C.smi_asic(b.lib, handles[0], &a) != 0 {
+		return nil
+	}
+	if a.vendor_id != 0x1002 || a.device_id == 0 || a.device_id > 0xffff {
+		return fmt.Errorf("ASIC info does not read as the layout we declared for this version (vendor %#x, device %#x): not used", uint32(a.vendor_id), uint64(a.device_id))
+	}
 	return nil
 }
 
@@ -271,7 +352,7 @@ func cstr(p *C.char, n int) string {
 
 // identity reads what names a GPU on every series: its PCI bus ID, UUID
 // and ASIC info (nil when unreadable).
-func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID, uuid string, asic *C.amdsmi_asic_info_t) {
+func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID, uuid string, asic *C.smi_asic_t) {
 	var bdf C.uint64_t
 	if call(errs, "amdsmi_get_gpu_device_bdf", C.smi_bdf(b.lib, h, &bdf)) {
 		pciBusID = busID(uint64(bdf))
@@ -280,7 +361,7 @@ func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID
 	if call(errs, "amdsmi_get_gpu_device_uuid", C.smi_uuid(b.lib, h, &id[0], C.uint(len(id)))) {
 		uuid = cstr(&id[0], len(id))
 	}
-	var info C.amdsmi_asic_info_t
+	var info C.smi_asic_t
 	if call(errs, "amdsmi_get_gpu_asic_info", C.smi_asic(b.lib, h, &info)) {
 		asic = &info
 	}
@@ -289,7 +370,7 @@ func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID
 
 func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driver string, errs []error) {
 	d = gpu.Device{Index: i, Vendor: gpu.AMD, NUMANode: -1}
-	var asic *C.amdsmi_asic_info_t
+	var asic *C.smi_asic_t
 	d.PCIBusID, d.UUID, asic = b.identity(h, &errs)
 	if asic != nil {
 		d.PCIDeviceID = fmt.Sprintf("0x%04x", uint64(asic.device_id)&0xffff)
@@ -305,7 +386,7 @@ func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driv
 		}
 		d.Serial = cstr(&asic.asic_serial[0], len(asic.asic_serial))
 	}
-	var drv C.amdsmi_driver_info_t
+	var drv C.smi_driver_t
 	if call(&errs, "amdsmi_get_gpu_driver_info", C.smi_driver(b.lib, h, &drv)) {
 		driver = cstr(&drv.driver_version[0], len(drv.driver_version))
 	}
@@ -335,16 +416,16 @@ func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driv
 }
 
 // links returns the GPU's XGMI links from amdsmi_get_link_metrics.
-func (b *Backend) links(h C.amdsmi_processor_handle, errs *[]error) ([]C.amdsmi_link_t, bool) {
-	m := (*C.amdsmi_link_metrics_t)(C.calloc(1, C.sizeof_amdsmi_link_metrics_t))
+func (b *Backend) links(h C.amdsmi_processor_handle, errs *[]error) ([]C.smi_link_t, bool) {
+	m := (*C.smi_links_t)(C.calloc(1, C.sizeof_smi_links_t))
 	defer C.free(unsafe.Pointer(m))
 	if !call(errs, "amdsmi_get_link_metrics", C.smi_links(b.lib, h, m)) {
 		return nil, false
 	}
 	n := min(int(m.num_links), C.AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK)
-	var out []C.amdsmi_link_t
+	var out []C.smi_link_t
 	for _, l := range m.links[:n] {
-		if l.link_type == C.AMDSMI_LINK_TYPE_XGMI {
+		if l.xgmi != 0 {
 			out = append(out, l)
 		}
 	}
