@@ -83,7 +83,10 @@ func u64(name string) field              { return field{name, 8, 1} }
 func arr(name string, size, n int) field { return field{name, size, n} }
 
 // The layouts, member by member, as the kernel's kgd_pp_interface.h
-// declares them (the header is the first 4 bytes of each).
+// declares them (the header is the first 4 bytes of each). 1.6 to 1.8 are
+// from the header as AMD's amdgpu tree has it now (ROCm/amdgpu, which also
+// declares 1.9), the first form of 1.6 from Linux's before the partition
+// stats moved in; gcc makes 1.6 1664 bytes and 1.7 2208 (testdata/layout.c).
 var (
 	v11Fields = []field{
 		u16("temperature_edge"), u16("temperature_hotspot"), u16("temperature_mem"),
