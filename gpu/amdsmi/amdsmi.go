@@ -228,9 +228,11 @@ func boolInt(b bool) int {
 }
 
 // checkLayout reads the first GPU's ASIC info and checks it reads as an
-// AMD GPU's (vendor 0x1002, a 16-bit device id): a library whose structs
-// are not laid out as we declared them for its version is not used, so a
-// wrong layout reads nothing rather than garbage.
+// AMD GPU's (vendor 0x1002 and a device id in the low 16 bits, which is
+// all we use of it): a library whose structs are not laid out as we
+// declared them for its version is not used, so a wrong layout reads
+// nothing rather than garbage. Read through the 25.x/26.x layout, a 24.7
+// struct has no device id where 26.x has it (past its end).
 func (b *Backend) checkLayout() error {
 	handles, err := b.gpus()
 	if err != nil || len(handles) == 0 {
@@ -240,7 +242,7 @@ func (b *Backend) checkLayout() error {
 	if C.smi_asic(b.lib, handles[0], &a) != 0 {
 		return nil
 	}
-	if a.vendor_id != 0x1002 || a.device_id == 0 || a.device_id > 0xffff {
+	if a.vendor_id != 0x1002 || a.device_id&0xffff == 0 {
 		return fmt.Errorf("ASIC info does not read as the layout we declared for this version (vendor %#x, device %#x): not used", uint32(a.vendor_id), uint64(a.device_id))
 	}
 	return nil
