@@ -287,3 +287,18 @@ func TestUnknownMetricsRevisionFallsBack(t *testing.T) {
 		}
 	}
 }
+
+// On a node whose AMD SMI library is of a version we cannot read, the
+// sysfs backend serves, and its samples say so: degraded, with the reason.
+func TestInsteadOfAMDSMI(t *testing.T) {
+	_, fsys := mi300x(t)
+	why := "AMD SMI not usable: /opt/rocm/lib/libamd_smi.so: AMD SMI 27.0.0 is not a version whose structs we know"
+	samples, err := amdgpu.New(fsys, amdgpu.WithInsteadOf(why)).Sample(context.Background())
+	st := source.StatusOf(source.AMDGPU+"-sample", err, 0)
+	if len(samples) != 8 || st.State != source.Degraded || !strings.Contains(st.Message, "amdgpu sysfs read instead of AMD SMI: "+why) {
+		t.Fatalf("%d samples, %+v", len(samples), st)
+	}
+	if _, err := amdgpu.New(fsys).Sample(context.Background()); err != nil {
+		t.Errorf("without AMD SMI: %v", err)
+	}
+}

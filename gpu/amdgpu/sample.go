@@ -84,6 +84,9 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 			errs = append(errs, fmt.Errorf("gpu %d (%s): %s", s.Index, s.PCIBusID, e))
 		}
 	}
+	if b.insteadOf != "" {
+		errs = append(errs, source.NewDegraded("amdgpu sysfs read instead of AMD SMI: %s", b.insteadOf))
+	}
 	return out, errors.Join(append(errs, fallbacks(states))...)
 }
 

@@ -90,6 +90,21 @@ func (v Version) Supported() bool {
 // supportedVersions names what Supported accepts, for messages.
 const supportedVersions = "24.7, 25.2 to 25.x, 26.x"
 
+// ErrUnsupportedVersion marks a library that loaded but whose structs we
+// do not know (its version, or its ASIC info read through the version's
+// layout): the node has AMD SMI, just not one we can read. Errors that
+// hold it are absent errors too.
+var ErrUnsupportedVersion = errors.New("AMD SMI version whose structs we do not know")
+
+// unsupportedError is absent (the agent reads amdgpu sysfs instead) and
+// ErrUnsupportedVersion.
+type unsupportedError struct{ reason string }
+
+func (e *unsupportedError) Error() string { return e.reason }
+func (e *unsupportedError) Is(target error) bool {
+	return target == source.ErrAbsent || target == ErrUnsupportedVersion
+}
+
 // Status is an amdsmi_status_t that is not success.
 type Status uint32
 
@@ -169,6 +184,7 @@ func Open(path string, opts ...Option) (*Backend, error) {
 		o(b)
 	}
 	var reasons []string
+	unsupported := false
 	for _, p := range paths {
 		err := b.open(p)
 		if err == nil {
@@ -178,8 +194,13 @@ func Open(path string, opts ...Option) (*Backend, error) {
 			return nil, err
 		}
 		reasons = append(reasons, err.Error())
+		unsupported = unsupported || errors.Is(err, ErrUnsupportedVersion)
 	}
-	return nil, source.NewAbsent("AMD SMI not usable: %s", strings.Join(reasons, "; "))
+	reason := "AMD SMI not usable: " + strings.Join(reasons, "; ")
+	if unsupported {
+		return nil, &unsupportedError{reason}
+	}
+	return nil, source.NewAbsent("%s", reason)
 }
 
 func (b *Backend) open(path string) error {
@@ -205,7 +226,7 @@ func (b *Backend) open(path string) error {
 	ver := versionOf([4]uint32{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])})
 	layout, sensorArg, ok := ver.layout()
 	if !ok {
-		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (%s)", path, ver, supportedVersions))
+		return fail(&unsupportedError{fmt.Sprintf("%s: AMD SMI %s is not a version whose structs we know (%s)", path, ver, supportedVersions)})
 	}
 	C.smi_set_layout(lib, C.int(layout), C.int(boolInt(sensorArg)))
 	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
@@ -215,7 +236,7 @@ func (b *Backend) open(path string) error {
 	if err := b.checkLayout(); err != nil {
 		C.smi_shut_down(lib)
 		b.lib = nil
-		return fail(source.NewAbsent("%s: AMD SMI %s: %v", path, ver, err))
+		return fail(&unsupportedError{fmt.Sprintf("%s: AMD SMI %s: %v", path, ver, err)})
 	}
 	return nil
 }

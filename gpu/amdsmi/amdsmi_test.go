@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -139,6 +140,12 @@ func TestAbsent(t *testing.T) {
 		b, err := Open(tc.path)
 		if b != nil || !errors.Is(err, source.ErrAbsent) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v (want absent, %q)", name, err, tc.want)
+		}
+		// A library that is there but of a version we cannot read is told
+		// from one that is missing or broken.
+		versionUnknown := !slices.Contains([]string{"missing library", "missing symbol", "driver not found", "not a library"}, name)
+		if errors.Is(err, ErrUnsupportedVersion) != versionUnknown {
+			t.Errorf("%s: %v: unsupported version %v, want %v", name, err, !versionUnknown, versionUnknown)
 		}
 	}
 	// With no path, the default names are tried and all reasons given.
