@@ -302,3 +302,51 @@ func TestInsteadOfAMDSMI(t *testing.T) {
 		t.Errorf("without AMD SMI: %v", err)
 	}
 }
+
+// The MI355X node reports gpu_metrics 1.8: its readings come through, and
+// each XGMI link's own state (1.7 on) decides whether it is up, here with
+// link 2 of the first GPU reported down while the link width says the
+// links are trained.
+func TestSampleMI355X(t *testing.T) {
+	n, err := sim.Build("mi355x-roce", shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := hostfs.New(n.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := fsys.Resolve("/sys/class/drm/card1/device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(n.Root, dev, "gpu_metrics")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offsets, size, _ := amdgpu.Layout(1, 8)
+	if raw[3] != 8 || len(raw) != size {
+		t.Fatalf("gpu_metrics 1.%d, %d bytes", raw[3], len(raw))
+	}
+	raw[offsets["xgmi_link_status"]+2*2] = 0 // link 2 down
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	samples, err := amdgpu.New(fsys).Sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := samples[0]
+	if !s.Up || s.Product != "AMD Instinct MI355X" || *s.MemoryTotalBytes != 288<<30 || *s.PowerLimitWatts != 1400 ||
+		s.EnergyMillijoules == nil || s.PCIe == nil || *s.PCIe.LinkGeneration != 5 || len(s.Clocks) != 2 || s.Clocks[0].Hertz != 2400e6 {
+		t.Fatalf("%+v", s)
+	}
+	ic := s.Interconnect
+	if ic == nil || len(ic.Links) != 7 || ic.ActiveLinks() != 6 || ic.Links[2].Up || !ic.Links[3].Up {
+		t.Fatalf("interconnect %+v", ic)
+	}
+	if ic := samples[1].Interconnect; ic == nil || ic.ActiveLinks() != 7 {
+		t.Errorf("gpu 1 interconnect %+v", ic)
+	}
+}
