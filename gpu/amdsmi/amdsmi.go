@@ -63,27 +63,33 @@ func versionOf(w [4]uint32) Version {
 	}
 }
 
-// layout returns the struct layout (enum smi_layout) of the library's
-// version, whether amdsmi_get_power_info takes a sensor index, and ok
-// false for a version whose structs we do not know.
-func (v Version) layout() (layout int, powerSensorArg, ok bool) {
+// layout is how a library version lays out the structs we exchange.
+type layout struct {
+	structs        int  // enum smi_layout
+	powerSensorArg bool // amdsmi_get_power_info takes a sensor index
+	shortLinks     bool // 48-byte link metrics entries
+}
+
+// layout returns the library version's layout, and ok false for a version
+// whose structs we do not know.
+func (v Version) layout() (l layout, ok bool) {
 	switch {
 	case v.Year == 24 && v.Major == 7:
-		return C.LAYOUT_24, false, true
+		return layout{structs: C.LAYOUT_24}, true
 	case v.Year == 0 && v.Major == 25 && v.Minor >= 2:
 		// 25.2 is ROCm 6.4.0; 25.0 and 25.1 were never released. 25.2
 		// alone took a sensor index (reverted in 25.3, ROCm 6.4.1).
-		return C.LAYOUT_25, v.Minor == 2, true
+		return layout{structs: C.LAYOUT_25, powerSensorArg: v.Minor == 2}, true
 	case v.Year == 0 && v.Major == 26:
-		// 26.x keeps its ABI within the major version.
-		return C.LAYOUT_26, false, true
+		// 26.0 is ROCm 7.0; 26.1 (ROCm 7.1) shortened the link entries.
+		return layout{structs: C.LAYOUT_26, shortLinks: v.Minor >= 1}, true
 	}
-	return 0, false, false
+	return layout{}, false
 }
 
 // Supported reports whether the structs we declare match the library's.
 func (v Version) Supported() bool {
-	_, _, ok := v.layout()
+	_, ok := v.layout()
 	return ok
 }
 
@@ -224,11 +230,11 @@ func (b *Backend) open(path string) error {
 		return fail(source.NewAbsent("%s: amdsmi_get_lib_version: %v", path, err))
 	}
 	ver := versionOf([4]uint32{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])})
-	layout, sensorArg, ok := ver.layout()
+	lay, ok := ver.layout()
 	if !ok {
 		return fail(&unsupportedError{fmt.Sprintf("%s: AMD SMI %s is not a version whose structs we know (%s)", path, ver, supportedVersions)})
 	}
-	C.smi_set_layout(lib, C.int(layout), C.int(boolInt(sensorArg)))
+	C.smi_set_layout(lib, C.int(lay.structs), C.int(boolInt(lay.powerSensorArg)), C.int(boolInt(lay.shortLinks)))
 	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_init: %v", path, err))
 	}

@@ -34,8 +34,9 @@ func fakeLib(t *testing.T, defines ...string) string {
 
 // The same two GPUs, read through each library version's own structs:
 // 24.7 (ROCm 6.3), 25.2 (ROCm 6.4.0, whose amdsmi_get_power_info takes a
-// sensor index), 25.3 (ROCm 6.4.1 on) and 26.1 (ROCm 7.x). Before the
-// 25.x and 26.x layouts, those libraries were refused.
+// sensor index), 25.3 (ROCm 6.4.1 on), 26.0 (ROCm 7.0) and 26.1 (ROCm
+// 7.1 on, shorter link entries). Before the 25.x and 26.x layouts, those
+// libraries were refused.
 func TestInventoryAndSample(t *testing.T) {
 	for _, tc := range []struct {
 		defines []string
@@ -45,6 +46,7 @@ func TestInventoryAndSample(t *testing.T) {
 		{nil, Version{24, 7, 0, 1}, "24.7.0.1"},
 		{[]string{"FAKE_LAYOUT=25", "FAKE_MINOR=2"}, Version{0, 25, 2, 0}, "25.2.0"},
 		{[]string{"FAKE_LAYOUT=25", "FAKE_MINOR=3"}, Version{0, 25, 3, 0}, "25.3.0"},
+		{[]string{"FAKE_LAYOUT=26", "FAKE_MINOR=0"}, Version{0, 26, 0, 0}, "26.0.0"},
 		{[]string{"FAKE_LAYOUT=26", "FAKE_MINOR=1"}, Version{0, 26, 1, 0}, "26.1.0"},
 	} {
 		t.Run(tc.str, func(t *testing.T) { inventoryAndSample(t, fakeLib(t, tc.defines...), tc.version, tc.str) })

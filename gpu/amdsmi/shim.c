@@ -78,9 +78,10 @@ amdsmi_status_t smi_lib_version(smi_lib *l, uint32_t v[4]) {
 	return st;
 }
 
-void smi_set_layout(smi_lib *l, int layout, int power_sensor_arg) {
+void smi_set_layout(smi_lib *l, int layout, int power_sensor_arg, int short_links) {
 	l->layout = layout;
 	l->power_sensor_arg = power_sensor_arg;
+	l->short_links = short_links;
 }
 
 // copy_str copies a NUL-padded string field into dst (256 bytes).
@@ -218,12 +219,13 @@ amdsmi_status_t smi_ecc(smi_lib *l, amdsmi_processor_handle h, amdsmi_error_coun
 	return st
 
 amdsmi_status_t smi_links(smi_lib *l, amdsmi_processor_handle h, smi_links_t *out) {
-	if (l->layout >= LAYOUT_25) {
-		RAW_CALL(FN_LINK_METRICS, amdsmi_link_metrics_v26_t);
+	if (l->short_links) {
+		RAW_CALL(FN_LINK_METRICS, amdsmi_link_metrics_v261_t);
 		LINKS(AMDSMI_LINK_TYPE_XGMI_V25);
 	}
+	// 24.7's struct; 25.x and 26.0 lay their links out the same.
 	RAW_CALL(FN_LINK_METRICS, amdsmi_link_metrics_t);
-	LINKS(AMDSMI_LINK_TYPE_XGMI);
+	LINKS(l->layout >= LAYOUT_25 ? AMDSMI_LINK_TYPE_XGMI_V25 : AMDSMI_LINK_TYPE_XGMI);
 }
 
 amdsmi_status_t smi_numa(smi_lib *l, amdsmi_processor_handle h, int32_t *node) {

@@ -26,6 +26,7 @@ typedef struct {
 	void *fn[FN_COUNT];
 	int layout;           // enum smi_layout; set once the version is known
 	int power_sensor_arg; // amdsmi_get_power_info takes a sensor index (25.2 only)
+	int short_links;      // 48-byte link entries (26.1 on)
 } smi_lib;
 
 // What we read, the same whatever the library's layout: the wrappers
@@ -76,7 +77,7 @@ amdsmi_status_t smi_shut_down(smi_lib *l);
 // major, minor, release up to 24.x; major, minor, release (and padding)
 // from 26.x; the Go side tells them apart.
 amdsmi_status_t smi_lib_version(smi_lib *l, uint32_t v[4]);
-void smi_set_layout(smi_lib *l, int layout, int power_sensor_arg);
+void smi_set_layout(smi_lib *l, int layout, int power_sensor_arg, int short_links);
 amdsmi_status_t smi_gpus(smi_lib *l, amdsmi_processor_handle *out, uint32_t *n);
 amdsmi_status_t smi_bdf(smi_lib *l, amdsmi_processor_handle h, uint64_t *bdf);
 amdsmi_status_t smi_uuid(smi_lib *l, amdsmi_processor_handle h, char *buf, unsigned int len);

@@ -6,10 +6,11 @@
  *                       year member kept but unused, XGMI links of type 2;
  *                       FAKE_MINOR=2 (ROCm 6.4.0) takes a sensor index in
  *                       amdsmi_get_power_info
- *   FAKE_LAYOUT=26      AMD SMI 26.x (ROCm 7.x): as 25.x, no year member,
- *                       one reserved u64 less per link
+ *   FAKE_LAYOUT=26      AMD SMI 26.x (ROCm 7.x): as 25.x, no year member;
+ *                       from FAKE_MINOR=1 (ROCm 7.1) one reserved u64 less
+ *                       per link
  * Its 25.x/26.x structs are declared here, apart from the shim's, from the
- * public amdsmi.h (26.1.0). Build-time switches make the faults the tests
+ * public amdsmi.h (26.1.0) and AMD's amdsmi docs for ROCm 6.4 and 7.0. Build-time switches make the faults the tests
  * need:
  *   FAKE_YEAR=n         (24) amdsmi_get_lib_version reports year n
  *   FAKE_MAJOR=n        ... and major version n (25, 26: the major)
@@ -63,6 +64,17 @@ typedef struct {
 	char driver_date[256];
 	char driver_name[256];
 } driver_info_t;
+#if FAKE_LAYOUT == 25
+/* ROCm 6.4's: u32 voltages, two reserved words. */
+typedef struct {
+	uint64_t socket_power;
+	uint32_t current_socket_power;
+	uint32_t average_socket_power;
+	uint32_t gfx_voltage, soc_voltage, mem_voltage;
+	uint32_t power_limit;
+	uint32_t reserved[2];
+} power_info_t;
+#else
 typedef struct {
 	uint64_t socket_power;
 	uint32_t current_socket_power;
@@ -71,6 +83,7 @@ typedef struct {
 	uint32_t power_limit;
 	uint64_t reserved[18];
 } power_info_t;
+#endif
 typedef struct {
 	uint32_t num_links;
 	struct {
@@ -78,7 +91,11 @@ typedef struct {
 		uint32_t bit_rate, max_bandwidth;
 		uint32_t link_type; /* amdsmi_io_link_type_t (25.x), amdsmi_link_type_t (26.x): PCIe 1, XGMI 2 */
 		uint64_t read, write;
-		uint64_t reserved[1];
+#if FAKE_LAYOUT == 26 && FAKE_MINOR >= 1
+		uint64_t reserved[1]; /* 26.1 on */
+#else
+		uint64_t reserved[2];
+#endif
 	} links[64];
 	uint64_t reserved[7];
 } link_metrics_t;
