@@ -131,6 +131,8 @@ func (s Status) Error() string {
 		return "device not found"
 	case 34:
 		return "driver not loaded"
+	case 43:
+		return "unexpected data (a struct not laid out as we declared it)"
 	case statusMissing:
 		return "function missing from the library"
 	}

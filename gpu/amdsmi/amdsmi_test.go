@@ -237,3 +237,21 @@ func TestVersionOf(t *testing.T) {
 		}
 	}
 }
+
+// A library whose link entries are not the size its version should have
+// (a 26.1 numbered library with 26.0's entries) is caught by the link
+// types it seems to report: an error, no links, the rest read.
+func TestLinkLayoutMismatch(t *testing.T) {
+	b, err := Open(fakeLib(t, "FAKE_LAYOUT=26", "FAKE_MINOR=1", "FAKE_LONG_LINKS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	samples, err := b.Sample(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "amdsmi_get_link_metrics: unexpected data") {
+		t.Fatalf("error %v", err)
+	}
+	if s := samples[0]; s.Interconnect != nil || s.PowerWatts == nil || *s.PowerWatts != 612 {
+		t.Errorf("%+v", s)
+	}
+}

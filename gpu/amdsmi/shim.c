@@ -207,11 +207,19 @@ amdsmi_status_t smi_power(smi_lib *l, amdsmi_processor_handle h, smi_power_t *ou
 amdsmi_status_t smi_ecc(smi_lib *l, amdsmi_processor_handle h, amdsmi_error_count_t *out) {
 	STRUCT_CALL(FN_ECC, amdsmi_error_count_t);
 }
-// LINKS converts a link metrics struct u.v of either layout into out.
+// LINKS converts a link metrics struct u.v of either layout into out. A
+// link type outside the enums' 0-4 (or 0xffffffff, amdsmi_io_link_type_t's
+// SIZE) means the entries are not where we read them: that is
+// AMDSMI_STATUS_UNEXPECTED_DATA (43), not links.
 #define LINKS(xgmi_type)                                                                       \
 	memset(out, 0, sizeof(*out));                                                              \
+	if (st != AMDSMI_STATUS_SUCCESS) return st;                                                \
 	out->num_links = u.v.num_links;                                                            \
 	for (uint32_t i = 0; i < u.v.num_links && i < AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK; i++) {     \
+		if (u.v.links[i].link_type > 4) {                                                      \
+			memset(out, 0, sizeof(*out));                                                      \
+			return 43;                                                                         \
+		}                                                                                      \
 		out->links[i].bit_rate = u.v.links[i].bit_rate;                                        \
 		out->links[i].xgmi = u.v.links[i].link_type == (xgmi_type);                            \
 		out->links[i].read = u.v.links[i].read, out->links[i].write = u.v.links[i].write;      \

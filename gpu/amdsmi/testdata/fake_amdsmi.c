@@ -15,6 +15,7 @@
  *   FAKE_YEAR=n         (24) amdsmi_get_lib_version reports year n
  *   FAKE_MAJOR=n        ... and major version n (25, 26: the major)
  *   FAKE_MINOR=n        (25, 26) the minor version
+ *   FAKE_LONG_LINKS     (26.1 on) 26.0's longer link entries
  *   OMIT_PROCESSORS     amdsmi_get_processor_handles is not exported
  *   OMIT_LINKS          amdsmi_get_link_metrics is not exported
  *   INIT_STATUS=n       amdsmi_init returns n
@@ -91,7 +92,7 @@ typedef struct {
 		uint32_t bit_rate, max_bandwidth;
 		uint32_t link_type; /* amdsmi_io_link_type_t (25.x), amdsmi_link_type_t (26.x): PCIe 1, XGMI 2 */
 		uint64_t read, write;
-#if FAKE_LAYOUT == 26 && FAKE_MINOR >= 1
+#if FAKE_LAYOUT == 26 && FAKE_MINOR >= 1 && !defined(FAKE_LONG_LINKS)
 		uint64_t reserved[1]; /* 26.1 on */
 #else
 		uint64_t reserved[2];
