@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/gpunode/gpunode/config"
@@ -34,6 +35,11 @@ func amdBackend(cfg config.AMD, fsys hostfs.FS, simulated bool) (b gpu.Backend, 
 			return smi, ""
 		}
 		why = err.Error()
+		if errors.Is(err, amdsmi.ErrUnsupportedVersion) {
+			// AMD SMI is there but of a version we cannot read: the
+			// sysfs samples say so (degraded) rather than only a debug log.
+			return amdgpu.New(fsys, amdgpu.WithInsteadOf(why)), why
+		}
 	} else {
 		why = "simulated node: no AMD SMI library"
 	}

@@ -42,7 +42,7 @@ func NewAgentCollector(snap func() *snapshot.Snapshot, build BuildInfo, more ...
 		sourceUp: prometheus.NewDesc("gpunode_source_up",
 			"1 if the source's last run (discovery or sampling) succeeded or found its hardware absent, 0 if it failed.", []string{"source"}, nil),
 		sourceState: prometheus.NewDesc("gpunode_source_state",
-			"1 for the state (ok, absent, error) of the source's last run (discovery or sampling), 0 for the others.", []string{"source", "state"}, nil),
+			"1 for the state (ok, absent, degraded, error) of the source's last run (discovery or sampling), 0 for the others; degraded: read, but some readings through a fallback (a format or library version it cannot decode).", []string{"source", "state"}, nil),
 		sourceDuration: prometheus.NewDesc("gpunode_source_duration_seconds",
 			"Duration of the source's last run (discovery or sampling).", []string{"source"}, nil),
 		snapshotTime: prometheus.NewDesc("gpunode_snapshot_timestamp_seconds",
@@ -73,7 +73,7 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, st := range sources {
 		ch <- prometheus.MustNewConstMetric(c.sourceUp, prometheus.GaugeValue, boolValue(st.State != source.Error), st.Name)
-		for _, state := range []source.State{source.OK, source.Absent, source.Error} {
+		for _, state := range source.States() {
 			ch <- prometheus.MustNewConstMetric(c.sourceState, prometheus.GaugeValue, boolValue(st.State == state), st.Name, string(state))
 		}
 		ch <- prometheus.MustNewConstMetric(c.sourceDuration, prometheus.GaugeValue, st.Duration.Seconds(), st.Name)

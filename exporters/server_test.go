@@ -42,12 +42,14 @@ func TestAgentCollector(t *testing.T) {
 # TYPE gpunode_source_up gauge
 gpunode_source_up{source="nvml"} 1
 gpunode_source_up{source="rdma"} 0
-# HELP gpunode_source_state 1 for the state (ok, absent, error) of the source's last run (discovery or sampling), 0 for the others.
+# HELP gpunode_source_state 1 for the state (ok, absent, degraded, error) of the source's last run (discovery or sampling), 0 for the others; degraded: read, but some readings through a fallback (a format or library version it cannot decode).
 # TYPE gpunode_source_state gauge
 gpunode_source_state{source="nvml",state="absent"} 1
+gpunode_source_state{source="nvml",state="degraded"} 0
 gpunode_source_state{source="nvml",state="error"} 0
 gpunode_source_state{source="nvml",state="ok"} 0
 gpunode_source_state{source="rdma",state="absent"} 0
+gpunode_source_state{source="rdma",state="degraded"} 0
 gpunode_source_state{source="rdma",state="error"} 1
 gpunode_source_state{source="rdma",state="ok"} 0
 # HELP gpunode_simulated 1 when the agent runs on a simulated node (--simulate), labelled with its name.

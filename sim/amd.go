@@ -21,23 +21,9 @@ import (
 // no NVIDIA GPU, so the NVML backend finds nothing and the amdgpu sysfs
 // backend serves it.
 func mi300xRoCE(b *builder) *nvmlfake.Machine {
-	b.system(system{
-		sockets: 2, cores: 96, threads: 2,
-		memKB:   []uint64{1584917148, 1585141832},
-		cmdline: "console=tty0 console=ttyS0,115200n8 amd_iommu=on iommu=pt pci=realloc=off",
-		modules: slices.Concat(amdgpuModules(), rdmaModules(false), baseModules()),
-	})
-	b.platform(0)
-	b.t.attr("/sys/module/amdgpu/version", amdgpuDriverVersion)
-	b.t.attr("/opt/rocm/.info/version", rocmVersion)
-	b.t.file("/dev/kfd", "")
 	// KFD topology: one node per CPU socket first, then the GPUs.
-	for n := range 2 {
-		b.t.file(fmt.Sprintf("%s/%d/properties", kfdTopology, n), kfdCPUProperties())
-	}
-	roots := []struct{ root, numa int }{
-		{0x10, 0}, {0x20, 0}, {0x40, 0}, {0x60, 0}, {0x80, 1}, {0xa0, 1}, {0xc0, 1}, {0xe0, 1},
-	}
+	b.amdHost(rocmVersion, amdgpuDriverVersion)
+	roots := amdRoots
 	for i, r := range roots {
 		sw := b.newSwitch(r.root, r.numa)
 		b.mlx5(sw.port(r.root+3), mlx5{
@@ -45,23 +31,106 @@ func mi300xRoCE(b *builder) *nvmlfake.Machine {
 			rate: "400 Gb/sec (4X NDR)", speed: 400000, mtu: 9000,
 			ipv4: [4]byte{10, 1, byte(i), 11}, vector: 32,
 		})
-		b.mi300x(sw.port(r.root+5), i, len(roots))
+		b.amdGPU(sw.port(r.root+5), mi300x, i, len(roots))
 	}
 	return nil
 }
 
+// mi355xRoCE is an 8x MI355X server (the AMD Instinct MI350 UBB-8
+// platform): the MI300X node's shape, with MI355X GPUs (CDNA4, 288 GB of
+// HBM3E, 1400 W) that report gpu_metrics 1.8, on a host running ROCm 7.0
+// and its amdgpu driver.
+func mi355xRoCE(b *builder) *nvmlfake.Machine {
+	b.amdHost(rocm7Version, amdgpu7DriverVersion)
+	for i, r := range amdRoots {
+		sw := b.newSwitch(r.root, r.numa)
+		b.mlx5(sw.port(r.root+3), mlx5{
+			rdma: fmt.Sprintf("mlx5_%d", i), id: connectX7(false), hca: cx7HCA(),
+			rate: "400 Gb/sec (4X NDR)", speed: 400000, mtu: 9000,
+			ipv4: [4]byte{10, 1, byte(i), 11}, vector: 32,
+		})
+		b.amdGPU(sw.port(r.root+5), mi355x, i, len(amdRoots))
+	}
+	return nil
+}
+
+// amdRoots are the PCIe root ports of the UBB-8 platforms' eight
+// switches, with their NUMA nodes.
+var amdRoots = []struct{ root, numa int }{
+	{0x10, 0}, {0x20, 0}, {0x40, 0}, {0x60, 0}, {0x80, 1}, {0xa0, 1}, {0xc0, 1}, {0xe0, 1},
+}
+
+// amdHost writes what the UBB-8 hosts share: two 96-core sockets, the
+// amdgpu modules, driver and ROCm versions, /dev/kfd and the KFD
+// topology's CPU nodes.
+func (b *builder) amdHost(rocm, driver string) {
+	b.system(system{
+		sockets: 2, cores: 96, threads: 2,
+		memKB:   []uint64{1584917148, 1585141832},
+		cmdline: "console=tty0 console=ttyS0,115200n8 amd_iommu=on iommu=pt pci=realloc=off",
+		modules: slices.Concat(amdgpuModules(), rdmaModules(false), baseModules()),
+	})
+	b.platform(0)
+	b.t.attr("/sys/module/amdgpu/version", driver)
+	b.t.attr("/opt/rocm/.info/version", rocm)
+	b.t.file("/dev/kfd", "")
+	for n := range 2 {
+		b.t.file(fmt.Sprintf("%s/%d/properties", kfdTopology, n), kfdCPUProperties())
+	}
+}
+
+// amdModel is what the simulated AMD GPUs differ in.
+type amdModel struct {
+	id                                pciID
+	vram                              uint64 // mem_info_vram_total
+	productName, productNumber, vbios string
+	computeModes, memoryModes         string // available_*_partition
+	powerBase, powerSpread, powerCap  float64
+	cus                               int // compute units (4 SIMDs each)
+	gfxTarget                         uint64
+	metricsContent                    uint8 // gpu_metrics 1.x
+	xgmiSpeed                         uint64
+	sclkLevels, mclkLevels            string
+}
+
+var (
+	// mi300x is the MI300X as the ROCm 6.4 driver shows it.
+	mi300x = amdModel{
+		id:   pciID{class: "0x120000", vendor: "0x1002", device: "0x74a1", subVendor: "0x1002", subDevice: "0x74a1", revision: "0x00", driver: "amdgpu", gen: 5, width: 16},
+		vram: mi300xVRAM, productName: "AMD Instinct MI300X OAM", productNumber: "102-G30211-00", vbios: "113-M3000100-102",
+		computeModes: "SPX, DPX, QPX, CPX", memoryModes: "NPS1, NPS4",
+		powerBase: 550, powerSpread: 150, powerCap: 750, cus: 304, gfxTarget: 90402, metricsContent: 5, xgmiSpeed: 32,
+		sclkLevels: "0: 500Mhz\n1: 1420Mhz *\n2: 2100Mhz\n", mclkLevels: "0: 900Mhz\n1: 1100Mhz\n2: 1200Mhz\n3: 1300Mhz *\n",
+	}
+	// mi355x is the MI355X (PCI id 1002:75a3, gfx950: 8 XCDs of 32 CUs,
+	// 288 GB of HBM3E, 1400 W) as the ROCm 7.0 driver shows it. Its
+	// attribute values are not from a capture: sizes and clocks follow
+	// AMD's published specifications (2400 MHz peak engine clock, HBM3E
+	// at 8 TB/s: memory clock 2000 MHz).
+	mi355x = amdModel{
+		id:   pciID{class: "0x120000", vendor: "0x1002", device: "0x75a3", subVendor: "0x1002", subDevice: "0x75a3", revision: "0x00", driver: "amdgpu", gen: 5, width: 16},
+		vram: mi355xVRAM, productName: "AMD Instinct MI355X OAM", productNumber: "102-G35501-00", vbios: "113-M3550100-100",
+		computeModes: "SPX, DPX, CPX", memoryModes: "NPS1, NPS2",
+		powerBase: 900, powerSpread: 300, powerCap: 1400, cus: 256, gfxTarget: 90500, metricsContent: 8, xgmiSpeed: 38,
+		sclkLevels: "0: 500Mhz\n1: 2400Mhz *\n", mclkLevels: "0: 900Mhz\n1: 2000Mhz *\n",
+	}
+)
+
 const (
 	amdgpuDriverVersion = "6.10.5"
 	rocmVersion         = "6.4.1-120"
-	kfdTopology         = "/sys/class/kfd/kfd/topology/nodes"
+	// ROCm 7.0's amdgpu driver (Instinct driver 30.10) and ROCm release,
+	// as /sys/module/amdgpu/version and /opt/rocm/.info/version give them.
+	amdgpu7DriverVersion = "6.14.14"
+	rocm7Version         = "7.0.2-56"
+	// mi355xVRAM is 288 GiB of HBM3E; a capture would show what the
+	// firmware keeps back.
+	mi355xVRAM  = 288 << 30
+	kfdTopology = "/sys/class/kfd/kfd/topology/nodes"
 	// mi300xVRAM is what mem_info_vram_total reads on an MI300X: 192 GB
 	// of HBM3 less what the firmware keeps.
 	mi300xVRAM = 206141652992
 )
-
-func mi300xID() pciID {
-	return pciID{class: "0x120000", vendor: "0x1002", device: "0x74a1", subVendor: "0x1002", subDevice: "0x74a1", revision: "0x00", driver: "amdgpu", gen: 5, width: 16}
-}
 
 func amdgpuModules() []module {
 	return []module{
@@ -76,11 +145,11 @@ func amdgpuModules() []module {
 	}
 }
 
-// mi300x adds GPU i of n in the hive: its PCI function, DRM card and render
+// amdGPU adds GPU i of n in the hive: its PCI function, DRM card and render
 // node, the amdgpu attributes and hwmon sensors, the gpu_metrics table and
 // its KFD topology node with an XGMI link to every other GPU.
-func (b *builder) mi300x(parent *pciDev, i, n int) {
-	d := b.endpoint(parent, 0, mi300xID())
+func (b *builder) amdGPU(parent *pciDev, m amdModel, i, n int) {
+	d := b.endpoint(parent, 0, m.id)
 	d.irqs(false, "amdgpu")
 	t := b.t
 	card, render := fmt.Sprintf("card%d", i+1), fmt.Sprintf("renderD%d", 128+i)
@@ -92,37 +161,37 @@ func (b *builder) mi300x(parent *pciDev, i, n int) {
 	}
 	h := b.hash(d.bdf)
 	busy := 35 + int(h%50)
-	used := uint64(mi300xVRAM/4) + h%(mi300xVRAM/2)
+	used := m.vram/4 + h%(m.vram/2)
 	for _, a := range [][2]string{
 		{"gpu_busy_percent", itoa(busy)},
 		{"mem_busy_percent", itoa(busy / 3)},
-		{"mem_info_vram_total", itoa(mi300xVRAM)},
+		{"mem_info_vram_total", fmt.Sprint(m.vram)},
 		{"mem_info_vram_used", fmt.Sprint(used)},
-		{"mem_info_vis_vram_total", itoa(mi300xVRAM)},
+		{"mem_info_vis_vram_total", fmt.Sprint(m.vram)},
 		{"unique_id", fmt.Sprintf("%016x", h)},
-		{"product_name", "AMD Instinct MI300X OAM"},
-		{"product_number", "102-G30211-00"},
+		{"product_name", m.productName},
+		{"product_number", m.productNumber},
 		{"serial_number", fmt.Sprintf("PCB%09d", h%1e9)},
-		{"vbios_version", "113-M3000100-102"},
+		{"vbios_version", m.vbios},
 		{"current_compute_partition", b.amd.computeMode()},
-		{"available_compute_partition", "SPX, DPX, QPX, CPX"},
+		{"available_compute_partition", m.computeModes},
 		{"current_memory_partition", b.amd.memoryMode()},
-		{"available_memory_partition", "NPS1, NPS4"},
+		{"available_memory_partition", m.memoryModes},
 		{"pcie_replay_count", "0"},
 		{"ras/umc_err_count", fmt.Sprintf("ue: 0\nce: %d", h%4)},
 	} {
 		t.attr(d.dir+"/"+a[0], a[1])
 	}
-	t.file(d.dir+"/pp_dpm_sclk", "0: 500Mhz\n1: 1420Mhz *\n2: 2100Mhz\n")
-	t.file(d.dir+"/pp_dpm_mclk", "0: 900Mhz\n1: 1100Mhz\n2: 1200Mhz\n3: 1300Mhz *\n")
-	power := 550 + float64(h%150) // W
+	t.file(d.dir+"/pp_dpm_sclk", m.sclkLevels)
+	t.file(d.dir+"/pp_dpm_mclk", m.mclkLevels)
+	power := m.powerBase + float64(h%uint64(m.powerSpread)) // W
 	temp := 48 + int(h%20)
 	hw := fmt.Sprintf("%s/hwmon/hwmon%d", d.dir, i+2) // hwmon0 and 1 are the CPUs'
 	for _, a := range [][2]string{
 		{"name", "amdgpu"},
 		{"power1_input", fmt.Sprint(uint64(power * 1e6))},
-		{"power1_cap", "750000000"},
-		{"power1_cap_max", "750000000"},
+		{"power1_cap", fmt.Sprint(uint64(m.powerCap * 1e6))},
+		{"power1_cap_max", fmt.Sprint(uint64(m.powerCap * 1e6))},
 		{"temp2_label", "junction"},
 		{"temp2_input", itoa(temp * 1000)},
 		{"temp2_crit", "110000"},
@@ -134,20 +203,20 @@ func (b *builder) mi300x(parent *pciDev, i, n int) {
 	}
 	t.link(hw+"/device", d.dir)
 	t.link(fmt.Sprintf("/sys/class/hwmon/hwmon%d", i+2), hw)
-	t.file(d.dir+"/gpu_metrics", string(mi300xMetrics(h, busy, power, temp)))
+	t.file(d.dir+"/gpu_metrics", string(amdMetrics(m, b.amd.parts(), h, busy, power, temp)))
 
-	b.kfdGPU(d, i, n, h)
+	b.kfdGPU(d, m, i, n, h)
 }
 
-// kfdGPU writes the KFD topology nodes of MI300X i of n: one per compute
-// partition (nodes 2 + i*parts .. after the two CPU nodes), together 304
-// compute units of 4 SIMDs on 8 XCCs. io_link 0 is the PCIe link to the
+// kfdGPU writes the KFD topology nodes of GPU i of n: one per compute
+// partition (nodes 2 + i*parts .. after the two CPU nodes), together the
+// model's compute units of 4 SIMDs on 8 XCCs. io_link 0 is the PCIe link to the
 // CPU node; then come XGMI links to the GPU's other partitions, then to
 // every partition of every other GPU, as the captured CPX topology in
 // gpu/amdgpu/testdata/captures shows. Partition p > 0 has its own
 // amdgpu_xcp platform device with a DRM card and render node, numbered
 // after the PCI cards', and the kernel ORs p into the node's location_id.
-func (b *builder) kfdGPU(d *pciDev, i, n int, h uint64) {
+func (b *builder) kfdGPU(d *pciDev, m amdModel, i, n int, h uint64) {
 	parts := b.amd.parts()
 	var bus, dev, fn int
 	fmt.Sscanf(d.bdf, "0000:%x:%x.%x", &bus, &dev, &fn)
@@ -163,7 +232,7 @@ func (b *builder) kfdGPU(d *pciDev, i, n int, h uint64) {
 		kfd := fmt.Sprintf("%s/%d", kfdTopology, from)
 		links := 1 + (parts - 1) + (n-1)*parts
 		t := b.t
-		t.file(kfd+"/properties", kfdGPUProperties(bus<<8|dev<<3|fn|p, render, b.hash("xgmi-hive"), h, links, parts))
+		t.file(kfd+"/properties", kfdGPUProperties(m, bus<<8|dev<<3|fn|p, render, b.hash("xgmi-hive"), h, links, parts))
 		t.file(kfd+"/io_links/0/properties", kfdLink(2, from, d.numa, 20))
 		l := 1
 		link := func(props string) {
@@ -256,20 +325,22 @@ func kfdCPUProperties() string {
 		"num_sdma_queues_per_engine 0\nnum_cp_queues 0\nmax_engine_clk_ccompute 3700\n")
 }
 
-// kfdGPUProperties is the properties file of one of parts KFD nodes of an
-// MI300X with links io_links.
-func kfdGPUProperties(location, render int, hive, unique uint64, links, parts int) string {
+// kfdGPUProperties is the properties file of one of parts KFD nodes of a
+// GPU of model m with links io_links.
+func kfdGPUProperties(m amdModel, location, render int, hive, unique uint64, links, parts int) string {
+	var deviceID uint64
+	fmt.Sscanf(m.id.device, "0x%x", &deviceID)
 	var sb strings.Builder
 	for _, kv := range []struct {
 		k string
 		v uint64
 	}{
-		{"cpu_cores_count", 0}, {"simd_count", uint64(1216 / parts)}, {"mem_banks_count", 1}, {"caches_count", 507},
+		{"cpu_cores_count", 0}, {"simd_count", uint64(m.cus * 4 / parts)}, {"mem_banks_count", 1}, {"caches_count", 507},
 		{"io_links_count", uint64(links)}, {"p2p_links_count", 0}, {"cpu_core_id_base", 0},
 		{"simd_id_base", 2147487744}, {"max_waves_per_simd", 8}, {"lds_size_in_kb", 64}, {"gds_size_in_kb", 0},
 		{"num_gws", 64}, {"wave_front_size", 64}, {"array_count", uint64(32 / parts)}, {"simd_arrays_per_engine", 1},
-		{"cu_per_simd_array", 10}, {"simd_per_cu", 4}, {"max_slots_scratch_cu", 32}, {"gfx_target_version", 90402},
-		{"vendor_id", 4098}, {"device_id", 29857}, {"location_id", uint64(location)}, {"domain", 0},
+		{"cu_per_simd_array", uint64(m.cus / 32)}, {"simd_per_cu", 4}, {"max_slots_scratch_cu", 32}, {"gfx_target_version", m.gfxTarget},
+		{"vendor_id", 4098}, {"device_id", deviceID}, {"location_id", uint64(location)}, {"domain", 0},
 		{"drm_render_minor", uint64(render)}, {"hive_id", hive}, {"num_sdma_engines", 2},
 		{"num_sdma_xgmi_engines", 14}, {"num_sdma_queues_per_engine", 8}, {"num_cp_queues", 64},
 		{"max_engine_clk_fcompute", 2100}, {"local_mem_size", 0}, {"fw_version", 151}, {"capability", 746586752},
@@ -290,14 +361,15 @@ func kfdLinkBW(typ, from, to, weight, minBW, maxBW int) string {
 		typ, from, to, weight, minBW, maxBW)
 }
 
-// mi300xMetrics is the card's gpu_metrics table, revision 1.5 (MI300 on
-// amdgpu 6.8 and later). Fields the firmware does not fill are all ones,
-// as the kernel leaves them.
-func mi300xMetrics(h uint64, busy int, power float64, temp int) []byte {
-	const format, content = 1, 5
+// amdMetrics is the card's gpu_metrics table in the model's revision: 1.5
+// (MI300 on amdgpu 6.8 and later) or 1.8 (ROCm 7.0's driver). Fields the
+// firmware does not fill are all ones, as the kernel leaves them; members
+// a revision lacks are skipped.
+func amdMetrics(m amdModel, parts int, h uint64, busy int, power float64, temp int) []byte {
+	format, content := uint8(1), m.metricsContent
 	offsets, size, ok := amdgpu.Layout(format, content)
 	if !ok {
-		panic("gpu_metrics 1.5 layout missing")
+		panic(fmt.Sprintf("gpu_metrics %d.%d layout missing", format, content))
 	}
 	b := make([]byte, size)
 	for i := 4; i < size; i++ {
@@ -306,7 +378,11 @@ func mi300xMetrics(h uint64, busy int, power float64, temp int) []byte {
 	binary.LittleEndian.PutUint16(b, uint16(size))
 	b[2], b[3] = format, content
 	put := func(name string, width, i int, v uint64) {
-		off := offsets[name] + i*width
+		at, ok := offsets[name]
+		if !ok {
+			return
+		}
+		off := at + i*width
 		switch width {
 		case 2:
 			binary.LittleEndian.PutUint16(b[off:], uint16(v))
@@ -329,7 +405,7 @@ func mi300xMetrics(h uint64, busy int, power float64, temp int) []byte {
 	put("pcie_link_width", 2, 0, 16)
 	put("pcie_link_speed", 2, 0, 320)
 	put("xgmi_link_width", 2, 0, 16)
-	put("xgmi_link_speed", 2, 0, 32)
+	put("xgmi_link_speed", 2, 0, m.xgmiSpeed)
 	put("gfx_activity_acc", 4, 0, h%1e9)
 	put("mem_activity_acc", 4, 0, h%1e8)
 	put("pcie_bandwidth_acc", 8, 0, h%1e7)
@@ -349,16 +425,31 @@ func mi300xMetrics(h uint64, busy int, power float64, temp int) []byte {
 			put("xgmi_write_data_acc", 8, l, 0)
 		}
 	}
+	for l := range amdgpu.NumXGMILinks {
+		// 1.7 on: the seven peer links are up, the eighth is not wired.
+		put("xgmi_link_status", 2, l, map[bool]uint64{true: 1, false: 0}[l < 7])
+	}
+	put("mem_max_bandwidth", 8, 0, 8000)
+	put("accumulation_counter", 4, 0, h%1e6)
+	for _, r := range []string{"prochot_residency_acc", "ppt_residency_acc", "socket_thm_residency_acc", "vr_thm_residency_acc", "hbm_thm_residency_acc"} {
+		put(r, 4, 0, 0)
+	}
+	put("num_partition", 2, 0, uint64(parts))
+	put("pcie_lc_perf_other_end_recovery", 4, 0, 0)
 	put("firmware_timestamp", 8, 0, 170_000_000_000_000_000+h%1e9)
+	gfxclk, uclk := uint64(1420), uint64(1300)
+	if m.metricsContent >= 8 {
+		gfxclk, uclk = 2400, 2000
+	}
 	for x := range 8 {
-		put("current_gfxclk", 2, x, 1420)
+		put("current_gfxclk", 2, x, gfxclk)
 	}
 	for x := range 4 {
 		put("current_socclk", 2, x, 1000)
 		put("current_vclk0", 2, x, 29)
 		put("current_dclk0", 2, x, 22)
 	}
-	put("current_uclk", 2, 0, 1300)
+	put("current_uclk", 2, 0, uclk)
 	put("padding", 2, 0, 0)
 	return b
 }

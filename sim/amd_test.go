@@ -36,8 +36,8 @@ func (h *host) checkAMD(e expect) {
 	}
 	for i := range e.amdGPUs {
 		dev := h.resolve(fmt.Sprintf("/sys/class/drm/card%d/device", i+1))
-		if h.read(dev+"/vendor") != "0x1002" || h.read(dev+"/device") != "0x74a1" {
-			h.t.Errorf("card%d: not an MI300X", i+1)
+		if h.read(dev+"/vendor") != "0x1002" || h.read(dev+"/device") != e.amdDevice {
+			h.t.Errorf("card%d: not device %s", i+1, e.amdDevice)
 		}
 		if drv, err := h.fs.LinkBase(dev + "/driver"); err != nil || drv != "amdgpu" {
 			h.t.Errorf("card%d driver %q %v", i+1, drv, err)
@@ -50,14 +50,14 @@ func (h *host) checkAMD(e expect) {
 			h.t.Fatal(err)
 		}
 		m, err := amdgpu.ParseMetrics(raw)
-		if err != nil || m.Content != 5 || m.XGMIReadKB == nil {
+		if err != nil || m.Content != e.amdMetrics || m.XGMIReadKB == nil {
 			h.t.Errorf("card%d gpu_metrics: %+v %v", i+1, m, err)
 		}
 		nic := h.resolve(fmt.Sprintf("/sys/class/infiniband/mlx5_%d/device", i))
 		if filepath.Dir(filepath.Dir(nic)) != filepath.Dir(filepath.Dir(dev)) {
 			h.t.Errorf("rail %d: GPU %s and NIC %s are not on one switch", i, dev, nic)
 		}
-		if p := h.read(fmt.Sprintf("/sys/class/kfd/kfd/topology/nodes/%d/properties", 2+i)); !strings.Contains(p, "simd_count 1216\n") {
+		if p := h.read(fmt.Sprintf("/sys/class/kfd/kfd/topology/nodes/%d/properties", 2+i)); !strings.Contains(p, fmt.Sprintf("simd_count %d\n", 4*e.amdCUs)) {
 			h.t.Errorf("KFD node %d: %q", 2+i, p)
 		}
 	}

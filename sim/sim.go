@@ -56,6 +56,7 @@ func catalog() []spec {
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
 		{"h100-roce-lossy", "h100-roce with a planted fault: the eight GPU-side RoCE ports have neither PFC nor ECN", h100RoCELossy},
 		{"mi300x-roce", "AMD MI300X server: 8x MI300X 192GB (amdgpu sysfs, XGMI hive), 8x ConnectX-7 RoCE v2 400GbE, 2 NUMA nodes", mi300xRoCE},
+		{"mi355x-roce", "AMD MI355X server: 8x MI355X 288GB (ROCm 7.0 amdgpu sysfs, gpu_metrics 1.8, XGMI hive), 8x ConnectX-7 RoCE v2 400GbE, 2 NUMA nodes", mi355xRoCE},
 	}
 }
 

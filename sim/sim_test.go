@@ -19,7 +19,7 @@ import (
 
 func TestNames(t *testing.T) {
 	names := Names()
-	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "dgx-h100-ib-no-nvml", "h100-roce", "h100-roce-lossy", "mi300x-roce"}
+	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "dgx-h100-ib-no-nvml", "h100-roce", "h100-roce-lossy", "mi300x-roce", "mi355x-roce"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Names() = %v, want %v", names, want)
 	}
@@ -57,7 +57,10 @@ type expect struct {
 	rate            map[string]string // device -> rate
 	netMTU          map[string]int    // netdev -> MTU
 	railPairs       bool              // GPU i and mlx5_i share a PCIe switch
-	amdGPUs         int               // MI300X cards (amd_test.go checks them)
+	amdGPUs         int               // AMD cards (amd_test.go checks them)
+	amdDevice       string            // their PCI device id
+	amdMetrics      uint8             // their gpu_metrics content revision (1.x)
+	amdCUs          int               // their compute units
 	nvmlMissing     bool              // the NVIDIA GPUs and driver without the library
 }
 
@@ -104,7 +107,14 @@ func expectations() map[string]expect {
 			rdma:    eth8(),
 			rate:    map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_7": "400 Gb/sec (4X NDR)"},
 			netMTU:  map[string]int{"enp19s0np0": 9000, "enp227s0np0": 9000},
-			amdGPUs: 8,
+			amdGPUs: 8, amdDevice: "0x74a1", amdMetrics: 5, amdCUs: 304,
+		},
+		"mi355x-roce": {
+			cpus: 384, numaNodes: 2,
+			rdma:    eth8(),
+			rate:    map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_7": "400 Gb/sec (4X NDR)"},
+			netMTU:  map[string]int{"enp19s0np0": 9000, "enp227s0np0": 9000},
+			amdGPUs: 8, amdDevice: "0x75a3", amdMetrics: 8, amdCUs: 256,
 		},
 	}
 	// The degraded variants are their good nodes plus the planted faults

@@ -38,6 +38,7 @@ var plantedFaults = map[string][]string{
 	"dgx-h100-ib-no-nvml": {"discovery node"},
 	"h100-roce":           nil,
 	"mi300x-roce":         nil,
+	"mi355x-roce":         nil,
 	"h100-roce-lossy": {
 		"roce-congestion mlx5_0/1", "roce-congestion mlx5_1/1", "roce-congestion mlx5_2/1", "roce-congestion mlx5_3/1",
 		"roce-congestion mlx5_4/1", "roce-congestion mlx5_5/1", "roce-congestion mlx5_6/1", "roce-congestion mlx5_7/1",

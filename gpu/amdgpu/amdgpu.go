@@ -32,6 +32,10 @@ type Backend struct {
 
 	mu    sync.Mutex
 	cards map[string]*cardState // by PCI bus id
+
+	// insteadOf says why this backend reads what AMD SMI would, when the
+	// node has an AMD SMI library we cannot use; "" otherwise.
+	insteadOf string
 }
 
 var (
@@ -44,6 +48,11 @@ type Option func(*Backend)
 
 // WithClock stamps samples with now instead of time.Now.
 func WithClock(now func() time.Time) Option { return func(b *Backend) { b.now = now } }
+
+// WithInsteadOf says the node has AMD SMI but it could not be used, and
+// why: samples then report the source degraded with the reason, since
+// sysfs lacks some of what the library reads.
+func WithInsteadOf(why string) Option { return func(b *Backend) { b.insteadOf = why } }
 
 // New returns a backend reading the host filesystem fsys.
 func New(fsys hostfs.FS, opts ...Option) *Backend {

@@ -3,6 +3,7 @@ package amdgpu_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,7 +169,7 @@ func TestBrokenAndGone(t *testing.T) {
 	}
 	write("gpu_busy_percent", "lots\n")
 	write("pp_dpm_sclk", "0: 500Mhz\n")
-	write("gpu_metrics", "\x68\x01\x01\x09garbage")
+	write("gpu_metrics", "\x68\x01\x01\x05garbage") // a 1.5 table cut short
 	write("ras/umc_err_count", "ue: ?\n")
 	b := amdgpu.New(fsys)
 	samples, err := b.Sample(context.Background())
@@ -179,7 +180,7 @@ func TestBrokenAndGone(t *testing.T) {
 	if !s.Up || s.Utilization != nil || s.MemoryUsedBytes == nil || s.Interconnect != nil || len(s.Errors) != 4 {
 		t.Errorf("broken GPU: %+v", s)
 	}
-	for _, want := range []string{"gpu_busy_percent", "pp_dpm_sclk", "gpu_metrics 1.9", "ras/umc_err_count"} {
+	for _, want := range []string{"gpu_busy_percent", "pp_dpm_sclk", "gpu_metrics 1.5: 11 bytes, want 360", "ras/umc_err_count"} {
 		if !strings.Contains(strings.Join(s.Errors, "\n"), want) {
 			t.Errorf("errors %q lack %s", s.Errors, want)
 		}
@@ -246,5 +247,106 @@ func TestPartitionModes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A gpu_metrics revision we cannot decode (1.9, the kernel's list of
+// self-describing attributes, here with two) costs only what gpu_metrics
+// alone has on an MI300X (XGMI counters, energy): the rest is read from
+// the plain sysfs attributes, the GPUs carry no errors, and the source is
+// degraded, naming the revision. Before, every GPU carried the decoding
+// error and the source reported an error.
+func TestUnknownMetricsRevisionFallsBack(t *testing.T) {
+	n, fsys := mi300x(t)
+	v19 := []byte{0x18, 0x00, 1, 9, 2, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	for i := 1; i <= 8; i++ {
+		dev, err := fsys.Resolve(fmt.Sprintf("/sys/class/drm/card%d/device", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.Root, dev, "gpu_metrics"), v19, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	samples, err := amdgpu.New(fsys).Sample(context.Background())
+	st := source.StatusOf(source.AMDGPU+"-sample", err, 0)
+	if st.State != source.Degraded || !strings.Contains(st.Message, "gpu_metrics 1.9 on 0000:15:00.0, ") ||
+		!strings.Contains(st.Message, "gpu_busy_percent") || strings.Count(st.Message, "gpu_metrics 1.9") != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	if len(samples) != 8 {
+		t.Fatalf("%d samples", len(samples))
+	}
+	for _, s := range samples {
+		if !s.Up || len(s.Errors) != 0 || s.Utilization == nil || s.MemoryUsedBytes == nil || s.PowerWatts == nil ||
+			len(s.Temperatures) != 2 || len(s.Clocks) != 2 || s.PCIe == nil || s.PCIe.ReplayErrors == nil || len(s.ECC) != 2 {
+			t.Errorf("gpu %d: %+v", s.Index, s)
+		}
+		if s.Interconnect != nil {
+			t.Errorf("gpu %d: XGMI counters without gpu_metrics: %+v", s.Index, s.Interconnect)
+		}
+	}
+}
+
+// On a node whose AMD SMI library is of a version we cannot read, the
+// sysfs backend serves, and its samples say so: degraded, with the reason.
+func TestInsteadOfAMDSMI(t *testing.T) {
+	_, fsys := mi300x(t)
+	why := "AMD SMI not usable: /opt/rocm/lib/libamd_smi.so: AMD SMI 27.0.0 is not a version whose structs we know"
+	samples, err := amdgpu.New(fsys, amdgpu.WithInsteadOf(why)).Sample(context.Background())
+	st := source.StatusOf(source.AMDGPU+"-sample", err, 0)
+	if len(samples) != 8 || st.State != source.Degraded || !strings.Contains(st.Message, "amdgpu sysfs read instead of AMD SMI: "+why) {
+		t.Fatalf("%d samples, %+v", len(samples), st)
+	}
+	if _, err := amdgpu.New(fsys).Sample(context.Background()); err != nil {
+		t.Errorf("without AMD SMI: %v", err)
+	}
+}
+
+// The MI355X node reports gpu_metrics 1.8: its readings come through, and
+// each XGMI link's own state (1.7 on) decides whether it is up, here with
+// link 2 of the first GPU reported down while the link width says the
+// links are trained.
+func TestSampleMI355X(t *testing.T) {
+	n, err := sim.Build("mi355x-roce", shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := hostfs.New(n.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := fsys.Resolve("/sys/class/drm/card1/device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(n.Root, dev, "gpu_metrics")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offsets, size, _ := amdgpu.Layout(1, 8)
+	if raw[3] != 8 || len(raw) != size {
+		t.Fatalf("gpu_metrics 1.%d, %d bytes", raw[3], len(raw))
+	}
+	raw[offsets["xgmi_link_status"]+2*2] = 0 // link 2 down
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	samples, err := amdgpu.New(fsys).Sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := samples[0]
+	if !s.Up || s.Product != "AMD Instinct MI355X" || *s.MemoryTotalBytes != 288<<30 || *s.PowerLimitWatts != 1400 ||
+		s.EnergyMillijoules == nil || s.PCIe == nil || *s.PCIe.LinkGeneration != 5 || len(s.Clocks) != 2 || s.Clocks[0].Hertz != 2400e6 {
+		t.Fatalf("%+v", s)
+	}
+	ic := s.Interconnect
+	if ic == nil || len(ic.Links) != 7 || ic.ActiveLinks() != 6 || ic.Links[2].Up || !ic.Links[3].Up {
+		t.Fatalf("interconnect %+v", ic)
+	}
+	if ic := samples[1].Interconnect; ic == nil || ic.ActiveLinks() != 7 {
+		t.Errorf("gpu 1 interconnect %+v", ic)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,12 +34,18 @@ func TestLayoutMatchesC(t *testing.T) {
 		f := strings.Fields(sc.Text())
 		rev, member := f[0], f[1]
 		want, _ := strconv.Atoi(f[2])
-		maj, minor, _ := strings.Cut(rev, ".")
+		// "1.6-early" names the first of a revision's layouts.
+		num, early := strings.CutSuffix(rev, "-early")
+		maj, minor, _ := strings.Cut(num, ".")
 		fm, _ := strconv.Atoi(maj)
 		cm, _ := strconv.Atoi(minor)
 		offsets, size, ok := Layout(uint8(fm), uint8(cm))
 		if !ok {
 			t.Fatalf("revision %s has no layout", rev)
+		}
+		if early {
+			all, sizes := Layouts(uint8(fm), uint8(cm))
+			offsets, size = all[0], sizes[0]
 		}
 		got, ok := offsets[member], true
 		if member == "sizeof" {
@@ -52,7 +59,7 @@ func TestLayoutMatchesC(t *testing.T) {
 		}
 		checked++
 	}
-	if checked < 50 {
+	if checked < 150 {
 		t.Fatalf("only %d members checked", checked)
 	}
 }
@@ -64,7 +71,8 @@ func table(t testing.TB, format, content uint8, set map[string][]uint64) []byte 
 	if !ok {
 		t.Fatalf("no layout %d.%d", format, content)
 	}
-	l := layouts[[2]uint8{format, content}]
+	ls := layouts[[2]uint8{format, content}]
+	l := ls[len(ls)-1]
 	b := bytes.Repeat([]byte{0xff}, size)
 	binary.LittleEndian.PutUint16(b, uint16(size))
 	b[2], b[3] = format, content
@@ -88,8 +96,12 @@ func table(t testing.TB, format, content uint8, set map[string][]uint64) []byte 
 	return b
 }
 
+// Every MI300-class revision reads the same values: 1.4 and 1.5 (MI300X
+// on Linux 6.7 to 6.8 and 6.9 on), 1.6 to 1.8 (MI300X, MI325X, MI350X and
+// MI355X on newer kernels and ROCm's driver), built from the kernel's
+// layouts as layout.c declares them.
 func TestParseMetricsMI300(t *testing.T) {
-	for _, content := range []uint8{4, 5} {
+	for _, content := range []uint8{4, 5, 6, 7, 8} {
 		b := table(t, 1, content, map[string][]uint64{
 			"temperature_hotspot":   {61},
 			"temperature_mem":       {53},
@@ -151,15 +163,17 @@ func TestParseMetricsRejects(t *testing.T) {
 		unsupported bool
 		want        string
 	}{
-		"empty":        {nil, false, "shorter than its header"},
-		"header only":  {good[:3], false, "shorter than its header"},
-		"truncated":    {good[:200], false, "200 bytes, want 360"},
-		"size differs": {wrongSize, false, "header says 100 bytes"},
-		"v1.6":         {[]byte{0x50, 0x01, 1, 6, 0, 0}, true, "gpu_metrics 1.6"},
-		"v1.0":         {[]byte{0x50, 0x00, 1, 0}, true, "gpu_metrics 1.0"},
-		"v2.1 (APU)":   {[]byte{0x50, 0x00, 2, 1}, true, "gpu_metrics 2.1"},
-		"v3.0":         {[]byte{0x50, 0x00, 3, 0}, true, "gpu_metrics 3.0"},
-		"text":         {[]byte("hello world\n"), true, ""},
+		"empty":         {nil, false, "shorter than its header"},
+		"header only":   {good[:3], false, "shorter than its header"},
+		"truncated":     {good[:200], false, "200 bytes, want 360"},
+		"size differs":  {wrongSize, false, "header says 100 bytes"},
+		"v1.6 odd size": {[]byte{0x50, 0x01, 1, 6, 0, 0}, false, "header says 336 bytes, the layouts have 384 or 1664"},
+		// 1.9 is a count and a list of self-describing attributes.
+		"v1.9":       {[]byte{0x10, 0x00, 1, 9, 2, 0, 0, 0}, true, "gpu_metrics 1.9"},
+		"v1.0":       {[]byte{0x50, 0x00, 1, 0}, true, "gpu_metrics 1.0"},
+		"v2.1 (APU)": {[]byte{0x50, 0x00, 2, 1}, true, "gpu_metrics 2.1"},
+		"v3.0":       {[]byte{0x50, 0x00, 3, 0}, true, "gpu_metrics 3.0"},
+		"text":       {[]byte("hello world\n"), true, ""},
 	} {
 		_, err := ParseMetrics(tc.b)
 		if err == nil {
@@ -172,10 +186,47 @@ func TestParseMetricsRejects(t *testing.T) {
 	}
 }
 
+// The first form of 1.6 (1.5 plus residencies) is told from the current
+// one by its size, and still reads right.
+func TestParseMetricsV16Early(t *testing.T) {
+	offsets, sizes := Layouts(1, 6)
+	if len(sizes) != 2 || sizes[0] != 384 || sizes[1] != 1664 {
+		t.Fatalf("1.6 sizes %v", sizes)
+	}
+	b := bytes.Repeat([]byte{0xff}, sizes[0])
+	binary.LittleEndian.PutUint16(b, uint16(sizes[0]))
+	b[2], b[3] = 1, 6
+	binary.LittleEndian.PutUint16(b[offsets[0]["curr_socket_power"]:], 700)
+	binary.LittleEndian.PutUint16(b[offsets[0]["average_gfx_activity"]:], 42)
+	binary.LittleEndian.PutUint64(b[offsets[0]["pcie_replay_count_acc"]:], 3)
+	m, err := ParseMetrics(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *m.SocketPowerW != 700 || *m.GFXActivity != 0.42 || *m.PCIeReplays != 3 || m.XGMILinkUp != nil {
+		t.Errorf("%+v", m)
+	}
+}
+
+// 1.7 and later report each XGMI link's state.
+func TestParseMetricsLinkStatus(t *testing.T) {
+	for _, content := range []uint8{7, 8} {
+		b := table(t, 1, content, map[string][]uint64{"xgmi_link_status": {1, 1, 0, 1, 1, 1, 1}})
+		m, err := ParseMetrics(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.XGMILinkUp) != 8 || !*m.XGMILinkUp[0] || *m.XGMILinkUp[2] || m.XGMILinkUp[7] != nil {
+			t.Errorf("1.%d: %v", content, m.XGMILinkUp)
+		}
+	}
+}
+
 func FuzzParseMetrics(f *testing.F) {
 	f.Add(table(f, 1, 3, map[string][]uint64{"average_gfx_activity": {50}}))
 	f.Add(table(f, 1, 4, map[string][]uint64{"xgmi_read_data_acc": {1, 2}}))
 	f.Add(table(f, 1, 5, nil))
+	f.Add(table(f, 1, 8, map[string][]uint64{"xgmi_link_status": {1, 0}}))
 	f.Add([]byte{0x68, 0x01, 1, 5})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -188,8 +239,8 @@ func FuzzParseMetrics(f *testing.F) {
 				t.Fatalf("ratio %v", *r)
 			}
 		}
-		if _, size, _ := Layout(m.Format, m.Content); len(b) < size {
-			t.Fatalf("accepted %d bytes for a %d-byte layout", len(b), size)
+		if _, sizes := Layouts(m.Format, m.Content); len(b) < slices.Min(sizes) {
+			t.Fatalf("accepted %d bytes for layouts of %v bytes", len(b), sizes)
 		}
 	})
 }

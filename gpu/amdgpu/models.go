@@ -7,7 +7,12 @@ type model struct {
 }
 
 // models are the Instinct GPUs by PCI device id (physical functions; the
-// virtual functions passed to VMs have ids of their own).
+// virtual functions passed to VMs have ids of their own). The ids are the
+// PCI ID database's (pci.ids, vendor 1002: 74a0-74bd "Aqua Vanjaram
+// [Instinct MI300A/MI300X/MI308X/MI325X ...]"); the amdgpu driver itself
+// binds these by class (IP discovery), so its amdgpu_drv.c lists none of
+// them. MI350X (75a0) and MI355X (75a3) are gfx950 (CDNA4): 75a3 as an
+// MI355X host's lspci shows it; 75a0 is unconfirmed by any source at hand.
 var models = map[string]model{
 	"0x738c": {"AMD Instinct MI100", "cdna"},
 	"0x7408": {"AMD Instinct MI250X", "cdna2"},
@@ -19,6 +24,8 @@ var models = map[string]model{
 	"0x74a5": {"AMD Instinct MI325X", "cdna3"},
 	"0x74a9": {"AMD Instinct MI300X HF", "cdna3"},
 	"0x74b5": {"AMD Instinct MI300X VF", "cdna3"},
+	"0x74b9": {"AMD Instinct MI325X VF", "cdna3"},
+	"0x74bd": {"AMD Instinct MI300X HF", "cdna3"},
 	"0x75a0": {"AMD Instinct MI350X", "cdna4"},
 	"0x75a3": {"AMD Instinct MI355X", "cdna4"},
 }

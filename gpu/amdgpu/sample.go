@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
 )
 
 // cardState is what the sampler keeps per card between rounds.
@@ -24,6 +25,9 @@ type cardState struct {
 	// xgmiLinks is the number of XGMI links the KFD reports, read once.
 	xgmiLinks int
 	dev       string
+	// fallback names the gpu_metrics revision of the last read that could
+	// not be decoded ("" when it was, or there is none), under idMu.
+	fallback string
 }
 
 // Sample reads every amdgpu card, plus any card that answered before and
@@ -80,7 +84,36 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 			errs = append(errs, fmt.Errorf("gpu %d (%s): %s", s.Index, s.PCIBusID, e))
 		}
 	}
-	return out, errors.Join(errs...)
+	if b.insteadOf != "" {
+		errs = append(errs, source.NewDegraded("amdgpu sysfs read instead of AMD SMI: %s", b.insteadOf))
+	}
+	return out, errors.Join(append(errs, fallbacks(states))...)
+}
+
+// fallbacks says which GPUs' gpu_metrics tables were of a revision we
+// cannot decode, one line per revision; their readings came from the
+// plain sysfs attributes (the source is degraded, not failed).
+func fallbacks(states []*cardState) error {
+	byRev := map[string][]string{}
+	var revs []string
+	for _, st := range states {
+		st.idMu.Lock()
+		rev, bus := st.fallback, st.identity.PCIBusID
+		st.idMu.Unlock()
+		if rev == "" {
+			continue
+		}
+		if byRev[rev] == nil {
+			revs = append(revs, rev)
+		}
+		byRev[rev] = append(byRev[rev], bus)
+	}
+	var errs []error
+	for _, rev := range revs {
+		errs = append(errs, source.NewDegraded("%s on %s: not decoded; read gpu_busy_percent, mem_info_vram_*, pp_dpm_*, hwmon instead (no XGMI counters, and no energy where hwmon lacks it)",
+			rev, strings.Join(byRev[rev], ", ")))
+	}
+	return errors.Join(errs...)
 }
 
 func (st *cardState) id() gpu.Sample {
@@ -156,7 +189,7 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 		}
 	}
 	replays, okR := attr(b, dev, "pcie_replay_count", parseUint, &errs)
-	m, okM := b.metrics(dev, &errs)
+	m, okM, fallback := b.metrics(dev, &errs)
 	if okM {
 		b.fromMetrics(m, st.xgmiLinks, &s)
 	}
@@ -168,6 +201,7 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 	}
 	st.idMu.Lock()
 	st.identity.UUID, st.identity.Product = s.UUID, s.Product
+	st.fallback = fallback
 	st.idMu.Unlock()
 	for _, e := range errs {
 		s.Errors = append(s.Errors, e.Error())
@@ -224,22 +258,27 @@ func (b *Backend) rasCounts(dev string, errs *[]error) (ue, ce uint64, ok bool) 
 	return c.ue, c.ce, ok
 }
 
-// metrics reads and decodes the card's gpu_metrics table.
-func (b *Backend) metrics(dev string, errs *[]error) (Metrics, bool) {
+// metrics reads and decodes the card's gpu_metrics table. A revision we
+// cannot decode is no error of the card: fallback names it ("gpu_metrics
+// 1.9"), and the sample keeps what the plain attributes gave.
+func (b *Backend) metrics(dev string, errs *[]error) (m Metrics, ok bool, fallback string) {
 	raw, err := b.fs.ReadFile(dev + "/gpu_metrics")
 	if errors.Is(err, fs.ErrNotExist) {
-		return Metrics{}, false
+		return Metrics{}, false, ""
 	}
 	if err != nil {
 		*errs = append(*errs, fmt.Errorf("read gpu_metrics: %w", err))
-		return Metrics{}, false
+		return Metrics{}, false, ""
 	}
-	m, err := ParseMetrics(raw)
+	m, err = ParseMetrics(raw)
+	if errors.Is(err, ErrUnsupported) {
+		return Metrics{}, false, fmt.Sprintf("gpu_metrics %d.%d", m.Format, m.Content)
+	}
 	if err != nil {
 		*errs = append(*errs, err)
-		return Metrics{}, false
+		return Metrics{}, false, ""
 	}
-	return m, true
+	return m, true, ""
 }
 
 // fromMetrics fills in what sysfs text attributes did not give, plus the
@@ -293,6 +332,9 @@ func (b *Backend) fromMetrics(m Metrics, xgmiLinks int, s *gpu.Sample) {
 			// converts them). Read from this GPU's point of view is
 			// what it received.
 			l := gpu.Link{Number: i, Up: up, ReceiveBytes: ptr(m.XGMIReadKB[i] * 1024)}
+			if i < len(m.XGMILinkUp) && m.XGMILinkUp[i] != nil {
+				l.Up = *m.XGMILinkUp[i] // 1.7 on: each link's own state
+			}
 			if i < len(m.XGMIWriteKB) {
 				l.TransmitBytes = ptr(m.XGMIWriteKB[i] * 1024)
 			}

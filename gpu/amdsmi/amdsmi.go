@@ -2,8 +2,9 @@
 // library is opened with dlopen at run time by a small C shim of our own
 // (shim.c), so one agent binary runs on NVIDIA, AMD and CPU-only nodes and
 // needs no ROCm to build. The library's version is checked before any
-// struct is exchanged: only the layouts declared in amdsmi_types.h, those
-// of AMD SMI 24.7 (ROCm 6.3), are used.
+// struct is exchanged, and selects one of the layouts declared in
+// amdsmi_types.h: AMD SMI 24.7 (ROCm 6.3), 25.x (ROCm 6.4) or 26.x
+// (ROCm 7.x). Other versions are not used.
 package amdsmi
 
 /*
@@ -85,15 +86,83 @@ func compareVersions(a, b string) int {
 
 func isVersionSep(r rune) bool { return r == '.' || r == '-' }
 
-// Version is an AMD SMI library version (year-based: 24.7.1.0).
+// Version is an AMD SMI library version: year-based up to 24.x
+// (24.7.1.0), major.minor.release from 25.x on (Year 0: 26.1.0).
 type Version struct{ Year, Major, Minor, Release uint32 }
 
 func (v Version) String() string {
+	if v.Year == 0 {
+		return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Release)
+	}
 	return fmt.Sprintf("%d.%d.%d.%d", v.Year, v.Major, v.Minor, v.Release)
 }
 
+// versionOf reads amdsmi_version_t's first four words. Up to 24.x they
+// are year, major, minor, release. 26.x dropped the year (major, minor,
+// release). ROCm 6.4's 25.x numbers itself major.minor.release but kept
+// the year member, unused, in front; a library that still fills it with
+// 25 reads the same either way.
+func versionOf(w [4]uint32) Version {
+	switch {
+	case w[0] <= 24:
+		if w[1] == 25 { // 25.x behind an unused year
+			return Version{Major: 25, Minor: w[2], Release: w[3]}
+		}
+		return Version{w[0], w[1], w[2], w[3]}
+	case w[0] == 25 && w[1] == 25:
+		return Version{Major: 25, Minor: w[2], Release: w[3]}
+	default:
+		return Version{Major: w[0], Minor: w[1], Release: w[2]}
+	}
+}
+
+// layout is how a library version lays out the structs we exchange.
+type layout struct {
+	structs        int  // enum smi_layout
+	powerSensorArg bool // amdsmi_get_power_info takes a sensor index
+	shortLinks     bool // 48-byte link metrics entries
+}
+
+// layout returns the library version's layout, and ok false for a version
+// whose structs we do not know.
+func (v Version) layout() (l layout, ok bool) {
+	switch {
+	case v.Year == 24 && v.Major == 7:
+		return layout{structs: C.LAYOUT_24}, true
+	case v.Year == 0 && v.Major == 25 && v.Minor >= 2:
+		// 25.2 is ROCm 6.4.0; 25.0 and 25.1 were never released. 25.2
+		// alone took a sensor index (reverted in 25.3, ROCm 6.4.1).
+		return layout{structs: C.LAYOUT_25, powerSensorArg: v.Minor == 2}, true
+	case v.Year == 0 && v.Major == 26:
+		// 26.0 is ROCm 7.0; 26.1 (ROCm 7.1) shortened the link entries.
+		return layout{structs: C.LAYOUT_26, shortLinks: v.Minor >= 1}, true
+	}
+	return layout{}, false
+}
+
 // Supported reports whether the structs we declare match the library's.
-func (v Version) Supported() bool { return v.Year == 24 && v.Major == 7 }
+func (v Version) Supported() bool {
+	_, ok := v.layout()
+	return ok
+}
+
+// supportedVersions names what Supported accepts, for messages.
+const supportedVersions = "24.7, 25.2 to 25.x, 26.x"
+
+// ErrUnsupportedVersion marks a library that loaded but whose structs we
+// do not know (its version, or its ASIC info read through the version's
+// layout): the node has AMD SMI, just not one we can read. Errors that
+// hold it are absent errors too.
+var ErrUnsupportedVersion = errors.New("AMD SMI version whose structs we do not know")
+
+// unsupportedError is absent (the agent reads amdgpu sysfs instead) and
+// ErrUnsupportedVersion.
+type unsupportedError struct{ reason string }
+
+func (e *unsupportedError) Error() string { return e.reason }
+func (e *unsupportedError) Is(target error) bool {
+	return target == source.ErrAbsent || target == ErrUnsupportedVersion
+}
 
 // Status is an amdsmi_status_t that is not success.
 type Status uint32
@@ -115,6 +184,8 @@ func (s Status) Error() string {
 		return "device not found"
 	case 34:
 		return "driver not loaded"
+	case 43:
+		return "unexpected data (a struct not laid out as we declared it)"
 	case statusMissing:
 		return "function missing from the library"
 	}
@@ -178,6 +249,7 @@ func OpenFirst(cands []gpu.Library, opts ...Option) (*Backend, error) {
 		o(b)
 	}
 	var reasons []string
+	unsupported := false
 	for _, c := range cands {
 		err := b.open(c.Path)
 		if err == nil {
@@ -195,8 +267,13 @@ func OpenFirst(cands []gpu.Library, opts ...Option) (*Backend, error) {
 			return nil, err
 		}
 		reasons = append(reasons, err.Error())
+		unsupported = unsupported || errors.Is(err, ErrUnsupportedVersion)
 	}
-	return nil, source.NewAbsent("AMD SMI not usable: %s", strings.Join(reasons, "; "))
+	reason := "AMD SMI not usable: " + strings.Join(reasons, "; ")
+	if unsupported {
+		return nil, &unsupportedError{reason}
+	}
+	return nil, source.NewAbsent("%s", reason)
 }
 
 func (b *Backend) open(path string) error {
@@ -219,14 +296,49 @@ func (b *Backend) open(path string) error {
 	if err := status(C.smi_lib_version(lib, &v[0])); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_get_lib_version: %v", path, err))
 	}
-	ver := Version{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])}
-	if !ver.Supported() {
-		return fail(source.NewAbsent("%s: AMD SMI %s is not a version whose structs we know (24.7)", path, ver))
+	ver := versionOf([4]uint32{uint32(v[0]), uint32(v[1]), uint32(v[2]), uint32(v[3])})
+	lay, ok := ver.layout()
+	if !ok {
+		return fail(&unsupportedError{fmt.Sprintf("%s: AMD SMI %s is not a version whose structs we know (%s)", path, ver, supportedVersions)})
 	}
+	C.smi_set_layout(lib, C.int(lay.structs), C.int(boolInt(lay.powerSensorArg)), C.int(boolInt(lay.shortLinks)))
 	if err := status(C.smi_init(lib, C.AMDSMI_INIT_AMD_GPUS)); err != nil {
 		return fail(source.NewAbsent("%s: amdsmi_init: %v", path, err))
 	}
 	b.lib, b.version = lib, ver
+	if err := b.checkLayout(); err != nil {
+		C.smi_shut_down(lib)
+		b.lib = nil
+		return fail(&unsupportedError{fmt.Sprintf("%s: AMD SMI %s: %v", path, ver, err)})
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// checkLayout reads the first GPU's ASIC info and checks it reads as an
+// AMD GPU's (vendor 0x1002 and a device id in the low 16 bits, which is
+// all we use of it): a library whose structs are not laid out as we
+// declared them for its version is not used, so a wrong layout reads
+// nothing rather than garbage. Read through the 25.x/26.x layout, a 24.7
+// struct has no device id where 26.x has it (past its end).
+func (b *Backend) checkLayout() error {
+	handles, err := b.gpus()
+	if err != nil || len(handles) == 0 {
+		return nil // nothing to check; listing errors show when sampling
+	}
+	var a C.smi_asic_t
+	if C.smi_asic(b.lib, handles[0], &a) != 0 {
+		return nil
+	}
+	if a.vendor_id != 0x1002 || a.device_id&0xffff == 0 {
+		return fmt.Errorf("ASIC info does not read as the layout we declared for this version (vendor %#x, device %#x): not used", uint32(a.vendor_id), uint64(a.device_id))
+	}
 	return nil
 }
 
@@ -338,7 +450,7 @@ func cstr(p *C.char, n int) string {
 
 // identity reads what names a GPU on every series: its PCI bus ID, UUID
 // and ASIC info (nil when unreadable).
-func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID, uuid string, asic *C.amdsmi_asic_info_t) {
+func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID, uuid string, asic *C.smi_asic_t) {
 	var bdf C.uint64_t
 	if call(errs, "amdsmi_get_gpu_device_bdf", C.smi_bdf(b.lib, h, &bdf)) {
 		pciBusID = busID(uint64(bdf))
@@ -347,7 +459,7 @@ func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID
 	if call(errs, "amdsmi_get_gpu_device_uuid", C.smi_uuid(b.lib, h, &id[0], C.uint(len(id)))) {
 		uuid = cstr(&id[0], len(id))
 	}
-	var info C.amdsmi_asic_info_t
+	var info C.smi_asic_t
 	if call(errs, "amdsmi_get_gpu_asic_info", C.smi_asic(b.lib, h, &info)) {
 		asic = &info
 	}
@@ -356,7 +468,7 @@ func (b *Backend) identity(h C.amdsmi_processor_handle, errs *[]error) (pciBusID
 
 func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driver string, errs []error) {
 	d = gpu.Device{Index: i, Vendor: gpu.AMD, NUMANode: -1}
-	var asic *C.amdsmi_asic_info_t
+	var asic *C.smi_asic_t
 	d.PCIBusID, d.UUID, asic = b.identity(h, &errs)
 	if asic != nil {
 		d.PCIDeviceID = fmt.Sprintf("0x%04x", uint64(asic.device_id)&0xffff)
@@ -372,7 +484,7 @@ func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driv
 		}
 		d.Serial = cstr(&asic.asic_serial[0], len(asic.asic_serial))
 	}
-	var drv C.amdsmi_driver_info_t
+	var drv C.smi_driver_t
 	if call(&errs, "amdsmi_get_gpu_driver_info", C.smi_driver(b.lib, h, &drv)) {
 		driver = cstr(&drv.driver_version[0], len(drv.driver_version))
 	}
@@ -402,16 +514,16 @@ func (b *Backend) device(i int, h C.amdsmi_processor_handle) (d gpu.Device, driv
 }
 
 // links returns the GPU's XGMI links from amdsmi_get_link_metrics.
-func (b *Backend) links(h C.amdsmi_processor_handle, errs *[]error) ([]C.amdsmi_link_t, bool) {
-	m := (*C.amdsmi_link_metrics_t)(C.calloc(1, C.sizeof_amdsmi_link_metrics_t))
+func (b *Backend) links(h C.amdsmi_processor_handle, errs *[]error) ([]C.smi_link_t, bool) {
+	m := (*C.smi_links_t)(C.calloc(1, C.sizeof_smi_links_t))
 	defer C.free(unsafe.Pointer(m))
 	if !call(errs, "amdsmi_get_link_metrics", C.smi_links(b.lib, h, m)) {
 		return nil, false
 	}
 	n := min(int(m.num_links), C.AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK)
-	var out []C.amdsmi_link_t
+	var out []C.smi_link_t
 	for _, l := range m.links[:n] {
-		if l.link_type == C.AMDSMI_LINK_TYPE_XGMI {
+		if l.xgmi != 0 {
 			out = append(out, l)
 		}
 	}

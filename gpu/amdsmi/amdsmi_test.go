@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,20 +32,41 @@ func fakeLib(t *testing.T, defines ...string) string {
 	return lib
 }
 
+// The same two GPUs, read through each library version's own structs:
+// 24.7 (ROCm 6.3), 25.2 (ROCm 6.4.0, whose amdsmi_get_power_info takes a
+// sensor index), 25.3 (ROCm 6.4.1 on), 26.0 (ROCm 7.0) and 26.1 (ROCm
+// 7.1 on, shorter link entries). Before the 25.x and 26.x layouts, those
+// libraries were refused.
 func TestInventoryAndSample(t *testing.T) {
-	b, err := Open(fakeLib(t))
+	for _, tc := range []struct {
+		defines []string
+		version Version
+		str     string
+	}{
+		{nil, Version{24, 7, 0, 1}, "24.7.0.1"},
+		{[]string{"FAKE_LAYOUT=25", "FAKE_MINOR=2"}, Version{0, 25, 2, 0}, "25.2.0"},
+		{[]string{"FAKE_LAYOUT=25", "FAKE_MINOR=3"}, Version{0, 25, 3, 0}, "25.3.0"},
+		{[]string{"FAKE_LAYOUT=26", "FAKE_MINOR=0"}, Version{0, 26, 0, 0}, "26.0.0"},
+		{[]string{"FAKE_LAYOUT=26", "FAKE_MINOR=1"}, Version{0, 26, 1, 0}, "26.1.0"},
+	} {
+		t.Run(tc.str, func(t *testing.T) { inventoryAndSample(t, fakeLib(t, tc.defines...), tc.version, tc.str) })
+	}
+}
+
+func inventoryAndSample(t *testing.T, lib string, version Version, versionString string) {
+	b, err := Open(lib)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if b.Version() != (Version{24, 7, 0, 1}) {
+	if b.Version() != version || b.Version().String() != versionString {
 		t.Errorf("version %v", b.Version())
 	}
 	inv, err := b.Inventory(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inv.Backend != "amdsmi" || inv.DriverVersion != "6.10.5" || inv.LibraryVersion != "24.7.0.1" || len(inv.Devices) != 2 {
+	if inv.Backend != "amdsmi" || inv.DriverVersion != "6.10.5" || inv.LibraryVersion != versionString || len(inv.Devices) != 2 {
 		t.Fatalf("%+v", inv)
 	}
 	d := inv.Devices[1]
@@ -107,8 +129,12 @@ func TestAbsent(t *testing.T) {
 	}{
 		"missing library":  {filepath.Join(t.TempDir(), "libamd_smi.so"), "cannot open shared object file"},
 		"missing symbol":   {fakeLib(t, "OMIT_PROCESSORS"), "lacks amdsmi_get_processor_handles"},
-		"newer version":    {fakeLib(t, "FAKE_YEAR=25"), "AMD SMI 25.7.0.1 is not a version whose structs we know"},
+		"newer version":    {fakeLib(t, "FAKE_LAYOUT=26", "FAKE_MAJOR=27"), "AMD SMI 27.3.0 is not a version whose structs we know"},
+		"25.x pre-release": {fakeLib(t, "FAKE_LAYOUT=25", "FAKE_MINOR=1"), "AMD SMI 25.1.0 is not a version"},
 		"older version":    {fakeLib(t, "FAKE_YEAR=23"), "AMD SMI 23.7.0.1"},
+		// A library numbered 25.x whose structs are 24.7's: the ASIC info
+		// read through the 25.x layout is no AMD GPU's, so it is not used.
+		"layout mismatch":  {fakeLib(t, "FAKE_YEAR=25"), "AMD SMI 25.7.0: ASIC info does not read as the layout we declared"},
 		"ROCm 6.2":         {fakeLib(t, "FAKE_MAJOR=6"), "AMD SMI 24.6.0.1"},
 		"driver not found": {fakeLib(t, "INIT_STATUS=34"), "amdsmi_init: driver not loaded"},
 		"not a library":    {"testdata/fake_amdsmi.c", "invalid ELF header"},
@@ -116,6 +142,12 @@ func TestAbsent(t *testing.T) {
 		b, err := Open(tc.path)
 		if b != nil || !errors.Is(err, source.ErrAbsent) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v (want absent, %q)", name, err, tc.want)
+		}
+		// A library that is there but of a version we cannot read is told
+		// from one that is missing or broken.
+		versionUnknown := !slices.Contains([]string{"missing library", "missing symbol", "driver not found", "not a library"}, name)
+		if errors.Is(err, ErrUnsupportedVersion) != versionUnknown {
+			t.Errorf("%s: %v: unsupported version %v, want %v", name, err, !versionUnknown, versionUnknown)
 		}
 	}
 	// With no path, the default names are tried and all reasons given.
@@ -188,5 +220,38 @@ func TestBusID(t *testing.T) {
 		if got := busID(v); got != want {
 			t.Errorf("busID(%#x) = %s, want %s", v, got, want)
 		}
+	}
+}
+
+// amdsmi_version_t's first words, as each numbering fills them.
+func TestVersionOf(t *testing.T) {
+	for w, want := range map[[4]uint32]string{
+		{24, 7, 0, 1}:    "24.7.0.1", // ROCm 6.3: year, major, minor, release
+		{0, 25, 3, 0}:    "25.3.0",   // ROCm 6.4: the year member kept, unused
+		{25, 25, 3, 0}:   "25.3.0",   // ... or filled with the major
+		{25, 2, 0, 0}:    "25.2.0",   // 25.x without the year member
+		{26, 1, 0, 7777}: "26.1.0",   // ROCm 7.x: major, minor, release, padding
+	} {
+		if got := versionOf(w).String(); got != want {
+			t.Errorf("%v: %s, want %s", w, got, want)
+		}
+	}
+}
+
+// A library whose link entries are not the size its version should have
+// (a 26.1 numbered library with 26.0's entries) is caught by the link
+// types it seems to report: an error, no links, the rest read.
+func TestLinkLayoutMismatch(t *testing.T) {
+	b, err := Open(fakeLib(t, "FAKE_LAYOUT=26", "FAKE_MINOR=1", "FAKE_LONG_LINKS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	samples, err := b.Sample(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "amdsmi_get_link_metrics: unexpected data") {
+		t.Fatalf("error %v", err)
+	}
+	if s := samples[0]; s.Interconnect != nil || s.PowerWatts == nil || *s.PowerWatts != 612 {
+		t.Errorf("%+v", s)
 	}
 }

@@ -56,7 +56,7 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 func (b *Backend) sampleGPU(i int, h C.amdsmi_processor_handle) gpu.Sample {
 	var errs []error
 	s := gpu.Sample{Index: i, Time: b.now(), Up: true}
-	var asic *C.amdsmi_asic_info_t
+	var asic *C.smi_asic_t
 	s.PCIBusID, s.UUID, asic = b.identity(h, &errs)
 	if asic != nil {
 		s.Product = cstr(&asic.market_name[0], len(asic.market_name))
@@ -94,7 +94,7 @@ func (b *Backend) sampleGPU(i int, h C.amdsmi_processor_handle) gpu.Sample {
 	if okT && okU && used <= total {
 		s.MemoryFreeBytes = ptr(uint64(total - used))
 	}
-	var pw C.amdsmi_power_info_t
+	var pw C.smi_power_t
 	if call(&errs, "amdsmi_get_power_info", C.smi_power(b.lib, h, &pw)) {
 		// Watts; MI300 reports current power, older GPUs the average.
 		for _, w := range []uint32{uint32(pw.current_socket_power), uint32(pw.average_socket_power)} {

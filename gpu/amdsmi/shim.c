@@ -74,8 +74,20 @@ amdsmi_status_t smi_shut_down(smi_lib *l) { return CALL(l, FN_SHUT_DOWN, amdsmi_
 amdsmi_status_t smi_lib_version(smi_lib *l, uint32_t v[4]) {
 	PADDED(amdsmi_version_t, u);
 	amdsmi_status_t st = CALL(l, FN_LIB_VERSION, amdsmi_status_t (*)(amdsmi_version_t *), &u.v);
-	v[0] = u.v.year, v[1] = u.v.major, v[2] = u.v.minor, v[3] = u.v.release;
+	memcpy(v, &u.v, 4 * sizeof(uint32_t));
 	return st;
+}
+
+void smi_set_layout(smi_lib *l, int layout, int power_sensor_arg, int short_links) {
+	l->layout = layout;
+	l->power_sensor_arg = power_sensor_arg;
+	l->short_links = short_links;
+}
+
+// copy_str copies a NUL-padded string field into dst (256 bytes).
+static void copy_str(char dst[256], const char *src, size_t n) {
+	memset(dst, 0, 256);
+	memcpy(dst, src, n < 255 ? n : 255);
 }
 
 // smi_gpus lists the processors of every socket into out (room for *n);
@@ -140,23 +152,88 @@ amdsmi_status_t smi_uuid(smi_lib *l, amdsmi_processor_handle h, char *buf, unsig
 	*out = u.v;                                                                                  \
 	return st
 
-amdsmi_status_t smi_asic(smi_lib *l, amdsmi_processor_handle h, amdsmi_asic_info_t *out) {
-	STRUCT_CALL(FN_ASIC, amdsmi_asic_info_t);
+// RAW_CALL reads a struct of the given type into a padded buffer u.
+#define RAW_CALL(fn_id, type)                                                                  \
+	PADDED(type, u);                                                                           \
+	amdsmi_status_t st = CALL(l, fn_id, amdsmi_status_t (*)(amdsmi_processor_handle, type *), h, &u.v)
+
+amdsmi_status_t smi_asic(smi_lib *l, amdsmi_processor_handle h, smi_asic_t *out) {
+	memset(out, 0, sizeof(*out));
+	if (l->layout >= LAYOUT_25) {
+		RAW_CALL(FN_ASIC, amdsmi_asic_info_v26_t);
+		copy_str(out->market_name, u.v.market_name, sizeof(u.v.market_name));
+		copy_str(out->asic_serial, u.v.asic_serial, sizeof(u.v.asic_serial));
+		out->vendor_id = u.v.vendor_id, out->device_id = u.v.device_id;
+		out->num_of_compute_units = u.v.num_of_compute_units;
+		return st;
+	}
+	RAW_CALL(FN_ASIC, amdsmi_asic_info_t);
+	copy_str(out->market_name, u.v.market_name, sizeof(u.v.market_name));
+	copy_str(out->asic_serial, u.v.asic_serial, sizeof(u.v.asic_serial));
+	out->vendor_id = u.v.vendor_id, out->device_id = u.v.device_id;
+	out->num_of_compute_units = u.v.num_of_compute_units;
+	return st;
 }
-amdsmi_status_t smi_driver(smi_lib *l, amdsmi_processor_handle h, amdsmi_driver_info_t *out) {
-	STRUCT_CALL(FN_DRIVER, amdsmi_driver_info_t);
+
+amdsmi_status_t smi_driver(smi_lib *l, amdsmi_processor_handle h, smi_driver_t *out) {
+	if (l->layout >= LAYOUT_25) {
+		RAW_CALL(FN_DRIVER, amdsmi_driver_info_v26_t);
+		copy_str(out->driver_version, u.v.driver_version, sizeof(u.v.driver_version));
+		return st;
+	}
+	RAW_CALL(FN_DRIVER, amdsmi_driver_info_t);
+	copy_str(out->driver_version, u.v.driver_version, sizeof(u.v.driver_version));
+	return st;
 }
 amdsmi_status_t smi_activity(smi_lib *l, amdsmi_processor_handle h, amdsmi_engine_usage_t *out) {
 	STRUCT_CALL(FN_ACTIVITY, amdsmi_engine_usage_t);
 }
-amdsmi_status_t smi_power(smi_lib *l, amdsmi_processor_handle h, amdsmi_power_info_t *out) {
-	STRUCT_CALL(FN_POWER, amdsmi_power_info_t);
+amdsmi_status_t smi_power(smi_lib *l, amdsmi_processor_handle h, smi_power_t *out) {
+	if (l->layout >= LAYOUT_25) {
+		PADDED(amdsmi_power_info_v26_t, u);
+		amdsmi_status_t st;
+		if (l->power_sensor_arg) { // 25.2: (handle, sensor index, info)
+			st = CALL(l, FN_POWER, amdsmi_status_t (*)(amdsmi_processor_handle, uint32_t, amdsmi_power_info_v26_t *), h, 0, &u.v);
+		} else {
+			st = CALL(l, FN_POWER, amdsmi_status_t (*)(amdsmi_processor_handle, amdsmi_power_info_v26_t *), h, &u.v);
+		}
+		out->current_socket_power = u.v.current_socket_power, out->average_socket_power = u.v.average_socket_power;
+		return st;
+	}
+	RAW_CALL(FN_POWER, amdsmi_power_info_t);
+	out->current_socket_power = u.v.current_socket_power, out->average_socket_power = u.v.average_socket_power;
+	return st;
 }
 amdsmi_status_t smi_ecc(smi_lib *l, amdsmi_processor_handle h, amdsmi_error_count_t *out) {
 	STRUCT_CALL(FN_ECC, amdsmi_error_count_t);
 }
-amdsmi_status_t smi_links(smi_lib *l, amdsmi_processor_handle h, amdsmi_link_metrics_t *out) {
-	STRUCT_CALL(FN_LINK_METRICS, amdsmi_link_metrics_t);
+// LINKS converts a link metrics struct u.v of either layout into out. A
+// link type outside the enums' 0-4 (or 0xffffffff, amdsmi_io_link_type_t's
+// SIZE) means the entries are not where we read them: that is
+// AMDSMI_STATUS_UNEXPECTED_DATA (43), not links.
+#define LINKS(xgmi_type)                                                                       \
+	memset(out, 0, sizeof(*out));                                                              \
+	if (st != AMDSMI_STATUS_SUCCESS) return st;                                                \
+	out->num_links = u.v.num_links;                                                            \
+	for (uint32_t i = 0; i < u.v.num_links && i < AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK; i++) {     \
+		if (u.v.links[i].link_type > 4) {                                                      \
+			memset(out, 0, sizeof(*out));                                                      \
+			return 43;                                                                         \
+		}                                                                                      \
+		out->links[i].bit_rate = u.v.links[i].bit_rate;                                        \
+		out->links[i].xgmi = u.v.links[i].link_type == (xgmi_type);                            \
+		out->links[i].read = u.v.links[i].read, out->links[i].write = u.v.links[i].write;      \
+	}                                                                                          \
+	return st
+
+amdsmi_status_t smi_links(smi_lib *l, amdsmi_processor_handle h, smi_links_t *out) {
+	if (l->short_links) {
+		RAW_CALL(FN_LINK_METRICS, amdsmi_link_metrics_v261_t);
+		LINKS(AMDSMI_LINK_TYPE_XGMI_V25);
+	}
+	// 24.7's struct; 25.x and 26.0 lay their links out the same.
+	RAW_CALL(FN_LINK_METRICS, amdsmi_link_metrics_t);
+	LINKS(l->layout >= LAYOUT_25 ? AMDSMI_LINK_TYPE_XGMI_V25 : AMDSMI_LINK_TYPE_XGMI);
 }
 
 amdsmi_status_t smi_numa(smi_lib *l, amdsmi_processor_handle h, int32_t *node) {

@@ -18,10 +18,47 @@ enum smi_fn {
 	FN_COUNT
 };
 
+// The struct layouts a library uses (amdsmi_types.h).
+enum smi_layout { LAYOUT_24 = 24, LAYOUT_25 = 25, LAYOUT_26 = 26 };
+
 typedef struct {
 	void *handle;
 	void *fn[FN_COUNT];
+	int layout;           // enum smi_layout; set once the version is known
+	int power_sensor_arg; // amdsmi_get_power_info takes a sensor index (25.2 only)
+	int short_links;      // 48-byte link entries (26.1 on)
 } smi_lib;
+
+// What we read, the same whatever the library's layout: the wrappers
+// below convert each layout's struct into these.
+typedef struct {
+	char market_name[256];
+	uint32_t vendor_id;
+	uint64_t device_id;
+	char asic_serial[256];
+	uint32_t num_of_compute_units;
+} smi_asic_t;
+
+typedef struct {
+	char driver_version[256];
+} smi_driver_t;
+
+typedef struct {
+	uint32_t current_socket_power;
+	uint32_t average_socket_power;
+} smi_power_t;
+
+typedef struct {
+	uint32_t bit_rate;
+	int xgmi;
+	uint64_t read;  // KB received
+	uint64_t write; // KB sent
+} smi_link_t;
+
+typedef struct {
+	uint32_t num_links;
+	smi_link_t links[AMDSMI_MAX_NUM_XGMI_PHYSICAL_LINK];
+} smi_links_t;
 
 // smi_open loads path and looks up every function. It returns 0 on
 // success, 1 when the library cannot be loaded and 2 when a required
@@ -36,23 +73,27 @@ int smi_has(const smi_lib *lib, int fn);
 // library writing a larger struct cannot overrun ours.
 amdsmi_status_t smi_init(smi_lib *l, uint64_t flags);
 amdsmi_status_t smi_shut_down(smi_lib *l);
+// smi_lib_version reads amdsmi_version_t's first four 32-bit words: year,
+// major, minor, release up to 24.x; major, minor, release (and padding)
+// from 26.x; the Go side tells them apart.
 amdsmi_status_t smi_lib_version(smi_lib *l, uint32_t v[4]);
+void smi_set_layout(smi_lib *l, int layout, int power_sensor_arg, int short_links);
 amdsmi_status_t smi_gpus(smi_lib *l, amdsmi_processor_handle *out, uint32_t *n);
 amdsmi_status_t smi_bdf(smi_lib *l, amdsmi_processor_handle h, uint64_t *bdf);
 amdsmi_status_t smi_uuid(smi_lib *l, amdsmi_processor_handle h, char *buf, unsigned int len);
-amdsmi_status_t smi_asic(smi_lib *l, amdsmi_processor_handle h, amdsmi_asic_info_t *out);
-amdsmi_status_t smi_driver(smi_lib *l, amdsmi_processor_handle h, amdsmi_driver_info_t *out);
+amdsmi_status_t smi_asic(smi_lib *l, amdsmi_processor_handle h, smi_asic_t *out);
+amdsmi_status_t smi_driver(smi_lib *l, amdsmi_processor_handle h, smi_driver_t *out);
 amdsmi_status_t smi_numa(smi_lib *l, amdsmi_processor_handle h, int32_t *node);
 amdsmi_status_t smi_mem_total(smi_lib *l, amdsmi_processor_handle h, uint64_t *v);
 amdsmi_status_t smi_mem_usage(smi_lib *l, amdsmi_processor_handle h, uint64_t *v);
 amdsmi_status_t smi_activity(smi_lib *l, amdsmi_processor_handle h, amdsmi_engine_usage_t *out);
-amdsmi_status_t smi_power(smi_lib *l, amdsmi_processor_handle h, amdsmi_power_info_t *out);
+amdsmi_status_t smi_power(smi_lib *l, amdsmi_processor_handle h, smi_power_t *out);
 amdsmi_status_t smi_energy(smi_lib *l, amdsmi_processor_handle h, uint64_t *acc, float *resolution);
 amdsmi_status_t smi_temp(smi_lib *l, amdsmi_processor_handle h, uint32_t sensor, int64_t *c);
 amdsmi_status_t smi_clock(smi_lib *l, amdsmi_processor_handle h, uint32_t clk, amdsmi_clk_info_t *out);
 amdsmi_status_t smi_replay(smi_lib *l, amdsmi_processor_handle h, uint64_t *v);
 amdsmi_status_t smi_ecc(smi_lib *l, amdsmi_processor_handle h, amdsmi_error_count_t *out);
 amdsmi_status_t smi_partition(smi_lib *l, amdsmi_processor_handle h, int memory, char *buf, uint32_t len);
-amdsmi_status_t smi_links(smi_lib *l, amdsmi_processor_handle h, amdsmi_link_metrics_t *out);
+amdsmi_status_t smi_links(smi_lib *l, amdsmi_processor_handle h, smi_links_t *out);
 
 #endif

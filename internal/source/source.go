@@ -1,5 +1,8 @@
 // Package source defines how a discovery source reports on itself: ok,
-// absent (the hardware or library is not there, which is normal) or error.
+// absent (the hardware or library is not there, which is normal),
+// degraded (it read its devices, but some readings came from a fallback
+// because a table or library it met is of a revision it cannot decode) or
+// error.
 package source
 
 import (
@@ -13,10 +16,14 @@ import (
 type State string
 
 const (
-	OK     State = "ok"
-	Absent State = "absent"
-	Error  State = "error"
+	OK       State = "ok"
+	Absent   State = "absent"
+	Degraded State = "degraded"
+	Error    State = "error"
 )
+
+// States are every State, in the order gpunode_source_state lists them.
+func States() []State { return []State{OK, Absent, Degraded, Error} }
 
 // The discovery sources' names, as snapshots, logs, labels and
 // gpunode_source_up report them. Each is defined here once.
@@ -47,6 +54,38 @@ func NewAbsent(format string, args ...any) error {
 	return &AbsentError{Reason: fmt.Sprintf(format, args...)}
 }
 
+// ErrDegraded marks "read, but through a fallback": the source met a
+// format it does not know and reported what it could read another way.
+// Test with errors.Is.
+var ErrDegraded = errors.New("degraded")
+
+// DegradedError says what the source fell back from, and to what.
+type DegradedError struct{ Reason string }
+
+func (e *DegradedError) Error() string        { return e.Reason }
+func (e *DegradedError) Is(target error) bool { return target == ErrDegraded }
+
+// NewDegraded returns an error that errors.Is(err, ErrDegraded) and says
+// what was read another way.
+func NewDegraded(format string, args ...any) error {
+	return &DegradedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// onlyDegraded reports whether every error err holds (through
+// errors.Join) is a DegradedError: then the run did not fail.
+func onlyDegraded(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyDegraded(e) {
+				return false
+			}
+		}
+		return true
+	}
+	var d *DegradedError
+	return errors.As(err, &d)
+}
+
 // Status is what a source reports about its last run.
 type Status struct {
 	Name  string `json:"name"`
@@ -65,6 +104,8 @@ func StatusOf(name string, err error, d time.Duration) Status {
 	case err == nil:
 	case errors.Is(err, ErrAbsent):
 		s.State, s.Message = Absent, err.Error()
+	case onlyDegraded(err):
+		s.State, s.Message = Degraded, err.Error()
 	default:
 		s.State, s.Message = Error, err.Error()
 	}

@@ -18,6 +18,16 @@ func TestStatusOf(t *testing.T) {
 	if s := StatusOf("x", errors.New("boom"), 0); s.State != Error || s.Message != "boom" {
 		t.Errorf("error: %+v", s)
 	}
+	// Degraded only when every error is a fallback note; a real error
+	// beside one is an error.
+	fallback := NewDegraded("gpu_metrics 1.9 not decoded")
+	if s := StatusOf("x", errors.Join(fallback, nil, NewDegraded("another")), 0); s.State != Degraded ||
+		!strings.Contains(s.Message, "1.9 not decoded") || !errors.Is(fallback, ErrDegraded) {
+		t.Errorf("degraded: %+v", s)
+	}
+	if s := StatusOf("x", errors.Join(fallback, errors.New("boom")), 0); s.State != Error {
+		t.Errorf("degraded and broken: %+v", s)
+	}
 }
 
 func TestRunnerTimeoutAndStuck(t *testing.T) {
