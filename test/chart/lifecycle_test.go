@@ -1,0 +1,155 @@
+package chart
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpunode/gpunode/test/kube"
+)
+
+// podAnnotations returns the DaemonSet's pod template annotations.
+func podAnnotations(objs []map[string]any) map[string]any {
+	ds := findObject(objs, "DaemonSet")
+	tmpl, _ := ds["spec"].(map[string]any)["template"].(map[string]any)
+	md, _ := tmpl["metadata"].(map[string]any)
+	a, _ := md["annotations"].(map[string]any)
+	return a
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// The pods read the probe token at start, so a new token must roll them:
+// the pod template carries the token's checksum, the same token the
+// generated Secret holds (one render generates it once, also on a first
+// install), and none for an existingSecret helm template cannot read.
+func TestProbeTokenChecksum(t *testing.T) {
+	objs := renderObjects(t, "--set", "config.probe.enabled=true")
+	var token string
+	for _, o := range objs {
+		if o["kind"] == "Secret" {
+			token, _ = o["data"].(map[string]any)["token"].(string)
+		}
+	}
+	if token == "" {
+		t.Fatal("no generated probe token Secret")
+	}
+	if got, want := podAnnotations(objs)["checksum/probe-token"], sha256Hex(token); got != want {
+		t.Errorf("checksum/probe-token %v, want sha256 of the Secret's token %s", got, want)
+	}
+	if a := podAnnotations(renderObjects(t, "--set", "config.probe.enabled=true", "--set", "probeToken.existingSecret=mine")); a["checksum/probe-token"] != nil {
+		t.Errorf("existingSecret unreadable to helm template, checksum %v", a["checksum/probe-token"])
+	}
+	if a := podAnnotations(renderObjects(t)); a["checksum/probe-token"] != nil {
+		t.Errorf("probes off, checksum %v", a["checksum/probe-token"])
+	}
+}
+
+// With a real helm against a real kube-apiserver: the probe token's
+// checksum follows the token (kept on upgrade, changed when the Secret
+// changes, an existingSecret's read by lookup), and a cleanup hook that
+// fails (no Job controller runs here, so it never completes) leaves none
+// of its objects behind, the cluster-scoped RBAC included.
+func TestLifecycleOnAPIServer(t *testing.T) {
+	c := kube.StartT(t, kube.Options{})
+	ctx := context.Background()
+	if _, err := c.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gpunode"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := c.Kubeconfig(c.AdminConfig.BearerToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "gpunode-agent"
+	args := []string{"--kubeconfig", kubeconfig, "--namespace", "gpunode", "--set", "config.probe.enabled=true"}
+	checksum := func() string {
+		ds, err := c.Admin.AppsV1().DaemonSets("gpunode").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds.Spec.Template.Annotations["checksum/probe-token"]
+	}
+	secretSum := func(secret, key string) string {
+		s, err := c.Admin.CoreV1().Secrets("gpunode").Get(ctx, secret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256Hex(base64.StdEncoding.EncodeToString(s.Data[key]))
+	}
+	if out, err := helm(t, append([]string{"install", name, chartDir}, args...)...); err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	first := checksum()
+	if want := secretSum(name+"-probe-token", "token"); first != want {
+		t.Fatalf("install: checksum %q, want the Secret's %q", first, want)
+	}
+	upgrade := func(extra ...string) {
+		t.Helper()
+		if out, err := helm(t, append(append([]string{"upgrade", name, chartDir}, args...), extra...)...); err != nil {
+			t.Fatalf("helm upgrade: %v\n%s", err, out)
+		}
+	}
+	upgrade()
+	if got := checksum(); got != first {
+		t.Errorf("an upgrade that keeps the token changed the checksum: %q -> %q", first, got)
+	}
+	// Someone rotates the token in the Secret: the next upgrade rolls the pods.
+	s, err := c.Admin.CoreV1().Secrets("gpunode").Get(ctx, name+"-probe-token", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Data["token"] = []byte(strings.Repeat("r", 48))
+	if _, err := c.Admin.CoreV1().Secrets("gpunode").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	upgrade()
+	if got, want := checksum(), secretSum(name+"-probe-token", "token"); got == first || got != want {
+		t.Errorf("rotated token: checksum %q (was %q), want %q", got, first, want)
+	}
+	// An existingSecret, read by helm's lookup.
+	if _, err := c.Admin.CoreV1().Secrets("gpunode").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "mine"}, Data: map[string][]byte{"tok": []byte(strings.Repeat("m", 32))}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	upgrade("--set", "probeToken.existingSecret=mine", "--set", "probeToken.existingSecretKey=tok")
+	if got, want := checksum(), secretSum("mine", "tok"); got != want {
+		t.Errorf("existingSecret: checksum %q, want %q", got, want)
+	}
+
+	out, err := helm(t, "uninstall", name, "--kubeconfig", kubeconfig, "--namespace", "gpunode", "--timeout", "5s")
+	if err == nil {
+		t.Fatalf("helm uninstall succeeded although no Job controller runs: %s", out)
+	}
+	cleanup := name + "-cleanup"
+	for what, get := range map[string]func() error{
+		"Job": func() error {
+			_, err := c.Admin.BatchV1().Jobs("gpunode").Get(ctx, cleanup, metav1.GetOptions{})
+			return err
+		},
+		"ServiceAccount": func() error {
+			_, err := c.Admin.CoreV1().ServiceAccounts("gpunode").Get(ctx, cleanup, metav1.GetOptions{})
+			return err
+		},
+		"ClusterRole": func() error {
+			_, err := c.Admin.RbacV1().ClusterRoles().Get(ctx, cleanup, metav1.GetOptions{})
+			return err
+		},
+		"ClusterRoleBinding": func() error {
+			_, err := c.Admin.RbacV1().ClusterRoleBindings().Get(ctx, cleanup, metav1.GetOptions{})
+			return err
+		},
+	} {
+		if err := get(); !apierrors.IsNotFound(err) {
+			t.Errorf("failed cleanup hook: %s %s left behind (%v)", what, cleanup, err)
+		}
+	}
+}
