@@ -132,6 +132,10 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 		})
 		return
 	}
+	if tc.Mode == tuning.ModeRevert {
+		l.revert(ctx)
+		return
+	}
 	p, err := tc.ResolveProfile()
 	if err != nil { // validated at load; a profile file can still vanish
 		l.fail(tc.Mode, tc.Profile, fmt.Errorf("profile: %w", err))
@@ -192,6 +196,38 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 			l.log.Warn("tuning plan warning", "warning", w)
 		}
 	}
+}
+
+// revert restores every original the journal holds (what tuning.Revert
+// does: a value someone else changed since is kept and reported). It runs
+// every interval, so a restore that failed is tried again and a restart
+// finds the journal empty and reports reverted; nothing is ever applied.
+// The state is reverted once the journal is empty, else error.
+func (l *tuningLoop) revert(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, tuningRunTimeout)
+	defer cancel()
+	res, err := l.tuner.Revert(ctx)
+	if err != nil {
+		l.fail(tuning.ModeRevert, "", fmt.Errorf("revert: %w", err))
+		return
+	}
+	l.report("none", res)
+	state, why := tuning.StateReverted, ""
+	if res.Journal != nil && len(res.Journal.Entries) > 0 {
+		left := len(res.Journal.Entries)
+		state = tuning.StateError
+		why = fmt.Sprintf("%d settings could not be restored and stay in the journal (tried again every interval)", left)
+	}
+	if prev := l.Status(); prev.State != state || prev.Mode != tuning.ModeRevert {
+		if state == tuning.StateReverted {
+			l.log.Info("tuning state", "state", state, "mode", tuning.ModeRevert, "detail", "every original in the journal is restored; revert mode applies nothing")
+		} else {
+			l.log.Warn("tuning state", "state", state, "mode", tuning.ModeRevert, "detail", why)
+		}
+	}
+	l.setStatus(func(st *tuning.Status) {
+		*st = tuning.Status{Mode: tuning.ModeRevert, State: state, Error: why, DriftTotal: st.DriftTotal, LastApply: st.LastApply}
+	})
 }
 
 // countDrift returns how many of the drifted settings were not drifted,
@@ -425,11 +461,14 @@ func (l *tuningLoop) Labels() *labels.Tuning {
 }
 
 // tuningLabels is what the tuning labels say of a status: with mode off
-// only the state, with an error before any plan (no state) only the
+// or revert only the state, with an error before any plan (no state) only the
 // profile.
 func tuningLabels(s tuning.Status) labels.Tuning {
 	if s.Mode == tuning.ModeOff {
 		return labels.Tuning{State: tuning.StateOff}
+	}
+	if s.Mode == tuning.ModeRevert { // no profile is managed
+		return labels.Tuning{State: s.State}
 	}
 	return labels.Tuning{Profile: s.Profile, State: s.State}
 }

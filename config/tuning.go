@@ -11,7 +11,9 @@ import (
 // Tuning configures host tuning by the daemon.
 type Tuning struct {
 	// Mode: enforce (apply at start, repair drift), audit (report only,
-	// the default of the binary) or off. The chart sets enforce.
+	// the default of the binary and the chart's), revert (restore every
+	// original the journal holds, then only report; for uninstall and
+	// rollback) or off.
 	Mode string `yaml:"mode"`
 	// Profile is a built-in profile name (llm-inference, llm-d-reference,
 	// none) or the path of a profile file.
@@ -52,9 +54,9 @@ func (t Tuning) validate() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	switch t.Mode {
-	case tuning.ModeEnforce, tuning.ModeAudit, tuning.ModeOff:
+	case tuning.ModeEnforce, tuning.ModeAudit, tuning.ModeRevert, tuning.ModeOff:
 	default:
-		bad("tuning.mode", "must be enforce, audit or off, got %q", t.Mode)
+		bad("tuning.mode", "must be enforce, audit, revert or off, got %q", t.Mode)
 	}
 	if t.Interval < time.Second {
 		bad("tuning.interval", "must be at least 1s, got %s", t.Interval)
@@ -65,7 +67,8 @@ func (t Tuning) validate() []error {
 	if t.CustomProfile != nil && t.Profile != "" && t.Profile != tuning.DefaultProfile && t.Profile != t.CustomProfile.Name {
 		bad("tuning.profile", "%q and tuning.customProfile (%q) both given; keep one", t.Profile, t.CustomProfile.Name)
 	}
-	if t.Mode != tuning.ModeOff {
+	// Revert needs no profile: it restores what the journal holds.
+	if t.Mode != tuning.ModeOff && t.Mode != tuning.ModeRevert {
 		if _, err := t.ResolveProfile(); err != nil {
 			key := "tuning.profile"
 			if t.CustomProfile != nil {

@@ -33,7 +33,7 @@ tuning:
 		t.Errorf("defaults %+v", d)
 	}
 	for _, tc := range []struct{ yaml, want string }{
-		{"tuning:\n  mode: on\n", `tuning.mode: must be enforce, audit or off, got "on"`},
+		{"tuning:\n  mode: on\n", `tuning.mode: must be enforce, audit, revert or off, got "on"`},
 		{"tuning:\n  interval: 10ms\n", "tuning.interval: must be at least 1s"},
 		{"tuning:\n  stateDir: state\n", "tuning.stateDir: must be an absolute path"},
 		{"tuning:\n  profile: turbo\n", `tuning.profile: unknown profile "turbo"`},
@@ -47,8 +47,10 @@ tuning:
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
 	}
-	// Mode off does not need a loadable profile.
-	if _, err := Parse([]byte("tuning:\n  mode: " + "off" + "\n  profile: turbo\n")); err != nil {
-		t.Errorf("mode off: %v", err)
+	// Modes off and revert do not need a loadable profile.
+	for _, mode := range []string{"off", "revert"} {
+		if c, err := Parse([]byte("tuning:\n  mode: " + mode + "\n  profile: turbo\n")); err != nil || c.Tuning.Mode != mode {
+			t.Errorf("mode %s: %v", mode, err)
+		}
 	}
 }

@@ -125,7 +125,24 @@ func TestLifecycleOnAPIServer(t *testing.T) {
 		t.Errorf("existingSecret: checksum %q, want %q", got, want)
 	}
 
-	out, err := helm(t, "uninstall", name, "--kubeconfig", kubeconfig, "--namespace", "gpunode", "--timeout", "5s")
+	// The uninstall procedure's first step: revert mode, accepted by the
+	// schema and the agent, and the notes say what to wait for.
+	out, err := helm(t, append(append([]string{"upgrade", name, chartDir}, args...), "--reuse-values", "--set", "config.tuning.mode=revert")...)
+	if err != nil {
+		t.Fatalf("helm upgrade to revert mode: %v\n%s", err, out)
+	}
+	if _, notes, _ := strings.Cut(out, "NOTES:"); !strings.Contains(notes, "Host tuning: revert mode") || !strings.Contains(notes, "tuning.state says reverted") {
+		t.Errorf("revert mode notes:\n%s", notes)
+	}
+	cm, err := c.Admin.CoreV1().ConfigMaps("gpunode").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := agentAccepts(t, cm.Data["config.yaml"]); cfg.Tuning.Mode != "revert" {
+		t.Errorf("rendered tuning mode %q", cfg.Tuning.Mode)
+	}
+
+	out, err = helm(t, "uninstall", name, "--kubeconfig", kubeconfig, "--namespace", "gpunode", "--timeout", "5s")
 	if err == nil {
 		t.Fatalf("helm uninstall succeeded although no Job controller runs: %s", out)
 	}
