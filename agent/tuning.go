@@ -50,6 +50,14 @@ type tuningLoop struct {
 	counted map[string]bool
 	// retry backs off an apply whose only work is what failed last time.
 	retry retryState
+
+	// liftTaint hands a readiness taint key to the publisher, which then
+	// removes that taint from the Node (nil: standalone).
+	liftTaint func(key string)
+	// lifted are the readiness taint keys lifted in this process; kept is
+	// the last reason given for keeping the taint (reported once each).
+	lifted map[string]bool
+	kept   string
 }
 
 // retryState is the back-off of a failing apply.
@@ -130,15 +138,18 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 		l.setStatus(func(s *tuning.Status) {
 			*s = tuning.Status{Mode: tuning.ModeOff, DriftTotal: s.DriftTotal, LastApply: s.LastApply}
 		})
+		l.readiness(tc, tuning.StateOff, "")
 		return
 	}
 	if tc.Mode == tuning.ModeRevert {
 		l.revert(ctx)
+		l.readiness(tc, tuning.StateReverted, "")
 		return
 	}
 	p, err := tc.ResolveProfile()
 	if err != nil { // validated at load; a profile file can still vanish
 		l.fail(tc.Mode, tc.Profile, fmt.Errorf("profile: %w", err))
+		l.readiness(tc, tuning.StateError, err.Error())
 		return
 	}
 	s := l.snap()
@@ -158,6 +169,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 			res, err := l.tuner.Apply(ctx, p, m)
 			if err != nil {
 				l.fail(tc.Mode, p.Name, fmt.Errorf("apply: %w", err))
+				l.readiness(tc, tuning.StateError, err.Error())
 				return
 			}
 			drifted = res.Plan.Drifted()
@@ -169,6 +181,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	pl, _, err := l.tuner.Plan(ctx, p, m)
 	if err != nil {
 		l.fail(tc.Mode, p.Name, fmt.Errorf("verify: %w", err))
+		l.readiness(tc, tuning.StateError, err.Error())
 		return
 	}
 	if tc.Mode == tuning.ModeAudit || drifted == nil {
@@ -190,12 +203,54 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 		st.Mode, st.Profile, st.State, st.Plan, st.Error = tc.Mode, p.Name, state, &pl, ""
 		st.DriftTotal += uint64(newDrift)
 	})
+	why := pl.FirstProblem()
+	if failed > 0 && l.failed != "" {
+		why = strings.SplitN(l.failed, "\n", 2)[0]
+	}
+	l.readiness(tc, state, why)
 	if w := strings.Join(pl.Warnings, "\n"); w != l.warnings {
 		l.warnings = w
 		for _, w := range pl.Warnings {
 			l.log.Warn("tuning plan warning", "warning", w)
 		}
 	}
+}
+
+// readiness lifts the opt-in readiness taint once tuning is applied and
+// verified (enforce mode, state compliant), or says once per reason why it
+// stays. The agent never puts the taint back: one lifted stays lifted
+// (its key stays managed, so the publisher keeps it off the Node).
+func (l *tuningLoop) readiness(tc config.Tuning, state, why string) {
+	rt := tc.ReadinessTaint
+	if !rt.Enabled || l.lifted[rt.Key] {
+		return
+	}
+	if tc.Mode == tuning.ModeEnforce && state == tuning.StateCompliant {
+		if l.lifted == nil {
+			l.lifted = map[string]bool{}
+		}
+		l.lifted[rt.Key], l.kept = true, ""
+		l.log.Info("tuning applied and verified: readiness taint lifted", "key", rt.Key)
+		if l.liftTaint != nil {
+			l.liftTaint(rt.Key)
+		}
+		return
+	}
+	var reason string
+	switch {
+	case tc.Mode != tuning.ModeEnforce:
+		reason = fmt.Sprintf("tuning.mode is %s: the taint is lifted only in enforce mode, once the profile is applied and verified", tc.Mode)
+	case why != "":
+		reason = fmt.Sprintf("tuning state %s: %s", state, why)
+	default:
+		reason = fmt.Sprintf("tuning state %s, not compliant yet", state)
+	}
+	if reason == l.kept {
+		return
+	}
+	l.kept = reason
+	l.log.Warn("readiness taint kept", "key", rt.Key, "reason", reason)
+	l.event(nodestatus.Warning, "TuningTaintKept", fmt.Sprintf("taint %s stays on the Node: %s", rt.Key, reason))
 }
 
 // revert restores every original the journal holds (what tuning.Revert

@@ -25,16 +25,37 @@ type Tuning struct {
 	// StateDir holds the journal of original values; on the host, so that
 	// it outlives the agent's container (a hostPath in the chart).
 	StateDir string `yaml:"stateDir"`
+	// ReadinessTaint orders tuning before workloads on a new node.
+	ReadinessTaint ReadinessTaint `yaml:"readinessTaint"`
 }
+
+// ReadinessTaint is an opt-in taint that the node's provisioning puts on
+// a new Node (kubelet --register-with-taints, a node pool's or Karpenter's
+// startup taints) and the agent removes once tuning is applied and
+// verified in enforce mode. It exists because some settings reach only
+// what starts after them: tcp_rmem, tcp_wmem and tcp_congestion_control
+// are per network namespace and copied into a pod's namespace when it is
+// created, so a pod scheduled before tuning keeps the old values. The
+// agent never adds the taint; until it lifts it, it says why in an event.
+type ReadinessTaint struct {
+	Enabled bool `yaml:"enabled"`
+	// Key of the taint; every taint with it is removed, whatever its
+	// value and effect.
+	Key string `yaml:"key"`
+}
+
+// DefaultReadinessTaintKey is the readiness taint's default key.
+const DefaultReadinessTaintKey = "gpunode.dev/tuning"
 
 // DefaultTuning audits the default profile: a bare `gpunode-agent run`
 // changes nothing on the host.
 func DefaultTuning() Tuning {
 	return Tuning{
-		Mode:     tuning.ModeAudit,
-		Profile:  tuning.DefaultProfile,
-		Interval: time.Minute,
-		StateDir: tuning.DefaultStateDir,
+		Mode:           tuning.ModeAudit,
+		Profile:        tuning.DefaultProfile,
+		Interval:       time.Minute,
+		StateDir:       tuning.DefaultStateDir,
+		ReadinessTaint: ReadinessTaint{Key: DefaultReadinessTaintKey},
 	}
 }
 
@@ -60,6 +81,9 @@ func (t Tuning) validate() []error {
 	}
 	if t.Interval < time.Second {
 		bad("tuning.interval", "must be at least 1s, got %s", t.Interval)
+	}
+	if k := t.ReadinessTaint.Key; len(k) > 317 || !taintKey.MatchString(k) {
+		bad("tuning.readinessTaint.key", "must be a label key such as %s, got %q", DefaultReadinessTaintKey, k)
 	}
 	if t.StateDir == "" || !filepath.IsAbs(t.StateDir) {
 		bad("tuning.stateDir", "must be an absolute path, got %q", t.StateDir)

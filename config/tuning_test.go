@@ -29,7 +29,8 @@ tuning:
 	if err != nil || p.Name != "site" || p.Sysctl["net.ipv4.tcp_rmem"] != "4096 87380 67108864" || p.IRQ.IRQBalance != "stop" {
 		t.Fatalf("inline profile: %+v %v", p, err)
 	}
-	if d := Default().Tuning; d.Mode != "audit" || d.Profile != "llm-inference" || d.StateDir != "/var/lib/gpunode" {
+	if d := Default().Tuning; d.Mode != "audit" || d.Profile != "llm-inference" || d.StateDir != "/var/lib/gpunode" ||
+		d.ReadinessTaint != (ReadinessTaint{Key: "gpunode.dev/tuning"}) {
 		t.Errorf("defaults %+v", d)
 	}
 	for _, tc := range []struct{ yaml, want string }{
@@ -42,6 +43,7 @@ tuning:
 		{"tuning:\n  customProfile:\n    name: x\n    numa:\n      balanse: 1\n", `unknown key "balanse" in tuning.customProfile.numa`},
 		{"tuning:\n  profile: none\n  customProfile:\n    name: x\n", "both given"},
 		{"tuning:\n  mdoe: off\n", `unknown key "mdoe" in tuning`},
+		{"tuning:\n  readinessTaint:\n    enabled: true\n    key: 'not a key'\n", `tuning.readinessTaint.key: must be a label key such as gpunode.dev/tuning, got "not a key"`},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)

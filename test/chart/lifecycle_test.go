@@ -5,12 +5,17 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpunode/gpunode/test/kube"
 )
@@ -55,6 +60,59 @@ func TestProbeTokenChecksum(t *testing.T) {
 	}
 }
 
+// readinessPolicy checks, as the agent's service account on node gpu-a,
+// that the admission policy admits removing the tuning readiness taint
+// and refuses adding it back.
+func readinessPolicy(t *testing.T, c *kube.Cluster, sa string) {
+	t.Helper()
+	ctx := context.Background()
+	readiness := corev1.Taint{Key: "gpunode.dev/tuning", Value: "pending", Effect: corev1.TaintEffectNoSchedule}
+	if _, err := c.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gpu-a"},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{readiness}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := *c.AdminConfig
+	cfg.Impersonate.UserName = "system:serviceaccount:gpunode:" + sa
+	cfg.Impersonate.Groups = []string{"system:serviceaccounts", "system:serviceaccounts:gpunode", "system:authenticated"}
+	cfg.Impersonate.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {"gpu-a"}}
+	agent, err := kubernetes.NewForConfig(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setTaints := func(ts []corev1.Taint) error {
+		n, err := c.Admin.CoreV1().Nodes().Get(ctx, "gpu-a", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep := slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == readiness.Key })
+		body, err := json.Marshal(map[string]any{"spec": map[string]any{"taints": append(keep, ts...)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = agent.CoreV1().Nodes().Patch(ctx, "gpu-a", types.MergePatchType, body, metav1.PatchOptions{})
+		return err
+	}
+	// The policy enforces some moments after helm created it: wait until
+	// a foreign taint is refused.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := setTaints([]corev1.Taint{readiness, {Key: "example.com/x", Effect: corev1.TaintEffectNoSchedule}})
+		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the installed admission policy does not enforce after 30 s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := setTaints(nil); err != nil {
+		t.Errorf("the agent may not remove the readiness taint: %v", err)
+	}
+	if err := setTaints([]corev1.Taint{readiness}); err == nil || !strings.Contains(err.Error(), "may only remove the readiness taint") {
+		t.Errorf("the agent added the readiness taint: %v", err)
+	}
+}
+
 // With a real helm against a real kube-apiserver: the probe token's
 // checksum follows the token (kept on upgrade, changed when the Secret
 // changes, an existingSecret's read by lookup), and a cleanup hook that
@@ -71,7 +129,7 @@ func TestLifecycleOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	const name = "gpunode-agent"
-	args := []string{"--kubeconfig", kubeconfig, "--namespace", "gpunode", "--set", "config.probe.enabled=true"}
+	args := []string{"--kubeconfig", kubeconfig, "--namespace", "gpunode", "--set", "config.probe.enabled=true", "--set", "config.tuning.readinessTaint.enabled=true"}
 	checksum := func() string {
 		ds, err := c.Admin.AppsV1().DaemonSets("gpunode").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -125,6 +183,10 @@ func TestLifecycleOnAPIServer(t *testing.T) {
 		t.Errorf("existingSecret: checksum %q, want %q", got, want)
 	}
 
+	// The installed admission policy lets the agent remove the readiness
+	// taint from its own Node, and never add it.
+	readinessPolicy(t, c, name)
+
 	// The uninstall procedure's first step: revert mode, accepted by the
 	// schema and the agent, and the notes say what to wait for.
 	out, err := helm(t, append(append([]string{"upgrade", name, chartDir}, args...), "--reuse-values", "--set", "config.tuning.mode=revert")...)
@@ -168,5 +230,17 @@ func TestLifecycleOnAPIServer(t *testing.T) {
 		if err := get(); !apierrors.IsNotFound(err) {
 			t.Errorf("failed cleanup hook: %s %s left behind (%v)", what, cleanup, err)
 		}
+	}
+}
+
+// The agent tolerates its readiness taint when it is on, also with the
+// tolerations value emptied.
+func TestReadinessTaintToleration(t *testing.T) {
+	if y := mustYAML(t, podSpec(renderObjects(t, "--set-json", "tolerations=[]"))["tolerations"]); strings.Contains(y, "gpunode.dev/tuning") {
+		t.Errorf("readiness taint tolerated while off: %s", y)
+	}
+	y := mustYAML(t, podSpec(renderObjects(t, "--set-json", "tolerations=[]", "--set", "config.tuning.readinessTaint.enabled=true", "--set", "config.tuning.readinessTaint.key=example.com/tuned"))["tolerations"])
+	if !strings.Contains(y, "- key: example.com/tuned\n  operator: Exists\n") {
+		t.Errorf("tolerations: %s", y)
 	}
 }

@@ -36,6 +36,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- dig "metrics" "health" "taint" "key" "gpunode.dev/gpu-unhealthy" .Values.config -}}
 {{- end -}}
 
+{{/* The tuning readiness taint's key when config.tuning.readinessTaint is
+enabled, else empty. */}}
+{{- define "gpunode-agent.readinessTaintKey" -}}
+{{- if dig "tuning" "readinessTaint" "enabled" false .Values.config -}}
+{{- dig "tuning" "readinessTaint" "key" "gpunode.dev/tuning" .Values.config -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when RDMA probes are enabled in the agent's config, else empty. */}}
 {{- define "gpunode-agent.probeEnabled" -}}
 {{- if dig "probe" "enabled" false .Values.config -}}true{{- end -}}
