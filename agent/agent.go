@@ -332,6 +332,7 @@ func (d *daemon) newPublisher() *publish.Publisher {
 		BackoffInitial: d.cfg.Publish.BackoffInitial,
 		BackoffMax:     d.cfg.Publish.BackoffMax,
 		EventNamespace: d.cfg.Publish.EventNamespace,
+		Instance:       d.cfg.Publish.Instance,
 		Logger:         d.log,
 	})
 }

@@ -108,6 +108,18 @@ func readinessPolicy(t *testing.T, c *kube.Cluster, sa string) {
 	if err := setTaints(nil); err != nil {
 		t.Errorf("the agent may not remove the readiness taint: %v", err)
 	}
+	// Its instance annotation (what the cleanup hook selects by), and no other.
+	annotate := func(key string) error {
+		body := `{"metadata":{"annotations":{"` + key + `":"gpunode/` + sa + `"}}}`
+		_, err := agent.CoreV1().Nodes().Patch(ctx, "gpu-a", types.MergePatchType, []byte(body), metav1.PatchOptions{})
+		return err
+	}
+	if err := annotate("gpunode.dev/instance"); err != nil {
+		t.Errorf("the agent may not write its instance annotation: %v", err)
+	}
+	if err := annotate("example.com/note"); err == nil || !strings.Contains(err.Error(), "gpunode.dev/instance annotation") {
+		t.Errorf("a foreign annotation: %v", err)
+	}
 	if err := setTaints([]corev1.Taint{readiness}); err == nil || !strings.Contains(err.Error(), "may only remove the readiness taint") {
 		t.Errorf("the agent added the readiness taint: %v", err)
 	}
@@ -242,5 +254,28 @@ func TestReadinessTaintToleration(t *testing.T) {
 	y := mustYAML(t, podSpec(renderObjects(t, "--set-json", "tolerations=[]", "--set", "config.tuning.readinessTaint.enabled=true", "--set", "config.tuning.readinessTaint.key=example.com/tuned"))["tolerations"])
 	if !strings.Contains(y, "- key: example.com/tuned\n  operator: Exists\n") {
 		t.Errorf("tolerations: %s", y)
+	}
+}
+
+// The agents name their release on their Nodes and the cleanup hook
+// cleans only the Nodes naming it (and lifts the readiness taint there).
+func TestCleanupHookSelectsRelease(t *testing.T) {
+	objs := renderObjects(t, "--set", "config.tuning.readinessTaint.enabled=true")
+	if cfg := agentAccepts(t, configOf(t, objs)); cfg.Publish.Instance != "gpunode/gpunode" {
+		t.Errorf("publish.instance %q", cfg.Publish.Instance)
+	}
+	var args []any
+	for _, o := range objs {
+		if o["kind"] == "Job" {
+			c := o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0]
+			args = c.(map[string]any)["args"].([]any)
+		}
+	}
+	want := []any{"cleanup", "--all-nodes", "--log.format=json", "--instance=gpunode/gpunode", "--taint-key=gpunode.dev/gpu-unhealthy", "--taint-key=gpunode.dev/tuning"}
+	if !slices.Equal(args, want) {
+		t.Errorf("cleanup args %v, want %v", args, want)
+	}
+	if cfg := agentAccepts(t, configOf(t, renderObjects(t, "--set", "config.publish.instance=fleet-a"))); cfg.Publish.Instance != "fleet-a" {
+		t.Errorf("publish.instance set: %q", cfg.Publish.Instance)
 	}
 }

@@ -36,6 +36,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- dig "metrics" "health" "taint" "key" "gpunode.dev/gpu-unhealthy" .Values.config -}}
 {{- end -}}
 
+{{/* The instance the agents write on their Nodes (gpunode.dev/instance) and
+the cleanup hook selects by: config.publish.instance, else
+<namespace>/<release>. */}}
+{{- define "gpunode-agent.instance" -}}
+{{- dig "publish" "instance" "" .Values.config | default (printf "%s/%s" .Release.Namespace .Release.Name) -}}
+{{- end -}}
+
 {{/* The tuning readiness taint's key when config.tuning.readinessTaint is
 enabled, else empty. */}}
 {{- define "gpunode-agent.readinessTaintKey" -}}
