@@ -142,6 +142,7 @@ func newDaemon(o Options) *daemon {
 		d.emit = d.pub.Event
 	}
 	d.tuning = newTuningLoop(o.Env.Tuner, d.log, d.emit, d.snap.Load)
+	d.tuning.liftTaint = d.desired.manageTaintKey
 	d.probes = newProbeLoop(d.cfg.Probe, d.log)
 	return d
 }
@@ -331,6 +332,7 @@ func (d *daemon) newPublisher() *publish.Publisher {
 		BackoffInitial: d.cfg.Publish.BackoffInitial,
 		BackoffMax:     d.cfg.Publish.BackoffMax,
 		EventNamespace: d.cfg.Publish.EventNamespace,
+		Instance:       d.cfg.Publish.Instance,
 		Logger:         d.log,
 	})
 }

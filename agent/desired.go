@@ -89,6 +89,18 @@ func (n *desiredNode) setTaint(t config.Taint) bool {
 	return true
 }
 
+// manageTaintKey makes the agent manage a taint key it never sets (the
+// tuning readiness taint): the publisher removes that taint from the Node.
+func (n *desiredNode) manageTaintKey(key string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if slices.Contains(n.taintKeys, key) {
+		return
+	}
+	n.taintKeys = append(n.taintKeys, key)
+	n.publishLocked()
+}
+
 // taintFor is the taint a condition implies under the configuration.
 func taintFor(c nodestatus.Condition, t config.Taint) *nodestatus.Taint {
 	return health.TaintFor(c, health.TaintOptions{Enabled: t.Enabled, Key: t.Key, Effect: t.Effect})

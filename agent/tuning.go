@@ -50,6 +50,14 @@ type tuningLoop struct {
 	counted map[string]bool
 	// retry backs off an apply whose only work is what failed last time.
 	retry retryState
+
+	// liftTaint hands a readiness taint key to the publisher, which then
+	// removes that taint from the Node (nil: standalone).
+	liftTaint func(key string)
+	// lifted are the readiness taint keys lifted in this process; kept is
+	// the last reason given for keeping the taint (reported once each).
+	lifted map[string]bool
+	kept   string
 }
 
 // retryState is the back-off of a failing apply.
@@ -130,11 +138,18 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 		l.setStatus(func(s *tuning.Status) {
 			*s = tuning.Status{Mode: tuning.ModeOff, DriftTotal: s.DriftTotal, LastApply: s.LastApply}
 		})
+		l.readiness(tc, tuning.StateOff, "")
+		return
+	}
+	if tc.Mode == tuning.ModeRevert {
+		l.revert(ctx)
+		l.readiness(tc, tuning.StateReverted, "")
 		return
 	}
 	p, err := tc.ResolveProfile()
 	if err != nil { // validated at load; a profile file can still vanish
 		l.fail(tc.Mode, tc.Profile, fmt.Errorf("profile: %w", err))
+		l.readiness(tc, tuning.StateError, err.Error())
 		return
 	}
 	s := l.snap()
@@ -154,6 +169,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 			res, err := l.tuner.Apply(ctx, p, m)
 			if err != nil {
 				l.fail(tc.Mode, p.Name, fmt.Errorf("apply: %w", err))
+				l.readiness(tc, tuning.StateError, err.Error())
 				return
 			}
 			drifted = res.Plan.Drifted()
@@ -165,6 +181,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	pl, _, err := l.tuner.Plan(ctx, p, m)
 	if err != nil {
 		l.fail(tc.Mode, p.Name, fmt.Errorf("verify: %w", err))
+		l.readiness(tc, tuning.StateError, err.Error())
 		return
 	}
 	if tc.Mode == tuning.ModeAudit || drifted == nil {
@@ -186,12 +203,86 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 		st.Mode, st.Profile, st.State, st.Plan, st.Error = tc.Mode, p.Name, state, &pl, ""
 		st.DriftTotal += uint64(newDrift)
 	})
+	why := pl.FirstProblem()
+	if failed > 0 && l.failed != "" {
+		why = strings.SplitN(l.failed, "\n", 2)[0]
+	}
+	l.readiness(tc, state, why)
 	if w := strings.Join(pl.Warnings, "\n"); w != l.warnings {
 		l.warnings = w
 		for _, w := range pl.Warnings {
 			l.log.Warn("tuning plan warning", "warning", w)
 		}
 	}
+}
+
+// readiness lifts the opt-in readiness taint once tuning is applied and
+// verified (enforce mode, state compliant), or says once per reason why it
+// stays. The agent never puts the taint back: one lifted stays lifted
+// (its key stays managed, so the publisher keeps it off the Node).
+func (l *tuningLoop) readiness(tc config.Tuning, state, why string) {
+	rt := tc.ReadinessTaint
+	if !rt.Enabled || l.lifted[rt.Key] {
+		return
+	}
+	if tc.Mode == tuning.ModeEnforce && state == tuning.StateCompliant {
+		if l.lifted == nil {
+			l.lifted = map[string]bool{}
+		}
+		l.lifted[rt.Key], l.kept = true, ""
+		l.log.Info("tuning applied and verified: readiness taint lifted", "key", rt.Key)
+		if l.liftTaint != nil {
+			l.liftTaint(rt.Key)
+		}
+		return
+	}
+	var reason string
+	switch {
+	case tc.Mode != tuning.ModeEnforce:
+		reason = fmt.Sprintf("tuning.mode is %s: the taint is lifted only in enforce mode, once the profile is applied and verified", tc.Mode)
+	case why != "":
+		reason = fmt.Sprintf("tuning state %s: %s", state, why)
+	default:
+		reason = fmt.Sprintf("tuning state %s, not compliant yet", state)
+	}
+	if reason == l.kept {
+		return
+	}
+	l.kept = reason
+	l.log.Warn("readiness taint kept", "key", rt.Key, "reason", reason)
+	l.event(nodestatus.Warning, "TuningTaintKept", fmt.Sprintf("taint %s stays on the Node: %s", rt.Key, reason))
+}
+
+// revert restores every original the journal holds (what tuning.Revert
+// does: a value someone else changed since is kept and reported). It runs
+// every interval, so a restore that failed is tried again and a restart
+// finds the journal empty and reports reverted; nothing is ever applied.
+// The state is reverted once the journal is empty, else error.
+func (l *tuningLoop) revert(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, tuningRunTimeout)
+	defer cancel()
+	res, err := l.tuner.Revert(ctx)
+	if err != nil {
+		l.fail(tuning.ModeRevert, "", fmt.Errorf("revert: %w", err))
+		return
+	}
+	l.report("none", res)
+	state, why := tuning.StateReverted, ""
+	if res.Journal != nil && len(res.Journal.Entries) > 0 {
+		left := len(res.Journal.Entries)
+		state = tuning.StateError
+		why = fmt.Sprintf("%d settings could not be restored and stay in the journal (tried again every interval)", left)
+	}
+	if prev := l.Status(); prev.State != state || prev.Mode != tuning.ModeRevert {
+		if state == tuning.StateReverted {
+			l.log.Info("tuning state", "state", state, "mode", tuning.ModeRevert, "detail", "every original in the journal is restored; revert mode applies nothing")
+		} else {
+			l.log.Warn("tuning state", "state", state, "mode", tuning.ModeRevert, "detail", why)
+		}
+	}
+	l.setStatus(func(st *tuning.Status) {
+		*st = tuning.Status{Mode: tuning.ModeRevert, State: state, Error: why, DriftTotal: st.DriftTotal, LastApply: st.LastApply}
+	})
 }
 
 // countDrift returns how many of the drifted settings were not drifted,
@@ -425,11 +516,14 @@ func (l *tuningLoop) Labels() *labels.Tuning {
 }
 
 // tuningLabels is what the tuning labels say of a status: with mode off
-// only the state, with an error before any plan (no state) only the
+// or revert only the state, with an error before any plan (no state) only the
 // profile.
 func tuningLabels(s tuning.Status) labels.Tuning {
 	if s.Mode == tuning.ModeOff {
 		return labels.Tuning{State: tuning.StateOff}
+	}
+	if s.Mode == tuning.ModeRevert { // no profile is managed
+		return labels.Tuning{State: s.State}
 	}
 	return labels.Tuning{Profile: s.Profile, State: s.State}
 }

@@ -230,9 +230,73 @@ func TestTuningLabels(t *testing.T) {
 		{tuning.Status{Mode: tuning.ModeEnforce, Profile: "llm-inference", State: tuning.StateCompliant}, labels.Tuning{Profile: "llm-inference", State: "compliant"}},
 		{tuning.Status{Mode: tuning.ModeOff, Profile: "llm-inference"}, labels.Tuning{State: "off"}},
 		{tuning.Status{Mode: tuning.ModeAudit, Profile: "llm-inference"}, labels.Tuning{Profile: "llm-inference"}},
+		{tuning.Status{Mode: tuning.ModeRevert, State: tuning.StateReverted}, labels.Tuning{State: "reverted"}},
 	} {
 		if got := tuningLabels(tc.status); got != tc.want {
 			t.Errorf("%+v: %+v, want %+v", tc.status, got, tc.want)
+		}
+	}
+}
+
+// Revert mode (uninstall, rollback): a daemon started in it after an
+// enforcing one restores every original the journal holds, keeps a value
+// someone else changed since, reports reverted (metric and label) and
+// never applies the profile again, however often it runs.
+func TestTuningRevertMode(t *testing.T) {
+	env := testsupport.SimEnv(t, "dgx-h100-ib")
+	t.Run("enforce", func(t *testing.T) {
+		events := &eventLog{}
+		tc := config.DefaultTuning()
+		tc.Mode, tc.Interval = tuning.ModeEnforce, 100*time.Millisecond
+		runTuningDaemon(t, env, tc, events, &syncBuffer{}, nil, nil)
+		waitFor(t, "TuningApplied", func() bool { _, ok := events.find("TuningApplied"); return ok })
+	})
+	if readHost(t, env, "/proc/sys/vm/swappiness") != "1" || readHost(t, env, "/proc/irq/431/smp_affinity_list") == "0-223" {
+		t.Fatal("profile not applied")
+	}
+	// Someone else changes a setting tuning wrote: revert leaves it.
+	os.WriteFile(env.FS.Path("/proc/sys/net/core/rmem_max"), []byte("999999\n"), 0o644)
+
+	events, logs := &eventLog{}, &syncBuffer{}
+	tc := config.DefaultTuning()
+	tc.Mode, tc.Interval = tuning.ModeRevert, 50*time.Millisecond
+	metrics := runTuningDaemon(t, env, tc, events, logs, nil, nil)
+	waitFor(t, "reverted", func() bool {
+		_, body := get(t, metrics)
+		return strings.Contains(body, `gpunode_tuning_info{mode="revert",profile="",state="reverted"} 1`)
+	})
+	if readHost(t, env, "/proc/sys/vm/swappiness") != "60" || readHost(t, env, "/proc/irq/431/smp_affinity_list") != "0-223" {
+		t.Error("revert mode did not restore the originals")
+	}
+	if v := readHost(t, env, "/proc/sys/net/core/rmem_max"); v != "999999" {
+		t.Errorf("a value someone else set after tuning was overwritten: %s", v)
+	}
+	if ev, ok := events.find("TuningReverted"); !ok || ev.Type != nodestatus.Normal {
+		t.Errorf("no TuningReverted event: %+v", events.events)
+	}
+	if _, ok := events.find("TuningRestoreSkipped"); !ok {
+		t.Errorf("the kept value is not reported: %+v", events.events)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "key=gpunode.dev/tuning.state value=reverted"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tuning.state=reverted not logged:\n%s", logs.String())
+		}
+	}
+	// Idle from now on: a host value differing from the profile stays.
+	os.WriteFile(env.FS.Path("/proc/sys/vm/swappiness"), []byte("30\n"), 0o644)
+	time.Sleep(300 * time.Millisecond) // several intervals
+	if v := readHost(t, env, "/proc/sys/vm/swappiness"); v != "30" {
+		t.Errorf("revert mode applied a setting: swappiness %s", v)
+	}
+	if _, ok := events.find("TuningApplied"); ok {
+		t.Error("revert mode applied the profile")
+	}
+	if _, body := get(t, metrics); !strings.Contains(body, `state="reverted"`) {
+		t.Errorf("state after idling:\n%s", body)
+	}
+	if _, err := os.Stat(env.FS.Path("/var/lib/gpunode/" + tuning.JournalFile)); err == nil {
+		if b, _ := os.ReadFile(env.FS.Path("/var/lib/gpunode/" + tuning.JournalFile)); strings.Contains(string(b), `"key"`) {
+			t.Errorf("journal still holds entries:\n%s", b)
 		}
 	}
 }

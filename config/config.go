@@ -119,6 +119,11 @@ type Publish struct {
 	BackoffMax     time.Duration `yaml:"backoffMax"`
 	// EventNamespace is where Node events are recorded (kubelet uses "default").
 	EventNamespace string `yaml:"eventNamespace"`
+	// Instance names the deployment that manages this Node (the chart sets
+	// <namespace>/<release>); written as the Node's gpunode.dev/instance
+	// annotation, so `cleanup --all-nodes` of one deployment cleans only
+	// its own Nodes. Empty: no annotation.
+	Instance string `yaml:"instance"`
 	// AllowSimulated publishes a simulated node's labels to the real Node;
 	// off, a simulated node only logs them.
 	AllowSimulated bool `yaml:"allowSimulated"`

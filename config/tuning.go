@@ -11,7 +11,9 @@ import (
 // Tuning configures host tuning by the daemon.
 type Tuning struct {
 	// Mode: enforce (apply at start, repair drift), audit (report only,
-	// the default of the binary) or off. The chart sets enforce.
+	// the default of the binary and the chart's), revert (restore every
+	// original the journal holds, then only report; for uninstall and
+	// rollback) or off.
 	Mode string `yaml:"mode"`
 	// Profile is a built-in profile name (llm-inference, llm-d-reference,
 	// none) or the path of a profile file.
@@ -23,16 +25,37 @@ type Tuning struct {
 	// StateDir holds the journal of original values; on the host, so that
 	// it outlives the agent's container (a hostPath in the chart).
 	StateDir string `yaml:"stateDir"`
+	// ReadinessTaint orders tuning before workloads on a new node.
+	ReadinessTaint ReadinessTaint `yaml:"readinessTaint"`
 }
+
+// ReadinessTaint is an opt-in taint that the node's provisioning puts on
+// a new Node (kubelet --register-with-taints, a node pool's or Karpenter's
+// startup taints) and the agent removes once tuning is applied and
+// verified in enforce mode. It exists because some settings reach only
+// what starts after them: tcp_rmem, tcp_wmem and tcp_congestion_control
+// are per network namespace and copied into a pod's namespace when it is
+// created, so a pod scheduled before tuning keeps the old values. The
+// agent never adds the taint; until it lifts it, it says why in an event.
+type ReadinessTaint struct {
+	Enabled bool `yaml:"enabled"`
+	// Key of the taint; every taint with it is removed, whatever its
+	// value and effect.
+	Key string `yaml:"key"`
+}
+
+// DefaultReadinessTaintKey is the readiness taint's default key.
+const DefaultReadinessTaintKey = "gpunode.dev/tuning"
 
 // DefaultTuning audits the default profile: a bare `gpunode-agent run`
 // changes nothing on the host.
 func DefaultTuning() Tuning {
 	return Tuning{
-		Mode:     tuning.ModeAudit,
-		Profile:  tuning.DefaultProfile,
-		Interval: time.Minute,
-		StateDir: tuning.DefaultStateDir,
+		Mode:           tuning.ModeAudit,
+		Profile:        tuning.DefaultProfile,
+		Interval:       time.Minute,
+		StateDir:       tuning.DefaultStateDir,
+		ReadinessTaint: ReadinessTaint{Key: DefaultReadinessTaintKey},
 	}
 }
 
@@ -52,12 +75,15 @@ func (t Tuning) validate() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	switch t.Mode {
-	case tuning.ModeEnforce, tuning.ModeAudit, tuning.ModeOff:
+	case tuning.ModeEnforce, tuning.ModeAudit, tuning.ModeRevert, tuning.ModeOff:
 	default:
-		bad("tuning.mode", "must be enforce, audit or off, got %q", t.Mode)
+		bad("tuning.mode", "must be enforce, audit, revert or off, got %q", t.Mode)
 	}
 	if t.Interval < time.Second {
 		bad("tuning.interval", "must be at least 1s, got %s", t.Interval)
+	}
+	if k := t.ReadinessTaint.Key; len(k) > 317 || !taintKey.MatchString(k) {
+		bad("tuning.readinessTaint.key", "must be a label key such as %s, got %q", DefaultReadinessTaintKey, k)
 	}
 	if t.StateDir == "" || !filepath.IsAbs(t.StateDir) {
 		bad("tuning.stateDir", "must be an absolute path, got %q", t.StateDir)
@@ -65,7 +91,8 @@ func (t Tuning) validate() []error {
 	if t.CustomProfile != nil && t.Profile != "" && t.Profile != tuning.DefaultProfile && t.Profile != t.CustomProfile.Name {
 		bad("tuning.profile", "%q and tuning.customProfile (%q) both given; keep one", t.Profile, t.CustomProfile.Name)
 	}
-	if t.Mode != tuning.ModeOff {
+	// Revert needs no profile: it restores what the journal holds.
+	if t.Mode != tuning.ModeOff && t.Mode != tuning.ModeRevert {
 		if _, err := t.ResolveProfile(); err != nil {
 			key := "tuning.profile"
 			if t.CustomProfile != nil {

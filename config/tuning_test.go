@@ -29,11 +29,12 @@ tuning:
 	if err != nil || p.Name != "site" || p.Sysctl["net.ipv4.tcp_rmem"] != "4096 87380 67108864" || p.IRQ.IRQBalance != "stop" {
 		t.Fatalf("inline profile: %+v %v", p, err)
 	}
-	if d := Default().Tuning; d.Mode != "audit" || d.Profile != "llm-inference" || d.StateDir != "/var/lib/gpunode" {
+	if d := Default().Tuning; d.Mode != "audit" || d.Profile != "llm-inference" || d.StateDir != "/var/lib/gpunode" ||
+		d.ReadinessTaint != (ReadinessTaint{Key: "gpunode.dev/tuning"}) {
 		t.Errorf("defaults %+v", d)
 	}
 	for _, tc := range []struct{ yaml, want string }{
-		{"tuning:\n  mode: on\n", `tuning.mode: must be enforce, audit or off, got "on"`},
+		{"tuning:\n  mode: on\n", `tuning.mode: must be enforce, audit, revert or off, got "on"`},
 		{"tuning:\n  interval: 10ms\n", "tuning.interval: must be at least 1s"},
 		{"tuning:\n  stateDir: state\n", "tuning.stateDir: must be an absolute path"},
 		{"tuning:\n  profile: turbo\n", `tuning.profile: unknown profile "turbo"`},
@@ -42,13 +43,16 @@ tuning:
 		{"tuning:\n  customProfile:\n    name: x\n    numa:\n      balanse: 1\n", `unknown key "balanse" in tuning.customProfile.numa`},
 		{"tuning:\n  profile: none\n  customProfile:\n    name: x\n", "both given"},
 		{"tuning:\n  mdoe: off\n", `unknown key "mdoe" in tuning`},
+		{"tuning:\n  readinessTaint:\n    enabled: true\n    key: 'not a key'\n", `tuning.readinessTaint.key: must be a label key such as gpunode.dev/tuning, got "not a key"`},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
 	}
-	// Mode off does not need a loadable profile.
-	if _, err := Parse([]byte("tuning:\n  mode: " + "off" + "\n  profile: turbo\n")); err != nil {
-		t.Errorf("mode off: %v", err)
+	// Modes off and revert do not need a loadable profile.
+	for _, mode := range []string{"off", "revert"} {
+		if c, err := Parse([]byte("tuning:\n  mode: " + mode + "\n  profile: turbo\n")); err != nil || c.Tuning.Mode != mode {
+			t.Errorf("mode %s: %v", mode, err)
+		}
 	}
 }

@@ -20,7 +20,7 @@ func NewTuningCollector(status func() *tuning.Status) prometheus.Collector {
 	return &tuningCollector{
 		status: status,
 		info: prometheus.NewDesc("gpunode_tuning_info",
-			"Host tuning: the profile, mode (enforce, audit, off) and state (compliant, pending, drifted, conflict, error, unknown, off); always 1.",
+			"Host tuning: the profile, mode (enforce, audit, revert, off) and state (compliant, pending, drifted, conflict, error, unknown, off, reverted); always 1.",
 			[]string{"profile", "mode", "state"}, nil),
 		compliant: prometheus.NewDesc("gpunode_tuning_setting_compliant",
 			"1 if the managed setting has the value the profile wants, 0 if not (to set, drifted, conflicting or failing). Unsupported and skipped settings are left out.",

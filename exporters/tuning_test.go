@@ -33,7 +33,7 @@ func TestTuningCollector(t *testing.T) {
 # HELP gpunode_tuning_drift_total Settings found changed by someone else after tuning set them, since the agent started.
 # TYPE gpunode_tuning_drift_total counter
 gpunode_tuning_drift_total 3
-# HELP gpunode_tuning_info Host tuning: the profile, mode (enforce, audit, off) and state (compliant, pending, drifted, conflict, error, unknown, off); always 1.
+# HELP gpunode_tuning_info Host tuning: the profile, mode (enforce, audit, revert, off) and state (compliant, pending, drifted, conflict, error, unknown, off, reverted); always 1.
 # TYPE gpunode_tuning_info gauge
 gpunode_tuning_info{mode="enforce",profile="llm-inference",state="drifted"} 1
 # HELP gpunode_tuning_last_apply_timestamp_seconds Unix time when tuning last changed a setting; absent until it has.

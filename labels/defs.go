@@ -122,7 +122,7 @@ var (
 	numaNodes       = own("numa.nodes", []Source{SourceTopology}, "number of NUMA nodes", "2")
 	gpuNICAligned   = own("topology.gpu-nic-aligned", []Source{SourceGPU, SourceRDMA, SourceTopology}, "`true` when every GPU has an RDMA device with an ACTIVE port on its NUMA node", "true")
 	tuningProfile   = own("tuning.profile", []Source{SourceTuning}, "the tuning profile the daemon manages (absent when tuning is off)", "llm-inference")
-	tuningState     = own("tuning.state", []Source{SourceTuning}, "`compliant`, `pending` (audit: differs, not applied), `drifted`, `conflict` (irqbalance owns the IRQs), `error`, `unknown` (net.* settings differ and the agent cannot tell whether it is in the host's network namespace) or `off`", "compliant")
+	tuningState     = own("tuning.state", []Source{SourceTuning}, "`compliant`, `pending` (audit: differs, not applied), `drifted`, `conflict` (irqbalance owns the IRQs), `error`, `unknown` (net.* settings differ and the agent cannot tell whether it is in the host's network namespace), `off`, or `reverted` (`tuning.mode: revert`: every original in the journal restored)", "compliant")
 	verified        = own("verified", []Source{SourceVerify}, "`true` when node verification finds no failed check, `false` otherwise (the daemon runs `gpunode-agent verify`'s checks each discovery; see the GPUNodeVerified condition)", "true")
 	gpuDirectRDMA   = own("gpudirect-rdma", []Source{SourceGPU, SourceTopology}, "`true` when a NIC can DMA into GPU memory (nvidia_peermem, or dma-buf with the open NVIDIA module on Linux 5.12+)", "true")
 )

@@ -31,7 +31,7 @@ func (p *Publisher) syncLabels(ctx context.Context, node *kubeapi.Node, d Desire
 			delete(want, k)
 		}
 	}
-	if !maps.Equal(want, map[string]string(owned)) {
+	if !maps.Equal(want, map[string]string(owned)) || p.o.Instance != "" && node.Annotations[InstanceAnnotation] != p.o.Instance {
 		node, err = p.applyLabels(ctx, node, want, found, d.LabelOptions.Domain)
 	}
 	p.reportConflicts(found)
@@ -46,6 +46,9 @@ func (p *Publisher) applyLabels(ctx context.Context, node *kubeapi.Node, want la
 	for attempt := 0; ; attempt++ {
 		cfg := applyFor(node)
 		cfg.Metadata.Labels = want
+		if p.o.Instance != "" {
+			cfg.Metadata.Annotations = map[string]string{InstanceAnnotation: p.o.Instance}
+		}
 		res, err := p.o.Client.ApplyNode(ctx, node.Name, cfg, FieldManager, force)
 		p.m.count("apply", err)
 		if err == nil {

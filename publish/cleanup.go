@@ -38,7 +38,11 @@ func cleanupNode(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node
 	if err := cleanupTaints(ctx, client, node, taintKeys); err != nil {
 		return 0, 0, err
 	}
-	if len(owned) > 0 {
+	instance, err := ownsInstance(node)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(owned) > 0 || instance {
 		if _, err := client.ApplyNode(ctx, node.Name, applyFor(node), FieldManager, false); err != nil {
 			return 0, 0, fmt.Errorf("remove labels from node %s: %w", node.Name, err)
 		}
@@ -55,9 +59,12 @@ func cleanupNode(ctx context.Context, client *kubeapi.Client, node *kubeapi.Node
 
 // CleanupAll runs Cleanup on every Node where the agent owns fields: for
 // the chart's uninstall hook, which runs once for the cluster (it needs
-// list on nodes, which the agent itself never gets). It goes on past a
-// failing Node and returns every error.
-func CleanupAll(ctx context.Context, client *kubeapi.Client, report func(node string, labels, conditions int), taintKeys ...string) error {
+// list on nodes, which the agent itself never gets). With instance set,
+// only on the Nodes whose InstanceAnnotation names it: those of one
+// deployment where several split the fleet; skipped reports each Node
+// left to another (or to an agent that wrote no instance). It goes on
+// past a failing Node and returns every error.
+func CleanupAll(ctx context.Context, client *kubeapi.Client, instance string, report func(node string, labels, conditions int), skipped func(node, instance string), taintKeys ...string) error {
 	nodes, err := client.ListNodes(ctx)
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
@@ -66,6 +73,12 @@ func CleanupAll(ctx context.Context, client *kubeapi.Client, report func(node st
 	for i := range nodes {
 		n := &nodes[i]
 		if !managedBy(n) && len(managedTaints(n, taintKeys)) == 0 {
+			continue
+		}
+		if theirs := n.Annotations[InstanceAnnotation]; instance != "" && theirs != instance {
+			if skipped != nil {
+				skipped(n.Name, theirs)
+			}
 			continue
 		}
 		l, c, err := cleanupNode(ctx, client, n, taintKeys)

@@ -78,6 +78,28 @@ func OwnedLabels(node *kubeapi.Node) (labels.Set, error) {
 	return owned, nil
 }
 
+// InstanceAnnotation names, on each Node an agent manages, the deployment
+// it belongs to (publish.instance; the chart: <namespace>/<release>). The
+// cleanup of one deployment selects its Nodes by it, so releases that
+// split a fleet (by nodeSelector or affinity) each clean only their own.
+// It records where an agent really ran, which the DaemonSet's selector,
+// gone by the time a post-delete hook runs and changeable since, does not.
+// It is applied with the labels, so the cleanup's empty apply removes it.
+const InstanceAnnotation = "gpunode.dev/instance"
+
+// ownsInstance reports whether the agent's applied fields hold the
+// instance annotation.
+func ownsInstance(node *kubeapi.Node) (bool, error) {
+	set, err := appliedFields(node, "")
+	if err == nil {
+		set, err = set.sub("f:metadata", "f:annotations")
+	}
+	if err != nil {
+		return false, fmt.Errorf("read managedFields of node %s: %w", node.Name, err)
+	}
+	return set.has(InstanceAnnotation), nil
+}
+
 // ownedCondition is a condition the agent applied, with the fields it
 // owns as they are on the Node.
 type ownedCondition struct {
@@ -161,8 +183,9 @@ type nodeApply struct {
 type metaApply struct {
 	Name string `json:"name"`
 	// UID makes the apply fail rather than create a Node that was deleted.
-	UID    string            `json:"uid,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
+	UID         string            `json:"uid,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 type statusApply struct {

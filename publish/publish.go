@@ -54,7 +54,9 @@ type Options struct {
 	BackoffInitial, BackoffMax time.Duration
 	// EventNamespace is where events about the Node are created.
 	EventNamespace string
-	Logger         *slog.Logger
+	// Instance, when set, is written as the Node's InstanceAnnotation.
+	Instance string
+	Logger   *slog.Logger
 	// Now is the clock for condition and event times; nil means time.Now.
 	Now func() time.Time
 }

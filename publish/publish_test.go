@@ -473,7 +473,7 @@ func TestCleanupAll(t *testing.T) {
 		p.stop()
 	}
 	seen := map[string]int{}
-	if err := CleanupAll(context.Background(), cluster.AdminKube, func(node string, l, c int) { seen[node] = l }); err != nil {
+	if err := CleanupAll(context.Background(), cluster.AdminKube, "", func(node string, l, c int) { seen[node] = l }, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"all-a", "all-b"} {

@@ -10,6 +10,9 @@ const (
 	ModeAudit = "audit"
 	// ModeOff leaves tuning alone entirely.
 	ModeOff = "off"
+	// ModeRevert restores every original the journal holds, then only
+	// reports (for uninstall and rollback): nothing is applied.
+	ModeRevert = "revert"
 )
 
 // States summarize a host against its profile (the tuning.state label).
@@ -20,6 +23,7 @@ const (
 	StateConflict  = "conflict"  // irqbalance owns the interrupts
 	StateError     = "error"     // a setting could not be read or written
 	StateOff       = "off"
+	StateReverted  = "reverted" // revert mode: the journal is empty, every original restored (or kept as someone else set it)
 	// StateUnknown (irqbalance.go) is also a host state: net.* settings
 	// differ but cannot be judged, since whether the agent is in the
 	// host's network namespace is unproven (the host's /proc/1 is

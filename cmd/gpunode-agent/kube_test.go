@@ -147,6 +147,27 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "nvidia.com/gpu" {
 		t.Errorf("after cleanup --all-nodes --taint-key: taints %v, want the operator's only", n.Spec.Taints)
 	}
+	// --instance: a Node annotated with another release's instance is left
+	// alone; its own release's cleanup removes every --taint-key given.
+	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "example.com/a", Effect: corev1.TaintEffectNoSchedule}, corev1.Taint{Key: "example.com/b", Effect: corev1.TaintEffectNoSchedule})
+	n.Annotations = map[string]string{publish.InstanceAnnotation: "ns/other"}
+	if _, err := c.Admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	keys := []string{"--taint-key=example.com/a", "--taint-key=example.com/b"}
+	if code := run(append([]string{"--kubeconfig", kc, "cleanup", "--all-nodes", "--instance=ns/mine"}, keys...), &out, &errOut); code != 0 {
+		t.Errorf("cleanup --all-nodes --instance: exit %d", code)
+	}
+	if n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); len(n.Spec.Taints) != 3 || !strings.Contains(errOut.String(), "instance=ns/other") {
+		t.Errorf("another instance's node: taints %v; log %s", n.Spec.Taints, errOut.String())
+	}
+	if code := run(append([]string{"--kubeconfig", kc, "cleanup", "--all-nodes", "--instance=ns/other"}, keys...), &out, &errOut); code != 0 {
+		t.Errorf("cleanup --all-nodes --instance: exit %d", code)
+	}
+	if n, _ = c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "nvidia.com/gpu" {
+		t.Errorf("own instance's node: taints %v, want the operator's only", n.Spec.Taints)
+	}
 	errOut.Reset()
 	if code := run([]string{"--kubeconfig", filepath.Join(dir, "missing"), "cleanup"}, &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), "kubernetes client configuration") {
 		t.Errorf("missing kubeconfig: exit %d: %s", code, errOut.String())

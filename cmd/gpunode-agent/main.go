@@ -65,7 +65,8 @@ type cli struct {
 	output      string
 	kubeconfig  string
 	allNodes    bool
-	taintKey    string
+	taintKeys   []string
+	instance    string
 
 	set map[string]*bool // flags the user gave explicitly
 	// overrides apply the flags that stand for configuration keys, in the
@@ -148,7 +149,8 @@ func (c *cli) newApp(stdout, stderr io.Writer) (*kingpin.Application, commands) 
 
 	cmds.cleanup = app.Command("cleanup", "Remove every label, condition and taint the agent owns on its Node (NODE_NAME), and its NFD feature file, then exit. Labels and conditions other managers also own stay, and so do taints with other keys.")
 	cmds.cleanup.Flag("all-nodes", "Clean every Node where the agent owns fields (the chart's uninstall hook; needs list on nodes).").BoolVar(&c.allNodes)
-	cmds.cleanup.Flag("taint-key", "Key of the agent's GPU health taint to remove (default: metrics.health.taint.key of the configuration).").PlaceHolder("KEY").StringVar(&c.taintKey)
+	cmds.cleanup.Flag("instance", "With --all-nodes, clean only the Nodes whose "+publish.InstanceAnnotation+" annotation names this instance: those of one deployment where several split the fleet (default: publish.instance of the configuration; empty: every Node).").PlaceHolder("NAME").StringVar(&c.instance)
+	cmds.cleanup.Flag("taint-key", "Key of a taint of the agent's to remove, repeatable (default: metrics.health.taint.key of the configuration, and tuning.readinessTaint.key when enabled).").PlaceHolder("KEY").StringsVar(&c.taintKeys)
 
 	cmds.version = app.Command("version", "Print the version and exit.")
 	return app, cmds
@@ -222,10 +224,17 @@ func (c *cli) dispatch(cmd string, cmds commands, cfg config.Config, stdout, std
 	klog.SetSlogLogger(logger)
 
 	if cmd == cmds.cleanup.FullCommand() {
-		if c.taintKey != "" {
-			cfg.Metrics.Health.Taint.Key = c.taintKey
+		keys := c.taintKeys
+		if len(keys) == 0 {
+			keys = []string{cfg.Metrics.Health.Taint.Key}
+			if rt := cfg.Tuning.ReadinessTaint; rt.Enabled {
+				keys = append(keys, rt.Key)
+			}
 		}
-		return cleanup(cfg, c.allNodes, logger)
+		if c.instance != "" {
+			cfg.Publish.Instance = c.instance
+		}
+		return cleanup(cfg, c.allNodes, keys, logger)
 	}
 
 	// A host root that is not there is a usage error, not a failure of
@@ -403,7 +412,7 @@ func kubeClient(cfg config.Config) (*kubeapi.Client, error) {
 
 // cleanup removes what the agent owns on its Node (or on every Node) and
 // its NFD feature file.
-func cleanup(cfg config.Config, allNodes bool, logger *slog.Logger) int {
+func cleanup(cfg config.Config, allNodes bool, taintKeys []string, logger *slog.Logger) int {
 	if !allNodes && cfg.NodeName == "" {
 		logger.Error("cleanup needs the Node: set NODE_NAME (or nodeName), or pass --all-nodes")
 		return exitUsage
@@ -417,18 +426,20 @@ func cleanup(cfg config.Config, allNodes bool, logger *slog.Logger) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	taintKey := cfg.Metrics.Health.Taint.Key
 	report := func(node string, l, c int) {
-		logger.Info("removed the agent's labels, conditions and taint", "node", node, "labels", l, "conditions", c, "taint_key", taintKey)
+		logger.Info("removed the agent's labels, conditions and taints", "node", node, "labels", l, "conditions", c, "taint_keys", taintKeys)
+	}
+	skipped := func(node, theirs string) {
+		logger.Info("node left alone: another instance's", "node", node, "instance", theirs, "ours", cfg.Publish.Instance)
 	}
 	code := 0
 	if allNodes {
-		if err := publish.CleanupAll(ctx, kube, report, taintKey); err != nil {
+		if err := publish.CleanupAll(ctx, kube, cfg.Publish.Instance, report, skipped, taintKeys...); err != nil {
 			logger.Error("cleanup failed", "err", err)
 			code = exitFailure
 		}
 	} else {
-		l, c, err := publish.Cleanup(ctx, kube, cfg.NodeName, taintKey)
+		l, c, err := publish.Cleanup(ctx, kube, cfg.NodeName, taintKeys...)
 		if err != nil {
 			logger.Error("cleanup failed", "node", cfg.NodeName, "err", err)
 			code = exitFailure

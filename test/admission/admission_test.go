@@ -436,7 +436,7 @@ func TestAdmissionPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 		var cleaned []string
-		if err := publish.CleanupAll(ctx, hook, func(node string, _, _ int) { cleaned = append(cleaned, node) }, healthTaintKey); err != nil {
+		if err := publish.CleanupAll(ctx, hook, "", func(node string, _, _ int) { cleaned = append(cleaned, node) }, nil, healthTaintKey); err != nil {
 			t.Fatalf("cleanup --all-nodes as the hook: %v", err)
 		}
 		if !slices.Contains(cleaned, nodeA) {

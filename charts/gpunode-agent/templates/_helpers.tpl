@@ -36,6 +36,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- dig "metrics" "health" "taint" "key" "gpunode.dev/gpu-unhealthy" .Values.config -}}
 {{- end -}}
 
+{{/* The instance the agents write on their Nodes (gpunode.dev/instance) and
+the cleanup hook selects by: config.publish.instance, else
+<namespace>/<release>. */}}
+{{- define "gpunode-agent.instance" -}}
+{{- dig "publish" "instance" "" .Values.config | default (printf "%s/%s" .Release.Namespace .Release.Name) -}}
+{{- end -}}
+
+{{/* The tuning readiness taint's key when config.tuning.readinessTaint is
+enabled, else empty. */}}
+{{- define "gpunode-agent.readinessTaintKey" -}}
+{{- if dig "tuning" "readinessTaint" "enabled" false .Values.config -}}
+{{- dig "tuning" "readinessTaint" "key" "gpunode.dev/tuning" .Values.config -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when RDMA probes are enabled in the agent's config, else empty. */}}
 {{- define "gpunode-agent.probeEnabled" -}}
 {{- if dig "probe" "enabled" false .Values.config -}}true{{- end -}}
@@ -57,6 +72,39 @@ included) or probes on, or securityContext.privileged set; else empty. */}}
 {{/* The Secret holding the RDMA probe token. */}}
 {{- define "gpunode-agent.probeTokenSecret" -}}
 {{- .Values.probeToken.existingSecret | default (printf "%s-probe-token" (include "gpunode-agent.fullname" . | trunc 51 | trimSuffix "-")) -}}
+{{- end -}}
+
+{{/* The chart-generated probe token (base64): the Secret's current one,
+kept on upgrade, or a new random one. Generated once per render and kept
+in .Release-independent scratch (a key of .Values set here), so the Secret
+and the DaemonSet's checksum see the same token even on a first install. */}}
+{{- define "gpunode-agent.generatedProbeToken" -}}
+{{- if not (hasKey .Values "_generatedProbeToken") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "gpunode-agent.probeTokenSecret" .) }}
+{{- $token := "" }}
+{{- if and $existing $existing.data (hasKey $existing.data "token") }}
+{{- $token = index $existing.data "token" }}
+{{- else }}
+{{- $token = randAlphaNum 48 | b64enc }}
+{{- end }}
+{{- $_ := set .Values "_generatedProbeToken" $token }}
+{{- end }}
+{{- index .Values "_generatedProbeToken" -}}
+{{- end -}}
+
+{{/* The checksum of the probe token the pods mount, so that a new token
+rolls them: the generated Secret's, or an existingSecret's as helm's
+lookup finds it (empty where lookup cannot read the cluster: helm
+template, Argo CD, Flux). */}}
+{{- define "gpunode-agent.probeTokenChecksum" -}}
+{{- if .Values.probeToken.existingSecret }}
+{{- $s := lookup "v1" "Secret" .Release.Namespace .Values.probeToken.existingSecret }}
+{{- if and $s $s.data (hasKey $s.data .Values.probeToken.existingSecretKey) }}
+{{- index $s.data .Values.probeToken.existingSecretKey | sha256sum }}
+{{- end }}
+{{- else }}
+{{- include "gpunode-agent.generatedProbeToken" . | sha256sum }}
+{{- end }}
 {{- end -}}
 
 {{/* Labels of a monitoring object beyond the common ones: kube-prometheus-stack's
