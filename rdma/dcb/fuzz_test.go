@@ -26,3 +26,22 @@ func FuzzReply(f *testing.F) {
 		}
 	})
 }
+
+// Whatever the kernel answers to a set (the get before it answered
+// well), set neither panics nor reports success unless the reply is an
+// RTM_SETDCB for DCB_CMD_IEEE_SET whose status byte is 0.
+func FuzzSetReply(f *testing.F) {
+	f.Add(uint16(unix.RTM_SETDCB), uint16(0), setReply(0))
+	f.Add(uint16(unix.RTM_SETDCB), uint16(0), setReply(234))
+	f.Add(uint16(netlink.Error), uint16(0), []byte{0xa1, 0xff, 0xff, 0xff})
+	f.Add(uint16(unix.RTM_SETDCB), uint16(0), []byte{0, cmdIEEESet})
+	f.Fuzz(func(t *testing.T, typ, flags uint16, body []byte) {
+		k := &dcbKernel{pfc: make([]byte, ieeePFCSize), setAnswer: answer(netlink.HeaderType(typ), netlink.HeaderFlags(flags), body)}
+		conn := k.conn()
+		defer conn.Close()
+		err := set(conn, "eth0", 8)
+		if err == nil && (typ != unix.RTM_SETDCB || parseSetStatus(body) != nil) {
+			t.Fatalf("success from a %d reply % x", typ, body)
+		}
+	})
+}
