@@ -31,6 +31,8 @@ type Profile struct {
 	Sysctl map[string]SysctlValue `yaml:"sysctl,omitempty" json:"sysctl,omitempty"`
 	NUMA   NUMA                   `yaml:"numa,omitempty" json:"numa"`
 	IRQ    IRQ                    `yaml:"irq,omitempty" json:"irq"`
+	// RoCE tunes RoCE ports: rdma_cm's RoCE mode, PFC and ECN.
+	RoCE RoCE `yaml:"roce,omitempty" json:"roce"`
 }
 
 // SysctlValue is a wanted sysctl value, normalized (single spaces between
@@ -217,7 +219,7 @@ func yamlError(err error) error {
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		sub := unknownField.FindStringSubmatch(m)
-		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies"}[sub[2]]
+		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "RoCE": " in roce"}[sub[2]]
 		return fmt.Sprintf("unknown key %q%s", sub[1], section)
 	})
 	msg = strings.ReplaceAll(msg, "into tuning.SysctlValue", "into a sysctl value")
@@ -366,6 +368,7 @@ func (p *Profile) Validate() error {
 	if p.IRQ.IRQBalance != "" && len(p.IRQ.Policies) == 0 {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")
 	}
+	p.RoCE.validate(bad)
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }

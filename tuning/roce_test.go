@@ -1,0 +1,227 @@
+package tuning
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/sim"
+)
+
+// fileDCB is a whole fake of DCB netlink that keeps each netdev's PFC
+// mask in a file under the fixture root (dcb/<netdev>), so a helper
+// process killed between writes leaves its state behind as the kernel
+// would. A netdev without a file has no DCB.
+type fileDCB struct{ dir string }
+
+func (d fileDCB) PFCEnabled(_ context.Context, ifname string) (uint8, error) {
+	b, err := os.ReadFile(filepath.Join(d.dir, ifname))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("%s: %w", ifname, rdma.ErrNoDCB)
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(b), 10, 8)
+	return uint8(n), err
+}
+
+func (d fileDCB) SetPFC(ctx context.Context, ifname string, mask uint8) error {
+	if _, err := d.PFCEnabled(ctx, ifname); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d.dir, ifname), []byte(strconv.Itoa(int(mask))), 0o644)
+}
+
+// The rdma_cm configfs of the fixtures: mkdir of a device directory makes
+// ports/1/default_roce_mode with the kernel's default (RoCE v2 where the
+// port has it, cma_add_one), as make_cma_dev does; rmdir takes the
+// default groups with it.
+const configfsDefault = rdma.RoCEv2
+
+// roceFixture is h100-roce-lossy (eight GPU-side RoCE ports without PFC
+// and ECN, two frontend ports with ECN) with rdma_cm's configfs mounted:
+// mlx5_1 has a directory someone else created, holding RoCE v1; no
+// other device has one.
+func roceFixture(t testing.TB) *fixture {
+	t.Helper()
+	root := tmpfsDir(t)
+	n, err := sim.Build("h100-roce-lossy", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fixtureAt(t, root)
+	dcbDir := filepath.Join(root, "dcb")
+	if err := os.Mkdir(dcbDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for ifname, mask := range n.PFC {
+		if err := os.WriteFile(filepath.Join(dcbDir, ifname), []byte(strconv.Itoa(int(mask))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(f.fs.Path(rdmaCMDir+"/mlx5_1/ports/1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, rdmaCMDir+"/mlx5_1/ports/1/default_roce_mode", rdma.RoCEv1)
+	roceHooks(f)
+	return f
+}
+
+func roceHooks(f *fixture) {
+	f.tuner.DCB = fileDCB{filepath.Join(f.root, "dcb")}
+	f.tuner.afterMkdir = func(dir string) {
+		p := f.fs.Path(dir + "/ports/1")
+		os.MkdirAll(p, 0o755)
+		os.WriteFile(p+"/default_roce_mode", []byte(configfsDefault+"\n"), 0o644)
+	}
+	f.tuner.removeDir = os.RemoveAll
+}
+
+// state is every file of the tree (DCB masks included) and every
+// directory under rdma_cm's configfs.
+func (f *fixture) roceState(t testing.TB) map[string]string {
+	t.Helper()
+	out := f.files(t)
+	filepath.WalkDir(f.fs.Path(rdmaCMDir), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			rel, _ := filepath.Rel(f.root, p)
+			out["/"+rel+"/"] = "dir"
+		}
+		return nil
+	})
+	return out
+}
+
+func diffState(before, after map[string]string) []string {
+	var diffs []string
+	for _, p := range slices.Sorted(maps.Keys(before)) {
+		if NormalizeValue(after[p]) != NormalizeValue(before[p]) {
+			diffs = append(diffs, fmt.Sprintf("%s: %q -> %q", p, before[p], after[p]))
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(after)) {
+		if _, ok := before[p]; !ok {
+			diffs = append(diffs, p+" created")
+		}
+	}
+	return diffs
+}
+
+func countKinds(pl Plan, a Action) map[string]int {
+	c := map[string]int{}
+	for _, s := range pl.Steps {
+		if s.Action == a {
+			c[s.Kind]++
+		}
+	}
+	return c
+}
+
+// roce-lossless on h100-roce-lossy: every setting planned, applied,
+// verified; drift repaired; revert brings back exactly the lossy node,
+// removing the configfs directories tuning created and leaving the one
+// it did not.
+func TestRoCEApplyVerifyDriftRevert(t *testing.T) {
+	ctx := context.Background()
+	f := roceFixture(t)
+	p := builtin(t, "roce-lossless")
+	before := f.roceState(t)
+
+	pl, _, err := f.tuner.Plan(ctx, p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 RoCE ports: 10 RoCE modes (9 without a directory, mlx5_1 at
+	// v1), 8 PFC masks to set (the frontend ports too: none -> 3), ECN
+	// np and rp on priority 3 of the 8 lossy ports (the frontends have it).
+	if got, want := countKinds(pl, ActionSet), map[string]int{KindRoCEMode: 10, KindPFC: 10, KindECN: 16}; !maps.Equal(got, want) {
+		t.Fatalf("set steps %v, want %v\n%+v", got, want, pl.Steps)
+	}
+	if got := countKinds(pl, ActionOK); got[KindECN] != 4 || len(got) != 1 {
+		t.Errorf("ok steps %v", got)
+	}
+	for _, s := range pl.Steps {
+		if s.Kind == KindRoCEMode && s.Action == ActionOK {
+			t.Errorf("%s ok before its directory exists: %+v", s.ID, s)
+		}
+	}
+
+	res, err := f.tuner.Apply(ctx, p, f.m)
+	if err != nil || !res.OK() {
+		t.Fatalf("apply: %v %+v", err, res.Failed())
+	}
+	if pl, _, _ := f.tuner.Plan(ctx, p, f.m); !pl.Compliant() {
+		t.Fatalf("not compliant after apply: %s", pl.Summary())
+	}
+	applied := f.roceState(t)
+	if got := f.read(t, rdmaCMDir+"/mlx5_0/ports/1/default_roce_mode"); got != rdma.RoCEv2 {
+		t.Errorf("mlx5_0 mode %q", got)
+	}
+	if got := f.read(t, "/dcb/enp24s0np0"); got != "8" {
+		t.Errorf("PFC of enp24s0np0 %s, want 8 (priority 3)", got)
+	}
+	if got := f.read(t, "/sys/class/net/enp24s0np0/ecn/roce_rp/enable/3"); got != "1" {
+		t.Errorf("ECN rp 3 of enp24s0np0 %s", got)
+	}
+	if got := f.read(t, "/sys/class/net/enp24s0np0/ecn/roce_rp/enable/4"); got != "0" {
+		t.Errorf("ECN rp 4 of enp24s0np0 changed to %s: the profile names only 3", got)
+	}
+
+	// Someone puts three settings back: drift, repaired by the next apply.
+	f.write(t, rdmaCMDir+"/mlx5_1/ports/1/default_roce_mode", rdma.RoCEv1)
+	f.write(t, "/dcb/enp24s0np0", "0")
+	f.write(t, "/sys/class/net/enp58s0np0/ecn/roce_np/enable/3", "0")
+	pl, _, err = f.tuner.Plan(ctx, p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drifted []string
+	for _, s := range pl.Drifted() {
+		drifted = append(drifted, s.ID.String())
+	}
+	if want := []string{"roce-mode mlx5_1/1", "pfc enp24s0np0", "ecn enp58s0np0/roce_np/3"}; !slices.Equal(drifted, want) {
+		t.Errorf("drifted %v, want %v", drifted, want)
+	}
+	if res, err := f.tuner.Apply(ctx, p, f.m); err != nil || !res.OK() || len(res.Changes) != 3 {
+		t.Fatalf("repair: %v, %d changes", err, len(res.Changes))
+	}
+	if d := diffState(applied, f.roceState(t)); len(d) > 0 {
+		t.Errorf("after the repair: %v", d)
+	}
+
+	if res, err := f.tuner.Revert(ctx); err != nil || !res.OK() {
+		t.Fatalf("revert: %v %+v", err, res.Failed())
+	}
+	if d := diffState(before, f.roceState(t)); len(d) > 0 {
+		t.Errorf("revert is not exact:\n%s", strings.Join(d, "\n"))
+	}
+	if got := f.read(t, rdmaCMDir+"/mlx5_1/ports/1/default_roce_mode"); got != rdma.RoCEv1 {
+		t.Errorf("mlx5_1 (a directory tuning did not create) holds %q after revert", got)
+	}
+}
+
+// The golden plan of roce-lossless on h100-roce-lossy, as `tune plan`
+// prints it: every change is shown before it happens.
+func TestGoldenRoCEPlan(t *testing.T) {
+	f := roceFixture(t)
+	pl, _, err := f.tuner.Plan(context.Background(), builtin(t, "roce-lossless"), f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WritePlan(&b, pl); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "plans/h100-roce-lossy.roce-lossless.configfs.txt", b.Bytes())
+}
