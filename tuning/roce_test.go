@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -224,4 +225,170 @@ func TestGoldenRoCEPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "plans/h100-roce-lossy.roce-lossless.configfs.txt", b.Bytes())
+}
+
+// roceCrashEnv names the stage, count and root at which the RoCE helper
+// process dies.
+const roceCrashEnv = "GPUNODE_TUNING_ROCE_CRASH"
+
+// TestRoCECrashHelper applies roce-lossless to a roceFixture tree and
+// dies at a crash point; it does nothing in a normal run.
+func TestRoCECrashHelper(t *testing.T) {
+	spec := os.Getenv(roceCrashEnv)
+	if spec == "" {
+		return
+	}
+	stage, rest, _ := strings.Cut(spec, ":")
+	n, root, _ := strings.Cut(rest, ":")
+	after, _ := strconv.Atoi(n)
+	f := fixtureAt(t, root)
+	roceHooks(f)
+	seen := 0
+	f.tuner.crashPoint = func(s string) {
+		if s == stage {
+			if seen++; seen == after {
+				os.Exit(42) // no deferred cleanup, as after kill -9
+			}
+		}
+	}
+	f.tuner.Apply(context.Background(), builtin(t, "roce-lossless"), f.m)
+	t.Fatal("did not crash")
+}
+
+// A process killed between any two steps of applying roce-lossless
+// (after the journal, after the rdma_cm directories and their originals,
+// between writes) loses nothing: revert, or apply then revert, restores
+// the lossy node exactly, configfs directories included.
+func TestRoCECrashLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		stage string
+		n     int
+		next  string
+	}{
+		{"journal", 1, "revert"},
+		{"journal", 1, "apply"},
+		{"write", 1, "revert"}, // directories made, originals journaled, nothing written
+		{"write", 2, "revert"},
+		{"write", 12, "apply"},
+		{"write", 15, "revert"},
+		{"write", 36, "revert"},
+	} {
+		t.Run(fmt.Sprintf("%s-%d-then-%s", tc.stage, tc.n, tc.next), func(t *testing.T) {
+			f := roceFixture(t)
+			before := f.roceState(t)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestRoCECrashHelper$")
+			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d:%s", roceCrashEnv, tc.stage, tc.n, f.root))
+			out, err := cmd.CombinedOutput()
+			if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 42 {
+				t.Fatalf("helper did not crash: %v\n%s", err, out)
+			}
+			if tc.next == "apply" {
+				res, err := f.tuner.Apply(ctx, builtin(t, "roce-lossless"), f.m)
+				if err != nil || !res.OK() {
+					t.Fatalf("apply after the crash: %v %+v", err, res.Failed())
+				}
+				if pl, _, _ := f.tuner.Plan(ctx, builtin(t, "roce-lossless"), f.m); !pl.Compliant() {
+					t.Errorf("not compliant after apply: %s", pl.Summary())
+				}
+			}
+			if res, err := f.tuner.Revert(ctx); err != nil || !res.OK() {
+				t.Fatalf("revert: %v %+v", err, res.Failed())
+			}
+			if d := diffState(before, f.roceState(t)); len(d) > 0 {
+				t.Errorf("not the state before:\n%s", strings.Join(d, "\n"))
+			}
+			if j, _, _ := f.tuner.Store.Load(f.root, readBootID(f.fs)); len(j.Entries) != 0 {
+				t.Errorf("journal keeps %d entries", len(j.Entries))
+			}
+		})
+	}
+}
+
+// Netdev settings (PFC, ECN) are refused outside the host's network
+// namespace, like net.* sysctls; rdma_cm's RoCE mode (configfs, global)
+// is not. Without configfs, DCB or the ECN files each is unsupported,
+// saying why, and the plan is still compliant.
+func TestRoCERefusedAndUnsupported(t *testing.T) {
+	ctx := context.Background()
+	f := roceFixture(t)
+	p := builtin(t, "roce-lossless")
+	f.tuner.NetNS = func() NetNS { return NetNS{State: NetNSOther, Detail: "pod network"} }
+	pl, _, err := f.tuner.Plan(ctx, p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := countKinds(pl, ActionRefused), map[string]int{KindPFC: 10, KindECN: 20}; !maps.Equal(got, want) {
+		t.Errorf("refused %v, want %v", got, want)
+	}
+	if got := countKinds(pl, ActionSet); got[KindRoCEMode] != 10 {
+		t.Errorf("RoCE modes set: %v", got)
+	}
+
+	f.tuner.NetNS = func() NetNS { return NetNS{State: NetNSHost} }
+	f.tuner.DCB = nil
+	if err := os.RemoveAll(f.fs.Path("/sys/kernel/config")); err != nil {
+		t.Fatal(err)
+	}
+	for _, ifname := range []string{"enp24s0np0", "enp43s0np0"} {
+		if err := os.RemoveAll(f.fs.Path("/sys/class/net/" + ifname + "/ecn")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pl, _, err = f.tuner.Plan(ctx, p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := countKinds(pl, ActionUnsupported), map[string]int{KindRoCEMode: 10, KindPFC: 10, KindECN: 4}; !maps.Equal(got, want) {
+		t.Errorf("unsupported %v, want %v", got, want)
+	}
+	for _, s := range pl.Steps {
+		if s.Action != ActionUnsupported {
+			continue
+		}
+		want := map[string]string{KindRoCEMode: "CONFIG_INFINIBAND_ADDR_TRANS_CONFIGFS", KindPFC: "no DCB access", KindECN: "ECN switches are mlx5's"}[s.Kind]
+		if !strings.Contains(s.Note, want) {
+			t.Errorf("%s: note %q, want one saying %q", s.ID, s.Note, want)
+		}
+	}
+	res, err := f.tuner.Apply(ctx, p, f.m)
+	if err != nil || !res.OK() {
+		t.Fatalf("apply: %v", err)
+	}
+	if pl, _, _ := f.tuner.Plan(ctx, p, f.m); !pl.Compliant() {
+		t.Errorf("unsupported settings count against the plan: %s", pl.Summary())
+	}
+}
+
+func TestRoCEProfileValidation(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"name: x\nroce:\n  defaultMode: v2\n", `roce.defaultMode: "v2": want "RoCE v2" or "IB/RoCE v1"`},
+		{"name: x\nroce:\n  pfc: [8]\n", "roce.pfc: priority 8: want 0 to 7"},
+		{"name: x\nroce:\n  ecn: [3, 3]\n", "roce.ecn: priority 3 given twice"},
+		{"name: x\nroce:\n  devices: [mlx5_0]\n", "roce.devices: set, but no RoCE setting"},
+		{"name: x\nroce:\n  devices: [a/b]\n  pfc: [3]\n", `roce.devices: "a/b" is not a device name`},
+		{"name: x\nroce:\n  trust: dscp\n", `unknown key "trust" in roce`},
+	} {
+		_, err := ParseProfile([]byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: err = %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+// A profile's roce.devices selects ports by RDMA device or netdev name.
+func TestRoCEDevices(t *testing.T) {
+	f := roceFixture(t)
+	p := mustProfile(t, "name: x\nroce:\n  devices: [mlx5_0, enp43s0np0]\n  pfc: [3]\n")
+	pl, _, err := f.tuner.Plan(context.Background(), p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, s := range pl.Steps {
+		keys = append(keys, s.ID.String())
+	}
+	if want := []string{"pfc enp24s0np0", "pfc enp43s0np0"}; !slices.Equal(keys, want) {
+		t.Errorf("steps %v, want %v", keys, want)
+	}
 }
