@@ -162,10 +162,21 @@ func BuiltinSource(name string) ([]byte, error) {
 }
 
 // LoadProfile resolves --profile: a built-in name, or a file when ref
-// contains a path separator or ends in .yaml/.yml.
+// contains a path separator or ends in .yaml/.yml; several, separated by
+// commas, are composed (Compose).
 func LoadProfile(ref string) (Profile, error) {
 	if ref == "" {
 		ref = DefaultProfile
+	}
+	if strings.Contains(ref, ",") {
+		refs := strings.Split(ref, ",")
+		for i := range refs {
+			refs[i] = strings.TrimSpace(refs[i])
+			if refs[i] == "" {
+				return Profile{}, fmt.Errorf("profiles %q: an empty name", ref)
+			}
+		}
+		return LoadProfiles(refs...)
 	}
 	if !strings.ContainsRune(ref, filepath.Separator) && !strings.HasSuffix(ref, ".yaml") && !strings.HasSuffix(ref, ".yml") {
 		return Builtin(ref)
