@@ -179,6 +179,9 @@ type RoCEPort struct {
 	Port            int    `json:"port"`
 	Netdev          string `json:"netdev,omitempty"`
 	VirtualFunction bool   `json:"virtual_function,omitempty"`
+	// GIDTypes are the RoCE versions of the port's GIDs ("RoCE v2");
+	// empty when it has none yet (no address).
+	GIDTypes []string `json:"gid_types,omitempty"`
 }
 
 // roceHost is what Read learns for the roce section.
@@ -208,7 +211,7 @@ func roceWant(r RoCE, ports []RoCEPort) map[ID]string {
 			continue // a VF belongs to its VM or pod
 		}
 		if r.DefaultMode != "" {
-			want[ID{KindRoCEMode, fmt.Sprintf("%s/%d", p.Device, p.Port)}] = r.DefaultMode
+			want[ID{KindRoCEMode, portKey(p)}] = r.DefaultMode
 		}
 		if p.Netdev == "" {
 			continue
@@ -245,9 +248,17 @@ func (t *Tuner) readRoCE(ctx context.Context, p Profile, j *Journal, h *Host) []
 		}
 		for _, d := range devs {
 			for _, port := range d.Ports {
-				if port.Transport == rdma.RoCE {
-					h.RoCE.Ports = append(h.RoCE.Ports, RoCEPort{Device: d.Name, Port: port.Number, Netdev: port.Netdev, VirtualFunction: d.VirtualFunction})
+				if port.Transport != rdma.RoCE {
+					continue
 				}
+				rp := RoCEPort{Device: d.Name, Port: port.Number, Netdev: port.Netdev, VirtualFunction: d.VirtualFunction}
+				for _, g := range port.GIDs {
+					if g.Type != "" && !slices.Contains(rp.GIDTypes, g.Type) {
+						rp.GIDTypes = append(rp.GIDTypes, g.Type)
+					}
+				}
+				slices.Sort(rp.GIDTypes)
+				h.RoCE.Ports = append(h.RoCE.Ports, rp)
 			}
 		}
 		for id := range roceWant(p.RoCE, h.RoCE.Ports) {
@@ -342,11 +353,23 @@ func sortedIDs(m map[ID]string) []ID {
 	return ids
 }
 
+func portKey(p RoCEPort) string { return fmt.Sprintf("%s/%d", p.Device, p.Port) }
+
 // roceStep completes a value step of a RoCE setting: its notes, and the
-// rdma_cm directory a RoCE mode needs created.
+// rdma_cm directory a RoCE mode needs created. A mode the port has no GID
+// of is unsupported: rdma_cm refuses it (cma_set_default_gid_type checks
+// the port's GID types and answers EINVAL; soft-RoCE has RoCE v2 only).
 func roceStep(s Step, h Host) Step {
 	if !isRoCEKind(s.Kind) {
 		return s
+	}
+	if s.Kind == KindRoCEMode && s.Action == ActionSet {
+		i := slices.IndexFunc(h.RoCE.Ports, func(p RoCEPort) bool { return portKey(p) == s.Key })
+		if i >= 0 && len(h.RoCE.Ports[i].GIDTypes) > 0 && !slices.Contains(h.RoCE.Ports[i].GIDTypes, s.Want) {
+			s.Action, s.Drift = ActionUnsupported, false
+			s.Note = fmt.Sprintf("the port has no %s GIDs (only %s): rdma_cm refuses that mode", s.Want, strings.Join(h.RoCE.Ports[i].GIDTypes, ", "))
+			return s
+		}
 	}
 	if s.Action == ActionUnsupported && h.RoCE.notes[s.ID] != "" {
 		s.Note = h.RoCE.notes[s.ID]

@@ -392,3 +392,25 @@ func TestRoCEDevices(t *testing.T) {
 		t.Errorf("steps %v, want %v", keys, want)
 	}
 }
+
+// A mode the port has no GID of (soft-RoCE: RoCE v2 only) is
+// unsupported, not a write the kernel answers with EINVAL.
+func TestRoCEModeNeedsGIDs(t *testing.T) {
+	f := roceFixture(t)
+	for _, i := range []int{0, 2} { // mlx5_0's IB/RoCE v1 GIDs become RoCE v2 ones
+		f.write(t, fmt.Sprintf("/sys/class/infiniband/mlx5_0/ports/1/gid_attrs/types/%d", i), rdma.RoCEv2)
+	}
+	p := mustProfile(t, "name: v1\nroce:\n  defaultMode: IB/RoCE v1\n")
+	pl, _, err := f.tuner.Plan(context.Background(), p, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range pl.Steps {
+		switch {
+		case s.Key == "mlx5_0/1" && (s.Action != ActionUnsupported || !strings.Contains(s.Note, "no IB/RoCE v1 GIDs (only RoCE v2)")):
+			t.Errorf("mlx5_0 without RoCE v1 GIDs: %+v", s)
+		case s.Key == "mlx5_1/1" && s.Action != ActionOK, s.Key != "mlx5_0/1" && s.Key != "mlx5_1/1" && s.Action != ActionSet:
+			t.Errorf("%s: %+v", s.Key, s)
+		}
+	}
+}
