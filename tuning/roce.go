@@ -374,6 +374,9 @@ func roceStep(s Step, h Host) Step {
 	if s.Action == ActionUnsupported && h.RoCE.notes[s.ID] != "" {
 		s.Note = h.RoCE.notes[s.ID]
 	}
+	if s.Action == ActionRefused && h.NetNS.State == NetNSOther {
+		s.Note = "not in the host's network namespace (" + h.NetNS.Detail + "): a netdev's PFC and ECN are reached only from the namespace it is in; run the agent with hostNetwork: true"
+	}
 	if dir := h.RoCE.dirs[s.ID]; dir != "" && s.Action == ActionSet {
 		s.ConfigfsDir = dir
 		s.Note = joinNotes(s.Note, "rdma_cm has no directory for the device: tuning creates "+dir+" and removes it on revert")

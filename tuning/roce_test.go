@@ -324,6 +324,11 @@ func TestRoCERefusedAndUnsupported(t *testing.T) {
 	if got := countKinds(pl, ActionSet); got[KindRoCEMode] != 10 {
 		t.Errorf("RoCE modes set: %v", got)
 	}
+	for _, s := range pl.Steps {
+		if s.Action == ActionRefused && !strings.Contains(s.Note, "a netdev's PFC and ECN are reached only from the namespace it is in; run the agent with hostNetwork: true") {
+			t.Errorf("%s refused with note %q", s.ID, s.Note)
+		}
+	}
 
 	f.tuner.NetNS = func() NetNS { return NetNS{State: NetNSHost} }
 	f.tuner.DCB = nil

@@ -136,13 +136,13 @@ func problems(r tuning.Result) string {
 		case tuning.ActionConflict:
 			counts["conflict with irqbalance"]++
 		case tuning.ActionRefused:
-			counts["refused (net.* outside, or not provably in, the host's network namespace)"]++
+			counts["refused (net.* or a netdev's PFC/ECN outside, or not provably in, the host's network namespace)"]++
 		case tuning.ActionError:
 			counts["could not be read"]++
 		}
 	}
 	var parts []string
-	for _, k := range []string{"failed", "conflict with irqbalance", "refused (net.* outside, or not provably in, the host's network namespace)", "could not be read"} {
+	for _, k := range []string{"failed", "conflict with irqbalance", "refused (net.* or a netdev's PFC/ECN outside, or not provably in, the host's network namespace)", "could not be read"} {
 		if counts[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
 		}
