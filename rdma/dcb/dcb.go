@@ -24,9 +24,11 @@ package dcb
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -40,6 +42,15 @@ import (
 const (
 	cmdIEEEGet   = 21 // DCB_CMD_IEEE_GET
 	cmdIEEESet   = 22 // DCB_CMD_IEEE_SET
+	cmdIEEEDel   = 23 // DCB_CMD_IEEE_DEL
+	// DCB_ATTR_IEEE_APP_TABLE in the DCB_ATTR_IEEE nest, holding
+	// DCB_ATTR_IEEE_APP entries: struct dcb_app {u8 selector; u8
+	// priority; u16 protocol}.
+	attrIEEEAppTable = 3
+	attrIEEEApp      = 1
+	dcbAppLen        = 4
+	// selDSCP is IEEE_8021QAZ_APP_SEL_DSCP: protocol is a DSCP value.
+	selDSCP = 5
 	attrIfname   = 1  // DCB_ATTR_IFNAME
 	attrIEEE     = 13 // DCB_ATTR_IEEE
 	attrIEEEPFC  = 2  // DCB_ATTR_IEEE_PFC, struct ieee_pfc
@@ -322,4 +333,203 @@ func findPFC(nest []byte) (pfc []byte, ok bool, err error) {
 		return nil, false, fmt.Errorf("IEEE attributes: %w", err)
 	}
 	return pfc, ok, nil
+}
+
+// DSCP trust. mlx5 trusts DSCP while the interface's DCB application
+// table holds DSCP entries: its ieee_setapp switches the port to DSCP
+// trust when the first one is added and its ieee_delapp back to PCP when
+// the last one goes (drivers/net/ethernet/mellanox/mlx5/core/en/
+// en_dcbnl.c, dscp_app_cnt), and at start it fills the table when the
+// firmware trusts DSCP. The table is what `dcb app show dev <if>` prints.
+
+// DSCPMap returns the DSCP entries of ifname's DCB application table:
+// DSCP value -> priority. Errors are those of PFCEnabled.
+func (r *Reader) DSCPMap(ctx context.Context, ifname string) (map[uint8]uint8, error) {
+	var m map[uint8]uint8
+	err := r.exchange(ctx, ifname, func(c *netlink.Conn) (err error) {
+		m, err = getDSCP(c, ifname)
+		return err
+	})
+	return m, err
+}
+
+// SetDSCPMap makes the DSCP entries of ifname's application table
+// exactly m: entries not in m (or mapping to another priority) are
+// deleted first (DCB_CMD_IEEE_DEL), then the missing ones added
+// (DCB_CMD_IEEE_SET). An empty m leaves no DSCP entry: mlx5 then trusts
+// PCP.
+func (r *Reader) SetDSCPMap(ctx context.Context, ifname string, m map[uint8]uint8) error {
+	return r.exchange(ctx, ifname, func(c *netlink.Conn) error { return setDSCP(c, ifname, m) })
+}
+
+func getDSCP(c *netlink.Conn, ifname string) (map[uint8]uint8, error) {
+	req, err := request(ifname)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := c.Execute(req)
+	if err != nil {
+		return nil, execError(ifname, err)
+	}
+	for _, m := range msgs {
+		if m.Header.Type == unix.RTM_GETDCB {
+			apps, err := parseApps(m.Data)
+			if err != nil {
+				return nil, fmt.Errorf("DCB of %s: %w", ifname, err)
+			}
+			return apps, nil
+		}
+	}
+	return nil, fmt.Errorf("DCB of %s: no DCB reply among %d messages", ifname, len(msgs))
+}
+
+func setDSCP(c *netlink.Conn, ifname string, want map[uint8]uint8) error {
+	cur, err := getDSCP(c, ifname)
+	if err != nil {
+		return err
+	}
+	var del, add [][dcbAppLen]byte
+	for _, d := range sortedKeys(cur) {
+		if p, ok := want[d]; !ok || p != cur[d] {
+			del = append(del, dcbApp(d, cur[d]))
+		}
+	}
+	for _, d := range sortedKeys(want) {
+		if p, ok := cur[d]; !ok || p != want[d] {
+			add = append(add, dcbApp(d, want[d]))
+		}
+	}
+	for _, op := range []struct {
+		cmd  uint8
+		apps [][dcbAppLen]byte
+	}{{cmdIEEEDel, del}, {cmdIEEESet, add}} {
+		if len(op.apps) == 0 {
+			continue
+		}
+		req, err := appRequest(op.cmd, ifname, op.apps)
+		if err != nil {
+			return err
+		}
+		msgs, err := c.Execute(req)
+		if err != nil {
+			return execError(ifname, err)
+		}
+		if err := parseStatusReply(msgs, op.cmd); err != nil {
+			return fmt.Errorf("set DSCP map of %s: %w", ifname, err)
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[uint8]uint8) []uint8 {
+	var keys []uint8
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// dcbApp lays out struct dcb_app for a DSCP entry (protocol in host
+// byte order, as the kernel's struct has it).
+func dcbApp(dscp, prio uint8) [dcbAppLen]byte {
+	var b [dcbAppLen]byte
+	b[0], b[1] = selDSCP, prio
+	binary.NativeEndian.PutUint16(b[2:], uint16(dscp))
+	return b
+}
+
+// appRequest builds RTM_SETDCB / cmd (DCB_CMD_IEEE_SET or _DEL) with an
+// application table.
+func appRequest(cmd uint8, ifname string, apps [][dcbAppLen]byte) (netlink.Message, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(attrIfname, ifname)
+	ae.Nested(attrIEEE, func(nae *netlink.AttributeEncoder) error {
+		nae.Nested(attrIEEEAppTable, func(tae *netlink.AttributeEncoder) error {
+			for _, a := range apps {
+				tae.Bytes(attrIEEEApp, a[:])
+			}
+			return nil
+		})
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return netlink.Message{}, fmt.Errorf("encode DCB request: %w", err)
+	}
+	return netlink.Message{
+		Header: netlink.Header{Type: unix.RTM_SETDCB, Flags: netlink.Request},
+		Data:   append([]byte{unix.AF_UNSPEC, cmd, 0, 0}, attrs...),
+	}, nil
+}
+
+// parseApps reads the DSCP entries of the application table out of a
+// DCB_CMD_IEEE_GET reply body. A reply without a table has none.
+func parseApps(body []byte) (map[uint8]uint8, error) {
+	if len(body) < dcbmsgLen {
+		return nil, errors.New("truncated dcbmsg")
+	}
+	if body[1] != cmdIEEEGet {
+		return nil, fmt.Errorf("reply to DCB command %d, want %d", body[1], cmdIEEEGet)
+	}
+	ad, err := netlink.NewAttributeDecoder(body[dcbmsgLen:])
+	if err != nil {
+		return nil, fmt.Errorf("DCB attributes: %w", err)
+	}
+	apps := map[uint8]uint8{}
+	sawIEEE := false
+	for ad.Next() {
+		if ad.Type() != attrIEEE || sawIEEE {
+			continue
+		}
+		sawIEEE = true
+		ad.Nested(func(nad *netlink.AttributeDecoder) error {
+			for nad.Next() {
+				if nad.Type() != attrIEEEAppTable {
+					continue
+				}
+				nad.Nested(func(tad *netlink.AttributeDecoder) error {
+					for tad.Next() {
+						b := tad.Bytes()
+						if tad.Type() != attrIEEEApp || len(b) < dcbAppLen || b[0] != selDSCP {
+							continue
+						}
+						if d := binary.NativeEndian.Uint16(b[2:]); d < 64 && b[1] < 8 {
+							apps[uint8(d)] = b[1]
+						}
+					}
+					return nil
+				})
+			}
+			return nil
+		})
+	}
+	if err := ad.Err(); err != nil {
+		return nil, fmt.Errorf("DCB attributes: %w", err)
+	}
+	if !sawIEEE {
+		return nil, fmt.Errorf("%w: reply has no IEEE attributes", rdma.ErrNoDCB)
+	}
+	return apps, nil
+}
+
+// parseStatusReply is parseSetReply for a command (DCB_CMD_IEEE_SET or
+// DCB_CMD_IEEE_DEL, whose reply dcbnl_ieee_del builds the same way).
+func parseStatusReply(msgs []netlink.Message, cmd uint8) error {
+	for _, m := range msgs {
+		switch m.Header.Type {
+		case netlink.Error:
+			return errors.New("acknowledged without a DCB reply")
+		case unix.RTM_SETDCB:
+			if len(m.Data) >= dcbmsgLen && m.Data[1] != cmd {
+				return fmt.Errorf("reply to DCB command %d, want %d", m.Data[1], cmd)
+			}
+			b := slices.Clone(m.Data)
+			if len(b) >= dcbmsgLen {
+				b[1] = cmdIEEESet // parseSetStatus checks the command
+			}
+			return parseSetStatus(b)
+		}
+	}
+	return fmt.Errorf("no DCB reply among %d messages", len(msgs))
 }

@@ -297,3 +297,98 @@ func TestKernelSet(t *testing.T) {
 		t.Errorf("missing interface: err = %v, want ENODEV", err)
 	}
 }
+
+// appKernel is a fake rtnetlink whose one interface has a DCB
+// application table, kept as dcb_ieee_setapp and dcb_ieee_delapp keep
+// it (entries keyed by selector, protocol and priority); other
+// selectors' entries (an ethertype) are there too and never touched.
+type appKernel struct {
+	apps map[[dcbAppLen]byte]bool
+	cmds []uint8
+}
+
+func (k *appKernel) conn() *netlink.Conn {
+	return kernel(func(req netlink.Message) ([]netlink.Message, error) {
+		if req.Header.Type == unix.RTM_GETDCB {
+			var table []byte
+			for a := range k.apps {
+				table = append(table, attr(attrIEEEApp, a[:])...)
+			}
+			return answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIEEE|netlink.Nested, append(attr(attrIEEEPFC, make([]byte, ieeePFCSize)), attr(attrIEEEAppTable|netlink.Nested, table)...))))(req)
+		}
+		cmd := req.Data[1]
+		k.cmds = append(k.cmds, cmd)
+		ad, err := netlink.NewAttributeDecoder(req.Data[dcbmsgLen:])
+		if err != nil {
+			return nil, err
+		}
+		for ad.Next() {
+			if ad.Type() != attrIEEE {
+				continue
+			}
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				for nad.Next() {
+					nad.Nested(func(tad *netlink.AttributeDecoder) error {
+						for tad.Next() {
+							var a [dcbAppLen]byte
+							copy(a[:], tad.Bytes())
+							if cmd == cmdIEEESet {
+								k.apps[a] = true
+							} else {
+								delete(k.apps, a)
+							}
+						}
+						return nil
+					})
+				}
+				return nil
+			})
+		}
+		return answer(unix.RTM_SETDCB, 0, []byte{unix.AF_UNSPEC, cmd, 0, 0, 5, 0, attrIEEE, 0, 0, 0, 0, 0})(req)
+	})
+}
+
+// The DSCP map is read from the application table and set to exactly
+// what is asked: stale entries deleted first, missing ones added, other
+// selectors' entries left alone; an empty map deletes every DSCP entry
+// (mlx5 then trusts PCP).
+func TestDSCPMap(t *testing.T) {
+	ether := [dcbAppLen]byte{1, 3, 0x15, 0x89} // ethertype 0x8915 (RoCE v1) -> 3
+	k := &appKernel{apps: map[[dcbAppLen]byte]bool{ether: true, dcbApp(24, 3): true, dcbApp(46, 5): true}}
+	conn := k.conn()
+	defer conn.Close()
+	m, err := getDSCP(conn, "enp1s0")
+	if err != nil || len(m) != 2 || m[24] != 3 || m[46] != 5 {
+		t.Fatalf("map %v, %v", m, err)
+	}
+	if err := setDSCP(conn, "enp1s0", map[uint8]uint8{24: 3, 46: 6, 26: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := getDSCP(conn, "enp1s0"); len(m) != 3 || m[46] != 6 || m[26] != 3 || m[24] != 3 {
+		t.Errorf("after set: %v", m)
+	}
+	if len(k.cmds) != 2 || k.cmds[0] != cmdIEEEDel || k.cmds[1] != cmdIEEESet {
+		t.Errorf("commands %v, want delete then set", k.cmds)
+	}
+	if err := setDSCP(conn, "enp1s0", nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := getDSCP(conn, "enp1s0"); len(m) != 0 || !k.apps[ether] || len(k.apps) != 1 {
+		t.Errorf("after clearing: %v, table %v", m, k.apps)
+	}
+	k.cmds = nil
+	if err := setDSCP(conn, "enp1s0", nil); err != nil || len(k.cmds) != 0 {
+		t.Errorf("nothing to change sent %v: %v", k.cmds, err)
+	}
+}
+
+// The real kernel: loopback has no DCB.
+func TestKernelDSCP(t *testing.T) {
+	var r Reader
+	if _, err := r.DSCPMap(context.Background(), "lo"); !errors.Is(err, rdma.ErrNoDCB) {
+		t.Errorf("lo: err = %v, want ErrNoDCB", err)
+	}
+	if err := r.SetDSCPMap(context.Background(), "lo", map[uint8]uint8{24: 3}); !errors.Is(err, rdma.ErrNoDCB) {
+		t.Errorf("lo: err = %v, want ErrNoDCB", err)
+	}
+}

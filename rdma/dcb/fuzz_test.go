@@ -17,12 +17,25 @@ func FuzzReply(f *testing.F) {
 	f.Add(uint16(netlink.Error), uint16(netlink.AcknowledgeTLVs), append([]byte{0xed, 0xff, 0xff, 0xff}, make([]byte, 16)...)) // -ENODEV, ext ack
 	f.Add(uint16(netlink.Done), uint16(netlink.Multi), []byte{})
 	f.Add(uint16(unix.RTM_GETDCB), uint16(0), []byte{})
+	f.Add(uint16(unix.RTM_GETDCB), uint16(0), dcbReply(attr(attrIEEE, attr(attrIEEEAppTable, append(attr(attrIEEEApp, []byte{5, 3, 24, 0}), attr(attrIEEEApp, []byte{5, 9, 99, 0})...)))))
 	f.Fuzz(func(t *testing.T, typ, flags uint16, body []byte) {
 		conn := kernel(answer(netlink.HeaderType(typ), netlink.HeaderFlags(flags), body))
 		defer conn.Close()
 		mask, err := query(conn, "eth0")
 		if err != nil && mask != 0 {
 			t.Fatalf("mask %08b with an error (%v)", mask, err)
+		}
+		// The application table's parser on the same replies.
+		conn2 := kernel(answer(netlink.HeaderType(typ), netlink.HeaderFlags(flags), body))
+		defer conn2.Close()
+		apps, err := getDSCP(conn2, "eth0")
+		if err != nil && apps != nil {
+			t.Fatalf("DSCP map %v with an error (%v)", apps, err)
+		}
+		for d, p := range apps {
+			if d >= 64 || p >= 8 {
+				t.Fatalf("DSCP %d -> priority %d", d, p)
+			}
 		}
 	})
 }
