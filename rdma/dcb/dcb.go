@@ -40,9 +40,9 @@ import (
 
 // From linux/dcbnl.h.
 const (
-	cmdIEEEGet   = 21 // DCB_CMD_IEEE_GET
-	cmdIEEESet   = 22 // DCB_CMD_IEEE_SET
-	cmdIEEEDel   = 23 // DCB_CMD_IEEE_DEL
+	cmdIEEEGet = 21 // DCB_CMD_IEEE_GET
+	cmdIEEESet = 22 // DCB_CMD_IEEE_SET
+	cmdIEEEDel = 23 // DCB_CMD_IEEE_DEL
 	// DCB_ATTR_IEEE_APP_TABLE in the DCB_ATTR_IEEE nest, holding
 	// DCB_ATTR_IEEE_APP entries: struct dcb_app {u8 selector; u8
 	// priority; u16 protocol}.
@@ -50,7 +50,7 @@ const (
 	attrIEEEApp      = 1
 	dcbAppLen        = 4
 	// selDSCP is IEEE_8021QAZ_APP_SEL_DSCP: protocol is a DSCP value.
-	selDSCP = 5
+	selDSCP      = 5
 	attrIfname   = 1  // DCB_ATTR_IFNAME
 	attrIEEE     = 13 // DCB_ATTR_IEEE
 	attrIEEEPFC  = 2  // DCB_ATTR_IEEE_PFC, struct ieee_pfc
