@@ -187,7 +187,7 @@ func (t *Tuner) Replay(ctx context.Context) error {
 		if e.Kind == KindService || e.Kind == KindIRQBalance {
 			continue
 		}
-		if e.Kind == KindPFC {
+		if e.Kind == KindPFC || e.Kind == KindTrust {
 			if err := t.replayRoCE(ctx, e); err != nil {
 				errs = append(errs, fmt.Errorf("replay %s: %w", e.ID(), err))
 			}
@@ -387,6 +387,10 @@ func (t *Tuner) current(ctx context.Context, s Step) Current {
 		cur, _ := t.readPFC(ctx, s.Key)
 		return cur
 	}
+	if s.Kind == KindTrust {
+		cur, _ := t.readTrust(ctx, s.Key)
+		return cur
+	}
 	path, err := settingPath(s.ID, s.IRQ)
 	if s.Kind == KindIRQ && err != nil {
 		return Current{Unsupported: true} // not found on this host: gone
@@ -420,6 +424,8 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 	switch {
 	case s.Kind == KindPFC:
 		return t.doPFC(ctx, s, done)
+	case s.Kind == KindTrust:
+		return t.doTrust(ctx, s, done)
 	case s.Kind == KindRoCEMode && s.Action == ActionRestore:
 		return t.restoreRoCEMode(s)
 	}

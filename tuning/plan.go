@@ -399,7 +399,7 @@ func changedElsewhere(e Entry, cur Current) bool {
 			return false
 		}
 		fallthrough
-	case KindSysctl, KindNUMA, KindTHP, KindPFC, KindECN:
+	case KindSysctl, KindNUMA, KindTHP, KindPFC, KindECN, KindTrust:
 		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
 	}
 	return false

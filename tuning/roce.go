@@ -23,6 +23,9 @@ const (
 	// KindPFC is the mask of priorities with priority flow control on, of
 	// one netdev, over DCB netlink; key: the netdev.
 	KindPFC = "pfc"
+	// KindTrust is what a netdev's priority comes from (pcp or dscp),
+	// over DCB netlink; key: the netdev.
+	KindTrust = "trust"
 	// KindECN is one ECN switch of a netdev (mlx5 sysfs); key
 	// "<netdev>/<roce_np|roce_rp>/<priority>".
 	KindECN = "ecn"
@@ -42,6 +45,10 @@ type RoCE struct {
 	// PFC lists the priorities (0-7) that get priority flow control; the
 	// others get none (the netdev's whole PFC mask is set).
 	PFC []int `yaml:"pfc,omitempty" json:"pfc,omitempty"`
+	// Trust is what the NIC takes a packet's priority from: "pcp" (the
+	// VLAN header's 802.1p bits, mlx5's default) or "dscp" (the IP
+	// header's DSCP, for fabrics without VLANs). See DSCPTrust.
+	Trust string `yaml:"trust,omitempty" json:"trust,omitempty"`
 	// ECN lists the priorities whose ECN notification and reaction points
 	// (DCQCN) are switched on where the driver exposes them (mlx5:
 	// /sys/class/net/<if>/ecn/roce_np|roce_rp/enable/<prio>); the other
@@ -49,7 +56,9 @@ type RoCE struct {
 	ECN []int `yaml:"ecn,omitempty" json:"ecn,omitempty"`
 }
 
-func (r RoCE) enabled() bool { return r.DefaultMode != "" || len(r.PFC) > 0 || len(r.ECN) > 0 }
+func (r RoCE) enabled() bool {
+	return r.DefaultMode != "" || len(r.PFC) > 0 || len(r.ECN) > 0 || r.Trust != ""
+}
 
 // DCB reads and sets the PFC state of a netdev: rtnetlink DCB on a host
 // (rdma/dcb.Reader), a table on a simulated node. Errors wrapping
@@ -57,6 +66,74 @@ func (r RoCE) enabled() bool { return r.DefaultMode != "" || len(r.PFC) > 0 || l
 type DCB interface {
 	PFCEnabled(ctx context.Context, ifname string) (uint8, error)
 	SetPFC(ctx context.Context, ifname string, mask uint8) error
+}
+
+// DSCPTrust reads and sets the DSCP entries of a netdev's DCB
+// application table (DSCP value -> priority). mlx5 trusts DSCP exactly
+// while the table holds DSCP entries (its ieee_setapp switches to DSCP
+// trust on the first, its ieee_delapp back to PCP when the last goes), so
+// the trust mode is set through them: dscp adds the default map (DSCP d
+// -> priority d>>3, the class selector, as mlx5 and `mlnx_qos --trust
+// dscp` use), pcp deletes every DSCP entry. A map of the host's own is
+// kept (trust dscp is already so) and journaled whole, so revert puts it
+// back exactly. A DCB source without it has no trust setting.
+type DSCPTrust interface {
+	DSCPMap(ctx context.Context, ifname string) (map[uint8]uint8, error)
+	SetDSCPMap(ctx context.Context, ifname string, m map[uint8]uint8) error
+}
+
+// Trust modes.
+const (
+	TrustPCP  = "pcp"
+	TrustDSCP = "dscp"
+)
+
+// trustText spells a DSCP map as plans and the journal show it: pcp
+// (none), dscp (the default map), or dscp with the map ("dscp 24:3,46:5").
+func trustText(m map[uint8]uint8) string {
+	if len(m) == 0 {
+		return TrustPCP
+	}
+	def := len(m) == 64
+	var parts []string
+	for d := range uint8(64) {
+		p, ok := m[d]
+		if !ok {
+			continue
+		}
+		def = def && p == d>>3
+		parts = append(parts, fmt.Sprintf("%d:%d", d, p))
+	}
+	if def {
+		return TrustDSCP
+	}
+	return TrustDSCP + " " + strings.Join(parts, ",")
+}
+
+// parseTrustText reads trustText's spelling back.
+func parseTrustText(s string) (map[uint8]uint8, error) {
+	m := map[uint8]uint8{}
+	switch {
+	case s == TrustPCP:
+		return m, nil
+	case s == TrustDSCP:
+		for d := range uint8(64) {
+			m[d] = d >> 3
+		}
+		return m, nil
+	case strings.HasPrefix(s, TrustDSCP+" "):
+		for e := range strings.SplitSeq(strings.TrimPrefix(s, TrustDSCP+" "), ",") {
+			a, b, ok := strings.Cut(e, ":")
+			d, err1 := strconv.Atoi(a)
+			p, err2 := strconv.Atoi(b)
+			if !ok || err1 != nil || err2 != nil || d < 0 || d > 63 || p < 0 || p > 7 {
+				return nil, fmt.Errorf("trust %q: want pcp, dscp or dscp <dscp>:<priority>,...", s)
+			}
+			m[uint8(d)] = uint8(p)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("trust %q: want pcp, dscp or dscp <dscp>:<priority>,...", s)
 }
 
 // rdmaCMDir is rdma_cm's configfs tree (drivers/infiniband/core/
@@ -89,9 +166,9 @@ func roceHostPath(id ID) (string, error) {
 			return "", fmt.Errorf("roce-mode %q: want <RDMA device>/<port>", id.Key)
 		}
 		return fmt.Sprintf("%s/%s/ports/%s/default_roce_mode", rdmaCMDir, m[1], m[2]), nil
-	case KindPFC:
+	case KindPFC, KindTrust:
 		if !deviceName.MatchString(id.Key) {
-			return "", fmt.Errorf("pfc %q is not a netdev name", id.Key)
+			return "", fmt.Errorf("%s %q is not a netdev name", id.Kind, id.Key)
 		}
 		return "", nil
 	}
@@ -99,7 +176,7 @@ func roceHostPath(id ID) (string, error) {
 }
 
 func isRoCEKind(kind string) bool {
-	return kind == KindRoCEMode || kind == KindPFC || kind == KindECN
+	return kind == KindRoCEMode || kind == KindPFC || kind == KindECN || kind == KindTrust
 }
 
 // validate checks the roce section.
@@ -113,6 +190,11 @@ func (r RoCE) validate(bad func(key, format string, args ...any)) {
 	case "", rdma.RoCEv1, rdma.RoCEv2:
 	default:
 		bad("roce.defaultMode", "%q: want %q or %q (the kernel's spelling)", r.DefaultMode, rdma.RoCEv2, rdma.RoCEv1)
+	}
+	switch r.Trust {
+	case "", TrustPCP, TrustDSCP:
+	default:
+		bad("roce.trust", "%q: want pcp or dscp", r.Trust)
 	}
 	for _, f := range []struct {
 		key   string
@@ -130,7 +212,7 @@ func (r RoCE) validate(bad func(key, format string, args ...any)) {
 		}
 	}
 	if len(r.Devices) > 0 && !r.enabled() {
-		bad("roce.devices", "set, but no RoCE setting (defaultMode, pfc, ecn) is")
+		bad("roce.devices", "set, but no RoCE setting (defaultMode, pfc, trust, ecn) is")
 	}
 }
 
@@ -219,6 +301,9 @@ func roceWant(r RoCE, ports []RoCEPort) map[ID]string {
 		if len(r.PFC) > 0 {
 			want[ID{KindPFC, p.Netdev}] = maskText(priorityMask(r.PFC))
 		}
+		if r.Trust != "" {
+			want[ID{KindTrust, p.Netdev}] = r.Trust
+		}
 		for _, prio := range r.ECN {
 			for _, side := range []string{"roce_np", "roce_rp"} {
 				want[ID{KindECN, fmt.Sprintf("%s/%s/%d", p.Netdev, side, prio)}] = "1"
@@ -274,6 +359,8 @@ func (t *Tuner) readRoCE(ctx context.Context, p Profile, j *Journal, h *Host) []
 		switch id.Kind {
 		case KindPFC:
 			h.Current[id], h.RoCE.notes[id] = t.readPFC(ctx, id.Key)
+		case KindTrust:
+			h.Current[id], h.RoCE.notes[id] = t.readTrust(ctx, id.Key)
 		case KindRoCEMode:
 			h.Current[id], h.RoCE.notes[id], h.RoCE.dirs[id] = t.readRoCEMode(id)
 		default:
@@ -302,6 +389,56 @@ func (t *Tuner) readPFC(ctx context.Context, netdev string) (cur Current, note s
 		return Current{Err: err.Error()}, ""
 	}
 	return Current{Value: maskText(mask)}, ""
+}
+
+// readTrust reads a netdev's trust mode (its DSCP map).
+func (t *Tuner) readTrust(ctx context.Context, netdev string) (cur Current, note string) {
+	d, ok := t.DCB.(DSCPTrust)
+	if !ok {
+		return Current{Unsupported: true}, "no DCB access that sets the application table"
+	}
+	m, err := d.DSCPMap(ctx, netdev)
+	switch {
+	case errors.Is(err, rdma.ErrNoDCB):
+		return Current{Unsupported: true}, "the driver of " + netdev + " has no DCB (application table)"
+	case errors.Is(err, syscall.ENODEV):
+		return Current{Err: fmt.Sprintf("%s is not in the agent's network namespace (DCB over netlink sees only its own)", netdev)}, ""
+	case err != nil:
+		return Current{Err: err.Error()}, ""
+	}
+	return Current{Value: trustText(m)}, ""
+}
+
+// doTrust sets (or restores) a netdev's DSCP map and reads it back.
+func (t *Tuner) doTrust(ctx context.Context, s Step, done Outcome) Change {
+	c := Change{Step: s}
+	m, err := parseTrustText(s.Want)
+	if err != nil {
+		c.Outcome, c.Error = OutcomeFailed, err.Error()
+		return c
+	}
+	d, ok := t.DCB.(DSCPTrust)
+	if !ok {
+		c.Outcome, c.Error = OutcomeUnsupported, "no DCB access that sets the application table"
+		return c
+	}
+	if err := d.SetDSCPMap(ctx, s.Key, m); err != nil {
+		c.Outcome, c.Error = OutcomeFailed, err.Error()
+		if errors.Is(err, rdma.ErrNoDCB) {
+			c.Outcome = OutcomeUnsupported
+		}
+		return c
+	}
+	after, _ := t.readTrust(ctx, s.Key)
+	switch {
+	case after.Err != "":
+		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
+	case after.Value != s.Want:
+		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the driver holds %s after setting %s", after.Value, s.Want)
+	default:
+		c.Outcome = done
+	}
+	return c
 }
 
 // readRoCEMode reads a port's default RoCE mode. Where rdma_cm has no
@@ -374,8 +511,13 @@ func roceStep(s Step, h Host) Step {
 	if s.Action == ActionUnsupported && h.RoCE.notes[s.ID] != "" {
 		s.Note = h.RoCE.notes[s.ID]
 	}
+	if s.Kind == KindTrust && s.Want == TrustDSCP && strings.HasPrefix(s.Current, TrustDSCP+" ") && (s.Action == ActionSet || s.Action == ActionOK) {
+		// Trusting DSCP with a map of its own: the trust mode is as
+		// wanted; the map is the host's.
+		s.Action, s.Drift, s.Note = ActionOK, false, "trusts DSCP with its own map (kept)"
+	}
 	if s.Action == ActionRefused && h.NetNS.State == NetNSOther {
-		s.Note = "not in the host's network namespace (" + h.NetNS.Detail + "): a netdev's PFC and ECN are reached only from the namespace it is in; run the agent with hostNetwork: true"
+		s.Note = "not in the host's network namespace (" + h.NetNS.Detail + "): a netdev's DCB and ECN settings are reached only from the namespace it is in; run the agent with hostNetwork: true"
 	}
 	if dir := h.RoCE.dirs[s.ID]; dir != "" && s.Action == ActionSet {
 		s.ConfigfsDir = dir
@@ -486,8 +628,23 @@ func (t *Tuner) restoreRoCEMode(s Step) Change {
 	return c
 }
 
-// replayRoCE puts a journaled PFC mask into a simulated node's DCB table.
+// replayRoCE puts a journaled PFC mask (or DSCP map) into a simulated
+// node's DCB table.
 func (t *Tuner) replayRoCE(ctx context.Context, e Entry) error {
+	if e.Kind == KindTrust {
+		d, ok := t.DCB.(DSCPTrust)
+		if !ok {
+			return nil
+		}
+		m, err := parseTrustText(e.Wrote)
+		if err != nil {
+			return err
+		}
+		if err := d.SetDSCPMap(ctx, e.Key, m); err != nil && !errors.Is(err, rdma.ErrNoDCB) {
+			return err
+		}
+		return nil
+	}
 	if e.Kind != KindPFC || t.DCB == nil {
 		return nil
 	}

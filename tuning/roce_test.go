@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdma/dcb"
 	"github.com/gpunode/gpunode/sim"
 )
 
@@ -43,6 +44,35 @@ func (d fileDCB) SetPFC(ctx context.Context, ifname string, mask uint8) error {
 	}
 	return os.WriteFile(filepath.Join(d.dir, ifname), []byte(strconv.Itoa(int(mask))), 0o644)
 }
+
+// DSCPMap and SetDSCPMap keep the DSCP map as trustText spells it in
+// dcb/<netdev>.dscp; none is an empty map.
+func (d fileDCB) DSCPMap(ctx context.Context, ifname string) (map[uint8]uint8, error) {
+	if _, err := d.PFCEnabled(ctx, ifname); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(d.dir, ifname+".dscp"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[uint8]uint8{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseTrustText(string(b))
+}
+
+func (d fileDCB) SetDSCPMap(ctx context.Context, ifname string, m map[uint8]uint8) error {
+	if _, err := d.PFCEnabled(ctx, ifname); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d.dir, ifname+".dscp"), []byte(trustText(m)), 0o644)
+}
+
+// The host's DCB source sets both PFC and the trust mode.
+var (
+	_ DCB       = (*dcb.Reader)(nil)
+	_ DSCPTrust = (*dcb.Reader)(nil)
+)
 
 // The rdma_cm configfs of the fixtures: mkdir of a device directory makes
 // ports/1/default_roce_mode with the kernel's default (RoCE v2 where the
@@ -325,7 +355,7 @@ func TestRoCERefusedAndUnsupported(t *testing.T) {
 		t.Errorf("RoCE modes set: %v", got)
 	}
 	for _, s := range pl.Steps {
-		if s.Action == ActionRefused && !strings.Contains(s.Note, "a netdev's PFC and ECN are reached only from the namespace it is in; run the agent with hostNetwork: true") {
+		if s.Action == ActionRefused && !strings.Contains(s.Note, "a netdev's DCB and ECN settings are reached only from the namespace it is in; run the agent with hostNetwork: true") {
 			t.Errorf("%s refused with note %q", s.ID, s.Note)
 		}
 	}
@@ -372,7 +402,8 @@ func TestRoCEProfileValidation(t *testing.T) {
 		{"name: x\nroce:\n  ecn: [3, 3]\n", "roce.ecn: priority 3 given twice"},
 		{"name: x\nroce:\n  devices: [mlx5_0]\n", "roce.devices: set, but no RoCE setting"},
 		{"name: x\nroce:\n  devices: [a/b]\n  pfc: [3]\n", `roce.devices: "a/b" is not a device name`},
-		{"name: x\nroce:\n  trust: dscp\n", `unknown key "trust" in roce`},
+		{"name: x\nroce:\n  trsut: dscp\n", `unknown key "trsut" in roce`},
+		{"name: x\nroce:\n  trust: DSCP\n", `roce.trust: "DSCP": want pcp or dscp`},
 	} {
 		_, err := ParseProfile([]byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -416,6 +447,112 @@ func TestRoCEModeNeedsGIDs(t *testing.T) {
 			t.Errorf("mlx5_0 without RoCE v1 GIDs: %+v", s)
 		case s.Key == "mlx5_1/1" && s.Action != ActionOK, s.Key != "mlx5_0/1" && s.Key != "mlx5_1/1" && s.Action != ActionSet:
 			t.Errorf("%s: %+v", s.Key, s)
+		}
+	}
+}
+
+// Trust mode over the DCB application table: dscp adds the default map
+// where a netdev trusts PCP, a map of the host's own is kept, pcp deletes
+// it; drift is repaired and revert puts back exactly the map there was,
+// custom ones included.
+func TestRoCETrust(t *testing.T) {
+	ctx := context.Background()
+	f := roceFixture(t)
+	names, _ := f.fs.Names("/dcb")
+	for _, ifname := range names {
+		f.write(t, "/dcb/"+ifname+".dscp", "pcp")
+	}
+	const custom = "dscp 24:3,26:3,46:5"
+	f.write(t, "/dcb/enp24s0np0.dscp", custom)
+	before := f.roceState(t)
+
+	dscp := mustProfile(t, "name: d\nroce:\n  trust: dscp\n")
+	pl, _, err := f.tuner.Plan(ctx, dscp, f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countKinds(pl, ActionSet); got[KindTrust] != 9 {
+		t.Errorf("trust set on %d netdevs, want 9 (the one with its own map is kept)", got[KindTrust])
+	}
+	for _, s := range pl.Steps {
+		if s.Key == "enp24s0np0" && (s.Action != ActionOK || !strings.Contains(s.Note, "own map")) {
+			t.Errorf("custom map: %+v", s)
+		}
+	}
+	if res, err := f.tuner.Apply(ctx, dscp, f.m); err != nil || !res.OK() {
+		t.Fatalf("apply: %v %+v", err, res.Failed())
+	}
+	if got := f.read(t, "/dcb/enp43s0np0.dscp"); got != TrustDSCP {
+		t.Errorf("enp43s0np0 after apply: %q", got)
+	}
+	if got := f.read(t, "/dcb/enp24s0np0.dscp"); got != custom {
+		t.Errorf("custom map after apply: %q", got)
+	}
+	f.write(t, "/dcb/enp43s0np0.dscp", "pcp")
+	pl, _, _ = f.tuner.Plan(ctx, dscp, f.m)
+	if d := pl.Drifted(); len(d) != 1 || d[0].Key != "enp43s0np0" {
+		t.Errorf("drift: %+v", d)
+	}
+	if res, err := f.tuner.Apply(ctx, dscp, f.m); err != nil || !res.OK() || len(res.Changes) != 1 {
+		t.Fatalf("repair: %v", err)
+	}
+	if res, err := f.tuner.Revert(ctx); err != nil || !res.OK() {
+		t.Fatalf("revert: %v", err)
+	}
+	if d := diffState(before, f.roceState(t)); len(d) > 0 {
+		t.Errorf("revert is not exact:\n%s", strings.Join(d, "\n"))
+	}
+
+	// pcp deletes the custom map; revert brings it back entry for entry.
+	pcp := mustProfile(t, "name: p\nroce:\n  trust: pcp\n  devices: [enp24s0np0]\n")
+	if res, err := f.tuner.Apply(ctx, pcp, f.m); err != nil || !res.OK() || len(res.Changes) != 1 {
+		t.Fatalf("apply pcp: %v %+v", err, res.Changes)
+	}
+	if got := f.read(t, "/dcb/enp24s0np0.dscp"); got != TrustPCP {
+		t.Errorf("after pcp: %q", got)
+	}
+	if res, err := f.tuner.Revert(ctx); err != nil || !res.OK() {
+		t.Fatalf("revert: %v", err)
+	}
+	if got := f.read(t, "/dcb/enp24s0np0.dscp"); got != custom {
+		t.Errorf("custom map after revert: %q, want %q", got, custom)
+	}
+
+	// Without a DCB source that sets the application table: unsupported.
+	f.tuner.DCB = pfcOnly{fileDCB{filepath.Join(f.root, "dcb")}}
+	pl, _, _ = f.tuner.Plan(ctx, dscp, f.m)
+	if got := countKinds(pl, ActionUnsupported); got[KindTrust] != 10 {
+		t.Errorf("unsupported %v", got)
+	}
+}
+
+// pfcOnly is a DCB source that sets PFC but not the application table
+// (as a simulated node's table).
+type pfcOnly struct{ d fileDCB }
+
+func (p pfcOnly) PFCEnabled(ctx context.Context, ifname string) (uint8, error) {
+	return p.d.PFCEnabled(ctx, ifname)
+}
+
+func (p pfcOnly) SetPFC(ctx context.Context, ifname string, mask uint8) error {
+	return p.d.SetPFC(ctx, ifname, mask)
+}
+
+func TestTrustText(t *testing.T) {
+	def, _ := parseTrustText(TrustDSCP)
+	for _, c := range []struct {
+		m    map[uint8]uint8
+		want string
+	}{{nil, "pcp"}, {def, "dscp"}, {map[uint8]uint8{46: 5, 24: 3}, "dscp 24:3,46:5"}} {
+		got := trustText(c.m)
+		back, err := parseTrustText(got)
+		if got != c.want || err != nil || trustText(back) != got {
+			t.Errorf("%v: %q (back %v, %v), want %q", c.m, got, back, err, c.want)
+		}
+	}
+	for _, bad := range []string{"DSCP", "dscp 64:1", "dscp 3:8", "dscp 3", "dscp "} {
+		if _, err := parseTrustText(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

@@ -54,10 +54,12 @@ func kindOrder(kind string) int {
 		return 5
 	case KindPFC:
 		return 6
-	case KindECN:
+	case KindTrust:
 		return 7
+	case KindECN:
+		return 8
 	}
-	return 8
+	return 9
 }
 
 // compareIDs orders by kind, then key; IRQ keys numerically.
@@ -125,7 +127,7 @@ func (id ID) hostPath() (string, error) {
 		return irqAffinityPath(n), nil
 	case KindService, KindIRQBalance:
 		return "", nil
-	case KindRoCEMode, KindPFC, KindECN:
+	case KindRoCEMode, KindPFC, KindECN, KindTrust:
 		return roceHostPath(id)
 	}
 	return "", fmt.Errorf("unknown setting kind %q", id.Kind)
@@ -178,7 +180,7 @@ func (id ID) isNet() bool { return id.namespace() == NSNet }
 // NSUTS), or "" for a global one.
 func (id ID) namespace() string {
 	switch id.Kind {
-	case KindPFC, KindECN:
+	case KindPFC, KindECN, KindTrust:
 		// A netdev's: DCB netlink reaches only the agent's namespace.
 		return NSNet
 	case KindSysctl:
