@@ -17,9 +17,9 @@ import (
 // IB/RoCE v1 there (EINVAL), which the plan reports as unsupported from
 // the GID types; so no other value can be written and drift cannot be
 // made on rxe (the fixture tests cover it). rxe's netdev has no DCB and no
-// ECN switches: PFC (over real DCB netlink, EOPNOTSUPP) and ECN are
-// unsupported, and from another network namespace (unshare -n) both are
-// refused while the RoCE mode (configfs is global) is not.
+// ECN switches: PFC and trust (over real DCB netlink, EOPNOTSUPP) and ECN
+// are unsupported, and from another network namespace (unshare -n) they
+// are refused while the RoCE mode (configfs is global) is not.
 func TestRoCEModeOnRealKernel(t *testing.T) {
 	iproute, err := vm.Package("iproute2")
 	if err != nil {
@@ -38,7 +38,7 @@ M=/sys/kernel/config/rdma_cm
 mount -t configfs none /sys/kernel/config
 rdma link add rxe0 type rxe netdev eth0
 echo "dirs_before=$(ls $M | tr '\n' ' ')"
-printf 'name: v2\nroce:\n  defaultMode: RoCE v2\n  pfc: [3]\n  ecn: [3]\n' > /tmp/v2.yaml
+printf 'name: v2\nroce:\n  defaultMode: RoCE v2\n  pfc: [3]\n  trust: dscp\n  ecn: [3]\n' > /tmp/v2.yaml
 printf 'name: v1\nroce:\n  defaultMode: IB/RoCE v1\n' > /tmp/v1.yaml
 step plan $A tune --profile /tmp/v2.yaml plan
 step netns unshare -n $A tune --profile /tmp/v2.yaml plan
@@ -65,15 +65,16 @@ echo "mode_kept=$(cat $M/rxe0/ports/1/default_roce_mode)"
 	out.wantRC(t, "plan", 0)
 	for _, want := range []string{
 		"tuning creates /sys/kernel/config/rdma_cm/rxe0",
-		"the driver of eth0 has no DCB", "the driver exposes no /sys/class/net/eth0/ecn/roce_np/enable/3",
-		"4 settings: 1 set, 3 unsupported",
+		"the driver of eth0 has no DCB (IEEE PFC)", "the driver of eth0 has no DCB (application table)",
+		"the driver exposes no /sys/class/net/eth0/ecn/roce_np/enable/3",
+		"5 settings: 1 set, 4 unsupported",
 	} {
 		if !strings.Contains(out.steps["plan"], want) {
 			t.Errorf("plan does not say %q:\n%s", want, out.steps["plan"])
 		}
 	}
-	if s := out.steps["netns"]; !strings.Contains(s, "3 refused, 1 set") {
-		t.Errorf("from another network namespace, want PFC and the 2 ECN switches refused, the RoCE mode not:\n%s", s)
+	if s := out.steps["netns"]; !strings.Contains(s, "4 refused, 1 set") {
+		t.Errorf("from another network namespace, want PFC, trust and the 2 ECN switches refused, the RoCE mode not:\n%s", s)
 	}
 	out.wantRC(t, "apply", 0)
 	if v["dirs_applied"] != "rxe0 " || v["mode_applied"] != "RoCE v2" {
