@@ -37,7 +37,8 @@ type Tuner struct {
 	// Now defaults to time.Now.
 	Now func() time.Time
 	// DCB reads and sets PFC (rtnetlink DCB on a host, a table on a
-	// simulated node); nil: PFC is unsupported.
+	// simulated node), and the trust mode where it is a DSCPTrust too;
+	// nil: both are unsupported.
 	DCB DCB
 	// Unmovable remembers the interrupts the kernel refused to move; a
 	// daemon keeps one for its lifetime (one boot) and gives it to every

@@ -31,7 +31,7 @@ type Profile struct {
 	Sysctl map[string]SysctlValue `yaml:"sysctl,omitempty" json:"sysctl,omitempty"`
 	NUMA   NUMA                   `yaml:"numa,omitempty" json:"numa"`
 	IRQ    IRQ                    `yaml:"irq,omitempty" json:"irq"`
-	// RoCE tunes RoCE ports: rdma_cm's RoCE mode, PFC and ECN.
+	// RoCE tunes RoCE ports: rdma_cm's RoCE mode, PFC, trust and ECN.
 	RoCE RoCE `yaml:"roce,omitempty" json:"roce"`
 }
 
