@@ -286,6 +286,7 @@ var sectionNames = map[string]string{
 	"NUMA":      "tuning.customProfile.numa",
 	"IRQ":       "tuning.customProfile.irq",
 	"IRQPolicy": "tuning.customProfile.irq.policies",
+	"RoCE":      "tuning.customProfile.roce",
 	"Labels":    "labels",
 	"LabelSets": "labels.sets",
 	"Publish":   "publish",

@@ -20,6 +20,10 @@ type Tuning struct {
 	Profile string `yaml:"profile"`
 	// CustomProfile is a profile given inline; it replaces Profile.
 	CustomProfile *tuning.Profile `yaml:"customProfile"`
+	// Profiles composes several profiles (built-in names or files, see
+	// tuning.Compose: settings merge, disagreements are refused); it
+	// replaces Profile.
+	Profiles []string `yaml:"profiles"`
 	// Interval between verifications (and repairs in enforce mode).
 	Interval time.Duration `yaml:"interval"`
 	// StateDir holds the journal of original values; on the host, so that
@@ -66,6 +70,9 @@ func (t Tuning) ResolveProfile() (tuning.Profile, error) {
 		p := *t.CustomProfile
 		return p, p.Validate()
 	}
+	if len(t.Profiles) > 0 {
+		return tuning.LoadProfiles(t.Profiles...)
+	}
 	return tuning.LoadProfile(t.Profile)
 }
 
@@ -91,12 +98,17 @@ func (t Tuning) validate() []error {
 	if t.CustomProfile != nil && t.Profile != "" && t.Profile != tuning.DefaultProfile && t.Profile != t.CustomProfile.Name {
 		bad("tuning.profile", "%q and tuning.customProfile (%q) both given; keep one", t.Profile, t.CustomProfile.Name)
 	}
+	if len(t.Profiles) > 0 && (t.CustomProfile != nil || t.Profile != "" && t.Profile != tuning.DefaultProfile) {
+		bad("tuning.profiles", "given with tuning.profile or tuning.customProfile; keep one")
+	}
 	// Revert needs no profile: it restores what the journal holds.
 	if t.Mode != tuning.ModeOff && t.Mode != tuning.ModeRevert {
 		if _, err := t.ResolveProfile(); err != nil {
 			key := "tuning.profile"
 			if t.CustomProfile != nil {
 				key = "tuning.customProfile"
+			} else if len(t.Profiles) > 0 {
+				key = "tuning.profiles"
 			}
 			bad(key, "%v", err)
 		}

@@ -44,10 +44,23 @@ tuning:
 		{"tuning:\n  profile: none\n  customProfile:\n    name: x\n", "both given"},
 		{"tuning:\n  mdoe: off\n", `unknown key "mdoe" in tuning`},
 		{"tuning:\n  readinessTaint:\n    enabled: true\n    key: 'not a key'\n", `tuning.readinessTaint.key: must be a label key such as gpunode.dev/tuning, got "not a key"`},
+		{"tuning:\n  profiles: [llm-inference, turbo]\n", `tuning.profiles: unknown profile "turbo"`},
+		{"tuning:\n  profiles: [llm-inference, llm-d-reference]\n", "tuning.profiles: compose llm-inference, llm-d-reference: numa.balancing: llm-inference wants 0, llm-d-reference wants 2"},
+		{"tuning:\n  profile: none\n  profiles: [roce-lossless]\n", "tuning.profiles: given with tuning.profile"},
+		{"tuning:\n  customProfile:\n    name: x\n    roce:\n      pfc: [9]\n", "tuning.customProfile: roce.pfc: priority 9"},
+		{"tuning:\n  customProfile:\n    name: x\n    roce:\n      pcf: [3]\n", `unknown key "pcf" in tuning.customProfile.roce`},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+	// tuning.profiles composes (tuning.Compose).
+	c, err = Parse([]byte("tuning:\n  profiles: [llm-inference, roce-lossless]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.Tuning.ResolveProfile(); err != nil || p.Name != "llm-inference.roce-lossless" || p.RoCE.DefaultMode != "RoCE v2" || p.Sysctl["vm.swappiness"] != "1" {
+		t.Errorf("composed profile: %+v %v", p, err)
 	}
 	// Modes off and revert do not need a loadable profile.
 	for _, mode := range []string{"off", "revert"} {

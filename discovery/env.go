@@ -135,6 +135,11 @@ func Open(cfg config.Config, simulate string) (*Env, error) {
 // tree unless stateDir is another directory than the default.
 func (e *Env) Tuner(stateDir string) *tuning.Tuner {
 	t := &tuning.Tuner{FS: e.FS, Store: tuning.Store{Dir: stateDir}}
+	// The PFC source discovery reads sets PFC too: DCB netlink on a
+	// host, the simulated node's table in a simulation.
+	if d, ok := e.PFC.(tuning.DCB); ok {
+		t.DCB = d
+	}
 	if e.Simulated == "" {
 		t.Systemd = tuning.DialSystemd(e.FS)
 		return t

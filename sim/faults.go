@@ -77,7 +77,9 @@ func (b *builder) roceQoS(netdevDir, ifname, rdmaName string, pfc uint8) {
 }
 
 // PFCTable answers DCB PFC queries for a simulated node: netdev -> mask of
-// priorities with PFC on. Interfaces not in it have no DCB support.
+// priorities with PFC on. Interfaces not in it have no DCB support. It
+// is writable (SetPFC), as DCB is on a host, so tuning changes what
+// discovery reads next.
 type PFCTable map[string]uint8
 
 var _ rdma.PFCReader = PFCTable(nil)
@@ -89,4 +91,14 @@ func (t PFCTable) PFCEnabled(_ context.Context, ifname string) (uint8, error) {
 		return 0, fmt.Errorf("%s: %w", ifname, rdma.ErrNoDCB)
 	}
 	return m, nil
+}
+
+// SetPFC sets the mask of a DCB-capable netdev, as the kernel's
+// DCB_CMD_IEEE_SET does; others have no DCB support.
+func (t PFCTable) SetPFC(_ context.Context, ifname string, mask uint8) error {
+	if _, ok := t[ifname]; !ok {
+		return fmt.Errorf("%s: %w", ifname, rdma.ErrNoDCB)
+	}
+	t[ifname] = mask
+	return nil
 }

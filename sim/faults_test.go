@@ -81,5 +81,16 @@ func TestPlantedFaults(t *testing.T) {
 		if _, err := n.PFC.PFCEnabled(context.Background(), "lo"); !errors.Is(err, rdma.ErrNoDCB) {
 			t.Errorf("%s: lo has DCB: %v", name, err)
 		}
+		// Writable like DCB on a host: what is set is what is read next;
+		// an interface without DCB stays without it.
+		if err := n.PFC.SetPFC(context.Background(), "enp24s0np0", 0b00011000); err != nil {
+			t.Errorf("%s: set PFC: %v", name, err)
+		}
+		if got, err := n.PFC.PFCEnabled(context.Background(), "enp24s0np0"); err != nil || got != 0b00011000 {
+			t.Errorf("%s: PFC after set %08b, %v", name, got, err)
+		}
+		if err := n.PFC.SetPFC(context.Background(), "lo", 8); !errors.Is(err, rdma.ErrNoDCB) {
+			t.Errorf("%s: set PFC on lo: %v", name, err)
+		}
 	}
 }

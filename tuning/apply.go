@@ -36,6 +36,10 @@ type Tuner struct {
 	Systemd func(ctx context.Context) (UnitManager, error)
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// DCB reads and sets PFC (rtnetlink DCB on a host, a table on a
+	// simulated node), and the trust mode where it is a DSCPTrust too;
+	// nil: both are unsupported.
+	DCB DCB
 	// Unmovable remembers the interrupts the kernel refused to move; a
 	// daemon keeps one for its lifetime (one boot) and gives it to every
 	// Tuner it makes. nil remembers nothing beyond one run.
@@ -49,6 +53,13 @@ type Tuner struct {
 	// the host path and value: a fixture tree emulates there what the
 	// kernel does besides storing the value (zeroing a pair member).
 	afterWrite func(hostPath, value string)
+
+	// afterMkdir, in tests, is called after tuning creates a configfs
+	// directory: a fixture tree fills it in as configfs does.
+	afterMkdir func(hostPath string)
+	// removeDir, in tests, removes a configfs directory in place of
+	// rmdir(2) (configfs removes the default groups inside with it).
+	removeDir func(path string) error
 
 	// crashPoint, in tests, is called after the journal is saved
 	// ("journal") and after each write ("write"); a test kills the
@@ -177,6 +188,12 @@ func (t *Tuner) Replay(ctx context.Context) error {
 		if e.Kind == KindService || e.Kind == KindIRQBalance {
 			continue
 		}
+		if e.Kind == KindPFC || e.Kind == KindTrust {
+			if err := t.replayRoCE(ctx, e); err != nil {
+				errs = append(errs, fmt.Errorf("replay %s: %w", e.ID(), err))
+			}
+			continue
+		}
 		path, err := settingPath(e.ID(), e.IRQ)
 		if err == nil {
 			err = writeAt(t.FS, path, e.Wrote)
@@ -273,6 +290,7 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 				}
 			}
 			j.setIRQ(s.ID, s.IRQ)
+			j.setCreated(s.ID, s.ConfigfsDir)
 			todo = append(todo, s)
 		case ActionRestore:
 			// Marked, so a crash in the middle never makes a restored
@@ -298,6 +316,9 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		return res, fmt.Errorf("nothing changed: %w", err)
 	}
 	t.crash("journal")
+	if err := t.createConfigfsDirs(ctx, j, todo); err != nil {
+		return res, err
+	}
 	// Interrupts go back before irqbalance is started again (or told its
 	// old bans) and may move them again; a pair member restored through
 	// its partner is checked after that write.
@@ -323,7 +344,9 @@ func (t *Tuner) run(ctx context.Context, p Profile, m Machine) (Result, error) {
 		case s.Action == ActionSet && c.Outcome != OutcomeChanged && newEntry[s.ID]:
 			// Not changed: drop the entry again if the value is provably
 			// still the original.
-			if e, ok := j.entry(s.ID); ok && t.current(ctx, s).Value == e.Original {
+			// (A configfs directory tuning created keeps its entry, so
+			// revert removes it.)
+			if e, ok := j.entry(s.ID); ok && e.ConfigfsDir == "" && t.current(ctx, s).Value == e.Original {
 				j.remove(s.ID)
 			}
 		}
@@ -361,6 +384,14 @@ func (t *Tuner) current(ctx context.Context, s Step) Current {
 	if s.Kind == KindIRQBalance {
 		return t.readBanned(ctx, t.irqbalance(ctx))
 	}
+	if s.Kind == KindPFC {
+		cur, _ := t.readPFC(ctx, s.Key)
+		return cur
+	}
+	if s.Kind == KindTrust {
+		cur, _ := t.readTrust(ctx, s.Key)
+		return cur
+	}
 	path, err := settingPath(s.ID, s.IRQ)
 	if s.Kind == KindIRQ && err != nil {
 		return Current{Unsupported: true} // not found on this host: gone
@@ -390,6 +421,14 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
 		return c
+	}
+	switch {
+	case s.Kind == KindPFC:
+		return t.doPFC(ctx, s, done)
+	case s.Kind == KindTrust:
+		return t.doTrust(ctx, s, done)
+	case s.Kind == KindRoCEMode && s.Action == ActionRestore:
+		return t.restoreRoCEMode(s)
 	}
 	if s.Kind == KindIRQBalance {
 		if err := t.writeBanned(ctx, s.Want); err != nil {

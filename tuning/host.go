@@ -120,6 +120,8 @@ type Host struct {
 	// CongestionControl says which TCP congestion control algorithms the
 	// kernel offers or can load.
 	CongestionControl CongestionControl `json:"congestion_control"`
+	// RoCE holds the RoCE ports, read for a profile's roce section.
+	RoCE roceHost `json:"roce,omitzero"`
 }
 
 // CongestionControl is what the kernel offers for
@@ -247,6 +249,7 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			}
 		}
 	}
+	ids = append(ids, t.readRoCE(ctx, p, j, &h)...)
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return h, err

@@ -67,8 +67,12 @@ type Entry struct {
 	Note string `json:"note,omitempty"`
 	// IRQ is an interrupt's number when tuning last wrote it; the key
 	// (device and queue) finds it again when a driver reload renumbers.
-	IRQ        int       `json:"irq,omitempty"`
-	RecordedAt time.Time `json:"recorded_at"`
+	IRQ int `json:"irq,omitempty"`
+	// ConfigfsDir is the rdma_cm directory tuning created for a RoCE
+	// mode (recorded before the mkdir); revert removes it. One that was
+	// there before is never named, so never removed.
+	ConfigfsDir string    `json:"configfs_dir,omitempty"`
+	RecordedAt  time.Time `json:"recorded_at"`
 }
 
 // ID names the entry's setting.
@@ -104,6 +108,22 @@ func (j *Journal) record(id ID, original, wrote, note string, now time.Time) {
 	}
 	j.Entries = append(j.Entries, Entry{Kind: id.Kind, Key: id.Key, Original: original, Wrote: wrote, Note: note, RecordedAt: now.UTC()})
 	slices.SortFunc(j.Entries, func(a, b Entry) int { return compareIDs(a.ID(), b.ID()) })
+}
+
+// setCreated notes the configfs directory tuning is about to create for
+// an entry.
+func (j *Journal) setCreated(id ID, dir string) {
+	if i := j.find(id); i >= 0 && dir != "" {
+		j.Entries[i].ConfigfsDir = dir
+	}
+}
+
+// setOriginal fills in an original that could be read only after
+// creating its configfs directory.
+func (j *Journal) setOriginal(id ID, v string) {
+	if i := j.find(id); i >= 0 {
+		j.Entries[i].Original = v
+	}
 }
 
 // accept records the kernel's answer to the last write.

@@ -52,6 +52,9 @@ type Step struct {
 	// IRQ is the number an interrupt has now (its key names device and
 	// queue); 0 for other settings and for interrupts that are gone.
 	IRQ int `json:"irq,omitempty"`
+	// ConfigfsDir is the rdma_cm directory a RoCE mode step creates (set)
+	// or removes after writing the original back (restore).
+	ConfigfsDir string `json:"configfs_dir,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -173,6 +176,11 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 		for _, s := range irqSteps {
 			add(s)
 		}
+	}
+	roceSteps, warnings := planRoCE(p, h, j)
+	pl.Warnings = append(pl.Warnings, warnings...)
+	for _, s := range roceSteps {
+		add(s)
 	}
 	if j != nil {
 		for _, e := range j.Entries {
@@ -348,7 +356,7 @@ func joinNotes(a, b string) string {
 // no longer manages.
 func restoreStep(e Entry, h Host) Step {
 	id := e.ID()
-	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note)}
+	s := Step{ID: id, Want: e.Original, Action: ActionRestore, Note: joinNotes("no longer in the profile: restore the original", e.Note), ConfigfsDir: e.ConfigfsDir}
 	if id.Kind == KindIRQ {
 		if n, err := h.irqNumber(id); err == nil && n > 0 {
 			s.IRQ = n
@@ -385,7 +393,13 @@ func kernelAnswer(j *Journal, id ID, want, value string) bool {
 // the kernel itself rewrites them when CPUs go offline.
 func changedElsewhere(e Entry, cur Current) bool {
 	switch e.Kind {
-	case KindSysctl, KindNUMA, KindTHP:
+	case KindRoCEMode:
+		// No original yet (a crash before it was read): nothing written.
+		if e.Original == "" {
+			return false
+		}
+		fallthrough
+	case KindSysctl, KindNUMA, KindTHP, KindPFC, KindECN, KindTrust:
 		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
 	}
 	return false

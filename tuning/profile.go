@@ -31,6 +31,8 @@ type Profile struct {
 	Sysctl map[string]SysctlValue `yaml:"sysctl,omitempty" json:"sysctl,omitempty"`
 	NUMA   NUMA                   `yaml:"numa,omitempty" json:"numa"`
 	IRQ    IRQ                    `yaml:"irq,omitempty" json:"irq"`
+	// RoCE tunes RoCE ports: rdma_cm's RoCE mode, PFC, trust and ECN.
+	RoCE RoCE `yaml:"roce,omitempty" json:"roce"`
 }
 
 // SysctlValue is a wanted sysctl value, normalized (single spaces between
@@ -160,10 +162,21 @@ func BuiltinSource(name string) ([]byte, error) {
 }
 
 // LoadProfile resolves --profile: a built-in name, or a file when ref
-// contains a path separator or ends in .yaml/.yml.
+// contains a path separator or ends in .yaml/.yml; several, separated by
+// commas, are composed (Compose).
 func LoadProfile(ref string) (Profile, error) {
 	if ref == "" {
 		ref = DefaultProfile
+	}
+	if strings.Contains(ref, ",") {
+		refs := strings.Split(ref, ",")
+		for i := range refs {
+			refs[i] = strings.TrimSpace(refs[i])
+			if refs[i] == "" {
+				return Profile{}, fmt.Errorf("profiles %q: an empty name", ref)
+			}
+		}
+		return LoadProfiles(refs...)
 	}
 	if !strings.ContainsRune(ref, filepath.Separator) && !strings.HasSuffix(ref, ".yaml") && !strings.HasSuffix(ref, ".yml") {
 		return Builtin(ref)
@@ -217,7 +230,7 @@ func yamlError(err error) error {
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		sub := unknownField.FindStringSubmatch(m)
-		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies"}[sub[2]]
+		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "RoCE": " in roce"}[sub[2]]
 		return fmt.Sprintf("unknown key %q%s", sub[1], section)
 	})
 	msg = strings.ReplaceAll(msg, "into tuning.SysctlValue", "into a sysctl value")
@@ -366,6 +379,7 @@ func (p *Profile) Validate() error {
 	if p.IRQ.IRQBalance != "" && len(p.IRQ.Policies) == 0 {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")
 	}
+	p.RoCE.validate(bad)
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }

@@ -8,7 +8,7 @@ import (
 )
 
 func TestBuiltins(t *testing.T) {
-	if got := strings.Join(BuiltinNames(), ","); got != "llm-d-reference,llm-inference,none" {
+	if got := strings.Join(BuiltinNames(), ","); got != "llm-d-reference,llm-inference,none,roce-lossless" {
 		t.Fatalf("built-in profiles: %s", got)
 	}
 	for _, name := range BuiltinNames() {

@@ -50,8 +50,16 @@ func kindOrder(kind string) int {
 		return 3
 	case KindIRQ:
 		return 4
+	case KindRoCEMode:
+		return 5
+	case KindPFC:
+		return 6
+	case KindTrust:
+		return 7
+	case KindECN:
+		return 8
 	}
-	return 5
+	return 9
 }
 
 // compareIDs orders by kind, then key; IRQ keys numerically.
@@ -119,6 +127,8 @@ func (id ID) hostPath() (string, error) {
 		return irqAffinityPath(n), nil
 	case KindService, KindIRQBalance:
 		return "", nil
+	case KindRoCEMode, KindPFC, KindECN, KindTrust:
+		return roceHostPath(id)
 	}
 	return "", fmt.Errorf("unknown setting kind %q", id.Kind)
 }
@@ -169,7 +179,12 @@ func (id ID) isNet() bool { return id.namespace() == NSNet }
 // namespace is the kind of namespace a sysctl belongs to (NSNet, NSIPC,
 // NSUTS), or "" for a global one.
 func (id ID) namespace() string {
-	if id.Kind != KindSysctl {
+	switch id.Kind {
+	case KindPFC, KindECN, KindTrust:
+		// A netdev's: DCB netlink reaches only the agent's namespace.
+		return NSNet
+	case KindSysctl:
+	default:
 		return ""
 	}
 	p, err := SysctlPath(id.Key)

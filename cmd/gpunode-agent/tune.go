@@ -31,8 +31,8 @@ type tuneFlags struct {
 
 func addTune(app *kingpin.Application, c *cli) *tuneFlags {
 	f := &tuneFlags{}
-	cmd := app.Command("tune", "Host tuning: plan, apply, verify or revert a profile (sysctls, NUMA balancing, transparent hugepages, NIC/GPU interrupt affinity). Original values go to a journal in the state directory before the first change; revert restores them. Only the profile's settings are touched; /etc/sysctl.conf and /etc/sysctl.d are never edited.")
-	c.flag(cmd, "profile", "Built-in profile ("+strings.Join(tuning.BuiltinNames(), ", ")+") or a profile file (a path, or a name ending in .yaml). Default: the configuration's tuning.profile ("+tuning.DefaultProfile+").").PlaceHolder("NAME|FILE").StringVar(&f.profile)
+	cmd := app.Command("tune", "Host tuning: plan, apply, verify or revert a profile (sysctls, NUMA balancing, transparent hugepages, NIC/GPU interrupt affinity, RoCE: rdma_cm's default RoCE mode, PFC, trust mode and ECN). Original values go to a journal in the state directory before the first change; revert restores them. Only the profile's settings are touched; /etc/sysctl.conf and /etc/sysctl.d are never edited.")
+	c.flag(cmd, "profile", "Built-in profile ("+strings.Join(tuning.BuiltinNames(), ", ")+") or a profile file (a path, or a name ending in .yaml); several separated by commas are composed (llm-inference,roce-lossless: settings merge, disagreements are refused). Default: the configuration's tuning.profiles or tuning.profile ("+tuning.DefaultProfile+").").PlaceHolder("NAME|FILE").StringVar(&f.profile)
 	c.flag(cmd, "state-dir", "Directory of the journal of original values (default: the configuration's tuning.stateDir, "+tuning.DefaultStateDir+"). With --simulate the journal of the simulated node goes to its subdirectory simulated/NAME, and the values it records are put into each new simulated tree, so apply, verify and revert work across commands.").PlaceHolder("DIR").StringVar(&f.stateDir)
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
 	f.plan = cmd.Command("plan", "Print every setting of the profile with its current value, wanted value and action. Changes nothing.")
@@ -136,13 +136,13 @@ func problems(r tuning.Result) string {
 		case tuning.ActionConflict:
 			counts["conflict with irqbalance"]++
 		case tuning.ActionRefused:
-			counts["refused (net.* outside, or not provably in, the host's network namespace)"]++
+			counts["refused (net.* or a netdev's DCB/ECN outside, or not provably in, the host's network namespace)"]++
 		case tuning.ActionError:
 			counts["could not be read"]++
 		}
 	}
 	var parts []string
-	for _, k := range []string{"failed", "conflict with irqbalance", "refused (net.* outside, or not provably in, the host's network namespace)", "could not be read"} {
+	for _, k := range []string{"failed", "conflict with irqbalance", "refused (net.* or a netdev's DCB/ECN outside, or not provably in, the host's network namespace)", "could not be read"} {
 		if counts[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -142,5 +143,50 @@ func TestSimulatedTuneAcrossRuns(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(state, "simulated", "cpu-only")); len(entries) != 1 || entries[0].Name() != "tuning.lock" {
 		t.Errorf("state left after revert: %v", entries)
+	}
+}
+
+// roce-lossless makes the simulated h100-roce-lossy node pass verify
+// (its RoCE ports had neither PFC nor ECN), and revert makes it fail
+// again: apply and revert act through the same seams discovery reads
+// (sysfs ECN files, the DCB table for PFC), across separate runs.
+func TestRoCELosslessMakesVerifyPass(t *testing.T) {
+	state := t.TempDir()
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfgFile, []byte("tuning:\n  stateDir: "+state+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"--simulate=h100-roce-lossy", "--config", cfgFile}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	if code, out, _ := agent("verify"); code != 1 || !strings.Contains(out, "roce-congestion") {
+		t.Fatalf("verify before apply: %d\n%s", code, out)
+	}
+	code, out, errOut := agent("tune", "--profile", "roce-lossless", "plan")
+	if code != 0 {
+		t.Fatalf("plan: %d %s %s", code, out, errOut)
+	}
+	// Every change is in the plan first, with its current value.
+	for _, want := range []string{"pfc enp24s0np0 none 3 set", "ecn enp24s0np0/roce_np/3 0 1 set", "ecn enp24s0np0/roce_rp/3 0 1 set", "ecn enp43s0np0/roce_np/3 1 1 ok"} {
+		if !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool { return strings.Join(strings.Fields(l), " ") == want }) {
+			t.Errorf("plan has no line %q:\n%s", want, out)
+		}
+	}
+	if code, out, errOut := agent("tune", "--profile", "roce-lossless", "apply"); code != 0 || !strings.Contains(out, "26 changed") {
+		t.Fatalf("apply: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := agent("verify"); code != 0 {
+		t.Errorf("verify after apply: %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := agent("tune", "--profile", "roce-lossless", "verify"); code != 0 {
+		t.Errorf("tune verify after apply: %d %s", code, errOut)
+	}
+	if code, out, errOut := agent("tune", "revert"); code != 0 || !strings.Contains(out, "26 restored") {
+		t.Fatalf("revert: %d %s %s", code, out, errOut)
+	}
+	if code, out, _ := agent("verify"); code != 1 || !strings.Contains(out, "roce-congestion") {
+		t.Errorf("verify after revert: %d\n%s", code, out)
 	}
 }

@@ -44,6 +44,15 @@ func runVerify(f *verifyFlags, env *discovery.Env, cfg config.Config, stdout, st
 			return exitUsage
 		}
 	}
+	if env.Simulated != "" {
+		// A simulated node's tree is new for every command: what `tune
+		// apply --simulate` did (kept in the state directory) is put into
+		// it first, so verify sees the tuned node, as on a host.
+		if _, err := env.CommandTuner(context.Background(), cfg.Tuning.StateDir); err != nil {
+			fmt.Fprintf(stderr, "gpunode-agent: verify: %v\n", err)
+			return exitFailure
+		}
+	}
 	r := verify.Run(discovery.New(env, cfg.Discovery.SourceTimeout).Discover(context.Background()), verifyOptions(cfg.Verify))
 	var err error
 	if f.output == "json" {

@@ -159,3 +159,236 @@ func TestRequest(t *testing.T) {
 		t.Fatalf("request %+v, want data % x", m, want)
 	}
 }
+
+// setReply is dcbnl_ieee_set's answer: DCB_ATTR_IEEE holding the
+// driver's status byte.
+func setReply(status byte) []byte {
+	return []byte{unix.AF_UNSPEC, cmdIEEESet, 0, 0, 5, 0, attrIEEE, 0, status, 0, 0, 0}
+}
+
+// dcbKernel is a fake rtnetlink with one DCB interface: it answers
+// DCB_CMD_IEEE_GET from its struct ieee_pfc and DCB_CMD_IEEE_SET by
+// storing the one sent (as mlx5e_dcbnl_ieee_setpfc takes pfc_en) and
+// replying with status, or with setAnswer when that is set.
+type dcbKernel struct {
+	pfc       []byte
+	sets      [][]byte
+	status    byte
+	setAnswer func(netlink.Message) ([]netlink.Message, error)
+}
+
+func (k *dcbKernel) conn() *netlink.Conn {
+	return kernel(func(req netlink.Message) ([]netlink.Message, error) {
+		switch req.Header.Type {
+		case unix.RTM_GETDCB:
+			return answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIEEE|netlink.Nested, attr(attrIEEEPFC, k.pfc))))(req)
+		case unix.RTM_SETDCB:
+			ad, err := netlink.NewAttributeDecoder(req.Data[dcbmsgLen:])
+			if err != nil {
+				return nil, err
+			}
+			var pfc []byte
+			for ad.Next() {
+				if ad.Type() == attrIEEE {
+					ad.Nested(func(nad *netlink.AttributeDecoder) error {
+						for nad.Next() {
+							if nad.Type() == attrIEEEPFC {
+								pfc = nad.Bytes()
+							}
+						}
+						return nil
+					})
+				}
+			}
+			if err := ad.Err(); err != nil {
+				return nil, err
+			}
+			k.sets = append(k.sets, pfc)
+			if k.setAnswer != nil {
+				return k.setAnswer(req)
+			}
+			if k.status == 0 {
+				k.pfc = pfc
+			}
+			return answer(unix.RTM_SETDCB, 0, setReply(k.status))(req)
+		}
+		return nil, unix.EINVAL
+	})
+}
+
+// SetPFC changes pfc_en alone: the rest of the struct the driver
+// reported goes back as it was, at the length the kernel's policy wants;
+// a get afterwards (the same parser) reads the new mask.
+func TestSet(t *testing.T) {
+	k := &dcbKernel{pfc: make([]byte, ieeePFCSize)}
+	k.pfc[0], k.pfc[1], k.pfc[2], k.pfc[4] = 8, 0b1, 1, 0x20 // cap 8, prio 0 on, mbc, delay
+	conn := k.conn()
+	defer conn.Close()
+	if err := set(conn, "enp1s0", 0b00001000); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.sets) != 1 || len(k.sets[0]) != ieeePFCSize {
+		t.Fatalf("sent %d sets, the first of %d bytes", len(k.sets), len(k.sets[0]))
+	}
+	want := make([]byte, ieeePFCSize)
+	want[0], want[1], want[2], want[4] = 8, 0b00001000, 1, 0x20
+	if !bytes.Equal(k.sets[0], want) {
+		t.Errorf("sent % x, want % x", k.sets[0], want)
+	}
+	if mask, err := query(conn, "enp1s0"); err != nil || mask != 0b00001000 {
+		t.Errorf("read back %08b %v", mask, err)
+	}
+
+	// A reader's short struct (older kernels, the test's 133 bytes) goes
+	// back padded to sizeof(struct ieee_pfc).
+	k.pfc = k.pfc[:133]
+	if err := set(conn, "enp1s0", 0); err != nil || len(k.sets[1]) != ieeePFCSize {
+		t.Errorf("short struct: %v, sent %d bytes", err, len(k.sets[1]))
+	}
+}
+
+func TestSetRefused(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		k      dcbKernel
+		errno  syscall.Errno
+		noDCB  bool
+		substr string
+	}{
+		{name: "driver refuses", k: dcbKernel{pfc: make([]byte, ieeePFCSize), status: 256 - 22}, errno: unix.EINVAL, substr: "driver refused"},
+		{name: "no DCB", k: dcbKernel{setAnswer: errno(unix.EOPNOTSUPP)}, noDCB: true, substr: "no DCB"},
+		{name: "no status", k: dcbKernel{pfc: make([]byte, ieeePFCSize), setAnswer: answer(unix.RTM_SETDCB, 0, []byte{0, cmdIEEESet, 0, 0})}, substr: "no one-byte status"},
+		{name: "reply to another command", k: dcbKernel{pfc: make([]byte, ieeePFCSize), setAnswer: answer(unix.RTM_SETDCB, 0, []byte{0, cmdIEEEGet, 0, 0})}, substr: "DCB command 21"},
+		{name: "bare ack", k: dcbKernel{pfc: make([]byte, ieeePFCSize), setAnswer: errno(0)}, substr: "without a DCB reply"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k := c.k
+			if k.pfc == nil {
+				// No DCB at all: the get already fails.
+				conn := kernel(errno(unix.EOPNOTSUPP))
+				defer conn.Close()
+				err := set(conn, "enp1s0", 8)
+				if !errors.Is(err, rdma.ErrNoDCB) {
+					t.Fatalf("err = %v, want ErrNoDCB", err)
+				}
+				return
+			}
+			conn := k.conn()
+			defer conn.Close()
+			err := set(conn, "enp1s0", 8)
+			if err == nil || !strings.Contains(err.Error(), c.substr) || !strings.Contains(err.Error(), "enp1s0") {
+				t.Fatalf("err = %v, want one naming enp1s0 with %q", err, c.substr)
+			}
+			if c.errno != 0 && !errors.Is(err, c.errno) {
+				t.Errorf("err = %v, want %v", err, c.errno)
+			}
+		})
+	}
+}
+
+// The real kernel: setting PFC on loopback, which has no DCB, is
+// ErrNoDCB, and a missing interface ENODEV.
+func TestKernelSet(t *testing.T) {
+	var r Reader
+	if err := r.SetPFC(context.Background(), "lo", 8); !errors.Is(err, rdma.ErrNoDCB) {
+		t.Errorf("lo: err = %v, want ErrNoDCB", err)
+	}
+	if err := r.SetPFC(context.Background(), "gpunode-none0", 8); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("missing interface: err = %v, want ENODEV", err)
+	}
+}
+
+// appKernel is a fake rtnetlink whose one interface has a DCB
+// application table, kept as dcb_ieee_setapp and dcb_ieee_delapp keep
+// it (entries keyed by selector, protocol and priority); other
+// selectors' entries (an ethertype) are there too and never touched.
+type appKernel struct {
+	apps map[[dcbAppLen]byte]bool
+	cmds []uint8
+}
+
+func (k *appKernel) conn() *netlink.Conn {
+	return kernel(func(req netlink.Message) ([]netlink.Message, error) {
+		if req.Header.Type == unix.RTM_GETDCB {
+			var table []byte
+			for a := range k.apps {
+				table = append(table, attr(attrIEEEApp, a[:])...)
+			}
+			return answer(unix.RTM_GETDCB, 0, dcbReply(attr(attrIEEE|netlink.Nested, append(attr(attrIEEEPFC, make([]byte, ieeePFCSize)), attr(attrIEEEAppTable|netlink.Nested, table)...))))(req)
+		}
+		cmd := req.Data[1]
+		k.cmds = append(k.cmds, cmd)
+		ad, err := netlink.NewAttributeDecoder(req.Data[dcbmsgLen:])
+		if err != nil {
+			return nil, err
+		}
+		for ad.Next() {
+			if ad.Type() != attrIEEE {
+				continue
+			}
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				for nad.Next() {
+					nad.Nested(func(tad *netlink.AttributeDecoder) error {
+						for tad.Next() {
+							var a [dcbAppLen]byte
+							copy(a[:], tad.Bytes())
+							if cmd == cmdIEEESet {
+								k.apps[a] = true
+							} else {
+								delete(k.apps, a)
+							}
+						}
+						return nil
+					})
+				}
+				return nil
+			})
+		}
+		return answer(unix.RTM_SETDCB, 0, []byte{unix.AF_UNSPEC, cmd, 0, 0, 5, 0, attrIEEE, 0, 0, 0, 0, 0})(req)
+	})
+}
+
+// The DSCP map is read from the application table and set to exactly
+// what is asked: stale entries deleted first, missing ones added, other
+// selectors' entries left alone; an empty map deletes every DSCP entry
+// (mlx5 then trusts PCP).
+func TestDSCPMap(t *testing.T) {
+	ether := [dcbAppLen]byte{1, 3, 0x15, 0x89} // ethertype 0x8915 (RoCE v1) -> 3
+	k := &appKernel{apps: map[[dcbAppLen]byte]bool{ether: true, dcbApp(24, 3): true, dcbApp(46, 5): true}}
+	conn := k.conn()
+	defer conn.Close()
+	m, err := getDSCP(conn, "enp1s0")
+	if err != nil || len(m) != 2 || m[24] != 3 || m[46] != 5 {
+		t.Fatalf("map %v, %v", m, err)
+	}
+	if err := setDSCP(conn, "enp1s0", map[uint8]uint8{24: 3, 46: 6, 26: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := getDSCP(conn, "enp1s0"); len(m) != 3 || m[46] != 6 || m[26] != 3 || m[24] != 3 {
+		t.Errorf("after set: %v", m)
+	}
+	if len(k.cmds) != 2 || k.cmds[0] != cmdIEEEDel || k.cmds[1] != cmdIEEESet {
+		t.Errorf("commands %v, want delete then set", k.cmds)
+	}
+	if err := setDSCP(conn, "enp1s0", nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := getDSCP(conn, "enp1s0"); len(m) != 0 || !k.apps[ether] || len(k.apps) != 1 {
+		t.Errorf("after clearing: %v, table %v", m, k.apps)
+	}
+	k.cmds = nil
+	if err := setDSCP(conn, "enp1s0", nil); err != nil || len(k.cmds) != 0 {
+		t.Errorf("nothing to change sent %v: %v", k.cmds, err)
+	}
+}
+
+// The real kernel: loopback has no DCB.
+func TestKernelDSCP(t *testing.T) {
+	var r Reader
+	if _, err := r.DSCPMap(context.Background(), "lo"); !errors.Is(err, rdma.ErrNoDCB) {
+		t.Errorf("lo: err = %v, want ErrNoDCB", err)
+	}
+	if err := r.SetDSCPMap(context.Background(), "lo", map[uint8]uint8{24: 3}); !errors.Is(err, rdma.ErrNoDCB) {
+		t.Errorf("lo: err = %v, want ErrNoDCB", err)
+	}
+}

@@ -154,6 +154,12 @@ func TestDefaults(t *testing.T) {
 	if cfg.Tuning.Mode != "audit" || !ds.HostNetwork || c.SecurityContext["privileged"] != true {
 		t.Errorf("tuning: mode %q, hostNetwork %v, securityContext %v", cfg.Tuning.Mode, ds.HostNetwork, c.SecurityContext)
 	}
+	// The default profile manages no RoCE setting (PFC, ECN, rdma_cm's
+	// mode must match the switches): roce-lossless is the operator's
+	// opt-in (config.tuning.profiles).
+	if p, err := cfg.Tuning.ResolveProfile(); err != nil || p.Name != "llm-inference" || len(p.RoCE.PFC)+len(p.RoCE.ECN) > 0 || p.RoCE.DefaultMode != "" {
+		t.Errorf("chart default profile %s manages RoCE settings: %+v %v", p.Name, p.RoCE, err)
+	}
 	probePath := func(p map[string]any) any { h, _ := p["httpGet"].(map[string]any); return h["path"] }
 	if probePath(c.LivenessProbe) != "/healthz" || probePath(c.ReadinessProbe) != "/readyz" {
 		t.Errorf("probes: %v %v", c.LivenessProbe, c.ReadinessProbe)
@@ -236,5 +242,17 @@ func TestLabelSetsAndNFD(t *testing.T) {
 	}
 	if !writable {
 		t.Error("features.d is not mounted writable")
+	}
+}
+
+// Composed profiles pass the schema and reach the agent.
+func TestTuningProfilesComposed(t *testing.T) {
+	objs := render(t, "config:\n  tuning:\n    profiles: [llm-inference, roce-lossless]\n")
+	cfg, err := config.Parse([]byte(objs["ConfigMap"].Data["config.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := cfg.Tuning.ResolveProfile(); err != nil || p.Name != "llm-inference.roce-lossless" {
+		t.Errorf("composed profile %q: %v", p.Name, err)
 	}
 }
