@@ -36,6 +36,10 @@ type Tuner struct {
 	Systemd func(ctx context.Context) (UnitManager, error)
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Latency holds the CPU latency limit (cpu.maxLatencyUs); a daemon
+	// keeps one for its lifetime, releases it on stop, and gives it to
+	// every Tuner it makes. nil (one-shot commands) holds nothing.
+	Latency *CPULatency
 	// Unmovable remembers the interrupts the kernel refused to move; a
 	// daemon keeps one for its lifetime (one boot) and gives it to every
 	// Tuner it makes. nil remembers nothing beyond one run.
@@ -174,7 +178,7 @@ func (t *Tuner) Replay(ctx context.Context) error {
 	}
 	var errs []error
 	for _, e := range j.Entries {
-		if e.Kind == KindService || e.Kind == KindIRQBalance {
+		if e.Kind == KindService || e.Kind == KindIRQBalance || e.Kind == KindPMQoS {
 			continue
 		}
 		path, err := settingPath(e.ID(), e.IRQ)
@@ -361,6 +365,9 @@ func (t *Tuner) current(ctx context.Context, s Step) Current {
 	if s.Kind == KindIRQBalance {
 		return t.readBanned(ctx, t.irqbalance(ctx))
 	}
+	if s.Kind == KindPMQoS {
+		return t.readLatency()
+	}
 	path, err := settingPath(s.ID, s.IRQ)
 	if s.Kind == KindIRQ && err != nil {
 		return Current{Unsupported: true} // not found on this host: gone
@@ -386,6 +393,9 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		}
 		c.Outcome = done
 		return c
+	}
+	if s.Kind == KindPMQoS {
+		return t.latencyChange(c, done)
 	}
 	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
@@ -506,6 +516,10 @@ func writeValue(fsys hostfs.FS, id ID, v string) error {
 
 // writeAt writes a setting's file (see writeValue).
 func writeAt(fsys hostfs.FS, path, v string) error {
+	var old string
+	if isChoiceFile(path) {
+		old, _ = fsys.ReadString(path)
+	}
 	f, err := os.OpenFile(fsys.Path(path), os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
@@ -517,6 +531,9 @@ func writeAt(fsys hostfs.FS, path, v string) error {
 	}
 	if cerr != nil {
 		return &fs.PathError{Op: "write", Path: path, Err: unwrapPath(cerr)}
+	}
+	if isChoiceFile(path) {
+		return emulateChoice(fsys, path, old, v)
 	}
 	return nil
 }
@@ -537,6 +554,8 @@ func classifyWrite(id ID, err error) (Outcome, string) {
 		return OutcomeFailed, fmt.Sprintf("write %s: read-only file system: mount the host's /proc and /sys read-write", path)
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		return OutcomeFailed, fmt.Sprintf("write %s: %v: the agent must run as root, privileged", path, unwrapPath(err))
+	case errors.Is(err, syscall.EBUSY) && id.Kind == KindCPUFreq:
+		return OutcomeFailed, fmt.Sprintf("write %s: the driver is busy (EBUSY): intel_pstate takes no preference but performance under the performance governor", path)
 	case errors.Is(err, syscall.EINVAL):
 		return OutcomeFailed, fmt.Sprintf("write %s: the kernel rejected the value (EINVAL)", path)
 	}

@@ -156,9 +156,9 @@ func compareTrees(t *testing.T, before, after map[string]string, changed map[str
 		}
 		want, managed := changed[p]
 		switch {
-		case managed && p == THPPath:
-			if a != want {
-				t.Errorf("%s = %q, want %q", p, a, want)
+		case managed && isChoiceFile(p):
+			if got, err := ParseBracketed(a); err != nil || got != want {
+				t.Errorf("%s = %q, want %q selected", p, a, want)
 			}
 		case managed:
 			if got := NormalizeValue(a); got != want {

@@ -117,6 +117,12 @@ type Host struct {
 	// (/sys/devices/virtual/memory_tiering/memory_tier*, Linux 6.1+): 1 on
 	// a DRAM-only node; 0 when unknown. Read only for numa.balancing 2 or 3.
 	MemoryTiers int `json:"memory_tiers,omitempty"`
+	// CPUFreq is what the cpufreq driver offers on the CPUs of the cpu
+	// section.
+	CPUFreq map[int]CPUFreqCaps `json:"cpufreq,omitempty"`
+	// CanHoldLatency is true in the daemon, which holds a CPU latency
+	// limit for as long as it runs.
+	CanHoldLatency bool `json:"can_hold_latency,omitempty"`
 	// CongestionControl says which TCP congestion control algorithms the
 	// kernel offers or can load.
 	CongestionControl CongestionControl `json:"congestion_control"`
@@ -211,6 +217,13 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	if p.NUMA.TransparentHugepages != "" {
 		ids = append(ids, ID{KindTHP, THPKey})
 	}
+	if p.NUMA.TransparentHugepageDefrag != "" {
+		ids = append(ids, ID{KindTHP, THPDefragKey})
+	}
+	if p.CPU.MaxLatencyUs != nil {
+		ids = append(ids, ID{KindPMQoS, CPULatencyKey})
+	}
+	ids = append(ids, t.readCPUPower(p, &h)...)
 	journalIRQs := false
 	if j != nil {
 		for _, e := range j.Entries {
@@ -252,6 +265,10 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			return h, err
 		}
 		if _, done := h.Current[id]; done {
+			continue
+		}
+		if id.Kind == KindPMQoS {
+			h.Current[id] = t.readLatency()
 			continue
 		}
 		if id.Kind != KindIRQ {

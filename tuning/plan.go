@@ -162,6 +162,12 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 	if m := p.NUMA.TransparentHugepages; m != "" {
 		add(valueStep(ID{KindTHP, THPKey}, m, h, j))
 	}
+	if m := p.NUMA.TransparentHugepageDefrag; m != "" {
+		add(valueStep(ID{KindTHP, THPDefragKey}, m, h, j))
+	}
+	for _, s := range planCPUPower(p, h, j) {
+		add(s)
+	}
 	if len(p.IRQ.Policies) > 0 {
 		b := h.IRQBalance
 		pl.IRQBalance = &b
@@ -385,7 +391,7 @@ func kernelAnswer(j *Journal, id ID, want, value string) bool {
 // the kernel itself rewrites them when CPUs go offline.
 func changedElsewhere(e Entry, cur Current) bool {
 	switch e.Kind {
-	case KindSysctl, KindNUMA, KindTHP:
+	case KindSysctl, KindNUMA, KindTHP, KindCPUFreq:
 		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
 	}
 	return false

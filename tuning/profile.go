@@ -31,6 +31,7 @@ type Profile struct {
 	Sysctl map[string]SysctlValue `yaml:"sysctl,omitempty" json:"sysctl,omitempty"`
 	NUMA   NUMA                   `yaml:"numa,omitempty" json:"numa"`
 	IRQ    IRQ                    `yaml:"irq,omitempty" json:"irq"`
+	CPU    CPUPower               `yaml:"cpu,omitempty" json:"cpu"`
 }
 
 // SysctlValue is a wanted sysctl value, normalized (single spaces between
@@ -46,6 +47,10 @@ type NUMA struct {
 	// /sys/kernel/mm/transparent_hugepage/enabled: always, madvise or
 	// never; empty leaves it alone.
 	TransparentHugepages string `yaml:"transparentHugepages,omitempty" json:"transparent_hugepages,omitempty"`
+	// TransparentHugepageDefrag is the mode of
+	// /sys/kernel/mm/transparent_hugepage/defrag: always, defer,
+	// defer+madvise, madvise or never; empty leaves it alone.
+	TransparentHugepageDefrag string `yaml:"transparentHugepageDefrag,omitempty" json:"transparent_hugepage_defrag,omitempty"`
 }
 
 // IRQ policy names.
@@ -217,7 +222,7 @@ func yamlError(err error) error {
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		sub := unknownField.FindStringSubmatch(m)
-		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies"}[sub[2]]
+		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "CPUPower": " in cpu"}[sub[2]]
 		return fmt.Sprintf("unknown key %q%s", sub[1], section)
 	})
 	msg = strings.ReplaceAll(msg, "into tuning.SysctlValue", "into a sysctl value")
@@ -326,6 +331,9 @@ func (p *Profile) Validate() error {
 	default:
 		bad("numa.transparentHugepages", "%q: want always, madvise or never", p.NUMA.TransparentHugepages)
 	}
+	if d := p.NUMA.TransparentHugepageDefrag; d != "" && !slices.Contains(thpDefragModes, d) {
+		bad("numa.transparentHugepageDefrag", "%q: want %s", d, strings.Join(thpDefragModes, ", "))
+	}
 	seen := map[string]bool{}
 	for i, pol := range p.IRQ.Policies {
 		key := fmt.Sprintf("irq.policies[%d]", i)
@@ -366,6 +374,7 @@ func (p *Profile) Validate() error {
 	if p.IRQ.IRQBalance != "" && len(p.IRQ.Policies) == 0 {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")
 	}
+	p.CPU.validate(bad)
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }

@@ -125,7 +125,7 @@ func TestSimulatedTuneAcrossRuns(t *testing.T) {
 	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "(pending)") {
 		t.Fatalf("verify before apply: %d %s", code, errOut)
 	}
-	if code, out, errOut := tune("apply"); code != 0 || !strings.Contains(out, "10 changed") {
+	if code, out, errOut := tune("apply"); code != 0 || !strings.Contains(out, "11 changed") {
 		t.Fatalf("apply: %d %s %s", code, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(state, "simulated", "cpu-only", "tuning-journal.json")); err != nil {
@@ -134,7 +134,7 @@ func TestSimulatedTuneAcrossRuns(t *testing.T) {
 	if code, out, errOut := tune("verify"); code != 0 || !strings.Contains(errOut, "matches profile llm-inference") {
 		t.Errorf("verify after apply, in a new run: %d %s %s", code, out, errOut)
 	}
-	if code, out, errOut := tune("revert"); code != 0 || !strings.Contains(out, "10 restored") {
+	if code, out, errOut := tune("revert"); code != 0 || !strings.Contains(out, "11 restored") {
 		t.Errorf("revert in a new run: %d %s %s", code, out, errOut)
 	}
 	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "(pending)") {
