@@ -485,10 +485,21 @@ func (t *Tuner) unitJob(ctx context.Context, s Step) error {
 	}
 	defer m.Close()
 	if s.Action == ActionRestore {
+		if s.Current == UnitMasked && s.Want != UnitMasked {
+			if err := m.UnmaskUnit(ctx, s.Key); err != nil {
+				return err
+			}
+		}
 		if s.Want != "active" && !unitActive(s.Want) {
 			return nil // it was not running before we stopped it
 		}
 		return m.StartUnit(ctx, s.Key)
+	}
+	// Masked first, so nothing starts it between the stop and the mask.
+	if s.Want == UnitMasked {
+		if err := m.MaskUnit(ctx, s.Key); err != nil {
+			return err
+		}
 	}
 	if err := m.StopUnit(ctx, s.Key); err != nil {
 		return err
@@ -497,8 +508,8 @@ func (t *Tuner) unitJob(ctx context.Context, s Step) error {
 	if err != nil {
 		return err
 	}
-	if unitActive(st) {
-		return fmt.Errorf("%s is %s after stopping it", s.Key, st)
+	if unitActive(st) || (s.Want == UnitMasked && st != UnitMasked) {
+		return fmt.Errorf("%s is %s after masking and stopping it", s.Key, st)
 	}
 	return nil
 }

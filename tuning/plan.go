@@ -431,18 +431,21 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		}
 	}
 	if mode == IRQBalanceStop {
-		s := Step{ID: ID{KindService, IRQBalanceUnit}, Current: ib.Unit, Want: "inactive"}
+		s := Step{ID: ID{KindService, IRQBalanceUnit}, Current: ib.Unit, Want: UnitMasked}
 		switch {
-		case unitActive(ib.Unit):
+		case ib.Unit == UnitMasked || (ib.Unit == UnitNotFound && state == StateNotRunning):
+			s.Action = ActionOK
+		case unitActive(ib.Unit) || (ib.Unit != StateUnknown && ib.Unit != UnitNotFound):
+			// Masked even when stopped: nothing may start it later.
 			s.Action = ActionSet
 			if e, ok := j.entry(s.ID); ok && e.Wrote == s.Want {
-				s.Drift, s.Note = true, "drifted: started again since it was stopped"
+				s.Drift, s.Note = true, "drifted: unmasked or started again since it was masked"
 			}
 			if ib.Process == StateRunning && len(ib.PIDs) > 0 {
 				s.Note = joinNotes(s.Note, "stops pid "+joinInts(ib.PIDs))
 			}
 		case state == StateNotRunning:
-			s.Action = ActionOK
+			s.Action, s.Note = ActionOK, "not running; cannot be masked without systemd: "+ib.String()
 		default:
 			// Running outside systemd, or systemd unreachable: nothing we
 			// can stop, so the interrupts stay irqbalance's.

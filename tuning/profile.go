@@ -70,10 +70,10 @@ const (
 	// IRQBalanceLeave leaves the interrupts to irqbalance: the IRQ
 	// settings are skipped, which is not an error.
 	IRQBalanceLeave = "leave"
-	// IRQBalanceStop stops irqbalance.service through systemd (recorded in
-	// the journal, so revert starts it again), then applies the policy.
-	// cri-o's hooks and package upgrades may start it again: then it is
-	// drift, stopped again.
+	// IRQBalanceStop masks irqbalance.service until reboot (a runtime
+	// mask) and stops it through systemd, then applies the policy; so
+	// cri-o's hooks and package upgrades cannot start it again. Recorded
+	// in the journal: revert unmasks it and starts it if it ran.
 	IRQBalanceStop = "stop"
 	// IRQBalanceCoexist bans the interrupts the policy places through
 	// irqbalance's runtime socket ("settings ban irqs"), so irqbalance
