@@ -31,7 +31,7 @@ func TestTuneCLI(t *testing.T) {
 		{[]string{"tune", "--profile", profile, "profiles"}, 0, "vm.swappiness: 7", ""},
 		{[]string{"tune", "--profile", "none", "profiles", "llm-inference"}, 2, "", "name the profile once"},
 		{[]string{"tune", "--state-dir", "/tmp", "profiles"}, 2, "", "--state-dir has no meaning"},
-		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "274 set", ""},
+		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "275 set", ""},
 		{[]string{"--simulate=dgx-h100-ib", "tune", "--profile", "llm-d-reference", "plan"}, 0, "moved to debugfs", ""},
 		{[]string{"--simulate=h100-roce", "tune", "plan"}, 0, "left to irqbalance (irq.irqbalance: coexist)", ""},
 		{[]string{"--simulate=cpu-only", "tune", "--profile", profile, "plan"}, 0, "vm.swappiness", ""},

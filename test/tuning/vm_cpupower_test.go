@@ -1,6 +1,7 @@
 package tuning_test
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,13 @@ import (
 // it when the daemon stops and when it is killed with SIGKILL; a one-shot
 // `tune plan` says only the daemon holds it. The guest has no cpufreq
 // driver (QEMU offers no frequency control), so the governor is
-// unsupported there, as the plan says.
+// unsupported there, as the plan says. verify's advice checks read the
+// configuration space of the guest's virtio NIC.
 func TestCPUPowerOnRealKernel(t *testing.T) {
-	cfg := vm.Config{CPUs: 2, MemoryMiB: 1024, Timeout: 3 * time.Minute}
+	cfg := vm.Config{CPUs: 2, MemoryMiB: 1024, Timeout: 3 * time.Minute,
+		// A virtio NIC behind a PCIe root port: its configuration space
+		// has a PCIe capability the advice checks read.
+		NICs: []vm.NIC{{NUMANode: -1, IPv4: "10.0.2.15/24"}}}
 	cfg.Binaries = []string{buildAgent(t)}
 	cfg.Script = `
 A="gpunode-agent --log.level=warn"
@@ -44,6 +49,9 @@ echo "lat_held_again=$(lat)"
 kill -9 $agent; wait $agent
 echo "lat_killed=$(lat)"
 step revert $A tune revert
+nic=$(basename "$(readlink -f /sys/class/net/eth0/device/..)")
+echo "nic=$nic"
+step advice $A verify -v
 echo "== agent log"
 cat /tmp/agent.log
 echo "== end"
@@ -70,4 +78,16 @@ echo "== end"
 		}
 	}
 	out.wantRC(t, "revert", 0)
+
+	// The advice checks read the real configuration space of the virtio
+	// NIC (as root) and say what firmware or the command line would change.
+	nic := v["nic"]
+	if !regexp.MustCompile(`(?m)^pcie-max-read-req\s+` + regexp.QuoteMeta(nic) + `\s+(pass|warn)\s+max read request \d+, max payload \d+`).MatchString(out.steps["advice"]) {
+		t.Errorf("verify does not report the NIC %s's max read request from its configuration space:\n%s", nic, out.steps["advice"])
+	}
+	for _, w := range []string{"iommu-passthrough", "isolcpus-irqs", "pcie-acs-redirect"} {
+		if !strings.Contains(out.steps["advice"], w) {
+			t.Errorf("verify -v lacks %s:\n%s", w, out.steps["advice"])
+		}
+	}
 }
