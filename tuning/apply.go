@@ -40,6 +40,8 @@ type Tuner struct {
 	// keeps one for its lifetime, releases it on stop, and gives it to
 	// every Tuner it makes. nil (one-shot commands) holds nothing.
 	Latency *CPULatency
+	// NIC opens the ethtool interface; nil means DialEthtool.
+	NIC func() (NICIO, error)
 	// Unmovable remembers the interrupts the kernel refused to move; a
 	// daemon keeps one for its lifetime (one boot) and gives it to every
 	// Tuner it makes. nil remembers nothing beyond one run.
@@ -178,7 +180,7 @@ func (t *Tuner) Replay(ctx context.Context) error {
 	}
 	var errs []error
 	for _, e := range j.Entries {
-		if e.Kind == KindService || e.Kind == KindIRQBalance || e.Kind == KindPMQoS {
+		if e.Kind == KindService || e.Kind == KindIRQBalance || e.Kind == KindPMQoS || e.Kind == KindNIC {
 			continue
 		}
 		path, err := settingPath(e.ID(), e.IRQ)
@@ -368,6 +370,11 @@ func (t *Tuner) current(ctx context.Context, s Step) Current {
 	if s.Kind == KindPMQoS {
 		return t.readLatency()
 	}
+	if s.Kind == KindNIC {
+		h := Host{Current: map[ID]Current{}}
+		t.readNIC([]ID{s.ID}, &h)
+		return h.Current[s.ID]
+	}
 	path, err := settingPath(s.ID, s.IRQ)
 	if s.Kind == KindIRQ && err != nil {
 		return Current{Unsupported: true} // not found on this host: gone
@@ -396,6 +403,13 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 	}
 	if s.Kind == KindPMQoS {
 		return t.latencyChange(c, done)
+	}
+	if s.Kind == KindNIC {
+		if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
+			c.Outcome, c.Error = OutcomeUnsupported, "the netdev is gone"
+			return c
+		}
+		return t.doNIC(c, done)
 	}
 	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"

@@ -120,6 +120,10 @@ type Host struct {
 	// CPUFreq is what the cpufreq driver offers on the CPUs of the cpu
 	// section.
 	CPUFreq map[int]CPUFreqCaps `json:"cpufreq,omitempty"`
+	// NICNetdevs are the netdevs the nic section selects; NICMax the
+	// drivers' largest ring sizes.
+	NICNetdevs []string      `json:"nic_netdevs,omitempty"`
+	NICMax     map[ID]string `json:"-"`
 	// CanHoldLatency is true in the daemon, which holds a CPU latency
 	// limit for as long as it runs.
 	CanHoldLatency bool `json:"can_hold_latency,omitempty"`
@@ -224,6 +228,14 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 		ids = append(ids, ID{KindPMQoS, CPULatencyKey})
 	}
 	ids = append(ids, t.readCPUPower(p, &h)...)
+	if p.NIC.any() {
+		h.NICNetdevs = nicNetdevs(t.FS, p.NIC)
+		for _, n := range h.NICNetdevs {
+			for _, w := range p.NIC.wants() {
+				ids = append(ids, ID{KindNIC, nicKey(n, w[0])})
+			}
+		}
+	}
 	journalIRQs := false
 	if j != nil {
 		for _, e := range j.Entries {
@@ -260,11 +272,18 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			}
 		}
 	}
+	var nicIDs []ID
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return h, err
 		}
 		if _, done := h.Current[id]; done {
+			continue
+		}
+		if id.Kind == KindNIC {
+			if !slices.Contains(nicIDs, id) {
+				nicIDs = append(nicIDs, id)
+			}
 			continue
 		}
 		if id.Kind == KindPMQoS {
@@ -285,6 +304,7 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			h.Current[id] = t.readIRQ(id, n)
 		}
 	}
+	t.readNIC(nicIDs, &h)
 	if b := p.NUMA.Balancing; b != nil && (*b == 2 || *b == 3) {
 		h.MemoryTiers = readMemoryTiers(t.FS)
 	}

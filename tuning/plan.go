@@ -52,6 +52,9 @@ type Step struct {
 	// IRQ is the number an interrupt has now (its key names device and
 	// queue); 0 for other settings and for interrupts that are gone.
 	IRQ int `json:"irq,omitempty"`
+	// Disruptive marks a change that can take a link down (a NIC ring
+	// resize); made only with nic.allowDisruptive.
+	Disruptive bool `json:"disruptive,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -166,6 +169,9 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 		add(valueStep(ID{KindTHP, THPDefragKey}, m, h, j))
 	}
 	for _, s := range planCPUPower(p, h, j) {
+		add(s)
+	}
+	for _, s := range planNIC(p, h, j) {
 		add(s)
 	}
 	if len(p.IRQ.Policies) > 0 {
@@ -391,7 +397,7 @@ func kernelAnswer(j *Journal, id ID, want, value string) bool {
 // the kernel itself rewrites them when CPUs go offline.
 func changedElsewhere(e Entry, cur Current) bool {
 	switch e.Kind {
-	case KindSysctl, KindNUMA, KindTHP, KindCPUFreq:
+	case KindSysctl, KindNUMA, KindTHP, KindCPUFreq, KindNIC:
 		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
 	}
 	return false
@@ -433,9 +439,9 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 	if mode == IRQBalanceStop {
 		s := Step{ID: ID{KindService, IRQBalanceUnit}, Current: ib.Unit, Want: UnitMasked}
 		switch {
-		case ib.Unit == UnitMasked || (ib.Unit == UnitNotFound && state == StateNotRunning):
+		case (ib.Unit == UnitMasked || ib.Unit == UnitNotFound) && ib.Process != StateRunning:
 			s.Action = ActionOK
-		case unitActive(ib.Unit) || (ib.Unit != StateUnknown && ib.Unit != UnitNotFound):
+		case unitActive(ib.Unit) || (ib.Unit != StateUnknown && ib.Unit != UnitNotFound && ib.Process != StateRunning):
 			// Masked even when stopped: nothing may start it later.
 			s.Action = ActionSet
 			if e, ok := j.entry(s.ID); ok && e.Wrote == s.Want {

@@ -32,6 +32,7 @@ type Profile struct {
 	NUMA   NUMA                   `yaml:"numa,omitempty" json:"numa"`
 	IRQ    IRQ                    `yaml:"irq,omitempty" json:"irq"`
 	CPU    CPUPower               `yaml:"cpu,omitempty" json:"cpu"`
+	NIC    NICSettings            `yaml:"nic,omitempty" json:"nic"`
 }
 
 // SysctlValue is a wanted sysctl value, normalized (single spaces between
@@ -222,7 +223,7 @@ func yamlError(err error) error {
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		sub := unknownField.FindStringSubmatch(m)
-		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "CPUPower": " in cpu"}[sub[2]]
+		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "CPUPower": " in cpu", "NICSettings": " in nic"}[sub[2]]
 		return fmt.Sprintf("unknown key %q%s", sub[1], section)
 	})
 	msg = strings.ReplaceAll(msg, "into tuning.SysctlValue", "into a sysctl value")
@@ -375,6 +376,7 @@ func (p *Profile) Validate() error {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")
 	}
 	p.CPU.validate(bad)
+	p.NIC.validate(bad)
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }

@@ -55,8 +55,10 @@ func kindOrder(kind string) int {
 		return 5
 	case KindPMQoS:
 		return 6
+	case KindNIC:
+		return 7
 	}
-	return 7
+	return 8
 }
 
 // compareIDs orders by kind, then key; IRQ keys numerically.
@@ -132,6 +134,9 @@ func (id ID) hostPath() (string, error) {
 			return "", fmt.Errorf("pm-qos %q: want %s", id.Key, CPULatencyKey)
 		}
 		return "", nil // held, not written to a file
+	case KindNIC:
+		_, _, err := parseNICKey(id.Key)
+		return "", err // set through ethtool, not a file
 	case KindService, KindIRQBalance:
 		return "", nil
 	}
@@ -184,6 +189,9 @@ func (id ID) isNet() bool { return id.namespace() == NSNet }
 // namespace is the kind of namespace a sysctl belongs to (NSNet, NSIPC,
 // NSUTS), or "" for a global one.
 func (id ID) namespace() string {
+	if id.Kind == KindNIC {
+		return NSNet // netdevs belong to a network namespace
+	}
 	if id.Kind != KindSysctl {
 		return ""
 	}
