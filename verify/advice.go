@@ -30,6 +30,25 @@ func dmaDevices(s *snapshot.Snapshot) []topology.PCIDevice {
 	return out
 }
 
+// rdmaPeers are the GPUs and the NICs with an RDMA device: the devices
+// GPUDirect RDMA moves data between (a management NIC's PCIe settings
+// matter to no one).
+func rdmaPeers(s *snapshot.Snapshot) []topology.PCIDevice {
+	rdmaPCI := map[string]bool{}
+	for _, d := range s.RDMADevices {
+		if d.PCIAddress != "" {
+			rdmaPCI[d.PCIAddress] = true
+		}
+	}
+	var out []topology.PCIDevice
+	for _, d := range dmaDevices(s) {
+		if d.Kind == topology.KindGPU || rdmaPCI[d.Address] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 func iommuPassthrough() Check {
 	return Check{
 		Name: "iommu-passthrough", Severity: Warning,
@@ -78,12 +97,12 @@ func isolcpusManagedIRQ() Check {
 func pcieMaxReadRequest() Check {
 	return Check{
 		Name: "pcie-max-read-req", Severity: Warning,
-		Summary: fmt.Sprintf("NICs read host memory in PCIe requests of %d bytes (Max_Read_Request_Size in Device Control): smaller requests cut RDMA throughput", minMaxReadRequest),
+		Summary: fmt.Sprintf("RDMA NICs read host memory in PCIe requests of %d bytes (Max_Read_Request_Size in Device Control): smaller requests cut RDMA throughput", minMaxReadRequest),
 		Remedy:  fmt.Sprintf("set the NIC's PCIe Max Read Request to %d in firmware setup, or at every boot with setpci (CAP_EXP+8.w, bits 14:12 = 5); the agent reads it and never writes it", minMaxReadRequest),
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			var out []finding
 			unread := 0
-			for _, d := range dmaDevices(s) {
+			for _, d := range rdmaPeers(s) {
 				if d.Kind != topology.KindNIC {
 					continue
 				}
@@ -97,9 +116,9 @@ func pcieMaxReadRequest() Check {
 			}
 			if len(out) == 0 {
 				if unread > 0 {
-					return []finding{skip(Node, fmt.Sprintf("%d NICs without a readable PCIe configuration space (the agent reads it as root)", unread))}
+					return []finding{skip(Node, fmt.Sprintf("%d RDMA NICs without a readable PCIe configuration space (the agent reads it as root)", unread))}
 				}
-				return []finding{skip(Node, "no NICs")}
+				return []finding{skip(Node, "no RDMA NICs")}
 			}
 			return out
 		},
@@ -109,11 +128,11 @@ func pcieMaxReadRequest() Check {
 func pcieACSRedirect() Check {
 	return Check{
 		Name: "pcie-acs-redirect", Severity: Warning,
-		Summary: "no PCIe switch port above a GPU or NIC redirects peer-to-peer requests upstream (ACS P2P Request Redirect): with it, GPUDirect RDMA between a GPU and a NIC under one switch goes through the root complex",
+		Summary: "no PCIe switch port above a GPU or RDMA NIC redirects peer-to-peer requests upstream (ACS P2P Request Redirect): with it, GPUDirect RDMA between a GPU and a NIC under one switch goes through the root complex",
 		Remedy:  "disable ACS P2P redirect on the switch ports in firmware setup (or at every boot with setpci ECAP_ACS+6.w=0) unless VMs need the isolation; with ACS kept, enable ATS on the NIC so translated requests may still go peer to peer. The agent never writes it",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
 			var out []finding
-			for _, d := range dmaDevices(s) {
+			for _, d := range rdmaPeers(s) {
 				if d.PCIe == nil {
 					continue
 				}
@@ -126,7 +145,7 @@ func pcieACSRedirect() Check {
 				out = append(out, f)
 			}
 			if len(out) == 0 {
-				return []finding{skip(Node, "no GPU or NIC with a readable PCIe configuration space")}
+				return []finding{skip(Node, "no GPU or RDMA NIC with a readable PCIe configuration space")}
 			}
 			return out
 		},

@@ -17,8 +17,10 @@ func pciDevs(f func(gpu, nic *topology.PCIDevice)) func(s *snapshot.Snapshot) {
 		nic := topology.PCIDevice{Address: "0000:19:00.0", Kind: topology.KindNIC,
 			PCIe: &topology.PCIeConfig{MaxReadRequest: 4096, MaxPayload: 256}}
 		vf := topology.PCIDevice{Address: "0000:19:00.2", Kind: topology.KindNIC, VirtualFunction: true, IOMMUGroupType: "DMA"}
+		mgmt := topology.PCIDevice{Address: "0000:00:1f.6", Kind: topology.KindNIC, PCIe: &topology.PCIeConfig{MaxReadRequest: 128, MaxPayload: 128}}
 		f(&gpu, &nic)
-		s.PCIDevices = []topology.PCIDevice{gpu, nic, vf}
+		s.PCIDevices = []topology.PCIDevice{gpu, nic, vf, mgmt}
+		s.RDMADevices[0].PCIAddress = nic.Address
 	}
 }
 
