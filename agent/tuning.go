@@ -33,6 +33,9 @@ type tuningLoop struct {
 	// unmovable outlives the tuners: interrupts the kernel refused to
 	// move are not tried again every interval.
 	unmovable tuning.UnmovableIRQs
+	// latency holds the CPU latency limit (cpu.maxLatencyUs) for as long
+	// as the daemon runs; released when run returns.
+	latency tuning.CPULatency
 
 	// changed is poked (never blocking) when the labels change, so the
 	// daemon republishes them without waiting for the next discovery.
@@ -92,6 +95,11 @@ func (l *tuningLoop) run(ctx context.Context, configs <-chan config.Config) {
 	case <-ctx.Done():
 		return
 	}
+	defer func() {
+		if err := l.latency.Release(); err != nil {
+			l.log.Warn("release the CPU latency limit", "error", err)
+		}
+	}()
 	ticker := time.NewTicker(cfg.Tuning.Interval)
 	defer ticker.Stop()
 	l.log.Info("tuning", "mode", cfg.Tuning.Mode, "profile", cfg.Tuning.Profile, "interval", cfg.Tuning.Interval)
@@ -134,6 +142,7 @@ func (l *tuningLoop) once(ctx context.Context, cfg config.Config) {
 	tc := cfg.Tuning
 	l.tuner = l.newTuner(tc.StateDir)
 	l.tuner.Unmovable = &l.unmovable
+	l.tuner.Latency = &l.latency
 	if tc.Mode == tuning.ModeOff {
 		l.setStatus(func(s *tuning.Status) {
 			*s = tuning.Status{Mode: tuning.ModeOff, DriftTotal: s.DriftTotal, LastApply: s.LastApply}

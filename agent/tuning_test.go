@@ -104,7 +104,7 @@ func TestTuningEnforce(t *testing.T) {
 	metrics := runTuningDaemon(t, env, tc, events, logs, reload, reloads)
 
 	waitFor(t, "TuningApplied", func() bool { _, ok := events.find("TuningApplied"); return ok })
-	if ev, _ := events.find("TuningApplied"); ev.Type != nodestatus.Normal || !strings.Contains(ev.Message, "profile llm-inference: 274 settings applied") {
+	if ev, _ := events.find("TuningApplied"); ev.Type != nodestatus.Normal || !strings.Contains(ev.Message, "profile llm-inference: 275 settings applied") {
 		t.Errorf("event %+v", ev)
 	}
 	if readHost(t, env, "/proc/sys/vm/swappiness") != "1" {

@@ -42,6 +42,7 @@ func Build(in Inputs) *Snapshot {
 			Kernel:             t.Kernel,
 			OnlineCPUs:         t.OnlineCPUs,
 			IsolatedCPUs:       t.IsolatedCPUs,
+			IsolatedCPUFlags:   slices.Clone(t.IsolatedCPUFlags),
 			NohzFullCPUs:       t.NohzFullCPUs,
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,

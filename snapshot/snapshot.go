@@ -41,10 +41,13 @@ type Snapshot struct {
 
 // Host is the kernel and CPU side of the node.
 type Host struct {
-	Hostname           string                       `json:"hostname,omitempty"`
-	Kernel             string                       `json:"kernel"`
-	OnlineCPUs         cpuset.Set                   `json:"online_cpus"`
-	IsolatedCPUs       cpuset.Set                   `json:"isolated_cpus"`
+	Hostname     string     `json:"hostname,omitempty"`
+	Kernel       string     `json:"kernel"`
+	OnlineCPUs   cpuset.Set `json:"online_cpus"`
+	IsolatedCPUs cpuset.Set `json:"isolated_cpus"`
+	// IsolatedCPUFlags are the isolcpus= flags in effect ("domain",
+	// "managed_irq", ...).
+	IsolatedCPUFlags   []string                     `json:"isolated_cpu_flags,omitempty"`
 	NohzFullCPUs       cpuset.Set                   `json:"nohz_full_cpus"`
 	Modules            []string                     `json:"modules"`
 	NVIDIAKernelModule *topology.NVIDIAKernelModule `json:"nvidia_kernel_module,omitempty"`

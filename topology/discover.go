@@ -359,6 +359,10 @@ func (d *discovery) pciDevice(addr string) (dev PCIDevice, irqs []IRQ, keep bool
 	} else if dev.Path, err = parsePCIPath(resolved, addr); err != nil {
 		fail(fmt.Errorf("%s: %w", base, err))
 	}
+	dev.PCIe = d.pcieConfig(dev, fail)
+	if dev.IOMMUGroupType, err = readIOMMUGroupType(d.fsys, addr); err != nil {
+		fail(err)
+	}
 	// Only SR-IOV virtual functions have a physfn link.
 	if _, err := d.fsys.Readlink(base + "/physfn"); err == nil {
 		dev.VirtualFunction = true

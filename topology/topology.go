@@ -75,6 +75,13 @@ type PCIDevice struct {
 	Path []string `json:"path"`
 	// VirtualFunction is true for SR-IOV VFs (they have a "physfn" link).
 	VirtualFunction bool `json:"virtual_function,omitempty"`
+	// IOMMUGroupType is how the IOMMU handles the device's DMA
+	// (iommu_group/type): "identity" (passthrough), "DMA" or "DMA-FQ"
+	// (translated); "" without an IOMMU group.
+	IOMMUGroupType string `json:"iommu_group_type,omitempty"`
+	// PCIe holds registers of the configuration space (root reads all of
+	// it); nil where it cannot be read.
+	PCIe *PCIeConfig `json:"pcie_config,omitempty"`
 	// Errors lists what could not be read for this device; the rest of the
 	// device is still reported.
 	Errors []string `json:"errors,omitempty"`

@@ -40,6 +40,12 @@ type Tuner struct {
 	// simulated node), and the trust mode where it is a DSCPTrust too;
 	// nil: both are unsupported.
 	DCB DCB
+	// Latency holds the CPU latency limit (cpu.maxLatencyUs); a daemon
+	// keeps one for its lifetime, releases it on stop, and gives it to
+	// every Tuner it makes. nil (one-shot commands) holds nothing.
+	Latency *CPULatency
+	// NIC opens the ethtool interface; nil means DialEthtool.
+	NIC func() (NICIO, error)
 	// Unmovable remembers the interrupts the kernel refused to move; a
 	// daemon keeps one for its lifetime (one boot) and gives it to every
 	// Tuner it makes. nil remembers nothing beyond one run.
@@ -185,7 +191,7 @@ func (t *Tuner) Replay(ctx context.Context) error {
 	}
 	var errs []error
 	for _, e := range j.Entries {
-		if e.Kind == KindService || e.Kind == KindIRQBalance {
+		if e.Kind == KindService || e.Kind == KindIRQBalance || e.Kind == KindPMQoS || e.Kind == KindNIC {
 			continue
 		}
 		if e.Kind == KindPFC || e.Kind == KindTrust {
@@ -392,6 +398,14 @@ func (t *Tuner) current(ctx context.Context, s Step) Current {
 		cur, _ := t.readTrust(ctx, s.Key)
 		return cur
 	}
+	if s.Kind == KindPMQoS {
+		return t.readLatency()
+	}
+	if s.Kind == KindNIC {
+		h := Host{Current: map[ID]Current{}}
+		t.readNIC([]ID{s.ID}, &h)
+		return h.Current[s.ID]
+	}
 	path, err := settingPath(s.ID, s.IRQ)
 	if s.Kind == KindIRQ && err != nil {
 		return Current{Unsupported: true} // not found on this host: gone
@@ -417,6 +431,16 @@ func (t *Tuner) do(ctx context.Context, s Step) Change {
 		}
 		c.Outcome = done
 		return c
+	}
+	if s.Kind == KindPMQoS {
+		return t.latencyChange(c, done)
+	}
+	if s.Kind == KindNIC {
+		if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
+			c.Outcome, c.Error = OutcomeUnsupported, "the netdev is gone"
+			return c
+		}
+		return t.doNIC(c, done)
 	}
 	if s.Action == ActionRestore && t.current(ctx, s).Unsupported {
 		c.Outcome, c.Error = OutcomeUnsupported, "the setting is gone"
@@ -514,10 +538,21 @@ func (t *Tuner) unitJob(ctx context.Context, s Step) error {
 	}
 	defer m.Close()
 	if s.Action == ActionRestore {
+		if s.Current == UnitMasked && s.Want != UnitMasked {
+			if err := m.UnmaskUnit(ctx, s.Key); err != nil {
+				return err
+			}
+		}
 		if s.Want != "active" && !unitActive(s.Want) {
 			return nil // it was not running before we stopped it
 		}
 		return m.StartUnit(ctx, s.Key)
+	}
+	// Masked first, so nothing starts it between the stop and the mask.
+	if s.Want == UnitMasked {
+		if err := m.MaskUnit(ctx, s.Key); err != nil {
+			return err
+		}
 	}
 	if err := m.StopUnit(ctx, s.Key); err != nil {
 		return err
@@ -526,8 +561,8 @@ func (t *Tuner) unitJob(ctx context.Context, s Step) error {
 	if err != nil {
 		return err
 	}
-	if unitActive(st) {
-		return fmt.Errorf("%s is %s after stopping it", s.Key, st)
+	if unitActive(st) || (s.Want == UnitMasked && st != UnitMasked) {
+		return fmt.Errorf("%s is %s after masking and stopping it", s.Key, st)
 	}
 	return nil
 }
@@ -545,6 +580,10 @@ func writeValue(fsys hostfs.FS, id ID, v string) error {
 
 // writeAt writes a setting's file (see writeValue).
 func writeAt(fsys hostfs.FS, path, v string) error {
+	var old string
+	if isChoiceFile(path) {
+		old, _ = fsys.ReadString(path)
+	}
 	f, err := os.OpenFile(fsys.Path(path), os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
@@ -556,6 +595,9 @@ func writeAt(fsys hostfs.FS, path, v string) error {
 	}
 	if cerr != nil {
 		return &fs.PathError{Op: "write", Path: path, Err: unwrapPath(cerr)}
+	}
+	if isChoiceFile(path) {
+		return emulateChoice(fsys, path, old, v)
 	}
 	return nil
 }
@@ -576,6 +618,8 @@ func classifyWrite(id ID, err error) (Outcome, string) {
 		return OutcomeFailed, fmt.Sprintf("write %s: read-only file system: mount the host's /proc and /sys read-write", path)
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		return OutcomeFailed, fmt.Sprintf("write %s: %v: the agent must run as root, privileged", path, unwrapPath(err))
+	case errors.Is(err, syscall.EBUSY) && id.Kind == KindCPUFreq:
+		return OutcomeFailed, fmt.Sprintf("write %s: the driver is busy (EBUSY): intel_pstate takes no preference but performance under the performance governor", path)
 	case errors.Is(err, syscall.EINVAL):
 		return OutcomeFailed, fmt.Sprintf("write %s: the kernel rejected the value (EINVAL)", path)
 	}

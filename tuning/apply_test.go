@@ -156,9 +156,9 @@ func compareTrees(t *testing.T, before, after map[string]string, changed map[str
 		}
 		want, managed := changed[p]
 		switch {
-		case managed && p == THPPath:
-			if a != want {
-				t.Errorf("%s = %q, want %q", p, a, want)
+		case managed && isChoiceFile(p):
+			if got, err := ParseBracketed(a); err != nil || got != want {
+				t.Errorf("%s = %q, want %q selected", p, a, want)
 			}
 		case managed:
 			if got := NormalizeValue(a); got != want {
@@ -533,11 +533,18 @@ func TestCrashHelper(t *testing.T) {
 		}
 	}
 	profile := cmp.Or(os.Getenv(crashProfileEnv), "llm-inference")
-	f.tuner.Apply(context.Background(), builtin(t, profile), f.m)
+	p := func() Profile {
+		if strings.HasPrefix(profile, "name:") { // a profile's YAML
+			return mustProfile(t, profile)
+		}
+		return builtin(t, profile)
+	}()
+	f.tuner.Apply(context.Background(), p, f.m)
 	t.Fatal("did not crash")
 }
 
-// crashProfileEnv names the profile the helper applies (llm-inference).
+// crashProfileEnv names the profile the helper applies (llm-inference),
+// or holds its YAML.
 const crashProfileEnv = "GPUNODE_TUNING_CRASH_PROFILE"
 
 func crashAt(t *testing.T, root, stage string, n int) {

@@ -46,6 +46,9 @@ func WritePlan(w io.Writer, pl Plan) error {
 		if s.Drift {
 			action += " (drift)"
 		}
+		if s.Disruptive {
+			action += " (disruptive)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Kind, s.Key, orDash(s.Current), orDash(s.Want), action, s.Note)
 	}
 	if err := tw.Flush(); err != nil {

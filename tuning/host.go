@@ -117,6 +117,16 @@ type Host struct {
 	// (/sys/devices/virtual/memory_tiering/memory_tier*, Linux 6.1+): 1 on
 	// a DRAM-only node; 0 when unknown. Read only for numa.balancing 2 or 3.
 	MemoryTiers int `json:"memory_tiers,omitempty"`
+	// CPUFreq is what the cpufreq driver offers on the CPUs of the cpu
+	// section.
+	CPUFreq map[int]CPUFreqCaps `json:"cpufreq,omitempty"`
+	// NICNetdevs are the netdevs the nic section selects; NICMax the
+	// drivers' largest ring sizes.
+	NICNetdevs []string      `json:"nic_netdevs,omitempty"`
+	NICMax     map[ID]string `json:"-"`
+	// CanHoldLatency is true in the daemon, which holds a CPU latency
+	// limit for as long as it runs.
+	CanHoldLatency bool `json:"can_hold_latency,omitempty"`
 	// CongestionControl says which TCP congestion control algorithms the
 	// kernel offers or can load.
 	CongestionControl CongestionControl `json:"congestion_control"`
@@ -213,6 +223,21 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 	if p.NUMA.TransparentHugepages != "" {
 		ids = append(ids, ID{KindTHP, THPKey})
 	}
+	if p.NUMA.TransparentHugepageDefrag != "" {
+		ids = append(ids, ID{KindTHP, THPDefragKey})
+	}
+	if p.CPU.MaxLatencyUs != nil {
+		ids = append(ids, ID{KindPMQoS, CPULatencyKey})
+	}
+	ids = append(ids, t.readCPUPower(p, &h)...)
+	if p.NIC.any() {
+		h.NICNetdevs = nicNetdevs(t.FS, p.NIC)
+		for _, n := range h.NICNetdevs {
+			for _, w := range p.NIC.wants() {
+				ids = append(ids, ID{KindNIC, nicKey(n, w[0])})
+			}
+		}
+	}
 	journalIRQs := false
 	if j != nil {
 		for _, e := range j.Entries {
@@ -250,11 +275,22 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 		}
 	}
 	ids = append(ids, t.readRoCE(ctx, p, j, &h)...)
+	var nicIDs []ID
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return h, err
 		}
 		if _, done := h.Current[id]; done {
+			continue
+		}
+		if id.Kind == KindNIC {
+			if !slices.Contains(nicIDs, id) {
+				nicIDs = append(nicIDs, id)
+			}
+			continue
+		}
+		if id.Kind == KindPMQoS {
+			h.Current[id] = t.readLatency()
 			continue
 		}
 		if id.Kind != KindIRQ {
@@ -271,6 +307,7 @@ func (t *Tuner) Read(ctx context.Context, p Profile, m Machine, j *Journal) (Hos
 			h.Current[id] = t.readIRQ(id, n)
 		}
 	}
+	t.readNIC(nicIDs, &h)
 	if b := p.NUMA.Balancing; b != nil && (*b == 2 || *b == 3) {
 		h.MemoryTiers = readMemoryTiers(t.FS)
 	}

@@ -17,6 +17,8 @@ const (
 	StateNotRunning = "not-running"
 	StateUnknown    = "unknown"
 	UnitNotFound    = "not-found"
+	// UnitMasked is the state of a stopped unit that is masked.
+	UnitMasked = "masked"
 )
 
 // IRQBalance is what the agent knows about irqbalance: from a scan of the

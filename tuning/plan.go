@@ -55,6 +55,9 @@ type Step struct {
 	// ConfigfsDir is the rdma_cm directory a RoCE mode step creates (set)
 	// or removes after writing the original back (restore).
 	ConfigfsDir string `json:"configfs_dir,omitempty"`
+	// Disruptive marks a change that can take a link down (a NIC ring
+	// resize); made only with nic.allowDisruptive.
+	Disruptive bool `json:"disruptive,omitempty"`
 }
 
 // Plan is what applying a profile would do to a host.
@@ -164,6 +167,15 @@ func MakePlan(p Profile, h Host, j *Journal) Plan {
 	}
 	if m := p.NUMA.TransparentHugepages; m != "" {
 		add(valueStep(ID{KindTHP, THPKey}, m, h, j))
+	}
+	if m := p.NUMA.TransparentHugepageDefrag; m != "" {
+		add(valueStep(ID{KindTHP, THPDefragKey}, m, h, j))
+	}
+	for _, s := range planCPUPower(p, h, j) {
+		add(s)
+	}
+	for _, s := range planNIC(p, h, j) {
+		add(s)
 	}
 	if len(p.IRQ.Policies) > 0 {
 		b := h.IRQBalance
@@ -399,7 +411,7 @@ func changedElsewhere(e Entry, cur Current) bool {
 			return false
 		}
 		fallthrough
-	case KindSysctl, KindNUMA, KindTHP, KindPFC, KindECN, KindTrust:
+	case KindSysctl, KindNUMA, KindTHP, KindPFC, KindECN, KindTrust, KindCPUFreq, KindNIC:
 		return cur.Value != e.Wrote && cur.Value != e.Original && (e.RestoringFrom == "" || cur.Value != e.RestoringFrom) && (e.Accepted == "" || cur.Value != e.Accepted)
 	}
 	return false
@@ -439,18 +451,21 @@ func planIRQs(p Profile, h Host, j *Journal) (steps []Step, svc *Step, warnings 
 		}
 	}
 	if mode == IRQBalanceStop {
-		s := Step{ID: ID{KindService, IRQBalanceUnit}, Current: ib.Unit, Want: "inactive"}
+		s := Step{ID: ID{KindService, IRQBalanceUnit}, Current: ib.Unit, Want: UnitMasked}
 		switch {
-		case unitActive(ib.Unit):
+		case (ib.Unit == UnitMasked || ib.Unit == UnitNotFound) && ib.Process != StateRunning:
+			s.Action = ActionOK
+		case unitActive(ib.Unit) || (ib.Unit != StateUnknown && ib.Unit != UnitNotFound && ib.Process != StateRunning):
+			// Masked even when stopped: nothing may start it later.
 			s.Action = ActionSet
 			if e, ok := j.entry(s.ID); ok && e.Wrote == s.Want {
-				s.Drift, s.Note = true, "drifted: started again since it was stopped"
+				s.Drift, s.Note = true, "drifted: unmasked or started again since it was masked"
 			}
 			if ib.Process == StateRunning && len(ib.PIDs) > 0 {
 				s.Note = joinNotes(s.Note, "stops pid "+joinInts(ib.PIDs))
 			}
 		case state == StateNotRunning:
-			s.Action = ActionOK
+			s.Action, s.Note = ActionOK, "not running; cannot be masked without systemd: "+ib.String()
 		default:
 			// Running outside systemd, or systemd unreachable: nothing we
 			// can stop, so the interrupts stay irqbalance's.

@@ -265,7 +265,11 @@ func TestIRQBalanceHandling(t *testing.T) {
 		{"stop", running, "stop", ActionSet, ActionSet, ""},
 		{"stop, outside systemd", IRQBalance{Process: StateRunning, PIDs: []int{5}, Unit: "inactive"}, "stop", ActionConflict, ActionConflict, "cannot be stopped"},
 		{"stop, systemd unreachable", IRQBalance{Process: StateRunning, Unit: StateUnknown}, "stop", ActionConflict, ActionConflict, "cannot be stopped"},
-		{"stop, already stopped", IRQBalance{Process: StateNotRunning, Unit: "inactive"}, "stop", ActionSet, ActionOK, ""},
+		// Stopped but not masked: masked, so nothing starts it later.
+		{"stop, already stopped", IRQBalance{Process: StateNotRunning, Unit: "inactive"}, "stop", ActionSet, ActionSet, ""},
+		{"stop, masked", IRQBalance{Process: StateNotRunning, Unit: UnitMasked}, "stop", ActionSet, ActionOK, ""},
+		{"stop, masked but run by hand", IRQBalance{Process: StateRunning, PIDs: []int{5}, Unit: UnitMasked}, "stop", ActionConflict, ActionConflict, "cannot be stopped"},
+		{"stop, not installed", IRQBalance{Process: StateNotRunning, Unit: UnitNotFound}, "stop", ActionSet, ActionOK, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := host()

@@ -32,7 +32,9 @@ type Profile struct {
 	NUMA   NUMA                   `yaml:"numa,omitempty" json:"numa"`
 	IRQ    IRQ                    `yaml:"irq,omitempty" json:"irq"`
 	// RoCE tunes RoCE ports: rdma_cm's RoCE mode, PFC, trust and ECN.
-	RoCE RoCE `yaml:"roce,omitempty" json:"roce"`
+	RoCE RoCE        `yaml:"roce,omitempty" json:"roce"`
+	CPU  CPUPower    `yaml:"cpu,omitempty" json:"cpu"`
+	NIC  NICSettings `yaml:"nic,omitempty" json:"nic"`
 }
 
 // SysctlValue is a wanted sysctl value, normalized (single spaces between
@@ -48,6 +50,10 @@ type NUMA struct {
 	// /sys/kernel/mm/transparent_hugepage/enabled: always, madvise or
 	// never; empty leaves it alone.
 	TransparentHugepages string `yaml:"transparentHugepages,omitempty" json:"transparent_hugepages,omitempty"`
+	// TransparentHugepageDefrag is the mode of
+	// /sys/kernel/mm/transparent_hugepage/defrag: always, defer,
+	// defer+madvise, madvise or never; empty leaves it alone.
+	TransparentHugepageDefrag string `yaml:"transparentHugepageDefrag,omitempty" json:"transparent_hugepage_defrag,omitempty"`
 }
 
 // IRQ policy names.
@@ -67,10 +73,10 @@ const (
 	// IRQBalanceLeave leaves the interrupts to irqbalance: the IRQ
 	// settings are skipped, which is not an error.
 	IRQBalanceLeave = "leave"
-	// IRQBalanceStop stops irqbalance.service through systemd (recorded in
-	// the journal, so revert starts it again), then applies the policy.
-	// cri-o's hooks and package upgrades may start it again: then it is
-	// drift, stopped again.
+	// IRQBalanceStop masks irqbalance.service until reboot (a runtime
+	// mask) and stops it through systemd, then applies the policy; so
+	// cri-o's hooks and package upgrades cannot start it again. Recorded
+	// in the journal: revert unmasks it and starts it if it ran.
 	IRQBalanceStop = "stop"
 	// IRQBalanceCoexist bans the interrupts the policy places through
 	// irqbalance's runtime socket ("settings ban irqs"), so irqbalance
@@ -230,7 +236,7 @@ func yamlError(err error) error {
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		sub := unknownField.FindStringSubmatch(m)
-		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "RoCE": " in roce"}[sub[2]]
+		section := map[string]string{"NUMA": " in numa", "IRQ": " in irq", "IRQPolicy": " in irq.policies", "RoCE": " in roce", "CPUPower": " in cpu", "NICSettings": " in nic"}[sub[2]]
 		return fmt.Sprintf("unknown key %q%s", sub[1], section)
 	})
 	msg = strings.ReplaceAll(msg, "into tuning.SysctlValue", "into a sysctl value")
@@ -339,6 +345,9 @@ func (p *Profile) Validate() error {
 	default:
 		bad("numa.transparentHugepages", "%q: want always, madvise or never", p.NUMA.TransparentHugepages)
 	}
+	if d := p.NUMA.TransparentHugepageDefrag; d != "" && !slices.Contains(thpDefragModes, d) {
+		bad("numa.transparentHugepageDefrag", "%q: want %s", d, strings.Join(thpDefragModes, ", "))
+	}
 	seen := map[string]bool{}
 	for i, pol := range p.IRQ.Policies {
 		key := fmt.Sprintf("irq.policies[%d]", i)
@@ -380,6 +389,8 @@ func (p *Profile) Validate() error {
 		bad("irq.irqbalance", "set, but there is no IRQ policy")
 	}
 	p.RoCE.validate(bad)
+	p.CPU.validate(bad)
+	p.NIC.validate(bad)
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }

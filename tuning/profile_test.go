@@ -114,6 +114,7 @@ func TestParseProfileRejects(t *testing.T) {
 		{"name: x\nsysctl:\n  custom.key: " + strings.Repeat("a", 1100) + "\n", "longer than 1024"},
 		{"name: x\nnuma:\n  balancing: 4\n", "numa.balancing: 4"},
 		{"name: x\nnuma:\n  transparentHugepages: sometimes\n", "numa.transparentHugepages: \"sometimes\""},
+		{"name: x\nnuma:\n  transparentHugepageDefrag: defer+always\n", "numa.transparentHugepageDefrag: \"defer+always\""},
 		{"name: x\nirq:\n  policies:\n    - policy: all-cpus\n", "irq.policies[0].policy: \"all-cpus\""},
 		{"name: x\nirq:\n  policies:\n    - policy: nic-local\n    - policy: nic-local\n", "nic-local given twice"},
 		{"name: x\nirq:\n  policies:\n    - policy: gpu-local\n      minSpeedMbps: 100\n", "only nic-local selects by link speed"},

@@ -12,7 +12,7 @@ import (
 const (
 	KindSysctl  = "sysctl"
 	KindNUMA    = "numa"    // kernel.numa_balancing
-	KindTHP     = "thp"     // transparent_hugepage.enabled
+	KindTHP     = "thp"     // transparent_hugepage.enabled and .defrag
 	KindIRQ     = "irq"     // key: device and queue, "0000:18:00.0/mlx5_comp3" (see irqKey)
 	KindService = "service" // key: the systemd unit (irqbalance.service)
 	// KindIRQBalance is what tuning tells a running irqbalance; key
@@ -24,6 +24,7 @@ const (
 const (
 	NUMABalancingKey = "kernel.numa_balancing"
 	THPKey           = "transparent_hugepage.enabled"
+	THPDefragKey     = "transparent_hugepage.defrag"
 	IRQBalanceUnit   = "irqbalance.service"
 	BannedIRQsKey    = "banned-irqs"
 )
@@ -58,8 +59,14 @@ func kindOrder(kind string) int {
 		return 7
 	case KindECN:
 		return 8
+	case KindCPUFreq:
+		return 9
+	case KindPMQoS:
+		return 10
+	case KindNIC:
+		return 11
 	}
-	return 9
+	return 12
 }
 
 // compareIDs orders by kind, then key; IRQ keys numerically.
@@ -79,6 +86,9 @@ func compareIDs(a, b ID) int {
 		da, qa, _ := strings.Cut(a.Key, "/")
 		db, qb, _ := strings.Cut(b.Key, "/")
 		return cmp.Or(strings.Compare(da, db), naturalCompare(qa, qb))
+	}
+	if a.Kind == KindCPUFreq {
+		return compareCPUFreq(a.Key, b.Key)
 	}
 	return strings.Compare(a.Key, b.Key)
 }
@@ -118,13 +128,23 @@ func (id ID) hostPath() (string, error) {
 	case KindSysctl, KindNUMA:
 		return SysctlPath(id.Key)
 	case KindTHP:
-		return THPPath, nil
+		return thpPath(id.Key)
 	case KindIRQ:
 		n, ok := legacyIRQKey(id.Key)
 		if !ok {
 			return "", fmt.Errorf("irq %s: the file is found through the interrupt's number", id.Key)
 		}
 		return irqAffinityPath(n), nil
+	case KindCPUFreq:
+		return cpufreqPath(id.Key)
+	case KindPMQoS:
+		if id.Key != CPULatencyKey {
+			return "", fmt.Errorf("pm-qos %q: want %s", id.Key, CPULatencyKey)
+		}
+		return "", nil // held, not written to a file
+	case KindNIC:
+		_, _, err := parseNICKey(id.Key)
+		return "", err // set through ethtool, not a file
 	case KindService, KindIRQBalance:
 		return "", nil
 	case KindRoCEMode, KindPFC, KindECN, KindTrust:
@@ -180,8 +200,8 @@ func (id ID) isNet() bool { return id.namespace() == NSNet }
 // NSUTS), or "" for a global one.
 func (id ID) namespace() string {
 	switch id.Kind {
-	case KindPFC, KindECN, KindTrust:
-		// A netdev's: DCB netlink reaches only the agent's namespace.
+	case KindPFC, KindECN, KindTrust, KindNIC:
+		// A netdev's: DCB netlink and ethtool reach only the agent's namespace.
 		return NSNet
 	case KindSysctl:
 	default:

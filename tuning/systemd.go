@@ -22,6 +22,10 @@ type UnitManager interface {
 	UnitState(ctx context.Context, unit string) (string, error)
 	StopUnit(ctx context.Context, unit string) error
 	StartUnit(ctx context.Context, unit string) error
+	// MaskUnit masks the unit until reboot (a runtime mask, under
+	// /run/systemd), so nothing starts it; UnmaskUnit removes that mask.
+	MaskUnit(ctx context.Context, unit string) error
+	UnmaskUnit(ctx context.Context, unit string) error
 	Close()
 }
 
@@ -97,7 +101,33 @@ func (s *systemdUnits) UnitState(ctx context.Context, unit string) (string, erro
 	if active == "" {
 		return "", fmt.Errorf("systemd: %s: no ActiveState", unit)
 	}
+	if load == UnitMasked && !unitActive(active) {
+		return UnitMasked, nil // stopped, and nothing can start it
+	}
 	return active, nil
+}
+
+func (s *systemdUnits) MaskUnit(ctx context.Context, unit string) error {
+	if _, err := s.conn.MaskUnitFilesContext(ctx, []string{unit}, true, false); err != nil {
+		return fmt.Errorf("systemd: mask %s: %w", unit, err)
+	}
+	return s.reload(ctx, "mask", unit)
+}
+
+func (s *systemdUnits) UnmaskUnit(ctx context.Context, unit string) error {
+	if _, err := s.conn.UnmaskUnitFilesContext(ctx, []string{unit}, true); err != nil {
+		return fmt.Errorf("systemd: unmask %s: %w", unit, err)
+	}
+	return s.reload(ctx, "unmask", unit)
+}
+
+// reload makes systemd read unit files again, as systemctl mask does:
+// until then the unit's load state (and whether it can start) is the old.
+func (s *systemdUnits) reload(ctx context.Context, verb, unit string) error {
+	if err := s.conn.ReloadContext(ctx); err != nil {
+		return fmt.Errorf("systemd: %s %s: reload: %w", verb, unit, err)
+	}
+	return nil
 }
 
 func (s *systemdUnits) StopUnit(ctx context.Context, unit string) error {

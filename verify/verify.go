@@ -100,6 +100,7 @@ func Checks() []Check {
 		discoverySources(), gpuCount(), gpuPCIeLink(), gpuPCIeGeneration(), nvlinkActive(), nvswitchFabric(), gpuECC(), gpuRowRemap(),
 		gpuNICAffinity(), rdmaModules(), ibPortSM(), roceMode(), roceLossless(), rdmaMTU(),
 		rdmaPortRate(), gpuDirectRDMA(),
+		iommuPassthrough(), isolcpusManagedIRQ(), pcieMaxReadRequest(), pcieACSRedirect(),
 	}
 }
 

@@ -32,7 +32,7 @@ func TestTuneCLI(t *testing.T) {
 		{[]string{"tune", "--profile", profile, "profiles"}, 0, "vm.swappiness: 7", ""},
 		{[]string{"tune", "--profile", "none", "profiles", "llm-inference"}, 2, "", "name the profile once"},
 		{[]string{"tune", "--state-dir", "/tmp", "profiles"}, 2, "", "--state-dir has no meaning"},
-		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "274 set", ""},
+		{[]string{"--simulate=dgx-h100-ib", "tune", "plan"}, 0, "275 set", ""},
 		{[]string{"--simulate=dgx-h100-ib", "tune", "--profile", "llm-d-reference", "plan"}, 0, "moved to debugfs", ""},
 		{[]string{"--simulate=h100-roce", "tune", "plan"}, 0, "left to irqbalance (irq.irqbalance: coexist)", ""},
 		{[]string{"--simulate=cpu-only", "tune", "--profile", profile, "plan"}, 0, "vm.swappiness", ""},
@@ -126,7 +126,7 @@ func TestSimulatedTuneAcrossRuns(t *testing.T) {
 	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "(pending)") {
 		t.Fatalf("verify before apply: %d %s", code, errOut)
 	}
-	if code, out, errOut := tune("apply"); code != 0 || !strings.Contains(out, "10 changed") {
+	if code, out, errOut := tune("apply"); code != 0 || !strings.Contains(out, "11 changed") {
 		t.Fatalf("apply: %d %s %s", code, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(state, "simulated", "cpu-only", "tuning-journal.json")); err != nil {
@@ -135,7 +135,7 @@ func TestSimulatedTuneAcrossRuns(t *testing.T) {
 	if code, out, errOut := tune("verify"); code != 0 || !strings.Contains(errOut, "matches profile llm-inference") {
 		t.Errorf("verify after apply, in a new run: %d %s %s", code, out, errOut)
 	}
-	if code, out, errOut := tune("revert"); code != 0 || !strings.Contains(out, "10 restored") {
+	if code, out, errOut := tune("revert"); code != 0 || !strings.Contains(out, "11 restored") {
 		t.Errorf("revert in a new run: %d %s %s", code, out, errOut)
 	}
 	if code, _, errOut := tune("verify"); code != 1 || !strings.Contains(errOut, "(pending)") {

@@ -75,7 +75,7 @@ func script(sysctls []string) string {
 A="gpunode-agent --log.level=warn"
 dump() {
 	echo "== dump $1"
-	for f in ` + strings.Join(paths, " ") + ` /sys/kernel/mm/transparent_hugepage/enabled; do
+	for f in ` + strings.Join(paths, " ") + ` /sys/kernel/mm/transparent_hugepage/enabled /sys/kernel/mm/transparent_hugepage/defrag; do
 		echo "$f=$(cat $f 2>&1)"
 	done
 	for d in /proc/irq/[0-9]*; do echo "$d/smp_affinity_list=$(cat $d/smp_affinity_list)"; done
@@ -149,7 +149,9 @@ dump final
 # answers only after the 10 s sleep of the rescan a ban starts; over that
 # sleep and its next rebalancing it leaves them; a restart forgets the
 # ban: drift); a conflict with irqbalance: conflict; with irqbalance: stop the
-# unit is stopped through systemd, and revert starts it again.
+# unit is masked (until reboot) and stopped through systemd, so a start (as
+# cri-o's hooks and package upgrades do) fails, and revert unmasks and
+# starts it again.
 systemctl start irqbalance
 sleep 1
 echo "irqbalance_started=$(systemctl is-active irqbalance)"
@@ -170,10 +172,15 @@ step irq-revert-conflict $A tune revert
 printf 'name: nic-local-stop\nirq:\n  policies: [{policy: nic-local}]\n  irqbalance: stop\n' > /tmp/stop.yaml
 step irq-stop $A tune --profile /tmp/stop.yaml apply
 echo "irqbalance_after_stop=$(systemctl is-active irqbalance)"
+echo "irqbalance_load_after_stop=$(systemctl show -p LoadState --value irqbalance)"
+# What cri-o's hooks and package upgrades do: start it. Masked, it stays down.
+systemctl start irqbalance 2>/dev/null
+echo "irqbalance_after_start_masked=$(systemctl is-active irqbalance)"
 dump irq-stopped
 step irq-stop-verify $A tune --profile /tmp/stop.yaml verify
 step irq-revert $A tune revert
 echo "irqbalance_after_revert=$(systemctl is-active irqbalance)"
+echo "irqbalance_load_after_revert=$(systemctl show -p LoadState --value irqbalance)"
 `
 }
 
@@ -225,6 +232,7 @@ func TestTuningOnRealKernel(t *testing.T) {
 	out.wantRC(t, "apply", 0)
 	want := map[string]string{
 		"/sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never",
+		"/sys/kernel/mm/transparent_hugepage/defrag":  "always defer [defer+madvise] madvise never",
 		"/proc/sys/kernel/numa_balancing":             "0",
 	}
 	for k, v := range profile.Sysctl {
@@ -335,8 +343,9 @@ func TestTuningOnRealKernel(t *testing.T) {
 	// irqbalance leaves them there over its 10 s rebalancing; a restarted
 	// irqbalance forgot the ban (drift); revert leaves it running. With
 	// irqbalance: conflict the NIC interrupts conflict (and are left alone)
-	// while the sysctls apply; with irqbalance: stop the unit is stopped
-	// through systemd's D-Bus API and started again by revert.
+	// while the sysctls apply; with irqbalance: stop the unit is masked and
+	// stopped through systemd's D-Bus API, cannot be started while masked,
+	// and is unmasked and started again by revert.
 	if out.vars["irqbalance_started"] != "active" {
 		t.Fatalf("irqbalance did not start in the VM: %q", out.vars["irqbalance_started"])
 	}
@@ -374,8 +383,11 @@ func TestTuningOnRealKernel(t *testing.T) {
 	}
 	out.wantRC(t, "irq-revert-conflict", 0)
 	out.wantRC(t, "irq-stop", 0)
-	if out.vars["irqbalance_after_stop"] != "inactive" {
-		fail("irqbalance is %q after apply with irqbalance: stop\n%s", out.vars["irqbalance_after_stop"], out.steps["irq-stop"])
+	if out.vars["irqbalance_after_stop"] != "inactive" || out.vars["irqbalance_load_after_stop"] != "masked" {
+		fail("irqbalance is %q, %q after apply with irqbalance: stop, want inactive and masked\n%s", out.vars["irqbalance_after_stop"], out.vars["irqbalance_load_after_stop"], out.steps["irq-stop"])
+	}
+	if out.vars["irqbalance_after_start_masked"] != "inactive" {
+		fail("a masked irqbalance started: %q", out.vars["irqbalance_after_start_masked"])
 	}
 	for irq := range nicIRQs {
 		if v := out.dumps["irq-stopped"][irq]; v != "2" && v != "3" {
@@ -384,8 +396,8 @@ func TestTuningOnRealKernel(t *testing.T) {
 	}
 	out.wantRC(t, "irq-stop-verify", 0)
 	out.wantRC(t, "irq-revert", 0)
-	if out.vars["irqbalance_after_revert"] != "active" {
-		fail("irqbalance is %q after revert, want active again\n%s", out.vars["irqbalance_after_revert"], out.steps["irq-revert"])
+	if out.vars["irqbalance_after_revert"] != "active" || out.vars["irqbalance_load_after_revert"] != "loaded" {
+		fail("irqbalance is %q, %q after revert, want active and loaded (unmasked) again\n%s", out.vars["irqbalance_after_revert"], out.vars["irqbalance_load_after_revert"], out.steps["irq-revert"])
 	}
 }
 
