@@ -75,9 +75,9 @@ var (
 	// (Data {...}, Severity ..., and the one that says Fatal/Non-fatal);
 	// the last is the one that counts.
 	reSXIDSev = regexp.MustCompile(`^, (Non-fatal|Fatal),`)
-	reAER       = regexp.MustCompile(`PCIe Bus Error: severity=(Corrected|Uncorrected \(Non-Fatal\)|Uncorrectable \(Non-Fatal\)|Uncorrected \(Fatal\)|Uncorrectable \(Fatal\))`)
-	reAERRecv   = regexp.MustCompile(`AER: (?:Multiple )?(Corrected|Uncorrected \(Non-Fatal\)|Uncorrectable \(Non-Fatal\)|Uncorrected \(Fatal\)|Uncorrectable \(Fatal\)) error (?:message )?received:? (?:from )?` + pciAddr)
-	reRAS       = regexp.MustCompile(`(\d+) (uncorrectable|correctable) hardware errors detected in (?:total in )?(\S+) block`)
+	reAER     = regexp.MustCompile(`PCIe Bus Error: severity=(Corrected|Uncorrected \(Non-Fatal\)|Uncorrectable \(Non-Fatal\)|Uncorrected \(Fatal\)|Uncorrectable \(Fatal\))`)
+	reAERRecv = regexp.MustCompile(`AER: (?:Multiple )?(Corrected|Uncorrected \(Non-Fatal\)|Uncorrectable \(Non-Fatal\)|Uncorrected \(Fatal\)|Uncorrectable \(Fatal\)) error (?:message )?received:? (?:from )?` + pciAddr)
+	reRAS     = regexp.MustCompile(`(\d+) (uncorrectable|correctable) hardware errors detected in (?:total in )?(\S+) block`)
 )
 
 // Classify says whether a record reports a device fault. A record it does
