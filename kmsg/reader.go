@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,8 +50,9 @@ type Batch struct {
 
 // Reader reads the kernel log from the records after the last one it read
 // before (its journal), or from the start of the log on a first start or
-// after a reboot. Read it from one goroutine at a time.
+// after a reboot.
 type Reader struct {
+	mu       sync.Mutex // Read and Close may come from different goroutines
 	fs       hostfs.FS
 	stateDir string
 	now      func() time.Time
@@ -113,6 +115,8 @@ func (r *Reader) start() error {
 // A /dev/kmsg that is absent is fs.ErrNotExist; one that cannot be opened
 // for lack of CAP_SYSLOG (kernel.dmesg_restrict=1) is fs.ErrPermission.
 func (r *Reader) Read(ctx context.Context) (Batch, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if !r.started {
 		if err := r.start(); err != nil {
 			return Batch{}, err
@@ -241,6 +245,8 @@ func (r *Reader) writeJournal() error {
 
 // Close closes the device.
 func (r *Reader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.dev == nil {
 		return nil
 	}
