@@ -82,3 +82,42 @@ func (b *builder) kernelLog() {
 	}
 	b.t.file("/dev/kmsg", log.String())
 }
+
+// aerCounters writes every PCIe function's and bridge's AER statistics
+// (aer_dev_correctable, aer_dev_nonfatal, aer_dev_fatal), all zero but
+// the fatal errors the node's faults planted (the same the kernel log
+// reports: one malformed TLP).
+func (b *builder) aerCounters() {
+	fatal := map[*pciDev]int{}
+	for _, n := range b.faults.aerFatal {
+		if h, ok := b.hcas[n]; ok {
+			fatal[h.dev]++
+		}
+	}
+	for _, d := range b.pci {
+		if d.hostBridge {
+			continue
+		}
+		b.t.file(d.dir+"/aer_dev_correctable", aerFile([]string{"RxErr", "BadTLP", "BadDLLP", "Rollover", "Timeout",
+			"NonFatalErr", "CorrIntErr", "HeaderOF"}, "TOTAL_ERR_COR", "", 0))
+		uncorrectable := []string{"Undefined", "DLP", "SDES", "TLP", "FCP", "CmpltTO", "CmpltAbrt", "UnxCmplt", "RxOF",
+			"MalfTLP", "ECRC", "UnsupReq", "ACSViol", "UncorrIntErr", "BlockedTLP", "AtomicOpBlocked", "TLPBlockedErr", "PoisonTLPBlocked"}
+		b.t.file(d.dir+"/aer_dev_nonfatal", aerFile(uncorrectable, "TOTAL_ERR_NONFATAL", "", 0))
+		b.t.file(d.dir+"/aer_dev_fatal", aerFile(uncorrectable, "TOTAL_ERR_FATAL", "MalfTLP", fatal[d]))
+	}
+}
+
+// aerFile is an aer_dev_* file: a line per error type, then the total;
+// n errors of type which.
+func aerFile(names []string, total, which string, n int) string {
+	var s strings.Builder
+	for _, name := range names {
+		v := 0
+		if name == which {
+			v = n
+		}
+		fmt.Fprintf(&s, "%s %d\n", name, v)
+	}
+	fmt.Fprintf(&s, "%s %d\n", total, n)
+	return s.String()
+}

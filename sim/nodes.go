@@ -205,6 +205,7 @@ func (b *builder) rootPortAt(hb *pciDev, slot, secondary int) *pciDev {
 func (b *builder) finish() error {
 	b.loopback()
 	b.kernelLog()
+	b.aerCounters()
 	b.finishBuses()
 	b.interrupts()
 	if b.verbs > 0 {

@@ -26,6 +26,7 @@ import (
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/topology"
 )
 
 // Source names, as gpunode_source_up{source} reports them. GPU backends
@@ -103,6 +104,9 @@ type Frame struct {
 	// Pods maps device keys (GPU UUIDs) to the containers holding them;
 	// nil when attribution is off or the kubelet is not there.
 	Pods map[string][]podresources.Allocation
+	// PCIe has the GPUs', NICs' and their upstream ports' AER counters and
+	// links, in the order read.
+	PCIe []PCIeDevice
 	// Kernel counts the kernel log's device fault reports other than the
 	// XIDs of known GPUs (those are in XIDs), by kind and device.
 	Kernel []KernelEvent
@@ -131,6 +135,7 @@ type Sampler struct {
 	rdmaRunner *source.Runner[[]rdma.PortCounters]
 	podRunner  *source.Runner[[]podresources.Allocation]
 	kmsgRunner *source.Runner[struct{}]
+	pcieRunner *source.Runner[[]topology.PCIeHealth]
 
 	roundMu  sync.Mutex // one round at a time
 	bank     bank
@@ -144,7 +149,8 @@ type Sampler struct {
 	linksUp map[string]map[int]bool
 	xids    map[xidKey]*XIDCount
 	kernel  kernelState
-	base    Frame // the last round's frame, before XIDs and health
+	pcie    pcieState // guarded by roundMu
+	base    Frame     // the last round's frame, before XIDs and health
 
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
@@ -180,7 +186,8 @@ func New(o Options) *Sampler {
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
 		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, watched: map[int]bool{},
-		firstRound: make(chan struct{}), kernel: kernelState{events: map[kernelKey]*KernelEvent{}, seen: map[xidKey][]occurrence{}}}
+		firstRound: make(chan struct{}), kernel: kernelState{events: map[kernelKey]*KernelEvent{}, seen: map[xidKey][]occurrence{}},
+		pcie: pcieState{base: map[string]topology.AERCounts{}, downtrained: map[string]bool{}}}
 	for _, x := range crit {
 		s.critical[x] = true
 	}
@@ -212,6 +219,7 @@ func New(o Options) *Sampler {
 			}
 			return counters.ReadCounters(ctx)
 		}}
+	s.pcieRunner = s.newPCIeRunner()
 	if o.KernelLog != nil {
 		s.kmsgRunner = &source.Runner[struct{}]{Name: SourceKernelLog, Timeout: o.Timeout,
 			Fn: func(ctx context.Context) (struct{}, error) {
@@ -379,6 +387,9 @@ func (s *Sampler) Round(ctx context.Context) {
 	}
 	f.RDMA = ports
 	f.Sources = append(f.Sources, rdmaStatus)
+	var pcieStatus source.Status
+	f.PCIe, pcieStatus = s.readPCIe(ctx, f.GPUs, ports)
+	f.Sources = append(f.Sources, pcieStatus)
 	if podsEnabled {
 		switch podStatus.State {
 		case source.OK:
@@ -636,7 +647,7 @@ func (s *Sampler) publishLocked() {
 			in.LinksEverUp = append(in.LinksEverUp, n)
 		}
 		slices.Sort(in.LinksEverUp)
-		in.Reported = kernelProblems(g, f.Kernel)
+		in.Reported = append(kernelProblems(g, f.Kernel), pcieProblems(g, f.PCIe)...)
 		for _, x := range f.XIDs {
 			if x.GPU == g.Index && s.critical[x.XID] {
 				in.CriticalXIDs = append(in.CriticalXIDs, health.XIDSeen{XID: x.XID, Count: x.Count, Last: x.Last})
