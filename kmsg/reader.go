@@ -71,13 +71,19 @@ func NewReader(fsys hostfs.FS, stateDir string) *Reader {
 	return &Reader{fs: fsys, stateDir: stateDir, now: time.Now}
 }
 
+// journal is the last record read in one boot of one host root. The root
+// keeps apart the logs of trees read through --host-root (a test's, a
+// simulated node's), which share the default state directory and may
+// share a boot id; on a host and in the DaemonSet it never changes.
 type journal struct {
 	BootID string `json:"bootID"`
+	Root   string `json:"root"`
 	Seq    uint64 `json:"seq"`
 }
 
 // start reads the boot id, the boot time and the journal. A journal of
-// another boot is ignored: the kernel numbers records from 0 again.
+// another boot is ignored (the kernel numbers records from 0 again), and
+// so is one of another host root.
 func (r *Reader) start() error {
 	b, err := r.fs.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
@@ -101,7 +107,7 @@ func (r *Reader) start() error {
 			var j journal
 			// A journal that does not parse is treated as absent: at
 			// worst records are counted again, never lost.
-			if json.Unmarshal(b, &j) == nil && j.BootID == r.bootID {
+			if json.Unmarshal(b, &j) == nil && j.BootID == r.bootID && j.Root == r.fs.Root() {
 				r.last, r.haveAny = j.Seq, true
 			}
 		}
@@ -222,7 +228,7 @@ func (r *Reader) writeJournal() error {
 	if err := os.MkdirAll(r.stateDir, 0o755); err != nil {
 		return fmt.Errorf("kernel log journal: %w", err)
 	}
-	b, err := json.Marshal(journal{BootID: r.bootID, Seq: r.last})
+	b, err := json.Marshal(journal{BootID: r.bootID, Root: r.fs.Root(), Seq: r.last})
 	if err != nil {
 		return fmt.Errorf("kernel log journal: %w", err)
 	}

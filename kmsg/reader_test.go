@@ -103,6 +103,20 @@ func TestReaderJournalAndBoot(t *testing.T) {
 	}
 }
 
+// A journal of another host root (a tree read through --host-root with the
+// same boot id) is not this log's.
+func TestReaderJournalOfAnotherRoot(t *testing.T) {
+	state := t.TempDir()
+	a, _ := tree(t, "same-boot", bootLog)
+	b, _ := tree(t, "same-boot", bootLog)
+	if n, _ := NewReader(a, state).Read(context.Background()); n.Records != 4 {
+		t.Fatalf("a: %+v", n)
+	}
+	if n, _ := NewReader(b, state).Read(context.Background()); n.Records != 4 {
+		t.Errorf("b read after a's journal: %+v", n)
+	}
+}
+
 // A journal that does not parse counts the log again rather than failing.
 func TestReaderBadJournal(t *testing.T) {
 	fsys, _ := tree(t, "b", bootLog)
