@@ -71,8 +71,8 @@ func TestDowntrained(t *testing.T) {
 		{&PCIeLink{CurrentGen: 5, CurrentWidth: 16, MaxGen: 5, MaxWidth: 16}, true, false},
 		{&PCIeLink{CurrentGen: 4, CurrentWidth: 8, MaxGen: 5, MaxWidth: 16}, false, true},
 		{&PCIeLink{CurrentGen: 1, CurrentWidth: 16, MaxGen: 5, MaxWidth: 16}, false, false}, // an idle GPU
-		{&PCIeLink{CurrentGen: 1, CurrentWidth: 16, MaxGen: 5, MaxWidth: 16}, true, true},  // a NIC
-		{&PCIeLink{CurrentGen: 0, CurrentWidth: 0, MaxGen: 5, MaxWidth: 16}, true, false},  // down
+		{&PCIeLink{CurrentGen: 1, CurrentWidth: 16, MaxGen: 5, MaxWidth: 16}, true, true},   // a NIC
+		{&PCIeLink{CurrentGen: 0, CurrentWidth: 0, MaxGen: 5, MaxWidth: 16}, true, false},   // down
 	} {
 		if got := c.l.Downtrained(c.speed); got != c.out {
 			t.Errorf("%+v speed=%v: %v", c.l, c.speed, got)
