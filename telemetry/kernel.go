@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -147,7 +148,13 @@ func (s *Sampler) applyKernelLocked(gpus []gpu.Sample) {
 			s.o.Logger.Warn("kernel log records were overwritten before they were read; faults in them are missed", "lost", b.Lost)
 		}
 		for _, e := range b.Events {
-			s.o.Logger.Warn("kernel log reports a device fault", "kind", e.Kind, "device", e.Device, "code", e.Code,
+			// Corrected errors are counted but logged at debug: some
+			// platforms log them by the thousand (AER spam on a marginal link).
+			level := slog.LevelWarn
+			if e.Severity == kmsg.SeverityCorrected {
+				level = slog.LevelDebug
+			}
+			s.o.Logger.Log(context.Background(), level, "kernel log reports a device fault", "kind", e.Kind, "device", e.Device, "code", e.Code,
 				"severity", e.Severity, "detail", e.Detail, "seq", e.Seq, "logged", e.Time.UTC().Format(time.RFC3339))
 			if g, ok := byBus[e.Device]; ok && e.Kind == kmsg.XID {
 				s.countXIDLocked(g.Index, g.UUID, e.Code, e.Time, fromKernel)
