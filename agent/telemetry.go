@@ -14,7 +14,10 @@ import (
 // closed.
 func (d *daemon) startSampler(ctx context.Context, g *group) {
 	m := d.cfg.Metrics // restart-only (but the taint): reloads keep it, so it is read once
+	// The kernel log's journal sits beside tuning's, on the host.
+	klog := d.o.Env.KernelLog(d.cfg.Tuning.StateDir)
 	o := telemetry.Options{
+		KernelLog:    klog,
 		Interval:     m.SampleInterval,
 		FS:           d.o.Env.FS,
 		Backends:     d.o.Env.Backends,
@@ -31,6 +34,9 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 	d.sampler = telemetry.New(o)
 	g.start(ctx, func(ctx context.Context) {
 		defer func() {
+			if err := klog.Close(); err != nil {
+				d.log.Debug("close kernel log", "err", err)
+			}
 			if pods == nil {
 				return
 			}

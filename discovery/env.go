@@ -23,6 +23,7 @@ import (
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/kmsg"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/dcb"
 	"github.com/gpunode/gpunode/sim"
@@ -154,6 +155,18 @@ func (e *Env) Tuner(stateDir string) *tuning.Tuner {
 		return tuning.NetNS{State: tuning.NetNSHost, Detail: "simulated node " + e.Simulated}
 	}
 	return t
+}
+
+// KernelLog returns the reader of this environment's kernel log
+// (/dev/kmsg under the host root), journaling the last record read in
+// stateDir. A simulated node keeps the journal in its tree, as the
+// daemon's tuning journal is kept, unless stateDir is another directory
+// than the default.
+func (e *Env) KernelLog(stateDir string) *kmsg.Reader {
+	if e.Simulated != "" && stateDir == tuning.DefaultStateDir {
+		stateDir = filepath.Join(e.FS.Root(), "var/lib/gpunode")
+	}
+	return kmsg.NewReader(e.FS, stateDir)
 }
 
 // CommandTuner is the tuner for a `tune` command, which runs once. On a

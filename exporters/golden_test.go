@@ -25,6 +25,7 @@ import (
 	goldenfile "github.com/gpunode/gpunode/internal/golden"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/kmsg"
 	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/snapshot"
 	"github.com/gpunode/gpunode/telemetry"
@@ -87,7 +88,10 @@ func newSimNodeWith(t testing.TB, name string, change func(*nvmlfake.Machine), o
 	t.Cleanup(func() { b.Close() })
 	// The AMD backend of an agent without AMD SMI: amdgpu sysfs.
 	backends := []gpu.Backend{b, amdgpu.New(fsys, amdgpu.WithClock(c.Now))}
-	o := telemetry.Options{Interval: time.Second, Timeout: 10 * time.Second, FS: fsys, Backends: backends}
+	o := telemetry.Options{Interval: time.Second, Timeout: 10 * time.Second, FS: fsys, Backends: backends,
+		// The node's kernel log, as the agent reads it (no journal: the
+		// tree is new each time).
+		KernelLog: kmsg.NewReader(fsys, "")}
 	if opts != nil {
 		opts(&o)
 	}

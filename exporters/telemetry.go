@@ -35,6 +35,8 @@ type telemetryCollector struct {
 	gpu   gpuFamilies
 	rdma  rdmaFamilies
 	dcgm  dcgmFamilies
+	kern  kernelFamilies
+	pcie  pcieFamilies
 
 	mu        sync.Mutex
 	lastFrame *telemetry.Frame
@@ -46,7 +48,7 @@ type telemetryCollector struct {
 // return nil before the first round and discovery.
 func NewTelemetryCollector(frame func() *telemetry.Frame, snap func() *snapshot.Snapshot, o TelemetryOptions) prometheus.Collector {
 	return &telemetryCollector{frame: frame, snap: snap, o: o,
-		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies()}
+		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies()}
 }
 
 // NewTelemetryPart is the telemetry collector as a cached part of
@@ -87,6 +89,8 @@ func (c *telemetryCollector) build(f *telemetry.Frame, s *snapshot.Snapshot) []p
 	}
 	c.gpu.collect(emit, f, s)
 	c.rdma.collect(emit, f, s)
+	c.kern.collect(emit, f)
+	c.pcie.collect(emit, f)
 	if c.o.DCGMCompat {
 		host := c.o.Hostname
 		if host == "" && s != nil {

@@ -28,8 +28,11 @@ var DefaultCriticalXIDs = []uint64{48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 
 // Reasons a GPU is unhealthy, as CamelCase condition reasons, from the
 // most to the least severe; the condition takes the first that applies.
 const (
-	ReasonGPULost          = "GPULost"
-	ReasonXIDCritical      = "XIDCritical"
+	ReasonGPULost     = "GPULost"
+	ReasonXIDCritical = "XIDCritical"
+	// ReasonPCIeError: an uncorrectable (fatal or non-fatal) PCIe AER
+	// error on the GPU, from the kernel log or its aer_dev_* counters.
+	ReasonPCIeError        = "PCIeError"
 	ReasonRowRemapFailed   = "RowRemapFailed"
 	ReasonUncorrectableECC = "UncorrectableECC"
 	ReasonRowRemapPending  = "RowRemapPending"
@@ -40,7 +43,7 @@ const (
 	ReasonNoSamples     = "NoGPUSamples"
 )
 
-var severity = []string{ReasonGPULost, ReasonXIDCritical, ReasonRowRemapFailed, ReasonUncorrectableECC,
+var severity = []string{ReasonGPULost, ReasonXIDCritical, ReasonPCIeError, ReasonRowRemapFailed, ReasonUncorrectableECC,
 	ReasonRowRemapPending, ReasonNVLinkDown}
 
 // XIDSeen is a critical XID a GPU raised since the agent started.
@@ -60,6 +63,11 @@ type Input struct {
 	// XIDs are sticky: the GPU stays unhealthy until the agent restarts
 	// (after the GPU was reset or the node drained and rebooted).
 	CriticalXIDs []XIDSeen
+	// Reported are problems found outside the GPU library since the agent
+	// started: the kernel log said the GPU fell off the bus (ReasonGPULost),
+	// PCIe AER reported an uncorrectable error on it (ReasonPCIeError).
+	// Sticky, as critical XIDs are.
+	Reported []Problem
 }
 
 // Problem is one reason a GPU is unhealthy.
@@ -103,6 +111,7 @@ func evaluate(in Input) GPU {
 		}
 		add(ReasonXIDCritical, "XID %d%s at %s", x.XID, times, x.Last.UTC().Format(time.RFC3339))
 	}
+	g.Problems = append(g.Problems, in.Reported...)
 	if s.Up {
 		if r := s.RemappedRows; r != nil && r.Failed {
 			add(ReasonRowRemapFailed, "a row remapping failed: the GPU needs service")

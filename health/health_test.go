@@ -130,3 +130,25 @@ func TestTaintFor(t *testing.T) {
 		}
 	}
 }
+
+// Problems reported from outside the GPU library (the kernel log, AER
+// counters) make an answering GPU unhealthy, take their place in the
+// severity order, and stay when the GPU is silent.
+func TestReportedProblems(t *testing.T) {
+	in := Input{Sample: gpu.Sample{Index: 3, UUID: "GPU-3", Up: true}, Reported: []Problem{
+		{Reason: ReasonPCIeError, Message: "1 fatal PCIe AER error (kernel log, last at 2026-12-07T01:00:00Z)"},
+		{Reason: ReasonGPULost, Message: "fell off the bus (kernel log)"},
+	}}
+	g := Evaluate([]Input{in})[0]
+	if g.Healthy || len(g.Problems) != 2 || g.Problems[0].Reason != ReasonGPULost || g.Problems[1].Reason != ReasonPCIeError {
+		t.Fatalf("%+v", g)
+	}
+	c, _ := Condition([]GPU{g}, true)
+	if c.Status != "False" || c.Reason != ReasonGPULost {
+		t.Errorf("condition %+v", c)
+	}
+	in.Sample.Up = false
+	if g := Evaluate([]Input{in})[0]; !g.Known || g.Healthy {
+		t.Errorf("silent GPU with reported problems: %+v", g)
+	}
+}

@@ -22,16 +22,28 @@ type faults struct {
 	lossy map[string]bool
 	// nvmlMissing: the NVIDIA library is not there (Node.NVMLMissing).
 	nvmlMissing bool
+	// kernelXID: GPU index -> an Xid the kernel logged for it before the
+	// agent started.
+	kernelXID map[int]uint64
+	// mlx5Health, aerFatal: RDMA devices whose firmware reported a health
+	// syndrome, and on which PCIe AER logged a fatal error, before the
+	// agent started.
+	mlx5Health, aerFatal []string
 }
 
 // dgxH100IBDegraded is a DGX H100 after a bad day: a GPU whose riser
-// trained at Gen4 x8, a GPU with one NVLink down, and an HCA whose cable
-// came up on two of its four lanes.
+// trained at Gen4 x8, a GPU with one NVLink down, an HCA whose cable came
+// up on two of its four lanes, and in the kernel log from before the agent
+// started an Xid 79 on GPU 3 and, on mlx5_1, a firmware health syndrome
+// and a fatal PCIe AER error.
 func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 	b.faults = faults{
 		gpuLink:    map[int][2]int{2: {4, 8}},
 		nvlinkDown: map[int][]int{5: {7}},
 		rate:       map[string]string{"mlx5_6": "200 Gb/sec (2X NDR)"},
+		kernelXID:  map[int]uint64{3: 79},
+		mlx5Health: []string{"mlx5_1"},
+		aerFatal:   []string{"mlx5_1"},
 	}
 	return dgxH100IB(b)
 }

@@ -41,6 +41,17 @@ type builder struct {
 	// effective is the next CPU (index into each node's CPUs) the vector
 	// allocator hands an interrupt of that node.
 	effective []int
+	// gpuDevs and hcas are the NVIDIA GPUs in index order and the mlx5
+	// functions by RDMA device name, for the kernel log.
+	gpuDevs []*pciDev
+	hcas    map[string]logHCA
+}
+
+// logHCA is an mlx5 function as the kernel log names it.
+type logHCA struct {
+	dev *pciDev
+	fw  string
+	id  pciID
 }
 
 func newBuilder(name string) *builder {

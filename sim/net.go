@@ -148,6 +148,10 @@ func (b *builder) mlx5(parent *pciDev, n mlx5) *pciDev {
 		n.rate = r
 	}
 	d := b.endpoint(parent, 0, n.id)
+	if b.hcas == nil {
+		b.hcas = map[string]logHCA{}
+	}
+	b.hcas[n.rdma] = logHCA{dev: d, fw: n.hca.fw, id: n.id}
 	mac := b.mac(nvidiaOUI(), d.bdf)
 	guid := guidFromMAC(mac)
 	nd := netdev{mtu: n.mtu, speed: n.speed, up: true}

@@ -140,6 +140,7 @@ func (b *builder) gpu(parent *pciDev, id pciID) nvmlfake.GPU {
 	d := b.endpoint(parent, 0, id)
 	d.irqs(false, "nvidia")
 	b.t.file(fmt.Sprintf("/dev/nvidia%d", b.gpus), "")
+	b.gpuDevs = append(b.gpuDevs, d)
 	g := nvmlfake.GPU{PCIBusID: d.bdf, NUMANode: d.numa, NVLinkDown: b.faults.nvlinkDown[b.gpus]}
 	if degraded {
 		g.PCIeGen, g.PCIeWidth = link[0], link[1]
@@ -203,6 +204,8 @@ func (b *builder) rootPortAt(hb *pciDev, slot, secondary int) *pciDev {
 // mistake the description made.
 func (b *builder) finish() error {
 	b.loopback()
+	b.kernelLog()
+	b.aerCounters()
 	b.finishBuses()
 	b.interrupts()
 	if b.verbs > 0 {

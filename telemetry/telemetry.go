@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/topology"
 )
 
 // Source names, as gpunode_source_up{source} reports them. GPU backends
@@ -60,6 +62,12 @@ type Options struct {
 	CriticalXIDs []uint64
 	// Traffic is set on simulated nodes.
 	Traffic Traffic
+	// KernelLog, if set, is read every round: XIDs it reports on a known
+	// GPU join the library's XIDs (one series: the same XID on the same
+	// GPU within 10 s from both is counted once), its other reports are
+	// counted by kind and device, and "fallen off the bus" or an
+	// uncorrectable PCIe AER error on a GPU make it unhealthy.
+	KernelLog KernelLog
 	// OnCondition is called (from the sampler's goroutines, one at a time)
 	// whenever the GPUHealthy condition changes.
 	OnCondition func(nodestatus.Condition)
@@ -96,6 +104,14 @@ type Frame struct {
 	// Pods maps device keys (GPU UUIDs) to the containers holding them;
 	// nil when attribution is off or the kubelet is not there.
 	Pods map[string][]podresources.Allocation
+	// PCIe has the GPUs', NICs' and their upstream ports' AER counters and
+	// links, in the order read.
+	PCIe []PCIeDevice
+	// Kernel counts the kernel log's device fault reports other than the
+	// XIDs of known GPUs (those are in XIDs), by kind and device.
+	Kernel []KernelEvent
+	// KernelLog is nil when the kernel log is not read.
+	KernelLog *KernelLogStats
 	// Sources reports each sampling source's last run.
 	Sources []source.Status
 }
@@ -118,6 +134,8 @@ type Sampler struct {
 	gpuRunners []*source.Runner[[]gpu.Sample]
 	rdmaRunner *source.Runner[[]rdma.PortCounters]
 	podRunner  *source.Runner[[]podresources.Allocation]
+	kmsgRunner *source.Runner[struct{}]
+	pcieRunner *source.Runner[[]topology.PCIeHealth]
 
 	roundMu  sync.Mutex // one round at a time
 	bank     bank
@@ -130,7 +148,9 @@ type Sampler struct {
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
 	xids    map[xidKey]*XIDCount
-	base    Frame // the last round's frame, before XIDs and health
+	kernel  kernelState
+	pcie    pcieState // guarded by roundMu
+	base    Frame     // the last round's frame, before XIDs and health
 
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
@@ -166,7 +186,8 @@ func New(o Options) *Sampler {
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
 		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, watched: map[int]bool{},
-		firstRound: make(chan struct{})}
+		firstRound: make(chan struct{}), kernel: kernelState{events: map[kernelKey]*KernelEvent{}, seen: map[xidKey][]occurrence{}},
+		pcie: pcieState{base: map[string]topology.AERCounts{}, downtrained: map[string]bool{}}}
 	for _, x := range crit {
 		s.critical[x] = true
 	}
@@ -198,6 +219,24 @@ func New(o Options) *Sampler {
 			}
 			return counters.ReadCounters(ctx)
 		}}
+	s.pcieRunner = s.newPCIeRunner()
+	if o.KernelLog != nil {
+		s.kmsgRunner = &source.Runner[struct{}]{Name: SourceKernelLog, Timeout: o.Timeout,
+			Fn: func(ctx context.Context) (struct{}, error) {
+				b, err := o.KernelLog.Read(ctx)
+				if errors.Is(err, fs.ErrNotExist) {
+					// No /dev/kmsg under the host root: the chart did not
+					// mount it (kernelLog.enabled), or a tree without one.
+					err = fmt.Errorf("%w: %w", source.ErrAbsent, err)
+				}
+				if b.Records > 0 || b.Lost > 0 {
+					s.kernel.pendingMu.Lock()
+					s.kernel.pending = append(s.kernel.pending, b)
+					s.kernel.pendingMu.Unlock()
+				}
+				return struct{}{}, err
+			}}
+	}
 	if o.Pods != nil {
 		s.podRunner = &source.Runner[[]podresources.Allocation]{Name: SourcePods, Timeout: o.Timeout, Fn: o.Pods.List}
 	}
@@ -303,14 +342,7 @@ func (s *Sampler) Event(e gpu.Event) {
 		return // a GPU the watcher could not name: logged, not counted
 	}
 	s.mu.Lock()
-	k := xidKey{e.GPU, e.Code}
-	x := s.xids[k]
-	if x == nil {
-		x = &XIDCount{GPU: e.GPU, UUID: e.UUID, XID: e.Code}
-		s.xids[k] = x
-	}
-	x.Count++
-	x.Last = e.Time
+	s.countXIDLocked(e.GPU, e.UUID, e.Code, e.Time, fromLibrary)
 	s.publishLocked()
 	s.mu.Unlock()
 	s.notify()
@@ -338,6 +370,10 @@ func (s *Sampler) Round(ctx context.Context) {
 	if podsEnabled {
 		wg.Go(func() { allocs, podStatus = s.podRunner.Run(ctx) })
 	}
+	var kmsgStatus source.Status
+	if s.kmsgRunner != nil {
+		wg.Go(func() { _, kmsgStatus = s.kmsgRunner.Run(ctx) })
+	}
 	wg.Wait()
 
 	f := Frame{Time: now}
@@ -351,6 +387,9 @@ func (s *Sampler) Round(ctx context.Context) {
 	}
 	f.RDMA = ports
 	f.Sources = append(f.Sources, rdmaStatus)
+	var pcieStatus source.Status
+	f.PCIe, pcieStatus = s.readPCIe(ctx, f.GPUs, ports)
+	f.Sources = append(f.Sources, pcieStatus)
 	if podsEnabled {
 		switch podStatus.State {
 		case source.OK:
@@ -363,12 +402,16 @@ func (s *Sampler) Round(ctx context.Context) {
 		f.Pods = s.lastPods
 		f.Sources = append(f.Sources, podStatus)
 	}
+	if s.kmsgRunner != nil {
+		f.Sources = append(f.Sources, kmsgStatus)
+	}
 	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
 	s.logSources(f.Sources)
 	f.EventWatch = s.eventWatch()
 
 	s.mu.Lock()
 	s.recordLinksUp(f.GPUs)
+	s.applyKernelLocked(f.GPUs)
 	s.base = f
 	s.publishLocked()
 	s.mu.Unlock()
@@ -591,6 +634,11 @@ func (s *Sampler) publishLocked() {
 		f.XIDs = append(f.XIDs, *x)
 	}
 	slices.SortFunc(f.XIDs, func(a, b XIDCount) int { return cmp.Or(cmp.Compare(a.GPU, b.GPU), cmp.Compare(a.XID, b.XID)) })
+	f.Kernel = s.kernelEventsLocked()
+	if s.kmsgRunner != nil {
+		st := s.kernel.stats
+		f.KernelLog = &st
+	}
 
 	inputs := make([]health.Input, len(f.GPUs))
 	for i, g := range f.GPUs {
@@ -599,6 +647,7 @@ func (s *Sampler) publishLocked() {
 			in.LinksEverUp = append(in.LinksEverUp, n)
 		}
 		slices.Sort(in.LinksEverUp)
+		in.Reported = append(kernelProblems(g, f.Kernel), pcieProblems(g, f.PCIe)...)
 		for _, x := range f.XIDs {
 			if x.GPU == g.Index && s.critical[x.XID] {
 				in.CriticalXIDs = append(in.CriticalXIDs, health.XIDSeen{XID: x.XID, Count: x.Count, Last: x.Last})
