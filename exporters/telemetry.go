@@ -35,6 +35,7 @@ type telemetryCollector struct {
 	gpu   gpuFamilies
 	rdma  rdmaFamilies
 	dcgm  dcgmFamilies
+	pods  podFamilies
 
 	mu        sync.Mutex
 	lastFrame *telemetry.Frame
@@ -46,7 +47,7 @@ type telemetryCollector struct {
 // return nil before the first round and discovery.
 func NewTelemetryCollector(frame func() *telemetry.Frame, snap func() *snapshot.Snapshot, o TelemetryOptions) prometheus.Collector {
 	return &telemetryCollector{frame: frame, snap: snap, o: o,
-		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies()}
+		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies(), pods: newPodFamilies()}
 }
 
 // NewTelemetryPart is the telemetry collector as a cached part of
@@ -86,6 +87,7 @@ func (c *telemetryCollector) build(f *telemetry.Frame, s *snapshot.Snapshot) []p
 		return out
 	}
 	c.gpu.collect(emit, f, s)
+	c.pods.collect(emit, f)
 	c.rdma.collect(emit, f, s)
 	if c.o.DCGMCompat {
 		host := c.o.Hostname

@@ -24,6 +24,7 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
+	"github.com/gpunode/gpunode/procpod"
 	"github.com/gpunode/gpunode/rdma"
 )
 
@@ -54,8 +55,11 @@ type Options struct {
 	// Backends are the GPU backends; those implementing gpu.Sampler are
 	// sampled and those implementing gpu.EventWatcher watched.
 	Backends []gpu.Backend
-	// Pods, if set, attributes GPUs to the containers holding them.
+	// Pods, if set, attributes GPUs to the containers holding them, and
+	// the GPUs' processes, their use and energy to pods (Frame.PodUsage).
 	Pods PodLister
+	// Cgroups finds a process's pod; nil reads /proc/<pid>/cgroup under FS.
+	Cgroups ProcessCgroups
 	// CriticalXIDs make a GPU unhealthy (health.DefaultCriticalXIDs if nil).
 	CriticalXIDs []uint64
 	// Traffic is set on simulated nodes.
@@ -96,6 +100,10 @@ type Frame struct {
 	// Pods maps device keys (GPU UUIDs) to the containers holding them;
 	// nil when attribution is off or the kubelet is not there.
 	Pods map[string][]podresources.Allocation
+	// PodUsage is, per GPU or MIG device, what each container's processes
+	// used, sorted by GPU, MIG device, namespace, pod and container; nil
+	// when attribution is off.
+	PodUsage []PodUsage
 	// Sources reports each sampling source's last run.
 	Sources []source.Status
 }
@@ -124,8 +132,12 @@ type Sampler struct {
 	lastGPU  map[string][]gpu.Sample // per backend: what to report down when it fails
 	lastLink map[string]linkTotal    // per GPU scope: interconnect bytes at the last round
 	lastPods map[string][]podresources.Allocation
-	troubled map[string]bool // per source: its last run failed or had problems (logged)
-	watched  map[int]bool    // per GPU index: its XIDs were watched at the last round (logged)
+	// Pod attribution (pods.go), used by the round only.
+	cgroups    ProcessCgroups
+	podEnergy  map[usageKey]float64 // joules so far per row
+	lastEnergy map[string]uint64    // per GPU scope: its energy counter at the last round
+	troubled   map[string]bool      // per source: its last run failed or had problems (logged)
+	watched    map[int]bool         // per GPU index: its XIDs were watched at the last round (logged)
 
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
@@ -200,6 +212,11 @@ func New(o Options) *Sampler {
 		}}
 	if o.Pods != nil {
 		s.podRunner = &source.Runner[[]podresources.Allocation]{Name: SourcePods, Timeout: o.Timeout, Fn: o.Pods.List}
+		s.cgroups = o.Cgroups
+		// The zero FS has no root: it would read this process's own /proc.
+		if s.cgroups == nil && o.FS.Root() != "" {
+			s.cgroups = procpod.NewReader(o.FS)
+		}
 	}
 	return s
 }
@@ -362,6 +379,7 @@ func (s *Sampler) Round(ctx context.Context) {
 		// pod labels that came and went would split every GPU series.
 		f.Pods = s.lastPods
 		f.Sources = append(f.Sources, podStatus)
+		s.attribute(&f)
 	}
 	slices.SortFunc(f.Sources, func(a, b source.Status) int { return cmp.Compare(a.Name, b.Name) })
 	s.logSources(f.Sources)
