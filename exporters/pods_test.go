@@ -2,10 +2,12 @@ package exporters_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -199,5 +201,70 @@ func TestPodEnergySplit(t *testing.T) {
 	want := 3 * *mig[0].Profiling.SMActive / (1 * *mig[1].Profiling.SMActive)
 	if got := (big.EnergyJoules - bigA.EnergyJoules) / (small.EnergyJoules - smallA.EnergyJoules); math.Abs(got-want) > 1e-6*want {
 		t.Errorf("MIG energy big/small %.4f, want %.4f", got, want)
+	}
+}
+
+// BenchmarkSamplingRoundProcesses is one sampling round of a simulated DGX
+// H100 (8 GPUs, NVML fake, 8 InfiniBand ports, the kubelet on a socket),
+// without processes and with 64: a pod per GPU running eight, every
+// process's cgroup read from the host tree and its pod named through
+// pod-resources. The difference is the process lists, the cgroup reads
+// and the attribution.
+func BenchmarkSamplingRoundProcesses(b *testing.B) {
+	for _, perGPU := range []int{0, 8} {
+		b.Run(strconv.Itoa(8*perGPU)+"-processes", func(b *testing.B) {
+			k := &podKubelet{}
+			socket := filepath.Join(b.TempDir(), "kubelet.sock")
+			l, err := net.Listen("unix", socket)
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := grpc.NewServer()
+			v1.RegisterPodResourcesListerServer(srv, k)
+			go srv.Serve(l)
+			b.Cleanup(srv.Stop)
+			pods := podresources.New(socket)
+			b.Cleanup(func() { pods.Close() })
+			n := newSimNodeWith(b, "dgx-h100-ib", func(m *nvmlfake.Machine) {
+				for g := range m.GPUs {
+					for p := range perGPU {
+						m.GPUs[g].Processes = append(m.GPUs[g].Processes, nvmlfake.Process{PID: uint32(1000 + 10*g + p), MemoryBytes: 4 << 30, SMShare: 0.1})
+					}
+				}
+			}, func(o *telemetry.Options) { o.Pods = pods })
+			f := n.sampler.Latest()
+			var all []*v1.PodResources
+			for g := range 8 {
+				// One pod per GPU, its processes the workers of one
+				// server (MPS clients or tensor-parallel ranks).
+				uid := fmt.Sprintf("%08x-0000-4000-8000-000000000000", g)
+				for p := range perGPU {
+					dir := filepath.Join(n.node.Root, "proc", strconv.Itoa(1000+10*g+p))
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						b.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(cgroupLine(uid, 'a'+byte(g))), 0o644); err != nil {
+						b.Fatal(err)
+					}
+				}
+				all = append(all, gpuPod("llm", fmt.Sprintf("server-%d", g), "vllm", f.GPUs[g].UUID))
+			}
+			k.mu.Lock()
+			k.pods = all
+			k.mu.Unlock()
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				n.clock.Advance(time.Second)
+				n.sampler.Round(ctx)
+			}
+			b.StopTimer()
+			for _, u := range n.sampler.Latest().PodUsage {
+				if u.Pod != "" && u.Processes != perGPU {
+					b.Fatalf("pod row %+v, want %d processes", u, perGPU)
+				}
+			}
+		})
 	}
 }
