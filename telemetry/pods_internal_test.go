@@ -12,7 +12,9 @@ import (
 func TestBindPods(t *testing.T) {
 	g := []gpu.Sample{{UUID: "GPU-a"}, {UUID: "GPU-b"}, {UUID: "GPU-c"}}
 	devs := []device{{g: &g[0], key: "GPU-a"}, {g: &g[1], key: "GPU-b"}, {g: &g[2], key: "GPU-c"}}
-	alloc := func(pod string) podresources.Allocation { return podresources.Allocation{Namespace: "ns", Pod: pod, Container: "c"} }
+	alloc := func(pod string) podresources.Allocation {
+		return podresources.Allocation{Namespace: "ns", Pod: pod, Container: "c"}
+	}
 	pods := map[string][]podresources.Allocation{
 		// p and q time-slice GPU a; p also holds GPU b alone.
 		"GPU-a": {alloc("p"), alloc("q")},
