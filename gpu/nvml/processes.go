@@ -48,8 +48,15 @@ func (r *sampleReader) processes() {
 		if r.lost || !r.b.has(l.sym) {
 			continue
 		}
-		infos, ok := read(r, l.sym, l.f)
-		if !ok {
+		infos, ret := l.f()
+		if ret == gonvml.ERROR_NO_PERMISSION {
+			// nvml.h: on a GPU in MIG mode the whole GPU's list needs
+			// privileges the agent may not have; the GPU answered, and
+			// a partial list would be taken for the whole one.
+			r.answered++
+			return
+		}
+		if !r.ok(l.sym, ret) {
 			continue
 		}
 		listed = true

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/gpu/nvml"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
@@ -111,5 +113,23 @@ func TestFakeRejectsImpossibleProcesses(t *testing.T) {
 		if _, err := nvmlfake.New(m); err == nil {
 			t.Errorf("processes %+v accepted", ps)
 		}
+	}
+}
+
+// Without the privilege NVML asks for a MIG GPU's whole process list, the
+// GPU has no process list and no sampling error.
+func TestProcessesWithoutPermission(t *testing.T) {
+	m := dgx(nvmlfake.H100)
+	m.GPUs[0].Processes = []nvmlfake.Process{{PID: 10}}
+	lib := build(t, m)
+	nvmlfake.SetReturn(lib, 0, "nvmlDeviceGetComputeRunningProcesses", gonvml.ERROR_NO_PERMISSION)
+	b := nvml.New(lib)
+	defer b.Close()
+	s, _ := b.Sample(context.Background())
+	if s[0].Processes != nil || slices.ContainsFunc(s[0].Errors, func(e string) bool { return strings.Contains(e, "Processes") }) {
+		t.Errorf("processes %+v, errors %v", s[0].Processes, s[0].Errors)
+	}
+	if len(s[1].Processes) != 0 || s[1].Processes == nil {
+		t.Errorf("GPU 1 processes %#v", s[1].Processes)
 	}
 }
