@@ -58,7 +58,7 @@ type gpuFamilies struct {
 	ecc, xid, remapped, remapPending, remapFailed              family
 	xidWatch                                                   family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
-	memReserved                                                family
+	memReserved, processes                                     family
 	mig                                                        migFamilies
 }
 
@@ -138,6 +138,7 @@ func newGPUFamilies() gpuFamilies {
 		tensorActive:   g("tensor_active_ratio", "Fraction of time any tensor pipe was active over the last sample period (GPM).", gauge),
 		memReserved:    g("memory_reserved_bytes", "Device memory the driver and firmware reserve, not counted as used (NVIDIA: driver R510 and newer).", gauge),
 		dramA:          g("dram_active_ratio", "Fraction of peak DRAM bandwidth used over the last sample period (GPM).", gauge),
+		processes:      g("processes", "Processes using the GPU and its MIG devices (compute, MPS clients, graphics), as the driver lists them.", gauge),
 		mig:            newMIGFamilies(),
 	}
 }
@@ -194,6 +195,9 @@ func (g *gpuFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame, 
 		if s.Up {
 			g.values(emit, t, s)
 			g.migValues(emit, f, s)
+			if n, ok := processCount(s); ok {
+				emit(g.processes.metric(t, float64(n)))
+			}
 		}
 	}
 	for _, x := range f.XIDs {

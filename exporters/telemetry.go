@@ -37,6 +37,7 @@ type telemetryCollector struct {
 	dcgm  dcgmFamilies
 	kern  kernelFamilies
 	pcie  pcieFamilies
+	pods  podFamilies
 
 	mu        sync.Mutex
 	lastFrame *telemetry.Frame
@@ -48,7 +49,7 @@ type telemetryCollector struct {
 // return nil before the first round and discovery.
 func NewTelemetryCollector(frame func() *telemetry.Frame, snap func() *snapshot.Snapshot, o TelemetryOptions) prometheus.Collector {
 	return &telemetryCollector{frame: frame, snap: snap, o: o,
-		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies()}
+		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies(), pods: newPodFamilies()}
 }
 
 // NewTelemetryPart is the telemetry collector as a cached part of
@@ -88,6 +89,7 @@ func (c *telemetryCollector) build(f *telemetry.Frame, s *snapshot.Snapshot) []p
 		return out
 	}
 	c.gpu.collect(emit, f, s)
+	c.pods.collect(emit, f)
 	c.rdma.collect(emit, f, s)
 	c.kern.collect(emit, f)
 	c.pcie.collect(emit, f)

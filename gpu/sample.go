@@ -120,6 +120,10 @@ type Sample struct {
 	// MIG lists the instances of a GPU partitioned with Multi-Instance
 	// GPU, in index order; a GPU in MIG mode reports its activity here.
 	MIG []MIGInstance `json:"mig,omitempty"`
+	// Processes are the processes on the GPU in pid order; on a GPU in
+	// MIG mode each is on its MIG instance instead. Nil when the backend
+	// cannot list processes.
+	Processes []Process `json:"processes,omitempty"`
 }
 
 // MIGInstance is one MIG device: a GPU instance and a compute instance.
@@ -134,6 +138,7 @@ type MIGInstance struct {
 	MemoryFreeBytes  *uint64    `json:"memory_free_bytes,omitempty"`
 	MemoryTotalBytes *uint64    `json:"memory_total_bytes,omitempty"`
 	Profiling        *Profiling `json:"profiling,omitempty"`
+	Processes        []Process  `json:"processes,omitempty"`
 }
 
 // Temperature sensors. On AMD GPUs "gpu" is the junction (hotspot)

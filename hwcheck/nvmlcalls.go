@@ -222,6 +222,15 @@ var NVMLCalls = []NVMLCall{
 	{Symbol: "nvmlGpmSampleGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM", Evidence: gpm},
 	{Symbol: "nvmlGpmMigSampleGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM of MIG instances", Evidence: migDevices("gpunode_gpu_mig_sm_active_ratio")},
 	{Symbol: "nvmlGpmMetricsGet", Branch: "R520", Source: srcAgent + "; " + srcDocs, Use: "GPM", Evidence: gpm},
+	{Symbol: "nvmlDeviceGetComputeRunningProcesses", Branch: "before R384", Source: srcLegacy + " (go-nvml calls its _v3, R510, where present)",
+		Use: "processes on each GPU and their memory", Evidence: metric("gpunode_gpu_processes")},
+	{Symbol: "nvmlDeviceGetGraphicsRunningProcesses", Branch: "before R384", Source: srcLegacy + " (go-nvml calls its _v3, R510, where present)",
+		Use: "graphics processes", Evidence: metric("gpunode_gpu_processes")},
+	{Symbol: "nvmlDeviceGetMPSComputeRunningProcesses", Branch: "unconfirmed", Source: "not pinned down (the agent looks it up before calling it)",
+		Use: "MPS clients", Evidence: func(*Inspect, Metrics) Availability { return Unknown }},
+	{Symbol: "nvmlDeviceGetProcessUtilization", Branch: "before R384", Source: srcLegacy + " (Maxwell and newer)",
+		Use: "per-process SM and memory utilization", Alternative: "none (pods' shares are absent)",
+		Evidence: func(*Inspect, Metrics) Availability { return Unknown }},
 }
 
 // migDevices: the MIG device calls are made only on a GPU in MIG mode.

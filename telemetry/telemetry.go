@@ -25,6 +25,7 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
+	"github.com/gpunode/gpunode/procpod"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/topology"
 )
@@ -56,8 +57,11 @@ type Options struct {
 	// Backends are the GPU backends; those implementing gpu.Sampler are
 	// sampled and those implementing gpu.EventWatcher watched.
 	Backends []gpu.Backend
-	// Pods, if set, attributes GPUs to the containers holding them.
+	// Pods, if set, attributes GPUs to the containers holding them, and
+	// the GPUs' processes, their use and energy to pods (Frame.PodUsage).
 	Pods PodLister
+	// Cgroups finds a process's pod; nil reads /proc/<pid>/cgroup under FS.
+	Cgroups ProcessCgroups
 	// CriticalXIDs make a GPU unhealthy (health.DefaultCriticalXIDs if nil).
 	CriticalXIDs []uint64
 	// Traffic is set on simulated nodes.
@@ -112,6 +116,10 @@ type Frame struct {
 	Kernel []KernelEvent
 	// KernelLog is nil when the kernel log is not read.
 	KernelLog *KernelLogStats
+	// PodUsage is, per GPU or MIG device, what each container's processes
+	// used, sorted by GPU, MIG device, namespace, pod and container; nil
+	// when attribution is off.
+	PodUsage []PodUsage
 	// Sources reports each sampling source's last run.
 	Sources []source.Status
 }
@@ -142,8 +150,12 @@ type Sampler struct {
 	lastGPU  map[string][]gpu.Sample // per backend: what to report down when it fails
 	lastLink map[string]linkTotal    // per GPU scope: interconnect bytes at the last round
 	lastPods map[string][]podresources.Allocation
-	troubled map[string]bool // per source: its last run failed or had problems (logged)
-	watched  map[int]bool    // per GPU index: its XIDs were watched at the last round (logged)
+	// Pod attribution (pods.go), used by the round only.
+	cgroups    ProcessCgroups
+	podEnergy  map[usageKey]float64 // joules so far per row
+	lastEnergy map[string]uint64    // per GPU scope: its energy counter at the last round
+	troubled   map[string]bool      // per source: its last run failed or had problems (logged)
+	watched    map[int]bool         // per GPU index: its XIDs were watched at the last round (logged)
 
 	mu      sync.Mutex // guards what frames are built from
 	linksUp map[string]map[int]bool
@@ -239,6 +251,11 @@ func New(o Options) *Sampler {
 	}
 	if o.Pods != nil {
 		s.podRunner = &source.Runner[[]podresources.Allocation]{Name: SourcePods, Timeout: o.Timeout, Fn: o.Pods.List}
+		s.cgroups = o.Cgroups
+		// The zero FS has no root: it would read this process's own /proc.
+		if s.cgroups == nil && o.FS.Root() != "" {
+			s.cgroups = procpod.NewReader(o.FS)
+		}
 	}
 	return s
 }
@@ -401,6 +418,7 @@ func (s *Sampler) Round(ctx context.Context) {
 		// pod labels that came and went would split every GPU series.
 		f.Pods = s.lastPods
 		f.Sources = append(f.Sources, podStatus)
+		s.attribute(&f)
 	}
 	if s.kmsgRunner != nil {
 		f.Sources = append(f.Sources, kmsgStatus)

@@ -24,7 +24,11 @@ type cardState struct {
 	identity gpu.Sample
 	// xgmiLinks is the number of XGMI links the KFD reports, read once.
 	xgmiLinks int
-	dev       string
+	// kfdIDs are the KFD gpu_ids of the card's topology nodes and cus its
+	// compute units, read once (kfdprocs.go).
+	kfdIDs []uint32
+	cus    int
+	dev    string
 	// fallback names the gpu_metrics revision of the last read that could
 	// not be decoded ("" when it was, or there is none), under idMu.
 	fallback string
@@ -43,14 +47,16 @@ func (b *Backend) Sample(ctx context.Context) ([]gpu.Sample, error) {
 	errs := []error{err}
 	present := map[string]bool{}
 	var kfd map[string]kfdNode
+	var kfdIDs map[string][]uint32
 	for i, c := range cards {
 		present[c.busID] = true
 		st := b.cards[c.busID]
 		if st == nil {
 			if kfd == nil {
-				kfd = b.kfdTopology(cards)
+				kfd, kfdIDs = b.kfdTopology(cards), b.kfdGPUIDs(cards)
 			}
-			st = &cardState{busy: make(chan struct{}, 1), dev: c.dev, xgmiLinks: kfd[c.busID].xgmiLinks}
+			st = &cardState{busy: make(chan struct{}, 1), dev: c.dev, xgmiLinks: kfd[c.busID].xgmiLinks,
+				kfdIDs: kfdIDs[c.busID], cus: kfd[c.busID].computeUnits}
 			b.cards[c.busID] = st
 		}
 		st.idMu.Lock()
@@ -198,6 +204,9 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 			s.PCIe = &gpu.PCIeSample{}
 		}
 		s.PCIe.ReplayErrors = &replays
+	}
+	if len(st.kfdIDs) > 0 {
+		s.Processes = b.kfdProcesses(st.kfdIDs, st.cus)
 	}
 	st.idMu.Lock()
 	st.identity.UUID, st.identity.Product = s.UUID, s.Product

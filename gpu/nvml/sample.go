@@ -63,6 +63,8 @@ type gpuState struct {
 	pcieWide bool
 	// migMode is whether the last round found the GPU in MIG mode.
 	migMode bool
+	// procSeen is the newest process utilization sample's timestamp.
+	procSeen uint64
 	// generation is the NVML Init the cached state belongs to.
 	generation uint64
 	// notVisible is set while this process may not open the GPU (its
@@ -215,9 +217,10 @@ func (b *Backend) sampleGPU(st *gpuState) gpu.Sample {
 	r.s = st.identity
 	st.idMu.Unlock()
 	r.s.Time = b.now()
-	// nvlinkStates learns which links exist, which fields needs.
+	// nvlinkStates learns which links exist, which fields needs; mig
+	// finds the instances processes places processes on.
 	for _, f := range []func(){r.utilization, r.memory, r.power, r.thermal, r.clocks, r.clockEvents,
-		r.nvlinkStates, r.fields, r.pcie, r.ecc, r.remapped, r.profiling, r.mig} {
+		r.nvlinkStates, r.fields, r.pcie, r.ecc, r.remapped, r.profiling, r.mig, r.processes} {
 		if r.lost {
 			break
 		}

@@ -172,7 +172,8 @@ var (
 		"nvmlDeviceGetDeviceHandleFromMigDeviceHandle", "nvmlGpmMigSampleGet",
 		"nvmlDeviceGetEccMode", "nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetSupportedClocksEventReasons",
 		"nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetTemperatureV", "nvmlDeviceGetPcieThroughput",
-		"nvmlDeviceGetPerformanceState"}
+		"nvmlDeviceGetPerformanceState", "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses",
+		"nvmlDeviceGetMPSComputeRunningProcesses", "nvmlDeviceGetProcessUtilization"}
 )
 
 func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*device, error) {
@@ -202,6 +203,9 @@ func (f *machine) newDevice(i int, g GPU, sd *server.Device, seed string) (*devi
 		return nil, fmt.Errorf("MIG instances %v on a GPU without MIG mode", g.MIG)
 	}
 	if err := f.newMIGDevices(d, seed); err != nil {
+		return nil, err
+	}
+	if err := d.checkProcesses(); err != nil {
 		return nil, err
 	}
 	return d, nil

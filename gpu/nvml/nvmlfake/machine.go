@@ -75,4 +75,29 @@ type GPU struct {
 	// MIGComputeInstances splits GPU instances (in MIG order) into that
 	// many compute instances, each its own MIG device; 0 or missing is one.
 	MIGComputeInstances []int
+	// Processes run on the GPU: compute, graphics, or MPS clients (whose
+	// MPS server is then one of the compute processes, as under MPS).
+	Processes []Process
+}
+
+// Process kinds: NVML lists them by three functions.
+const (
+	ProcessCompute  = "compute"  // nvmlDeviceGetComputeRunningProcesses
+	ProcessGraphics = "graphics" // nvmlDeviceGetGraphicsRunningProcesses
+	ProcessMPS      = "mps"      // nvmlDeviceGetMPSComputeRunningProcesses
+)
+
+// Process is one process on a fake GPU.
+type Process struct {
+	PID uint32
+	// Kind is ProcessCompute (the zero value), ProcessGraphics or ProcessMPS.
+	Kind        string
+	MemoryBytes uint64
+	// MIGDevice, on a GPU in MIG mode, is the index of the MIG device
+	// (in MIG order) the process runs on.
+	MIGDevice int
+	// SMShare is the process's part of the GPU's load: its SM
+	// utilization is SMShare times the GPU's, its memory utilization
+	// likewise. The shares of a GPU's processes add up to 1 at most.
+	SMShare float64
 }
