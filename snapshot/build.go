@@ -45,6 +45,7 @@ func Build(in Inputs) *Snapshot {
 			NohzFullCPUs:       t.NohzFullCPUs,
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,
+			IMEX:               t.IMEX,
 		},
 		RDMADevices: slices.Clone(in.RDMA),
 		NUMANodes:   slices.Clone(t.NUMANodes),

@@ -26,6 +26,9 @@ type Topology struct {
 	Modules []string `json:"modules"`
 	// NVIDIAKernelModule describes /proc/driver/nvidia/version, if present.
 	NVIDIAKernelModule *NVIDIAKernelModule `json:"nvidia_kernel_module,omitempty"`
+	// IMEX is the node's NVIDIA IMEX channels and daemon; nil where there
+	// are none.
+	IMEX *IMEX `json:"imex,omitempty"`
 	// IRQs are the interrupts that belong to the PCI devices above.
 	IRQs []IRQ `json:"irqs,omitempty"`
 	// Errors lists what could not be read; everything else is still reported.
