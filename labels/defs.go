@@ -157,6 +157,7 @@ var (
 	nvCUDAMinor  = def("nvidia.com/cuda.runtime-version.minor", []SetName{NVIDIA}, gpuOnly, "CUDA version the driver supports, minor", "4")
 	nvCUDAFull   = def("nvidia.com/cuda.runtime-version.full", []SetName{NVIDIA}, gpuOnly, "CUDA version the driver supports, major.minor", "12.4")
 	nvClique     = def("nvidia.com/gpu.clique", []SetName{NVIDIA}, gpuOnly, "GFD's clique label (internal/lm/imex.go): `<cluster UUID>.<clique id>` when the fabric-attached GPUs agree", "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766")
+	nvMachine    = def("nvidia.com/gpu.machine", []SetName{NVIDIA}, gpuOnly, "DMI product name (/sys/class/dmi/id/product_name) in GFD's product format; `unknown` where the host has none, as GFD writes", "DGXH100")
 	nvMIGCapable = def("nvidia.com/mig.capable", []SetName{NVIDIA}, gpuOnly, "`true` when any GPU supports MIG", "true")
 )
 
@@ -190,7 +191,7 @@ var Defs = []*Def{
 	tuningProfile, tuningState, verified,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,
-	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable, nvClique,
+	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable, nvClique, nvMachine,
 	amdFamily, amdDeviceID, amdDeviceIDN, amdProductName, amdProductNameN,
 	amdVRAM, amdVRAMN, amdDriverVersion, amdCUCount, amdCUCountN,
 }

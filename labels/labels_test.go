@@ -218,7 +218,14 @@ func TestNVIDIASet(t *testing.T) {
 		"nvidia.com/cuda.driver-version.minor=54", "nvidia.com/cuda.driver-version.revision=15",
 		"nvidia.com/cuda.runtime-version.full=12.4", "nvidia.com/cuda.runtime-version.major=12", "nvidia.com/cuda.runtime-version.minor=4",
 		"nvidia.com/gpu.compute.major=9", "nvidia.com/gpu.compute.minor=0", "nvidia.com/gpu.count=2", "nvidia.com/gpu.family=hopper",
-		"nvidia.com/gpu.memory=81920", "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", "nvidia.com/mig.capable=true")
+		"nvidia.com/gpu.machine=unknown", "nvidia.com/gpu.memory=81920", "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", "nvidia.com/mig.capable=true")
+
+	// The DMI product name, in GFD's format (parentheses dropped, spaces as -).
+	m := nvidiaSnap(source.OK, source.OK)
+	m.Host.Machine = "ProLiant XD685 (Gen11)"
+	if got := For(m, only(NVIDIA))["nvidia.com/gpu.machine"]; got != "ProLiant-XD685-Gen11" {
+		t.Errorf("gpu.machine = %q", got)
+	}
 
 	// A two-part driver version has no revision; a garbled one no version labels.
 	s := nvidiaSnap(source.OK, source.OK)

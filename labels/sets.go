@@ -1,6 +1,7 @@
 package labels
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -227,6 +228,8 @@ func nvidiaSet(s *snapshot.Snapshot, e *emitter) {
 	if c, _ := Clique(nv); c != "" {
 		e.put(nvClique, c)
 	}
+	// GFD's machine-type labeler writes "unknown" when it cannot read the file.
+	e.put(nvMachine, cmp.Or(GFDProduct(s.Host.Machine), "unknown"))
 }
 
 // Clique returns the NVLink clique every GPU of the node is in, or "" and

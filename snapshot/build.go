@@ -46,6 +46,7 @@ func Build(in Inputs) *Snapshot {
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,
 			IMEX:               t.IMEX,
+			Machine:            t.Machine,
 		},
 		RDMADevices: slices.Clone(in.RDMA),
 		NUMANodes:   slices.Clone(t.NUMANodes),

@@ -131,3 +131,12 @@ func (d *discovery) running(comm string) bool {
 	}
 	return false
 }
+
+// machine reads the DMI product name, which GPU Feature Discovery labels
+// as nvidia.com/gpu.machine. Arm servers without SMBIOS tables have no
+// /sys/class/dmi: that is normal.
+func (d *discovery) machine(t *Topology) {
+	if s, ok := d.optional("/sys/class/dmi/id/product_name"); ok {
+		t.Machine = s
+	}
+}

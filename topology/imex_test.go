@@ -68,3 +68,14 @@ func TestCharMajor(t *testing.T) {
 		}
 	}
 }
+
+func TestMachine(t *testing.T) {
+	tr := dgxTree(t)
+	if top, _ := Discover(t.Context(), tr.fs()); top.Machine != "" {
+		t.Errorf("no DMI: machine %q", top.Machine)
+	}
+	tr.file("/sys/class/dmi/id/product_name", "DGXH100\n")
+	if top, _ := Discover(t.Context(), tr.fs()); top.Machine != "DGXH100" {
+		t.Errorf("machine %q, want DGXH100", top.Machine)
+	}
+}
