@@ -8,6 +8,13 @@
 # Broadcom Thor2 (BCM5760x, Gen P7: rdma-core 50) among others. AMD
 # Pensando's ionic provider needs rdma-core 61, newer than trixie's:
 # README "RDMA probes" says what to do there.
+#
+# Multi-arch (Grace: GB200/GB300 nodes are arm64): build natively per
+# platform, `docker buildx build --platform linux/amd64,linux/arm64 .`; both
+# golang:1.26-trixie and debian:trixie-slim are multi-arch images, and cgo
+# then needs no cross compiler (on an amd64 builder the arm64 stage runs
+# under QEMU emulation: slow, but the same build). `make build-arm64`
+# cross-compiles the binary alone without Docker.
 FROM golang:1.26-trixie AS build
 # rdma/verbs compiles against the verbs headers only (the library is dlopened).
 RUN apt-get update && apt-get install -y --no-install-recommends libibverbs-dev \

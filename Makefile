@@ -18,7 +18,7 @@ ARGS     ?=
 # make fuzz FUZZTIME=1m
 FUZZTIME ?= 20s
 
-.PHONY: all build run inspect test tools bench fuzz lint deps test-deps clean hwcheck
+.PHONY: all build build-arm64 run inspect test tools bench fuzz lint deps test-deps clean hwcheck
 
 all: build
 
@@ -35,6 +35,14 @@ test-deps:
 build: deps
 	@echo "building $(BIN): the first build compiles cgo dependencies and may take minutes; later builds take seconds" >&2
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpunode-agent
+
+# Grace (GB200/GB300 NVL) nodes run arm64: bin/gpunode-agent-arm64, cgo
+# cross-compiled by Debian's aarch64 gcc, which scripts/arm64-toolchain.sh
+# downloads and unpacks into ~/.cache/gpunode (44 MB of packages) the first
+# time. The image is built per platform instead (Dockerfile).
+build-arm64: deps
+	@echo "building bin/gpunode-agent-arm64: the first build fetches the cross compiler and compiles the cgo dependencies for arm64; minutes" >&2
+	eval "$$(scripts/arm64-toolchain.sh)" && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gpunode-agent-arm64 ./cmd/gpunode-agent
 
 run: build
 	$(BIN) run $(if $(SIMULATE),--simulate=$(SIMULATE)) $(ARGS)

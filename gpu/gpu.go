@@ -182,6 +182,12 @@ const (
 type Fabric struct {
 	State  string `json:"state"`
 	Status string `json:"status,omitempty"`
+	// Clique names the multi-node NVLink domain partition the GPU belongs
+	// to (GB200/GB300 NVL): "<cluster UUID>.<clique id>", the format of GPU
+	// Feature Discovery's nvidia.com/gpu.clique. Empty until registration
+	// completed successfully, and where the cluster UUID is all zeros
+	// (single-node NVSwitch systems such as HGX H100 report that).
+	Clique string `json:"clique,omitempty"`
 }
 
 // NormalizePCIBusID turns NVML's "00000000:1B:00.0" (or any case and domain

@@ -163,6 +163,13 @@ func gpuFacts(d gpu.Device, s *SMIGPU, nvlink map[string]NVLinkStatus) []Row {
 		if vs == gpu.FabricCompleted {
 			rows = append(rows, exact(secNVIDIA, dev, "NVLink fabric status", fabStatus, strings.ToLower(na(s.Fabric.Status))))
 		}
+		var agentClique string
+		if d.Fabric != nil {
+			agentClique = d.Fabric.Clique
+		}
+		if vc := smiClique(s); vc != "" || agentClique != "" {
+			rows = append(rows, exact(secNVIDIA, dev, "NVLink clique", agentClique, vc))
+		}
 	}
 
 	links, active := "", ""
@@ -254,4 +261,15 @@ func enabledText(b bool) string {
 
 func formatW(w float64) string {
 	return strconv.FormatFloat(w, 'f', 2, 64)
+}
+
+// smiClique is nvidia-smi's fabric cluster UUID and clique id in the
+// agent's (and GFD's) "<cluster UUID>.<clique id>" form; "" where either
+// is N/A or the UUID is all zeros (no multi-node domain).
+func smiClique(s *SMIGPU) string {
+	uuid, id := strings.ToLower(na(s.Fabric.ClusterUUID)), na(s.Fabric.CliqueID)
+	if uuid == "" || id == "" || strings.Trim(uuid, "0-") == "" {
+		return ""
+	}
+	return uuid + "." + id
 }

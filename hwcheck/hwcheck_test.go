@@ -186,6 +186,31 @@ func TestCompareNVIDIAFacts(t *testing.T) {
 	}
 }
 
+// On a GB200 tray nvidia-smi names the clique in <fabric>; the agent's
+// clique must match it, and a zero cluster UUID (HGX) is no clique.
+func TestCompareNVLinkClique(t *testing.T) {
+	const uuid, id = "9F2B0C41-7E15-4A3D-8B6E-0123456789AB", "32766"
+	for _, c := range []struct {
+		name, agent, smiUUID string
+		differ               bool
+	}{
+		{"same clique", "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766", uuid, false},
+		{"agent has another clique", "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.5", uuid, true},
+		{"agent has none", "", uuid, true},
+		{"HGX: zero UUID on both sides", "", "00000000-0000-0000-0000-000000000000", false},
+	} {
+		smi := readSMI(t, "nvidia-smi-a100-sxm4-v12.xml")
+		g := &smi.GPUs[0]
+		g.Fabric.State, g.Fabric.Status, g.Fabric.ClusterUUID, g.Fabric.CliqueID = "Completed", "Success", c.smiUUID, id
+		in := a100Agent(t)
+		in.GPUs[0].Fabric = &gpu.Fabric{State: gpu.FabricCompleted, Status: "success", Clique: c.agent}
+		d := differing(CompareNVIDIAFacts(in, smi, map[string]NVLinkStatus{}))
+		if got := len(d) == 1 && strings.Contains(d[0], " NVLink clique:"); got != c.differ || (!c.differ && len(d) != 0) {
+			t.Errorf("%s: differing rows %q", c.name, d)
+		}
+	}
+}
+
 // The driver without <power_readings> in DTD v12 (R515) and the v13 log
 // (R595) both parse into the same comparisons; N/A modes agree with an
 // agent that has none.

@@ -74,6 +74,9 @@ type SMIGPU struct {
 	Fabric struct {
 		State  string `xml:"state"`
 		Status string `xml:"status"`
+		// The multi-node NVLink clique (GB200/GB300 NVL); N/A elsewhere.
+		CliqueID    string `xml:"cliqueId"`
+		ClusterUUID string `xml:"clusterUuid"`
 	} `xml:"fabric"`
 }
 

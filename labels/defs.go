@@ -113,6 +113,7 @@ var (
 	gpuCUDA         = own("gpu.cuda", gpuOnly, "highest CUDA version the driver supports (NVIDIA)", "12.4")
 	gpuNVLinkActive = own("gpu.nvlink.active-links", gpuOnly, "active NVLink links of the GPU with the fewest; absent when none are up", "18")
 	gpuNVLinkGen    = own("gpu.nvlink.generation", gpuOnly, "NVLink generation of the active links (3 A100, 4 H100/H200, 5 B200)", "4")
+	gpuClique       = own("gpu.clique", gpuOnly, "multi-node NVLink clique (GB200/GB300 NVL): `<cluster UUID>.<clique id>` from NVML's fabric info, as GFD's `nvidia.com/gpu.clique`; absent until every GPU's fabric registration completed with a non-zero cluster UUID, and when the GPUs disagree (verify's `nvlink-clique` check says which)", "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766")
 	gpuXGMIActive   = own("gpu.xgmi.active-links", gpuOnly, "active XGMI links of the AMD GPU with the fewest; absent when none are up", "7")
 	rdmaPresent     = own("rdma.present", rdmaOnly, "`true` when the node has RDMA devices", "true")
 	rdmaDevices     = own("rdma.devices", rdmaOnly, "number of RDMA devices", "8")
@@ -155,6 +156,8 @@ var (
 	nvCUDAMajor  = def("nvidia.com/cuda.runtime-version.major", []SetName{NVIDIA}, gpuOnly, "CUDA version the driver supports, major", "12")
 	nvCUDAMinor  = def("nvidia.com/cuda.runtime-version.minor", []SetName{NVIDIA}, gpuOnly, "CUDA version the driver supports, minor", "4")
 	nvCUDAFull   = def("nvidia.com/cuda.runtime-version.full", []SetName{NVIDIA}, gpuOnly, "CUDA version the driver supports, major.minor", "12.4")
+	nvClique     = def("nvidia.com/gpu.clique", []SetName{NVIDIA}, gpuOnly, "GFD's clique label (internal/lm/imex.go): `<cluster UUID>.<clique id>` when the fabric-attached GPUs agree", "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766")
+	nvMachine    = def("nvidia.com/gpu.machine", []SetName{NVIDIA}, gpuOnly, "DMI product name (/sys/class/dmi/id/product_name) in GFD's product format; `unknown` where the host has none, as GFD writes", "DGXH100")
 	nvMIGCapable = def("nvidia.com/mig.capable", []SetName{NVIDIA}, gpuOnly, "`true` when any GPU supports MIG", "true")
 )
 
@@ -183,12 +186,12 @@ var (
 // Defs lists every label the agent can write, in README order.
 var Defs = []*Def{
 	gpuPresent, gpuCount, gpuVendor, gpuProduct, gpuFamily, gpuMemory, gpuCompute, gpuMIGCapable,
-	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuXGMIActive, gpuPartition,
+	gpuDriver, gpuCUDA, gpuNVLinkActive, gpuNVLinkGen, gpuClique, gpuXGMIActive, gpuPartition,
 	rdmaPresent, rdmaDevices, rdmaLinkLayer, rdmaRate, rdmaVerified, gpuDirectRDMA, numaNodes, gpuNICAligned,
 	tuningProfile, tuningState, verified,
 	llmdGPUNode, llmdGPUType, llmdRDMA, llmdNVLinkGen, llmdROCm, nvProduct, amdProductLLMD,
 	nvCount, nvMemory, nvFamily, nvCompMajor, nvCompMinor,
-	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable,
+	nvDrvMajor, nvDrvMinor, nvDrvRev, nvDrvFull, nvCUDAMajor, nvCUDAMinor, nvCUDAFull, nvMIGCapable, nvClique, nvMachine,
 	amdFamily, amdDeviceID, amdDeviceIDN, amdProductName, amdProductNameN,
 	amdVRAM, amdVRAMN, amdDriverVersion, amdCUCount, amdCUCountN,
 }

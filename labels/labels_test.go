@@ -218,7 +218,14 @@ func TestNVIDIASet(t *testing.T) {
 		"nvidia.com/cuda.driver-version.minor=54", "nvidia.com/cuda.driver-version.revision=15",
 		"nvidia.com/cuda.runtime-version.full=12.4", "nvidia.com/cuda.runtime-version.major=12", "nvidia.com/cuda.runtime-version.minor=4",
 		"nvidia.com/gpu.compute.major=9", "nvidia.com/gpu.compute.minor=0", "nvidia.com/gpu.count=2", "nvidia.com/gpu.family=hopper",
-		"nvidia.com/gpu.memory=81920", "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", "nvidia.com/mig.capable=true")
+		"nvidia.com/gpu.machine=unknown", "nvidia.com/gpu.memory=81920", "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", "nvidia.com/mig.capable=true")
+
+	// The DMI product name, in GFD's format (parentheses dropped, spaces as -).
+	m := nvidiaSnap(source.OK, source.OK)
+	m.Host.Machine = "ProLiant XD685 (Gen11)"
+	if got := For(m, only(NVIDIA))["nvidia.com/gpu.machine"]; got != "ProLiant-XD685-Gen11" {
+		t.Errorf("gpu.machine = %q", got)
+	}
 
 	// A two-part driver version has no revision; a garbled one no version labels.
 	s := nvidiaSnap(source.OK, source.OK)
@@ -370,7 +377,11 @@ func TestEveryKeyDocumented(t *testing.T) {
 	mixed.GPUs[1].ComputeUnits = 228
 	mixed.GPUs = append(mixed.GPUs, mixed.GPUs[0])
 	mixed.GPUs[2].Architecture = "cdna4"
-	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed} {
+	nvl := nvidiaSnap(source.OK, source.OK) // a multi-node NVLink tray
+	for i := range nvl.GPUs {
+		nvl.GPUs[i].Fabric = &gpu.Fabric{State: gpu.FabricCompleted, Status: "success", Clique: "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766"}
+	}
+	for _, s := range []*snapshot.Snapshot{nvidiaSnap(source.OK, source.OK), amdSnap(), mixed, nvl} {
 		verified := false
 		for k, v := range Compute(Inputs{Snapshot: s, Tuning: &Tuning{Profile: "llm-inference", State: "compliant"}, Verified: &verified, RDMAProbe: &RDMAProbe{Verified: true}}, all()) {
 			d := Lookup(k, "d.io")
@@ -459,5 +470,52 @@ func TestVerifiedLabel(t *testing.T) {
 	next := Hold(Compute(Inputs{Snapshot: failing, Verified: new(false)}, all()), Set{"d.io/verified": "true"}, Failed(failing), all())
 	if next["d.io/verified"] != "false" {
 		t.Errorf("verified held at %q while a source fails", next["d.io/verified"])
+	}
+}
+
+// TestClique labels a GB200 tray's multi-node NVLink clique under both
+// keys when every GPU registered into the same clique, and gives the
+// reason when not.
+func TestClique(t *testing.T) {
+	const c = "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766"
+	tray := func(fabrics ...*gpu.Fabric) *snapshot.Snapshot {
+		s := nvidiaSnap(source.OK, source.OK)
+		s.GPUs = s.GPUs[:0]
+		for i, f := range fabrics {
+			s.GPUs = append(s.GPUs, snapshot.GPU{Device: gpu.Device{Index: i, Vendor: gpu.NVIDIA, Product: "NVIDIA GB200", Fabric: f}})
+		}
+		return s
+	}
+	done := func(clique string) *gpu.Fabric {
+		return &gpu.Fabric{State: gpu.FabricCompleted, Status: "success", Clique: clique}
+	}
+	both := Options{Domain: "example.com", Sets: map[SetName]bool{GPUNode: true, NVIDIA: true}}
+	got := For(tray(done(c), done(c), done(c), done(c)), both)
+	if got["example.com/gpu.clique"] != c || got["nvidia.com/gpu.clique"] != c {
+		t.Errorf("agreeing tray: %v", got)
+	}
+	for _, tc := range []struct {
+		name    string
+		fabrics []*gpu.Fabric
+		reason  string
+	}{
+		{"in progress", []*gpu.Fabric{done(c), {State: gpu.FabricInProgress}}, "GPU 1 fabric registration in-progress"},
+		{"not started", []*gpu.Fabric{{State: gpu.FabricNotStarted}, done(c)}, "GPU 0 fabric registration not-started"},
+		{"failed", []*gpu.Fabric{done(c), {State: gpu.FabricCompleted, Status: "ERROR_INSUFFICIENT_RESOURCES"}}, "GPU 1 fabric registration failed: ERROR_INSUFFICIENT_RESOURCES"},
+		{"HGX", []*gpu.Fabric{done(""), done("")}, "GPU 0 is in no multi-node NVLink domain (zero cluster UUID)"},
+		{"no fabric", []*gpu.Fabric{nil}, "GPU 0 reports no NVLink fabric"},
+		{"split", []*gpu.Fabric{done(c), done("9f2b0c41-7e15-4a3d-8b6e-0123456789ab.5")},
+			"GPUs are in different cliques: 9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766, 9f2b0c41-7e15-4a3d-8b6e-0123456789ab.5"},
+	} {
+		s := tray(tc.fabrics...)
+		got := For(s, both)
+		for _, k := range []string{"example.com/gpu.clique", "nvidia.com/gpu.clique"} {
+			if v, ok := got[k]; ok {
+				t.Errorf("%s: %s=%s", tc.name, k, v)
+			}
+		}
+		if clique, reason := Clique(s.GPUs); clique != "" || reason != tc.reason {
+			t.Errorf("%s: Clique = %q, %q; want reason %q", tc.name, clique, reason, tc.reason)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package labels
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -36,6 +37,9 @@ func gpunodeSet(s *snapshot.Snapshot, e *emitter) {
 			if gen > 0 {
 				e.put(gpuNVLinkGen, strconv.Itoa(gen))
 			}
+		}
+		if c, _ := Clique(s.GPUs); c != "" {
+			e.put(gpuClique, c)
 		}
 		if active := xgmi(s.GPUs); active > 0 {
 			e.put(gpuXGMIActive, strconv.Itoa(active))
@@ -221,6 +225,45 @@ func nvidiaSet(s *snapshot.Snapshot, e *emitter) {
 		}
 	}
 	e.put(nvMIGCapable, strconv.FormatBool(slices.ContainsFunc(nv, func(g snapshot.GPU) bool { return g.MIG.Capable })))
+	if c, _ := Clique(nv); c != "" {
+		e.put(nvClique, c)
+	}
+	// GFD's machine-type labeler writes "unknown" when it cannot read the file.
+	e.put(nvMachine, cmp.Or(GFDProduct(s.Host.Machine), "unknown"))
+}
+
+// Clique returns the NVLink clique every GPU of the node is in, or "" and
+// the reason there is none. Unlike GFD, which labels the clique of the
+// fabric-attached GPUs and ignores the others, a GPU whose registration
+// has not completed withholds the label: a pod placed by it on this node
+// would find that GPU outside the domain.
+func Clique(gpus []snapshot.GPU) (clique, reason string) {
+	var cliques []string
+	for _, g := range gpus {
+		f := g.Fabric
+		switch {
+		case g.Vendor != gpu.NVIDIA:
+			continue
+		case f == nil:
+			return "", fmt.Sprintf("GPU %d reports no NVLink fabric", g.Index)
+		case f.State != gpu.FabricCompleted:
+			return "", fmt.Sprintf("GPU %d fabric registration %s", g.Index, f.State)
+		case f.Status != "success":
+			return "", fmt.Sprintf("GPU %d fabric registration failed: %s", g.Index, f.Status)
+		case f.Clique == "":
+			return "", fmt.Sprintf("GPU %d is in no multi-node NVLink domain (zero cluster UUID)", g.Index)
+		}
+		cliques = append(cliques, f.Clique)
+	}
+	slices.Sort(cliques)
+	switch cliques = slices.Compact(cliques); len(cliques) {
+	case 0:
+		return "", "no NVIDIA GPUs"
+	case 1:
+		return cliques[0], ""
+	default:
+		return "", "GPUs are in different cliques: " + strings.Join(cliques, ", ")
+	}
 }
 
 // amdSet writes the AMD GPU node labeller's labels (ROCm/k8s-device-plugin

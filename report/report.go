@@ -16,6 +16,7 @@ import (
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/snapshot"
+	"github.com/gpunode/gpunode/topology"
 )
 
 // JSON writes the snapshot as indented JSON.
@@ -51,6 +52,14 @@ func Summary(s *snapshot.Snapshot) []string {
 	out = append(out, rdmaLine(s))
 	if len(s.GPUs) > 0 {
 		out = append(out, "GPUDirect RDMA: "+gpuDirectText(s.GPUDirect))
+		if c, reason := labels.Clique(s.GPUs); c != "" {
+			out = append(out, "NVLink clique: "+c)
+		} else if slices.ContainsFunc(s.GPUs, func(g snapshot.GPU) bool { return g.Fabric != nil && g.Fabric.Clique != "" }) {
+			out = append(out, "NVLink clique: none ("+reason+")")
+		}
+	}
+	if x := s.Host.IMEX; x != nil {
+		out = append(out, "IMEX: "+imexText(x))
 	}
 	for _, st := range s.Sources {
 		if st.State == source.Error {
@@ -473,3 +482,30 @@ func gib(b uint64) string {
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// imexText summarises the IMEX facts: whether the driver has the channel
+// device, which channels exist, and the daemon with its domain size.
+func imexText(x *topology.IMEX) string {
+	var parts []string
+	switch {
+	case len(x.Channels) > 0:
+		ch := make([]string, len(x.Channels))
+		for i, c := range x.Channels {
+			ch[i] = strconv.Itoa(c)
+		}
+		parts = append(parts, "channels "+strings.Join(ch, ","))
+	case x.ChannelMajor > 0:
+		parts = append(parts, "no channel created (driver has nvidia-caps-imex-channels)")
+	default:
+		parts = append(parts, "no channel device")
+	}
+	if x.Daemon {
+		parts = append(parts, "nvidia-imex running")
+	} else {
+		parts = append(parts, "nvidia-imex not seen")
+	}
+	if x.DomainNodes > 0 {
+		parts = append(parts, fmt.Sprintf("%d nodes in nodes_config.cfg", x.DomainNodes))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -46,6 +46,8 @@ func Build(in Inputs) *Snapshot {
 			NohzFullCPUs:       t.NohzFullCPUs,
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,
+			IMEX:               t.IMEX,
+			Machine:            t.Machine,
 		},
 		RDMADevices: slices.Clone(in.RDMA),
 		NUMANodes:   slices.Clone(t.NUMANodes),

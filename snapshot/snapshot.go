@@ -51,6 +51,11 @@ type Host struct {
 	NohzFullCPUs       cpuset.Set                   `json:"nohz_full_cpus"`
 	Modules            []string                     `json:"modules"`
 	NVIDIAKernelModule *topology.NVIDIAKernelModule `json:"nvidia_kernel_module,omitempty"`
+	// IMEX is the node's NVIDIA IMEX channels and daemon (multi-node
+	// NVLink); nil where there are none.
+	IMEX *topology.IMEX `json:"imex,omitempty"`
+	// Machine is the DMI product name; empty when unknown.
+	Machine string `json:"machine,omitempty"`
 }
 
 // GPUDriver is the GPU backend's library and driver identity.

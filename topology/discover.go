@@ -27,7 +27,7 @@ func Discover(ctx context.Context, fsys hostfs.FS) (Topology, error) {
 	d := &discovery{fsys: fsys}
 	var t Topology
 	// Order matters: the NUMA fallback needs the online CPUs.
-	steps := []func(*Topology){d.kernel, d.cpus, d.cmdline, d.numa, d.modules, d.nvidia}
+	steps := []func(*Topology){d.kernel, d.cpus, d.cmdline, d.numa, d.modules, d.nvidia, d.imex, d.machine}
 	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
 			d.fail(err)

@@ -26,6 +26,12 @@ type Topology struct {
 	Modules []string `json:"modules"`
 	// NVIDIAKernelModule describes /proc/driver/nvidia/version, if present.
 	NVIDIAKernelModule *NVIDIAKernelModule `json:"nvidia_kernel_module,omitempty"`
+	// IMEX is the node's NVIDIA IMEX channels and daemon; nil where there
+	// are none.
+	IMEX *IMEX `json:"imex,omitempty"`
+	// Machine is the DMI product name (/sys/class/dmi/id/product_name);
+	// empty where the platform has no DMI or does not say.
+	Machine string `json:"machine,omitempty"`
 	// IRQs are the interrupts that belong to the PCI devices above.
 	IRQs []IRQ `json:"irqs,omitempty"`
 	// Errors lists what could not be read; everything else is still reported.

@@ -177,6 +177,27 @@ func TestNVSwitchFabric(t *testing.T) {
 	})
 }
 
+func TestNVLinkClique(t *testing.T) {
+	const c = "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766"
+	inDomain := func(cliques ...string) func(s *snapshot.Snapshot) {
+		return func(s *snapshot.Snapshot) {
+			for i, q := range cliques {
+				s.GPUs[i].Fabric = &gpu.Fabric{State: gpu.FabricCompleted, Status: "success", Clique: q}
+			}
+		}
+	}
+	run(t, nvlinkClique(), []cas{
+		{"HGX: no domain", Options{}, nil, "node=skip"},
+		{"one clique", Options{}, inDomain(c, c), "node=pass"},
+		{"split", Options{}, inDomain(c, "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.5"), "node=warn"},
+		{"one GPU still registering", Options{}, func(s *snapshot.Snapshot) {
+			inDomain(c, c)(s)
+			s.GPUs[1].Fabric = &gpu.Fabric{State: gpu.FabricInProgress}
+		}, "node=warn"},
+		{"no GPUs", Options{}, noGPU, "node=skip"},
+	})
+}
+
 func TestGPUECC(t *testing.T) {
 	run(t, gpuECC(), []cas{
 		{"on", Options{}, nil, "gpu0=pass gpu1=pass"},

@@ -2,9 +2,11 @@ package verify
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/labels"
 	"github.com/gpunode/gpunode/snapshot"
 )
 
@@ -218,6 +220,32 @@ func nvswitchFabric() Check {
 				f.ok = fb.State == gpu.FabricCompleted && fb.Status == "success"
 				return f
 			})
+		},
+	}
+}
+
+// nvlinkClique judges the multi-node NVLink domain (GB200/GB300 NVL) as
+// a whole: the GPUs of one node must share a clique, or the clique labels
+// are withheld and a job spanning the node's GPUs cannot use the domain.
+// Nodes where no GPU is in a domain (HGX, PCIe) skip.
+func nvlinkClique() Check {
+	return Check{
+		Name: "nvlink-clique", Severity: Warning,
+		Summary: "on multi-node NVLink systems (GB200/GB300 NVL), every GPU registered into the same clique (cluster UUID and clique id)",
+		Remedy:  "check the NVLink partition the fabric manager (NMX on the switch trays) assigned this tray's GPUs and its log; the clique labels stay off until the GPUs agree",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			if len(s.GPUs) == 0 {
+				return noGPUs(s)
+			}
+			if !slices.ContainsFunc(s.GPUs, func(g snapshot.GPU) bool { return g.Fabric != nil && g.Fabric.Clique != "" }) {
+				return []finding{skip(Node, "no GPU is in a multi-node NVLink domain")}
+			}
+			const want = "every GPU in one clique"
+			if c, reason := labels.Clique(s.GPUs); c == "" {
+				return []finding{bad(Node, reason, want)}
+			} else {
+				return []finding{pass(Node, c, want)}
+			}
 		},
 	}
 }

@@ -133,7 +133,7 @@ func Table() string {
 
 // subjectOf says what each check's results are about, for the table.
 var subjectOf = map[string]string{
-	"discovery": "node", "gpu-count": "node", "gpu-pcie-link": "GPU", "gpu-pcie-generation": "GPU", "nvlink": "GPU", "nvswitch-fabric": "GPU",
+	"discovery": "node", "gpu-count": "node", "gpu-pcie-link": "GPU", "gpu-pcie-generation": "GPU", "nvlink": "GPU", "nvswitch-fabric": "GPU", "nvlink-clique": "node",
 	"gpu-ecc": "GPU", "gpu-row-remap": "GPU", "gpu-nic-affinity": "GPU", "rdma-modules": "node",
 	"ib-port-sm": "port", "roce-mode": "port", "roce-congestion": "port", "rdma-mtu": "port",
 	"rdma-port-rate": "port", "gpudirect-rdma": "node",

@@ -97,7 +97,7 @@ func skip(subject, why string) finding { return finding{subject: subject, skip: 
 // Checks lists every check in report order. There is no other registry.
 func Checks() []Check {
 	return []Check{
-		discoverySources(), gpuCount(), gpuPCIeLink(), gpuPCIeGeneration(), nvlinkActive(), nvswitchFabric(), gpuECC(), gpuRowRemap(),
+		discoverySources(), gpuCount(), gpuPCIeLink(), gpuPCIeGeneration(), nvlinkActive(), nvswitchFabric(), nvlinkClique(), gpuECC(), gpuRowRemap(),
 		gpuNICAffinity(), rdmaModules(), ibPortSM(), roceMode(), roceLossless(), rdmaMTU(),
 		rdmaPortRate(), gpuDirectRDMA(),
 		iommuPassthrough(), isolcpusManagedIRQ(), pcieMaxReadRequest(), pcieACSRedirect(),

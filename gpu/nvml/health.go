@@ -1,6 +1,7 @@
 package nvml
 
 import (
+	"encoding/hex"
 	"fmt"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -54,6 +55,22 @@ func (r *deviceReader) fabric() {
 		return
 	}
 	r.dev.Fabric = fabricState(info.State, gonvml.Return(info.Status))
+	if f := r.dev.Fabric; f != nil && f.Status == "success" {
+		f.Clique = clique(info.ClusterUuid, info.CliqueId)
+	}
+}
+
+// clique formats the fabric's cluster UUID and clique id as GPU Feature
+// Discovery does for nvidia.com/gpu.clique (k8s-device-plugin
+// internal/resource GetFabricIDs: the UUID's canonical string, a dot, the
+// id in decimal). An all-zero UUID means no multi-node domain: go-nvlib's
+// IsFabricAttached treats such a GPU as not attached, and so do we.
+func clique(uuid [16]uint8, id uint32) string {
+	if uuid == [16]uint8{} {
+		return ""
+	}
+	h := hex.EncodeToString(uuid[:])
+	return fmt.Sprintf("%s-%s-%s-%s-%s.%d", h[:8], h[8:12], h[12:16], h[16:20], h[20:], id)
 }
 
 // fabricState maps NVML's fabric state and status to the model; nil for

@@ -632,3 +632,38 @@ func TestConcurrentUse(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFabricClique reads the multi-node NVLink clique of a tray whose
+// fabric manager put one GPU into another partition and has not yet
+// registered another: only completed GPUs in a cluster carry a clique.
+func TestFabricClique(t *testing.T) {
+	m := dgx(nvmlfake.B200)
+	m.GPUs = m.GPUs[:4]
+	m.FabricCluster = [16]byte{0x9f, 0x2b, 0x0c, 0x41, 0x7e, 0x15, 0x4a, 0x3d, 0x8b, 0x6e, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab}
+	m.FabricClique = 32766
+	other := uint32(5)
+	m.GPUs[2].FabricClique = &other
+	m.GPUs[3].FabricNotStarted = true
+	b := nvml.New(build(t, m))
+	defer b.Close()
+	inv := inventory(t, b)
+	want := []gpu.Fabric{
+		{State: gpu.FabricCompleted, Status: "success", Clique: "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766"},
+		{State: gpu.FabricCompleted, Status: "success", Clique: "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.32766"},
+		{State: gpu.FabricCompleted, Status: "success", Clique: "9f2b0c41-7e15-4a3d-8b6e-0123456789ab.5"},
+		{State: gpu.FabricNotStarted},
+	}
+	for i, w := range want {
+		if f := inv.Devices[i].Fabric; f == nil || *f != w {
+			t.Errorf("gpu %d fabric = %+v, want %+v", i, f, w)
+		}
+	}
+
+	// A single-node NVSwitch baseboard reports a completed fabric with a
+	// zero cluster UUID: no clique.
+	b2 := nvml.New(build(t, dgx(nvmlfake.H100)))
+	defer b2.Close()
+	if f := inventory(t, b2).Devices[0].Fabric; f == nil || f.Clique != "" {
+		t.Errorf("HGX H100 fabric = %+v, want no clique", f)
+	}
+}

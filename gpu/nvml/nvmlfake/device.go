@@ -180,7 +180,10 @@ func (d *device) GetGpuFabricInfo() (gonvml.GpuFabricInfo, gonvml.Return) {
 		info.State, info.Status = gonvml.GPU_FABRIC_STATE_NOT_STARTED, uint32(gonvml.ERROR_UNINITIALIZED)
 	default:
 		info.State, info.Status = gonvml.GPU_FABRIC_STATE_COMPLETED, uint32(gonvml.SUCCESS)
-		copy(info.ClusterUuid[:], d.UUID[4:])
+		info.ClusterUuid, info.CliqueId = d.f.cluster, d.f.clique
+		if c := d.spec.FabricClique; c != nil {
+			info.CliqueId = *c
+		}
 	}
 	return info, gonvml.SUCCESS
 }

@@ -97,6 +97,9 @@ type machine struct {
 	schedule []XIDEvent      // not yet delivered, in time order
 	periodic PeriodicXID
 	nextTick int // next periodic XID number
+
+	cluster [16]byte // Machine.FabricCluster
+	clique  uint32   // Machine.FabricClique
 }
 
 // New builds the NVIDIA side of m. The result is an NVML library whose
@@ -118,7 +121,8 @@ func New(m Machine) (gonvml.Interface, error) {
 		clock = time.Now
 	}
 	f := &machine{Server: srv, spec: spec, clock: clock, start: clock(), initRet: gonvml.SUCCESS,
-		hidden: map[string]bool{}, provided: map[string]bool{}, calls: map[string]int{}, periodic: m.PeriodicXID}
+		hidden: map[string]bool{}, provided: map[string]bool{}, calls: map[string]int{}, periodic: m.PeriodicXID,
+		cluster: m.FabricCluster, clique: m.FabricClique}
 	busIDs := map[string]int{}
 	var errs []error
 	for i, g := range m.GPUs {

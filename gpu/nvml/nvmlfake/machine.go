@@ -36,6 +36,12 @@ type Machine struct {
 	XIDs []XIDEvent
 	// PeriodicXID raises one XID at a fixed interval, GPU after GPU.
 	PeriodicXID PeriodicXID
+	// FabricCluster and FabricClique are the multi-node NVLink domain's
+	// cluster UUID and clique id that GPUs with a completed fabric report
+	// (GB200/GB300 NVL trays). The zero UUID is what single-node NVSwitch
+	// baseboards (HGX H100/H200/B200) report.
+	FabricCluster [16]byte
+	FabricClique  uint32
 }
 
 // GPU is one device of the machine. Faults are off in the zero value.
@@ -58,6 +64,10 @@ type GPU struct {
 	// started, as when nvidia-fabricmanager is not running; only models
 	// on NVSwitch baseboards report a fabric at all.
 	FabricNotStarted bool
+	// FabricClique, when set, is the clique id this GPU reports instead
+	// of the machine's: a tray whose GPUs the fabric manager put into
+	// different partitions.
+	FabricClique *uint32
 	// MIGEnabled turns MIG mode on (current and pending).
 	MIGEnabled bool
 	// MIG lists the GPU instances of a MIG-enabled GPU by profile
