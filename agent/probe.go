@@ -142,6 +142,9 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		Timeout:     l.cfg.Timeout, Logger: l.log, OnRound: l.record,
 		Rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
+	if r := l.cfg.Rails; r.Match != config.RailsNone {
+		sched.Rails = &probe.RailRule{Match: r.Match, IPv4Prefix: r.IPv4PrefixLength, IPv6Prefix: r.IPv6PrefixLength}
+	}
 	if kube != nil && l.cfg.Namespace != "" && nodeName != "" {
 		_, port, _ := net.SplitHostPort(l.cfg.ListenAddress) // validated
 		sched.Peers = func(ctx context.Context) ([]probe.Peer, error) {
