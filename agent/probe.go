@@ -137,9 +137,9 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 	}
 	sched := &probe.Scheduler{
 		Self: nodeName, Interval: l.cfg.Interval, Loopback: l.cfg.Loopback, RandomPeers: l.cfg.RandomPeers,
-		TCPBaseline: l.cfg.TCPBaseline,
-		Client:      &probe.Client{Token: token, Devices: devices, Limiter: lim},
-		Timeout:     l.cfg.Timeout, Logger: l.log, OnRound: l.record,
+		TCPBaseline: l.cfg.TCPBaseline, ServiceLevel: l.cfg.ServiceLevel, TrafficClass: l.cfg.TrafficClass,
+		Client:  &probe.Client{Token: token, Devices: devices, Limiter: lim},
+		Timeout: l.cfg.Timeout, Logger: l.log, OnRound: l.record,
 		Rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 	if r := l.cfg.Rails; r.Match != config.RailsNone {

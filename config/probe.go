@@ -36,6 +36,11 @@ type Probe struct {
 	// Rails decides which of a peer's ports each of this node's ports
 	// probes: one probe per rail.
 	Rails ProbeRails `yaml:"rails"`
+	// ServiceLevel (0-15) and TrafficClass (0-255: on RoCE v2 the DSCP
+	// and ECN bits) of the RDMA probes' queue pairs, so they travel in
+	// the workload's (lossless) class.
+	ServiceLevel int `yaml:"serviceLevel"`
+	TrafficClass int `yaml:"trafficClass"`
 	// Timeout bounds one probe.
 	Timeout time.Duration `yaml:"timeout"`
 	// Thresholds judge the probes to peers: the links and the fabric.
@@ -152,6 +157,12 @@ func (p Probe) validate() []error {
 	}
 	if p.Rails.IPv6PrefixLength < 1 || p.Rails.IPv6PrefixLength > 128 {
 		bad("probe.rails.ipv6PrefixLength", "must be between 1 and 128, got %d", p.Rails.IPv6PrefixLength)
+	}
+	if p.ServiceLevel < 0 || p.ServiceLevel > 15 {
+		bad("probe.serviceLevel", "must be between 0 and 15, got %d", p.ServiceLevel)
+	}
+	if p.TrafficClass < 0 || p.TrafficClass > 255 {
+		bad("probe.trafficClass", "must be between 0 and 255, got %d", p.TrafficClass)
 	}
 	t := p.Thresholds
 	if t.MinBandwidthBytesPerSecond < 0 {

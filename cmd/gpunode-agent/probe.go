@@ -43,6 +43,7 @@ type probeFlags struct {
 	kind       string
 	rail       string
 	railMatch  string
+	sl, tclass int
 
 	serve, loopback, bw, lat *kingpin.CmdClause
 }
@@ -57,6 +58,8 @@ func addProbe(app *kingpin.Application) *probeFlags {
 	intVar(cmd.Flag("depth", "Send queue depth: writes in flight (default 128).").PlaceHolder("N"), &f.depth)
 	durationVar(cmd.Flag("duration", "Run bandwidth probes for this long instead of --iterations.").PlaceHolder("DURATION"), &f.duration)
 	durationVar(cmd.Flag("timeout", "Bound on each measurement.").Default("1m"), &f.timeout)
+	intVar(cmd.Flag("sl", "Service level (0-15) of the RDMA probes' queue pairs (both ends): where lossless traffic is mapped by SL (InfiniBand, some RoCE setups), SL 0 is not always its class.").PlaceHolder("N"), &f.sl)
+	intVar(cmd.Flag("traffic-class", "Traffic class (0-255) of the RDMA probes' queue pairs (both ends): on RoCE v2 the IP header's DSCP (upper 6 bits) and ECN bits, e.g. 106 for DSCP 26, where lossless RoCE traffic is often put.").PlaceHolder("N"), &f.tclass)
 	cmd.Flag("tcp", "Also measure the TCP baseline over the same path (bandwidth, latency, CPU seconds per GB).").BoolVar(&f.tcp)
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
 	cmd.Flag("rail", "Probe per rail: all, or one rail's number K. Rail K is this node's K-th RDMA port (devices in natural order, then ports; a port that is down keeps its number; no SR-IOV VFs), probed against the peer's port on the same rail (--rail-match). Default: one port, the one whose address the connection uses.").PlaceHolder("all|K").StringVar(&f.rail)
@@ -91,6 +94,9 @@ func (f *probeFlags) request(kind string) probe.Request {
 		r.Duration = f.duration
 	}
 	r.Timeout = f.timeout
+	if kind == probe.KindWriteBW || kind == probe.KindSendLat {
+		r.ServiceLevel, r.TrafficClass = f.sl, f.tclass
+	}
 	if r.Duration > 0 {
 		r.Timeout = max(r.Timeout, r.Duration+10*time.Second)
 		if f.iterations == 0 {

@@ -34,6 +34,7 @@ func TestProbeCLIWithoutRDMA(t *testing.T) {
 		{[]string{"probe", "lat"}, 2, "", "--peer"},
 		{[]string{"probe", "loopback", "--kind", "read"}, 2, "", "enum value"},
 		{[]string{"probe"}, 2, "", "must select a subcommand"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--sl", "16"}, 2, "", "service level 16 out of range 0..15"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "two"}, 2, "", `--rail "two": want all or a rail number`},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "0", "--device", "mlx5_0"}, 2, "", "--rail and --device exclude each other"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "all", "--rail-match", "slot"}, 2, "", "enum value"},
@@ -62,6 +63,14 @@ func TestProbeHelpers(t *testing.T) {
 	}
 	if r := f.request(probe.KindSendLat); r.Size != 4096 || r.Iterations != 1000 || r.Depth != 1 || r.Duration != 0 {
 		t.Errorf("latency flags %+v", r)
+	}
+	f = &probeFlags{timeout: time.Minute, sl: 3, tclass: 106}
+	if r := f.request(probe.KindSendLat); r.ServiceLevel != 3 || r.TrafficClass != 106 || r.Validate() != nil {
+		t.Errorf("class flags %+v", r)
+	}
+	// The TCP baseline has no class to set.
+	if r := f.request(probe.KindTCPBW); r.ServiceLevel != 0 || r.TrafficClass != 0 || r.Validate() != nil {
+		t.Errorf("class flags on TCP %+v", r)
 	}
 	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5, DataRateGbps: 2.5}
 	line := formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5.083e7, CPUSecondsPerGB: 19.68})

@@ -51,9 +51,6 @@ func (c *Client) RunRail(ctx context.Context, addr string, rail Rail, rule RailR
 	req.Rail = rule.request(rail)
 	res, err := c.run(ctx, addr, req, &rail.Port)
 	if err != nil {
-		if IsVersion(err) {
-			return Result{}, fmt.Errorf("%s: %w (the peer's agent predates per-rail probes, protocol version %d: upgrade it, or turn rails off)", rail.Name(), err, versionRails)
-		}
 		return Result{}, fmt.Errorf("%s: %w", rail.Name(), err)
 	}
 	return res, nil
@@ -82,6 +79,9 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 
 	req, acc, err := c.handshake(conn, addr, req)
 	if err != nil {
+		if IsVersion(err) && req.version() >= versionRails {
+			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: per-rail probes, service level and traffic class; upgrade it, or leave those off)", err, versionRails)
+		}
 		return Result{}, err
 	}
 	res := Result{Kind: req.Kind, Peer: addr, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}

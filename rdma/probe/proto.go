@@ -40,8 +40,9 @@ import (
 // neither holds its node's probe slot for the rest of the timeout.
 //
 // Version 2 adds rails: a request may name the client's rail (Request.Rail)
-// and the accept then names the server's port on it (accept.Port). A
-// client sends a request as version 2 only when it names a rail, and a
+// and the accept then names the server's port on it (accept.Port); and a
+// service level and traffic class. A client sends a request as version 2
+// only when it uses any of these, and a
 // server answers such a request in version 2; everything else stays
 // version 1, so agents of either version probe each other as before. A
 // version 1 server refuses a version 2 request with the code version,
@@ -119,9 +120,13 @@ type Request struct {
 	Timeout time.Duration `json:"timeout_ns"`
 	// Rail, when set, names the client's rail: the server answers on its
 	// port of the same rail (protocol version 2).
-	Rail  *RailRequest `json:"rail,omitempty"`
-	Nonce []byte       `json:"nonce,omitempty"`
-	MAC   []byte       `json:"mac,omitempty"`
+	Rail *RailRequest `json:"rail,omitempty"`
+	// ServiceLevel (0-15) and TrafficClass (0-255) set both ends' QPs'
+	// class (protocol version 2 when not 0).
+	ServiceLevel int    `json:"service_level,omitempty"`
+	TrafficClass int    `json:"traffic_class,omitempty"`
+	Nonce        []byte `json:"nonce,omitempty"`
+	MAC          []byte `json:"mac,omitempty"`
 }
 
 type accept struct {
@@ -208,6 +213,12 @@ func (r Request) Validate() error {
 	if r.Timeout <= 0 || r.Timeout > MaxDuration {
 		return fmt.Errorf("timeout %s out of range (0, %s]", r.Timeout, MaxDuration)
 	}
+	if r.ServiceLevel < 0 || r.ServiceLevel > 15 {
+		return fmt.Errorf("service level %d out of range 0..15", r.ServiceLevel)
+	}
+	if r.TrafficClass < 0 || r.TrafficClass > 255 {
+		return fmt.Errorf("traffic class %d out of range 0..255", r.TrafficClass)
+	}
 	if r.Rail != nil {
 		if !isRDMA(r.Kind) {
 			return fmt.Errorf("kind %s has no rails: it runs on the control connection", r.Kind)
@@ -221,7 +232,7 @@ func (r Request) Validate() error {
 
 // version is the protocol version the request needs.
 func (r Request) version() byte {
-	if r.Rail != nil {
+	if r.Rail != nil || r.ServiceLevel != 0 || r.TrafficClass != 0 {
 		return versionRails
 	}
 	return MinVersion

@@ -71,8 +71,39 @@ func TestRailsAgainstAnOlderPeer(t *testing.T) {
 	if v := <-versions; v != 2 {
 		t.Errorf("a per-rail probe was sent as version %d", v)
 	}
-	if !IsVersion(err) || !strings.Contains(err.Error(), "rail 3 (mlx5_3/1): ") || !strings.Contains(err.Error(), "predates per-rail probes") {
+	if !IsVersion(err) || !strings.Contains(err.Error(), "rail 3 (mlx5_3/1): ") || !strings.Contains(err.Error(), "predates protocol version 2: per-rail probes") {
 		t.Errorf("a per-rail probe to an old peer: %v", err)
+	}
+	// So does a service level or traffic class: an old server would
+	// refuse the unknown field as a request it cannot read.
+	for _, set := range []func(*Request){func(r *Request) { r.ServiceLevel = 3 }, func(r *Request) { r.TrafficClass = 106 }} {
+		r := req
+		set(&r)
+		_, err := c.Run(context.Background(), addr, r)
+		if v := <-versions; v != 2 {
+			t.Errorf("%+v was sent as version %d", r, v)
+		}
+		if !IsVersion(err) || !strings.Contains(err.Error(), "service level and traffic class") {
+			t.Errorf("%+v to an old peer: %v", r, err)
+		}
+	}
+}
+
+func TestClassReachesQP(t *testing.T) {
+	req := DefaultRequest(KindWriteBW)
+	req.ServiceLevel, req.TrafficClass = 3, 106 // DSCP 26 (AF31), ECT(0)
+	if err := req.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c := qpConfig(Port{Port: 1, GIDIndex: 3}, req); c.ServiceLevel != 3 || c.TrafficClass != 106 {
+		t.Errorf("QP config %+v", c)
+	}
+	for _, bad := range []Request{{ServiceLevel: 16}, {ServiceLevel: -1}, {TrafficClass: 256}} {
+		r := DefaultRequest(KindSendLat)
+		r.ServiceLevel, r.TrafficClass = bad.ServiceLevel, bad.TrafficClass
+		if err := r.Validate(); err == nil {
+			t.Errorf("%+v validated", bad)
+		}
 	}
 }
 

@@ -83,7 +83,8 @@ func DefaultRequest(kind string) Request {
 // qpConfig sizes an end's queue pair and buffer for the request: the
 // message for WRITE, a send and a receive half for SEND/RECV.
 func qpConfig(p Port, req Request) verbs.QPConfig {
-	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN(), NUMANode: p.NUMANode}
+	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN(), NUMANode: p.NUMANode,
+		ServiceLevel: uint8(req.ServiceLevel), TrafficClass: uint8(req.TrafficClass)} // validated
 	if req.Kind == KindSendLat {
 		c.BufferSize = 2 * req.Size
 		// Sends are signaled every 16th; the queue holds the rest.

@@ -208,7 +208,9 @@ type Scheduler struct {
 	Peers   func(ctx context.Context) ([]Peer, error)
 	Client  *Client
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// ServiceLevel and TrafficClass set the RDMA probes' class.
+	ServiceLevel, TrafficClass int
+	Logger                     *slog.Logger
 	// OnRound receives every round's outcome.
 	OnRound func(Round)
 	Rand    *rand.Rand
@@ -241,6 +243,9 @@ func (s *Scheduler) requests(peer bool) []Request {
 	for _, k := range kinds {
 		r := DefaultRequest(k)
 		r.Timeout = s.Timeout
+		if isRDMA(k) {
+			r.ServiceLevel, r.TrafficClass = s.ServiceLevel, s.TrafficClass
+		}
 		out = append(out, r)
 	}
 	return out
