@@ -126,3 +126,36 @@ func TestServerReadsRailRequests(t *testing.T) {
 		t.Errorf("a rail down here: %v", err)
 	}
 }
+
+// A round probes each peer on every rail, one after the other, and once
+// on the control connection for the TCP baseline; each failure names its
+// rail and the verdict the first that failed. (The server here has no
+// RDMA, so it refuses rail 0; rail 1 is down on this node.)
+func TestSchedulerProbesEveryRail(t *testing.T) {
+	addr := startServer(t, NewLimiter())
+	s := &Scheduler{Rails: &RailRule{}, Client: client(testToken), TCPBaseline: true, Timeout: 5 * time.Second}
+	rails := []Rail{
+		{Index: 0, Usable: true, State: "ACTIVE", Port: Port{Device: "mlx5_0", Port: 1, GIDIndex: -1}},
+		{Index: 1, State: "DOWN", Port: Port{Device: "mlx5_1", Port: 1, GIDIndex: -1}},
+	}
+	var r Round
+	s.peerRound(context.Background(), &r, Peer{Node: "n2", Address: addr}, rails)
+	var got []string
+	for _, f := range r.Failures {
+		got = append(got, f.Kind+" "+f.where())
+	}
+	want := "write_bw n2 rail 0 (mlx5_0/1), write_bw n2 rail 1 (mlx5_1/1), send_lat n2 rail 0 (mlx5_0/1), send_lat n2 rail 1 (mlx5_1/1)"
+	if strings.Join(got, ", ") != want {
+		t.Errorf("failures %q\nwant %s", got, want)
+	}
+	if len(r.Results) != 2 || r.Results[0].Kind != KindTCPBW || r.Results[1].Kind != KindTCPLat || r.Results[0].Rail != nil {
+		t.Errorf("results %+v: want the TCP baseline once, without a rail", r.Results)
+	}
+	if len(r.Failures) == 4 && (!strings.Contains(r.Failures[0].Err, "unavailable") || !strings.Contains(r.Failures[1].Err, "this node's port is DOWN")) {
+		t.Errorf("failures %+v", r.Failures)
+	}
+	v := r.Verdict(Thresholds{}, Thresholds{})
+	if v.Reason != "ProbeFailed" || !strings.Contains(v.Message, "4 of 6 probes failed; n2 rail 0 (mlx5_0/1) write_bw: rail 0 (mlx5_0/1): ") {
+		t.Errorf("verdict %+v", v)
+	}
+}
