@@ -32,7 +32,9 @@ echo "== serve-log"; cat /tmp/serve.log; echo "== end"
 
 // wireClient probes the server VM across the wire once its server
 // answers: RDMA WRITE bandwidth and SEND/RECV latency with the TCP
-// baseline beside them, then a wrong token; then every rail (by index
+// baseline beside them (SEND/RECV with a 2 minute timeout: across the
+// emulated wire a half round trip takes 20-30 ms in TCG, so the default
+// 1000 round trips take about a minute), then a wrong token; then every rail (by index
 // and by subnet), breaks the second wire and probes every rail again.
 const wireClient = `
 rdma link add rxe0 type rxe netdev eth0
@@ -45,7 +47,7 @@ until peer lat --iterations 10 > /dev/null 2>&1; do
 	try=$((try+1)); [ $try -ge 60 ] && break; sleep 1
 done
 echo "== wire-bw"; peer bw --tcp --iterations 1500 -o json; echo "== rc $?"
-echo "== wire-lat"; peer lat --tcp -o json; echo "== rc $?"
+echo "== wire-lat"; peer lat --tcp --timeout 2m -o json; echo "== rc $?"
 echo "== wire-wrong-token"; gpunode-agent probe --token-file /tmp/wrong bw --peer 10.0.3.1 2>&1; echo "== rc $?"
 echo "== rails-bw"; peer bw --rail all --iterations 200 -o json; echo "== rc $?"
 echo "== rails-lat"; peer lat --rail all --rail-match subnet --iterations 100 -o json; echo "== rc $?"
