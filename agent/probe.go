@@ -137,10 +137,13 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 	}
 	sched := &probe.Scheduler{
 		Self: nodeName, Interval: l.cfg.Interval, Loopback: l.cfg.Loopback, RandomPeers: l.cfg.RandomPeers,
-		TCPBaseline: l.cfg.TCPBaseline,
-		Client:      &probe.Client{Token: token, Devices: devices, Limiter: lim},
-		Timeout:     l.cfg.Timeout, Logger: l.log, OnRound: l.record,
+		TCPBaseline: l.cfg.TCPBaseline, ServiceLevel: l.cfg.ServiceLevel, TrafficClass: l.cfg.TrafficClass,
+		Client:  &probe.Client{Token: token, Devices: devices, Limiter: lim},
+		Timeout: l.cfg.Timeout, Logger: l.log, OnRound: l.record,
 		Rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	if r := l.cfg.Rails; r.Match != config.RailsNone {
+		sched.Rails = &probe.RailRule{Match: r.Match, IPv4Prefix: r.IPv4PrefixLength, IPv6Prefix: r.IPv6PrefixLength}
 	}
 	if kube != nil && l.cfg.Namespace != "" && nodeName != "" {
 		_, port, _ := net.SplitHostPort(l.cfg.ListenAddress) // validated

@@ -33,6 +33,14 @@ type Probe struct {
 	Namespace string `yaml:"namespace"`
 	// TCPBaseline also measures TCP to each peer over the same path.
 	TCPBaseline bool `yaml:"tcpBaseline"`
+	// Rails decides which of a peer's ports each of this node's ports
+	// probes: one probe per rail.
+	Rails ProbeRails `yaml:"rails"`
+	// ServiceLevel (0-15) and TrafficClass (0-255: on RoCE v2 the DSCP
+	// and ECN bits) of the RDMA probes' queue pairs, so they travel in
+	// the workload's (lossless) class.
+	ServiceLevel int `yaml:"serviceLevel"`
+	TrafficClass int `yaml:"trafficClass"`
 	// Timeout bounds one probe.
 	Timeout time.Duration `yaml:"timeout"`
 	// Thresholds judge the probes to peers: the links and the fabric.
@@ -54,6 +62,26 @@ type ProbeThresholds struct {
 	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
 }
 
+// ProbeRails pairs this node's ports with a peer's (rdma/probe.RailRule).
+type ProbeRails struct {
+	// Match is index (this node's k-th port against the peer's k-th, the
+	// default), subnet (the peer's port on the same RoCE subnet or
+	// InfiniBand subnet prefix) or none (one port per peer: the one whose
+	// address the control connection uses, as agents before rails did).
+	Match string `yaml:"match"`
+	// IPv4PrefixLength and IPv6PrefixLength make a RoCE rail's subnet
+	// under match subnet.
+	IPv4PrefixLength int `yaml:"ipv4PrefixLength"`
+	IPv6PrefixLength int `yaml:"ipv6PrefixLength"`
+}
+
+// Rail matches of ProbeRails.Match.
+const (
+	RailsIndex  = "index"
+	RailsSubnet = "subnet"
+	RailsNone   = "none"
+)
+
 // LoopbackThresholds decide when a loopback probe passed (0 means not
 // checked).
 type LoopbackThresholds struct {
@@ -68,6 +96,7 @@ var probeSectionNames = map[string]string{
 	"Probe":              "probe",
 	"ProbeThresholds":    "probe.thresholds",
 	"LoopbackThresholds": "probe.loopbackThresholds",
+	"ProbeRails":         "probe.rails",
 }
 
 // DefaultProbePeerSelector selects the chart's agent pods.
@@ -85,6 +114,7 @@ func DefaultProbe() Probe {
 		PeerSelector:  DefaultProbePeerSelector,
 		Namespace:     os.Getenv("POD_NAMESPACE"),
 		Timeout:       time.Minute,
+		Rails:         ProbeRails{Match: RailsIndex, IPv4PrefixLength: 24, IPv6PrefixLength: 64},
 	}
 }
 
@@ -116,6 +146,23 @@ func (p Probe) validate() []error {
 	}
 	if p.Namespace != "" && (len(p.Namespace) > 63 || !labelName.MatchString(p.Namespace)) {
 		bad("probe.namespace", "must be a namespace name, got %q", p.Namespace)
+	}
+	switch p.Rails.Match {
+	case RailsIndex, RailsSubnet, RailsNone:
+	default:
+		bad("probe.rails.match", "must be index, subnet or none, got %q", p.Rails.Match)
+	}
+	if p.Rails.IPv4PrefixLength < 1 || p.Rails.IPv4PrefixLength > 32 {
+		bad("probe.rails.ipv4PrefixLength", "must be between 1 and 32, got %d", p.Rails.IPv4PrefixLength)
+	}
+	if p.Rails.IPv6PrefixLength < 1 || p.Rails.IPv6PrefixLength > 128 {
+		bad("probe.rails.ipv6PrefixLength", "must be between 1 and 128, got %d", p.Rails.IPv6PrefixLength)
+	}
+	if p.ServiceLevel < 0 || p.ServiceLevel > 15 {
+		bad("probe.serviceLevel", "must be between 0 and 15, got %d", p.ServiceLevel)
+	}
+	if p.TrafficClass < 0 || p.TrafficClass > 255 {
+		bad("probe.trafficClass", "must be between 0 and 255, got %d", p.TrafficClass)
 	}
 	t := p.Thresholds
 	if t.MinBandwidthBytesPerSecond < 0 {

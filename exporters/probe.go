@@ -29,20 +29,20 @@ func NewProbeCollector(round func() *probe.Round, refused func() map[string]uint
 			"Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).",
 			[]string{"reason"}, nil),
 		bandwidth: prometheus.NewDesc("gpunode_rdma_probe_bandwidth_bytes_per_second",
-			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link).",
-			[]string{"device", "port", "peer", "kind"}, nil),
+			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails).",
+			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
 		lineRate: prometheus.NewDesc("gpunode_rdma_probe_line_rate_ratio",
 			"RDMA WRITE bandwidth of the last probe to a peer over the data rate of the slower of the two ports (0 to 1); loopback probes have none, their traffic never meets the link.",
-			[]string{"device", "port", "peer"}, nil),
+			[]string{"device", "port", "peer", "peer_device"}, nil),
 		latency: prometheus.NewDesc("gpunode_rdma_probe_latency_seconds",
 			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.",
-			[]string{"device", "port", "peer", "kind", "quantile"}, nil),
+			[]string{"device", "port", "peer", "peer_device", "kind", "quantile"}, nil),
 		cpuPerGB: prometheus.NewDesc("gpunode_rdma_probe_cpu_seconds_per_gigabyte",
 			"CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.",
-			[]string{"device", "port", "peer", "kind"}, nil),
+			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
 		success: prometheus.NewDesc("gpunode_rdma_probe_success",
-			"1 if the last probe of this kind ran to the end, 0 if it failed.",
-			[]string{"device", "port", "peer", "kind"}, nil),
+			"1 if the last probe of this kind ran to the end, 0 if it failed; device and port are this node's port (its rail, for per-rail peer probes), peer_device is empty for a failure.",
+			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
 		lastRun: prometheus.NewDesc("gpunode_rdma_probe_last_run_timestamp_seconds",
 			"Unix time when the last round of RDMA probes started.", nil, nil),
 	}
@@ -69,26 +69,26 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.lastRun, prometheus.GaugeValue, float64(r.At.UnixNano())/1e9)
 	for _, res := range r.Results {
-		dev, port := res.Local.Device, ""
+		dev, port, pdev := res.Local.Device, "", res.PeerDevice()
 		if dev != "" { // the TCP baseline has no RDMA port
 			port = strconv.Itoa(res.Local.Port)
 		}
-		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1, dev, port, res.Peer, res.Kind)
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1, dev, port, res.Peer, pdev, res.Kind)
 		if res.BytesPerSecond > 0 {
-			ch <- prometheus.MustNewConstMetric(c.bandwidth, prometheus.GaugeValue, res.BytesPerSecond, dev, port, res.Peer, res.Kind)
+			ch <- prometheus.MustNewConstMetric(c.bandwidth, prometheus.GaugeValue, res.BytesPerSecond, dev, port, res.Peer, pdev, res.Kind)
 		}
 		if res.CPUSecondsPerGB > 0 {
-			ch <- prometheus.MustNewConstMetric(c.cpuPerGB, prometheus.GaugeValue, res.CPUSecondsPerGB, dev, port, res.Peer, res.Kind)
+			ch <- prometheus.MustNewConstMetric(c.cpuPerGB, prometheus.GaugeValue, res.CPUSecondsPerGB, dev, port, res.Peer, pdev, res.Kind)
 		}
 		if res.LineRateFraction > 0 {
-			ch <- prometheus.MustNewConstMetric(c.lineRate, prometheus.GaugeValue, res.LineRateFraction, dev, port, res.Peer)
+			ch <- prometheus.MustNewConstMetric(c.lineRate, prometheus.GaugeValue, res.LineRateFraction, dev, port, res.Peer, pdev)
 		}
 		if l := res.Latency; l != nil {
 			for _, q := range []struct {
 				q string
 				v float64
 			}{{"0", l.Min.Seconds()}, {"0.5", l.P50.Seconds()}, {"0.99", l.P99.Seconds()}, {"0.999", l.P999.Seconds()}, {"1", l.Max.Seconds()}} {
-				ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, q.v, dev, port, res.Peer, res.Kind, q.q)
+				ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, q.v, dev, port, res.Peer, pdev, res.Kind, q.q)
 			}
 		}
 	}
@@ -98,6 +98,7 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 		if peer == "" {
 			peer = "loopback"
 		}
-		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0, dev, port, peer, f.Kind)
+		// The peer's device is unknown: its server answered with an error.
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0, dev, port, peer, "", f.Kind)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,6 +41,9 @@ type probeFlags struct {
 	tcp        bool
 	output     string
 	kind       string
+	rail       string
+	railMatch  string
+	sl, tclass int
 
 	serve, loopback, bw, lat *kingpin.CmdClause
 }
@@ -54,8 +58,12 @@ func addProbe(app *kingpin.Application) *probeFlags {
 	intVar(cmd.Flag("depth", "Send queue depth: writes in flight (default 128).").PlaceHolder("N"), &f.depth)
 	durationVar(cmd.Flag("duration", "Run bandwidth probes for this long instead of --iterations.").PlaceHolder("DURATION"), &f.duration)
 	durationVar(cmd.Flag("timeout", "Bound on each measurement.").Default("1m"), &f.timeout)
+	intVar(cmd.Flag("sl", "Service level (0-15) of the RDMA probes' queue pairs (both ends): where lossless traffic is mapped by SL (InfiniBand, some RoCE setups), SL 0 is not always its class.").PlaceHolder("N"), &f.sl)
+	intVar(cmd.Flag("traffic-class", "Traffic class (0-255) of the RDMA probes' queue pairs (both ends): on RoCE v2 the IP header's DSCP (upper 6 bits) and ECN bits, e.g. 106 for DSCP 26, where lossless RoCE traffic is often put.").PlaceHolder("N"), &f.tclass)
 	cmd.Flag("tcp", "Also measure the TCP baseline over the same path (bandwidth, latency, CPU seconds per GB).").BoolVar(&f.tcp)
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
+	cmd.Flag("rail", "Probe per rail: all, or one rail's number K. Rail K is this node's K-th RDMA port (devices in natural order, then ports; a port that is down keeps its number; no SR-IOV VFs), probed against the peer's port on the same rail (--rail-match). Default: one port, the one whose address the connection uses.").PlaceHolder("all|K").StringVar(&f.rail)
+	cmd.Flag("rail-match", "How a peer pairs its port with this node's rail: index (its K-th port) or subnet (its port on the same RoCE /24 or /64 subnet, or InfiniBand subnet prefix).").Default(probe.RailMatchIndex).EnumVar(&f.railMatch, probe.RailMatchIndex, probe.RailMatchSubnet)
 	f.serve = cmd.Command("serve", "Answer other agents' probes until SIGTERM, one at a time, after checking their token.")
 	f.serve.Flag("listen", "Address to listen on.").Default(":" + defaultProbePort).StringVar(&f.listen)
 	f.loopback = cmd.Command("loopback", "Probe every ACTIVE port against itself: bandwidth and latency.")
@@ -86,6 +94,9 @@ func (f *probeFlags) request(kind string) probe.Request {
 		r.Duration = f.duration
 	}
 	r.Timeout = f.timeout
+	if kind == probe.KindWriteBW || kind == probe.KindSendLat {
+		r.ServiceLevel, r.TrafficClass = f.sl, f.tclass
+	}
 	if r.Duration > 0 {
 		r.Timeout = max(r.Timeout, r.Duration+10*time.Second)
 		if f.iterations == 0 {
@@ -128,6 +139,11 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 			return exitUsage
 		}
 	}
+	rails, code, railErr := f.rails(ctx, devices)
+	if railErr != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", railErr)
+		return code
+	}
 	var rep probeReport
 	if cmd == f.loopback.FullCommand() {
 		devs, err := devices(ctx)
@@ -139,7 +155,17 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 		if f.device != "" {
 			ports = filterPorts(ports, f.device)
 		}
-		if len(ports) == 0 {
+		if rails != nil {
+			ports = nil
+			for _, r := range rails {
+				if !r.Usable {
+					rep.add(probe.Result{}, fmt.Errorf("port is %s or has no usable address", r.State), r.Name()+" loopback")
+					continue
+				}
+				ports = append(ports, r.Port)
+			}
+		}
+		if len(ports) == 0 && len(rep.Errors) == 0 {
 			fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", probe.ErrNoPort)
 			return exitFailure
 		}
@@ -163,11 +189,53 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 				rep.add(probe.Result{}, fmt.Errorf("RDMA probes are unavailable on this node: %w", rdmaErr), what)
 				continue
 			}
-			res, err := c.Run(ctx, addr, f.request(k))
-			rep.add(res, err, what)
+			if rails == nil || !isRDMAKind(k) {
+				res, err := c.Run(ctx, addr, f.request(k))
+				rep.add(res, err, what)
+				continue
+			}
+			for _, r := range rails {
+				res, err := c.RunRail(ctx, addr, r, probe.RailRule{Match: f.railMatch}, f.request(k))
+				rep.add(res, err, what)
+			}
 		}
 	}
 	return rep.write(f.output, stdout, stderr)
+}
+
+func isRDMAKind(k string) bool { return k == probe.KindWriteBW || k == probe.KindSendLat }
+
+// rails are the rails --rail picks (nil without --rail): all of this
+// node's, or rail K; on error, the exit code too.
+func (f *probeFlags) rails(ctx context.Context, devices probe.Devices) ([]probe.Rail, int, error) {
+	if f.rail == "" {
+		return nil, 0, nil
+	}
+	if f.device != "" {
+		return nil, exitUsage, errors.New("--rail and --device exclude each other: a rail names its port")
+	}
+	k := -1
+	if f.rail != "all" {
+		n, err := strconv.Atoi(f.rail)
+		if err != nil || n < 0 {
+			return nil, exitUsage, fmt.Errorf("--rail %q: want all or a rail number (0, 1, ...)", f.rail)
+		}
+		k = n
+	}
+	devs, err := devices(ctx)
+	if err != nil {
+		return nil, exitFailure, fmt.Errorf("discover RDMA devices: %w", err)
+	}
+	all := probe.Rails(devs, probe.RailRule{Match: f.railMatch})
+	switch {
+	case k < 0 && len(all) == 0:
+		return nil, exitFailure, fmt.Errorf("--rail all: %w", probe.ErrNoPort)
+	case k < 0:
+		return all, 0, nil
+	case k >= len(all):
+		return nil, exitFailure, fmt.Errorf("--rail %d: this node has %d rails", k, len(all))
+	}
+	return all[k : k+1], 0, nil
 }
 
 // kinds are the probe kinds a command runs, with the TCP baselines when
@@ -277,7 +345,14 @@ func formatResult(r probe.Result) string {
 	if r.Local.Device == "" {
 		where = "-"
 	}
-	head := fmt.Sprintf("%-10s %-22s %-9s %s x %d", where, r.Peer, r.Kind, sizeText(r.Size), r.Iterations)
+	peer := r.Peer
+	if r.Rail != nil {
+		where = fmt.Sprintf("rail %d %s", *r.Rail, where)
+		if r.PeerPort != nil {
+			peer += " " + r.PeerPort.Name()
+		}
+	}
+	head := fmt.Sprintf("%-10s %-22s %-9s %s x %d", where, peer, r.Kind, sizeText(r.Size), r.Iterations)
 	if r.Latency != nil {
 		l := r.Latency
 		return fmt.Sprintf("%s: latency min %s p50 %s p99 %s p99.9 %s max %s", head,

@@ -34,6 +34,10 @@ func TestProbeCLIWithoutRDMA(t *testing.T) {
 		{[]string{"probe", "lat"}, 2, "", "--peer"},
 		{[]string{"probe", "loopback", "--kind", "read"}, 2, "", "enum value"},
 		{[]string{"probe"}, 2, "", "must select a subcommand"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--sl", "16"}, 2, "", "service level 16 out of range 0..15"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "two"}, 2, "", `--rail "two": want all or a rail number`},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "0", "--device", "mlx5_0"}, 2, "", "--rail and --device exclude each other"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "all", "--rail-match", "slot"}, 2, "", "enum value"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)
@@ -60,6 +64,14 @@ func TestProbeHelpers(t *testing.T) {
 	if r := f.request(probe.KindSendLat); r.Size != 4096 || r.Iterations != 1000 || r.Depth != 1 || r.Duration != 0 {
 		t.Errorf("latency flags %+v", r)
 	}
+	f = &probeFlags{timeout: time.Minute, sl: 3, tclass: 106}
+	if r := f.request(probe.KindSendLat); r.ServiceLevel != 3 || r.TrafficClass != 106 || r.Validate() != nil {
+		t.Errorf("class flags %+v", r)
+	}
+	// The TCP baseline has no class to set.
+	if r := f.request(probe.KindTCPBW); r.ServiceLevel != 0 || r.TrafficClass != 0 || r.Validate() != nil {
+		t.Errorf("class flags on TCP %+v", r)
+	}
 	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5, DataRateGbps: 2.5}
 	line := formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5.083e7, CPUSecondsPerGB: 19.68})
 	if !strings.Contains(line, "rxe0/1") || !strings.Contains(line, "64 KiB x 5000, depth 128: 50.83 MB/s = 48.48 MiB/s, 19.68 CPU s/GB") {
@@ -71,6 +83,10 @@ func TestProbeHelpers(t *testing.T) {
 	line = formatResult(probe.Result{Kind: probe.KindWriteBW, Local: qdr, Peer: "node-b:9836", PeerDataRateGbps: 100, Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 3.2e9, LineRateFraction: 0.8, CPUSecondsPerGB: 0.1})
 	if !strings.Contains(line, ": 3200.00 MB/s = 3051.76 MiB/s (80.0% of 32 Gb/s), 0.10 CPU s/GB") {
 		t.Errorf("peer bandwidth line %q", line)
+	}
+	line = formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "node-b:9836", Rail: new(1), PeerPort: &probe.Port{Device: "mlx5_1", Port: 1}, Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5e7})
+	if !strings.HasPrefix(line, "rail 1 rxe0/1 node-b:9836 mlx5_1/1 ") {
+		t.Errorf("per-rail line %q", line)
 	}
 	line = formatResult(probe.Result{Kind: probe.KindSendLat, Local: port, Peer: "node-b:9836", Size: 2, Iterations: 1000,
 		Latency: &verbs.Latency{Min: 8 * time.Microsecond, P50: 9500 * time.Nanosecond, P99: 20 * time.Microsecond, P999: 40 * time.Microsecond, Max: time.Millisecond}})

@@ -27,8 +27,38 @@ func (c *Client) step() time.Duration {
 	return stepTimeout(c.StepTimeout)
 }
 
-// Run probes the agent at addr ("host:port") with req.
+// Run probes the agent at addr ("host:port") with req, from the port
+// whose address the control connection leaves from (or c.Device).
 func (c *Client) Run(ctx context.Context, addr string, req Request) (Result, error) {
+	req.Rail = nil
+	return c.run(ctx, addr, req, nil)
+}
+
+// RunRail probes the agent at addr with req on rail: from the rail's port
+// to the peer's port on the same rail under rule. The result and the
+// errors name the rail.
+func (c *Client) RunRail(ctx context.Context, addr string, rail Rail, rule RailRule, req Request) (Result, error) {
+	if !isRDMA(req.Kind) {
+		return Result{}, fmt.Errorf("kind %s has no rails", req.Kind)
+	}
+	if !rail.Usable {
+		why := "is " + rail.State
+		if rail.State == "ACTIVE" {
+			why = "has no usable address"
+		}
+		return Result{}, fmt.Errorf("%s: this node's port %s", rail.Name(), why)
+	}
+	req.Rail = rule.request(rail)
+	res, err := c.run(ctx, addr, req, &rail.Port)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", rail.Name(), err)
+	}
+	return res, nil
+}
+
+// run is Run from local, when set, else from the port the control
+// connection picks.
+func (c *Client) run(ctx context.Context, addr string, req Request, local *Port) (Result, error) {
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
@@ -49,13 +79,22 @@ func (c *Client) Run(ctx context.Context, addr string, req Request) (Result, err
 
 	req, acc, err := c.handshake(conn, addr, req)
 	if err != nil {
+		if IsVersion(err) && req.version() >= versionRails {
+			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: per-rail probes, service level and traffic class; upgrade it, or leave those off)", err, versionRails)
+		}
 		return Result{}, err
 	}
 	res := Result{Kind: req.Kind, Peer: addr, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
 	if !isRDMA(req.Kind) {
 		return c.runTCP(conn, addr, req, res)
 	}
-	return c.runRDMA(ctx, conn, addr, req, acc, res)
+	if req.Rail != nil {
+		if acc.Port == nil {
+			return Result{}, fmt.Errorf("%s: accept without the peer's port on the rail", addr)
+		}
+		res.Rail, res.PeerPort = new(req.Rail.Index), acc.Port
+	}
+	return c.runRDMA(ctx, conn, addr, req, acc, local, res)
 }
 
 // handshake answers the server's challenge with the request, signed, and
@@ -74,7 +113,7 @@ func (c *Client) handshake(conn net.Conn, addr string, req Request) (Request, ac
 		return req, accept{}, err
 	}
 	req.MAC = requestMAC(c.Token, h.Nonce, req)
-	if err := writeFrame(conn, typeRequest, req); err != nil {
+	if err := writeFrameV(conn, req.version(), typeRequest, req); err != nil {
 		return req, accept{}, fmt.Errorf("%s: send request: %w", addr, err)
 	}
 	var acc accept
@@ -101,14 +140,19 @@ func (c *Client) runTCP(conn net.Conn, addr string, req Request, res Result) (Re
 
 // runRDMA sets up this end's queue pair toward the server's endpoint,
 // runs the measurement and exchanges the outcomes.
-func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Request, acc accept, res Result) (Result, error) {
+func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Request, acc accept, local *Port, res Result) (Result, error) {
 	if acc.Endpoint == nil {
 		return Result{}, fmt.Errorf("%s: accept without an RDMA endpoint", addr)
 	}
 	remote := *acc.Endpoint
-	port, err := localPort(ctx, c.Devices, c.Device, conn)
-	if err != nil {
-		return Result{}, err
+	var port Port
+	if local != nil {
+		port = *local
+	} else {
+		var err error
+		if port, err = localPort(ctx, c.Devices, c.Device, conn); err != nil {
+			return Result{}, err
+		}
 	}
 	res.Local = port
 	cfg := qpConfig(port, req)
@@ -247,6 +291,13 @@ func conclude(conn net.Conn, addr string, res Result, m measured) (Result, error
 func IsUnauthorized(err error) bool {
 	var re *RemoteError
 	return errors.As(err, &re) && re.Code == CodeUnauthorized
+}
+
+// IsVersion reports whether err is a server's refusal of the protocol
+// version.
+func IsVersion(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == CodeVersion
 }
 
 // IsBusy reports whether err says a probe was already running.

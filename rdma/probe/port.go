@@ -19,11 +19,12 @@ type Port struct {
 	Device    string         `json:"device"`
 	Port      int            `json:"port"`
 	Transport rdma.Transport `json:"transport"`
-	// GIDIndex is the RoCE v2 IPv4 GID used (RoCE); -1 on InfiniBand,
+	// GIDIndex is the RoCE v2 GID used (RoCE); -1 on InfiniBand,
 	// which addresses by LID.
 	GIDIndex int    `json:"gid_index"`
 	GID      string `json:"gid,omitempty"`
-	// IP is the IPv4 address in the GID (RoCE).
+	// IP is the address in the GID (RoCE): IPv4, or IPv6 on a port
+	// without a routable IPv4 one.
 	IP     string `json:"ip,omitempty"`
 	Netdev string `json:"netdev,omitempty"`
 	// RateGbps is the rate the kernel reports (the signalling rate up to
@@ -49,7 +50,8 @@ var ErrNoPort = errors.New("no ACTIVE RDMA port with a usable address")
 // Ports lists the ports probes can use: ACTIVE, with an openable verbs
 // device that is not an SR-IOV virtual function (a VF belongs to the VM
 // or pod it is handed to, and shares the PF's link), and on RoCE a RoCE
-// v2 GID holding a routable IPv4 address (the lowest index). The order is
+// v2 GID holding a routable IPv4 address (the lowest index), else one
+// holding a global IPv6 address. The order is
 // the devices' and ports' order.
 func Ports(devs []rdma.Device) []Port {
 	var out []Port
@@ -70,7 +72,7 @@ func Ports(devs []rdma.Device) []Port {
 }
 
 // candidates are the addresses of one port: on InfiniBand the port
-// itself, on RoCE one per RoCE v2 IPv4 GID.
+// itself, on RoCE one per routable RoCE v2 GID, IPv4 ones first.
 func candidates(d rdma.Device, p rdma.Port) []Port {
 	base := Port{Device: d.Name, Port: p.Number, Transport: p.Transport, GIDIndex: -1, Netdev: p.Netdev,
 		RateGbps: p.RateGbps, DataRateGbps: p.DataRateGbps(), NUMANode: d.NUMANode}
@@ -81,12 +83,12 @@ func candidates(d rdma.Device, p rdma.Port) []Port {
 	default:
 		return nil // iWARP needs connection management, not raw RC QPs
 	}
-	var out []Port
+	var v4, v6 []Port
 	for _, g := range p.GIDs {
 		if g.Type != "RoCE v2" {
 			continue
 		}
-		ip := gidIPv4(g.GID)
+		ip := gidIP(g.GID)
 		if ip == nil {
 			continue
 		}
@@ -95,24 +97,38 @@ func candidates(d rdma.Device, p rdma.Port) []Port {
 		if g.Netdev != "" {
 			c.Netdev = g.Netdev
 		}
-		out = append(out, c)
+		if ip.To4() != nil {
+			v4 = append(v4, c)
+		} else {
+			v6 = append(v6, c)
+		}
 	}
-	return out
+	// IPv4 first: where a port has both, the choice stays what it was
+	// before IPv6 GIDs counted.
+	return append(v4, v6...)
 }
 
-// gidIPv4 returns the IPv4 address of an IPv4-mapped GID
-// ("0000:...:ffff:0a00:020f"), nil for other GIDs and for link-local
-// 169.254/16 addresses: those are autoconfigured per link (the same on
-// many nodes, never routed), so a peer cannot reach this node at one.
-func gidIPv4(gid string) net.IP {
+// gidIP returns the IP address of a RoCE v2 GID: the IPv4 address of an
+// IPv4-mapped GID ("0000:...:ffff:0a00:020f") or a global IPv6 address
+// ("fd00:0004:...", RoCE v2 over IPv6). Link-local addresses (169.254/16,
+// fe80::/10) are autoconfigured per link (the same on many nodes, never
+// routed), so a peer cannot reach this node at one: nil for those, as
+// for anything else.
+func gidIP(gid string) net.IP {
 	ip := net.ParseIP(gid)
 	if ip == nil {
 		return nil
 	}
-	if v4 := ip.To4(); v4 != nil && !v4.IsLinkLocalUnicast() && !v4.IsUnspecified() {
+	if v4 := ip.To4(); v4 != nil {
+		if v4.IsLinkLocalUnicast() || v4.IsUnspecified() {
+			return nil
+		}
 		return v4
 	}
-	return nil
+	if !ip.IsGlobalUnicast() {
+		return nil
+	}
+	return ip
 }
 
 // PortFor picks the port whose RoCE v2 GID holds ip, the address the

@@ -69,3 +69,18 @@ func TestPorts(t *testing.T) {
 		t.Errorf("PortFor no devices: %v", err)
 	}
 }
+
+// RoCE v2 over IPv6: a port whose only routable GID is a global IPv6
+// address is probed on it; one with both uses its IPv4 GID, as before.
+func TestPortsIPv6(t *testing.T) {
+	v6 := "fd00:0000:0000:0004:5054:00ff:fe12:3456"
+	only6 := roceNIC("rxe1", "ACTIVE", v6)
+	both := roceNIC("rxe2", "ACTIVE", v6, v4GID("10.0.4.2"))
+	ports := Ports([]rdma.Device{only6, both})
+	if len(ports) != 2 || ports[0].IP != "fd00::4:5054:ff:fe12:3456" || ports[0].GIDIndex != 2 || ports[1].IP != "10.0.4.2" || ports[1].GIDIndex != 3 {
+		t.Errorf("Ports = %+v", ports)
+	}
+	if p, err := PortFor([]rdma.Device{only6, both}, net.ParseIP("fd00::4:5054:ff:fe12:3456"), ""); err != nil || p.Name() != "rxe1/1" {
+		t.Errorf("PortFor an IPv6 control address = %+v, %v", p, err)
+	}
+}

@@ -39,15 +39,28 @@ import (
 // Either way each end's loop stops as soon as the other's has failed, so
 // neither holds its node's probe slot for the rest of the timeout.
 //
+// Version 2 adds rails: a request may name the client's rail (Request.Rail)
+// and the accept then names the server's port on it (accept.Port); and a
+// service level and traffic class. A client sends a request as version 2
+// only when it uses any of these, and a
+// server answers such a request in version 2; everything else stays
+// version 1, so agents of either version probe each other as before. A
+// version 1 server refuses a version 2 request with the code version,
+// which the client reports as a peer that predates per-rail probes.
+//
 // The port frame comes last so that a client that does not expect it
 // reads the ack and closes, and a client expecting it from a server that
 // does not send it gets the server's close instead. Frames decode
 // strictly, so fields are added in new frames, never in old ones: the
 // ack's cpu field is the exception, added before any release.
 const (
-	// Version is the protocol version; a frame of another version is
-	// refused with an error naming both.
-	Version = 1
+	// Version is the newest protocol version; a frame of a version
+	// outside MinVersion..Version is refused with an error naming both.
+	Version = 2
+	// MinVersion is the oldest version this agent still speaks.
+	MinVersion = 1
+	// versionRails is the first version with rails.
+	versionRails = 2
 	// MaxFrame bounds a payload: messages are small.
 	MaxFrame = 16 << 10
 )
@@ -105,13 +118,23 @@ type Request struct {
 	Depth    int           `json:"depth"`
 	// Timeout bounds the measurement; the server caps it.
 	Timeout time.Duration `json:"timeout_ns"`
-	Nonce   []byte        `json:"nonce,omitempty"`
-	MAC     []byte        `json:"mac,omitempty"`
+	// Rail, when set, names the client's rail: the server answers on its
+	// port of the same rail (protocol version 2).
+	Rail *RailRequest `json:"rail,omitempty"`
+	// ServiceLevel (0-15) and TrafficClass (0-255) set both ends' QPs'
+	// class (protocol version 2 when not 0).
+	ServiceLevel int    `json:"service_level,omitempty"`
+	TrafficClass int    `json:"traffic_class,omitempty"`
+	Nonce        []byte `json:"nonce,omitempty"`
+	MAC          []byte `json:"mac,omitempty"`
 }
 
 type accept struct {
 	Endpoint *verbs.Endpoint `json:"endpoint,omitempty"`
-	MAC      []byte          `json:"mac"`
+	// Port is the server's port on the requested rail (version 2, only
+	// in answer to a request that names a rail).
+	Port *Port  `json:"port,omitempty"`
+	MAC  []byte `json:"mac"`
 }
 
 // RemoteError is a server's refusal or failure, with its code.
@@ -190,14 +213,41 @@ func (r Request) Validate() error {
 	if r.Timeout <= 0 || r.Timeout > MaxDuration {
 		return fmt.Errorf("timeout %s out of range (0, %s]", r.Timeout, MaxDuration)
 	}
+	if r.ServiceLevel < 0 || r.ServiceLevel > 15 {
+		return fmt.Errorf("service level %d out of range 0..15", r.ServiceLevel)
+	}
+	if r.TrafficClass < 0 || r.TrafficClass > 255 {
+		return fmt.Errorf("traffic class %d out of range 0..255", r.TrafficClass)
+	}
+	if r.Rail != nil {
+		if !isRDMA(r.Kind) {
+			return fmt.Errorf("kind %s has no rails: it runs on the control connection", r.Kind)
+		}
+		if err := r.Rail.validate(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// version is the protocol version the request needs.
+func (r Request) version() byte {
+	if r.Rail != nil || r.ServiceLevel != 0 || r.TrafficClass != 0 {
+		return versionRails
+	}
+	return MinVersion
 }
 
 // MaxDuration bounds any one probe.
 const MaxDuration = 5 * time.Minute
 
-// writeFrame sends one frame.
+// writeFrame sends one frame of version 1.
 func writeFrame(w io.Writer, typ byte, v any) error {
+	return writeFrameV(w, MinVersion, typ, v)
+}
+
+// writeFrameV sends one frame of version ver.
+func writeFrameV(w io.Writer, ver, typ byte, v any) error {
 	payload, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -207,7 +257,7 @@ func writeFrame(w io.Writer, typ byte, v any) error {
 	}
 	buf := make([]byte, 0, 9+len(payload))
 	buf = append(buf, magic[:]...)
-	buf = append(buf, Version, typ)
+	buf = append(buf, ver, typ)
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(payload)))
 	buf = append(buf, payload...)
 	_, err = w.Write(buf)
@@ -233,8 +283,8 @@ func readFrame(r io.Reader) (frame, error) {
 	if !bytes.Equal(h[:3], magic[:]) {
 		return frame{}, fmt.Errorf("not a gpunode probe peer (bad magic %q)", h[:3])
 	}
-	if h[3] != Version {
-		return frame{}, fmt.Errorf("%w: peer speaks version %d, this agent %d", errVersion, h[3], Version)
+	if h[3] < MinVersion || h[3] > Version {
+		return frame{}, fmt.Errorf("%w: peer speaks version %d, this agent %d to %d", errVersion, h[3], MinVersion, Version)
 	}
 	typ := h[4]
 	if _, ok := typeNames[typ]; !ok {

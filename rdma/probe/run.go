@@ -20,7 +20,11 @@ type Result struct {
 	// Local is this end's port; empty for the TCP kinds' loopback.
 	Local Port `json:"local"`
 	// Peer is "loopback" or the peer's address.
-	Peer       string `json:"peer"`
+	Peer string `json:"peer"`
+	// Rail is the rail probed (Client.RunRail), PeerPort the peer's port
+	// on it, as its server named it.
+	Rail       *int   `json:"rail,omitempty"`
+	PeerPort   *Port  `json:"peer_port,omitempty"`
 	Size       int    `json:"size"`
 	Iterations int    `json:"iterations"`
 	Depth      int    `json:"depth"`
@@ -79,7 +83,8 @@ func DefaultRequest(kind string) Request {
 // qpConfig sizes an end's queue pair and buffer for the request: the
 // message for WRITE, a send and a receive half for SEND/RECV.
 func qpConfig(p Port, req Request) verbs.QPConfig {
-	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN(), NUMANode: p.NUMANode}
+	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN(), NUMANode: p.NUMANode,
+		ServiceLevel: uint8(req.ServiceLevel), TrafficClass: uint8(req.TrafficClass)} // validated
 	if req.Kind == KindSendLat {
 		c.BufferSize = 2 * req.Size
 		// Sends are signaled every 16th; the queue holds the rest.
@@ -188,6 +193,15 @@ func watch(ctx context.Context, qp *verbs.QP) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-exited }
+}
+
+// PeerDevice is the peer's device on the rail probed ("" when no rail
+// was named).
+func (r Result) PeerDevice() string {
+	if r.PeerPort == nil {
+		return ""
+	}
+	return r.PeerPort.Device
 }
 
 // PeerLoopback is Result.Peer of a loopback probe.

@@ -70,6 +70,9 @@ type Thresholds struct {
 // Check returns why r fails the thresholds, nil when it passes.
 func (t Thresholds) Check(r Result) error {
 	where := r.Local.Name() + " to " + r.Peer
+	if r.Rail != nil {
+		where = fmt.Sprintf("rail %d: %s to %s %s", *r.Rail, r.Local.Name(), r.Peer, r.PeerDevice())
+	}
 	if r.Peer == PeerLoopback {
 		where = r.Local.Name() + " HCA loopback"
 	}
@@ -92,9 +95,24 @@ func (t Thresholds) Check(r Result) error {
 // Failure is one probe of a round that did not produce a result.
 type Failure struct {
 	Kind string
-	// Port is "device/port" for loopback; Peer the peer's node.
+	// Port is "device/port" for loopback and for a rail to a peer; Peer
+	// the peer's node.
 	Port, Peer string
-	Err        string
+	// Rail is the rail of a per-rail peer probe.
+	Rail *int
+	Err  string
+}
+
+// where names what failed: "node-b rail 1 (mlx5_1/1)", "node-b" or
+// "mlx5_0/1 HCA loopback".
+func (f Failure) where() string {
+	switch {
+	case f.Peer != "" && f.Rail != nil:
+		return fmt.Sprintf("%s rail %d (%s)", f.Peer, *f.Rail, f.Port)
+	case f.Peer != "":
+		return f.Peer
+	}
+	return f.Port + " HCA loopback"
 }
 
 // Round is one round's outcome.
@@ -142,11 +160,7 @@ func (r Round) Verdict(peer, loopback Thresholds) Verdict {
 		if i := slices.IndexFunc(failed, func(f Failure) bool { return f.Peer != "" }); i >= 0 {
 			f, reason = failed[i], "ProbeFailed"
 		}
-		where := f.Peer
-		if where == "" {
-			where = f.Port + " HCA loopback"
-		}
-		return Verdict{Reason: reason, Message: fmt.Sprintf("%d of %d probes failed; %s %s: %s", len(failed), len(r.Failures)+len(r.Results), where, f.Kind, f.Err)}
+		return Verdict{Reason: reason, Message: fmt.Sprintf("%d of %d probes failed; %s %s: %s", len(failed), len(r.Failures)+len(r.Results), f.where(), f.Kind, f.Err)}
 	case len(r.Results) == 0:
 		return Verdict{Reason: "NoProbe", Message: "no port or peer to probe"}
 	}
@@ -186,11 +200,17 @@ type Scheduler struct {
 	// TCPBaseline also measures TCP to each peer over the same path, so
 	// users see what RDMA buys them; its results never decide the verdict.
 	TCPBaseline bool
+	// Rails, when set, probes each peer on every rail of this node (see
+	// RailRule); nil probes one port per peer, the one whose address the
+	// control connection leaves from.
+	Rails *RailRule
 	// Peers lists the other agents (nil: loopback only).
 	Peers   func(ctx context.Context) ([]Peer, error)
 	Client  *Client
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// ServiceLevel and TrafficClass set the RDMA probes' class.
+	ServiceLevel, TrafficClass int
+	Logger                     *slog.Logger
 	// OnRound receives every round's outcome.
 	OnRound func(Round)
 	Rand    *rand.Rand
@@ -223,6 +243,9 @@ func (s *Scheduler) requests(peer bool) []Request {
 	for _, k := range kinds {
 		r := DefaultRequest(k)
 		r.Timeout = s.Timeout
+		if isRDMA(k) {
+			r.ServiceLevel, r.TrafficClass = s.ServiceLevel, s.TrafficClass
+		}
 		out = append(out, r)
 	}
 	return out
@@ -252,31 +275,58 @@ func (s *Scheduler) Round(ctx context.Context) Round {
 		if err != nil {
 			s.Logger.Warn("cannot list probe peers", "err", err)
 		}
-		for _, p := range PeersFor(s.Self, all, s.RandomPeers, s.Rand) {
-			for _, req := range s.requests(true) {
-				res, err := s.runPeer(ctx, p, req)
-				res.Peer = p.Node
-				r.add(res, err, Failure{Kind: req.Kind, Peer: p.Node})
+		var rails []Rail
+		if s.Rails != nil {
+			devs, err := s.Client.Devices(ctx)
+			if err != nil {
+				r.Failures = append(r.Failures, Failure{Kind: "discovery", Err: err.Error()})
 			}
+			rails = Rails(devs, *s.Rails)
+		}
+		for _, p := range PeersFor(s.Self, all, s.RandomPeers, s.Rand) {
+			s.peerRound(ctx, &r, p, rails)
 		}
 	}
 	for _, f := range r.Failures {
-		s.Logger.Warn("probe failed", "kind", f.Kind, "port", f.Port, "peer", f.Peer, "err", f.Err)
+		s.Logger.Warn("probe failed", "kind", f.Kind, "where", f.where(), "err", f.Err)
 	}
 	return r
 }
 
+// peerRound probes peer p: the RDMA kinds on each rail in turn when rails
+// are on (a rail whose port here is down fails: its cable or switch port
+// is what the probe is for), else on one port; the TCP baseline once, on
+// the control connection.
+func (s *Scheduler) peerRound(ctx context.Context, r *Round, p Peer, rails []Rail) {
+	for _, req := range s.requests(true) {
+		if s.Rails == nil || !isRDMA(req.Kind) {
+			res, err := s.runPeer(ctx, func() (Result, error) { return s.Client.Run(ctx, p.Address, req) })
+			res.Peer = p.Node
+			r.add(res, err, Failure{Kind: req.Kind, Peer: p.Node})
+			continue
+		}
+		if len(rails) == 0 {
+			r.add(Result{}, ErrNoPort, Failure{Kind: req.Kind, Peer: p.Node})
+		}
+		for _, rail := range rails {
+			res, err := s.runPeer(ctx, func() (Result, error) { return s.Client.RunRail(ctx, p.Address, rail, *s.Rails, req) })
+			res.Peer = p.Node
+			r.add(res, err, Failure{Kind: req.Kind, Peer: p.Node, Port: rail.Port.Name(), Rail: new(rail.Index)})
+		}
+	}
+}
+
 // runPeer retries once when the peer (or this node) is busy with another
 // probe: rounds of different nodes overlap by design.
-func (s *Scheduler) runPeer(ctx context.Context, p Peer, req Request) (Result, error) {
-	res, err := s.Client.Run(ctx, p.Address, req)
+func (s *Scheduler) runPeer(ctx context.Context, run func() (Result, error)) (Result, error) {
+	res, err := run()
 	if IsBusy(err) {
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()
 		case <-time.After(Jitter(5*time.Second, s.Rand)):
 		}
-		res, err = s.Client.Run(ctx, p.Address, req)
+		res, err = run()
 	}
 	return res, err
 }

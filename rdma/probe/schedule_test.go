@@ -68,6 +68,8 @@ func TestVerdict(t *testing.T) {
 	bw := Result{Kind: KindWriteBW, Local: port, Peer: "n2", BytesPerSecond: 45e9, LineRateFraction: 0.9}
 	lat := Result{Kind: KindSendLat, Local: port, Peer: "n2", Latency: &verbs.Latency{P50: 3 * time.Microsecond}}
 	loopLat := Result{Kind: KindSendLat, Local: port, Peer: PeerLoopback, Latency: &verbs.Latency{P50: 2 * time.Microsecond}}
+	rail0 := bw
+	rail0.Rail, rail0.PeerPort = new(0), &Port{Device: "mlx5_4", Port: 1}
 	th := Thresholds{MinBandwidthBytesPerSecond: 40e9, MinLineRateFraction: 0.8, MaxLatencyP50: 5 * time.Microsecond}
 	for name, tc := range map[string]struct {
 		r           Round
@@ -90,6 +92,10 @@ func TestVerdict(t *testing.T) {
 		"loopback failed":         {Round{Failures: []Failure{{Kind: KindWriteBW, Port: "rxe0/1", Err: "x"}}}, th, th, false, "LoopbackFailed", "rxe0/1 HCA loopback write_bw"},
 		"peer failure first":      {Round{Failures: []Failure{{Kind: KindWriteBW, Port: "rxe0/1", Err: "x"}, {Kind: KindWriteBW, Peer: "n2", Err: "y"}}}, th, th, false, "ProbeFailed", "2 of 2 probes failed; n2 write_bw: y"},
 		"none":                    {Round{}, th, th, false, "NoProbe", ""},
+		// Per rail: the verdict names the rail that failed or fell short.
+		"rail failed": {Round{Results: []Result{rail0}, Failures: []Failure{{Kind: KindWriteBW, Peer: "n2", Port: "mlx5_1/1", Rail: new(1), Err: "rail 1 (mlx5_1/1): peer: unavailable: rail 1: this node's rail 1 (mlx5_1/1) is DOWN"}}}, th, th, false, "ProbeFailed",
+			"1 of 2 probes failed; n2 rail 1 (mlx5_1/1) write_bw: rail 1 (mlx5_1/1): peer: unavailable"},
+		"rail slow": {Round{Results: []Result{rail0}}, Thresholds{MinBandwidthBytesPerSecond: 50e9}, Thresholds{}, false, "BelowThreshold", "rail 0: mlx5_0/1 to n2 mlx5_4: bandwidth 4.5e+10 B/s below 5e+10"},
 		// The TCP baseline is for comparison: neither its slowness nor its
 		// failure decides whether RDMA is verified.
 		"tcp baseline": {Round{Results: []Result{bw, lat, {Kind: KindTCPBW, Peer: "n2", BytesPerSecond: 1e6}}, Failures: []Failure{{Kind: KindTCPLat, Peer: "n2", Err: "reset"}}}, th, th, true, "ProbesPassed", ""},

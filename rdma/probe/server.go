@@ -209,7 +209,7 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	if err := Available(); err != nil {
 		return unavailable(fmt.Errorf("this node has no RDMA (%w); it answers the TCP kinds only", err))
 	}
-	port, err := localPort(ctx, s.Devices, s.Device, conn)
+	port, err := s.port(ctx, conn, req)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -220,11 +220,29 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	}
 	defer closeQP()
 	free := func() { closeQP(); release() }
-	if err := exchangeEndpoints(conn, qp, cfg, req, proof, free); err != nil {
+	if err := exchangeEndpoints(conn, qp, cfg, req, port, proof, free); err != nil {
 		return err
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
 	return s.measure(conn, qp, req, portInfo{DataRateGbps: port.DataRateGbps}, closeQP, release, log.With("device", port.Name()))
+}
+
+// port is this end's port for req: its port on the client's rail when
+// the request names one (Device does not restrict that choice), else the
+// port the connection arrived on (or on Device).
+func (s *Server) port(ctx context.Context, conn net.Conn, req Request) (Port, error) {
+	if req.Rail == nil {
+		return localPort(ctx, s.Devices, s.Device, conn)
+	}
+	devs, err := s.Devices(ctx)
+	if err != nil {
+		return Port{}, err
+	}
+	r, err := MatchRail(Rails(devs, railRuleFor(*req.Rail)), *req.Rail)
+	if err != nil {
+		return Port{}, fmt.Errorf("rail %d: %w", req.Rail.Index, err)
+	}
+	return r.Port, nil
 }
 
 // measure is the server's part once its QP is ready: the measurement
@@ -261,9 +279,13 @@ func (s *Server) measure(conn net.Conn, qp responder, req Request, pi portInfo, 
 // endpoint and says ready. A refusal has been sent when it fails where
 // the protocol still allows one, after free has let go of the QP and
 // the probe slot.
-func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, proof []byte, free func()) error {
+func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, port Port, proof []byte, free func()) error {
 	ep := qp.Local()
-	if err := writeFrame(conn, typeAccept, accept{Endpoint: &ep, MAC: proof}); err != nil {
+	acc := accept{Endpoint: &ep, MAC: proof}
+	if req.Rail != nil {
+		acc.Port = &port
+	}
+	if err := writeFrameV(conn, req.version(), typeAccept, acc); err != nil {
 		return fmt.Errorf("send accept: %w", err)
 	}
 	var remote endpointMsg

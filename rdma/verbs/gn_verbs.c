@@ -260,7 +260,8 @@ int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_
 }
 
 int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
-	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, const char **stage) {
+	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, uint8_t sl, uint8_t traffic_class,
+	const char **stage) {
 	struct ibv_qp_attr a;
 	int rc;
 
@@ -282,13 +283,14 @@ int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, co
 	a.max_dest_rd_atomic = 1;
 	a.min_rnr_timer = 12;
 	a.ah_attr.dlid = dlid;
-	a.ah_attr.sl = 0;
+	a.ah_attr.sl = sl;
 	a.ah_attr.port_num = port;
 	if (is_global) {
 		a.ah_attr.is_global = 1;
 		memcpy(a.ah_attr.grh.dgid.raw, dgid, 16);
 		a.ah_attr.grh.sgid_index = (uint8_t)sgid_index;
 		a.ah_attr.grh.hop_limit = 64;
+		a.ah_attr.grh.traffic_class = traffic_class;
 	}
 	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
 		IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))) {

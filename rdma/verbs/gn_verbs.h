@@ -66,9 +66,12 @@ int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_
 void gn_res_destroy(struct gn_res *r);
 
 // gn_connect moves the QP to RTS toward the remote QP. gid NULL (or
-// is_global 0) means InfiniBand addressing by LID only.
+// is_global 0) means InfiniBand addressing by LID only. sl is the
+// service level, traffic_class the GRH's (RoCE v2: the IP header's
+// DSCP and ECN bits).
 int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
-	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, const char **stage);
+	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, uint8_t sl, uint8_t traffic_class,
+	const char **stage);
 
 // gn_write_bw posts iters RDMA WRITEs of size bytes (at most depth
 // outstanding) to raddr/rkey and waits for them, like ib_write_bw: the

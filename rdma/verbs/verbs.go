@@ -243,6 +243,12 @@ type QPConfig struct {
 	// thread go (best effort; QP.Placement says how it went); -1 when
 	// unknown, which places nothing.
 	NUMANode int
+	// ServiceLevel (0-15) and TrafficClass (0-255, the GRH's: on RoCE v2
+	// the IP header's DSCP and ECN bits) put the QP's traffic on a
+	// class: lossless RoCE traffic lives on a PFC priority, which the
+	// switch and NIC map from the DSCP or the SL.
+	ServiceLevel uint8
+	TrafficClass uint8
 }
 
 // Placement says where a QP's buffer and polling thread ended up relative
@@ -398,7 +404,8 @@ func (q *QP) Connect(remote Endpoint) error {
 	}
 	var stage *C.char
 	rc := C.gn_connect(q.res, C.uint8_t(q.cfg.Port), C.int(q.cfg.GIDIndex), C.int(global), &dgid[0],
-		C.uint16_t(remote.LID), C.uint32_t(remote.QPN), C.uint32_t(remote.PSN&0xffffff), C.uint32_t(q.local.PSN), C.int(mtu), &stage)
+		C.uint16_t(remote.LID), C.uint32_t(remote.QPN), C.uint32_t(remote.PSN&0xffffff), C.uint32_t(q.local.PSN), C.int(mtu),
+		C.uint8_t(q.cfg.ServiceLevel), C.uint8_t(q.cfg.TrafficClass), &stage)
 	if rc != 0 {
 		return fmt.Errorf("%s: %s: %w", q.dev.name, C.GoString(stage), syscall.Errno(-rc))
 	}
