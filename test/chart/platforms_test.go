@@ -290,7 +290,7 @@ func TestLeastPrivilegePerMode(t *testing.T) {
 		{"audit, kernel log off", []string{"--set", "kernelLog.enabled=false"}, true,
 			[]string{"/host/dev/infiniband:ro", "/host/lib/modules:ro", "/host/proc:ro", "/host/run/systemd:ro", "/host/sys:ro", "/host/var/lib/kubelet:ro"}},
 		{"enforce", []string{"--set", "config.tuning.mode=enforce"}, true,
-			[]string{"/host/dev/infiniband:ro", "/host/dev/kmsg:ro", "/host/lib/modules:ro", "/host/proc:rw", "/host/run/systemd:ro", "/host/sys:rw", "/host/var/lib/kubelet:ro"}},
+			[]string{"/host/dev/cpu_dma_latency:rw", "/host/dev/infiniband:ro", "/host/dev/kmsg:ro", "/host/lib/modules:ro", "/host/proc:rw", "/host/run/systemd:ro", "/host/sys:rw", "/host/var/lib/kubelet:ro"}},
 		{"probes, tuning off", []string{"--set", "config.tuning.mode=off", "--set", "config.probe.enabled=true"}, true,
 			[]string{"/host/dev/infiniband:ro", "/host/dev/kmsg:ro", "/host/proc:ro", "/host/sys:ro"}},
 	} {
@@ -320,6 +320,9 @@ func TestLeastPrivilegePerMode(t *testing.T) {
 			}
 			if m := mountsByPath(c)["/host/dev/kmsg"]; m != nil && volumes[m["name"].(string)] != "/dev/kmsg" {
 				t.Errorf("kmsg volume %v", volumes)
+			}
+			if m := mountsByPath(c)["/host/dev/cpu_dma_latency"]; m != nil && volumes[m["name"].(string)] != "/dev/cpu_dma_latency" {
+				t.Errorf("cpu_dma_latency volume %v", volumes)
 			}
 		})
 	}
