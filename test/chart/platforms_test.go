@@ -321,6 +321,12 @@ func TestLeastPrivilegePerMode(t *testing.T) {
 			if m := mountsByPath(c)["/host/dev/kmsg"]; m != nil && volumes[m["name"].(string)] != "/dev/kmsg" {
 				t.Errorf("kmsg volume %v", volumes)
 			}
+			// The kernel log reader journals its place beside tuning's.
+			_, kmsg := mountsByPath(c)["/host/dev/kmsg"]
+			_, state := mountsByPath(c)["/var/lib/gpunode"]
+			if kmsg && !state {
+				t.Errorf("the kernel log is read but the state directory is not mounted")
+			}
 			if m := mountsByPath(c)["/host/dev/cpu_dma_latency"]; m != nil && volumes[m["name"].(string)] != "/dev/cpu_dma_latency" {
 				t.Errorf("cpu_dma_latency volume %v", volumes)
 			}
