@@ -18,10 +18,13 @@ type Topology struct {
 	IsolatedCPUs cpuset.Set `json:"isolated_cpus"`
 	// IsolatedCPUFlags are the isolcpus= flags in effect, sorted ("domain",
 	// "managed_irq", "nohz"); "domain" alone when isolcpus= names none.
-	IsolatedCPUFlags []string    `json:"isolated_cpu_flags,omitempty"`
-	NohzFullCPUs     cpuset.Set  `json:"nohz_full_cpus"`
-	NUMANodes        []NUMANode  `json:"numa_nodes"`
-	PCIDevices       []PCIDevice `json:"pci_devices"`
+	IsolatedCPUFlags []string   `json:"isolated_cpu_flags,omitempty"`
+	NohzFullCPUs     cpuset.Set `json:"nohz_full_cpus"`
+	NUMANodes        []NUMANode `json:"numa_nodes"`
+	// HugePages are the huge page sizes the kernel command line reserves,
+	// with what the kernel allocated, by size.
+	HugePages  []HugePages `json:"huge_pages,omitempty"`
+	PCIDevices []PCIDevice `json:"pci_devices"`
 	// Modules are the loaded kernel modules, sorted by name.
 	Modules []string `json:"modules"`
 	// NVIDIAKernelModule describes /proc/driver/nvidia/version, if present.
