@@ -44,6 +44,7 @@ func Build(in Inputs) *Snapshot {
 			IsolatedCPUs:       t.IsolatedCPUs,
 			IsolatedCPUFlags:   slices.Clone(t.IsolatedCPUFlags),
 			NohzFullCPUs:       t.NohzFullCPUs,
+			HugePages:          slices.Clone(t.HugePages),
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,
 			IMEX:               t.IMEX,
