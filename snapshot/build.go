@@ -45,6 +45,7 @@ func Build(in Inputs) *Snapshot {
 			IsolatedCPUFlags:   slices.Clone(t.IsolatedCPUFlags),
 			NohzFullCPUs:       t.NohzFullCPUs,
 			HugePages:          slices.Clone(t.HugePages),
+			HugePagesIgnored:   slices.Clone(t.HugePagesIgnored),
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,
 			IMEX:               t.IMEX,

@@ -51,7 +51,9 @@ type Host struct {
 	NohzFullCPUs     cpuset.Set `json:"nohz_full_cpus"`
 	// HugePages are the kernel command line's huge page reservations and
 	// what the kernel allocated; none when nothing is reserved.
-	HugePages          []topology.HugePages         `json:"huge_pages,omitempty"`
+	HugePages []topology.HugePages `json:"huge_pages,omitempty"`
+	// HugePagesIgnored are huge page parameters the kernel ignores.
+	HugePagesIgnored   []string                     `json:"huge_pages_ignored,omitempty"`
 	Modules            []string                     `json:"modules"`
 	NVIDIAKernelModule *topology.NVIDIAKernelModule `json:"nvidia_kernel_module,omitempty"`
 	// IMEX is the node's NVIDIA IMEX channels and daemon (multi-node

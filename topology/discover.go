@@ -146,9 +146,15 @@ func (d *discovery) cmdline(t *Topology) {
 // pools the kernel allocated (after numa: the per-node counts need the
 // nodes).
 func (d *discovery) hugepages(t *Topology) {
+	// What the kernel ignores on its command line is the operator's to
+	// fix (verify advises), not a failure to read the host.
 	c, err := parseHugeCmdline(d.cmdlineText)
-	if err != nil {
-		d.fail(fmt.Errorf("/proc/cmdline: %w", err))
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			t.HugePagesIgnored = append(t.HugePagesIgnored, e.Error())
+		}
+	} else if err != nil {
+		t.HugePagesIgnored = append(t.HugePagesIgnored, err.Error())
 	}
 	if len(c.Requests) == 0 {
 		return
@@ -165,7 +171,7 @@ func (d *discovery) hugepages(t *Topology) {
 		case err != nil:
 			d.fail(fmt.Errorf("%s: %w", path, err))
 		case !ok:
-			d.fail(fmt.Errorf("%s: no Hugepagesize: the kernel has no hugetlb support, and hugepages= on the command line reserves nothing", path))
+			t.HugePagesIgnored = append(t.HugePagesIgnored, "hugepages= of the default size: the kernel has no hugetlb support (no Hugepagesize in "+path+")")
 		}
 		defaultKB = kb
 	}

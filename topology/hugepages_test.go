@@ -178,13 +178,6 @@ func TestDiscoverHugePagesGarbage(t *testing.T) {
 		want   string
 		check  func(t *testing.T, top Topology)
 	}{
-		{name: "cmdline garbage", mutate: func(tr *tree) { tr.file("/proc/cmdline", "hugepages=x hugepagesz=1G hugepages=0:4,1:4\n") },
-			want: "/proc/cmdline: hugepages=x",
-			check: func(t *testing.T, top Topology) {
-				if len(top.HugePages) != 1 || top.HugePages[0].Allocated != 6 {
-					t.Errorf("huge pages = %+v", top.HugePages)
-				}
-			}},
 		{name: "nr_hugepages garbage", mutate: func(tr *tree) {
 			tr.file("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "many\n")
 		}, want: "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages: \"many\""},
@@ -196,10 +189,6 @@ func TestDiscoverHugePagesGarbage(t *testing.T) {
 					t.Errorf("per node = %+v", got)
 				}
 			}},
-		{name: "no hugetlb", mutate: func(tr *tree) {
-			tr.file("/proc/cmdline", "hugepages=16\n")
-			tr.file("/proc/meminfo", "MemTotal:       16777216 kB\n")
-		}, want: "no Hugepagesize"},
 		{name: "meminfo garbage", mutate: func(tr *tree) {
 			tr.file("/proc/cmdline", "hugepages=16\n")
 			tr.file("/proc/meminfo", "MemTotal:       16777216 kB\nHugepagesize: 2 MB\n")
@@ -216,5 +205,30 @@ func TestDiscoverHugePagesGarbage(t *testing.T) {
 				tc.check(t, top)
 			}
 		})
+	}
+}
+
+// Parameters the kernel ignores are the operator's to fix, not a failure
+// to read the host: they are listed, and the rest is still read.
+func TestDiscoverHugePagesIgnored(t *testing.T) {
+	tr := hugeTree(t)
+	tr.file("/proc/cmdline", "hugepages=x hugepagesz=1G hugepages=0:4,1:4 hugepages=2\n")
+	top, err := Discover(t.Context(), tr.fs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.HugePages) != 1 || top.HugePages[0].Allocated != 6 {
+		t.Errorf("huge pages = %+v", top.HugePages)
+	}
+	sameJSON(t, top.HugePagesIgnored, []string{
+		`hugepages=x: "x": want a page count`,
+		"hugepages=2: a second count for one size; the kernel keeps the first",
+	})
+
+	tr.file("/proc/cmdline", "hugepages=16\n")
+	tr.file("/proc/meminfo", "MemTotal:       16777216 kB\n")
+	top, err = Discover(t.Context(), tr.fs())
+	if err != nil || top.HugePages != nil || len(top.HugePagesIgnored) != 1 || !strings.Contains(top.HugePagesIgnored[0], "no hugetlb support") {
+		t.Errorf("without hugetlb = %+v, %q, %v", top.HugePages, top.HugePagesIgnored, err)
 	}
 }

@@ -23,8 +23,11 @@ type Topology struct {
 	NUMANodes        []NUMANode `json:"numa_nodes"`
 	// HugePages are the huge page sizes the kernel command line reserves,
 	// with what the kernel allocated, by size.
-	HugePages  []HugePages `json:"huge_pages,omitempty"`
-	PCIDevices []PCIDevice `json:"pci_devices"`
+	HugePages []HugePages `json:"huge_pages,omitempty"`
+	// HugePagesIgnored are the command line's huge page parameters the
+	// kernel ignores (garbage, a size or count given twice), with why.
+	HugePagesIgnored []string    `json:"huge_pages_ignored,omitempty"`
+	PCIDevices       []PCIDevice `json:"pci_devices"`
 	// Modules are the loaded kernel modules, sorted by name.
 	Modules []string `json:"modules"`
 	// NVIDIAKernelModule describes /proc/driver/nvidia/version, if present.

@@ -158,10 +158,15 @@ func hugepagesReserved() Check {
 		Summary: "the huge pages reserved on the kernel command line (hugepages=, per size and per node) were all allocated at boot: the kernel allocates what it can and logs the shortfall only to dmesg",
 		Remedy:  "a node's memory was short or fragmented at boot (or nr_hugepages was lowered since): lower the count, or give per-node counts that fit each node's free memory (hugepagesz=1G hugepages=0:<n>,1:<n>), keep 1G reservations on the command line rather than at runtime, check dmesg for the HugeTLB allocation message, and reboot; the agent never edits the command line",
 		run: func(s *snapshot.Snapshot, _ Options) []finding {
-			if len(s.Host.HugePages) == 0 {
+			if len(s.Host.HugePages) == 0 && len(s.Host.HugePagesIgnored) == 0 {
 				return []finding{skip(Node, "no hugepages= on the kernel command line")}
 			}
 			var out []finding
+			if len(s.Host.HugePagesIgnored) > 0 {
+				f := bad(Node, "the kernel ignores: "+strings.Join(s.Host.HugePagesIgnored, "; "), "every hugepages=, hugepagesz= and default_hugepagesz= taken")
+				f.remedy = "fix or remove the parameters the kernel ignores (each size once with hugepagesz=<size> followed by its one hugepages=<n> or hugepages=<node>:<n>,...; default_hugepagesz= once) and reboot; the agent never edits the command line"
+				out = append(out, f)
+			}
 			for _, h := range s.Host.HugePages {
 				subject := fmt.Sprintf("hugepages-%dkB", h.SizeKB)
 				want := fmt.Sprintf("%d pages of %s", h.Requested, hugeSize(h.SizeKB))

@@ -93,6 +93,11 @@ func TestHugepagesReserved(t *testing.T) {
 			want: "hugepages-2048kB=pass hugepages-1048576kB=warn"},
 		{name: "per node met", change: huge(topology.HugePages{SizeKB: g1, Requested: 8, RequestedPerNode: per(4, 4), Allocated: 8, AllocatedPerNode: per(4, 4)}),
 			want: "hugepages-1048576kB=pass"},
+		{name: "ignored parameters", change: func(s *snapshot.Snapshot) {
+			huge(topology.HugePages{SizeKB: m2, Requested: 16, Allocated: 16})(s)
+			s.Host.HugePagesIgnored = []string{"hugepages=8: a second count for one size; the kernel keeps the first"}
+		}, want: "node=warn hugepages-2048kB=pass"},
+		{name: "only ignored", change: func(s *snapshot.Snapshot) { s.Host.HugePagesIgnored = []string{"hugepages=x: bad"} }, want: "node=warn"},
 		{name: "no pool", change: huge(topology.HugePages{SizeKB: 16 << 20, Requested: 1, NoPool: true}), want: "hugepages-16777216kB=warn"},
 	})
 }
