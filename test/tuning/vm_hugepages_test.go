@@ -17,7 +17,7 @@ import (
 // count the kernel ignored.
 func TestHugepagesShortOnRealKernel(t *testing.T) {
 	cfg := vm.Config{Timeout: 3 * time.Minute,
-		NUMA:    []vm.NUMANode{{CPUs: 1, MemoryMiB: 768}, {CPUs: 1, MemoryMiB: 256}},
+		NUMA: []vm.NUMANode{{CPUs: 1, MemoryMiB: 768}, {CPUs: 1, MemoryMiB: 256}},
 		// The last count is a second one for 2M, which the kernel ignores
 		// ("specified twice without interleaving hugepagesz=").
 		Cmdline: "hugepagesz=2M hugepages=0:8,1:512 hugepages=3"}
