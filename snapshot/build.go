@@ -44,6 +44,8 @@ func Build(in Inputs) *Snapshot {
 			IsolatedCPUs:       t.IsolatedCPUs,
 			IsolatedCPUFlags:   slices.Clone(t.IsolatedCPUFlags),
 			NohzFullCPUs:       t.NohzFullCPUs,
+			HugePages:          slices.Clone(t.HugePages),
+			HugePagesIgnored:   slices.Clone(t.HugePagesIgnored),
 			Modules:            slices.Clone(t.Modules),
 			NVIDIAKernelModule: t.NVIDIAKernelModule,
 			IMEX:               t.IMEX,

@@ -47,8 +47,13 @@ type Host struct {
 	IsolatedCPUs cpuset.Set `json:"isolated_cpus"`
 	// IsolatedCPUFlags are the isolcpus= flags in effect ("domain",
 	// "managed_irq", ...).
-	IsolatedCPUFlags   []string                     `json:"isolated_cpu_flags,omitempty"`
-	NohzFullCPUs       cpuset.Set                   `json:"nohz_full_cpus"`
+	IsolatedCPUFlags []string   `json:"isolated_cpu_flags,omitempty"`
+	NohzFullCPUs     cpuset.Set `json:"nohz_full_cpus"`
+	// HugePages are the kernel command line's huge page reservations and
+	// what the kernel allocated; none when nothing is reserved.
+	HugePages []topology.HugePages `json:"huge_pages,omitempty"`
+	// HugePagesIgnored are huge page parameters the kernel ignores.
+	HugePagesIgnored   []string                     `json:"huge_pages_ignored,omitempty"`
 	Modules            []string                     `json:"modules"`
 	NVIDIAKernelModule *topology.NVIDIAKernelModule `json:"nvidia_kernel_module,omitempty"`
 	// IMEX is the node's NVIDIA IMEX channels and daemon (multi-node

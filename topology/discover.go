@@ -27,7 +27,7 @@ func Discover(ctx context.Context, fsys hostfs.FS) (Topology, error) {
 	d := &discovery{fsys: fsys}
 	var t Topology
 	// Order matters: the NUMA fallback needs the online CPUs.
-	steps := []func(*Topology){d.kernel, d.cpus, d.cmdline, d.numa, d.modules, d.nvidia, d.imex, d.machine}
+	steps := []func(*Topology){d.kernel, d.cpus, d.cmdline, d.numa, d.hugepages, d.modules, d.nvidia, d.imex, d.machine}
 	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
 			d.fail(err)
@@ -51,6 +51,8 @@ type discovery struct {
 	// interrupts maps IRQ numbers to action names; read once, on first use.
 	interrupts     map[int]string
 	interruptsRead bool
+	// cmdlineText is /proc/cmdline, for the steps after the one that reads it.
+	cmdlineText string
 }
 
 func (d *discovery) fail(err error) { d.errs = append(d.errs, err) }
@@ -132,11 +134,88 @@ func (d *discovery) cmdline(t *Topology) {
 	if !ok {
 		return
 	}
+	d.cmdlineText = s
 	c, err := parseCmdline(s)
 	if err != nil {
 		d.fail(fmt.Errorf("%s: %w", path, err))
 	}
 	t.IsolatedCPUs, t.IsolatedCPUFlags, t.NohzFullCPUs = c.Isolated, c.IsolatedFlags, c.NohzFull
+}
+
+// hugepages compares the command line's huge page reservations with the
+// pools the kernel allocated (after numa: the per-node counts need the
+// nodes).
+func (d *discovery) hugepages(t *Topology) {
+	// What the kernel ignores on its command line is the operator's to
+	// fix (verify advises), not a failure to read the host.
+	c, err := parseHugeCmdline(d.cmdlineText)
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			t.HugePagesIgnored = append(t.HugePagesIgnored, e.Error())
+		}
+	} else if err != nil {
+		t.HugePagesIgnored = append(t.HugePagesIgnored, err.Error())
+	}
+	if len(c.Requests) == 0 {
+		return
+	}
+	defaultKB := c.DefaultKB
+	if defaultKB == 0 && slices.ContainsFunc(c.Requests, func(r hugeRequest) bool { return r.SizeKB == 0 }) {
+		const path = "/proc/meminfo"
+		s, ok := d.required(path)
+		if !ok {
+			return
+		}
+		kb, ok, err := parseHugepagesize(s)
+		switch {
+		case err != nil:
+			d.fail(fmt.Errorf("%s: %w", path, err))
+		case !ok:
+			t.HugePagesIgnored = append(t.HugePagesIgnored, "hugepages= of the default size: the kernel has no hugetlb support (no Hugepagesize in "+path+")")
+		}
+		defaultKB = kb
+	}
+	seen := map[uint64]bool{}
+	for _, r := range c.Requests {
+		kb := cmp.Or(r.SizeKB, defaultKB)
+		if kb == 0 || seen[kb] {
+			continue // no default size known (reported), or counted once already
+		}
+		seen[kb] = true
+		t.HugePages = append(t.HugePages, d.hugePool(t, kb, r))
+	}
+	slices.SortFunc(t.HugePages, func(a, b HugePages) int { return cmp.Compare(a.SizeKB, b.SizeKB) })
+}
+
+// hugePool reads the kernel's pool of kb pages, in all and per node.
+func (d *discovery) hugePool(t *Topology, kb uint64, r hugeRequest) HugePages {
+	h := HugePages{SizeKB: kb, Requested: r.Pages, RequestedPerNode: r.PerNode}
+	sub := fmt.Sprintf("hugepages/hugepages-%dkB/nr_hugepages", kb)
+	s, ok := d.optional("/sys/kernel/mm/" + sub)
+	if !ok {
+		h.NoPool = true
+		return h
+	}
+	n, err := parseCount(s)
+	if err != nil {
+		d.fail(fmt.Errorf("/sys/kernel/mm/%s: %w", sub, err))
+		return h
+	}
+	h.Allocated = n
+	for _, node := range t.NUMANodes {
+		path := fmt.Sprintf("%s/node%d/%s", nodeDir, node.ID, sub)
+		s, ok := d.optional(path) // absent on a kernel without NUMA
+		if !ok {
+			continue
+		}
+		n, err := parseCount(s)
+		if err != nil {
+			d.fail(fmt.Errorf("%s: %w", path, err))
+			continue
+		}
+		h.AllocatedPerNode = append(h.AllocatedPerNode, NodePages{Node: node.ID, Pages: n})
+	}
+	return h
 }
 
 func (d *discovery) modules(t *Topology) {

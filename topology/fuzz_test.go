@@ -176,3 +176,35 @@ func FuzzRelation(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseHugeCmdline(f *testing.F) {
+	for _, s := range []string{
+		"hugepagesz=1G hugepages=0:4,1:4 hugepagesz=2M hugepages=1024", "default_hugepagesz=1G hugepages=8",
+		"hugepages=4 hugepages=8", "hugepages=0:1,0:2", "hugepagesz=3M", "hugepagesz=\xff", `hugepages="1`, "hugepages=:,",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, _ := parseHugeCmdline(s)
+		sizes := map[uint64]bool{}
+		for _, r := range c.Requests {
+			if sizes[r.SizeKB] {
+				t.Errorf("parseHugeCmdline(%q): size %d counted twice", s, r.SizeKB)
+			}
+			sizes[r.SizeKB] = true
+			if r.SizeKB != 0 && (r.SizeKB&(r.SizeKB-1) != 0 || r.SizeKB < 8) {
+				t.Errorf("parseHugeCmdline(%q): size %d kB", s, r.SizeKB)
+			}
+			var sum uint64
+			for i, p := range r.PerNode {
+				sum += p.Pages
+				if p.Node < 0 || p.Node >= maxNodes || i > 0 && r.PerNode[i-1].Node >= p.Node {
+					t.Errorf("parseHugeCmdline(%q): nodes %v", s, r.PerNode)
+				}
+			}
+			if len(r.PerNode) > 0 && sum != r.Pages {
+				t.Errorf("parseHugeCmdline(%q): %d pages, nodes sum to %d", s, r.Pages, sum)
+			}
+		}
+	})
+}

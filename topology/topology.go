@@ -18,9 +18,15 @@ type Topology struct {
 	IsolatedCPUs cpuset.Set `json:"isolated_cpus"`
 	// IsolatedCPUFlags are the isolcpus= flags in effect, sorted ("domain",
 	// "managed_irq", "nohz"); "domain" alone when isolcpus= names none.
-	IsolatedCPUFlags []string    `json:"isolated_cpu_flags,omitempty"`
-	NohzFullCPUs     cpuset.Set  `json:"nohz_full_cpus"`
-	NUMANodes        []NUMANode  `json:"numa_nodes"`
+	IsolatedCPUFlags []string   `json:"isolated_cpu_flags,omitempty"`
+	NohzFullCPUs     cpuset.Set `json:"nohz_full_cpus"`
+	NUMANodes        []NUMANode `json:"numa_nodes"`
+	// HugePages are the huge page sizes the kernel command line reserves,
+	// with what the kernel allocated, by size.
+	HugePages []HugePages `json:"huge_pages,omitempty"`
+	// HugePagesIgnored are the command line's huge page parameters the
+	// kernel ignores (garbage, a size or count given twice), with why.
+	HugePagesIgnored []string    `json:"huge_pages_ignored,omitempty"`
 	PCIDevices       []PCIDevice `json:"pci_devices"`
 	// Modules are the loaded kernel modules, sorted by name.
 	Modules []string `json:"modules"`

@@ -152,6 +152,76 @@ func pcieACSRedirect() Check {
 	}
 }
 
+func hugepagesReserved() Check {
+	return Check{
+		Name: "hugepages-reserved", Severity: Warning,
+		Summary: "the huge pages reserved on the kernel command line (hugepages=, per size and per node) were all allocated at boot: the kernel allocates what it can and logs the shortfall only to dmesg",
+		Remedy:  "a node's memory was short or fragmented at boot (or nr_hugepages was lowered since): lower the count, or give per-node counts that fit each node's free memory (hugepagesz=1G hugepages=0:<n>,1:<n>), keep 1G reservations on the command line rather than at runtime, check dmesg for the HugeTLB allocation message, and reboot; the agent never edits the command line",
+		run: func(s *snapshot.Snapshot, _ Options) []finding {
+			if len(s.Host.HugePages) == 0 && len(s.Host.HugePagesIgnored) == 0 {
+				return []finding{skip(Node, "no hugepages= on the kernel command line")}
+			}
+			var out []finding
+			if len(s.Host.HugePagesIgnored) > 0 {
+				f := bad(Node, "the kernel ignores: "+strings.Join(s.Host.HugePagesIgnored, "; "), "every hugepages=, hugepagesz= and default_hugepagesz= taken")
+				f.remedy = "fix or remove the parameters the kernel ignores (each size once with hugepagesz=<size> followed by its one hugepages=<n> or hugepages=<node>:<n>,...; default_hugepagesz= once) and reboot; the agent never edits the command line"
+				out = append(out, f)
+			}
+			for _, h := range s.Host.HugePages {
+				subject := fmt.Sprintf("hugepages-%dkB", h.SizeKB)
+				want := fmt.Sprintf("%d pages of %s", h.Requested, hugeSize(h.SizeKB))
+				if len(h.RequestedPerNode) > 0 {
+					want += " (" + nodePages(h.RequestedPerNode) + ")"
+				}
+				if h.NoPool {
+					f := bad(subject, "the kernel has no pool of this size", want)
+					f.remedy = "the kernel rejected hugepagesz= (a size this CPU does not have: 1G pages need the pdpe1gb CPU flag on x86, and dmesg says \"unsupported page size\"): name a size the CPU has and reboot; the agent never edits the command line"
+					out = append(out, f)
+					continue
+				}
+				got := fmt.Sprintf("%d allocated", h.Allocated)
+				if len(h.AllocatedPerNode) > 0 {
+					got += " (" + nodePages(h.AllocatedPerNode) + ")"
+				}
+				f := bad(subject, got, want)
+				f.ok = h.Allocated >= h.Requested
+				if len(h.RequestedPerNode) > 0 && len(h.AllocatedPerNode) > 0 {
+					// The node format is a promise per node: pages a node
+					// lacks are not made up by another.
+					have := map[int]uint64{}
+					for _, n := range h.AllocatedPerNode {
+						have[n.Node] = n.Pages
+					}
+					for _, n := range h.RequestedPerNode {
+						f.ok = f.ok && have[n.Node] >= n.Pages
+					}
+				}
+				out = append(out, f)
+			}
+			return out
+		},
+	}
+}
+
+// hugeSize names a huge page size the way hugepagesz= does ("2M", "1G").
+func hugeSize(kb uint64) string {
+	switch {
+	case kb >= 1<<20 && kb%(1<<20) == 0:
+		return fmt.Sprintf("%dG", kb>>20)
+	case kb >= 1<<10 && kb%(1<<10) == 0:
+		return fmt.Sprintf("%dM", kb>>10)
+	}
+	return fmt.Sprintf("%dK", kb)
+}
+
+func nodePages(ns []topology.NodePages) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = fmt.Sprintf("node%d %d", n.Node, n.Pages)
+	}
+	return strings.Join(parts, ", ")
+}
+
 func orNone(s []string) string {
 	if len(s) == 0 {
 		return "none"

@@ -69,3 +69,50 @@ func TestPCIeACSRedirect(t *testing.T) {
 		{name: "unreadable", change: pciDevs(func(g, n *topology.PCIDevice) { g.PCIe, n.PCIe = nil, nil }), want: "node=skip"},
 	})
 }
+
+func TestHugepagesReserved(t *testing.T) {
+	huge := func(h ...topology.HugePages) func(s *snapshot.Snapshot) {
+		return func(s *snapshot.Snapshot) { s.Host.HugePages = h }
+	}
+	per := func(n0, n1 uint64) []topology.NodePages {
+		return []topology.NodePages{{Node: 0, Pages: n0}, {Node: 1, Pages: n1}}
+	}
+	const g1, m2 = 1 << 20, 2048
+	run(t, hugepagesReserved(), []cas{
+		{name: "none", want: "node=skip"},
+		{name: "all allocated", change: huge(topology.HugePages{SizeKB: m2, Requested: 1024, Allocated: 1024, AllocatedPerNode: per(512, 512)}),
+			want: "hugepages-2048kB=pass"},
+		{name: "more than asked (raised at runtime)", change: huge(topology.HugePages{SizeKB: m2, Requested: 16, Allocated: 32}),
+			want: "hugepages-2048kB=pass"},
+		{name: "zero asked", change: huge(topology.HugePages{SizeKB: m2}), want: "hugepages-2048kB=pass"},
+		{name: "short", change: huge(topology.HugePages{SizeKB: g1, Requested: 8, Allocated: 6, AllocatedPerNode: per(4, 2)}),
+			want: "hugepages-1048576kB=warn"},
+		{name: "short on one node", change: huge(
+			topology.HugePages{SizeKB: m2, Requested: 1024, Allocated: 1024},
+			topology.HugePages{SizeKB: g1, Requested: 8, RequestedPerNode: per(4, 4), Allocated: 8, AllocatedPerNode: per(6, 2)}),
+			want: "hugepages-2048kB=pass hugepages-1048576kB=warn"},
+		{name: "per node met", change: huge(topology.HugePages{SizeKB: g1, Requested: 8, RequestedPerNode: per(4, 4), Allocated: 8, AllocatedPerNode: per(4, 4)}),
+			want: "hugepages-1048576kB=pass"},
+		{name: "ignored parameters", change: func(s *snapshot.Snapshot) {
+			huge(topology.HugePages{SizeKB: m2, Requested: 16, Allocated: 16})(s)
+			s.Host.HugePagesIgnored = []string{"hugepages=8: a second count for one size; the kernel keeps the first"}
+		}, want: "node=warn hugepages-2048kB=pass"},
+		{name: "only ignored", change: func(s *snapshot.Snapshot) { s.Host.HugePagesIgnored = []string{"hugepages=x: bad"} }, want: "node=warn"},
+		{name: "no pool", change: huge(topology.HugePages{SizeKB: 16 << 20, Requested: 1, NoPool: true}), want: "hugepages-16777216kB=warn"},
+	})
+}
+
+func TestHugepagesReservedSays(t *testing.T) {
+	s := good()
+	s.Host.HugePages = []topology.HugePages{{SizeKB: 1 << 20, Requested: 8, RequestedPerNode: []topology.NodePages{{Node: 0, Pages: 4}, {Node: 1, Pages: 4}},
+		Allocated: 6, AllocatedPerNode: []topology.NodePages{{Node: 0, Pages: 4}, {Node: 1, Pages: 2}}}}
+	r := hugepagesReserved().Evaluate(s, Options{})
+	if len(r) != 1 || r[0].Observed != "6 allocated (node0 4, node1 2)" || r[0].Expected != "8 pages of 1G (node0 4, node1 4)" {
+		t.Errorf("results = %+v", r)
+	}
+	for kb, want := range map[uint64]string{2048: "2M", 1 << 20: "1G", 16 << 20: "16G", 64: "64K", 512 << 10: "512M"} {
+		if got := hugeSize(kb); got != want {
+			t.Errorf("hugeSize(%d) = %q; want %q", kb, got, want)
+		}
+	}
+}

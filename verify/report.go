@@ -138,4 +138,5 @@ var subjectOf = map[string]string{
 	"ib-port-sm": "port", "roce-mode": "port", "roce-congestion": "port", "rdma-mtu": "port",
 	"rdma-port-rate": "port", "gpudirect-rdma": "node",
 	"iommu-passthrough": "node", "isolcpus-irqs": "node", "pcie-max-read-req": "RDMA NIC", "pcie-acs-redirect": "GPU, RDMA NIC",
+	"hugepages-reserved": "huge page size",
 }

@@ -100,7 +100,7 @@ func Checks() []Check {
 		discoverySources(), gpuCount(), gpuPCIeLink(), gpuPCIeGeneration(), nvlinkActive(), nvswitchFabric(), nvlinkClique(), gpuECC(), gpuRowRemap(),
 		gpuNICAffinity(), rdmaModules(), ibPortSM(), roceMode(), roceLossless(), rdmaMTU(),
 		rdmaPortRate(), gpuDirectRDMA(),
-		iommuPassthrough(), isolcpusManagedIRQ(), pcieMaxReadRequest(), pcieACSRedirect(),
+		iommuPassthrough(), isolcpusManagedIRQ(), pcieMaxReadRequest(), pcieACSRedirect(), hugepagesReserved(),
 	}
 }
 

@@ -22,7 +22,7 @@ func TestVerifyCommand(t *testing.T) {
 		{[]string{"--simulate=h100-roce-lossy", "verify", "-o", "json"}, 1, `"check": "roce-congestion"`},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "--expected-gpus=4"}, 1, "gpu-count  node     fail    8         4 (verify.expectedGPUCount)"},
 		// Failures and warnings by default, every row with -v.
-		{[]string{"--simulate=dgx-h100-ib", "verify"}, 0, "No failures or warnings; 77 passed and 14 skipped not listed (-v lists every check)."},
+		{[]string{"--simulate=dgx-h100-ib", "verify"}, 0, "No failures or warnings; 77 passed and 15 skipped not listed (-v lists every check)."},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "-v"}, 0, "nvlink               gpu5      pass    18/18 active, NVLink 4"},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "--expected-gpus=-1"}, 2, ""},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "-o", "yaml"}, 2, ""},
