@@ -422,19 +422,29 @@ func (t *Tuner) doTrust(ctx context.Context, s Step, done Outcome) Change {
 		c.Outcome, c.Error = OutcomeUnsupported, "no DCB access that sets the application table"
 		return c
 	}
-	if err := d.SetDSCPMap(ctx, s.Key, m); err != nil {
-		c.Outcome, c.Error = OutcomeFailed, err.Error()
-		if errors.Is(err, rdma.ErrNoDCB) {
+	return setAndReadBack(c, done, "", d.SetDSCPMap(ctx, s.Key, m), func() Current {
+		after, _ := t.readTrust(ctx, s.Key)
+		return after
+	})
+}
+
+// setAndReadBack finishes a DCB step: the set's error (ErrNoDCB:
+// unsupported), else what the driver holds when read back, which must be
+// what was wanted. what names the setting in the message ("PFC ").
+func setAndReadBack(c Change, done Outcome, what string, setErr error, read func() Current) Change {
+	if setErr != nil {
+		c.Outcome, c.Error = OutcomeFailed, setErr.Error()
+		if errors.Is(setErr, rdma.ErrNoDCB) {
 			c.Outcome = OutcomeUnsupported
 		}
 		return c
 	}
-	after, _ := t.readTrust(ctx, s.Key)
+	after := read()
 	switch {
 	case after.Err != "":
 		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
-	case after.Value != s.Want:
-		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the driver holds %s after setting %s", after.Value, s.Want)
+	case after.Value != c.Want:
+		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the driver holds %s%s after setting %s", what, after.Value, c.Want)
 	default:
 		c.Outcome = done
 	}
@@ -538,23 +548,10 @@ func (t *Tuner) doPFC(ctx context.Context, s Step, done Outcome) Change {
 		c.Outcome, c.Error = OutcomeUnsupported, "no DCB access configured"
 		return c
 	}
-	if err := t.DCB.SetPFC(ctx, s.Key, mask); err != nil {
-		c.Outcome, c.Error = OutcomeFailed, err.Error()
-		if errors.Is(err, rdma.ErrNoDCB) {
-			c.Outcome = OutcomeUnsupported
-		}
-		return c
-	}
-	after, _ := t.readPFC(ctx, s.Key)
-	switch {
-	case after.Err != "":
-		c.Outcome, c.Error = OutcomeFailed, "read back: "+after.Err
-	case after.Value != s.Want:
-		c.Outcome, c.Error = OutcomeFailed, fmt.Sprintf("the driver holds PFC %s after setting %s", after.Value, s.Want)
-	default:
-		c.Outcome = done
-	}
-	return c
+	return setAndReadBack(c, done, "PFC ", t.DCB.SetPFC(ctx, s.Key, mask), func() Current {
+		after, _ := t.readPFC(ctx, s.Key)
+		return after
+	})
 }
 
 // createConfigfsDirs creates the rdma_cm directories the RoCE mode steps

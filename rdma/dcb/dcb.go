@@ -189,35 +189,35 @@ func set(c *netlink.Conn, ifname string, mask uint8) error {
 // request builds RTM_GETDCB / DCB_CMD_IEEE_GET for ifname; the Conn fills
 // in length, sequence number and port ID.
 func request(ifname string) (netlink.Message, error) {
+	return dcbMessage(unix.RTM_GETDCB, cmdIEEEGet, ifname, nil)
+}
+
+// dcbMessage builds an rtnetlink DCB message: struct dcbmsg (family,
+// command, padding) and the attributes, the interface name first;
+// ieee, when not nil, fills a nested DCB_ATTR_IEEE.
+func dcbMessage(typ netlink.HeaderType, cmd uint8, ifname string, ieee func(*netlink.AttributeEncoder) error) (netlink.Message, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.String(attrIfname, ifname)
+	if ieee != nil {
+		ae.Nested(attrIEEE, ieee)
+	}
 	attrs, err := ae.Encode()
 	if err != nil {
 		return netlink.Message{}, fmt.Errorf("encode DCB request: %w", err)
 	}
 	return netlink.Message{
-		Header: netlink.Header{Type: unix.RTM_GETDCB, Flags: netlink.Request},
-		Data:   append([]byte{unix.AF_UNSPEC, cmdIEEEGet, 0, 0}, attrs...),
+		Header: netlink.Header{Type: typ, Flags: netlink.Request},
+		Data:   append([]byte{unix.AF_UNSPEC, cmd, 0, 0}, attrs...),
 	}, nil
 }
 
 // setRequest builds RTM_SETDCB / DCB_CMD_IEEE_SET carrying one
 // DCB_ATTR_IEEE_PFC.
 func setRequest(ifname string, pfc []byte) (netlink.Message, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(attrIfname, ifname)
-	ae.Nested(attrIEEE, func(nae *netlink.AttributeEncoder) error {
+	return dcbMessage(unix.RTM_SETDCB, cmdIEEESet, ifname, func(nae *netlink.AttributeEncoder) error {
 		nae.Bytes(attrIEEEPFC, pfc)
 		return nil
 	})
-	attrs, err := ae.Encode()
-	if err != nil {
-		return netlink.Message{}, fmt.Errorf("encode DCB request: %w", err)
-	}
-	return netlink.Message{
-		Header: netlink.Header{Type: unix.RTM_SETDCB, Flags: netlink.Request},
-		Data:   append([]byte{unix.AF_UNSPEC, cmdIEEESet, 0, 0}, attrs...),
-	}, nil
 }
 
 // parseReply reads the struct ieee_pfc out of the replies to one
@@ -442,9 +442,7 @@ func dcbApp(dscp, prio uint8) [dcbAppLen]byte {
 // appRequest builds RTM_SETDCB / cmd (DCB_CMD_IEEE_SET or _DEL) with an
 // application table.
 func appRequest(cmd uint8, ifname string, apps [][dcbAppLen]byte) (netlink.Message, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(attrIfname, ifname)
-	ae.Nested(attrIEEE, func(nae *netlink.AttributeEncoder) error {
+	return dcbMessage(unix.RTM_SETDCB, cmd, ifname, func(nae *netlink.AttributeEncoder) error {
 		nae.Nested(attrIEEEAppTable, func(tae *netlink.AttributeEncoder) error {
 			for _, a := range apps {
 				tae.Bytes(attrIEEEApp, a[:])
@@ -453,14 +451,6 @@ func appRequest(cmd uint8, ifname string, apps [][dcbAppLen]byte) (netlink.Messa
 		})
 		return nil
 	})
-	attrs, err := ae.Encode()
-	if err != nil {
-		return netlink.Message{}, fmt.Errorf("encode DCB request: %w", err)
-	}
-	return netlink.Message{
-		Header: netlink.Header{Type: unix.RTM_SETDCB, Flags: netlink.Request},
-		Data:   append([]byte{unix.AF_UNSPEC, cmd, 0, 0}, attrs...),
-	}, nil
 }
 
 // parseApps reads the DSCP entries of the application table out of a
