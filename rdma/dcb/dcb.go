@@ -280,9 +280,9 @@ func parseSetStatus(body []byte) error {
 	return nil
 }
 
-// parseDCB reads the struct ieee_pfc out of a DCB_CMD_IEEE_GET reply
-// body (dcbmsg, then attributes).
-func parseDCB(body []byte) ([]byte, error) {
+// getReplyAttrs checks that body (dcbmsg, then attributes) answers
+// DCB_CMD_IEEE_GET and returns a decoder of its attributes.
+func getReplyAttrs(body []byte) (*netlink.AttributeDecoder, error) {
 	if len(body) < dcbmsgLen {
 		return nil, errors.New("truncated dcbmsg")
 	}
@@ -292,6 +292,16 @@ func parseDCB(body []byte) ([]byte, error) {
 	ad, err := netlink.NewAttributeDecoder(body[dcbmsgLen:])
 	if err != nil {
 		return nil, fmt.Errorf("DCB attributes: %w", err)
+	}
+	return ad, nil
+}
+
+// parseDCB reads the struct ieee_pfc out of a DCB_CMD_IEEE_GET reply
+// body (dcbmsg, then attributes).
+func parseDCB(body []byte) ([]byte, error) {
+	ad, err := getReplyAttrs(body)
+	if err != nil {
+		return nil, err
 	}
 	var pfc []byte
 	var sawIEEE, sawPFC bool
@@ -456,15 +466,9 @@ func appRequest(cmd uint8, ifname string, apps [][dcbAppLen]byte) (netlink.Messa
 // parseApps reads the DSCP entries of the application table out of a
 // DCB_CMD_IEEE_GET reply body. A reply without a table has none.
 func parseApps(body []byte) (map[uint8]uint8, error) {
-	if len(body) < dcbmsgLen {
-		return nil, errors.New("truncated dcbmsg")
-	}
-	if body[1] != cmdIEEEGet {
-		return nil, fmt.Errorf("reply to DCB command %d, want %d", body[1], cmdIEEEGet)
-	}
-	ad, err := netlink.NewAttributeDecoder(body[dcbmsgLen:])
+	ad, err := getReplyAttrs(body)
 	if err != nil {
-		return nil, fmt.Errorf("DCB attributes: %w", err)
+		return nil, err
 	}
 	apps := map[uint8]uint8{}
 	sawIEEE := false
