@@ -26,6 +26,21 @@ func readSMI(t *testing.T, name string) *SMILog {
 }
 
 // The agent's own inspect JSON of the simulated DGX H100.
+// readMetrics parses the exporters' golden /metrics of a simulated node.
+func readMetrics(t *testing.T, node string) Metrics {
+	t.Helper()
+	f, err := os.Open("../exporters/testdata/metrics-" + node + ".prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := ParseMetrics(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func readInspect(t *testing.T) *Inspect {
 	t.Helper()
 	f, err := os.Open("../report/testdata/dgx-h100-ib.json")
@@ -281,15 +296,7 @@ func TestParseNVLinkStatus(t *testing.T) {
 }
 
 func TestReadings(t *testing.T) {
-	f, err := os.Open("../exporters/testdata/metrics-dgx-h100-ib.prom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := ParseMetrics(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := readMetrics(t, "dgx-h100-ib")
 	t0 := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
 	samples := AgentSamples(m, t0)
 	if len(samples) != 8 {
@@ -331,7 +338,7 @@ func TestReadings(t *testing.T) {
 	for _, q := range QueryFields {
 		fields = append(fields, q.Field)
 	}
-	vendor, err = ParseQueryCSV(csv, fields, time.UTC)
+	vendor, err := ParseQueryCSV(csv, fields, time.UTC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,15 +426,7 @@ func TestCost(t *testing.T) {
 
 func TestNVMLCallRows(t *testing.T) {
 	in := readInspect(t)
-	f, err := os.Open("../exporters/testdata/metrics-dgx-h100-ib.prom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := ParseMetrics(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := readMetrics(t, "dgx-h100-ib")
 	rows := NVMLCallRows(in, m)
 	avail := map[string]string{}
 	for _, r := range rows {
@@ -513,15 +512,7 @@ func TestReportOutput(t *testing.T) {
 
 func TestSourceRows(t *testing.T) {
 	in := readInspect(t)
-	f, err := os.Open("../exporters/testdata/metrics-dgx-h100-ib-degraded.prom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := ParseMetrics(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := readMetrics(t, "dgx-h100-ib-degraded")
 	got := map[string]string{}
 	for _, r := range SourceRows(in, m) {
 		got[r.Fact] = r.Agent
