@@ -41,18 +41,7 @@ func TestHarnessOnSoftRoCE(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the harness: %v\n%s", err, out)
 	}
-	dirs := map[string]string{}
-	var libPath []string
-	for _, p := range guestPackages {
-		d, err := vm.Package(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dirs[p] = d
-		libPath = append(libPath, filepath.Join(d, "usr/lib/x86_64-linux-gnu"), filepath.Join(d, "lib/x86_64-linux-gnu"))
-	}
-	libs := "usr/lib/x86_64-linux-gnu/"
-	verbsLib, err := filepath.EvalSymlinks(filepath.Join(dirs["libibverbs1"], libs, "libibverbs.so.1"))
+	dirs, libPath, files, err := vm.SoftRoCEGuest(guestPackages)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,11 +55,7 @@ func TestHarnessOnSoftRoCE(t *testing.T) {
 			filepath.Join(dirs["ibverbs-utils"], "usr/bin/ibv_devinfo"),
 			filepath.Join(dirs["iproute2"], "usr/bin/rdma"),
 		},
-		Files: []vm.File{
-			{Path: "/" + libs + "libibverbs.so.1", HostPath: verbsLib, Libraries: true},
-			{Path: "/" + libs + "libibverbs/librxe-rdmav34.so", HostPath: filepath.Join(dirs["ibverbs-providers"], libs, "libibverbs/librxe-rdmav34.so"), Libraries: true},
-			{Path: "/etc/libibverbs.d/rxe.driver", HostPath: filepath.Join(dirs["ibverbs-providers"], "etc/libibverbs.d/rxe.driver")},
-		},
+		Files:  files,
 		Script: script,
 	})
 	if err != nil {

@@ -28,18 +28,7 @@ var guestPackages = []string{"perftest", "libibverbs1", "ibverbs-providers", "li
 // loads with dlopen (so ldd does not bring it along).
 func machine(t testing.TB, script string) vm.Config {
 	t.Helper()
-	dirs := map[string]string{}
-	var libPath []string
-	for _, p := range guestPackages {
-		d, err := vm.Package(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dirs[p] = d
-		libPath = append(libPath, filepath.Join(d, "usr/lib/x86_64-linux-gnu"), filepath.Join(d, "lib/x86_64-linux-gnu"))
-	}
-	libs := "usr/lib/x86_64-linux-gnu/"
-	verbsLib, err := filepath.EvalSymlinks(filepath.Join(dirs["libibverbs1"], libs, "libibverbs.so.1"))
+	dirs, libPath, files, err := vm.SoftRoCEGuest(guestPackages)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +45,7 @@ func machine(t testing.TB, script string) vm.Config {
 			filepath.Join(dirs["iproute2"], "usr/bin/rdma"),
 			filepath.Join(dirs["iproute2"], "bin/ip"),
 		},
-		Files: []vm.File{
-			{Path: "/" + libs + "libibverbs.so.1", HostPath: verbsLib, Libraries: true},
-			{Path: "/" + libs + "libibverbs/librxe-rdmav34.so", HostPath: filepath.Join(dirs["ibverbs-providers"], libs, "libibverbs/librxe-rdmav34.so"), Libraries: true},
-			{Path: "/etc/libibverbs.d/rxe.driver", HostPath: filepath.Join(dirs["ibverbs-providers"], "etc/libibverbs.d/rxe.driver")},
-		},
+		Files:  files,
 		Script: script,
 	}
 }

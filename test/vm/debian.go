@@ -238,3 +238,31 @@ func parseLdd(out string) ([]string, error) {
 	slices.Sort(libs)
 	return slices.Compact(libs), nil
 }
+
+// SoftRoCEGuest unpacks pkgs for a soft-RoCE guest; they must include
+// libibverbs1 and ibverbs-providers. It returns where each package was
+// unpacked, the library directories ldd looks in, and the files that give
+// the guest libibverbs with its rxe provider, which libibverbs loads with
+// dlopen (so ldd does not bring it along).
+func SoftRoCEGuest(pkgs []string) (dirs map[string]string, libPath []string, files []File, err error) {
+	dirs = map[string]string{}
+	for _, p := range pkgs {
+		d, err := Package(p)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		dirs[p] = d
+		libPath = append(libPath, filepath.Join(d, "usr/lib/x86_64-linux-gnu"), filepath.Join(d, "lib/x86_64-linux-gnu"))
+	}
+	const libs = "usr/lib/x86_64-linux-gnu/"
+	verbsLib, err := filepath.EvalSymlinks(filepath.Join(dirs["libibverbs1"], libs, "libibverbs.so.1"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	files = []File{
+		{Path: "/" + libs + "libibverbs.so.1", HostPath: verbsLib, Libraries: true},
+		{Path: "/" + libs + "libibverbs/librxe-rdmav34.so", HostPath: filepath.Join(dirs["ibverbs-providers"], libs, "libibverbs/librxe-rdmav34.so"), Libraries: true},
+		{Path: "/etc/libibverbs.d/rxe.driver", HostPath: filepath.Join(dirs["ibverbs-providers"], "etc/libibverbs.d/rxe.driver")},
+	}
+	return dirs, libPath, files, nil
+}
