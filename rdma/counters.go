@@ -73,8 +73,29 @@ type PortCounters struct {
 	// HWCounters the HWCounterNames it has.
 	Counters   []Counter `json:"counters"`
 	HWCounters []Counter `json:"hw_counters,omitempty"`
+	// PhysState is the port's physical state without its number
+	// ("LinkUp", "Polling", "Disabled"), RateGbps its signalling rate now
+	// (0 when unreadable): a port can renegotiate at run time.
+	PhysState string  `json:"phys_state,omitempty"`
+	RateGbps  float64 `json:"rate_gbps,omitempty"`
+	// Netdev is a RoCE port's Ethernet netdev ("" on InfiniBand), and
+	// CarrierChanges its carrier_changes count (nil when unreadable): a
+	// RoCE link that flaps counts there, not in link_downed.
+	Netdev         string  `json:"netdev,omitempty"`
+	CarrierChanges *uint64 `json:"carrier_changes,omitempty"`
+	// Pause are the PFC pause frames per priority the netdev's driver
+	// reports (mlx5 ethtool -S rx_prio<N>_pause / tx_prio<N>_pause), sorted
+	// by priority; empty where the driver has no such statistics.
+	Pause []PriorityPause `json:"pause,omitempty"`
 	// Errors lists files that exist but could not be read or parsed.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// PriorityPause is one priority's pause frames received and sent.
+type PriorityPause struct {
+	Priority int    `json:"priority"`
+	RX       uint64 `json:"rx"`
+	TX       uint64 `json:"tx"`
 }
 
 // Counter is one counter file's value, as the kernel prints it (words for
