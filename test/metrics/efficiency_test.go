@@ -85,6 +85,7 @@ func startAgentInProcess(t *testing.T, node sim.Node, machine nvmlfake.Machine, 
 	cfg.Metrics.SampleInterval = time.Second
 	cfg.Metrics.PodResourcesSocket = socket
 	cfg.Tuning.Mode = "off"
+	cfg.Tuning.StateDir = t.TempDir() // never the host's /var/lib/gpunode
 	var logs syncBuffer
 	addr := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
