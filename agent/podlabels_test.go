@@ -97,11 +97,15 @@ func TestPodLabelsInTheDaemon(t *testing.T) {
 	if _, err := c.Admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Admin.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		c.Admin.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
 	if _, err := c.Admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		c.Admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	})
 	scrapeFor("the pod's labels", regexp.MustCompile(`gpunode_gpu_allocation_info\{container="vllm",gpu="0",label_app_kubernetes_io_name="vllm",label_llm_d_ai_role="decode",namespace="llm",pod="decode-0",`))
 	scrapeFor("pod-labels ok", regexp.MustCompile(`gpunode_source_state\{source="pod-labels",state="ok"\} 1`))
 	scrapeFor("per-pod series with labels", regexp.MustCompile(`gpunode_gpu_pod_processes\{[^}]*label_app_kubernetes_io_name="vllm",label_llm_d_ai_role="decode",namespace="llm",pod="decode-0"`))
