@@ -70,6 +70,12 @@ func TestParseErrors(t *testing.T) {
 		{"metrics:\n  sampleInterval: 1h", "metrics.sampleInterval"},
 		{"metrics:\n  dcgmCompat: maybe", "cannot unmarshal"},
 		{"metrics:\n  podResourcesSocket: kubelet.sock", "metrics.podResourcesSocket: must be an absolute path"},
+		{"metrics:\n  podLabels:\n    keys: ['app.kubernetes.io/name', 'bad key']", `metrics.podLabels.keys: must be pod label keys such as app.kubernetes.io/name, got "bad key"`},
+		{"metrics:\n  podLabels:\n    keys: [a, b, a]", `metrics.podLabels.keys: lists "a" twice`},
+		{"metrics:\n  podResourcesSocket: ''\n  podLabels:\n    keys: [app]", "metrics.podLabels.keys: need metrics.podResourcesSocket"},
+		{"metrics:\n  podLabels:\n    maxValuesPerLabel: 0", "metrics.podLabels.maxValuesPerLabel"},
+		{"metrics:\n  podLabels:\n    refreshInterval: 1s", "metrics.podLabels.refreshInterval: must be between 10s and 1h"},
+		{"metrics:\n  podLabels:\n    key: [app]", `unknown key "key" in metrics.podLabels`},
 		{"metrics:\n  health:\n    criticalXIDs: [79, 0]", "XID 0 is not"},
 		{"metrics:\n  health:\n    criticalXIDs: [-1]", "cannot unmarshal"},
 		{"metrics:\n  health:\n    criticalXIDs: 79", "cannot unmarshal"},
@@ -137,6 +143,13 @@ func TestMetricsSection(t *testing.T) {
 	if d.SampleInterval != 10*time.Second || d.DCGMCompat || d.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" ||
 		len(d.Health.CriticalXIDs) == 0 || d.Health.Taint.Enabled {
 		t.Errorf("defaults %+v", d)
+	}
+	if len(d.PodLabels.Keys) != 0 || d.PodLabels.MaxValuesPerLabel != 64 || d.PodLabels.RefreshInterval != time.Minute {
+		t.Errorf("pod labels are opt-in: defaults %+v", d.PodLabels)
+	}
+	c, err = Parse([]byte("metrics:\n  podLabels:\n    keys: [app.kubernetes.io/name, llm-d.ai/role]\n    maxValuesPerLabel: 8\n    refreshInterval: 30s\n"))
+	if pl := c.Metrics.PodLabels; err != nil || len(pl.Keys) != 2 || pl.Keys[1] != "llm-d.ai/role" || pl.MaxValuesPerLabel != 8 || pl.RefreshInterval != 30*time.Second {
+		t.Errorf("pod labels %+v %v", pl, err)
 	}
 	// An empty list is "no XID is critical", not the default.
 	c, err = Parse([]byte("metrics:\n  health:\n    criticalXIDs: []\n"))

@@ -24,6 +24,7 @@ import (
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/podlabels"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/procpod"
 	"github.com/gpunode/gpunode/rdma"
@@ -40,6 +41,11 @@ const (
 // PodLister lists the kubelet's device allocations (podresources.Client).
 type PodLister interface {
 	List(ctx context.Context) ([]podresources.Allocation, error)
+}
+
+// PodLabeler hands out the latest pod labels without blocking.
+type PodLabeler interface {
+	View() *podlabels.View
 }
 
 // Traffic moves a simulated node's RDMA counter files to the given time;
@@ -62,6 +68,10 @@ type Options struct {
 	Pods PodLister
 	// Cgroups finds a process's pod; nil reads /proc/<pid>/cgroup under FS.
 	Cgroups ProcessCgroups
+	// PodLabels, if set with Pods, gives the pods' labels each round
+	// (podlabels.Cache, refreshed on its own cadence): they go on the
+	// allocation and per-pod series, and its status among the sources.
+	PodLabels PodLabeler
 	// CriticalXIDs make a GPU unhealthy (health.DefaultCriticalXIDs if nil).
 	CriticalXIDs []uint64
 	// Traffic is set on simulated nodes.
@@ -120,6 +130,9 @@ type Frame struct {
 	// used, sorted by GPU, MIG device, namespace, pod and container; nil
 	// when attribution is off.
 	PodUsage []PodUsage
+	// PodLabels are the configured pod labels of the pods in Pods and
+	// PodUsage; nil when they are off.
+	PodLabels *podlabels.View
 	// Sources reports each sampling source's last run.
 	Sources []source.Status
 }
@@ -419,6 +432,12 @@ func (s *Sampler) Round(ctx context.Context) {
 		f.Pods = s.lastPods
 		f.Sources = append(f.Sources, podStatus)
 		s.attribute(&f)
+		if s.o.PodLabels != nil {
+			f.PodLabels = s.o.PodLabels.View()
+			if st := f.PodLabels.Status; st.Name != "" {
+				f.Sources = append(f.Sources, st)
+			}
+		}
 	}
 	if s.kmsgRunner != nil {
 		f.Sources = append(f.Sources, kmsgStatus)
