@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -10,9 +11,12 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/gpu/amdgpu"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/health"
 	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/sim"
 )
 
 // A GPU throttled at run time (a fan fails: hardware thermal slowdown) is
@@ -114,5 +118,79 @@ func TestThrottleHistorySurvivesASilentRound(t *testing.T) {
 	f := s.Latest()
 	if th := f.Health[2].Throttles; !slices.ContainsFunc(th, func(x health.Throttle) bool { return x.Reason == "hw_slowdown" && x.Since.Equal(began) }) {
 		t.Errorf("GPU 2's slowdown restarted: %+v, began %s", th, began)
+	}
+}
+
+// The same on a simulated MI355X node read through amdgpu sysfs: card6's
+// HBM thermal throttler holds (its gpu_metrics residency rises with the
+// SMU's tick counter), so GPU 5 is Degraded after ThrottleAfter and
+// recovers once the residency stops rising; the power cap's residency is
+// reported and never counts.
+func TestThrottledAMDGPU(t *testing.T) {
+	n := newNode(t, "mi355x-roce")
+	start := time.Now()
+	tr, err := sim.NewTraffic(n.Node, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.ThrottleAMD("card6", "hbm_thm_residency_acc", start, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	o := n.options()
+	o.Backends, o.Traffic, o.ThrottleAfter = []gpu.Backend{amdgpu.New(n.fs)}, tr, time.Second
+	s := New(o)
+	round := func() *Frame {
+		time.Sleep(20 * time.Millisecond)
+		if err := tr.Advance(time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		s.Round(context.Background())
+		return s.Latest()
+	}
+	state := func(f *Frame) (active, degraded []string) {
+		for i, h := range f.Health {
+			if !h.Healthy {
+				t.Errorf("GPU %d unhealthy: %+v", i, h)
+			}
+			for _, th := range h.Throttles {
+				if !th.Since.IsZero() {
+					active = append(active, fmt.Sprintf("%d/%s", h.Index, th.Reason))
+				}
+				if th.Degraded {
+					degraded = append(degraded, fmt.Sprintf("%d/%s", h.Index, th.Reason))
+				}
+			}
+		}
+		return active, degraded
+	}
+	if f := round(); len(f.Health) != 8 || f.Health[5].Throttles != nil {
+		t.Fatalf("first round: %d GPUs, GPU 5 throttles %+v (nothing to compare the residencies with yet)", len(f.Health), f.Health[5].Throttles)
+	}
+	f := round()
+	if a, d := state(f); !slices.Equal(a, []string{"5/hbm_thermal"}) || d != nil {
+		t.Errorf("second round: active %v, degraded %v", a, d)
+	}
+	if got := f.GPUs[5].ClockEventReasons; len(got) != 5 || got[0] != (gpu.ClockEventReason{Reason: "hbm_thermal", Active: true}) {
+		t.Errorf("GPU 5 reasons %+v", got)
+	}
+	time.Sleep(time.Second)
+	f = round()
+	if _, d := state(f); !slices.Equal(d, []string{"5/hbm_thermal"}) {
+		t.Errorf("after 1 s: degraded %v", d)
+	}
+	if f.Condition.Reason != health.ReasonDegraded || !strings.Contains(f.Condition.Message, "GPU 5 (") {
+		t.Errorf("condition %+v", f.Condition)
+	}
+	// The HBM cools down: the residency stops rising.
+	if err := tr.ThrottleAMD("card6", "hbm_thm_residency_acc", start, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	round() // the rise up to the stop
+	f = round()
+	if a, d := state(f); a != nil || d != nil {
+		t.Errorf("after the throttler let go: active %v, degraded %v", a, d)
+	}
+	if f.Condition.Reason != health.ReasonHealthy {
+		t.Errorf("condition after recovery %+v", f.Condition)
 	}
 }
