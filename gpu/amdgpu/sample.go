@@ -204,7 +204,7 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 		if st.residency == nil {
 			st.residency = map[string]uint64{}
 		}
-		s.ClockEventReasons = throttleReasons(m, st.residency)
+		s.ClockEventReasons = ThrottleReasons(m, st.residency)
 	}
 	if okR {
 		if s.PCIe == nil {

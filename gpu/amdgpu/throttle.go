@@ -62,11 +62,11 @@ var indepThrottleBits = []struct {
 	{"vr_thermal", []uint{38, 39, 40, 41, 44, 45}},
 }
 
-// throttleReasons turns a table into clock event reasons, sorted by name:
+// ThrottleReasons turns a table into clock event reasons, sorted by name:
 // from the 1.3 bits at once; from the residencies once a previous reading
 // (last, per reason, which it updates) tells whether they rose. Nil when
 // the table has neither, or on the first reading of residencies.
-func throttleReasons(m Metrics, last map[string]uint64) []gpu.ClockEventReason {
+func ThrottleReasons(m Metrics, last map[string]uint64) []gpu.ClockEventReason {
 	var out []gpu.ClockEventReason
 	switch {
 	case m.IndepThrottleStatus != nil:

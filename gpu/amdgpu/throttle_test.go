@@ -31,7 +31,7 @@ func TestThrottleReasonsFromResidencies(t *testing.T) {
 			if err != nil {
 				t.Fatalf("1.%d: %v", content, err)
 			}
-			return throttleReasons(m, last)
+			return ThrottleReasons(m, last)
 		}
 		res := func(counter, ppt, hbm, socket, vr, prochot uint64) map[string][]uint64 {
 			return map[string][]uint64{"accumulation_counter": {counter}, "ppt_residency_acc": {ppt}, "hbm_thm_residency_acc": {hbm},
@@ -81,7 +81,7 @@ func TestThrottleReasonsFromIndepStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := throttleReasons(m, map[string]uint64{}); !reflect.DeepEqual(got, want) {
+		if got := ThrottleReasons(m, map[string]uint64{}); !reflect.DeepEqual(got, want) {
 			t.Errorf("%#x: %v, want %v", bits, got, want)
 		}
 	}
@@ -90,7 +90,7 @@ func TestThrottleReasonsFromIndepStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := throttleReasons(m, map[string]uint64{}); got != nil {
+		if got := ThrottleReasons(m, map[string]uint64{}); got != nil {
 			t.Errorf("1.%d: %v", content, got)
 		}
 	}
