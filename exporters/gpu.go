@@ -97,11 +97,10 @@ func newGPUFamilies() gpuFamilies {
 	return gpuFamilies{
 		info: newFamily("gpunode_gpu_info", "GPU identity; always 1.", gauge, gpuLabels,
 			"architecture", "compute_capability", "driver_version", "cuda_version", "vbios_version", "numa_node", "device", "mig_mode"),
-		up:      g("up", "1 if the GPU answered the last sampling round, 0 if it did not (lost, hung or failing).", gauge),
-		healthy: g("healthy", "1 if the GPU is healthy, 0 if a critical XID, uncorrectable PCIe AER error, uncorrectable ECC error, row remap, NVLink failure or loss from the bus was seen; absent while unknown.", gauge),
-		problem: g("health_problem", "1 for each reason the GPU is unhealthy.", gauge, "reason"),
-		degraded: g("degraded", "1 if the clock reason has held the GPU's clocks down longer than metrics.health.throttleAfter (hardware, power-brake or thermal slowdown: "+
-			"the GPU works, slowly), 0 if not; for each such reason the GPU reports.", gauge, "reason"),
+		up:         g("up", "1 if the GPU answered the last sampling round, 0 if it did not (lost, hung or failing).", gauge),
+		healthy:    g("healthy", "1 if the GPU is healthy, 0 if a critical XID, uncorrectable PCIe AER error, uncorrectable ECC error, row remap, NVLink failure or loss from the bus was seen; absent while unknown.", gauge),
+		problem:    g("health_problem", "1 for each reason the GPU is unhealthy.", gauge, "reason"),
+		degraded:   g("degraded", "1 if the clock reason has held the GPU's clocks down longer than metrics.health.throttleAfter (hardware, power-brake or thermal slowdown: the GPU works, slowly), 0 if not; for each such reason the GPU reports.", gauge, "reason"),
 		allocation: newFamily("gpunode_gpu_allocation_info", "1 for each container the kubelet has allocated the GPU to.", gauge, []string{"gpu", "uuid"}, "resource", "namespace", "pod", "container"),
 		util:       g("utilization_ratio", "Fraction of the last sample period during which a kernel ran on the GPU.", gauge),
 		memUtil:    g("memory_utilization_ratio", "Fraction of the last sample period during which device memory was read or written.", gauge),
