@@ -31,12 +31,11 @@ const ReasonDegraded = "GPUsDegraded"
 // sync_boost and the clock settings are policy, board_limit and
 // reliability (Blackwell) are the board's own operating envelope.
 //
-// NVIDIA (nvml.h nvmlClocksEventReasons; DCGM's diagnostic treats the same
-// set, hardware slowdowns plus software thermal, as clock violations):
+// NVIDIA (nvml.h's nvmlClocksEventReasons):
 //
-//	hw_slowdown              HW slowdown (factor 2 or more): over
-//	                         temperature, the power supply's brake or
-//	                         PROCHOT asserted by the board
+//	hw_slowdown              HW slowdown (clocks cut by a factor of 2 or
+//	                         more): high temperature, or an external power
+//	                         brake (e.g. by the system power supply)
 //	hw_thermal_slowdown      HW slowdown because the GPU is too hot
 //	hw_power_brake_slowdown  HW slowdown: the system's power brake (an
 //	                         external signal from the PSU or chassis)
