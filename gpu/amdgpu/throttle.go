@@ -11,7 +11,7 @@ import (
 // (gpu.ClockEventReason; health.ThrottleReasons says which degrade a GPU).
 // Two sources in gpu_metrics, by revision:
 //
-//   - 1.6 and later (MI300 series on Linux 6.10+ and ROCm's driver, MI325X,
+//   - 1.6 and later (MI300 series on newer kernels and ROCm's driver, MI325X,
 //     MI350 series): accumulated throttler residencies, which
 //     smu_v13_0_6_ppt.c copies from the firmware's metrics table
 //     (ProchotResidencyAcc, PptResidencyAcc, SocketThmResidencyAcc,
