@@ -30,6 +30,7 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 		OnCondition:  d.gpuCondition,
 		Logger:       d.log,
 	}
+	o.ThrottleAfter = m.Health.ThrottleAfter
 	var pods *podresources.Client
 	if m.PodResourcesSocket != "" {
 		pods = podresources.New(m.PodResourcesSocket)

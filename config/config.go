@@ -184,6 +184,9 @@ type Health struct {
 	// CriticalXIDs make a GPU unhealthy when the driver reports them.
 	CriticalXIDs []uint64 `yaml:"criticalXIDs"`
 	Taint        Taint    `yaml:"taint"`
+	// ThrottleAfter is how long a hardware, power-brake or thermal
+	// slowdown must hold before the GPU is Degraded (it stays healthy).
+	ThrottleAfter time.Duration `yaml:"throttleAfter"`
 }
 
 // Taint is the opt-in taint put on the Node while GPUHealthy is False.
@@ -225,8 +228,9 @@ func Default() Config {
 			PodResourcesSocket: "/var/lib/kubelet/pod-resources/kubelet.sock",
 			PodLabels:          PodLabels{MaxValuesPerLabel: 64, RefreshInterval: time.Minute},
 			Health: Health{
-				CriticalXIDs: slices.Clone(health.DefaultCriticalXIDs),
-				Taint:        Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
+				CriticalXIDs:  slices.Clone(health.DefaultCriticalXIDs),
+				Taint:         Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
+				ThrottleAfter: health.DefaultThrottleAfter,
 			},
 		},
 		Log:    Log{Level: "info", Format: "text"},
@@ -401,6 +405,9 @@ func (c Config) Validate() error {
 		if x == 0 || x > 1<<16 {
 			bad("metrics.health.criticalXIDs", "XID %d is not an NVIDIA Xid number", x)
 		}
+	}
+	if ta := c.Metrics.Health.ThrottleAfter; ta < c.Metrics.SampleInterval || ta > 24*time.Hour {
+		bad("metrics.health.throttleAfter", "must be between metrics.sampleInterval (%s) and 24h, got %s", c.Metrics.SampleInterval, ta)
 	}
 	if tt := c.Metrics.Health.Taint; len(tt.Key) > 317 || !taintKey.MatchString(tt.Key) {
 		bad("metrics.health.taint.key", "must be a label key such as gpunode.dev/gpu-unhealthy, got %q", tt.Key)

@@ -83,6 +83,8 @@ func TestParseErrors(t *testing.T) {
 		{"metrics:\n  health:\n    taint:\n      key: 'bad key!'", "metrics.health.taint.key"},
 		{"metrics:\n  health:\n    taint:\n      enable: true", `unknown key "enable" in metrics.health.taint`},
 		{"metrics:\n  health:\n    xids: [1]", `unknown key "xids" in metrics.health`},
+		{"metrics:\n  health:\n    throttleAfter: 5s", "metrics.health.throttleAfter: must be between metrics.sampleInterval (10s) and 24h"},
+		{"metrics:\n  health:\n    throttleAfter: 48h", "metrics.health.throttleAfter"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -126,6 +128,7 @@ func TestMetricsSection(t *testing.T) {
   podResourcesSocket: ""
   health:
     criticalXIDs: [79, 48]
+    throttleAfter: 90s
     taint:
       enabled: true
       effect: NoExecute
@@ -136,12 +139,12 @@ func TestMetricsSection(t *testing.T) {
 	m := c.Metrics
 	if m.SampleInterval != 2*time.Second || !m.DCGMCompat || m.PodResourcesSocket != "" || len(m.Health.CriticalXIDs) != 2 ||
 		m.Health.CriticalXIDs[0] != 79 || !m.Health.Taint.Enabled || m.Health.Taint.Effect != "NoExecute" ||
-		m.Health.Taint.Key != "gpunode.dev/gpu-unhealthy" || m.ListenAddress != DefaultListenAddress {
+		m.Health.Taint.Key != "gpunode.dev/gpu-unhealthy" || m.ListenAddress != DefaultListenAddress || m.Health.ThrottleAfter != 90*time.Second {
 		t.Errorf("metrics %+v", m)
 	}
 	d := Default().Metrics
 	if d.SampleInterval != 10*time.Second || d.DCGMCompat || d.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" ||
-		len(d.Health.CriticalXIDs) == 0 || d.Health.Taint.Enabled {
+		len(d.Health.CriticalXIDs) == 0 || d.Health.Taint.Enabled || d.Health.ThrottleAfter != 5*time.Minute {
 		t.Errorf("defaults %+v", d)
 	}
 	if len(d.PodLabels.Keys) != 0 || d.PodLabels.MaxValuesPerLabel != 64 || d.PodLabels.RefreshInterval != time.Minute {

@@ -56,7 +56,7 @@ type gpuFamilies struct {
 	pcieTxRate, pcieRxRate                                     family
 	linkTx, linkRx, linkUp, linksActive, linkErrors            family
 	ecc, xid, remapped, remapPending, remapFailed              family
-	xidWatch                                                   family
+	xidWatch, degraded                                         family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
 	memReserved, processes                                     family
 	mig                                                        migFamilies
@@ -99,6 +99,7 @@ func newGPUFamilies() gpuFamilies {
 		up:         g("up", "1 if the GPU answered the last sampling round, 0 if it did not (lost, hung or failing).", gauge),
 		healthy:    g("healthy", "1 if the GPU is healthy, 0 if a critical XID, uncorrectable PCIe AER error, uncorrectable ECC error, row remap, NVLink failure or loss from the bus was seen; absent while unknown.", gauge),
 		problem:    g("health_problem", "1 for each reason the GPU is unhealthy.", gauge, "reason"),
+		degraded:   g("degraded", "1 if the clock reason has held the GPU's clocks down longer than metrics.health.throttleAfter (hardware, power-brake or thermal slowdown: the GPU works, slowly), 0 if not; for each such reason the GPU reports.", gauge, "reason"),
 		allocation: allocationFamily(nil),
 		util:       g("utilization_ratio", "Fraction of the last sample period during which a kernel ran on the GPU.", gauge),
 		memUtil:    g("memory_utilization_ratio", "Fraction of the last sample period during which device memory was read or written.", gauge),
@@ -197,6 +198,9 @@ func (g *gpuFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame, 
 			emit(g.healthy.metric(t, boolValue(h.Healthy)))
 			for _, p := range h.Problems {
 				emit(g.problem.metric(t, 1, p.Reason))
+			}
+			for _, th := range h.Throttles {
+				emit(g.degraded.metric(t, boolValue(th.Degraded), th.Reason))
 			}
 		}
 		for _, o := range owner(f, s) {

@@ -3,6 +3,9 @@ package sim
 import (
 	"context"
 	"fmt"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/rdma"
@@ -29,13 +32,17 @@ type faults struct {
 	// syndrome, and on which PCIe AER logged a fatal error, before the
 	// agent started.
 	mlx5Health, aerFatal []string
+	// throttled: GPU index -> when its clocks are held down while the
+	// agent runs.
+	throttled map[int][]nvmlfake.Throttle
 }
 
 // dgxH100IBDegraded is a DGX H100 after a bad day: a GPU whose riser
 // trained at Gen4 x8, a GPU with one NVLink down, an HCA whose cable came
 // up on two of its four lanes, and in the kernel log from before the agent
 // started an Xid 79 on GPU 3 and, on mlx5_1, a firmware health syndrome
-// and a fatal PCIe AER error.
+// and a fatal PCIe AER error. GPU 6's fan fails DegradedThrottleFrom into
+// the run: its hardware thermal slowdown holds from then on.
 func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 	b.faults = faults{
 		gpuLink:    map[int][2]int{2: {4, 8}},
@@ -44,9 +51,16 @@ func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 		kernelXID:  map[int]uint64{3: 79},
 		mlx5Health: []string{"mlx5_1"},
 		aerFatal:   []string{"mlx5_1"},
+		throttled: map[int][]nvmlfake.Throttle{6: {{From: DegradedThrottleFrom,
+			Reasons: gonvml.ClocksThrottleReasonHwThermalSlowdown}}},
 	}
 	return dgxH100IB(b)
 }
+
+// DegradedThrottleFrom is how long after its NVML fake is built
+// dgx-h100-ib-degraded's GPU 6 starts its thermal slowdown: after the
+// first rounds, so a run sees it begin.
+const DegradedThrottleFrom = 10 * time.Second
 
 // dgxH100IBNoNVML is a DGX H100 as an agent container sees it when the
 // DaemonSet runs without the NVIDIA container runtime or driver mounts:

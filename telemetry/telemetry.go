@@ -74,6 +74,9 @@ type Options struct {
 	PodLabels PodLabeler
 	// CriticalXIDs make a GPU unhealthy (health.DefaultCriticalXIDs if nil).
 	CriticalXIDs []uint64
+	// ThrottleAfter is how long a degrading clock reason must hold before
+	// the GPU is Degraded (health.DefaultThrottleAfter if zero).
+	ThrottleAfter time.Duration
 	// Traffic is set on simulated nodes.
 	Traffic Traffic
 	// KernelLog, if set, is read every round: XIDs it reports on a known
@@ -177,6 +180,8 @@ type Sampler struct {
 	pcie    pcieState // guarded by roundMu
 	base    Frame     // the last round's frame, before XIDs and health
 
+	throttle throttleSince // guarded by mu
+
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
 
@@ -205,12 +210,15 @@ func New(o Options) *Sampler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.ThrottleAfter <= 0 {
+		o.ThrottleAfter = health.DefaultThrottleAfter
+	}
 	crit := o.CriticalXIDs
 	if crit == nil {
 		crit = health.DefaultCriticalXIDs
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
-		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, watched: map[int]bool{},
+		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, throttle: throttleSince{}, troubled: map[string]bool{}, watched: map[int]bool{},
 		firstRound: make(chan struct{}), kernel: kernelState{events: map[kernelKey]*KernelEvent{}, seen: map[xidKey][]occurrence{}},
 		pcie: pcieState{base: map[string]topology.AERCounts{}, downtrained: map[string]bool{}}}
 	for _, x := range crit {
@@ -448,6 +456,7 @@ func (s *Sampler) Round(ctx context.Context) {
 
 	s.mu.Lock()
 	s.recordLinksUp(f.GPUs)
+	s.throttle.track(now, f.GPUs)
 	s.applyKernelLocked(f.GPUs)
 	s.base = f
 	s.publishLocked()
@@ -693,6 +702,7 @@ func (s *Sampler) publishLocked() {
 		inputs[i] = in
 	}
 	f.Health = health.Evaluate(inputs)
+	s.throttle.judge(&f, s.o.ThrottleAfter)
 	// With no GPU samples, a GPU backend that failed (rather than found
 	// no GPUs) leaves the condition unknown.
 	sampled := len(f.GPUs) > 0
@@ -707,6 +717,7 @@ func (s *Sampler) publishLocked() {
 		}
 	}
 	f.Condition, f.HasCondition = health.Condition(f.Health, sampled)
+	f.Condition = health.WithDegraded(f.Condition, f.Health)
 	s.latest.Store(&f)
 }
 

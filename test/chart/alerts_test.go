@@ -11,7 +11,7 @@ import (
 // series in testdata/alerts_test.yaml.
 var alertNames = []string{
 	"GPUUnhealthy", "GPUNotResponding", "GPUXIDError", "GPUXIDNotWatched", "GPUTooHot",
-	"GPUPCIeErrors", "KernelReportedXID", "KernelReportedDeviceFault",
+	"GPUThrottled", "GPUPCIeErrors", "KernelReportedXID", "KernelReportedDeviceFault",
 	"RDMAProbeLatencyHigh", "RDMAProbeBandwidthLow", "RDMAProbeFailing",
 	"TuningDrift", "TuningNotCompliant",
 	"GPUNodeAgentDown", "GPUNodeSourceFailing", "GPUNodeVerificationFailed",
