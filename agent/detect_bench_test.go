@@ -72,12 +72,17 @@ func (n *detectNode) gpuBusID(index int) (string, error) {
 }
 
 // detectFault is one kind of fault: plant puts it on a running node, shown
-// says whether a Node object shows it. Faults of other parts (an RDMA port
-// going down and RDMAHealthy) are added as another entry of detectFaults.
+// says whether a Node object shows it, ready whether the Node shows the
+// agent settled and the part healthy before it (nil: GPUHealthy True).
+// Faults of other parts are further entries of detectFaults; an RDMA port
+// going down, say, plants "1: DOWN" in the tree's
+// sys/class/infiniband/mlx5_0/ports/1/state (and phys_state) and waits
+// for RDMAHealthy False naming mlx5_0, with ready RDMAHealthy True.
 type detectFault struct {
 	name  string
 	plant func(*detectNode) error
 	shown func(*corev1.Node) bool
+	ready func(*corev1.Node) bool
 }
 
 // condition returns the Node's condition of type typ, nil if none.
@@ -311,8 +316,12 @@ func detectOnce(tb testing.TB, c *kube.Cluster, interval time.Duration, f detect
 	cfg.Metrics.PodResourcesSocket = ""
 	_, stop := runAgent(tb, n.env, cfg, agentClient(tb, c), io.Discard)
 	defer stop()
-	if _, err := waitSeen(seen, gpuHealthy, 30*time.Second); err != nil {
-		tb.Fatalf("%s: GPUHealthy True: %v", f.name, err)
+	ready := f.ready
+	if ready == nil {
+		ready = gpuHealthy
+	}
+	if _, err := waitSeen(seen, ready, 30*time.Second); err != nil {
+		tb.Fatalf("%s: Node not ready before the fault: %v", f.name, err)
 	}
 	// The event watcher registers a moment after the first round; a GPU
 	// lost before that would be found by the next round instead.
