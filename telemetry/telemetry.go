@@ -79,7 +79,8 @@ type Options struct {
 	ThrottleAfter time.Duration
 	// Traffic is set on simulated nodes.
 	Traffic Traffic
-	// KernelLog, if set, is read every round: XIDs it reports on a known
+	// KernelLog, if set, is read every round, and by Run every
+	// KernelLogPoll between rounds: XIDs it reports on a known
 	// GPU join the library's XIDs (one series: the same XID on the same
 	// GPU within 10 s from both is counted once), its other reports are
 	// counted by kind and device, and "fallen off the bus" or an
@@ -262,11 +263,7 @@ func New(o Options) *Sampler {
 					// mount it (kernelLog.enabled), or a tree without one.
 					err = fmt.Errorf("%w: %w", source.ErrAbsent, err)
 				}
-				if b.Records > 0 || b.Lost > 0 {
-					s.kernel.pendingMu.Lock()
-					s.kernel.pending = append(s.kernel.pending, b)
-					s.kernel.pendingMu.Unlock()
-				}
+				s.kernel.addPending(b)
 				return struct{}{}, err
 			}}
 	}
@@ -305,6 +302,15 @@ func (s *Sampler) Run(ctx context.Context) {
 	}
 	defer s.stopWatchers(watchers)
 	s.Round(ctx)
+	if s.o.KernelLog != nil {
+		// Stopped before Run returns: the caller closes the reader then.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.watchKernelLog(ctx)
+		}()
+		defer func() { <-done }()
+	}
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
 	for {
