@@ -169,6 +169,12 @@ func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
 // counters, with the reason on their Errors, while the other devices are
 // read in full; the device is not read again until that read returns.
 //
+// With a DriverStats (WithDriverStats), each Ethernet port's netdev's
+// driver statistics are read for its pause frames as soon as its device's
+// files are in, each netdev in its own goroutine under the same deadline:
+// a netdev whose call has not returned by then loses only its pause
+// frames, the reason on its port, and is not asked again until it returns.
+//
 // With no RDMA device it returns an error for which
 // errors.Is(err, source.ErrAbsent) holds.
 func (r *Reader) ReadCounters(ctx context.Context) ([]PortCounters, error) {
@@ -307,7 +313,11 @@ func readPorts(fsys hostfs.FS, dev string, nums []int) []PortCounters {
 		}
 		pc.Counters = readCounterFiles(dir+"/counters", CounterNames, buf[:], &pc.Errors)
 		pc.HWCounters = readCounterFiles(dir+"/hw_counters", HWCounterNames, buf[:], &pc.Errors)
-		pc.ExtCounters = readCounterFiles(dir+"/counters_ext", ExtCounterNames, buf[:], &pc.Errors)
+		// Only kernels before 4.5 have counters_ext: one stat spares
+		// every other port eight failed opens a round.
+		if _, err := os.Stat(dir + "/counters_ext"); err == nil {
+			pc.ExtCounters = readCounterFiles(dir+"/counters_ext", ExtCounterNames, buf[:], &pc.Errors)
+		}
 		out = append(out, pc)
 	}
 	return out

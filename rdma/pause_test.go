@@ -132,3 +132,23 @@ func TestReadCountersPause(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Whatever names a driver reports, only exact rx_prio<N>_pause and
+// tx_prio<N>_pause for N in 0-7 become pause counts.
+func FuzzPauseFrames(f *testing.F) {
+	for _, s := range []string{"rx_prio3_pause", "tx_prio7_pause", "rx_prio8_pause", "rx_prio3_pause_duration", "rx_prio_pause",
+		"rx_prio03_pause", "rx_prio-1_pause", "tx_prio3_pausex", "prio3_pause", "rx_prio３_pause"} {
+		f.Add(s, uint64(5))
+	}
+	f.Fuzz(func(t *testing.T, name string, v uint64) {
+		got := PauseFrames(map[string]uint64{name: v})
+		want := len(name) == len("rx_prio0_pause") && (strings.HasPrefix(name, "rx_prio") || strings.HasPrefix(name, "tx_prio")) &&
+			strings.HasSuffix(name, "_pause") && name[7] >= '0' && name[7] <= '7'
+		if (got != nil) != want {
+			t.Fatalf("%q: %+v", name, got)
+		}
+		if want && (len(got) != 1 || got[0].Priority != int(name[7]-'0') || got[0].RX+got[0].TX != v) {
+			t.Fatalf("%q = %d: %+v", name, v, got)
+		}
+	})
+}

@@ -41,7 +41,7 @@ type node struct {
 	clock *testsupport.Clock
 }
 
-func shmDir(t *testing.T) string {
+func shmDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/dev/shm", "gpunode-test-")
 	if err != nil {
@@ -51,7 +51,7 @@ func shmDir(t *testing.T) string {
 	return dir
 }
 
-func newNode(t *testing.T, name string) *node {
+func newNode(t testing.TB, name string) *node {
 	t.Helper()
 	n, err := sim.Build(name, shmDir(t))
 	if err != nil {
