@@ -27,6 +27,7 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 		Backends:     d.o.Env.Backends,
 		CriticalXIDs: m.Health.CriticalXIDs,
 		Traffic:      d.o.Env.Traffic,
+		DriverStats:  d.o.Env.DriverStats,
 		OnCondition:  d.gpuCondition,
 		Logger:       d.log,
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/gpunode/gpunode/kmsg"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/dcb"
+	"github.com/gpunode/gpunode/rdma/ethstats"
 	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/tuning"
 )
@@ -42,12 +43,23 @@ type Env struct {
 	// PFC reads RoCE netdevs' PFC state: DCB over netlink on a host, the
 	// node's table when simulated.
 	PFC rdma.PFCReader
+	// DriverStats reads RoCE netdevs' driver statistics (their PFC pause
+	// frames): SIOCETHTOOL on a host, the node's files when simulated.
+	DriverStats rdma.DriverStats
+	// closeStats closes the ethtool socket; nil when simulated.
+	closeStats func()
 	// AMDSMIAbsent says why AMD SMI is not used when the amdgpu sysfs
 	// backend serves AMD GPUs instead; "" otherwise.
 	AMDSMIAbsent string
 	// removeTree deletes a simulated node's generated tree; nil on a host.
 	removeTree func() error
 }
+
+// failedStats answers every driver statistics read with the error that
+// kept the ethtool socket from opening.
+type failedStats struct{ err error }
+
+func (f failedStats) DriverStats(string) (map[string]uint64, error) { return nil, f.err }
 
 // Close closes every GPU backend and removes a simulated tree. It may be
 // called more than once.
@@ -59,6 +71,10 @@ func (e *Env) Close() error {
 		}
 	}
 	e.Backends = nil
+	if e.closeStats != nil {
+		e.closeStats()
+		e.closeStats = nil
+	}
 	if e.removeTree != nil {
 		if err := e.removeTree(); err != nil {
 			errs = append(errs, fmt.Errorf("remove simulated tree: %w", err))
@@ -77,6 +93,12 @@ func Open(cfg config.Config, simulate string) (*Env, error) {
 			return nil, err
 		}
 		env := &Env{FS: fsys, PFC: &dcb.Reader{}}
+		if st, err := ethstats.Open(); err == nil {
+			env.DriverStats, env.closeStats = st, st.Close
+		} else {
+			// Every RoCE port then says why it has no pause frames.
+			env.DriverStats = failedStats{err}
+		}
 		if n := cfg.GPU.NVML; n.Enabled {
 			env.Backends = append(env.Backends, nvml.NewLocating(nvml.Candidates(cfg.HostRoot, n.DriverRoot, n.LibraryPath, runtime.GOARCH)))
 		}
@@ -101,7 +123,7 @@ func Open(cfg config.Config, simulate string) (*Env, error) {
 	if err != nil {
 		return nil, errors.Join(err, cleanup())
 	}
-	env := &Env{FS: fsys, Simulated: simulate, removeTree: cleanup, PFC: node.PFC}
+	env := &Env{FS: fsys, Simulated: simulate, removeTree: cleanup, PFC: node.PFC, DriverStats: sim.DriverStats{Root: node.Root}}
 	traffic, err := sim.NewTraffic(node, time.Now())
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("simulate %s: %w", simulate, err), cleanup())

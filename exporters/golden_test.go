@@ -91,7 +91,10 @@ func newSimNodeWith(t testing.TB, name string, change func(*nvmlfake.Machine), o
 	o := telemetry.Options{Interval: time.Second, Timeout: 10 * time.Second, FS: fsys, Backends: backends,
 		// The node's kernel log, as the agent reads it (no journal: the
 		// tree is new each time).
-		KernelLog: kmsg.NewReader(fsys, "")}
+		KernelLog: kmsg.NewReader(fsys, ""),
+		// Its netdevs' driver statistics (pause frames), as the agent's
+		// simulated environment reads them.
+		DriverStats: sim.DriverStats{Root: n.Root}}
 	if opts != nil {
 		opts(&o)
 	}

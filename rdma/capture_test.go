@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,14 +78,19 @@ func TestReadCountersCaptured(t *testing.T) {
 		t.Fatalf("%d ports, want 4: %+v", len(got), got)
 	}
 	mlx5 := got[3]
-	if mlx5.Device != "mlx5_0" || len(mlx5.Counters) != len(CounterNames) || len(mlx5.HWCounters) != 10 || mlx5.Errors != nil {
+	// Every counter the capture has but port_rcv_discards, which its
+	// kernel lacks, and every hw_counter but lifespan (a cache time).
+	if mlx5.Device != "mlx5_0" || len(mlx5.Counters) != len(CounterNames)-1 || len(mlx5.HWCounters) != 24 || mlx5.Errors != nil ||
+		mlx5.PhysState != "ACTIVE" || mlx5.RateGbps != 25 || mlx5.Netdev != "" {
 		t.Errorf("mlx5_0: %+v", mlx5)
 	}
 	for _, c := range []struct {
 		p    PortCounters
 		name string
 		want uint64
-	}{{mlx5, "port_xmit_data", 2880761508848}, {mlx5, "roce_slow_restart_cnps", 131}, {got[0], "port_rcv_data", 345091702026}} {
+	}{{mlx5, "port_xmit_data", 2880761508848}, {mlx5, "roce_slow_restart_cnps", 131}, {got[0], "port_rcv_data", 345091702026},
+		{mlx5, "req_cqe_error", 3481}, {mlx5, "resp_cqe_flush_error", 4708}, {mlx5, "rx_read_requests", 175528982},
+		{mlx5, "rx_write_requests", 742114}, {mlx5, "out_of_buffer", 0}, {mlx5, "roce_slow_restart_trans", 0}} {
 		if v, ok := find(c.p, c.name); !ok || v != c.want {
 			t.Errorf("%s port %d %s = %d (%v), want %d", c.p.Device, c.p.Port, c.name, v, ok, c.want)
 		}
@@ -92,7 +98,7 @@ func TestReadCountersCaptured(t *testing.T) {
 }
 
 func find(p PortCounters, name string) (uint64, bool) {
-	for _, c := range append(p.Counters, p.HWCounters...) {
+	for _, c := range slices.Concat(p.Counters, p.HWCounters, p.ExtCounters) {
 		if c.Name == name {
 			return c.Value, true
 		}
@@ -125,6 +131,15 @@ func TestReadCountersNoPMA(t *testing.T) {
 	}
 	if v, _ := find(got[1], "port_xmit_wait"); v != 4294967295 {
 		t.Errorf("mlx4_0 port 1 port_xmit_wait = %d", v)
+	}
+	// ConnectX-3's 64-bit counters, beside the saturated 32-bit ones.
+	if len(got[1].ExtCounters) != len(ExtCounterNames) {
+		t.Errorf("mlx4_0 port 1 counters_ext: %+v", got[1].ExtCounters)
+	}
+	for name, want := range map[string]uint64{"port_xmit_data_64": 3733440, "port_rcv_data_64": 4631917, "port_unicast_xmit_packets": 61239} {
+		if v, ok := find(got[1], name); !ok || v != want {
+			t.Errorf("mlx4_0 port 1 %s = %d (%v), want %d", name, v, ok, want)
+		}
 	}
 	// The same host discovered: nothing is missing that a device needs.
 	devs, err := Discover(context.Background(), f.fs())

@@ -18,7 +18,9 @@ import (
 // CounterNames are the files under ports/<n>/counters that ReadCounters
 // reads: the InfiniBand PMA port counters the kernel exposes for every
 // device (extended 64-bit ones where the HCA has them, as mlx5 does).
-// port_xmit_data and port_rcv_data count 4-byte words.
+// port_xmit_data and port_rcv_data count 4-byte words. port_rcv_discards
+// is not in the upstream kernel's list (drivers/infiniband/core/sysfs.c)
+// but prometheus/procfs reads it: read where a driver has it.
 var CounterNames = []string{
 	"VL15_dropped",
 	"excessive_buffer_overrun_errors",
@@ -29,6 +31,7 @@ var CounterNames = []string{
 	"multicast_xmit_packets",
 	"port_rcv_constraint_errors",
 	"port_rcv_data",
+	"port_rcv_discards",
 	"port_rcv_errors",
 	"port_rcv_packets",
 	"port_rcv_remote_physical_errors",
@@ -44,23 +47,58 @@ var CounterNames = []string{
 }
 
 // HWCounterNames are the driver-specific files under ports/<n>/hw_counters
-// that ReadCounters reads where the driver has them: mlx5's RoCE congestion
-// control and retransmission counters.
+// that ReadCounters reads where the driver has them: mlx5's queue counters
+// (RDMA requests received, out of buffer, completion and remote errors),
+// its congestion control and RoCE retransmission counters, as
+// drivers/infiniband/hw/mlx5/counters.c names them.
 var HWCounterNames = []string{
 	"duplicate_request",
 	"implied_nak_seq_err",
 	"local_ack_timeout_err",
 	"np_cnp_sent",
 	"np_ecn_marked_roce_packets",
+	"out_of_buffer",
 	"out_of_sequence",
 	"packet_seq_err",
+	"req_cqe_error",
+	"req_cqe_flush_error",
+	"req_remote_access_errors",
+	"req_remote_invalid_request",
+	"req_rnr_retries_exceeded",
+	"req_transport_retries_exceeded",
+	"resp_cqe_error",
+	"resp_cqe_flush_error",
+	"resp_local_length_error",
+	"resp_remote_access_errors",
 	"rnr_nak_retry_err",
 	"roce_adp_retrans",
 	"roce_adp_retrans_to",
 	"roce_slow_restart",
 	"roce_slow_restart_cnps",
+	"roce_slow_restart_trans",
 	"rp_cnp_handled",
 	"rp_cnp_ignored",
+	"rx_atomic_requests",
+	"rx_dct_connect",
+	"rx_icrc_encapsulated",
+	"rx_read_requests",
+	"rx_write_requests",
+}
+
+// ExtCounterNames are the files under ports/<n>/counters_ext that
+// ReadCounters reads where they exist: the 64-bit data and packet counters
+// kernels before 4.5 (and mlx4 on them) kept apart from the 32-bit PMA
+// ones in counters/, which saturate within seconds at today's rates.
+// port_xmit_data_64 and port_rcv_data_64 count 4-byte words too.
+var ExtCounterNames = []string{
+	"port_multicast_rcv_packets",
+	"port_multicast_xmit_packets",
+	"port_rcv_data_64",
+	"port_rcv_packets_64",
+	"port_unicast_rcv_packets",
+	"port_unicast_xmit_packets",
+	"port_xmit_data_64",
+	"port_xmit_packets_64",
 }
 
 // PortCounters is one port's counters at one moment.
@@ -73,6 +111,8 @@ type PortCounters struct {
 	// HWCounters the HWCounterNames it has.
 	Counters   []Counter `json:"counters"`
 	HWCounters []Counter `json:"hw_counters,omitempty"`
+	// ExtCounters holds the ExtCounterNames the port has (counters_ext).
+	ExtCounters []Counter `json:"counters_ext,omitempty"`
 	// PhysState is the port's physical state without its number
 	// ("LinkUp", "Polling", "Disabled"), RateGbps its signalling rate now
 	// (0 when unreadable): a port can renegotiate at run time.
@@ -129,6 +169,12 @@ func ReadCounters(ctx context.Context, fsys hostfs.FS) ([]PortCounters, error) {
 // counters, with the reason on their Errors, while the other devices are
 // read in full; the device is not read again until that read returns.
 //
+// With a DriverStats (WithDriverStats), each Ethernet port's netdev's
+// driver statistics are read for its pause frames as soon as its device's
+// files are in, each netdev in its own goroutine under the same deadline:
+// a netdev whose call has not returned by then loses only its pause
+// frames, the reason on its port, and is not asked again until it returns.
+//
 // With no RDMA device it returns an error for which
 // errors.Is(err, source.ErrAbsent) holds.
 func (r *Reader) ReadCounters(ctx context.Context) ([]PortCounters, error) {
@@ -150,7 +196,7 @@ func (r *Reader) ReadCounters(ctx context.Context) ([]PortCounters, error) {
 	slices.SortStableFunc(devices, compareNames)
 	var (
 		errs  []error
-		reads []source.Device[[]PortCounters]
+		reads []source.Device[deviceRead]
 	)
 	for _, dev := range devices {
 		// Listing a sysfs directory does not call into the driver, so it
@@ -171,51 +217,159 @@ func (r *Reader) ReadCounters(ctx context.Context) ([]PortCounters, error) {
 			nums = append(nums, n)
 		}
 		slices.Sort(nums)
-		reads = append(reads, source.Device[[]PortCounters]{Busy: r.countersBusy(dev),
-			Read: func() []PortCounters { return readPorts(portsDir, dev, nums) },
-			Down: func(why string) []PortCounters {
+		reads = append(reads, source.Device[deviceRead]{Busy: r.countersBusy(dev),
+			Read: func() deviceRead {
+				ports := readPorts(r.fs, dev, nums)
+				return deviceRead{ports: ports, pause: r.startPause(ports)}
+			},
+			Down: func(why string) deviceRead {
 				out := make([]PortCounters, len(nums))
 				for i, n := range nums {
 					out[i] = PortCounters{Device: dev, Port: n, Errors: []string{why}}
 				}
-				return out
+				return deviceRead{ports: out}
 			}})
 	}
 	r.forgetBusy(r.counters, devices)
-	var out []PortCounters
-	for _, ports := range source.Each(ctx, reads) {
-		for _, pc := range ports {
+	var (
+		out     []PortCounters
+		netdevs []string
+	)
+	for _, d := range source.Each(ctx, reads) {
+		for i := range d.ports {
+			pc := &d.ports[i]
+			netdevs = append(netdevs, pc.Netdev)
+			if i < len(d.pause) && d.pause[i] != nil {
+				pc.addPause(ctx, d.pause[i])
+			}
 			for _, e := range pc.Errors {
 				errs = append(errs, fmt.Errorf("%s port %d: %s", pc.Device, pc.Port, e))
 			}
-			out = append(out, pc)
+			out = append(out, *pc)
 		}
 	}
+	r.forgetBusy(r.pause, netdevs)
 	return out, errors.Join(errs...)
 }
 
-// readPorts reads the state and counters of the numbered ports of dev
-// under portsDir.
-func readPorts(portsDir, dev string, nums []int) []PortCounters {
+// deviceRead is one device's ports and, per port, the driver statistics
+// read of its netdev that the device's read started (nil where none).
+type deviceRead struct {
+	ports []PortCounters
+	pause []<-chan pauseResult
+}
+
+// readPorts reads the state, facts and counters of the numbered ports of
+// dev.
+func readPorts(fsys hostfs.FS, dev string, nums []int) []PortCounters {
 	var buf [64]byte
+	devDir := path.Join(classDir, dev)
+	portsDir := fsys.Path(devDir + "/ports")
+	var links *deviceLinks // read once, for the first port that needs them
 	out := make([]PortCounters, 0, len(nums))
 	for _, n := range nums {
 		pc := PortCounters{Device: dev, Port: n}
 		dir := path.Join(portsDir, strconv.Itoa(n))
-		if s, err := readAttr(dir+"/state", buf[:]); err == nil {
-			if name, _, perr := parseState(s); perr == nil {
-				pc.State = name
-			} else {
-				pc.Errors = append(pc.Errors, fmt.Sprintf("parse state: %v", perr))
+		for _, a := range []struct {
+			file  string
+			parse func(string) error
+		}{
+			{"state", func(s string) (err error) { pc.State, _, err = parseState(s); return err }},
+			{"phys_state", func(s string) (err error) { pc.PhysState, _, err = parseState(s); return err }},
+			{"rate", func(s string) (err error) { pc.RateGbps, err = parseRate(s); return err }},
+		} {
+			s, err := readAttr(dir+"/"+a.file, buf[:])
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+			case err != nil:
+				pc.Errors = append(pc.Errors, fmt.Sprintf("read %s: %v", a.file, cause(err)))
+			default:
+				if err := a.parse(s); err != nil {
+					pc.Errors = append(pc.Errors, fmt.Sprintf("parse %s: %v", a.file, err))
+				}
 			}
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			pc.Errors = append(pc.Errors, fmt.Sprintf("read state: %v", cause(err)))
+		}
+		// Only an Ethernet port (RoCE, iWARP) has a netdev of its own whose
+		// carrier flaps with the link; IPoIB's follows the port state.
+		if ll, err := readAttr(dir+"/link_layer", buf[:]); err == nil && ll == "Ethernet" {
+			if links == nil {
+				links = readDeviceLinks(fsys, devDir)
+			}
+			pc.Netdev = portNetdev(fsys, devDir, n, *links, &pc.Errors)
+		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			pc.Errors = append(pc.Errors, fmt.Sprintf("read link_layer: %v", cause(err)))
+		}
+		if pc.Netdev != "" {
+			s, err := readAttr(fsys.Path(path.Join(netDir, pc.Netdev, "carrier_changes")), buf[:])
+			if err == nil {
+				var v uint64
+				if v, err = parseCounter(s); err == nil {
+					pc.CarrierChanges = &v
+				}
+			}
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				pc.Errors = append(pc.Errors, fmt.Sprintf("%s/carrier_changes: %v", pc.Netdev, cause(err)))
+			}
 		}
 		pc.Counters = readCounterFiles(dir+"/counters", CounterNames, buf[:], &pc.Errors)
 		pc.HWCounters = readCounterFiles(dir+"/hw_counters", HWCounterNames, buf[:], &pc.Errors)
+		// Only kernels before 4.5 have counters_ext: one stat spares
+		// every other port eight failed opens a round.
+		if _, err := os.Stat(dir + "/counters_ext"); err == nil {
+			pc.ExtCounters = readCounterFiles(dir+"/counters_ext", ExtCounterNames, buf[:], &pc.Errors)
+		}
 		out = append(out, pc)
 	}
 	return out
+}
+
+// deviceLinks are what a port's netdev is found from when its GID table
+// does not say: the parent device (a PCI function) and rxe's parent netdev.
+type deviceLinks struct {
+	parent, rxeParent string
+	errs              []string
+}
+
+func readDeviceLinks(fsys hostfs.FS, devDir string) *deviceLinks {
+	rd := reader{fsys: fsys}
+	var l deviceLinks
+	if _, err := fsys.Readlink(devDir + "/device"); err == nil {
+		if l.parent, err = fsys.Resolve(devDir + "/device"); err != nil {
+			rd.fail(fmt.Errorf("resolve %s/device: %w", devDir, cause(err)))
+		}
+	}
+	if s, ok := rd.read(devDir+"/parent", isNotExist); ok {
+		if validNetdevName(s) {
+			l.rxeParent = s
+		} else {
+			rd.fail(fmt.Errorf("parse %s/parent: %q is not a network interface name", devDir, s))
+		}
+	}
+	l.errs = messages(rd.errs)
+	return &l
+}
+
+// portNetdev finds an Ethernet port's netdev the way Discover does, with
+// one file in the common case: GID 0, the link-local GID every RoCE port
+// has, is bound to the netdev (gid_attrs/ndevs/0); else rxe's parent, else
+// the parent function's interfaces matched by dev_port.
+func portNetdev(fsys hostfs.FS, devDir string, n int, l deviceLinks, problems *[]string) string {
+	rd := reader{fsys: fsys}
+	p := Port{Number: n}
+	ndev := fmt.Sprintf("%s/ports/%d/gid_attrs/ndevs/0", devDir, n)
+	if nd, ok := rd.read(ndev, gidAttrUnset); ok {
+		if validNetdevName(nd) {
+			p.GIDs = []GID{{Netdev: nd}}
+		} else {
+			rd.fail(fmt.Errorf("parse %s: %q is not a network interface name", ndev, nd))
+		}
+	}
+	if len(p.GIDs) == 0 {
+		*problems = append(*problems, l.errs...)
+	}
+	nd := rd.netdev(p, l.parent, l.rxeParent)
+	*problems = append(*problems, messages(rd.errs)...)
+	return nd
 }
 
 // noPMA is what older kernels print in every counters/ file of a device

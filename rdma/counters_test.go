@@ -173,3 +173,56 @@ func FuzzReadCounterFile(f *testing.F) {
 		}
 	})
 }
+
+// A port's facts at run time: physical state and rate, and on Ethernet the
+// netdev (from GID 0's ndev, else rxe's parent, else the parent function's
+// net directory) and its carrier_changes. InfiniBand ports have no netdev
+// here even with an IPoIB interface: its carrier follows the port.
+func TestReadCountersPortFacts(t *testing.T) {
+	f := newFixture(t)
+	f.ibHCA() // mlx5_0, with IPoIB interface ibp23s0
+	f.roceCounterPort("mlx5_1", "ens1np0", "7")
+	// rxe0 on eth0: no GID table yet, the parent attribute names the netdev.
+	rxe := f.rdmaDevice("rxe0", "", map[string]string{"parent": "eth0"})
+	f.port(rxe, 1, map[string]string{"state": "4: ACTIVE", "phys_state": "5: LinkUp", "link_layer": "Ethernet", "rate": "2.5 Gb/sec (1X SDR)"})
+	f.netdev("eth0", "", 1500, 0)
+	f.file("/sys/class/net/eth0/carrier_changes", "1\n")
+	// A RoCE function whose GID 0 has no ndev: the parent's one netdev.
+	pci := f.pciFunc("0000:ca:00.0", "mlx5_core", 1)
+	dev := f.rdmaDevice("mlx5_9", pci, nil)
+	f.port(dev, 1, map[string]string{"state": "1: DOWN", "phys_state": "3: Disabled", "link_layer": "Ethernet", "rate": "garbage"})
+	f.netdev("ens9np0", pci, 9000, 0)
+	f.file("/sys/class/net/ens9np0/carrier_changes", "x\n")
+
+	got, err := ReadCounters(context.Background(), f.fs())
+	type facts struct {
+		dev, phys, netdev string
+		rate              float64
+		carrier           any
+	}
+	var gotFacts []facts
+	for _, p := range got {
+		var c any
+		if p.CarrierChanges != nil {
+			c = *p.CarrierChanges
+		}
+		gotFacts = append(gotFacts, facts{p.Device, p.PhysState, p.Netdev, p.RateGbps, c})
+	}
+	want := []facts{
+		{"mlx5_0", "LinkUp", "", 400, nil},
+		{"mlx5_1", "LinkUp", "ens1np0", 400, uint64(7)},
+		{"mlx5_9", "Disabled", "ens9np0", 0, nil},
+		{"rxe0", "LinkUp", "eth0", 2.5, uint64(1)},
+	}
+	if !reflect.DeepEqual(gotFacts, want) {
+		t.Errorf("facts:\n got %+v\nwant %+v", gotFacts, want)
+	}
+	wantErrs := []string{`parse rate: rate "garbage" is not "<number> Gb/sec (<width>X <speed>)"`,
+		`ens9np0/carrier_changes: counter "x" is not an unsigned decimal`}
+	if !reflect.DeepEqual(got[2].Errors, wantErrs) {
+		t.Errorf("mlx5_9 errors %q, want %q", got[2].Errors, wantErrs)
+	}
+	if err == nil || !strings.Contains(err.Error(), "mlx5_9 port 1: parse rate") {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -213,3 +213,19 @@ func gidAttrUnset(err error) bool {
 func printable(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) })
 }
+
+// physStates are the kernel's names of the physical port states, indexed
+// by their number (phys_state_to_str in drivers/infiniband/core/sysfs.c).
+var physStates = []string{1: "Sleep", 2: "Polling", 3: "Disabled", 4: "PortConfigurationTraining", 5: "LinkUp",
+	6: "LinkErrorRecovery", 7: "Phy Test"}
+
+// PhysStateID is the number the kernel prints before a physical state's
+// name ("5: LinkUp"); false for a name it has no number for.
+func PhysStateID(name string) (int, bool) {
+	for i, n := range physStates {
+		if n != "" && n == name {
+			return i, true
+		}
+	}
+	return 0, false
+}

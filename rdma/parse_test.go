@@ -454,3 +454,22 @@ func TestDataRateGbps(t *testing.T) {
 		}
 	}
 }
+
+// Every phys_state the kernel prints maps back to its number.
+func TestPhysStateID(t *testing.T) {
+	for s, want := range map[string]int{"1: Sleep": 1, "2: Polling": 2, "3: Disabled": 3, "4: PortConfigurationTraining": 4,
+		"5: LinkUp": 5, "6: LinkErrorRecovery": 6, "7: Phy Test": 7} {
+		name, n, err := parseState(s)
+		if err != nil || n != want {
+			t.Fatalf("%q: %v", s, err)
+		}
+		if id, ok := PhysStateID(name); !ok || id != want {
+			t.Errorf("PhysStateID(%q) = %d, %v; want %d", name, id, ok, want)
+		}
+	}
+	for _, name := range []string{"", "ACTIVE", "linkup", "<unknown>"} {
+		if id, ok := PhysStateID(name); ok {
+			t.Errorf("PhysStateID(%q) = %d", name, id)
+		}
+	}
+}

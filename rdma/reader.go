@@ -25,6 +25,8 @@ type Reader struct {
 	devices  map[string]*deviceState  // Discover, by device name
 	verbs    map[string]chan struct{} // Discover's uverbs entries, by name
 	counters map[string]chan struct{} // ReadCounters, by device name
+	pause    map[string]chan struct{} // ReadCounters' driver statistics, by netdev
+	stats    DriverStats              // nil: no pause frames
 }
 
 // deviceState is what Discover keeps of one device between calls.
@@ -36,7 +38,7 @@ type deviceState struct {
 // NewReader returns a Reader of the RDMA devices under fsys.
 func NewReader(fsys hostfs.FS) *Reader {
 	return &Reader{fs: fsys, devices: map[string]*deviceState{},
-		verbs: map[string]chan struct{}{}, counters: map[string]chan struct{}{}}
+		verbs: map[string]chan struct{}{}, counters: map[string]chan struct{}{}, pause: map[string]chan struct{}{}}
 }
 
 func (r *Reader) deviceState(name string) *deviceState {

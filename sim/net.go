@@ -32,9 +32,11 @@ func (b *builder) loopback() {
 func (b *builder) netdev(d *pciDev, n netdev) {
 	b.ifindex++
 	dir := d.dir + "/net/" + n.name
-	operstate, carrier, flags, duplex := "down", "0", "0x1002", "unknown"
+	// carrier_changes counts each carrier on and off since the netdev
+	// was created: the boot's link up leaves 2 (off at creation, then on).
+	operstate, carrier, flags, duplex, changes := "down", "0", "0x1002", "unknown", "1"
 	if n.up {
-		operstate, carrier, flags, duplex = "up", "1", "0x1003", "full"
+		operstate, carrier, flags, duplex, changes = "up", "1", "0x1003", "full", "2"
 	}
 	typ, addrLen := "1", "6" // ARPHRD_ETHER
 	if n.ipoib {
@@ -42,7 +44,7 @@ func (b *builder) netdev(d *pciDev, n netdev) {
 	}
 	for _, a := range [][2]string{
 		{"mtu", itoa(n.mtu)}, {"address", n.address}, {"operstate", operstate},
-		{"carrier", carrier}, {"speed", itoa(n.speed)}, {"duplex", duplex},
+		{"carrier", carrier}, {"carrier_changes", changes}, {"speed", itoa(n.speed)}, {"duplex", duplex},
 		{"dev_port", itoa(n.devPort)}, {"ifindex", itoa(b.ifindex)}, {"type", typ},
 		{"addr_len", addrLen}, {"flags", flags}, {"tx_queue_len", "1000"},
 	} {
@@ -170,6 +172,7 @@ func (b *builder) mlx5(parent *pciDev, n mlx5) *pciDev {
 	b.netdev(d, nd)
 	if !n.ib {
 		b.roceQoS(d.dir+"/net/"+nd.name, nd.name, n.rdma, n.pfc)
+		b.ethtoolStats(nd.name, b.pfc[nd.name])
 	}
 
 	names := []string{"mlx5_async0@pci:" + d.bdf}
@@ -299,15 +302,32 @@ func (b *builder) portCounters(dir string, n mlx5) {
 		b.t.attr(dir+"/counters/"+c.name, fmt.Sprint(c.v))
 	}
 
-	// mlx5's queue, congestion and RoCE acceleration counters; lifespan
-	// is how long (ms) the driver caches them.
+	// mlx5's queue, congestion and RoCE acceleration counters
+	// (drivers/infiniband/hw/mlx5/counters.c); lifespan is how long (ms)
+	// the driver caches them. Errors are small; the RDMA requests a
+	// responder served are many, reads and writes (RDMA verbs traffic)
+	// far more than atomics.
 	for i, name := range []string{
 		"out_of_sequence", "local_ack_timeout_err", "packet_seq_err", "rnr_nak_retry_err",
 		"duplicate_request", "implied_nak_seq_err", "rx_icrc_encapsulated", "np_cnp_sent",
 		"rp_cnp_handled", "np_ecn_marked_roce_packets", "rp_cnp_ignored", "roce_adp_retrans",
-		"roce_slow_restart",
+		"roce_slow_restart", "out_of_buffer", "req_cqe_error", "req_cqe_flush_error", "resp_cqe_error",
+		"resp_cqe_flush_error", "req_remote_access_errors", "req_remote_invalid_request",
+		"resp_remote_access_errors", "resp_local_length_error", "req_transport_retries_exceeded",
+		"req_rnr_retries_exceeded", "roce_adp_retrans_to", "roce_slow_restart_cnps", "roce_slow_restart_trans",
+		"rx_dct_connect",
 	} {
 		b.t.attr(dir+"/hw_counters/"+name, fmt.Sprint(small(10+i)))
+	}
+	for _, c := range []struct {
+		name string
+		v    uint64
+	}{
+		{"rx_write_requests", big("rx_write_requests", 1_000_000, 900_000_000)},
+		{"rx_read_requests", big("rx_read_requests", 1_000_000, 900_000_000)},
+		{"rx_atomic_requests", big("rx_atomic_requests", 100, 90_000)},
+	} {
+		b.t.attr(dir+"/hw_counters/"+c.name, fmt.Sprint(c.v))
 	}
 	b.t.attr(dir+"/hw_counters/lifespan", "10")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/internal/cpuset"
 	"github.com/gpunode/gpunode/internal/hostfs"
+	"github.com/gpunode/gpunode/rdma"
 )
 
 func TestNames(t *testing.T) {
@@ -870,10 +871,9 @@ func wantCounters() []string {
 		"unicast_xmit_packets", "unicast_rcv_packets", "multicast_xmit_packets", "multicast_rcv_packets")
 }
 
+// wantHWCounters is every mlx5 hw_counter the reader reads, and lifespan.
 func wantHWCounters() []string {
-	return sortedCopy("out_of_sequence", "local_ack_timeout_err", "packet_seq_err", "rnr_nak_retry_err",
-		"duplicate_request", "implied_nak_seq_err", "rx_icrc_encapsulated", "np_cnp_sent", "rp_cnp_handled",
-		"np_ecn_marked_roce_packets", "rp_cnp_ignored", "roce_adp_retrans", "roce_slow_restart", "lifespan")
+	return sortedCopy(append(slices.Clone(rdma.HWCounterNames), "lifespan")...)
 }
 
 func sortedCopy(s ...string) []string {

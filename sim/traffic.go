@@ -59,6 +59,8 @@ var roceRates = map[string]float64{
 	"out_of_sequence":            0.5,
 	"local_ack_timeout_err":      0.01,
 	"roce_adp_retrans":           0.2,
+	"rx_write_requests":          20_000,
+	"rx_read_requests":           15_000,
 }
 
 // NewTraffic prepares traffic on a built node, starting at start.

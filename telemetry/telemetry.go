@@ -79,6 +79,9 @@ type Options struct {
 	ThrottleAfter time.Duration
 	// Traffic is set on simulated nodes.
 	Traffic Traffic
+	// DriverStats, if set, gives each RoCE port the PFC pause frames of
+	// its netdev (rdma.PortCounters.Pause).
+	DriverStats rdma.DriverStats
 	// KernelLog, if set, is read every round, and by Run every
 	// KernelLogPoll between rounds: XIDs it reports on a known
 	// GPU join the library's XIDs (one series: the same XID on the same
@@ -243,7 +246,7 @@ func New(o Options) *Sampler {
 	// on its ports and not read again until the read returns, while the
 	// others are read (in four fifths of the round, before the runner's
 	// own timeout).
-	counters := rdma.NewReader(o.FS)
+	counters := rdma.NewReader(o.FS).WithDriverStats(o.DriverStats)
 	s.rdmaRunner = &source.Runner[[]rdma.PortCounters]{Name: SourceRDMA, Timeout: o.Timeout,
 		Fn: func(ctx context.Context) ([]rdma.PortCounters, error) {
 			if o.Traffic != nil {
@@ -674,6 +677,17 @@ func (s *Sampler) accumulatePort(p *rdma.PortCounters) {
 	for i := range p.HWCounters {
 		c := &p.HWCounters[i]
 		c.Value = s.bank.update(counterKey{sc, "hw/" + c.Name, ""}, c.Value, 0)
+	}
+	for i := range p.ExtCounters {
+		c := &p.ExtCounters[i]
+		c.Value = s.bank.update(counterKey{sc, "ext/" + c.Name, ""}, c.Value, 0)
+	}
+	// A driver reload restarts the pause counters; the exported ones go on.
+	for i := range p.Pause {
+		pp := &p.Pause[i]
+		prio := strconv.Itoa(pp.Priority)
+		pp.RX = s.bank.update(counterKey{sc, "pause/rx/" + p.Netdev, prio}, pp.RX, 0)
+		pp.TX = s.bank.update(counterKey{sc, "pause/tx/" + p.Netdev, prio}, pp.TX, 0)
 	}
 }
 

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,7 +41,7 @@ type node struct {
 	clock *testsupport.Clock
 }
 
-func shmDir(t *testing.T) string {
+func shmDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/dev/shm", "gpunode-test-")
 	if err != nil {
@@ -50,7 +51,7 @@ func shmDir(t *testing.T) string {
 	return dir
 }
 
-func newNode(t *testing.T, name string) *node {
+func newNode(t testing.TB, name string) *node {
 	t.Helper()
 	n, err := sim.Build(name, shmDir(t))
 	if err != nil {
@@ -699,5 +700,41 @@ func TestRunStopsWithAHungWatcher(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "GPU event watchers did not stop") || !strings.Contains(logs.String(), "backends=[nvml]") {
 		t.Errorf("logs:\n%s", logs.String())
+	}
+}
+
+// The sampler reads each RoCE port's facts and its netdev's pause frames
+// through the DriverStats it is given (the simulated node's files here);
+// pause counts, like the sysfs counters, go on across a driver reload
+// that restarts them.
+func TestPauseFramesAndPortFacts(t *testing.T) {
+	n := newNode(t, "h100-roce")
+	o := n.options()
+	o.DriverStats = sim.DriverStats{Root: n.Root}
+	s := New(o)
+	s.Round(context.Background())
+	p := s.Latest().RDMA[0]
+	if p.Netdev == "" || p.PhysState != "LinkUp" || p.RateGbps != 400 || p.CarrierChanges == nil || *p.CarrierChanges != 2 {
+		t.Fatalf("port facts: %+v", p)
+	}
+	if len(p.Pause) != 1 || p.Pause[0] != (rdma.PriorityPause{Priority: 3}) {
+		t.Fatalf("pause before: %+v (errors %q)", p.Pause, p.Errors)
+	}
+	file := filepath.Join(n.Root, sim.EthtoolStatsPath(p.Netdev))
+	write := func(rx, tx uint64) {
+		b, err := json.Marshal(map[string]uint64{"rx_prio3_pause": rx, "tx_prio3_pause": tx})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(500, 70)
+	s.Round(context.Background())
+	write(20, 1) // the driver reloaded
+	s.Round(context.Background())
+	if got := s.Latest().RDMA[0].Pause; len(got) != 1 || got[0] != (rdma.PriorityPause{Priority: 3, RX: 520, TX: 71}) {
+		t.Errorf("pause after a reset: %+v, want rx 520 tx 71", got)
 	}
 }

@@ -16,7 +16,7 @@ var layers = [][]string{
 	{"internal/hostfs", "internal/source", "internal/cpuset", "internal/golden"},
 	// readers and actuators of one subject each, and the simulated nodes
 	// built from their fixtures
-	{"gpu", "gpu/nvml", "gpu/nvml/nvmlfake", "gpu/amdgpu", "gpu/amdsmi", "rdma", "rdma/verbs", "rdma/dcb", "rdma/probe",
+	{"gpu", "gpu/nvml", "gpu/nvml/nvmlfake", "gpu/amdgpu", "gpu/amdsmi", "rdma", "rdma/verbs", "rdma/dcb", "rdma/ethstats", "rdma/probe",
 		"topology", "tuning", "podresources", "procpod", "kubeapi", "podlabels", "kmsg", "sim"},
 	// the models every layer above shares
 	{"snapshot", "nodestatus"},

@@ -3,8 +3,10 @@ package metrics
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +40,29 @@ var parity = map[string]string{
 	"node_infiniband_excessive_buffer_overrun_errors_total":     "gpunode_rdma_port_excessive_buffer_overrun_errors_total",
 	"node_infiniband_vl15_dropped_total":                        "gpunode_rdma_port_vl15_dropped_total",
 	"node_infiniband_rate_bytes_per_second":                     "gpunode_rdma_port_rate_bytes_per_second",
+	"node_infiniband_physical_state_id":                         "gpunode_rdma_port_physical_state_id",
+}
+
+// parityWherePresent pairs counters that only some kernels and drivers
+// have: where either side reports one, both must, with the same value.
+var parityWherePresent = map[string]string{
+	"node_infiniband_port_discards_received_total":           "gpunode_rdma_port_receive_discards_total",
+	"node_infiniband_link_error_recovery_total":              "gpunode_rdma_port_link_error_recovery_total",
+	"node_infiniband_port_receive_switch_relay_errors_total": "gpunode_rdma_port_receive_switch_relay_errors_total",
+}
+
+// legacy names node_exporter's metric of a counters_ext file (kernels
+// before 4.5), by the gpunode metric that takes its value instead of the
+// saturating 32-bit counter's where the port has it.
+var legacy = map[string]string{
+	"gpunode_rdma_port_transmit_bytes_total":             "node_infiniband_legacy_data_transmitted_bytes_total",
+	"gpunode_rdma_port_receive_bytes_total":              "node_infiniband_legacy_data_received_bytes_total",
+	"gpunode_rdma_port_transmit_packets_total":           "node_infiniband_legacy_packets_transmitted_total",
+	"gpunode_rdma_port_receive_packets_total":            "node_infiniband_legacy_packets_received_total",
+	"gpunode_rdma_port_unicast_transmit_packets_total":   "node_infiniband_legacy_unicast_packets_transmitted_total",
+	"gpunode_rdma_port_unicast_receive_packets_total":    "node_infiniband_legacy_unicast_packets_received_total",
+	"gpunode_rdma_port_multicast_transmit_packets_total": "node_infiniband_legacy_multicast_packets_transmitted_total",
+	"gpunode_rdma_port_multicast_receive_packets_total":  "node_infiniband_legacy_multicast_packets_received_total",
 }
 
 // samples parses a scrape into "name device port" -> value for the
@@ -127,6 +152,11 @@ func diff(ne, gn map[string]float64) (int, []string) {
 	}
 	for _, port := range nePorts {
 		for neName, gnName := range parity {
+			if l := legacy[gnName]; l != "" {
+				if _, ok := ne[l+" "+port]; ok {
+					neName = l
+				}
+			}
 			nv, nok := ne[neName+" "+port]
 			gv, gok := gn[gnName+" "+port]
 			if !nok || !gok {
@@ -137,6 +167,18 @@ func diff(ne, gn map[string]float64) (int, []string) {
 				problems = append(problems, fmt.Sprintf("%s: node_exporter %s = %v, gpunode %s = %v", port, neName, nv, gnName, gv))
 			}
 			checked++
+		}
+		for neName, gnName := range parityWherePresent {
+			nv, nok := ne[neName+" "+port]
+			gv, gok := gn[gnName+" "+port]
+			switch {
+			case nok != gok:
+				problems = append(problems, fmt.Sprintf("%s: node_exporter %s present %v, gpunode %s present %v", port, neName, nok, gnName, gok))
+			case nok && nv != gv:
+				problems = append(problems, fmt.Sprintf("%s: node_exporter %s = %v, gpunode %s = %v", port, neName, nv, gnName, gv))
+			case nok:
+				checked++
+			}
 		}
 		up := gn["gpunode_rdma_port_up "+port]
 		if state := ne["node_infiniband_state_id "+port]; (state == 4) != (up == 1) {
@@ -160,6 +202,7 @@ func TestNodeExporterParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			oldKernelFiles(t, n.Root, "mlx5_1")
 			_, ne := startNodeExporter(t, n.Root)
 			// --host-root (not --simulate): the agent reads the very tree
 			// node_exporter reads and moves nothing in it.
@@ -176,6 +219,10 @@ func TestNodeExporterParity(t *testing.T) {
 				neS, gnS = scrapeBoth()
 			}
 			checked := compare(t, neS, gnS)
+			if n, g := infoSeries(t, get(t, "http://"+ne+"/metrics"), "node_infiniband_info"),
+				infoSeries(t, get(t, "http://"+a.addr+"/metrics"), "gpunode_rdma_device_info"); !slices.Equal(n, g) || len(n) == 0 {
+				t.Errorf("device info: node_exporter %q, gpunode %q", n, g)
+			}
 
 			// The counters move (as traffic would move them); once the
 			// agent has sampled again, both agree on the new values.
@@ -207,4 +254,53 @@ func TestNodeExporterParity(t *testing.T) {
 			t.Logf("%d counter values equal between node_exporter and gpunode", checked)
 		})
 	}
+}
+
+// oldKernelFiles gives port 1 of dev, where the tree has it, the counter
+// files the simulated (upstream, recent) kernel lacks: port_rcv_discards
+// (MLNX_OFED's), link_error_recovery and port_rcv_switch_relay_errors,
+// and the 64-bit counters_ext of kernels before 4.5, which hold other
+// values than the 32-bit counters beside them.
+func oldKernelFiles(t *testing.T, root, dev string) {
+	t.Helper()
+	port := filepath.Join(root, "sys/class/infiniband", dev, "ports/1")
+	if _, err := os.Stat(port); err != nil {
+		return
+	}
+	files := map[string]string{"counters/port_rcv_discards": "17", "counters/link_error_recovery": "3",
+		"counters/port_rcv_switch_relay_errors": "5"}
+	for i, f := range []string{"port_xmit_data_64", "port_rcv_data_64", "port_xmit_packets_64", "port_rcv_packets_64",
+		"port_unicast_xmit_packets", "port_unicast_rcv_packets", "port_multicast_xmit_packets", "port_multicast_rcv_packets"} {
+		files["counters_ext/"+f] = strconv.Itoa(90_000_000_000 + i)
+	}
+	for f, v := range files {
+		p := filepath.Join(port, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// infoSeries lists a scrape's series of the named info metric by their
+// device, board_id, firmware_version and hca_type labels, sorted.
+func infoSeries(t testing.TB, scrape []byte, name string) []string {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(bytes.NewReader(scrape))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range mfs[name].GetMetric() {
+		l := map[string]string{}
+		for _, lp := range m.Label {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		out = append(out, fmt.Sprintf("%s board_id=%q firmware_version=%q hca_type=%q", l["device"], l["board_id"], l["firmware_version"], l["hca_type"]))
+	}
+	slices.Sort(out)
+	return out
 }
