@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,6 +36,18 @@ type IBVPort struct {
 	LinkLayer string
 	Width     string // -v only: "4X"
 	Speed     string // -v only: "25.0 Gbps"
+	// GIDs are the -v "GID[  N]:" lines: the populated entries of the
+	// port's GID table.
+	GIDs []IBVGID
+}
+
+// IBVGID is one GID table entry as ibv_devinfo -v prints it: the address
+// in IPv6 notation, then on RoCE ports ", RoCE v2" or ", RoCE v1" (the
+// kernel's "IB/RoCE v1").
+type IBVGID struct {
+	Index int
+	GID   net.IP
+	Type  string
 }
 
 // ParseIBVDevinfo parses `ibv_devinfo` or `ibv_devinfo -v`.
@@ -63,6 +77,14 @@ func ParseIBVDevinfo(r io.Reader) ([]IBVDevice, error) {
 			}
 			d.Ports = append(d.Ports, IBVPort{Number: n})
 			port = &d.Ports[len(d.Ports)-1]
+			continue
+		}
+		if idx, ok := strings.CutPrefix(k, "GID["); ok && port != nil {
+			g, err := parseIBVGID(strings.TrimSuffix(idx, "]"), v)
+			if err != nil {
+				return nil, fmt.Errorf("ibv_devinfo %s port %d: %w", d.Name, port.Number, err)
+			}
+			port.GIDs = append(port.GIDs, g)
 			continue
 		}
 		word, _, _ := strings.Cut(v, " (")
@@ -221,6 +243,9 @@ func CompareRDMA(agent []rdma.Device, ibv []IBVDevice, links []RDMALink) []Row {
 			if vp.PhysState != "" {
 				rows = append(rows, exact(secRDMA, dev, "physical state", physState(p.PhysState), vp.PhysState))
 			}
+			if vp.GIDs != nil {
+				rows = append(rows, gidRows(dev, p.GIDs, vp.GIDs)...)
+			}
 			if p.ActiveMTU != 0 {
 				rows = append(rows, exact(secRDMA, dev, "active MTU", strconv.Itoa(p.ActiveMTU), strconv.Itoa(vp.ActiveMTU)))
 			} else {
@@ -258,6 +283,50 @@ func CompareRDMA(agent []rdma.Device, ibv []IBVDevice, links []RDMALink) []Row {
 			exact(secRDMA, dev, "state (rdma link)", p.State, l.State),
 			exact(secRDMA, dev, "physical state (rdma link)", physState(p.PhysState), l.PhysState),
 			exact(secRDMA, dev, "netdev (rdma link)", p.Netdev, l.Netdev))
+	}
+	return rows
+}
+
+// parseIBVGID reads the index and the value of a "GID[ N]:" line.
+func parseIBVGID(index, value string) (IBVGID, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(index))
+	if err != nil {
+		return IBVGID{}, fmt.Errorf("GID index %q: %w", index, err)
+	}
+	addr, typ, _ := strings.Cut(value, ",")
+	ip := net.ParseIP(strings.TrimSpace(addr))
+	if ip == nil {
+		return IBVGID{}, fmt.Errorf("GID[%d] %q is not an address", n, addr)
+	}
+	return IBVGID{Index: n, GID: ip, Type: strings.TrimSpace(typ)}, nil
+}
+
+// gidRows compares a port's GID table with ibv_devinfo's: the number of
+// populated entries, then each of ibv_devinfo's by index, address and (on
+// RoCE) type. The agent reads GIDs in the kernel's full notation and
+// v1 GIDs as "IB/RoCE v1", which ibv_devinfo prints as "RoCE v1".
+func gidRows(dev string, agent []rdma.GID, vendor []IBVGID) []Row {
+	rows := []Row{exact(secRDMA, dev, "GIDs", strconv.Itoa(len(agent)), strconv.Itoa(len(vendor)))}
+	for _, v := range vendor {
+		fact := fmt.Sprintf("GID[%d]", v.Index)
+		want := v.GID.String()
+		if v.Type != "" {
+			want += " " + v.Type
+		}
+		i := slices.IndexFunc(agent, func(g rdma.GID) bool { return g.Index == v.Index })
+		if i < 0 {
+			rows = append(rows, Row{Section: secRDMA, Device: dev, Fact: fact, Agent: "(missing)", Vendor: want, Verdict: Differ})
+			continue
+		}
+		a := agent[i]
+		got := a.GID
+		if ip := net.ParseIP(a.GID); ip != nil {
+			got = ip.String()
+		}
+		if v.Type != "" {
+			got += " " + strings.TrimPrefix(a.Type, "IB/")
+		}
+		rows = append(rows, exact(secRDMA, dev, fact, got, want))
 	}
 	return rows
 }

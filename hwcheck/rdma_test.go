@@ -1,7 +1,9 @@
 package hwcheck
 
 import (
+	"net"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -37,7 +39,8 @@ const ibvDevinfoV = "hca_id:\tmlx5_0\n" +
 func agentIB() []rdma.Device {
 	return []rdma.Device{{Name: "mlx5_0", FirmwareVersion: "28.39.1002", NodeGUID: "b8e9:2403:0001:0000", SysImageGUID: "b8e9:2403:0001:0000",
 		BoardID: "MT_0000000838", Ports: []rdma.Port{{Number: 1, State: "ACTIVE", PhysState: "LinkUp", LinkLayer: "InfiniBand",
-			RateGbps: 400, Rate: "400 Gb/sec (4X NDR)", ActiveMTU: 4096, Netdev: "ibp24s0"}}}}
+			RateGbps: 400, Rate: "400 Gb/sec (4X NDR)", ActiveMTU: 4096, Netdev: "ibp24s0",
+			GIDs: []rdma.GID{{Index: 0, GID: "fe80:0000:0000:0000:b8e9:2403:0001:0000"}}}}}}
 }
 
 func TestParseIBVDevinfo(t *testing.T) {
@@ -46,9 +49,10 @@ func TestParseIBVDevinfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := IBVDevice{Name: "mlx5_0", FWVersion: "28.39.1002", NodeGUID: "b8e9:2403:0001:0000", SysImageGUID: "b8e9:2403:0001:0000", BoardID: "MT_0000000838",
-		Ports: []IBVPort{{Number: 1, State: "PORT_ACTIVE", PhysState: "LINK_UP", ActiveMTU: 4096, LinkLayer: "InfiniBand", Width: "4X", Speed: "100.0 Gbps"}}}
+		Ports: []IBVPort{{Number: 1, State: "PORT_ACTIVE", PhysState: "LINK_UP", ActiveMTU: 4096, LinkLayer: "InfiniBand", Width: "4X", Speed: "100.0 Gbps",
+			GIDs: []IBVGID{{Index: 0, GID: net.ParseIP("fe80::b8e9:2403:1:0")}}}}}
 	if len(devs) != 1 || devs[0].Name != want.Name || devs[0].FWVersion != want.FWVersion || devs[0].BoardID != want.BoardID ||
-		len(devs[0].Ports) != 1 || devs[0].Ports[0] != want.Ports[0] {
+		len(devs[0].Ports) != 1 || !reflect.DeepEqual(devs[0].Ports[0], want.Ports[0]) {
 		t.Errorf("got %+v", devs)
 	}
 	if _, err := ParseIBVDevinfo(strings.NewReader("hca_id:\tx\n\t\tport:\tone\n")); err == nil {
@@ -178,7 +182,41 @@ func TestCompareRDMARecordedSoftRoCE(t *testing.T) {
 	if d := differing(rows); len(d) > 0 {
 		t.Errorf("%q", d)
 	}
-	if len(rows) != 12 {
+	// 12 facts, and the three GIDs with their count.
+	if len(rows) != 16 {
 		t.Errorf("%d rows: %+v", len(rows), rows)
+	}
+}
+
+// TestCompareRDMAGIDs: the GID table of the recorded soft-RoCE port against
+// an agent that lost the IPv4 GID and read GID 0 as RoCE v1.
+func TestCompareRDMAGIDs(t *testing.T) {
+	f, err := os.Open("testdata/ibv_devinfo-v-softroce.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ibv, err := ParseIBVDevinfo(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor := ibv[0].Ports[0].GIDs
+	if len(vendor) != 3 || vendor[1].GID.String() != "10.0.2.15" || vendor[2].Type != "RoCE v2" {
+		t.Fatalf("GIDs %+v", vendor)
+	}
+	agent := []rdma.GID{
+		{Index: 0, GID: "fe80:0000:0000:0000:5054:00ff:fe12:3456", Type: "IB/RoCE v1"},
+		{Index: 2, GID: "fec0:0000:0000:0000:5054:00ff:fe12:3456", Type: "RoCE v2"},
+	}
+	got := map[string]Verdict{}
+	for _, r := range gidRows("rxe0/1", agent, vendor) {
+		got[r.Fact] = r.Verdict
+	}
+	want := map[string]Verdict{"GIDs": Differ, "GID[0]": Differ, "GID[1]": Differ, "GID[2]": Agree}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("verdicts %v, want %v", got, want)
+	}
+	if _, err := ParseIBVDevinfo(strings.NewReader("hca_id:\tx\n\t\tport:\t1\n\t\t\tGID[  0]:\t\tnot-a-gid\n")); err == nil {
+		t.Error("a GID that is no address parsed")
 	}
 }

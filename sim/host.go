@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -75,6 +76,9 @@ type system struct {
 	// daemons are the long-running processes beyond systemd and the
 	// container runtime (tuning looks for irqbalance among them).
 	daemons []string
+	// arch is the kernel's machine name, "x86_64" when empty; Grace
+	// nodes say "aarch64".
+	arch string
 }
 
 // system writes CPUs, NUMA nodes, memory and the kernel's files.
@@ -134,13 +138,17 @@ func (b *builder) system(s system) {
 
 	t.attr("/proc/sys/kernel/osrelease", kernelRelease)
 	t.attr("/proc/sys/kernel/hostname", b.name)
-	t.attr("/proc/version", "Linux version "+kernelRelease+" (buildd@lcy02-amd64-103) (x86_64-linux-gnu-gcc-13 (Ubuntu 13.2.0-23ubuntu4) 13.2.0, GNU ld (GNU Binutils for Ubuntu) 2.42) #49-Ubuntu SMP PREEMPT_DYNAMIC Mon Nov  4 02:06:24 UTC 2024")
+	arch, builder := cmp.Or(s.arch, "x86_64"), "lcy02-amd64-103"
+	if arch == "aarch64" {
+		builder = "bos02-arm64-063"
+	}
+	t.attr("/proc/version", "Linux version "+kernelRelease+" (buildd@"+builder+") ("+arch+"-linux-gnu-gcc-13 (Ubuntu 13.2.0-23ubuntu4) 13.2.0, GNU ld (GNU Binutils for Ubuntu) 2.42) #49-Ubuntu SMP PREEMPT_DYNAMIC Mon Nov  4 02:06:24 UTC 2024")
 	t.attr("/proc/cmdline", fmt.Sprintf("BOOT_IMAGE=/boot/vmlinuz-%s root=UUID=%s ro %s", kernelRelease, b.uuid("rootfs"), s.cmdline))
 	t.file("/proc/modules", b.modulesFile(s.modules))
 	b.sysctls()
 	b.processes(s.daemons)
 	if d := s.nvidia; d != nil {
-		t.file("/proc/driver/nvidia/version", d.versionFile())
+		t.file("/proc/driver/nvidia/version", d.versionFile(arch))
 		t.attr("/sys/module/nvidia/version", d.version)
 	}
 }
@@ -311,13 +319,13 @@ type nvidiaDriver struct {
 	built   string // build date as the version file prints it
 }
 
-// versionFile is /proc/driver/nvidia/version. The open and the proprietary
-// modules word the first line differently; "Open Kernel Module" is how a
-// reader tells them apart.
-func (d nvidiaDriver) versionFile() string {
-	first := fmt.Sprintf("NVRM version: NVIDIA UNIX x86_64 Kernel Module  %s  %s", d.version, d.built)
+// versionFile is /proc/driver/nvidia/version on a kernel for arch. The
+// open and the proprietary modules word the first line differently; "Open
+// Kernel Module" is how a reader tells them apart.
+func (d nvidiaDriver) versionFile(arch string) string {
+	first := fmt.Sprintf("NVRM version: NVIDIA UNIX %s Kernel Module  %s  %s", arch, d.version, d.built)
 	if d.open {
-		first = fmt.Sprintf("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  %s  Release Build  (dvs-builder@U16-I3-B03-4-3)  %s", d.version, d.built)
+		first = fmt.Sprintf("NVRM version: NVIDIA UNIX Open Kernel Module for %s  %s  Release Build  (dvs-builder@U16-I3-B03-4-3)  %s", arch, d.version, d.built)
 	}
 	return first + "\nGCC version:  gcc version 13.2.0 (Ubuntu 13.2.0-23ubuntu4) \n"
 }

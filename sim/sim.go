@@ -53,6 +53,7 @@ func catalog() []spec {
 		{"dgx-h100-ib", "DGX H100: 8x H100 SXM (proprietary kernel module), 8x ConnectX-7 NDR InfiniBand, 4 NVSwitches", dgxH100IB},
 		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR)", dgxH100IBDegraded},
 		{"dgx-h100-ib-no-nvml", "dgx-h100-ib without libnvidia-ml.so.1, as an agent container without the NVIDIA runtime sees it: GPUs on PCI bound to nvidia, module loaded, /dev/nvidia0-7", dgxH100IBNoNVML},
+		{"gb200-nvl", "GB200 NVL72 compute tray: 2x Grace (aarch64, 72 cores each), 4x GB200 (open kernel module, NVLink 5 fabric in one clique, IMEX), 4x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE", gb200NVL},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
 		{"h100-roce-lossy", "h100-roce with a planted fault: the eight GPU-side RoCE ports have neither PFC nor ECN", h100RoCELossy},
 		{"mi300x-roce", "AMD MI300X server: 8x MI300X 192GB (amdgpu sysfs, XGMI hive), 8x ConnectX-7 RoCE v2 400GbE, 2 NUMA nodes", mi300xRoCE},

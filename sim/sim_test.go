@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,7 +21,7 @@ import (
 
 func TestNames(t *testing.T) {
 	names := Names()
-	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "dgx-h100-ib-no-nvml", "h100-roce", "h100-roce-lossy", "mi300x-roce", "mi355x-roce"}
+	want := []string{"cpu-only", "dgx-b200-ib", "dgx-h100-ib", "dgx-h100-ib-degraded", "dgx-h100-ib-no-nvml", "gb200-nvl", "h100-roce", "h100-roce-lossy", "mi300x-roce", "mi355x-roce"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Names() = %v, want %v", names, want)
 	}
@@ -51,6 +52,7 @@ type expect struct {
 	cpus, numaNodes int
 	model           nvmlfake.Model // "" for no NVIDIA
 	gpuDevice       string
+	gpus            int // NVIDIA GPUs; 8 when zero
 	openModule      bool
 	peermem         bool
 	nvswitches      int
@@ -95,6 +97,13 @@ func expectations() map[string]expect {
 			rate:      map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_8": "200 Gb/sec (4X HDR)", "mlx5_9": "200 Gb/sec (4X HDR)"},
 			netMTU:    map[string]int{"ibp24s0": 4092, "enp49s0np0": 9000, "enp177s0np0": 9000},
 			railPairs: true,
+		},
+		"gb200-nvl": {
+			cpus: 144, numaNodes: 2, model: nvmlfake.GB200, gpuDevice: "0x2941", gpus: 4, openModule: true,
+			rdma: map[string]string{"mlx5_0": "InfiniBand", "mlx5_1": "InfiniBand", "mlx5_2": "Ethernet",
+				"mlx5_3": "InfiniBand", "mlx5_4": "InfiniBand", "mlx5_5": "Ethernet"},
+			rate:   map[string]string{"mlx5_0": "400 Gb/sec (4X NDR)", "mlx5_2": "200 Gb/sec (4X HDR)", "mlx5_4": "400 Gb/sec (4X NDR)"},
+			netMTU: map[string]int{"ibp3s0": 4092, "ibp21s0": 4092, "enp7s0np0": 9000, "enp23s0np0": 9000},
 		},
 		"h100-roce": {
 			cpus: 192, numaNodes: 2, model: nvmlfake.H100, gpuDevice: "0x2330", openModule: true, peermem: true, nvswitches: 4,
@@ -564,7 +573,7 @@ func (h *host) checkNVIDIA(node Node, e expect) {
 	if m == nil {
 		h.t.Fatal("NVIDIA is nil")
 	}
-	if m.Model != e.model || m.Seed != node.Name || len(m.GPUs) != 8 {
+	if m.Model != e.model || m.Seed != node.Name || len(m.GPUs) != cmp.Or(e.gpus, 8) {
 		h.t.Errorf("machine %s seed %q with %d GPUs", m.Model, m.Seed, len(m.GPUs))
 	}
 	version := h.read("/proc/driver/nvidia/version")

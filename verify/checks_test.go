@@ -442,3 +442,26 @@ func TestGPUsWithoutBackend(t *testing.T) {
 		t.Errorf("discovery with rdma failing too: %+v", f)
 	}
 }
+
+// TestBaseboardGPUs: the GPU count each product ships in. "NVIDIA GB200"
+// (nvidia-smi's name on a GB200 NVL compute tray) contains "B200" and
+// "NVIDIA GH200 480GB" contains "H200", yet neither is an eight-GPU board.
+func TestBaseboardGPUs(t *testing.T) {
+	for product, want := range map[string]int{
+		"NVIDIA H100 80GB HBM3": 8,
+		"NVIDIA B200":           8,
+		"NVIDIA H200":           8,
+		"AMD Instinct MI300X":   8,
+		"NVIDIA GB200":          4,
+		"NVIDIA GB300":          4,
+		"NVIDIA GH200 480GB":    0,
+		"NVIDIA H100 PCIe":      0,
+		"NVIDIA H100 NVL":       0,
+		"NVIDIA L40S":           0,
+	} {
+		got, ok := baseboardGPUs(product)
+		if got != want || ok != (want > 0) {
+			t.Errorf("baseboardGPUs(%q) = %d %v, want %d", product, got, ok, want)
+		}
+	}
+}

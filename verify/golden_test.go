@@ -39,6 +39,7 @@ var plantedFaults = map[string][]string{
 	"h100-roce":           nil,
 	"mi300x-roce":         nil,
 	"mi355x-roce":         nil,
+	"gb200-nvl":           nil,
 	"h100-roce-lossy": {
 		"roce-congestion mlx5_0/1", "roce-congestion mlx5_1/1", "roce-congestion mlx5_2/1", "roce-congestion mlx5_3/1",
 		"roce-congestion mlx5_4/1", "roce-congestion mlx5_5/1", "roce-congestion mlx5_6/1", "roce-congestion mlx5_7/1",

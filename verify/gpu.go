@@ -36,12 +36,18 @@ func eachGPU(s *snapshot.Snapshot, check func(snapshot.GPU) finding) []finding {
 }
 
 // baseboardGPUs is the GPU count of the baseboard a product only ships
-// on: HGX/DGX SXM boards and AMD's OAM platforms carry eight. PCIe and
-// NVL cards go in any number, so they have no expected count.
+// on: HGX/DGX SXM boards and AMD's OAM platforms carry eight, a GB200 or
+// GB300 NVL compute tray four (two Grace superchips of two GPUs). PCIe and
+// NVL cards go in any number, so they have no expected count, and neither
+// has GH200, whose servers carry one to four superchips.
 func baseboardGPUs(product string) (int, bool) {
 	p := strings.ToUpper(product)
-	if strings.Contains(p, "PCIE") || strings.Contains(p, " NVL") {
+	if strings.Contains(p, "PCIE") || strings.Contains(p, " NVL") || strings.Contains(p, "GH200") {
 		return 0, false
+	}
+	// Before the B200/B300 match, which "GB200" and "GB300" contain.
+	if strings.Contains(p, "GB200") || strings.Contains(p, "GB300") {
+		return 4, true
 	}
 	for _, m := range []string{"SXM", "HBM3", "H200", "B200", "B300", "MI300X", "MI325X", "MI350X", "MI355X"} {
 		if strings.Contains(p, m) {
@@ -54,7 +60,7 @@ func baseboardGPUs(product string) (int, bool) {
 func gpuCount() Check {
 	return Check{
 		Name: "gpu-count", Severity: Critical,
-		Summary: "the node has the expected number of GPUs (`verify.expectedGPUCount`, or 8 for HGX/DGX and OAM products)",
+		Summary: "the node has the expected number of GPUs (`verify.expectedGPUCount`, or 8 for HGX/DGX and OAM products, 4 for GB200/GB300 NVL trays)",
 		Remedy:  "a GPU is missing from the bus or the driver: check `dmesg` for Xid 79 / fallen off the bus, reseat or replace the GPU; set verify.expectedGPUCount if the count is intended",
 		run: func(s *snapshot.Snapshot, o Options) []finding {
 			n := len(s.GPUs)

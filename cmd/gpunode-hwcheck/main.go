@@ -569,7 +569,21 @@ func amdRows(ctx context.Context, rep *hwcheck.Report, in *hwcheck.Inspect, file
 	if err != nil {
 		return []hwcheck.Row{{Section: "amd", Fact: "amd-smi static --json", Agent: strconv.Itoa(amd) + " GPUs", Vendor: err.Error(), Verdict: hwcheck.Differ}}
 	}
-	return hwcheck.CompareAMD(in, static)
+	rows := hwcheck.CompareAMD(in, static)
+	metrics, err := hwcheck.ParseAMDSMIMetric(bytes.NewReader(files.files["amd-smi-metric.json"]))
+	if err != nil {
+		return append(rows, hwcheck.Row{Section: "amd", Fact: "amd-smi metric --json", Agent: strconv.Itoa(amd) + " GPUs", Vendor: err.Error(), Verdict: hwcheck.Differ})
+	}
+	// The readings against the agent's last scrape of the watch window.
+	last, ok := files.files["metrics-last.prom"]
+	if !ok {
+		return append(rows, notPresent("amd", "amd-smi metric readings", "the agent's /metrics was not scraped"))
+	}
+	m, err := hwcheck.ParseMetrics(bytes.NewReader(last))
+	if err != nil {
+		return append(rows, hwcheck.Row{Section: "amd", Fact: "agent /metrics", Agent: err.Error(), Vendor: "-", Verdict: hwcheck.Differ})
+	}
+	return append(rows, hwcheck.CompareAMDReadings(in, static, metrics, m)...)
 }
 
 // write puts the report and every raw output under dir.

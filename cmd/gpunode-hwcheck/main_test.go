@@ -267,3 +267,69 @@ exit 1
 		t.Errorf("cost with 8 GPUs: %+v", r)
 	}
 }
+
+// The AMD path on the simulated MI300X node against an amd-smi (a fake: no
+// AMD GPU here) whose static --json is written from the agent's own
+// inspect and whose metric --json gives every GPU the same readings in
+// amd-smi's units: the static facts agree, and every GPU gets its
+// readings compared with the agent's last scrape, both sides present.
+func TestHarnessAMDPath(t *testing.T) {
+	agent, harness := build(t)
+	out, err := exec.Command(agent, "--simulate=mi300x-roce", "inspect", "-o", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := hwcheck.ParseInspect(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var static, metric []string
+	for i, g := range in.GPUs {
+		static = append(static, fmt.Sprintf(`{"gpu": %d, "asic": {"market_name": %q, "device_id": %q}, "bus": {"bdf": %q}, "vram": {"size": {"value": %d, "unit": "MB"}}}`,
+			i, g.Product, g.PCIDeviceID, g.PCIBusID, g.MemoryBytes>>20))
+		metric = append(metric, fmt.Sprintf(`{"gpu": %d, "usage": {"gfx_activity": {"value": 50, "unit": "%%"}}, "power": {"socket_power": {"value": 600, "unit": "W"}}, "temperature": {"edge": "N/A", "hotspot": {"value": 50, "unit": "C"}}, "clock": "N/A", "mem_usage": "N/A"}`, i))
+	}
+	tools := t.TempDir()
+	for name, body := range map[string]string{
+		"static.json": `{"gpu_data": [` + strings.Join(static, ",") + `]}`,
+		"metric.json": `{"gpu_data": [` + strings.Join(metric, ",") + `]}`,
+	} {
+		if err := os.WriteFile(filepath.Join(tools, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "#!/bin/sh\ncase \"$1\" in\nstatic) exec /bin/cat " + filepath.Join(tools, "static.json") + " ;;\nmetric) exec /bin/cat " + filepath.Join(tools, "metric.json") + " ;;\nesac\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(tools, "amd-smi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, rep, table := runHarness(t, harness, agent, tools, "--agent.simulate=mi300x-roce")
+	per := map[string]map[string]hwcheck.Row{}
+	for _, r := range rep.Rows {
+		if r.Section != "amd" || r.Device == "" {
+			continue
+		}
+		if per[r.Device] == nil {
+			per[r.Device] = map[string]hwcheck.Row{}
+		}
+		per[r.Device][r.Fact] = r
+	}
+	if len(per) != len(in.GPUs) || len(in.GPUs) != 8 {
+		t.Fatalf("AMD rows for %d devices, agent has %d GPUs\n%s", len(per), len(in.GPUs), table)
+	}
+	for dev, facts := range per {
+		for _, f := range []string{"product", "PCI device id", "memory total (MiB)"} {
+			if facts[f].Verdict != hwcheck.Agree {
+				t.Errorf("%s %s: %+v", dev, f, facts[f])
+			}
+		}
+		for _, f := range []string{"power (W)", "utilization (%)", "temperature gpu (C)"} {
+			if r, ok := facts[f]; !ok || r.Verdict == hwcheck.NotPresent || !strings.Contains(r.Agent, "1 readings") || !strings.Contains(r.Vendor, "1 readings") {
+				t.Errorf("%s %s: one side without a reading: %+v", dev, f, r)
+			}
+		}
+		// amd-smi printed the clocks N/A: the agent's clock is not compared.
+		if r := facts["clock graphics (MHz)"]; r.Verdict != hwcheck.NotPresent {
+			t.Errorf("%s clock with amd-smi's clock N/A: %+v", dev, r)
+		}
+	}
+}

@@ -89,7 +89,7 @@ func TestHarnessOnSoftRoCE(t *testing.T) {
 		}
 	}
 	for _, f := range []string{"devices (ibv_devinfo)", "firmware version", "node GUID", "system image GUID", "state", "link layer",
-		"physical state", "active MTU", "rate (Gb/s)", "ports (rdma link)", "state (rdma link)", "physical state (rdma link)", "netdev (rdma link)"} {
+		"physical state", "active MTU", "rate (Gb/s)", "GIDs", "GID[0]", "GID[1]", "ports (rdma link)", "state (rdma link)", "physical state (rdma link)", "netdev (rdma link)"} {
 		if !agreed[f] {
 			t.Errorf("rdma %s did not agree; ibv_devinfo -v:\n%s\nreport rows: %+v", f, section("ibv"), rep.Rows)
 		}

@@ -67,6 +67,19 @@ func specFor(m Model) (modelSpec, bool) {
 		return modelSpec{config: c, links: 18, linkVersion: gonvml.NVLINK_VERSION_5_0, powerMW: 1_000_000,
 			pcieGen: 5, pcieWidth: 16, vbios: "97.00.82.00.0A", driver: "570.124.06", cuda: 12080,
 			smMHz: 1965, memMHz: 3996, linkBps: 50e9, gpm: true, fabric: true, clockReasons: gonvml.ClocksEventReasonAll}, true
+	case GB200:
+		// go-nvml (v0.13.4-1) has no GB200 mock; its B200 is the nearest.
+		// Name, total memory (189471 MiB), power limit (1200 W) and driver
+		// 580.126.09 / CUDA 13.0 are what nvidia-smi prints on a GB200
+		// compute tray (a public RHEL4NV GB200 OpenShift demo); the device
+		// id 10de:2941 is lspci's on the same trays (NVIDIA/mig-parted#227,
+		// NVIDIA/kubevirt-gpu-device-plugin#154). The VBIOS string, clocks
+		// and the B200 MIG profiles are not confirmed on a GB200.
+		c := gpus.B200_SXM5_180GB
+		c.Name, c.PciDeviceId, c.MemoryMB = "NVIDIA GB200", 0x294110DE, 189471
+		return modelSpec{config: c, links: 18, linkVersion: gonvml.NVLINK_VERSION_5_0, powerMW: 1_200_000,
+			pcieGen: 5, pcieWidth: 16, vbios: "97.00.9D.00.11", driver: "580.126.09", cuda: 13000,
+			smMHz: 2062, memMHz: 3996, linkBps: 50e9, gpm: true, fabric: true, clockReasons: gonvml.ClocksEventReasonAll}, true
 	}
 	return modelSpec{}, false
 }

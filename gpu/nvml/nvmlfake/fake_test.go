@@ -323,3 +323,39 @@ func TestFaultsWhileInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGB200 checks the GB200 model against what nvidia-smi and lspci print
+// on a GB200 compute tray: name, memory, PCI id, power limit, driver and
+// CUDA version, NVLink 5, and a completed fabric in the machine's clique.
+func TestGB200(t *testing.T) {
+	m := twoGPUs(GB200)
+	m.FabricCluster = [16]byte{0x9c, 0x6f, 0x5a, 0xf3, 0x53, 0xbf, 0x49, 0xb5, 0xa4, 0x36, 0xb6, 0x67, 0x66, 0xc4, 0x13, 0xc3}
+	m.FabricClique = 4026
+	lib := mustNew(t, m)
+	h := handle(t, lib, 1)
+	if v, _ := h.GetName(); v != "NVIDIA GB200" {
+		t.Errorf("name %q", v)
+	}
+	if mem, _ := h.GetMemoryInfo(); mem.Total != 189471<<20 {
+		t.Errorf("memory total %d, want 189471 MiB", mem.Total)
+	}
+	if pci, _ := h.GetPciInfo(); pci.PciDeviceId != 0x294110DE {
+		t.Errorf("PCI device id %#x", pci.PciDeviceId)
+	}
+	if p, _ := h.GetEnforcedPowerLimit(); p != 1_200_000 {
+		t.Errorf("power limit %d mW", p)
+	}
+	if v, _ := lib.SystemGetDriverVersion(); v != "580.126.09" {
+		t.Errorf("driver %q", v)
+	}
+	if v, _ := lib.SystemGetCudaDriverVersion(); v != 13000 {
+		t.Errorf("CUDA %d", v)
+	}
+	if v, _ := h.GetNvLinkVersion(17); v != uint32(gonvml.NVLINK_VERSION_5_0) {
+		t.Errorf("NVLink version %v", v)
+	}
+	f, ret := h.GetGpuFabricInfo()
+	if ret != gonvml.SUCCESS || f.State != gonvml.GPU_FABRIC_STATE_COMPLETED || f.CliqueId != 4026 || f.ClusterUuid != m.FabricCluster {
+		t.Errorf("fabric %+v %v", f, ret)
+	}
+}

@@ -16,6 +16,10 @@ const (
 	H100 Model = "h100" // H100 SXM5 80GB, NVLink 4 (18 links), PCIe Gen5
 	H200 Model = "h200" // H200 SXM 141GB, NVLink 4 (18 links), PCIe Gen5
 	B200 Model = "b200" // B200 SXM 180GB, NVLink 5 (18 links), PCIe Gen5
+	// GB200 is the Blackwell GPU of a Grace Blackwell superchip (GB200 NVL
+	// compute trays): the B200 mock with the GB200's name, PCI id and
+	// memory, NVLink 5 (18 links) into the rack's NVLink switch trays.
+	GB200 Model = "gb200"
 )
 
 // Machine describes the NVIDIA side of a node.
