@@ -95,9 +95,9 @@ func TestEvaluate(t *testing.T) {
 			return p
 		}()}}, [][]string{nil, {ReasonErrorBurst}}},
 		// 10 s apart: 10 000 frames is 1000/s, at the threshold.
-		"pause storm": {[][]rdma.PortCounters{{pause(0)}, {pause(10_000)}}, [][]string{nil, {ReasonPauseStorm}}},
+		"pause storm":       {[][]rdma.PortCounters{{pause(0)}, {pause(10_000)}}, [][]string{nil, {ReasonPauseStorm}}},
 		"pause below storm": {[][]rdma.PortCounters{{pause(0)}, {pause(9_000)}}, [][]string{nil, nil}},
-		"rate dropped": {[][]rdma.PortCounters{{ib("mlx5_0")}, {slow}, {ib("mlx5_0")}}, [][]string{nil, {ReasonRateDegraded}, nil}},
+		"rate dropped":      {[][]rdma.PortCounters{{ib("mlx5_0")}, {slow}, {ib("mlx5_0")}}, [][]string{nil, {ReasonRateDegraded}, nil}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if got := run(t, o, tc.rounds...); !reflect.DeepEqual(got, tc.want) {
