@@ -216,6 +216,9 @@ var gpuTaint = corev1.Taint{Key: "nvidia.com/gpu", Value: "present", Effect: cor
 // healthTaintKey is the chart's default config.metrics.health.taint.key.
 const healthTaintKey = "gpunode.dev/gpu-unhealthy"
 
+// rdmaTaintKey is the chart's default config.metrics.rdmaHealth.taint.key.
+const rdmaTaintKey = "gpunode.dev/rdma-unhealthy"
+
 // taintsJSON is a merge patch setting the Node's taints to ts.
 func taintsJSON(t *testing.T, ts ...corev1.Taint) string {
 	b, err := json.Marshal(map[string]any{"spec": map[string]any{"taints": ts}})
@@ -359,6 +362,10 @@ func TestAdmissionPolicy(t *testing.T) {
 		allowed(t, "remove the own taint", s.patch(nodeA, taintsJSON(t, others...)))
 		allowed(t, "add the own taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(others), own("GPULost", corev1.TaintEffectNoExecute))...)))
 		withOwn := append(slices.Clone(others), own("GPULost", corev1.TaintEffectNoExecute))
+		// The RDMA health taint has its own key, owned the same way.
+		rdma := corev1.Taint{Key: rdmaTaintKey, Value: "LinkFlapping", Effect: corev1.TaintEffectNoSchedule}
+		allowed(t, "add the RDMA taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), rdma)...)))
+		allowed(t, "remove the RDMA taint", s.patch(nodeA, taintsJSON(t, withOwn...)))
 		denied(t, "another taint key", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "example.com/other", Effect: corev1.TaintEffectNoSchedule})...)),
 			"may change only its own taint "+healthTaintKey)
 		denied(t, "another key under the agent's domain", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "gpunode.dev/other", Effect: corev1.TaintEffectNoSchedule})...)),
