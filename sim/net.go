@@ -32,9 +32,10 @@ func (b *builder) loopback() {
 func (b *builder) netdev(d *pciDev, n netdev) {
 	b.ifindex++
 	dir := d.dir + "/net/" + n.name
-	operstate, carrier, flags, duplex := "down", "0", "0x1002", "unknown"
+	// carrier_changes: the kernel counts the carrier coming up at boot.
+	operstate, carrier, flags, duplex, changes := "down", "0", "0x1002", "unknown", "0"
 	if n.up {
-		operstate, carrier, flags, duplex = "up", "1", "0x1003", "full"
+		operstate, carrier, flags, duplex, changes = "up", "1", "0x1003", "full", "1"
 	}
 	typ, addrLen := "1", "6" // ARPHRD_ETHER
 	if n.ipoib {
@@ -42,7 +43,7 @@ func (b *builder) netdev(d *pciDev, n netdev) {
 	}
 	for _, a := range [][2]string{
 		{"mtu", itoa(n.mtu)}, {"address", n.address}, {"operstate", operstate},
-		{"carrier", carrier}, {"speed", itoa(n.speed)}, {"duplex", duplex},
+		{"carrier", carrier}, {"carrier_changes", changes}, {"speed", itoa(n.speed)}, {"duplex", duplex},
 		{"dev_port", itoa(n.devPort)}, {"ifindex", itoa(b.ifindex)}, {"type", typ},
 		{"addr_len", addrLen}, {"flags", flags}, {"tx_queue_len", "1000"},
 	} {

@@ -35,6 +35,9 @@ type Node struct {
 	// PFC is the DCB PFC state of the node's DCB-capable netdevs, which
 	// a host reports over netlink rather than in its file tree.
 	PFC PFCTable
+	// Runtime are the faults its ports go through while it runs (applied
+	// by its Traffic), relative to the traffic's start.
+	Runtime []PortFault
 }
 
 // spec is one entry of the catalog: a name, a description and the code
@@ -122,5 +125,6 @@ func Build(name, dir string, opts ...Option) (Node, error) {
 	if err := b.t.write(dir); err != nil {
 		return Node{}, fmt.Errorf("simulated node %s: write %s: %w", name, dir, err)
 	}
-	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, NVMLMissing: b.faults.nvmlMissing, PFC: PFCTable(b.pfc)}, nil
+	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, NVMLMissing: b.faults.nvmlMissing, PFC: PFCTable(b.pfc),
+		Runtime: b.runtime}, nil
 }
