@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/podresources"
@@ -24,7 +25,10 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 		CriticalXIDs: m.Health.CriticalXIDs,
 		Traffic:      d.o.Env.Traffic,
 		OnCondition:  d.gpuCondition,
-		Logger:       d.log,
+		// The RDMA thresholds are restart-only; their taint is reloadable.
+		RDMAHealth:      m.RDMAHealth.Options(),
+		OnRDMACondition: d.rdmaCondition,
+		Logger:          d.log,
 	}
 	var pods *podresources.Client
 	if m.PodResourcesSocket != "" {
@@ -71,7 +75,16 @@ func (d *daemon) samplerSources() []source.Status {
 // the sampler's goroutine. It goes to the publisher at once (with the
 // taint it implies) and is logged, with the taint, in every mode.
 func (d *daemon) gpuCondition(c nodestatus.Condition) {
-	tc := d.desired.gpuCondition(c)
+	d.logCondition(c, d.desired.gpuCondition(c))
+}
+
+// rdmaCondition does what gpuCondition does for RDMAHealthy.
+func (d *daemon) rdmaCondition(c nodestatus.Condition) {
+	d.logCondition(c, d.desired.rdmaCondition(c))
+}
+
+// logCondition logs a condition change with the taint it implies.
+func (d *daemon) logCondition(c nodestatus.Condition, tc config.Taint) {
 	attrs := []any{"type", c.Type, "status", c.Status, "reason", c.Reason, "message", c.Message}
 	if tc.Enabled {
 		if taint := taintFor(c, tc); taint != nil {

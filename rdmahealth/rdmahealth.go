@@ -432,3 +432,16 @@ func Condition(ports []Port, sampled bool) (c nodestatus.Condition, ok bool) {
 	}
 	return c, true
 }
+
+// TaintFor is the opt-in taint RDMAHealthy implies: when enabled and the
+// condition is False, a taint whose value is the reason; otherwise none.
+// Unknown never taints, as with GPUHealthy.
+func TaintFor(c nodestatus.Condition, enabled bool, key, effect string) *nodestatus.Taint {
+	if !enabled || c.Type != nodestatus.RDMAHealthy || c.Status != nodestatus.False {
+		return nil
+	}
+	if effect == "" {
+		effect = "NoSchedule"
+	}
+	return &nodestatus.Taint{Key: key, Value: c.Reason, Effect: effect}
+}

@@ -196,3 +196,22 @@ func TestCondition(t *testing.T) {
 		}
 	}
 }
+
+func TestTaintFor(t *testing.T) {
+	flapping := nodestatus.Condition{Type: nodestatus.RDMAHealthy, Status: nodestatus.False, Reason: ReasonLinkFlapping}
+	if tt := TaintFor(flapping, true, "gpunode.dev/rdma-unhealthy", ""); tt == nil || tt.String() != "gpunode.dev/rdma-unhealthy=LinkFlapping:NoSchedule" {
+		t.Errorf("taint %v", tt)
+	}
+	for _, c := range []nodestatus.Condition{
+		{Type: nodestatus.RDMAHealthy, Status: nodestatus.Unknown, Reason: ReasonNoActivePorts},
+		{Type: nodestatus.RDMAHealthy, Status: nodestatus.True, Reason: ReasonHealthy},
+		{Type: nodestatus.GPUHealthy, Status: nodestatus.False, Reason: "GPULost"},
+	} {
+		if tt := TaintFor(c, true, "k", "NoExecute"); tt != nil {
+			t.Errorf("%+v tainted: %v", c, tt)
+		}
+	}
+	if tt := TaintFor(flapping, false, "k", "NoExecute"); tt != nil {
+		t.Errorf("disabled, tainted: %v", tt)
+	}
+}

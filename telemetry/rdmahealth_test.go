@@ -99,3 +99,24 @@ func TestNoRDMANoCondition(t *testing.T) {
 		t.Errorf("cpu-only: condition %v %+v, handed over %v", f.HasRDMACondition, f.RDMACondition, called)
 	}
 }
+
+// A round whose counters cannot be read at all (here: cancelled, as at
+// shutdown) keeps the last verdicts instead of turning the node Unknown.
+func TestRDMAVerdictsSurviveAFailedRead(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	var conds []nodestatus.Condition
+	o := n.options()
+	o.OnRDMACondition = func(c nodestatus.Condition) { conds = append(conds, c) }
+	s := New(o)
+	s.Round(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Round(ctx)
+	f := s.Latest()
+	if st := status(f, SourceRDMA); len(f.RDMA) != 0 || st.State != "error" {
+		t.Fatalf("the cancelled round read counters: %d ports, %+v", len(f.RDMA), st)
+	}
+	if !f.HasRDMACondition || f.RDMACondition.Status != nodestatus.True || len(f.RDMAHealth) != 8 || len(conds) != 1 {
+		t.Errorf("after a failed read: %v %+v, %d verdicts, conditions handed over %v", f.HasRDMACondition, f.RDMACondition, len(f.RDMAHealth), conds)
+	}
+}

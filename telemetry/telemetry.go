@@ -179,8 +179,10 @@ type Sampler struct {
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
 	rdmaSent *nodestatus.Condition // the last RDMAHealthy condition handed over, under notifyMu
-	// rdmaHistory is the RDMA port health history, guarded by roundMu.
+	// rdmaHistory is the RDMA port health history and rdmaJudged the last
+	// round's verdicts from counters read, both guarded by roundMu.
 	rdmaHistory rdmahealth.State
+	rdmaJudged  *Frame
 
 	firstRound     chan struct{} // closed after the first round's notify
 	firstRoundOnce sync.Once
