@@ -36,9 +36,10 @@ type faults struct {
 // trained at Gen4 x8, a GPU with one NVLink down, an HCA whose cable came
 // up on two of its four lanes, and in the kernel log from before the agent
 // started an Xid 79 on GPU 3 and, on mlx5_1, a firmware health syndrome
-// and a fatal PCIe AER error. While it runs, 10 s in, mlx5_3's link drops
-// for 5 s and retrains, and mlx5_4 takes 50 symbol errors a second for
-// 10 s (then both stay quiet, so their verdicts recover).
+// and a fatal PCIe AER error. While it runs, 20 s in (after a Prometheus
+// started beside it has scraped it), mlx5_3's link drops for 10 s and
+// retrains, and mlx5_4 takes 50 symbol errors a second for 10 s; then
+// both stay quiet, so their verdicts recover.
 func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 	b.faults = faults{
 		gpuLink:    map[int][2]int{2: {4, 8}},
@@ -55,8 +56,8 @@ func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 // DegradedRuntimeFaults are what dgx-h100-ib-degraded's ports go through
 // while it runs.
 var DegradedRuntimeFaults = []PortFault{
-	{Device: "mlx5_3", Port: 1, Kind: FaultFlap, At: 10 * time.Second, For: 5 * time.Second},
-	{Device: "mlx5_4", Port: 1, Kind: FaultErrorBurst, At: 10 * time.Second, For: 10 * time.Second, Counter: "symbol_error", PerSecond: 50},
+	{Device: "mlx5_3", Port: 1, Kind: FaultFlap, At: 20 * time.Second, For: 10 * time.Second},
+	{Device: "mlx5_4", Port: 1, Kind: FaultErrorBurst, At: 20 * time.Second, For: 10 * time.Second, Counter: "symbol_error", PerSecond: 50},
 }
 
 // dgxH100IBNoNVML is a DGX H100 as an agent container sees it when the

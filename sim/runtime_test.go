@@ -37,10 +37,11 @@ func TestRuntimeFaultsOnTheDegradedDGX(t *testing.T) {
 		state, phys  string
 		downed, syms uint64 // increases since the start
 	}{
-		{5 * time.Second, "4: ACTIVE", "5: LinkUp", 0, 0},
-		{12 * time.Second, "1: DOWN", "2: Polling", 1, 100},
-		{16 * time.Second, "4: ACTIVE", "5: LinkUp", 1, 300},
-		{60 * time.Second, "4: ACTIVE", "5: LinkUp", 1, 500},
+		{15 * time.Second, "4: ACTIVE", "5: LinkUp", 0, 0},
+		{22 * time.Second, "1: DOWN", "2: Polling", 1, 100},
+		{28 * time.Second, "1: DOWN", "2: Polling", 1, 400},
+		{31 * time.Second, "4: ACTIVE", "5: LinkUp", 1, 500},
+		{90 * time.Second, "4: ACTIVE", "5: LinkUp", 1, 500},
 	} {
 		if err := tr.Advance(start.Add(step.at)); err != nil {
 			t.Fatal(err)

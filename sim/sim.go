@@ -54,7 +54,7 @@ func catalog() []spec {
 		{"cpu-only", "2-socket CPU server, 64 CPUs, Intel X710 Ethernet, no GPUs, no RDMA", cpuOnly},
 		{"dgx-b200-ib", "DGX B200: 8x B200 (open kernel module), 8x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE storage ports", dgxB200IB},
 		{"dgx-h100-ib", "DGX H100: 8x H100 SXM (proprietary kernel module), 8x ConnectX-7 NDR InfiniBand, 4 NVSwitches", dgxH100IB},
-		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR)", dgxH100IBDegraded},
+		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR); 20 s into a run mlx5_3 flaps and mlx5_4 takes a symbol error burst", dgxH100IBDegraded},
 		{"dgx-h100-ib-no-nvml", "dgx-h100-ib without libnvidia-ml.so.1, as an agent container without the NVIDIA runtime sees it: GPUs on PCI bound to nvidia, module loaded, /dev/nvidia0-7", dgxH100IBNoNVML},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
 		{"h100-roce-lossy", "h100-roce with a planted fault: the eight GPU-side RoCE ports have neither PFC nor ECN", h100RoCELossy},
