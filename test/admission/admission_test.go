@@ -367,7 +367,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		allowed(t, "add the RDMA taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), rdma)...)))
 		allowed(t, "remove the RDMA taint", s.patch(nodeA, taintsJSON(t, withOwn...)))
 		denied(t, "another taint key", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "example.com/other", Effect: corev1.TaintEffectNoSchedule})...)),
-			"may change only its own taint "+healthTaintKey)
+			"may change only its own taints "+healthTaintKey+" and "+rdmaTaintKey)
 		denied(t, "another key under the agent's domain", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "gpunode.dev/other", Effect: corev1.TaintEffectNoSchedule})...)),
 			"may change only its own taint")
 		denied(t, "remove someone else's taint", s.patch(nodeA, taintsJSON(t, withOwn[1:]...)), "not the taints of others")

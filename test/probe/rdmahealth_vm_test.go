@@ -36,7 +36,12 @@ echo "== conditions"; grep 'type=RDMAHealthy' /tmp/agent.log; echo "== end"
 // port may read LinkFlapping (where the counter reader has the netdev's
 // carrier_changes) or healthy (where it does not): both are right.
 func TestRDMAHealthOnSoftRoCE(t *testing.T) {
-	secs := runVM(t, machine(t, rdmaHealthScript))
+	cfg := machine(t, rdmaHealthScript)
+	// Under TCG on a loaded host the kernel's IO-APIC timer check can
+	// fail and panic the boot ("IO-APIC + timer doesn't work", seen here
+	// beside the chart tests); the check proves nothing for this test.
+	cfg.Cmdline = "no_timer_check"
+	secs := runVM(t, cfg)
 	healthy := `gpunode_rdma_port_healthy{device="rxe0",port="1"} 1`
 	if b := secs["before"].body; !strings.Contains(b, healthy) || strings.Contains(b, "health_problem") {
 		t.Errorf("before:\n%s", b)
