@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/internal/source"
+	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/podlabels"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/telemetry"
 )
@@ -30,10 +33,18 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 		OnRDMACondition: d.rdmaCondition,
 		Logger:          d.log,
 	}
+	o.ThrottleAfter = m.Health.ThrottleAfter
 	var pods *podresources.Client
 	if m.PodResourcesSocket != "" {
 		pods = podresources.New(m.PodResourcesSocket)
 		o.Pods = pods
+		if len(m.PodLabels.Keys) > 0 {
+			labels := d.podLabels(m.PodLabels)
+			o.PodLabels = labels
+			// Refreshed on its own cadence, before and apart from the
+			// sampler's rounds, which only read its latest view.
+			g.start(ctx, labels.Run)
+		}
 	}
 	d.sampler = telemetry.New(o)
 	g.start(ctx, func(ctx context.Context) {
@@ -60,6 +71,23 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 		d.sampler.Run(ctx)
 		<-first
 	})
+}
+
+// podLabels makes the cache of the node's pods' labels. Without an API
+// client or a node name it reports itself absent, and the series carry
+// the label names with empty values.
+func (d *daemon) podLabels(c config.PodLabels) *podlabels.Cache {
+	list := func(ctx context.Context) ([]kubeapi.Pod, error) {
+		return d.o.Kube.ListPodsOnNode(ctx, d.cfg.NodeName)
+	}
+	if d.o.Kube == nil || d.cfg.NodeName == "" {
+		d.log.Warn("metrics.podLabels is set but there is no Kubernetes client or NODE_NAME; pod labels stay empty")
+		list = func(context.Context) ([]kubeapi.Pod, error) {
+			return nil, source.NewAbsent("no Kubernetes API client or NODE_NAME to list this node's pods")
+		}
+	}
+	return podlabels.New(podlabels.Options{Keys: c.Keys, MaxValues: c.MaxValuesPerLabel, Interval: c.RefreshInterval,
+		Timeout: min(c.RefreshInterval, 30*time.Second), List: list})
 }
 
 // samplerSources reports the sampler's sources beside discovery's.

@@ -160,10 +160,25 @@ type Metrics struct {
 	DCGMCompat bool `yaml:"dcgmCompat"`
 	// PodResourcesSocket is the kubelet's pod-resources socket, as the
 	// agent sees it, for pod labels on GPU metrics; empty disables them.
-	PodResourcesSocket string `yaml:"podResourcesSocket"`
-	Health             Health `yaml:"health"`
+	PodResourcesSocket string    `yaml:"podResourcesSocket"`
+	PodLabels          PodLabels `yaml:"podLabels"`
+	Health             Health    `yaml:"health"`
 	// RDMAHealth judges the RDMA ports (RDMAHealthy).
 	RDMAHealth RDMAHealth `yaml:"rdmaHealth"`
+}
+
+// PodLabels copies pod labels onto the allocation and per-pod GPU series
+// (opt-in: no keys, no labels). They are read from the API server, listing
+// the pods of this node, which needs list on pods in every namespace.
+type PodLabels struct {
+	// Keys are the pod label keys to copy ("app.kubernetes.io/name"); each
+	// becomes label_<sanitised key>, as kube-state-metrics names them.
+	Keys []string `yaml:"keys"`
+	// MaxValuesPerLabel caps each label's distinct values on the node;
+	// pods beyond it get the label empty and are counted.
+	MaxValuesPerLabel int `yaml:"maxValuesPerLabel"`
+	// RefreshInterval is how often the node's pods are listed.
+	RefreshInterval time.Duration `yaml:"refreshInterval"`
 }
 
 // Health configures how GPU health is judged and acted on.
@@ -171,6 +186,9 @@ type Health struct {
 	// CriticalXIDs make a GPU unhealthy when the driver reports them.
 	CriticalXIDs []uint64 `yaml:"criticalXIDs"`
 	Taint        Taint    `yaml:"taint"`
+	// ThrottleAfter is how long a hardware, power-brake or thermal
+	// slowdown must hold before the GPU is Degraded (it stays healthy).
+	ThrottleAfter time.Duration `yaml:"throttleAfter"`
 }
 
 // Taint is the opt-in taint put on the Node while GPUHealthy is False.
@@ -210,9 +228,11 @@ func Default() Config {
 			ListenAddress:      DefaultListenAddress,
 			SampleInterval:     10 * time.Second,
 			PodResourcesSocket: "/var/lib/kubelet/pod-resources/kubelet.sock",
+			PodLabels:          PodLabels{MaxValuesPerLabel: 64, RefreshInterval: time.Minute},
 			Health: Health{
-				CriticalXIDs: slices.Clone(health.DefaultCriticalXIDs),
-				Taint:        Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
+				CriticalXIDs:  slices.Clone(health.DefaultCriticalXIDs),
+				Taint:         Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
+				ThrottleAfter: health.DefaultThrottleAfter,
 			},
 			RDMAHealth: defaultRDMAHealth(),
 		},
@@ -294,6 +314,7 @@ var sectionNames = map[string]string{
 	"LabelSets":  "labels.sets",
 	"Publish":    "publish",
 	"Metrics":    "metrics",
+	"PodLabels":  "metrics.podLabels",
 	"Health":     "metrics.health",
 	"Taint":      "metrics.health.taint",
 	"RDMAHealth": "metrics.rdmaHealth",
@@ -367,10 +388,30 @@ func (c Config) Validate() error {
 	if p := c.Metrics.PodResourcesSocket; p != "" && !strings.HasPrefix(p, "/") {
 		bad("metrics.podResourcesSocket", "must be an absolute path or empty, got %q", p)
 	}
+	pl := c.Metrics.PodLabels
+	for i, k := range pl.Keys {
+		if len(k) > 317 || !taintKey.MatchString(k) {
+			bad("metrics.podLabels.keys", "must be pod label keys such as app.kubernetes.io/name, got %q", k)
+		} else if slices.Contains(pl.Keys[:i], k) {
+			bad("metrics.podLabels.keys", "lists %q twice", k)
+		}
+	}
+	if len(pl.Keys) > 0 && c.Metrics.PodResourcesSocket == "" {
+		bad("metrics.podLabels.keys", "need metrics.podResourcesSocket: the labels go on the series of pods holding GPUs")
+	}
+	if pl.MaxValuesPerLabel < 1 || pl.MaxValuesPerLabel > 10000 {
+		bad("metrics.podLabels.maxValuesPerLabel", "must be between 1 and 10000, got %d", pl.MaxValuesPerLabel)
+	}
+	if pl.RefreshInterval < 10*time.Second || pl.RefreshInterval > time.Hour {
+		bad("metrics.podLabels.refreshInterval", "must be between 10s and 1h, got %s", pl.RefreshInterval)
+	}
 	for _, x := range c.Metrics.Health.CriticalXIDs {
 		if x == 0 || x > 1<<16 {
 			bad("metrics.health.criticalXIDs", "XID %d is not an NVIDIA Xid number", x)
 		}
+	}
+	if ta := c.Metrics.Health.ThrottleAfter; ta < c.Metrics.SampleInterval || ta > 24*time.Hour {
+		bad("metrics.health.throttleAfter", "must be between metrics.sampleInterval (%s) and 24h, got %s", c.Metrics.SampleInterval, ta)
 	}
 	if tt := c.Metrics.Health.Taint; len(tt.Key) > 317 || !taintKey.MatchString(tt.Key) {
 		bad("metrics.health.taint.key", "must be a label key such as gpunode.dev/gpu-unhealthy, got %q", tt.Key)

@@ -70,6 +70,12 @@ func TestParseErrors(t *testing.T) {
 		{"metrics:\n  sampleInterval: 1h", "metrics.sampleInterval"},
 		{"metrics:\n  dcgmCompat: maybe", "cannot unmarshal"},
 		{"metrics:\n  podResourcesSocket: kubelet.sock", "metrics.podResourcesSocket: must be an absolute path"},
+		{"metrics:\n  podLabels:\n    keys: ['app.kubernetes.io/name', 'bad key']", `metrics.podLabels.keys: must be pod label keys such as app.kubernetes.io/name, got "bad key"`},
+		{"metrics:\n  podLabels:\n    keys: [a, b, a]", `metrics.podLabels.keys: lists "a" twice`},
+		{"metrics:\n  podResourcesSocket: ''\n  podLabels:\n    keys: [app]", "metrics.podLabels.keys: need metrics.podResourcesSocket"},
+		{"metrics:\n  podLabels:\n    maxValuesPerLabel: 0", "metrics.podLabels.maxValuesPerLabel"},
+		{"metrics:\n  podLabels:\n    refreshInterval: 1s", "metrics.podLabels.refreshInterval: must be between 10s and 1h"},
+		{"metrics:\n  podLabels:\n    key: [app]", `unknown key "key" in metrics.podLabels`},
 		{"metrics:\n  health:\n    criticalXIDs: [79, 0]", "XID 0 is not"},
 		{"metrics:\n  health:\n    criticalXIDs: [-1]", "cannot unmarshal"},
 		{"metrics:\n  health:\n    criticalXIDs: 79", "cannot unmarshal"},
@@ -77,6 +83,8 @@ func TestParseErrors(t *testing.T) {
 		{"metrics:\n  health:\n    taint:\n      key: 'bad key!'", "metrics.health.taint.key"},
 		{"metrics:\n  health:\n    taint:\n      enable: true", `unknown key "enable" in metrics.health.taint`},
 		{"metrics:\n  health:\n    xids: [1]", `unknown key "xids" in metrics.health`},
+		{"metrics:\n  health:\n    throttleAfter: 5s", "metrics.health.throttleAfter: must be between metrics.sampleInterval (10s) and 24h"},
+		{"metrics:\n  health:\n    throttleAfter: 48h", "metrics.health.throttleAfter"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -120,6 +128,7 @@ func TestMetricsSection(t *testing.T) {
   podResourcesSocket: ""
   health:
     criticalXIDs: [79, 48]
+    throttleAfter: 90s
     taint:
       enabled: true
       effect: NoExecute
@@ -130,13 +139,20 @@ func TestMetricsSection(t *testing.T) {
 	m := c.Metrics
 	if m.SampleInterval != 2*time.Second || !m.DCGMCompat || m.PodResourcesSocket != "" || len(m.Health.CriticalXIDs) != 2 ||
 		m.Health.CriticalXIDs[0] != 79 || !m.Health.Taint.Enabled || m.Health.Taint.Effect != "NoExecute" ||
-		m.Health.Taint.Key != "gpunode.dev/gpu-unhealthy" || m.ListenAddress != DefaultListenAddress {
+		m.Health.Taint.Key != "gpunode.dev/gpu-unhealthy" || m.ListenAddress != DefaultListenAddress || m.Health.ThrottleAfter != 90*time.Second {
 		t.Errorf("metrics %+v", m)
 	}
 	d := Default().Metrics
 	if d.SampleInterval != 10*time.Second || d.DCGMCompat || d.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" ||
-		len(d.Health.CriticalXIDs) == 0 || d.Health.Taint.Enabled {
+		len(d.Health.CriticalXIDs) == 0 || d.Health.Taint.Enabled || d.Health.ThrottleAfter != 5*time.Minute {
 		t.Errorf("defaults %+v", d)
+	}
+	if len(d.PodLabels.Keys) != 0 || d.PodLabels.MaxValuesPerLabel != 64 || d.PodLabels.RefreshInterval != time.Minute {
+		t.Errorf("pod labels are opt-in: defaults %+v", d.PodLabels)
+	}
+	c, err = Parse([]byte("metrics:\n  podLabels:\n    keys: [app.kubernetes.io/name, llm-d.ai/role]\n    maxValuesPerLabel: 8\n    refreshInterval: 30s\n"))
+	if pl := c.Metrics.PodLabels; err != nil || len(pl.Keys) != 2 || pl.Keys[1] != "llm-d.ai/role" || pl.MaxValuesPerLabel != 8 || pl.RefreshInterval != 30*time.Second {
+		t.Errorf("pod labels %+v %v", pl, err)
 	}
 	// An empty list is "no XID is critical", not the default.
 	c, err = Parse([]byte("metrics:\n  health:\n    criticalXIDs: []\n"))

@@ -154,13 +154,20 @@ func (d *dcgmFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame,
 			}
 		}
 		if s.ClockEventReasons != nil {
+			// Only NVML's reasons have DCGM bits: an AMD GPU's
+			// (gpu/amdgpu/throttle.go) would read as an unthrottled 0.
 			var mask uint64
+			nvml := false
 			for _, r := range s.ClockEventReasons {
+				bit, ok := dcgmThrottleBits[r.Reason]
+				nvml = nvml || ok
 				if r.Active {
-					mask |= dcgmThrottleBits[r.Reason]
+					mask |= bit
 				}
 			}
-			emit(d.throttle.metric(t, float64(mask)))
+			if nvml {
+				emit(d.throttle.metric(t, float64(mask)))
+			}
 		}
 		if s.PCIe != nil && s.PCIe.ReplayErrors != nil {
 			emit(d.replay.metric(t, float64(*s.PCIe.ReplayErrors)))

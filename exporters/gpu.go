@@ -56,7 +56,7 @@ type gpuFamilies struct {
 	pcieTxRate, pcieRxRate                                     family
 	linkTx, linkRx, linkUp, linksActive, linkErrors            family
 	ecc, xid, remapped, remapPending, remapFailed              family
-	xidWatch                                                   family
+	xidWatch, degraded                                         family
 	graphicsActive, smActive, smOccupancy, tensorActive, dramA family
 	memReserved, processes                                     family
 	mig                                                        migFamilies
@@ -75,9 +75,8 @@ func newMIGFamilies() migFamilies {
 		return newFamily("gpunode_gpu_mig_"+name, help, prometheus.GaugeValue, gpuLabels, append([]string{"gpu_instance", "compute_instance"}, extra...)...)
 	}
 	return migFamilies{
-		info: m("info", "MIG device identity; always 1.", "profile", "mig_uuid"),
-		allocation: newFamily("gpunode_gpu_mig_allocation_info", "1 for each container the kubelet has allocated the MIG device to.",
-			prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance", "compute_instance"}, "resource", "namespace", "pod", "container"),
+		info:           m("info", "MIG device identity; always 1.", "profile", "mig_uuid"),
+		allocation:     migAllocationFamily(nil),
 		memUsed:        m("memory_used_bytes", "MIG instance memory in use."),
 		memFree:        m("memory_free_bytes", "MIG instance memory free."),
 		memTotal:       m("memory_total_bytes", "MIG instance memory size."),
@@ -100,7 +99,8 @@ func newGPUFamilies() gpuFamilies {
 		up:         g("up", "1 if the GPU answered the last sampling round, 0 if it did not (lost, hung or failing).", gauge),
 		healthy:    g("healthy", "1 if the GPU is healthy, 0 if a critical XID, uncorrectable PCIe AER error, uncorrectable ECC error, row remap, NVLink failure or loss from the bus was seen; absent while unknown.", gauge),
 		problem:    g("health_problem", "1 for each reason the GPU is unhealthy.", gauge, "reason"),
-		allocation: newFamily("gpunode_gpu_allocation_info", "1 for each container the kubelet has allocated the GPU to.", gauge, []string{"gpu", "uuid"}, "resource", "namespace", "pod", "container"),
+		degraded:   g("degraded", "1 if the clock reason has held the GPU's clocks down longer than metrics.health.throttleAfter (hardware, power-brake or thermal slowdown: the GPU works, slowly), 0 if not; for each such reason the GPU reports.", gauge, "reason"),
+		allocation: allocationFamily(nil),
 		util:       g("utilization_ratio", "Fraction of the last sample period during which a kernel ran on the GPU.", gauge),
 		memUtil:    g("memory_utilization_ratio", "Fraction of the last sample period during which device memory was read or written.", gauge),
 		memUsed:    g("memory_used_bytes", "Device memory in use.", gauge),
@@ -141,6 +141,18 @@ func newGPUFamilies() gpuFamilies {
 		processes:      g("processes", "Processes using the GPU and its MIG devices (compute, MPS clients, graphics), as the driver lists them.", gauge),
 		mig:            newMIGFamilies(),
 	}
+}
+
+// allocationFamily is gpunode_gpu_allocation_info with the configured pod
+// labels' names (podlabels) after the container.
+func allocationFamily(podLabels []string) family {
+	return newFamily("gpunode_gpu_allocation_info", "1 for each container the kubelet has allocated the GPU to; label_* are the pod's labels configured in metrics.podLabels.",
+		prometheus.GaugeValue, []string{"gpu", "uuid"}, append([]string{"resource", "namespace", "pod", "container"}, podLabels...)...)
+}
+
+func migAllocationFamily(podLabels []string) family {
+	return newFamily("gpunode_gpu_mig_allocation_info", "1 for each container the kubelet has allocated the MIG device to; label_* are the pod's labels configured in metrics.podLabels.",
+		prometheus.GaugeValue, []string{"gpu", "uuid", "gpu_instance", "compute_instance"}, append([]string{"resource", "namespace", "pod", "container"}, podLabels...)...)
 }
 
 // owner returns the container a GPU is attributed to: the first of its
@@ -187,10 +199,13 @@ func (g *gpuFamilies) collect(emit func(prometheus.Metric), f *telemetry.Frame, 
 			for _, p := range h.Problems {
 				emit(g.problem.metric(t, 1, p.Reason))
 			}
+			for _, th := range h.Throttles {
+				emit(g.degraded.metric(t, boolValue(th.Degraded), th.Reason))
+			}
 		}
 		for _, o := range owner(f, s) {
-			emit(prometheus.MustNewConstMetric(g.allocation.plain, prometheus.GaugeValue, 1,
-				strconv.Itoa(s.Index), s.UUID, o.Resource, o.Namespace, o.Pod, o.Container))
+			lvs := []string{strconv.Itoa(s.Index), s.UUID, o.Resource, o.Namespace, o.Pod, o.Container}
+			emit(prometheus.MustNewConstMetric(g.allocation.plain, prometheus.GaugeValue, 1, append(lvs, f.PodLabels.Values(o.Namespace, o.Pod)...)...))
 		}
 		if s.Up {
 			g.values(emit, t, s)
@@ -234,8 +249,8 @@ func (g *gpuFamilies) migValues(emit func(prometheus.Metric), f *telemetry.Frame
 		gi, ci := strconv.Itoa(inst.GPUInstanceID), strconv.Itoa(inst.ComputeInstanceID)
 		emit(m.info.metric(t, 1, gi, ci, inst.Profile, inst.UUID))
 		for _, o := range f.Pods[inst.UUID] {
-			emit(prometheus.MustNewConstMetric(m.allocation.plain, prometheus.GaugeValue, 1,
-				strconv.Itoa(s.Index), s.UUID, gi, ci, o.Resource, o.Namespace, o.Pod, o.Container))
+			lvs := []string{strconv.Itoa(s.Index), s.UUID, gi, ci, o.Resource, o.Namespace, o.Pod, o.Container}
+			emit(prometheus.MustNewConstMetric(m.allocation.plain, prometheus.GaugeValue, 1, append(lvs, f.PodLabels.Values(o.Namespace, o.Pod)...)...))
 		}
 		for _, v := range []struct {
 			fam family

@@ -18,8 +18,11 @@ import (
 
 	"github.com/gpunode/gpunode/exporters"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
+	"github.com/gpunode/gpunode/kubeapi"
+	"github.com/gpunode/gpunode/podlabels"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/telemetry"
+	"github.com/gpunode/gpunode/test/kube"
 )
 
 // podKubelet is a kubelet pod-resources server whose pods the test sets
@@ -66,6 +69,12 @@ func cgroupLine(uid string, ctr byte) string {
 // ten seconds apart.
 func podsNode(t *testing.T) (*simNode, []*telemetry.Frame) {
 	t.Helper()
+	return podsNodeWith(t, nil)
+}
+
+// podsNodeWith is podsNode with more sampler options (pod labels).
+func podsNodeWith(t *testing.T, opts func(*telemetry.Options)) (*simNode, []*telemetry.Frame) {
+	t.Helper()
 	k := &podKubelet{}
 	socket := filepath.Join(t.TempDir(), "kubelet.sock")
 	l, err := net.Listen("unix", socket)
@@ -88,7 +97,12 @@ func podsNode(t *testing.T) (*simNode, []*telemetry.Frame) {
 		m.GPUs[3].MIG = []string{"3g.40gb", "1g.10gb"}
 		m.GPUs[3].Processes = []nvmlfake.Process{{PID: 5000, MemoryBytes: 30 << 30, MIGDevice: 0}, {PID: 5001, MemoryBytes: 5 << 30, MIGDevice: 1}}
 		m.GPUs[4].Processes = []nvmlfake.Process{{PID: 6000, MemoryBytes: 8 << 30, SMShare: 0.5}}
-	}, func(o *telemetry.Options) { o.Pods = pods })
+	}, func(o *telemetry.Options) {
+		o.Pods = pods
+		if opts != nil {
+			opts(o)
+		}
+	})
 
 	for pid, line := range map[string]string{
 		"2001": cgroupLine(uidDecode0, 'a'), "1001": cgroupLine(uidDecode1, 'b'),
@@ -134,6 +148,56 @@ func TestGoldenPodMetrics(t *testing.T) {
 		}
 	}
 	golden(t, "metrics-dgx-h100-ib-pods.prom", []byte(pods.String()))
+	if problems := promtool(t, got); len(problems) > 0 {
+		t.Errorf("promtool check metrics:\n%s", strings.Join(problems, "\n"))
+	}
+}
+
+// The allocation and per-pod series with pod labels copied from a real
+// API server: three keys, the model label capped at two values (the
+// node's third model is dropped and counted), pods of another node
+// ignored; byte for byte.
+func TestGoldenPodLabelMetrics(t *testing.T) {
+	c := kube.StartT(t, kube.Options{})
+	ctx := context.Background()
+	for _, ns := range []string{"llm", "batch", "infer"} {
+		if err := c.CreateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	llm := func(model, role string) map[string]string {
+		return map[string]string{"app.kubernetes.io/name": "vllm", "llm-d.ai/model": model, "llm-d.ai/role": role}
+	}
+	for _, p := range []struct {
+		ns, name, node string
+		labels         map[string]string
+	}{
+		{"llm", "decode-0", "gpu-1", llm("llama-70b", "decode")},
+		{"llm", "decode-1", "gpu-1", llm("llama-70b", "decode")},
+		{"batch", "mps-job", "gpu-1", map[string]string{"app.kubernetes.io/name": "trainer"}},
+		{"infer", "big", "gpu-1", llm("qwen-32b", "prefill")},
+		{"infer", "small", "gpu-1", llm("mistral-7b", "decode")},
+		{"llm", "decode-0", "gpu-2", llm("other-node", "decode")},
+	} {
+		if p.node == "gpu-2" {
+			p.ns = "batch" // same name, other namespace and node: never matched
+		}
+		if _, err := c.CreatePod(ctx, p.ns, p.name, p.node, p.labels); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := podlabels.New(podlabels.Options{Keys: []string{"app.kubernetes.io/name", "llm-d.ai/model", "llm-d.ai/role"}, MaxValues: 2,
+		Interval: time.Minute, List: func(ctx context.Context) ([]kubeapi.Pod, error) { return c.AdminKube.ListPodsOnNode(ctx, "gpu-1") }})
+	cache.Refresh(ctx)
+	n, _ := podsNodeWith(t, func(o *telemetry.Options) { o.PodLabels = cache })
+	got := n.gather(t, exporters.TelemetryOptions{})
+	var pods strings.Builder
+	for _, l := range strings.SplitAfter(string(got), "\n") {
+		if strings.Contains(l, "gpunode_gpu_pod_") || strings.Contains(l, "allocation_info") || strings.Contains(l, `source="pod-labels"`) {
+			pods.WriteString(l)
+		}
+	}
+	golden(t, "metrics-dgx-h100-ib-pod-labels.prom", []byte(pods.String()))
 	if problems := promtool(t, got); len(problems) > 0 {
 		t.Errorf("promtool check metrics:\n%s", strings.Join(problems, "\n"))
 	}

@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type telemetryCollector struct {
 	kern  kernelFamilies
 	pcie  pcieFamilies
 	pods  podFamilies
+	// podLabels are the pod label names the families were made with
+	// (podlabels; fixed for the agent's life, read from the frames).
+	podLabels string
 
 	mu        sync.Mutex
 	lastFrame *telemetry.Frame
@@ -50,7 +54,7 @@ type telemetryCollector struct {
 // return nil before the first round and discovery.
 func NewTelemetryCollector(frame func() *telemetry.Frame, snap func() *snapshot.Snapshot, o TelemetryOptions) prometheus.Collector {
 	return &telemetryCollector{frame: frame, snap: snap, o: o,
-		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), rdmaH: newRDMAHealthFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies(), pods: newPodFamilies()}
+		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), rdmaH: newRDMAHealthFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies(), pods: newPodFamilies(nil)}
 }
 
 // NewTelemetryPart is the telemetry collector as a cached part of
@@ -88,6 +92,10 @@ func (c *telemetryCollector) build(f *telemetry.Frame, s *snapshot.Snapshot) []p
 	emit := func(m prometheus.Metric) { out = append(out, m) }
 	if f == nil {
 		return out
+	}
+	if names := f.PodLabels.Names(); strings.Join(names, ",") != c.podLabels {
+		c.podLabels = strings.Join(names, ",")
+		c.gpu.allocation, c.gpu.mig.allocation, c.pods = allocationFamily(names), migAllocationFamily(names), newPodFamilies(names)
 	}
 	c.gpu.collect(emit, f, s)
 	c.pods.collect(emit, f)

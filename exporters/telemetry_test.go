@@ -448,3 +448,16 @@ func TestXIDWatchUp(t *testing.T) {
 		}
 	}
 }
+
+// An AMD GPU's clock reasons have no DCGM bits: it has no
+// DCGM_FI_DEV_CLOCK_THROTTLE_REASONS rather than a 0 that says unthrottled.
+func TestDCGMThrottleReasonsOnlyForNVML(t *testing.T) {
+	n := newSimNode(t, "mi355x-roce")
+	s := parse(t, n.gather(t, exporters.TelemetryOptions{DCGMCompat: true}))
+	if got := find(s, "gpunode_gpu_clocks_event_reasons", map[string]string{"gpu": "0", "reason": "hbm_thermal"}); len(got) != 1 {
+		t.Fatalf("GPU 0 reports no hbm_thermal: %v", got)
+	}
+	if got := find(s, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", nil); len(got) != 0 {
+		t.Errorf("DCGM throttle reasons on AMD GPUs: %v", got)
+	}
+}

@@ -84,6 +84,8 @@ type GPU struct {
 	Known    bool      `json:"known"`
 	Healthy  bool      `json:"healthy"`
 	Problems []Problem `json:"problems,omitempty"`
+	// Throttles are the degrading clock reasons the GPU reports (degraded.go).
+	Throttles []Throttle `json:"throttles,omitempty"`
 }
 
 // Evaluate judges every GPU. The result is in input order.

@@ -138,3 +138,24 @@ func TestTransportSharing(t *testing.T) {
 		}
 	}
 }
+
+// A node's pods: every namespace, filtered by the server on spec.nodeName.
+func TestListPodsOnNode(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path != "/api/v1/pods" || r.URL.Query().Get("fieldSelector") != "spec.nodeName=gpu-1" || r.URL.Query().Get("limit") != "500" {
+			w.WriteHeader(400)
+			return
+		}
+		fmt.Fprint(w, `{"metadata":{},"items":[{"metadata":{"name":"a","namespace":"llm","uid":"u1","labels":{"llm-d.ai/role":"decode"}},"spec":{"nodeName":"gpu-1"}}]}`)
+	}))
+	defer srv.Close()
+	c, err := New(&Config{Host: srv.URL, QPS: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := c.ListPodsOnNode(context.Background(), "gpu-1")
+	if err != nil || len(pods) != 1 || pods[0].UID != "u1" || pods[0].Namespace != "llm" || pods[0].Labels["llm-d.ai/role"] != "decode" {
+		t.Errorf("%+v %v", pods, err)
+	}
+}

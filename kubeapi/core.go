@@ -38,6 +38,16 @@ func (c *Client) ListPods(ctx context.Context, namespace, selector string) ([]Po
 	})
 }
 
+// ListPodsOnNode reads the pods of every namespace that are bound to node
+// (a field selector on spec.nodeName: the API server filters, so a node's
+// agent reads its own node's pods only, though RBAC cannot restrict the
+// permission to them).
+func (c *Client) ListPodsOnNode(ctx context.Context, node string) ([]Pod, error) {
+	return list[Pod](ctx, c, func() *rest.Request {
+		return c.rest.Get().Resource("pods").Param("fieldSelector", "spec.nodeName="+node)
+	})
+}
+
 // list sends the request newRequest makes for each page.
 func list[T any](ctx context.Context, c *Client, newRequest func() *rest.Request) ([]T, error) {
 	var out []T

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gpunode/gpunode/gpu/amdgpu"
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
@@ -464,9 +465,21 @@ type gpuMetricsFile struct {
 	// perSecond is the growth of each 64-bit counter by member name and
 	// element.
 	perSecond map[counterKey]float64
+	// ticks is the growth of 32-bit tick counters per second, from an
+	// elapsed time on: the SMU's accumulation counter from the start, a
+	// throttler's residency from when ThrottleAMD began it.
+	ticks map[string]tickGrowth
 	// last is the elapsed time last written: tables never go back.
 	last float64
 }
+
+// tickGrowth counts from elapsed time from until to (0: on and on).
+type tickGrowth struct{ perSecond, from, to float64 }
+
+// smuTicksPerSecond is how fast the simulated SMU's accumulation counter
+// counts; a throttler that holds all the time has a residency that rises
+// as fast.
+const smuTicksPerSecond = 1000
 
 // counterKey names one element of a gpu_metrics array member.
 type counterKey struct {
@@ -501,7 +514,10 @@ func (t *Traffic) addGPUMetrics() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		f := gpuMetricsFile{path: p, base: raw, offsets: offsets, perSecond: map[counterKey]float64{}}
+		f := gpuMetricsFile{path: p, base: raw, offsets: offsets, perSecond: map[counterKey]float64{}, ticks: map[string]tickGrowth{}}
+		if m.AccumulationCounter != nil {
+			f.ticks["accumulation_counter"] = tickGrowth{perSecond: smuTicksPerSecond}
+		}
 		if m.SocketPowerW != nil {
 			f.perSecond[counterKey{"energy_accumulator", 0}] = *m.SocketPowerW * 65536
 		}
@@ -523,6 +539,17 @@ func (f gpuMetricsFile) render(elapsed float64) []byte {
 		off := f.offsets[k.name] + 8*k.i
 		v := binary.LittleEndian.Uint64(b[off:])
 		binary.LittleEndian.PutUint64(b[off:], v+uint64(rate*elapsed))
+	}
+	for name, g := range f.ticks {
+		end := elapsed
+		if g.to > 0 {
+			end = min(end, g.to)
+		}
+		if end > g.from {
+			off := f.offsets[name]
+			v := binary.LittleEndian.Uint32(b[off:])
+			binary.LittleEndian.PutUint32(b[off:], v+uint32(g.perSecond*(end-g.from)))
+		}
 	}
 	// The driver's timestamp moves too (ns).
 	if off, ok := f.offsets["system_clock_counter"]; ok {
@@ -547,6 +574,33 @@ func (t *Traffic) advanceGPUMetrics(elapsed float64) error {
 		f.last = elapsed
 	}
 	return errors.Join(errs...)
+}
+
+// ThrottleAMD makes a throttler hold on a card (its DRM name, "card6")
+// from one time until another (zero: on and on), as an overheating HBM
+// stack or a failing VR does: its residency in gpu_metrics
+// ("hbm_thm_residency_acc", "socket_thm_residency_acc", ...) rises with
+// the accumulation counter meanwhile. The card's table must have the
+// residency (gpu_metrics 1.6 and later).
+func (t *Traffic) ThrottleAMD(card, residency string, from, to time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.metrics {
+		f := &t.metrics[i]
+		if !strings.Contains(f.path, "/"+card+"/") {
+			continue
+		}
+		if _, ok := f.offsets[residency]; !ok || !strings.HasSuffix(residency, "_residency_acc") {
+			return fmt.Errorf("%s: gpu_metrics has no throttler residency %q", card, residency)
+		}
+		g := tickGrowth{perSecond: smuTicksPerSecond, from: from.Sub(t.start).Seconds()}
+		if !to.IsZero() {
+			g.to = to.Sub(t.start).Seconds()
+		}
+		f.ticks[residency] = g
+		return nil
+	}
+	return fmt.Errorf("no gpu_metrics for %s", card)
 }
 
 // XGMIRate is the per-second growth of link l's read counter of the card

@@ -112,6 +112,60 @@ func TestGPUMetricsTraffic(t *testing.T) {
 	}
 }
 
+// A throttler ThrottleAMD starts rises with the SMU's tick counter while
+// it holds and stops when it ends; the other residencies stay still; a
+// table without residencies (1.5, mi300x-roce) refuses it.
+func TestThrottleAMD(t *testing.T) {
+	n, err := Build("mi355x-roce", shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tr, err := NewTraffic(n, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.ThrottleAMD("card2", "vr_thm_residency_acc", start.Add(10*time.Second), start.Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	read := func(at time.Duration) amdgpu.Metrics {
+		t.Helper()
+		if err := tr.Advance(start.Add(at)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := amdgpu.ParseMetrics(mustRead(t, filepath.Join(n.Root, "sys/class/drm/card2/device/gpu_metrics")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m0, m20, m40 := read(5*time.Second), read(20*time.Second), read(40*time.Second)
+	if d := *m40.AccumulationCounter - *m0.AccumulationCounter; d != 35*smuTicksPerSecond {
+		t.Errorf("accumulation counter rose %d in 35 s", d)
+	}
+	if m0.ThrottleResidency["vr_thermal"] != 0 || m20.ThrottleResidency["vr_thermal"] != 10*smuTicksPerSecond ||
+		m40.ThrottleResidency["vr_thermal"] != 20*smuTicksPerSecond {
+		t.Errorf("VR residency %d, %d, %d", m0.ThrottleResidency["vr_thermal"], m20.ThrottleResidency["vr_thermal"], m40.ThrottleResidency["vr_thermal"])
+	}
+	if m40.ThrottleResidency["ppt"] != 0 || m40.ThrottleResidency["hbm_thermal"] != 0 {
+		t.Errorf("other residencies moved: %v", m40.ThrottleResidency)
+	}
+	if err := tr.ThrottleAMD("card2", "gfx_activity_acc", start, time.Time{}); err == nil {
+		t.Error("a counter that is no residency was accepted")
+	}
+	old, err := Build("mi300x-roce", shmDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err = NewTraffic(old, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.ThrottleAMD("card2", "vr_thm_residency_acc", start, time.Time{}); err == nil {
+		t.Error("gpu_metrics 1.5 took a residency")
+	}
+}
+
 func mustRead(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
 	"github.com/gpunode/gpunode/gpu/nvml/nvmlfake"
 	"github.com/gpunode/gpunode/rdma"
 )
@@ -30,16 +32,20 @@ type faults struct {
 	// syndrome, and on which PCIe AER logged a fatal error, before the
 	// agent started.
 	mlx5Health, aerFatal []string
+	// throttled: GPU index -> when its clocks are held down while the
+	// agent runs.
+	throttled map[int][]nvmlfake.Throttle
 }
 
 // dgxH100IBDegraded is a DGX H100 after a bad day: a GPU whose riser
 // trained at Gen4 x8, a GPU with one NVLink down, an HCA whose cable came
 // up on two of its four lanes, and in the kernel log from before the agent
 // started an Xid 79 on GPU 3 and, on mlx5_1, a firmware health syndrome
-// and a fatal PCIe AER error. While it runs, 20 s in (after a Prometheus
-// started beside it has scraped it), mlx5_3's link drops for 10 s and
-// retrains, and mlx5_4 takes 50 symbol errors a second for 10 s; then
-// both stay quiet, so their verdicts recover.
+// and a fatal PCIe AER error. GPU 6's fan fails DegradedThrottleFrom into
+// the run: its hardware thermal slowdown holds from then on. 20 s in
+// (after a Prometheus started beside it has scraped it), mlx5_3's link
+// drops for 10 s and retrains, and mlx5_4 takes 50 symbol errors a second
+// for 10 s; then both stay quiet, so their verdicts recover.
 func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 	b.faults = faults{
 		gpuLink:    map[int][2]int{2: {4, 8}},
@@ -48,6 +54,8 @@ func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 		kernelXID:  map[int]uint64{3: 79},
 		mlx5Health: []string{"mlx5_1"},
 		aerFatal:   []string{"mlx5_1"},
+		throttled: map[int][]nvmlfake.Throttle{6: {{From: DegradedThrottleFrom,
+			Reasons: gonvml.ClocksThrottleReasonHwThermalSlowdown}}},
 	}
 	b.runtime = append(b.runtime, DegradedRuntimeFaults...)
 	return dgxH100IB(b)
@@ -59,6 +67,11 @@ var DegradedRuntimeFaults = []PortFault{
 	{Device: "mlx5_3", Port: 1, Kind: FaultFlap, At: 20 * time.Second, For: 10 * time.Second},
 	{Device: "mlx5_4", Port: 1, Kind: FaultErrorBurst, At: 20 * time.Second, For: 10 * time.Second, Counter: "symbol_error", PerSecond: 50},
 }
+
+// DegradedThrottleFrom is how long after its NVML fake is built
+// dgx-h100-ib-degraded's GPU 6 starts its thermal slowdown: after the
+// first rounds, so a run sees it begin.
+const DegradedThrottleFrom = 10 * time.Second
 
 // dgxH100IBNoNVML is a DGX H100 as an agent container sees it when the
 // DaemonSet runs without the NVIDIA container runtime or driver mounts:

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/rdma"
 )
@@ -45,6 +47,10 @@ func TestPlantedFaults(t *testing.T) {
 		}
 		if want := map[int][]int{5: {7}}[i]; !slices.Equal(g.NVLinkDown, want) {
 			t.Errorf("GPU %d: NVLinks down %v, want %v", i, g.NVLinkDown, want)
+		}
+		if throttled := len(g.Throttled) > 0; throttled != (i == 6) ||
+			throttled && (g.Throttled[0].From != DegradedThrottleFrom || g.Throttled[0].Reasons != gonvml.ClocksThrottleReasonHwThermalSlowdown) {
+			t.Errorf("GPU %d: throttled %+v", i, g.Throttled)
 		}
 	}
 	for i := range 8 {

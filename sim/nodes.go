@@ -141,7 +141,7 @@ func (b *builder) gpu(parent *pciDev, id pciID) nvmlfake.GPU {
 	d.irqs(false, "nvidia")
 	b.t.file(fmt.Sprintf("/dev/nvidia%d", b.gpus), "")
 	b.gpuDevs = append(b.gpuDevs, d)
-	g := nvmlfake.GPU{PCIBusID: d.bdf, NUMANode: d.numa, NVLinkDown: b.faults.nvlinkDown[b.gpus]}
+	g := nvmlfake.GPU{PCIBusID: d.bdf, NUMANode: d.numa, NVLinkDown: b.faults.nvlinkDown[b.gpus], Throttled: b.faults.throttled[b.gpus]}
 	if degraded {
 		g.PCIeGen, g.PCIeWidth = link[0], link[1]
 	}

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/health"
 	"github.com/gpunode/gpunode/kmsg"
+	"github.com/gpunode/gpunode/nodestatus"
 )
 
 func appendKmsg(t *testing.T, root, records string) {
@@ -151,5 +153,42 @@ func TestKernelLogOfGoodNodes(t *testing.T) {
 		if len(f.XIDs) != 0 || len(f.Kernel) != 0 || f.KernelLog.Records == 0 {
 			t.Errorf("%s: XIDs %+v kernel %+v stats %+v", name, f.XIDs, f.Kernel, f.KernelLog)
 		}
+	}
+}
+
+// Run reads the kernel log between rounds: an Xid logged after the first
+// round changes the condition well before the next round (an hour away
+// here), as the GPU library's events do.
+func TestKernelLogReadBetweenRounds(t *testing.T) {
+	n := newNode(t, "dgx-h100-ib")
+	o := n.options()
+	o.Interval = time.Hour
+	o.KernelLog = kmsg.NewReader(n.fs, "")
+	conds := make(chan nodestatus.Condition, 16)
+	o.OnCondition = func(c nodestatus.Condition) { conds <- c }
+	s := New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	if c := <-conds; c.Status != nodestatus.True {
+		t.Fatalf("first condition %+v", c)
+	}
+	bus := s.Latest().GPUs[5].PCIBusID
+	appendKmsg(t, n.Root, fmt.Sprintf("3,500,%d,-;NVRM: Xid (PCI:%s): 79, pid=0, GPU has fallen off the bus.\n", 90000*1000000, bus[:len(bus)-2]))
+	logged := time.Now()
+	select {
+	case c := <-conds:
+		if c.Status != nodestatus.False || c.Reason != health.ReasonXIDCritical || !strings.Contains(c.Message, "GPU 5 (") {
+			t.Errorf("condition %+v", c)
+		}
+		if d := time.Since(logged); d > 4*KernelLogPoll+time.Second {
+			t.Errorf("condition changed %s after the Xid was logged, want within %s", d, 4*KernelLogPoll+time.Second)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Xid logged after the first round did not change the condition before the next round")
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/podlabels"
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/procpod"
 	"github.com/gpunode/gpunode/rdma"
@@ -41,6 +42,11 @@ const (
 // PodLister lists the kubelet's device allocations (podresources.Client).
 type PodLister interface {
 	List(ctx context.Context) ([]podresources.Allocation, error)
+}
+
+// PodLabeler hands out the latest pod labels without blocking.
+type PodLabeler interface {
+	View() *podlabels.View
 }
 
 // Traffic moves a simulated node's RDMA counter files to the given time;
@@ -63,11 +69,19 @@ type Options struct {
 	Pods PodLister
 	// Cgroups finds a process's pod; nil reads /proc/<pid>/cgroup under FS.
 	Cgroups ProcessCgroups
+	// PodLabels, if set with Pods, gives the pods' labels each round
+	// (podlabels.Cache, refreshed on its own cadence): they go on the
+	// allocation and per-pod series, and its status among the sources.
+	PodLabels PodLabeler
 	// CriticalXIDs make a GPU unhealthy (health.DefaultCriticalXIDs if nil).
 	CriticalXIDs []uint64
+	// ThrottleAfter is how long a degrading clock reason must hold before
+	// the GPU is Degraded (health.DefaultThrottleAfter if zero).
+	ThrottleAfter time.Duration
 	// Traffic is set on simulated nodes.
 	Traffic Traffic
-	// KernelLog, if set, is read every round: XIDs it reports on a known
+	// KernelLog, if set, is read every round, and by Run every
+	// KernelLogPoll between rounds: XIDs it reports on a known
 	// GPU join the library's XIDs (one series: the same XID on the same
 	// GPU within 10 s from both is counted once), its other reports are
 	// counted by kind and device, and "fallen off the bus" or an
@@ -132,6 +146,9 @@ type Frame struct {
 	// used, sorted by GPU, MIG device, namespace, pod and container; nil
 	// when attribution is off.
 	PodUsage []PodUsage
+	// PodLabels are the configured pod labels of the pods in Pods and
+	// PodUsage; nil when they are off.
+	PodLabels *podlabels.View
 	// Sources reports each sampling source's last run.
 	Sources []source.Status
 }
@@ -176,6 +193,8 @@ type Sampler struct {
 	pcie    pcieState // guarded by roundMu
 	base    Frame     // the last round's frame, before XIDs and health
 
+	throttle throttleSince // guarded by mu
+
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
 	rdmaSent *nodestatus.Condition // the last RDMAHealthy condition handed over, under notifyMu
@@ -212,12 +231,15 @@ func New(o Options) *Sampler {
 	if o.RDMAHealth.Window <= 0 {
 		o.RDMAHealth = rdmahealth.DefaultOptions()
 	}
+	if o.ThrottleAfter <= 0 {
+		o.ThrottleAfter = health.DefaultThrottleAfter
+	}
 	crit := o.CriticalXIDs
 	if crit == nil {
 		crit = health.DefaultCriticalXIDs
 	}
 	s := &Sampler{o: o, critical: map[uint64]bool{}, bank: bank{}, lastGPU: map[string][]gpu.Sample{}, lastLink: map[string]linkTotal{},
-		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, troubled: map[string]bool{}, watched: map[int]bool{},
+		linksUp: map[string]map[int]bool{}, xids: map[xidKey]*XIDCount{}, throttle: throttleSince{}, troubled: map[string]bool{}, watched: map[int]bool{},
 		firstRound: make(chan struct{}), kernel: kernelState{events: map[kernelKey]*KernelEvent{}, seen: map[xidKey][]occurrence{}},
 		pcie: pcieState{base: map[string]topology.AERCounts{}, downtrained: map[string]bool{}}}
 	for _, x := range crit {
@@ -261,11 +283,7 @@ func New(o Options) *Sampler {
 					// mount it (kernelLog.enabled), or a tree without one.
 					err = fmt.Errorf("%w: %w", source.ErrAbsent, err)
 				}
-				if b.Records > 0 || b.Lost > 0 {
-					s.kernel.pendingMu.Lock()
-					s.kernel.pending = append(s.kernel.pending, b)
-					s.kernel.pendingMu.Unlock()
-				}
+				s.kernel.addPending(b)
 				return struct{}{}, err
 			}}
 	}
@@ -304,6 +322,15 @@ func (s *Sampler) Run(ctx context.Context) {
 	}
 	defer s.stopWatchers(watchers)
 	s.Round(ctx)
+	if s.o.KernelLog != nil {
+		// Stopped before Run returns: the caller closes the reader then.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.watchKernelLog(ctx)
+		}()
+		defer func() { <-done }()
+	}
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
 	for {
@@ -440,6 +467,12 @@ func (s *Sampler) Round(ctx context.Context) {
 		f.Pods = s.lastPods
 		f.Sources = append(f.Sources, podStatus)
 		s.attribute(&f)
+		if s.o.PodLabels != nil {
+			f.PodLabels = s.o.PodLabels.View()
+			if st := f.PodLabels.Status; st.Name != "" {
+				f.Sources = append(f.Sources, st)
+			}
+		}
 	}
 	if s.kmsgRunner != nil {
 		f.Sources = append(f.Sources, kmsgStatus)
@@ -450,6 +483,7 @@ func (s *Sampler) Round(ctx context.Context) {
 
 	s.mu.Lock()
 	s.recordLinksUp(f.GPUs)
+	s.throttle.track(now, f.GPUs)
 	s.applyKernelLocked(f.GPUs)
 	s.base = f
 	s.publishLocked()
@@ -696,6 +730,7 @@ func (s *Sampler) publishLocked() {
 		inputs[i] = in
 	}
 	f.Health = health.Evaluate(inputs)
+	s.throttle.judge(&f, s.o.ThrottleAfter)
 	// With no GPU samples, a GPU backend that failed (rather than found
 	// no GPUs) leaves the condition unknown.
 	sampled := len(f.GPUs) > 0
@@ -710,6 +745,7 @@ func (s *Sampler) publishLocked() {
 		}
 	}
 	f.Condition, f.HasCondition = health.Condition(f.Health, sampled)
+	f.Condition = health.WithDegraded(f.Condition, f.Health)
 	s.latest.Store(&f)
 }
 

@@ -376,8 +376,10 @@ func daemonize(env *discovery.Env, cfg config.Config, c cli, level *slog.LevelVa
 			logger.Info("serving metrics and health", "address", addr, "endpoints", "/metrics /healthz /readyz", "web_config", web)
 		},
 	}
-	// A client only when labels go to a Node; the agent says which mode it runs in.
-	if cfg.NodeName != "" && (env.Simulated == "" || cfg.Publish.AllowSimulated) {
+	// A client only when labels go to a Node, or pod labels are read (a
+	// list of the node's pods, which writes nothing: also on a simulated
+	// node); the agent says which mode it runs in.
+	if cfg.NodeName != "" && (env.Simulated == "" || cfg.Publish.AllowSimulated || len(cfg.Metrics.PodLabels.Keys) > 0) {
 		kube, err := kubeClient(cfg)
 		if err != nil {
 			logger.Error("cannot publish to the Node", "node", cfg.NodeName, "err", err)

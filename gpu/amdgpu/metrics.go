@@ -52,6 +52,15 @@ type Metrics struct {
 	// XGMILinkUp is each link's state (1.7 on: xgmi_link_status, 1 up,
 	// 0 down; nil for a link not reported); nil on older revisions.
 	XGMILinkUp []*bool
+	// IndepThrottleStatus (1.3) is the SMU's ASIC-independent throttler
+	// bits (throttle.go); nil where not reported.
+	IndepThrottleStatus *uint64
+	// AccumulationCounter and ThrottleResidency (1.6 on) are the SMU's
+	// tick count and, per throttler (ppt, prochot, socket_thermal,
+	// vr_thermal, hbm_thermal), the ticks it held (throttle.go); nil
+	// on older revisions.
+	AccumulationCounter *uint64
+	ThrottleResidency   map[string]uint64
 }
 
 // NumXGMILinks is the size of the XGMI arrays in gpu_metrics 1.4 to 1.8.
@@ -304,6 +313,16 @@ func ParseMetrics(b []byte) (Metrics, error) {
 	}
 	m.PCIeLinkWidth = r.int("pcie_link_width")
 	m.PCIeLinkSpeed = r.int("pcie_link_speed")
+	m.IndepThrottleStatus = r.uint("indep_throttle_status")
+	m.AccumulationCounter = r.uint("accumulation_counter")
+	for _, f := range residencyFields {
+		if v := r.uint(f.field); v != nil {
+			if m.ThrottleResidency == nil {
+				m.ThrottleResidency = map[string]uint64{}
+			}
+			m.ThrottleResidency[f.reason] = *v
+		}
+	}
 	return m, nil
 }
 

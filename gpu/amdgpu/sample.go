@@ -32,6 +32,9 @@ type cardState struct {
 	// fallback names the gpu_metrics revision of the last read that could
 	// not be decoded ("" when it was, or there is none), under idMu.
 	fallback string
+	// residency is the throttler residencies at the last read, per reason
+	// (throttle.go); written only by the read holding busy.
+	residency map[string]uint64
 }
 
 // Sample reads every amdgpu card, plus any card that answered before and
@@ -198,6 +201,10 @@ func (b *Backend) sampleCard(st *cardState) gpu.Sample {
 	m, okM, fallback := b.metrics(dev, &errs)
 	if okM {
 		b.fromMetrics(m, st.xgmiLinks, &s)
+		if st.residency == nil {
+			st.residency = map[string]uint64{}
+		}
+		s.ClockEventReasons = ThrottleReasons(m, st.residency)
 	}
 	if okR {
 		if s.PCIe == nil {

@@ -214,6 +214,9 @@ type Backend struct {
 	now     func() time.Time
 	// identity of each GPU by index, kept for its "down" samples.
 	known map[int]gpu.Sample
+	// residency is each GPU's throttler residencies at the last round,
+	// by bus id (throttle.go).
+	residency map[string]map[string]uint64
 }
 
 var (

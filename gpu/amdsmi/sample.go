@@ -151,6 +151,7 @@ func (b *Backend) sampleGPU(i int, h C.amdsmi_processor_handle) gpu.Sample {
 		}
 		s.Interconnect = ic
 	}
+	b.throttle(&s, &errs)
 	for _, e := range errs {
 		s.Errors = append(s.Errors, e.Error())
 	}

@@ -167,7 +167,7 @@ func TestOnAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("helm install: %v\n%s", err, out)
 		}
-		for _, want := range []string{"a ServiceMonitor scrapes every agent", "Alert rules: PrometheusRule gpunode-agent", "Grafana: 3 dashboards as ConfigMaps labelled grafana_dashboard=1 in gpunode",
+		for _, want := range []string{"a ServiceMonitor scrapes every agent", "Alert rules: PrometheusRule gpunode-agent", "Grafana: 4 dashboards as ConfigMaps labelled grafana_dashboard=1 in gpunode",
 			"ValidatingAdmissionPolicy gpunode-agent keeps the agent to the Node named in its Pod-bound service account token"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("helm install's notes lack %q:\n%s", want, out)

@@ -211,8 +211,61 @@ func dashboards() []dashboard {
 			ts("Agent memory", "bytes", "Resident set size.", q(`process_resident_memory_bytes{node=~"$node"}`, "{{node}}")),
 			table("Agent build", "", q(`gpunode_build_info{node=~"$node"}`, "")),
 		},
+	}, {
+		file: "gpunode-efficiency.json", uid: "gpunode-efficiency", title: "gpunode / Inference efficiency",
+		desc: "Tokens per joule, energy and cost per 1M tokens per model and llm-d role (gpunode's per-pod GPU energy joined with vLLM's token counters by the chart's recording rules), and GPUs allocated but idle.",
+		vars: []variable{
+			{"node", "Node", nodeVar},
+			{"model", "Model", `label_values(namespace_pod_model_role:vllm_counted_tokens:rate, model_name)`},
+		},
+		panels: []panel{
+			row("Selected models"),
+			stat("Tokens per joule", "none", "Tokens served per joule of GPU energy attributed to the serving pods.",
+				q(`sum(`+effTokens+`) / sum(`+effWatts+`)`, "")),
+			stat("Energy per 1M tokens", "joule", "GPU energy per million tokens (3.6e6 J = 1 kWh).",
+				q(`1e6 * sum(`+effWatts+`) / sum(`+effTokens+`)`, "")),
+			stat("Cost per 1M tokens", "currencyUSD", "GPU-hours of the priced pods per million of their tokens, at prometheusRule.efficiency.gpuHourPrices (placeholders unless set; your currency).",
+				q(`1e6 / 3600 * sum(namespace_pod_model_role:gpunode_gpu_price_per_hour:sum{`+modelSel+`}) / sum(`+effTokens+` and on (namespace, pod) namespace_pod:gpunode_gpu_price_per_hour:sum)`, "")),
+			stat("Tokens per second", "none", "Tokens counted once across prefill and decode.", q(`sum(`+effTokens+`)`, "")),
+			stat("GPU power of the serving pods", "watt", "GPU energy per second attributed to the pods serving the models.", q(`sum(`+effWatts+`)`, "")),
+			stat("Allocated GPUs idle", "none", "GPUs whose GPUAllocatedIdle alert fires: held by a pod, below the idle threshold for an hour.",
+				q(`count(ALERTS{alertname="GPUAllocatedIdle", alertstate="firing", node=~"$node"}) or vector(0)`, "")),
+			row("Per model and role"),
+			ts("Tokens per joule", "none", "model_role:gpunode_tokens_per_joule:ratio.",
+				q(`model_role:gpunode_tokens_per_joule:ratio{`+modelSel+`}`, effLeg)),
+			ts("Energy per 1M tokens", "joule", "model_role:gpunode_energy_joules_per_million_tokens:ratio (3.6e6 J = 1 kWh).",
+				q(`model_role:gpunode_energy_joules_per_million_tokens:ratio{`+modelSel+`}`, effLeg)),
+			ts("Cost per 1M tokens", "currencyUSD", "model_role:gpunode_cost_per_million_tokens:ratio, at the chart's GPU-hour prices.",
+				q(`model_role:gpunode_cost_per_million_tokens:ratio{`+modelSel+`}`, effLeg)),
+			ts("Tokens per second", "none", "Prompt tokens of prefill pods, generated tokens of decode pods, both of others.",
+				q(`sum by (model_name, role, tokens) (`+effTokens+`)`, effLeg+" {{tokens}}")),
+			ts("GPU power of the serving pods", "watt", "GPU energy per second attributed to the pods (by SM share; idle energy is nobody's).",
+				q(`sum by (model_name, role) (`+effWatts+`)`, effLeg)),
+			ts("GPU cost per hour of the serving pods", "currencyUSD", "The priced pods' GPUs per hour (a time-sliced GPU split among its pods).",
+				q(`sum by (model_name, role) (namespace_pod_model_role:gpunode_gpu_price_per_hour:sum{`+modelSel+`})`, effLeg)),
+			table("Serving pods", "Per pod: GPU watts (A), tokens per second (B), GPU price per hour (C).",
+				q(`sum by (namespace, pod, model_name, role) (`+effWatts+`)`, ""),
+				q(`sum by (namespace, pod, model_name, role) (`+effTokens+`)`, ""),
+				q(`sum by (namespace, pod, model_name, role) (namespace_pod_model_role:gpunode_gpu_price_per_hour:sum{`+modelSel+`})`, "")),
+			row("Allocated GPUs"),
+			ts("Allocated GPUs: peak utilization over the idle window", "percentunit", "Peak utilization over prometheusRule.efficiency.idleWindow of each GPU allocated to a pod; GPUAllocatedIdle fires below prometheusRule.thresholds.gpuAllocatedIdleUtilization.",
+				q(`gpunode:gpu_allocated_peak_utilization:ratio{node=~"$node"}`, gpuLeg+" {{namespace}}/{{pod}}")),
+			ts("GPU cost per hour", "currencyUSD", "All GPUs of each node at the chart's GPU-hour prices, and the part allocated to pods.",
+				q(`sum by (node) (gpunode:gpu_price_per_hour{node=~"$node"})`, "{{node}} all"),
+				q(`sum by (node) (gpunode:gpu_price_per_hour{node=~"$node"} and on (uuid) gpunode_gpu_allocation_info)`, "{{node}} allocated")),
+			table("Allocated GPUs", "Peak utilization over the idle window, lowest first: the candidates for GPUAllocatedIdle.",
+				q(`sort(gpunode:gpu_allocated_peak_utilization:ratio{node=~"$node"})`, "")),
+		},
 	}}
 }
+
+// The inference efficiency dashboard's selections.
+const (
+	modelSel  = `model_name=~"$model"`
+	effTokens = `namespace_pod_model_role:vllm_counted_tokens:rate{` + modelSel + `}`
+	effWatts  = `namespace_pod_model_role:gpunode_gpu_pod_energy_joules:rate{` + modelSel + `}`
+	effLeg    = "{{model_name}} {{role}}"
+)
 
 // model renders a dashboard as Grafana's JSON model.
 func (d dashboard) model() map[string]any {

@@ -238,3 +238,53 @@ func TestTolerationsAndPriority(t *testing.T) {
 		t.Fatalf("quota %s", mustYAML(t, q))
 	}
 }
+
+// Pod labels are opt-in: with keys the config carries them and a
+// ClusterRole grants list on pods (cluster-wide: RBAC cannot narrow it to
+// the node); without keys there is no such rule; keys without the
+// pod-resources socket fail to render.
+func TestPodLabels(t *testing.T) {
+	hasPodsRule := func(objs []map[string]any) bool {
+		for _, o := range objs {
+			if o["kind"] == "ClusterRole" && strings.Contains(mustYAML(t, o["rules"]), "- pods\n") {
+				return true
+			}
+		}
+		return false
+	}
+	if objs := renderObjects(t); hasPodsRule(objs) || !strings.Contains(configOf(t, objs), "keys: []") {
+		t.Errorf("default: pods rule %v, config:\n%s", hasPodsRule(objs), configOf(t, objs))
+	}
+	objs := renderObjects(t, "--set", "config.metrics.podLabels.keys={app.kubernetes.io/name,llm-d.ai/role}", "--set", "config.metrics.podLabels.maxValuesPerLabel=16")
+	var role, binding map[string]any
+	for _, o := range objs {
+		if o["metadata"].(map[string]any)["name"] == "gpunode-gpunode-agent-pod-labels" {
+			switch o["kind"] {
+			case "ClusterRole":
+				role = o
+			case "ClusterRoleBinding":
+				binding = o
+			}
+		}
+	}
+	if role == nil || binding == nil {
+		t.Fatalf("pod labels ClusterRole %v, binding %v", role, binding)
+	}
+	if rules := role["rules"].([]any); len(rules) != 1 || mustYAML(t, rules[0].(map[string]any)["verbs"]) != "- list\n" ||
+		mustYAML(t, rules[0].(map[string]any)["resources"]) != "- pods\n" {
+		t.Errorf("pod labels ClusterRole rules %v", rules)
+	}
+	cfg := configOf(t, objs)
+	for _, want := range []string{"- app.kubernetes.io/name\n", "- llm-d.ai/role\n", "maxValuesPerLabel: 16", "refreshInterval: 1m"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if _, err := helm(t, "template", "gpunode", chartDir, "--kube-version", kubeVersion, "--set", "podResources.enabled=false",
+		"--set", "config.metrics.podLabels.keys={app}"); err == nil || !strings.Contains(err.Error(), "needs podResources.enabled") {
+		t.Errorf("keys without pod-resources: %v", err)
+	}
+	if _, err := helm(t, "template", "gpunode", chartDir, "--kube-version", kubeVersion, "--set", "config.metrics.podLabels.keys={bad key}"); err == nil {
+		t.Error("a bad label key passed the schema")
+	}
+}

@@ -123,11 +123,14 @@ func Substitute(expr string, values map[string]string) (string, error) {
 	return out, nil
 }
 
-// Regex is how Grafana substitutes a multi-value variable into =~.
+// Regex is how Grafana substitutes a multi-value variable into =~: each
+// value regex-quoted, the backslashes doubled for PromQL's string
+// (Grafana's Prometheus data source escapes n.1 as n\\.1), so values with
+// dots or slashes, like vLLM model names, stay valid PromQL.
 func Regex(values []string) string {
 	quoted := make([]string, len(values))
 	for i, v := range values {
-		quoted[i] = regexp.QuoteMeta(v)
+		quoted[i] = strings.ReplaceAll(regexp.QuoteMeta(v), `\`, `\\`)
 	}
 	return "(" + strings.Join(quoted, "|") + ")"
 }

@@ -49,7 +49,7 @@ func TestLabelValues(t *testing.T) {
 			t.Errorf("%q = (%q, %q, %v)", tc.def, sel, label, err)
 		}
 	}
-	if got := Regex([]string{"gpu-a", "n.1"}); got != `(gpu-a|n\.1)` {
+	if got := Regex([]string{"gpu-a", "n.1", "meta-llama/Llama-3.1-8B"}); got != `(gpu-a|n\\.1|meta-llama/Llama-3\\.1-8B)` {
 		t.Errorf("Regex = %s", got)
 	}
 }

@@ -485,3 +485,33 @@ func (c *Cluster) GrantAgent(ctx context.Context, name, group string) error {
 	}
 	return nil
 }
+
+// CreateNamespace creates a namespace and its default ServiceAccount (no
+// controller runs here to create it, and pods need it).
+func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {
+	if _, err := c.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	if _, err := c.Admin.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create default ServiceAccount in %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreatePod creates a pod bound to node (as the scheduler would) with
+// the labels, and sets it Running (as its kubelet would).
+func (c *Cluster) CreatePod(ctx context.Context, namespace, name, node string, labels map[string]string) (*corev1.Pod, error) {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "registry.example/main"}}},
+	}
+	p, err := c.Admin.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create pod %s/%s: %w", namespace, name, err)
+	}
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning}
+	if p, err = c.Admin.CoreV1().Pods(namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		return nil, fmt.Errorf("set pod %s/%s running: %w", namespace, name, err)
+	}
+	return p, nil
+}

@@ -17,7 +17,7 @@ var layers = [][]string{
 	// readers and actuators of one subject each, and the simulated nodes
 	// built from their fixtures
 	{"gpu", "gpu/nvml", "gpu/nvml/nvmlfake", "gpu/amdgpu", "gpu/amdsmi", "rdma", "rdma/verbs", "rdma/dcb", "rdma/probe",
-		"topology", "tuning", "podresources", "procpod", "kubeapi", "kmsg", "sim"},
+		"topology", "tuning", "podresources", "procpod", "kubeapi", "podlabels", "kmsg", "sim"},
 	// the models every layer above shares
 	{"snapshot", "nodestatus"},
 	// derivations (pure functions of the models), the sampler, configuration

@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	v1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpunode/gpunode/test/kube"
 )
 
 // benchScrapes is how many scrapes each exporter serves in the benchmark.
@@ -193,6 +198,59 @@ func BenchmarkScrapeVsNodeExporter(b *testing.B) {
 	a := startAgent(b, "--simulate=dgx-h100-ib")
 	if a.root == "" {
 		b.Fatal("no simulated tree in the agent's log")
+	}
+	nep, ne := startNodeExporter(b, a.root)
+	targets := []*target{
+		{name: "gpunode", url: "http://" + a.addr + "/metrics", pid: a.cmd.Process.Pid},
+		{name: "node_exporter", url: "http://" + ne + "/metrics", pid: nep.cmd.Process.Pid},
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2, DisableCompression: true}}
+	for range b.N {
+		results := scrapeAll(b, client, targets)
+		reportScrapes(b, targets, results)
+		checkGoals(b, results["gpunode"], results["node_exporter"])
+	}
+}
+
+// BenchmarkScrapeWithPodLabelsVsNodeExporter is the same with pod labels
+// on: eight pods, one per GPU, from the pod-resources API, with three
+// labels each (metrics.podLabels) read from a real API server, so the
+// allocation and per-pod series carry them. The goals are the same.
+func BenchmarkScrapeWithPodLabelsVsNodeExporter(b *testing.B) {
+	c := kube.StartT(b, kube.Options{})
+	ctx := context.Background()
+	if err := c.CreateNamespace(ctx, "llm"); err != nil {
+		b.Fatal(err)
+	}
+	uuids := simUUIDs(b, "dgx-h100-ib")
+	var pods []*v1.PodResources
+	for i, uuid := range uuids {
+		name := fmt.Sprintf("vllm-%d", i)
+		role := []string{"prefill", "decode"}[i%2]
+		if _, err := c.CreatePod(ctx, "llm", name, "bench-node", map[string]string{"app.kubernetes.io/name": "vllm",
+			"llm-d.ai/model": "llama-3-70b", "llm-d.ai/role": role}); err != nil {
+			b.Fatal(err)
+		}
+		pods = append(pods, &v1.PodResources{Namespace: "llm", Name: name, Containers: []*v1.ContainerResources{{
+			Name: "vllm", Devices: []*v1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{uuid}}}}}})
+	}
+	kubeconfig, err := c.Kubeconfig(c.AdminConfig.BearerToken)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := writeConfig(b, fmt.Sprintf("nodeName: bench-node\nmetrics:\n  podResourcesSocket: %s\n  podLabels:\n    keys: [app.kubernetes.io/name, llm-d.ai/model, llm-d.ai/role]\n",
+		startKubelet(b, pods...)))
+	a := startAgent(b, "--simulate=dgx-h100-ib", "--config="+cfg, "--kubeconfig="+kubeconfig)
+	if a.root == "" {
+		b.Fatal("no simulated tree in the agent's log")
+	}
+	// The labels arrive with the first list of the node's pods.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(string(get(b, "http://"+a.addr+"/metrics")), `label_llm_d_ai_role="decode"`) {
+		if time.Now().After(deadline) {
+			b.Fatalf("no pod labels on /metrics:\n%s", a.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	nep, ne := startNodeExporter(b, a.root)
 	targets := []*target{

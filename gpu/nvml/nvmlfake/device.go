@@ -34,6 +34,8 @@ type device struct {
 	// clockReasonMask, when set, replaces the model's supported clock
 	// event reasons (SetSupportedClockEventReasons).
 	clockReasonMask *uint64
+	// forcedClockReasons are held from SetClockEventReasons on.
+	forcedClockReasons uint64
 	// reset is set by ResetGPU: the driver's counters count from resetAt
 	// (seconds since the machine was built).
 	reset   bool

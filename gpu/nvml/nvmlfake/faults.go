@@ -178,6 +178,17 @@ func SetSupportedClockEventReasons(lib gonvml.Interface, index int, mask uint64)
 	d.clockReasonMask = &mask
 }
 
+// SetClockEventReasons makes GPU index report the nvmlClocksEventReason
+// bits in mask as holding its clocks down from now on, on top of those its
+// load sets (a fan that failed: ClocksThrottleReasonHwThermalSlowdown); 0
+// clears them.
+func SetClockEventReasons(lib gonvml.Interface, index int, mask uint64) {
+	f, d := mustDevice(lib, index)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.forcedClockReasons = mask
+}
+
 // FailEventSets breaks every event set alive now, as a driver fault does:
 // its waits return ERROR_UNKNOWN, and it delivers nothing, until it is
 // freed. Sets created afterwards work.

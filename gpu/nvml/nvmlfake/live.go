@@ -179,6 +179,10 @@ func (d *device) GetClockInfo(c gonvml.ClockType) (uint32, gonvml.Return) {
 		if !busy {
 			return idleSMMHz, gonvml.SUCCESS
 		}
+		if d.activeClockReasons()&hwSlowdowns != 0 {
+			// nvml.h: a hardware slowdown cuts the clocks by a factor of 2 or more.
+			return uint32(spec.smMHz / 2), gonvml.SUCCESS
+		}
 		return uint32(spec.smMHz), gonvml.SUCCESS
 	case gonvml.CLOCK_MEM:
 		return uint32(spec.memMHz), gonvml.SUCCESS
@@ -192,10 +196,15 @@ func (d *device) GetClockInfo(c gonvml.ClockType) (uint32, gonvml.Return) {
 }
 
 // clockReasons: idle below 15 % load, the software power cap near the
-// limit; only reasons the GPU supports are ever set.
+// limit, the GPU's Throttled spans and SetClockEventReasons; only reasons
+// the GPU supports are ever set.
 func (d *device) clockReasons() uint64 {
 	return d.activeClockReasons() & d.supportedClockReasons()
 }
+
+// hwSlowdowns are the reasons that halve the clocks.
+const hwSlowdowns = gonvml.ClocksThrottleReasonHwSlowdown | gonvml.ClocksThrottleReasonHwThermalSlowdown |
+	gonvml.ClocksThrottleReasonHwPowerBrakeSlowdown
 
 func (d *device) activeClockReasons() uint64 {
 	t := d.f.now()
@@ -206,6 +215,15 @@ func (d *device) activeClockReasons() uint64 {
 	if d.powerWatts(d.load(t)) > 0.8*float64(d.f.spec.powerMW)/1000 {
 		r |= gonvml.ClocksEventReasonSwPowerCap
 	}
+	at := time.Duration(t * float64(time.Second))
+	for _, th := range d.spec.Throttled {
+		if at >= th.From && (th.To == 0 || at < th.To) {
+			r |= th.Reasons
+		}
+	}
+	d.f.mu.Lock()
+	r |= d.forcedClockReasons
+	d.f.mu.Unlock()
 	return r
 }
 

@@ -88,6 +88,18 @@ type GPU struct {
 	// Processes run on the GPU: compute, graphics, or MPS clients (whose
 	// MPS server is then one of the compute processes, as under MPS).
 	Processes []Process
+	// Throttled holds clocks down for a while: a cooling or power fault
+	// that begins and ends while the agent runs.
+	Throttled []Throttle
+}
+
+// Throttle is a span of time, measured from New on the machine's clock,
+// during which a GPU reports Reasons (nvmlClocksEventReason bits, e.g.
+// gonvml.ClocksThrottleReasonHwThermalSlowdown) as holding its clocks down,
+// on top of those its load sets. To zero means until the end.
+type Throttle struct {
+	From, To time.Duration
+	Reasons  uint64
 }
 
 // Process kinds: NVML lists them by three functions.
