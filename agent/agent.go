@@ -135,7 +135,7 @@ func newDaemon(o Options) *daemon {
 	d.disc = discovery.New(o.Env, d.cfg.Discovery.SourceTimeout)
 	d.setLiveLimit()
 	d.pub = d.newPublisher()
-	d.desired = newDesiredNode(d.pub, d.cfg.Metrics.Health.Taint)
+	d.desired = newDesiredNode(d.pub, d.cfg.Metrics.Health.Taint, d.cfg.Metrics.RDMAHealth.Taint)
 	// Events go to the Node through the publisher; standalone, they are logged.
 	d.emit = o.Events
 	if d.emit == nil && d.pub != nil {
@@ -469,9 +469,9 @@ func (d *daemon) reload() bool {
 	}
 	if keys := config.RestartNeeded(d.cfg, next); len(keys) > 0 {
 		d.log.Warn("config changes that take effect only after a restart were ignored", "keys", keys)
-		taint := next.Metrics.Health.Taint // reloadable
+		taint, rdmaTaint := next.Metrics.Health.Taint, next.Metrics.RDMAHealth.Taint // reloadable
 		next.HostRoot, next.NodeName, next.GPU, next.Metrics = d.cfg.HostRoot, d.cfg.NodeName, d.cfg.GPU, d.cfg.Metrics
-		next.Metrics.Health.Taint = taint
+		next.Metrics.Health.Taint, next.Metrics.RDMAHealth.Taint = taint, rdmaTaint
 		next.Log.Format = d.cfg.Log.Format
 	}
 	if lvl, err := config.ParseLevel(next.Log.Level); err == nil && d.o.Level != nil {
@@ -482,6 +482,9 @@ func (d *daemon) reload() bool {
 	d.setLiveLimit()
 	if t := next.Metrics.Health.Taint; d.desired.setTaint(t) {
 		d.log.Info("GPU health taint configuration changed", "enabled", t.Enabled, "key", t.Key, "effect", t.Effect)
+	}
+	if t := next.Metrics.RDMAHealth.Taint; d.desired.setRDMATaint(t) {
+		d.log.Info("RDMA health taint configuration changed", "enabled", t.Enabled, "key", t.Key, "effect", t.Effect)
 	}
 	d.log.Info("configuration reloaded", "interval", next.Discovery.Interval, "source_timeout", next.Discovery.SourceTimeout, "log_level", next.Log.Level)
 	return true

@@ -8,12 +8,14 @@ import (
 	"github.com/gpunode/gpunode/health"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/publish"
+	"github.com/gpunode/gpunode/rdmahealth"
 )
 
 // desiredNode is what the publisher gets, merged from producers in two
 // goroutines: discovery in the main loop (labels and the discovery
 // condition) and the sampler in its own (the GPUHealthy condition and
-// the opt-in taint it implies). Every change hands the publisher the
+// the opt-in taint it implies; the RDMAHealthy condition and its own
+// opt-in taint). Every change hands the publisher the
 // latest of both under one lock, so whatever the interleaving, the last
 // Set carries the newest of each, and a GPU health change is published at
 // once rather than at the next discovery.
@@ -29,6 +31,10 @@ type desiredNode struct {
 	sampled bool             // the sampler's first round is done
 	gpu     *nodestatus.Condition
 	taint   config.Taint
+	// rdma is the RDMAHealthy condition (nil on a node without RDMA) and
+	// rdmaTaint the configuration of the taint it implies.
+	rdma      *nodestatus.Condition
+	rdmaTaint config.Taint
 	// taintKeys are every taint key configured since the start: the
 	// agent's taint goes when disabled or healthy, and a key changed on
 	// reload does not leave the old one behind.
@@ -38,8 +44,8 @@ type desiredNode struct {
 // desiredSetter is the publisher's Set.
 type desiredSetter interface{ Set(publish.Desired) }
 
-func newDesiredNode(pub *publish.Publisher, taint config.Taint) *desiredNode {
-	n := &desiredNode{taint: taint, taintKeys: []string{taint.Key}}
+func newDesiredNode(pub *publish.Publisher, taint, rdmaTaint config.Taint) *desiredNode {
+	n := &desiredNode{taint: taint, rdmaTaint: rdmaTaint, taintKeys: []string{taint.Key, rdmaTaint.Key}}
 	if pub != nil { // a nil *Publisher in the interface would not be nil
 		n.pub = pub
 	}
@@ -62,6 +68,32 @@ func (n *desiredNode) gpuCondition(c nodestatus.Condition) config.Taint {
 	n.gpu = &c
 	n.publishLocked()
 	return n.taint
+}
+
+// rdmaCondition takes the sampler's RDMAHealthy condition and returns the
+// RDMA taint configuration in force.
+func (n *desiredNode) rdmaCondition(c nodestatus.Condition) config.Taint {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.rdma = &c
+	n.publishLocked()
+	return n.rdmaTaint
+}
+
+// setRDMATaint changes the RDMA taint configuration (on reload) and
+// reports whether it changed.
+func (n *desiredNode) setRDMATaint(t config.Taint) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.rdmaTaint == t {
+		return false
+	}
+	n.rdmaTaint = t
+	if !slices.Contains(n.taintKeys, t.Key) {
+		n.taintKeys = append(n.taintKeys, t.Key)
+	}
+	n.publishLocked()
+	return true
 }
 
 // firstRoundDone records that the sampler has handed over its first
@@ -103,6 +135,9 @@ func (n *desiredNode) manageTaintKey(key string) {
 
 // taintFor is the taint a condition implies under the configuration.
 func taintFor(c nodestatus.Condition, t config.Taint) *nodestatus.Taint {
+	if c.Type == nodestatus.RDMAHealthy {
+		return rdmahealth.TaintFor(c, t.Enabled, t.Key, t.Effect)
+	}
 	return health.TaintFor(c, health.TaintOptions{Enabled: t.Enabled, Key: t.Key, Effect: t.Effect})
 }
 
@@ -115,6 +150,12 @@ func (n *desiredNode) publishLocked() {
 	if n.gpu != nil {
 		d.Conditions = append(slices.Clone(d.Conditions), *n.gpu)
 		if t := taintFor(*n.gpu, n.taint); t != nil {
+			d.Taints = append(slices.Clone(d.Taints), *t)
+		}
+	}
+	if n.rdma != nil {
+		d.Conditions = append(slices.Clone(d.Conditions), *n.rdma)
+		if t := taintFor(*n.rdma, n.rdmaTaint); t != nil {
 			d.Taints = append(slices.Clone(d.Taints), *t)
 		}
 	}

@@ -100,10 +100,52 @@ func TestDesiredNode(t *testing.T) {
 	}
 
 	// Standalone: no publisher, and nothing breaks.
-	alone := newDesiredNode(nil, taint)
+	alone := newDesiredNode(nil, taint, config.Taint{Key: config.DefaultRDMATaintKey, Effect: "NoSchedule"})
 	alone.firstRoundDone()
 	alone.discovered(base)
 	alone.gpuCondition(gpuLost)
+	alone.rdmaCondition(rdmaFlapping)
+}
+
+var rdmaFlapping = nodestatus.Condition{Type: nodestatus.RDMAHealthy, Status: nodestatus.False, Reason: "LinkFlapping",
+	Message: "1 of 8 RDMA ports unhealthy: LinkFlapping: mlx5_3 port 1: link went down and retrained 1 time(s) in 10s"}
+
+// RDMAHealthy joins the conditions with its own taint, configured apart
+// from the GPU's: enabled, disabled and moved on reload without touching
+// the GPU taint.
+func TestDesiredNodeRDMA(t *testing.T) {
+	r := &recorder{}
+	gpuTaint := config.Taint{Enabled: true, Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"}
+	rdmaTaint := config.Taint{Enabled: true, Key: config.DefaultRDMATaintKey, Effect: "NoExecute"}
+	n := newDesiredNode(nil, gpuTaint, rdmaTaint)
+	n.pub = r
+	base := publish.Desired{Conditions: []nodestatus.Condition{discoveryOK}}
+	n.discovered(base)
+	n.gpuCondition(gpusOK)
+	if got := n.rdmaCondition(rdmaFlapping); got != rdmaTaint {
+		t.Errorf("taint configuration %+v", got)
+	}
+	n.firstRoundDone()
+	d := r.last(t)
+	if !slices.Equal(d.Conditions, []nodestatus.Condition{discoveryOK, gpusOK, rdmaFlapping}) ||
+		!slices.Equal(d.Taints, []nodestatus.Taint{{Key: rdmaTaint.Key, Value: "LinkFlapping", Effect: "NoExecute"}}) ||
+		!slices.Equal(d.TaintKeys, []string{gpuTaint.Key, rdmaTaint.Key}) {
+		t.Errorf("flapping: %+v", d)
+	}
+	off := rdmaTaint
+	off.Enabled = false
+	if !n.setRDMATaint(off) || n.setRDMATaint(off) {
+		t.Error("setRDMATaint does not report changes")
+	}
+	if d := r.last(t); d.Taints != nil || len(d.Conditions) != 3 || !slices.Contains(d.TaintKeys, rdmaTaint.Key) {
+		t.Errorf("disabled: %+v", d)
+	}
+	n.setRDMATaint(rdmaTaint)
+	ok := nodestatus.Condition{Type: nodestatus.RDMAHealthy, Status: nodestatus.True, Reason: "AllPortsHealthy"}
+	n.rdmaCondition(ok)
+	if d := r.last(t); d.Taints != nil || d.Conditions[2] != ok {
+		t.Errorf("healthy: %+v", d)
+	}
 }
 
 // Discovery (main loop) and the sampler (its own goroutine) hand in

@@ -239,7 +239,7 @@ func TestGPUHealthPublished(t *testing.T) {
 
 	// Cleanup, as the agent, removes the taint and the conditions.
 	stop()
-	if _, nc, err := publish.Cleanup(ctx, agentClient(t, c), node, key); err != nil || nc != 3 { // discovery, GPU health, verification
+	if _, nc, err := publish.Cleanup(ctx, agentClient(t, c), node, key); err != nil || nc != 4 { // discovery, GPU and RDMA health, verification
 		t.Fatalf("cleanup: %d conditions, %v", nc, err)
 	}
 	if err := taints()(); err != nil {

@@ -154,14 +154,14 @@ func TestPublishSimulatedNode(t *testing.T) {
 	want["gpunode.dev/verified"] = "true"
 	waitFor(t, "labels on the Node", func() bool {
 		n, err := c.Admin.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
-		return err == nil && len(n.Status.Conditions) == 3 && labels.Set(owned(t, n)).Equal(want)
+		return err == nil && len(n.Status.Conditions) == 4 && labels.Set(owned(t, n)).Equal(want)
 	})
 	n, _ := c.Admin.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if n.Labels["kubernetes.io/hostname"] != node {
 		t.Error("the kubelet's label was lost")
 	}
 	// Discovery's conditions and the sampler's, all published at the first pass.
-	for _, typ := range []string{nodestatus.GPUHealthy, nodestatus.DiscoveryHealthy, nodestatus.Verified} {
+	for _, typ := range []string{nodestatus.GPUHealthy, nodestatus.RDMAHealthy, nodestatus.DiscoveryHealthy, nodestatus.Verified} {
 		found := false
 		for _, cond := range n.Status.Conditions {
 			if string(cond.Type) == typ {

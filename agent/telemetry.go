@@ -29,7 +29,10 @@ func (d *daemon) startSampler(ctx context.Context, g *group) {
 		Traffic:      d.o.Env.Traffic,
 		DriverStats:  d.o.Env.DriverStats,
 		OnCondition:  d.gpuCondition,
-		Logger:       d.log,
+		// The RDMA thresholds are restart-only; their taint is reloadable.
+		RDMAHealth:      m.RDMAHealth.Options(),
+		OnRDMACondition: d.rdmaCondition,
+		Logger:          d.log,
 	}
 	o.ThrottleAfter = m.Health.ThrottleAfter
 	var pods *podresources.Client
@@ -101,7 +104,16 @@ func (d *daemon) samplerSources() []source.Status {
 // the sampler's goroutine. It goes to the publisher at once (with the
 // taint it implies) and is logged, with the taint, in every mode.
 func (d *daemon) gpuCondition(c nodestatus.Condition) {
-	tc := d.desired.gpuCondition(c)
+	d.logCondition(c, d.desired.gpuCondition(c))
+}
+
+// rdmaCondition does what gpuCondition does for RDMAHealthy.
+func (d *daemon) rdmaCondition(c nodestatus.Condition) {
+	d.logCondition(c, d.desired.rdmaCondition(c))
+}
+
+// logCondition logs a condition change with the taint it implies.
+func (d *daemon) logCondition(c nodestatus.Condition, tc config.Taint) {
 	attrs := []any{"type", c.Type, "status", c.Status, "reason", c.Reason, "message", c.Message}
 	if tc.Enabled {
 		if taint := taintFor(c, tc); taint != nil {

@@ -163,6 +163,8 @@ type Metrics struct {
 	PodResourcesSocket string    `yaml:"podResourcesSocket"`
 	PodLabels          PodLabels `yaml:"podLabels"`
 	Health             Health    `yaml:"health"`
+	// RDMAHealth judges the RDMA ports (RDMAHealthy).
+	RDMAHealth RDMAHealth `yaml:"rdmaHealth"`
 }
 
 // PodLabels copies pod labels onto the allocation and per-pod GPU series
@@ -232,6 +234,7 @@ func Default() Config {
 				Taint:         Taint{Key: "gpunode.dev/gpu-unhealthy", Effect: "NoSchedule"},
 				ThrottleAfter: health.DefaultThrottleAfter,
 			},
+			RDMAHealth: defaultRDMAHealth(),
 		},
 		Log:    Log{Level: "info", Format: "text"},
 		Tuning: DefaultTuning(),
@@ -296,26 +299,27 @@ func cleanYAMLError(err error) error {
 
 // sectionNames maps Go type names to the YAML path users write.
 var sectionNames = map[string]string{
-	"Config":    "",
-	"Discovery": "discovery",
-	"GPU":       "gpu",
-	"NVML":      "gpu.nvml",
-	"AMD":       "gpu.amd",
-	"Tuning":    "tuning",
-	"Profile":   "tuning.customProfile",
-	"NUMA":      "tuning.customProfile.numa",
-	"IRQ":       "tuning.customProfile.irq",
-	"IRQPolicy": "tuning.customProfile.irq.policies",
-	"RoCE":      "tuning.customProfile.roce",
-	"Labels":    "labels",
-	"LabelSets": "labels.sets",
-	"Publish":   "publish",
-	"Metrics":   "metrics",
-	"PodLabels": "metrics.podLabels",
-	"Health":    "metrics.health",
-	"Taint":     "metrics.health.taint",
-	"Log":       "log",
-	"Verify":    "verify",
+	"Config":     "",
+	"Discovery":  "discovery",
+	"GPU":        "gpu",
+	"NVML":       "gpu.nvml",
+	"AMD":        "gpu.amd",
+	"Tuning":     "tuning",
+	"Profile":    "tuning.customProfile",
+	"NUMA":       "tuning.customProfile.numa",
+	"IRQ":        "tuning.customProfile.irq",
+	"IRQPolicy":  "tuning.customProfile.irq.policies",
+	"RoCE":       "tuning.customProfile.roce",
+	"Labels":     "labels",
+	"LabelSets":  "labels.sets",
+	"Publish":    "publish",
+	"Metrics":    "metrics",
+	"PodLabels":  "metrics.podLabels",
+	"Health":     "metrics.health",
+	"Taint":      "metrics.health.taint",
+	"RDMAHealth": "metrics.rdmaHealth",
+	"Log":        "log",
+	"Verify":     "verify",
 }
 
 // labelDomain follows the DNS subdomain rule Kubernetes applies to label prefixes.
@@ -415,6 +419,7 @@ func (c Config) Validate() error {
 	if e := c.Metrics.Health.Taint.Effect; !slices.Contains([]string{"NoSchedule", "PreferNoSchedule", "NoExecute"}, e) {
 		bad("metrics.health.taint.effect", "must be NoSchedule, PreferNoSchedule or NoExecute, got %q", e)
 	}
+	errs = append(errs, c.Metrics.RDMAHealth.validate(c.Metrics.SampleInterval, c.Metrics.Health.Taint.Key)...)
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
@@ -478,10 +483,11 @@ func RestartNeeded(old, new Config) []string {
 	if old.Publish != new.Publish {
 		keys = append(keys, "publish")
 	}
-	// The health taint is applied on reload (it is how an operator lifts
+	// The health taints are applied on reload (it is how an operator lifts
 	// the taint of a GPU whose critical XID stays until a restart).
 	oldM, newM := old.Metrics, new.Metrics
 	oldM.Health.Taint, newM.Health.Taint = Taint{}, Taint{}
+	oldM.RDMAHealth.Taint, newM.RDMAHealth.Taint = Taint{}, Taint{}
 	if !reflect.DeepEqual(oldM, newM) {
 		keys = append(keys, "metrics")
 	}

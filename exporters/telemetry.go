@@ -35,6 +35,7 @@ type telemetryCollector struct {
 	o     TelemetryOptions
 	gpu   gpuFamilies
 	rdma  rdmaFamilies
+	rdmaH rdmaHealthFamilies
 	dcgm  dcgmFamilies
 	kern  kernelFamilies
 	pcie  pcieFamilies
@@ -53,7 +54,7 @@ type telemetryCollector struct {
 // return nil before the first round and discovery.
 func NewTelemetryCollector(frame func() *telemetry.Frame, snap func() *snapshot.Snapshot, o TelemetryOptions) prometheus.Collector {
 	return &telemetryCollector{frame: frame, snap: snap, o: o,
-		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies(), pods: newPodFamilies(nil)}
+		gpu: newGPUFamilies(), rdma: newRDMAFamilies(), rdmaH: newRDMAHealthFamilies(), dcgm: newDCGMFamilies(), kern: newKernelFamilies(), pcie: newPCIeFamilies(), pods: newPodFamilies(nil)}
 }
 
 // NewTelemetryPart is the telemetry collector as a cached part of
@@ -99,6 +100,7 @@ func (c *telemetryCollector) build(f *telemetry.Frame, s *snapshot.Snapshot) []p
 	c.gpu.collect(emit, f, s)
 	c.pods.collect(emit, f)
 	c.rdma.collect(emit, f, s)
+	c.rdmaH.collect(emit, f)
 	c.kern.collect(emit, f)
 	c.pcie.collect(emit, f)
 	if c.o.DCGMCompat {

@@ -67,12 +67,14 @@ const (
 	GPUHealthy = "GPUHealthy"
 	// RDMAReady is filled in by the RDMA probe feature.
 	RDMAReady = "RDMAReady"
+	// RDMAHealthy is the RDMA ports' verdict (rdmahealth), from the sampler.
+	RDMAHealthy = "RDMAHealthy"
 	// Verified is node verification's verdict (verify).
 	Verified = "GPUNodeVerified"
 )
 
 // OwnedConditionTypes lists the condition types above.
-var OwnedConditionTypes = []string{DiscoveryHealthy, GPUHealthy, RDMAReady, Verified}
+var OwnedConditionTypes = []string{DiscoveryHealthy, GPUHealthy, RDMAReady, RDMAHealthy, Verified}
 
 // ChangeEvent is the event recorded when a condition changes: Normal when
 // it is True (every condition the agent owns is good when True), Warning

@@ -105,6 +105,10 @@ var ExtCounterNames = []string{
 type PortCounters struct {
 	Device string `json:"device"`
 	Port   int    `json:"port"`
+	// Board is the adapter's board_id ("MT_0000000838"; "" where the
+	// driver has none): ports on the same board model are peers whose
+	// rates can be compared, unlike a storage NIC beside compute NICs.
+	Board string `json:"board,omitempty"`
 	// State is the port's logical state now ("ACTIVE"); empty if unreadable.
 	State string `json:"state"`
 	// Counters holds the CounterNames the port has, in that order;
@@ -266,9 +270,18 @@ func readPorts(fsys hostfs.FS, dev string, nums []int) []PortCounters {
 	devDir := path.Join(classDir, dev)
 	portsDir := fsys.Path(devDir + "/ports")
 	var links *deviceLinks // read once, for the first port that needs them
+	var boardErr string
+	var boardBuf [256]byte // free text: hfi1 names the whole adapter there
+	board, err := readAttr(fsys.Path(devDir+"/board_id"), boardBuf[:])
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		boardErr = fmt.Sprintf("read board_id: %v", cause(err))
+	}
 	out := make([]PortCounters, 0, len(nums))
 	for _, n := range nums {
-		pc := PortCounters{Device: dev, Port: n}
+		pc := PortCounters{Device: dev, Port: n, Board: board}
+		if boardErr != "" {
+			pc.Errors = append(pc.Errors, boardErr)
+		}
 		dir := path.Join(portsDir, strconv.Itoa(n))
 		for _, a := range []struct {
 			file  string

@@ -42,7 +42,10 @@ type faults struct {
 // up on two of its four lanes, and in the kernel log from before the agent
 // started an Xid 79 on GPU 3 and, on mlx5_1, a firmware health syndrome
 // and a fatal PCIe AER error. GPU 6's fan fails DegradedThrottleFrom into
-// the run: its hardware thermal slowdown holds from then on.
+// the run: its hardware thermal slowdown holds from then on. 20 s in
+// (after a Prometheus started beside it has scraped it), mlx5_3's link
+// drops for 10 s and retrains, and mlx5_4 takes 50 symbol errors a second
+// for 10 s; then both stay quiet, so their verdicts recover.
 func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 	b.faults = faults{
 		gpuLink:    map[int][2]int{2: {4, 8}},
@@ -54,7 +57,15 @@ func dgxH100IBDegraded(b *builder) *nvmlfake.Machine {
 		throttled: map[int][]nvmlfake.Throttle{6: {{From: DegradedThrottleFrom,
 			Reasons: gonvml.ClocksThrottleReasonHwThermalSlowdown}}},
 	}
+	b.runtime = append(b.runtime, DegradedRuntimeFaults...)
 	return dgxH100IB(b)
+}
+
+// DegradedRuntimeFaults are what dgx-h100-ib-degraded's ports go through
+// while it runs.
+var DegradedRuntimeFaults = []PortFault{
+	{Device: "mlx5_3", Port: 1, Kind: FaultFlap, At: 20 * time.Second, For: 10 * time.Second},
+	{Device: "mlx5_4", Port: 1, Kind: FaultErrorBurst, At: 20 * time.Second, For: 10 * time.Second, Counter: "symbol_error", PerSecond: 50},
 }
 
 // DegradedThrottleFrom is how long after its NVML fake is built

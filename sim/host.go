@@ -19,6 +19,8 @@ const kernelRelease = "6.8.0-49-generic"
 type builder struct {
 	t    *tree
 	name string
+	// runtime are the faults the node's ports go through at run time.
+	runtime []PortFault
 	// online CPUs, the CPUs of each NUMA node, and how many 32-bit words a
 	// CPU mask has (the kernel prints nr_cpu_ids bits).
 	online cpuset.Set

@@ -35,6 +35,9 @@ type Node struct {
 	// PFC is the DCB PFC state of the node's DCB-capable netdevs, which
 	// a host reports over netlink rather than in its file tree.
 	PFC PFCTable
+	// Runtime are the faults its ports go through while it runs (applied
+	// by its Traffic), relative to the traffic's start.
+	Runtime []PortFault
 }
 
 // spec is one entry of the catalog: a name, a description and the code
@@ -51,7 +54,7 @@ func catalog() []spec {
 		{"cpu-only", "2-socket CPU server, 64 CPUs, Intel X710 Ethernet, no GPUs, no RDMA", cpuOnly},
 		{"dgx-b200-ib", "DGX B200: 8x B200 (open kernel module), 8x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE storage ports", dgxB200IB},
 		{"dgx-h100-ib", "DGX H100: 8x H100 SXM (proprietary kernel module), 8x ConnectX-7 NDR InfiniBand, 4 NVSwitches", dgxH100IB},
-		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR)", dgxH100IBDegraded},
+		{"dgx-h100-ib-degraded", "dgx-h100-ib with planted faults: GPU 2 trained at PCIe Gen4 x8, NVLink 7 of GPU 5 down, mlx5_6 at half rate (2X NDR); 20 s into a run mlx5_3 flaps and mlx5_4 takes a symbol error burst", dgxH100IBDegraded},
 		{"dgx-h100-ib-no-nvml", "dgx-h100-ib without libnvidia-ml.so.1, as an agent container without the NVIDIA runtime sees it: GPUs on PCI bound to nvidia, module loaded, /dev/nvidia0-7", dgxH100IBNoNVML},
 		{"gb200-nvl", "GB200 NVL72 compute tray: 2x Grace (aarch64, 72 cores each), 4x GB200 (open kernel module, NVLink 5 fabric in one clique, IMEX), 4x ConnectX-7 NDR InfiniBand, 2x BlueField-3 RoCE", gb200NVL},
 		{"h100-roce", "HGX H100 server: 8x H100 SXM (open kernel module), 8x ConnectX-7 RoCE v2 400GbE, 2x ConnectX-6 Dx frontend", h100RoCE},
@@ -123,5 +126,6 @@ func Build(name, dir string, opts ...Option) (Node, error) {
 	if err := b.t.write(dir); err != nil {
 		return Node{}, fmt.Errorf("simulated node %s: write %s: %w", name, dir, err)
 	}
-	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, NVMLMissing: b.faults.nvmlMissing, PFC: PFCTable(b.pfc)}, nil
+	return Node{Name: s.name, Description: s.description, Root: dir, NVIDIA: machine, NVMLMissing: b.faults.nvmlMissing, PFC: PFCTable(b.pfc),
+		Runtime: b.runtime}, nil
 }

@@ -24,6 +24,8 @@ type Traffic struct {
 	files []trafficFile
 	// metrics are the amdgpu cards' gpu_metrics tables (amd.go).
 	metrics []gpuMetricsFile
+	// faults are the node's runtime faults (runtime.go).
+	faults []runtimeFault
 
 	mu sync.Mutex
 }
@@ -33,6 +35,7 @@ type trafficFile struct {
 	base      uint64
 	perSecond float64
 	last      uint64
+	extra     uint64 // what runtime faults added
 }
 
 // Per-second growth at full scale. Data counters count 4-byte words: 2.5e9
@@ -71,7 +74,7 @@ func NewTraffic(n Node, start time.Time) (*Traffic, error) {
 	}
 	class := filepath.Join(n.Root, "sys/class/infiniband")
 	devs, err := os.ReadDir(class)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) && len(n.Runtime) == 0 {
 		return t, nil // no RDMA: nothing moves
 	}
 	if err != nil {
@@ -89,6 +92,9 @@ func NewTraffic(n Node, start time.Time) (*Traffic, error) {
 				return nil, fmt.Errorf("simulated traffic: %w", err)
 			}
 		}
+	}
+	if err := t.addFaults(n.Runtime); err != nil {
+		return nil, fmt.Errorf("simulated traffic: %w", err)
 	}
 	return t, nil
 }
@@ -141,10 +147,10 @@ func (t *Traffic) Advance(now time.Time) error {
 	if elapsed <= 0 {
 		return nil
 	}
-	var errs []error
+	errs := []error{t.advanceFaults(elapsed)}
 	for i := range t.files {
 		f := &t.files[i]
-		v := f.base + uint64(f.perSecond*elapsed)
+		v := f.base + uint64(f.perSecond*elapsed) + f.extra
 		if v <= f.last {
 			continue
 		}

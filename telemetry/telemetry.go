@@ -28,6 +28,7 @@ import (
 	"github.com/gpunode/gpunode/podresources"
 	"github.com/gpunode/gpunode/procpod"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdmahealth"
 	"github.com/gpunode/gpunode/topology"
 )
 
@@ -92,6 +93,11 @@ type Options struct {
 	// OnCondition is called (from the sampler's goroutines, one at a time)
 	// whenever the GPUHealthy condition changes.
 	OnCondition func(nodestatus.Condition)
+	// RDMAHealth are the RDMA port health thresholds (the zero value takes
+	// rdmahealth.DefaultOptions), and OnRDMACondition is called, like
+	// OnCondition, whenever the RDMAHealthy condition changes.
+	RDMAHealth      rdmahealth.Options
+	OnRDMACondition func(nodestatus.Condition)
 	// StopTimeout bounds how long Run waits for the event watchers once
 	// ctx is done (default 3 s): a watcher stuck in a hung driver call is
 	// abandoned, and logged, so the daemon still stops.
@@ -122,6 +128,12 @@ type Frame struct {
 	EventWatch []gpu.EventWatchState
 	// RDMA ports, with counters made monotonic.
 	RDMA []rdma.PortCounters
+	// RDMAHealth has one verdict per RDMA port, in the same order, and
+	// RDMACondition is the RDMAHealthy condition (HasRDMACondition is
+	// false on a node without RDMA ports).
+	RDMAHealth       []rdmahealth.Port
+	RDMACondition    nodestatus.Condition
+	HasRDMACondition bool
 	// Pods maps device keys (GPU UUIDs) to the containers holding them;
 	// nil when attribution is off or the kubelet is not there.
 	Pods map[string][]podresources.Allocation
@@ -188,6 +200,11 @@ type Sampler struct {
 
 	notifyMu sync.Mutex // OnCondition calls, one at a time, in order
 	condSent *nodestatus.Condition
+	rdmaSent *nodestatus.Condition // the last RDMAHealthy condition handed over, under notifyMu
+	// rdmaHistory is the RDMA port health history and rdmaJudged the last
+	// round's verdicts from counters read, both guarded by roundMu.
+	rdmaHistory rdmahealth.State
+	rdmaJudged  *Frame
 
 	firstRound     chan struct{} // closed after the first round's notify
 	firstRoundOnce sync.Once
@@ -213,6 +230,9 @@ func New(o Options) *Sampler {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RDMAHealth.Window <= 0 {
+		o.RDMAHealth = rdmahealth.DefaultOptions()
 	}
 	if o.ThrottleAfter <= 0 {
 		o.ThrottleAfter = health.DefaultThrottleAfter
@@ -434,6 +454,7 @@ func (s *Sampler) Round(ctx context.Context) {
 	}
 	f.RDMA = ports
 	f.Sources = append(f.Sources, rdmaStatus)
+	s.judgePorts(&f, rdmaStatus)
 	var pcieStatus source.Status
 	f.PCIe, pcieStatus = s.readPCIe(ctx, f.GPUs, ports)
 	f.Sources = append(f.Sources, pcieStatus)
@@ -471,6 +492,7 @@ func (s *Sampler) Round(ctx context.Context) {
 	s.publishLocked()
 	s.mu.Unlock()
 	s.notify()
+	s.notifyRDMA()
 	s.firstRoundOnce.Do(func() { close(s.firstRound) })
 }
 

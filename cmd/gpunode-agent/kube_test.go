@@ -65,8 +65,8 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		// Labels and the three conditions: discovery, verification, GPU health.
-		if err == nil && n.Labels["hardware.llm-d.ai/gpu-type"] == "b200" && n.Labels["gpunode.dev/verified"] == "true" && len(n.Status.Conditions) == 3 {
+		// Labels and the four conditions: discovery, verification, GPU and RDMA health.
+		if err == nil && n.Labels["hardware.llm-d.ai/gpu-type"] == "b200" && n.Labels["gpunode.dev/verified"] == "true" && len(n.Status.Conditions) == 4 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -111,7 +111,7 @@ func TestRunAndCleanupAgainstAPIServer(t *testing.T) {
 	if code := run([]string{"--config", cfg, "--kubeconfig", kc, "cleanup"}, &out, &errOut); code != 0 {
 		t.Fatalf("cleanup: exit %d: %s", code, errOut.String())
 	}
-	if !strings.Contains(errOut.String(), `"node":"cli-node"`) || !strings.Contains(errOut.String(), `"conditions":3`) {
+	if !strings.Contains(errOut.String(), `"node":"cli-node"`) || !strings.Contains(errOut.String(), `"conditions":4`) {
 		t.Errorf("cleanup log: %s", errOut.String())
 	}
 	// apimachinery logs through klog, which run routed to our JSON logger.

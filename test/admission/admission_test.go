@@ -216,6 +216,9 @@ var gpuTaint = corev1.Taint{Key: "nvidia.com/gpu", Value: "present", Effect: cor
 // healthTaintKey is the chart's default config.metrics.health.taint.key.
 const healthTaintKey = "gpunode.dev/gpu-unhealthy"
 
+// rdmaTaintKey is the chart's default config.metrics.rdmaHealth.taint.key.
+const rdmaTaintKey = "gpunode.dev/rdma-unhealthy"
+
 // taintsJSON is a merge patch setting the Node's taints to ts.
 func taintsJSON(t *testing.T, ts ...corev1.Taint) string {
 	b, err := json.Marshal(map[string]any{"spec": map[string]any{"taints": ts}})
@@ -280,8 +283,10 @@ func TestAdmissionPolicy(t *testing.T) {
 	want := labels.Set{"gpunode.dev/gpu.count": "8", "llm-d.ai/gpu-node": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
 	p.Set(publish.Desired{Labels: want, LabelOptions: labels.Options{Domain: "gpunode.dev", Sets: labels.DefaultSets()},
 		Conditions: []nodestatus.Condition{{Type: nodestatus.DiscoveryHealthy, Status: nodestatus.True, Reason: "SourcesOK"},
-			{Type: nodestatus.GPUHealthy, Status: nodestatus.False, Reason: "XIDCritical", Message: "1 of 8 GPUs unhealthy"}},
-		Taints: []nodestatus.Taint{{Key: healthTaintKey, Value: "XIDCritical", Effect: "NoSchedule"}}})
+			{Type: nodestatus.GPUHealthy, Status: nodestatus.False, Reason: "XIDCritical", Message: "1 of 8 GPUs unhealthy"},
+			{Type: nodestatus.RDMAHealthy, Status: nodestatus.False, Reason: "LinkFlapping", Message: "1 of 8 RDMA ports unhealthy"}},
+		Taints: []nodestatus.Taint{{Key: healthTaintKey, Value: "XIDCritical", Effect: "NoSchedule"},
+			{Key: rdmaTaintKey, Value: "LinkFlapping", Effect: "NoSchedule"}}})
 	testsupport.Eventually(t, "agent publishes on its own node", func() error {
 		n, err := s.c.Admin.CoreV1().Nodes().Get(ctx, nodeA, metav1.GetOptions{})
 		if err != nil {
@@ -292,10 +297,11 @@ func TestAdmissionPolicy(t *testing.T) {
 			return err
 		}
 		owned, _ := publish.OwnedLabels(kn)
-		if !owned.Equal(want) || len(n.Status.Conditions) != 3 {
+		if !owned.Equal(want) || len(n.Status.Conditions) != 4 {
 			return fmt.Errorf("labels %v, conditions %v", owned, n.Status.Conditions)
 		}
 		if !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == healthTaintKey && t.Value == "XIDCritical" }) ||
+			!slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == rdmaTaintKey && t.Value == "LinkFlapping" }) ||
 			!slices.Contains(n.Spec.Taints, gpuTaint) {
 			return fmt.Errorf("taints %v", n.Spec.Taints)
 		}
@@ -345,7 +351,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		}
 		var others []corev1.Taint // the operator's and the apiserver's not-ready
 		for _, tn := range n.Spec.Taints {
-			if tn.Key != healthTaintKey {
+			if tn.Key != healthTaintKey && tn.Key != rdmaTaintKey {
 				others = append(others, tn)
 			}
 		}
@@ -359,8 +365,12 @@ func TestAdmissionPolicy(t *testing.T) {
 		allowed(t, "remove the own taint", s.patch(nodeA, taintsJSON(t, others...)))
 		allowed(t, "add the own taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(others), own("GPULost", corev1.TaintEffectNoExecute))...)))
 		withOwn := append(slices.Clone(others), own("GPULost", corev1.TaintEffectNoExecute))
+		// The RDMA health taint has its own key, owned the same way.
+		rdma := corev1.Taint{Key: rdmaTaintKey, Value: "LinkFlapping", Effect: corev1.TaintEffectNoSchedule}
+		allowed(t, "add the RDMA taint", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), rdma)...)))
+		allowed(t, "remove the RDMA taint", s.patch(nodeA, taintsJSON(t, withOwn...)))
 		denied(t, "another taint key", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "example.com/other", Effect: corev1.TaintEffectNoSchedule})...)),
-			"may change only its own taint "+healthTaintKey)
+			"may change only its own taints "+healthTaintKey+" and "+rdmaTaintKey)
 		denied(t, "another key under the agent's domain", s.patch(nodeA, taintsJSON(t, append(slices.Clone(withOwn), corev1.Taint{Key: "gpunode.dev/other", Effect: corev1.TaintEffectNoSchedule})...)),
 			"may change only its own taint")
 		denied(t, "remove someone else's taint", s.patch(nodeA, taintsJSON(t, withOwn[1:]...)), "not the taints of others")

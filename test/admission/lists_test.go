@@ -82,14 +82,17 @@ func TestPolicyListsMatchCode(t *testing.T) {
 // is the agent's own default.
 func TestTaintKeyFollowsConfig(t *testing.T) {
 	for _, tc := range []struct {
-		args []string
-		key  string
+		args     []string
+		variable string // the policy's variable holding the key
+		key      string
 	}{
-		{nil, config.Default().Metrics.Health.Taint.Key},
-		{[]string{"--set", "config.metrics.health.taint.key=example.com/gpu-bad"}, "example.com/gpu-bad"},
+		{nil, "ownedTaintKey", config.Default().Metrics.Health.Taint.Key},
+		{[]string{"--set", "config.metrics.health.taint.key=example.com/gpu-bad"}, "ownedTaintKey", "example.com/gpu-bad"},
+		{nil, "ownedRDMATaintKey", config.Default().Metrics.RDMAHealth.Taint.Key},
+		{[]string{"--set", "config.metrics.rdmaHealth.taint.key=example.com/rdma-bad"}, "ownedRDMATaintKey", "example.com/rdma-bad"},
 	} {
 		objs := render(t, tc.args...)
-		if got := policyList(t, find(objs, "ValidatingAdmissionPolicy", ""), "ownedTaintKey"); !slices.Equal(got, []string{tc.key}) {
+		if got := policyList(t, find(objs, "ValidatingAdmissionPolicy", ""), tc.variable); !slices.Equal(got, []string{tc.key}) {
 			t.Errorf("%v: policy taint key %q, want %q", tc.args, got, tc.key)
 		}
 		// NoCopy: helm's YAML has ints, which the copying helpers refuse.
@@ -102,7 +105,7 @@ func TestTaintKeyFollowsConfig(t *testing.T) {
 		}
 		containers, _, _ := unstructured.NestedFieldNoCopy(find(objs, "Job", "-cleanup").Object, "spec", "template", "spec", "containers")
 		args := fmt.Sprint(containers.([]any)[0].(map[string]any)["args"])
-		if !strings.Contains(args, " --taint-key="+tc.key+"]") {
+		if !strings.Contains(strings.TrimSuffix(args, "]")+" ", " --taint-key="+tc.key+" ") {
 			t.Errorf("%v: cleanup hook args %v", tc.args, args)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 var alertNames = []string{
 	"GPUUnhealthy", "GPUNotResponding", "GPUXIDError", "GPUXIDNotWatched", "GPUTooHot",
 	"GPUThrottled", "GPUPCIeErrors", "KernelReportedXID", "KernelReportedDeviceFault",
+	"RDMAPortDown", "RDMALinkFlapping", "RDMAPortErrors", "RoCEPauseStorm",
 	"RDMAProbeLatencyHigh", "RDMAProbeBandwidthLow", "RDMAProbeFailing",
 	"TuningDrift", "TuningNotCompliant",
 	"GPUNodeAgentDown", "GPUNodeSourceFailing", "GPUNodeVerificationFailed",

@@ -138,6 +138,8 @@ func dashboards() []dashboard {
 				q(`sum(rate(gpunode_rdma_port_transmit_bytes_total{`+portSel+`}[$__rate_interval])) + sum(rate(gpunode_rdma_port_receive_bytes_total{`+portSel+`}[$__rate_interval]))`, "")),
 			table("Port state", "Link layer, netdev, NUMA node and rate of each port (value: 1 up).",
 				q(`gpunode_rdma_port_up{`+portSel+`} * on (node, device, port) group_left (link_layer, netdev, numa_node, rate) max by (node, device, port, link_layer, netdev, numa_node, rate) (gpunode_rdma_port_info{`+portSel+`})`, "")),
+			table("Port health", "The agent's verdict per port (README \"RDMA port health\"): one row per reason a port is unhealthy (PortDown, LinkFlapping, ErrorBurst, RateDegraded, PauseStorm; value 0), or reason healthy (value 1). Ports not ACTIVE since the agent started are not judged.",
+				q(`max by (node, device, port, reason) (gpunode_rdma_port_health_problem{`+portSel+`} * 0 or on (node, device, port) label_replace(gpunode_rdma_port_healthy{`+portSel+`}, "reason", "healthy", "", ""))`, "")),
 			row("Traffic"),
 			ts("Port throughput", "Bps", "Bytes per second (port_xmit_data / port_rcv_data are 4-byte words; the agent converts).",
 				q(`rate(gpunode_rdma_port_transmit_bytes_total{`+portSel+`}[$__rate_interval])`, portLeg+" tx"),

@@ -225,7 +225,7 @@ func TestTolerationsAndPriority(t *testing.T) {
 	}
 	objs := renderObjects(t, "--set-json", "tolerations=[]", "--set", "priorityClassName=")
 	spec = podSpec(objs)
-	if y := mustYAML(t, spec["tolerations"]); y != "- key: gpunode.dev/gpu-unhealthy\n  operator: Exists\n" {
+	if y := mustYAML(t, spec["tolerations"]); y != "- key: gpunode.dev/gpu-unhealthy\n  operator: Exists\n- key: gpunode.dev/rdma-unhealthy\n  operator: Exists\n" {
 		t.Errorf("tolerations overridden: %s", y)
 	}
 	if _, ok := spec["priorityClassName"]; ok || findObject(objs, "ResourceQuota") != nil {

@@ -271,7 +271,7 @@ func TestCleanupHookSelectsRelease(t *testing.T) {
 			args = c.(map[string]any)["args"].([]any)
 		}
 	}
-	want := []any{"cleanup", "--all-nodes", "--log.format=json", "--instance=gpunode/gpunode", "--taint-key=gpunode.dev/gpu-unhealthy", "--taint-key=gpunode.dev/tuning"}
+	want := []any{"cleanup", "--all-nodes", "--log.format=json", "--instance=gpunode/gpunode", "--taint-key=gpunode.dev/gpu-unhealthy", "--taint-key=gpunode.dev/rdma-unhealthy", "--taint-key=gpunode.dev/tuning"}
 	if !slices.Equal(args, want) {
 		t.Errorf("cleanup args %v, want %v", args, want)
 	}

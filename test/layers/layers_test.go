@@ -21,7 +21,7 @@ var layers = [][]string{
 	// the models every layer above shares
 	{"snapshot", "nodestatus"},
 	// derivations (pure functions of the models), the sampler, configuration
-	{"labels", "verify", "health", "telemetry", "config"},
+	{"labels", "verify", "health", "rdmahealth", "telemetry", "config"},
 	// outputs
 	{"exporters", "publish", "report", "hwcheck"},
 	{"discovery"},

@@ -36,6 +36,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- dig "metrics" "health" "taint" "key" "gpunode.dev/gpu-unhealthy" .Values.config -}}
 {{- end -}}
 
+{{/* The opt-in RDMA health taint's key, as the agent's config has it. */}}
+{{- define "gpunode-agent.rdmaTaintKey" -}}
+{{- dig "metrics" "rdmaHealth" "taint" "key" "gpunode.dev/rdma-unhealthy" .Values.config -}}
+{{- end -}}
+
 {{/* The instance the agents write on their Nodes (gpunode.dev/instance) and
 the cleanup hook selects by: config.publish.instance, else
 <namespace>/<release>. */}}
