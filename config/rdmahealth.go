@@ -30,7 +30,7 @@ type RDMAHealth struct {
 	// direction, averaged over Window) that is a PauseStorm; 0: off.
 	PausePerSecond float64 `yaml:"pausePerSecond"`
 	// CompareSiblings also flags a port slower than most ports of the
-	// same driver and link layer on the node.
+	// same driver, link layer and board model (board_id) on the node.
 	CompareSiblings bool `yaml:"compareSiblings"`
 	// Taint is put on the Node while RDMAHealthy is False (opt-in).
 	Taint Taint `yaml:"taint"`

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,15 +22,15 @@ const (
 	FaultFlap FaultKind = "flap"
 	// FaultErrorBurst: a counter climbs at PerSecond for the duration.
 	FaultErrorBurst FaultKind = "error-burst"
+	// FaultPauseStorm: the RoCE port's netdev receives PFC pause frames on
+	// Priority at PerSecond for the duration (its driver statistics'
+	// rx_prio<N>_pause climbs), as when a peer's receive buffers stay full.
+	FaultPauseStorm FaultKind = "pause-storm"
 )
 
 // PortFault is a fault a simulated RDMA port goes through at run time,
 // At after its traffic started, for For; then the port is well again.
 // Traffic.Advance applies it to the files the agent reads.
-//
-// A pause storm is not here yet: PFC pause statistics come from the
-// netdev's driver (ethtool -S), which a simulated node answers outside
-// its file tree; the counter reader's simulated statistics take it.
 type PortFault struct {
 	Device string
 	Port   int
@@ -37,8 +38,9 @@ type PortFault struct {
 	At     time.Duration
 	For    time.Duration
 	// Counter (a file under counters/ or hw_counters/) and PerSecond are
-	// an error burst's.
+	// an error burst's; Priority and PerSecond a pause storm's.
 	Counter   string
+	Priority  int
 	PerSecond float64
 }
 
@@ -47,8 +49,9 @@ type PortFault struct {
 func WithRuntimeFaults(f ...PortFault) Option {
 	return func(b *builder) error {
 		for _, x := range f {
-			if x.For <= 0 || x.At < 0 || x.Kind == FaultErrorBurst && (x.Counter == "" || x.PerSecond <= 0) {
-				return fmt.Errorf("runtime fault %+v: needs At >= 0, For > 0 and, for an error burst, a counter and a rate", x)
+			if x.For <= 0 || x.At < 0 || x.Kind == FaultErrorBurst && (x.Counter == "" || x.PerSecond <= 0) ||
+				x.Kind == FaultPauseStorm && (x.Priority < 0 || x.Priority > 7 || x.PerSecond <= 0) {
+				return fmt.Errorf("runtime fault %+v: needs At >= 0, For > 0, for an error burst a counter and a rate, for a pause storm a priority 0-7 and a rate", x)
 			}
 		}
 		b.runtime = append(b.runtime, f...)
@@ -64,6 +67,10 @@ type runtimeFault struct {
 	counter int    // index in Traffic.files: link_downed, or the burst's counter
 	carrier int    // index in Traffic.files of carrier_changes; -1 without
 	phase   int    // 0 before, 1 during, 2 after
+	// stats is a pause storm's driver statistics file, pauseKey the
+	// counter in it and pauseBase its value before the storm.
+	stats, pauseKey string
+	pauseBase       uint64
 }
 
 // addFaults binds the node's runtime faults to its files. The counters
@@ -73,6 +80,13 @@ func (t *Traffic) addFaults(faults []PortFault) error {
 	for _, f := range faults {
 		dir := filepath.Join(t.root, "sys/class/infiniband", f.Device, "ports", strconv.Itoa(f.Port))
 		rf := runtimeFault{PortFault: f, dir: dir, counter: -1, carrier: -1}
+		if f.Kind == FaultPauseStorm {
+			if err := t.bindPauseStorm(&rf); err != nil {
+				return fmt.Errorf("runtime fault on %s port %d: %w", f.Device, f.Port, err)
+			}
+			t.faults = append(t.faults, rf)
+			continue
+		}
 		name := "link_downed"
 		if f.Kind == FaultErrorBurst {
 			name = f.Counter
@@ -145,6 +159,11 @@ func (t *Traffic) advanceFaults(elapsed float64) error {
 			for ; f.phase < phase; f.phase++ {
 				errs = append(errs, t.flap(f, f.phase == 0))
 			}
+		case FaultPauseStorm:
+			if phase > 0 && f.phase < 2 {
+				errs = append(errs, t.pause(f, f.pauseBase+uint64(f.PerSecond*(min(elapsed, end)-at))))
+				f.phase = phase
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -166,6 +185,54 @@ func (t *Traffic) flap(f *runtimeFault, down bool) error {
 			t.writeBytes(filepath.Join(f.netdev, "operstate"), []byte(oper+"\n")))
 	}
 	return errors.Join(errs...)
+}
+
+// bindPauseStorm finds the statistics file of the port's netdev and the
+// priority's pause counter in it: mlx5 lists one only for a priority with
+// PFC on, and a storm on a priority without it cannot happen.
+func (t *Traffic) bindPauseStorm(f *runtimeFault) error {
+	nd, err := os.ReadFile(filepath.Join(f.dir, "gid_attrs/ndevs/0"))
+	if err != nil {
+		return fmt.Errorf("a pause storm needs a RoCE port: %w", err)
+	}
+	f.stats = filepath.Join(t.root, EthtoolStatsPath(strings.TrimSpace(string(nd))))
+	f.pauseKey = fmt.Sprintf("rx_prio%d_pause", f.Priority)
+	st, err := readStats(f.stats)
+	if err != nil {
+		return err
+	}
+	v, ok := st[f.pauseKey]
+	if !ok {
+		return fmt.Errorf("%s has no %s (PFC off on priority %d)", f.stats, f.pauseKey, f.Priority)
+	}
+	f.pauseBase = v
+	return nil
+}
+
+// pause writes the storm's pause count into the statistics file.
+func (t *Traffic) pause(f *runtimeFault, v uint64) error {
+	st, err := readStats(f.stats)
+	if err != nil {
+		return err
+	}
+	st[f.pauseKey] = v
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return t.writeBytes(f.stats, append(b, '\n'))
+}
+
+func readStats(p string) (map[string]uint64, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var st map[string]uint64
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return st, nil
 }
 
 func fileExists(p string) bool {

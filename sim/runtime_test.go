@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/rdma"
 )
 
 func readAttr(t *testing.T, p string) string {
@@ -89,5 +91,54 @@ func TestRuntimeFlapOnRoCE(t *testing.T) {
 	}
 	if _, err := Build("h100-roce", shmDir(t), WithRuntimeFaults(PortFault{Device: "mlx5_0", Port: 1, Kind: FaultErrorBurst, For: time.Second})); err == nil {
 		t.Error("an error burst without a counter was accepted")
+	}
+}
+
+// A pause storm raises the priority's rx pause frames in the netdev's
+// driver statistics, read the way the agent reads them, and stops
+// climbing when it ends; a priority without PFC has no counter to storm.
+func TestRuntimePauseStorm(t *testing.T) {
+	storm := PortFault{Device: "mlx5_0", Port: 1, Kind: FaultPauseStorm, Priority: 3, PerSecond: 5000, At: time.Second, For: 2 * time.Second}
+	n, err := Build("h100-roce", shmDir(t), WithRuntimeFaults(storm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tr, err := NewTraffic(n, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	netdev := readAttr(t, filepath.Join(n.Root, "sys/class/infiniband/mlx5_0/ports/1/gid_attrs/ndevs/0"))
+	rx := func() uint64 {
+		st, err := DriverStats{Root: n.Root}.DriverStats(netdev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range rdma.PauseFrames(st) {
+			if p.Priority == 3 {
+				return p.RX
+			}
+		}
+		t.Fatalf("%s has no priority 3 pause counters", netdev)
+		return 0
+	}
+	for _, step := range []struct {
+		at   time.Duration
+		want uint64
+	}{{500 * time.Millisecond, 0}, {2 * time.Second, 5000}, {3 * time.Second, 10000}, {10 * time.Second, 10000}} {
+		if err := tr.Advance(start.Add(step.at)); err != nil {
+			t.Fatal(err)
+		}
+		if got := rx(); got != step.want {
+			t.Errorf("at %s: rx pause %d, want %d", step.at, got, step.want)
+		}
+	}
+	storm.Priority = 5
+	n, err = Build("h100-roce", shmDir(t), WithRuntimeFaults(storm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewTraffic(n, start); err == nil || !strings.Contains(err.Error(), "rx_prio5_pause") {
+		t.Errorf("a pause storm on a priority without PFC: %v", err)
 	}
 }

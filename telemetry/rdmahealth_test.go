@@ -120,3 +120,54 @@ func TestRDMAVerdictsSurviveAFailedRead(t *testing.T) {
 		t.Errorf("after a failed read: %v %+v, %d verdicts, conditions handed over %v", f.HasRDMACondition, f.RDMACondition, len(f.RDMAHealth), conds)
 	}
 }
+
+// A RoCE port's peer keeps pausing it on the lossless priority: the
+// driver statistics' pause frames climb past the threshold, the port is
+// PauseStorm and the condition False, and it recovers after the quiet
+// time once the storm ends.
+func TestRDMAHealthPauseStorm(t *testing.T) {
+	n := newNode(t, "h100-roce")
+	start := time.Now()
+	node := n.Node
+	node.Runtime = []sim.PortFault{{Device: "mlx5_1", Port: 1, Kind: sim.FaultPauseStorm, Priority: 3, PerSecond: 20000,
+		At: 500 * time.Millisecond, For: time.Second}}
+	tr, err := sim.NewTraffic(node, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := n.options()
+	o.Traffic = tr
+	o.DriverStats = sim.DriverStats{Root: node.Root}
+	o.RDMAHealth = rdmahealth.DefaultOptions()
+	o.RDMAHealth.Window, o.RDMAHealth.Quiet = 2*time.Second, 2*time.Second
+	s := New(o)
+	bad := func() map[string]string {
+		out := map[string]string{}
+		for _, p := range s.Latest().RDMAHealth {
+			for _, pr := range p.Problems {
+				out[p.Device] += pr.Reason
+			}
+		}
+		return out
+	}
+	round := func(at time.Duration) {
+		time.Sleep(time.Until(start.Add(at)))
+		s.Round(context.Background())
+	}
+	round(0)
+	if got := bad(); len(got) != 0 || s.Latest().RDMACondition.Status != nodestatus.True {
+		t.Fatalf("before the storm: %v %+v", got, s.Latest().RDMACondition)
+	}
+	round(1200 * time.Millisecond)
+	if got := bad(); got["mlx5_1"] != rdmahealth.ReasonPauseStorm || len(got) != 1 {
+		t.Errorf("during the storm: %v", got)
+	}
+	if c := s.Latest().RDMACondition; c.Status != nodestatus.False || c.Reason != rdmahealth.ReasonPauseStorm ||
+		!strings.Contains(c.Message, "mlx5_1 port 1") {
+		t.Errorf("condition during the storm: %+v", c)
+	}
+	round(6500 * time.Millisecond)
+	if got := bad(); len(got) != 0 {
+		t.Errorf("after the quiet time: %v", got)
+	}
+}
