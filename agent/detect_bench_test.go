@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/gpunode/gpunode/health"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/nodestatus"
+	"github.com/gpunode/gpunode/rdmahealth"
 	"github.com/gpunode/gpunode/sim"
 	"github.com/gpunode/gpunode/test/kube"
 )
@@ -74,10 +76,7 @@ func (n *detectNode) gpuBusID(index int) (string, error) {
 // detectFault is one kind of fault: plant puts it on a running node, shown
 // says whether a Node object shows it, ready whether the Node shows the
 // agent settled and the part healthy before it (nil: GPUHealthy True).
-// Faults of other parts are further entries of detectFaults; an RDMA port
-// going down, say, plants "1: DOWN" in the tree's
-// sys/class/infiniband/mlx5_0/ports/1/state (and phys_state) and waits
-// for RDMAHealthy False naming mlx5_0, with ready RDMAHealthy True.
+// Faults of other parts are further entries of detectFaults.
 type detectFault struct {
 	name  string
 	plant func(*detectNode) error
@@ -146,7 +145,38 @@ func detectFaults() []detectFault {
 			plant: func(n *detectNode) error { nvmlfake.SetLost(n.lib, gpuIndex); return nil },
 			shown: gpuUnhealthy(gpuIndex, health.ReasonXIDCritical, health.ReasonGPULost),
 		},
+		{
+			// An InfiniBand port loses its link: the kernel's port state
+			// goes DOWN and its physical state Polling, read every round.
+			name:  "rdma-port-down",
+			plant: func(n *detectNode) error { return portDown(n.root, "mlx5_0", 1) },
+			shown: func(node *corev1.Node) bool {
+				c := condition(node, nodestatus.RDMAHealthy)
+				return c != nil && c.Status == corev1.ConditionFalse && c.Reason == rdmahealth.ReasonPortDown &&
+					strings.Contains(c.Message, "mlx5_0 port 1")
+			},
+			ready: func(node *corev1.Node) bool {
+				c := condition(node, nodestatus.RDMAHealthy)
+				return gpuHealthy(node) && c != nil && c.Status == corev1.ConditionTrue
+			},
+		},
 	}
+}
+
+// portDown writes a port's state files as the kernel shows a port whose
+// link went down, each replaced whole as sysfs would show it.
+func portDown(root, device string, port int) error {
+	dir := filepath.Join(root, "sys/class/infiniband", device, "ports", strconv.Itoa(port))
+	for file, v := range map[string]string{"state": "1: DOWN\n", "phys_state": "2: Polling\n"} {
+		tmp := filepath.Join(dir, "."+file+".tmp")
+		if err := os.WriteFile(tmp, []byte(v), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, file)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // appendKmsgRecord appends a record to the tree's kernel log with the next
