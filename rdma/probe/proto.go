@@ -257,6 +257,12 @@ func (r Request) Validate() error {
 	if r.QPs > 1 && !rdmaBW {
 		return fmt.Errorf("kind %s runs on one queue pair: several are for the RDMA bandwidth kinds", r.Kind)
 	}
+	// Every QP has its own buffer: together they stay within what one
+	// latency probe at the largest size takes (2 x MaxMessageSize), which
+	// the chart's memory limit allows for.
+	if n := max(r.QPs, 1); n*r.Size > 2*verbs.MaxMessageSize {
+		return fmt.Errorf("%d queue pairs of %d bytes each exceed the %d bytes a probe may register", n, r.Size, 2*verbs.MaxMessageSize)
+	}
 	if r.Bidirectional && !rdmaBW {
 		return fmt.Errorf("kind %s has no bidirectional mode: it is for the RDMA bandwidth kinds", r.Kind)
 	}

@@ -142,6 +142,7 @@ func TestRequestValidate(t *testing.T) {
 		"kind":        func(r *Request) { r.Kind = "atomic_bw" },
 		"wlat iters":  func(r *Request) { r.Kind = KindWriteLat; r.Iterations = verbs.MaxLatencyIterations + 1 },
 		"qps":         func(r *Request) { r.QPs = verbs.MaxQPs + 1 },
+		"qps memory":  func(r *Request) { r.QPs = 3; r.Size = verbs.MaxMessageSize },
 		"qps lat":     func(r *Request) { r.Kind = KindSendLat; r.Iterations = 1000; r.QPs = 2 },
 		"qps tcp":     func(r *Request) { r.Kind = KindTCPBW; r.QPs = 2 },
 		"bidir lat":   func(r *Request) { r.Kind = KindWriteLat; r.Iterations = 1000; r.Bidirectional = true },
