@@ -1,7 +1,8 @@
 // Package verbs is a small binding to libibverbs for the RDMA probes:
 // reliable-connected queue pairs, RDMA WRITE bandwidth and SEND/RECV
 // ping-pong latency measured as perftest's ib_write_bw and ib_send_lat
-// measure them. The library is loaded with dlopen at run time, so a host
+// measure them, and its other tests (kinds.go): RDMA READ bandwidth,
+// RDMA WRITE latency and several QPs in one loop. The library is loaded with dlopen at run time, so a host
 // without rdma-core (or without RDMA in its kernel) still runs the agent
 // and learns why probes are unavailable from Load and Devices.
 package verbs
@@ -568,7 +569,8 @@ func WCStatus(s int) string {
 	return fmt.Sprintf("status %d", s)
 }
 
-// Cancel stops a WriteBW, Ping or Pong running on another goroutine (it
+// Cancel stops a WriteBW, Ping, Pong, WritePing, WritePong or a Bandwidth
+// whose first QP this is, running on another goroutine (it
 // returns an error wrapping syscall.ECANCELED); the QP is then only good
 // for Close. Safe to call concurrently with the loop, not with Close.
 func (q *QP) Cancel() {
