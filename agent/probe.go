@@ -137,7 +137,7 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 	}
 	sched := &probe.Scheduler{
 		Self: nodeName, Interval: l.cfg.Interval, Loopback: l.cfg.Loopback, RandomPeers: l.cfg.RandomPeers,
-		TCPBaseline: l.cfg.TCPBaseline, ServiceLevel: l.cfg.ServiceLevel, TrafficClass: l.cfg.TrafficClass,
+		TCPBaseline: l.cfg.TCPBaseline, ServiceLevel: l.cfg.ServiceLevel, TrafficClass: l.cfg.TrafficClass, Kinds: l.cfg.Kinds,
 		Client:  &probe.Client{Token: token, Devices: devices, Limiter: lim},
 		Timeout: l.cfg.Timeout, Logger: l.log, OnRound: l.record,
 		Rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,5 +161,19 @@ func TestRunWithProbesUnavailable(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// probe.kinds is validated against config's list: it must be the probe
+// package's RDMA kinds, or a kind the scheduler runs would be refused at
+// load (or one it cannot run accepted).
+func TestProbeKindsAgree(t *testing.T) {
+	if !slices.Equal(config.ProbeKinds, probe.RDMAKinds) {
+		t.Errorf("config.ProbeKinds %v, probe.RDMAKinds %v", config.ProbeKinds, probe.RDMAKinds)
+	}
+	for _, k := range config.Default().Probe.Kinds {
+		if err := probe.DefaultRequest(k).Validate(); err != nil {
+			t.Errorf("default kind %s: %v", k, err)
+		}
 	}
 }

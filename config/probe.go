@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	k8slabels "k8s.io/apimachinery/pkg/labels"
@@ -31,6 +33,9 @@ type Probe struct {
 	// Namespace of the agent's pods, the only one peers are looked up in;
 	// defaults to $POD_NAMESPACE. Empty (or no Kubernetes): loopback only.
 	Namespace string `yaml:"namespace"`
+	// Kinds are the RDMA tests each round runs, with perftest's defaults:
+	// write_bw, send_lat (the default), read_bw, write_lat.
+	Kinds []string `yaml:"kinds"`
 	// TCPBaseline also measures TCP to each peer over the same path.
 	TCPBaseline bool `yaml:"tcpBaseline"`
 	// Rails decides which of a peer's ports each of this node's ports
@@ -54,13 +59,18 @@ type Probe struct {
 
 // ProbeThresholds decide when a peer probe passed (0 means not checked).
 type ProbeThresholds struct {
-	// MinBandwidthBytesPerSecond for RDMA WRITE.
+	// MinBandwidthBytesPerSecond for RDMA WRITE and READ (write_bw,
+	// read_bw).
 	MinBandwidthBytesPerSecond float64 `yaml:"minBandwidthBytesPerSecond"`
 	// MinLineRateFraction of the data rate of the slower port (0..1).
 	MinLineRateFraction float64 `yaml:"minLineRateFraction"`
-	// MaxLatencyP50 for SEND/RECV half round trips.
+	// MaxLatencyP50 for SEND/RECV and RDMA WRITE half round trips
+	// (send_lat, write_lat).
 	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
 }
+
+// ProbeKinds are the RDMA kinds probe.kinds takes (rdma/probe's).
+var ProbeKinds = []string{"write_bw", "send_lat", "read_bw", "write_lat"}
 
 // ProbeRails pairs this node's ports with a peer's (rdma/probe.RailRule).
 type ProbeRails struct {
@@ -85,9 +95,9 @@ const (
 // LoopbackThresholds decide when a loopback probe passed (0 means not
 // checked).
 type LoopbackThresholds struct {
-	// MinBandwidthBytesPerSecond for RDMA WRITE.
+	// MinBandwidthBytesPerSecond for RDMA WRITE and READ.
 	MinBandwidthBytesPerSecond float64 `yaml:"minBandwidthBytesPerSecond"`
-	// MaxLatencyP50 for SEND/RECV half round trips.
+	// MaxLatencyP50 for SEND/RECV and RDMA WRITE half round trips.
 	MaxLatencyP50 time.Duration `yaml:"maxLatencyP50"`
 }
 
@@ -111,6 +121,7 @@ func DefaultProbe() Probe {
 		Interval:      10 * time.Minute,
 		Loopback:      true,
 		TCPBaseline:   true,
+		Kinds:         []string{"write_bw", "send_lat"},
 		PeerSelector:  DefaultProbePeerSelector,
 		Namespace:     os.Getenv("POD_NAMESPACE"),
 		Timeout:       time.Minute,
@@ -157,6 +168,16 @@ func (p Probe) validate() []error {
 	}
 	if p.Rails.IPv6PrefixLength < 1 || p.Rails.IPv6PrefixLength > 128 {
 		bad("probe.rails.ipv6PrefixLength", "must be between 1 and 128, got %d", p.Rails.IPv6PrefixLength)
+	}
+	if len(p.Kinds) == 0 {
+		bad("probe.kinds", "must name at least one of %s", strings.Join(ProbeKinds, ", "))
+	}
+	for i, k := range p.Kinds {
+		if !slices.Contains(ProbeKinds, k) {
+			bad("probe.kinds", "%q is not one of %s", k, strings.Join(ProbeKinds, ", "))
+		} else if slices.Contains(p.Kinds[:i], k) {
+			bad("probe.kinds", "%q is named twice", k)
+		}
 	}
 	if p.ServiceLevel < 0 || p.ServiceLevel > 15 {
 		bad("probe.serviceLevel", "must be between 0 and 15, got %d", p.ServiceLevel)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ probe:
   peerSelector: app=agent,tier in (gpu)
   namespace: gpunode-system
   timeout: 20s
+  kinds: [read_bw, write_lat, write_bw]
   thresholds:
     minBandwidthBytesPerSecond: 1e10
     minLineRateFraction: 0.8
@@ -35,6 +37,9 @@ probe:
 		t.Fatal(err)
 	}
 	p := c.Probe
+	if !slices.Equal(p.Kinds, []string{"read_bw", "write_lat", "write_bw"}) || !slices.Equal(d.Kinds, []string{"write_bw", "send_lat"}) {
+		t.Errorf("kinds %v, default %v", p.Kinds, d.Kinds)
+	}
 	if !p.Enabled || p.RandomPeers != 2 || p.Loopback || p.Namespace != "gpunode-system" || p.Thresholds.MaxLatencyP50 != 10*time.Microsecond ||
 		p.Thresholds.MinBandwidthBytesPerSecond != 1e10 || p.Thresholds.MinLineRateFraction != 0.8 ||
 		p.LoopbackThresholds.MinBandwidthBytesPerSecond != 2e10 || p.LoopbackThresholds.MaxLatencyP50 != 5*time.Microsecond {
@@ -57,6 +62,9 @@ probe:
 		{"probe:\n  thresholds:\n    maxLatencyP50: -1s\n", "probe.thresholds.maxLatencyP50"},
 		{"probe:\n  thresholds:\n    maxLatency: 1s\n", `unknown key "maxLatency" in probe.thresholds`},
 		{"probe:\n  enable: true\n", `unknown key "enable" in probe`},
+		{"probe:\n  kinds: []\n", "probe.kinds: must name at least one of write_bw, send_lat, read_bw, write_lat"},
+		{"probe:\n  kinds: [write_bw, atomic_bw]\n", `probe.kinds: "atomic_bw" is not one of`},
+		{"probe:\n  kinds: [read_bw, read_bw]\n", `probe.kinds: "read_bw" is named twice`},
 		{"probe:\n  interval: soon\n", "cannot unmarshal"},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -29,13 +29,13 @@ func NewProbeCollector(round func() *probe.Round, refused func() map[string]uint
 			"Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).",
 			[]string{"reason"}, nil),
 		bandwidth: prometheus.NewDesc("gpunode_rdma_probe_bandwidth_bytes_per_second",
-			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails).",
+			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, read_bw RDMA READ as ib_read_bw (a bidirectional probe: both directions' sum), tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails).",
 			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
 		lineRate: prometheus.NewDesc("gpunode_rdma_probe_line_rate_ratio",
-			"RDMA WRITE bandwidth of the last probe to a peer over the data rate of the slower of the two ports (0 to 1); loopback probes have none, their traffic never meets the link.",
+			"RDMA WRITE bandwidth (write_bw) of the last probe to a peer over the data rate of the slower of the two ports (0 to 1; a bidirectional probe over twice it); loopback probes have none, their traffic never meets the link.",
 			[]string{"device", "port", "peer", "peer_device"}, nil),
 		latency: prometheus.NewDesc("gpunode_rdma_probe_latency_seconds",
-			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.",
+			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, write_lat RDMA WRITE as ib_write_lat, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.",
 			[]string{"device", "port", "peer", "peer_device", "kind", "quantile"}, nil),
 		cpuPerGB: prometheus.NewDesc("gpunode_rdma_probe_cpu_seconds_per_gigabyte",
 			"CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.",
@@ -80,7 +80,9 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 		if res.CPUSecondsPerGB > 0 {
 			ch <- prometheus.MustNewConstMetric(c.cpuPerGB, prometheus.GaugeValue, res.CPUSecondsPerGB, dev, port, res.Peer, pdev, res.Kind)
 		}
-		if res.LineRateFraction > 0 {
+		// The line-rate series has no kind label: RDMA WRITE's fills it,
+		// and a read_bw of the same round to the same peer would collide.
+		if res.LineRateFraction > 0 && res.Kind == probe.KindWriteBW {
 			ch <- prometheus.MustNewConstMetric(c.lineRate, prometheus.GaugeValue, res.LineRateFraction, dev, port, res.Peer, pdev)
 		}
 		if l := res.Latency; l != nil {

@@ -26,6 +26,9 @@ func TestProbeCollector(t *testing.T) {
 		Results: []probe.Result{
 			{Kind: probe.KindWriteBW, Local: port, Peer: probe.PeerLoopback, BytesPerSecond: 5e7, CPUSecondsPerGB: 2.5},
 			{Kind: probe.KindWriteBW, Local: port, Peer: "node-c", BytesPerSecond: 2e8, LineRateFraction: 0.64, Rail: new(0), PeerPort: &probe.Port{Device: "mlx5_0", Port: 1}},
+			// read_bw beside it: its own bandwidth series, and no second
+			// line-rate one (that series has no kind label).
+			{Kind: probe.KindReadBW, Local: port, Peer: "node-c", BytesPerSecond: 1e8, LineRateFraction: 0.32, Rail: new(0), PeerPort: &probe.Port{Device: "mlx5_0", Port: 1}},
 			{Kind: probe.KindTCPBW, Peer: "node-b", BytesPerSecond: 2e8, CPUSecondsPerGB: 1.25},
 			{Kind: probe.KindSendLat, Local: port, Peer: "node-b", Latency: &verbs.Latency{Min: 8 * time.Microsecond, P50: 10 * time.Microsecond, P99: 20 * time.Microsecond, P999: 40 * time.Microsecond, Max: time.Millisecond}},
 		},
@@ -36,9 +39,10 @@ func TestProbeCollector(t *testing.T) {
 		},
 	}
 	want := `
-# HELP gpunode_rdma_probe_bandwidth_bytes_per_second Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails).
+# HELP gpunode_rdma_probe_bandwidth_bytes_per_second Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, read_bw RDMA READ as ib_read_bw (a bidirectional probe: both directions' sum), tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails).
 # TYPE gpunode_rdma_probe_bandwidth_bytes_per_second gauge
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="",kind="tcp_bw",peer="node-b",peer_device="",port=""} 2e+08
+gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="read_bw",peer="node-c",peer_device="mlx5_0",port="1"} 1e+08
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",peer_device="",port="1"} 5e+07
 gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="node-c",peer_device="mlx5_0",port="1"} 2e+08
 # HELP gpunode_rdma_probe_cpu_seconds_per_gigabyte CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.
@@ -48,14 +52,14 @@ gpunode_rdma_probe_cpu_seconds_per_gigabyte{device="rxe0",kind="write_bw",peer="
 # HELP gpunode_rdma_probe_last_run_timestamp_seconds Unix time when the last round of RDMA probes started.
 # TYPE gpunode_rdma_probe_last_run_timestamp_seconds gauge
 gpunode_rdma_probe_last_run_timestamp_seconds 1.7000000005e+09
-# HELP gpunode_rdma_probe_latency_seconds Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.
+# HELP gpunode_rdma_probe_latency_seconds Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, write_lat RDMA WRITE as ib_write_lat, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.
 # TYPE gpunode_rdma_probe_latency_seconds gauge
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",peer_device="",port="1",quantile="0"} 8e-06
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",peer_device="",port="1",quantile="0.5"} 1e-05
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",peer_device="",port="1",quantile="0.99"} 2e-05
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",peer_device="",port="1",quantile="0.999"} 4e-05
 gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="node-b",peer_device="",port="1",quantile="1"} 0.001
-# HELP gpunode_rdma_probe_line_rate_ratio RDMA WRITE bandwidth of the last probe to a peer over the data rate of the slower of the two ports (0 to 1); loopback probes have none, their traffic never meets the link.
+# HELP gpunode_rdma_probe_line_rate_ratio RDMA WRITE bandwidth (write_bw) of the last probe to a peer over the data rate of the slower of the two ports (0 to 1; a bidirectional probe over twice it); loopback probes have none, their traffic never meets the link.
 # TYPE gpunode_rdma_probe_line_rate_ratio gauge
 gpunode_rdma_probe_line_rate_ratio{device="rxe0",peer="node-c",peer_device="mlx5_0",port="1"} 0.64
 # HELP gpunode_rdma_probe_refused_total Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).
@@ -68,6 +72,7 @@ gpunode_rdma_probe_refused_total{reason="version"} 0
 gpunode_rdma_probe_success{device="",kind="tcp_bw",peer="node-b",peer_device="",port=""} 1
 gpunode_rdma_probe_success{device="",kind="write_bw",peer="node-b",peer_device="",port=""} 0
 gpunode_rdma_probe_success{device="rxe0",kind="send_lat",peer="node-b",peer_device="",port="1"} 1
+gpunode_rdma_probe_success{device="rxe0",kind="read_bw",peer="node-c",peer_device="mlx5_0",port="1"} 1
 gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="loopback",peer_device="",port="1"} 1
 gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="node-c",peer_device="mlx5_0",port="1"} 1
 gpunode_rdma_probe_success{device="rxe1",kind="write_bw",peer="node-c",peer_device="",port="1"} 0

@@ -41,6 +41,11 @@ type probeFlags struct {
 	tcp        bool
 	output     string
 	kind       string
+	bwKind     string
+	latKind    string
+	qps        int
+	bidir      bool
+	sweep      bool
 	rail       string
 	railMatch  string
 	sl, tclass int
@@ -50,12 +55,15 @@ type probeFlags struct {
 
 func addProbe(app *kingpin.Application) *probeFlags {
 	f := &probeFlags{}
-	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline. Bandwidth is printed in MB/s (10^6 bytes/s) and MiB/s (2^20 bytes/s, what perftest prints as MB/sec); JSON output has bytes_per_second. Loopback checks the HCA and its driver (its traffic turns around inside the adapter), peer probes the links and fabric; only peer probes report a fraction of the line rate, the data rate of the slower port. Where RDMA is unavailable, serve answers the TCP baseline only, bw and lat with --tcp run only the TCP baseline, and every RDMA probe exits 1 with the reason.")
+	cmd := app.Command("probe", "RDMA probes: RDMA WRITE bandwidth and SEND/RECV latency between two queue pairs of this node (loopback) or with another node's agent (probe serve), measured as perftest's ib_write_bw and ib_send_lat, with an optional TCP baseline; --kind adds RDMA READ bandwidth and RDMA WRITE latency (ib_read_bw, ib_write_lat). Bandwidth is printed in MB/s (10^6 bytes/s) and MiB/s (2^20 bytes/s, what perftest prints as MB/sec); JSON output has bytes_per_second. Loopback checks the HCA and its driver (its traffic turns around inside the adapter), peer probes the links and fabric; only peer probes report a fraction of the line rate, the data rate of the slower port. Where RDMA is unavailable, serve answers the TCP baseline only, bw and lat with --tcp run only the TCP baseline, and every RDMA probe exits 1 with the reason.")
 	cmd.Flag("device", "RDMA device to use (default: the port whose RoCE address the connection uses, else the first ACTIVE port).").PlaceHolder("NAME").StringVar(&f.device)
 	cmd.Flag("token-file", "File holding the shared probe token (at least 16 bytes; the chart mounts a Secret there).").Default(defaultTokenFile).PlaceHolder("FILE").StringVar(&f.tokenFile)
 	intVar(cmd.Flag("size", "Message size in bytes (default 65536 for bandwidth, 2 for latency, as perftest).").PlaceHolder("BYTES"), &f.size)
 	intVar(cmd.Flag("iterations", "Messages (bandwidth) or round trips (latency) (default 5000 and 1000, as perftest).").PlaceHolder("N"), &f.iterations)
-	intVar(cmd.Flag("depth", "Send queue depth: writes in flight (default 128).").PlaceHolder("N"), &f.depth)
+	intVar(cmd.Flag("depth", "Send queue depth: writes or reads in flight per queue pair (default 128).").PlaceHolder("N"), &f.depth)
+	intVar(cmd.Flag("qps", "Queue pairs per bandwidth probe, driven by one loop, each moving --iterations messages; the figure is their sum (perftest -q; default 1).").PlaceHolder("N"), &f.qps)
+	cmd.Flag("bidir", "Bandwidth probes run both ways at once; the figure is the sum of both directions (perftest -b).").BoolVar(&f.bidir)
+	cmd.Flag("sweep", "Run every message size from 2 bytes to 8 MiB in powers of two, one result each (perftest -a); excludes --size.").BoolVar(&f.sweep)
 	durationVar(cmd.Flag("duration", "Run bandwidth probes for this long instead of --iterations.").PlaceHolder("DURATION"), &f.duration)
 	durationVar(cmd.Flag("timeout", "Bound on each measurement.").Default("1m"), &f.timeout)
 	intVar(cmd.Flag("sl", "Service level (0-15) of the RDMA probes' queue pairs (both ends): where lossless traffic is mapped by SL (InfiniBand, some RoCE setups), SL 0 is not always its class.").PlaceHolder("N"), &f.sl)
@@ -67,11 +75,14 @@ func addProbe(app *kingpin.Application) *probeFlags {
 	f.serve = cmd.Command("serve", "Answer other agents' probes until SIGTERM, one at a time, after checking their token.")
 	f.serve.Flag("listen", "Address to listen on.").Default(":" + defaultProbePort).StringVar(&f.listen)
 	f.loopback = cmd.Command("loopback", "Probe every ACTIVE port against itself: bandwidth and latency.")
-	f.loopback.Flag("kind", "What to measure: all, bw or lat.").Default("all").EnumVar(&f.kind, "all", "bw", "lat")
+	f.loopback.Flag("kind", "What to measure: all (write_bw and send_lat), bw (write_bw), lat (send_lat), or one of write_bw, read_bw, send_lat, write_lat.").Default("all").EnumVar(&f.kind,
+		"all", "bw", "lat", probe.KindWriteBW, probe.KindReadBW, probe.KindSendLat, probe.KindWriteLat)
 	f.bw = cmd.Command("bw", "Bandwidth to another node's agent (probe serve).")
 	f.bw.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+" when none is given).").Required().PlaceHolder("HOST[:PORT]").StringVar(&f.peer)
+	f.bw.Flag("kind", "RDMA WRITE (write_bw, as ib_write_bw) or READ (read_bw, as ib_read_bw).").Default(probe.KindWriteBW).EnumVar(&f.bwKind, probe.KindWriteBW, probe.KindReadBW)
 	f.lat = cmd.Command("lat", "Latency to another node's agent (probe serve).")
 	f.lat.Flag("peer", "The peer: HOST or HOST:PORT (port "+defaultProbePort+" when none is given).").Required().PlaceHolder("HOST[:PORT]").StringVar(&f.peer)
+	f.lat.Flag("kind", "SEND/RECV (send_lat, as ib_send_lat) or RDMA WRITE polled on the last byte (write_lat, as ib_write_lat).").Default(probe.KindSendLat).EnumVar(&f.latKind, probe.KindSendLat, probe.KindWriteLat)
 	return f
 }
 
@@ -87,15 +98,18 @@ func (f *probeFlags) request(kind string) probe.Request {
 	if f.iterations > 0 {
 		r.Iterations = f.iterations
 	}
-	if f.depth > 0 && (kind == probe.KindWriteBW || kind == probe.KindTCPBW) {
+	if f.depth > 0 && probe.IsBandwidth(kind) {
 		r.Depth = f.depth
 	}
-	if kind == probe.KindWriteBW || kind == probe.KindTCPBW {
+	if probe.IsBandwidth(kind) {
 		r.Duration = f.duration
 	}
 	r.Timeout = f.timeout
-	if kind == probe.KindWriteBW || kind == probe.KindSendLat {
+	if probe.IsRDMA(kind) {
 		r.ServiceLevel, r.TrafficClass = f.sl, f.tclass
+	}
+	if probe.IsRDMA(kind) && probe.IsBandwidth(kind) {
+		r.QPs, r.Bidirectional = f.qps, f.bidir
 	}
 	if r.Duration > 0 {
 		r.Timeout = max(r.Timeout, r.Duration+10*time.Second)
@@ -104,6 +118,41 @@ func (f *probeFlags) request(kind string) probe.Request {
 		}
 	}
 	return r
+}
+
+// Sweep sizes, as perftest -a: 2 bytes to 8 MiB.
+const (
+	sweepMin = 2
+	sweepMax = 8 << 20
+)
+
+// requests are the probes a command runs: each kind, at each size of the
+// sweep or at --size (or the kind's default).
+func (f *probeFlags) requests(kinds []string) ([]probe.Request, error) {
+	if f.sweep && f.size > 0 {
+		return nil, errors.New("--sweep and --size exclude each other: the sweep runs every size")
+	}
+	if f.qps < 0 {
+		return nil, fmt.Errorf("--qps %d: want 1 or more", f.qps)
+	}
+	var out []probe.Request
+	for _, k := range kinds {
+		r := f.request(k)
+		if !f.sweep {
+			out = append(out, r)
+			continue
+		}
+		for size := sweepMin; size <= sweepMax; size *= 2 {
+			r.Size = size
+			out = append(out, r)
+		}
+	}
+	for _, r := range out {
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // probeReport is the -o json output.
@@ -133,11 +182,10 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 		fmt.Fprintf(stderr, "gpunode-agent: RDMA probes are unavailable on this node: %v\n", rdmaErr)
 		return exitFailure
 	}
-	for _, k := range kinds {
-		if err := f.request(k).Validate(); err != nil {
-			fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
-			return exitUsage
-		}
+	reqs, err := f.requests(kinds)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+		return exitUsage
 	}
 	rails, code, railErr := f.rails(ctx, devices)
 	if railErr != nil {
@@ -170,9 +218,9 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 			return exitFailure
 		}
 		for _, p := range ports {
-			for _, k := range kinds {
-				res, err := probe.Loopback(ctx, lim, p, f.request(k))
-				rep.add(res, err, fmt.Sprintf("%s loopback %s", p.Name(), k))
+			for _, req := range reqs {
+				res, err := probe.Loopback(ctx, lim, p, req)
+				rep.add(res, err, fmt.Sprintf("%s loopback %s", p.Name(), f.what(req)))
 			}
 		}
 	} else {
@@ -183,19 +231,19 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 		}
 		c := &probe.Client{Token: token, Devices: devices, Device: f.device, Limiter: lim}
 		addr := peerAddress(f.peer)
-		for _, k := range kinds {
-			what := fmt.Sprintf("%s %s", addr, k)
-			if rdmaErr != nil && (k == probe.KindWriteBW || k == probe.KindSendLat) {
+		for _, req := range reqs {
+			what := fmt.Sprintf("%s %s", addr, f.what(req))
+			if rdmaErr != nil && probe.IsRDMA(req.Kind) {
 				rep.add(probe.Result{}, fmt.Errorf("RDMA probes are unavailable on this node: %w", rdmaErr), what)
 				continue
 			}
-			if rails == nil || !isRDMAKind(k) {
-				res, err := c.Run(ctx, addr, f.request(k))
+			if rails == nil || !probe.IsRDMA(req.Kind) {
+				res, err := c.Run(ctx, addr, req)
 				rep.add(res, err, what)
 				continue
 			}
 			for _, r := range rails {
-				res, err := c.RunRail(ctx, addr, r, probe.RailRule{Match: f.railMatch}, f.request(k))
+				res, err := c.RunRail(ctx, addr, r, probe.RailRule{Match: f.railMatch}, req)
 				rep.add(res, err, what)
 			}
 		}
@@ -203,7 +251,13 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 	return rep.write(f.output, stdout, stderr)
 }
 
-func isRDMAKind(k string) bool { return k == probe.KindWriteBW || k == probe.KindSendLat }
+// what names a request in an error: its kind, and its size in a sweep.
+func (f *probeFlags) what(r probe.Request) string {
+	if f.sweep {
+		return r.Kind + " " + sizeText(r.Size)
+	}
+	return r.Kind
+}
 
 // rails are the rails --rail picks (nil without --rail): all of this
 // node's, or rail K; on error, the exit code too.
@@ -244,17 +298,26 @@ func (f *probeFlags) kinds(cmd string) ([]string, bool) {
 	var kinds []string
 	switch cmd {
 	case f.loopback.FullCommand():
-		kinds = map[string][]string{"all": {probe.KindWriteBW, probe.KindSendLat}, "bw": {probe.KindWriteBW}, "lat": {probe.KindSendLat}}[f.kind]
+		switch f.kind {
+		case "all":
+			kinds = []string{probe.KindWriteBW, probe.KindSendLat}
+		case "bw":
+			kinds = []string{probe.KindWriteBW}
+		case "lat":
+			kinds = []string{probe.KindSendLat}
+		default:
+			kinds = []string{f.kind}
+		}
 	case f.bw.FullCommand():
-		kinds = []string{probe.KindWriteBW}
+		kinds = []string{f.bwKind}
 	case f.lat.FullCommand():
-		kinds = []string{probe.KindSendLat}
+		kinds = []string{f.latKind}
 	default:
 		return nil, false
 	}
 	if f.tcp {
 		for _, k := range kinds {
-			if k == probe.KindWriteBW {
+			if probe.IsBandwidth(k) {
 				kinds = append(kinds, probe.KindTCPBW)
 			} else {
 				kinds = append(kinds, probe.KindTCPLat)
@@ -359,7 +422,14 @@ func formatResult(r probe.Result) string {
 			us(l.Min), us(l.P50), us(l.P99), us(l.P999), us(l.Max))
 	}
 	// MB/s are 10^6 bytes; perftest's "MB/sec" are 2^20 bytes, our MiB/s.
-	s := fmt.Sprintf("%s, depth %d: %.2f MB/s = %.2f MiB/s", head, r.Depth, r.BytesPerSecond/1e6, r.BytesPerSecond/(1<<20))
+	head += fmt.Sprintf(", depth %d", r.Depth)
+	if r.QPs > 1 {
+		head += fmt.Sprintf(", %d QPs", r.QPs)
+	}
+	if r.Bidirectional {
+		head += ", both ways"
+	}
+	s := fmt.Sprintf("%s: %.2f MB/s = %.2f MiB/s", head, r.BytesPerSecond/1e6, r.BytesPerSecond/(1<<20))
 	if r.LineRateFraction > 0 {
 		s += fmt.Sprintf(" (%.1f%% of %s Gb/s)", 100*r.LineRateFraction, strconv.FormatFloat(r.LineRateGbps(), 'f', -1, 64))
 	}

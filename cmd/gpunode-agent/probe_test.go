@@ -33,6 +33,11 @@ func TestProbeCLIWithoutRDMA(t *testing.T) {
 		{[]string{"probe", "bw", "--peer", "127.0.0.1"}, 1, "", "unavailable"},
 		{[]string{"probe", "lat"}, 2, "", "--peer"},
 		{[]string{"probe", "loopback", "--kind", "read"}, 2, "", "enum value"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--kind", "send_lat"}, 2, "", "enum value"},
+		{[]string{"probe", "lat", "--peer", "127.0.0.1", "--kind", "read_bw"}, 2, "", "enum value"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--qps", "17"}, 2, "", "qps 17 out of range 1..16"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--sweep", "--size", "4096"}, 2, "", "--sweep and --size exclude each other"},
+		{[]string{"probe", "lat", "--peer", "127.0.0.1", "--kind", "write_lat"}, 1, "", "unavailable"},
 		{[]string{"probe"}, 2, "", "must select a subcommand"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--sl", "16"}, 2, "", "service level 16 out of range 0..15"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "two"}, 2, "", `--rail "two": want all or a rail number`},
@@ -72,8 +77,29 @@ func TestProbeHelpers(t *testing.T) {
 	if r := f.request(probe.KindTCPBW); r.ServiceLevel != 0 || r.TrafficClass != 0 || r.Validate() != nil {
 		t.Errorf("class flags on TCP %+v", r)
 	}
+	// perftest's other tests: --qps and --bidir go to the RDMA bandwidth
+	// kinds only; --sweep runs every size from 2 bytes to 8 MiB.
+	f = &probeFlags{timeout: time.Minute, qps: 2, bidir: true}
+	if r := f.request(probe.KindReadBW); r.QPs != 2 || !r.Bidirectional || r.Size != 65536 || r.Validate() != nil {
+		t.Errorf("read_bw flags %+v", r)
+	}
+	if r := f.request(probe.KindWriteLat); r.QPs != 0 || r.Bidirectional || r.Size != 2 || r.Validate() != nil {
+		t.Errorf("write_lat flags %+v", r)
+	}
+	if r := f.request(probe.KindTCPBW); r.QPs != 0 || r.Bidirectional || r.Validate() != nil {
+		t.Errorf("qps on TCP %+v", r)
+	}
+	f = &probeFlags{timeout: time.Minute, sweep: true}
+	reqs, err := f.requests([]string{probe.KindWriteBW, probe.KindWriteLat})
+	if err != nil || len(reqs) != 2*23 || reqs[0].Size != 2 || reqs[22].Size != 8<<20 || reqs[23].Kind != probe.KindWriteLat || reqs[45].Size != 8<<20 {
+		t.Errorf("sweep: %v, %d requests", err, len(reqs))
+	}
 	port := probe.Port{Device: "rxe0", Port: 1, RateGbps: 2.5, DataRateGbps: 2.5}
-	line := formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5.083e7, CPUSecondsPerGB: 19.68})
+	line := formatResult(probe.Result{Kind: probe.KindReadBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, QPs: 2, Bidirectional: true, BytesPerSecond: 1e8})
+	if !strings.Contains(line, "read_bw   64 KiB x 5000, depth 128, 2 QPs, both ways: 100.00 MB/s") {
+		t.Errorf("several QPs both ways %q", line)
+	}
+	line = formatResult(probe.Result{Kind: probe.KindWriteBW, Local: port, Peer: "loopback", Size: 65536, Iterations: 5000, Depth: 128, BytesPerSecond: 5.083e7, CPUSecondsPerGB: 19.68})
 	if !strings.Contains(line, "rxe0/1") || !strings.Contains(line, "64 KiB x 5000, depth 128: 50.83 MB/s = 48.48 MiB/s, 19.68 CPU s/GB") {
 		t.Errorf("loopback bandwidth line %q", line)
 	}

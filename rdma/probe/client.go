@@ -59,6 +59,10 @@ func (c *Client) RunRail(ctx context.Context, addr string, rail Rail, rule RailR
 // run is Run from local, when set, else from the port the control
 // connection picks.
 func (c *Client) run(ctx context.Context, addr string, req Request, local *Port) (Result, error) {
+	if req.QPs == 1 {
+		// One queue pair is what every version runs: say nothing of it.
+		req.QPs = 0
+	}
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
@@ -79,12 +83,16 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 
 	req, acc, err := c.handshake(conn, addr, req)
 	if err != nil {
+		if IsVersion(err) && req.version() >= versionKinds {
+			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: read_bw, write_lat, several queue pairs and bidirectional bandwidth; upgrade it, or leave those off)", err, versionKinds)
+		}
 		if IsVersion(err) && req.version() >= versionRails {
 			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: per-rail probes, service level and traffic class; upgrade it, or leave those off)", err, versionRails)
 		}
 		return Result{}, err
 	}
-	res := Result{Kind: req.Kind, Peer: addr, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	res := Result{Kind: req.Kind, Peer: addr, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth, QPs: req.QPs,
+		Bidirectional: req.Bidirectional}
 	if !isRDMA(req.Kind) {
 		return c.runTCP(conn, addr, req, res)
 	}
@@ -144,7 +152,7 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	if acc.Endpoint == nil {
 		return Result{}, fmt.Errorf("%s: accept without an RDMA endpoint", addr)
 	}
-	remote := *acc.Endpoint
+	remotes := append([]verbs.Endpoint{*acc.Endpoint}, acc.MoreEndpoints...)
 	var port Port
 	if local != nil {
 		port = *local
@@ -156,18 +164,19 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	}
 	res.Local = port
 	cfg := qpConfig(port, req)
-	if err := checkPeerBuffer(remote, cfg); err != nil {
+	if err := checkPeers(remotes, cfg, numQPs(req)); err != nil {
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
-	qp, closeQP, err := openQP(port, cfg)
+	qps, closeQPs, err := openQPs(port, cfg, numQPs(req))
 	if err != nil {
 		return Result{}, err
 	}
-	defer closeQP()
-	if err := connectQP(qp, remote, req); err != nil {
+	defer closeQPs()
+	if err := connectQPs(qps, remotes, req); err != nil {
 		return Result{}, err
 	}
-	if err := writeFrame(conn, typeEndpoint, endpointMsg{Endpoint: qp.Local()}); err != nil {
+	eps := qps.endpoints()
+	if err := writeFrame(conn, typeEndpoint, endpointMsg{Endpoint: eps[0], MoreEndpoints: eps[1:]}); err != nil {
 		return Result{}, fmt.Errorf("%s: send endpoint: %w", addr, err)
 	}
 	var r ready
@@ -176,17 +185,17 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	}
 
 	conn.SetDeadline(time.Now().Add(req.Timeout + c.step()))
-	res, err = c.measure(ctx, conn, addr, qp, remote, req, res)
+	res, err = c.measure(ctx, conn, addr, qps, remotes, req, res)
 	if err == nil {
-		res.noteQP(qp)
+		res.noteQP(qps[0])
 	}
 	return res, err
 }
 
 // measure is the client's part once both QPs are ready: the measurement
 // and the outcomes.
-func (c *Client) measure(ctx context.Context, conn net.Conn, addr string, qp initiator, remote verbs.Endpoint, req Request, res Result) (Result, error) {
-	m := measureWatched(ctx, conn, qp, remote, req, &res)
+func (c *Client) measure(ctx context.Context, conn net.Conn, addr string, qp initiator, remotes []verbs.Endpoint, req Request, res Result) (Result, error) {
+	m := measureWatched(ctx, conn, qp, remotes, req, &res)
 	conn.SetDeadline(time.Now().Add(c.step()))
 	return conclude(conn, addr, res, m)
 }
@@ -211,7 +220,7 @@ type serverEnd struct {
 // own loop failed, and closes the connection when it dies, so anything
 // read while the loop runs cancels the loop instead of letting it run to
 // its timeout.
-func measureWatched(ctx context.Context, conn net.Conn, qp initiator, remote verbs.Endpoint, req Request, res *Result) measured {
+func measureWatched(ctx context.Context, conn net.Conn, qp initiator, remotes []verbs.Endpoint, req Request, res *Result) measured {
 	timeout := timeoutFor(ctx, req)
 	var measuring, early atomic.Bool
 	measuring.Store(true)
@@ -226,13 +235,13 @@ func measureWatched(ctx context.Context, conn net.Conn, qp initiator, remote ver
 		acks <- e
 	}()
 	var m measured
-	if req.Kind == KindWriteBW {
+	if isBandwidth(req.Kind) {
 		var bw verbs.BW
-		bw, m.cpu, m.err = writeBW(qp, remote, req, timeout)
+		bw, m.cpu, m.err = bandwidth(qp, remotes, req, timeout)
 		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
 	} else {
 		var half []time.Duration
-		half, m.cpu, m.err = ping(qp, req, timeout)
+		half, m.cpu, m.err = ping(qp, remotes[0], req, timeout)
 		if m.err == nil {
 			res.fillLatency(half)
 		}
@@ -277,6 +286,12 @@ func conclude(conn net.Conn, addr string, res Result, m measured) (Result, error
 		return Result{}, &RemoteError{Code: CodeFailed, Message: e.ack.Error}
 	}
 	res.PeerCPUSeconds = e.ack.CPU.Seconds()
+	if res.Bidirectional {
+		if e.ack.Result == nil {
+			return Result{}, fmt.Errorf("%s: the peer's ack lacks its direction of the bidirectional probe", addr)
+		}
+		res.ReverseBytes, res.ReverseElapsed = e.ack.Result.Bytes, e.ack.Result.Elapsed
+	}
 	// The server's port, for the line rate of the slower end; a server
 	// from before the port frame closes instead (the rate stays unknown).
 	var pi portInfo

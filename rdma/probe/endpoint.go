@@ -26,19 +26,45 @@ func localPort(ctx context.Context, devices Devices, device string, conn net.Con
 	return PortFor(devs, ip, device)
 }
 
-// openQP opens port's device and a queue pair on it. closeQP closes both,
-// the queue pair first; calling it again does nothing more.
-func openQP(port Port, cfg verbs.QPConfig) (qp *verbs.QP, closeQP func(), err error) {
+// openQPs opens port's device and n queue pairs on it. closeQPs closes
+// them, then the device; calling it again does nothing more.
+func openQPs(port Port, cfg verbs.QPConfig, n int) (qps qpSet, closeQPs func(), err error) {
 	dev, err := verbs.OpenDevice(port.Device)
 	if err != nil {
 		return nil, nil, err
 	}
-	qp, err = dev.NewQP(cfg)
+	qps, err = newQPs(dev, cfg, n)
 	if err != nil {
 		dev.Close()
 		return nil, nil, err
 	}
-	return qp, func() { qp.Close(); dev.Close() }, nil
+	return qps, func() { qps.close(); dev.Close() }, nil
+}
+
+// checkPeers refuses a peer that offers another number of queue pairs
+// than this end has, or a buffer that cannot hold what this end's
+// configuration moves.
+func checkPeers(remotes []verbs.Endpoint, cfg verbs.QPConfig, n int) error {
+	if len(remotes) != n {
+		return fmt.Errorf("peer offered %d queue pairs, the request needs %d", len(remotes), n)
+	}
+	for _, r := range remotes {
+		if err := checkPeerBuffer(r, cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connectQPs connects each of this end's queue pairs to the peer's of the
+// same index (checkPeers checked they match).
+func connectQPs(qps qpSet, remotes []verbs.Endpoint, req Request) error {
+	for i, q := range qps {
+		if err := connectQP(q, remotes[i], req); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkPeerBuffer refuses a peer whose buffer cannot hold what this

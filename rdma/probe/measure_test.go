@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -74,6 +75,22 @@ func (f *fakeLoop) WriteBW(remote verbs.Endpoint, size int, iters uint64, durati
 	return verbs.BW{Bytes: uint64(size) * iters, Messages: iters, Elapsed: f.doneAfter}, nil
 }
 
+func (f *fakeLoop) Bandwidth(op verbs.Op, remotes []verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error) {
+	if err := f.run(op.String(), timeout); err != nil {
+		return verbs.BW{}, err
+	}
+	n := iters * uint64(len(remotes))
+	return verbs.BW{Bytes: uint64(size) * n, Messages: n, Elapsed: f.doneAfter}, nil
+}
+
+func (f *fakeLoop) WritePing(remote verbs.Endpoint, size, iters int, timeout time.Duration) ([]time.Duration, error) {
+	return f.Ping(size, iters, timeout)
+}
+
+func (f *fakeLoop) WritePong(remote verbs.Endpoint, size, iters int, timeout time.Duration) error {
+	return f.run("RDMA WRITE", timeout)
+}
+
 func (f *fakeLoop) Cancel() { f.cancelled.Store(true) }
 
 // ends is one measurement between a client and a server end over a real
@@ -113,13 +130,13 @@ func measureBetween(t *testing.T, req Request, client, server *fakeLoop) ends {
 		s := &Server{StepTimeout: step, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		start := time.Now()
 		sconn.SetDeadline(start.Add(req.Timeout + step))
-		e.serverErr = s.measure(sconn, server, req, portInfo{DataRateGbps: 200}, func() {}, func() { released.Store(true) }, s.Logger)
+		e.serverErr = s.measure(sconn, server, make([]verbs.Endpoint, numQPs(req)), req, portInfo{DataRateGbps: 200}, func() {}, func() { released.Store(true) }, s.Logger)
 		e.serverT = time.Since(start)
 	}()
 	c := &Client{StepTimeout: step}
 	start := time.Now()
 	cconn.SetDeadline(start.Add(req.Timeout + step))
-	e.res, e.clientErr = c.measure(context.Background(), cconn, "peer:9836", client, verbs.Endpoint{}, req, Result{Kind: req.Kind, Size: req.Size})
+	e.res, e.clientErr = c.measure(context.Background(), cconn, "peer:9836", client, make([]verbs.Endpoint, numQPs(req)), req, Result{Kind: req.Kind, Size: req.Size, Bidirectional: req.Bidirectional})
 	e.clientT = time.Since(start)
 	<-served
 	e.released = released.Load()
@@ -233,5 +250,35 @@ func TestMeasurementCPUIsTheProbeThreads(t *testing.T) {
 			t.Errorf("a sleeping loop counted %.3f CPU s while another goroutine burned %s", e.res.CPUSeconds, other)
 		}
 		return
+	}
+}
+
+// Bidirectional bandwidth (perftest -b): the server runs its loop toward
+// the client at the same time and its ack carries that direction, which
+// the client adds to its own, rate to rate, as perftest sums both sides.
+// Without -b, READ leaves the server passive like WRITE (its fake loop,
+// never told to finish, would run to the timeout if it were started).
+func TestBidirectionalBothDirections(t *testing.T) {
+	req := DefaultRequest(KindWriteBW)
+	req.Timeout, req.Bidirectional, req.Iterations = 20*time.Second, true, 1000
+	e := measureBetween(t, req, &fakeLoop{doneAfter: 100 * time.Millisecond}, &fakeLoop{doneAfter: 200 * time.Millisecond})
+	if e.clientErr != nil || e.serverErr != nil {
+		t.Fatalf("client: %v; server: %v", e.clientErr, e.serverErr)
+	}
+	b := float64(req.Size * req.Iterations)
+	if want := b/0.1 + b/0.2; !e.res.Bidirectional || e.res.ReverseBytes != uint64(b) || e.res.ReverseElapsed != 200*time.Millisecond ||
+		math.Abs(e.res.BytesPerSecond-want) > 1 {
+		t.Errorf("bidirectional: %.0f B/s, want %.0f; %+v", e.res.BytesPerSecond, want, e.res)
+	}
+
+	read := DefaultRequest(KindReadBW)
+	read.Timeout, read.QPs = 5*time.Second, 2
+	server := &fakeLoop{}
+	e = measureBetween(t, read, &fakeLoop{doneAfter: 100 * time.Millisecond}, server)
+	if e.clientErr != nil || e.serverErr != nil || e.serverT > 3*time.Second {
+		t.Fatalf("read: client: %v; server after %s: %v", e.clientErr, e.serverT, e.serverErr)
+	}
+	if e.res.Bytes != uint64(2*read.Size*read.Iterations) || e.res.ReverseBytes != 0 {
+		t.Errorf("read over two QPs: %+v", e.res)
 	}
 }

@@ -48,6 +48,17 @@ import (
 // version 1 server refuses a version 2 request with the code version,
 // which the client reports as a peer that predates per-rail probes.
 //
+// Version 3 adds perftest's other tests: the kinds read_bw and write_lat,
+// several queue pairs per probe (Request.QPs: the accept and the
+// client's endpoint frame then carry the further QPs' endpoints in
+// more_endpoints) and bidirectional bandwidth (Request.Bidirectional: the
+// server runs the same loop toward the client, and its ack carries that
+// direction's outcome in result). For read_bw each endpoint says how many
+// RDMA READs it takes in flight (out_reads). As with version 2, a client
+// sends version 3 only for a request that uses any of these, and the
+// server answers it in version 3; an older server refuses it with the
+// code version.
+//
 // The port frame comes last so that a client that does not expect it
 // reads the ack and closes, and a client expecting it from a server that
 // does not send it gets the server's close instead. Frames decode
@@ -56,11 +67,14 @@ import (
 const (
 	// Version is the newest protocol version; a frame of a version
 	// outside MinVersion..Version is refused with an error naming both.
-	Version = 2
+	Version = 3
 	// MinVersion is the oldest version this agent still speaks.
 	MinVersion = 1
 	// versionRails is the first version with rails.
 	versionRails = 2
+	// versionKinds is the first version with read_bw, write_lat, several
+	// QPs and bidirectional bandwidth.
+	versionKinds = 3
 	// MaxFrame bounds a payload: messages are small.
 	MaxFrame = 16 << 10
 )
@@ -89,8 +103,12 @@ var typeNames = map[byte]string{
 const (
 	KindWriteBW = "write_bw"
 	KindSendLat = "send_lat"
-	KindTCPBW   = "tcp_bw"
-	KindTCPLat  = "tcp_lat"
+	// KindReadBW is RDMA READ bandwidth (ib_read_bw), KindWriteLat RDMA
+	// WRITE latency (ib_write_lat): protocol version 3.
+	KindReadBW   = "read_bw"
+	KindWriteLat = "write_lat"
+	KindTCPBW    = "tcp_bw"
+	KindTCPLat   = "tcp_lat"
 )
 
 // Error codes a server answers with.
@@ -123,18 +141,26 @@ type Request struct {
 	Rail *RailRequest `json:"rail,omitempty"`
 	// ServiceLevel (0-15) and TrafficClass (0-255) set both ends' QPs'
 	// class (protocol version 2 when not 0).
-	ServiceLevel int    `json:"service_level,omitempty"`
-	TrafficClass int    `json:"traffic_class,omitempty"`
-	Nonce        []byte `json:"nonce,omitempty"`
-	MAC          []byte `json:"mac,omitempty"`
+	ServiceLevel int `json:"service_level,omitempty"`
+	TrafficClass int `json:"traffic_class,omitempty"`
+	// QPs > 1 runs a bandwidth kind over that many queue pairs at once
+	// (perftest -q), Bidirectional both ways at once (perftest -b):
+	// protocol version 3.
+	QPs           int    `json:"qps,omitempty"`
+	Bidirectional bool   `json:"bidirectional,omitempty"`
+	Nonce         []byte `json:"nonce,omitempty"`
+	MAC           []byte `json:"mac,omitempty"`
 }
 
 type accept struct {
 	Endpoint *verbs.Endpoint `json:"endpoint,omitempty"`
 	// Port is the server's port on the requested rail (version 2, only
 	// in answer to a request that names a rail).
-	Port *Port  `json:"port,omitempty"`
-	MAC  []byte `json:"mac"`
+	Port *Port `json:"port,omitempty"`
+	// MoreEndpoints are the server's further QPs (Request.QPs > 1,
+	// version 3).
+	MoreEndpoints []verbs.Endpoint `json:"more_endpoints,omitempty"`
+	MAC           []byte           `json:"mac"`
 }
 
 // RemoteError is a server's refusal or failure, with its code.
@@ -163,6 +189,8 @@ func (e *RemoteError) Error() string {
 
 type endpointMsg struct {
 	Endpoint verbs.Endpoint `json:"endpoint"`
+	// MoreEndpoints are the client's further QPs (version 3).
+	MoreEndpoints []verbs.Endpoint `json:"more_endpoints,omitempty"`
 }
 
 type ready struct{}
@@ -179,6 +207,9 @@ type ack struct {
 	// CPU is the server's probe thread's CPU time in the measurement
 	// (none when it ran no loop: the target of RDMA WRITE).
 	CPU time.Duration `json:"cpu_ns,omitempty"`
+	// Result is the server's own loop's outcome in a bidirectional
+	// probe (version 3): the direction toward the client.
+	Result *done `json:"result,omitempty"`
 }
 
 // portInfo is what the server says of its port after the ack.
@@ -190,7 +221,7 @@ type portInfo struct {
 // memory and time.
 func (r Request) Validate() error {
 	switch r.Kind {
-	case KindWriteBW, KindSendLat, KindTCPBW, KindTCPLat:
+	case KindWriteBW, KindSendLat, KindTCPBW, KindTCPLat, KindReadBW, KindWriteLat:
 	default:
 		return fmt.Errorf("unknown kind %q", r.Kind)
 	}
@@ -198,7 +229,7 @@ func (r Request) Validate() error {
 		return fmt.Errorf("size %d out of range 1..%d", r.Size, verbs.MaxMessageSize)
 	}
 	maxIter := verbs.MaxIterations
-	if r.Kind == KindSendLat || r.Kind == KindTCPLat {
+	if r.Kind == KindSendLat || r.Kind == KindTCPLat || r.Kind == KindWriteLat {
 		maxIter = verbs.MaxLatencyIterations
 	}
 	if r.Iterations < 1 || r.Iterations > maxIter {
@@ -219,6 +250,22 @@ func (r Request) Validate() error {
 	if r.TrafficClass < 0 || r.TrafficClass > 255 {
 		return fmt.Errorf("traffic class %d out of range 0..255", r.TrafficClass)
 	}
+	if r.QPs < 0 || r.QPs > verbs.MaxQPs {
+		return fmt.Errorf("qps %d out of range 1..%d", r.QPs, verbs.MaxQPs)
+	}
+	rdmaBW := isRDMA(r.Kind) && isBandwidth(r.Kind)
+	if r.QPs > 1 && !rdmaBW {
+		return fmt.Errorf("kind %s runs on one queue pair: several are for the RDMA bandwidth kinds", r.Kind)
+	}
+	// Every QP has its own buffer: together they stay within what one
+	// latency probe at the largest size takes (2 x MaxMessageSize), which
+	// the chart's memory limit allows for.
+	if n := max(r.QPs, 1); n*r.Size > 2*verbs.MaxMessageSize {
+		return fmt.Errorf("%d queue pairs of %d bytes each exceed the %d bytes a probe may register", n, r.Size, 2*verbs.MaxMessageSize)
+	}
+	if r.Bidirectional && !rdmaBW {
+		return fmt.Errorf("kind %s has no bidirectional mode: it is for the RDMA bandwidth kinds", r.Kind)
+	}
 	if r.Rail != nil {
 		if !isRDMA(r.Kind) {
 			return fmt.Errorf("kind %s has no rails: it runs on the control connection", r.Kind)
@@ -232,6 +279,9 @@ func (r Request) Validate() error {
 
 // version is the protocol version the request needs.
 func (r Request) version() byte {
+	if r.Kind == KindReadBW || r.Kind == KindWriteLat || r.QPs > 1 || r.Bidirectional {
+		return versionKinds
+	}
 	if r.Rail != nil || r.ServiceLevel != 0 || r.TrafficClass != 0 {
 		return versionRails
 	}

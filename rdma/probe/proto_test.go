@@ -71,7 +71,7 @@ func TestReadFrameGarbage(t *testing.T) {
 		"empty":           {nil, "read frame header"},
 		"short header":    {[]byte("GNP\x01"), "read frame header"},
 		"http":            {[]byte("GET / HTTP/1.1\r\n\r\n"), "bad magic"},
-		"version 3":       {header("GNP", 3, typeHello, 2), "peer speaks version 3"},
+		"version 4":       {header("GNP", 4, typeHello, 2), "peer speaks version 4"},
 		"version 0":       {header("GNP", 0, typeHello, 2), "peer speaks version 0"},
 		"type 0":          {header("GNP", 1, 0, 2), "unknown frame type 0"},
 		"type 200":        {header("GNP", 1, 200, 2), "unknown frame type 200"},
@@ -139,7 +139,14 @@ func TestRequestValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, mut := range map[string]func(*Request){
-		"kind":        func(r *Request) { r.Kind = "read_bw" },
+		"kind":        func(r *Request) { r.Kind = "atomic_bw" },
+		"wlat iters":  func(r *Request) { r.Kind = KindWriteLat; r.Iterations = verbs.MaxLatencyIterations + 1 },
+		"qps":         func(r *Request) { r.QPs = verbs.MaxQPs + 1 },
+		"qps memory":  func(r *Request) { r.QPs = 3; r.Size = verbs.MaxMessageSize },
+		"qps lat":     func(r *Request) { r.Kind = KindSendLat; r.Iterations = 1000; r.QPs = 2 },
+		"qps tcp":     func(r *Request) { r.Kind = KindTCPBW; r.QPs = 2 },
+		"bidir lat":   func(r *Request) { r.Kind = KindWriteLat; r.Iterations = 1000; r.Bidirectional = true },
+		"bidir tcp":   func(r *Request) { r.Kind = KindTCPBW; r.Bidirectional = true },
 		"size 0":      func(r *Request) { r.Size = 0 },
 		"size huge":   func(r *Request) { r.Size = verbs.MaxMessageSize + 1 },
 		"iterations":  func(r *Request) { r.Iterations = 0 },

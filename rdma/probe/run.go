@@ -23,13 +23,23 @@ type Result struct {
 	Peer string `json:"peer"`
 	// Rail is the rail probed (Client.RunRail), PeerPort the peer's port
 	// on it, as its server named it.
-	Rail       *int   `json:"rail,omitempty"`
-	PeerPort   *Port  `json:"peer_port,omitempty"`
-	Size       int    `json:"size"`
-	Iterations int    `json:"iterations"`
-	Depth      int    `json:"depth"`
-	Messages   uint64 `json:"messages"`
-	Bytes      uint64 `json:"bytes"`
+	Rail       *int  `json:"rail,omitempty"`
+	PeerPort   *Port `json:"peer_port,omitempty"`
+	Size       int   `json:"size"`
+	Iterations int   `json:"iterations"`
+	Depth      int   `json:"depth"`
+	// QPs is the queue pairs the bandwidth kinds ran over at once (set
+	// when more than one); Iterations counts per QP, as perftest -q.
+	QPs int `json:"qps,omitempty"`
+	// Bidirectional: both ends ran the loop toward each other at once
+	// (perftest -b). Messages, Bytes and Elapsed are this end's
+	// direction, ReverseBytes and ReverseElapsed the other's;
+	// BytesPerSecond sums both directions' rates, as perftest reports.
+	Bidirectional  bool          `json:"bidirectional,omitempty"`
+	ReverseBytes   uint64        `json:"reverse_bytes,omitempty"`
+	ReverseElapsed time.Duration `json:"reverse_elapsed_ns,omitempty"`
+	Messages       uint64        `json:"messages"`
+	Bytes          uint64        `json:"bytes"`
 	// Elapsed is the measured time: first post to last completion.
 	Elapsed        time.Duration `json:"elapsed_ns"`
 	BytesPerSecond float64       `json:"bytes_per_second,omitempty"`
@@ -37,7 +47,8 @@ type Result struct {
 	// reported it (0: unknown, or loopback).
 	PeerDataRateGbps float64 `json:"peer_data_rate_gbps,omitempty"`
 	// LineRateFraction is BytesPerSecond over the data rate of the slower
-	// of the two ports (RDMA WRITE to a peer, with a known rate). Loopback
+	// of the two ports (RDMA WRITE or READ to a peer, with a known rate;
+	// bidirectional: over twice it, a full-duplex link's). Loopback
 	// has none: its traffic turns around inside the adapter (mlx5,
 	// InfiniBand HCAs) or the kernel (soft-RoCE) and never meets the link.
 	LineRateFraction float64        `json:"line_rate_fraction,omitempty"`
@@ -63,13 +74,28 @@ type Result struct {
 }
 
 // isRDMA reports whether the kind uses verbs.
-func isRDMA(kind string) bool { return kind == KindWriteBW || kind == KindSendLat }
+func isRDMA(kind string) bool {
+	return kind == KindWriteBW || kind == KindSendLat || kind == KindReadBW || kind == KindWriteLat
+}
 
 // isBandwidth reports whether the kind measures bandwidth.
-func isBandwidth(kind string) bool { return kind == KindWriteBW || kind == KindTCPBW }
+func isBandwidth(kind string) bool {
+	return kind == KindWriteBW || kind == KindTCPBW || kind == KindReadBW
+}
+
+// IsBandwidth reports whether kind measures bandwidth (else latency).
+func IsBandwidth(kind string) bool { return isBandwidth(kind) }
+
+// IsRDMA reports whether kind runs over verbs (else TCP).
+func IsRDMA(kind string) bool { return isRDMA(kind) }
+
+// RDMAKinds are the RDMA kinds, perftest's tests: ib_write_bw, ib_send_lat,
+// ib_read_bw, ib_write_lat.
+var RDMAKinds = []string{KindWriteBW, KindSendLat, KindReadBW, KindWriteLat}
 
 // DefaultRequest is perftest's defaults for the kind: 64 KiB x 5000 writes
-// at depth 128 for bandwidth, 2 bytes x 1000 round trips for latency.
+// or reads at depth 128 for bandwidth, 2 bytes x 1000 round trips for
+// latency.
 func DefaultRequest(kind string) Request {
 	r := Request{Kind: kind, Timeout: time.Minute}
 	if isBandwidth(kind) {
@@ -85,7 +111,10 @@ func DefaultRequest(kind string) Request {
 func qpConfig(p Port, req Request) verbs.QPConfig {
 	c := verbs.QPConfig{Port: p.Port, GIDIndex: p.GIDIndex, BufferSize: req.Size, Depth: req.Depth, PSN: randomPSN(), NUMANode: p.NUMANode,
 		ServiceLevel: uint8(req.ServiceLevel), TrafficClass: uint8(req.TrafficClass)} // validated
-	if req.Kind == KindSendLat {
+	if req.Kind == KindReadBW {
+		c.Reads = true
+	}
+	if req.Kind == KindSendLat || req.Kind == KindWriteLat {
 		c.BufferSize = 2 * req.Size
 		// Sends are signaled every 16th; the queue holds the rest.
 		c.Depth = max(req.Depth, 64)
@@ -129,14 +158,21 @@ func (r *Result) finish(cpu time.Duration) {
 		return
 	}
 	r.BytesPerSecond = float64(r.Bytes) / r.Elapsed.Seconds()
-	if r.Bytes > 0 {
-		r.CPUSecondsPerGB = (r.CPUSeconds + r.PeerCPUSeconds) / (float64(r.Bytes) / 1e9)
+	if r.Bidirectional && r.ReverseElapsed > 0 {
+		r.BytesPerSecond += float64(r.ReverseBytes) / r.ReverseElapsed.Seconds()
 	}
-	if r.Kind != KindWriteBW || r.Peer == PeerLoopback {
+	if total := r.Bytes + r.ReverseBytes; total > 0 {
+		r.CPUSecondsPerGB = (r.CPUSeconds + r.PeerCPUSeconds) / (float64(total) / 1e9)
+	}
+	if !isRDMA(r.Kind) || r.Peer == PeerLoopback {
 		return
 	}
 	if gbps := r.LineRateGbps(); gbps > 0 {
-		r.LineRateFraction = r.BytesPerSecond / (gbps * 1e9 / 8)
+		links := 1.0
+		if r.Bidirectional {
+			links = 2
+		}
+		r.LineRateFraction = r.BytesPerSecond / (links * gbps * 1e9 / 8)
 	}
 }
 
@@ -165,30 +201,110 @@ func timeoutFor(ctx context.Context, req Request) time.Duration {
 	return max(t, time.Millisecond)
 }
 
-// initiator is the client end of an RDMA measurement, a *verbs.QP: an
+// bwLoop runs the bandwidth loops: WriteBW one QP's RDMA WRITE, Bandwidth
+// any over several.
+type bwLoop interface {
+	WriteBW(remote verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error)
+	Bandwidth(op verbs.Op, remotes []verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error)
+}
+
+// initiator is the client end of an RDMA measurement, a qpSet: an
 // interface so that the protocol around the loops is tested without RDMA.
 type initiator interface {
-	WriteBW(remote verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error)
+	bwLoop
 	Ping(size, iters int, timeout time.Duration) ([]time.Duration, error)
+	WritePing(remote verbs.Endpoint, size, iters int, timeout time.Duration) ([]time.Duration, error)
 	Cancel()
 }
 
-// responder is the server end of a SEND/RECV measurement, a *verbs.QP.
+// responder is the server end of a latency or bidirectional measurement,
+// a qpSet.
 type responder interface {
+	bwLoop
 	Pong(size, iters int, timeout time.Duration) error
+	WritePong(remote verbs.Endpoint, size, iters int, timeout time.Duration) error
 	Cancel()
 }
 
-// watch cancels qp when ctx ends before stop is called, so a loop does not
+// qpSet is one end's queue pairs: one, or Request.QPs for the bandwidth
+// kinds (perftest -q), driven by one loop. The latency loops use the
+// first.
+type qpSet []*verbs.QP
+
+func (s qpSet) WriteBW(remote verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error) {
+	return s[0].WriteBW(remote, size, iters, duration, timeout)
+}
+
+func (s qpSet) Bandwidth(op verbs.Op, remotes []verbs.Endpoint, size int, iters uint64, duration, timeout time.Duration) (verbs.BW, error) {
+	return verbs.Bandwidth(s, op, remotes, size, iters, duration, timeout)
+}
+
+func (s qpSet) Ping(size, iters int, timeout time.Duration) ([]time.Duration, error) {
+	return s[0].Ping(size, iters, timeout)
+}
+
+func (s qpSet) Pong(size, iters int, timeout time.Duration) error {
+	return s[0].Pong(size, iters, timeout)
+}
+
+func (s qpSet) WritePing(remote verbs.Endpoint, size, iters int, timeout time.Duration) ([]time.Duration, error) {
+	return s[0].WritePing(remote, size, iters, timeout)
+}
+
+func (s qpSet) WritePong(remote verbs.Endpoint, size, iters int, timeout time.Duration) error {
+	return s[0].WritePong(remote, size, iters, timeout)
+}
+
+// Cancel stops the loop running on the set.
+func (s qpSet) Cancel() {
+	for _, q := range s {
+		q.Cancel()
+	}
+}
+
+// endpoints are the set's endpoints, for the peer.
+func (s qpSet) endpoints() []verbs.Endpoint {
+	out := make([]verbs.Endpoint, len(s))
+	for i, q := range s {
+		out[i] = q.Local()
+	}
+	return out
+}
+
+// numQPs is the queue pairs a request runs over.
+func numQPs(req Request) int { return max(req.QPs, 1) }
+
+// newQPs makes n queue pairs of cfg on dev; close closes them.
+func newQPs(dev *verbs.Device, cfg verbs.QPConfig, n int) (qpSet, error) {
+	s := make(qpSet, 0, n)
+	for range n {
+		cfg.PSN = randomPSN()
+		q, err := dev.NewQP(cfg)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s = append(s, q)
+	}
+	return s, nil
+}
+
+func (s qpSet) close() {
+	for _, q := range s {
+		q.Close()
+	}
+}
+
+// watch cancels c when ctx ends before stop is called, so a loop does not
 // outlive the probe's caller.
-func watch(ctx context.Context, qp *verbs.QP) (stop func()) {
+func watch(ctx context.Context, c interface{ Cancel() }) (stop func()) {
 	done := make(chan struct{})
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
 		select {
 		case <-ctx.Done():
-			qp.Cancel()
+			c.Cancel()
 		case <-done:
 		}
 	}()
@@ -207,11 +323,11 @@ func (r Result) PeerDevice() string {
 // PeerLoopback is Result.Peer of a loopback probe.
 const PeerLoopback = "loopback"
 
-// Loopback measures between two queue pairs on one port of this node.
-// It holds the limiter for its duration. On mlx5 and InfiniBand HCAs the
-// traffic turns around inside the adapter, so this checks the HCA, its
-// driver and the host side (PCIe, memory), not the cable or the switch:
-// peer probes do that.
+// Loopback measures between two sets of queue pairs on one port of this
+// node. It holds the limiter for its duration. On mlx5 and InfiniBand
+// HCAs the traffic turns around inside the adapter, so this checks the
+// HCA, its driver and the host side (PCIe, memory), not the cable or the
+// switch: peer probes do that.
 func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, error) {
 	if !isRDMA(req.Kind) {
 		return tcpLoopback(ctx, lim, p, req)
@@ -228,71 +344,87 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 		return Result{}, err
 	}
 	defer dev.Close()
-	a, err := dev.NewQP(qpConfig(p, req))
+	n := numQPs(req)
+	a, err := newQPs(dev, qpConfig(p, req), n)
 	if err != nil {
 		return Result{}, err
 	}
-	defer a.Close()
-	b, err := dev.NewQP(qpConfig(p, req))
+	defer a.close()
+	b, err := newQPs(dev, qpConfig(p, req), n)
 	if err != nil {
 		return Result{}, err
 	}
-	defer b.Close()
-	if err := a.Connect(b.Local()); err != nil {
-		return Result{}, err
-	}
-	if err := b.Connect(a.Local()); err != nil {
-		return Result{}, err
-	}
-	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
-	timeout := timeoutFor(ctx, req)
-	if req.Kind == KindWriteBW {
-		stop := watch(ctx, a)
-		// b is a passive target: the writer's thread is all the CPU.
-		bw, cpu, err := writeBW(a, b.Local(), req, timeout)
-		stop()
-		if err != nil {
+	defer b.close()
+	for i := range n {
+		if err := connectQP(a[i], b[i].Local(), req); err != nil {
 			return Result{}, err
 		}
-		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
-		res.noteQP(a)
-		res.finish(cpu)
-		return res, nil
+		if err := connectQP(b[i], a[i].Local(), req); err != nil {
+			return Result{}, err
+		}
 	}
-	if err := a.PostRecv(req.Size); err != nil {
-		return Result{}, err
+	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	if n > 1 {
+		res.QPs = n
 	}
-	if err := b.PostRecv(req.Size); err != nil {
-		return Result{}, err
-	}
+	timeout := timeoutFor(ctx, req)
 	stopA, stopB := watch(ctx, a), watch(ctx, b)
 	defer stopA()
 	defer stopB()
-	type ponged struct {
+	// b answers a on its own thread: the latency kinds' responder, or the
+	// reverse direction of a bidirectional run; a passive target
+	// otherwise, so the first thread is all the CPU.
+	type answered struct {
+		bw  verbs.BW
 		cpu time.Duration
 		err error
 	}
-	pongs := make(chan ponged, 1)
-	go func() {
-		var r ponged
-		r.cpu, r.err = pong(b, req, timeout)
-		pongs <- r
-	}()
-	half, cpu, err := ping(a, req, timeout)
-	if err != nil {
-		b.Cancel()
+	answers := make(chan answered, 1)
+	answering := !isBandwidth(req.Kind) || req.Bidirectional
+	if answering {
+		go func() {
+			var r answered
+			if isBandwidth(req.Kind) {
+				r.bw, r.cpu, r.err = bandwidth(b, a.endpoints(), req, timeout)
+			} else {
+				r.cpu, r.err = pong(b, a[0].Local(), req, timeout)
+			}
+			answers <- r
+		}()
 	}
-	r := <-pongs // b's loop must end before b is closed
-	cpu += r.cpu
-	perr := r.err
+	var (
+		bw   verbs.BW
+		half []time.Duration
+		cpu  time.Duration
+	)
+	if isBandwidth(req.Kind) {
+		bw, cpu, err = bandwidth(a, b.endpoints(), req, timeout)
+	} else {
+		half, cpu, err = ping(a, b[0].Local(), req, timeout)
+	}
+	var rerr error
+	if answering {
+		if err != nil {
+			b.Cancel()
+		}
+		r := <-answers // b's loop must end before b is closed
+		cpu += r.cpu
+		rerr = r.err
+		res.Bidirectional = req.Bidirectional
+		res.ReverseBytes, res.ReverseElapsed = r.bw.Bytes, r.bw.Elapsed
+	}
 	if err != nil {
 		return Result{}, err
 	}
-	if perr != nil {
-		return Result{}, fmt.Errorf("responder: %w", perr)
+	if rerr != nil {
+		return Result{}, fmt.Errorf("responder: %w", rerr)
 	}
-	res.fillLatency(half)
-	res.noteQP(a)
+	if isBandwidth(req.Kind) {
+		res.Messages, res.Bytes, res.Elapsed = bw.Messages, bw.Bytes, bw.Elapsed
+	} else {
+		res.fillLatency(half)
+	}
+	res.noteQP(a[0])
 	res.finish(cpu)
 	return res, nil
 }
@@ -308,20 +440,43 @@ func (r *Result) fillLatency(half []time.Duration) {
 	}
 }
 
-// writeBW, ping and pong run a loop on a locked thread and return the
-// CPU time it took.
-func writeBW(qp initiator, remote verbs.Endpoint, req Request, timeout time.Duration) (bw verbs.BW, cpu time.Duration, err error) {
-	cpu = onThread(func() { bw, err = qp.WriteBW(remote, req.Size, uint64(req.Iterations), req.Duration, timeout) })
+// bandwidth, ping and pong run a loop on a locked thread and return the
+// CPU time it took. bandwidth keeps one QP's RDMA WRITE on its own loop
+// (gn_write_bw), the figure perftest's ib_write_bw is compared with.
+func bandwidth(qp bwLoop, remotes []verbs.Endpoint, req Request, timeout time.Duration) (bw verbs.BW, cpu time.Duration, err error) {
+	cpu = onThread(func() {
+		if req.Kind == KindWriteBW && len(remotes) == 1 {
+			bw, err = qp.WriteBW(remotes[0], req.Size, uint64(req.Iterations), req.Duration, timeout)
+			return
+		}
+		op := verbs.OpWrite
+		if req.Kind == KindReadBW {
+			op = verbs.OpRead
+		}
+		bw, err = qp.Bandwidth(op, remotes, req.Size, uint64(req.Iterations), req.Duration, timeout)
+	})
 	return bw, cpu, err
 }
 
-func ping(qp initiator, req Request, timeout time.Duration) (half []time.Duration, cpu time.Duration, err error) {
-	cpu = onThread(func() { half, err = qp.Ping(req.Size, req.Iterations, timeout) })
+func ping(qp initiator, remote verbs.Endpoint, req Request, timeout time.Duration) (half []time.Duration, cpu time.Duration, err error) {
+	cpu = onThread(func() {
+		if req.Kind == KindWriteLat {
+			half, err = qp.WritePing(remote, req.Size, req.Iterations, timeout)
+			return
+		}
+		half, err = qp.Ping(req.Size, req.Iterations, timeout)
+	})
 	return half, cpu, err
 }
 
-func pong(qp responder, req Request, timeout time.Duration) (cpu time.Duration, err error) {
-	cpu = onThread(func() { err = qp.Pong(req.Size, req.Iterations, timeout) })
+func pong(qp responder, remote verbs.Endpoint, req Request, timeout time.Duration) (cpu time.Duration, err error) {
+	cpu = onThread(func() {
+		if req.Kind == KindWriteLat {
+			err = qp.WritePong(remote, req.Size, req.Iterations, timeout)
+			return
+		}
+		err = qp.Pong(req.Size, req.Iterations, timeout)
+	})
 	return cpu, err
 }
 

@@ -58,7 +58,10 @@ func Jitter(d time.Duration, rnd *rand.Rand) time.Duration {
 }
 
 // Thresholds decide whether a result passes; zero fields are not checked.
-// Peer probes and loopback probes have their own (Round.Verdict).
+// Peer probes and loopback probes have their own (Round.Verdict). The
+// bandwidth ones judge write_bw and read_bw (a bidirectional run by its
+// sum, its line-rate fraction of both directions), the latency one
+// send_lat and write_lat.
 type Thresholds struct {
 	MinBandwidthBytesPerSecond float64
 	// MinLineRateFraction applies to peer probes only: loopback traffic
@@ -77,14 +80,14 @@ func (t Thresholds) Check(r Result) error {
 		where = r.Local.Name() + " HCA loopback"
 	}
 	switch r.Kind {
-	case KindWriteBW:
+	case KindWriteBW, KindReadBW:
 		if t.MinBandwidthBytesPerSecond > 0 && r.BytesPerSecond < t.MinBandwidthBytesPerSecond {
 			return fmt.Errorf("%s: bandwidth %.3g B/s below %.3g", where, r.BytesPerSecond, t.MinBandwidthBytesPerSecond)
 		}
 		if t.MinLineRateFraction > 0 && r.Peer != PeerLoopback && r.LineRateFraction < t.MinLineRateFraction {
 			return fmt.Errorf("%s: %.1f%% of line rate, below %.1f%%", where, 100*r.LineRateFraction, 100*t.MinLineRateFraction)
 		}
-	case KindSendLat:
+	case KindSendLat, KindWriteLat:
 		if t.MaxLatencyP50 > 0 && r.Latency != nil && r.Latency.P50 > t.MaxLatencyP50 {
 			return fmt.Errorf("%s: p50 latency %s above %s", where, r.Latency.P50, t.MaxLatencyP50)
 		}
@@ -208,6 +211,9 @@ type Scheduler struct {
 	Peers   func(ctx context.Context) ([]Peer, error)
 	Client  *Client
 	Timeout time.Duration
+	// Kinds are the RDMA kinds each round runs (nil: write_bw and
+	// send_lat), each with perftest's defaults.
+	Kinds []string
 	// ServiceLevel and TrafficClass set the RDMA probes' class.
 	ServiceLevel, TrafficClass int
 	Logger                     *slog.Logger
@@ -233,9 +239,13 @@ func (s *Scheduler) Run(ctx context.Context) {
 }
 
 // requests are the probes of a round: perftest's default bandwidth and
-// latency measurements, and for peers the TCP baseline when asked.
+// latency measurements (Kinds), and for peers the TCP baseline when
+// asked.
 func (s *Scheduler) requests(peer bool) []Request {
-	kinds := []string{KindWriteBW, KindSendLat}
+	kinds := slices.Clone(s.Kinds)
+	if kinds == nil {
+		kinds = []string{KindWriteBW, KindSendLat}
+	}
 	if peer && s.TCPBaseline {
 		kinds = append(kinds, KindTCPBW, KindTCPLat)
 	}

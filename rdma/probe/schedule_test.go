@@ -2,6 +2,7 @@ package probe
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,39 @@ func TestVerdict(t *testing.T) {
 			t.Errorf("%s: %+v", name, v)
 		}
 	}
+}
+
+// perftest's other kinds are judged like the two they stand beside:
+// read_bw by the bandwidth thresholds, write_lat by the latency one; and
+// a round runs the kinds it is configured with.
+func TestOtherKindsThresholdsAndRounds(t *testing.T) {
+	port := Port{Device: "mlx5_0", Port: 1, RateGbps: 400, DataRateGbps: 400}
+	read := Result{Kind: KindReadBW, Local: port, Peer: "n2", BytesPerSecond: 45e9, LineRateFraction: 0.9}
+	wlat := Result{Kind: KindWriteLat, Local: port, Peer: "n2", Latency: &verbs.Latency{P50: 3 * time.Microsecond}}
+	if err := (Thresholds{MinBandwidthBytesPerSecond: 50e9}).Check(read); err == nil || !strings.Contains(err.Error(), "bandwidth 4.5e+10 B/s below 5e+10") {
+		t.Errorf("read_bw below the bandwidth threshold: %v", err)
+	}
+	if err := (Thresholds{MinLineRateFraction: 0.95}).Check(read); err == nil || !strings.Contains(err.Error(), "90.0% of line rate") {
+		t.Errorf("read_bw below the line-rate threshold: %v", err)
+	}
+	if err := (Thresholds{MaxLatencyP50: 2 * time.Microsecond}).Check(wlat); err == nil || !strings.Contains(err.Error(), "p50 latency 3µs above 2µs") {
+		t.Errorf("write_lat above the latency threshold: %v", err)
+	}
+
+	s := &Scheduler{Timeout: time.Minute}
+	if got := kindsOf(s.requests(false)); !slices.Equal(got, []string{KindWriteBW, KindSendLat}) {
+		t.Errorf("default kinds %v", got)
+	}
+	s.Kinds, s.TCPBaseline = []string{KindReadBW, KindWriteLat}, true
+	if got := kindsOf(s.requests(true)); !slices.Equal(got, []string{KindReadBW, KindWriteLat, KindTCPBW, KindTCPLat}) {
+		t.Errorf("configured kinds %v", got)
+	}
+}
+
+func kindsOf(rs []Request) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Kind)
+	}
+	return out
 }

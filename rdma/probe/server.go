@@ -214,17 +214,18 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 		return unavailable(err)
 	}
 	cfg := qpConfig(port, req)
-	qp, closeQP, err := openQP(port, cfg)
+	qps, closeQPs, err := openQPs(port, cfg, numQPs(req))
 	if err != nil {
 		return unavailable(err)
 	}
-	defer closeQP()
-	free := func() { closeQP(); release() }
-	if err := exchangeEndpoints(conn, qp, cfg, req, port, proof, free); err != nil {
+	defer closeQPs()
+	free := func() { closeQPs(); release() }
+	remotes, err := exchangeEndpoints(conn, qps, cfg, req, port, proof, free)
+	if err != nil {
 		return err
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
-	return s.measure(conn, qp, req, portInfo{DataRateGbps: port.DataRateGbps}, closeQP, release, log.With("device", port.Name()))
+	return s.measure(conn, qps, remotes, req, portInfo{DataRateGbps: port.DataRateGbps}, closeQPs, release, log.With("device", port.Name()))
 }
 
 // port is this end's port for req: its port on the client's rail when
@@ -248,14 +249,16 @@ func (s *Server) port(ctx context.Context, conn net.Conn, req Request) (Port, er
 // measure is the server's part once its QP is ready: the measurement
 // and the outcomes; closeQP and release free the QP and the probe slot
 // before the final ack.
-func (s *Server) measure(conn net.Conn, qp responder, req Request, pi portInfo, closeQP, release func(), log *slog.Logger) error {
-	m := answerWatched(conn, qp, req)
+func (s *Server) measure(conn net.Conn, qp responder, remotes []verbs.Endpoint, req Request, pi portInfo, closeQP, release func(), log *slog.Logger) error {
+	m := answerWatched(conn, qp, remotes, req)
 	if m.readErr != nil {
 		return fmt.Errorf("peer went away mid-probe: %w", m.readErr)
 	}
 	a := ack{CPU: m.cpu}
 	if m.pongErr != nil {
 		a.Error = m.pongErr.Error()
+	} else if req.Bidirectional {
+		a.Result = &done{Messages: m.bw.Messages, Bytes: m.bw.Bytes, Elapsed: m.bw.Elapsed}
 	}
 	closeQP()
 	release()
@@ -275,55 +278,59 @@ func (s *Server) measure(conn net.Conn, qp responder, req Request, pi portInfo, 
 	return nil
 }
 
-// exchangeEndpoints offers qp in the accept, connects it to the client's
-// endpoint and says ready. A refusal has been sent when it fails where
-// the protocol still allows one, after free has let go of the QP and
-// the probe slot.
-func exchangeEndpoints(conn net.Conn, qp *verbs.QP, cfg verbs.QPConfig, req Request, port Port, proof []byte, free func()) error {
-	ep := qp.Local()
-	acc := accept{Endpoint: &ep, MAC: proof}
+// exchangeEndpoints offers qps in the accept, connects them to the
+// client's endpoints and says ready; it returns the client's endpoints.
+// A refusal has been sent when it fails where the protocol still allows
+// one, after free has let go of the QPs and the probe slot.
+func exchangeEndpoints(conn net.Conn, qps qpSet, cfg verbs.QPConfig, req Request, port Port, proof []byte, free func()) ([]verbs.Endpoint, error) {
+	eps := qps.endpoints()
+	acc := accept{Endpoint: &eps[0], MoreEndpoints: eps[1:], MAC: proof}
 	if req.Rail != nil {
 		acc.Port = &port
 	}
 	if err := writeFrameV(conn, req.version(), typeAccept, acc); err != nil {
-		return fmt.Errorf("send accept: %w", err)
+		return nil, fmt.Errorf("send accept: %w", err)
 	}
 	var remote endpointMsg
 	if err := expect(conn, typeEndpoint, &remote); err != nil {
-		return fmt.Errorf("read endpoint: %w", err)
+		return nil, fmt.Errorf("read endpoint: %w", err)
 	}
-	if err := checkPeerBuffer(remote.Endpoint, cfg); err != nil {
+	remotes := append([]verbs.Endpoint{remote.Endpoint}, remote.MoreEndpoints...)
+	if err := checkPeers(remotes, cfg, len(qps)); err != nil {
 		free()
-		return refuse(conn, CodeBadRequest, err)
+		return nil, refuse(conn, CodeBadRequest, err)
 	}
-	if err := connectQP(qp, remote.Endpoint, req); err != nil {
+	if err := connectQPs(qps, remotes, req); err != nil {
 		free()
-		return refuse(conn, CodeFailed, err)
+		return nil, refuse(conn, CodeFailed, err)
 	}
 	if err := writeFrame(conn, typeReady, ready{}); err != nil {
-		return fmt.Errorf("send ready: %w", err)
+		return nil, fmt.Errorf("send ready: %w", err)
 	}
-	return nil
+	return remotes, nil
 }
 
 // answered is the server end's view of a measurement.
 type answered struct {
-	got     done  // the client's outcome
-	readErr error // reading it failed: the client went away
-	pongErr error // this end's SEND/RECV loop failed
+	got     done     // the client's outcome
+	readErr error    // reading it failed: the client went away
+	pongErr error    // this end's loop failed
+	bw      verbs.BW // this end's loop's outcome, bidirectional
 	cpu     time.Duration
 	acked   bool // the ack went out before done, with pongErr
 }
 
-// answerWatched is this end's part of the measurement: for WRITE it is
-// passive and only waits for the client's done; for SEND/RECV it answers
-// pings while a reader watches the connection. The client's done, with an
+// answerWatched is this end's part of the measurement: for the bandwidth
+// kinds it is passive and only waits for the client's done; for the
+// latency kinds it answers pings, and for a bidirectional probe it runs
+// the bandwidth loop toward the client, while a reader watches the
+// connection. The client's done, with an
 // error or none at all (it died), cancels the loop: without pings it would
 // poll until the timeout, holding the node's probe slot. When the loop
 // fails first, the ack goes out at once so that the client stops too.
-func answerWatched(conn net.Conn, qp responder, req Request) answered {
+func answerWatched(conn net.Conn, qp responder, remotes []verbs.Endpoint, req Request) answered {
 	var m answered
-	if req.Kind != KindSendLat {
+	if isBandwidth(req.Kind) && !req.Bidirectional {
 		m.readErr = expect(conn, typeDone, &m.got)
 		return m
 	}
@@ -339,7 +346,11 @@ func answerWatched(conn net.Conn, qp responder, req Request) answered {
 			qp.Cancel()
 		}
 	}()
-	m.cpu, m.pongErr = pong(qp, req, req.Timeout)
+	if isBandwidth(req.Kind) {
+		m.bw, m.cpu, m.pongErr = bandwidth(qp, remotes, req, req.Timeout)
+	} else {
+		m.cpu, m.pongErr = pong(qp, remotes[0], req, req.Timeout)
+	}
 	if m.pongErr != nil && !clientEnded.Load() {
 		// A write error surfaces as the client's; its done still comes
 		// or its connection closes, which the reader sees.

@@ -262,59 +262,7 @@ int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_
 int gn_connect(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
 	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, uint8_t sl, uint8_t traffic_class,
 	const char **stage) {
-	struct ibv_qp_attr a;
-	int rc;
-
-	memset(&a, 0, sizeof a);
-	a.qp_state = IBV_QPS_INIT;
-	a.pkey_index = 0;
-	a.port_num = port;
-	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))) {
-		*stage = "modify QP to INIT";
-		return -rc;
-	}
-
-	memset(&a, 0, sizeof a);
-	a.qp_state = IBV_QPS_RTR;
-	a.path_mtu = (enum ibv_mtu)mtu;
-	a.dest_qp_num = dqpn;
-	a.rq_psn = rpsn;
-	a.max_dest_rd_atomic = 1;
-	a.min_rnr_timer = 12;
-	a.ah_attr.dlid = dlid;
-	a.ah_attr.sl = sl;
-	a.ah_attr.port_num = port;
-	if (is_global) {
-		a.ah_attr.is_global = 1;
-		memcpy(a.ah_attr.grh.dgid.raw, dgid, 16);
-		a.ah_attr.grh.sgid_index = (uint8_t)sgid_index;
-		a.ah_attr.grh.hop_limit = 64;
-		a.ah_attr.grh.traffic_class = traffic_class;
-	}
-	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-		IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))) {
-		*stage = "modify QP to RTR";
-		return -rc;
-	}
-
-	memset(&a, 0, sizeof a);
-	a.qp_state = IBV_QPS_RTS;
-	// About 67 ms per try, 6 retries: a dead peer surfaces as a failed
-	// completion within a second instead of a hang. Not 7: rxe's
-	// completer (rxe_comp.c) never counts a retry_cnt of 7 down, so a lost
-	// peer was retried for ever on soft-RoCE (hardware counts 7).
-	a.timeout = 14;
-	a.retry_cnt = 6;
-	a.rnr_retry = 7;
-	a.sq_psn = lpsn;
-	a.max_rd_atomic = 1;
-	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-		IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))) {
-		*stage = "modify QP to RTS";
-		return -rc;
-	}
-	return 0;
+	return gn_connect_rd(r, port, sgid_index, is_global, dgid, dlid, dqpn, rpsn, lpsn, mtu, sl, traffic_class, 1, 1, stage);
 }
 
 // Checked every this many empty polls, so the clock is not read per poll.
@@ -516,6 +464,277 @@ int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_
 			return rc;
 		if (i % 16 == 15 && i + 1 < iters && (rc = reap_send(r)))
 			return rc;
+	}
+	// The last reply is signaled: wait until the peer acknowledged it, so
+	// tearing the QP down does not lose it.
+	for (;;) {
+		struct ibv_wc wc;
+		int n = ibv_poll_cq(r->scq, 1, &wc);
+		if (n < 0)
+			return -EIO;
+		if (n == 1) {
+			if (wc.status != IBV_WC_SUCCESS)
+				return (int)wc.status;
+			if (wc.wr_id + 1 == iters)
+				return 0;
+			continue;
+		}
+		if (gn_now_ns() > deadline_ns)
+			return -ETIMEDOUT;
+		if (cancelled(r))
+			return -ECANCELED;
+	}
+}
+
+// ---- perftest's other tests: RDMA READ bandwidth, RDMA WRITE latency and
+// several QPs driven by one loop (ib_read_bw, ib_write_lat, -q N).
+
+// ibv_query_device, resolved apart from the table above (only the READ
+// test needs it).
+static pthread_once_t qdev_once = PTHREAD_ONCE_INIT;
+static int (*qdev_fn)(struct ibv_context *, struct ibv_device_attr *);
+
+static void qdev_load(void) {
+	// The library is loaded already (gn_load): this takes another
+	// reference to the same copy.
+	void *h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (h)
+		*(void **)(&qdev_fn) = sym(h, "ibv_query_device");
+}
+
+int gn_query_rd_atom(struct ibv_context *ctx, int *responder, int *initiator) {
+	pthread_once(&qdev_once, qdev_load);
+	if (!qdev_fn)
+		return -ENOSYS;
+	struct ibv_device_attr a;
+	memset(&a, 0, sizeof a);
+	int rc = qdev_fn(ctx, &a);
+	if (rc)
+		return -rc;
+	*responder = a.max_qp_rd_atom;
+	*initiator = a.max_qp_init_rd_atom;
+	return 0;
+}
+
+int gn_connect_rd(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
+	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, uint8_t sl, uint8_t traffic_class,
+	uint8_t rd_atomic, uint8_t dest_rd_atomic, const char **stage) {
+	struct ibv_qp_attr a;
+	int rc;
+
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_INIT;
+	a.pkey_index = 0;
+	a.port_num = port;
+	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))) {
+		*stage = "modify QP to INIT";
+		return -rc;
+	}
+
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_RTR;
+	a.path_mtu = (enum ibv_mtu)mtu;
+	a.dest_qp_num = dqpn;
+	a.rq_psn = rpsn;
+	a.max_dest_rd_atomic = dest_rd_atomic ? dest_rd_atomic : 1;
+	a.min_rnr_timer = 12;
+	a.ah_attr.dlid = dlid;
+	a.ah_attr.sl = sl;
+	a.ah_attr.port_num = port;
+	if (is_global) {
+		a.ah_attr.is_global = 1;
+		memcpy(a.ah_attr.grh.dgid.raw, dgid, 16);
+		a.ah_attr.grh.sgid_index = (uint8_t)sgid_index;
+		a.ah_attr.grh.hop_limit = 64;
+		a.ah_attr.grh.traffic_class = traffic_class;
+	}
+	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+		IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))) {
+		*stage = "modify QP to RTR";
+		return -rc;
+	}
+
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_RTS;
+	// About 67 ms per try, 6 retries: a dead peer surfaces as a failed
+	// completion within a second instead of a hang. Not 7: rxe's
+	// completer (rxe_comp.c) never counts a retry_cnt of 7 down, so a lost
+	// peer was retried for ever on soft-RoCE (hardware counts 7).
+	a.timeout = 14;
+	a.retry_cnt = 6;
+	a.rnr_retry = 7;
+	a.sq_psn = lpsn;
+	a.max_rd_atomic = rd_atomic ? rd_atomic : 1;
+	if ((rc = lib.modify_qp(r->qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+		IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))) {
+		*stage = "modify QP to RTS";
+		return -rc;
+	}
+	return 0;
+}
+
+int gn_bw(struct gn_res **rs, int nqp, int read, size_t size, const uint64_t *raddr, const uint32_t *rkey,
+	uint64_t iters, int64_t duration_ns, int64_t deadline_ns, uint64_t *done, int64_t *elapsed_ns) {
+	uint64_t posted[GN_MAX_QPS], completed[GN_MAX_QPS], end[GN_MAX_QPS];
+	struct ibv_wc wc[16];
+	int64_t start = gn_now_ns(), stop_at = duration_ns > 0 ? start + duration_ns : 0;
+	int stopping = 0, rc = 0;
+	unsigned idle = 0;
+
+	*done = 0;
+	if (nqp < 1 || nqp > GN_MAX_QPS) {
+		*elapsed_ns = 0;
+		return -EINVAL;
+	}
+	// The depth is per QP, as perftest's -t with -q.
+	uint64_t depth = rs[0]->depth;
+	uint64_t sig = depth / 2 < 100 ? depth / 2 : 100;
+	if (sig == 0)
+		sig = 1;
+	for (int q = 0; q < nqp; q++) {
+		posted[q] = completed[q] = 0;
+		end[q] = iters;
+	}
+	for (;;) {
+		int busy = 0, got = 0;
+		for (int q = 0; q < nqp; q++) {
+			struct gn_res *r = rs[q];
+			struct ibv_sge sge = {.addr = (uintptr_t)r->buf, .length = (uint32_t)size, .lkey = r->mr->lkey};
+			struct ibv_send_wr wr, *bad;
+			while (posted[q] < end[q] && posted[q] - completed[q] < depth) {
+				memset(&wr, 0, sizeof wr);
+				wr.wr_id = posted[q] + 1;
+				wr.sg_list = &sge;
+				wr.num_sge = 1;
+				wr.opcode = read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
+				if ((posted[q] + 1) % sig == 0 || posted[q] + 1 == end[q])
+					wr.send_flags = IBV_SEND_SIGNALED;
+				// A READ carries no data out: never inline.
+				if (!read && size <= r->inline_max)
+					wr.send_flags |= IBV_SEND_INLINE;
+				wr.wr.rdma.remote_addr = raddr[q];
+				wr.wr.rdma.rkey = rkey[q];
+				if ((rc = ibv_post_send(r->qp, &wr, &bad))) {
+					rc = -rc;
+					goto out;
+				}
+				posted[q]++;
+			}
+			int n = ibv_poll_cq(r->scq, 16, wc);
+			if (n < 0) {
+				rc = -EIO;
+				goto out;
+			}
+			for (int i = 0; i < n; i++) {
+				if (wc[i].status != IBV_WC_SUCCESS) {
+					rc = (int)wc[i].status;
+					goto out;
+				}
+				completed[q] = wc[i].wr_id;
+			}
+			got += n;
+			if (completed[q] < posted[q] || posted[q] < end[q])
+				busy = 1;
+		}
+		if (!busy)
+			break;
+		if (got == 0 && ++idle % CLOCK_EVERY != 0)
+			continue;
+		int64_t now = gn_now_ns();
+		if (now > deadline_ns) {
+			rc = -ETIMEDOUT;
+			goto out;
+		}
+		if (cancelled(rs[0])) {
+			rc = -ECANCELED;
+			goto out;
+		}
+		if (stop_at && !stopping && now >= stop_at) {
+			// Every QP stops at its next signaled request, so each
+			// posted one is retired by a completion (see gn_write_bw).
+			stopping = 1;
+			for (int q = 0; q < nqp; q++) {
+				uint64_t next = (posted[q] + sig - 1) / sig * sig;
+				end[q] = next < iters ? next : iters;
+			}
+		}
+	}
+out:
+	*elapsed_ns = gn_now_ns() - start;
+	for (int q = 0; q < nqp; q++)
+		*done += completed[q];
+	return rc;
+}
+
+// wlat_post writes the first half of the buffer (its last byte the
+// iteration's mark) into the peer's second half; every 16th write and
+// the last are signaled.
+static int wlat_post(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, uint64_t i, int last) {
+	struct ibv_sge sge = {.addr = (uintptr_t)r->buf, .length = (uint32_t)size, .lkey = r->mr->lkey};
+	struct ibv_send_wr wr, *bad;
+	memset(&wr, 0, sizeof wr);
+	wr.wr_id = i;
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.opcode = IBV_WR_RDMA_WRITE;
+	if (i % 16 == 15 || last)
+		wr.send_flags = IBV_SEND_SIGNALED;
+	if (size <= r->inline_max)
+		wr.send_flags |= IBV_SEND_INLINE;
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
+	return -ibv_post_send(r->qp, &wr, &bad);
+}
+
+// wlat_wait polls the last byte of the second half until the peer's
+// write brings mark; failed writes surface on the send CQ meanwhile.
+static int wlat_wait(struct gn_res *r, size_t size, uint8_t mark, int64_t deadline_ns) {
+	volatile uint8_t *p = (volatile uint8_t *)r->buf + 2 * size - 1;
+	unsigned idle = 0;
+	int rc;
+	while (*p != mark) {
+		if (++idle % CLOCK_EVERY == 0) {
+			if ((rc = reap_send(r)))
+				return rc;
+			if (gn_now_ns() > deadline_ns)
+				return -ETIMEDOUT;
+			if (cancelled(r))
+				return -ECANCELED;
+		}
+	}
+	return 0;
+}
+
+int gn_wlat(struct gn_res *r, int initiator, size_t size, uint64_t raddr, uint32_t rkey, uint64_t iters,
+	int64_t deadline_ns, int64_t *stamps) {
+	volatile uint8_t *out = (volatile uint8_t *)r->buf + size - 1;
+	int rc;
+	for (uint64_t i = 0; i < iters; i++) {
+		// 1..255, never the buffer's initial 0, and never the previous
+		// round's mark.
+		uint8_t mark = (uint8_t)(i % 255 + 1);
+		int last = !initiator && i + 1 == iters;
+		if (initiator) {
+			stamps[i] = gn_now_ns();
+			*out = mark;
+			if ((rc = wlat_post(r, size, raddr, rkey, i, 0)))
+				return rc;
+			if ((rc = wlat_wait(r, size, mark, deadline_ns)))
+				return rc;
+		} else {
+			if ((rc = wlat_wait(r, size, mark, deadline_ns)))
+				return rc;
+			*out = mark;
+			if ((rc = wlat_post(r, size, raddr, rkey, i, last)))
+				return rc;
+		}
+		if (i % 16 == 15 && !last && (rc = reap_send(r)))
+			return rc;
+	}
+	if (initiator) {
+		stamps[iters] = gn_now_ns();
+		return 0;
 	}
 	// The last reply is signaled: wait until the peer acknowledged it, so
 	// tearing the QP down does not lose it.

@@ -95,4 +95,37 @@ int gn_post_recv(struct gn_res *r, size_t size);
 
 int64_t gn_now_ns(void);
 
+// ---- perftest's other tests (ib_read_bw, ib_write_lat, -q N).
+
+// GN_MAX_QPS bounds the queue pairs one gn_bw loop drives.
+#define GN_MAX_QPS 16
+
+// gn_query_rd_atom reads the device's limits on RDMA READs in flight per
+// QP: as responder (max_qp_rd_atom) and initiator (max_qp_init_rd_atom).
+// 0 or a negative errno.
+int gn_query_rd_atom(struct ibv_context *ctx, int *responder, int *initiator);
+
+// gn_connect_rd is gn_connect with the QP's READs in flight set: rd_atomic
+// as initiator (max_rd_atomic), dest_rd_atomic as responder
+// (max_dest_rd_atomic); 0 means 1, what gn_connect sets.
+int gn_connect_rd(struct gn_res *r, uint8_t port, int sgid_index, int is_global, const uint8_t dgid[16],
+	uint16_t dlid, uint32_t dqpn, uint32_t rpsn, uint32_t lpsn, int mtu, uint8_t sl, uint8_t traffic_class,
+	uint8_t rd_atomic, uint8_t dest_rd_atomic, const char **stage);
+
+// gn_bw is gn_write_bw over nqp queue pairs from one thread, as perftest
+// -q N drives them: each QP posts iters requests (RDMA READ when read,
+// else WRITE) of size bytes to its raddr[q]/rkey[q], at most its depth in
+// flight; with duration_ns > 0 all stop once that much time has passed.
+// *done is the requests completed over all QPs. Cancelling rs[0] stops it.
+int gn_bw(struct gn_res **rs, int nqp, int read, size_t size, const uint64_t *raddr, const uint32_t *rkey,
+	uint64_t iters, int64_t duration_ns, int64_t deadline_ns, uint64_t *done, int64_t *elapsed_ns);
+
+// gn_wlat is an RDMA WRITE ping-pong like ib_write_lat: each end writes
+// the first half of its buffer into the peer's second half (raddr) and
+// polls the last byte of its own second half for the peer's write. The
+// initiator writes first and fills stamps as gn_lat_ping does; the
+// responder answers iters writes.
+int gn_wlat(struct gn_res *r, int initiator, size_t size, uint64_t raddr, uint32_t rkey, uint64_t iters,
+	int64_t deadline_ns, int64_t *stamps);
+
 #endif

@@ -1,7 +1,8 @@
 // Package verbs is a small binding to libibverbs for the RDMA probes:
 // reliable-connected queue pairs, RDMA WRITE bandwidth and SEND/RECV
 // ping-pong latency measured as perftest's ib_write_bw and ib_send_lat
-// measure them. The library is loaded with dlopen at run time, so a host
+// measure them, and its other tests (kinds.go): RDMA READ bandwidth,
+// RDMA WRITE latency and several QPs in one loop. The library is loaded with dlopen at run time, so a host
 // without rdma-core (or without RDMA in its kernel) still runs the agent
 // and learns why probes are unavailable from Load and Devices.
 package verbs
@@ -224,6 +225,9 @@ type Endpoint struct {
 	RKey uint32 `json:"rkey"`
 	// Len is the registered buffer's size: the most the peer may write.
 	Len uint64 `json:"len"`
+	// OutReads is the RDMA READs in flight this end takes as responder
+	// (QPConfig.Reads; 0 when not set, which means 1).
+	OutReads int `json:"out_reads,omitempty"`
 }
 
 // QPConfig chooses the port, addressing and buffer of a queue pair.
@@ -249,6 +253,9 @@ type QPConfig struct {
 	// switch and NIC map from the DSCP or the SL.
 	ServiceLevel uint8
 	TrafficClass uint8
+	// Reads allows as many RDMA READs in flight as the device takes
+	// (ReadLimits), for the READ test; otherwise one, the least.
+	Reads bool
 }
 
 // Placement says where a QP's buffer and polling thread ended up relative
@@ -324,6 +331,13 @@ func (d *Device) NewQP(cfg QPConfig) (*QP, error) {
 	local.Addr = uint64(uintptr(res.buf))
 	local.RKey = uint32(res.mr.rkey)
 	local.Len = uint64(cfg.BufferSize)
+	if cfg.Reads {
+		if local.OutReads, err = d.outReads(); err != nil {
+			C.gn_res_destroy(res)
+			C.free(unsafe.Pointer(res))
+			return nil, err
+		}
+	}
 	q := &QP{dev: d, cfg: cfg, res: res, local: local, relaxed: res.relaxed_ordering != 0}
 	q.placement = Placement{NUMANode: max(cfg.NUMANode, -1), BufferNode: int(res.buf_node)}
 	if cfg.NUMANode >= 0 {
@@ -403,9 +417,13 @@ func (q *QP) Connect(remote Endpoint) error {
 		global = 1
 	}
 	var stage *C.char
-	rc := C.gn_connect(q.res, C.uint8_t(q.cfg.Port), C.int(q.cfg.GIDIndex), C.int(global), &dgid[0],
+	// READs in flight: this end's as responder; as initiator no more
+	// than the peer takes (perftest's out_reads, exchanged the same way).
+	dest := max(q.local.OutReads, 1)
+	rd := min(dest, max(remote.OutReads, 1))
+	rc := C.gn_connect_rd(q.res, C.uint8_t(q.cfg.Port), C.int(q.cfg.GIDIndex), C.int(global), &dgid[0],
 		C.uint16_t(remote.LID), C.uint32_t(remote.QPN), C.uint32_t(remote.PSN&0xffffff), C.uint32_t(q.local.PSN), C.int(mtu),
-		C.uint8_t(q.cfg.ServiceLevel), C.uint8_t(q.cfg.TrafficClass), &stage)
+		C.uint8_t(q.cfg.ServiceLevel), C.uint8_t(q.cfg.TrafficClass), C.uint8_t(rd), C.uint8_t(dest), &stage)
 	if rc != 0 {
 		return fmt.Errorf("%s: %s: %w", q.dev.name, C.GoString(stage), syscall.Errno(-rc))
 	}
@@ -551,7 +569,8 @@ func WCStatus(s int) string {
 	return fmt.Sprintf("status %d", s)
 }
 
-// Cancel stops a WriteBW, Ping or Pong running on another goroutine (it
+// Cancel stops a WriteBW, Ping, Pong, WritePing, WritePong or a Bandwidth
+// whose first QP this is, running on another goroutine (it
 // returns an error wrapping syscall.ECANCELED); the QP is then only good
 // for Close. Safe to call concurrently with the loop, not with Close.
 func (q *QP) Cancel() {

@@ -267,7 +267,9 @@ func collect(t testing.TB, secs map[string]section, rounds int) paired {
 
 func runVM(t testing.TB, cfg vm.Config) map[string]section {
 	t.Helper()
-	cfg.Timeout = 5 * time.Minute
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
 	res, err := vm.Run(context.Background(), cfg)
 	t.Logf("VM: boot to init %.1fs, whole run %s", res.BootSeconds, res.Wall.Round(100*time.Millisecond))
 	if err != nil {
