@@ -62,6 +62,9 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
+	if req.Memory == verbs.MemoryGPU {
+		return Result{}, ErrGPUPeer
+	}
 	if !c.Limiter.TryAcquire() {
 		return Result{}, ErrBusy
 	}

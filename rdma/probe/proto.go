@@ -123,10 +123,14 @@ type Request struct {
 	Rail *RailRequest `json:"rail,omitempty"`
 	// ServiceLevel (0-15) and TrafficClass (0-255) set both ends' QPs'
 	// class (protocol version 2 when not 0).
-	ServiceLevel int    `json:"service_level,omitempty"`
-	TrafficClass int    `json:"traffic_class,omitempty"`
-	Nonce        []byte `json:"nonce,omitempty"`
-	MAC          []byte `json:"mac,omitempty"`
+	ServiceLevel int `json:"service_level,omitempty"`
+	TrafficClass int `json:"traffic_class,omitempty"`
+	// Memory is where the buffers live: verbs.MemoryHost ("" too) or
+	// verbs.MemoryGPU, on GPU (loopback only: chosen by the caller).
+	Memory string     `json:"memory,omitempty"`
+	GPU    *GPUTarget `json:"-"`
+	Nonce  []byte     `json:"nonce,omitempty"`
+	MAC    []byte     `json:"mac,omitempty"`
 }
 
 type accept struct {
@@ -218,6 +222,18 @@ func (r Request) Validate() error {
 	}
 	if r.TrafficClass < 0 || r.TrafficClass > 255 {
 		return fmt.Errorf("traffic class %d out of range 0..255", r.TrafficClass)
+	}
+	switch r.Memory {
+	case "", verbs.MemoryHost:
+	case verbs.MemoryGPU:
+		if !isRDMA(r.Kind) {
+			return fmt.Errorf("kind %s runs on host memory: GPU memory is for the RDMA kinds", r.Kind)
+		}
+		if r.GPU == nil {
+			return errors.New("GPU memory needs a GPU")
+		}
+	default:
+		return fmt.Errorf("memory %q: want %s or %s", r.Memory, verbs.MemoryHost, verbs.MemoryGPU)
 	}
 	if r.Rail != nil {
 		if !isRDMA(r.Kind) {

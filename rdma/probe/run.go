@@ -57,9 +57,13 @@ type Result struct {
 	// thread, as its ack reports it: none for RDMA WRITE, whose target
 	// runs no loop. CPUSecondsPerGB divides both ends' sum by the
 	// gigabytes (1e9) moved, for the bandwidth kinds.
-	CPUSeconds      float64 `json:"cpu_seconds"`
-	PeerCPUSeconds  float64 `json:"peer_cpu_seconds,omitempty"`
-	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// Memory is verbs.MemoryGPU when the buffers were GPU memory (GPU
+	// says which GPU and how it was registered); empty for host memory.
+	Memory          string     `json:"memory,omitempty"`
+	GPU             *GPUResult `json:"gpu,omitempty"`
+	PeerCPUSeconds  float64    `json:"peer_cpu_seconds,omitempty"`
+	CPUSecondsPerGB float64    `json:"cpu_seconds_per_gb,omitempty"`
 }
 
 // isRDMA reports whether the kind uses verbs.
@@ -228,12 +232,21 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 		return Result{}, err
 	}
 	defer dev.Close()
-	a, err := dev.NewQP(qpConfig(p, req))
+	ca, cb := qpConfig(p, req), qpConfig(p, req)
+	if req.Memory == verbs.MemoryGPU {
+		cfgs, release, err := gpuBuffers(*req.GPU, ca, cb)
+		if err != nil {
+			return Result{}, err
+		}
+		defer release() // after the QPs, deferred below, are closed
+		ca, cb = cfgs[0], cfgs[1]
+	}
+	a, err := dev.NewQP(ca)
 	if err != nil {
 		return Result{}, err
 	}
 	defer a.Close()
-	b, err := dev.NewQP(qpConfig(p, req))
+	b, err := dev.NewQP(cb)
 	if err != nil {
 		return Result{}, err
 	}
@@ -245,6 +258,9 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 		return Result{}, err
 	}
 	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
+	if ca.GPU != nil {
+		res.Memory, res.GPU = verbs.MemoryGPU, gpuResult(*req.GPU, a, ca.GPU)
+	}
 	timeout := timeoutFor(ctx, req)
 	if req.Kind == KindWriteBW {
 		stop := watch(ctx, a)

@@ -44,4 +44,8 @@ void gn_cuda_free(struct gn_gpumem *m);
 // gn_cuda_error_name is cuGetErrorName's name for a CUresult, or NULL.
 const char *gn_cuda_error_name(int result);
 
+// gn_ptr turns a device address into a pointer: only the test fake's
+// "device memory" may be touched through it.
+static inline void *gn_ptr(uint64_t addr) { return (void *)(uintptr_t)addr; }
+
 #endif

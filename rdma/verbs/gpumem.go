@@ -158,6 +158,13 @@ func (g *GPUMemory) Close() {
 	g.m = nil
 }
 
+// fakeBytes is the memory as the CPU sees it: only for the tests' fake
+// libcuda, whose device memory is host memory (a real GPU's is not the
+// CPU's to touch).
+func (g *GPUMemory) fakeBytes() []byte {
+	return unsafe.Slice((*byte)(C.gn_ptr(g.m.dptr)), int(g.m.len))
+}
+
 // extmem is what registration needs of the memory.
 func (g *GPUMemory) extmem() C.struct_gn_extmem {
 	return C.struct_gn_extmem{addr: g.m.dptr, len: g.m.len, dmabuf_fd: g.m.dmabuf_fd}
