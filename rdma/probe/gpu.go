@@ -3,8 +3,10 @@ package probe
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/verbs"
 )
 
@@ -101,8 +103,10 @@ type GPURegistration struct {
 	// Registered: the NIC registered the GPU memory (Result.Path says how).
 	Registered bool       `json:"registered"`
 	Result     *GPUResult `json:"result,omitempty"`
-	// Error says why it was not registered.
-	Error string `json:"error,omitempty"`
+	// Error says why it was not registered; NotAvailable, that this
+	// agent cannot probe the GPU's memory at all (ErrGPUVendor).
+	Error        string `json:"error,omitempty"`
+	NotAvailable bool   `json:"not_available,omitempty"`
 }
 
 // RegisterGPU allocates a little of g's memory and registers it on p (a
@@ -113,7 +117,7 @@ func RegisterGPU(g GPUTarget, p *Port, noPort string) GPURegistration {
 	out := GPURegistration{GPU: g, Port: p}
 	cfgs, release, err := gpuBuffers(g, verbs.QPConfig{BufferSize: 64 << 10, Depth: 16, NUMANode: -1})
 	if err != nil {
-		out.Error = err.Error()
+		out.Error, out.NotAvailable = err.Error(), errors.Is(err, ErrGPUVendor)
 		return out
 	}
 	defer release()
@@ -139,5 +143,38 @@ func RegisterGPU(g GPUTarget, p *Port, noPort string) GPURegistration {
 	defer qp.Close()
 	out.Registered = true
 	out.Result = gpuResult(g, qp, cfg.GPU)
+	return out
+}
+
+// GPUPair is a GPU and the RDMA device nearest it, from the snapshot's
+// GPU-NIC affinity.
+type GPUPair struct {
+	GPU GPUTarget `json:"gpu"`
+	// Device is the nearest RDMA device with an ACTIVE port; empty when
+	// there is none, and NoDevice says why.
+	Device   string `json:"device,omitempty"`
+	NoDevice string `json:"no_device,omitempty"`
+}
+
+// RegisterGPUs makes one registration attempt per pair, each on the first
+// usable port of the pair's device, with at most maxBytes of GPU memory
+// (DefaultGPUMemoryBytes when 0).
+func RegisterGPUs(pairs []GPUPair, devs []rdma.Device, maxBytes int) []GPURegistration {
+	ports := Ports(devs)
+	out := make([]GPURegistration, 0, len(pairs))
+	for _, pr := range pairs {
+		g := pr.GPU
+		g.MaxBytes = maxBytes
+		if pr.Device == "" {
+			out = append(out, RegisterGPU(g, nil, pr.NoDevice))
+			continue
+		}
+		i := slices.IndexFunc(ports, func(p Port) bool { return p.Device == pr.Device })
+		if i < 0 {
+			out = append(out, RegisterGPU(g, nil, fmt.Sprintf("its nearest RDMA device %s has no port a probe can use (ACTIVE, with a routable RoCE v2 address on RoCE)", pr.Device)))
+			continue
+		}
+		out = append(out, RegisterGPU(g, &ports[i], ""))
+	}
 	return out
 }
