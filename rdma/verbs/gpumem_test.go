@@ -2,7 +2,6 @@ package verbs
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,36 +10,36 @@ import (
 	"testing"
 )
 
-// fakeCUDA is testdata/fake_cuda.c built once per test binary; a GPU
-// test run in the soft-RoCE VM gets it prebuilt (GPUNODE_FAKE_CUDA), as
-// the guest has no compiler.
-var fakeCUDA = sync.OnceValues(func() (string, error) {
-	if p := os.Getenv("GPUNODE_FAKE_CUDA"); p != "" {
-		return p, nil
-	}
-	dir, err := os.MkdirTemp("", "gpunode-fake-cuda-")
-	if err != nil {
-		return "", err
-	}
-	lib := filepath.Join(dir, "libcuda.so.1")
-	out, err := exec.Command("gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-O1", "-Wl,-soname,libcuda.so.1",
-		"-o", lib, "testdata/fake_cuda.c").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("gcc builds the fake libcuda.so.1: %v\n%s", err, out)
-	}
-	return lib, nil
-})
+// fakeCUDA is testdata/fake_cuda.c, built and loaded once per test
+// binary (the process keeps the first CUDA library it loads; the file
+// may go with the first test's directory once it is mapped). A GPU test
+// run in the soft-RoCE VM gets it prebuilt (GPUNODE_FAKE_CUDA), as the
+// guest has no compiler.
+var (
+	fakeMu     sync.Mutex
+	fakeLoaded bool
+)
 
-func loadFakeCUDA(t *testing.T) string {
+func loadFakeCUDA(t *testing.T) {
 	t.Helper()
-	lib, err := fakeCUDA()
-	if err != nil {
-		t.Fatal(err)
+	fakeMu.Lock()
+	defer fakeMu.Unlock()
+	if fakeLoaded {
+		return
+	}
+	lib := os.Getenv("GPUNODE_FAKE_CUDA")
+	if lib == "" {
+		lib = filepath.Join(t.TempDir(), "libcuda.so.1")
+		out, err := exec.Command("gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-O1", "-Wl,-soname,libcuda.so.1",
+			"-o", lib, "testdata/fake_cuda.c").CombinedOutput()
+		if err != nil {
+			t.Fatalf("gcc builds the fake libcuda.so.1: %v\n%s", err, out)
+		}
 	}
 	if err := LoadCUDA(lib); err != nil {
 		t.Fatal(err)
 	}
-	return lib
+	fakeLoaded = true
 }
 
 // fakeLog points the fake's call log at a fresh file and returns a
@@ -152,9 +151,14 @@ func TestGPUMemoryFromFakeCUDA(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Close()
-	if _, err := AllocGPUMemory(GPUMemoryConfig{Ordinal: 2, Size: 1}); err == nil || !strings.Contains(err.Error(), "cuDeviceGet: CUDA_ERROR_INVALID_DEVICE") {
+	if _, err := AllocGPUMemory(GPUMemoryConfig{Ordinal: 2, Size: 1}); err == nil || !strings.Contains(err.Error(), "GPU memory on CUDA device 2: cuDeviceGet: CUDA_ERROR_INVALID_DEVICE") {
 		t.Errorf("ordinal 2 of 2 GPUs: %v", err)
 	}
+	t.Setenv("GN_FAKE_CUDA_FAIL", "cuDeviceGet")
+	if _, err := AllocGPUMemory(GPUMemoryConfig{Ordinal: 0, Size: 1}); err == nil || !strings.Contains(err.Error(), "cuDeviceGet: CUDA_ERROR_INVALID_DEVICE") {
+		t.Errorf("cuDeviceGet failing: %v", err)
+	}
+	t.Setenv("GN_FAKE_CUDA_FAIL", "")
 	if _, err := AllocGPUMemory(GPUMemoryConfig{PCIBusID: "0000:99:00.0", Size: 1}); err == nil || !strings.Contains(err.Error(), "GPU memory on 0000:99:00.0: cuDeviceGetByPCIBusId: CUDA_ERROR_INVALID_DEVICE (CUresult 101)") {
 		t.Errorf("unknown bus id: %v", err)
 	}
