@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -102,6 +103,15 @@ func (l *probeLoop) GPUMemoryRegistrations() []probe.GPURegistration {
 	return l.gpus
 }
 
+// gpuFor is the GPU that answers a peer's GPU memory probe on port:
+// the one nearest it, never a simulated node's.
+func (l *probeLoop) gpuFor(s *snapshot.Snapshot, port probe.Port) (*probe.GPUTarget, error) {
+	if s == nil || s.Simulated != "" {
+		return nil, errors.New("no GPU inventory yet (or a simulated node's)")
+	}
+	return probe.GPUForPort(verify.GPUPairs(s), port, l.cfg.GPUMemoryBytes)
+}
+
 // registerGPUs registers a little of each GPU's memory on its nearest
 // NIC (probe.gpuMemoryBytes at most), once per round: what the
 // gpudirect-rdma label and check follow. Never on a simulated node,
@@ -179,7 +189,8 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		l.log.Error("cannot serve RDMA probes", "address", l.cfg.ListenAddress, "err", err)
 	} else {
 		l.log.Info("serving RDMA probes", "address", ln.Addr().String())
-		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log, Refused: &l.refused}
+		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log, Refused: &l.refused,
+			GPU: func(port probe.Port) (*probe.GPUTarget, error) { return l.gpuFor(snap(), port) }}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,8 +73,8 @@ func addProbe(app *kingpin.Application) *probeFlags {
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
 	cmd.Flag("rail", "Probe per rail: all, or one rail's number K. Rail K is this node's K-th RDMA port (devices in natural order, then ports; a port that is down keeps its number; no SR-IOV VFs), probed against the peer's port on the same rail (--rail-match). Default: one port, the one whose address the connection uses.").PlaceHolder("all|K").StringVar(&f.rail)
 	cmd.Flag("rail-match", "How a peer pairs its port with this node's rail: index (its K-th port) or subnet (its port on the same RoCE /24 or /64 subnet, or InfiniBand subnet prefix).").Default(probe.RailMatchIndex).EnumVar(&f.railMatch, probe.RailMatchIndex, probe.RailMatchSubnet)
-	cmd.Flag("memory", "Where the RDMA probes' buffers live: host, or gpu (GPUDirect RDMA: GPU memory exported as a dma-buf and registered with ibv_reg_dmabuf_mr, else registered by address through nvidia_peermem; the result says which). GPU memory is probed on loopback only, each GPU on its nearest NIC, at most probe.gpuMemoryBytes per end.").Default(verbs.MemoryHost).EnumVar(&f.memory, verbs.MemoryHost, verbs.MemoryGPU)
-	cmd.Flag("gpu", "With --memory gpu, the GPU: its index, or a PCI bus id (one the inventory does not know runs on --device or the first ACTIVE port). Default: every GPU.").PlaceHolder("N|BUS-ID").StringVar(&f.gpu)
+	cmd.Flag("memory", "Where the RDMA probes' buffers live: host, or gpu (GPUDirect RDMA: GPU memory exported as a dma-buf and registered with ibv_reg_dmabuf_mr, else registered by address through nvidia_peermem; the result says which). Each GPU is probed from its nearest NIC, at most probe.gpuMemoryBytes per end; a peer answers from the GPU nearest its port (protocol version 3). serve answers GPU memory probes whenever asked.").Default(verbs.MemoryHost).EnumVar(&f.memory, verbs.MemoryHost, verbs.MemoryGPU)
+	cmd.Flag("gpu", "With --memory gpu, the GPU: its index, or a PCI bus id (one the inventory does not know runs on --device or the first ACTIVE port). Default: every GPU. For serve, the GPU that answers on every port instead of the one nearest it.").PlaceHolder("N|BUS-ID").StringVar(&f.gpu)
 	f.serve = cmd.Command("serve", "Answer other agents' probes until SIGTERM, one at a time, after checking their token.")
 	f.serve.Flag("listen", "Address to listen on.").Default(":" + defaultProbePort).StringVar(&f.listen)
 	f.loopback = cmd.Command("loopback", "Probe every ACTIVE port against itself: bandwidth and latency.")
@@ -131,7 +132,7 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, cfg config.Config, 
 	if cmd == f.serve.FullCommand() {
 		// The TCP kinds need no RDMA: serve them, and answer the RDMA
 		// kinds that this node has none.
-		return probeServe(ctx, f, devices, lim, rdmaErr, logger, stderr)
+		return probeServe(ctx, f, devices, lim, rdmaErr, env, cfg, logger, stderr)
 	}
 	kinds, ok := f.kinds(cmd)
 	if !ok {
@@ -151,9 +152,6 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, cfg config.Config, 
 	}
 	if f.memory == verbs.MemoryGPU {
 		switch {
-		case cmd != f.loopback.FullCommand():
-			fmt.Fprintf(stderr, "gpunode-agent: probe: --memory gpu: %v\n", probe.ErrGPUPeer)
-			return exitUsage
 		case f.rail != "":
 			fmt.Fprintln(stderr, "gpunode-agent: probe: --memory gpu and --rail exclude each other: each GPU is probed on its nearest NIC")
 			return exitUsage
@@ -164,7 +162,7 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, cfg config.Config, 
 			fmt.Fprintln(stderr, "gpunode-agent: probe: --memory gpu: probe.gpuMemoryBytes is 0, which never touches GPU memory")
 			return exitUsage
 		}
-	} else if f.gpu != "" {
+	} else if f.gpu != "" && cmd != f.serve.FullCommand() {
 		fmt.Fprintln(stderr, "gpunode-agent: probe: --gpu needs --memory gpu")
 		return exitUsage
 	}
@@ -232,6 +230,9 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, cfg config.Config, 
 		}
 		c := &probe.Client{Token: token, Devices: devices, Device: f.device, Limiter: lim}
 		addr := peerAddress(f.peer)
+		if f.memory == verbs.MemoryGPU {
+			return f.peerGPU(ctx, env, cfg, c, addr, kinds, devices, stdout, stderr)
+		}
 		for _, k := range kinds {
 			what := fmt.Sprintf("%s %s", addr, k)
 			if rdmaErr != nil && (k == probe.KindWriteBW || k == probe.KindSendLat) {
@@ -317,6 +318,65 @@ func (f *probeFlags) gpuPorts(ctx context.Context, env *discovery.Env, cfg confi
 		out = append(out, gp)
 	}
 	return out, nil
+}
+
+// peerGPU runs the peer probes over GPU memory: each GPU --gpu picks
+// (every GPU by default) from its nearest NIC, the peer answering from
+// the GPU nearest its port.
+func (f *probeFlags) peerGPU(ctx context.Context, env *discovery.Env, cfg config.Config, c *probe.Client, addr string, kinds []string, devices probe.Devices, stdout, stderr io.Writer) int {
+	devs, err := devices(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: discover RDMA devices: %v\n", err)
+		return exitFailure
+	}
+	ports := probe.Ports(devs)
+	if len(ports) == 0 {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", probe.ErrNoPort)
+		return exitFailure
+	}
+	gps, err := f.gpuPorts(ctx, env, cfg, ports)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+		return exitUsage
+	}
+	var rep probeReport
+	for _, gp := range gps {
+		if gp.err != "" {
+			rep.add(probe.Result{}, errors.New(gp.err), gpuName(gp.gpu)+" "+addr)
+			continue
+		}
+		gc := *c
+		gc.Device = gp.port.Device
+		for _, k := range kinds {
+			req := f.request(k)
+			req.Memory, req.GPU = verbs.MemoryGPU, &gp.gpu
+			res, err := gc.Run(ctx, addr, req)
+			rep.add(res, err, fmt.Sprintf("%s %s %s", gpuName(gp.gpu), addr, k))
+		}
+	}
+	return rep.write(f.output, stdout, stderr)
+}
+
+// serveGPU is how `probe serve` picks the GPU that answers a GPU memory
+// probe: --gpu for every port, else the GPU nearest the port, from an
+// inventory taken at the first such probe.
+func (f *probeFlags) serveGPU(ctx context.Context, env *discovery.Env, cfg config.Config) func(probe.Port) (*probe.GPUTarget, error) {
+	pairs := sync.OnceValue(func() []probe.GPUPair {
+		return verify.GPUPairs(discovery.New(env, cfg.Discovery.SourceTimeout).Discover(ctx))
+	})
+	return func(port probe.Port) (*probe.GPUTarget, error) {
+		if f.gpu == "" {
+			return probe.GPUForPort(pairs(), port, cfg.Probe.GPUMemoryBytes)
+		}
+		gps, err := f.gpuPorts(ctx, env, cfg, []probe.Port{port})
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Probe.GPUMemoryBytes == 0 {
+			return nil, errors.New("this agent touches no GPU memory (probe.gpuMemoryBytes is 0)")
+		}
+		return &gps[0].gpu, nil
+	}
 }
 
 func isRDMAKind(k string) bool { return k == probe.KindWriteBW || k == probe.KindSendLat }
@@ -432,7 +492,7 @@ func peerAddress(peer string) string {
 
 // probeServe serves until ctx ends. Without RDMA (rdmaErr says why) it
 // still serves the TCP kinds; the RDMA kinds are refused "unavailable".
-func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, rdmaErr error, logger *slog.Logger, stderr io.Writer) int {
+func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, rdmaErr error, env *discovery.Env, cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 	token, err := probe.ReadToken(f.tokenFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: probe serve: %v\n", err)
@@ -447,7 +507,8 @@ func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *
 		logger.Warn("RDMA is unavailable on this node: serving the TCP baseline only, RDMA probes are refused", "err", rdmaErr)
 	}
 	logger.Info("serving RDMA probes", "address", ln.Addr().String(), "rdma", rdmaErr == nil)
-	s := &probe.Server{Token: token, Devices: devices, Device: f.device, Limiter: lim, Logger: logger}
+	s := &probe.Server{Token: token, Devices: devices, Device: f.device, Limiter: lim, Logger: logger,
+		GPU: f.serveGPU(ctx, env, cfg)}
 	if err := s.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
 		return exitFailure

@@ -40,7 +40,7 @@ func TestProbeCLIWithoutRDMA(t *testing.T) {
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "two"}, 2, "", `--rail "two": want all or a rail number`},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "0", "--device", "mlx5_0"}, 2, "", "--rail and --device exclude each other"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "all", "--rail-match", "slot"}, 2, "", "enum value"},
-		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--memory", "gpu"}, 2, "", "GPU memory probes run on loopback only"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--memory", "gpu"}, 2, "", "--memory gpu and --tcp exclude each other"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--gpu", "0"}, 2, "", "--gpu needs --memory gpu"},
 		{[]string{"probe", "loopback", "--memory", "vram"}, 2, "", "enum value"},
 	} {

@@ -62,8 +62,8 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
-	if req.Memory == verbs.MemoryGPU {
-		return Result{}, ErrGPUPeer
+	if req.Memory == verbs.MemoryGPU && req.GPU == nil {
+		return Result{}, errNoGPU
 	}
 	if !c.Limiter.TryAcquire() {
 		return Result{}, ErrBusy
@@ -82,6 +82,9 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 
 	req, acc, err := c.handshake(conn, addr, req)
 	if err != nil {
+		if IsVersion(err) && req.version() >= versionGPU {
+			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: GPU memory probes; upgrade it, or probe host memory)", err, versionGPU)
+		}
 		if IsVersion(err) && req.version() >= versionRails {
 			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: per-rail probes, service level and traffic class; upgrade it, or leave those off)", err, versionRails)
 		}
@@ -162,11 +165,22 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	if err := checkPeerBuffer(remote, cfg); err != nil {
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
+	if req.Memory == verbs.MemoryGPU {
+		cfgs, release, err := gpuBuffers(req.GPU, cfg)
+		if err != nil {
+			return Result{}, err
+		}
+		defer release() // after the QP, deferred below, is closed
+		cfg = cfgs[0]
+	}
 	qp, closeQP, err := openQP(port, cfg)
 	if err != nil {
 		return Result{}, err
 	}
 	defer closeQP()
+	if cfg.GPU != nil {
+		res.Memory, res.GPU = verbs.MemoryGPU, gpuResult(*req.GPU, qp, cfg.GPU)
+	}
 	if err := connectQP(qp, remote, req); err != nil {
 		return Result{}, err
 	}

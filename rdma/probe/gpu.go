@@ -46,14 +46,16 @@ type GPUResult struct {
 var ErrGPUVendor = errors.New("not available: GPU memory probes on AMD GPUs need ROCm's HSA runtime " +
 	"(hsa_amd_portable_export_dmabuf), which this agent does not load yet; NVIDIA GPUs only")
 
-// ErrGPUPeer: GPU memory is probed on loopback only; the protocol has no
-// way yet to ask a peer for GPU memory.
-var ErrGPUPeer = errors.New("GPU memory probes run on loopback only: probing a peer's GPU memory is not implemented yet")
+// errNoGPU: a GPU memory probe without this end's GPU.
+var errNoGPU = errors.New("GPU memory needs a GPU")
 
 // gpuBuffers allocates GPU memory for each config's buffer and returns
 // the configs that register it, and a release for the memory (to call
 // after the QPs are closed).
-func gpuBuffers(g GPUTarget, cfgs ...verbs.QPConfig) ([]verbs.QPConfig, func(), error) {
+func gpuBuffers(g *GPUTarget, cfgs ...verbs.QPConfig) ([]verbs.QPConfig, func(), error) {
+	if g == nil {
+		return nil, func() {}, errNoGPU
+	}
 	if g.Vendor != "" && g.Vendor != gpu.NVIDIA {
 		return nil, func() {}, fmt.Errorf("GPU %d (%s): %w", g.Index, g.Vendor, ErrGPUVendor)
 	}
@@ -115,7 +117,7 @@ type GPURegistration struct {
 // dma-buf export run, and the attempt fails for want of a port.
 func RegisterGPU(g GPUTarget, p *Port, noPort string) GPURegistration {
 	out := GPURegistration{GPU: g, Port: p}
-	cfgs, release, err := gpuBuffers(g, verbs.QPConfig{BufferSize: 64 << 10, Depth: 16, NUMANode: -1})
+	cfgs, release, err := gpuBuffers(&g, verbs.QPConfig{BufferSize: 64 << 10, Depth: 16, NUMANode: -1})
 	if err != nil {
 		out.Error, out.NotAvailable = err.Error(), errors.Is(err, ErrGPUVendor)
 		return out
@@ -177,4 +179,21 @@ func RegisterGPUs(pairs []GPUPair, devs []rdma.Device, maxBytes int) []GPURegist
 		out = append(out, RegisterGPU(g, &ports[i], ""))
 	}
 	return out
+}
+
+// GPUForPort is the GPU that answers GPU memory probes on port: the one
+// whose nearest RDMA device is port's (the first, where several are),
+// with at most maxBytes of its memory per probe (0 refuses).
+func GPUForPort(pairs []GPUPair, port Port, maxBytes int) (*GPUTarget, error) {
+	if maxBytes == 0 {
+		return nil, errors.New("this agent touches no GPU memory (probe.gpuMemoryBytes is 0)")
+	}
+	for _, p := range pairs {
+		if p.Device == port.Device {
+			g := p.GPU
+			g.MaxBytes = maxBytes
+			return &g, nil
+		}
+	}
+	return nil, fmt.Errorf("no GPU of this node has %s as its nearest RDMA device", port.Device)
 }

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -42,7 +43,7 @@ func TestRequestMemory(t *testing.T) {
 		{KindWriteBW, verbs.MemoryHost, nil, ""},
 		{KindWriteBW, verbs.MemoryGPU, g, ""},
 		{KindSendLat, verbs.MemoryGPU, g, ""},
-		{KindWriteBW, verbs.MemoryGPU, nil, "GPU memory needs a GPU"},
+		{KindWriteBW, verbs.MemoryGPU, nil, ""}, // a server's: it picks its own
 		{KindTCPBW, verbs.MemoryGPU, g, "kind tcp_bw runs on host memory"},
 		{KindWriteBW, "vram", nil, `memory "vram": want host or gpu`},
 	} {
@@ -53,11 +54,20 @@ func TestRequestMemory(t *testing.T) {
 			t.Errorf("%s memory %q: %v, want %q", tc.kind, tc.memory, err, tc.want)
 		}
 	}
-	// The GPU is the caller's: it never goes on the wire.
+	// GPU memory is protocol version 3; this end's GPU never goes on the
+	// wire, and a client needs one.
 	r := DefaultRequest(KindWriteBW)
-	r.Memory, r.GPU = verbs.MemoryGPU, g
-	if _, err := (&Client{Limiter: NewLimiter()}).Run(context.Background(), "127.0.0.1:1", r); !errors.Is(err, ErrGPUPeer) {
-		t.Errorf("GPU memory to a peer: %v", err)
+	r.Memory = verbs.MemoryGPU
+	if r.version() != versionGPU {
+		t.Errorf("GPU memory request version %d", r.version())
+	}
+	if _, err := (&Client{Limiter: NewLimiter()}).Run(context.Background(), "127.0.0.1:1", r); !errors.Is(err, errNoGPU) {
+		t.Errorf("GPU memory to a peer without a GPU: %v", err)
+	}
+	r.GPU = g
+	b, err := json.Marshal(r)
+	if err != nil || !strings.Contains(string(b), `"memory":"gpu"`) || strings.Contains(string(b), "17:00") {
+		t.Errorf("request on the wire: %s, %v", b, err)
 	}
 }
 
@@ -110,5 +120,20 @@ func TestLoopbackGPUMemoryChecks(t *testing.T) {
 	r.Memory, r.Timeout = verbs.MemoryGPU, time.Second
 	if _, err := Loopback(context.Background(), NewLimiter(), Port{Device: "rxe0", Port: 1}, r); err == nil || !strings.Contains(err.Error(), "GPU memory needs a GPU") {
 		t.Errorf("no GPU: %v", err)
+	}
+}
+
+func TestGPUForPort(t *testing.T) {
+	pairs := []GPUPair{{GPU: GPUTarget{Index: 0, PCIBusID: "0000:17:00.0"}, Device: "mlx5_0"}, {GPU: GPUTarget{Index: 1}, NoDevice: "none"},
+		{GPU: GPUTarget{Index: 2, PCIBusID: "0000:3d:00.0"}, Device: "mlx5_1"}}
+	g, err := GPUForPort(pairs, Port{Device: "mlx5_1", Port: 1}, 1<<20)
+	if err != nil || g.Index != 2 || g.MaxBytes != 1<<20 {
+		t.Errorf("mlx5_1: %+v, %v", g, err)
+	}
+	if _, err := GPUForPort(pairs, Port{Device: "mlx5_2", Port: 1}, 1<<20); err == nil || err.Error() != "no GPU of this node has mlx5_2 as its nearest RDMA device" {
+		t.Errorf("mlx5_2: %v", err)
+	}
+	if _, err := GPUForPort(pairs, Port{Device: "mlx5_0", Port: 1}, 0); err == nil || !strings.Contains(err.Error(), "probe.gpuMemoryBytes is 0") {
+		t.Errorf("no GPU memory allowed: %v", err)
 	}
 }

@@ -48,6 +48,12 @@ import (
 // version 1 server refuses a version 2 request with the code version,
 // which the client reports as a peer that predates per-rail probes.
 //
+// Version 3 adds GPU memory: a request with memory gpu (Request.Memory)
+// asks the server to put its buffer in the GPU nearest its port. Only
+// such requests are version 3, so a server before it refuses them with
+// the code version, which the client reports as a peer that predates GPU
+// memory probes, and probes everything else as before.
+//
 // The port frame comes last so that a client that does not expect it
 // reads the ack and closes, and a client expecting it from a server that
 // does not send it gets the server's close instead. Frames decode
@@ -56,11 +62,13 @@ import (
 const (
 	// Version is the newest protocol version; a frame of a version
 	// outside MinVersion..Version is refused with an error naming both.
-	Version = 2
+	Version = 3
 	// MinVersion is the oldest version this agent still speaks.
 	MinVersion = 1
 	// versionRails is the first version with rails.
 	versionRails = 2
+	// versionGPU is the first version with GPU memory.
+	versionGPU = 3
 	// MaxFrame bounds a payload: messages are small.
 	MaxFrame = 16 << 10
 )
@@ -126,7 +134,9 @@ type Request struct {
 	ServiceLevel int `json:"service_level,omitempty"`
 	TrafficClass int `json:"traffic_class,omitempty"`
 	// Memory is where the buffers live: verbs.MemoryHost ("" too) or
-	// verbs.MemoryGPU, on GPU (loopback only: chosen by the caller).
+	// verbs.MemoryGPU (protocol version 3): this end's on GPU, which the
+	// caller chooses (never sent), the server's on the GPU nearest its
+	// port.
 	Memory string     `json:"memory,omitempty"`
 	GPU    *GPUTarget `json:"-"`
 	Nonce  []byte     `json:"nonce,omitempty"`
@@ -229,9 +239,6 @@ func (r Request) Validate() error {
 		if !isRDMA(r.Kind) {
 			return fmt.Errorf("kind %s runs on host memory: GPU memory is for the RDMA kinds", r.Kind)
 		}
-		if r.GPU == nil {
-			return errors.New("GPU memory needs a GPU")
-		}
 	default:
 		return fmt.Errorf("memory %q: want %s or %s", r.Memory, verbs.MemoryHost, verbs.MemoryGPU)
 	}
@@ -248,6 +255,9 @@ func (r Request) Validate() error {
 
 // version is the protocol version the request needs.
 func (r Request) version() byte {
+	if r.Memory == verbs.MemoryGPU {
+		return versionGPU
+	}
 	if r.Rail != nil || r.ServiceLevel != 0 || r.TrafficClass != 0 {
 		return versionRails
 	}

@@ -223,6 +223,9 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
+	if req.Memory == verbs.MemoryGPU && req.GPU == nil {
+		return Result{}, errNoGPU
+	}
 	if !lim.TryAcquire() {
 		return Result{}, ErrBusy
 	}
@@ -234,7 +237,7 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	defer dev.Close()
 	ca, cb := qpConfig(p, req), qpConfig(p, req)
 	if req.Memory == verbs.MemoryGPU {
-		cfgs, release, err := gpuBuffers(*req.GPU, ca, cb)
+		cfgs, release, err := gpuBuffers(req.GPU, ca, cb)
 		if err != nil {
 			return Result{}, err
 		}

@@ -53,6 +53,16 @@ echo "== udmabuf"; ls -l /dev/udmabuf 2>&1; echo "== end"
 echo "== gpu-loopback"
 LD_LIBRARY_PATH=/usr/lib/gpunode-test gpunode-agent probe loopback --memory gpu --gpu 0000:17:00.0 --iterations 200 -o json
 echo "== rc $?"
+echo 0123456789abcdef0123 > /tmp/token
+GN_FAKE_CUDA_DEVICES=0000:17:00.0,0000:3d:00.0 LD_LIBRARY_PATH=/usr/lib/gpunode-test gpunode-agent --log.level=debug probe serve --gpu 0000:3d:00.0 --listen 10.0.2.15:9836 --token-file /tmp/token > /tmp/serve.log 2>&1 &
+sleep 2
+echo "== gpu-peer"
+LD_LIBRARY_PATH=/usr/lib/gpunode-test gpunode-agent probe bw --token-file /tmp/token --peer 10.0.2.15 --memory gpu --gpu 0000:17:00.0 --iterations 200 -o json
+echo "== rc $?"
+echo "== gpu-peer-lat"
+LD_LIBRARY_PATH=/usr/lib/gpunode-test gpunode-agent probe lat --token-file /tmp/token --peer 10.0.2.15 --memory gpu --gpu 0000:17:00.0 --iterations 200 -o json
+echo "== rc $?"
+echo "== gpu-serve-log"; cat /tmp/serve.log; echo "== end"
 ip addr flush dev eth0
 ip addr add 169.254.10.11/16 dev eth0
 sleep 1
@@ -98,6 +108,19 @@ func TestVerbsOnSoftRoCE(t *testing.T) {
 			t.Errorf("%s over GPU memory on rxe0: %+v (gpu %+v)", kind, r, r.GPU)
 		}
 		t.Logf("%s over GPU memory: %.0f B/s, latency %+v, gpu %+v", kind, r.BytesPerSecond, r.Latency, *r.GPU)
+	}
+
+	// To a peer (this VM's own server, answering from another GPU): both
+	// ends' buffers are GPU memory, protocol version 3.
+	for _, sec := range []string{"gpu-peer", "gpu-peer-lat"} {
+		for _, r := range parseReport(t, secs, sec).Results {
+			if r.Memory != "gpu" || r.GPU == nil || r.GPU.PCIBusID != "0000:17:00.0" || r.GPU.Path != "peermem" {
+				t.Errorf("%s: %+v (gpu %+v)", sec, r, r.GPU)
+			}
+		}
+	}
+	if log := secs["gpu-serve-log"].body; strings.Count(log, "gpu=0000:3d:00.0 gpu_path=peermem") != 2 {
+		t.Errorf("the server did not answer from GPU 0000:3d:00.0's memory twice:\n%s", log)
 	}
 
 	if ll := secs["link-local"]; ll.rc != 1 || !strings.Contains(ll.body, probe.ErrNoPort.Error()) {
