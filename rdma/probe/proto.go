@@ -131,16 +131,17 @@ type Request struct {
 	Rail *RailRequest `json:"rail,omitempty"`
 	// ServiceLevel (0-15) and TrafficClass (0-255) set both ends' QPs'
 	// class (protocol version 2 when not 0).
-	ServiceLevel int `json:"service_level,omitempty"`
-	TrafficClass int `json:"traffic_class,omitempty"`
+	ServiceLevel int    `json:"service_level,omitempty"`
+	TrafficClass int    `json:"traffic_class,omitempty"`
+	Nonce        []byte `json:"nonce,omitempty"`
+	MAC          []byte `json:"mac,omitempty"`
+
 	// Memory is where the buffers live: verbs.MemoryHost ("" too) or
 	// verbs.MemoryGPU (protocol version 3): this end's on GPU, which the
 	// caller chooses (never sent), the server's on the GPU nearest its
 	// port.
 	Memory string     `json:"memory,omitempty"`
 	GPU    *GPUTarget `json:"-"`
-	Nonce  []byte     `json:"nonce,omitempty"`
-	MAC    []byte     `json:"mac,omitempty"`
 }
 
 type accept struct {

@@ -57,13 +57,14 @@ type Result struct {
 	// thread, as its ack reports it: none for RDMA WRITE, whose target
 	// runs no loop. CPUSecondsPerGB divides both ends' sum by the
 	// gigabytes (1e9) moved, for the bandwidth kinds.
-	CPUSeconds float64 `json:"cpu_seconds"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	PeerCPUSeconds  float64 `json:"peer_cpu_seconds,omitempty"`
+	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
+
 	// Memory is verbs.MemoryGPU when the buffers were GPU memory (GPU
 	// says which GPU and how it was registered); empty for host memory.
-	Memory          string     `json:"memory,omitempty"`
-	GPU             *GPUResult `json:"gpu,omitempty"`
-	PeerCPUSeconds  float64    `json:"peer_cpu_seconds,omitempty"`
-	CPUSecondsPerGB float64    `json:"cpu_seconds_per_gb,omitempty"`
+	Memory string     `json:"memory,omitempty"`
+	GPU    *GPUResult `json:"gpu,omitempty"`
 }
 
 // isRDMA reports whether the kind uses verbs.
