@@ -132,5 +132,6 @@ func TestVerbsOnSoftRoCE(t *testing.T) {
 // 12's kernel 6.1 and rdma-core 44), seen in this test's VM: the
 // fake's dma-buf is a memfd there (the guest kernel has no
 // CONFIG_UDMABUF), but the refusal comes before the descriptor is looked
-// at.
+// at: soft-RoCE has no dma-buf memory regions (that kernel's rdma_rxe.ko
+// takes user memory through ib_umem_get only, never ib_umem_dmabuf_get).
 const rxeDMABufRefusal = "ibv_reg_dmabuf_mr: operation not supported (errno 95)"
