@@ -112,7 +112,7 @@ func Run(ctx context.Context, o Options) error {
 	tuningConfigs := make(chan config.Config, 1)
 	tuningConfigs <- d.cfg
 	g.start(ctx, func(ctx context.Context) { d.tuning.run(ctx, tuningConfigs) })
-	g.start(ctx, func(ctx context.Context) { d.probes.run(ctx, d.cfg.NodeName, o.Env.FS, o.Kube) })
+	g.start(ctx, func(ctx context.Context) { d.probes.run(ctx, d.cfg.NodeName, o.Env.FS, o.Kube, d.snap.Load) })
 	d.notify("READY=1", "STATUS="+d.status())
 
 	if err := d.loop(ctx, serveErr, tuningConfigs); err != nil {
@@ -228,6 +228,10 @@ func (d *daemon) loop(ctx context.Context, serveErr <-chan error, tuningConfigs 
 		case <-d.tuning.changed:
 			d.refreshLabels()
 		case <-d.probes.changed:
+			// A round's GPU memory registrations change the verdict.
+			if s := d.snap.Load(); s != nil {
+				d.verifyNode(s)
+			}
 			d.refreshLabels()
 		case <-watchdog:
 			// Pinged from the main loop, so a wedged loop stops the pings

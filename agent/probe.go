@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -15,6 +16,8 @@ import (
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/snapshot"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // probeLoop runs the RDMA probes beside discovery: a server other agents
@@ -32,6 +35,9 @@ type probeLoop struct {
 	mu      sync.Mutex
 	round   *probe.Round
 	verdict *probe.Verdict
+	// gpus are the last round's registrations of each GPU's memory on
+	// its nearest NIC; nil before, or when none were tried.
+	gpus []probe.GPURegistration
 }
 
 func newProbeLoop(cfg config.Probe, log *slog.Logger) *probeLoop {
@@ -65,7 +71,64 @@ func (l *probeLoop) Labels() *labels.RDMAProbe {
 	if l.verdict == nil {
 		return &labels.RDMAProbe{Pending: true}
 	}
-	return &labels.RDMAProbe{Verified: l.verdict.Verified}
+	return &labels.RDMAProbe{Verified: l.verdict.Verified, GPUDirect: gpuDirectVerdict(l.gpus)}
+}
+
+// gpuDirectVerdict is true when every GPU this agent can probe had its
+// memory registered on its nearest NIC; nil when none was tried.
+func gpuDirectVerdict(regs []probe.GPURegistration) *bool {
+	tried, ok := false, true
+	for _, r := range regs {
+		if r.NotAvailable {
+			continue
+		}
+		tried = true
+		ok = ok && r.Registered
+	}
+	if !tried {
+		return nil
+	}
+	return &ok
+}
+
+// GPUMemoryRegistrations are the last round's registrations of GPU
+// memory, for verify's gpudirect-rdma-works; nil while probes are off or
+// before any was tried.
+func (l *probeLoop) GPUMemoryRegistrations() []probe.GPURegistration {
+	if !l.cfg.Enabled {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gpus
+}
+
+// gpuFor is the GPU that answers a peer's GPU memory probe on port:
+// the one nearest it, never a simulated node's.
+func (l *probeLoop) gpuFor(s *snapshot.Snapshot, port probe.Port) (*probe.GPUTarget, error) {
+	if s == nil || s.Simulated != "" {
+		return nil, errors.New("no GPU inventory yet (or a simulated node's)")
+	}
+	return probe.GPUForPort(verify.GPUPairs(s), port, l.cfg.GPUMemoryBytes)
+}
+
+// registerGPUs registers a little of each GPU's memory on its nearest
+// NIC (probe.gpuMemoryBytes at most), once per round: what the
+// gpudirect-rdma label and check follow. Never on a simulated node,
+// whose GPUs are not this machine's.
+func (l *probeLoop) registerGPUs(s *snapshot.Snapshot) {
+	if s == nil || s.Simulated != "" || l.cfg.GPUMemoryBytes == 0 || len(s.GPUs) == 0 {
+		return
+	}
+	regs := probe.RegisterGPUs(verify.GPUPairs(s), s.RDMADevices, l.cfg.GPUMemoryBytes)
+	for _, r := range regs {
+		if !r.Registered {
+			l.log.Warn("GPU memory not registered on the GPU's nearest NIC", "gpu", r.GPU.Index, "pci_bus_id", r.GPU.PCIBusID, "err", r.Error)
+		}
+	}
+	l.mu.Lock()
+	l.gpus = regs
+	l.mu.Unlock()
 }
 
 // Condition is RDMAReady; nil while probes are off or before the first
@@ -105,7 +168,7 @@ func (l *probeLoop) record(r probe.Round) {
 // run serves and schedules until ctx ends. Nothing here stops the
 // daemon: without RDMA or a token the rounds say why probes are
 // unavailable, and the server is simply not started.
-func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, kube *kubeapi.Client) {
+func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, kube *kubeapi.Client, snap func() *snapshot.Snapshot) {
 	if !l.cfg.Enabled {
 		return
 	}
@@ -126,7 +189,8 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		l.log.Error("cannot serve RDMA probes", "address", l.cfg.ListenAddress, "err", err)
 	} else {
 		l.log.Info("serving RDMA probes", "address", ln.Addr().String())
-		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log, Refused: &l.refused}
+		s := &probe.Server{Token: token, Devices: devices, Limiter: lim, Logger: l.log, Refused: &l.refused,
+			GPU: func(port probe.Port) (*probe.GPUTarget, error) { return l.gpuFor(snap(), port) }}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -139,7 +203,11 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		Self: nodeName, Interval: l.cfg.Interval, Loopback: l.cfg.Loopback, RandomPeers: l.cfg.RandomPeers,
 		TCPBaseline: l.cfg.TCPBaseline, ServiceLevel: l.cfg.ServiceLevel, TrafficClass: l.cfg.TrafficClass, Kinds: l.cfg.Kinds,
 		Client:  &probe.Client{Token: token, Devices: devices, Limiter: lim},
-		Timeout: l.cfg.Timeout, Logger: l.log, OnRound: l.record,
+		Timeout: l.cfg.Timeout, Logger: l.log,
+		OnRound: func(r probe.Round) {
+			l.registerGPUs(snap())
+			l.record(r)
+		},
 		Rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 	if r := l.cfg.Rails; r.Match != config.RailsNone {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,10 +16,12 @@ import (
 	"github.com/gpunode/gpunode/internal/testsupport"
 
 	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/hostfs"
 	"github.com/gpunode/gpunode/kubeapi"
 	"github.com/gpunode/gpunode/nodestatus"
 	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/snapshot"
 )
 
 // freeAddr is a loopback address with a port free a moment ago.
@@ -50,7 +53,7 @@ func TestProbeLoopWithoutRDMA(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { l.run(ctx, "node-a", fsys, nil); close(done) }()
+	go func() { l.run(ctx, "node-a", fsys, nil, func() *snapshot.Snapshot { return nil }); close(done) }()
 	select {
 	case <-l.changed:
 	case <-time.After(10 * time.Second):
@@ -74,7 +77,7 @@ func TestProbeLoopWithoutRDMA(t *testing.T) {
 	// Without a token: unavailable, and nothing served.
 	cfg.TokenFile = filepath.Join(t.TempDir(), "missing")
 	l = newProbeLoop(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	l.run(context.Background(), "node-a", fsys, nil)
+	l.run(context.Background(), "node-a", fsys, nil, func() *snapshot.Snapshot { return nil })
 	if c := l.Condition(); c == nil || c.Reason != "ProbesUnavailable" || !strings.Contains(c.Message, "probe token") {
 		t.Errorf("no token: %+v", c)
 	}
@@ -82,7 +85,7 @@ func TestProbeLoopWithoutRDMA(t *testing.T) {
 	// Off: nothing at all.
 	cfg.Enabled = false
 	l = newProbeLoop(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	l.run(context.Background(), "node-a", fsys, nil)
+	l.run(context.Background(), "node-a", fsys, nil, func() *snapshot.Snapshot { return nil })
 	if l.Condition() != nil || l.Labels() != nil {
 		t.Error("condition or labels while off")
 	}
@@ -175,5 +178,53 @@ func TestProbeKindsAgree(t *testing.T) {
 		if err := probe.DefaultRequest(k).Validate(); err != nil {
 			t.Errorf("default kind %s: %v", k, err)
 		}
+	}
+}
+
+// Each round registers a little of each GPU's memory on its nearest NIC,
+// with the CUDA driver library found beside NVML's (here the fake one,
+// on a machine without RDMA: the GPU side runs, the NIC is missing), and
+// the gpudirect-rdma label follows the outcome. Simulated nodes and
+// probe.gpuMemoryBytes 0 never touch GPU memory.
+func TestProbeLoopRegistersGPUMemory(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", filepath.Join(dir, "libcuda.so.1"), "../rdma/verbs/testdata/fake_cuda.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	calls := filepath.Join(t.TempDir(), "calls")
+	t.Setenv("GN_FAKE_CUDA_LOG", calls)
+	s := &snapshot.Snapshot{
+		GPUDriver: &snapshot.GPUDriver{Backend: "nvml", Library: &gpu.Library{Path: filepath.Join(dir, "libnvidia-ml.so.570.86.15"), Found: gpu.FoundWellKnown}},
+		GPUs:      []snapshot.GPU{{Device: gpu.Device{Index: 0, Vendor: gpu.NVIDIA, PCIBusID: "0000:17:00.0"}}},
+	}
+	cfg := config.DefaultProbe()
+	cfg.Enabled = true
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := newProbeLoop(cfg, quiet)
+	l.registerGPUs(s)
+	l.record(probe.Round{Unavailable: "RDMA probes unavailable: test"})
+	regs := l.GPUMemoryRegistrations()
+	if len(regs) != 1 || regs[0].Registered || regs[0].Error != "GPU memory allocated (65536 bytes; dma-buf exported) but no RDMA device near it has an ACTIVE port" {
+		t.Fatalf("registrations %+v", regs)
+	}
+	if g := l.Labels().GPUDirect; g == nil || *g {
+		t.Errorf("gpudirect verdict %v, want false", g)
+	}
+	if b, _ := os.ReadFile(calls); strings.Count(string(b), "cuMemFree") != 1 {
+		t.Errorf("the GPU memory was not freed:\n%s", b)
+	}
+
+	s.Simulated = "dgx-h100-ib"
+	sim := newProbeLoop(cfg, quiet)
+	sim.registerGPUs(s)
+	sim.record(probe.Round{})
+	if sim.GPUMemoryRegistrations() != nil || sim.Labels().GPUDirect != nil {
+		t.Error("GPU memory registered on a simulated node")
+	}
+	s.Simulated, cfg.GPUMemoryBytes = "", 0
+	never := newProbeLoop(cfg, quiet)
+	never.registerGPUs(s)
+	if never.GPUMemoryRegistrations() != nil {
+		t.Error("GPU memory registered with probe.gpuMemoryBytes 0")
 	}
 }

@@ -12,7 +12,7 @@ import (
 // for the metrics, the label and the condition, and reports every check
 // that changed state as an event (published, or logged standalone).
 func (d *daemon) verifyNode(s *snapshot.Snapshot) {
-	r := verify.Run(s, verify.Options{ExpectedGPUCount: d.cfg.Verify.ExpectedGPUCount})
+	r := verify.Run(s, verify.Options{ExpectedGPUCount: d.cfg.Verify.ExpectedGPUCount, GPUMemoryRegistrations: d.probes.GPUMemoryRegistrations()})
 	prev := d.verification.Swap(&r)
 	if prev == nil || prev.Verified != r.Verified {
 		d.log.Info("node verification", "verified", r.Verified, "failed", r.Counts.Fail, "warnings", r.Counts.Warn, "passed", r.Counts.Pass, "skipped", r.Counts.Skip)

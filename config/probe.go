@@ -46,6 +46,12 @@ type Probe struct {
 	// the workload's (lossless) class.
 	ServiceLevel int `yaml:"serviceLevel"`
 	TrafficClass int `yaml:"trafficClass"`
+	// GPUMemoryBytes bounds the GPU memory one probe end borrows from a
+	// GPU (each round's registration on the GPU's nearest NIC, which
+	// gpudirect-rdma-works and the gpudirect-rdma label judge; and
+	// `probe --memory gpu`): a GPU may be serving a model. 0 never
+	// touches GPU memory.
+	GPUMemoryBytes int `yaml:"gpuMemoryBytes"`
 	// Timeout bounds one probe.
 	Timeout time.Duration `yaml:"timeout"`
 	// Thresholds judge the probes to peers: the links and the fabric.
@@ -116,16 +122,17 @@ const DefaultProbePeerSelector = "app.kubernetes.io/name=gpunode-agent"
 // successor every 10 minutes.
 func DefaultProbe() Probe {
 	return Probe{
-		ListenAddress: ":9836",
-		TokenFile:     "/etc/gpunode/probe/token",
-		Interval:      10 * time.Minute,
-		Loopback:      true,
-		TCPBaseline:   true,
-		Kinds:         []string{"write_bw", "send_lat"},
-		PeerSelector:  DefaultProbePeerSelector,
-		Namespace:     os.Getenv("POD_NAMESPACE"),
-		Timeout:       time.Minute,
-		Rails:         ProbeRails{Match: RailsIndex, IPv4PrefixLength: 24, IPv6PrefixLength: 64},
+		ListenAddress:  ":9836",
+		TokenFile:      "/etc/gpunode/probe/token",
+		Interval:       10 * time.Minute,
+		Loopback:       true,
+		TCPBaseline:    true,
+		Kinds:          []string{"write_bw", "send_lat"},
+		PeerSelector:   DefaultProbePeerSelector,
+		Namespace:      os.Getenv("POD_NAMESPACE"),
+		Timeout:        time.Minute,
+		GPUMemoryBytes: 4 << 20,
+		Rails:          ProbeRails{Match: RailsIndex, IPv4PrefixLength: 24, IPv6PrefixLength: 64},
 	}
 }
 
@@ -142,6 +149,9 @@ func (p Probe) validate() []error {
 	}
 	if p.Interval < 10*time.Second {
 		bad("probe.interval", "must be at least 10s, got %s", p.Interval)
+	}
+	if p.GPUMemoryBytes != 0 && (p.GPUMemoryBytes < 64<<10 || p.GPUMemoryBytes > 256<<20) {
+		bad("probe.gpuMemoryBytes", "must be 0 (never touch GPU memory) or between 65536 and 268435456 (256 MiB), got %d", p.GPUMemoryBytes)
 	}
 	if p.Timeout < time.Second || p.Timeout > 5*time.Minute {
 		bad("probe.timeout", "must be between 1s and 5m, got %s", p.Timeout)

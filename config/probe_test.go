@@ -10,7 +10,7 @@ import (
 func TestProbeConfig(t *testing.T) {
 	d := Default().Probe
 	if d.Enabled || d.ListenAddress != ":9836" || d.TokenFile != "/etc/gpunode/probe/token" || !d.Loopback ||
-		d.PeerSelector != "app.kubernetes.io/name=gpunode-agent" || d.Interval != 10*time.Minute {
+		d.PeerSelector != "app.kubernetes.io/name=gpunode-agent" || d.Interval != 10*time.Minute || d.GPUMemoryBytes != 4<<20 {
 		t.Errorf("defaults %+v", d)
 	}
 	c, err := Parse([]byte(`
@@ -25,6 +25,7 @@ probe:
   namespace: gpunode-system
   timeout: 20s
   kinds: [read_bw, write_lat, write_bw]
+  gpuMemoryBytes: 0
   thresholds:
     minBandwidthBytesPerSecond: 1e10
     minLineRateFraction: 0.8
@@ -40,7 +41,7 @@ probe:
 	if !slices.Equal(p.Kinds, []string{"read_bw", "write_lat", "write_bw"}) || !slices.Equal(d.Kinds, []string{"write_bw", "send_lat"}) {
 		t.Errorf("kinds %v, default %v", p.Kinds, d.Kinds)
 	}
-	if !p.Enabled || p.RandomPeers != 2 || p.Loopback || p.Namespace != "gpunode-system" || p.Thresholds.MaxLatencyP50 != 10*time.Microsecond ||
+	if !p.Enabled || p.RandomPeers != 2 || p.GPUMemoryBytes != 0 || p.Loopback || p.Namespace != "gpunode-system" || p.Thresholds.MaxLatencyP50 != 10*time.Microsecond ||
 		p.Thresholds.MinBandwidthBytesPerSecond != 1e10 || p.Thresholds.MinLineRateFraction != 0.8 ||
 		p.LoopbackThresholds.MinBandwidthBytesPerSecond != 2e10 || p.LoopbackThresholds.MaxLatencyP50 != 5*time.Microsecond {
 		t.Errorf("parsed %+v", p)
@@ -51,6 +52,8 @@ probe:
 		{"probe:\n  tokenFile: token\n", "probe.tokenFile: must be an absolute path"},
 		{"probe:\n  interval: 1s\n", "probe.interval: must be at least 10s"},
 		{"probe:\n  timeout: 50m\n", "probe.timeout: must be between 1s and 5m"},
+		{"probe:\n  gpuMemoryBytes: 4096\n", "probe.gpuMemoryBytes: must be 0 (never touch GPU memory) or between 65536"},
+		{"probe:\n  gpuMemoryBytes: 1073741824\n", "probe.gpuMemoryBytes: must be 0"},
 		{"probe:\n  interval: 1m\n  timeout: 30s\n", "at most a quarter of probe.interval"},
 		{"probe:\n  randomPeers: -1\n", "probe.randomPeers"},
 		{"probe:\n  randomPeers: 1000\n", "probe.randomPeers"},

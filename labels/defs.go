@@ -125,7 +125,7 @@ var (
 	tuningProfile   = own("tuning.profile", []Source{SourceTuning}, "the tuning profile the daemon manages (absent when tuning is off)", "llm-inference")
 	tuningState     = own("tuning.state", []Source{SourceTuning}, "`compliant`, `pending` (audit: differs, not applied), `drifted`, `conflict` (irqbalance owns the IRQs), `error`, `unknown` (net.* settings differ and the agent cannot tell whether it is in the host's network namespace), `off`, or `reverted` (`tuning.mode: revert`: every original in the journal restored)", "compliant")
 	verified        = own("verified", []Source{SourceVerify}, "`true` when node verification finds no failed check, `false` otherwise (the daemon runs `gpunode-agent verify`'s checks each discovery; see the GPUNodeVerified condition)", "true")
-	gpuDirectRDMA   = own("gpudirect-rdma", []Source{SourceGPU, SourceTopology}, "`true` when a NIC can DMA into GPU memory (nvidia_peermem, or dma-buf with the open NVIDIA module on Linux 5.12+)", "true")
+	gpuDirectRDMA   = own("gpudirect-rdma", []Source{SourceGPU, SourceTopology}, "`true` when a NIC can DMA into GPU memory (nvidia_peermem, or dma-buf with the open NVIDIA module on Linux 5.12+); with RDMA probes on, once GPU memory registration was tried, `true` only when each GPU's memory was registered on its nearest NIC (verify's `gpudirect-rdma-works`)", "true")
 )
 
 // The llm-d set (RDMA verification by probes and the ROCm version come

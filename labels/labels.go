@@ -78,6 +78,11 @@ type RDMAProbe struct {
 	// not written yet and the llm-d gate stays closed, so it does not
 	// open at start only to close after the first round.
 	Pending bool
+	// GPUDirect is the verdict of the last registration of each GPU's
+	// memory on its nearest NIC (verify's gpudirect-rdma-works): the
+	// gpudirect-rdma label follows it. nil when none was tried, which
+	// leaves the label to the modules.
+	GPUDirect *bool
 }
 
 // For computes the labels of a snapshot; see Compute.
@@ -108,6 +113,9 @@ func Compute(in Inputs, o Options) Set {
 	}
 	if o.Sets[GPUNode] && in.RDMAProbe != nil && !in.RDMAProbe.Pending {
 		e.put(rdmaVerified, strconv.FormatBool(in.RDMAProbe.Verified))
+	}
+	if o.Sets[GPUNode] && in.RDMAProbe != nil && in.RDMAProbe.GPUDirect != nil && len(in.Snapshot.GPUs) > 0 {
+		e.put(gpuDirectRDMA, strconv.FormatBool(*in.RDMAProbe.GPUDirect))
 	}
 	if o.Sets[LLMD] {
 		llmdSet(in.Snapshot, e)

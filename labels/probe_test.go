@@ -33,3 +33,29 @@ func TestRDMAProbeGate(t *testing.T) {
 		t.Errorf("passed probes: rdma=%q verified=%q", passed["hardware.llm-d.ai/rdma"], passed["d.io/rdma.verified"])
 	}
 }
+
+// With probes on, gpudirect-rdma follows the registration of GPU memory
+// on each GPU's nearest NIC once it was tried; before that, and with
+// probes off, the modules decide.
+func TestGPUDirectFollowsRegistration(t *testing.T) {
+	s := nvidiaSnap(source.OK, source.OK)
+	modules := Compute(Inputs{Snapshot: s}, all())["d.io/gpudirect-rdma"]
+	if modules == "" {
+		t.Fatal("no gpudirect-rdma label from the modules")
+	}
+	no, yes := false, true
+	for _, tc := range []struct {
+		probe *RDMAProbe
+		want  string
+	}{
+		{nil, modules},
+		{&RDMAProbe{Pending: true}, modules},
+		{&RDMAProbe{Verified: true}, modules},
+		{&RDMAProbe{Verified: true, GPUDirect: &no}, "false"},
+		{&RDMAProbe{Verified: false, GPUDirect: &yes}, "true"},
+	} {
+		if got := Compute(Inputs{Snapshot: s, RDMAProbe: tc.probe}, all())["d.io/gpudirect-rdma"]; got != tc.want {
+			t.Errorf("probe %+v: gpudirect-rdma=%q, want %q", tc.probe, got, tc.want)
+		}
+	}
+}

@@ -7,7 +7,8 @@
 #
 # It records the machine (nvidia-smi, driver, glibc, PyTorch/CuPy), then runs
 # bin/gpunode-hwcheck: the agent under a ~60 s PyTorch (else CuPy) matmul load,
-# compared with nvidia-smi, ibv_devinfo, rdma and amd-smi where present. The
+# compared with nvidia-smi, ibv_devinfo, rdma and amd-smi where present; before
+# it, verify's GPU memory registration (gpudirect.txt). The
 # table, the JSON and every raw tool output go to $OUT/hwcheck (OUT defaults
 # to a new temporary directory). Takes about 90 s; the harness is killed
 # after 200 s so a hung driver call cannot use up the machine. Exits with
@@ -36,6 +37,14 @@ done
   echo "== torch"; python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda, torch.cuda.device_count(), "GPUs")'
   echo "== cupy"; python3 -c 'import cupy; print(cupy.__version__)'
 } > "$OUT/hwcheck/environment.txt" 2>&1
+
+# GPUDirect RDMA (docs/hardware.md, "CUDA driver calls"): verify registers a
+# little of each GPU's memory on its nearest NIC (without one, the CUDA side
+# alone runs: allocation and dma-buf export), and a loopback probe on GPU 0.
+{
+  echo "== verify"; timeout -k 5 60 bin/gpunode-agent verify -o json; echo "== rc $?"
+  echo "== probe loopback --memory gpu"; timeout -k 5 60 bin/gpunode-agent probe loopback --memory gpu --gpu 0 --iterations 200 -o json; echo "== rc $?"
+} > "$OUT/hwcheck/gpudirect.txt" 2>&1
 
 timeout -k 10 200 bin/gpunode-hwcheck --agent=bin/gpunode-agent --out="$OUT/hwcheck" --load.duration="$LOAD"
 rc=$?

@@ -8,6 +8,8 @@ import (
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/rdma/verbs"
 	"github.com/gpunode/gpunode/snapshot"
 )
 
@@ -342,6 +344,54 @@ func TestGPUDirectRDMA(t *testing.T) {
 		{"no RDMA", Options{}, noRDMA, "node=skip"},
 		{"no GPUs", Options{}, noGPU, "node=skip"},
 	})
+}
+
+// registrations are both GPUs' attempts: gpu0 registered on its NIC,
+// gpu1 as given.
+func registrations(gpu1 probe.GPURegistration) Options {
+	p := probe.Port{Device: "mlx5_0", Port: 1, GIDIndex: -1}
+	ok := probe.GPURegistration{GPU: probe.GPUTarget{Index: 0}, Port: &p, Registered: true,
+		Result: &probe.GPUResult{Index: 0, Path: verbs.PathDMABuf}}
+	gpu1.GPU.Index = 1
+	return Options{GPUMemoryRegistrations: []probe.GPURegistration{ok, gpu1}}
+}
+
+func TestGPUDirectRDMAWorks(t *testing.T) {
+	p := probe.Port{Device: "mlx5_1", Port: 1, GIDIndex: 3}
+	run(t, gpuDirectRDMAWorks(), []cas{
+		{"registered", registrations(probe.GPURegistration{Port: &p, Registered: true, Result: &probe.GPUResult{Path: verbs.PathPeerMem, DMABuf: "ibv_reg_dmabuf_mr: operation not supported"}}), nil, "gpu0=pass gpu1=pass"},
+		// The modules alone do not pass it: the registration failed.
+		{"refused", registrations(probe.GPURegistration{Port: &p, Error: "mlx5_1: ibv_reg_mr (GPU memory): bad address"}), nil, "gpu0=pass gpu1=fail"},
+		{"no CUDA", registrations(probe.GPURegistration{Error: "CUDA driver library not available: libcuda.so.1: cannot open shared object file"}), nil, "gpu0=pass gpu1=fail"},
+		{"AMD", registrations(probe.GPURegistration{Error: "not available", NotAvailable: true}), nil, "gpu0=pass gpu1=skip"},
+		{"not tried", Options{}, nil, "node=skip"},
+		{"no RDMA", registrations(probe.GPURegistration{}), noRDMA, "node=skip"},
+		{"no GPUs", registrations(probe.GPURegistration{}), noGPU, "node=skip"},
+	})
+	obs := gpuDirectRDMAWorks().Evaluate(good(), registrations(probe.GPURegistration{Port: &p, Registered: true, Result: &probe.GPUResult{Path: verbs.PathPeerMem, DMABuf: "ibv_reg_dmabuf_mr: operation not supported"}}))
+	if got := obs[1].Observed; got != "registered on mlx5_1/1 (peermem); ibv_reg_dmabuf_mr: operation not supported" {
+		t.Errorf("observed %q", got)
+	}
+}
+
+// Each GPU is paired with its nearest device that has an ACTIVE port,
+// and libcuda is looked for beside the NVML library that was loaded.
+func TestGPUPairs(t *testing.T) {
+	s := good()
+	s.GPUs[0].Affinity = []snapshot.Affinity{{RDMADevice: "mlx5_2", Relation: "PIX"}, {RDMADevice: "mlx5_0", Relation: "NODE", Active: true}}
+	s.GPUs[1].Affinity = []snapshot.Affinity{{RDMADevice: "mlx5_1", Relation: "PIX"}}
+	s.GPUs[1].PCIBusID = "0000:3d:00.0"
+	s.GPUDriver = &snapshot.GPUDriver{Library: &gpu.Library{Path: "/host/usr/lib64/libnvidia-ml.so.570.86.15", Found: gpu.FoundWellKnown}}
+	got := GPUPairs(s)
+	if len(got) != 2 || got[0].Device != "mlx5_0" || got[1].Device != "" || got[1].NoDevice == "" ||
+		got[1].GPU.PCIBusID != "0000:3d:00.0" || got[1].GPU.Index != 1 || got[0].GPU.Vendor != gpu.NVIDIA ||
+		got[0].GPU.Library != "/host/usr/lib64/libcuda.so.1" {
+		t.Errorf("pairs %+v", got)
+	}
+	s.GPUDriver.Library.Found = gpu.FoundRuntime
+	if l := GPUPairs(s)[0].GPU.Library; l != "libcuda.so.1" {
+		t.Errorf("with the runtime's NVML, libcuda by name: %q", l)
+	}
 }
 
 func TestPriorities(t *testing.T) {

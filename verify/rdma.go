@@ -3,12 +3,15 @@ package verify
 import (
 	"cmp"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/rdma"
+	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/rdma/verbs"
 	"github.com/gpunode/gpunode/snapshot"
 )
 
@@ -301,6 +304,73 @@ func gpuDirectRDMA() Check {
 				return []finding{skip(Node, "judged for NVIDIA GPUs only")}
 			}
 			return []finding{bad(Node, s.GPUDirect.Reason, "a peer-memory path")}
+		},
+	}
+}
+
+// GPUPairs pairs each GPU with its nearest RDMA device that has an
+// ACTIVE port (the affinity is sorted nearest first), for the GPU memory
+// registration attempts gpudirect-rdma-works judges. The CUDA driver
+// library is looked for beside the NVML library the snapshot loaded.
+func GPUPairs(s *snapshot.Snapshot) []probe.GPUPair {
+	lib := verbs.CUDALibrary
+	if d := s.GPUDriver; d != nil && d.Library != nil && d.Library.Found != gpu.FoundRuntime && d.Library.Path != "" {
+		lib = filepath.Join(filepath.Dir(d.Library.Path), verbs.CUDALibrary)
+	}
+	out := make([]probe.GPUPair, 0, len(s.GPUs))
+	for _, g := range s.GPUs {
+		p := probe.GPUPair{GPU: probe.GPUTarget{Index: g.Index, PCIBusID: g.PCIBusID, Vendor: g.Vendor, Library: lib}}
+		for _, a := range g.Affinity {
+			if a.Active {
+				p.Device = a.RDMADevice
+				break
+			}
+		}
+		if p.Device == "" {
+			p.NoDevice = "no RDMA device near it has an ACTIVE port"
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func gpuDirectRDMAWorks() Check {
+	return Check{
+		Name: "gpudirect-rdma-works", Severity: Critical,
+		Summary: "GPUDirect RDMA works: a little of each GPU's memory is registered on its nearest NIC (dma-buf, else nvidia_peermem), as NCCL and NIXL register it; tried with RDMA probes enabled and by `verify` on a host",
+		Remedy:  "see the observed error: load nvidia_peermem or run the open NVIDIA kernel modules (dma-buf), give the agent the CUDA driver library (libcuda.so.1) beside NVML, and raise its locked-memory limit",
+		run: func(s *snapshot.Snapshot, o Options) []finding {
+			switch {
+			case len(s.GPUs) == 0:
+				return noGPUs(s)
+			case len(s.RDMADevices) == 0:
+				why := "no RDMA devices"
+				if rs := o.GPUMemoryRegistrations; len(rs) > 0 && rs[0].Error != "" {
+					// The GPU side ran: say how it went.
+					why += fmt.Sprintf(" (gpu%d: %s)", rs[0].GPU.Index, rs[0].Error)
+				}
+				return []finding{skip(Node, why)}
+			case o.GPUMemoryRegistrations == nil:
+				return []finding{skip(Node, "not tried: GPU memory is registered with RDMA probes enabled (probe.enabled) and by `gpunode-agent verify` on a host")}
+			}
+			const want = "GPU memory registered on the nearest NIC"
+			var out []finding
+			for _, r := range o.GPUMemoryRegistrations {
+				subject := fmt.Sprintf("gpu%d", r.GPU.Index)
+				switch {
+				case r.Registered && r.Port != nil && r.Result != nil:
+					obs := fmt.Sprintf("registered on %s (%s)", r.Port.Name(), r.Result.Path)
+					if r.Result.DMABuf != "" {
+						obs += "; " + r.Result.DMABuf
+					}
+					out = append(out, pass(subject, obs, want))
+				case r.NotAvailable:
+					out = append(out, skip(subject, r.Error))
+				default:
+					out = append(out, bad(subject, r.Error, want))
+				}
+			}
+			return out
 		},
 	}
 }

@@ -136,7 +136,7 @@ var subjectOf = map[string]string{
 	"discovery": "node", "gpu-count": "node", "gpu-pcie-link": "GPU", "gpu-pcie-generation": "GPU", "nvlink": "GPU", "nvswitch-fabric": "GPU", "nvlink-clique": "node",
 	"gpu-ecc": "GPU", "gpu-row-remap": "GPU", "gpu-nic-affinity": "GPU", "rdma-modules": "node",
 	"ib-port-sm": "port", "roce-mode": "port", "roce-congestion": "port", "rdma-mtu": "port",
-	"rdma-port-rate": "port", "gpudirect-rdma": "node",
+	"rdma-port-rate": "port", "gpudirect-rdma": "node", "gpudirect-rdma-works": "GPU",
 	"iommu-passthrough": "node", "isolcpus-irqs": "node", "pcie-max-read-req": "RDMA NIC", "pcie-acs-redirect": "GPU, RDMA NIC",
 	"hugepages-reserved": "huge page size",
 }

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/gpunode/gpunode/rdma/probe"
 	"github.com/gpunode/gpunode/snapshot"
 )
 
@@ -48,6 +49,10 @@ type Options struct {
 	// it from the product (8 on HGX/DGX and OAM baseboards), and skips
 	// the check for products without a standard count.
 	ExpectedGPUCount int
+	// GPUMemoryRegistrations are the attempts to register each GPU's
+	// memory on its nearest NIC (probe.RegisterGPUs over GPUPairs); nil
+	// when none were made, which gpudirect-rdma-works skips.
+	GPUMemoryRegistrations []probe.GPURegistration
 }
 
 // Result is one check on one subject.
@@ -99,7 +104,7 @@ func Checks() []Check {
 	return []Check{
 		discoverySources(), gpuCount(), gpuPCIeLink(), gpuPCIeGeneration(), nvlinkActive(), nvswitchFabric(), nvlinkClique(), gpuECC(), gpuRowRemap(),
 		gpuNICAffinity(), rdmaModules(), ibPortSM(), roceMode(), roceLossless(), rdmaMTU(),
-		rdmaPortRate(), gpuDirectRDMA(),
+		rdmaPortRate(), gpuDirectRDMA(), gpuDirectRDMAWorks(),
 		iommuPassthrough(), isolcpusManagedIRQ(), pcieMaxReadRequest(), pcieACSRedirect(), hugepagesReserved(),
 	}
 }

@@ -273,7 +273,7 @@ func (c *cli) dispatch(cmd string, cmds commands, cfg config.Config, stdout, std
 	case cmds.tune.is(cmd):
 		return runTune(cmds.tune, cmd, env, cfg, c, stdout, stderr)
 	case cmds.probe.is(cmd):
-		return runProbe(cmds.probe, cmd, env, logger, stdout, stderr)
+		return runProbe(cmds.probe, cmd, env, cfg, logger, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "gpunode-agent: unknown command %q\n", cmd)
 	return exitUsage

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,16 +10,22 @@ import (
 	"log/slog"
 	"net"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/discovery"
+	"github.com/gpunode/gpunode/gpu"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
+	"github.com/gpunode/gpunode/rdma/verbs"
+	"github.com/gpunode/gpunode/verify"
 )
 
 // defaultProbePort is where `probe serve` listens and peers are reached.
@@ -49,6 +56,8 @@ type probeFlags struct {
 	rail       string
 	railMatch  string
 	sl, tclass int
+	memory     string
+	gpu        string
 
 	serve, loopback, bw, lat *kingpin.CmdClause
 }
@@ -72,6 +81,8 @@ func addProbe(app *kingpin.Application) *probeFlags {
 	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&f.output, "text", "json")
 	cmd.Flag("rail", "Probe per rail: all, or one rail's number K. Rail K is this node's K-th RDMA port (devices in natural order, then ports; a port that is down keeps its number; no SR-IOV VFs), probed against the peer's port on the same rail (--rail-match). Default: one port, the one whose address the connection uses.").PlaceHolder("all|K").StringVar(&f.rail)
 	cmd.Flag("rail-match", "How a peer pairs its port with this node's rail: index (its K-th port) or subnet (its port on the same RoCE /24 or /64 subnet, or InfiniBand subnet prefix).").Default(probe.RailMatchIndex).EnumVar(&f.railMatch, probe.RailMatchIndex, probe.RailMatchSubnet)
+	cmd.Flag("memory", "Where the RDMA probes' buffers live: host, or gpu (GPUDirect RDMA: GPU memory exported as a dma-buf and registered with ibv_reg_dmabuf_mr, else registered by address through nvidia_peermem; the result says which). Each GPU is probed from its nearest NIC, at most probe.gpuMemoryBytes per end; a peer answers from the GPU nearest its port (protocol version 4). serve answers GPU memory probes whenever asked.").Default(verbs.MemoryHost).EnumVar(&f.memory, verbs.MemoryHost, verbs.MemoryGPU)
+	cmd.Flag("gpu", "With --memory gpu, the GPU: its index, or a PCI bus id (one the inventory does not know runs on --device or the first ACTIVE port). Default: every GPU. For serve, the GPU that answers on every port instead of the one nearest it.").PlaceHolder("N|BUS-ID").StringVar(&f.gpu)
 	f.serve = cmd.Command("serve", "Answer other agents' probes until SIGTERM, one at a time, after checking their token.")
 	f.serve.Flag("listen", "Address to listen on.").Default(":" + defaultProbePort).StringVar(&f.listen)
 	f.loopback = cmd.Command("loopback", "Probe every ACTIVE port against itself: bandwidth and latency.")
@@ -161,7 +172,7 @@ type probeReport struct {
 	Errors  []string       `json:"errors,omitempty"`
 }
 
-func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger, stdout, stderr io.Writer) int {
+func runProbe(f *probeFlags, cmd string, env *discovery.Env, cfg config.Config, logger *slog.Logger, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	devices := rdma.NewReader(env.FS).Discover // one reader: a hung HCA is not read again on top of itself
@@ -170,7 +181,7 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 	if cmd == f.serve.FullCommand() {
 		// The TCP kinds need no RDMA: serve them, and answer the RDMA
 		// kinds that this node has none.
-		return probeServe(ctx, f, devices, lim, rdmaErr, logger, stderr)
+		return probeServe(ctx, f, devices, lim, rdmaErr, env, cfg, logger, stderr)
 	}
 	kinds, ok := f.kinds(cmd)
 	if !ok {
@@ -185,6 +196,25 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 	reqs, err := f.requests(kinds)
 	if err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+		return exitUsage
+	}
+	if f.memory == verbs.MemoryGPU {
+		switch {
+		case f.rail != "":
+			fmt.Fprintln(stderr, "gpunode-agent: probe: --memory gpu and --rail exclude each other: each GPU is probed on its nearest NIC")
+			return exitUsage
+		case f.tcp:
+			fmt.Fprintln(stderr, "gpunode-agent: probe: --memory gpu and --tcp exclude each other: TCP runs on host memory")
+			return exitUsage
+		case f.sweep || f.qps > 1 || f.bidir:
+			fmt.Fprintln(stderr, "gpunode-agent: probe: --memory gpu runs one queue pair one way at one size: leave --sweep, --qps and --bidir off")
+			return exitUsage
+		case cfg.Probe.GPUMemoryBytes == 0:
+			fmt.Fprintln(stderr, "gpunode-agent: probe: --memory gpu: probe.gpuMemoryBytes is 0, which never touches GPU memory")
+			return exitUsage
+		}
+	} else if f.gpu != "" && cmd != f.serve.FullCommand() {
+		fmt.Fprintln(stderr, "gpunode-agent: probe: --gpu needs --memory gpu")
 		return exitUsage
 	}
 	rails, code, railErr := f.rails(ctx, devices)
@@ -217,6 +247,26 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 			fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", probe.ErrNoPort)
 			return exitFailure
 		}
+		if f.memory == verbs.MemoryGPU {
+			gps, err := f.gpuPorts(ctx, env, cfg, ports)
+			if err != nil {
+				fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+				return exitUsage
+			}
+			for _, gp := range gps {
+				if gp.err != "" {
+					rep.add(probe.Result{}, errors.New(gp.err), gpuName(gp.gpu)+" loopback")
+					continue
+				}
+				for _, k := range kinds {
+					req := f.request(k)
+					req.Memory, req.GPU = verbs.MemoryGPU, &gp.gpu
+					res, err := probe.Loopback(ctx, lim, gp.port, req)
+					rep.add(res, err, fmt.Sprintf("%s %s loopback %s", gp.port.Name(), gpuName(gp.gpu), k))
+				}
+			}
+			return rep.write(f.output, stdout, stderr)
+		}
 		for _, p := range ports {
 			for _, req := range reqs {
 				res, err := probe.Loopback(ctx, lim, p, req)
@@ -231,6 +281,9 @@ func runProbe(f *probeFlags, cmd string, env *discovery.Env, logger *slog.Logger
 		}
 		c := &probe.Client{Token: token, Devices: devices, Device: f.device, Limiter: lim}
 		addr := peerAddress(f.peer)
+		if f.memory == verbs.MemoryGPU {
+			return f.peerGPU(ctx, env, cfg, c, addr, kinds, devices, stdout, stderr)
+		}
 		for _, req := range reqs {
 			what := fmt.Sprintf("%s %s", addr, f.what(req))
 			if rdmaErr != nil && probe.IsRDMA(req.Kind) {
@@ -258,6 +311,134 @@ func (f *probeFlags) what(r probe.Request) string {
 	}
 	return r.Kind
 }
+
+// gpuPort is a GPU and the port its loopback probes use (err, when set,
+// says why it has none).
+type gpuPort struct {
+	gpu  probe.GPUTarget
+	port probe.Port
+	err  string
+}
+
+// gpuName is "gpuN", or the bus id of a GPU the inventory does not know.
+func gpuName(g probe.GPUTarget) string {
+	if g.Index < 0 {
+		return "GPU " + g.PCIBusID
+	}
+	return fmt.Sprintf("gpu%d", g.Index)
+}
+
+// gpuPorts pairs the GPUs --gpu picks (every GPU by default) with the
+// first usable port of their nearest RDMA device, from the inventory's
+// GPU-NIC affinity; --device overrides the device.
+func (f *probeFlags) gpuPorts(ctx context.Context, env *discovery.Env, cfg config.Config, ports []probe.Port) ([]gpuPort, error) {
+	snap := discovery.New(env, cfg.Discovery.SourceTimeout).Discover(ctx)
+	pairs := verify.GPUPairs(snap)
+	if f.gpu != "" {
+		var picked []probe.GPUPair
+		n, err := strconv.Atoi(f.gpu)
+		bus := gpu.NormalizePCIBusID(f.gpu)
+		for _, p := range pairs {
+			if err == nil && p.GPU.Index == n || err != nil && p.GPU.PCIBusID == bus {
+				picked = append(picked, p)
+			}
+		}
+		switch {
+		case len(picked) == 0 && err == nil:
+			return nil, fmt.Errorf("--gpu %d: the inventory has %d GPUs", n, len(pairs))
+		case len(picked) == 0 && !strings.Contains(f.gpu, ":"):
+			return nil, fmt.Errorf("--gpu %q: want a GPU index or a PCI bus id", f.gpu)
+		case len(picked) == 0:
+			// A GPU the inventory does not know (no NVML, a container
+			// that sees only this one): the driver finds it by bus id.
+			picked = []probe.GPUPair{{GPU: probe.GPUTarget{Index: -1, PCIBusID: bus, Library: verbs.CUDALibrary}}}
+		}
+		pairs = picked
+	}
+	if len(pairs) == 0 {
+		return nil, errors.New("--memory gpu: the inventory has no GPUs (name one by PCI bus id with --gpu)")
+	}
+	out := make([]gpuPort, 0, len(pairs))
+	for _, p := range pairs {
+		gp := gpuPort{gpu: p.GPU}
+		gp.gpu.MaxBytes = cfg.Probe.GPUMemoryBytes
+		dev := cmp.Or(f.device, p.Device)
+		i := slices.IndexFunc(ports, func(pt probe.Port) bool { return pt.Device == dev })
+		switch {
+		case dev == "" && p.GPU.Index < 0:
+			gp.port = ports[0]
+		case dev == "":
+			gp.err = p.NoDevice
+		case i < 0:
+			gp.err = fmt.Sprintf("%s has no ACTIVE port with a usable address", dev)
+		default:
+			gp.port = ports[i]
+		}
+		out = append(out, gp)
+	}
+	return out, nil
+}
+
+// peerGPU runs the peer probes over GPU memory: each GPU --gpu picks
+// (every GPU by default) from its nearest NIC, the peer answering from
+// the GPU nearest its port.
+func (f *probeFlags) peerGPU(ctx context.Context, env *discovery.Env, cfg config.Config, c *probe.Client, addr string, kinds []string, devices probe.Devices, stdout, stderr io.Writer) int {
+	devs, err := devices(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: discover RDMA devices: %v\n", err)
+		return exitFailure
+	}
+	ports := probe.Ports(devs)
+	if len(ports) == 0 {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", probe.ErrNoPort)
+		return exitFailure
+	}
+	gps, err := f.gpuPorts(ctx, env, cfg, ports)
+	if err != nil {
+		fmt.Fprintf(stderr, "gpunode-agent: probe: %v\n", err)
+		return exitUsage
+	}
+	var rep probeReport
+	for _, gp := range gps {
+		if gp.err != "" {
+			rep.add(probe.Result{}, errors.New(gp.err), gpuName(gp.gpu)+" "+addr)
+			continue
+		}
+		gc := *c
+		gc.Device = gp.port.Device
+		for _, k := range kinds {
+			req := f.request(k)
+			req.Memory, req.GPU = verbs.MemoryGPU, &gp.gpu
+			res, err := gc.Run(ctx, addr, req)
+			rep.add(res, err, fmt.Sprintf("%s %s %s", gpuName(gp.gpu), addr, k))
+		}
+	}
+	return rep.write(f.output, stdout, stderr)
+}
+
+// serveGPU is how `probe serve` picks the GPU that answers a GPU memory
+// probe: --gpu for every port, else the GPU nearest the port, from an
+// inventory taken at the first such probe.
+func (f *probeFlags) serveGPU(ctx context.Context, env *discovery.Env, cfg config.Config) func(probe.Port) (*probe.GPUTarget, error) {
+	pairs := sync.OnceValue(func() []probe.GPUPair {
+		return verify.GPUPairs(discovery.New(env, cfg.Discovery.SourceTimeout).Discover(ctx))
+	})
+	return func(port probe.Port) (*probe.GPUTarget, error) {
+		if f.gpu == "" {
+			return probe.GPUForPort(pairs(), port, cfg.Probe.GPUMemoryBytes)
+		}
+		gps, err := f.gpuPorts(ctx, env, cfg, []probe.Port{port})
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Probe.GPUMemoryBytes == 0 {
+			return nil, errors.New("this agent touches no GPU memory (probe.gpuMemoryBytes is 0)")
+		}
+		return &gps[0].gpu, nil
+	}
+}
+
+func isRDMAKind(k string) bool { return k == probe.KindWriteBW || k == probe.KindSendLat }
 
 // rails are the rails --rail picks (nil without --rail): all of this
 // node's, or rail K; on error, the exit code too.
@@ -379,7 +560,7 @@ func peerAddress(peer string) string {
 
 // probeServe serves until ctx ends. Without RDMA (rdmaErr says why) it
 // still serves the TCP kinds; the RDMA kinds are refused "unavailable".
-func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, rdmaErr error, logger *slog.Logger, stderr io.Writer) int {
+func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *probe.Limiter, rdmaErr error, env *discovery.Env, cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 	token, err := probe.ReadToken(f.tokenFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: probe serve: %v\n", err)
@@ -394,7 +575,8 @@ func probeServe(ctx context.Context, f *probeFlags, devices probe.Devices, lim *
 		logger.Warn("RDMA is unavailable on this node: serving the TCP baseline only, RDMA probes are refused", "err", rdmaErr)
 	}
 	logger.Info("serving RDMA probes", "address", ln.Addr().String(), "rdma", rdmaErr == nil)
-	s := &probe.Server{Token: token, Devices: devices, Device: f.device, Limiter: lim, Logger: logger}
+	s := &probe.Server{Token: token, Devices: devices, Device: f.device, Limiter: lim, Logger: logger,
+		GPU: f.serveGPU(ctx, env, cfg)}
 	if err := s.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "gpunode-agent: %v\n", err)
 		return exitFailure
@@ -414,6 +596,9 @@ func formatResult(r probe.Result) string {
 		if r.PeerPort != nil {
 			peer += " " + r.PeerPort.Name()
 		}
+	}
+	if r.GPU != nil {
+		where += fmt.Sprintf(" %s (%s)", gpuName(probe.GPUTarget{Index: r.GPU.Index, PCIBusID: r.GPU.PCIBusID}), r.GPU.Path)
 	}
 	head := fmt.Sprintf("%-10s %-22s %-9s %s x %d", where, peer, r.Kind, sizeText(r.Size), r.Iterations)
 	if r.Latency != nil {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpunode/gpunode/config"
+	"github.com/gpunode/gpunode/discovery"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
 	"github.com/gpunode/gpunode/rdma/verbs"
@@ -43,6 +45,9 @@ func TestProbeCLIWithoutRDMA(t *testing.T) {
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "two"}, 2, "", `--rail "two": want all or a rail number`},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "0", "--device", "mlx5_0"}, 2, "", "--rail and --device exclude each other"},
 		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--rail", "all", "--rail-match", "slot"}, 2, "", "enum value"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--memory", "gpu"}, 2, "", "--memory gpu and --tcp exclude each other"},
+		{[]string{"probe", "bw", "--peer", "127.0.0.1", "--tcp", "--gpu", "0"}, 2, "", "--gpu needs --memory gpu"},
+		{[]string{"probe", "loopback", "--memory", "vram"}, 2, "", "enum value"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)
@@ -228,4 +233,52 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// --memory gpu pairs each GPU with its nearest NIC's port from the
+// inventory (a simulated HGX H100 here: gpuN under mlx5_N's switch).
+func TestProbeGPUPorts(t *testing.T) {
+	cfg := config.Default()
+	env, err := discovery.Open(cfg, "dgx-h100-ib")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	devs, err := rdma.NewReader(env.FS).Discover(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := probe.Ports(devs)
+	ctx := context.Background()
+	f := &probeFlags{gpu: "3"}
+	gps, err := f.gpuPorts(ctx, env, cfg, ports)
+	if err != nil || len(gps) != 1 || gps[0].err != "" || gps[0].gpu.Index != 3 || gps[0].gpu.MaxBytes != 4<<20 || gps[0].gpu.PCIBusID == "" {
+		t.Fatalf("--gpu 3: %+v, %v", gps, err)
+	}
+	t.Logf("gpu3 %s on %s", gps[0].gpu.PCIBusID, gps[0].port.Name())
+	f = &probeFlags{}
+	all, err := f.gpuPorts(ctx, env, cfg, ports)
+	if err != nil || len(all) != 8 || all[3].port != gps[0].port || all[0].port == all[3].port {
+		t.Errorf("every GPU: %+v, %v", all, err)
+	}
+	f = &probeFlags{gpu: strings.ToUpper(gps[0].gpu.PCIBusID), device: "mlx5_0"}
+	if bus, err := f.gpuPorts(ctx, env, cfg, ports); err != nil || len(bus) != 1 || bus[0].gpu.Index != 3 || bus[0].port.Device != "mlx5_0" {
+		t.Errorf("by bus id, on --device: %+v, %v", bus, err)
+	}
+	// A bus id the inventory does not know runs on the first port.
+	f = &probeFlags{gpu: "0000:EE:00.0"}
+	if unk, err := f.gpuPorts(ctx, env, cfg, ports); err != nil || len(unk) != 1 || unk[0].gpu.Index != -1 || unk[0].gpu.PCIBusID != "0000:ee:00.0" || unk[0].port != ports[0] {
+		t.Errorf("unknown bus id: %+v, %v", unk, err)
+	}
+	for gpu, want := range map[string]string{"8": "--gpu 8: the inventory has 8 GPUs", "first": `--gpu "first": want a GPU index or a PCI bus id`} {
+		f = &probeFlags{gpu: gpu}
+		if _, err := f.gpuPorts(ctx, env, cfg, ports); err == nil || err.Error() != want {
+			t.Errorf("--gpu %s: %v", gpu, err)
+		}
+	}
+	line := formatResult(probe.Result{Kind: probe.KindWriteBW, Local: ports[0], Peer: "loopback", Size: 65536, Iterations: 10, Depth: 128,
+		Memory: verbs.MemoryGPU, GPU: &probe.GPUResult{Index: 3, Path: verbs.PathDMABuf}})
+	if !strings.HasPrefix(line, ports[0].Name()+" gpu3 (dmabuf) loopback") {
+		t.Errorf("GPU line %q", line)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gpunode/gpunode/config"
 	"github.com/gpunode/gpunode/discovery"
+	"github.com/gpunode/gpunode/rdma/probe"
 	"github.com/gpunode/gpunode/verify"
 )
 
@@ -53,7 +54,15 @@ func runVerify(f *verifyFlags, env *discovery.Env, cfg config.Config, stdout, st
 			return exitFailure
 		}
 	}
-	r := verify.Run(discovery.New(env, cfg.Discovery.SourceTimeout).Discover(context.Background()), verifyOptions(cfg.Verify))
+	snap := discovery.New(env, cfg.Discovery.SourceTimeout).Discover(context.Background())
+	opts := verifyOptions(cfg.Verify)
+	// On a host (never a simulated node) the GPUs' memory is registered
+	// on their nearest NICs for gpudirect-rdma-works; without RDMA only
+	// the GPU side runs, which the check reports beside its skip.
+	if env.Simulated == "" && cfg.Probe.GPUMemoryBytes > 0 && len(snap.GPUs) > 0 {
+		opts.GPUMemoryRegistrations = probe.RegisterGPUs(verify.GPUPairs(snap), snap.RDMADevices, cfg.Probe.GPUMemoryBytes)
+	}
+	r := verify.Run(snap, opts)
 	var err error
 	if f.output == "json" {
 		err = verify.JSON(stdout, r)

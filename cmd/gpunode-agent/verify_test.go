@@ -22,8 +22,8 @@ func TestVerifyCommand(t *testing.T) {
 		{[]string{"--simulate=h100-roce-lossy", "verify", "-o", "json"}, 1, `"check": "roce-congestion"`},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "--expected-gpus=4"}, 1, "gpu-count  node     fail    8         4 (verify.expectedGPUCount)"},
 		// Failures and warnings by default, every row with -v.
-		{[]string{"--simulate=dgx-h100-ib", "verify"}, 0, "No failures or warnings; 77 passed and 15 skipped not listed (-v lists every check)."},
-		{[]string{"--simulate=dgx-h100-ib", "verify", "-v"}, 0, "nvlink               gpu5      pass    18/18 active, NVLink 4"},
+		{[]string{"--simulate=dgx-h100-ib", "verify"}, 0, "No failures or warnings; 77 passed and 16 skipped not listed (-v lists every check)."},
+		{[]string{"--simulate=dgx-h100-ib", "verify", "-v"}, 0, "nvlink                gpu5      pass    18/18 active, NVLink 4"},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "--expected-gpus=-1"}, 2, ""},
 		{[]string{"--simulate=dgx-h100-ib", "verify", "-o", "yaml"}, 2, ""},
 	} {
@@ -92,7 +92,7 @@ func TestVerifyHostRoot(t *testing.T) {
 	}
 	var out, errOut bytes.Buffer
 	code := run([]string{"--host-root=" + dir, "--config=" + cfg, "verify", "--verbose"}, &out, &errOut)
-	for _, w := range []string{"discovery            node      pass", "roce-congestion      mlx5_0/1  fail    PFC unknown, ECN none", "roce-congestion      mlx5_9/1  pass    PFC unknown, ECN 0-7"} {
+	for _, w := range []string{"discovery             node      pass", "roce-congestion       mlx5_0/1  fail    PFC unknown, ECN none", "roce-congestion       mlx5_9/1  pass    PFC unknown, ECN 0-7"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("output lacks %q", w)
 		}
@@ -124,8 +124,8 @@ func TestVerifyWithoutNVML(t *testing.T) {
 		code := run(args, &out, &errOut)
 		for _, w := range []string{
 			"Node verification: NOT VERIFIED (1 failed,",
-			"discovery            node      fail    nvml: 8 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found",
-			"gpu-count            node      skip    8 NVIDIA GPUs on PCI not inventoried: nvml failed",
+			"discovery             node      fail    nvml: 8 NVIDIA GPUs on PCI (bound to nvidia) but NVML is not available: NVIDIA driver library libnvidia-ml.so.1 not found",
+			"gpu-count             node      skip    8 NVIDIA GPUs on PCI not inventoried: nvml failed",
 			"fail discovery (node): mount the driver library and devices into the agent: run it with the NVIDIA container runtime",
 		} {
 			if !strings.Contains(out.String(), w) {

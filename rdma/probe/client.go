@@ -66,6 +66,9 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
+	if req.Memory == verbs.MemoryGPU && req.GPU == nil {
+		return Result{}, errNoGPU
+	}
 	if !c.Limiter.TryAcquire() {
 		return Result{}, ErrBusy
 	}
@@ -83,6 +86,9 @@ func (c *Client) run(ctx context.Context, addr string, req Request, local *Port)
 
 	req, acc, err := c.handshake(conn, addr, req)
 	if err != nil {
+		if IsVersion(err) && req.version() >= versionGPU {
+			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: GPU memory probes; upgrade it, or probe host memory)", err, versionGPU)
+		}
 		if IsVersion(err) && req.version() >= versionKinds {
 			return Result{}, fmt.Errorf("%w (the peer's agent predates protocol version %d: read_bw, write_lat, several queue pairs and bidirectional bandwidth; upgrade it, or leave those off)", err, versionKinds)
 		}
@@ -167,11 +173,22 @@ func (c *Client) runRDMA(ctx context.Context, conn net.Conn, addr string, req Re
 	if err := checkPeers(remotes, cfg, numQPs(req)); err != nil {
 		return Result{}, fmt.Errorf("%s: %w", addr, err)
 	}
+	if req.Memory == verbs.MemoryGPU {
+		cfgs, release, err := gpuBuffers(req.GPU, cfg)
+		if err != nil {
+			return Result{}, err
+		}
+		defer release() // after the QPs, deferred below, are closed
+		cfg = cfgs[0]
+	}
 	qps, closeQPs, err := openQPs(port, cfg, numQPs(req))
 	if err != nil {
 		return Result{}, err
 	}
 	defer closeQPs()
+	if cfg.GPU != nil {
+		res.Memory, res.GPU = verbs.MemoryGPU, gpuResult(*req.GPU, qps[0], cfg.GPU)
+	}
 	if err := connectQPs(qps, remotes, req); err != nil {
 		return Result{}, err
 	}

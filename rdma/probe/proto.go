@@ -58,6 +58,11 @@ import (
 // sends version 3 only for a request that uses any of these, and the
 // server answers it in version 3; an older server refuses it with the
 // code version.
+// Version 4 adds GPU memory: a request with memory gpu (Request.Memory)
+// asks the server to put its buffer in the GPU nearest its port. Only
+// such requests are version 4, so a server before it refuses them with
+// the code version, which the client reports as a peer that predates GPU
+// memory probes, and probes everything else as before.
 //
 // The port frame comes last so that a client that does not expect it
 // reads the ack and closes, and a client expecting it from a server that
@@ -67,7 +72,7 @@ import (
 const (
 	// Version is the newest protocol version; a frame of a version
 	// outside MinVersion..Version is refused with an error naming both.
-	Version = 3
+	Version = 4
 	// MinVersion is the oldest version this agent still speaks.
 	MinVersion = 1
 	// versionRails is the first version with rails.
@@ -75,6 +80,8 @@ const (
 	// versionKinds is the first version with read_bw, write_lat, several
 	// QPs and bidirectional bandwidth.
 	versionKinds = 3
+	// versionGPU is the first version with GPU memory.
+	versionGPU = 4
 	// MaxFrame bounds a payload: messages are small.
 	MaxFrame = 16 << 10
 )
@@ -150,6 +157,13 @@ type Request struct {
 	Bidirectional bool   `json:"bidirectional,omitempty"`
 	Nonce         []byte `json:"nonce,omitempty"`
 	MAC           []byte `json:"mac,omitempty"`
+
+	// Memory is where the buffers live: verbs.MemoryHost ("" too) or
+	// verbs.MemoryGPU (protocol version 4): this end's on GPU, which the
+	// caller chooses (never sent), the server's on the GPU nearest its
+	// port.
+	Memory string     `json:"memory,omitempty"`
+	GPU    *GPUTarget `json:"-"`
 }
 
 type accept struct {
@@ -266,6 +280,20 @@ func (r Request) Validate() error {
 	if r.Bidirectional && !rdmaBW {
 		return fmt.Errorf("kind %s has no bidirectional mode: it is for the RDMA bandwidth kinds", r.Kind)
 	}
+	switch r.Memory {
+	case "", verbs.MemoryHost:
+	case verbs.MemoryGPU:
+		if !isRDMA(r.Kind) {
+			return fmt.Errorf("kind %s runs on host memory: GPU memory is for the RDMA kinds", r.Kind)
+		}
+		// One bounded GPU buffer per end: several QPs or both directions
+		// would each want their own.
+		if r.QPs > 1 || r.Bidirectional {
+			return fmt.Errorf("GPU memory probes run on one queue pair, one way: leave qps and bidirectional off")
+		}
+	default:
+		return fmt.Errorf("memory %q: want %s or %s", r.Memory, verbs.MemoryHost, verbs.MemoryGPU)
+	}
 	if r.Rail != nil {
 		if !isRDMA(r.Kind) {
 			return fmt.Errorf("kind %s has no rails: it runs on the control connection", r.Kind)
@@ -279,6 +307,9 @@ func (r Request) Validate() error {
 
 // version is the protocol version the request needs.
 func (r Request) version() byte {
+	if r.Memory == verbs.MemoryGPU {
+		return versionGPU
+	}
 	if r.Kind == KindReadBW || r.Kind == KindWriteLat || r.QPs > 1 || r.Bidirectional {
 		return versionKinds
 	}

@@ -71,7 +71,7 @@ func TestReadFrameGarbage(t *testing.T) {
 		"empty":           {nil, "read frame header"},
 		"short header":    {[]byte("GNP\x01"), "read frame header"},
 		"http":            {[]byte("GET / HTTP/1.1\r\n\r\n"), "bad magic"},
-		"version 4":       {header("GNP", 4, typeHello, 2), "peer speaks version 4"},
+		"version 5":       {header("GNP", 5, typeHello, 2), "peer speaks version 5"},
 		"version 0":       {header("GNP", 0, typeHello, 2), "peer speaks version 0"},
 		"type 0":          {header("GNP", 1, 0, 2), "unknown frame type 0"},
 		"type 200":        {header("GNP", 1, 200, 2), "unknown frame type 200"},

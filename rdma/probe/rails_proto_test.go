@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpunode/gpunode/rdma/verbs"
 )
 
 // oldServer is an agent from before rails, as far as a client can tell:
@@ -86,6 +88,22 @@ func TestRailsAgainstAnOlderPeer(t *testing.T) {
 		if !IsVersion(err) || !strings.Contains(err.Error(), "service level and traffic class") {
 			t.Errorf("%+v to an old peer: %v", r, err)
 		}
+	}
+}
+
+// A GPU memory probe is version 4: a server before it refuses it with a
+// version error that says what to do.
+func TestGPUMemoryAgainstAnOlderPeer(t *testing.T) {
+	addr, versions := oldServer(t)
+	req := DefaultRequest(KindSendLat)
+	req.Timeout = 5 * time.Second
+	req.Memory, req.GPU = verbs.MemoryGPU, &GPUTarget{Index: 0, PCIBusID: "0000:17:00.0"}
+	_, err := client(testToken).Run(context.Background(), addr, req)
+	if v := <-versions; v != versionGPU {
+		t.Errorf("a GPU memory probe was sent as version %d", v)
+	}
+	if !IsVersion(err) || !strings.Contains(err.Error(), "predates protocol version 4: GPU memory probes") {
+		t.Errorf("a GPU memory probe to an old peer: %v", err)
 	}
 }
 

@@ -71,6 +71,11 @@ type Result struct {
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	PeerCPUSeconds  float64 `json:"peer_cpu_seconds,omitempty"`
 	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
+
+	// Memory is verbs.MemoryGPU when the buffers were GPU memory (GPU
+	// says which GPU and how it was registered); empty for host memory.
+	Memory string     `json:"memory,omitempty"`
+	GPU    *GPUResult `json:"gpu,omitempty"`
 }
 
 // isRDMA reports whether the kind uses verbs.
@@ -335,6 +340,9 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
+	if req.Memory == verbs.MemoryGPU && req.GPU == nil {
+		return Result{}, errNoGPU
+	}
 	if !lim.TryAcquire() {
 		return Result{}, ErrBusy
 	}
@@ -345,12 +353,21 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	}
 	defer dev.Close()
 	n := numQPs(req)
-	a, err := newQPs(dev, qpConfig(p, req), n)
+	ca, cb := qpConfig(p, req), qpConfig(p, req)
+	if req.Memory == verbs.MemoryGPU {
+		cfgs, release, err := gpuBuffers(req.GPU, ca, cb)
+		if err != nil {
+			return Result{}, err
+		}
+		defer release() // after the QPs, deferred below, are closed
+		ca, cb = cfgs[0], cfgs[1]
+	}
+	a, err := newQPs(dev, ca, n)
 	if err != nil {
 		return Result{}, err
 	}
 	defer a.close()
-	b, err := newQPs(dev, qpConfig(p, req), n)
+	b, err := newQPs(dev, cb, n)
 	if err != nil {
 		return Result{}, err
 	}
@@ -366,6 +383,9 @@ func Loopback(ctx context.Context, lim *Limiter, p Port, req Request) (Result, e
 	res := Result{Kind: req.Kind, Local: p, Peer: PeerLoopback, Size: req.Size, Iterations: req.Iterations, Depth: req.Depth}
 	if n > 1 {
 		res.QPs = n
+	}
+	if ca.GPU != nil {
+		res.Memory, res.GPU = verbs.MemoryGPU, gpuResult(*req.GPU, a[0], ca.GPU)
 	}
 	timeout := timeoutFor(ctx, req)
 	stopA, stopB := watch(ctx, a), watch(ctx, b)

@@ -40,6 +40,9 @@ type Server struct {
 	Device  string
 	Limiter *Limiter
 	Logger  *slog.Logger
+	// GPU picks the GPU whose memory answers a GPU memory probe on port
+	// (the one nearest it); nil refuses such probes as unavailable.
+	GPU func(port Port) (*GPUTarget, error)
 	// StepTimeout defaults to DefaultStepTimeout.
 	StepTimeout time.Duration
 	// Refused counts the connections refused before the peer
@@ -214,11 +217,27 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 		return unavailable(err)
 	}
 	cfg := qpConfig(port, req)
+	var g *GPUTarget
+	if req.Memory == verbs.MemoryGPU {
+		if g, err = s.gpu(port); err != nil {
+			return unavailable(err)
+		}
+		cfgs, releaseGPU, err := gpuBuffers(g, cfg)
+		if err != nil {
+			return unavailable(err)
+		}
+		defer releaseGPU() // after the QPs, deferred below, are closed
+		cfg = cfgs[0]
+	}
 	qps, closeQPs, err := openQPs(port, cfg, numQPs(req))
 	if err != nil {
 		return unavailable(err)
 	}
 	defer closeQPs()
+	if cfg.GPU != nil {
+		r := gpuResult(*g, qps[0], cfg.GPU)
+		log = log.With("gpu", r.PCIBusID, "gpu_path", r.Path, "dmabuf_unavailable", r.DMABuf)
+	}
 	free := func() { closeQPs(); release() }
 	remotes, err := exchangeEndpoints(conn, qps, cfg, req, port, proof, free)
 	if err != nil {
@@ -226,6 +245,14 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	}
 	conn.SetDeadline(time.Now().Add(req.Timeout + s.step()))
 	return s.measure(conn, qps, remotes, req, portInfo{DataRateGbps: port.DataRateGbps}, closeQPs, release, log.With("device", port.Name()))
+}
+
+// gpu is the GPU that answers GPU memory probes on port.
+func (s *Server) gpu(port Port) (*GPUTarget, error) {
+	if s.GPU == nil {
+		return nil, fmt.Errorf("this agent answers no GPU memory probes on %s (it knows no GPUs)", port.Name())
+	}
+	return s.GPU(port)
 }
 
 // port is this end's port for req: its port on the client's rail when

@@ -156,3 +156,90 @@ func TestFlushedReceiveCauseOnDevice(t *testing.T) {
 	}
 	t.Logf("ping into a receive too short: %v", err)
 }
+
+// gpuPair is pair over GPU memory from the fake libcuda (with its dma-buf
+// unless dmabuf is false).
+func gpuPair(t *testing.T, d *Device, cfg QPConfig, dmabuf bool) (a, b *QP, ma, mb *GPUMemory) {
+	t.Helper()
+	loadFakeCUDA(t)
+	if !dmabuf {
+		t.Setenv("GN_FAKE_CUDA_DMABUF", "0")
+	}
+	var err error
+	if ma, err = AllocGPUMemory(GPUMemoryConfig{Size: cfg.BufferSize}); err != nil {
+		t.Fatal(err)
+	}
+	if mb, err = AllocGPUMemory(GPUMemoryConfig{Size: cfg.BufferSize}); err != nil {
+		ma.Close()
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the QPs (registered after this)
+	// are closed before the memory is freed.
+	t.Cleanup(ma.Close)
+	t.Cleanup(mb.Close)
+	ca, cb := cfg, cfg
+	ca.GPU, cb.GPU = ma, mb
+	if a, err = d.NewQP(ca); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	if b, err = d.NewQP(cb); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := a.Connect(b.Local()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Connect(a.Local()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, ma, mb
+}
+
+// GPU memory (the fake's) registered on the device: RDMA WRITE moves one
+// GPU buffer's bytes into the other, SEND/RECV runs without inline data.
+// With a dma-buf the device registers it or refuses it with a reason and
+// the device pointer is registered instead (the nvidia_peermem path);
+// without one, the pointer straight away.
+func TestGPUMemoryOnDevice(t *testing.T) {
+	d, name := guestDevice(t)
+	for _, dmabuf := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dmabuf=%v", dmabuf), func(t *testing.T) {
+			a, b, ma, mb := gpuPair(t, d, QPConfig{Port: 1, GIDIndex: roceV2IPv4(t, name), BufferSize: 65536, Depth: 64, NUMANode: -1}, dmabuf)
+			path, refused := a.MemoryPath(), a.DMABufRefused()
+			t.Logf("registered by %s; dma-buf refused: %q", path, refused)
+			switch {
+			case !dmabuf && (path != PathPeerMem || refused != ""):
+				t.Errorf("without a dma-buf: path %q, refusal %q", path, refused)
+			case dmabuf && path == PathPeerMem && refused == "":
+				t.Error("the dma-buf was neither registered nor refused")
+			case path != PathDMABuf && path != PathPeerMem:
+				t.Errorf("path %q", path)
+			}
+			src := ma.fakeBytes()
+			for i := range src {
+				src[i] = byte(i*7 + 3)
+			}
+			if bw, err := a.WriteBW(b.Local(), len(src), 1, 0, time.Minute); err != nil || bw.Messages != 1 {
+				t.Fatalf("WriteBW GPU to GPU: %+v, %v", bw, err)
+			}
+			if dst := mb.fakeBytes(); string(dst[:len(src)]) != string(src) {
+				t.Error("the write did not land in the peer's GPU memory")
+			}
+			if err := a.PostRecv(2); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.PostRecv(2); err != nil {
+				t.Fatal(err)
+			}
+			errs := make(chan error, 1)
+			go func() { errs <- b.Pong(2, 100, time.Minute) }()
+			if half, err := a.Ping(2, 100, time.Minute); err != nil || len(half) != 100 {
+				t.Errorf("Ping over GPU memory: %d samples, %v", len(half), err)
+			}
+			if err := <-errs; err != nil {
+				t.Errorf("Pong over GPU memory: %v", err)
+			}
+		})
+	}
+}

@@ -39,6 +39,9 @@ static struct {
 	// optional access flags (relaxed ordering) where the kernel cannot
 	// take them, which the plain ibv_reg_mr symbol does not.
 	struct ibv_mr *(*reg_mr_iova2)(struct ibv_pd *, void *, size_t, uint64_t, unsigned int);
+	// reg_dmabuf_mr (rdma-core 34, IBVERBS_1.12) is optional: GPU
+	// memory exported as a dma-buf.
+	struct ibv_mr *(*reg_dmabuf_mr)(struct ibv_pd *, uint64_t, size_t, uint64_t, int, int);
 	int (*dereg_mr)(struct ibv_mr *);
 	struct ibv_cq *(*create_cq)(struct ibv_context *, int, void *, struct ibv_comp_channel *, int);
 	int (*destroy_cq)(struct ibv_cq *);
@@ -93,6 +96,7 @@ static void do_load(void) {
 	RESOLVE(destroy_qp, "ibv_destroy_qp");
 #undef RESOLVE
 	*(void **)(&lib.reg_mr_iova2) = dlsym(h, "ibv_reg_mr_iova2");
+	*(void **)(&lib.reg_dmabuf_mr) = dlsym(h, "ibv_reg_dmabuf_mr");
 	load_rc = 0;
 }
 
@@ -156,7 +160,7 @@ void gn_res_destroy(struct gn_res *r) {
 		lib.dereg_mr(r->mr);
 	if (r->pd)
 		lib.dealloc_pd(r->pd);
-	if (r->buf)
+	if (r->buf && !r->ext_buf)
 		munmap(r->buf, r->map_len);
 	memset(r, 0, sizeof *r);
 }
@@ -192,6 +196,8 @@ static int page_node(void *addr) {
 	return node;
 }
 
+static int res_verbs(struct gn_res *r, const struct gn_extmem *ext, const char **stage);
+
 int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, int numa_node,
 	const char **stage) {
 	(void)port;
@@ -213,12 +219,63 @@ int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_
 		r->mbind_errno = place_buffer(r->buf, r->map_len, numa_node);
 	memset(r->buf, 0, len);
 	r->buf_node = page_node(r->buf);
+	return res_verbs(r, NULL, stage);
+}
+
+int gn_res_create_ext(struct gn_res *r, struct ibv_context *ctx, uint8_t port, const struct gn_extmem *ext,
+	uint32_t depth, const char **stage) {
+	(void)port;
+	memset(r, 0, sizeof *r);
+	r->ctx = ctx;
+	r->len = ext->len;
+	r->depth = depth;
+	r->buf_node = -1;
+	r->buf = (void *)(uintptr_t)ext->addr;
+	r->ext_buf = 1;
+	return res_verbs(r, ext, stage);
+}
+
+// reg_ext registers the caller's (GPU) memory: its dma-buf where there is
+// one, else (or when the dma-buf is refused) its address, which only a
+// peer-memory client (nvidia_peermem) lets the kernel resolve.
+static int reg_ext(struct gn_res *r, const struct gn_extmem *ext, int access) {
+	if (ext->dmabuf_fd >= 0) {
+		if (!lib.reg_dmabuf_mr) {
+			r->dmabuf_errno = ENOSYS;
+		} else {
+			errno = 0;
+			r->mr = lib.reg_dmabuf_mr(r->pd, 0, ext->len, ext->addr, ext->dmabuf_fd, access);
+			if (r->mr) {
+				r->mem_path = GN_MEM_DMABUF;
+				return 0;
+			}
+			r->dmabuf_errno = errno ? errno : EINVAL;
+		}
+	}
+	errno = 0;
+	r->mr = lib.reg_mr(r->pd, r->buf, ext->len, access);
+	if (!r->mr)
+		return -1;
+	r->mem_path = GN_MEM_PEERMEM;
+	return 0;
+}
+
+// res_verbs creates the verbs objects over r->buf: protection domain,
+// registration (of ext when set), completion queues and the QP.
+static int res_verbs(struct gn_res *r, const struct gn_extmem *ext, const char **stage) {
+	struct ibv_context *ctx = r->ctx;
+	size_t len = r->len;
+	uint32_t depth = r->depth;
 	errno = 0;
 	if (!(r->pd = lib.alloc_pd(ctx)))
 		return fail(r, stage, "ibv_alloc_pd");
 	errno = 0;
 	int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-	if (lib.reg_mr_iova2) {
+	if (ext) {
+		if (reg_ext(r, ext, access) != 0)
+			return fail(r, stage, r->dmabuf_errno ? "ibv_reg_mr (GPU memory, after ibv_reg_dmabuf_mr refused its dma-buf)"
+							      : "ibv_reg_mr (GPU memory)");
+	} else if (lib.reg_mr_iova2) {
 		// Relaxed ordering as perftest asks for it: PCIe writes into the
 		// buffer may pass each other, which is what fast links need.
 		r->mr = lib.reg_mr_iova2(r->pd, r->buf, len, (uintptr_t)r->buf, (unsigned int)access | IBV_ACCESS_RELAXED_ORDERING);
@@ -241,7 +298,8 @@ int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_
 	// Inline sends for small messages, as perftest does; a device that
 	// supports less inline data refuses the QP, so step down.
 	uint32_t inl[] = {220, 64, 0};
-	for (size_t i = 0; i < sizeof inl / sizeof inl[0]; i++) {
+	// GPU memory is not the CPU's to read: no inline sends there.
+	for (size_t i = ext ? 2 : 0; i < sizeof inl / sizeof inl[0]; i++) {
 		struct ibv_qp_init_attr a = {
 			.send_cq = r->scq,
 			.recv_cq = r->rcq,
@@ -250,7 +308,8 @@ int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_
 		};
 		errno = 0;
 		if ((r->qp = lib.create_qp(r->pd, &a))) {
-			r->inline_max = a.cap.max_inline_data;
+			// The provider may grant inline data unasked.
+			r->inline_max = ext ? 0 : a.cap.max_inline_data;
 			break;
 		}
 	}

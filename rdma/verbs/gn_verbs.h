@@ -50,6 +50,13 @@ struct gn_res {
 	int relaxed_ordering;
 	uint32_t inline_max;
 	uint32_t depth;
+	// mem_path is how the buffer was registered (GN_MEM_*); ext_buf: the
+	// caller owns it (GPU memory), so it is neither touched nor freed.
+	// dmabuf_errno is why ibv_reg_dmabuf_mr refused a dma-buf (0: it
+	// was not tried or worked).
+	int mem_path;
+	int ext_buf;
+	int dmabuf_errno;
 	// cancel, set from another thread (gn_cancel), stops a running loop
 	// with -ECANCELED: how a dead peer's control connection ends a wait.
 	int cancel;
@@ -64,6 +71,29 @@ void gn_cancel(struct gn_res *r);
 int gn_res_create(struct gn_res *r, struct ibv_context *ctx, uint8_t port, size_t len, uint32_t depth, int numa_node,
 	const char **stage);
 void gn_res_destroy(struct gn_res *r);
+
+// How a buffer was registered: host memory; GPU memory through its
+// dma-buf (ibv_reg_dmabuf_mr); GPU memory by its address (ibv_reg_mr,
+// which needs nvidia_peermem).
+#define GN_MEM_HOST 0
+#define GN_MEM_DMABUF 1
+#define GN_MEM_PEERMEM 2
+
+// gn_extmem is memory the caller allocated (on a GPU) for a QP to
+// register instead of a buffer of its own; dmabuf_fd -1 when there is
+// no dma-buf.
+struct gn_extmem {
+	uint64_t addr;
+	size_t len;
+	int dmabuf_fd;
+};
+
+// gn_res_create_ext is gn_res_create over the caller's memory: the
+// dma-buf is registered where there is one and the library can
+// (ibv_reg_dmabuf_mr), else, or when that is refused, the address.
+// The CPU never touches the memory: no inline sends.
+int gn_res_create_ext(struct gn_res *r, struct ibv_context *ctx, uint8_t port, const struct gn_extmem *ext,
+	uint32_t depth, const char **stage);
 
 // gn_connect moves the QP to RTS toward the remote QP. gid NULL (or
 // is_global 0) means InfiniBand addressing by LID only. sl is the

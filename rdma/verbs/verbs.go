@@ -256,6 +256,10 @@ type QPConfig struct {
 	// Reads allows as many RDMA READs in flight as the device takes
 	// (ReadLimits), for the READ test; otherwise one, the least.
 	Reads bool
+	// GPU, when set, is registered as the buffer instead of host memory
+	// (BufferSize must fit in it; NUMANode places nothing then). It must
+	// outlive the QP.
+	GPU *GPUMemory
 }
 
 // Placement says where a QP's buffer and polling thread ended up relative
@@ -290,7 +294,19 @@ type QP struct {
 	relaxed   bool
 	// threadCPUs and threadProblem are the last loop's pinning.
 	threadCPUs, threadProblem string
+	// memPath is how GPU memory was registered (PathDMABuf, PathPeerMem;
+	// "" for host memory), dmabufRefused why its dma-buf was not.
+	memPath, dmabufRefused string
 }
+
+// MemoryPath is how the QP's GPU memory was registered: PathDMABuf or
+// PathPeerMem; "" for host memory.
+func (q *QP) MemoryPath() string { return q.memPath }
+
+// DMABufRefused is why ibv_reg_dmabuf_mr refused the GPU memory's
+// dma-buf before the address was registered instead ("" when it was not
+// tried or worked).
+func (q *QP) DMABufRefused() string { return q.dmabufRefused }
 
 // NewQP creates the QP and registers its buffer.
 func (d *Device) NewQP(cfg QPConfig) (*QP, error) {
@@ -323,7 +339,18 @@ func (d *Device) NewQP(cfg QPConfig) (*QP, error) {
 		return nil, errors.New("allocate QP resources: out of memory")
 	}
 	var stage *C.char
-	if rc := C.gn_res_create(res, d.ctx, C.uint8_t(cfg.Port), C.size_t(cfg.BufferSize), C.uint32_t(cfg.Depth), C.int(cfg.NUMANode), &stage); rc != 0 {
+	var rc C.int
+	if cfg.GPU != nil {
+		if cfg.BufferSize > cfg.GPU.Size() {
+			C.free(unsafe.Pointer(res))
+			return nil, fmt.Errorf("buffer size %d exceeds the GPU memory (%d)", cfg.BufferSize, cfg.GPU.Size())
+		}
+		ext := cfg.GPU.extmem()
+		rc = C.gn_res_create_ext(res, d.ctx, C.uint8_t(cfg.Port), &ext, C.uint32_t(cfg.Depth), &stage)
+	} else {
+		rc = C.gn_res_create(res, d.ctx, C.uint8_t(cfg.Port), C.size_t(cfg.BufferSize), C.uint32_t(cfg.Depth), C.int(cfg.NUMANode), &stage)
+	}
+	if rc != 0 {
 		C.free(unsafe.Pointer(res))
 		return nil, setupError(d.name, C.GoString(stage), syscall.Errno(-rc))
 	}
@@ -338,7 +365,8 @@ func (d *Device) NewQP(cfg QPConfig) (*QP, error) {
 			return nil, err
 		}
 	}
-	q := &QP{dev: d, cfg: cfg, res: res, local: local, relaxed: res.relaxed_ordering != 0}
+	q := &QP{dev: d, cfg: cfg, res: res, local: local, relaxed: res.relaxed_ordering != 0,
+		memPath: memPath(res.mem_path), dmabufRefused: dmabufRefusal(res.dmabuf_errno)}
 	q.placement = Placement{NUMANode: max(cfg.NUMANode, -1), BufferNode: int(res.buf_node)}
 	if cfg.NUMANode >= 0 {
 		if e := syscall.Errno(res.mbind_errno); e != 0 {
