@@ -82,19 +82,7 @@ func (n *desiredNode) rdmaCondition(c nodestatus.Condition) config.Taint {
 
 // setRDMATaint changes the RDMA taint configuration (on reload) and
 // reports whether it changed.
-func (n *desiredNode) setRDMATaint(t config.Taint) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.rdmaTaint == t {
-		return false
-	}
-	n.rdmaTaint = t
-	if !slices.Contains(n.taintKeys, t.Key) {
-		n.taintKeys = append(n.taintKeys, t.Key)
-	}
-	n.publishLocked()
-	return true
-}
+func (n *desiredNode) setRDMATaint(t config.Taint) bool { return n.replaceTaint(&n.rdmaTaint, t) }
 
 // firstRoundDone records that the sampler has handed over its first
 // verdict (or that the node has no GPUs, when none came).
@@ -107,13 +95,18 @@ func (n *desiredNode) firstRoundDone() {
 
 // setTaint changes the taint configuration (on reload) and reports
 // whether it changed.
-func (n *desiredNode) setTaint(t config.Taint) bool {
+func (n *desiredNode) setTaint(t config.Taint) bool { return n.replaceTaint(&n.taint, t) }
+
+// replaceTaint sets *dst (one of n's taint configurations) to t and
+// publishes; the new key joins the managed ones, so a moved key's old taint is still removed; it
+// reports whether anything changed.
+func (n *desiredNode) replaceTaint(dst *config.Taint, t config.Taint) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.taint == t {
+	if *dst == t {
 		return false
 	}
-	n.taint = t
+	*dst = t
 	if !slices.Contains(n.taintKeys, t.Key) {
 		n.taintKeys = append(n.taintKeys, t.Key)
 	}

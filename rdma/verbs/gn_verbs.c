@@ -514,18 +514,9 @@ int gn_lat_ping(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_
 	return 0;
 }
 
-int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_ns) {
-	int rc;
-	for (uint64_t i = 0; i < iters; i++) {
-		if ((rc = wait_recv(r, size, deadline_ns)))
-			return rc;
-		if ((rc = post_send(r, size, i, i + 1 == iters)))
-			return rc;
-		if (i % 16 == 15 && i + 1 < iters && (rc = reap_send(r)))
-			return rc;
-	}
-	// The last reply is signaled: wait until the peer acknowledged it, so
-	// tearing the QP down does not lose it.
+// wait_last_send polls the send queue until the completion of send
+// iters-1 (the signaled last one) arrives.
+static int wait_last_send(struct gn_res *r, uint64_t iters, int64_t deadline_ns) {
 	for (;;) {
 		struct ibv_wc wc;
 		int n = ibv_poll_cq(r->scq, 1, &wc);
@@ -543,6 +534,21 @@ int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_
 		if (cancelled(r))
 			return -ECANCELED;
 	}
+}
+
+int gn_lat_pong(struct gn_res *r, size_t size, uint64_t iters, int64_t deadline_ns) {
+	int rc;
+	for (uint64_t i = 0; i < iters; i++) {
+		if ((rc = wait_recv(r, size, deadline_ns)))
+			return rc;
+		if ((rc = post_send(r, size, i, i + 1 == iters)))
+			return rc;
+		if (i % 16 == 15 && i + 1 < iters && (rc = reap_send(r)))
+			return rc;
+	}
+	// The last reply is signaled: wait until the peer acknowledged it, so
+	// tearing the QP down does not lose it.
+	return wait_last_send(r, iters, deadline_ns);
 }
 
 // ---- perftest's other tests: RDMA READ bandwidth, RDMA WRITE latency and
@@ -797,21 +803,5 @@ int gn_wlat(struct gn_res *r, int initiator, size_t size, uint64_t raddr, uint32
 	}
 	// The last reply is signaled: wait until the peer acknowledged it, so
 	// tearing the QP down does not lose it.
-	for (;;) {
-		struct ibv_wc wc;
-		int n = ibv_poll_cq(r->scq, 1, &wc);
-		if (n < 0)
-			return -EIO;
-		if (n == 1) {
-			if (wc.status != IBV_WC_SUCCESS)
-				return (int)wc.status;
-			if (wc.wr_id + 1 == iters)
-				return 0;
-			continue;
-		}
-		if (gn_now_ns() > deadline_ns)
-			return -ETIMEDOUT;
-		if (cancelled(r))
-			return -ECANCELED;
-	}
+	return wait_last_send(r, iters, deadline_ns);
 }
