@@ -98,8 +98,8 @@ func (n *desiredNode) firstRoundDone() {
 func (n *desiredNode) setTaint(t config.Taint) bool { return n.replaceTaint(&n.taint, t) }
 
 // replaceTaint sets *dst (one of n's taint configurations) to t and
-// publishes; the new key joins the managed ones, so a moved key's old taint is still removed; it
-// reports whether anything changed.
+// publishes; the new key joins the managed ones, so the taint of a key
+// moved away from is still removed. It reports whether anything changed.
 func (n *desiredNode) replaceTaint(dst *config.Taint, t config.Taint) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
