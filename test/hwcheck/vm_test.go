@@ -67,8 +67,8 @@ func TestHarnessOnSoftRoCE(t *testing.T) {
 		// The probe rows compare timings with perftest's.
 		Exclusive: true,
 		Timeout:   8 * time.Minute,
-		Files:  files,
-		Script: script,
+		Files:     files,
+		Script:    script,
 	})
 	if err != nil {
 		t.Fatalf("VM: %v\n%s", err, res.Console)
@@ -123,4 +123,3 @@ func TestHarnessOnSoftRoCE(t *testing.T) {
 		t.Logf("%s: gpunode %s, perftest %s (%s)", f, row.Agent, row.Vendor, row.Note)
 	}
 }
-
