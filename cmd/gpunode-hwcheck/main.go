@@ -1,9 +1,9 @@
 // Command gpunode-hwcheck is the hardware conformance harness: it runs the
 // built gpunode-agent on the machine it is on and compares every fact and
 // reading with the vendor's own tool (nvidia-smi, amd-smi, ibv_devinfo,
-// rdma), under a GPU load it generates itself. It prints a table (and
-// writes it and the JSON, with every raw output, to --out) and exits 1 when
-// something disagrees. See docs/hardware.md.
+// rdma; its RDMA loopback probe with perftest), under a GPU load it
+// generates itself. It prints a table (and writes it and the JSON, with
+// every raw output, to --out) and exits 1 when something disagrees. See docs/hardware.md.
 //
 // It is a separate program, not an agent subcommand, so that it treats the
 // agent as users do, through its binary's outputs (inspect -o json,
@@ -65,7 +65,7 @@ func (o options) agentArgs(cmd ...string) []string {
 }
 
 func main() {
-	app := kingpin.New("gpunode-hwcheck", "Compare what gpunode-agent reports on this machine with the vendors' tools (nvidia-smi, amd-smi, ibv_devinfo, rdma), under a GPU load. Exits 1 when something disagrees.")
+	app := kingpin.New("gpunode-hwcheck", "Compare what gpunode-agent reports on this machine with the vendors' tools (nvidia-smi, amd-smi, ibv_devinfo, rdma), and its RDMA loopback probe with perftest, under a GPU load. Exits 1 when something disagrees.")
 	var o options
 	app.Flag("agent", "The gpunode-agent binary to check.").Default("bin/gpunode-agent").StringVar(&o.agent)
 	app.Flag("out", "Directory for report.txt, report.json and the raw outputs of every tool (created).").StringVar(&o.out)
