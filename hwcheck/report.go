@@ -2,8 +2,8 @@
 // runs on with what the vendors' own tools report (nvidia-smi, amd-smi,
 // ibv_devinfo, rdma, perftest): the comparison logic of the hardware
 // conformance harness (cmd/gpunode-hwcheck, `make hwcheck`). It parses the
-// tools' outputs and the agent's (inspect -o json, /metrics) with pure functions
-// and returns rows; running the tools is the command's job.
+// tools' outputs and the agent's (inspect -o json, /metrics) with pure
+// functions and returns rows; running the tools is the command's job.
 package hwcheck
 
 import (

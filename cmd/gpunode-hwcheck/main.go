@@ -3,7 +3,8 @@
 // reading with the vendor's own tool (nvidia-smi, amd-smi, ibv_devinfo,
 // rdma; its RDMA loopback probe with perftest), under a GPU load it
 // generates itself. It prints a table (and writes it and the JSON, with
-// every raw output, to --out) and exits 1 when something disagrees. See docs/hardware.md.
+// every raw output, to --out) and exits 1 when something disagrees. See
+// docs/hardware.md.
 //
 // It is a separate program, not an agent subcommand, so that it treats the
 // agent as users do, through its binary's outputs (inspect -o json,
