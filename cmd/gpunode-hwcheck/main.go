@@ -675,17 +675,17 @@ func perftestRows(ctx context.Context, log *slog.Logger, o options, rep *hwcheck
 				continue
 			}
 			name := fmt.Sprintf("%s/%d", r.Local.Device, r.Local.Port)
-			pr, ok := byPort[name]
+			pair, ok := byPort[name]
 			if !ok {
-				pr = &hwcheck.PerftestRound{}
-				byPort[name] = pr
+				pair = &hwcheck.PerftestRound{}
+				byPort[name] = pair
 				order = append(order, name)
 			}
 			switch r.Kind {
 			case "write_bw":
-				pr.ProbeBW = r
+				pair.ProbeBW = r
 			case "send_lat":
-				pr.ProbeLat = r
+				pair.ProbeLat = r
 			}
 		}
 		for _, name := range order {
