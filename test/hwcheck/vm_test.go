@@ -27,6 +27,13 @@ var guestPackages = []string{"libibverbs1", "ibverbs-providers", "ibverbs-utils"
 
 const script = `
 rdma link add rxe0 type rxe netdev eth0
+# eth0's SLAAC address (fec0::, from QEMU's router advertisement) adds a
+# GID a few seconds after boot: wait for it (10 s at most), so the agent's
+# inspect and ibv_devinfo, run seconds apart, read the same GID table.
+i=0
+while [ "$(cat /sys/class/infiniband/rxe0/ports/1/gids/2)" = 0000:0000:0000:0000:0000:0000:0000:0000 ] && [ $i -lt 100 ]; do
+	sleep 0.1; i=$((i + 1))
+done
 echo "== hwcheck"; gpunode-hwcheck --agent=/usr/bin/gpunode-agent --out=/tmp/hw --agent.sample-interval=1s --perftest.rounds=2 --perftest.iterations=1000; echo "== rc $?"
 echo "== report"; cat /tmp/hw/report.json; echo "== end"
 echo "== ibv"; cat /tmp/hw/ibv_devinfo-v.txt; echo "== end"
