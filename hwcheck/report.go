@@ -1,9 +1,9 @@
 // Package hwcheck compares what gpunode-agent reports about the machine it
 // runs on with what the vendors' own tools report (nvidia-smi, amd-smi,
-// ibv_devinfo, rdma): the comparison logic of the hardware conformance
-// harness (cmd/gpunode-hwcheck, `make hwcheck`). It parses the tools'
-// outputs and the agent's (inspect -o json, /metrics) with pure functions
-// and returns rows; running the tools is the command's job.
+// ibv_devinfo, rdma, perftest): the comparison logic of the hardware
+// conformance harness (cmd/gpunode-hwcheck, `make hwcheck`). It parses the
+// tools' outputs and the agent's (inspect -o json, /metrics) with pure
+// functions and returns rows; running the tools is the command's job.
 package hwcheck
 
 import (
@@ -33,7 +33,7 @@ const (
 
 // Row is one fact or reading of one device.
 type Row struct {
-	Section string  `json:"section"` // "nvidia", "nvidia-load", "cost", "nvml-calls", "amd", "rdma"
+	Section string  `json:"section"` // "nvidia", "nvidia-load", "cost", "nvml-calls", "amd", "rdma", "rdma-probe"
 	Device  string  `json:"device,omitempty"`
 	Fact    string  `json:"fact"`
 	Agent   string  `json:"gpunode"`

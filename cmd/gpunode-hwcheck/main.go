@@ -1,9 +1,10 @@
 // Command gpunode-hwcheck is the hardware conformance harness: it runs the
 // built gpunode-agent on the machine it is on and compares every fact and
 // reading with the vendor's own tool (nvidia-smi, amd-smi, ibv_devinfo,
-// rdma), under a GPU load it generates itself. It prints a table (and
-// writes it and the JSON, with every raw output, to --out) and exits 1 when
-// something disagrees. See docs/hardware.md.
+// rdma; its RDMA loopback probe with perftest), under a GPU load it
+// generates itself. It prints a table (and writes it and the JSON, with
+// every raw output, to --out) and exits 1 when something disagrees. See
+// docs/hardware.md.
 //
 // It is a separate program, not an agent subcommand, so that it treats the
 // agent as users do, through its binary's outputs (inspect -o json,
@@ -25,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +48,10 @@ type options struct {
 	loadSeconds    time.Duration
 	python         string
 	sampleInterval time.Duration
+	// probeRounds and probeIterations: the loopback probe against
+	// perftest (0 iterations: the agent's defaults).
+	probeRounds     int
+	probeIterations int
 	// simulate runs the agent on a simulated node: only for testing the
 	// harness itself against fake vendor tools.
 	simulate string
@@ -60,7 +66,7 @@ func (o options) agentArgs(cmd ...string) []string {
 }
 
 func main() {
-	app := kingpin.New("gpunode-hwcheck", "Compare what gpunode-agent reports on this machine with the vendors' tools (nvidia-smi, amd-smi, ibv_devinfo, rdma), under a GPU load. Exits 1 when something disagrees.")
+	app := kingpin.New("gpunode-hwcheck", "Compare what gpunode-agent reports on this machine with the vendors' tools (nvidia-smi, amd-smi, ibv_devinfo, rdma), and its RDMA loopback probe with perftest, under a GPU load. Exits 1 when something disagrees.")
 	var o options
 	app.Flag("agent", "The gpunode-agent binary to check.").Default("bin/gpunode-agent").StringVar(&o.agent)
 	app.Flag("out", "Directory for report.txt, report.json and the raw outputs of every tool (created).").StringVar(&o.out)
@@ -68,6 +74,8 @@ func main() {
 	app.Flag("load.duration", "How long the load (and the readings window within it) runs.").Default("60s").DurationVar(&o.loadSeconds)
 	app.Flag("python", "Python interpreter for the load.").Default("python3").StringVar(&o.python)
 	app.Flag("agent.sample-interval", "The agent's --metrics.sample-interval while it is watched.").Default("1s").DurationVar(&o.sampleInterval)
+	app.Flag("perftest.rounds", "Rounds of the agent's loopback probe beside perftest's ib_write_bw and ib_send_lat (where installed and a port is ACTIVE); 0 skips them.").Default("3").IntVar(&o.probeRounds)
+	app.Flag("perftest.iterations", "Iterations of each probe and perftest run (0: the agent's defaults, as perftest's: 5000 writes, 1000 round trips).").Default("0").IntVar(&o.probeIterations)
 	app.Flag("agent.simulate", "Run the agent on this simulated node (tests of the harness with fake vendor tools).").Hidden().StringVar(&o.simulate)
 	kingpin.MustParse(app.Parse(os.Args[1:]))
 
@@ -150,6 +158,7 @@ func run(ctx context.Context, log *slog.Logger, o options) (*hwcheck.Report, err
 	rep.Rows = append(rep.Rows, watched...)
 
 	rep.Rows = append(rep.Rows, rdmaRows(ctx, rep, in, &files)...)
+	rep.Rows = append(rep.Rows, perftestRows(ctx, log, o, rep, in, &files)...)
 	rep.Rows = append(rep.Rows, amdRows(ctx, rep, in, &files)...)
 
 	if err := write(o.out, rep, &files); err != nil {
@@ -609,4 +618,167 @@ func write(dir string, rep *hwcheck.Report, files *raw) error {
 		}
 	}
 	return nil
+}
+
+// perftestRows runs the agent's loopback probe and perftest's
+// ib_write_bw and ib_send_lat with the same parameters on each ACTIVE
+// port, alternating round by round so host load hits both alike, and
+// compares them (hwcheck.ComparePerftest). Without perftest or an ACTIVE
+// port the rows say so and are not a failure.
+func perftestRows(ctx context.Context, log *slog.Logger, o options, rep *hwcheck.Report, in *hwcheck.Inspect, files *raw) []hwcheck.Row {
+	const fact = "probe vs perftest"
+	for _, t := range []string{"ib_write_bw", "ib_send_lat"} {
+		if _, err := exec.LookPath(t); err != nil {
+			return []hwcheck.Row{notPresent("rdma-probe", fact, t+" is not on PATH (perftest not installed): probes not compared")}
+		}
+	}
+	active := 0
+	for _, d := range in.RDMADevices {
+		for _, p := range d.Ports {
+			if p.Active() {
+				active++
+			}
+		}
+	}
+	if active == 0 {
+		return []hwcheck.Row{notPresent("rdma-probe", fact, fmt.Sprintf("no ACTIVE RDMA port (the agent found %d devices): nothing to probe", len(in.RDMADevices)))}
+	}
+	if o.probeRounds <= 0 {
+		return []hwcheck.Row{notPresent("rdma-probe", fact, "--perftest.rounds=0")}
+	}
+	rep.Tools = append(rep.Tools, "perftest (ib_write_bw, ib_send_lat)")
+	var ports []string
+	rounds := map[string][]hwcheck.PerftestRound{}
+	var rows []hwcheck.Row
+	for round := 1; round <= o.probeRounds; round++ {
+		args := o.agentArgs("probe", "loopback", "-o", "json")
+		if o.probeIterations > 0 {
+			args = append(args, "--iterations="+strconv.Itoa(o.probeIterations))
+		}
+		out, err := tool(ctx, 5*time.Minute, o.agent, args...)
+		files.put(fmt.Sprintf("probe-loopback-%d.json", round), out)
+		pr, perr := hwcheck.ParseProbeReport(bytes.NewReader(out))
+		if perr != nil {
+			// The agent exits 1 when a probe failed, with the JSON
+			// still printed; only unreadable output ends the rounds.
+			return append(rows, hwcheck.Row{Section: "rdma-probe", Fact: "probe loopback", Agent: fmt.Sprint(errors.Join(err, perr)), Vendor: "-", Verdict: hwcheck.Differ})
+		}
+		for _, e := range pr.Errors {
+			rows = append(rows, hwcheck.Row{Section: "rdma-probe", Fact: "probe loopback", Agent: e, Vendor: "-", Verdict: hwcheck.Differ,
+				Note: fmt.Sprintf("round %d", round)})
+		}
+		byPort := map[string]*hwcheck.PerftestRound{}
+		var order []string
+		for i := range pr.Results {
+			r := &pr.Results[i]
+			if r.Local.Device == "" {
+				continue
+			}
+			name := fmt.Sprintf("%s/%d", r.Local.Device, r.Local.Port)
+			pair, ok := byPort[name]
+			if !ok {
+				pair = &hwcheck.PerftestRound{}
+				byPort[name] = pair
+				order = append(order, name)
+			}
+			switch r.Kind {
+			case "write_bw":
+				pair.ProbeBW = r
+			case "send_lat":
+				pair.ProbeLat = r
+			}
+		}
+		for _, name := range order {
+			r := byPort[name]
+			if !slices.Contains(ports, name) {
+				ports = append(ports, name)
+			}
+			if p := r.ProbeBW; p != nil {
+				var bw hwcheck.PerftestBW
+				out, err := perftest(ctx, log, p, "ib_write_bw", func(b []byte) (err error) {
+					bw, err = hwcheck.ParsePerftestBW(bytes.NewReader(b))
+					return err
+				}, "-s", strconv.Itoa(p.Size), "-n", strconv.Itoa(p.Iterations), "-t", strconv.Itoa(p.Depth))
+				files.put(fmt.Sprintf("ib_write_bw-%s-%d.txt", strings.ReplaceAll(name, "/", "-"), round), out)
+				if err == nil {
+					r.BW = &bw
+				}
+				r.BWErr = err
+			}
+			if p := r.ProbeLat; p != nil {
+				var lat hwcheck.PerftestLat
+				out, err := perftest(ctx, log, p, "ib_send_lat", func(b []byte) (err error) {
+					lat, err = hwcheck.ParsePerftestLat(bytes.NewReader(b))
+					return err
+				}, "-s", strconv.Itoa(p.Size), "-n", strconv.Itoa(p.Iterations))
+				files.put(fmt.Sprintf("ib_send_lat-%s-%d.txt", strings.ReplaceAll(name, "/", "-"), round), out)
+				if err == nil {
+					r.Lat = &lat
+				}
+				r.LatErr = err
+			}
+			rounds[name] = append(rounds[name], *r)
+		}
+	}
+	if len(ports) == 0 {
+		return append(rows, hwcheck.Row{Section: "rdma-probe", Fact: fact, Agent: "no loopback result", Vendor: "-", Verdict: hwcheck.Differ,
+			Note: fmt.Sprintf("%d ACTIVE ports", active)})
+	}
+	for _, name := range ports {
+		rows = append(rows, hwcheck.ComparePerftest(name, rounds[name])...)
+	}
+	return rows
+}
+
+// perftest runs a perftest server and client on the probe's port (the
+// client to 127.0.0.1: loopback, as the probe) and returns the client's
+// output once parse accepts it. -F: perftest refuses to report when it cannot trust the CPU
+// clock's frequency (VMs, cpufreq scaling) unless told to go on; it
+// still sometimes refuses, so a run is tried up to three times.
+func perftest(ctx context.Context, log *slog.Logger, p *hwcheck.ProbeResult, name string, parse func([]byte) error, args ...string) ([]byte, error) {
+	base := []string{"-d", p.Local.Device, "-i", strconv.Itoa(p.Local.Port), "-F"}
+	if p.Local.GIDIndex >= 0 {
+		base = append(base, "-x", strconv.Itoa(p.Local.GIDIndex))
+	}
+	base = append(base, args...)
+	var out []byte
+	var err error
+	for try := 1; try <= 3; try++ {
+		out, err = perftestOnce(ctx, name, base)
+		if err == nil {
+			err = parse(out)
+		}
+		if err == nil {
+			return out, nil
+		}
+		log.Warn("perftest gave no result", "tool", name, "try", try, "err", err)
+	}
+	return out, err
+}
+
+func perftestOnce(ctx context.Context, name string, args []string) ([]byte, error) {
+	srvCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	var srvOut bytes.Buffer
+	srv := exec.CommandContext(srvCtx, name, args...)
+	srv.Stdout, srv.Stderr = &srvOut, &srvOut
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("start %s server: %w", name, err)
+	}
+	// The server listens on its TCP port within a moment; the client
+	// gives up at once when nobody does.
+	if err := sleep(ctx, time.Second); err != nil {
+		cancel()
+		_ = srv.Wait()
+		return nil, err
+	}
+	out, err := tool(ctx, 2*time.Minute, name, append(args, "127.0.0.1")...)
+	if err != nil {
+		// A server whose client never came waits for ever.
+		cancel()
+	}
+	if werr := srv.Wait(); err == nil && werr != nil {
+		err = fmt.Errorf("%s server: %w: %s", name, werr, strings.TrimSpace(srvOut.String()))
+	}
+	return out, err
 }

@@ -110,7 +110,8 @@ func TestHarnessOnThisMachine(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d without vendor tools:\n%s", code, table)
 	}
-	for _, want := range []struct{ section, fact string }{{"nvidia", "nvidia-smi"}, {"rdma", "ibv_devinfo"}, {"rdma", "rdma link"}, {"amd", "amd-smi"}} {
+	for _, want := range []struct{ section, fact string }{{"nvidia", "nvidia-smi"}, {"rdma", "ibv_devinfo"}, {"rdma", "rdma link"}, {"amd", "amd-smi"},
+		{"rdma-probe", "probe vs perftest"}} {
 		if r, ok := row(rep, want.section, want.fact); !ok || r.Verdict != hwcheck.NotPresent {
 			t.Errorf("%s %s: %+v (present %v)", want.section, want.fact, r, ok)
 		}
@@ -133,7 +134,17 @@ func TestHarnessOnThisMachine(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tools, "nvidia-smi"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// perftest installed, but no RDMA port here: the probe rows are
+	// skipped with the reason, not run.
+	for _, p := range []string{"ib_write_bw", "ib_send_lat"} {
+		if err := os.WriteFile(filepath.Join(tools, p), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	code, rep, table = runHarness(t, harness, agent, tools, "--python=/nonexistent/python3")
+	if r, ok := row(rep, "rdma-probe", "probe vs perftest"); !ok || r.Verdict != hwcheck.NotPresent || !strings.Contains(r.Note, "no ACTIVE RDMA port") {
+		t.Errorf("perftest without a port: %+v", r)
+	}
 	if code != 1 {
 		t.Fatalf("exit %d with a GPU only nvidia-smi sees:\n%s", code, table)
 	}
