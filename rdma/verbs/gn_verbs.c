@@ -244,7 +244,7 @@ static int reg_ext(struct gn_res *r, const struct gn_extmem *ext, int access) {
 			r->dmabuf_errno = ENOSYS;
 		} else {
 			errno = 0;
-			r->mr = lib.reg_dmabuf_mr(r->pd, 0, ext->len, ext->addr, ext->dmabuf_fd, access);
+			r->mr = lib.reg_dmabuf_mr(r->pd, ext->dmabuf_offset, ext->len, ext->addr, ext->dmabuf_fd, access);
 			if (r->mr) {
 				r->mem_path = GN_MEM_DMABUF;
 				return 0;

@@ -81,11 +81,13 @@ void gn_res_destroy(struct gn_res *r);
 
 // gn_extmem is memory the caller allocated (on a GPU) for a QP to
 // register instead of a buffer of its own; dmabuf_fd -1 when there is
-// no dma-buf.
+// no dma-buf, dmabuf_offset addr's offset in it (ROCm's export may hand
+// out a dma-buf of the whole allocation the range lies in).
 struct gn_extmem {
 	uint64_t addr;
 	size_t len;
 	int dmabuf_fd;
+	uint64_t dmabuf_offset;
 };
 
 // gn_res_create_ext is gn_res_create over the caller's memory: the
