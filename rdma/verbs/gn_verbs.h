@@ -74,7 +74,7 @@ void gn_res_destroy(struct gn_res *r);
 
 // How a buffer was registered: host memory; GPU memory through its
 // dma-buf (ibv_reg_dmabuf_mr); GPU memory by its address (ibv_reg_mr,
-// which needs nvidia_peermem).
+// which needs nvidia_peermem or amdgpu's peer-memory client).
 #define GN_MEM_HOST 0
 #define GN_MEM_DMABUF 1
 #define GN_MEM_PEERMEM 2

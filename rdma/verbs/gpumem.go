@@ -35,7 +35,8 @@ const (
 	// Linux 5.12+).
 	PathDMABuf = "dmabuf"
 	// PathPeerMem: the device pointer was registered with ibv_reg_mr,
-	// which works only through a peer-memory client (nvidia_peermem).
+	// which works only through a peer-memory client (nvidia_peermem, or
+	// amdgpu's for ROCm memory).
 	PathPeerMem = "peermem"
 )
 
