@@ -375,7 +375,8 @@ func TestGPUDirectRDMAWorks(t *testing.T) {
 }
 
 // Each GPU is paired with its nearest device that has an ACTIVE port,
-// and libcuda is looked for beside the NVML library that was loaded.
+// and libcuda is looked for beside the NVML library that was loaded (the
+// HSA runtime beside AMD SMI).
 func TestGPUPairs(t *testing.T) {
 	s := good()
 	s.GPUs[0].Affinity = []snapshot.Affinity{{RDMADevice: "mlx5_2", Relation: "PIX"}, {RDMADevice: "mlx5_0", Relation: "NODE", Active: true}}
@@ -391,6 +392,18 @@ func TestGPUPairs(t *testing.T) {
 	s.GPUDriver.Library.Found = gpu.FoundRuntime
 	if l := GPUPairs(s)[0].GPU.Library; l != "libcuda.so.1" {
 		t.Errorf("with the runtime's NVML, libcuda by name: %q", l)
+	}
+
+	// AMD: the HSA runtime beside AMD SMI (ROCm's lib directory), else
+	// by name.
+	s.GPUs[0].Vendor = gpu.AMD
+	s.GPUDriver = &snapshot.GPUDriver{Backend: source.AMDSMI, Library: &gpu.Library{Path: "/host/opt/rocm-6.4.1/lib/libamd_smi.so", Found: gpu.FoundWellKnown}}
+	if l := GPUPairs(s)[0].GPU.Library; l != "/host/opt/rocm-6.4.1/lib/libhsa-runtime64.so.1" {
+		t.Errorf("AMD: %q", l)
+	}
+	s.GPUDriver.Library.Found = gpu.FoundRuntime
+	if l := GPUPairs(s)[0].GPU.Library; l != "libhsa-runtime64.so.1" {
+		t.Errorf("with the runtime's AMD SMI, the HSA runtime by name: %q", l)
 	}
 }
 

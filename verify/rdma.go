@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gpunode/gpunode/gpu"
+	"github.com/gpunode/gpunode/internal/source"
 	"github.com/gpunode/gpunode/rdma"
 	"github.com/gpunode/gpunode/rdma/probe"
 	"github.com/gpunode/gpunode/rdma/verbs"
@@ -311,14 +312,25 @@ func gpuDirectRDMA() Check {
 // GPUPairs pairs each GPU with its nearest RDMA device that has an
 // ACTIVE port (the affinity is sorted nearest first), for the GPU memory
 // registration attempts gpudirect-rdma-works judges. The CUDA driver
-// library is looked for beside the NVML library the snapshot loaded.
+// library is looked for beside the NVML library the snapshot loaded, and
+// ROCm's HSA runtime beside AMD SMI's (both live in ROCm's lib
+// directory); else each by name.
 func GPUPairs(s *snapshot.Snapshot) []probe.GPUPair {
-	lib := verbs.CUDALibrary
+	cuda, hsa := verbs.CUDALibrary, verbs.HSALibrary
 	if d := s.GPUDriver; d != nil && d.Library != nil && d.Library.Found != gpu.FoundRuntime && d.Library.Path != "" {
-		lib = filepath.Join(filepath.Dir(d.Library.Path), verbs.CUDALibrary)
+		dir := filepath.Dir(d.Library.Path)
+		if d.Backend == source.AMDSMI {
+			hsa = filepath.Join(dir, verbs.HSALibrary)
+		} else {
+			cuda = filepath.Join(dir, verbs.CUDALibrary)
+		}
 	}
 	out := make([]probe.GPUPair, 0, len(s.GPUs))
 	for _, g := range s.GPUs {
+		lib := cuda
+		if g.Vendor == gpu.AMD {
+			lib = hsa
+		}
 		p := probe.GPUPair{GPU: probe.GPUTarget{Index: g.Index, PCIBusID: g.PCIBusID, Vendor: g.Vendor, Library: lib}}
 		for _, a := range g.Affinity {
 			if a.Active {
@@ -337,8 +349,8 @@ func GPUPairs(s *snapshot.Snapshot) []probe.GPUPair {
 func gpuDirectRDMAWorks() Check {
 	return Check{
 		Name: "gpudirect-rdma-works", Severity: Critical,
-		Summary: "GPUDirect RDMA works: a little of each GPU's memory is registered on its nearest NIC (dma-buf, else nvidia_peermem), as NCCL and NIXL register it; tried with RDMA probes enabled and by `verify` on a host",
-		Remedy:  "see the observed error: load nvidia_peermem or run the open NVIDIA kernel modules (dma-buf), give the agent the CUDA driver library (libcuda.so.1) beside NVML, and raise its locked-memory limit",
+		Summary: "GPUDirect RDMA works: a little of each GPU's memory is registered on its nearest NIC (dma-buf, else nvidia_peermem or amdgpu's peer-memory client), as NCCL, RCCL and NIXL register it; tried with RDMA probes enabled and by `verify` on a host; AMD GPUs without ROCm's HSA runtime are skipped",
+		Remedy:  "see the observed error: load nvidia_peermem or run the open NVIDIA kernel modules (dma-buf), give the agent the CUDA driver library (libcuda.so.1) beside NVML or ROCm's libhsa-runtime64.so.1 beside AMD SMI, and raise its locked-memory limit",
 		run: func(s *snapshot.Snapshot, o Options) []finding {
 			switch {
 			case len(s.GPUs) == 0:

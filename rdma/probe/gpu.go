@@ -21,10 +21,13 @@ type GPUTarget struct {
 	// PCIBusID picks it for the driver.
 	Index    int    `json:"index"`
 	PCIBusID string `json:"pci_bus_id"`
-	// Vendor is gpu.NVIDIA or gpu.AMD ("" is taken as NVIDIA); only
-	// NVIDIA (CUDA) memory is implemented.
+	// Vendor is gpu.NVIDIA or gpu.AMD ("" is taken as NVIDIA): NVIDIA
+	// memory comes from the CUDA driver, AMD memory from ROCm's HSA
+	// runtime.
 	Vendor gpu.Vendor `json:"vendor,omitempty"`
-	// Library is the CUDA driver library (verbs.CUDALibrary when empty).
+	// Library is the vendor's library: the CUDA driver library
+	// (verbs.CUDALibrary when empty) or the HSA runtime
+	// (verbs.HSALibrary when empty).
 	Library string `json:"-"`
 	// MaxBytes bounds each allocation (DefaultGPUMemoryBytes when 0).
 	MaxBytes int `json:"-"`
@@ -42,9 +45,13 @@ type GPUResult struct {
 	DMABuf string `json:"dmabuf_unavailable,omitempty"`
 }
 
-// ErrGPUVendor: GPU memory probes exist for NVIDIA GPUs only.
-var ErrGPUVendor = errors.New("not available: GPU memory probes on AMD GPUs need ROCm's HSA runtime " +
-	"(hsa_amd_portable_export_dmabuf), which this agent does not load yet; NVIDIA GPUs only")
+// ErrGPUNotAvailable: this agent cannot probe the GPU's memory at all
+// (an AMD GPU without ROCm's HSA runtime, or another vendor's GPU), which
+// is not a failure of the GPU or the NIC.
+var ErrGPUNotAvailable = errors.New("not available")
+
+// ErrGPUVendor: GPU memory probes exist for NVIDIA and AMD GPUs only.
+var ErrGPUVendor = fmt.Errorf("%w: GPU memory probes exist for NVIDIA and AMD GPUs only", ErrGPUNotAvailable)
 
 // errNoGPU: a GPU memory probe without this end's GPU.
 var errNoGPU = errors.New("GPU memory needs a GPU")
@@ -56,7 +63,22 @@ func gpuBuffers(g *GPUTarget, cfgs ...verbs.QPConfig) ([]verbs.QPConfig, func(),
 	if g == nil {
 		return nil, func() {}, errNoGPU
 	}
-	if g.Vendor != "" && g.Vendor != gpu.NVIDIA {
+	alloc := func(size int) (*verbs.GPUMemory, error) {
+		return verbs.AllocGPUMemory(verbs.GPUMemoryConfig{Library: g.Library, PCIBusID: g.PCIBusID, Size: size})
+	}
+	switch g.Vendor {
+	case "", gpu.NVIDIA:
+	case gpu.AMD:
+		alloc = func(size int) (*verbs.GPUMemory, error) {
+			m, err := verbs.AllocAMDGPUMemory(verbs.AMDGPUMemoryConfig{Library: g.Library, PCIBusID: g.PCIBusID, Size: size})
+			if errors.Is(err, verbs.ErrNoHSA) {
+				// ROCm is optional on an AMD node: without its runtime
+				// there is nothing to probe, which is not a failure.
+				err = fmt.Errorf("%w: %w", ErrGPUNotAvailable, err)
+			}
+			return m, err
+		}
+	default:
 		return nil, func() {}, fmt.Errorf("GPU %d (%s): %w", g.Index, g.Vendor, ErrGPUVendor)
 	}
 	limit := g.MaxBytes
@@ -75,7 +97,7 @@ func gpuBuffers(g *GPUTarget, cfgs ...verbs.QPConfig) ([]verbs.QPConfig, func(),
 			release()
 			return nil, func() {}, fmt.Errorf("the probe needs %d bytes of GPU memory per queue pair, more than the %d allowed (probe.gpuMemoryBytes)", cfg.BufferSize, limit)
 		}
-		m, err := verbs.AllocGPUMemory(verbs.GPUMemoryConfig{Library: g.Library, PCIBusID: g.PCIBusID, Size: cfg.BufferSize})
+		m, err := alloc(cfg.BufferSize)
 		if err != nil {
 			release()
 			return nil, func() {}, fmt.Errorf("GPU %d: %w", g.Index, err)
@@ -106,7 +128,7 @@ type GPURegistration struct {
 	Registered bool       `json:"registered"`
 	Result     *GPUResult `json:"result,omitempty"`
 	// Error says why it was not registered; NotAvailable, that this
-	// agent cannot probe the GPU's memory at all (ErrGPUVendor).
+	// agent cannot probe the GPU's memory at all (ErrGPUNotAvailable).
 	Error        string `json:"error,omitempty"`
 	NotAvailable bool   `json:"not_available,omitempty"`
 }
@@ -119,7 +141,7 @@ func RegisterGPU(g GPUTarget, p *Port, noPort string) GPURegistration {
 	out := GPURegistration{GPU: g, Port: p}
 	cfgs, release, err := gpuBuffers(&g, verbs.QPConfig{BufferSize: 64 << 10, Depth: 16, NUMANode: -1})
 	if err != nil {
-		out.Error, out.NotAvailable = err.Error(), errors.Is(err, ErrGPUVendor)
+		out.Error, out.NotAvailable = err.Error(), errors.Is(err, ErrGPUNotAvailable)
 		return out
 	}
 	defer release()

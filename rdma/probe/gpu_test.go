@@ -98,9 +98,9 @@ func TestRegisterGPUWithoutPort(t *testing.T) {
 	if r := RegisterGPU(g, nil, ""); !strings.Contains(r.Error, "needs 65536 bytes of GPU memory per queue pair, more than the 4096 allowed") {
 		t.Errorf("over the bound: %+v", r)
 	}
-	amd := GPUTarget{Index: 0, PCIBusID: "0000:c1:00.0", Vendor: gpu.AMD}
-	if r := RegisterGPU(amd, nil, ""); !strings.Contains(r.Error, "GPU 0 (amd): not available: GPU memory probes on AMD GPUs need ROCm's HSA runtime") {
-		t.Errorf("AMD: %+v", r)
+	other := GPUTarget{Index: 0, PCIBusID: "0000:c1:00.0", Vendor: "intel"}
+	if r := RegisterGPU(other, nil, ""); !r.NotAvailable || r.Error != "GPU 0 (intel): not available: GPU memory probes exist for NVIDIA and AMD GPUs only" {
+		t.Errorf("another vendor: %+v", r)
 	}
 	if strings.Count(calls(), "cuMemAlloc") != 2 {
 		t.Errorf("allocated past the checks: %s", calls())
@@ -135,5 +135,52 @@ func TestGPUForPort(t *testing.T) {
 	}
 	if _, err := GPUForPort(pairs, Port{Device: "mlx5_0", Port: 1}, 0); err == nil || !strings.Contains(err.Error(), "probe.gpuMemoryBytes is 0") {
 		t.Errorf("no GPU memory allowed: %v", err)
+	}
+}
+
+// An AMD GPU's memory comes from ROCm's HSA runtime: without the runtime
+// the attempt is "not available" (ROCm is optional), with it (the
+// stand-in rdma/verbs' tests use too) the VRAM is allocated, exported as
+// a dma-buf and freed, and a failing call is the attempt's error.
+func TestRegisterAMDGPUWithoutPort(t *testing.T) {
+	amd := GPUTarget{Index: 0, PCIBusID: "0000:c1:00.0", Vendor: gpu.AMD, Library: "/nonexistent/libhsa-runtime64.so.1"}
+	r := RegisterGPU(amd, nil, "no RDMA port near it")
+	if !r.NotAvailable || r.Registered || !strings.HasPrefix(r.Error, "GPU 0: not available: ROCm HSA runtime not available: /nonexistent/libhsa-runtime64.so.1") {
+		t.Errorf("without the runtime: %+v", r)
+	}
+
+	amd.Library = filepath.Join(t.TempDir(), verbs.HSALibrary)
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-o", amd.Library, "../verbs/testdata/fake_hsa.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	log := filepath.Join(t.TempDir(), "calls")
+	t.Setenv("GN_FAKE_HSA_LOG", log)
+	calls := func() string {
+		b, _ := os.ReadFile(log)
+		return string(b)
+	}
+	r = RegisterGPU(amd, nil, "no RDMA port near it")
+	if r.NotAvailable || r.Registered || r.Error != "GPU memory allocated (65536 bytes; dma-buf exported) but no RDMA port near it" {
+		t.Errorf("attempt %+v", r)
+	}
+	if c := calls(); strings.Count(c, "hsa_amd_memory_pool_allocate") != 1 || strings.Count(c, "hsa_amd_memory_pool_free") != 1 ||
+		strings.Count(c, "hsa_amd_portable_close_dmabuf") != 1 || strings.Count(c, "hsa_shut_down") != 1 {
+		t.Errorf("the memory was not freed: %s", c)
+	}
+
+	// A port this machine cannot open: registration fails after the
+	// allocation, which is freed.
+	r = RegisterGPU(amd, &Port{Device: "mlx5_0", Port: 1, GIDIndex: 3}, "")
+	if r.Registered || r.NotAvailable || r.Error == "" || strings.Count(calls(), "hsa_amd_memory_pool_free") != 2 {
+		t.Errorf("attempt on an unopenable port %+v; calls %s", r, calls())
+	}
+
+	t.Setenv("GN_FAKE_HSA_FAIL", "hsa_amd_memory_pool_allocate")
+	r = RegisterGPU(amd, nil, "")
+	if r.NotAvailable || r.Error != "GPU 0: GPU memory on 0000:c1:00.0: hsa_amd_memory_pool_allocate: HSA_STATUS_ERROR_OUT_OF_RESOURCES: out of resources (hsa_status_t 0x1008)" {
+		t.Errorf("failed allocation: %+v", r)
+	}
+	if strings.Count(calls(), "hsa_init") != strings.Count(calls(), "hsa_shut_down") {
+		t.Errorf("the runtime was left initialised: %s", calls())
 	}
 }

@@ -243,3 +243,66 @@ func TestGPUMemoryOnDevice(t *testing.T) {
 		})
 	}
 }
+
+// AMD GPU memory (the fake HSA runtime's VRAM) registered on the device:
+// its dma-buf, or by address when the device refuses it or there is no
+// dma-buf (the amdgpu peer-memory path); RDMA WRITE lands in the peer's
+// memory, and everything is released after.
+func TestAMDGPUMemoryOnDevice(t *testing.T) {
+	d, name := guestDevice(t)
+	loadFakeHSA(t)
+	for _, dmabuf := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dmabuf=%v", dmabuf), func(t *testing.T) {
+			if !dmabuf {
+				t.Setenv("GN_FAKE_HSA_FAIL", "hsa_amd_portable_export_dmabuf")
+			}
+			calls := fakeHSALog(t)
+			fds0 := openFDs(t)
+			cfg := QPConfig{Port: 1, GIDIndex: roceV2IPv4(t, name), BufferSize: 65536, Depth: 64, NUMANode: -1}
+			var ms [2]*GPUMemory
+			var qps [2]*QP
+			for i := range ms {
+				m, err := AllocAMDGPUMemory(AMDGPUMemoryConfig{PCIBusID: "0000:c1:00.0", Size: cfg.BufferSize})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ms[i] = m
+				c := cfg
+				c.GPU = m
+				if qps[i], err = d.NewQP(c); err != nil {
+					m.Close()
+					t.Fatal(err)
+				}
+			}
+			a, b := qps[0], qps[1]
+			path, refused := a.MemoryPath(), a.DMABufRefused()
+			t.Logf("registered by %s; dma-buf refused: %q", path, refused)
+			switch {
+			case !dmabuf && (path != PathPeerMem || refused != ""):
+				t.Errorf("without a dma-buf: path %q, refusal %q", path, refused)
+			case dmabuf && path == PathPeerMem && refused == "":
+				t.Error("the dma-buf was neither registered nor refused")
+			}
+			if err := a.Connect(b.Local()); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Connect(a.Local()); err != nil {
+				t.Fatal(err)
+			}
+			src := ms[0].fakeBytes()
+			for i := range src {
+				src[i] = byte(i*5 + 1)
+			}
+			if bw, err := a.WriteBW(b.Local(), len(src), 1, 0, time.Minute); err != nil || bw.Messages != 1 {
+				t.Errorf("WriteBW VRAM to VRAM: %+v, %v", bw, err)
+			} else if dst := ms[1].fakeBytes(); string(dst[:len(src)]) != string(src) {
+				t.Error("the write did not land in the peer's VRAM")
+			}
+			for i := range qps {
+				qps[i].Close()
+				ms[i].Close()
+			}
+			hsaBalanced(t, calls(), fds0)
+		})
+	}
+}

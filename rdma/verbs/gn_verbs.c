@@ -237,14 +237,14 @@ int gn_res_create_ext(struct gn_res *r, struct ibv_context *ctx, uint8_t port, c
 
 // reg_ext registers the caller's (GPU) memory: its dma-buf where there is
 // one, else (or when the dma-buf is refused) its address, which only a
-// peer-memory client (nvidia_peermem) lets the kernel resolve.
+// peer-memory client (nvidia_peermem, amdgpu's) lets the kernel resolve.
 static int reg_ext(struct gn_res *r, const struct gn_extmem *ext, int access) {
 	if (ext->dmabuf_fd >= 0) {
 		if (!lib.reg_dmabuf_mr) {
 			r->dmabuf_errno = ENOSYS;
 		} else {
 			errno = 0;
-			r->mr = lib.reg_dmabuf_mr(r->pd, 0, ext->len, ext->addr, ext->dmabuf_fd, access);
+			r->mr = lib.reg_dmabuf_mr(r->pd, ext->dmabuf_offset, ext->len, ext->addr, ext->dmabuf_fd, access);
 			if (r->mr) {
 				r->mem_path = GN_MEM_DMABUF;
 				return 0;

@@ -74,18 +74,20 @@ void gn_res_destroy(struct gn_res *r);
 
 // How a buffer was registered: host memory; GPU memory through its
 // dma-buf (ibv_reg_dmabuf_mr); GPU memory by its address (ibv_reg_mr,
-// which needs nvidia_peermem).
+// which needs nvidia_peermem or amdgpu's peer-memory client).
 #define GN_MEM_HOST 0
 #define GN_MEM_DMABUF 1
 #define GN_MEM_PEERMEM 2
 
 // gn_extmem is memory the caller allocated (on a GPU) for a QP to
 // register instead of a buffer of its own; dmabuf_fd -1 when there is
-// no dma-buf.
+// no dma-buf, dmabuf_offset addr's offset in it (ROCm's export may hand
+// out a dma-buf of the whole allocation the range lies in).
 struct gn_extmem {
 	uint64_t addr;
 	size_t len;
 	int dmabuf_fd;
+	uint64_t dmabuf_offset;
 };
 
 // gn_res_create_ext is gn_res_create over the caller's memory: the

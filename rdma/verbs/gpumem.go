@@ -3,6 +3,7 @@ package verbs
 /*
 #include <stdlib.h>
 #include "gn_gpumem.h"
+#include "gn_hsa.h"
 #include "gn_verbs.h"
 */
 import "C"
@@ -34,7 +35,8 @@ const (
 	// Linux 5.12+).
 	PathDMABuf = "dmabuf"
 	// PathPeerMem: the device pointer was registered with ibv_reg_mr,
-	// which works only through a peer-memory client (nvidia_peermem).
+	// which works only through a peer-memory client (nvidia_peermem, or
+	// amdgpu's for ROCm memory).
 	PathPeerMem = "peermem"
 )
 
@@ -73,8 +75,10 @@ func LoadCUDA(path string) error {
 // exports one. Close frees it; a QP registered over it must be closed
 // first.
 type GPUMemory struct {
-	mu  sync.Mutex
+	mu sync.Mutex
+	// m is CUDA memory, hsa ROCm's: one of them is set.
 	m   *C.struct_gn_gpumem
+	hsa *C.struct_gn_hsamem
 	gpu string
 }
 
@@ -130,11 +134,19 @@ func cudaError(call string, rc int) error {
 }
 
 // Size is the allocation's size (whole GPU pages).
-func (g *GPUMemory) Size() int { return int(g.m.len) }
+func (g *GPUMemory) Size() int {
+	if g.hsa != nil {
+		return int(g.hsa.len)
+	}
+	return int(g.m.len)
+}
 
 // DMABuf says whether the memory was exported as a dma-buf and, when
 // not, why.
 func (g *GPUMemory) DMABuf() (ok bool, why string) {
+	if g.hsa != nil {
+		return g.hsaDMABuf()
+	}
 	switch {
 	case g.m.dmabuf_fd >= 0:
 		return true, ""
@@ -150,6 +162,12 @@ func (g *GPUMemory) DMABuf() (ok bool, why string) {
 func (g *GPUMemory) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.hsa != nil {
+		C.gn_hsa_free(g.hsa)
+		C.free(unsafe.Pointer(g.hsa))
+		g.hsa = nil
+		return
+	}
 	if g.m == nil {
 		return
 	}
@@ -159,14 +177,20 @@ func (g *GPUMemory) Close() {
 }
 
 // fakeBytes is the memory as the CPU sees it: only for the tests' fake
-// libcuda, whose device memory is host memory (a real GPU's is not the
-// CPU's to touch).
+// libcuda and libhsa-runtime64, whose device memory is host memory (a
+// real GPU's is not the CPU's to touch).
 func (g *GPUMemory) fakeBytes() []byte {
+	if g.hsa != nil {
+		return unsafe.Slice((*byte)(g.hsa.ptr), int(g.hsa.len))
+	}
 	return unsafe.Slice((*byte)(C.gn_ptr(g.m.dptr)), int(g.m.len))
 }
 
 // extmem is what registration needs of the memory.
 func (g *GPUMemory) extmem() C.struct_gn_extmem {
+	if g.hsa != nil {
+		return C.struct_gn_extmem{addr: C.uint64_t(uintptr(g.hsa.ptr)), len: g.hsa.len, dmabuf_fd: g.hsa.dmabuf_fd, dmabuf_offset: g.hsa.dmabuf_offset}
+	}
 	return C.struct_gn_extmem{addr: g.m.dptr, len: g.m.len, dmabuf_fd: g.m.dmabuf_fd}
 }
 

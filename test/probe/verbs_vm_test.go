@@ -24,28 +24,34 @@ func buildVerbsTest(t testing.TB) string {
 	return bin
 }
 
-// fakeCUDA builds rdma/verbs' stand-in libcuda.so.1 for the guest, which
-// has no compiler: "device memory" that rxe registers by address, as
-// nvidia_peermem lets a NIC register real device memory.
-func fakeCUDA(t testing.TB) string {
+// fakeLib builds one of rdma/verbs' stand-in GPU libraries for the guest.
+func fakeLib(t testing.TB, name, src string) string {
 	t.Helper()
-	lib := filepath.Join(t.TempDir(), "libcuda.so.1")
-	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-O1", "-Wl,-soname,libcuda.so.1", "-o", lib,
-		"../../rdma/verbs/testdata/fake_cuda.c").CombinedOutput(); err != nil {
+	lib := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-O1", "-Wl,-soname,"+name, "-o", lib,
+		"../../rdma/verbs/testdata/"+src).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	return lib
 }
 
+// fakeCUDA builds rdma/verbs' stand-in libcuda.so.1 for the guest, which
+// has no compiler: "device memory" that rxe registers by address, as
+// nvidia_peermem lets a NIC register real device memory.
+func fakeCUDA(t testing.TB) string {
+	t.Helper()
+	return fakeLib(t, "libcuda.so.1", "fake_cuda.c")
+}
+
 // verbsScript runs the verbs device tests on rxe0, whose NIC sits on NUMA
-// node 1 (with GPU memory from the fake libcuda), then a loopback probe
+// node 1 (with GPU memory from the fake libcuda and the fake HSA runtime), then a loopback probe
 // through the agent (its placement and registration) on host memory and
 // on GPU memory, then one with only a link-local IPv4 address on the
 // NIC.
 const verbsScript = `
 rdma link add rxe0 type rxe netdev eth0
 echo "== verbs-tests"
-GPUNODE_FAKE_CUDA=/usr/lib/gpunode-test/libcuda.so.1 GPUNODE_VERBS_DEVICE=rxe0 GPUNODE_VERBS_NUMA_NODE=1 verbs.test -test.run 'OnDevice' -test.v 2>&1
+GPUNODE_FAKE_CUDA=/usr/lib/gpunode-test/libcuda.so.1 GPUNODE_FAKE_HSA=/usr/lib/gpunode-test/libhsa-runtime64.so.1 GPUNODE_VERBS_DEVICE=rxe0 GPUNODE_VERBS_NUMA_NODE=1 verbs.test -test.run 'OnDevice' -test.v 2>&1
 echo "== rc $?"
 echo "== node1-cpus"; cat /sys/devices/system/node/node1/cpulist; echo "== end"
 echo "== loopback"; gpunode-agent probe loopback --kind bw --iterations 200 -o json; echo "== rc $?"
@@ -78,6 +84,7 @@ func TestVerbsOnSoftRoCE(t *testing.T) {
 	cfg := machine(t, verbsScript)
 	cfg.Binaries = append(cfg.Binaries, buildVerbsTest(t))
 	cfg.Files = append(cfg.Files, vm.File{Path: "/usr/lib/gpunode-test/libcuda.so.1", HostPath: fakeCUDA(t), Mode: 0o755})
+	cfg.Files = append(cfg.Files, vm.File{Path: "/usr/lib/gpunode-test/libhsa-runtime64.so.1", HostPath: fakeLib(t, "libhsa-runtime64.so.1", "fake_hsa.c"), Mode: 0o755})
 	cfg.CPUs, cfg.MemoryMiB = 0, 0
 	cfg.NUMA = []vm.NUMANode{{CPUs: 1, MemoryMiB: 512}, {CPUs: 1, MemoryMiB: 512}}
 	cfg.NICs = []vm.NIC{{NUMANode: 1, IPv4: "10.0.2.15/24"}}
@@ -85,7 +92,8 @@ func TestVerbsOnSoftRoCE(t *testing.T) {
 
 	v := secs["verbs-tests"]
 	if v.rc != 0 || !strings.Contains(v.body, "--- PASS: TestGIDOnDevice") || !strings.Contains(v.body, "--- PASS: TestRelaxedOrderingAndPlacementOnDevice") ||
-		!strings.Contains(v.body, "--- PASS: TestFlushedReceiveCauseOnDevice") || !strings.Contains(v.body, "--- PASS: TestGPUMemoryOnDevice") {
+		!strings.Contains(v.body, "--- PASS: TestFlushedReceiveCauseOnDevice") || !strings.Contains(v.body, "--- PASS: TestGPUMemoryOnDevice") ||
+		!strings.Contains(v.body, "--- PASS: TestAMDGPUMemoryOnDevice") {
 		t.Errorf("verbs tests on rxe0: exit %d\n%s", v.rc, v.body)
 	}
 
