@@ -158,6 +158,16 @@ func twoVMs(t *testing.T, serverScript, clientScript string, adjust ...func(*vm.
 		f(&scfg)
 	}
 	ccfg.Timeout = 8 * time.Minute
+	// The two guests exchange RDMA with a retry budget of about 0.4 s
+	// (timeout 14, retry_cnt 6): beside the suite's other VMs on two
+	// cores, a descheduled guest missed it ("transport retry counter
+	// exceeded" in CI), so the pair runs alone.
+	unlock, err := vm.Alone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	scfg.LockHeld, ccfg.LockHeld = true, true
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
