@@ -414,21 +414,30 @@ int gn_post_recv(struct gn_res *r, size_t size) {
 	return -ibv_post_recv(r->qp, &wr, &bad);
 }
 
-// post_send sends size bytes from the first half of the buffer; every
-// 16th send is signaled so the send queue is retired in batches.
-static int post_send(struct gn_res *r, size_t size, uint64_t i, int last) {
+// post_batched posts size bytes from the first half of the buffer with
+// opcode (for an RDMA WRITE to raddr/rkey); every 16th and the last are
+// signaled so the send queue is retired in batches.
+static int post_batched(struct gn_res *r, enum ibv_wr_opcode opcode, size_t size, uint64_t raddr, uint32_t rkey,
+                        uint64_t i, int last) {
 	struct ibv_sge sge = {.addr = (uintptr_t)r->buf, .length = (uint32_t)size, .lkey = r->mr->lkey};
 	struct ibv_send_wr wr, *bad;
 	memset(&wr, 0, sizeof wr);
 	wr.wr_id = i;
 	wr.sg_list = &sge;
 	wr.num_sge = 1;
-	wr.opcode = IBV_WR_SEND;
+	wr.opcode = opcode;
 	if (i % 16 == 15 || last)
 		wr.send_flags = IBV_SEND_SIGNALED;
 	if (size <= r->inline_max)
 		wr.send_flags |= IBV_SEND_INLINE;
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
 	return -ibv_post_send(r->qp, &wr, &bad);
+}
+
+// post_send sends size bytes from the first half of the buffer.
+static int post_send(struct gn_res *r, size_t size, uint64_t i, int last) {
+	return post_batched(r, IBV_WR_SEND, size, 0, 0, i, last);
 }
 
 // reap_send takes finished sends off the send CQ without waiting.
@@ -742,20 +751,7 @@ out:
 // iteration's mark) into the peer's second half; every 16th write and
 // the last are signaled.
 static int wlat_post(struct gn_res *r, size_t size, uint64_t raddr, uint32_t rkey, uint64_t i, int last) {
-	struct ibv_sge sge = {.addr = (uintptr_t)r->buf, .length = (uint32_t)size, .lkey = r->mr->lkey};
-	struct ibv_send_wr wr, *bad;
-	memset(&wr, 0, sizeof wr);
-	wr.wr_id = i;
-	wr.sg_list = &sge;
-	wr.num_sge = 1;
-	wr.opcode = IBV_WR_RDMA_WRITE;
-	if (i % 16 == 15 || last)
-		wr.send_flags = IBV_SEND_SIGNALED;
-	if (size <= r->inline_max)
-		wr.send_flags |= IBV_SEND_INLINE;
-	wr.wr.rdma.remote_addr = raddr;
-	wr.wr.rdma.rkey = rkey;
-	return -ibv_post_send(r->qp, &wr, &bad);
+	return post_batched(r, IBV_WR_RDMA_WRITE, size, raddr, rkey, i, last);
 }
 
 // wlat_wait polls the last byte of the second half until the peer's
