@@ -30,14 +30,20 @@ type kindCase struct {
 }
 
 var kindCases = []kindCase{
-	{name: "read", kind: probe.KindReadBW, ours: "--kind read_bw --size 65536 --iterations 200 --depth 128",
-		perf: "ib_read_bw -s 65536 -n 200 -t 128"},
+	// ib_read_bw's default 1000 READs: in runs of 200 (about 0.27 s under
+	// TCG) perftest's figure carried a fixed 20-40 ms more than ours, and
+	// ours read 1.07-1.14x perftest's in every run; at 1000 the two agree
+	// (14 paired rounds, both orders: median 0.99, best 1.04) and at 2000
+	// too (best 1.06), so the bias was startup, not the READ loop.
+	{name: "read", kind: probe.KindReadBW, ours: "--kind read_bw --size 65536 --iterations 1000 --depth 128",
+		perf: "ib_read_bw -s 65536 -n 1000 -t 128"},
 	{name: "wlat", kind: probe.KindWriteLat, ours: "--kind write_lat --size 2 --iterations 500",
 		perf: "ib_write_lat -s 2 -n 500", latency: true},
 	{name: "bidir", kind: probe.KindWriteBW, ours: "--kind write_bw --bidir --size 65536 --iterations 200 --depth 128",
 		perf: "ib_write_bw -b -s 65536 -n 200 -t 128", bidir: true},
-	{name: "qps", kind: probe.KindWriteBW, ours: "--kind write_bw --qps 2 --size 65536 --iterations 100 --depth 128",
-		perf: "ib_write_bw -q 2 -s 65536 -n 100 -t 128", qps: 2},
+	// 500 per QP, not 100, for the same reason as read's 1000.
+	{name: "qps", kind: probe.KindWriteBW, ours: "--kind write_bw --qps 2 --size 65536 --iterations 500 --depth 128",
+		perf: "ib_write_bw -q 2 -s 65536 -n 500 -t 128", qps: 2},
 }
 
 // kindsScript alternates ours and perftest per round and kind, so host
@@ -122,14 +128,6 @@ func TestProbeKindsVsPerftest(t *testing.T) {
 		// scatter, so the window widens by it, and says so.
 		spread := slices.Max(perf) / slices.Min(perf)
 		lo, hi := 0.9, 1.1
-		if c.name == "read" {
-			// Ours reads 1.07-1.11x faster than ib_read_bw here with the
-			// same size, depth, outstanding reads, MTU and a completion
-			// per READ (CI and helper runs of 7 December 2026, perftest's
-			// rounds within 1.04x): a bias not yet explained, not noise,
-			// so the upper bound is 1.15 until it is (issue 18).
-			hi = 1.15
-		}
 		if spread > 1.1 {
 			lo, hi = lo/spread, hi*spread
 		}
