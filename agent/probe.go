@@ -112,15 +112,29 @@ func (l *probeLoop) gpuFor(s *snapshot.Snapshot, port probe.Port) (*probe.GPUTar
 	return probe.GPUForPort(verify.GPUPairs(s), port, l.cfg.GPUMemoryBytes)
 }
 
-// registerGPUs registers a little of each GPU's memory on its nearest
-// NIC (probe.gpuMemoryBytes at most), once per round: what the
-// gpudirect-rdma label and check follow. Never on a simulated node,
-// whose GPUs are not this machine's.
-func (l *probeLoop) registerGPUs(s *snapshot.Snapshot) {
+// gpuPairs are the GPUs whose memory this agent probes, each with its
+// nearest RDMA device and at most probe.gpuMemoryBytes of its memory per
+// probe; none when that is 0, and never a simulated node's, whose GPUs
+// are not this machine's.
+func (l *probeLoop) gpuPairs(s *snapshot.Snapshot) []probe.GPUPair {
 	if s == nil || s.Simulated != "" || l.cfg.GPUMemoryBytes == 0 || len(s.GPUs) == 0 {
+		return nil
+	}
+	pairs := verify.GPUPairs(s)
+	for i := range pairs {
+		pairs[i].GPU.MaxBytes = l.cfg.GPUMemoryBytes
+	}
+	return pairs
+}
+
+// registerGPUs registers a little of each GPU's memory on its nearest
+// NIC, once per round: what the gpudirect-rdma label and check follow.
+func (l *probeLoop) registerGPUs(s *snapshot.Snapshot) {
+	pairs := l.gpuPairs(s)
+	if pairs == nil {
 		return
 	}
-	regs := probe.RegisterGPUs(verify.GPUPairs(s), s.RDMADevices, l.cfg.GPUMemoryBytes)
+	regs := probe.RegisterGPUs(pairs, s.RDMADevices, l.cfg.GPUMemoryBytes)
 	for _, r := range regs {
 		if !r.Registered {
 			l.log.Warn("GPU memory not registered on the GPU's nearest NIC", "gpu", r.GPU.Index, "pci_bus_id", r.GPU.PCIBusID, "err", r.Error)
@@ -204,6 +218,9 @@ func (l *probeLoop) run(ctx context.Context, nodeName string, fsys hostfs.FS, ku
 		TCPBaseline: l.cfg.TCPBaseline, ServiceLevel: l.cfg.ServiceLevel, TrafficClass: l.cfg.TrafficClass, Kinds: l.cfg.Kinds,
 		Client:  &probe.Client{Token: token, Devices: devices, Limiter: lim},
 		Timeout: l.cfg.Timeout, Logger: l.log,
+		// The round's GPU memory probes (GPUDirect RDMA) on each GPU's
+		// nearest NIC, from the inventory at the round's start.
+		GPUs: func() []probe.GPUPair { return l.gpuPairs(snap()) },
 		OnRound: func(r probe.Round) {
 			l.registerGPUs(snap())
 			l.record(r)

@@ -213,18 +213,22 @@ func TestProbeLoopRegistersGPUMemory(t *testing.T) {
 	if b, _ := os.ReadFile(calls); strings.Count(string(b), "cuMemFree") != 1 {
 		t.Errorf("the GPU memory was not freed:\n%s", b)
 	}
+	// The round's GPU memory probes take the same GPUs, bounded alike.
+	if p := l.gpuPairs(s); len(p) != 1 || p[0].GPU.PCIBusID != "0000:17:00.0" || p[0].GPU.MaxBytes != cfg.GPUMemoryBytes || p[0].Device != "" || p[0].NoDevice == "" {
+		t.Errorf("GPU pairs %+v", p)
+	}
 
 	s.Simulated = "dgx-h100-ib"
 	sim := newProbeLoop(cfg, quiet)
 	sim.registerGPUs(s)
 	sim.record(probe.Round{})
-	if sim.GPUMemoryRegistrations() != nil || sim.Labels().GPUDirect != nil {
-		t.Error("GPU memory registered on a simulated node")
+	if sim.GPUMemoryRegistrations() != nil || sim.Labels().GPUDirect != nil || sim.gpuPairs(s) != nil {
+		t.Error("GPU memory registered or probed on a simulated node")
 	}
 	s.Simulated, cfg.GPUMemoryBytes = "", 0
 	never := newProbeLoop(cfg, quiet)
 	never.registerGPUs(s)
-	if never.GPUMemoryRegistrations() != nil {
-		t.Error("GPU memory registered with probe.gpuMemoryBytes 0")
+	if never.GPUMemoryRegistrations() != nil || never.gpuPairs(s) != nil {
+		t.Error("GPU memory registered or probed with probe.gpuMemoryBytes 0")
 	}
 }

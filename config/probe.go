@@ -48,9 +48,9 @@ type Probe struct {
 	TrafficClass int `yaml:"trafficClass"`
 	// GPUMemoryBytes bounds the GPU memory one probe end borrows from a
 	// GPU (each round's registration on the GPU's nearest NIC, which
-	// gpudirect-rdma-works and the gpudirect-rdma label judge; and
-	// `probe --memory gpu`): a GPU may be serving a model. 0 never
-	// touches GPU memory.
+	// gpudirect-rdma-works and the gpudirect-rdma label judge; each
+	// round's GPU memory probes; and `probe --memory gpu`): a GPU may be
+	// serving a model. 0 never touches GPU memory.
 	GPUMemoryBytes int `yaml:"gpuMemoryBytes"`
 	// Timeout bounds one probe.
 	Timeout time.Duration `yaml:"timeout"`

@@ -29,20 +29,20 @@ func NewProbeCollector(round func() *probe.Round, refused func() map[string]uint
 			"Connections to the probe server refused before the peer proved it holds the probe token: reason bad_request (malformed, truncated or no request), unauthorized (wrong token), version (another protocol version).",
 			[]string{"reason"}, nil),
 		bandwidth: prometheus.NewDesc("gpunode_rdma_probe_bandwidth_bytes_per_second",
-			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, read_bw RDMA READ as ib_read_bw (a bidirectional probe: both directions' sum), tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails).",
-			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
+			"Bandwidth the last probe measured: kind write_bw is RDMA WRITE as ib_write_bw measures it, read_bw RDMA READ as ib_read_bw (a bidirectional probe: both directions' sum), tcp_bw the TCP baseline to the same peer. peer is a node name (the link and fabric), or loopback (a check of the HCA and its driver: the traffic turns around inside the adapter and never meets the link); peer_device is the peer's device on the rail probed (empty for loopback, the TCP baseline and probes without rails); memory is where this end's buffers were, host or gpu (GPUDirect RDMA: the memory of GPU gpu, the GPU nearest device; the peer's in the GPU nearest its port), gpu empty for host memory.",
+			[]string{"device", "port", "peer", "peer_device", "kind", "memory", "gpu"}, nil),
 		lineRate: prometheus.NewDesc("gpunode_rdma_probe_line_rate_ratio",
 			"RDMA WRITE bandwidth (write_bw) of the last probe to a peer over the data rate of the slower of the two ports (0 to 1; a bidirectional probe over twice it); loopback probes have none, their traffic never meets the link.",
-			[]string{"device", "port", "peer", "peer_device"}, nil),
+			[]string{"device", "port", "peer", "peer_device", "memory", "gpu"}, nil),
 		latency: prometheus.NewDesc("gpunode_rdma_probe_latency_seconds",
-			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, write_lat RDMA WRITE as ib_write_lat, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum.",
-			[]string{"device", "port", "peer", "peer_device", "kind", "quantile"}, nil),
+			"Half round trip of the last probe: kind send_lat is SEND/RECV as ib_send_lat measures it, write_lat RDMA WRITE as ib_write_lat, tcp_lat the TCP baseline; quantile 0 is the minimum, 1 the maximum; memory and gpu as for the bandwidth.",
+			[]string{"device", "port", "peer", "peer_device", "kind", "memory", "gpu", "quantile"}, nil),
 		cpuPerGB: prometheus.NewDesc("gpunode_rdma_probe_cpu_seconds_per_gigabyte",
 			"CPU seconds the probe threads of both ends spent per 1e9 bytes moved by the last bandwidth probe of this kind.",
-			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
+			[]string{"device", "port", "peer", "peer_device", "kind", "memory", "gpu"}, nil),
 		success: prometheus.NewDesc("gpunode_rdma_probe_success",
-			"1 if the last probe of this kind ran to the end, 0 if it failed; device and port are this node's port (its rail, for per-rail peer probes), peer_device is empty for a failure.",
-			[]string{"device", "port", "peer", "peer_device", "kind"}, nil),
+			"1 if the last probe of this kind ran to the end, 0 if it failed; device and port are this node's port (its rail, for per-rail peer probes), peer_device is empty for a failure; memory and gpu as for the bandwidth.",
+			[]string{"device", "port", "peer", "peer_device", "kind", "memory", "gpu"}, nil),
 		lastRun: prometheus.NewDesc("gpunode_rdma_probe_last_run_timestamp_seconds",
 			"Unix time when the last round of RDMA probes started.", nil, nil),
 	}
@@ -73,24 +73,25 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 		if dev != "" { // the TCP baseline has no RDMA port
 			port = strconv.Itoa(res.Local.Port)
 		}
-		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1, dev, port, res.Peer, pdev, res.Kind)
+		mem, gpu := memoryLabels(res.GPU)
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1, dev, port, res.Peer, pdev, res.Kind, mem, gpu)
 		if res.BytesPerSecond > 0 {
-			ch <- prometheus.MustNewConstMetric(c.bandwidth, prometheus.GaugeValue, res.BytesPerSecond, dev, port, res.Peer, pdev, res.Kind)
+			ch <- prometheus.MustNewConstMetric(c.bandwidth, prometheus.GaugeValue, res.BytesPerSecond, dev, port, res.Peer, pdev, res.Kind, mem, gpu)
 		}
 		if res.CPUSecondsPerGB > 0 {
-			ch <- prometheus.MustNewConstMetric(c.cpuPerGB, prometheus.GaugeValue, res.CPUSecondsPerGB, dev, port, res.Peer, pdev, res.Kind)
+			ch <- prometheus.MustNewConstMetric(c.cpuPerGB, prometheus.GaugeValue, res.CPUSecondsPerGB, dev, port, res.Peer, pdev, res.Kind, mem, gpu)
 		}
 		// The line-rate series has no kind label: RDMA WRITE's fills it,
 		// and a read_bw of the same round to the same peer would collide.
 		if res.LineRateFraction > 0 && res.Kind == probe.KindWriteBW {
-			ch <- prometheus.MustNewConstMetric(c.lineRate, prometheus.GaugeValue, res.LineRateFraction, dev, port, res.Peer, pdev)
+			ch <- prometheus.MustNewConstMetric(c.lineRate, prometheus.GaugeValue, res.LineRateFraction, dev, port, res.Peer, pdev, mem, gpu)
 		}
 		if l := res.Latency; l != nil {
 			for _, q := range []struct {
 				q string
 				v float64
 			}{{"0", l.Min.Seconds()}, {"0.5", l.P50.Seconds()}, {"0.99", l.P99.Seconds()}, {"0.999", l.P999.Seconds()}, {"1", l.Max.Seconds()}} {
-				ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, q.v, dev, port, res.Peer, pdev, res.Kind, q.q)
+				ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, q.v, dev, port, res.Peer, pdev, res.Kind, mem, gpu, q.q)
 			}
 		}
 	}
@@ -100,7 +101,21 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 		if peer == "" {
 			peer = "loopback"
 		}
+		var g *probe.GPUResult
+		if f.GPU != nil {
+			g = &probe.GPUResult{Index: *f.GPU}
+		}
+		mem, gpu := memoryLabels(g)
 		// The peer's device is unknown: its server answered with an error.
-		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0, dev, port, peer, "", f.Kind)
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0, dev, port, peer, "", f.Kind, mem, gpu)
 	}
+}
+
+// memoryLabels are the memory and gpu labels of a probe whose buffers
+// were in g's memory, or in host memory when g is nil.
+func memoryLabels(g *probe.GPUResult) (memory, gpu string) {
+	if g == nil {
+		return "host", ""
+	}
+	return "gpu", strconv.Itoa(g.Index)
 }

@@ -332,6 +332,13 @@ func IsVersion(err error) bool {
 	return errors.As(err, &re) && re.Code == CodeVersion
 }
 
+// IsNoGPU reports whether err is a server's answer that no GPU of its
+// node answers GPU memory probes on the port asked for (CodeNoGPU).
+func IsNoGPU(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == CodeNoGPU
+}
+
 // IsBusy reports whether err says a probe was already running.
 func IsBusy(err error) bool {
 	var re *RemoteError

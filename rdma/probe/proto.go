@@ -126,6 +126,11 @@ const (
 	CodeUnavailable  = "unavailable"
 	CodeFailed       = "failed"
 	CodeVersion      = "version"
+	// CodeNoGPU answers a GPU memory probe (version 4) on a port no GPU of
+	// the server's node may answer from: none is nearest it, the agent
+	// touches no GPU memory, or it cannot reach that GPU's memory at all
+	// (an AMD GPU without ROCm). It is the peer's inventory, not a fault.
+	CodeNoGPU = "no_gpu"
 )
 
 type hello struct {

@@ -177,3 +177,66 @@ func TestSchedulerProbesEveryRail(t *testing.T) {
 		t.Errorf("verdict %+v", v)
 	}
 }
+
+// GPU memory probes to a peer go on the rail of the GPU's nearest device
+// only; a peer whose agent predates them is skipped, not failed, and one
+// that fails (this server has no RDMA) fails by rail and GPU.
+func TestSchedulerGPUProbesToPeers(t *testing.T) {
+	old, versions := oldServer(t)
+	addr := startServer(t, NewLimiter())
+	s := &Scheduler{Rails: &RailRule{}, Client: client(testToken), Timeout: 5 * time.Second}
+	rails := []Rail{
+		{Index: 0, Usable: true, State: "ACTIVE", Port: Port{Device: "mlx5_0", Port: 1, GIDIndex: -1}},
+		{Index: 1, State: "DOWN", Port: Port{Device: "mlx5_1", Port: 1, GIDIndex: -1}},
+	}
+	g3 := GPUPair{GPU: GPUTarget{Index: 3, PCIBusID: "0000:17:00.0"}, Device: "mlx5_0"}
+	ctx := context.Background()
+	var r Round
+	s.gpuPeer(ctx, &r, Peer{Node: "old", Address: old}, g3, rails)
+	if v := <-versions; v != versionGPU || len(r.Results)+len(r.Failures) != 0 {
+		t.Errorf("a peer before GPU memory probes (asked in version %d): %+v", v, r)
+	}
+	s.gpuPeer(ctx, &r, Peer{Node: "n2", Address: addr}, g3, rails)
+	var got []string
+	for _, f := range r.Failures {
+		got = append(got, f.Kind+" "+f.where())
+	}
+	want := "write_bw n2 rail 0 (mlx5_0/1) from GPU 3's memory, send_lat n2 rail 0 (mlx5_0/1) from GPU 3's memory"
+	if strings.Join(got, ", ") != want || len(r.Results) != 0 || !strings.Contains(r.Failures[0].Err, "unavailable") {
+		t.Errorf("failures %q (%+v)\nwant %s", got, r.Failures, want)
+	}
+	if v := r.Verdict(Thresholds{}, Thresholds{}); !strings.HasPrefix(v.Message, "2 of 2 probes failed; n2 rail 0 (mlx5_0/1) from GPU 3's memory write_bw: rail 0 (mlx5_0/1): ") {
+		t.Errorf("verdict %+v", v)
+	}
+	// Nothing more: a GPU whose rail is down here (its host memory probes
+	// fail), one without a device, and any GPU without rails.
+	s.gpuPeer(ctx, &r, Peer{Node: "n2", Address: addr}, GPUPair{GPU: GPUTarget{Index: 4}, Device: "mlx5_1"}, rails)
+	s.gpuPeer(ctx, &r, Peer{Node: "n2", Address: addr}, GPUPair{GPU: GPUTarget{Index: 5}, NoDevice: "none near it"}, rails)
+	s.Rails = nil
+	s.gpuPeer(ctx, &r, Peer{Node: "n2", Address: addr}, g3, rails)
+	if len(r.Failures) != 2 || len(r.Results) != 0 {
+		t.Errorf("more probes than GPU 3's on rail 0: %+v", r)
+	}
+}
+
+// A GPU's loopback probes run on its nearest device's first usable port
+// and fail by GPU; a GPU whose device has no usable port is left to the
+// registration check.
+func TestSchedulerGPULoopback(t *testing.T) {
+	s := &Scheduler{Client: client(testToken), Timeout: 5 * time.Second, Kinds: []string{KindWriteBW}}
+	ports := []Port{{Device: "mlx5_0", Port: 1, GIDIndex: -1}, {Device: "mlx5_1", Port: 1, GIDIndex: -1}}
+	var r Round
+	s.gpuLoopback(context.Background(), &r, GPUPair{GPU: GPUTarget{Index: 1}, Device: "mlx5_1"}, ports)
+	s.gpuLoopback(context.Background(), &r, GPUPair{GPU: GPUTarget{Index: 2}, Device: "mlx5_2"}, ports)
+	s.gpuLoopback(context.Background(), &r, GPUPair{GPU: GPUTarget{Index: 3}}, ports)
+	if len(r.Failures) != 1 || r.Failures[0].where() != "mlx5_1/1 HCA loopback from GPU 1's memory" || len(r.Results) != 0 {
+		t.Errorf("round %+v", r)
+	}
+	if reqs := s.gpuRequests(GPUTarget{Index: 1}); len(reqs) != 1 || reqs[0].Memory != verbs.MemoryGPU || reqs[0].GPU.Index != 1 || reqs[0].Validate() != nil {
+		t.Errorf("GPU requests %+v", reqs)
+	}
+	s.Kinds, s.TCPBaseline = []string{KindWriteBW, KindSendLat}, true
+	if reqs := s.gpuRequests(GPUTarget{}); len(reqs) != 2 {
+		t.Errorf("GPU requests for write_bw, send_lat and the TCP baseline: %+v", reqs)
+	}
+}

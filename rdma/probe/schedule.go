@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/gpunode/gpunode/rdma/verbs"
 )
 
 // Peer is another node's agent.
@@ -79,6 +81,9 @@ func (t Thresholds) Check(r Result) error {
 	if r.Peer == PeerLoopback {
 		where = r.Local.Name() + " HCA loopback"
 	}
+	if r.GPU != nil {
+		where += gpuWhere(&r.GPU.Index)
+	}
 	switch r.Kind {
 	case KindWriteBW, KindReadBW:
 		if t.MinBandwidthBytesPerSecond > 0 && r.BytesPerSecond < t.MinBandwidthBytesPerSecond {
@@ -103,19 +108,34 @@ type Failure struct {
 	Port, Peer string
 	// Rail is the rail of a per-rail peer probe.
 	Rail *int
-	Err  string
+	// GPU is the index of the GPU whose memory held this end's buffers;
+	// nil for host memory.
+	GPU *int
+	Err string
 }
 
 // where names what failed: "node-b rail 1 (mlx5_1/1)", "node-b" or
-// "mlx5_0/1 HCA loopback".
+// "mlx5_0/1 HCA loopback", and "from GPU 3's memory" after it for a GPU
+// memory probe.
 func (f Failure) where() string {
+	var w string
 	switch {
 	case f.Peer != "" && f.Rail != nil:
-		return fmt.Sprintf("%s rail %d (%s)", f.Peer, *f.Rail, f.Port)
+		w = fmt.Sprintf("%s rail %d (%s)", f.Peer, *f.Rail, f.Port)
 	case f.Peer != "":
-		return f.Peer
+		w = f.Peer
+	default:
+		w = f.Port + " HCA loopback"
 	}
-	return f.Port + " HCA loopback"
+	return w + gpuWhere(f.GPU)
+}
+
+// gpuWhere is " from GPU N's memory", or "" for host memory.
+func gpuWhere(gpu *int) string {
+	if gpu == nil {
+		return ""
+	}
+	return fmt.Sprintf(" from GPU %d's memory", *gpu)
 }
 
 // Round is one round's outcome.
@@ -216,7 +236,16 @@ type Scheduler struct {
 	Kinds []string
 	// ServiceLevel and TrafficClass set the RDMA probes' class.
 	ServiceLevel, TrafficClass int
-	Logger                     *slog.Logger
+	// GPUs, when set, lists each GPU with its nearest RDMA device (and the
+	// bound on the memory a probe takes from it): every round then also
+	// runs the RDMA kinds with this end's buffers in that GPU's memory
+	// (GPUDirect RDMA, the path NCCL and NIXL move GPU memory over),
+	// loopback on that device and to each peer on that device's rail,
+	// where the peer answers from the GPU nearest its port. Without rails
+	// no GPU memory probe goes to peers: the control connection, not the
+	// GPU, would pick the port.
+	GPUs   func() []GPUPair
+	Logger *slog.Logger
 	// OnRound receives every round's outcome.
 	OnRound func(Round)
 	Rand    *rand.Rand
@@ -261,6 +290,19 @@ func (s *Scheduler) requests(peer bool) []Request {
 	return out
 }
 
+// gpuRequests are the RDMA kinds of a round with this end's buffers in
+// g's memory.
+func (s *Scheduler) gpuRequests(g GPUTarget) []Request {
+	var out []Request
+	for _, req := range s.requests(false) {
+		if isRDMA(req.Kind) {
+			req.Memory, req.GPU = verbs.MemoryGPU, &g
+			out = append(out, req)
+		}
+	}
+	return out
+}
+
 // Round runs one round now.
 func (s *Scheduler) Round(ctx context.Context) Round {
 	r := Round{At: time.Now()}
@@ -268,22 +310,30 @@ func (s *Scheduler) Round(ctx context.Context) Round {
 		r.Unavailable = "RDMA probes unavailable: " + err.Error()
 		return r
 	}
+	var gpus []GPUPair
+	if s.GPUs != nil {
+		gpus = s.GPUs()
+	}
 	if s.Loopback {
 		devs, err := s.Client.Devices(ctx)
 		if err != nil {
 			r.Failures = append(r.Failures, Failure{Kind: "discovery", Err: err.Error()})
 		}
-		for _, p := range Ports(devs) {
+		ports := Ports(devs)
+		for _, p := range ports {
 			for _, req := range s.requests(false) {
 				res, err := Loopback(ctx, s.Client.Limiter, p, req)
 				r.add(res, err, Failure{Kind: req.Kind, Port: p.Name()})
 			}
 		}
+		for _, g := range gpus {
+			s.gpuLoopback(ctx, &r, g, ports)
+		}
 	}
 	if s.Peers != nil {
 		all, err := s.Peers(ctx)
 		if err != nil {
-			s.Logger.Warn("cannot list probe peers", "err", err)
+			s.logger().Warn("cannot list probe peers", "err", err)
 		}
 		var rails []Rail
 		if s.Rails != nil {
@@ -295,10 +345,13 @@ func (s *Scheduler) Round(ctx context.Context) Round {
 		}
 		for _, p := range PeersFor(s.Self, all, s.RandomPeers, s.Rand) {
 			s.peerRound(ctx, &r, p, rails)
+			for _, g := range gpus {
+				s.gpuPeer(ctx, &r, p, g, rails)
+			}
 		}
 	}
 	for _, f := range r.Failures {
-		s.Logger.Warn("probe failed", "kind", f.Kind, "where", f.where(), "err", f.Err)
+		s.logger().Warn("probe failed", "kind", f.Kind, "where", f.where(), "err", f.Err)
 	}
 	return r
 }
@@ -324,6 +377,56 @@ func (s *Scheduler) peerRound(ctx context.Context, r *Round, p Peer, rails []Rai
 			r.add(res, err, Failure{Kind: req.Kind, Peer: p.Node, Port: rail.Port.Name(), Rail: new(rail.Index)})
 		}
 	}
+}
+
+// gpuLoopback runs the round's RDMA kinds on the first usable port of
+// g's nearest device with this end's buffers in g's memory. A GPU
+// without a device, or whose device has no usable port, is not probed
+// here: the registration attempt (gpudirect-rdma-works) reports it, and
+// the port's host memory probes would fail first.
+func (s *Scheduler) gpuLoopback(ctx context.Context, r *Round, g GPUPair, ports []Port) {
+	i := slices.IndexFunc(ports, func(p Port) bool { return p.Device == g.Device })
+	if g.Device == "" || i < 0 {
+		return
+	}
+	for _, req := range s.gpuRequests(g.GPU) {
+		res, err := Loopback(ctx, s.Client.Limiter, ports[i], req)
+		if errors.Is(err, ErrGPUNotAvailable) {
+			s.logger().Debug("no GPU memory probe", "gpu", g.GPU.Index, "err", err)
+			return
+		}
+		r.add(res, err, Failure{Kind: req.Kind, Port: ports[i].Name(), GPU: new(g.GPU.Index)})
+	}
+}
+
+// gpuPeer probes peer p on g's device's rail with this end's buffers in
+// g's memory and the peer's in the memory of the GPU nearest its port.
+// A peer with no such GPU, or whose agent predates GPU memory probes, is
+// skipped, not failed: that is its inventory or its version, not a
+// fault. A rail down here already failed the host memory kinds.
+func (s *Scheduler) gpuPeer(ctx context.Context, r *Round, p Peer, g GPUPair, rails []Rail) {
+	i := slices.IndexFunc(rails, func(rl Rail) bool { return rl.Port.Device == g.Device })
+	if s.Rails == nil || g.Device == "" || i < 0 || !rails[i].Usable {
+		return
+	}
+	rail := rails[i]
+	for _, req := range s.gpuRequests(g.GPU) {
+		res, err := s.runPeer(ctx, func() (Result, error) { return s.Client.RunRail(ctx, p.Address, rail, *s.Rails, req) })
+		if IsNoGPU(err) || IsVersion(err) || errors.Is(err, ErrGPUNotAvailable) {
+			s.logger().Debug("no GPU memory probe to peer", "peer", p.Node, "gpu", g.GPU.Index, "rail", rail.Index, "err", err)
+			return
+		}
+		res.Peer = p.Node
+		r.add(res, err, Failure{Kind: req.Kind, Peer: p.Node, Port: rail.Port.Name(), Rail: new(rail.Index), GPU: new(g.GPU.Index)})
+	}
+}
+
+// logger is Logger, or one that drops everything when unset.
+func (s *Scheduler) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
 }
 
 // runPeer retries once when the peer (or this node) is busy with another

@@ -219,10 +219,17 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	cfg := qpConfig(port, req)
 	var g *GPUTarget
 	if req.Memory == verbs.MemoryGPU {
+		noGPU := func(err error) error {
+			release()
+			return refuse(conn, CodeNoGPU, err)
+		}
 		if g, err = s.gpu(port); err != nil {
-			return unavailable(err)
+			return noGPU(err)
 		}
 		cfgs, releaseGPU, err := gpuBuffers(g, cfg)
+		if errors.Is(err, ErrGPUNotAvailable) {
+			return noGPU(err)
+		}
 		if err != nil {
 			return unavailable(err)
 		}

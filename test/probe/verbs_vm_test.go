@@ -11,15 +11,15 @@ import (
 	"github.com/gpunode/gpunode/test/vm"
 )
 
-// buildVerbsTest builds rdma/verbs' test binary, whose device tests run
-// inside the VM against rxe0.
-func buildVerbsTest(t testing.TB) string {
+// buildTest builds the test binary of package pkg (under rdma/), whose
+// device tests run inside the VM against rxe0, as pkg.test.
+func buildTest(t testing.TB, pkg string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "verbs.test")
-	cmd := exec.Command("go", "test", "-c", "-o", bin, "github.com/gpunode/gpunode/rdma/verbs")
+	bin := filepath.Join(t.TempDir(), pkg+".test")
+	cmd := exec.Command("go", "test", "-c", "-o", bin, "github.com/gpunode/gpunode/rdma/"+pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the verbs tests: %v\n%s", err, out)
+		t.Fatalf("build the %s tests: %v\n%s", pkg, err, out)
 	}
 	return bin
 }
@@ -69,6 +69,9 @@ echo "== gpu-peer-lat"
 LD_LIBRARY_PATH=/usr/lib/gpunode-test gpunode-agent probe lat --token-file /tmp/token --peer 10.0.2.15 --memory gpu --gpu 0000:17:00.0 --iterations 200 -o json
 echo "== rc $?"
 echo "== gpu-serve-log"; cat /tmp/serve.log; echo "== end"
+echo "== probe-tests"
+GPUNODE_FAKE_CUDA=/usr/lib/gpunode-test/libcuda.so.1 GPUNODE_PROBE_DEVICE=rxe0 probe.test -test.run 'OnDevice' -test.v 2>&1
+echo "== rc $?"
 ip addr flush dev eth0
 ip addr add 169.254.10.11/16 dev eth0
 sleep 1
@@ -82,7 +85,7 @@ echo "== link-local"; gpunode-agent probe loopback --kind bw --iterations 200 2>
 // refusing a link-local RoCE address.
 func TestVerbsOnSoftRoCE(t *testing.T) {
 	cfg := machine(t, verbsScript)
-	cfg.Binaries = append(cfg.Binaries, buildVerbsTest(t))
+	cfg.Binaries = append(cfg.Binaries, buildTest(t, "verbs"), buildTest(t, "probe"))
 	cfg.Files = append(cfg.Files, vm.File{Path: "/usr/lib/gpunode-test/libcuda.so.1", HostPath: fakeCUDA(t), Mode: 0o755})
 	cfg.Files = append(cfg.Files, vm.File{Path: "/usr/lib/gpunode-test/libhsa-runtime64.so.1", HostPath: fakeLib(t, "libhsa-runtime64.so.1", "fake_hsa.c"), Mode: 0o755})
 	cfg.CPUs, cfg.MemoryMiB = 0, 0
@@ -129,6 +132,12 @@ func TestVerbsOnSoftRoCE(t *testing.T) {
 	}
 	if log := secs["gpu-serve-log"].body; strings.Count(log, "gpu=0000:3d:00.0 gpu_path=peermem") != 2 {
 		t.Errorf("the server did not answer from GPU 0000:3d:00.0's memory twice:\n%s", log)
+	}
+
+	// The daemon's rounds over GPU memory: loopback and to a peer on the
+	// GPU's rail (rdma/probe's TestSchedulerGPUMemoryOnDevice).
+	if p := secs["probe-tests"]; p.rc != 0 || !strings.Contains(p.body, "--- PASS: TestSchedulerGPUMemoryOnDevice") {
+		t.Errorf("probe tests on rxe0: exit %d\n%s", p.rc, p.body)
 	}
 
 	if ll := secs["link-local"]; ll.rc != 1 || !strings.Contains(ll.body, probe.ErrNoPort.Error()) {

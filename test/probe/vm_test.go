@@ -387,10 +387,10 @@ func TestProbesOnSoftRoCE(t *testing.T) {
 	// The daemon's round on rxe0: metrics, the verified label and RDMAReady.
 	m := secs["daemon-metrics"].body
 	for _, want := range []string{
-		`gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",kind="write_bw",peer="loopback",peer_device="",port="1"} `,
-		`gpunode_rdma_probe_latency_seconds{device="rxe0",kind="send_lat",peer="loopback",peer_device="",port="1",quantile="0.5"} `,
-		`gpunode_rdma_probe_success{device="rxe0",kind="send_lat",peer="loopback",peer_device="",port="1"} 1`,
-		`gpunode_rdma_probe_success{device="rxe0",kind="write_bw",peer="loopback",peer_device="",port="1"} 1`,
+		`gpunode_rdma_probe_bandwidth_bytes_per_second{device="rxe0",gpu="",kind="write_bw",memory="host",peer="loopback",peer_device="",port="1"} `,
+		`gpunode_rdma_probe_latency_seconds{device="rxe0",gpu="",kind="send_lat",memory="host",peer="loopback",peer_device="",port="1",quantile="0.5"} `,
+		`gpunode_rdma_probe_success{device="rxe0",gpu="",kind="send_lat",memory="host",peer="loopback",peer_device="",port="1"} 1`,
+		`gpunode_rdma_probe_success{device="rxe0",gpu="",kind="write_bw",memory="host",peer="loopback",peer_device="",port="1"} 1`,
 		`gpunode_rdma_probe_last_run_timestamp_seconds `,
 	} {
 		if !strings.Contains(m, want) {
