@@ -73,7 +73,11 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 		if dev != "" { // the TCP baseline has no RDMA port
 			port = strconv.Itoa(res.Local.Port)
 		}
-		mem, gpu := memoryLabels(res.GPU)
+		var gpuIndex *int
+		if res.GPU != nil {
+			gpuIndex = &res.GPU.Index
+		}
+		mem, gpu := memoryLabels(gpuIndex)
 		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1, dev, port, res.Peer, pdev, res.Kind, mem, gpu)
 		if res.BytesPerSecond > 0 {
 			ch <- prometheus.MustNewConstMetric(c.bandwidth, prometheus.GaugeValue, res.BytesPerSecond, dev, port, res.Peer, pdev, res.Kind, mem, gpu)
@@ -101,21 +105,18 @@ func (c *probeCollector) Collect(ch chan<- prometheus.Metric) {
 		if peer == "" {
 			peer = "loopback"
 		}
-		var g *probe.GPUResult
-		if f.GPU != nil {
-			g = &probe.GPUResult{Index: *f.GPU}
-		}
-		mem, gpu := memoryLabels(g)
+		mem, gpu := memoryLabels(f.GPU)
 		// The peer's device is unknown: its server answered with an error.
 		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0, dev, port, peer, "", f.Kind, mem, gpu)
 	}
 }
 
 // memoryLabels are the memory and gpu labels of a probe whose buffers
-// were in g's memory, or in host memory when g is nil.
-func memoryLabels(g *probe.GPUResult) (memory, gpu string) {
-	if g == nil {
+// were in the memory of the GPU with this index, or in host memory when
+// it is nil.
+func memoryLabels(index *int) (memory, gpu string) {
+	if index == nil {
 		return "host", ""
 	}
-	return "gpu", strconv.Itoa(g.Index)
+	return "gpu", strconv.Itoa(*index)
 }

@@ -386,7 +386,7 @@ func (s *Scheduler) peerRound(ctx context.Context, r *Round, p Peer, rails []Rai
 // the port's host memory probes would fail first.
 func (s *Scheduler) gpuLoopback(ctx context.Context, r *Round, g GPUPair, ports []Port) {
 	i := slices.IndexFunc(ports, func(p Port) bool { return p.Device == g.Device })
-	if g.Device == "" || i < 0 {
+	if i < 0 {
 		return
 	}
 	for _, req := range s.gpuRequests(g.GPU) {
@@ -406,7 +406,7 @@ func (s *Scheduler) gpuLoopback(ctx context.Context, r *Round, g GPUPair, ports 
 // fault. A rail down here already failed the host memory kinds.
 func (s *Scheduler) gpuPeer(ctx context.Context, r *Round, p Peer, g GPUPair, rails []Rail) {
 	i := slices.IndexFunc(rails, func(rl Rail) bool { return rl.Port.Device == g.Device })
-	if s.Rails == nil || g.Device == "" || i < 0 || !rails[i].Usable {
+	if s.Rails == nil || i < 0 || !rails[i].Usable {
 		return
 	}
 	rail := rails[i]

@@ -205,10 +205,11 @@ func (s *Server) answerTCP(conn net.Conn, req Request, proof []byte, release fun
 func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, proof []byte, release func(), log *slog.Logger) error {
 	// The slot is freed before a refusal is written: a client that reads
 	// it may ask again at once and must not be told "busy".
-	unavailable := func(err error) error {
+	refuseWith := func(code string, err error) error {
 		release()
-		return refuse(conn, CodeUnavailable, err)
+		return refuse(conn, code, err)
 	}
+	unavailable := func(err error) error { return refuseWith(CodeUnavailable, err) }
 	if err := Available(); err != nil {
 		return unavailable(fmt.Errorf("this node has no RDMA (%w); it answers the TCP kinds only", err))
 	}
@@ -219,16 +220,12 @@ func (s *Server) answerRDMA(ctx context.Context, conn net.Conn, req Request, pro
 	cfg := qpConfig(port, req)
 	var g *GPUTarget
 	if req.Memory == verbs.MemoryGPU {
-		noGPU := func(err error) error {
-			release()
-			return refuse(conn, CodeNoGPU, err)
-		}
 		if g, err = s.gpu(port); err != nil {
-			return noGPU(err)
+			return refuseWith(CodeNoGPU, err)
 		}
 		cfgs, releaseGPU, err := gpuBuffers(g, cfg)
 		if errors.Is(err, ErrGPUNotAvailable) {
-			return noGPU(err)
+			return refuseWith(CodeNoGPU, err)
 		}
 		if err != nil {
 			return unavailable(err)

@@ -310,7 +310,7 @@ func TestInferenceEfficiency(t *testing.T) {
 			t.Fatalf("tokens per joule: %v", v)
 		}
 		at = float64(v[0].Value)
-		var pods3 []served
+		var byPod []served
 		for _, p := range []struct {
 			pod       vllmPod
 			role      string
@@ -336,7 +336,7 @@ func TestInferenceEfficiency(t *testing.T) {
 				sv.tokens[0] += r[0]
 				sv.tokens[1] += r[1]
 			}
-			pods3 = append(pods3, sv)
+			byPod = append(byPod, sv)
 		}
 		got := func(record string) map[key]float64 {
 			kind, raw := prom.queryAt(t, record, at)
@@ -358,7 +358,7 @@ func TestInferenceEfficiency(t *testing.T) {
 		// pod's target (bit i+1) set in missed.
 		mismatches := func(missed int) (map[key]struct{ tokens, watts, gpus float64 }, []string) {
 			want := map[key]struct{ tokens, watts, gpus float64 }{}
-			for i, p := range pods3 {
+			for i, p := range byPod {
 				e := want[p.key]
 				want[p.key] = struct{ tokens, watts, gpus float64 }{e.tokens + p.tokens[missed>>(i+1)&1], e.watts + p.watts[missed&1], e.gpus + p.gpus}
 			}
@@ -385,7 +385,7 @@ func TestInferenceEfficiency(t *testing.T) {
 			t.Fatalf("model/role series: tokens per joule %v, energy per 1M %v, cost per 1M %v; want %v", perJoule, perMillion, cost, want)
 		}
 		missed := 0
-		for m := 1; len(mismatch) > 0 && m < 1<<(1+len(pods3)); m++ {
+		for m := 1; len(mismatch) > 0 && m < 1<<(1+len(byPod)); m++ {
 			if w, mm := mismatches(m); len(mm) == 0 {
 				want, mismatch, missed = w, nil, m
 			}
